@@ -1,0 +1,3 @@
+from hibana.cli import main
+
+main()

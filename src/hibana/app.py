@@ -1,0 +1,182 @@
+"""The programming model: ``App``, ``Blueprint`` and the decorators that declare functions.
+
+Decorators only record plain data (``FunctionSpec``); the host, the triggers and the
+runtimes read it. Nothing here starts a server or touches a global.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from hibana.errors import AppError, RouteError
+from hibana.triggers.routes import CompiledRoute, compile_route
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+DEFAULT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpTrigger:
+    route: CompiledRoute
+    methods: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"[{','.join(self.methods)}] {self.route.pattern}"
+
+
+#: Every trigger kind is one dataclass here; later kinds (timer, queue, event) join this union.
+Trigger = HttpTrigger
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    """One declared function: what triggers it and how it must be run. Plain data."""
+
+    name: str
+    handler: Callable[..., Any]
+    trigger: Trigger
+    is_async: bool
+    timeout: float
+    max_concurrency: int | None
+    #: "function_app.py:12", where the function was declared.
+    source: str
+
+
+def _where(filename: str, line: int) -> str:
+    try:
+        rel = os.path.relpath(filename)
+    except ValueError:
+        rel = filename
+    return f"{rel if len(rel) < len(filename) else filename}:{line}"
+
+
+def _caller(depth: int) -> str:
+    frame = sys._getframe(depth + 1)
+    return _where(frame.f_code.co_filename, frame.f_lineno)
+
+
+def _check_positive(value: object, what: str, where: str, integer: bool = False) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        raise AppError(
+            f"{what}={value!r} in {where} must be a positive {'integer' if integer else 'number'}"
+        )
+
+
+class Blueprint:
+    """A group of functions declared in one module and registered on an ``App`` later."""
+
+    def __init__(self) -> None:
+        self._functions: list[FunctionSpec] = []
+
+    @property
+    def functions(self) -> tuple[FunctionSpec, ...]:
+        return tuple(self._functions)
+
+    def http(
+        self,
+        route: str,
+        methods: Iterable[str] = ("GET",),
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_concurrency: int | None = None,
+        name: str | None = None,
+    ) -> Callable[[F], F]:
+        """Declare an HTTP function on ``route`` for ``methods``.
+
+        ``timeout`` (seconds) ends the invocation with 504; ``max_concurrency`` caps the
+        invocations running at once in one worker, and excess requests wait briefly, then 429."""
+        decl_site = _caller(1)
+        if isinstance(methods, str):
+            methods = (methods,)
+        method_list = tuple(dict.fromkeys(str(m).upper() for m in methods))
+
+        def decorate(fn: F) -> F:
+            location, where = self._describe(fn, name, decl_site)
+            if not method_list:
+                raise AppError(f"app.http({route!r}) in {where} lists no methods")
+            unknown = [m for m in method_list if m not in HTTP_METHODS]
+            if unknown:
+                raise AppError(
+                    f"app.http({route!r}) in {where} has unknown method {unknown[0]!r}; "
+                    f"use any of {', '.join(sorted(HTTP_METHODS))}"
+                )
+            _check_positive(timeout, "timeout", where)
+            if max_concurrency is not None:
+                _check_positive(max_concurrency, "max_concurrency", where, integer=True)
+            compiled = compile_route(route, where)
+            self._add(
+                FunctionSpec(
+                    name=name or fn.__name__,
+                    handler=fn,
+                    trigger=HttpTrigger(compiled, method_list),
+                    is_async=inspect.iscoroutinefunction(fn),
+                    timeout=float(timeout),
+                    max_concurrency=max_concurrency,
+                    source=location,
+                )
+            )
+            return fn
+
+        return decorate
+
+    @staticmethod
+    def _describe(fn: object, name: str | None, decl_site: str) -> tuple[str, str]:
+        """("function_app.py:12", "function_app.py:12 (create)"), or an error if ``fn`` is
+        not callable."""
+        if not callable(fn):
+            raise AppError(
+                f"The decorator at {decl_site} was applied to {fn!r} ({type(fn).__name__}), "
+                "which is not callable; put it directly above a `def`"
+            )
+        code = getattr(fn, "__code__", None)
+        fn_name = name or getattr(fn, "__name__", type(fn).__name__)
+        location = decl_site if code is None else _where(code.co_filename, code.co_firstlineno)
+        return location, f"{location} ({fn_name})"
+
+    def _add(self, spec: FunctionSpec) -> None:
+        self._functions.append(spec)
+
+
+class App(Blueprint):
+    """A hibana app: the functions it serves. Build one per app file; ``hibana serve`` finds it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._names: dict[str, FunctionSpec] = {}
+        self._routes: dict[tuple[str, str], FunctionSpec] = {}
+
+    def register(self, blueprint: Blueprint) -> None:
+        """Add every function declared on ``blueprint`` to this app."""
+        if blueprint is self:
+            raise AppError("An App cannot register itself")
+        for spec in blueprint.functions:
+            self._add(spec)
+
+    def _add(self, spec: FunctionSpec) -> None:
+        other = self._names.get(spec.name)
+        if other is not None:
+            raise AppError(
+                f'Two functions are named "{spec.name}": {other.source} and {spec.source}; '
+                "rename one, or pass name= to the decorator"
+            )
+        trigger = spec.trigger
+        for method in trigger.methods:
+            clash = self._routes.get((trigger.route.shape, method))
+            if clash is not None:
+                raise RouteError(
+                    f'Route "{trigger.route.pattern}" {method} in {spec.source} ({spec.name}) '
+                    f'is already served by "{clash.trigger.route.pattern}" in {clash.source} '
+                    f"({clash.name}); change one route or method"
+                )
+        for method in trigger.methods:
+            self._routes[(trigger.route.shape, method)] = spec
+        self._names[spec.name] = spec
+        super()._add(spec)

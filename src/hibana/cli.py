@@ -1,0 +1,208 @@
+"""``hibana``: the command line. The only place that prints for the user and picks exit codes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from hibana.errors import AppError, ConfigError, HibanaError
+
+cli = typer.Typer(
+    name="hibana",
+    help="Self-hosted serverless functions for Python.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+AppDir = Annotated[
+    Path,
+    typer.Argument(
+        help="The app folder (holds function_app.py).",
+        exists=True,
+        file_okay=False,
+        dir_okay=True,
+        resolve_path=False,
+    ),
+]
+Port = Annotated[
+    int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on (0: any free).")
+]
+Host = Annotated[str, typer.Option("--host", help="Address to listen on.")]
+Workers = Annotated[
+    int | None, typer.Option("--workers", "-w", min=1, help="Worker processes [default: cores].")
+]
+ShutdownTimeout = Annotated[
+    float,
+    typer.Option(min=0, help="Seconds in-flight invocations get to finish after SIGTERM."),
+]
+CancelGrace = Annotated[
+    float,
+    typer.Option(min=0, help="Seconds a timed-out function gets before its worker is replaced."),
+]
+ConcurrencyWait = Annotated[
+    float,
+    typer.Option(min=0, help="Seconds a request waits for a max_concurrency slot before 429."),
+]
+MaxBody = Annotated[int, typer.Option(min=1, help="Largest request body in bytes (413 above).")]
+LogLevel = Annotated[
+    str, typer.Option(help="debug, info, warning or error.", case_sensitive=False)
+]
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from hibana import __version__
+
+        print(f"hibana {__version__}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Self-hosted serverless functions for Python."""
+
+
+def _run_host(
+    app_dir: Path,
+    *,
+    host: str,
+    port: int,
+    workers: int | None,
+    shutdown_timeout: float,
+    cancel_grace: float,
+    concurrency_wait: float,
+    max_body_bytes: int,
+    log_level: str,
+    reload: bool,
+) -> None:
+    from hibana.host.config import HostConfig, default_workers
+    from hibana.host.supervisor import HostStartError, Supervisor
+
+    try:
+        config = HostConfig(
+            app_dir=str(app_dir),
+            host=host,
+            port=port,
+            workers=workers or (1 if reload else default_workers()),
+            shutdown_timeout=shutdown_timeout,
+            cancel_grace=cancel_grace,
+            concurrency_wait=concurrency_wait,
+            max_body_bytes=max_body_bytes,
+            log_level=log_level.lower(),  # type: ignore[arg-type]
+            reload=reload,
+        )
+        code = Supervisor(config, lambda text: print(text, file=sys.stderr, flush=True)).run()
+    except HostStartError as exc:
+        _fail(str(exc), 1)
+    except (AppError, ConfigError) as exc:
+        _fail(str(exc))
+    except HibanaError as exc:
+        _fail(str(exc), 1)
+    raise typer.Exit(code)
+
+
+@cli.command()
+def serve(
+    app_dir: AppDir,
+    port: Port = 7071,
+    host: Host = "127.0.0.1",
+    workers: Workers = None,
+    shutdown_timeout: ShutdownTimeout = 10.0,
+    cancel_grace: CancelGrace = 5.0,
+    concurrency_wait: ConcurrencyWait = 5.0,
+    max_body_bytes: MaxBody = 10 * 1024 * 1024,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run the host on APP_DIR: one line per function, then JSON log lines on stdout."""
+    _run_host(
+        app_dir,
+        host=host,
+        port=port,
+        workers=workers,
+        shutdown_timeout=shutdown_timeout,
+        cancel_grace=cancel_grace,
+        concurrency_wait=concurrency_wait,
+        max_body_bytes=max_body_bytes,
+        log_level=log_level,
+        reload=False,
+    )
+
+
+@cli.command()
+def dev(
+    app_dir: AppDir,
+    port: Port = 7071,
+    host: Host = "127.0.0.1",
+    workers: Workers = None,
+    shutdown_timeout: ShutdownTimeout = 10.0,
+    cancel_grace: CancelGrace = 5.0,
+    concurrency_wait: ConcurrencyWait = 5.0,
+    max_body_bytes: MaxBody = 10 * 1024 * 1024,
+    log_level: LogLevel = "info",
+) -> None:
+    """Like serve, with one worker by default, reloading when a .py file in APP_DIR changes."""
+    _run_host(
+        app_dir,
+        host=host,
+        port=port,
+        workers=workers,
+        shutdown_timeout=shutdown_timeout,
+        cancel_grace=cancel_grace,
+        concurrency_wait=concurrency_wait,
+        max_body_bytes=max_body_bytes,
+        log_level=log_level,
+        reload=True,
+    )
+
+
+STARTER = '''"""A hibana app: declare functions on `app`, run `hibana dev .` and call them."""
+
+import hibana
+
+app = hibana.App()
+
+
+@app.http("/hello/{name}", methods=["GET"])
+def hello(req: hibana.Request, ctx: hibana.Context) -> str:
+    ctx.log.info("greeting", name=req.params["name"])
+    return f"Hello {req.params['name']}"
+
+
+@app.http("/echo", methods=["POST"], timeout=5)
+async def echo(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    return hibana.Response.json({"got": req.json(), "invocation": ctx.invocation_id})
+'''
+
+
+@cli.command()
+def new(
+    directory: Annotated[Path, typer.Argument(help="Folder to create the app in.")],
+) -> None:
+    """Write a starter app into DIRECTORY that runs as is."""
+    target = directory / "function_app.py"
+    if target.exists():
+        _fail(f"{target} already exists; choose an empty folder")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        target.write_text(STARTER)
+    except OSError as exc:
+        _fail(f"cannot write {target}: {exc.strerror}", 1)
+    print(f"Created {target}\nRun it:  hibana dev {directory}")
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,127 @@
+"""The seam: every trigger turns its input into an ``Invocation``; a function sees a ``Context``.
+
+Nothing else reaches a function. Tracing, deadlines, concurrency limits and retries are
+wrappers around this one shape (see ``hibana.dispatcher``), not parallel stacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from hibana.errors import Cancelled
+from hibana.telemetry.logs import Logger
+from hibana.telemetry.trace import TraceContext
+
+if TYPE_CHECKING:
+    from hibana.app import FunctionSpec
+
+#: What a function is: ``fn(payload, ctx)``, sync or async.
+Handler = Callable[[Any, "Context"], Any] | Callable[[Any, "Context"], Awaitable[Any]]
+
+CancelReason = Literal["timeout", "shutdown", "client_disconnected"]
+
+
+class Cancellation:
+    """A one-way signal: set once (from the event loop's thread), read from anywhere.
+
+    Sync code polls ``is_set()``; async code awaits ``wait()``."""
+
+    __slots__ = ("_is_set", "_event", "reason")
+
+    def __init__(self) -> None:
+        self._is_set = False
+        self._event: asyncio.Event | None = None
+        self.reason: CancelReason | None = None
+
+    def is_set(self) -> bool:
+        return self._is_set
+
+    def set(self, reason: CancelReason) -> None:
+        if self._is_set:
+            return
+        self.reason = reason
+        self._is_set = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        if self._is_set:
+            return
+        if self._event is None:
+            self._event = asyncio.Event()
+        await self._event.wait()
+
+
+@dataclass(slots=True)
+class Invocation:
+    """One run of one function: what the dispatcher schedules, times and traces."""
+
+    id: str
+    function: FunctionSpec
+    payload: Any
+    trace: TraceContext
+    #: ``time.monotonic()`` at which the invocation times out.
+    deadline: float
+    attempt: int = 1
+    cancellation: Cancellation = field(default_factory=Cancellation)
+    cold_start: bool = False
+
+
+class Context:
+    """What a function knows of its invocation: ids, attempt, deadline, cancellation, logger."""
+
+    __slots__ = ("_inv", "log")
+
+    def __init__(self, invocation: Invocation, log: Logger) -> None:
+        self._inv = invocation
+        self.log = log
+
+    @property
+    def invocation_id(self) -> str:
+        return self._inv.id
+
+    @property
+    def function_name(self) -> str:
+        return self._inv.function.name
+
+    @property
+    def attempt(self) -> int:
+        """1 on the first try, counting up on each retry."""
+        return self._inv.attempt
+
+    @property
+    def trace(self) -> TraceContext:
+        return self._inv.trace
+
+    @property
+    def deadline(self) -> float:
+        """The deadline as a Unix timestamp (``time.time()`` scale)."""
+        return time.time() + self.remaining
+
+    @property
+    def remaining(self) -> float:
+        """Seconds left before the deadline; zero or less once it has passed."""
+        return self._inv.deadline - time.monotonic()
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the invocation is cancelled (deadline passed, or the worker is stopping).
+        Long-running sync code should poll this and return early."""
+        return self._inv.cancellation.is_set()
+
+    @property
+    def cancel_reason(self) -> CancelReason | None:
+        return self._inv.cancellation.reason
+
+    async def wait_cancelled(self) -> None:
+        """Returns when the invocation is cancelled; race it against slow work."""
+        await self._inv.cancellation.wait()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise ``hibana.Cancelled`` if the invocation is cancelled."""
+        if self._inv.cancellation.is_set():
+            raise Cancelled(self._inv.cancellation.reason)

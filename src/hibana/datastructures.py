@@ -1,0 +1,80 @@
+"""Multi-valued mappings for query strings and headers: repeated keys keep every value."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import overload
+
+
+class MultiDict(Mapping[str, str]):
+    """An immutable mapping whose keys may repeat: ``get`` gives the first value,
+    ``getlist`` all of them, in the order they arrived."""
+
+    __slots__ = ("_items", "_first")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = list(items)
+        first: dict[str, str] = {}
+        for key, value in self._items:
+            first.setdefault(self._norm(key), value)
+        self._first = first
+
+    @staticmethod
+    def _norm(key: str) -> str:
+        return key
+
+    def __getitem__(self, key: str) -> str:
+        return self._first[self._norm(key)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._first)
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._norm(key) in self._first
+
+    @overload
+    def get(self, key: str) -> str | None: ...
+    @overload
+    def get(self, key: str, default: str) -> str: ...
+    @overload
+    def get(self, key: str, default: None) -> str | None: ...
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self._first.get(self._norm(key), default)
+
+    def getlist(self, key: str) -> list[str]:
+        """Every value of ``key``, in arrival order; an empty list when it is absent."""
+        k = self._norm(key)
+        return [v for name, v in self._items if self._norm(name) == k]
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        """All (key, value) pairs, repeats included, in arrival order."""
+        return list(self._items)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._items!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, MultiDict):
+            return self._items == other._items
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class QueryParams(MultiDict):
+    """The query string, decoded once; blank values are kept (``?a=&b`` gives ``a=""``)."""
+
+    __slots__ = ()
+
+
+class Headers(MultiDict):
+    """Request headers; names are case-insensitive."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def _norm(key: str) -> str:
+        return key.lower()

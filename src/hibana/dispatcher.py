@@ -1,0 +1,151 @@
+"""The dispatcher: the one path every Invocation takes, whatever its trigger.
+
+It applies the function's concurrency gate, starts it on its runtime, enforces the
+deadline (cooperative cancellation first; a function still running ``cancel_grace``
+seconds later is reported as stuck so its worker can be replaced) and reports an
+``Outcome`` the trigger turns into its own answer (an HTTP response, an ack, a retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from hibana.context import Context, Invocation
+from hibana.errors import Cancelled
+from hibana.runtimes import python as python_runtime
+
+OutcomeKind = Literal["ok", "error", "timeout", "throttled", "cancelled"]
+
+
+@dataclass(slots=True)
+class Outcome:
+    kind: OutcomeKind
+    value: Any = None
+    error: BaseException | None = None
+
+
+class Gate:
+    """At most ``limit`` invocations at once; the rest wait in arrival order, for a while."""
+
+    __slots__ = ("limit", "active", "_waiters")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+        self._waiters: deque[asyncio.Future[bool]] = deque()
+
+    def try_acquire(self) -> bool:
+        if self.active < self.limit and not self._waiters:
+            self.active += 1
+            return True
+        return False
+
+    async def acquire(self, timeout: float) -> bool:
+        """True once a slot is ours; False if none freed up within ``timeout`` seconds."""
+        if self.try_acquire():
+            return True
+        if timeout <= 0:
+            return False
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = loop.call_later(timeout, _resolve, waiter, False)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+
+    def release(self) -> None:
+        # Hand the slot straight to the oldest live waiter, so arrivals cannot jump the queue.
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(True)
+                return
+        self.active -= 1
+
+
+def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+class Dispatcher:
+    """Runs Invocations in one worker: gates, deadlines, cancellation, in-flight tracking."""
+
+    def __init__(
+        self,
+        pool: Executor,
+        *,
+        concurrency_wait: float,
+        cancel_grace: float,
+        on_stuck: Callable[[Invocation], None],
+    ) -> None:
+        self._pool = pool
+        self._concurrency_wait = concurrency_wait
+        self._cancel_grace = cancel_grace
+        self._on_stuck = on_stuck
+        self._gates: dict[str, Gate] = {}
+        #: Invocations whose function has not returned yet (timed-out ones included).
+        self.inflight: dict[str, Invocation] = {}
+
+    def cancel_all(self) -> None:
+        """Signal cancellation to every running invocation (the worker is shutting down)."""
+        for inv in self.inflight.values():
+            inv.cancellation.set("shutdown")
+
+    async def run(self, inv: Invocation, ctx: Context) -> Outcome:
+        spec = inv.function
+        loop = asyncio.get_running_loop()
+        gate: Gate | None = None
+        if spec.max_concurrency is not None:
+            gate = self._gates.get(spec.name)
+            if gate is None:
+                gate = self._gates[spec.name] = Gate(spec.max_concurrency)
+            if not gate.try_acquire():
+                wait = min(self._concurrency_wait, inv.deadline - time.monotonic())
+                if not await gate.acquire(wait):
+                    return Outcome("throttled")
+        try:
+            fut = python_runtime.start(inv, ctx, self._pool)
+        except BaseException:
+            if gate is not None:
+                gate.release()
+            raise
+        self.inflight[inv.id] = inv
+        fut.add_done_callback(lambda f: self._finished(inv, gate, f))
+        remaining = inv.deadline - time.monotonic()
+        if remaining > 0:
+            done, _ = await asyncio.wait((fut,), timeout=remaining)
+        else:
+            done = set()
+        if not done:
+            inv.cancellation.set("timeout")
+            fut.cancel()  # a task gets CancelledError; a thread cannot be stopped, only told
+            loop.call_later(self._cancel_grace, self._check_stuck, inv, fut)
+            return Outcome("timeout")
+        if fut.cancelled():
+            return Outcome("cancelled")
+        exc = fut.exception()
+        if exc is None:
+            return Outcome("ok", fut.result())
+        if isinstance(exc, Cancelled | asyncio.CancelledError):
+            return Outcome("cancelled", error=exc)
+        return Outcome("error", error=exc)
+
+    def _finished(self, inv: Invocation, gate: Gate | None, fut: asyncio.Future[Any]) -> None:
+        self.inflight.pop(inv.id, None)
+        if gate is not None:
+            gate.release()
+        if not fut.cancelled():
+            fut.exception()  # mark retrieved: a late failure after a timeout is not news
+
+    def _check_stuck(self, inv: Invocation, fut: asyncio.Future[Any]) -> None:
+        if not fut.done():
+            self._on_stuck(inv)

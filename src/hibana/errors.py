@@ -1,0 +1,59 @@
+"""hibana's exceptions.
+
+One tree, one base::
+
+    HibanaError                 anything hibana raises on purpose
+    ├── AppError                the user's app is wrong (a route, a decorator use, an import)
+    │   ├── RouteError          a route pattern that does not parse, or that clashes with another
+    │   └── AppLoadError        the app file is missing, does not import, or defines no App
+    ├── ConfigError             a setting (CLI flag, App option) that is out of range
+    └── HTTPError               raise in a function to answer with a status and a message
+        └── BadRequest          400: the request body or a parameter is malformed
+
+Control signals that user code must not swallow derive from BaseException, like
+``asyncio.CancelledError`` does: see ``Cancelled``.
+"""
+
+from __future__ import annotations
+
+
+class HibanaError(Exception):
+    """Base of every error hibana raises on purpose."""
+
+
+class AppError(HibanaError):
+    """The user's app is wrong; the message names the file, the line and the fix."""
+
+
+class RouteError(AppError):
+    """A route pattern does not parse, or clashes with another function's route."""
+
+
+class AppLoadError(AppError):
+    """The app file is missing, fails to import, or defines no ``hibana.App``."""
+
+
+class ConfigError(HibanaError):
+    """A setting is out of range; the message names the setting and what it accepts."""
+
+
+class HTTPError(HibanaError):
+    """Raise from a function to answer with ``status`` and a JSON body naming ``detail``."""
+
+    def __init__(self, status: int, detail: str = "", headers: dict[str, str] | None = None):
+        super().__init__(detail or str(status))
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class BadRequest(HTTPError):
+    """400: the request is malformed (a body that is not JSON, say)."""
+
+    def __init__(self, detail: str):
+        super().__init__(400, detail)
+
+
+class Cancelled(BaseException):  # noqa: N818 - a signal, not an error
+    """Raised by ``Context.raise_if_cancelled()``: the invocation's deadline passed or the
+    worker is shutting down. Derives from BaseException so ``except Exception`` does not eat it."""

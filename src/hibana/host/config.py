@@ -1,0 +1,73 @@
+"""``HostConfig``: every knob of a running host, validated when built."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+from hibana.errors import ConfigError
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    app_dir: str
+    host: str = "127.0.0.1"
+    #: 0 picks a free port; the host prints the one it bound.
+    port: int = 7071
+    workers: int = dataclasses.field(default_factory=default_workers)
+    #: Seconds in-flight invocations get to finish after SIGTERM before they are killed.
+    shutdown_timeout: float = 10.0
+    #: Seconds a timed-out function gets to return before its worker is replaced.
+    cancel_grace: float = 5.0
+    #: Seconds a request waits for a max_concurrency slot before it gets 429.
+    concurrency_wait: float = 5.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_header_bytes: int = 32 * 1024
+    #: Seconds a client has to send a request's headers (slowloris protection).
+    header_timeout: float = 10.0
+    #: Seconds a client may pause while sending a request body.
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
+    #: Threads per worker for sync functions.
+    threads: int = 40
+    log_level: LogLevel = "info"
+    reload: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is not in 0..65535")
+        for name in ("workers", "threads", "max_body_bytes", "max_header_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}={value!r} must be a whole number of at least 1")
+        for name in (
+            "shutdown_timeout",
+            "cancel_grace",
+            "concurrency_wait",
+            "header_timeout",
+            "body_timeout",
+            "keep_alive_timeout",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"{name}={value!r} must be a number of seconds, 0 or more")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(
+                f"log_level={self.log_level!r} is not one of debug, info, warning, error"
+            )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> HostConfig:
+        return cls(**json.loads(text))

@@ -1,0 +1,77 @@
+"""Import a user's app folder and find its ``hibana.App``, with errors that name the file,
+the line and the fix instead of a traceback."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from hibana.app import App
+from hibana.errors import AppError, AppLoadError
+
+APP_FILE = "function_app.py"
+
+
+def _rel(path: str | os.PathLike[str]) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return rel if len(rel) < len(str(path)) else str(path)
+
+
+def load_app(app_dir: str | os.PathLike[str]) -> App:
+    """The ``App`` defined by ``APP_DIR/function_app.py``.
+
+    Raises ``AppLoadError`` (or the ``AppError`` the app's own declarations raised)."""
+    folder = Path(app_dir).resolve()
+    if not folder.is_dir():
+        raise AppLoadError(f"App folder {app_dir} does not exist; create one with `hibana new`")
+    path = folder / APP_FILE
+    if not path.is_file():
+        raise AppLoadError(
+            f"No {APP_FILE} in {_rel(folder)}; the app's functions go there "
+            f"(`hibana new {app_dir}` writes a starter)"
+        )
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location("function_app", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["function_app"] = module
+    try:
+        spec.loader.exec_module(module)
+    except AppError:
+        raise
+    except SyntaxError as exc:
+        where = f"{_rel(exc.filename or path)}:{exc.lineno}"
+        if exc.offset:
+            where += f":{exc.offset}"
+        text = f"\n    {exc.text.rstrip()}" if exc.text else ""
+        raise AppLoadError(f"{where}: {type(exc).__name__}: {exc.msg}{text}") from None
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        inside = [f for f in frames if f.filename.startswith(str(folder))]
+        frame = (inside or frames)[-1]
+        raise AppLoadError(
+            f"{_rel(frame.filename)}:{frame.lineno}: importing {APP_FILE} failed: "
+            f"{type(exc).__name__}: {exc}"
+            + (f"\n    {frame.line}" if frame.line else "")
+        ) from None
+    apps = {name: value for name, value in vars(module).items() if isinstance(value, App)}
+    if "app" in apps:
+        return apps["app"]
+    if len(apps) == 1:
+        return next(iter(apps.values()))
+    if not apps:
+        raise AppLoadError(
+            f"{_rel(path)} defines no hibana.App; add `app = hibana.App()` and declare "
+            "functions on it"
+        )
+    raise AppLoadError(
+        f"{_rel(path)} defines several Apps ({', '.join(sorted(apps))}); name the one to "
+        "serve `app`"
+    )

@@ -1,0 +1,113 @@
+"""``Request``: what an HTTP function receives. Parsed lazily: a function that never reads
+the query string or cookies pays nothing for them."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from hibana.datastructures import Headers, QueryParams
+from hibana.errors import BadRequest
+
+_decode_json = msgspec.json.decode
+
+
+class Request:
+    """An HTTP request: method, path, route ``params``, ``query``, ``headers``, ``cookies``, body."""
+
+    __slots__ = ("_scope", "body", "params", "_query", "_headers", "_cookies")
+
+    def __init__(self, scope: dict[str, Any], body: bytes, params: dict[str, Any]) -> None:
+        self._scope = scope
+        self.body = body
+        #: Route parameters, converted by their declared type (``{id:int}`` gives an int).
+        self.params = params
+        self._query: QueryParams | None = None
+        self._headers: Headers | None = None
+        self._cookies: dict[str, str] | None = None
+
+    @property
+    def method(self) -> str:
+        return str(self._scope["method"])
+
+    @property
+    def path(self) -> str:
+        """The decoded path, without the query string."""
+        return str(self._scope["path"])
+
+    @property
+    def query_string(self) -> str:
+        return bytes(self._scope["query_string"]).decode("latin-1")
+
+    @property
+    def url(self) -> str:
+        host = self.headers.get("host") or "localhost"
+        qs = self.query_string
+        return f"{self._scope.get('scheme', 'http')}://{host}{self._scope.get('raw_path', b'').decode('latin-1') or self.path}" + (
+            f"?{qs}" if qs else ""
+        )
+
+    @property
+    def query(self) -> QueryParams:
+        """Query parameters; repeated ones keep every value (``getlist``)."""
+        if self._query is None:
+            self._query = QueryParams(parse_qsl(self.query_string, keep_blank_values=True))
+        return self._query
+
+    @property
+    def headers(self) -> Headers:
+        """Request headers, case-insensitive; repeated ones keep every value (``getlist``)."""
+        if self._headers is None:
+            self._headers = Headers(
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in self._scope["headers"]
+            )
+        return self._headers
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        if self._cookies is None:
+            cookies: dict[str, str] = {}
+            for header in self.headers.getlist("cookie"):
+                for chunk in header.split(";"):
+                    key, sep, value = chunk.partition("=")
+                    key = key.strip()
+                    if sep and key:
+                        cookies.setdefault(key, value.strip().strip('"'))
+            self._cookies = cookies
+        return self._cookies
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        """The peer's (address, port) on the socket."""
+        client = self._scope.get("client")
+        return (str(client[0]), int(client[1])) if client else None
+
+    @property
+    def content_type(self) -> str:
+        return (self.headers.get("content-type") or "").split(";")[0].strip().lower()
+
+    def text(self) -> str:
+        """The body decoded with the charset the client declared (UTF-8 by default)."""
+        charset = "utf-8"
+        for part in (self.headers.get("content-type") or "").split(";")[1:]:
+            key, _, value = part.partition("=")
+            if key.strip().lower() == "charset" and value.strip():
+                charset = value.strip().strip('"')
+        try:
+            return self.body.decode(charset)
+        except (LookupError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"request body is not valid {charset} text: {exc}") from None
+
+    def json(self) -> Any:
+        """The body parsed as JSON; a malformed body answers 400 naming the problem."""
+        if not self.body:
+            raise BadRequest("request body is empty; expected JSON")
+        try:
+            return _decode_json(self.body)
+        except msgspec.DecodeError as exc:
+            raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.path}>"

@@ -1,0 +1,125 @@
+"""``Response`` and the conversion of whatever a function returns into one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from email.utils import format_datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from urllib.parse import quote
+
+import msgspec
+
+_encode_json = msgspec.json.Encoder().encode
+
+HeadersArg = Mapping[str, str] | Iterable[tuple[str, str]] | None
+
+
+class Response:
+    """An HTTP response: a status, headers (repeatable, e.g. several ``Set-Cookie``) and a body."""
+
+    __slots__ = ("body", "status", "headers")
+
+    def __init__(
+        self,
+        body: bytes | str = b"",
+        status: int = 200,
+        headers: HeadersArg = None,
+        content_type: str | None = None,
+    ) -> None:
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise ValueError(f"HTTP status {status!r} is not an integer from 100 to 599")
+        if isinstance(body, str):
+            body = body.encode()
+            content_type = content_type or "text/plain; charset=utf-8"
+        elif not isinstance(body, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"Response body is {type(body).__name__}; pass bytes or str, "
+                "or use Response.json(...) for data"
+            )
+        self.body = bytes(body)
+        self.status = status
+        items = headers.items() if isinstance(headers, Mapping) else (headers or ())
+        self.headers: list[tuple[str, str]] = [(str(k), str(v)) for k, v in items]
+        if content_type is not None and not self.has_header("content-type"):
+            self.headers.append(("content-type", content_type))
+
+    @classmethod
+    def json(cls, data: Any, status: int = 200, headers: HeadersArg = None) -> Response:
+        """``data`` encoded as JSON with ``Content-Type: application/json``."""
+        return cls(_encode_json(data), status, headers, "application/json")
+
+    @classmethod
+    def text(cls, text: str, status: int = 200, headers: HeadersArg = None) -> Response:
+        return cls(text, status, headers, "text/plain; charset=utf-8")
+
+    @classmethod
+    def html(cls, html: str, status: int = 200, headers: HeadersArg = None) -> Response:
+        return cls(html, status, headers, "text/html; charset=utf-8")
+
+    @classmethod
+    def redirect(cls, location: str, status: int = 307) -> Response:
+        return cls(b"", status, [("location", quote(location, safe=":/%#?=@[]!$&'()*+,;"))])
+
+    def has_header(self, name: str) -> bool:
+        name = name.lower()
+        return any(k.lower() == name for k, _ in self.headers)
+
+    def set_cookie(
+        self,
+        key: str,
+        value: str = "",
+        *,
+        max_age: int | None = None,
+        expires: datetime | None = None,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: Literal["lax", "strict", "none"] | None = "lax",
+    ) -> None:
+        """Add a ``Set-Cookie`` header; call again for more cookies."""
+        parts = [f"{key}={value}"]
+        if max_age is not None:
+            parts.append(f"Max-Age={max_age}")
+        if expires is not None:
+            parts.append(f"Expires={format_datetime(expires.astimezone(UTC), usegmt=True)}")
+        if path is not None:
+            parts.append(f"Path={path}")
+        if domain is not None:
+            parts.append(f"Domain={domain}")
+        if secure:
+            parts.append("Secure")
+        if httponly:
+            parts.append("HttpOnly")
+        if samesite is not None:
+            parts.append(f"SameSite={samesite.capitalize()}")
+        self.headers.append(("set-cookie", "; ".join(parts)))
+
+    def delete_cookie(self, key: str, *, path: str = "/", domain: str | None = None) -> None:
+        self.set_cookie(
+            key, "", max_age=0, expires=datetime.now(UTC) - timedelta(days=1), path=path,
+            domain=domain,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {len(self.body)} bytes>"
+
+
+def to_response(value: Any, function: str) -> Response:
+    """What a function returned, as a Response: str (text), bytes (octet-stream),
+    dict/list (JSON), None (204), or a Response as is. Anything else is a TypeError."""
+    if isinstance(value, Response):
+        return value
+    if isinstance(value, str):
+        return Response(value.encode(), 200, None, "text/plain; charset=utf-8")
+    if isinstance(value, dict | list):
+        return Response(_encode_json(value), 200, None, "application/json")
+    if value is None:
+        return Response(b"", 204)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return Response(bytes(value), 200, None, "application/octet-stream")
+    raise TypeError(
+        f"function {function!r} returned {type(value).__name__}; "
+        "return a hibana.Response, str, bytes, dict, list or None"
+    )

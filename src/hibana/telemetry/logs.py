@@ -1,0 +1,117 @@
+"""Structured JSON log lines on stdout, one object a line, bound to an invocation.
+
+Lines written on the event loop's thread are buffered and written together once per
+loop iteration, so a busy worker makes one ``write`` for many invocations; lines from
+other threads (sync functions) are written at once. Each write is a whole number of
+lines, so workers sharing stdout never interleave within a line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import traceback
+from typing import Any, Literal
+
+import msgspec
+
+Level = Literal["debug", "info", "warning", "error"]
+_LEVELS: dict[str, int] = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+_encode = msgspec.json.Encoder(enc_hook=repr).encode
+
+
+class LogSink:
+    """Where a process's log lines go: a file descriptor (stdout by default)."""
+
+    def __init__(self, fd: int = 1, level: Level = "info") -> None:
+        self.fd = fd
+        self.min_level = _LEVELS[level]
+        self._buffer: list[bytes] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._flush_scheduled = False
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Buffer lines written on ``loop``'s thread; flush them once per iteration."""
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+
+    def emit(self, record: dict[str, Any]) -> None:
+        line = _encode(record) + b"\n"
+        if self._loop is not None and threading.get_ident() == self._loop_thread:
+            self._buffer.append(line)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self.flush)
+        else:
+            self._write(line)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if self._buffer:
+            data = b"".join(self._buffer)
+            self._buffer.clear()
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self.fd, view)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return  # stdout closed: nothing sensible left to do with a log line
+            view = view[n:]
+
+
+def timestamp() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+class Logger:
+    """``ctx.log``: ``log.info("message", key=value, ...)`` writes one JSON line that also
+    carries the fields this logger is bound to (invocation id, function, trace ids)."""
+
+    __slots__ = ("_sink", "_fields")
+
+    def __init__(self, sink: LogSink, fields: dict[str, Any]) -> None:
+        self._sink = sink
+        self._fields = fields
+
+    def bind(self, **fields: Any) -> Logger:
+        """A logger that adds ``fields`` to every line."""
+        return Logger(self._sink, {**self._fields, **fields})
+
+    def log(self, level: Level, msg: str, /, **fields: Any) -> None:
+        if _LEVELS[level] < self._sink.min_level:
+            return
+        record: dict[str, Any] = {"ts": timestamp(), "level": level, "msg": msg}
+        record.update(self._fields)
+        record.update(fields)
+        self._sink.emit(record)
+
+    def debug(self, msg: str, /, **fields: Any) -> None:
+        self.log("debug", msg, **fields)
+
+    def info(self, msg: str, /, **fields: Any) -> None:
+        self.log("info", msg, **fields)
+
+    def warning(self, msg: str, /, **fields: Any) -> None:
+        self.log("warning", msg, **fields)
+
+    def error(self, msg: str, /, **fields: Any) -> None:
+        self.log("error", msg, **fields)
+
+    def exception(self, msg: str, exc: BaseException, /, **fields: Any) -> None:
+        """An error line carrying ``exc``'s type, message and traceback."""
+        self.log(
+            "error",
+            msg,
+            error=f"{type(exc).__name__}: {exc}",
+            traceback="".join(traceback.format_exception(exc)),
+            **fields,
+        )

@@ -1,0 +1,1 @@
+"""Trigger sources: each turns its input into an ``Invocation``."""

@@ -1,0 +1,269 @@
+"""The HTTP trigger: an ASGI app that turns each request into an Invocation.
+
+It routes, reads the body within limits, starts or continues the trace, hands the
+Invocation to the dispatcher and turns the Outcome into the response. Answers that
+hibana gives itself (404, 405, 413, 429, 500, 503, 504) are JSON bodies that name the
+problem, and carry the invocation id when there was an invocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import msgspec
+
+from hibana.app import App, HttpTrigger
+from hibana.context import Context, Invocation
+from hibana.dispatcher import Dispatcher, Outcome
+from hibana.errors import HTTPError
+from hibana.requests import Request
+from hibana.responses import Response, to_response
+from hibana.telemetry.logs import Logger, LogSink
+from hibana.telemetry.trace import continue_or_start, new_invocation_id
+from hibana.triggers.routes import Match, RouteTable
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_encode = msgspec.json.encode
+_JSON = (b"content-type", b"application/json")
+
+
+class _BodyError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        self.status = status
+        self.detail = detail
+
+
+async def _send_json(
+    send: Send, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] = ()  # type: ignore[assignment]
+) -> None:
+    data = _encode(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [_JSON, (b"content-length", str(len(data)).encode()), *extra],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+class HttpFront:
+    """The ASGI callable a worker serves."""
+
+    def __init__(
+        self,
+        app: App,
+        dispatcher: Dispatcher,
+        sink: LogSink,
+        *,
+        max_body_bytes: int,
+        body_timeout: float,
+    ) -> None:
+        self.table = RouteTable(
+            (spec.trigger.route, spec.trigger.methods, spec)
+            for spec in app.functions
+            if isinstance(spec.trigger, HttpTrigger)
+        )
+        self.dispatcher = dispatcher
+        self.sink = sink
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
+        #: Set on SIGTERM: new requests get 503 with Retry-After and Connection: close.
+        self.draining = False
+        #: The next invocation this worker starts is its first: a cold start.
+        self.cold = True
+        self.started_at = time.monotonic()
+        self.log = Logger(sink, {})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
+            return
+        if self.draining:
+            await _send_json(
+                send,
+                503,
+                {"error": "this host is shutting down; retry the request"},
+                [(b"retry-after", b"1"), (b"connection", b"close")],
+            )
+            return
+        method = scope["method"]
+        found = self.table.lookup(method, scope["path"])
+        if type(found) is not Match:
+            if found is None:
+                await _send_json(
+                    send, 404, {"error": f"no function serves {method} {scope['path']}"}
+                )
+            else:
+                allow = ", ".join(found)  # type: ignore[arg-type]
+                await _send_json(
+                    send,
+                    405,
+                    {"error": f"{scope['path']} does not allow {method}; it allows {allow}"},
+                    [(b"allow", allow.encode())],
+                )
+            return
+        try:
+            body = await self._read_body(scope, receive)
+        except _BodyError as exc:
+            await _send_json(
+                send, exc.status, {"error": exc.detail}, [(b"connection", b"close")]
+            )
+            return
+        await self._invoke(found, scope, body, send)
+
+    async def _invoke(self, match: Match, scope: Scope, body: bytes, send: Send) -> None:
+        spec = match.spec
+        traceparent = None
+        for name, value in scope["headers"]:
+            if name == b"traceparent":
+                traceparent = value.decode("latin-1")
+                break
+        trace = continue_or_start(traceparent)
+        started = time.monotonic()
+        inv = Invocation(
+            new_invocation_id(),
+            spec,
+            Request(scope, body, match.params),
+            trace,
+            started + spec.timeout,
+            cold_start=self.cold,
+        )
+        self.cold = False
+        fields: dict[str, Any] = {
+            "invocation_id": inv.id,
+            "function": spec.name,
+            "trace_id": trace.trace_id,
+            "span_id": trace.span_id,
+        }
+        log = Logger(self.sink, fields)
+        outcome = await self.dispatcher.run(inv, Context(inv, log))
+        response, extra = self._respond(outcome, inv, log)
+        headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers
+        ]
+        headers.append((b"content-length", str(len(response.body)).encode()))
+        headers.append((b"traceparent", trace.traceparent.encode()))
+        headers.append((b"x-invocation-id", inv.id.encode()))
+        try:
+            await send(
+                {"type": "http.response.start", "status": response.status, "headers": headers}
+            )
+            await send({"type": "http.response.body", "body": response.body})
+        finally:
+            line: dict[str, Any] = {
+                "duration_ms": round((time.monotonic() - started) * 1000, 3),
+                "outcome": outcome.kind,
+                "status": response.status,
+                "method": scope["method"],
+                "path": scope["path"],
+                "attempt": inv.attempt,
+            }
+            if trace.parent_span_id is not None:
+                line["parent_span_id"] = trace.parent_span_id
+            if inv.cold_start:
+                line["cold_start"] = True
+                line["cold_start_ms"] = round((started - self.started_at) * 1000, 3)
+            line.update(extra)
+            log.log("error" if response.status >= 500 else "info", "invocation", **line)
+
+    def _respond(
+        self, outcome: Outcome, inv: Invocation, log: Logger
+    ) -> tuple[Response, dict[str, Any]]:
+        spec = inv.function
+        if outcome.kind == "ok":
+            try:
+                return to_response(outcome.value, spec.name), {}
+            except (TypeError, ValueError, msgspec.EncodeError) as exc:
+                outcome = Outcome("error", error=exc)
+        if outcome.kind == "error" and isinstance(outcome.error, HTTPError):
+            err = outcome.error
+            return Response.json(
+                {"error": err.detail or str(err.status), "invocation_id": inv.id},
+                err.status,
+                err.headers,
+            ), {}
+        if outcome.kind == "timeout":
+            return Response.json(
+                {
+                    "error": f"function {spec.name!r} did not finish within its timeout "
+                    f"of {spec.timeout:g}s",
+                    "invocation_id": inv.id,
+                },
+                504,
+            ), {"error": f"timed out after {spec.timeout:g}s"}
+        if outcome.kind == "throttled":
+            return Response.json(
+                {
+                    "error": f"function {spec.name!r} is at its max_concurrency of "
+                    f"{spec.max_concurrency}; retry later",
+                    "invocation_id": inv.id,
+                },
+                429,
+                {"retry-after": "1"},
+            ), {}
+        if outcome.kind == "cancelled":
+            return Response.json(
+                {"error": "the invocation was cancelled", "invocation_id": inv.id},
+                503,
+                {"retry-after": "1"},
+            ), {"cancel_reason": inv.cancellation.reason}
+        # An exception: the client learns only the invocation id; the log gets the rest.
+        exc = outcome.error
+        assert exc is not None
+        log.exception("function raised", exc)
+        return Response.json({"invocation_id": inv.id}, 500), {
+            "error": f"{type(exc).__name__}: {exc}"
+        }
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise _BodyError(400, "Content-Length is not a number") from None
+                if declared > limit:
+                    raise _BodyError(
+                        413, f"request body of {declared} bytes is over the limit of {limit}"
+                    )
+                break
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            return body
+        chunks = [body]
+        size = len(body)
+        while message.get("more_body", False):
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except TimeoutError:
+                raise _BodyError(
+                    408, f"the request body did not arrive within {self.body_timeout:g}s"
+                ) from None
+            if message["type"] == "http.disconnect":
+                raise _BodyError(400, "the client disconnected before sending the body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _BodyError(413, f"request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,152 @@
+"""Route patterns (``/items/{id:int}``) and the table that matches a path to a function."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hibana.errors import RouteError
+
+if TYPE_CHECKING:
+    from hibana.app import FunctionSpec
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+#: converter name -> (regex, convert)
+CONVERTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "str": (r"[^/]+", str),
+    "int": (r"-?[0-9]+", int),
+    "float": (r"-?[0-9]+(?:\.[0-9]+)?", float),
+    "uuid": (r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", uuid.UUID),
+    "path": (r".+", str),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    pattern: str
+    #: None for a route with no parameters (matched by a dict lookup).
+    regex: re.Pattern[str] | None
+    converters: tuple[tuple[str, Callable[[str], Any]], ...]
+    #: The pattern with parameter names erased: two routes of one shape clash.
+    shape: str
+
+    def match(self, path: str) -> dict[str, Any] | None:
+        """The converted parameters if ``path`` matches, else None."""
+        if self.regex is None:
+            return {} if path == self.pattern else None
+        m = self.regex.match(path)
+        if m is None:
+            return None
+        try:
+            return {name: conv(m.group(name)) for name, conv in self.converters}
+        except ValueError:
+            return None
+
+
+def compile_route(pattern: str, where: str) -> CompiledRoute:
+    """Parse ``pattern``; ``where`` ("function_app.py:12 (create)") names it in errors."""
+    if not isinstance(pattern, str):
+        raise RouteError(f"Route {pattern!r} in {where} is not a string; write a path like '/items'")
+    if not pattern.startswith("/"):
+        raise RouteError(
+            f'Route "{pattern}" in {where} does not start with "/"; write "/{pattern}"'
+        )
+    regex_parts: list[str] = []
+    shape_parts: list[str] = []
+    converters: list[tuple[str, Callable[[str], Any]]] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "}":
+            raise RouteError(
+                f'Route "{pattern}" in {where} has a "}}" at position {i} with no "{{" before it'
+            )
+        if ch != "{":
+            j = i
+            while j < len(pattern) and pattern[j] not in "{}":
+                j += 1
+            regex_parts.append(re.escape(pattern[i:j]))
+            shape_parts.append(pattern[i:j])
+            i = j
+            continue
+        end = pattern.find("}", i)
+        nested = pattern.find("{", i + 1)
+        if end == -1 or (nested != -1 and nested < end):
+            raise RouteError(f'Route "{pattern}" in {where} has an unclosed "{{"')
+        name, _, conv = pattern[i + 1 : end].partition(":")
+        conv = conv or "str"
+        if not _NAME.match(name):
+            raise RouteError(
+                f'Route "{pattern}" in {where} has a parameter "{{{pattern[i + 1 : end]}}}" '
+                f"whose name is not an identifier; write {{name}} or {{name:int}}"
+            )
+        if conv not in CONVERTERS:
+            raise RouteError(
+                f'Route "{pattern}" in {where} has parameter "{name}" of unknown type "{conv}"; '
+                f"use one of: {', '.join(CONVERTERS)}"
+            )
+        if any(name == n for n, _ in converters):
+            raise RouteError(f'Route "{pattern}" in {where} uses parameter "{name}" twice')
+        regex, func = CONVERTERS[conv]
+        regex_parts.append(f"(?P<{name}>{regex})")
+        shape_parts.append("{" + conv + "}")
+        converters.append((name, func))
+        i = end + 1
+    if not converters:
+        return CompiledRoute(pattern, None, (), pattern)
+    return CompiledRoute(
+        pattern, re.compile("".join(regex_parts) + r"\Z"), tuple(converters), "".join(shape_parts)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    spec: FunctionSpec
+    params: dict[str, Any]
+
+
+class RouteTable:
+    """Finds the function for (method, path); says which methods a path allows when none match.
+
+    Routes without parameters are one dict lookup; the rest are tried in declaration order."""
+
+    def __init__(self, routes: Iterable[tuple[CompiledRoute, tuple[str, ...], FunctionSpec]]):
+        self._static: dict[str, dict[str, FunctionSpec]] = {}
+        self._dynamic: list[tuple[CompiledRoute, dict[str, FunctionSpec]]] = []
+        by_shape: dict[str, dict[str, FunctionSpec]] = {}
+        for route, methods, spec in routes:
+            table = by_shape.get(route.shape)
+            if table is None:
+                table = by_shape[route.shape] = {}
+                if route.regex is None:
+                    self._static[route.pattern] = table
+                else:
+                    self._dynamic.append((route, table))
+            for method in methods:
+                table[method] = spec
+                if method == "GET":
+                    table.setdefault("HEAD", spec)
+
+    def lookup(self, method: str, path: str) -> Match | list[str] | None:
+        """A ``Match``; or the allowed methods when the path exists but not for ``method``;
+        or None when no route has this path."""
+        allowed: set[str] = set()
+        table = self._static.get(path)
+        if table is not None:
+            spec = table.get(method)
+            if spec is not None:
+                return Match(spec, {})
+            allowed.update(table)
+        for route, table in self._dynamic:
+            params = route.match(path)
+            if params is None:
+                continue
+            spec = table.get(method)
+            if spec is not None:
+                return Match(spec, params)
+            allowed.update(table)
+        return sorted(allowed) if allowed else None
