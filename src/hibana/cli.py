@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, NoReturn
 
 import typer
@@ -33,7 +34,7 @@ Port = Annotated[
 ]
 Host = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 Workers = Annotated[
-    int | None, typer.Option("--workers", "-w", min=1, help="Worker processes [default: cores].")
+    int | None, typer.Option("--workers", "-w", min=1, help="Worker processes (default: one per core; 1 for dev).")
 ]
 ShutdownTimeout = Annotated[
     float,
@@ -48,6 +49,15 @@ ConcurrencyWait = Annotated[
     typer.Option(min=0, help="Seconds a request waits for a max_concurrency slot before 429."),
 ]
 MaxBody = Annotated[int, typer.Option(min=1, help="Largest request body in bytes (413 above).")]
+MaxHeader = Annotated[
+    int, typer.Option(min=1, help="Largest request head (line + headers) in bytes (431 above).")
+]
+HeaderTimeout = Annotated[
+    float, typer.Option(min=0, help="Seconds a client has to send a request's headers (408).")
+]
+BodyTimeout = Annotated[
+    float, typer.Option(min=0, help="Seconds a client may pause while sending a body (408).")
+]
 LogLevel = Annotated[
     str, typer.Option(help="debug, info, warning or error.", case_sensitive=False)
 ]
@@ -76,97 +86,66 @@ def _root(
     """Self-hosted serverless functions for Python."""
 
 
-def _run_host(
-    app_dir: Path,
-    *,
-    host: str,
-    port: int,
-    workers: int | None,
-    shutdown_timeout: float,
-    cancel_grace: float,
-    concurrency_wait: float,
-    max_body_bytes: int,
-    log_level: str,
-    reload: bool,
-) -> None:
-    from hibana.host.config import HostConfig, default_workers
-    from hibana.host.supervisor import HostStartError, Supervisor
+def _host_command(reload: bool, doc: str) -> Callable[..., None]:
+    """The ``serve`` and ``dev`` commands: the same options, with or without reload."""
 
-    try:
-        config = HostConfig(
-            app_dir=str(app_dir),
-            host=host,
-            port=port,
-            workers=workers or (1 if reload else default_workers()),
-            shutdown_timeout=shutdown_timeout,
-            cancel_grace=cancel_grace,
-            concurrency_wait=concurrency_wait,
-            max_body_bytes=max_body_bytes,
-            log_level=log_level.lower(),  # type: ignore[arg-type]
-            reload=reload,
-        )
-        code = Supervisor(config, lambda text: print(text, file=sys.stderr, flush=True)).run()
-    except HostStartError as exc:
-        _fail(str(exc), 1)
-    except (AppError, ConfigError) as exc:
-        _fail(str(exc))
-    except HibanaError as exc:
-        _fail(str(exc), 1)
-    raise typer.Exit(code)
+    def command(
+        app_dir: AppDir,
+        port: Port = 7071,
+        host: Host = "127.0.0.1",
+        workers: Workers = None,
+        shutdown_timeout: ShutdownTimeout = 10.0,
+        cancel_grace: CancelGrace = 5.0,
+        concurrency_wait: ConcurrencyWait = 5.0,
+        max_body_bytes: MaxBody = 10 * 1024 * 1024,
+        max_header_bytes: MaxHeader = 32 * 1024,
+        header_timeout: HeaderTimeout = 10.0,
+        body_timeout: BodyTimeout = 30.0,
+        log_level: LogLevel = "info",
+    ) -> None:
+        from hibana.host.config import HostConfig, default_workers
+        from hibana.host.supervisor import HostStartError, Supervisor
+
+        try:
+            config = HostConfig(
+                app_dir=str(app_dir),
+                host=host,
+                port=port,
+                workers=workers or (1 if reload else default_workers()),
+                shutdown_timeout=shutdown_timeout,
+                cancel_grace=cancel_grace,
+                concurrency_wait=concurrency_wait,
+                max_body_bytes=max_body_bytes,
+                max_header_bytes=max_header_bytes,
+                header_timeout=header_timeout,
+                body_timeout=body_timeout,
+                log_level=log_level.lower(),  # type: ignore[arg-type]
+                reload=reload,
+            )
+            report: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)
+            code = Supervisor(config, report).run()
+        except HostStartError as exc:
+            _fail(str(exc), 1)
+        except (AppError, ConfigError) as exc:
+            _fail(str(exc))
+        except HibanaError as exc:
+            _fail(str(exc), 1)
+        raise typer.Exit(code)
+
+    command.__doc__ = doc
+    return command
 
 
-@cli.command()
-def serve(
-    app_dir: AppDir,
-    port: Port = 7071,
-    host: Host = "127.0.0.1",
-    workers: Workers = None,
-    shutdown_timeout: ShutdownTimeout = 10.0,
-    cancel_grace: CancelGrace = 5.0,
-    concurrency_wait: ConcurrencyWait = 5.0,
-    max_body_bytes: MaxBody = 10 * 1024 * 1024,
-    log_level: LogLevel = "info",
-) -> None:
-    """Run the host on APP_DIR: one line per function, then JSON log lines on stdout."""
-    _run_host(
-        app_dir,
-        host=host,
-        port=port,
-        workers=workers,
-        shutdown_timeout=shutdown_timeout,
-        cancel_grace=cancel_grace,
-        concurrency_wait=concurrency_wait,
-        max_body_bytes=max_body_bytes,
-        log_level=log_level,
-        reload=False,
+cli.command("serve")(
+    _host_command(
+        False, "Run the host on APP_DIR: one line per function, then JSON log lines on stdout."
     )
-
-
-@cli.command()
-def dev(
-    app_dir: AppDir,
-    port: Port = 7071,
-    host: Host = "127.0.0.1",
-    workers: Workers = None,
-    shutdown_timeout: ShutdownTimeout = 10.0,
-    cancel_grace: CancelGrace = 5.0,
-    concurrency_wait: ConcurrencyWait = 5.0,
-    max_body_bytes: MaxBody = 10 * 1024 * 1024,
-    log_level: LogLevel = "info",
-) -> None:
-    """Like serve, with one worker by default, reloading when a .py file in APP_DIR changes."""
-    _run_host(
-        app_dir,
-        host=host,
-        port=port,
-        workers=workers,
-        shutdown_timeout=shutdown_timeout,
-        cancel_grace=cancel_grace,
-        concurrency_wait=concurrency_wait,
-        max_body_bytes=max_body_bytes,
-        log_level=log_level,
-        reload=True,
+)
+cli.command("dev")(
+    _host_command(
+        True, "Like serve, with one worker by default, reloading when a .py file in APP_DIR changes."
     )
+)
 
 
 STARTER = '''"""A hibana app: declare functions on `app`, run `hibana dev .` and call them."""

@@ -94,15 +94,25 @@ class Dispatcher:
         self._gates: dict[str, Gate] = {}
         #: Invocations whose function has not returned yet (timed-out ones included).
         self.inflight: dict[str, Invocation] = {}
+        #: Resolved when the worker gives up on whatever is still running (shutdown_timeout).
+        self._abandoned: asyncio.Future[None] | None = None
 
     def cancel_all(self) -> None:
         """Signal cancellation to every running invocation (the worker is shutting down)."""
         for inv in self.inflight.values():
             inv.cancellation.set("shutdown")
 
+    def abandon_all(self) -> None:
+        """Stop waiting for running invocations: each gets a "cancelled" outcome now, and
+        its function is left to die with the worker."""
+        if self._abandoned is not None and not self._abandoned.done():
+            self._abandoned.set_result(None)
+
     async def run(self, inv: Invocation, ctx: Context) -> Outcome:
         spec = inv.function
         loop = asyncio.get_running_loop()
+        if self._abandoned is None:
+            self._abandoned = loop.create_future()
         gate: Gate | None = None
         if spec.max_concurrency is not None:
             gate = self._gates.get(spec.name)
@@ -122,12 +132,19 @@ class Dispatcher:
         fut.add_done_callback(lambda f: self._finished(inv, gate, f))
         remaining = inv.deadline - time.monotonic()
         if remaining > 0:
-            done, _ = await asyncio.wait((fut,), timeout=remaining)
+            done, _ = await asyncio.wait(
+                (fut, self._abandoned), timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
         else:
             done = set()
+        if fut not in done and self._abandoned.done():
+            return Outcome("cancelled")
         if not done:
             inv.cancellation.set("timeout")
-            fut.cancel()  # a task gets CancelledError; a thread cannot be stopped, only told
+            if spec.is_async:
+                fut.cancel()  # the task gets CancelledError at its next await
+            # A thread cannot be stopped, only told (ctx.cancelled); its future stays
+            # pending until it returns, so its concurrency slot stays taken until then.
             loop.call_later(self._cancel_grace, self._check_stuck, inv, fut)
             return Outcome("timeout")
         if fut.cancelled():

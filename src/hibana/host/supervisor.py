@@ -8,6 +8,7 @@ swaps in a new version of the app without dropping the socket or a request.
 from __future__ import annotations
 
 import os
+import select
 import selectors
 import signal
 import socket
@@ -105,6 +106,7 @@ class Supervisor:
             self.zygote = zygote
             for index in range(self.config.workers):
                 zygote.spawn(index)
+            self._await_spawned(zygote)
             self._banner(zygote)
             if self.config.reload:
                 self._watch_for_changes()
@@ -183,6 +185,16 @@ class Supervisor:
                             return zygote
         finally:
             waiter.close()
+
+    def _await_spawned(self, zygote: Zygote, timeout: float = 10.0) -> None:
+        """Process the zygote's events until every worker it was asked for exists."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sum(r.zygote is zygote for r in self.workers.values()) >= self.config.workers:
+                return
+            ready, _, _ = select.select([zygote.channel.sock], [], [], 0.05)
+            if ready:
+                self._on_zygote(zygote)
 
     def _banner(self, zygote: Zygote) -> None:
         host = self.config.host
@@ -290,6 +302,7 @@ class Supervisor:
         self.zygote = fresh
         for index in range(self.config.workers):
             fresh.spawn(index)
+        self._await_spawned(fresh)
         if old is not None:
             self.retired.append(old)
             for pid, record in self.workers.items():

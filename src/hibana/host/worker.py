@@ -155,10 +155,12 @@ class Worker:
             await asyncio.sleep(0.02)
         if self.dispatcher.inflight:
             self.log.warning(
-                "shutdown_timeout passed with invocations still running; killing them",
+                "shutdown_timeout passed with invocations still running; abandoning them",
                 invocations=list(self.dispatcher.inflight),
             )
-            self.server.force_exit = True
+            # Their clients get 503 + Retry-After now; the functions die with the process.
+            self.dispatcher.abandon_all()
+            await asyncio.sleep(0.05)
         self.server.should_exit = True
 
     def _on_stuck(self, inv: Invocation) -> None:

@@ -1,0 +1,136 @@
+"""The app most host tests run: one function per behaviour under test."""
+
+import asyncio
+import time
+
+import hibana
+from extra import bp  # a blueprint from a second module
+
+app = hibana.App()
+app.register(bp)
+
+
+@app.http("/hello/{name}", methods=["GET"])
+def hello(req: hibana.Request, ctx: hibana.Context) -> str:
+    ctx.log.info("greeting", name=req.params["name"])
+    return f"Hello {req.params['name']}"
+
+
+@app.http("/items/{id:int}", methods=["GET", "PUT"])
+async def item(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
+    return {"id": req.params["id"], "type": type(req.params["id"]).__name__, "method": req.method}
+
+
+@app.http("/inspect", methods=["GET", "POST"])
+async def inspect(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    return hibana.Response.json(
+        {
+            "query": req.query.multi_items(),
+            "tags": req.query.getlist("tag"),
+            "first_tag": req.query.get("tag"),
+            "x_multi": req.headers.getlist("X-Multi"),
+            "cookies": req.cookies,
+            "path": req.path,
+            "client": list(req.client or ()),
+            "invocation_id": ctx.invocation_id,
+            "function": ctx.function_name,
+            "attempt": ctx.attempt,
+            "remaining_ok": 0 < ctx.remaining <= 60,
+            "trace_id": ctx.trace.trace_id,
+            "span_id": ctx.trace.span_id,
+            "parent_span_id": ctx.trace.parent_span_id,
+        }
+    )
+
+
+@app.http("/echo", methods=["POST"])
+def echo(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    ctype = req.headers.get("content-type", "application/octet-stream")
+    return hibana.Response(req.body, status=200, content_type=ctype)
+
+
+@app.http("/json", methods=["POST"])
+async def json_echo(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    return hibana.Response.json({"got": req.json()}, status=201)
+
+
+@app.http("/bytes")
+def raw_bytes(req: hibana.Request, ctx: hibana.Context) -> bytes:
+    return bytes(range(256))
+
+
+@app.http("/nothing", methods=["DELETE"])
+def nothing(req: hibana.Request, ctx: hibana.Context) -> None:
+    return None
+
+
+@app.http("/cookies")
+def cookies(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    resp = hibana.Response.text("set", status=202)
+    resp.set_cookie("session", "abc", httponly=True)
+    resp.set_cookie("theme", "dark", max_age=60)
+    return resp
+
+
+@app.http("/boom")
+def boom(req: hibana.Request, ctx: hibana.Context) -> str:
+    raise RuntimeError("secret detail that must stay in the log")
+
+
+@app.http("/teapot")
+async def teapot(req: hibana.Request, ctx: hibana.Context) -> str:
+    raise hibana.HTTPError(418, "short and stout")
+
+
+@app.http("/bad-return")
+def bad_return(req: hibana.Request, ctx: hibana.Context) -> object:
+    return 42
+
+
+@app.http("/sleep/{seconds:float}", timeout=0.5)
+async def sleep(req: hibana.Request, ctx: hibana.Context) -> str:
+    try:
+        await asyncio.sleep(req.params["seconds"])
+    except asyncio.CancelledError:
+        ctx.log.info("async function saw cancellation", reason=ctx.cancel_reason)
+        raise
+    return "slept"
+
+
+@app.http("/work/{seconds:float}", timeout=30)
+def work(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Sync work that checks for cancellation, as long-running sync code should."""
+    end = time.monotonic() + req.params["seconds"]
+    while time.monotonic() < end:
+        if ctx.cancelled:
+            ctx.log.info("sync function saw cancellation", reason=ctx.cancel_reason)
+            return "stopped early"
+        time.sleep(0.01)
+    return "worked"
+
+
+@app.http("/cooperative", timeout=0.3)
+def cooperative(req: hibana.Request, ctx: hibana.Context) -> str:
+    while not ctx.cancelled:
+        time.sleep(0.01)
+    ctx.log.info("sync function saw cancellation", reason=ctx.cancel_reason)
+    return "too late"
+
+
+@app.http("/hang", timeout=0.3)
+def hang(req: hibana.Request, ctx: hibana.Context) -> str:
+    time.sleep(3600)  # ignores cancellation: its worker must be replaced
+    return "never"
+
+
+@app.http("/limited/{seconds:float}", max_concurrency=1)
+async def limited(req: hibana.Request, ctx: hibana.Context) -> str:
+    await asyncio.sleep(req.params["seconds"])
+    return "done"
+
+
+@app.http("/slow/{seconds:float}", timeout=30)
+async def slow(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Ignores cancellation: shutdown must still let it finish within shutdown_timeout."""
+    await asyncio.sleep(req.params["seconds"])
+    return f"finished, cancelled={ctx.cancelled}"

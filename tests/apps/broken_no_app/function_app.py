@@ -1,0 +1,5 @@
+import hibana
+
+
+def hello(req: hibana.Request, ctx: hibana.Context) -> str:
+    return "no app here"

@@ -1,0 +1,6 @@
+import hibana
+
+app = hibana.App()
+
+SETTINGS: dict[str, str] = {}
+DATABASE_URL = SETTINGS["DATABASE_URL"]

@@ -1,0 +1,8 @@
+import hibana
+
+app = hibana.App()
+
+
+@app.http("/x")
+def x(req, ctx)
+    return "x"

@@ -1,0 +1,167 @@
+"""Start the real host as a subprocess on a free port and read what it prints."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+APPS = Path(__file__).parent / "apps"
+_LISTENING = re.compile(r"Listening on (http://\S+)")
+
+
+class Host:
+    """A running ``hibana serve``: its URL, its JSON log lines, and its stderr."""
+
+    def __init__(self, app_dir: Path, *args: str, command: str = "serve") -> None:
+        self.app_dir = app_dir
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hibana", command, str(app_dir), "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.stdout_lines: list[str] = []
+        self.stderr_lines: list[str] = []
+        self._changed = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout_lines)),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr_lines)),
+        ]
+        for reader in self._readers:
+            reader.daemon = True
+            reader.start()
+        self.url = ""
+
+    def _pump(self, stream: Any, into: list[str]) -> None:
+        for raw in stream:
+            with self._changed:
+                into.append(raw.decode(errors="replace").rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_ready(self, timeout: float = 30) -> Host:
+        line = self.wait_for_stderr(_LISTENING.pattern, timeout)
+        match = _LISTENING.search(line)
+        assert match is not None
+        self.url = match.group(1)
+        return self
+
+    def wait_for_stderr(self, pattern: str, timeout: float = 30) -> str:
+        return self._wait_for(self.stderr_lines, re.compile(pattern), timeout)
+
+    def wait_for_log(self, timeout: float = 10, **fields: Any) -> dict[str, Any]:
+        """The first JSON log line on stdout whose fields include ``fields``."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for record in self.logs():
+                    if all(record.get(k) == v for k, v in fields.items()):
+                        return record
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._alive_readers()):
+                    raise AssertionError(
+                        f"no log line with {fields} within {timeout}s; stdout:\n"
+                        + "\n".join(self.stdout_lines[-30:])
+                        + "\nstderr:\n"
+                        + "\n".join(self.stderr_lines[-30:])
+                    )
+                self._changed.wait(min(left, 0.2))
+
+    def _wait_for(self, lines: list[str], pattern: re.Pattern[str], timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in lines:
+                    if pattern.search(line):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._alive_readers()):
+                    raise AssertionError(
+                        f"host never printed {pattern.pattern!r}; exit code "
+                        f"{self.proc.poll()}; stderr:\n" + "\n".join(self.stderr_lines[-40:])
+                    )
+                self._changed.wait(min(left, 0.2))
+
+    def _alive_readers(self) -> bool:
+        return any(r.is_alive() for r in self._readers)
+
+    def logs(self) -> list[dict[str, Any]]:
+        records = []
+        for line in list(self.stdout_lines):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                raise AssertionError(f"a stdout line is not JSON: {line!r}") from None
+        return records
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def worker_pids(self) -> set[int]:
+        """The pids of this host's workers (grandchildren: supervisor -> zygote -> worker)."""
+        pids: set[int] = set()
+        for zygote in _children(self.proc.pid):
+            pids.update(_children(zygote))
+        return pids
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        code = self.proc.wait(timeout)
+        for reader in self._readers:
+            reader.join(5)
+        return code
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for reader in self._readers:
+            reader.join(5)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hibana", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def started(app: str | Path, *args: str, command: str = "serve") -> Iterator[Host]:
+    """For fixtures: a ready host on ``tests/apps/<app>`` (or a path), stopped afterwards."""
+    app_dir = app if isinstance(app, Path) else APPS / app
+    host = Host(app_dir, *args, command=command)
+    try:
+        yield host.wait_ready()
+    finally:
+        host.stop()

@@ -1,0 +1,53 @@
+"""A broken app fails fast: one message naming the file, the line and the function; exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.hosts import APPS, run_cli
+
+
+@pytest.mark.parametrize(
+    ("app", "expected"),
+    [
+        (
+            "broken_import",
+            [
+                "function_app.py:2: importing function_app.py failed: ModuleNotFoundError: "
+                "No module named 'hibana_no_such_module'",
+                "import hibana_no_such_module",
+            ],
+        ),
+        ("broken_syntax", ["function_app.py:7:", "SyntaxError", "def x(req, ctx)"]),
+        (
+            "broken_dup_route",
+            [
+                'Route "/items/{item_id}" GET in',
+                "function_app.py:11 (second) is already served by",
+                '"/items/{id}" in',
+                "function_app.py:6 (first)",
+            ],
+        ),
+        ("broken_bad_route", ['Route "/items/{id" in', "function_app.py:6 (create)", 'unclosed "{"']),
+        ("broken_noncallable", ["function_app.py:5", "applied to 42 (int), which is not callable"]),
+        ("broken_no_app", ["function_app.py defines no hibana.App", "app = hibana.App()"]),
+        ("broken_raises", ["function_app.py:6:", "KeyError: 'DATABASE_URL'"]),
+    ],
+)
+def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]) -> None:
+    result = run_cli("serve", str(APPS / app), "--port", "0", "--workers", "1")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ")
+    for fragment in expected:
+        assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Listening on" not in result.stderr
+
+
+def test_missing_app_file_names_the_fix(tmp_path: Path) -> None:
+    result = run_cli("serve", str(tmp_path), "--port", "0")
+    assert result.returncode == 2
+    assert "No function_app.py in" in result.stderr
+    assert "hibana new" in result.stderr

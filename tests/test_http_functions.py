@@ -1,0 +1,192 @@
+"""HTTP functions through the real host: routing, parameters, bodies, status codes, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import httpx
+
+from tests.hosts import Host
+
+
+def test_route_parameter_and_text_response(basic_host: Host) -> None:
+    with basic_host.client() as client:
+        r = client.get("/hello/world")
+    assert r.status_code == 200
+    assert r.text == "Hello world"
+    assert r.headers["content-type"] == "text/plain; charset=utf-8"
+    line = basic_host.wait_for_log(msg="greeting", name="world")
+    assert line["function"] == "hello"
+    assert line["invocation_id"] == r.headers["x-invocation-id"]
+
+
+def test_typed_route_parameter_is_converted_and_mismatch_is_404(basic_host: Host) -> None:
+    with basic_host.client() as client:
+        ok = client.put("/items/42")
+        neg = client.get("/items/-7")
+        wrong = client.get("/items/abc")
+    assert ok.json() == {"id": 42, "type": "int", "method": "PUT"}
+    assert neg.json()["id"] == -7
+    assert wrong.status_code == 404
+    assert wrong.json() == {"error": "no function serves GET /items/abc"}
+
+
+def test_unknown_route_is_404_and_wrong_method_is_405_with_allow(basic_host: Host) -> None:
+    with basic_host.client() as client:
+        missing = client.get("/no/such/route")
+        wrong = client.delete("/items/1")
+    assert missing.status_code == 404
+    assert "GET /no/such/route" in missing.json()["error"]
+    assert wrong.status_code == 405
+    assert wrong.headers["allow"] == "GET, HEAD, PUT"
+    assert "DELETE" in wrong.json()["error"]
+
+
+def test_repeated_query_parameters_and_headers_keep_every_value(basic_host: Host) -> None:
+    with basic_host.client() as client:
+        r = client.get(
+            "/inspect",
+            params=[("tag", "a"), ("tag", "b c"), ("empty", ""), ("pct", "100%")],
+            headers=[("X-Multi", "one"), ("x-multi", "two")],
+        )
+    body = r.json()
+    assert body["tags"] == ["a", "b c"]
+    assert body["first_tag"] == "a"
+    assert ["empty", ""] in body["query"]
+    assert ["pct", "100%"] in body["query"]  # decoded exactly once
+    assert body["x_multi"] == ["one", "two"]
+
+
+def test_context_fields_reach_the_function(basic_host: Host) -> None:
+    with basic_host.client() as client:
+        r = client.get("/inspect")
+    body = r.json()
+    assert body["function"] == "inspect"
+    assert body["attempt"] == 1
+    assert body["remaining_ok"] is True
+    assert body["invocation_id"] == r.headers["x-invocation-id"]
+    assert body["client"][0] == "127.0.0.1"
+
+
+def test_binary_body_round_trips_byte_for_byte(basic_host: Host) -> None:
+    payload = os.urandom(300_000) + b"\x00\xff" * 10
+    with basic_host.client() as client:
+        r = client.post("/echo", content=payload, headers={"content-type": "image/png"})
+        raw = client.get("/bytes")
+    assert r.status_code == 200
+    assert r.content == payload
+    assert r.headers["content-type"] == "image/png"
+    assert raw.content == bytes(range(256))
+    assert raw.headers["content-type"] == "application/octet-stream"
+
+
+def test_json_helpers_and_status_codes(basic_host: Host) -> None:
+    with basic_host.client() as client:
+        created = client.post("/json", json={"a": [1, 2, {"b": None}]})
+        bad = client.post("/json", content=b"{not json", headers={"content-type": "application/json"})
+        empty = client.delete("/nothing")
+        tea = client.get("/teapot")
+    assert created.status_code == 201
+    assert created.json() == {"got": {"a": [1, 2, {"b": None}]}}
+    assert bad.status_code == 400
+    assert "not valid JSON" in bad.json()["error"]
+    assert bad.json()["invocation_id"] == bad.headers["x-invocation-id"]
+    assert empty.status_code == 204
+    assert empty.content == b""
+    assert tea.status_code == 418
+    assert tea.json()["error"] == "short and stout"
+
+
+def test_cookies_in_and_several_set_cookie_out(basic_host: Host) -> None:
+    with basic_host.client() as client:
+        seen = client.get("/inspect", headers={"cookie": "a=1; b=two"})
+        r = client.get("/cookies")
+    assert seen.json()["cookies"] == {"a": "1", "b": "two"}
+    assert r.status_code == 202
+    set_cookies = r.headers.get_list("set-cookie")
+    assert len(set_cookies) == 2
+    assert set_cookies[0].startswith("session=abc") and "HttpOnly" in set_cookies[0]
+    assert set_cookies[1].startswith("theme=dark") and "Max-Age=60" in set_cookies[1]
+
+
+def test_blueprint_functions_are_served(basic_host: Host) -> None:
+    with basic_host.client() as client:
+        assert client.get("/from-blueprint").text == "blueprint"
+
+
+def test_exception_gives_500_with_only_the_invocation_id(basic_host: Host) -> None:
+    with basic_host.client() as client:
+        r = client.get("/boom")
+    assert r.status_code == 500
+    assert r.json() == {"invocation_id": r.headers["x-invocation-id"]}
+    assert "secret detail" not in r.text
+    line = basic_host.wait_for_log(msg="function raised", invocation_id=r.headers["x-invocation-id"])
+    assert line["level"] == "error"
+    assert "RuntimeError: secret detail" in line["error"]
+    assert "Traceback" in line["traceback"] and "function_app.py" in line["traceback"]
+
+
+def test_unsupported_return_type_is_a_500_that_names_the_type(basic_host: Host) -> None:
+    with basic_host.client() as client:
+        r = client.get("/bad-return")
+    assert r.status_code == 500
+    line = basic_host.wait_for_log(msg="function raised", invocation_id=r.headers["x-invocation-id"])
+    assert "returned int" in line["error"]
+
+
+def test_every_invocation_logs_one_structured_line(basic_host: Host) -> None:
+    with basic_host.client() as client:
+        r = client.get("/hello/logs")
+    inv = r.headers["x-invocation-id"]
+    line = basic_host.wait_for_log(msg="invocation", invocation_id=inv)
+    assert line["function"] == "hello"
+    assert line["outcome"] == "ok"
+    assert line["status"] == 200
+    assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+    assert len(line["trace_id"]) == 32 and len(line["span_id"]) == 16
+    assert line["level"] == "info"
+    assert line["ts"].endswith("Z")
+    # the function's own line carries the same invocation and trace
+    greeting = basic_host.wait_for_log(msg="greeting", name="logs")
+    assert greeting["trace_id"] == line["trace_id"]
+
+
+def test_incoming_traceparent_is_continued_and_returned(basic_host: Host) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parent = "00f067aa0ba902b7"
+    with basic_host.client() as client:
+        r = client.get("/inspect", headers={"traceparent": f"00-{trace_id}-{parent}-01"})
+        fresh = client.get("/inspect", headers={"traceparent": "garbage"})
+    body = r.json()
+    assert body["trace_id"] == trace_id
+    assert body["parent_span_id"] == parent
+    assert body["span_id"] != parent
+    assert r.headers["traceparent"] == f"00-{trace_id}-{body['span_id']}-01"
+    line = basic_host.wait_for_log(msg="invocation", invocation_id=body["invocation_id"])
+    assert line["trace_id"] == trace_id and line["parent_span_id"] == parent
+    assert fresh.json()["trace_id"] != trace_id
+    assert fresh.json()["parent_span_id"] is None
+    assert fresh.headers["traceparent"].split("-")[1] == fresh.json()["trace_id"]
+
+
+def test_stdout_is_only_json_lines(basic_host: Host) -> None:
+    with basic_host.client() as client:
+        client.get("/hello/x")
+    basic_host.wait_for_log(msg="greeting", name="x")
+    for line in basic_host.stdout_lines:
+        assert isinstance(json.loads(line), dict)
+
+
+def test_head_is_served_for_get_routes(basic_host: Host) -> None:
+    with basic_host.client() as client:
+        r = client.head("/hello/head")
+    assert r.status_code == 200
+    assert r.content == b""
+    assert r.headers["content-length"] == str(len("Hello head"))
+
+
+def test_keep_alive_connection_serves_many_requests(basic_host: Host) -> None:
+    with httpx.Client(base_url=basic_host.url) as client:
+        ids = {client.get(f"/hello/{i}").headers["x-invocation-id"] for i in range(50)}
+    assert len(ids) == 50

@@ -1,0 +1,183 @@
+"""The host's life: graceful shutdown, forced shutdown, dead workers, reload."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.hosts import APPS, Host
+
+
+def _get(host: Host, path: str) -> httpx.Response:
+    with host.client() as client:
+        return client.get(path)
+
+
+def test_sigterm_lets_inflight_finish_refuses_new_work_and_exits_0() -> None:
+    host = Host(APPS / "basic", "--workers", "1", "--shutdown-timeout", "10").wait_ready()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            inflight = pool.submit(_get, host, "/slow/1.5")
+            polite = pool.submit(_get, host, "/work/20")
+            time.sleep(0.4)
+            host.signal(signal.SIGTERM)
+            time.sleep(0.3)
+            refused = _get(host, "/hello/late")
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "1"
+            assert refused.headers["connection"] == "close"
+            assert "shutting down" in refused.json()["error"]
+            done = inflight.result(timeout=10)
+            assert done.status_code == 200
+            assert done.text == "finished, cancelled=True"  # it saw the cancellation signal
+            # a function that polls ctx.cancelled stops early on shutdown
+            assert polite.result(timeout=10).text == "stopped early"
+        assert host.wait_exit(15) == 0
+        line = host.wait_for_log(msg="sync function saw cancellation")
+        assert line["reason"] == "shutdown"
+    finally:
+        host.stop()
+
+
+def test_shutdown_timeout_bounds_the_wait() -> None:
+    host = Host(APPS / "basic", "--workers", "1", "--shutdown-timeout", "1").wait_ready()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            stuck = pool.submit(_get, host, "/slow/20")
+            time.sleep(0.3)
+            started = time.monotonic()
+            host.signal(signal.SIGTERM)
+            assert host.wait_exit(15) == 0
+            assert time.monotonic() - started < 8
+            abandoned = stuck.result(timeout=10)
+            assert abandoned.status_code == 503
+            assert abandoned.headers["retry-after"] == "1"
+            assert abandoned.json()["invocation_id"] == abandoned.headers["x-invocation-id"]
+        line = host.wait_for_log(msg="invocation", outcome="cancelled")
+        assert line["cancel_reason"] == "shutdown"
+    finally:
+        host.stop()
+
+
+def test_second_signal_forces_exit() -> None:
+    host = Host(APPS / "basic", "--workers", "1", "--shutdown-timeout", "30").wait_ready()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(_get, host, "/slow/20")
+            time.sleep(0.3)
+            host.signal(signal.SIGINT)
+            time.sleep(0.3)
+            started = time.monotonic()
+            host.signal(signal.SIGINT)
+            assert host.wait_exit(10) == 1
+            assert time.monotonic() - started < 5
+        host.wait_for_stderr("Second signal: stopping now")
+    finally:
+        host.stop()
+
+
+def test_no_process_outlives_the_host() -> None:
+    host = Host(APPS / "basic", "--workers", "2").wait_ready()
+    try:
+        workers = host.worker_pids()
+        assert len(workers) == 2
+        host.proc.kill()  # kill -9 the supervisor: the zygote and the workers must follow
+        host.wait_exit(10)
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived its host"
+            time.sleep(0.1)
+    finally:
+        host.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.split(") ")[1][0] != "Z"
+
+
+def test_killed_worker_is_replaced_and_the_host_keeps_serving() -> None:
+    host = Host(APPS / "basic", "--workers", "2").wait_ready()
+    try:
+        before = host.worker_pids()
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        host.wait_for_stderr(rf"worker \d \(pid {victim}\) exited with code -9; starting a new one")
+        deadline = time.monotonic() + 10
+        while len(host.worker_pids() - {victim}) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for i in range(20):
+            assert _get(host, f"/hello/{i}").status_code == 200
+    finally:
+        host.stop()
+
+
+def test_dev_reloads_on_change_and_keeps_serving_through_a_broken_edit(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    source = "import hibana\napp = hibana.App()\n\n@app.http('/v')\ndef v(req, ctx):\n    return 'one'\n"
+    (app_dir / "function_app.py").write_text(source)
+    host = Host(app_dir, command="dev").wait_ready()
+    try:
+        assert "1 worker" in host.stderr_lines[0]
+        assert _get(host, "/v").text == "one"
+        (app_dir / "function_app.py").write_text(source.replace("'one'", "'two'"))
+        deadline = time.monotonic() + 20
+        while _get(host, "/v").text != "two":
+            assert time.monotonic() < deadline, "dev did not reload"
+            time.sleep(0.1)
+        (app_dir / "function_app.py").write_text(source.replace("(req, ctx):", "(req, ctx)"))
+        host.wait_for_stderr("Still serving the previous version of the app")
+        assert _get(host, "/v").text == "two"
+        assert any("SyntaxError" in line for line in host.stderr_lines)
+    finally:
+        host.stop()
+    assert host.proc.returncode == 0
+
+
+def test_new_writes_a_starter_that_serves(tmp_path: Path) -> None:
+    from tests.hosts import run_cli
+
+    target = tmp_path / "myapp"
+    result = run_cli("new", str(target))
+    assert result.returncode == 0, result.stderr
+    assert (target / "function_app.py").exists()
+    host = Host(target, "--workers", "1").wait_ready()
+    try:
+        assert _get(host, "/hello/starter").text == "Hello starter"
+        with host.client() as client:
+            echoed = client.post("/echo", json={"k": 1})
+        assert echoed.json()["got"] == {"k": 1}
+    finally:
+        host.stop()
+    again = run_cli("new", str(target))
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
+
+
+def test_example_app_serves(tmp_path: Path) -> None:
+    example = Path(__file__).parent.parent / "examples" / "hello"
+    app_dir = tmp_path / "hello"
+    shutil.copytree(example, app_dir)
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        assert _get(host, "/hello/you").text == "Hello you"
+        with host.client() as client:
+            r = client.post("/items", json={"name": "x"})
+        assert r.status_code == 201
+        assert r.json() == {"id": 1, "got": {"name": "x"}}
+        assert any("hello: [GET] http://" in line for line in host.stderr_lines)
+        assert any("create: [POST] http://" in line for line in host.stderr_lines)
+    finally:
+        host.stop()

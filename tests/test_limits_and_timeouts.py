@@ -1,0 +1,184 @@
+"""What the host enforces: body and head size, slow clients, deadlines, concurrency."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.hosts import Host, started
+
+
+@pytest.fixture(scope="module")
+def strict_host() -> Iterator[Host]:
+    yield from started(
+        "basic",
+        "--workers", "1",
+        "--max-body-bytes", "1000",
+        "--max-header-bytes", "4096",
+        "--header-timeout", "0.5",
+        "--body-timeout", "0.5",
+        "--concurrency-wait", "0.2",
+        "--cancel-grace", "0.5",
+    )  # fmt: skip
+
+
+def _raw(host: Host, data: bytes, wait: float = 0) -> bytes:
+    _, _, hostport = host.url.partition("://")
+    addr, _, port = hostport.partition(":")
+    with socket.create_connection((addr, int(port)), timeout=10) as sock:
+        sock.sendall(data)
+        if wait:
+            time.sleep(wait)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_body_over_the_limit_is_413_without_reading_it(strict_host: Host) -> None:
+    with strict_host.client() as client:
+        r = client.post("/echo", content=b"x" * 1001)
+        ok = client.post("/echo", content=b"x" * 1000)
+    assert r.status_code == 413
+    assert "1001 bytes is over the limit of 1000" in r.json()["error"]
+    assert ok.status_code == 200
+
+
+def test_chunked_body_over_the_limit_is_413(strict_host: Host) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(20):
+            yield b"y" * 100
+
+    with strict_host.client() as client:
+        r = client.post("/echo", content=chunks())
+    assert r.status_code == 413
+    assert "over the limit of 1000 bytes" in r.json()["error"]
+
+
+def test_oversized_request_head_is_431(strict_host: Host) -> None:
+    with strict_host.client() as client:
+        r = client.get("/hello/x", headers={"x-big": "z" * 5000})
+    assert r.status_code == 431
+    assert "over the limit of 4096 bytes" in r.json()["error"]
+
+
+def test_slow_headers_are_cut_off_with_408(strict_host: Host) -> None:
+    started_at = time.monotonic()
+    reply = _raw(strict_host, b"GET /hello/slow HTTP/1.1\r\nHost: x\r\n")
+    assert reply.startswith(b"HTTP/1.1 408")
+    assert time.monotonic() - started_at < 5
+
+
+def test_idle_connection_that_sends_nothing_is_closed(strict_host: Host) -> None:
+    started_at = time.monotonic()
+    assert _raw(strict_host, b"") == b""
+    assert time.monotonic() - started_at < 5
+
+
+def test_slow_body_is_cut_off_with_408(strict_host: Host) -> None:
+    reply = _raw(
+        strict_host,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part",
+    )
+    assert reply.startswith(b"HTTP/1.1 408")
+    assert b"did not arrive within 0.5s" in reply
+
+
+def test_malformed_request_is_400(strict_host: Host) -> None:
+    assert _raw(strict_host, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400")
+
+
+def test_async_timeout_gives_504_and_cancels_the_function(strict_host: Host) -> None:
+    with strict_host.client() as client:
+        started_at = time.monotonic()
+        r = client.get("/sleep/5")
+        elapsed = time.monotonic() - started_at
+        after = client.get("/sleep/0.01")
+    assert r.status_code == 504
+    inv = r.headers["x-invocation-id"]
+    assert r.json() == {
+        "error": "function 'sleep' did not finish within its timeout of 0.5s",
+        "invocation_id": inv,
+    }
+    assert elapsed < 4
+    strict_host.wait_for_log(msg="async function saw cancellation", invocation_id=inv)
+    line = strict_host.wait_for_log(msg="invocation", invocation_id=inv)
+    assert line["outcome"] == "timeout" and line["status"] == 504
+    assert after.text == "slept"
+
+
+def test_sync_function_can_poll_for_cancellation(strict_host: Host) -> None:
+    with strict_host.client() as client:
+        r = client.get("/cooperative")
+    assert r.status_code == 504
+    line = strict_host.wait_for_log(
+        msg="sync function saw cancellation", invocation_id=r.headers["x-invocation-id"]
+    )
+    assert line["reason"] == "timeout"
+
+
+def test_excess_concurrency_waits_then_gets_429(strict_host: Host) -> None:
+    def call(path: str) -> httpx.Response:
+        with strict_host.client() as client:
+            return client.get(path)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        first = pool.submit(call, "/limited/1.5")
+        time.sleep(0.3)  # let the first one take the only slot
+        rest = [pool.submit(call, "/limited/0.01") for _ in range(3)]
+        results = [f.result() for f in rest]
+        assert first.result().status_code == 200
+    assert [r.status_code for r in results] == [429, 429, 429]
+    for r in results:
+        assert r.headers["retry-after"] == "1"
+        assert "max_concurrency of 1" in r.json()["error"]
+    # once the slot is free, the function is served again
+    with strict_host.client() as client:
+        assert client.get("/limited/0.01").text == "done"
+
+
+def test_waiting_request_gets_the_slot_when_it_frees_up(strict_host: Host) -> None:
+    def call(path: str) -> httpx.Response:
+        with strict_host.client() as client:
+            return client.get(path)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(call, "/limited/0.1")
+        time.sleep(0.03)
+        second = pool.submit(call, "/limited/0.01")
+        assert first.result().status_code == 200
+        assert second.result().status_code == 200
+
+
+def test_hung_sync_function_gets_504_and_its_worker_replaced(strict_host: Host) -> None:
+    before = strict_host.worker_pids()
+    assert len(before) == 1
+    with strict_host.client() as client:
+        r = client.get("/hang")
+        assert r.status_code == 504
+        inv = r.headers["x-invocation-id"]
+        strict_host.wait_for_log(
+            msg="function did not return after its timeout and cancellation; replacing this worker",
+            invocation_id=inv,
+        )
+        # the host keeps serving: the next request is answered (by the replacement)
+        deadline = time.monotonic() + 10
+        while True:
+            after = strict_host.worker_pids()
+            if after and after != before:
+                break
+            assert time.monotonic() < deadline, "worker was not replaced"
+            time.sleep(0.05)
+        assert client.get("/hello/again").text == "Hello again"
+    assert len(strict_host.worker_pids()) == 1
