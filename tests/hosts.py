@@ -146,7 +146,9 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hibana", *args],
         capture_output=True,
@@ -154,6 +156,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 60) -> subproc
         timeout=timeout,
         cwd=cwd,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "250"},  # keep usage errors on one line to match on
     )
 
 

@@ -30,7 +30,10 @@ from tests.hosts import APPS, run_cli
                 "function_app.py:6 (first)",
             ],
         ),
-        ("broken_bad_route", ['Route "/items/{id" in', "function_app.py:6 (create)", 'unclosed "{"']),
+        (
+            "broken_bad_route",
+            ['Route "/items/{id" in', "function_app.py:6 (create)", 'unclosed "{"'],
+        ),
         ("broken_noncallable", ["function_app.py:5", "applied to 42 (int), which is not callable"]),
         ("broken_no_app", ["function_app.py defines no hibana.App", "app = hibana.App()"]),
         ("broken_raises", ["function_app.py:6:", "KeyError: 'DATABASE_URL'"]),

@@ -84,7 +84,9 @@ def test_binary_body_round_trips_byte_for_byte(basic_host: Host) -> None:
 def test_json_helpers_and_status_codes(basic_host: Host) -> None:
     with basic_host.client() as client:
         created = client.post("/json", json={"a": [1, 2, {"b": None}]})
-        bad = client.post("/json", content=b"{not json", headers={"content-type": "application/json"})
+        bad = client.post(
+            "/json", content=b"{not json", headers={"content-type": "application/json"}
+        )
         empty = client.delete("/nothing")
         tea = client.get("/teapot")
     assert created.status_code == 201
@@ -121,7 +123,9 @@ def test_exception_gives_500_with_only_the_invocation_id(basic_host: Host) -> No
     assert r.status_code == 500
     assert r.json() == {"invocation_id": r.headers["x-invocation-id"]}
     assert "secret detail" not in r.text
-    line = basic_host.wait_for_log(msg="function raised", invocation_id=r.headers["x-invocation-id"])
+    line = basic_host.wait_for_log(
+        msg="function raised", invocation_id=r.headers["x-invocation-id"]
+    )
     assert line["level"] == "error"
     assert "RuntimeError: secret detail" in line["error"]
     assert "Traceback" in line["traceback"] and "function_app.py" in line["traceback"]
@@ -131,7 +135,9 @@ def test_unsupported_return_type_is_a_500_that_names_the_type(basic_host: Host) 
     with basic_host.client() as client:
         r = client.get("/bad-return")
     assert r.status_code == 500
-    line = basic_host.wait_for_log(msg="function raised", invocation_id=r.headers["x-invocation-id"])
+    line = basic_host.wait_for_log(
+        msg="function raised", invocation_id=r.headers["x-invocation-id"]
+    )
     assert "returned int" in line["error"]
 
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.hosts import APPS, Host
 
@@ -126,7 +125,9 @@ def test_killed_worker_is_replaced_and_the_host_keeps_serving() -> None:
 def test_dev_reloads_on_change_and_keeps_serving_through_a_broken_edit(tmp_path: Path) -> None:
     app_dir = tmp_path / "app"
     app_dir.mkdir()
-    source = "import hibana\napp = hibana.App()\n\n@app.http('/v')\ndef v(req, ctx):\n    return 'one'\n"
+    source = (
+        "import hibana\napp = hibana.App()\n\n@app.http('/v')\ndef v(req, ctx):\n    return 'one'\n"
+    )
     (app_dir / "function_app.py").write_text(source)
     host = Host(app_dir, command="dev").wait_ready()
     try:

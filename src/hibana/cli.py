@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -34,7 +34,10 @@ Port = Annotated[
 ]
 Host = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 Workers = Annotated[
-    int | None, typer.Option("--workers", "-w", min=1, help="Worker processes (default: one per core; 1 for dev).")
+    int | None,
+    typer.Option(
+        "--workers", "-w", min=1, help="Worker processes (default: one per core; 1 for dev)."
+    ),
 ]
 ShutdownTimeout = Annotated[
     float,
@@ -58,9 +61,7 @@ HeaderTimeout = Annotated[
 BodyTimeout = Annotated[
     float, typer.Option(min=0, help="Seconds a client may pause while sending a body (408).")
 ]
-LogLevel = Annotated[
-    str, typer.Option(help="debug, info, warning or error.", case_sensitive=False)
-]
+LogLevel = Annotated[str, typer.Option(help="debug, info, warning or error.", case_sensitive=False)]
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -122,7 +123,10 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
                 log_level=log_level.lower(),  # type: ignore[arg-type]
                 reload=reload,
             )
-            report: Callable[[str], None] = lambda text: print(text, file=sys.stderr, flush=True)
+
+            def report(text: str) -> None:
+                return print(text, file=sys.stderr, flush=True)
+
             code = Supervisor(config, report).run()
         except HostStartError as exc:
             _fail(str(exc), 1)
@@ -143,7 +147,8 @@ cli.command("serve")(
 )
 cli.command("dev")(
     _host_command(
-        True, "Like serve, with one worker by default, reloading when a .py file in APP_DIR changes."
+        True,
+        "Like serve, with one worker by default, reloading when a .py file in APP_DIR changes.",
     )
 )
 

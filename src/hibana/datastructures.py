@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import overload
+from typing import TypeVar, overload
+
+_T = TypeVar("_T")
 
 
 class MultiDict(Mapping[str, str]):
@@ -36,12 +38,13 @@ class MultiDict(Mapping[str, str]):
         return isinstance(key, str) and self._norm(key) in self._first
 
     @overload
-    def get(self, key: str) -> str | None: ...
+    def get(self, key: str, /) -> str | None: ...
     @overload
-    def get(self, key: str, default: str) -> str: ...
+    def get(self, key: str, default: str, /) -> str: ...
     @overload
-    def get(self, key: str, default: None) -> str | None: ...
-    def get(self, key: str, default: str | None = None) -> str | None:
+    def get(self, key: str, default: _T, /) -> str | _T: ...
+    def get(self, key: str, default: object = None, /) -> object:
+        """The first value of ``key``, or ``default`` when it is absent."""
         return self._first.get(self._norm(key), default)
 
     def getlist(self, key: str) -> list[str]:

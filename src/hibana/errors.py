@@ -54,6 +54,6 @@ class BadRequest(HTTPError):
         super().__init__(400, detail)
 
 
-class Cancelled(BaseException):  # noqa: N818 - a signal, not an error
+class Cancelled(BaseException):
     """Raised by ``Context.raise_if_cancelled()``: the invocation's deadline passed or the
     worker is shutting down. Derives from BaseException so ``except Exception`` does not eat it."""

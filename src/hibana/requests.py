@@ -3,6 +3,7 @@ the query string or cookies pays nothing for them."""
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -15,11 +16,13 @@ _decode_json = msgspec.json.decode
 
 
 class Request:
-    """An HTTP request: method, path, route ``params``, ``query``, ``headers``, ``cookies``, body."""
+    """An HTTP request: method, path, route ``params``, ``query``, ``headers``, cookies, body."""
 
     __slots__ = ("_scope", "body", "params", "_query", "_headers", "_cookies")
 
-    def __init__(self, scope: dict[str, Any], body: bytes, params: dict[str, Any]) -> None:
+    def __init__(
+        self, scope: MutableMapping[str, Any], body: bytes, params: dict[str, Any]
+    ) -> None:
         self._scope = scope
         self.body = body
         #: Route parameters, converted by their declared type (``{id:int}`` gives an int).
@@ -43,11 +46,11 @@ class Request:
 
     @property
     def url(self) -> str:
+        """The full URL as the client asked for it (path still percent-encoded)."""
         host = self.headers.get("host") or "localhost"
+        raw_path = bytes(self._scope.get("raw_path") or b"").decode("latin-1") or self.path
         qs = self.query_string
-        return f"{self._scope.get('scheme', 'http')}://{host}{self._scope.get('raw_path', b'').decode('latin-1') or self.path}" + (
-            f"?{qs}" if qs else ""
-        )
+        return f"{self._scope.get('scheme', 'http')}://{host}{raw_path}" + (f"?{qs}" if qs else "")
 
     @property
     def query(self) -> QueryParams:

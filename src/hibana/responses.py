@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -98,7 +98,11 @@ class Response:
 
     def delete_cookie(self, key: str, *, path: str = "/", domain: str | None = None) -> None:
         self.set_cookie(
-            key, "", max_age=0, expires=datetime.now(UTC) - timedelta(days=1), path=path,
+            key,
+            "",
+            max_age=0,
+            expires=datetime.now(UTC) - timedelta(days=1),
+            path=path,
             domain=domain,
         )
 

@@ -17,7 +17,7 @@ class _Rejected(Exception):
     pass
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes = 32 * 1024
     header_timeout = 10.0
 
@@ -71,7 +71,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc]
     def _count(self, n: int) -> None:
         self._header_bytes += n
         if self._header_bytes > self.max_header_bytes:
-            self._reject(431, f"request headers are over the limit of {self.max_header_bytes} bytes")
+            self._reject(
+                431, f"request headers are over the limit of {self.max_header_bytes} bytes"
+            )
             raise _Rejected
 
     def _arm(self) -> None:

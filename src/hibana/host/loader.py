@@ -58,8 +58,7 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
         frame = (inside or frames)[-1]
         raise AppLoadError(
             f"{_rel(frame.filename)}:{frame.lineno}: importing {APP_FILE} failed: "
-            f"{type(exc).__name__}: {exc}"
-            + (f"\n    {frame.line}" if frame.line else "")
+            f"{type(exc).__name__}: {exc}" + (f"\n    {frame.line}" if frame.line else "")
         ) from None
     apps = {name: value for name, value in vars(module).items() if isinstance(value, App)}
     if "app" in apps:

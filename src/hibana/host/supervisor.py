@@ -7,6 +7,7 @@ swaps in a new version of the app without dropping the socket or a request.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import selectors
@@ -44,10 +45,8 @@ class Zygote:
         self.channel.send(op="spawn", index=index)
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.channel.send(op="stop")
-        except OSError:
-            pass
         try:
             self.proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
@@ -262,9 +261,7 @@ class Supervisor:
 
     def _on_event(self, zygote: Zygote, message: dict[str, Any]) -> None:
         if message["event"] == "spawned":
-            self.workers[message["pid"]] = WorkerRecord(
-                zygote, message["index"], time.monotonic()
-            )
+            self.workers[message["pid"]] = WorkerRecord(zygote, message["index"], time.monotonic())
         elif message["event"] == "exited":
             record = self.workers.pop(message["pid"], None)
             if record is None or self.stopping or zygote is not self.zygote:
@@ -365,7 +362,5 @@ class Supervisor:
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -31,7 +32,7 @@ from hibana.telemetry.logs import Logger, LogSink, timestamp
 from hibana.triggers.http import HttpFront
 
 
-class _Server(uvicorn.Server):  # type: ignore[misc]
+class _Server(uvicorn.Server):
     """uvicorn's server, minus its signal handling: the worker decides when to stop."""
 
     @contextlib.contextmanager
@@ -80,12 +81,11 @@ class Worker:
         try:
             try:
                 import uvloop
-
-                runner = uvloop.run
             except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-                runner = asyncio.run
-            runner(self._serve())
-        except BaseException as exc:  # noqa: BLE001 - last resort: say why, then exit
+                asyncio.run(self._serve())
+            else:
+                uvloop.run(self._serve())
+        except BaseException as exc:
             self.log.exception("worker crashed", exc)
             code = 1
         self.sink.flush()
@@ -127,7 +127,7 @@ class Worker:
             access_log=False,
             proxy_headers=False,
             server_header=False,
-            timeout_keep_alive=config.keep_alive_timeout,
+            timeout_keep_alive=math.ceil(config.keep_alive_timeout),
             timeout_graceful_shutdown=2,
         )
         self.server = _Server(uv_config)
@@ -151,7 +151,7 @@ class Worker:
         self.front.draining = True
         self.dispatcher.cancel_all()
         deadline = time.monotonic() + self.config.shutdown_timeout
-        while self.dispatcher.inflight and time.monotonic() < deadline:
+        while self.dispatcher.inflight and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         if self.dispatcher.inflight:
             self.log.warning(

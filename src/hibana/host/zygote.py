@@ -31,8 +31,9 @@ def _describe(app: App, config: HostConfig) -> list[dict[str, str]]:
     ]
 
 
-def _fork_worker(app: App, listener: socket.socket, control: Channel, config: HostConfig,
-                 index: int) -> int:
+def _fork_worker(
+    app: App, listener: socket.socket, control: Channel, config: HostConfig, index: int
+) -> int:
     pid = os.fork()
     if pid:
         return pid

@@ -41,7 +41,10 @@ class _BodyError(Exception):
 
 
 async def _send_json(
-    send: Send, status: int, body: dict[str, Any], extra: list[tuple[bytes, bytes]] = ()  # type: ignore[assignment]
+    send: Send,
+    status: int,
+    body: dict[str, Any],
+    extra: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
 ) -> None:
     data = _encode(body)
     await send(
@@ -114,9 +117,7 @@ class HttpFront:
         try:
             body = await self._read_body(scope, receive)
         except _BodyError as exc:
-            await _send_json(
-                send, exc.status, {"error": exc.detail}, [(b"connection", b"close")]
-            )
+            await _send_json(send, exc.status, {"error": exc.detail}, [(b"connection", b"close")])
             return
         await self._invoke(found, scope, body, send)
 
@@ -147,9 +148,7 @@ class HttpFront:
         log = Logger(self.sink, fields)
         outcome = await self.dispatcher.run(inv, Context(inv, log))
         response, extra = self._respond(outcome, inv, log)
-        headers = [
-            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers
-        ]
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
         headers.append((b"content-length", str(len(response.body)).encode()))
         headers.append((b"traceparent", trace.traceparent.encode()))
         headers.append((b"x-invocation-id", inv.id.encode()))
@@ -217,11 +216,11 @@ class HttpFront:
                 {"retry-after": "1"},
             ), {"cancel_reason": inv.cancellation.reason}
         # An exception: the client learns only the invocation id; the log gets the rest.
-        exc = outcome.error
-        assert exc is not None
-        log.exception("function raised", exc)
+        error = outcome.error
+        assert error is not None
+        log.exception("function raised", error)
         return Response.json({"invocation_id": inv.id}, 500), {
-            "error": f"{type(exc).__name__}: {exc}"
+            "error": f"{type(error).__name__}: {error}"
         }
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
@@ -239,10 +238,12 @@ class HttpFront:
                 break
         message = await receive()
         body: bytes = message.get("body", b"")
-        if not message.get("more_body", False):
+        if not message.get("more_body", False) and len(body) <= limit:
             return body
         chunks = [body]
         size = len(body)
+        if size > limit:
+            raise _BodyError(413, f"request body is over the limit of {limit} bytes")
         while message.get("more_body", False):
             try:
                 message = await asyncio.wait_for(receive(), self.body_timeout)

@@ -20,7 +20,10 @@ CONVERTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "str": (r"[^/]+", str),
     "int": (r"-?[0-9]+", int),
     "float": (r"-?[0-9]+(?:\.[0-9]+)?", float),
-    "uuid": (r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", uuid.UUID),
+    "uuid": (
+        r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+        uuid.UUID,
+    ),
     "path": (r".+", str),
 }
 
@@ -50,7 +53,9 @@ class CompiledRoute:
 def compile_route(pattern: str, where: str) -> CompiledRoute:
     """Parse ``pattern``; ``where`` ("function_app.py:12 (create)") names it in errors."""
     if not isinstance(pattern, str):
-        raise RouteError(f"Route {pattern!r} in {where} is not a string; write a path like '/items'")
+        raise RouteError(
+            f"Route {pattern!r} in {where} is not a string; write a path like '/items'"
+        )
     if not pattern.startswith("/"):
         raise RouteError(
             f'Route "{pattern}" in {where} does not start with "/"; write "/{pattern}"'
