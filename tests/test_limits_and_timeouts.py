@@ -182,3 +182,23 @@ def test_hung_sync_function_gets_504_and_its_worker_replaced(strict_host: Host) 
             time.sleep(0.05)
         assert client.get("/hello/again").text == "Hello again"
     assert len(strict_host.worker_pids()) == 1
+
+
+def test_async_function_blocking_the_loop_gets_its_worker_replaced() -> None:
+    gen = started("basic", "--workers", "1", "--cancel-grace", "0.5")
+    host = next(gen)
+    try:
+        before = host.worker_pids()
+        with host.client() as client:
+            with pytest.raises(httpx.RemoteProtocolError):
+                client.get("/block-loop")
+            line = host.wait_for_log(msg=_BLOCKED)
+            assert line["blocked_s"] > 0.8
+            assert host.wait_for_stderr(r"exited with code 70; starting a new one")
+            assert client.get("/hello/after").text == "Hello after"
+        assert host.worker_pids() != before
+    finally:
+        gen.close()
+
+
+_BLOCKED = "event loop blocked; an async function is calling blocking code; replacing this worker"

@@ -16,6 +16,7 @@ import math
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -131,11 +132,53 @@ class Worker:
             timeout_graceful_shutdown=2,
         )
         self.server = _Server(uv_config)
+        self._start_watchdog(loop)
         loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
         loop.add_signal_handler(signal.SIGINT, lambda: None)
         self.log.debug("worker started")
         await self.server.serve(sockets=[self.listener])
         self.log.debug("worker stopped")
+
+    def _start_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Exit if the event loop stops turning while an invocation is past its deadline
+        and ``cancel_grace``.
+
+        An async function that calls blocking code (``time.sleep``, a sync driver) freezes
+        the whole worker: no deadline can fire and no response can be sent. The only cure is
+        a new worker; the supervisor forks one when this one exits."""
+        beat = [time.monotonic()]
+        grace = self.config.cancel_grace
+
+        def tick() -> None:
+            beat[0] = time.monotonic()
+            loop.call_later(0.1, tick)
+
+        def overdue() -> list[str]:
+            # Read from another thread while the loop is frozen; if it is not frozen after
+            # all and the dict changes under us, the next round looks again.
+            now = time.monotonic()
+            try:
+                running = list(self.dispatcher.inflight.values()) if self.dispatcher else []
+            except RuntimeError:
+                return []
+            return [inv.id for inv in running if now > inv.deadline + grace]
+
+        def watch() -> None:
+            while True:
+                time.sleep(0.1)
+                stalled = time.monotonic() - beat[0]
+                if stalled > 0.5 and (late := overdue()):
+                    self.log.error(
+                        "event loop blocked; an async function is calling blocking code; "
+                        "replacing this worker",
+                        blocked_s=round(stalled, 3),
+                        invocations=late,
+                    )
+                    self.sink.flush()
+                    os._exit(70)
+
+        tick()
+        threading.Thread(target=watch, name="hibana-watchdog", daemon=True).start()
 
     def _on_sigterm(self) -> None:
         assert self.server is not None

@@ -134,3 +134,9 @@ async def slow(req: hibana.Request, ctx: hibana.Context) -> str:
     """Ignores cancellation: shutdown must still let it finish within shutdown_timeout."""
     await asyncio.sleep(req.params["seconds"])
     return f"finished, cancelled={ctx.cancelled}"
+
+
+@app.http("/block-loop", timeout=0.3)
+async def block_loop(req: hibana.Request, ctx: hibana.Context) -> str:
+    time.sleep(3600)  # blocking call in async code: freezes the worker's event loop
+    return "never"

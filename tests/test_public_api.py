@@ -1,0 +1,45 @@
+"""The public surface is what ``hibana`` exports: a change to it is a decision, not an accident."""
+
+from __future__ import annotations
+
+import hibana
+
+
+def test_exported_names() -> None:
+    assert sorted(hibana.__all__) == [
+        "App",
+        "AppError",
+        "AppLoadError",
+        "BadRequest",
+        "Blueprint",
+        "Cancelled",
+        "ConfigError",
+        "Context",
+        "FunctionSpec",
+        "HTTPError",
+        "Headers",
+        "HibanaError",
+        "Invocation",
+        "QueryParams",
+        "Request",
+        "Response",
+        "RouteError",
+        "__version__",
+    ]
+    for name in hibana.__all__:
+        assert hasattr(hibana, name), name
+
+
+def test_exception_tree_has_one_base() -> None:
+    for error in (
+        hibana.AppError,
+        hibana.AppLoadError,
+        hibana.RouteError,
+        hibana.ConfigError,
+        hibana.HTTPError,
+        hibana.BadRequest,
+    ):
+        assert issubclass(error, hibana.HibanaError)
+    # a control signal: `except Exception` in user code must not swallow it
+    assert not issubclass(hibana.Cancelled, Exception)
+    assert issubclass(hibana.Cancelled, BaseException)
