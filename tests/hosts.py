@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,7 @@ def run_cli(
     )
 
 
-def started(app: str | Path, *args: str, command: str = "serve") -> Iterator[Host]:
+def started(app: str | Path, *args: str, command: str = "serve") -> Generator[Host, None, None]:
     """For fixtures: a ready host on ``tests/apps/<app>`` (or a path), stopped afterwards."""
     app_dir = app if isinstance(app, Path) else APPS / app
     host = Host(app_dir, *args, command=command)
