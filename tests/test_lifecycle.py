@@ -111,7 +111,7 @@ def test_killed_worker_is_replaced_and_the_host_keeps_serving() -> None:
         before = host.worker_pids()
         victim = min(before)
         os.kill(victim, signal.SIGKILL)
-        host.wait_for_stderr(rf"worker \d \(pid {victim}\) exited with code -9; starting a new one")
+        host.wait_for_stderr(rf"worker \d \(pid {victim}\) exited with code -9")
         deadline = time.monotonic() + 10
         while len(host.worker_pids() - {victim}) < 2:
             assert time.monotonic() < deadline
@@ -131,7 +131,7 @@ def test_dev_reloads_on_change_and_keeps_serving_through_a_broken_edit(tmp_path:
     (app_dir / "function_app.py").write_text(source)
     host = Host(app_dir, command="dev").wait_ready()
     try:
-        assert "1 worker" in host.stderr_lines[0]
+        assert "1..2 workers" in host.stderr_lines[0] or "1 worker " in host.stderr_lines[0]
         assert _get(host, "/v").text == "one"
         (app_dir / "function_app.py").write_text(source.replace("'one'", "'two'"))
         deadline = time.monotonic() + 20

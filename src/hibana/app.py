@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from hibana.errors import AppError, RouteError
 from hibana.triggers.routes import CompiledRoute, compile_route
@@ -146,10 +146,53 @@ class Blueprint:
 
 
 class App(Blueprint):
-    """A hibana app: the functions it serves. Build one per app file; ``hibana serve`` finds it."""
+    """A hibana app: the functions it serves. Build one per app file; ``hibana serve`` finds it.
 
-    def __init__(self) -> None:
+    The scaling settings apply unless ``hibana serve`` flags override them:
+    ``min_instances`` workers always run (0: scale to zero; ``serve`` defaults to 0, ``dev``
+    to 1), at most ``max_instances`` (default: one per core); a worker above the minimum
+    exits after ``idle_timeout`` seconds without work (default 60). ``prewarm`` is what a
+    new worker starts from: "app" (forked from a process that imported the app: fastest),
+    "runtime" (forked, then imports the app) or "none" (a fresh interpreter).
+    ``memory_limit_mb`` replaces a worker whose memory grows past it, once its work ends."""
+
+    def __init__(
+        self,
+        *,
+        min_instances: int | None = None,
+        max_instances: int | None = None,
+        idle_timeout: float | None = None,
+        prewarm: Literal["app", "runtime", "none"] | None = None,
+        memory_limit_mb: int | None = None,
+    ) -> None:
         super().__init__()
+        where = _caller(1)
+        for name, value in (
+            ("max_instances", max_instances),
+            ("memory_limit_mb", memory_limit_mb),
+        ):
+            if value is not None:
+                _check_positive(value, name, where, integer=True)
+        if min_instances is not None and (
+            isinstance(min_instances, bool)
+            or not isinstance(min_instances, int)
+            or min_instances < 0
+        ):
+            raise AppError(
+                f"min_instances={min_instances!r} in {where} must be a whole number >= 0"
+            )
+        if idle_timeout is not None:
+            _check_positive(idle_timeout, "idle_timeout", where)
+        if prewarm is not None and prewarm not in ("app", "runtime", "none"):
+            raise AppError(f'prewarm={prewarm!r} in {where} must be "app", "runtime" or "none"')
+        #: Scaling settings as written in the app (None: not set).
+        self.settings: dict[str, Any] = {
+            "min_instances": min_instances,
+            "max_instances": max_instances,
+            "idle_timeout": idle_timeout,
+            "prewarm": prewarm,
+            "memory_limit_mb": memory_limit_mb,
+        }
         self._names: dict[str, FunctionSpec] = {}
         self._routes: dict[tuple[str, str], FunctionSpec] = {}
 

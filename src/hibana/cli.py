@@ -36,8 +36,34 @@ Host = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 Workers = Annotated[
     int | None,
     typer.Option(
-        "--workers", "-w", min=1, help="Worker processes (default: one per core; 1 for dev)."
+        "--workers",
+        "-w",
+        min=1,
+        help="A fixed number of workers: --min-instances = --max-instances = N.",
     ),
+]
+MinInstances = Annotated[
+    int | None,
+    typer.Option(min=0, help="Workers always running; 0 scales to zero (default: 0 serve, 1 dev)."),
+]
+MaxInstances = Annotated[
+    int | None, typer.Option(min=1, help="Most workers under load (default: one per core).")
+]
+IdleTimeout = Annotated[
+    float | None,
+    typer.Option(
+        min=0, help="Seconds without work after which a worker above the minimum exits (60)."
+    ),
+]
+PrewarmOpt = Annotated[
+    str | None,
+    typer.Option(help="What a new worker starts from: app (fastest), runtime, or none."),
+]
+MemoryLimit = Annotated[
+    int | None, typer.Option(min=1, help="Replace a worker whose memory grows past this many MiB.")
+]
+AdminPort = Annotated[
+    int, typer.Option(min=0, max=65535, help="Loopback port for `hibana status` (0: any free).")
 ]
 ShutdownTimeout = Annotated[
     float,
@@ -69,6 +95,10 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _usage(message: str) -> NoReturn:
+    raise typer.BadParameter(message)
+
+
 def _version(value: bool) -> None:
     if value:
         from hibana import __version__
@@ -95,6 +125,12 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
         port: Port = 7071,
         host: Host = "127.0.0.1",
         workers: Workers = None,
+        min_instances: MinInstances = None,
+        max_instances: MaxInstances = None,
+        idle_timeout: IdleTimeout = None,
+        prewarm: PrewarmOpt = None,
+        memory_limit_mb: MemoryLimit = None,
+        admin_port: AdminPort = 0,
         shutdown_timeout: ShutdownTimeout = 10.0,
         cancel_grace: CancelGrace = 5.0,
         concurrency_wait: ConcurrencyWait = 5.0,
@@ -104,15 +140,29 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
         body_timeout: BodyTimeout = 30.0,
         log_level: LogLevel = "info",
     ) -> None:
-        from hibana.host.config import HostConfig, default_workers
+        from hibana.host.config import HostConfig
         from hibana.host.supervisor import HostStartError, Supervisor
 
+        if workers is not None:
+            if min_instances is not None or max_instances is not None:
+                _usage(
+                    "--workers sets both --min-instances and --max-instances; "
+                    "pass one or the others"
+                )
+            min_instances = max_instances = workers
+        if prewarm is not None and prewarm not in ("app", "runtime", "none"):
+            _usage(f"--prewarm {prewarm!r} is not one of: app, runtime, none")
         try:
             config = HostConfig(
                 app_dir=str(app_dir),
                 host=host,
                 port=port,
-                workers=workers or (1 if reload else default_workers()),
+                min_instances=min_instances,
+                max_instances=max_instances,
+                idle_timeout=idle_timeout,
+                prewarm=prewarm,  # type: ignore[arg-type]
+                memory_limit_mb=memory_limit_mb,
+                admin_port=admin_port,
                 shutdown_timeout=shutdown_timeout,
                 cancel_grace=cancel_grace,
                 concurrency_wait=concurrency_wait,
@@ -186,6 +236,88 @@ def new(
     except OSError as exc:
         _fail(f"cannot write {target}: {exc.strerror}", 1)
     print(f"Created {target}\nRun it:  hibana dev {directory}")
+
+
+@cli.command()
+def status(
+    app: Annotated[Path, typer.Option("--app", help="The app folder of the running host.")] = Path(
+        "."
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
+) -> None:
+    """Show a running host's workers and functions: in-flight, cold starts, last cold-start ms."""
+    import json
+    import urllib.request
+
+    from hibana.host.admin import host_file
+
+    path = host_file(app)
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        _fail(
+            f"no running host found for {app} ({path} is missing); "
+            f"start one with `hibana serve {app}`",
+            1,
+        )
+    try:
+        with urllib.request.urlopen(info["admin"] + "/status", timeout=5) as resp:
+            data = json.loads(resp.read())
+    except OSError as exc:
+        _fail(
+            f"the host at {info['admin']} (pid {info['pid']}) did not answer: {exc}; "
+            "is it still running?",
+            1,
+        )
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    scaling = data["scaling"] or {}
+    console = Console()
+    console.print(
+        f"host pid {data['pid']} · {data['url']} · up {data['uptime_s']:.0f}s · "
+        f"workers {scaling.get('min_instances')}..{scaling.get('max_instances')} "
+        f"· prewarm {scaling.get('prewarm')} · idle timeout {scaling.get('idle_timeout')}s"
+    )
+    functions = Table(
+        "function",
+        "trigger",
+        "workers",
+        "in flight",
+        "invocations",
+        "cold starts",
+        "last cold start ms",
+    )
+    for fn in data["functions"]:
+        last = fn["last_cold_start_ms"]
+        functions.add_row(
+            fn["name"],
+            fn["trigger"],
+            str(fn["workers"]),
+            str(fn["inflight"]),
+            str(fn["invocations"]),
+            str(fn["cold_starts"]),
+            "-" if last is None else f"{last:.1f}",
+        )
+    console.print(functions)
+    workers = Table(
+        "worker", "pid", "state", "in flight", "invocations", "cold start ms", "idle s", "rss MiB"
+    )
+    for w in data["workers"]:
+        workers.add_row(
+            str(w["slot"]),
+            str(w["pid"]),
+            w["state"],
+            str(w["inflight"]),
+            str(w["invocations"]),
+            f"{w['cold_start_ms']:.1f}",
+            f"{w['idle_s']:.1f}",
+            f"{w['rss_mb']:.0f}",
+        )
+    console.print(workers if data["workers"] else "no workers running (scaled to zero)")
 
 
 def main() -> None:

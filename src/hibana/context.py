@@ -68,7 +68,9 @@ class Invocation:
     deadline: float
     attempt: int = 1
     cancellation: Cancellation = field(default_factory=Cancellation)
+    #: The first invocation in a new worker, and how long it waited for that worker.
     cold_start: bool = False
+    cold_start_ms: float | None = None
 
 
 class Context:

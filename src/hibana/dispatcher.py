@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from hibana.context import Context, Invocation
 from hibana.errors import Cancelled
@@ -28,6 +28,13 @@ class Outcome:
     kind: OutcomeKind
     value: Any = None
     error: BaseException | None = None
+
+
+class Meter(Protocol):
+    """Counts invocations as they start and end (the host's board row for this worker)."""
+
+    def started(self, column: int, cold_start_ms: float | None) -> None: ...
+    def finished(self, column: int) -> None: ...
 
 
 class Gate:
@@ -86,8 +93,19 @@ class Dispatcher:
         concurrency_wait: float,
         cancel_grace: float,
         on_stuck: Callable[[Invocation], None],
+        meter: Meter | None = None,
+        functions: Sequence[str] = (),
+        cold_since: float | None = None,
     ) -> None:
+        """``meter`` is this worker's row on the board; ``functions`` names its columns.
+        ``cold_since``: when the request that made this worker start began waiting (None
+        for a worker started ahead of demand: then ``cold_ms`` is set to its start-up)."""
         self._pool = pool
+        self._meter = meter
+        self._columns = {name: i for i, name in enumerate(functions)}
+        self._cold = True
+        self.cold_since = cold_since
+        self.cold_ms = 0.0
         self._concurrency_wait = concurrency_wait
         self._cancel_grace = cancel_grace
         self._on_stuck = on_stuck
@@ -129,7 +147,18 @@ class Dispatcher:
                 gate.release()
             raise
         self.inflight[inv.id] = inv
-        fut.add_done_callback(lambda f: self._finished(inv, gate, f))
+        if self._cold:
+            self._cold = False
+            inv.cold_start = True
+            inv.cold_start_ms = (
+                self.cold_ms
+                if self.cold_since is None
+                else (time.monotonic() - self.cold_since) * 1000
+            )
+        column = self._columns.get(spec.name, 0)
+        if self._meter is not None:
+            self._meter.started(column, inv.cold_start_ms if inv.cold_start else None)
+        fut.add_done_callback(lambda f: self._finished(inv, gate, column, f))
         remaining = inv.deadline - time.monotonic()
         if remaining > 0:
             done, _ = await asyncio.wait(
@@ -156,8 +185,12 @@ class Dispatcher:
             return Outcome("cancelled", error=exc)
         return Outcome("error", error=exc)
 
-    def _finished(self, inv: Invocation, gate: Gate | None, fut: asyncio.Future[Any]) -> None:
+    def _finished(
+        self, inv: Invocation, gate: Gate | None, column: int, fut: asyncio.Future[Any]
+    ) -> None:
         self.inflight.pop(inv.id, None)
+        if self._meter is not None:
+            self._meter.finished(column)
         if gate is not None:
             gate.release()
         if not fut.cancelled():

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from hibana.errors import ConfigError
 
@@ -23,7 +23,14 @@ class HostConfig:
     host: str = "127.0.0.1"
     #: 0 picks a free port; the host prints the one it bound.
     port: int = 7071
-    workers: int = dataclasses.field(default_factory=default_workers)
+    #: Scaling overrides from the command line; None: the App's setting or the default.
+    min_instances: int | None = None
+    max_instances: int | None = None
+    idle_timeout: float | None = None
+    prewarm: Literal["app", "runtime", "none"] | None = None
+    memory_limit_mb: int | None = None
+    #: Loopback port of the admin endpoint (``hibana status``); 0 picks a free one.
+    admin_port: int = 0
     #: Seconds in-flight invocations get to finish after SIGTERM before they are killed.
     shutdown_timeout: float = 10.0
     #: Seconds a timed-out function gets to return before its worker is replaced.
@@ -45,7 +52,7 @@ class HostConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is not in 0..65535")
-        for name in ("workers", "threads", "max_body_bytes", "max_header_bytes"):
+        for name in ("threads", "max_body_bytes", "max_header_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}={value!r} must be a whole number of at least 1")
@@ -64,6 +71,24 @@ class HostConfig:
             raise ConfigError(
                 f"log_level={self.log_level!r} is not one of debug, info, warning, error"
             )
+
+    def scaling_overrides(self) -> dict[str, Any]:
+        return {
+            "min_instances": self.min_instances,
+            "max_instances": self.max_instances,
+            "idle_timeout": self.idle_timeout,
+            "prewarm": self.prewarm,
+            "memory_limit_mb": self.memory_limit_mb,
+        }
+
+    def scaling_defaults(self) -> dict[str, Any]:
+        """``serve`` scales to zero; ``dev`` keeps one worker warm."""
+        return {
+            "min_instances": 1 if self.reload else 0,
+            "max_instances": default_workers(),
+            "idle_timeout": 60.0,
+            "prewarm": "app",
+        }
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

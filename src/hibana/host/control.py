@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -29,3 +30,16 @@ class Channel:
 
     def close(self) -> None:
         self.sock.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn:
+    """Why and when the supervisor asked for a worker."""
+
+    slot: int
+    #: time.monotonic() when the supervisor asked (the clock is system-wide on Linux)
+    requested_at: float
+    #: True when a request was waiting for it (scale from zero or out): its wait is the
+    #: cold start the first invocation reports.
+    on_demand: bool
+    memory_limit_mb: int | None = None

@@ -8,6 +8,7 @@ swaps in a new version of the app without dropping the socket or a request.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import select
 import selectors
@@ -22,13 +23,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hibana.errors import AppLoadError, ConfigError
+from hibana.host.admin import AdminEndpoint
+from hibana.host.board import Board, Layout
 from hibana.host.config import HostConfig
-from hibana.host.control import Channel
+from hibana.host.control import Channel, Spawn
+from hibana.host.scaling import Scaler, Scaling, WorkerView
 
 #: How long a freshly started zygote may take to import the app.
 IMPORT_TIMEOUT = 120.0
 #: A worker that dies sooner than this after starting is restarted after a pause, not at once.
 CRASH_LOOP_WINDOW = 1.0
+#: How often the scaler looks at the board (a waiting connection wakes it at once).
+TICK = 0.05
 
 
 class HostStartError(ConfigError):
@@ -40,9 +46,11 @@ class Zygote:
     proc: subprocess.Popen[bytes]
     channel: Channel
     functions: list[dict[str, str]] = field(default_factory=list)
+    scaling: Scaling | None = None
+    board: Board | None = None
 
-    def spawn(self, index: int) -> None:
-        self.channel.send(op="spawn", index=index)
+    def spawn(self, spawn: Spawn) -> None:
+        self.channel.send(op="spawn", spawn=dataclasses.asdict(spawn))
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):
@@ -53,13 +61,17 @@ class Zygote:
             self.proc.kill()
             self.proc.wait()
         self.channel.close()
+        if self.board is not None:
+            self.board.close()
 
 
 @dataclass
 class WorkerRecord:
     zygote: Zygote
-    index: int
+    slot: int
     started: float
+    pid: int | None = None  # None until the zygote says it exists
+    retiring: bool = False
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -83,15 +95,22 @@ class Supervisor:
     def __init__(self, config: HostConfig, report: Callable[[str], None]) -> None:
         self.config = config
         self.report = report
-        self.workers: dict[int, WorkerRecord] = {}
+        #: Workers asked for or running, of every zygote (pid None: not started yet).
+        self.records: list[WorkerRecord] = []
         self.zygote: Zygote | None = None
         self.retired: list[Zygote] = []
+        self.scaler: Scaler | None = None
         self.stopping = False
         self.sel = selectors.DefaultSelector()
         self._signal_r, self._signal_w = socket.socketpair()
         self._reload_r, self._reload_w = socket.socketpair()
-        self._respawn_at: list[tuple[float, int]] = []
+        self._hold_until = 0.0
+        self._watching_socket = False
+        #: Per-function totals of workers that have exited (their board rows are reused).
+        self.past: dict[str, dict[str, float]] = {}
+        self.started_at = time.time()
         self.sock: socket.socket | None = None
+        self.admin: AdminEndpoint | None = None
 
     # -- starting ---------------------------------------------------------------------
     def run(self) -> int:
@@ -102,21 +121,29 @@ class Supervisor:
             zygote = self._start_zygote()
             if zygote is None:
                 return 1  # interrupted while the app was importing
-            self.zygote = zygote
-            for index in range(self.config.workers):
-                zygote.spawn(index)
+            self._adopt(zygote)
+            self.admin = AdminEndpoint(self, self.config.admin_port)
+            self.sel.register(self.admin.sock, selectors.EVENT_READ, "admin")
+            self._tick()
             self._await_spawned(zygote)
             self._banner(zygote)
             if self.config.reload:
                 self._watch_for_changes()
             return self._loop()
         finally:
+            if self.admin is not None:
+                self.admin.close()
             self.sock.close()
 
     @property
     def port(self) -> int:
         assert self.sock is not None
         return int(self.sock.getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = self.config.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     def _install_signals(self) -> None:
         self._signal_w.setblocking(False)
@@ -125,6 +152,11 @@ class Supervisor:
             signal.signal(sig, lambda *_: None)  # the byte on the wakeup fd is what we act on
         self.sel.register(self._signal_r, selectors.EVENT_READ, "signal")
         self.sel.register(self._reload_r, selectors.EVENT_READ, "reload")
+
+    def _adopt(self, zygote: Zygote) -> None:
+        assert zygote.scaling is not None
+        self.zygote = zygote
+        self.scaler = Scaler(zygote.scaling)
 
     def _start_zygote(self) -> Zygote | None:
         """A zygote that has imported the app, or raises AppLoadError with the reason."""
@@ -180,30 +212,32 @@ class Supervisor:
                             raise AppLoadError(message["message"])
                         if message["event"] == "ready":
                             zygote.functions = message["functions"]
+                            zygote.scaling = Scaling(**message["scaling"])
+                            board = dict(message["board"])
+                            fd = board.pop("fd")
+                            zygote.board = Board.open(proc.pid, fd, Layout(**board))
                             self.sel.register(ours, selectors.EVENT_READ, zygote)
                             return zygote
         finally:
             waiter.close()
 
     def _await_spawned(self, zygote: Zygote, timeout: float = 10.0) -> None:
-        """Process the zygote's events until every worker it was asked for exists."""
+        """Process the zygote's events until every worker asked of it exists."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if sum(r.zygote is zygote for r in self.workers.values()) >= self.config.workers:
+            if all(r.pid is not None for r in self.records if r.zygote is zygote):
                 return
             ready, _, _ = select.select([zygote.channel.sock], [], [], 0.05)
             if ready:
                 self._on_zygote(zygote)
 
     def _banner(self, zygote: Zygote) -> None:
-        host = self.config.host
-        shown = f"[{host}]" if ":" in host else host
-        base = f"http://{shown}:{self.port}"
         from hibana import __version__
 
+        assert zygote.scaling is not None
         lines = [
-            f"hibana {__version__} · app {self.config.app_dir} · {self.config.workers} "
-            f"worker{'s' if self.config.workers != 1 else ''} · pid {os.getpid()}",
+            f"hibana {__version__} · app {self.config.app_dir} · {zygote.scaling.describe()} "
+            f"(prewarm {zygote.scaling.prewarm}) · pid {os.getpid()}",
             "",
             "Functions:",
         ]
@@ -211,8 +245,10 @@ class Supervisor:
             lines.append("    (none: declare one with @app.http(...) in function_app.py)")
         for fn in zygote.functions:
             methods, _, route = fn["trigger"].partition(" ")
-            lines.append(f"    {fn['name']}: {methods} {base}{route}")
-        lines += ["", f"Listening on {base} (Ctrl+C to stop)"]
+            lines.append(f"    {fn['name']}: {methods} {self.url}{route}")
+        if self.admin is not None:
+            lines += ["", f"Admin (hibana status): {self.admin.url}"]
+        lines += ["", f"Listening on {self.url} (Ctrl+C to stop)"]
         self.report("\n".join(lines))
 
     def _watch_for_changes(self) -> None:
@@ -232,10 +268,7 @@ class Supervisor:
     # -- running ----------------------------------------------------------------------
     def _loop(self) -> int:
         while True:
-            timeout = 0.5
-            if self._respawn_at:
-                timeout = max(0.0, min(t for t, _ in self._respawn_at) - time.monotonic())
-            for key, _ in self.sel.select(timeout=timeout):
+            for key, _ in self.sel.select(timeout=TICK):
                 if key.data == "signal":
                     signals = self._signal_r.recv(64)
                     if any(s in (signal.SIGTERM, signal.SIGINT) for s in signals):
@@ -243,15 +276,75 @@ class Supervisor:
                 elif key.data == "reload":
                     self._reload_r.recv(64)
                     self._reload()
+                elif key.data == "admin":
+                    assert self.admin is not None
+                    self.admin.serve_one()
+                elif key.data == "listen":
+                    pass  # a connection waits and no worker runs: the tick starts one
                 else:
                     self._on_zygote(key.data)
-            self._respawn_due()
+            self._tick()
+
+    def _tick(self) -> None:
+        """One scaling cycle: keep the minimum, follow the load, retire idle workers."""
+        zygote, scaler = self.zygote, self.scaler
+        if zygote is None or scaler is None or self.stopping or zygote.board is None:
+            return
+        board = zygote.board
+        mine = [r for r in self.records if r.zygote is zygote]
+        views = [
+            WorkerView(
+                r.slot,
+                inflight=board.get(r.slot, "inflight") if r.pid is not None else 0.0,
+                last_active=max(board.get(r.slot, "last_active"), r.started),
+                pending=r.pid is None,
+                retiring=r.retiring,
+            )
+            for r in mine
+        ]
+        waiting = self._connection_waiting()
+        decision = scaler.decide(views, waiting)
+        now = time.monotonic()
+        if decision.spawn and now >= self._hold_until:
+            busy = waiting or any(v.inflight for v in views)
+            used = {r.slot for r in mine}
+            free = (i for i in range(zygote.scaling.max_instances) if i not in used)  # type: ignore[union-attr]
+            for slot, _ in zip(free, range(decision.spawn), strict=False):
+                self._spawn(zygote, slot, on_demand=busy)
+        for slot in decision.retire:
+            for r in mine:
+                if r.slot == slot and r.pid is not None:
+                    r.retiring = True
+                    _signal(r.pid, signal.SIGUSR1)
+        active = any(not r.retiring for r in self.records if r.zygote is zygote)
+        self._watch_socket(not active)
+
+    def _spawn(self, zygote: Zygote, slot: int, on_demand: bool) -> None:
+        assert zygote.scaling is not None
+        now = time.monotonic()
+        self.records.append(WorkerRecord(zygote, slot, now))
+        zygote.spawn(Spawn(slot, now, on_demand, zygote.scaling.memory_limit_mb))
+
+    def _connection_waiting(self) -> bool:
+        assert self.sock is not None
+        readable, _, _ = select.select([self.sock], [], [], 0)
+        return bool(readable)
+
+    def _watch_socket(self, on: bool) -> None:
+        """With no worker running, wake up as soon as a connection arrives."""
+        assert self.sock is not None
+        if on and not self._watching_socket:
+            self.sel.register(self.sock, selectors.EVENT_READ, "listen")
+        elif not on and self._watching_socket:
+            self.sel.unregister(self.sock)
+        self._watching_socket = on
 
     def _on_zygote(self, zygote: Zygote) -> None:
         try:
             messages = zygote.channel.receive()
         except (EOFError, ConnectionError):
             self.sel.unregister(zygote.channel.sock)
+            self.records = [r for r in self.records if r.zygote is not zygote]
             if zygote is self.zygote and not self.stopping:
                 self.report("error: the zygote process died; restarting it")
                 self._replace_zygote()
@@ -261,30 +354,40 @@ class Supervisor:
 
     def _on_event(self, zygote: Zygote, message: dict[str, Any]) -> None:
         if message["event"] == "spawned":
-            self.workers[message["pid"]] = WorkerRecord(zygote, message["index"], time.monotonic())
+            for r in self.records:
+                if r.zygote is zygote and r.slot == message["slot"] and r.pid is None:
+                    r.pid = message["pid"]
+                    break
         elif message["event"] == "exited":
-            record = self.workers.pop(message["pid"], None)
-            if record is None or self.stopping or zygote is not self.zygote:
-                self._reap_retired()
+            record = next((r for r in self.records if r.pid == message["pid"]), None)
+            if record is None:
                 return
+            self.records.remove(record)
+            self._remember(record)
             code = message["code"]
-            if code != 0:
-                self.report(
-                    f"worker {record.index} (pid {message['pid']}) exited with code {code}; "
-                    "starting a new one"
-                )
-            if time.monotonic() - record.started < CRASH_LOOP_WINDOW:
-                self._respawn_at.append((time.monotonic() + CRASH_LOOP_WINDOW, record.index))
-            else:
-                zygote.spawn(record.index)
+            if record.zygote is not self.zygote:
+                self._reap_retired()
+            elif not record.retiring and not self.stopping and code != 0:
+                self.report(f"worker {record.slot} (pid {record.pid}) exited with code {code}")
+                if time.monotonic() - record.started < CRASH_LOOP_WINDOW:
+                    self._hold_until = time.monotonic() + CRASH_LOOP_WINDOW
 
-    def _respawn_due(self) -> None:
-        now = time.monotonic()
-        due = [i for t, i in self._respawn_at if t <= now]
-        self._respawn_at = [(t, i) for t, i in self._respawn_at if t > now]
-        if self.zygote is not None and not self.stopping:
-            for index in due:
-                self.zygote.spawn(index)
+    def _remember(self, record: WorkerRecord) -> None:
+        """Fold an exited worker's counters into the totals before its row is reused."""
+        board = record.zygote.board
+        if board is None:
+            return
+        for i, fn in enumerate(record.zygote.functions):
+            totals = self.past.setdefault(fn["name"], {"invocations": 0.0, "cold_starts": 0.0})
+            totals["invocations"] += board.function_get(record.slot, i, "invocations")
+            if board.function_get(record.slot, i, "cold_starts"):
+                totals["cold_starts"] += board.function_get(record.slot, i, "cold_starts")
+                ready = board.get(record.slot, "ready_at")
+                if ready >= totals.get("cold_at", 0.0):
+                    totals["cold_at"] = ready
+                    totals["last_cold_start_ms"] = board.function_get(
+                        record.slot, i, "last_cold_start_ms"
+                    )
 
     def _reload(self) -> None:
         self.report("Change detected; reloading the app")
@@ -296,15 +399,14 @@ class Supervisor:
         if fresh is None:
             return
         old = self.zygote
-        self.zygote = fresh
-        for index in range(self.config.workers):
-            fresh.spawn(index)
+        self._adopt(fresh)
+        self._tick()
         self._await_spawned(fresh)
         if old is not None:
             self.retired.append(old)
-            for pid, record in self.workers.items():
-                if record.zygote is old:
-                    _signal(pid, signal.SIGTERM)
+            for r in self.records:
+                if r.zygote is old and r.pid is not None:
+                    _signal(r.pid, signal.SIGTERM)
             self._reap_retired()
         self._banner(fresh)
 
@@ -315,47 +417,112 @@ class Supervisor:
             self.report(f"error: {exc}")
             return
         if fresh is not None:
-            self.zygote = fresh
-            running = {r.index for r in self.workers.values()}
-            for index in range(self.config.workers):
-                if index not in running:
-                    fresh.spawn(index)
+            self._adopt(fresh)
 
     def _reap_retired(self) -> None:
         for old in list(self.retired):
-            if not any(r.zygote is old for r in self.workers.values()):
+            if not any(r.zygote is old for r in self.records):
                 self.retired.remove(old)
                 self.sel.unregister(old.channel.sock)
                 old.stop()
 
+    # -- reporting --------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """What ``hibana status`` shows: per worker and per function."""
+        zygote = self.zygote
+        now = time.monotonic()
+        workers: list[dict[str, Any]] = []
+        functions: list[dict[str, Any]] = []
+        if zygote is not None and zygote.board is not None:
+            board = zygote.board
+            live = [r for r in self.records if r.zygote is zygote and r.pid is not None]
+            for r in sorted(live, key=lambda r: r.slot):
+                ready = board.get(r.slot, "ready_at")
+                workers.append(
+                    {
+                        "slot": r.slot,
+                        "pid": r.pid,
+                        "state": "retiring" if r.retiring else ("ready" if ready else "starting"),
+                        "inflight": int(board.get(r.slot, "inflight")),
+                        "invocations": int(board.get(r.slot, "invocations")),
+                        "cold_start_ms": round(board.get(r.slot, "cold_start_ms"), 3),
+                        "idle_s": round(now - max(board.get(r.slot, "last_active"), r.started), 3),
+                        "rss_mb": round(board.get(r.slot, "rss_mb"), 1),
+                    }
+                )
+            for i, fn in enumerate(zygote.functions):
+                past = self.past.get(fn["name"], {})
+                rows = [r.slot for r in live]
+                # the newest worker whose first invocation was this function's
+                cold = [
+                    (board.get(s, "ready_at"), board.function_get(s, i, "last_cold_start_ms"))
+                    for s in rows
+                    if board.function_get(s, i, "cold_starts")
+                ]
+                if past.get("cold_at"):
+                    cold.append((past["cold_at"], past["last_cold_start_ms"]))
+                functions.append(
+                    {
+                        "name": fn["name"],
+                        "trigger": fn["trigger"],
+                        "workers": len(live),
+                        "inflight": int(sum(board.function_get(s, i, "inflight") for s in rows)),
+                        "invocations": int(
+                            past.get("invocations", 0)
+                            + sum(board.function_get(s, i, "invocations") for s in rows)
+                        ),
+                        "cold_starts": int(
+                            past.get("cold_starts", 0)
+                            + sum(board.function_get(s, i, "cold_starts") for s in rows)
+                        ),
+                        "last_cold_start_ms": round(max(cold)[1], 3) if cold else None,
+                    }
+                )
+        return {
+            "pid": os.getpid(),
+            "app": self.config.app_dir,
+            "url": self.url,
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "scaling": dataclasses.asdict(zygote.scaling) if zygote and zygote.scaling else None,
+            "workers": workers,
+            "functions": functions,
+        }
+
     # -- stopping ---------------------------------------------------------------------
     def _shutdown(self) -> int:
         self.stopping = True
+        live = [r for r in self.records if r.pid is not None]
         self.report(
-            f"Shutting down: draining {len(self.workers)} worker(s), "
+            f"Shutting down: draining {len(live)} worker(s), "
             f"up to {self.config.shutdown_timeout:g}s"
         )
-        for pid in self.workers:
-            _signal(pid, signal.SIGTERM)
+        for r in live:
+            _signal(r.pid, signal.SIGTERM)  # type: ignore[arg-type]
         deadline = time.monotonic() + self.config.shutdown_timeout + 5
-        while self.workers and time.monotonic() < deadline:
+        while self.records and time.monotonic() < deadline:
             for key, _ in self.sel.select(timeout=0.1):
                 if key.data == "signal":
                     if self._signal_r.recv(64):
                         self.report("Second signal: stopping now")
                         self._kill_all()
                         return 1
-                elif key.data != "reload":
+                elif key.data == "admin":
+                    assert self.admin is not None
+                    self.admin.serve_one()
+                elif isinstance(key.data, Zygote):
                     self._on_zygote(key.data)
-        if self.workers:
-            self.report(f"{len(self.workers)} worker(s) did not stop in time; killing them")
+            # a worker asked for but never reported cannot be waited for
+            self.records = [r for r in self.records if r.pid is not None]
+        if self.records:
+            self.report(f"{len(self.records)} worker(s) did not stop in time; killing them")
         self._kill_all()
         return 0
 
     def _kill_all(self) -> None:
-        for pid in list(self.workers):
-            _signal(pid, signal.SIGKILL)
-        self.workers.clear()
+        for r in self.records:
+            if r.pid is not None:
+                _signal(r.pid, signal.SIGKILL)
+        self.records.clear()
         for zygote in [self.zygote, *self.retired]:
             if zygote is not None:
                 zygote.stop()

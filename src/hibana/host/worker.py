@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Generator
@@ -27,8 +29,12 @@ import uvicorn
 from hibana.app import App
 from hibana.context import Invocation
 from hibana.dispatcher import Dispatcher
+from hibana.host.board import Board, Layout
 from hibana.host.config import HostConfig
+from hibana.host.control import Spawn
 from hibana.host.http_protocol import guarded_protocol
+from hibana.host.lifeline import die_with_parent
+from hibana.host.loader import load_app
 from hibana.telemetry.logs import Logger, LogSink, timestamp
 from hibana.triggers.http import HttpFront
 
@@ -64,13 +70,22 @@ class _JsonLogHandler(logging.Handler):
 
 
 class Worker:
-    def __init__(self, app: App, listener: socket.socket, config: HostConfig, index: int):
+    def __init__(
+        self,
+        app: App,
+        listener: socket.socket,
+        config: HostConfig,
+        spawn: Spawn,
+        board: Board | None,
+    ) -> None:
         self.app = app
         self.listener = listener
         self.config = config
-        self.index = index
+        self.spawn = spawn
+        self.index = spawn.slot
+        self.row = board.worker(spawn.slot) if board is not None else None
         self.sink = LogSink(1, config.log_level)
-        self.log = Logger(self.sink, {"worker": index, "pid": os.getpid()})
+        self.log = Logger(self.sink, {"worker": spawn.slot, "pid": os.getpid()})
         self.server: _Server | None = None
         self.front: HttpFront | None = None
         self.dispatcher: Dispatcher | None = None
@@ -111,6 +126,9 @@ class Worker:
             concurrency_wait=config.concurrency_wait,
             cancel_grace=config.cancel_grace,
             on_stuck=self._on_stuck,
+            meter=self.row,
+            functions=[spec.name for spec in self.app.functions],
+            cold_since=self.spawn.requested_at if self.spawn.on_demand else None,
         )
         self.front = HttpFront(
             self.app,
@@ -134,7 +152,17 @@ class Worker:
         self.server = _Server(uv_config)
         self._start_watchdog(loop)
         loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
+        loop.add_signal_handler(signal.SIGUSR1, self.retire)
         loop.add_signal_handler(signal.SIGINT, lambda: None)
+        if self.row is not None:
+            self.row.set("pid", os.getpid())
+            self.row.set("started_at", self.spawn.requested_at)
+            now = time.monotonic()
+            self.row.set("ready_at", now)
+            self.row.set("last_active", now)
+            if self.dispatcher.cold_since is None:
+                # a warm (pre-started) worker: its cold start is its own start-up time
+                self.dispatcher.cold_ms = (now - self.spawn.requested_at) * 1000
         self.log.debug("worker started")
         await self.server.serve(sockets=[self.listener])
         self.log.debug("worker stopped")
@@ -163,9 +191,30 @@ class Worker:
                 return []
             return [inv.id for inv in running if now > inv.deadline + grace]
 
+        limit_mb = self.spawn.memory_limit_mb
+        page_mb = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+        def rss_mb() -> float:
+            with open("/proc/self/statm") as statm:
+                return int(statm.read().split()[1]) * page_mb
+
         def watch() -> None:
+            rounds = 0
             while True:
                 time.sleep(0.1)
+                rounds += 1
+                if rounds % 10 == 0:
+                    rss = rss_mb()
+                    if self.row is not None:
+                        self.row.set("rss_mb", rss)
+                    if limit_mb is not None and rss > limit_mb and not self._stopping:
+                        self.log.warning(
+                            "worker memory is over memory_limit_mb; replacing it once its "
+                            "work is done",
+                            rss_mb=round(rss, 1),
+                            memory_limit_mb=limit_mb,
+                        )
+                        loop.call_soon_threadsafe(self.retire)
                 stalled = time.monotonic() - beat[0]
                 if stalled > 0.5 and (late := overdue()):
                     self.log.error(
@@ -206,18 +255,39 @@ class Worker:
             await asyncio.sleep(0.05)
         self.server.should_exit = True
 
-    def _on_stuck(self, inv: Invocation) -> None:
+    def retire(self) -> None:
+        """Stop accepting, finish what is in flight, exit: no 503s (scale-in, replacement)."""
         assert self.server is not None
+        self._stopping = True
+        self.server.should_exit = True
+
+    def _on_stuck(self, inv: Invocation) -> None:
         self.log.error(
             "function did not return after its timeout and cancellation; replacing this worker",
             invocation_id=inv.id,
             function=inv.function.name,
             cancel_grace_s=self.config.cancel_grace,
         )
-        self._stopping = True
-        self.server.should_exit = True
+        self.retire()
 
 
-def run_worker(app: App, listener: socket.socket, config: HostConfig, index: int) -> NoReturn:
+def run_worker(
+    app: App, listener: socket.socket, config: HostConfig, spawn: Spawn, board: Board | None
+) -> NoReturn:
     """Entry point in a freshly forked child of the zygote."""
-    Worker(app, listener, config, index).run()
+    Worker(app, listener, config, spawn, board).run()
+
+
+def main(argv: list[str]) -> NoReturn:
+    """``python -m hibana.host.worker ...``: a worker in a fresh interpreter (prewarm="none")."""
+    config = HostConfig.from_json(argv[1])
+    spawn = Spawn(**json.loads(argv[2]))
+    listener = socket.socket(fileno=int(argv[3]))
+    board = Board(int(argv[4]), Layout(**json.loads(argv[5])))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(int(argv[6]))
+    run_worker(load_app(config.app_dir), listener, config, spawn, board)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

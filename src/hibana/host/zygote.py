@@ -1,80 +1,151 @@
-"""The zygote: imports the app once, then forks workers on the supervisor's request.
+"""The zygote: imports the app once, then starts workers on the supervisor's request.
 
-Run as ``python -m hibana.host.zygote CONFIG_JSON LISTEN_FD CONTROL_FD``. It reports
-``ready`` (with the app's functions) or ``error`` (why the app did not load), then
-``spawned``/``exited`` for each worker. It dies with the supervisor, and its workers
-die with it.
+Run as ``python -m hibana.host.zygote CONFIG_JSON LISTEN_FD CONTROL_FD SUPERVISOR_PID``.
+It reports ``ready`` (the app's functions, the resolved scaling settings and the board)
+or ``error`` (why the app did not load), then ``spawned``/``exited`` for each worker.
+It dies with the supervisor, and its workers die with it.
+
+How a worker starts depends on ``prewarm``:
+- "app": forked from the zygote, which has imported the app (module-level code included);
+- "runtime": forked from a zygote that has imported hibana only; the worker imports the app;
+- "none": a fresh interpreter (``python -m hibana.host.worker``) that imports everything.
+In the last two modes the zygote checks the app in a short-lived child, so a broken app
+still fails fast.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import json
 import os
 import selectors
 import signal
 import socket
+import subprocess
 import sys
+from typing import Any
 
 from hibana.app import App
-from hibana.errors import AppError
+from hibana.errors import AppError, HibanaError
+from hibana.host.board import Board, Layout
 from hibana.host.config import HostConfig
-from hibana.host.control import Channel
+from hibana.host.control import Channel, Spawn
 from hibana.host.lifeline import die_with_parent
 from hibana.host.loader import load_app
-from hibana.host.worker import run_worker  # imported here so forked workers start with it
+from hibana.host.scaling import Scaling, resolve
+from hibana.host.worker import run_worker  # imported here so forked workers have it
 
 
-def _describe(app: App, config: HostConfig) -> list[dict[str, str]]:
+def describe(app: App) -> list[dict[str, str]]:
     return [
         {"name": spec.name, "trigger": spec.trigger.describe(), "kind": "http"}
         for spec in app.functions
     ]
 
 
-def _fork_worker(
-    app: App, listener: socket.socket, control: Channel, config: HostConfig, index: int
-) -> int:
+def _probe(config: HostConfig) -> dict[str, Any]:
+    """Load the app in a throwaway child: its functions and settings, or its error."""
+    read_fd, write_fd = os.pipe()
     pid = os.fork()
-    if pid:
-        return pid
-    # The child: a worker. Nothing of the zygote's loop runs here again.
-    zygote = os.getppid()
-    try:
-        control.close()
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        die_with_parent(zygote)
-        run_worker(app, listener, config, index)
-    finally:
-        os._exit(1)
+    if pid == 0:
+        os.close(read_fd)
+        try:
+            app = load_app(config.app_dir)
+            result: dict[str, Any] = {"functions": describe(app), "settings": app.settings}
+        except AppError as exc:
+            result = {"error": str(exc)}
+        with os.fdopen(write_fd, "w") as out:
+            out.write(json.dumps(result))
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        text = pipe.read()
+    os.waitpid(pid, 0)
+    return json.loads(text) if text else {"error": "the app crashed the process importing it"}
 
 
-def serve_forks(app: App, listener: socket.socket, control: Channel, config: HostConfig) -> int:
-    sel = selectors.DefaultSelector()
-    sel.register(control.sock, selectors.EVENT_READ)
-    children: set[int] = set()
-    while True:
-        for _ in sel.select(timeout=0.05):
-            try:
-                messages = control.receive()
-            except (EOFError, ConnectionError):
-                return 0  # the supervisor is gone; workers follow through their lifeline
-            for message in messages:
-                if message["op"] == "spawn":
-                    pid = _fork_worker(app, listener, control, config, message["index"])
-                    children.add(pid)
-                    control.send(event="spawned", pid=pid, index=message["index"])
-                elif message["op"] == "stop":
-                    return 0
-        while children:
+class Zygote:
+    def __init__(
+        self,
+        config: HostConfig,
+        listener: socket.socket,
+        control: Channel,
+        app: App | None,
+        scaling: Scaling,
+        board: Board,
+    ) -> None:
+        self.config = config
+        self.listener = listener
+        self.control = control
+        self.app = app
+        self.scaling = scaling
+        self.board = board
+        self.children: set[int] = set()
+
+    def start_worker(self, spawn: Spawn) -> int:
+        self.board.clear(spawn.slot)
+        if self.scaling.prewarm == "none":
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "hibana.host.worker",
+                    self.config.to_json(),
+                    json.dumps(dataclasses.asdict(spawn)),
+                    str(self.listener.fileno()),
+                    str(self.board.fd),
+                    json.dumps(dataclasses.asdict(self.board.layout)),
+                    str(os.getpid()),
+                ],
+                pass_fds=(self.listener.fileno(), self.board.fd),
+                stdin=subprocess.DEVNULL,
+            )
+            return proc.pid
+        pid = os.fork()
+        if pid:
+            return pid
+        # The child: a worker. Nothing of the zygote's loop runs here again.
+        zygote = os.getppid()
+        try:
+            self.control.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            die_with_parent(zygote)
+            app = self.app if self.app is not None else load_app(self.config.app_dir)
+            run_worker(app, self.listener, self.config, spawn, self.board)
+        finally:
+            os._exit(1)
+
+    def serve(self) -> int:
+        sel = selectors.DefaultSelector()
+        sel.register(self.control.sock, selectors.EVENT_READ)
+        while True:
+            for _ in sel.select(timeout=0.05):
+                try:
+                    messages = self.control.receive()
+                except (EOFError, ConnectionError):
+                    return 0  # the supervisor is gone; workers follow through their lifeline
+                for message in messages:
+                    if message["op"] == "spawn":
+                        spawn = Spawn(**message["spawn"])
+                        pid = self.start_worker(spawn)
+                        self.children.add(pid)
+                        self.control.send(event="spawned", pid=pid, slot=spawn.slot)
+                    elif message["op"] == "stop":
+                        return 0
+            self._reap()
+
+    def _reap(self) -> None:
+        while self.children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                break
+                return
             if pid == 0:
-                break
-            children.discard(pid)
-            control.send(event="exited", pid=pid, code=os.waitstatus_to_exitcode(status))
+                return
+            self.children.discard(pid)
+            self.control.send(event="exited", pid=pid, code=os.waitstatus_to_exitcode(status))
 
 
 def main(argv: list[str]) -> int:
@@ -83,17 +154,44 @@ def main(argv: list[str]) -> int:
     control = Channel(socket.socket(fileno=int(argv[3])))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which decides
     die_with_parent(int(argv[4]))
+    app: App | None = None
+    if config.prewarm in (None, "app"):
+        try:
+            app = load_app(config.app_dir)
+        except AppError as exc:
+            control.send(event="error", message=str(exc))
+            return 2
+        functions, settings = describe(app), app.settings
+        if config.prewarm is None and settings.get("prewarm") not in (None, "app"):
+            # The app asks for a zygote without the app in it: start over as one.
+            fresh = dataclasses.replace(config, prewarm=settings["prewarm"])
+            os.execv(
+                sys.executable,
+                [sys.executable, "-m", "hibana.host.zygote", fresh.to_json(), *argv[2:]],
+            )
+    else:
+        probe = _probe(config)
+        if "error" in probe:
+            control.send(event="error", message=probe["error"])
+            return 2
+        functions, settings = probe["functions"], probe["settings"]
     try:
-        app = load_app(config.app_dir)
-    except AppError as exc:
+        scaling = resolve(config.scaling_overrides(), settings, config.scaling_defaults())
+    except HibanaError as exc:
         control.send(event="error", message=str(exc))
         return 2
-    # Objects that exist now are shared with every worker; keep the GC from touching
+    board = Board.create(Layout(slots=scaling.max_instances, functions=max(1, len(functions))))
+    # Objects that exist now are shared with every forked worker; keep the GC from touching
     # (and so copying) their pages in each child.
     gc.collect()
     gc.freeze()
-    control.send(event="ready", functions=_describe(app, config))
-    return serve_forks(app, listener, control, config)
+    control.send(
+        event="ready",
+        functions=functions,
+        scaling=dataclasses.asdict(scaling),
+        board={"fd": board.fd, **dataclasses.asdict(board.layout)},
+    )
+    return Zygote(config, listener, control, app, scaling, board).serve()
 
 
 if __name__ == "__main__":

@@ -80,9 +80,6 @@ class HttpFront:
         self.body_timeout = body_timeout
         #: Set on SIGTERM: new requests get 503 with Retry-After and Connection: close.
         self.draining = False
-        #: The next invocation this worker starts is its first: a cold start.
-        self.cold = True
-        self.started_at = time.monotonic()
         self.log = Logger(sink, {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -136,9 +133,7 @@ class HttpFront:
             Request(scope, body, match.params),
             trace,
             started + spec.timeout,
-            cold_start=self.cold,
         )
-        self.cold = False
         fields: dict[str, Any] = {
             "invocation_id": inv.id,
             "function": spec.name,
@@ -170,7 +165,7 @@ class HttpFront:
                 line["parent_span_id"] = trace.parent_span_id
             if inv.cold_start:
                 line["cold_start"] = True
-                line["cold_start_ms"] = round((started - self.started_at) * 1000, 3)
+                line["cold_start_ms"] = round(inv.cold_start_ms or 0.0, 3)
             line.update(extra)
             log.log("error" if response.status >= 500 else "info", "invocation", **line)
 
