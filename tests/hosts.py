@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -144,6 +145,14 @@ def _children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(p) for p in text.split()]
+
+
+def copy_app(name: str, into: Path) -> Path:
+    """A private copy of ``tests/apps/<name>``: for tests that read the app folder's
+    ``.hibana`` state while other tests serve the same app."""
+    target = into / name
+    shutil.copytree(APPS / name, target, ignore=shutil.ignore_patterns(".hibana", "__pycache__"))
+    return target
 
 
 def run_cli(

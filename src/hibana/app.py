@@ -64,7 +64,7 @@ def _caller(depth: int) -> str:
 
 def _check_positive(value: object, what: str, where: str, integer: bool = False) -> None:
     kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
         raise AppError(
             f"{what}={value!r} in {where} must be a positive {'integer' if integer else 'number'}"
         )
@@ -99,7 +99,7 @@ class Blueprint:
         method_list = tuple(dict.fromkeys(str(m).upper() for m in methods))
 
         def decorate(fn: F) -> F:
-            location, where = self._describe(fn, name, decl_site)
+            location, where, fn_name = self._describe(fn, name, decl_site)
             if not method_list:
                 raise AppError(f"app.http({route!r}) in {where} lists no methods")
             unknown = [m for m in method_list if m not in HTTP_METHODS]
@@ -114,7 +114,7 @@ class Blueprint:
             compiled = compile_route(route, where)
             self._add(
                 FunctionSpec(
-                    name=name or fn.__name__,
+                    name=fn_name,
                     handler=fn,
                     trigger=HttpTrigger(compiled, method_list),
                     is_async=inspect.iscoroutinefunction(fn),
@@ -128,18 +128,18 @@ class Blueprint:
         return decorate
 
     @staticmethod
-    def _describe(fn: object, name: str | None, decl_site: str) -> tuple[str, str]:
-        """("function_app.py:12", "function_app.py:12 (create)"), or an error if ``fn`` is
-        not callable."""
+    def _describe(fn: object, name: str | None, decl_site: str) -> tuple[str, str, str]:
+        """("function_app.py:12", "function_app.py:12 (create)", "create"): where ``fn`` is,
+        how errors name it, and its function name; or an error if ``fn`` is not callable."""
         if not callable(fn):
             raise AppError(
                 f"The decorator at {decl_site} was applied to {fn!r} ({type(fn).__name__}), "
                 "which is not callable; put it directly above a `def`"
             )
         code = getattr(fn, "__code__", None)
-        fn_name = name or getattr(fn, "__name__", type(fn).__name__)
+        fn_name = str(name or getattr(fn, "__name__", type(fn).__name__))
         location = decl_site if code is None else _where(code.co_filename, code.co_firstlineno)
-        return location, f"{location} ({fn_name})"
+        return location, f"{location} ({fn_name})", fn_name
 
     def _add(self, spec: FunctionSpec) -> None:
         self._functions.append(spec)

@@ -67,5 +67,7 @@ class AdminEndpoint:
     def close(self) -> None:
         self.sock.close()
         if self.file is not None:
-            with contextlib.suppress(OSError):
-                self.file.unlink()
+            with contextlib.suppress(OSError, ValueError):
+                # another host may have started on this folder since: leave its address
+                if json.loads(self.file.read_text()).get("pid") == os.getpid():
+                    self.file.unlink()

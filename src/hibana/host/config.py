@@ -50,7 +50,11 @@ class HostConfig:
     reload: bool = False
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
+        if (
+            isinstance(self.port, bool)
+            or not isinstance(self.port, int)
+            or not 0 <= self.port <= 65535
+        ):
             raise ConfigError(f"port {self.port} is not in 0..65535")
         for name in ("threads", "max_body_bytes", "max_header_bytes"):
             value = getattr(self, name)
@@ -65,8 +69,19 @@ class HostConfig:
             "keep_alive_timeout",
         ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 raise ConfigError(f"{name}={value!r} must be a number of seconds, 0 or more")
+        for name in ("min_instances", "max_instances", "memory_limit_mb"):
+            value = getattr(self, name)
+            floor = 0 if name == "min_instances" else 1
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < floor
+            ):
+                raise ConfigError(f"{name}={value!r} must be a whole number of at least {floor}")
+        if self.idle_timeout is not None and not self.idle_timeout > 0:
+            raise ConfigError(
+                f"idle_timeout={self.idle_timeout!r} must be a positive number of seconds"
+            )
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level={self.log_level!r} is not one of debug, info, warning, error"

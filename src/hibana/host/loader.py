@@ -43,7 +43,11 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
     module = importlib.util.module_from_spec(spec)
     sys.modules["function_app"] = module
     try:
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop("function_app", None)  # no half-imported module left behind
+            raise
     except AppError:
         raise
     except SyntaxError as exc:

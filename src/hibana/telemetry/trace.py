@@ -55,6 +55,7 @@ def continue_or_start(traceparent: str | None) -> TraceContext:
         if (
             len(parts) >= 4
             and len(parts[0]) == 2
+            and set(parts[0]) <= _HEX
             and parts[0] != "ff"
             and _valid_hex(parts[1], 32)
             and _valid_hex(parts[2], 16)

@@ -122,8 +122,11 @@ class RouteTable:
     def __init__(self, routes: Iterable[tuple[CompiledRoute, tuple[str, ...], FunctionSpec]]):
         self._static: dict[str, dict[str, FunctionSpec]] = {}
         self._dynamic: list[tuple[CompiledRoute, dict[str, FunctionSpec]]] = []
+        #: Routes of one shape share a table; each function keeps its own parameter names.
+        self._own: dict[str, CompiledRoute] = {}
         by_shape: dict[str, dict[str, FunctionSpec]] = {}
         for route, methods, spec in routes:
+            self._own[spec.name] = route
             table = by_shape.get(route.shape)
             if table is None:
                 table = by_shape[route.shape] = {}
@@ -152,6 +155,9 @@ class RouteTable:
                 continue
             spec = table.get(method)
             if spec is not None:
+                own = self._own[spec.name]
+                if own is not route:
+                    params = own.match(path) or params
                 return Match(spec, params)
             allowed.update(table)
         return sorted(allowed) if allowed else None

@@ -138,5 +138,5 @@ async def slow(req: hibana.Request, ctx: hibana.Context) -> str:
 
 @app.http("/block-loop", timeout=0.3)
 async def block_loop(req: hibana.Request, ctx: hibana.Context) -> str:
-    time.sleep(3600)  # blocking call in async code: freezes the worker's event loop
+    time.sleep(3600)  # noqa: ASYNC251 - blocking call in async code, on purpose
     return "never"

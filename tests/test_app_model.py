@@ -1,0 +1,339 @@
+"""The programming model: ``App``, ``Blueprint``, ``app.http`` and the errors a wrong app gets."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hibana
+from hibana import AppError, Context, Request, RouteError
+from hibana.app import DEFAULT_TIMEOUT, HttpTrigger
+
+FILE = Path(__file__).name
+
+
+@pytest.fixture(autouse=True)
+def _in_tests_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from this file's folder, so the "file:line" in messages is just this file's name."""
+    monkeypatch.chdir(Path(__file__).parent)
+
+
+def _line() -> int:
+    """The caller's current line number."""
+    return sys._getframe(1).f_lineno
+
+
+def at(fn: Callable[..., Any]) -> str:
+    """Where ``fn`` was declared, as a message shows it: "test_app_model.py:12 (name)"."""
+    return f"{FILE}:{fn.__code__.co_firstlineno} ({fn.__name__})"
+
+
+def create(req: Request, ctx: Context) -> str:
+    return "created"
+
+
+def trigger(spec: hibana.FunctionSpec) -> HttpTrigger:
+    assert isinstance(spec.trigger, HttpTrigger)
+    return spec.trigger
+
+
+# --- declaring functions -------------------------------------------------------------------
+
+
+def test_http_records_a_function_spec_and_returns_the_function() -> None:
+    app = hibana.App()
+
+    @app.http("/items/{id:int}", methods=["get", "POST", "get"], timeout=5, max_concurrency=3)
+    def item(req: Request, ctx: Context) -> str:
+        return "x"
+
+    assert item(None, None) == "x"  # type: ignore[arg-type]  # still the plain function
+    (spec,) = app.functions
+    assert spec.name == "item"
+    assert spec.handler is item
+    assert spec.is_async is False
+    assert spec.timeout == 5.0
+    assert isinstance(spec.timeout, float)
+    assert spec.max_concurrency == 3
+    assert spec.source == f"{FILE}:{item.__code__.co_firstlineno}"
+    assert trigger(spec).methods == ("GET", "POST")
+    assert trigger(spec).route.pattern == "/items/{id:int}"
+    assert trigger(spec).describe() == "[GET,POST] /items/{id:int}"
+
+
+def test_defaults_are_get_and_the_default_timeout() -> None:
+    app = hibana.App()
+
+    @app.http("/")
+    async def home(req: Request, ctx: Context) -> str:
+        return "home"
+
+    (spec,) = app.functions
+    assert spec.is_async is True
+    assert trigger(spec).methods == ("GET",)
+    assert spec.timeout == DEFAULT_TIMEOUT
+    assert spec.max_concurrency is None
+
+
+def test_a_single_method_may_be_a_string() -> None:
+    app = hibana.App()
+    app.http("/items", "post")(create)
+    assert trigger(app.functions[0]).methods == ("POST",)
+
+
+def test_name_overrides_the_function_name() -> None:
+    app = hibana.App()
+    app.http("/items", name="make_item")(create)
+    assert app.functions[0].name == "make_item"
+
+
+def test_a_callable_object_can_be_a_function() -> None:
+    class Handler:
+        def __call__(self, req: Request, ctx: Context) -> str:
+            return "ok"
+
+    app = hibana.App()
+    deco, line = app.http("/h"), _line()
+    deco(Handler())
+    (spec,) = app.functions
+    assert spec.name == "Handler"
+    assert spec.source == f"{FILE}:{line}"
+
+
+def test_functions_keep_declaration_order() -> None:
+    app = hibana.App()
+    for i in range(5):
+        app.http(f"/r{i}", name=f"f{i}")(create)
+    assert [s.name for s in app.functions] == ["f0", "f1", "f2", "f3", "f4"]
+    assert isinstance(app.functions, tuple)
+
+
+# --- decorator misuse ----------------------------------------------------------------------
+
+
+def test_route_error_names_the_file_line_and_function() -> None:
+    app = hibana.App()
+    with pytest.raises(RouteError) as info:
+        app.http("/items/{id")(create)
+    assert str(info.value) == f'Route "/items/{{id" in {at(create)} has an unclosed "{{"'
+    assert app.functions == ()
+
+
+def test_decorating_something_not_callable() -> None:
+    app = hibana.App()
+    deco, line = app.http("/items"), _line()
+    with pytest.raises(AppError) as info:
+        deco(42)  # type: ignore[type-var]
+    assert str(info.value) == (
+        f"The decorator at {FILE}:{line} was applied to 42 (int), which is not callable; "
+        "put it directly above a `def`"
+    )
+
+
+def test_unknown_method_lists_the_known_ones() -> None:
+    app = hibana.App()
+    with pytest.raises(AppError) as info:
+        app.http("/items", ["GET", "FETCH"])(create)
+    assert str(info.value) == (
+        f"app.http('/items') in {at(create)} has unknown method 'FETCH'; "
+        "use any of DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
+    )
+
+
+def test_no_methods_is_an_error() -> None:
+    app = hibana.App()
+    with pytest.raises(AppError) as info:
+        app.http("/items", [])(create)
+    assert str(info.value) == f"app.http('/items') in {at(create)} lists no methods"
+
+
+@pytest.mark.parametrize("timeout", [0, -1, -0.5, True, "30", None])
+def test_bad_timeout(timeout: Any) -> None:
+    app = hibana.App()
+    with pytest.raises(AppError) as info:
+        app.http("/items", timeout=timeout)(create)
+    assert str(info.value) == f"timeout={timeout!r} in {at(create)} must be a positive number"
+
+
+def test_timeout_nan_is_rejected() -> None:
+    """NaN passes ``value <= 0``; a function with it would time out at once, every time."""
+    app = hibana.App()
+    with pytest.raises(AppError, match=r"timeout=nan .* must be a positive number"):
+        app.http("/items", timeout=float("nan"))(create)
+
+
+def test_fractional_timeout_is_fine() -> None:
+    app = hibana.App()
+    app.http("/items", timeout=0.25)(create)
+    assert app.functions[0].timeout == 0.25
+
+
+@pytest.mark.parametrize("limit", [0, -3, 1.5, 2.0, True, "4"])
+def test_bad_max_concurrency(limit: Any) -> None:
+    app = hibana.App()
+    with pytest.raises(AppError) as info:
+        app.http("/items", max_concurrency=limit)(create)
+    assert str(info.value) == (
+        f"max_concurrency={limit!r} in {at(create)} must be a positive integer"
+    )
+
+
+# --- clashes -------------------------------------------------------------------------------
+
+
+def test_two_functions_on_one_route_and_method_clash() -> None:
+    app = hibana.App()
+
+    @app.http("/items")
+    def first(req: Request, ctx: Context) -> str:
+        return "1"
+
+    def second(req: Request, ctx: Context) -> str:
+        return "2"
+
+    with pytest.raises(RouteError) as info:
+        app.http("/items", ["POST", "GET"])(second)
+    assert str(info.value) == (
+        f'Route "/items" GET in {at(second)} is already served by "/items" in {at(first)}; '
+        "change one route or method"
+    )
+    assert [s.name for s in app.functions] == ["first"]
+
+
+def test_parameter_names_do_not_avoid_a_clash() -> None:
+    app = hibana.App()
+
+    @app.http("/a/{x}")
+    def by_x(req: Request, ctx: Context) -> str:
+        return "x"
+
+    def by_y(req: Request, ctx: Context) -> str:
+        return "y"
+
+    with pytest.raises(RouteError) as info:
+        app.http("/a/{y}")(by_y)
+    assert str(info.value) == (
+        f'Route "/a/{{y}}" GET in {at(by_y)} is already served by "/a/{{x}}" in {at(by_x)}; '
+        "change one route or method"
+    )
+
+
+def test_same_route_with_other_methods_or_types_does_not_clash() -> None:
+    app = hibana.App()
+    app.http("/a/{x}", ["GET"], name="read")(create)
+    app.http("/a/{y}", ["POST"], name="write")(create)
+    app.http("/a/{n:int}", ["GET"], name="by_number")(create)
+    app.http("/a/{x}/b", ["GET"], name="deeper")(create)
+    assert len(app.functions) == 4
+
+
+def _users_handler() -> Callable[[Request, Context], str]:
+    def handler(req: Request, ctx: Context) -> str:
+        return "users"
+
+    return handler
+
+
+def _orders_handler() -> Callable[[Request, Context], str]:
+    def handler(req: Request, ctx: Context) -> str:
+        return "orders"
+
+    return handler
+
+
+def test_duplicate_function_names() -> None:
+    app = hibana.App()
+    first, second = _users_handler(), _orders_handler()
+    app.http("/users")(first)
+    with pytest.raises(AppError) as info:
+        app.http("/orders")(second)
+    assert str(info.value) == (
+        f'Two functions are named "handler": {FILE}:{first.__code__.co_firstlineno} and '
+        f"{FILE}:{second.__code__.co_firstlineno}; rename one, or pass name= to the decorator"
+    )
+    app.http("/orders", name="orders")(second)
+    assert [s.name for s in app.functions] == ["handler", "orders"]
+
+
+def test_name_given_twice_clashes() -> None:
+    app = hibana.App()
+    app.http("/one", name="same")(create)
+    with pytest.raises(AppError, match=r'Two functions are named "same"'):
+        app.http("/two", name="same")(create)
+
+
+# --- blueprints ----------------------------------------------------------------------------
+
+
+def test_blueprint_functions_join_the_app() -> None:
+    bp = hibana.Blueprint()
+
+    @bp.http("/users/{id:int}")
+    def user(req: Request, ctx: Context) -> str:
+        return "user"
+
+    app = hibana.App()
+
+    @app.http("/")
+    def home(req: Request, ctx: Context) -> str:
+        return "home"
+
+    assert [s.name for s in bp.functions] == ["user"]
+    app.register(bp)
+    assert [s.name for s in app.functions] == ["home", "user"]
+    assert app.functions[1].handler is user
+    assert app.functions[1].source == f"{FILE}:{user.__code__.co_firstlineno}"
+
+
+def test_blueprint_clash_is_found_when_registered() -> None:
+    bp = hibana.Blueprint()
+
+    @bp.http("/items")
+    def from_bp(req: Request, ctx: Context) -> str:
+        return "bp"
+
+    @bp.http("/items", name="also_from_bp")
+    def from_bp_too(req: Request, ctx: Context) -> str:
+        return "bp"
+
+    assert len(bp.functions) == 2  # a blueprint does not check; the app it joins does
+    app = hibana.App()
+
+    @app.http("/items")
+    def from_app(req: Request, ctx: Context) -> str:
+        return "app"
+
+    with pytest.raises(RouteError) as info:
+        app.register(bp)
+    assert str(info.value) == (
+        f'Route "/items" GET in {at(from_bp)} is already served by "/items" in '
+        f"{at(from_app)}; change one route or method"
+    )
+
+
+def test_blueprint_name_clash_is_found_when_registered() -> None:
+    bp = hibana.Blueprint()
+    bp.http("/b", name="dup")(create)
+    app = hibana.App()
+    app.http("/a", name="dup")(create)
+    with pytest.raises(AppError, match=r'Two functions are named "dup"'):
+        app.register(bp)
+
+
+def test_registering_a_blueprint_twice_clashes() -> None:
+    bp = hibana.Blueprint()
+    bp.http("/b")(create)
+    app = hibana.App()
+    app.register(bp)
+    with pytest.raises(AppError, match=r'Two functions are named "create"'):
+        app.register(bp)
+
+
+def test_an_app_cannot_register_itself() -> None:
+    app = hibana.App()
+    with pytest.raises(AppError, match="An App cannot register itself"):
+        app.register(app)

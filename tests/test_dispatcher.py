@@ -1,0 +1,482 @@
+"""``Gate`` (max_concurrency) and ``Dispatcher.run``: outcomes, deadlines, cancellation, stuck."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import pytest
+
+import hibana
+from hibana import Cancelled, Context, FunctionSpec, Invocation
+from hibana.dispatcher import Dispatcher, Gate, Outcome
+from hibana.telemetry.logs import Logger, LogSink
+from hibana.telemetry.trace import continue_or_start
+
+T = TypeVar("T")
+_ids = itertools.count(1)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def spec_of(
+    fn: Callable[..., Any], *, timeout: float = 2.0, max_concurrency: int | None = None
+) -> FunctionSpec:
+    app = hibana.App()
+    app.http("/f", timeout=timeout, max_concurrency=max_concurrency)(fn)
+    return app.functions[0]
+
+
+def invocation(spec: FunctionSpec, payload: Any = None) -> tuple[Invocation, Context]:
+    inv = Invocation(
+        id=f"inv-{next(_ids)}",
+        function=spec,
+        payload=payload,
+        trace=continue_or_start(None),
+        deadline=time.monotonic() + spec.timeout,
+    )
+    return inv, Context(inv, Logger(LogSink(), {}))
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+class Harness:
+    """A Dispatcher on a thread pool that records the invocations reported stuck."""
+
+    def __init__(
+        self, pool: ThreadPoolExecutor, concurrency_wait: float = 1.0, cancel_grace: float = 0.05
+    ) -> None:
+        self.stuck: list[Invocation] = []
+        self.dispatcher = Dispatcher(
+            pool,
+            concurrency_wait=concurrency_wait,
+            cancel_grace=cancel_grace,
+            on_stuck=self.stuck.append,
+        )
+
+    async def call(self, spec: FunctionSpec, payload: Any = None) -> tuple[Outcome, Context]:
+        inv, ctx = invocation(spec, payload)
+        return await self.dispatcher.run(inv, ctx), ctx
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(4, thread_name_prefix="test-fn")
+    yield executor
+    executor.shutdown(wait=True)  # functions left running by a test finish before the next
+
+
+# --- Gate ----------------------------------------------------------------------------------
+
+
+def test_gate_admits_up_to_its_limit() -> None:
+    gate = Gate(2)
+    assert gate.try_acquire()
+    assert gate.try_acquire()
+    assert not gate.try_acquire()
+    assert gate.active == 2
+    gate.release()
+    assert gate.active == 1
+    assert gate.try_acquire()
+
+
+def test_gate_acquire_gives_up_after_the_timeout() -> None:
+    async def main() -> None:
+        gate = Gate(1)
+        assert await gate.acquire(0.5)  # free: at once
+        start = time.monotonic()
+        assert await gate.acquire(0.03) is False
+        assert 0.025 <= time.monotonic() - start < 0.5
+        start = time.monotonic()
+        assert await gate.acquire(0) is False  # no wait at all
+        assert time.monotonic() - start < 0.01
+        assert gate.active == 1
+
+    run(main())
+
+
+def test_gate_hands_slots_to_waiters_in_arrival_order() -> None:
+    async def main() -> None:
+        gate = Gate(1)
+        assert gate.try_acquire()
+        order: list[str] = []
+
+        async def waiter(name: str) -> None:
+            assert await gate.acquire(1.0)
+            order.append(name)
+
+        tasks = [asyncio.create_task(waiter(name)) for name in "abc"]
+        await asyncio.sleep(0.01)
+        assert order == []
+        for expected in (["a"], ["a", "b"], ["a", "b", "c"]):
+            gate.release()
+            assert gate.active == 1  # handed over, not freed
+            assert not gate.try_acquire()  # a newcomer cannot take it
+            await asyncio.sleep(0.005)
+            assert order == expected
+        await asyncio.gather(*tasks)
+        gate.release()
+        assert gate.active == 0
+
+    run(main())
+
+
+def test_gate_skips_waiters_that_gave_up_or_were_cancelled() -> None:
+    async def main() -> None:
+        gate = Gate(1)
+        assert gate.try_acquire()
+        impatient = asyncio.create_task(gate.acquire(0.01))
+        cancelled = asyncio.create_task(gate.acquire(1.0))
+        patient = asyncio.create_task(gate.acquire(1.0))
+        await asyncio.sleep(0.005)
+        cancelled.cancel()
+        assert await impatient is False
+        gate.release()
+        assert await patient is True
+        assert cancelled.cancelled()
+        assert gate.active == 1
+        gate.release()
+        assert gate.active == 0
+
+    run(main())
+
+
+# --- outcomes ------------------------------------------------------------------------------
+
+
+def test_sync_function_runs_on_the_pool_and_returns_ok(pool: ThreadPoolExecutor) -> None:
+    seen: dict[str, Any] = {}
+
+    def fn(payload: Any, ctx: Context) -> dict[str, Any]:
+        seen["thread"] = threading.current_thread().name
+        seen["name"] = ctx.function_name
+        seen["remaining"] = ctx.remaining
+        return {"echo": payload}
+
+    async def main() -> None:
+        h = Harness(pool)
+        outcome, ctx = await h.call(spec_of(fn), "hi")
+        assert outcome == Outcome("ok", {"echo": "hi"})
+        assert not ctx.cancelled
+        await asyncio.sleep(0)
+        assert h.dispatcher.inflight == {}
+
+    run(main())
+    assert seen["thread"].startswith("test-fn")
+    assert seen["name"] == "fn"
+    assert 0 < seen["remaining"] <= 2.0
+
+
+def test_async_function_runs_on_the_loop_and_returns_ok(pool: ThreadPoolExecutor) -> None:
+    async def fn(payload: Any, ctx: Context) -> str:
+        await asyncio.sleep(0.001)
+        assert threading.current_thread() is threading.main_thread()
+        return f"hello {payload}"
+
+    async def main() -> None:
+        h = Harness(pool)
+        outcome, _ = await h.call(spec_of(fn), "world")
+        assert outcome == Outcome("ok", "hello world")
+        await asyncio.sleep(0)
+        assert h.dispatcher.inflight == {}
+
+    run(main())
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_an_exception_is_an_error_outcome(pool: ThreadPoolExecutor, is_async: bool) -> None:
+    problem = ValueError("no such item: 42")
+
+    def sync_fn(payload: Any, ctx: Context) -> None:
+        raise problem
+
+    async def async_fn(payload: Any, ctx: Context) -> None:
+        raise problem
+
+    async def main() -> None:
+        h = Harness(pool)
+        outcome, _ = await h.call(spec_of(async_fn if is_async else sync_fn))
+        assert outcome.kind == "error"
+        assert outcome.error is problem
+        assert outcome.value is None
+
+    run(main())
+
+
+def test_an_http_error_is_an_error_outcome_carrying_it(pool: ThreadPoolExecutor) -> None:
+    def fn(payload: Any, ctx: Context) -> None:
+        raise hibana.BadRequest("name is required")
+
+    async def main() -> None:
+        outcome, _ = await Harness(pool).call(spec_of(fn))
+        assert outcome.kind == "error"
+        assert isinstance(outcome.error, hibana.BadRequest)
+        assert outcome.error.status == 400
+
+    run(main())
+
+
+# --- deadlines and cancellation ------------------------------------------------------------
+
+
+def test_sync_timeout_sets_cancellation_and_a_cooperative_function_is_not_stuck(
+    pool: ThreadPoolExecutor,
+) -> None:
+    returned = threading.Event()
+
+    def fn(payload: Any, ctx: Context) -> str:
+        while not ctx.cancelled:
+            time.sleep(0.002)
+        returned.set()
+        return "gave up"
+
+    async def main() -> None:
+        h = Harness(pool, cancel_grace=0.05)
+        start = time.monotonic()
+        outcome, ctx = await h.call(spec_of(fn, timeout=0.03))
+        assert outcome.kind == "timeout"
+        assert 0.025 <= time.monotonic() - start < 0.5
+        assert ctx.cancelled
+        assert ctx.cancel_reason == "timeout"
+        with pytest.raises(Cancelled):
+            ctx.raise_if_cancelled()
+        await wait_until(returned.is_set)
+        await wait_until(lambda: not h.dispatcher.inflight)
+        await asyncio.sleep(0.1)  # past cancel_grace
+        assert h.stuck == []
+
+    run(main())
+
+
+def test_sync_function_ignoring_cancellation_is_reported_stuck_after_the_grace(
+    pool: ThreadPoolExecutor,
+) -> None:
+    def fn(payload: Any, ctx: Context) -> str:
+        time.sleep(0.3)  # never looks at ctx.cancelled
+        return "too late"
+
+    async def main() -> None:
+        h = Harness(pool, cancel_grace=0.05)
+        inv, ctx = invocation(spec_of(fn, timeout=0.02))
+        outcome = await h.dispatcher.run(inv, ctx)
+        timed_out = time.monotonic()
+        assert outcome.kind == "timeout"
+        assert ctx.cancelled
+        assert h.stuck == []  # not before cancel_grace
+        assert inv.id in h.dispatcher.inflight  # still running, so still in flight
+        await wait_until(lambda: bool(h.stuck))
+        assert time.monotonic() - timed_out >= 0.04
+        assert h.stuck == [inv]
+        await wait_until(lambda: not h.dispatcher.inflight)  # gone once it returns
+        assert h.stuck == [inv]
+
+    run(main())
+
+
+def test_async_timeout_cancels_the_task(pool: ThreadPoolExecutor) -> None:
+    state: dict[str, bool] = {}
+
+    async def fn(payload: Any, ctx: Context) -> str:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            state["cancelled"] = ctx.cancelled
+            raise
+        return "never"
+
+    async def main() -> None:
+        h = Harness(pool, cancel_grace=0.05)
+        start = time.monotonic()
+        outcome, ctx = await h.call(spec_of(fn, timeout=0.03))
+        assert outcome.kind == "timeout"
+        assert time.monotonic() - start < 0.5
+        assert ctx.cancelled
+        assert ctx.cancel_reason == "timeout"
+        await wait_until(lambda: not h.dispatcher.inflight)
+        await asyncio.sleep(0.1)
+        assert h.stuck == []
+
+    run(main())
+    assert state == {"cancelled": True}
+
+
+def test_async_function_that_swallows_cancellation_is_reported_stuck(
+    pool: ThreadPoolExecutor,
+) -> None:
+    async def fn(payload: Any, ctx: Context) -> str:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)  # carries on regardless
+        return "late"
+
+    async def main() -> None:
+        h = Harness(pool, cancel_grace=0.03)
+        inv, ctx = invocation(spec_of(fn, timeout=0.02))
+        assert (await h.dispatcher.run(inv, ctx)).kind == "timeout"
+        await wait_until(lambda: bool(h.stuck))
+        assert h.stuck == [inv]
+        await wait_until(lambda: not h.dispatcher.inflight)
+
+    run(main())
+
+
+def test_cancel_all_tells_running_functions_to_stop(pool: ThreadPoolExecutor) -> None:
+    def fn(payload: Any, ctx: Context) -> str:
+        while True:
+            ctx.raise_if_cancelled()
+            time.sleep(0.002)
+
+    async def main() -> None:
+        h = Harness(pool)
+        inv, ctx = invocation(spec_of(fn, timeout=2.0))
+        task = asyncio.create_task(h.dispatcher.run(inv, ctx))
+        await wait_until(lambda: inv.id in h.dispatcher.inflight)
+        h.dispatcher.cancel_all()
+        outcome = await task
+        assert outcome.kind == "cancelled"
+        assert isinstance(outcome.error, Cancelled)
+        assert ctx.cancel_reason == "shutdown"
+
+    run(main())
+
+
+def test_abandon_all_answers_running_invocations_at_once(pool: ThreadPoolExecutor) -> None:
+    async def fn(payload: Any, ctx: Context) -> str:
+        await asyncio.sleep(0.2)
+        return "done"
+
+    async def main() -> None:
+        h = Harness(pool)
+        inv, ctx = invocation(spec_of(fn, timeout=2.0))
+        task = asyncio.create_task(h.dispatcher.run(inv, ctx))
+        await wait_until(lambda: inv.id in h.dispatcher.inflight)
+        start = time.monotonic()
+        h.dispatcher.abandon_all()
+        assert (await task).kind == "cancelled"
+        assert time.monotonic() - start < 0.1
+
+    run(main())
+
+
+# --- max_concurrency -----------------------------------------------------------------------
+
+
+def test_over_max_concurrency_waits_then_is_throttled(pool: ThreadPoolExecutor) -> None:
+    calls: list[Any] = []
+
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def fn(payload: Any, ctx: Context) -> Any:
+            calls.append(payload)
+            await release.wait()
+            return payload
+
+        spec = spec_of(fn, max_concurrency=1)
+        h = Harness(pool, concurrency_wait=0.03)
+        first = asyncio.create_task(h.call(spec, 1))
+        await wait_until(lambda: calls == [1])
+        start = time.monotonic()
+        outcome, _ = await h.call(spec, 2)
+        assert outcome.kind == "throttled"
+        assert 0.025 <= time.monotonic() - start < 0.5
+        assert calls == [1]  # the throttled one never ran
+        release.set()
+        assert (await first)[0] == Outcome("ok", 1)
+        assert (await h.call(spec, 3))[0] == Outcome("ok", 3)
+
+    run(main())
+
+
+def test_a_waiting_invocation_runs_when_a_slot_frees(pool: ThreadPoolExecutor) -> None:
+    running = 0
+    peak = 0
+
+    async def fn(payload: Any, ctx: Context) -> Any:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        return payload
+
+    async def main() -> None:
+        spec = spec_of(fn, max_concurrency=2)
+        h = Harness(pool, concurrency_wait=1.0)
+        results = await asyncio.gather(*(h.call(spec, i) for i in range(5)))
+        assert [outcome for outcome, _ in results] == [Outcome("ok", i) for i in range(5)]
+
+    run(main())
+    assert peak == 2
+
+
+def test_waiting_for_a_slot_stops_at_the_deadline(pool: ThreadPoolExecutor) -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def fn(payload: Any, ctx: Context) -> None:
+            await release.wait()
+
+        h = Harness(pool, concurrency_wait=5.0)
+        first = asyncio.create_task(h.call(spec_of(fn, max_concurrency=1, timeout=2.0)))
+        await asyncio.sleep(0.005)
+        start = time.monotonic()
+        outcome, _ = await h.call(spec_of(fn, max_concurrency=1, timeout=0.05))
+        assert outcome.kind == "throttled"
+        assert time.monotonic() - start < 0.5
+        release.set()
+        await first
+
+    run(main())
+
+
+def test_a_timed_out_sync_function_keeps_its_slot_until_it_returns(
+    pool: ThreadPoolExecutor,
+) -> None:
+    def fn(payload: str, ctx: Context) -> str:
+        if payload == "slow":
+            time.sleep(0.15)
+        return payload
+
+    async def main() -> None:
+        spec = spec_of(fn, max_concurrency=1, timeout=0.03)
+        h = Harness(pool, concurrency_wait=0.0, cancel_grace=1.0)
+        assert (await h.call(spec, "slow"))[0].kind == "timeout"
+        assert (await h.call(spec, "fast"))[0].kind == "throttled"  # its thread still runs
+        await wait_until(lambda: not h.dispatcher.inflight)
+        assert (await h.call(spec, "fast"))[0] == Outcome("ok", "fast")
+
+    run(main())
+
+
+def test_functions_have_separate_gates(pool: ThreadPoolExecutor) -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def one(payload: Any, ctx: Context) -> None:
+            await release.wait()
+
+        async def two(payload: Any, ctx: Context) -> str:
+            return "two"
+
+        h = Harness(pool, concurrency_wait=0.0)
+        first = asyncio.create_task(h.call(spec_of(one, max_concurrency=1)))
+        await asyncio.sleep(0.005)
+        assert (await h.call(spec_of(two, max_concurrency=1)))[0] == Outcome("ok", "two")
+        release.set()
+        await first
+
+    run(main())

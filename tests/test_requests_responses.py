@@ -1,0 +1,340 @@
+"""``Request`` (what a function reads) and ``Response`` / ``to_response`` (what it answers)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from hibana import BadRequest, HTTPError, Request, Response
+from hibana.responses import to_response
+
+
+def make_request(
+    method: str = "GET",
+    path: str = "/items",
+    query: bytes = b"",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    body: bytes = b"",
+    params: dict[str, Any] | None = None,
+) -> Request:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "headers": headers or [],
+        "scheme": "http",
+        "client": ("127.0.0.1", 50123),
+    }
+    return Request(scope, body, params or {})
+
+
+def header(response: Response, name: str) -> list[str]:
+    return [v for k, v in response.headers if k.lower() == name.lower()]
+
+
+# --- Request: basics -----------------------------------------------------------------------
+
+
+def test_method_path_params_client() -> None:
+    req = make_request("POST", "/items/3", params={"id": 3})
+    assert req.method == "POST"
+    assert req.path == "/items/3"
+    assert req.params == {"id": 3}
+    assert req.client == ("127.0.0.1", 50123)
+    assert repr(req) == "<Request POST /items/3>"
+
+
+def test_url_uses_the_host_header_and_query() -> None:
+    req = make_request(path="/items", query=b"a=1", headers=[(b"host", b"example.com:8080")])
+    assert req.url == "http://example.com:8080/items?a=1"
+    assert make_request(path="/x").url == "http://localhost/x"
+
+
+def test_headers_are_case_insensitive_and_keep_repeats() -> None:
+    req = make_request(
+        headers=[(b"content-type", b"application/json"), (b"x-tag", b"a"), (b"X-Tag", b"b")]
+    )
+    assert req.headers["Content-Type"] == "application/json"
+    assert req.headers.getlist("X-TAG") == ["a", "b"]
+
+
+def test_content_type_without_parameters() -> None:
+    req = make_request(headers=[(b"content-type", b"Application/JSON; charset=utf-8")])
+    assert req.content_type == "application/json"
+    assert make_request().content_type == ""
+
+
+# --- Request: query string -----------------------------------------------------------------
+
+
+def test_query_keeps_repeats_and_blank_values() -> None:
+    req = make_request(query=b"tag=a&tag=b&empty=&flag&page=2")
+    q = req.query
+    assert q.getlist("tag") == ["a", "b"]
+    assert q.get("tag") == "a"
+    assert q.get("empty") == ""
+    assert q.get("flag") == ""
+    assert "flag" in q
+    assert q.get("page") == "2"
+    assert q.get("missing") is None
+    assert req.query_string == "tag=a&tag=b&empty=&flag&page=2"
+
+
+def test_query_is_percent_decoded_exactly_once() -> None:
+    req = make_request(query=b"q=%2520&amp=a%26b&eq=x%3Dy&name=caf%C3%A9&sp=a+b&plus=1%2B1")
+    q = req.query
+    assert q["q"] == "%20"  # decoded once: %25 -> %, not again to a space
+    assert q["amp"] == "a&b"
+    assert q["eq"] == "x=y"
+    assert q["name"] == "café"
+    assert q["sp"] == "a b"
+    assert q["plus"] == "1+1"
+
+
+def test_empty_query() -> None:
+    req = make_request()
+    assert len(req.query) == 0
+    assert req.query_string == ""
+
+
+# --- Request: cookies ----------------------------------------------------------------------
+
+
+def test_cookies_from_one_or_several_headers() -> None:
+    req = make_request(
+        headers=[
+            (b"cookie", b"session=abc123; theme=dark"),
+            (b"Cookie", b'quoted="v a l"; theme=light; junk; =novalue'),
+        ]
+    )
+    assert req.cookies == {"session": "abc123", "theme": "dark", "quoted": "v a l"}
+
+
+def test_no_cookies() -> None:
+    assert make_request().cookies == {}
+
+
+def test_cookie_value_may_contain_equals() -> None:
+    req = make_request(headers=[(b"cookie", b"token=a=b==")])
+    assert req.cookies == {"token": "a=b=="}
+
+
+# --- Request: body -------------------------------------------------------------------------
+
+
+def test_json_body() -> None:
+    req = make_request(body=b'{"name": "widget", "tags": [1, 2]}')
+    assert req.json() == {"name": "widget", "tags": [1, 2]}
+
+
+def test_empty_body_json_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest) as info:
+        make_request(body=b"").json()
+    assert info.value.status == 400
+    assert str(info.value) == "request body is empty; expected JSON"
+    assert info.value.detail == "request body is empty; expected JSON"
+
+
+@pytest.mark.parametrize("body", [b"{bad", b'{"a": 1', b"not json", b"\xff\xfe", b"   "])
+def test_malformed_json_is_a_bad_request_naming_the_problem(body: bytes) -> None:
+    with pytest.raises(BadRequest) as info:
+        make_request(body=body).json()
+    assert info.value.status == 400
+    assert info.value.detail.startswith("request body is not valid JSON: ")
+    assert len(info.value.detail) > len("request body is not valid JSON: ")
+    assert isinstance(info.value, HTTPError)
+    assert info.value.__cause__ is None
+
+
+def test_text_defaults_to_utf8() -> None:
+    assert make_request(body="café ☕".encode()).text() == "café ☕"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        b"text/plain; charset=latin-1",
+        b'text/plain; Charset="ISO-8859-1"',
+        b"text/plain;charset=cp1252",
+    ],
+)
+def test_text_uses_the_declared_charset(content_type: bytes) -> None:
+    req = make_request(headers=[(b"content-type", content_type)], body="café".encode("latin-1"))
+    assert req.text() == "café"
+
+
+def test_text_that_does_not_decode_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest) as info:
+        make_request(body=b"caf\xe9").text()
+    assert info.value.status == 400
+    assert info.value.detail.startswith("request body is not valid utf-8 text: ")
+
+
+def test_text_with_an_unknown_charset_is_a_bad_request() -> None:
+    req = make_request(headers=[(b"content-type", b"text/plain; charset=klingon")], body=b"x")
+    with pytest.raises(BadRequest, match="request body is not valid klingon text"):
+        req.text()
+
+
+# --- Response ------------------------------------------------------------------------------
+
+
+def test_bytes_body_has_no_content_type_by_default() -> None:
+    r = Response(b"raw")
+    assert (r.status, r.body, r.headers) == (200, b"raw", [])
+
+
+def test_str_body_is_utf8_text() -> None:
+    r = Response("héllo", status=201)
+    assert r.status == 201
+    assert r.body == "héllo".encode()
+    assert header(r, "content-type") == ["text/plain; charset=utf-8"]
+
+
+def test_json_response() -> None:
+    r = Response.json({"id": 1, "tags": ["a"]}, status=201, headers={"x-id": "1"})
+    assert r.status == 201
+    assert r.body == b'{"id":1,"tags":["a"]}'
+    assert header(r, "content-type") == ["application/json"]
+    assert header(r, "x-id") == ["1"]
+
+
+def test_a_content_type_header_given_is_not_doubled() -> None:
+    r = Response.json({"error": "x"}, headers={"Content-Type": "application/problem+json"})
+    assert header(r, "content-type") == ["application/problem+json"]
+
+
+def test_text_and_html_responses() -> None:
+    r = Response.text("plain", status=202)
+    assert (r.status, r.body, header(r, "content-type")) == (
+        202,
+        b"plain",
+        ["text/plain; charset=utf-8"],
+    )
+    r = Response.html("<p>hi</p>")
+    assert header(r, "content-type") == ["text/html; charset=utf-8"]
+
+
+def test_redirect() -> None:
+    r = Response.redirect("/items/a b?x=1")
+    assert r.status == 307
+    assert header(r, "location") == ["/items/a%20b?x=1"]
+    assert Response.redirect("/", status=303).status == 303
+
+
+def test_headers_as_a_list_keep_repeats() -> None:
+    r = Response(b"", headers=[("vary", "accept"), ("vary", "cookie")])
+    assert header(r, "vary") == ["accept", "cookie"]
+
+
+def test_set_cookie_twice_keeps_both() -> None:
+    r = Response("ok")
+    r.set_cookie("session", "abc")
+    r.set_cookie(
+        "prefs",
+        "dark",
+        max_age=3600,
+        path="/app",
+        domain="example.com",
+        secure=True,
+        httponly=True,
+        samesite="strict",
+    )
+    assert header(r, "set-cookie") == [
+        "session=abc; Path=/; SameSite=Lax",
+        "prefs=dark; Max-Age=3600; Path=/app; Domain=example.com; Secure; HttpOnly; "
+        "SameSite=Strict",
+    ]
+
+
+def test_set_cookie_expires_and_no_defaults() -> None:
+    r = Response()
+    r.set_cookie(
+        "a", "1", expires=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC), path=None, samesite=None
+    )
+    assert header(r, "set-cookie") == ["a=1; Expires=Wed, 02 Jan 2030 03:04:05 GMT"]
+
+
+def test_delete_cookie_expires_it_now() -> None:
+    r = Response()
+    r.delete_cookie("session")
+    (value,) = header(r, "set-cookie")
+    assert value.startswith("session=; Max-Age=0; Expires=")
+    assert value.endswith(" GMT; Path=/; SameSite=Lax")
+
+
+@pytest.mark.parametrize("status", [99, 600, 0, -200, True, "200", 200.0, None])
+def test_bad_status(status: Any) -> None:
+    with pytest.raises(ValueError, match="is not an integer from 100 to 599") as info:
+        Response(b"", status=status)
+    assert str(info.value) == f"HTTP status {status!r} is not an integer from 100 to 599"
+
+
+@pytest.mark.parametrize("status", [100, 204, 599])
+def test_edge_statuses_are_fine(status: int) -> None:
+    assert Response(b"", status=status).status == status
+
+
+def test_body_of_the_wrong_type_points_to_json() -> None:
+    with pytest.raises(TypeError) as info:
+        Response({"a": 1})  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "Response body is dict; pass bytes or str, or use Response.json(...) for data"
+    )
+
+
+# --- to_response ---------------------------------------------------------------------------
+
+
+def test_str_becomes_text() -> None:
+    r = to_response("hello", "fn")
+    assert (r.status, r.body, header(r, "content-type")) == (
+        200,
+        b"hello",
+        ["text/plain; charset=utf-8"],
+    )
+
+
+@pytest.mark.parametrize("value", [b"\x00\x01", bytearray(b"\x00\x01"), memoryview(b"\x00\x01")])
+def test_bytes_become_octet_stream(value: Any) -> None:
+    r = to_response(value, "fn")
+    assert (r.status, r.body, header(r, "content-type")) == (
+        200,
+        b"\x00\x01",
+        ["application/octet-stream"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "body"),
+    [({"a": [1, None]}, b'{"a":[1,null]}'), ([1, "two"], b'[1,"two"]'), ({}, b"{}"), ([], b"[]")],
+)
+def test_dict_and_list_become_json(value: Any, body: bytes) -> None:
+    r = to_response(value, "fn")
+    assert (r.status, r.body, header(r, "content-type")) == (200, body, ["application/json"])
+
+
+def test_none_becomes_204_with_no_body() -> None:
+    r = to_response(None, "fn")
+    assert (r.status, r.body, r.headers) == (204, b"", [])
+
+
+def test_a_response_is_returned_as_is() -> None:
+    original = Response("x", status=418)
+    assert to_response(original, "fn") is original
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name"), [((1, 2), "tuple"), (42, "int"), ({1, 2}, "set"), (1.5, "float")]
+)
+def test_other_return_types_are_a_type_error_naming_them(value: Any, type_name: str) -> None:
+    with pytest.raises(TypeError) as info:
+        to_response(value, "get_item")
+    assert str(info.value) == (
+        f"function 'get_item' returned {type_name}; "
+        "return a hibana.Response, str, bytes, dict, list or None"
+    )
