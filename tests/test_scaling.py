@@ -209,3 +209,17 @@ def test_conflicting_scaling_flags_are_usage_errors() -> None:
     )
     assert inverted.returncode == 2
     assert "min_instances=3 must be between 0 and max_instances=1" in inverted.stderr
+
+
+def test_a_worker_slower_to_start_than_the_idle_timeout_still_serves() -> None:
+    host = Host(APPS / "slow_import", "--prewarm", "runtime", "--idle-timeout", "0.2").wait_ready()
+    try:
+        started = time.monotonic()
+        r = _fresh_get(host, "/hello")
+        assert r.text == "finally"
+        assert time.monotonic() - started < 5
+        line = host.wait_for_log(msg="invocation", invocation_id=r.headers["x-invocation-id"])
+        assert line["cold_start_ms"] >= 600  # the import it waited for is in its cold start
+        assert not any("exited with code" in line for line in host.stderr_lines)
+    finally:
+        host.stop()

@@ -112,8 +112,10 @@ class Dispatcher:
         self._gates: dict[str, Gate] = {}
         #: Invocations whose function has not returned yet (timed-out ones included).
         self.inflight: dict[str, Invocation] = {}
-        #: Resolved when the worker gives up on whatever is still running (shutdown_timeout).
-        self._abandoned: asyncio.Future[None] | None = None
+        #: How to stop waiting for each in-flight invocation: its caller task (async
+        #: functions run in it) or the future the caller awaits (sync functions).
+        self._interrupt: dict[str, asyncio.Task[Any] | asyncio.Future[None]] = {}
+        self._abandoning = False
 
     def cancel_all(self) -> None:
         """Signal cancellation to every running invocation (the worker is shutting down)."""
@@ -123,14 +125,12 @@ class Dispatcher:
     def abandon_all(self) -> None:
         """Stop waiting for running invocations: each gets a "cancelled" outcome now, and
         its function is left to die with the worker."""
-        if self._abandoned is not None and not self._abandoned.done():
-            self._abandoned.set_result(None)
+        self._abandoning = True
+        for inv_id in list(self._interrupt):
+            self._wake(inv_id)
 
     async def run(self, inv: Invocation, ctx: Context) -> Outcome:
         spec = inv.function
-        loop = asyncio.get_running_loop()
-        if self._abandoned is None:
-            self._abandoned = loop.create_future()
         gate: Gate | None = None
         if spec.max_concurrency is not None:
             gate = self._gates.get(spec.name)
@@ -140,12 +140,12 @@ class Dispatcher:
                 wait = min(self._concurrency_wait, inv.deadline - time.monotonic())
                 if not await gate.acquire(wait):
                     return Outcome("throttled")
-        try:
-            fut = python_runtime.start(inv, ctx, self._pool)
-        except BaseException:
+        remaining = inv.deadline - time.monotonic()
+        if remaining <= 0:
             if gate is not None:
                 gate.release()
-            raise
+            inv.cancellation.set("timeout")
+            return Outcome("timeout")
         self.inflight[inv.id] = inv
         if self._cold:
             self._cold = False
@@ -155,47 +155,126 @@ class Dispatcher:
                 if self.cold_since is None
                 else (time.monotonic() - self.cold_since) * 1000
             )
-        column = self._columns.get(spec.name, 0)
+        column = self._columns.get(spec.name, 0) if self._meter is not None else 0
         if self._meter is not None:
             self._meter.started(column, inv.cold_start_ms if inv.cold_start else None)
-        fut.add_done_callback(lambda f: self._finished(inv, gate, column, f))
-        remaining = inv.deadline - time.monotonic()
-        if remaining > 0:
-            done, _ = await asyncio.wait(
-                (fut, self._abandoned), timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(remaining, self._expire, inv)
+        if spec.is_async:
+            return await self._run_async(inv, ctx, gate, column, timer)
+        return await self._run_sync(inv, ctx, gate, column, timer, loop)
+
+    async def _run_async(
+        self,
+        inv: Invocation,
+        ctx: Context,
+        gate: Gate | None,
+        column: int,
+        timer: asyncio.TimerHandle,
+    ) -> Outcome:
+        # The coroutine runs in the caller's task: no task of its own, no extra loop turn.
+        caller = asyncio.current_task()
+        assert caller is not None
+        self._interrupt[inv.id] = caller
+        try:
+            value = await inv.function.handler(inv.payload, ctx)
+        except asyncio.CancelledError as exc:
+            if inv.cancellation.reason == "timeout" or self._abandoning:
+                caller.uncancel()
+                return self._late(inv, exc)
+            raise
+        except Cancelled as exc:
+            return Outcome("cancelled", error=exc)
+        except Exception as exc:
+            return (
+                self._late(inv, exc)
+                if inv.cancellation.reason == "timeout"
+                else Outcome("error", error=exc)
             )
         else:
-            done = set()
-        if fut not in done and self._abandoned.done():
-            return Outcome("cancelled")
-        if not done:
-            inv.cancellation.set("timeout")
-            if spec.is_async:
-                fut.cancel()  # the task gets CancelledError at its next await
-            # A thread cannot be stopped, only told (ctx.cancelled); its future stays
-            # pending until it returns, so its concurrency slot stays taken until then.
-            loop.call_later(self._cancel_grace, self._check_stuck, inv, fut)
-            return Outcome("timeout")
-        if fut.cancelled():
-            return Outcome("cancelled")
+            return (
+                self._late(inv, None)
+                if inv.cancellation.reason == "timeout"
+                else Outcome("ok", value)
+            )
+        finally:
+            timer.cancel()
+            self._interrupt.pop(inv.id, None)
+            self._finished(inv, gate, column)
+
+    def _late(self, inv: Invocation, exc: BaseException | None) -> Outcome:
+        """The outcome of an async function that ended after its deadline or abandonment."""
+        if inv.cancellation.reason == "timeout":
+            return Outcome("timeout", error=exc)
+        return Outcome("cancelled", error=exc)
+
+    async def _run_sync(
+        self,
+        inv: Invocation,
+        ctx: Context,
+        gate: Gate | None,
+        column: int,
+        timer: asyncio.TimerHandle,
+        loop: asyncio.AbstractEventLoop,
+    ) -> Outcome:
+        try:
+            fut = python_runtime.start(inv, ctx, self._pool)
+        except BaseException:
+            timer.cancel()
+            self._finished(inv, gate, column)
+            raise
+        # The caller waits on `waiter`, which the function's end, the deadline or
+        # abandonment resolves; the thread's own future settles the accounting when the
+        # function really returns (a thread cannot be stopped, only told).
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._interrupt[inv.id] = waiter
+
+        def done(f: asyncio.Future[Any]) -> None:
+            timer.cancel()
+            self._finished(inv, gate, column)
+            if not f.cancelled():
+                f.exception()  # a failure after a timeout is not news
+            if not waiter.done():
+                waiter.set_result(None)
+
+        fut.add_done_callback(done)
+        try:
+            await waiter
+        finally:
+            self._interrupt.pop(inv.id, None)
+        if not fut.done():
+            return Outcome("timeout" if inv.cancellation.reason == "timeout" else "cancelled")
         exc = fut.exception()
+        if inv.cancellation.reason == "timeout":
+            return Outcome("timeout", error=exc)
         if exc is None:
             return Outcome("ok", fut.result())
-        if isinstance(exc, Cancelled | asyncio.CancelledError):
+        if isinstance(exc, Cancelled):
             return Outcome("cancelled", error=exc)
         return Outcome("error", error=exc)
 
-    def _finished(
-        self, inv: Invocation, gate: Gate | None, column: int, fut: asyncio.Future[Any]
-    ) -> None:
+    def _expire(self, inv: Invocation) -> None:
+        """The deadline passed: tell the function, stop waiting for it, watch for it to end."""
+        inv.cancellation.set("timeout")
+        self._wake(inv.id)
+        asyncio.get_running_loop().call_later(self._cancel_grace, self._check_stuck, inv)
+
+    def _wake(self, inv_id: str) -> None:
+        waiting = self._interrupt.get(inv_id)
+        if waiting is None:
+            return
+        if isinstance(waiting, asyncio.Task):
+            waiting.cancel()  # the async function gets CancelledError at its next await
+        elif not waiting.done():
+            waiting.set_result(None)
+
+    def _finished(self, inv: Invocation, gate: Gate | None, column: int) -> None:
         self.inflight.pop(inv.id, None)
         if self._meter is not None:
             self._meter.finished(column)
         if gate is not None:
             gate.release()
-        if not fut.cancelled():
-            fut.exception()  # mark retrieved: a late failure after a timeout is not news
 
-    def _check_stuck(self, inv: Invocation, fut: asyncio.Future[Any]) -> None:
-        if not fut.done():
+    def _check_stuck(self, inv: Invocation) -> None:
+        if inv.id in self.inflight:
             self._on_stuck(inv)

@@ -106,6 +106,8 @@ class Supervisor:
         self._reload_r, self._reload_w = socket.socketpair()
         self._hold_until = 0.0
         self._watching_socket = False
+        #: When a connection was first seen waiting with no worker to take it.
+        self._waiting_since: float | None = None
         #: Per-function totals of workers that have exited (their board rows are reused).
         self.past: dict[str, dict[str, float]] = {}
         self.started_at = time.time()
@@ -296,13 +298,16 @@ class Supervisor:
             WorkerView(
                 r.slot,
                 inflight=board.get(r.slot, "inflight") if r.pid is not None else 0.0,
-                last_active=max(board.get(r.slot, "last_active"), r.started),
-                pending=r.pid is None,
+                last_active=board.get(r.slot, "last_active"),
+                # not serving yet (still forking or importing): never idle, never retired
+                pending=r.pid is None or not board.get(r.slot, "ready_at"),
                 retiring=r.retiring,
             )
             for r in mine
         ]
         waiting = self._connection_waiting()
+        if waiting and self._waiting_since is None:
+            self._waiting_since = time.monotonic()
         decision = scaler.decide(views, waiting)
         now = time.monotonic()
         if decision.spawn and now >= self._hold_until:
@@ -311,6 +316,8 @@ class Supervisor:
             free = (i for i in range(zygote.scaling.max_instances) if i not in used)  # type: ignore[union-attr]
             for slot, _ in zip(free, range(decision.spawn), strict=False):
                 self._spawn(zygote, slot, on_demand=busy)
+        if not waiting:
+            self._waiting_since = None
         for slot in decision.retire:
             for r in mine:
                 if r.slot == slot and r.pid is not None:
@@ -323,7 +330,9 @@ class Supervisor:
         assert zygote.scaling is not None
         now = time.monotonic()
         self.records.append(WorkerRecord(zygote, slot, now))
-        zygote.spawn(Spawn(slot, now, on_demand, zygote.scaling.memory_limit_mb))
+        # An on-demand worker's cold start counts from when the request began to wait.
+        since = (self._waiting_since or now) if on_demand else now
+        zygote.spawn(Spawn(slot, since, on_demand, zygote.scaling.memory_limit_mb))
 
     def _connection_waiting(self) -> bool:
         assert self.sock is not None

@@ -271,6 +271,16 @@ class Worker:
         self.retire()
 
 
+def preload() -> None:
+    """Import what a worker imports lazily, so a worker forked after this starts without
+    paying for it (about 10 ms of a cold start)."""
+    import uvicorn.lifespan.off
+    import uvicorn.protocols.websockets.auto  # noqa: F401
+
+    with contextlib.suppress(ImportError):  # uvloop is a dependency on Linux
+        import uvloop  # noqa: F401
+
+
 def run_worker(
     app: App, listener: socket.socket, config: HostConfig, spawn: Spawn, board: Board | None
 ) -> NoReturn:
@@ -285,6 +295,7 @@ def main(argv: list[str]) -> NoReturn:
     listener = socket.socket(fileno=int(argv[3]))
     board = Board(int(argv[4]), Layout(**json.loads(argv[5])))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     die_with_parent(int(argv[6]))
     run_worker(load_app(config.app_dir), listener, config, spawn, board)
 

@@ -34,7 +34,7 @@ from hibana.host.control import Channel, Spawn
 from hibana.host.lifeline import die_with_parent
 from hibana.host.loader import load_app
 from hibana.host.scaling import Scaling, resolve
-from hibana.host.worker import run_worker  # imported here so forked workers have it
+from hibana.host.worker import preload, run_worker  # imported here so forked workers have it
 
 
 def describe(app: App) -> list[dict[str, str]]:
@@ -111,6 +111,8 @@ class Zygote:
             self.control.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            # a scale-in signal before the worker serves is moot: it is not idle yet
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
             die_with_parent(zygote)
             app = self.app if self.app is not None else load_app(self.config.app_dir)
             run_worker(app, self.listener, self.config, spawn, self.board)
@@ -154,6 +156,7 @@ def main(argv: list[str]) -> int:
     control = Channel(socket.socket(fileno=int(argv[3])))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which decides
     die_with_parent(int(argv[4]))
+    preload()
     app: App | None = None
     if config.prewarm in (None, "app"):
         try:
