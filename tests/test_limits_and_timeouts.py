@@ -73,6 +73,17 @@ def test_oversized_request_head_is_431(strict_host: Host) -> None:
     assert "over the limit of 4096 bytes" in r.json()["error"]
 
 
+def test_head_under_the_limit_with_a_body_in_the_same_packet_is_served(strict_host: Host) -> None:
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 3500 + b"\r\n"
+    body = b"b" * 900
+    reply = _raw(
+        strict_host,
+        head + b"Content-Length: 900\r\nConnection: close\r\n\r\n" + body,
+    )
+    assert reply.startswith(b"HTTP/1.1 200")
+    assert reply.endswith(body)
+
+
 def test_slow_headers_are_cut_off_with_408(strict_host: Host) -> None:
     started_at = time.monotonic()
     reply = _raw(strict_host, b"GET /hello/slow HTTP/1.1\r\nHost: x\r\n")

@@ -1,10 +1,14 @@
 """uvicorn's httptools protocol with the limits a public endpoint needs: a cap on the
 size of a request's head (431) and a deadline for sending it (408), so a slow or
-oversized client costs a worker one small buffer, not a connection held forever."""
+oversized client costs a worker one small buffer, not a connection held forever.
+
+Both are kept off the per-request path: the head is measured per packet while it is
+being read, and one timer per connection looks at the clock only when it fires."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httptools
@@ -13,31 +17,41 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
-class _Rejected(Exception):
-    pass
-
-
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes = 32 * 1024
     header_timeout = 10.0
 
-    _header_bytes = 0
-    _header_timer: asyncio.TimerHandle | None = None
+    #: Bytes of the current request's head read so far; None once the head is complete.
+    _head: int | None = 0
+    #: When the current head started arriving (time.monotonic()), or None between requests.
+    _head_started: float | None = None
+    _timer: asyncio.TimerHandle | None = None
     _rejected = False
-    _seen_bytes = False
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        self._arm()
+        self._head_started = time.monotonic()
+        self._timer = self.loop.call_later(self.header_timeout, self._check_head)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._rejected:
             return
-        self._seen_bytes = True
+        head = self._head
+        if head is not None:
+            if head == 0 and self._head_started is None:
+                self._head_started = time.monotonic()
+            head += len(data)
+            self._head = head
+            if head > self.max_header_bytes and self._head_size(data, head) > self.max_header_bytes:
+                self._reject(
+                    431, f"request headers are over the limit of {self.max_header_bytes} bytes"
+                )
+                return
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -51,50 +65,41 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self.logger.warning("Invalid HTTP request received.")
                 self.send_400_response("Invalid HTTP request received.")
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._header_bytes = 0
-        self._arm()
-
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        super().on_header(name, value)
+    @staticmethod
+    def _head_size(data: bytes, counted: int) -> int:
+        """The head's size, when this packet (the last ``len(data)`` of ``counted`` bytes)
+        may also carry body bytes, which have a limit of their own."""
+        end = data.find(b"\r\n\r\n")
+        return counted if end == -1 else counted - len(data) + end + 4
 
     def on_headers_complete(self) -> None:
-        self._disarm()
+        self._head = None
+        self._head_started = None
         super().on_headers_complete()
 
-    def _count(self, n: int) -> None:
-        self._header_bytes += n
-        if self._header_bytes > self.max_header_bytes:
-            self._reject(
-                431, f"request headers are over the limit of {self.max_header_bytes} bytes"
-            )
-            raise _Rejected
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._head = 0  # the next request's head starts with its first byte
 
-    def _arm(self) -> None:
-        if self._header_timer is None:
-            self._header_timer = self.loop.call_later(self.header_timeout, self._on_header_timeout)
-
-    def _disarm(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _on_header_timeout(self) -> None:
-        self._header_timer = None
+    def _check_head(self) -> None:
+        self._timer = None
         if self.transport.is_closing():
             return
-        if self.cycle is not None and not self.cycle.response_complete:
-            return  # a request is being served; its own deadline applies
-        if not self._seen_bytes:
-            self.transport.close()
-            return
-        self._reject(408, f"request headers did not arrive within {self.header_timeout:g}s")
+        started = self._head_started
+        if started is not None:
+            overdue = time.monotonic() - started - self.header_timeout
+            if overdue >= 0:
+                if self._head:
+                    self._reject(
+                        408, f"request headers did not arrive within {self.header_timeout:g}s"
+                    )
+                else:
+                    self.transport.close()  # connected, sent nothing
+                return
+            delay = -overdue
+        else:
+            delay = self.header_timeout
+        self._timer = self.loop.call_later(delay, self._check_head)
 
     def _reject(self, status: int, message: str) -> None:
         self._rejected = True

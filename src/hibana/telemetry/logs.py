@@ -67,9 +67,17 @@ class LogSink:
             view = view[n:]
 
 
+_second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
+
+
 def timestamp() -> str:
+    """UTC now as ISO 8601 with milliseconds; the date part is formatted once a second."""
     now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    whole = int(now)
+    if whole != _second[0]:
+        _second[0] = whole
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
 
 
 class Logger:
