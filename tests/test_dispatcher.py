@@ -7,7 +7,6 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 import hibana
 from hibana import Cancelled, Context, FunctionSpec, Invocation
 from hibana.dispatcher import Dispatcher, Gate, Outcome
+from hibana.runtimes.python import FunctionThreads
 from hibana.telemetry.logs import Logger, LogSink
 from hibana.telemetry.trace import continue_or_start
 
@@ -56,7 +56,7 @@ class Harness:
     """A Dispatcher on a thread pool that records the invocations reported stuck."""
 
     def __init__(
-        self, pool: ThreadPoolExecutor, concurrency_wait: float = 1.0, cancel_grace: float = 0.05
+        self, pool: FunctionThreads, concurrency_wait: float = 1.0, cancel_grace: float = 0.05
     ) -> None:
         self.stuck: list[Invocation] = []
         self.dispatcher = Dispatcher(
@@ -72,8 +72,8 @@ class Harness:
 
 
 @pytest.fixture
-def pool() -> Iterator[ThreadPoolExecutor]:
-    executor = ThreadPoolExecutor(4, thread_name_prefix="test-fn")
+def pool() -> Iterator[FunctionThreads]:
+    executor = FunctionThreads(4, name="test-fn")
     yield executor
     executor.shutdown(wait=True)  # functions left running by a test finish before the next
 
@@ -156,7 +156,7 @@ def test_gate_skips_waiters_that_gave_up_or_were_cancelled() -> None:
 # --- outcomes ------------------------------------------------------------------------------
 
 
-def test_sync_function_runs_on_the_pool_and_returns_ok(pool: ThreadPoolExecutor) -> None:
+def test_sync_function_runs_on_the_pool_and_returns_ok(pool: FunctionThreads) -> None:
     seen: dict[str, Any] = {}
 
     def fn(payload: Any, ctx: Context) -> dict[str, Any]:
@@ -179,7 +179,7 @@ def test_sync_function_runs_on_the_pool_and_returns_ok(pool: ThreadPoolExecutor)
     assert 0 < seen["remaining"] <= 2.0
 
 
-def test_async_function_runs_on_the_loop_and_returns_ok(pool: ThreadPoolExecutor) -> None:
+def test_async_function_runs_on_the_loop_and_returns_ok(pool: FunctionThreads) -> None:
     async def fn(payload: Any, ctx: Context) -> str:
         await asyncio.sleep(0.001)
         assert threading.current_thread() is threading.main_thread()
@@ -196,7 +196,7 @@ def test_async_function_runs_on_the_loop_and_returns_ok(pool: ThreadPoolExecutor
 
 
 @pytest.mark.parametrize("is_async", [False, True])
-def test_an_exception_is_an_error_outcome(pool: ThreadPoolExecutor, is_async: bool) -> None:
+def test_an_exception_is_an_error_outcome(pool: FunctionThreads, is_async: bool) -> None:
     problem = ValueError("no such item: 42")
 
     def sync_fn(payload: Any, ctx: Context) -> None:
@@ -215,7 +215,7 @@ def test_an_exception_is_an_error_outcome(pool: ThreadPoolExecutor, is_async: bo
     run(main())
 
 
-def test_an_http_error_is_an_error_outcome_carrying_it(pool: ThreadPoolExecutor) -> None:
+def test_an_http_error_is_an_error_outcome_carrying_it(pool: FunctionThreads) -> None:
     def fn(payload: Any, ctx: Context) -> None:
         raise hibana.BadRequest("name is required")
 
@@ -232,7 +232,7 @@ def test_an_http_error_is_an_error_outcome_carrying_it(pool: ThreadPoolExecutor)
 
 
 def test_sync_timeout_sets_cancellation_and_a_cooperative_function_is_not_stuck(
-    pool: ThreadPoolExecutor,
+    pool: FunctionThreads,
 ) -> None:
     returned = threading.Event()
 
@@ -261,7 +261,7 @@ def test_sync_timeout_sets_cancellation_and_a_cooperative_function_is_not_stuck(
 
 
 def test_sync_function_ignoring_cancellation_is_reported_stuck_after_the_grace(
-    pool: ThreadPoolExecutor,
+    pool: FunctionThreads,
 ) -> None:
     def fn(payload: Any, ctx: Context) -> str:
         time.sleep(0.3)  # never looks at ctx.cancelled
@@ -285,7 +285,7 @@ def test_sync_function_ignoring_cancellation_is_reported_stuck_after_the_grace(
     run(main())
 
 
-def test_async_timeout_cancels_the_task(pool: ThreadPoolExecutor) -> None:
+def test_async_timeout_cancels_the_task(pool: FunctionThreads) -> None:
     state: dict[str, bool] = {}
 
     async def fn(payload: Any, ctx: Context) -> str:
@@ -313,7 +313,7 @@ def test_async_timeout_cancels_the_task(pool: ThreadPoolExecutor) -> None:
 
 
 def test_async_function_that_swallows_cancellation_is_reported_stuck(
-    pool: ThreadPoolExecutor,
+    pool: FunctionThreads,
 ) -> None:
     async def fn(payload: Any, ctx: Context) -> str:
         try:
@@ -333,7 +333,7 @@ def test_async_function_that_swallows_cancellation_is_reported_stuck(
     run(main())
 
 
-def test_cancel_all_tells_running_functions_to_stop(pool: ThreadPoolExecutor) -> None:
+def test_cancel_all_tells_running_functions_to_stop(pool: FunctionThreads) -> None:
     def fn(payload: Any, ctx: Context) -> str:
         while True:
             ctx.raise_if_cancelled()
@@ -353,7 +353,7 @@ def test_cancel_all_tells_running_functions_to_stop(pool: ThreadPoolExecutor) ->
     run(main())
 
 
-def test_abandon_all_answers_running_invocations_at_once(pool: ThreadPoolExecutor) -> None:
+def test_abandon_all_answers_running_invocations_at_once(pool: FunctionThreads) -> None:
     async def fn(payload: Any, ctx: Context) -> str:
         await asyncio.sleep(0.2)
         return "done"
@@ -374,7 +374,7 @@ def test_abandon_all_answers_running_invocations_at_once(pool: ThreadPoolExecuto
 # --- max_concurrency -----------------------------------------------------------------------
 
 
-def test_over_max_concurrency_waits_then_is_throttled(pool: ThreadPoolExecutor) -> None:
+def test_over_max_concurrency_waits_then_is_throttled(pool: FunctionThreads) -> None:
     calls: list[Any] = []
 
     async def main() -> None:
@@ -401,7 +401,7 @@ def test_over_max_concurrency_waits_then_is_throttled(pool: ThreadPoolExecutor) 
     run(main())
 
 
-def test_a_waiting_invocation_runs_when_a_slot_frees(pool: ThreadPoolExecutor) -> None:
+def test_a_waiting_invocation_runs_when_a_slot_frees(pool: FunctionThreads) -> None:
     running = 0
     peak = 0
 
@@ -423,7 +423,7 @@ def test_a_waiting_invocation_runs_when_a_slot_frees(pool: ThreadPoolExecutor) -
     assert peak == 2
 
 
-def test_waiting_for_a_slot_stops_at_the_deadline(pool: ThreadPoolExecutor) -> None:
+def test_waiting_for_a_slot_stops_at_the_deadline(pool: FunctionThreads) -> None:
     async def main() -> None:
         release = asyncio.Event()
 
@@ -444,7 +444,7 @@ def test_waiting_for_a_slot_stops_at_the_deadline(pool: ThreadPoolExecutor) -> N
 
 
 def test_a_timed_out_sync_function_keeps_its_slot_until_it_returns(
-    pool: ThreadPoolExecutor,
+    pool: FunctionThreads,
 ) -> None:
     def fn(payload: str, ctx: Context) -> str:
         if payload == "slow":
@@ -462,7 +462,7 @@ def test_a_timed_out_sync_function_keeps_its_slot_until_it_returns(
     run(main())
 
 
-def test_functions_have_separate_gates(pool: ThreadPoolExecutor) -> None:
+def test_functions_have_separate_gates(pool: FunctionThreads) -> None:
     async def main() -> None:
         release = asyncio.Event()
 

@@ -12,13 +12,13 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from hibana.context import Context, Invocation
 from hibana.errors import Cancelled
 from hibana.runtimes import python as python_runtime
+from hibana.runtimes.python import FunctionThreads
 
 OutcomeKind = Literal["ok", "error", "timeout", "throttled", "cancelled"]
 
@@ -88,7 +88,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        pool: Executor,
+        pool: FunctionThreads,
         *,
         concurrency_wait: float,
         cancel_grace: float,

@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections.abc import Generator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
 
 import uvicorn
@@ -35,6 +34,7 @@ from hibana.host.control import Spawn
 from hibana.host.http_protocol import guarded_protocol
 from hibana.host.lifeline import die_with_parent
 from hibana.host.loader import load_app
+from hibana.runtimes.python import FunctionThreads
 from hibana.telemetry.logs import Logger, LogSink, timestamp
 from hibana.triggers.http import HttpFront
 
@@ -120,7 +120,7 @@ class Worker:
         root = logging.getLogger()
         root.handlers = [handler]
         root.setLevel(config.log_level.upper())
-        pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="hibana-fn")
+        pool = FunctionThreads(config.threads)
         self.dispatcher = Dispatcher(
             pool,
             concurrency_wait=config.concurrency_wait,
