@@ -83,6 +83,23 @@ def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
         fut.set_result(value)
 
 
+def _outcome(inv: Invocation, value: Any, exc: BaseException | None) -> Outcome:
+    """What a function's return or exception means, given whether its deadline passed."""
+    if inv.cancellation.reason == "timeout":
+        return Outcome("timeout", error=exc)  # too late, whatever it did
+    if exc is None:
+        return Outcome("ok", value)
+    if isinstance(exc, Cancelled):
+        return Outcome("cancelled", error=exc)
+    return Outcome("error", error=exc)
+
+
+def _interrupted(inv: Invocation, exc: BaseException | None) -> Outcome:
+    """We stopped waiting: the deadline passed, or the worker abandoned it at shutdown."""
+    kind: OutcomeKind = "timeout" if inv.cancellation.reason == "timeout" else "cancelled"
+    return Outcome(kind, error=exc)
+
+
 class Dispatcher:
     """Runs Invocations in one worker: gates, deadlines, cancellation, in-flight tracking."""
 
@@ -179,34 +196,18 @@ class Dispatcher:
         try:
             value = await inv.function.handler(inv.payload, ctx)
         except asyncio.CancelledError as exc:
-            if inv.cancellation.reason == "timeout" or self._abandoning:
-                caller.uncancel()
-                return self._late(inv, exc)
-            raise
-        except Cancelled as exc:
-            return Outcome("cancelled", error=exc)
-        except Exception as exc:
-            return (
-                self._late(inv, exc)
-                if inv.cancellation.reason == "timeout"
-                else Outcome("error", error=exc)
-            )
+            if inv.cancellation.reason != "timeout" and not self._abandoning:
+                raise  # not ours: the request task itself is being cancelled
+            caller.uncancel()
+            return _interrupted(inv, exc)
+        except (Exception, Cancelled) as exc:
+            return _outcome(inv, None, exc)
         else:
-            return (
-                self._late(inv, None)
-                if inv.cancellation.reason == "timeout"
-                else Outcome("ok", value)
-            )
+            return _outcome(inv, value, None)
         finally:
             timer.cancel()
             self._interrupt.pop(inv.id, None)
             self._finished(inv, gate, column)
-
-    def _late(self, inv: Invocation, exc: BaseException | None) -> Outcome:
-        """The outcome of an async function that ended after its deadline or abandonment."""
-        if inv.cancellation.reason == "timeout":
-            return Outcome("timeout", error=exc)
-        return Outcome("cancelled", error=exc)
 
     async def _run_sync(
         self,
@@ -243,15 +244,9 @@ class Dispatcher:
         finally:
             self._interrupt.pop(inv.id, None)
         if not fut.done():
-            return Outcome("timeout" if inv.cancellation.reason == "timeout" else "cancelled")
+            return _interrupted(inv, None)
         exc = fut.exception()
-        if inv.cancellation.reason == "timeout":
-            return Outcome("timeout", error=exc)
-        if exc is None:
-            return Outcome("ok", fut.result())
-        if isinstance(exc, Cancelled):
-            return Outcome("cancelled", error=exc)
-        return Outcome("error", error=exc)
+        return _outcome(inv, None if exc is not None else fut.result(), exc)
 
     def _expire(self, inv: Invocation) -> None:
         """The deadline passed: tell the function, stop waiting for it, watch for it to end."""
