@@ -415,7 +415,10 @@ class Supervisor:
             self.retired.append(old)
             for r in self.records:
                 if r.zygote is old and r.pid is not None:
-                    _signal(r.pid, signal.SIGTERM)
+                    # retire, not shut down: the old version finishes its requests and
+                    # stops accepting; new ones go to the new workers, never a 503
+                    r.retiring = True
+                    _signal(r.pid, signal.SIGUSR1)
             self._reap_retired()
         self._banner(fresh)
 
