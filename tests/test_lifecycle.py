@@ -135,9 +135,13 @@ def test_dev_reloads_on_change_and_keeps_serving_through_a_broken_edit(tmp_path:
         assert _get(host, "/v").text == "one"
         (app_dir / "function_app.py").write_text(source.replace("'one'", "'two'"))
         deadline = time.monotonic() + 20
-        while _get(host, "/v").text != "two":
+        while True:
+            r = _get(host, "/v")
+            assert r.status_code == 200, r.text  # no request fails while versions swap
+            if r.text == "two":
+                break
             assert time.monotonic() < deadline, "dev did not reload"
-            time.sleep(0.1)
+            time.sleep(0.02)
         (app_dir / "function_app.py").write_text(source.replace("(req, ctx):", "(req, ctx)"))
         host.wait_for_stderr("Still serving the previous version of the app")
         assert _get(host, "/v").text == "two"
