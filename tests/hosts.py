@@ -19,6 +19,7 @@ import httpx
 
 APPS = Path(__file__).parent / "apps"
 _LISTENING = re.compile(r"Listening on (http://\S+)")
+_ADMIN = re.compile(r"Admin \(hibana status\): (http://\S+)")
 
 
 class Host:
@@ -44,6 +45,7 @@ class Host:
             reader.daemon = True
             reader.start()
         self.url = ""
+        self.admin_url = ""
 
     def _pump(self, stream: Any, into: list[str]) -> None:
         for raw in stream:
@@ -58,7 +60,23 @@ class Host:
         match = _LISTENING.search(line)
         assert match is not None
         self.url = match.group(1)
+        admin = _ADMIN.search(self.wait_for_stderr(_ADMIN.pattern, 1))
+        assert admin is not None
+        self.admin_url = admin.group(1)
         return self
+
+    def status(self) -> dict[str, Any]:
+        """The host's admin status: workers and functions."""
+        data: dict[str, Any] = httpx.get(self.admin_url + "/status", timeout=10).json()
+        return data
+
+    def wait_inflight(self, count: int, timeout: float = 20) -> None:
+        """Until ``count`` invocations are running: requests sent from other threads have
+        really reached a function (on a loaded machine that can take a while)."""
+        deadline = time.monotonic() + timeout
+        while sum(w["inflight"] for w in self.status()["workers"]) < count:
+            assert time.monotonic() < deadline, f"{count} invocations never got running"
+            time.sleep(0.02)
 
     def wait_for_stderr(self, pattern: str, timeout: float = 30) -> str:
         return self._wait_for(self.stderr_lines, re.compile(pattern), timeout)

@@ -146,7 +146,7 @@ def test_excess_concurrency_waits_then_gets_429(strict_host: Host) -> None:
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         first = pool.submit(call, "/limited/1.5")
-        time.sleep(0.3)  # let the first one take the only slot
+        strict_host.wait_inflight(1)  # the first one has the only slot
         rest = [pool.submit(call, "/limited/0.01") for _ in range(3)]
         results = [f.result() for f in rest]
         assert first.result().status_code == 200
