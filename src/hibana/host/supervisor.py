@@ -33,6 +33,8 @@ from hibana.host.scaling import Scaler, Scaling, WorkerView
 IMPORT_TIMEOUT = 120.0
 #: A worker that dies sooner than this after starting is restarted after a pause, not at once.
 CRASH_LOOP_WINDOW = 1.0
+#: Signals this close after the first are the same request to stop, delivered twice.
+SIGNAL_ECHO = 0.25
 #: How often the scaler looks at the board (a waiting connection wakes it at once).
 TICK = 0.05
 
@@ -510,11 +512,14 @@ class Supervisor:
         )
         for r in live:
             _signal(r.pid, signal.SIGTERM)  # type: ignore[arg-type]
-        deadline = time.monotonic() + self.config.shutdown_timeout + 5
+        began = time.monotonic()
+        deadline = began + self.config.shutdown_timeout + 5
         while self.records and time.monotonic() < deadline:
             for key, _ in self.sel.select(timeout=0.1):
                 if key.data == "signal":
-                    if self._signal_r.recv(64):
+                    # One signal sent twice at once (to the process and to its group, as
+                    # `timeout` does) is not a second request to stop.
+                    if self._signal_r.recv(64) and time.monotonic() - began > SIGNAL_ECHO:
                         self.report("Second signal: stopping now")
                         self._kill_all()
                         return 1

@@ -295,6 +295,7 @@ def main(argv: list[str]) -> NoReturn:
     listener = socket.socket(fileno=int(argv[3]))
     board = Board(int(argv[4]), Layout(**json.loads(argv[5])))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the zygote ignores it; exec kept that
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     die_with_parent(int(argv[6]))
     run_worker(load_app(config.app_dir), listener, config, spawn, board)

@@ -102,11 +102,11 @@ class Zygote:
                 stdin=subprocess.DEVNULL,
             )
             return proc.pid
+        zygote = os.getpid()  # before the fork: if the zygote exits first, getppid() says 1
         pid = os.fork()
         if pid:
             return pid
         # The child: a worker. Nothing of the zygote's loop runs here again.
-        zygote = os.getppid()
         try:
             self.control.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -154,8 +154,11 @@ def main(argv: list[str]) -> int:
     config = HostConfig.from_json(argv[1])
     listener = socket.socket(fileno=int(argv[2]))
     control = Channel(socket.socket(fileno=int(argv[3])))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which decides
-    die_with_parent(int(argv[4]))
+    # Ctrl-C, or a service manager signalling the whole group, reaches the supervisor, which
+    # decides; the zygote holds nothing to drain and goes when the supervisor goes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    die_with_parent(int(argv[4]), signal.SIGKILL)
     preload()
     app: App | None = None
     if config.prewarm in (None, "app"):
