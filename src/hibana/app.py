@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from hibana.errors import AppError, RouteError
+from hibana.proxies import parse_networks
 from hibana.triggers.routes import CompiledRoute, compile_route
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -154,7 +155,9 @@ class App(Blueprint):
     exits after ``idle_timeout`` seconds without work (default 60). ``prewarm`` is what a
     new worker starts from: "app" (forked from a process that imported the app: fastest),
     "runtime" (forked, then imports the app) or "none" (a fresh interpreter).
-    ``memory_limit_mb`` replaces a worker whose memory grows past it, once its work ends."""
+    ``memory_limit_mb`` replaces a worker whose memory grows past it, once its work ends.
+    ``trusted_proxies`` (addresses or networks) are the proxies whose forwarding headers
+    ``req.client_ip`` believes."""
 
     def __init__(
         self,
@@ -164,9 +167,12 @@ class App(Blueprint):
         idle_timeout: float | None = None,
         prewarm: Literal["app", "runtime", "none"] | None = None,
         memory_limit_mb: int | None = None,
+        trusted_proxies: Iterable[str] = (),
     ) -> None:
         super().__init__()
         where = _caller(1)
+        #: Peers whose Forwarded / X-Forwarded-For headers are believed (req.client_ip).
+        self.trusted_proxies = parse_networks(trusted_proxies, where)
         for name, value in (
             ("max_instances", max_instances),
             ("memory_limit_mb", memory_limit_mb),

@@ -3,7 +3,7 @@ the query string or cookies pays nothing for them."""
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -11,6 +11,7 @@ import msgspec
 
 from hibana.datastructures import Headers, QueryParams
 from hibana.errors import BadRequest
+from hibana.proxies import Network, client_ip, forwarded_chain
 
 _decode_json = msgspec.json.decode
 
@@ -18,12 +19,17 @@ _decode_json = msgspec.json.decode
 class Request:
     """An HTTP request: method, path, route ``params``, ``query``, ``headers``, cookies, body."""
 
-    __slots__ = ("_scope", "body", "params", "_query", "_headers", "_cookies")
+    __slots__ = ("_cookies", "_headers", "_query", "_scope", "_trusted", "body", "params")
 
     def __init__(
-        self, scope: MutableMapping[str, Any], body: bytes, params: dict[str, Any]
+        self,
+        scope: MutableMapping[str, Any],
+        body: bytes,
+        params: dict[str, Any],
+        trusted_proxies: Sequence[Network] = (),
     ) -> None:
         self._scope = scope
+        self._trusted = trusted_proxies
         self.body = body
         #: Route parameters, converted by their declared type (``{id:int}`` gives an int).
         self.params = params
@@ -86,6 +92,19 @@ class Request:
         """The peer's (address, port) on the socket."""
         client = self._scope.get("client")
         return (str(client[0]), int(client[1])) if client else None
+
+    @property
+    def client_ip(self) -> str | None:
+        """The client's address: the socket peer, or, when the peer is one of the App's
+        ``trusted_proxies``, the right-most forwarded address that is not (never the
+        left-most, which the client can write itself)."""
+        client = self._scope.get("client")
+        peer = str(client[0]) if client else None
+        if not self._trusted:
+            return peer
+        headers = self.headers
+        chain = forwarded_chain(headers.getlist("forwarded"), headers.getlist("x-forwarded-for"))
+        return client_ip(peer, chain, self._trusted)
 
     @property
     def content_type(self) -> str:

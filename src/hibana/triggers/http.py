@@ -74,6 +74,7 @@ class HttpFront:
             for spec in app.functions
             if isinstance(spec.trigger, HttpTrigger)
         )
+        self.trusted_proxies = app.trusted_proxies
         self.dispatcher = dispatcher
         self.sink = sink
         self.max_body_bytes = max_body_bytes
@@ -130,7 +131,7 @@ class HttpFront:
         inv = Invocation(
             new_invocation_id(),
             spec,
-            Request(scope, body, match.params),
+            Request(scope, body, match.params, self.trusted_proxies),
             trace,
             started + spec.timeout,
         )

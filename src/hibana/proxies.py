@@ -1,0 +1,77 @@
+"""Which address a request really came from, behind proxies we trust.
+
+The client address is the right-most address in ``Forwarded`` (RFC 7239) or
+``X-Forwarded-For`` that is not a trusted proxy: every proxy appends the address it
+received the request from, so the entries left of the first untrusted one could have
+been written by the client itself and are never believed."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+
+from hibana.errors import AppError
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(entries: Iterable[str], where: str) -> tuple[Network, ...]:
+    """``["10.0.0.0/8", "127.0.0.1"]`` as networks; ``where`` names the setting in errors."""
+    if isinstance(entries, str):
+        raise AppError(f"trusted_proxies in {where} is a string; pass a list: [{entries!r}]")
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(str(entry).strip(), strict=False))
+        except ValueError:
+            raise AppError(
+                f"trusted_proxies entry {entry!r} in {where} is not an address or network "
+                "like '10.0.0.0/8' or '127.0.0.1'"
+            ) from None
+    return tuple(networks)
+
+
+def _address(token: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    token = token.strip().strip('"')
+    if token.startswith("["):  # [2001:db8::1]:4711
+        token = token[1 : token.find("]")] if "]" in token else ""
+    elif token.count(":") == 1:  # 192.0.2.1:4711
+        token = token.split(":")[0]
+    try:
+        return ipaddress.ip_address(token)
+    except ValueError:
+        return None
+
+
+def forwarded_chain(forwarded: Sequence[str], x_forwarded_for: Sequence[str]) -> list[str]:
+    """The hops the proxies recorded, first (client side) to last: ``Forwarded: for=`` when
+    present, else ``X-Forwarded-For``. Repeated headers are one list, in order."""
+    if forwarded:
+        hops = []
+        for header in forwarded:
+            for element in header.split(","):
+                for pair in element.split(";"):
+                    key, _, value = pair.partition("=")
+                    if key.strip().lower() == "for":
+                        hops.append(value)
+        return hops
+    return [hop for header in x_forwarded_for for hop in header.split(",")]
+
+
+def client_ip(peer: str | None, chain: list[str], trusted: Sequence[Network]) -> str | None:
+    """The right-most address in ``chain`` that is not a trusted proxy, when ``peer`` (the
+    socket's other end) is one; otherwise ``peer`` itself."""
+    if peer is None or not trusted:
+        return peer
+    current = _address(peer)
+    if current is None or not any(current in net for net in trusted):
+        return peer
+    for hop in reversed(chain):
+        address = _address(hop)
+        if address is None:
+            # "unknown" or an obfuscated name: the last proxy we trust is as far as we know
+            return str(current)
+        current = address
+        if not any(address in net for net in trusted):
+            return str(address)
+    return str(current)  # every hop is a trusted proxy: the left-most is all we have

@@ -1,0 +1,95 @@
+"""req.client_ip behind proxies: never the address a client can write itself."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import hibana
+from hibana.proxies import parse_networks
+from tests.hosts import Host, started
+
+TRUSTED = parse_networks(["10.0.0.0/8", "127.0.0.1"], "test")
+
+
+def request(peer: str | None, headers: list[tuple[str, str]], trusted: Any = TRUSTED) -> str | None:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
+        "client": (peer, 5000) if peer else None,
+    }
+    return hibana.Request(scope, b"", {}, trusted).client_ip
+
+
+def test_without_trusted_proxies_the_socket_peer_is_the_client() -> None:
+    assert request("203.0.113.9", [("X-Forwarded-For", "1.2.3.4")], trusted=()) == "203.0.113.9"
+
+
+def test_untrusted_peer_cannot_spoof_by_sending_the_header() -> None:
+    assert request("203.0.113.9", [("X-Forwarded-For", "1.2.3.4")]) == "203.0.113.9"
+
+
+def test_right_most_untrusted_hop_wins_not_the_left_most() -> None:
+    # the client wrote "6.6.6.6" itself; our proxy 10.0.0.2 appended the real address
+    chain = [("X-Forwarded-For", "6.6.6.6, 198.51.100.7, 10.0.0.5")]
+    assert request("10.0.0.2", chain) == "198.51.100.7"
+
+
+def test_repeated_x_forwarded_for_headers_are_one_chain() -> None:
+    headers = [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "198.51.100.7")]
+    assert request("127.0.0.1", headers) == "198.51.100.7"
+
+
+def test_forwarded_header_is_preferred_with_ports_quotes_and_ipv6() -> None:
+    headers = [
+        ("X-Forwarded-For", "6.6.6.6"),
+        ("Forwarded", 'for=6.6.6.6, for="[2001:db8::17]:4711";proto=https, for=10.1.2.3:80'),
+    ]
+    assert request("10.0.0.2", headers) == "2001:db8::17"
+
+
+def test_all_hops_trusted_gives_the_left_most() -> None:
+    assert request("10.0.0.2", [("X-Forwarded-For", "10.9.9.9, 10.0.0.1")]) == "10.9.9.9"
+
+
+def test_unknown_hop_stops_at_the_last_trusted_proxy() -> None:
+    headers = [("Forwarded", "for=unknown, for=10.0.0.7")]
+    assert request("10.0.0.2", headers) == "10.0.0.7"
+
+
+def test_no_forwarding_header_from_a_trusted_proxy_gives_the_proxy() -> None:
+    assert request("10.0.0.2", []) == "10.0.0.2"
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        (["10.0.0.0/33"], "trusted_proxies entry '10.0.0.0/33' in x.py:1 is not an address"),
+        ("10.0.0.0/8", "trusted_proxies in x.py:1 is a string; pass a list"),
+    ],
+)
+def test_bad_trusted_proxies_are_clear_errors(entries: Any, message: str) -> None:
+    with pytest.raises(hibana.AppError, match=message):
+        parse_networks(entries, "x.py:1")
+
+
+@pytest.fixture(scope="module")
+def proxied() -> Iterator[Host]:
+    yield from started("behind_proxy", "--workers", "1")
+
+
+def test_through_the_host_spoofing_is_ignored(proxied: Host) -> None:
+    with proxied.client() as client:
+        direct = client.get("/ip").json()
+        spoofed = client.get(
+            "/ip", headers=[("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "198.51.100.7")]
+        ).json()
+    # the peer is 127.0.0.1, a trusted proxy: it appended 198.51.100.7; 6.6.6.6 is ignored
+    assert direct["client_ip"] == "127.0.0.1"
+    assert spoofed["client_ip"] == "198.51.100.7"
+    assert spoofed["peer"][0] == "127.0.0.1"
