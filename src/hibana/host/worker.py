@@ -179,6 +179,7 @@ class Worker:
 
         def tick() -> None:
             beat[0] = time.monotonic()
+            self.sink.flush()  # lines from sync functions' threads, at most 0.1 s late
             loop.call_later(0.1, tick)
 
         def overdue() -> list[str]:

@@ -1,9 +1,8 @@
 """Structured JSON log lines on stdout, one object a line, bound to an invocation.
 
-Lines written on the event loop's thread are buffered and written together once per
-loop iteration, so a busy worker makes one ``write`` for many invocations; lines from
-other threads (sync functions) are written at once. Each write is a whole number of
-lines, so workers sharing stdout never interleave within a line.
+Lines are buffered and written together once per loop iteration, so a busy worker makes
+one ``write`` for many invocations. Each write is a whole number of lines, so workers
+sharing stdout never interleave within a line.
 """
 
 from __future__ import annotations
@@ -29,31 +28,37 @@ class LogSink:
         self.fd = fd
         self.min_level = _LEVELS[level]
         self._buffer: list[bytes] = []
+        self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._flush_scheduled = False
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Buffer lines written on ``loop``'s thread; flush them once per iteration."""
+        """Buffer lines and write them once per turn of ``loop``. Lines from other threads
+        (sync functions) go out with the loop's next write; the owner also calls
+        ``flush()`` on a short timer so a quiet loop does not hold them."""
         self._loop = loop
         self._loop_thread = threading.get_ident()
 
     def emit(self, record: dict[str, Any]) -> None:
         line = _encode(record) + b"\n"
-        if self._loop is not None and threading.get_ident() == self._loop_thread:
-            self._buffer.append(line)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                self._loop.call_soon(self.flush)
-        else:
+        if self._loop is None:
             self._write(line)
+            return
+        with self._lock:
+            self._buffer.append(line)
+        if not self._flush_scheduled and threading.get_ident() == self._loop_thread:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self._flush_scheduled = False
-        if self._buffer:
+        with self._lock:
+            if not self._buffer:
+                return
             data = b"".join(self._buffer)
             self._buffer.clear()
-            self._write(data)
+        self._write(data)
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
