@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hibana.errors import AppLoadError, ConfigError
-from hibana.host.admin import AdminEndpoint
+from hibana.host.admin import AdminEndpoint, host_status
 from hibana.host.board import Board, Layout
 from hibana.host.config import HostConfig
 from hibana.host.control import Channel, Spawn
@@ -440,67 +440,9 @@ class Supervisor:
                 self.sel.unregister(old.channel.sock)
                 old.stop()
 
-    # -- reporting --------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """What ``hibana status`` shows: per worker and per function."""
-        zygote = self.zygote
-        now = time.monotonic()
-        workers: list[dict[str, Any]] = []
-        functions: list[dict[str, Any]] = []
-        if zygote is not None and zygote.board is not None:
-            board = zygote.board
-            live = [r for r in self.records if r.zygote is zygote and r.pid is not None]
-            for r in sorted(live, key=lambda r: r.slot):
-                ready = board.get(r.slot, "ready_at")
-                workers.append(
-                    {
-                        "slot": r.slot,
-                        "pid": r.pid,
-                        "state": "retiring" if r.retiring else ("ready" if ready else "starting"),
-                        "inflight": int(board.get(r.slot, "inflight")),
-                        "invocations": int(board.get(r.slot, "invocations")),
-                        "cold_start_ms": round(board.get(r.slot, "cold_start_ms"), 3),
-                        "idle_s": round(now - max(board.get(r.slot, "last_active"), r.started), 3),
-                        "rss_mb": round(board.get(r.slot, "rss_mb"), 1),
-                    }
-                )
-            for i, fn in enumerate(zygote.functions):
-                past = self.past.get(fn["name"], {})
-                rows = [r.slot for r in live]
-                # the newest worker whose first invocation was this function's
-                cold = [
-                    (board.get(s, "ready_at"), board.function_get(s, i, "last_cold_start_ms"))
-                    for s in rows
-                    if board.function_get(s, i, "cold_starts")
-                ]
-                if past.get("cold_at"):
-                    cold.append((past["cold_at"], past["last_cold_start_ms"]))
-                functions.append(
-                    {
-                        "name": fn["name"],
-                        "trigger": fn["trigger"],
-                        "workers": len(live),
-                        "inflight": int(sum(board.function_get(s, i, "inflight") for s in rows)),
-                        "invocations": int(
-                            past.get("invocations", 0)
-                            + sum(board.function_get(s, i, "invocations") for s in rows)
-                        ),
-                        "cold_starts": int(
-                            past.get("cold_starts", 0)
-                            + sum(board.function_get(s, i, "cold_starts") for s in rows)
-                        ),
-                        "last_cold_start_ms": round(max(cold)[1], 3) if cold else None,
-                    }
-                )
-        return {
-            "pid": os.getpid(),
-            "app": self.config.app_dir,
-            "url": self.url,
-            "uptime_s": round(time.time() - self.started_at, 3),
-            "scaling": dataclasses.asdict(zygote.scaling) if zygote and zygote.scaling else None,
-            "workers": workers,
-            "functions": functions,
-        }
+        return host_status(self)
 
     # -- stopping ---------------------------------------------------------------------
     def _shutdown(self) -> int:
