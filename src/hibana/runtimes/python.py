@@ -1,5 +1,5 @@
-"""The in-process Python runtime: async functions run on the worker's event loop, sync
-ones on its bounded pool of threads."""
+"""The in-process Python runtime: sync functions run on the worker's bounded pool of
+threads (async ones run on its event loop, awaited by the dispatcher)."""
 
 from __future__ import annotations
 
@@ -85,9 +85,8 @@ def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
 
 
 def start(invocation: Invocation, ctx: Context, threads: FunctionThreads) -> asyncio.Future[Any]:
-    """Start the invocation's function; the returned future resolves to what it returns."""
+    """Start a sync function on ``threads``; the future resolves to what it returns.
+
+    (An async function needs no starting: the dispatcher awaits it in the request's task.)"""
     spec = invocation.function
-    loop = asyncio.get_running_loop()
-    if spec.is_async:
-        return loop.create_task(spec.handler(invocation.payload, ctx))
-    return threads.submit(loop, spec.handler, invocation.payload, ctx)
+    return threads.submit(asyncio.get_running_loop(), spec.handler, invocation.payload, ctx)

@@ -81,7 +81,6 @@ class HttpFront:
         self.body_timeout = body_timeout
         #: Set on SIGTERM: new requests get 503 with Retry-After and Connection: close.
         self.draining = False
-        self.log = Logger(sink, {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
