@@ -7,6 +7,8 @@ One tree, one base::
     │   ├── RouteError          a route pattern that does not parse, or that clashes with another
     │   └── AppLoadError        the app file is missing, does not import, or defines no App
     ├── ConfigError             a setting (CLI flag, App option) that is out of range
+    ├── StoreError              the store cannot be opened or used (its URL, its schema)
+    ├── QueueError              an enqueue names an unknown queue or carries too large a payload
     └── HTTPError               raise in a function to answer with a status and a message
         └── BadRequest          400: the request body or a parameter is malformed
 
@@ -35,6 +37,15 @@ class AppLoadError(AppError):
 
 class ConfigError(HibanaError):
     """A setting is out of range; the message names the setting and what it accepts."""
+
+
+class StoreError(HibanaError):
+    """The store cannot be opened or used; the message names the store and the fix."""
+
+
+class QueueError(HibanaError):
+    """An enqueue that cannot be accepted (unknown queue, payload over the limit);
+    nothing was written."""
 
 
 class HTTPError(HibanaError):

@@ -1,0 +1,74 @@
+"""Durable state: one ``Store`` interface, two engines (SQLite embedded, PostgreSQL shared)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hibana.errors import StoreError
+from hibana.store.base import (
+    DeadLetter,
+    Delivery,
+    Engine,
+    Enqueued,
+    NewMessage,
+    QueueInfo,
+    QueueStats,
+    Settle,
+    Store,
+)
+
+#: The environment variable that names the store when ``--store`` is not given.
+STORE_ENV = "HIBANA_STORE"
+
+__all__ = [
+    "STORE_ENV",
+    "DeadLetter",
+    "Delivery",
+    "Engine",
+    "Enqueued",
+    "NewMessage",
+    "QueueInfo",
+    "QueueStats",
+    "Settle",
+    "Store",
+    "engine_for",
+    "open_store",
+    "resolve_url",
+]
+
+
+def resolve_url(url: str | None, app_dir: str | os.PathLike[str]) -> str:
+    """The store URL: ``url`` if given, else ``$HIBANA_STORE``, else the app's SQLite file."""
+    chosen = url or os.environ.get(STORE_ENV) or None
+    if chosen is None:
+        from hibana.store.sqlite import default_path
+
+        return f"sqlite:///{default_path(Path(app_dir).resolve())}"
+    return chosen
+
+
+def engine_for(url: str) -> Engine:
+    """The engine a store URL names; StoreError naming the accepted forms otherwise."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from hibana.store.postgres import PostgresEngine
+
+        return PostgresEngine(url)
+    if url.startswith("sqlite:///"):
+        from hibana.store.sqlite import SqliteEngine
+
+        path = url.removeprefix("sqlite:///")
+        if not path:
+            raise StoreError(f"the store URL {url!r} names no file: use sqlite:///PATH")
+        return SqliteEngine(path if path.startswith("/") else Path(path).resolve())
+    raise StoreError(
+        f"unknown store URL {url!r}: use sqlite:///PATH (the default is "
+        "APP_DIR/.hibana/state.db) or postgresql://USER@HOST:PORT/DATABASE"
+    )
+
+
+def open_store(url: str | None = None, app_dir: str | os.PathLike[str] = ".") -> Store:
+    """An opened store (schema created or migrated); StoreError if it cannot be."""
+    store = Store(engine_for(resolve_url(url, app_dir)))
+    store.open()
+    return store

@@ -1,0 +1,425 @@
+"""The Store: every piece of durable state goes through this one async interface.
+
+Callers (workers, the supervisor, the CLI) await methods on ``Store``. Each call becomes
+an operation on a queue that one writer thread drains: all operations waiting at that
+moment run in *one* transaction, committed once (group commit), and then every caller
+is answered. So an acknowledged enqueue is on disk, and throughput is not bound by one
+commit per message. The SQL lives in an ``Engine``; ``SqlEngine`` holds what SQLite and
+PostgreSQL share and each engine module adds its own dialect.
+
+Times are seconds since the epoch (floats). Delays are passed relative; the engine adds
+them to its own clock (PostgreSQL's, when several hosts share it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hibana.errors import StoreError
+
+#: Rows kept per timer in the fire record (only the latest matters; a few help debugging).
+TIMER_FIRES_KEPT = 20
+
+
+# -- what goes in and out -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    queue: str
+    body: bytes
+    delay: float = 0.0
+    idempotency_key: str | None = None
+    #: W3C traceparent of the enqueuing invocation.
+    trace: str | None = None
+    #: Seconds an idempotency key is remembered.
+    key_ttl: float = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    id: int
+    #: True when the idempotency key was seen before: no new message was written.
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A message leased to one consumer until ``lease_until``."""
+
+    id: int
+    queue: str
+    body: bytes
+    #: 1 on the first delivery; it doubles as the lease token (see ``Settle``).
+    attempt: int
+    enqueued_at: float
+    trace: str | None
+    #: One entry per failed attempt: {"attempt", "error", "at"}.
+    errors: list[dict[str, Any]]
+    lease_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """What became of a delivery. A settlement whose lease was lost (the message was
+    delivered again after the lease ran out) changes nothing."""
+
+    kind: Literal["ack", "retry", "dead", "release"]
+    id: int
+    attempt: int
+    #: retry: seconds until the message is visible again.
+    delay: float = 0.0
+    #: retry / dead: the error of this attempt.
+    error: str | None = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A queue as the app declares it (the CLI checks sends against these)."""
+
+    name: str
+    function: str
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    queue: str
+    #: Visible now (a message whose lease ran out counts here again).
+    ready: int
+    delayed: int
+    in_flight: int
+    dead: int
+    #: Seconds since the oldest message still in the queue was enqueued; None if empty.
+    oldest_age: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    queue: str
+    body: bytes
+    attempts: int
+    errors: list[dict[str, Any]]
+    enqueued_at: float
+    died_at: float
+    trace: str | None
+
+
+# -- the engine: SQL run by the writer thread -------------------------------------------------
+class Engine:
+    """A connection and the SQL for one database. Only the writer thread calls it."""
+
+    #: Shown in errors and ``hibana queue`` output, with no password.
+    display: str
+
+    def connect(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def transaction(self, write: bool) -> Iterator[float]:
+        """Run the body in one transaction; yields the engine's clock (``now``)."""
+        raise NotImplementedError
+        yield 0.0
+
+    # Each operation below runs inside ``transaction`` and is given its ``now``.
+    def declare(self, now: float, queues: Sequence[QueueInfo]) -> None:
+        raise NotImplementedError
+
+    def declared(self, now: float) -> list[QueueInfo]:
+        raise NotImplementedError
+
+    def enqueue(self, now: float, items: Sequence[NewMessage]) -> list[Enqueued]:
+        raise NotImplementedError
+
+    def claim(
+        self,
+        now: float,
+        queue: str,
+        owner: str,
+        limit: int,
+        lease: float,
+        group: tuple[str, int] | None,
+    ) -> list[Delivery]:
+        raise NotImplementedError
+
+    def settle(self, now: float, items: Sequence[Settle]) -> None:
+        raise NotImplementedError
+
+    def ready(self, now: float, queues: Sequence[str]) -> int:
+        raise NotImplementedError
+
+    def stats(self, now: float) -> list[QueueStats]:
+        raise NotImplementedError
+
+    def dead_letters(self, now: float, queue: str, limit: int) -> list[DeadLetter]:
+        raise NotImplementedError
+
+    def redrive(self, now: float, queue: str, ids: Sequence[int] | None) -> int:
+        raise NotImplementedError
+
+    def fire_timer(self, now: float, function: str, slot: float, message: NewMessage) -> bool:
+        raise NotImplementedError
+
+    def last_fire(self, now: float, function: str) -> float | None:
+        raise NotImplementedError
+
+    def purge(self, now: float) -> int:
+        raise NotImplementedError
+
+
+# -- the async facade -----------------------------------------------------------------------
+#: Operations whose items the writer may merge into one call when several wait at once.
+_MERGEABLE = frozenset({"enqueue", "settle"})
+_READS = frozenset({"declared", "ready", "stats", "dead_letters", "last_fire"})
+
+
+@dataclass(slots=True)
+class _Op:
+    name: str
+    args: tuple[Any, ...]
+    #: Resolved on the caller's loop: (result, None) or (None, exception).
+    done: Callable[[Any, BaseException | None], None]
+
+
+class Store:
+    """The async interface to a store engine. Safe to use from several event loops and
+    threads at once; every call is answered after its transaction commits."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._ops: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def display(self) -> str:
+        return self.engine.display
+
+    # lifecycle
+    def open(self) -> None:
+        """Connect and create or migrate the schema; raises StoreError naming the problem."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            try:
+                self.engine.connect()
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"cannot open the store {self.engine.display}: {exc}") from exc
+            self._thread = threading.Thread(
+                target=self._write_loop, name="hibana-store", daemon=True
+            )
+            self._thread.start()
+
+    def close(self) -> None:
+        """Finish every operation already asked for, then disconnect."""
+        with self._lock:
+            if self._thread is None or self._closed:
+                return
+            self._closed = True
+            self._ops.put(None)
+        self._thread.join()
+        self.engine.close()
+
+    # operations
+    async def declare(self, queues: Sequence[QueueInfo]) -> None:
+        await self._call("declare", tuple(queues))
+
+    async def declared(self) -> list[QueueInfo]:
+        result: list[QueueInfo] = await self._call("declared")
+        return result
+
+    async def enqueue(self, message: NewMessage) -> Enqueued:
+        result: list[Enqueued] = await self._call("enqueue", [message])
+        return result[0]
+
+    async def enqueue_many(self, messages: Sequence[NewMessage]) -> list[Enqueued]:
+        if not messages:
+            return []
+        result: list[Enqueued] = await self._call("enqueue", list(messages))
+        return result
+
+    async def claim(
+        self,
+        queue: str,
+        owner: str,
+        limit: int,
+        lease: float,
+        group: tuple[str, int] | None = None,
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` visible messages of ``queue`` for ``lease`` seconds.
+        ``group`` (name, limit): claim only while the group's leases stay under its limit,
+        counted across every host sharing the store."""
+        result: list[Delivery] = await self._call("claim", queue, owner, limit, lease, group)
+        return result
+
+    async def settle(self, item: Settle) -> None:
+        await self._call("settle", [item])
+
+    async def settle_many(self, items: Sequence[Settle]) -> None:
+        if items:
+            await self._call("settle", list(items))
+
+    async def ready(self, queues: Sequence[str]) -> int:
+        """How many messages of ``queues`` are visible now."""
+        result: int = await self._call("ready", tuple(queues))
+        return result
+
+    async def stats(self) -> list[QueueStats]:
+        result: list[QueueStats] = await self._call("stats")
+        return result
+
+    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        result: list[DeadLetter] = await self._call("dead_letters", queue, limit)
+        return result
+
+    async def redrive(self, queue: str, ids: Sequence[int] | None = None) -> int:
+        """Move dead letters of ``queue`` (all, or those ``ids``) back into it, with their
+        attempts reset; returns how many moved."""
+        result: int = await self._call("redrive", queue, None if ids is None else tuple(ids))
+        return result
+
+    async def fire_timer(self, function: str, slot: float, message: NewMessage) -> bool:
+        """Record that ``function``'s ``slot`` fired and enqueue ``message``, atomically;
+        False (and nothing enqueued) if some host fired that slot already."""
+        result: bool = await self._call("fire_timer", function, slot, message)
+        return result
+
+    async def last_fire(self, function: str) -> float | None:
+        result: float | None = await self._call("last_fire", function)
+        return result
+
+    async def purge(self) -> int:
+        """Forget idempotency keys past their retention; returns how many."""
+        result: int = await self._call("purge")
+        return result
+
+    # the writer
+    async def _call(self, name: str, *args: Any) -> Any:
+        if self._thread is None:
+            self.open()
+        if self._closed:
+            raise StoreError(f"the store {self.engine.display} is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+
+        def settle(fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
+            if fut.done():
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(value)
+
+        def done(value: Any, exc: BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the caller's loop has closed
+                loop.call_soon_threadsafe(settle, fut, value, exc)
+
+        self._ops.put(_Op(name, args, done))
+        return await fut
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._ops.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while True:
+                try:
+                    op = self._ops.get_nowait()
+                except queue.Empty:
+                    break
+                if op is None:
+                    stop = True
+                    break
+                batch.append(op)
+            self._run(batch)
+            if stop:
+                return
+
+    def _run(self, batch: list[_Op]) -> None:
+        write = any(op.name not in _READS for op in batch)
+        try:
+            with self.engine.transaction(write) as now:
+                results = [(op, self._apply(now, op)) for op in _merged(batch)]
+        except Exception as exc:
+            if len(batch) > 1:
+                # One bad operation must not fail the others: run each on its own.
+                for op in batch:
+                    self._run([op])
+                return
+            error = exc if isinstance(exc, StoreError) else _store_error(self.engine, exc)
+            batch[0].done(None, error)
+            return
+        for op, result in results:
+            op.done(result, None)
+
+    def _apply(self, now: float, op: _Op) -> Any:
+        method: Callable[..., Any] = getattr(self.engine, op.name)
+        return method(now, *op.args)
+
+
+def _store_error(engine: Engine, exc: Exception) -> StoreError:
+    err = StoreError(f"the store {engine.display} failed: {type(exc).__name__}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+def _merged(batch: list[_Op]) -> list[_Op]:
+    """Merge each run of enqueues (and of settlements) into one call, whose result is
+    split back among the callers: one executemany instead of many executes."""
+    out: list[_Op] = []
+    i = 0
+    while i < len(batch):
+        op = batch[i]
+        j = i + 1
+        while j < len(batch) and op.name in _MERGEABLE and batch[j].name == op.name:
+            j += 1
+        if j - i == 1:
+            out.append(op)
+        else:
+            group = batch[i:j]
+            items = [item for member in group for item in member.args[0]]
+            out.append(_Op(op.name, (items,), _splitter(group)))
+        i = j
+    return out
+
+
+def _splitter(group: list[_Op]) -> Callable[[Any, BaseException | None], None]:
+    def done(value: Any, exc: BaseException | None) -> None:
+        at = 0
+        for member in group:
+            n = len(member.args[0])
+            member.done(None if value is None else value[at : at + n], exc)
+            at += n
+
+    return done
+
+
+def dump_errors(errors: list[dict[str, Any]]) -> str:
+    return json.dumps(errors, separators=(",", ":"))
+
+
+def load_errors(text: str | None) -> list[dict[str, Any]]:
+    if not text:
+        return []
+    value = json.loads(text)
+    return value if isinstance(value, list) else []
+
+
+def wall_clock() -> float:
+    return time.time()

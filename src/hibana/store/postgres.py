@@ -1,0 +1,170 @@
+"""The scale-out engine: PostgreSQL, shared by every host of a cluster.
+
+Claims lock the rows they take with ``FOR UPDATE SKIP LOCKED``, so hosts never wait on
+each other's messages; a concurrency group is one row that claims of that group lock;
+the clock is the database's, so hosts with skewed clocks still agree on visibility and
+leases. ``?schema=NAME`` in the URL keeps hibana's tables in a schema of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from hibana.errors import StoreError
+from hibana.store.sql import CLAIMED_COLUMNS, SCHEMA_VERSION, SqlEngine
+
+_MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        "CREATE TABLE hibana_messages ("
+        " id BIGINT PRIMARY KEY, queue TEXT NOT NULL, body BYTEA NOT NULL, trace TEXT,"
+        " enqueued_at DOUBLE PRECISION NOT NULL, visible_at DOUBLE PRECISION NOT NULL,"
+        " attempt INTEGER NOT NULL DEFAULT 0, leased SMALLINT NOT NULL DEFAULT 0,"
+        " owner TEXT, grp TEXT, errors TEXT)",
+        "CREATE INDEX hibana_messages_ready ON hibana_messages (queue, visible_at)",
+        "CREATE INDEX hibana_messages_grp ON hibana_messages (grp) WHERE grp IS NOT NULL",
+        "CREATE SEQUENCE hibana_message_ids",
+        "CREATE TABLE hibana_dead ("
+        " id BIGINT PRIMARY KEY, queue TEXT NOT NULL, body BYTEA NOT NULL, trace TEXT,"
+        " enqueued_at DOUBLE PRECISION NOT NULL, attempts INTEGER NOT NULL, errors TEXT,"
+        " died_at DOUBLE PRECISION NOT NULL)",
+        "CREATE INDEX hibana_dead_queue ON hibana_dead (queue, died_at)",
+        "CREATE TABLE hibana_keys ("
+        " queue TEXT NOT NULL, key TEXT NOT NULL, message_id BIGINT NOT NULL,"
+        " expires_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (queue, key))",
+        "CREATE TABLE hibana_queues ("
+        " name TEXT PRIMARY KEY, function TEXT NOT NULL, max_attempts INTEGER NOT NULL,"
+        " declared_at DOUBLE PRECISION NOT NULL)",
+        "CREATE TABLE hibana_timer_fires ("
+        " function TEXT NOT NULL, slot DOUBLE PRECISION NOT NULL,"
+        " fired_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (function, slot))",
+        "CREATE TABLE hibana_groups (name TEXT PRIMARY KEY)",
+    ],
+}
+
+_CLAIM = (
+    "UPDATE hibana_messages AS m SET visible_at = %s, attempt = m.attempt + 1, leased = 1,"
+    " owner = %s, grp = %s FROM (SELECT id FROM hibana_messages"
+    " WHERE queue = %s AND visible_at <= %s ORDER BY visible_at LIMIT %s"
+    " FOR UPDATE SKIP LOCKED) AS c WHERE m.id = c.id"
+    f" RETURNING {', '.join('m.' + c.strip() for c in CLAIMED_COLUMNS.split(','))}"
+)
+#: Held while migrating, so hosts starting together do not migrate twice.
+_MIGRATION_LOCK = 0x68_69_62_61
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """(the libpq URL, hibana's schema) from ``postgresql://...?schema=NAME``."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    if schema is not None and not schema.replace("_", "").isalnum():
+        raise StoreError(
+            f"schema={schema!r} in the store URL must be letters, digits and underscores"
+        )
+    return urlunsplit(parts._replace(query=rest)), schema
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class PostgresEngine(SqlEngine):
+    def __init__(self, url: str) -> None:
+        self.url, self.schema = split_url(url)
+        self.display = _redacted(url)
+        self.conn: Any = None
+        self._sql: dict[str, str] = {}
+
+    def connect(self) -> None:
+        try:
+            import psycopg
+        except ImportError:  # pragma: no cover - psycopg is a dependency
+            raise StoreError(
+                "the PostgreSQL store needs psycopg: pip install 'psycopg[binary]'"
+            ) from None
+        try:
+            self.conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(
+                f"cannot connect to the store {self.display}: {message}; is PostgreSQL "
+                "running there, and does the database exist?"
+            ) from None
+        if self.schema is not None:
+            self.conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            self.conn.execute(f'SET search_path TO "{self.schema}"')
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.transaction(write=True):
+            self._exec("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+            self._exec("CREATE TABLE IF NOT EXISTS hibana_schema (version INTEGER NOT NULL)")
+            row = self._exec("SELECT version FROM hibana_schema").fetchone()
+            version = 0 if row is None else int(row[0])
+            if row is None:
+                self._exec("INSERT INTO hibana_schema (version) VALUES (0)")
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store {self.display} has schema version {version}, newer than this "
+                    f"hibana understands ({SCHEMA_VERSION}); upgrade hibana"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step]:
+                    self._exec(statement)
+                self._exec("UPDATE hibana_schema SET version = ?", (step,))
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+    @contextlib.contextmanager
+    def transaction(self, write: bool) -> Iterator[float]:
+        import psycopg
+
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self.close()
+            self.connect()  # the server restarted or the connection dropped
+        conn = self.conn
+        try:
+            with conn.transaction():
+                now = conn.execute("SELECT extract(epoch from clock_timestamp())").fetchone()[0]
+                yield float(now)
+        except psycopg.OperationalError:
+            self.close()  # reconnect on the next transaction
+            raise
+
+    def _q(self, sql: str) -> str:
+        converted = self._sql.get(sql)
+        if converted is None:
+            converted = self._sql[sql] = sql.replace("?", "%s")
+        return converted
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(self._q(sql), params)
+
+    def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(self._q(sql), rows)
+
+    def _reserve_ids(self, n: int) -> list[int]:
+        rows = self.conn.execute(
+            "SELECT nextval('hibana_message_ids') FROM generate_series(1, %s)", (n,)
+        ).fetchall()
+        return sorted(int(r[0]) for r in rows)
+
+    def _claim_sql(self) -> str:
+        return _CLAIM
+
+    def _lock_group(self, name: str) -> None:
+        self._exec("INSERT INTO hibana_groups (name) VALUES (?) ON CONFLICT DO NOTHING", (name,))
+        self._exec("SELECT name FROM hibana_groups WHERE name = ? FOR UPDATE", (name,))

@@ -1,0 +1,294 @@
+"""The SQL that SQLite and PostgreSQL share; each engine adds its dialect (DDL, the
+clock, id reservation, how a claim locks rows).
+
+Statements are written with ``?`` placeholders; the PostgreSQL engine rewrites them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hibana.store.base import (
+    TIMER_FIRES_KEPT,
+    DeadLetter,
+    Delivery,
+    Engine,
+    Enqueued,
+    NewMessage,
+    QueueInfo,
+    QueueStats,
+    Settle,
+    dump_errors,
+    load_errors,
+)
+
+#: The schema's version history: migration N brings a store from version N-1 to N.
+#: Each engine supplies the DDL per version (types differ); append, never edit.
+SCHEMA_VERSION = 1
+
+_CLAIMED = "id, queue, body, attempt, enqueued_at, trace, errors, visible_at"
+
+
+class SqlEngine(Engine):
+    """Shared statements; a subclass provides ``_exec``, ``_many``, ids and the claim lock."""
+
+    # dialect hooks
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Execute one statement; returns a cursor (fetchall/fetchone/rowcount)."""
+        raise NotImplementedError
+
+    def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+    def _reserve_ids(self, n: int) -> list[int]:
+        """``n`` fresh message ids, increasing, never handed out before."""
+        raise NotImplementedError
+
+    def _claim_sql(self) -> str:
+        """UPDATE ... RETURNING that leases up to ? visible messages of a queue."""
+        raise NotImplementedError
+
+    def _lock_group(self, name: str) -> None:
+        """Serialise claims of one concurrency group across every host (until commit)."""
+
+    # queues
+    def declare(self, now: float, queues: Sequence[QueueInfo]) -> None:
+        for q in queues:
+            self._exec(
+                "INSERT INTO hibana_queues (name, function, max_attempts, declared_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "function = excluded.function, max_attempts = excluded.max_attempts, "
+                "declared_at = excluded.declared_at",
+                (q.name, q.function, q.max_attempts, now),
+            )
+
+    def declared(self, now: float) -> list[QueueInfo]:
+        rows = self._exec(
+            "SELECT name, function, max_attempts FROM hibana_queues ORDER BY name"
+        ).fetchall()
+        return [QueueInfo(r[0], r[1], int(r[2])) for r in rows]
+
+    def enqueue(self, now: float, items: Sequence[NewMessage]) -> list[Enqueued]:
+        ids = self._reserve_ids(len(items))
+        results: list[Enqueued] = []
+        rows: list[tuple[Any, ...]] = []
+        for new_id, m in zip(ids, items, strict=True):
+            if m.idempotency_key is not None:
+                seen = self._remember_key(now, m, new_id)
+                if seen is not None:
+                    results.append(Enqueued(seen, duplicate=True))
+                    continue
+            rows.append((new_id, m.queue, m.body, m.trace, now, now + max(m.delay, 0.0)))
+            results.append(Enqueued(new_id))
+        if rows:
+            self._many(
+                "INSERT INTO hibana_messages "
+                "(id, queue, body, trace, enqueued_at, visible_at, attempt, leased) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0, 0)",
+                rows,
+            )
+        return results
+
+    def _remember_key(self, now: float, m: NewMessage, new_id: int) -> int | None:
+        """None if the key is new (and now remembered for ``new_id``); else the id of the
+        message it was first given to."""
+        self._exec(
+            "DELETE FROM hibana_keys WHERE queue = ? AND key = ? AND expires_at <= ?",
+            (m.queue, m.idempotency_key, now),
+        )
+        cur = self._exec(
+            "INSERT INTO hibana_keys (queue, key, message_id, expires_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (queue, key) DO NOTHING",
+            (m.queue, m.idempotency_key, new_id, now + m.key_ttl),
+        )
+        if cur.rowcount == 1:
+            return None
+        row = self._exec(
+            "SELECT message_id FROM hibana_keys WHERE queue = ? AND key = ?",
+            (m.queue, m.idempotency_key),
+        ).fetchone()
+        return int(row[0])
+
+    def claim(
+        self,
+        now: float,
+        queue: str,
+        owner: str,
+        limit: int,
+        lease: float,
+        group: tuple[str, int] | None,
+    ) -> list[Delivery]:
+        if group is not None:
+            name, group_limit = group
+            self._lock_group(name)
+            held = self._exec(
+                "SELECT COUNT(*) FROM hibana_messages "
+                "WHERE grp = ? AND leased = 1 AND visible_at > ?",
+                (name, now),
+            ).fetchone()[0]
+            limit = min(limit, group_limit - int(held))
+            if limit <= 0:
+                return []
+        rows = self._exec(
+            self._claim_sql(),
+            (now + lease, owner, group[0] if group else None, queue, now, limit),
+        ).fetchall()
+        out = [
+            Delivery(
+                id=int(r[0]),
+                queue=r[1],
+                body=bytes(r[2]),
+                attempt=int(r[3]),
+                enqueued_at=float(r[4]),
+                trace=r[5],
+                errors=load_errors(r[6]),
+                lease_until=float(r[7]),
+            )
+            for r in rows
+        ]
+        out.sort(key=lambda d: d.id)
+        return out
+
+    def settle(self, now: float, items: Sequence[Settle]) -> None:
+        acks = [(s.id, s.attempt) for s in items if s.kind == "ack"]
+        if acks:
+            self._many("DELETE FROM hibana_messages WHERE id = ? AND attempt = ?", acks)
+        retries = [
+            (now + s.delay, dump_errors(s.errors), s.id, s.attempt)
+            for s in items
+            if s.kind == "retry"
+        ]
+        if retries:
+            self._many(
+                "UPDATE hibana_messages SET visible_at = ?, leased = 0, owner = NULL, "
+                "grp = NULL, errors = ? WHERE id = ? AND attempt = ?",
+                retries,
+            )
+        releases = [(now, s.id, s.attempt) for s in items if s.kind == "release"]
+        if releases:
+            # Not the message's fault (the worker is stopping): this attempt does not count.
+            self._many(
+                "UPDATE hibana_messages SET visible_at = ?, leased = 0, owner = NULL, "
+                "grp = NULL, attempt = attempt - 1 WHERE id = ? AND attempt = ?",
+                releases,
+            )
+        dead = [(dump_errors(s.errors), now, s.id, s.attempt) for s in items if s.kind == "dead"]
+        if dead:
+            self._many(
+                "INSERT INTO hibana_dead "
+                "(id, queue, body, trace, enqueued_at, attempts, errors, died_at) "
+                "SELECT id, queue, body, trace, enqueued_at, attempt, ?, ? "
+                "FROM hibana_messages WHERE id = ? AND attempt = ?",
+                dead,
+            )
+            self._many(
+                "DELETE FROM hibana_messages WHERE id = ? AND attempt = ?",
+                [(s.id, s.attempt) for s in items if s.kind == "dead"],
+            )
+
+    def ready(self, now: float, queues: Sequence[str]) -> int:
+        total = 0
+        for q in queues:
+            row = self._exec(
+                "SELECT COUNT(*) FROM hibana_messages WHERE queue = ? AND visible_at <= ?",
+                (q, now),
+            ).fetchone()
+            total += int(row[0])
+        return total
+
+    def stats(self, now: float) -> list[QueueStats]:
+        found: dict[str, list[Any]] = {
+            q.name: [0, 0, 0, 0, None] for q in self.declared(now)
+        }
+        for name, ready, delayed, in_flight, oldest in self._exec(
+            "SELECT queue, "
+            "SUM(CASE WHEN visible_at <= ? THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN visible_at > ? AND leased = 0 THEN 1 ELSE 0 END), "
+            "SUM(CASE WHEN visible_at > ? AND leased = 1 THEN 1 ELSE 0 END), "
+            "MIN(enqueued_at) FROM hibana_messages GROUP BY queue",
+            (now, now, now),
+        ).fetchall():
+            found[name] = [int(ready), int(delayed), int(in_flight), 0, oldest]
+        for name, dead in self._exec(
+            "SELECT queue, COUNT(*) FROM hibana_dead GROUP BY queue"
+        ).fetchall():
+            found.setdefault(name, [0, 0, 0, 0, None])[3] = int(dead)
+        return [
+            QueueStats(
+                queue=name,
+                ready=v[0],
+                delayed=v[1],
+                in_flight=v[2],
+                dead=v[3],
+                oldest_age=None if v[4] is None else max(0.0, now - float(v[4])),
+            )
+            for name, v in sorted(found.items())
+        ]
+
+    def dead_letters(self, now: float, queue: str, limit: int) -> list[DeadLetter]:
+        rows = self._exec(
+            "SELECT id, queue, body, attempts, errors, enqueued_at, died_at, trace "
+            "FROM hibana_dead WHERE queue = ? ORDER BY died_at, id LIMIT ?",
+            (queue, limit),
+        ).fetchall()
+        return [
+            DeadLetter(
+                id=int(r[0]),
+                queue=r[1],
+                body=bytes(r[2]),
+                attempts=int(r[3]),
+                errors=load_errors(r[4]),
+                enqueued_at=float(r[5]),
+                died_at=float(r[6]),
+                trace=r[7],
+            )
+            for r in rows
+        ]
+
+    def redrive(self, now: float, queue: str, ids: Sequence[int] | None) -> int:
+        where, params = "queue = ?", [queue]
+        if ids is not None:
+            if not ids:
+                return 0
+            where += f" AND id IN ({', '.join('?' for _ in ids)})"
+            params += list(ids)
+        self._exec(
+            "INSERT INTO hibana_messages "
+            "(id, queue, body, trace, enqueued_at, visible_at, attempt, leased) "
+            f"SELECT id, queue, body, trace, enqueued_at, ?, 0, 0 FROM hibana_dead WHERE {where}",
+            [now, *params],
+        )
+        cur = self._exec(f"DELETE FROM hibana_dead WHERE {where}", params)
+        return int(cur.rowcount)
+
+    def fire_timer(self, now: float, function: str, slot: float, message: NewMessage) -> bool:
+        cur = self._exec(
+            "INSERT INTO hibana_timer_fires (function, slot, fired_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (function, slot) DO NOTHING",
+            (function, slot, now),
+        )
+        if cur.rowcount != 1:
+            return False
+        self.enqueue(now, [message])
+        self._exec(
+            "DELETE FROM hibana_timer_fires WHERE function = ? AND slot < ("
+            "SELECT MIN(slot) FROM (SELECT slot FROM hibana_timer_fires WHERE function = ? "
+            "ORDER BY slot DESC LIMIT ?) AS kept)",
+            (function, function, TIMER_FIRES_KEPT),
+        )
+        return True
+
+    def last_fire(self, now: float, function: str) -> float | None:
+        row = self._exec(
+            "SELECT MAX(slot) FROM hibana_timer_fires WHERE function = ?", (function,)
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def purge(self, now: float) -> int:
+        """Forget idempotency keys past their retention."""
+        cur = self._exec("DELETE FROM hibana_keys WHERE expires_at <= ?", (now,))
+        return int(cur.rowcount)
+
+
+CLAIMED_COLUMNS = _CLAIMED

@@ -1,0 +1,138 @@
+"""The embedded engine: one SQLite file in the app's ``.hibana/`` folder.
+
+WAL mode with ``synchronous=FULL``: a commit is on disk (and survives a power cut) before
+the store answers; the group commit in ``Store`` keeps that to one fsync per batch.
+Several processes (the workers, the supervisor, the CLI) open the same file; SQLite's
+write lock serialises their transactions and ``busy_timeout`` makes them wait their turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from hibana.errors import StoreError
+from hibana.store.sql import CLAIMED_COLUMNS, SCHEMA_VERSION, SqlEngine
+
+_MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        "CREATE TABLE hibana_messages ("
+        " id INTEGER PRIMARY KEY, queue TEXT NOT NULL, body BLOB NOT NULL, trace TEXT,"
+        " enqueued_at REAL NOT NULL, visible_at REAL NOT NULL,"
+        " attempt INTEGER NOT NULL DEFAULT 0, leased INTEGER NOT NULL DEFAULT 0,"
+        " owner TEXT, grp TEXT, errors TEXT)",
+        "CREATE INDEX hibana_messages_ready ON hibana_messages (queue, visible_at)",
+        "CREATE INDEX hibana_messages_grp ON hibana_messages (grp) WHERE grp IS NOT NULL",
+        "CREATE TABLE hibana_ids (next INTEGER NOT NULL)",
+        "INSERT INTO hibana_ids (next) VALUES (1)",
+        "CREATE TABLE hibana_dead ("
+        " id INTEGER PRIMARY KEY, queue TEXT NOT NULL, body BLOB NOT NULL, trace TEXT,"
+        " enqueued_at REAL NOT NULL, attempts INTEGER NOT NULL, errors TEXT,"
+        " died_at REAL NOT NULL)",
+        "CREATE INDEX hibana_dead_queue ON hibana_dead (queue, died_at)",
+        "CREATE TABLE hibana_keys ("
+        " queue TEXT NOT NULL, key TEXT NOT NULL, message_id INTEGER NOT NULL,"
+        " expires_at REAL NOT NULL, PRIMARY KEY (queue, key))",
+        "CREATE TABLE hibana_queues ("
+        " name TEXT PRIMARY KEY, function TEXT NOT NULL, max_attempts INTEGER NOT NULL,"
+        " declared_at REAL NOT NULL)",
+        "CREATE TABLE hibana_timer_fires ("
+        " function TEXT NOT NULL, slot REAL NOT NULL, fired_at REAL NOT NULL,"
+        " PRIMARY KEY (function, slot))",
+    ],
+}
+
+_CLAIM = (
+    "UPDATE hibana_messages SET visible_at = ?, attempt = attempt + 1, leased = 1,"
+    " owner = ?, grp = ? WHERE id IN (SELECT id FROM hibana_messages"
+    " WHERE queue = ? AND visible_at <= ? ORDER BY visible_at LIMIT ?)"
+    f" RETURNING {CLAIMED_COLUMNS}"
+)
+
+
+class SqliteEngine(SqlEngine):
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.display = f"sqlite:///{self.path}"
+        self.conn: sqlite3.Connection | None = None
+
+    def connect(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create {self.path.parent} for the store: {exc.strerror}"
+            ) from None
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"cannot open the store {self.display}: {exc}; is it a hibana store file, "
+                "and writable?"
+            ) from None
+        self.conn = conn
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.transaction(write=True):
+            self._exec("CREATE TABLE IF NOT EXISTS hibana_schema (version INTEGER NOT NULL)")
+            row = self._exec("SELECT version FROM hibana_schema").fetchone()
+            version = 0 if row is None else int(row[0])
+            if row is None:
+                self._exec("INSERT INTO hibana_schema (version) VALUES (0)")
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store {self.display} has schema version {version}, newer than this "
+                    f"hibana understands ({SCHEMA_VERSION}); upgrade hibana"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step]:
+                    self._exec(statement)
+                self._exec("UPDATE hibana_schema SET version = ?", (step,))
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    @contextlib.contextmanager
+    def transaction(self, write: bool) -> Iterator[float]:
+        conn = self.conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield time.time()
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        assert self.conn is not None
+        return self.conn.execute(sql, params)
+
+    def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        assert self.conn is not None
+        self.conn.executemany(sql, rows)
+
+    def _reserve_ids(self, n: int) -> list[int]:
+        row = self._exec("UPDATE hibana_ids SET next = next + ? RETURNING next", (n,)).fetchone()
+        end = int(row[0])
+        return list(range(end - n, end))
+
+    def _claim_sql(self) -> str:
+        return _CLAIM
+
+
+def default_path(app_dir: str | os.PathLike[str]) -> Path:
+    return Path(app_dir) / ".hibana" / "state.db"

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from hibana.store import Store, open_store
+from tests.pg import drop_schema, postgres_server, with_schema
+
+T = TypeVar("T")
+
+ENGINES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str | None]:
+    with postgres_server() as dsn:
+        yield dsn
+
+
+@pytest.fixture(params=ENGINES)
+def store_url(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_dsn: str | None
+) -> Iterator[str]:
+    """A fresh, empty store of each engine."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state.db'}"
+        return
+    if postgres_dsn is None:
+        pytest.skip(
+            "NO POSTGRESQL: set HIBANA_TEST_POSTGRES_DSN or install initdb/pg_ctl; "
+            "the PostgreSQL half of the store contract did not run"
+        )
+    url, schema = with_schema(postgres_dsn)
+    yield url
+    drop_schema(postgres_dsn, schema)
+
+
+@pytest.fixture
+def open_stores(store_url: str) -> Iterator[Callable[[], Store]]:
+    """Opens stores on the same URL (separate connections, like separate processes)."""
+    opened: list[Store] = []
+
+    def make() -> Store:
+        store = open_store(store_url)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_stores: Callable[[], Store]) -> Store:
+    return open_stores()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)

@@ -1,0 +1,235 @@
+"""One behaviour for every store engine: each test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from hibana.errors import StoreError
+from hibana.store import NewMessage, QueueInfo, Settle, Store, engine_for, open_store
+from tests.contract.conftest import run
+
+
+def msg(queue: str = "orders", body: bytes = b"{}", **kw: object) -> NewMessage:
+    return NewMessage(queue, body, **kw)  # type: ignore[arg-type]
+
+
+def test_enqueue_claim_ack(store: Store) -> None:
+    sent = run(store.enqueue_many([msg(body=b'{"n":%d}' % i) for i in range(5)]))
+    assert [e.duplicate for e in sent] == [False] * 5
+    assert len({e.id for e in sent}) == 5
+    got = run(store.claim("orders", "w1", 3, lease=30))
+    assert [d.body for d in got] == [b'{"n":0}', b'{"n":1}', b'{"n":2}']
+    assert all(d.attempt == 1 and d.queue == "orders" for d in got)
+    assert all(d.lease_until > time.time() + 20 for d in got)
+    run(store.settle_many([Settle("ack", d.id, d.attempt) for d in got]))
+    rest = run(store.claim("orders", "w1", 10, lease=30))
+    assert [d.body for d in rest] == [b'{"n":3}', b'{"n":4}']
+    assert run(store.claim("other", "w1", 10, lease=30)) == []
+
+
+def test_a_leased_message_is_not_delivered_twice_until_its_lease_runs_out(store: Store) -> None:
+    run(store.enqueue(msg()))
+    first = run(store.claim("orders", "w1", 10, lease=0.3))
+    assert len(first) == 1
+    assert run(store.claim("orders", "w2", 10, lease=0.3)) == []
+    time.sleep(0.4)
+    again = run(store.claim("orders", "w2", 10, lease=30))
+    assert [(d.id, d.attempt) for d in again] == [(first[0].id, 2)]
+    # the first consumer's late ack holds a lost lease: it changes nothing
+    run(store.settle(Settle("ack", first[0].id, first[0].attempt)))
+    stats = {s.queue: s for s in run(store.stats())}
+    assert stats["orders"].in_flight == 1
+    run(store.settle(Settle("ack", again[0].id, again[0].attempt)))
+    # an undeclared queue with nothing in it is not listed
+    assert "orders" not in {s.queue for s in run(store.stats())}
+
+
+def test_retry_hides_the_message_for_its_delay_and_keeps_the_error_history(store: Store) -> None:
+    run(store.enqueue(msg()))
+    (d,) = run(store.claim("orders", "w1", 1, lease=30))
+    errors = [{"attempt": 1, "error": "ValueError: boom", "at": time.time()}]
+    run(store.settle(Settle("retry", d.id, d.attempt, delay=0.4, error="boom", errors=errors)))
+    assert run(store.claim("orders", "w1", 1, lease=30)) == []
+    (s,) = run(store.stats())
+    assert (s.ready, s.delayed, s.in_flight) == (0, 1, 0)
+    time.sleep(0.5)
+    (d2,) = run(store.claim("orders", "w1", 1, lease=30))
+    assert d2.attempt == 2
+    assert d2.errors == errors
+
+
+def test_release_gives_the_message_back_without_counting_the_attempt(store: Store) -> None:
+    run(store.enqueue(msg()))
+    (d,) = run(store.claim("orders", "w1", 1, lease=30))
+    run(store.settle(Settle("release", d.id, d.attempt)))
+    (d2,) = run(store.claim("orders", "w2", 1, lease=30))
+    assert (d2.id, d2.attempt) == (d.id, 1)
+
+
+def test_dead_letters_and_redrive(store: Store) -> None:
+    ids = [e.id for e in run(store.enqueue_many([msg(body=b"[%d]" % i) for i in range(3)]))]
+    for d in run(store.claim("orders", "w1", 3, lease=30)):
+        errors = [{"attempt": 1, "error": f"RuntimeError: bad {d.id}", "at": time.time()}]
+        run(store.settle(Settle("dead", d.id, d.attempt, error="bad", errors=errors)))
+    (s,) = run(store.stats())
+    assert (s.ready, s.in_flight, s.dead) == (0, 0, 3)
+    dead = run(store.dead_letters("orders"))
+    assert [x.id for x in dead] == ids
+    assert dead[0].attempts == 1
+    assert dead[0].errors[0]["error"] == f"RuntimeError: bad {ids[0]}"
+    assert dead[0].body == b"[0]"
+    assert run(store.redrive("orders", [ids[1]])) == 1
+    assert [x.id for x in run(store.dead_letters("orders"))] == [ids[0], ids[2]]
+    (back,) = run(store.claim("orders", "w1", 5, lease=30))
+    assert (back.id, back.attempt, back.body) == (ids[1], 1, b"[1]")
+    assert run(store.redrive("orders")) == 2
+    assert run(store.dead_letters("orders")) == []
+    assert run(store.redrive("orders")) == 0
+
+
+def test_delayed_messages_become_visible_later(store: Store) -> None:
+    run(store.enqueue(msg(body=b"later", delay=0.4)))
+    run(store.enqueue(msg(body=b"now")))
+    assert [d.body for d in run(store.claim("orders", "w1", 5, lease=30))] == [b"now"]
+    (s,) = run(store.stats())
+    assert s.delayed == 1
+    time.sleep(0.5)
+    assert [d.body for d in run(store.claim("orders", "w1", 5, lease=30))] == [b"later"]
+
+
+def test_idempotency_keys(store: Store) -> None:
+    a = run(store.enqueue(msg(idempotency_key="k1")))
+    b = run(store.enqueue(msg(idempotency_key="k1")))
+    assert (a.duplicate, b.duplicate, b.id) == (False, True, a.id)
+    other_queue = run(store.enqueue(msg("emails", idempotency_key="k1")))
+    assert not other_queue.duplicate
+    # the same key twice in one batch is one message too
+    batch = run(store.enqueue_many([msg(idempotency_key="k2"), msg(idempotency_key="k2")]))
+    assert [e.duplicate for e in batch] == [False, True] and batch[0].id == batch[1].id
+    (s,) = [s for s in run(store.stats()) if s.queue == "orders"]
+    assert s.ready == 2
+    # past its retention the key is forgotten
+    short = run(store.enqueue(msg(idempotency_key="k3", key_ttl=0.2)))
+    time.sleep(0.3)
+    again = run(store.enqueue(msg(idempotency_key="k3", key_ttl=0.2)))
+    assert not again.duplicate and again.id != short.id
+    time.sleep(0.3)
+    assert run(store.purge()) == 1
+
+
+def test_concurrency_group_caps_leases_across_consumers(
+    open_stores: Callable[[], Store],
+) -> None:
+    one, two = open_stores(), open_stores()
+    run(one.enqueue_many([msg("a") for _ in range(10)] + [msg("b") for _ in range(10)]))
+    got_a = run(one.claim("a", "w1", 10, lease=30, group=("warehouse", 3)))
+    assert len(got_a) == 3
+    assert run(two.claim("b", "w2", 10, lease=30, group=("warehouse", 3))) == []
+    run(one.settle(Settle("ack", got_a[0].id, got_a[0].attempt)))
+    assert len(run(two.claim("b", "w2", 10, lease=30, group=("warehouse", 3)))) == 1
+    # without the group, the rest of b is free to go
+    assert len(run(two.claim("b", "w2", 100, lease=30))) == 9
+
+
+def test_consumers_in_parallel_never_share_a_message(open_stores: Callable[[], Store]) -> None:
+    stores = [open_stores() for _ in range(4)]
+    run(stores[0].enqueue_many([msg(body=b"%d" % i) for i in range(400)]))
+    seen: list[list[int]] = [[] for _ in stores]
+
+    def consume(i: int) -> None:
+        async def go() -> None:
+            while True:
+                got = await stores[i].claim("orders", f"w{i}", 7, lease=30)
+                if not got:
+                    return
+                seen[i].extend(d.id for d in got)
+                await stores[i].settle_many([Settle("ack", d.id, d.attempt) for d in got])
+
+        asyncio.run(go())
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = [x for ids in seen for x in ids]
+    assert len(everything) == 400 == len(set(everything))
+
+
+def test_group_commit_answers_every_caller(store: Store) -> None:
+    async def many() -> list[int]:
+        results = await asyncio.gather(*(store.enqueue(msg(body=b"%d" % i)) for i in range(1000)))
+        return [r.id for r in results]
+
+    ids = run(many())
+    assert len(set(ids)) == 1000
+    (s,) = run(store.stats())
+    assert s.ready == 1000
+    assert s.oldest_age is not None and s.oldest_age >= 0
+
+
+def test_a_timer_slot_fires_once_across_hosts(open_stores: Callable[[], Store]) -> None:
+    one, two = open_stores(), open_stores()
+    slot = 1_800_000_000.0
+    assert run(one.last_fire("sweep")) is None
+    assert run(one.fire_timer("sweep", slot, msg("timer:sweep"))) is True
+    assert run(two.fire_timer("sweep", slot, msg("timer:sweep"))) is False
+    assert run(two.fire_timer("sweep", slot + 60, msg("timer:sweep"))) is True
+    assert run(one.last_fire("sweep")) == slot + 60
+    assert len(run(one.claim("timer:sweep", "w", 10, lease=30))) == 2
+
+
+def test_declared_queues(store: Store) -> None:
+    run(store.declare([QueueInfo("orders", "on_order", 5), QueueInfo("emails", "send", 3)]))
+    run(store.declare([QueueInfo("orders", "on_order", 7)]))
+    assert run(store.declared()) == [
+        QueueInfo("emails", "send", 3),
+        QueueInfo("orders", "on_order", 7),
+    ]
+    assert [s.queue for s in run(store.stats())] == ["emails", "orders"]
+
+
+def test_an_acknowledged_enqueue_is_visible_to_another_connection(
+    open_stores: Callable[[], Store],
+) -> None:
+    one, two = open_stores(), open_stores()
+    sent = run(one.enqueue(msg(body=b"durable")))
+    (got,) = run(two.claim("orders", "w2", 1, lease=30))
+    assert (got.id, got.body) == (sent.id, b"durable")
+
+
+def test_a_store_from_a_newer_hibana_is_refused(store_url: str) -> None:
+    store = open_store(store_url)
+    engine = store.engine
+
+    async def bump() -> None:
+        await store._call("declare", ())  # make sure the schema exists
+
+    run(bump())
+    with engine.transaction(write=True):  # type: ignore[attr-defined]
+        engine._exec("UPDATE hibana_schema SET version = 99")  # type: ignore[attr-defined]
+    store.close()
+    with pytest.raises(StoreError, match="schema version 99, newer than this hibana"):
+        open_store(store_url)
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://x/y", "unknown store URL 'mysql://x/y'"),
+        ("sqlite:///", "names no file"),
+    ],
+)
+def test_bad_store_urls_are_named(url: str, problem: str) -> None:
+    with pytest.raises(StoreError, match=problem):
+        engine_for(url)
+
+
+def test_an_unreachable_postgresql_is_named() -> None:
+    with pytest.raises(StoreError, match=r"cannot connect to the store postgresql://u:\*\*\*@"):
+        open_store("postgresql://u:secret@127.0.0.1:1/nope")

@@ -1,0 +1,74 @@
+"""PostgreSQL for tests: ``$HIBANA_TEST_POSTGRES_DSN`` when set (CI sets it), else a
+throwaway cluster started with ``initdb``/``pg_ctl`` when they are on the machine.
+
+Each test gets a schema of its own (``?schema=``), so tests in parallel never meet."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+
+DSN_ENV = "HIBANA_TEST_POSTGRES_DSN"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str | None]:
+    """A DSN to a database tests may use, or None (with no way to get one)."""
+    dsn = os.environ.get(DSN_ENV)
+    if dsn:
+        yield dsn
+        return
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if initdb is None or pg_ctl is None or os.geteuid() == 0:
+        # initdb refuses to run as root; without the env DSN there is no server to use
+        yield None
+        return
+    data = tempfile.mkdtemp(prefix="hibana-pg-")
+    port = _free_port()
+    subprocess.run([initdb, "-D", data, "-A", "trust", "-U", "postgres"], check=True,
+                   capture_output=True)
+    subprocess.run(
+        [pg_ctl, "-D", data, "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+         "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def with_schema(dsn: str) -> tuple[str, str]:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    sep = "&" if "?" in dsn else "?"
+    return f"{dsn}{sep}schema={schema}", schema
+
+
+def drop_schema(dsn: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
