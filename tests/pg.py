@@ -46,11 +46,19 @@ def postgres_server() -> Iterator[str | None]:
         return
     data = tempfile.mkdtemp(prefix="hibana-pg-")
     port = _free_port()
-    subprocess.run([initdb, "-D", data, "-A", "trust", "-U", "postgres"], check=True,
-                   capture_output=True)
     subprocess.run(
-        [pg_ctl, "-D", data, "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
-         "-w", "start"],
+        [initdb, "-D", data, "-A", "trust", "-U", "postgres"], check=True, capture_output=True
+    )
+    subprocess.run(
+        [
+            pg_ctl,
+            "-D",
+            data,
+            "-o",
+            f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+            "-w",
+            "start",
+        ],
         check=True,
         capture_output=True,
     )

@@ -15,10 +15,15 @@ from hibana.errors import (
     ConfigError,
     HibanaError,
     HTTPError,
+    QueueError,
     RouteError,
+    StoreError,
 )
+from hibana.messages import BatchFailed, Exponential, Fixed, Message, RetryPolicy
 from hibana.requests import Request
 from hibana.responses import Response
+from hibana.store.base import Enqueued
+from hibana.timers import TimerInfo
 
 try:
     __version__ = version("hibana")
@@ -30,18 +35,27 @@ __all__ = [
     "AppError",
     "AppLoadError",
     "BadRequest",
+    "BatchFailed",
     "Blueprint",
     "Cancelled",
     "ConfigError",
     "Context",
+    "Enqueued",
+    "Exponential",
+    "Fixed",
     "FunctionSpec",
     "HTTPError",
     "Headers",
     "HibanaError",
     "Invocation",
+    "Message",
     "QueryParams",
+    "QueueError",
     "Request",
     "Response",
+    "RetryPolicy",
     "RouteError",
+    "StoreError",
+    "TimerInfo",
     "__version__",
 ]

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from hibana.errors import AppError, RouteError
+from hibana.messages import Exponential, RetryPolicy
 from hibana.proxies import parse_networks
+from hibana.timers import Schedule, ScheduleError
 from hibana.triggers.routes import CompiledRoute, compile_route
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,8 +34,40 @@ class HttpTrigger:
         return f"[{','.join(self.methods)}] {self.route.pattern}"
 
 
-#: Every trigger kind is one dataclass here; later kinds (timer, queue, event) join this union.
-Trigger = HttpTrigger
+@dataclass(frozen=True, slots=True)
+class QueueTrigger:
+    queue: str
+    batch_size: int
+    max_attempts: int
+    retry: RetryPolicy
+    #: Seconds a delivery is leased; unsettled by then, it is delivered again.
+    visibility_timeout: float
+    #: (name, limit): leases of every function in the group, across hosts, stay under limit.
+    group: tuple[str, int] | None
+    #: False for timers: a failure is logged and counted, never retried or dead-lettered.
+    dead_letters: bool = True
+
+    def describe(self) -> str:
+        return f"queue {self.queue}"
+
+
+@dataclass(frozen=True, slots=True)
+class TimerTrigger:
+    schedule: Schedule
+    run_on_startup: bool
+    #: Each fire is a message on this internal queue, consumed like any other.
+    queue: str
+
+    def describe(self) -> str:
+        tz = "" if self.schedule.tz == "UTC" else f" {self.schedule.tz}"
+        return f"timer {self.schedule.expression}{tz}"
+
+
+#: Every trigger kind is one dataclass here; later kinds (event, orchestration) join this union.
+Trigger = HttpTrigger | QueueTrigger | TimerTrigger
+
+#: Queue names are shown in URLs-free places (CLI, logs) but kept simple for all engines.
+_QUEUE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +95,16 @@ def _where(filename: str, line: int) -> str:
 def _caller(depth: int) -> str:
     frame = sys._getframe(depth + 1)
     return _where(frame.f_code.co_filename, frame.f_lineno)
+
+
+def _check_queue_name(queue: object, what: str) -> None:
+    if (
+        not isinstance(queue, str)
+        or not queue
+        or len(queue) > 200
+        or not set(queue) <= _QUEUE_NAME_CHARS
+    ):
+        raise AppError(f"{what}: the queue name must be 1 to 200 letters, digits, '-', '_' or '.'")
 
 
 def _check_positive(value: object, what: str, where: str, integer: bool = False) -> None:
@@ -127,6 +171,130 @@ class Blueprint:
             return fn
 
         return decorate
+
+    def queue(
+        self,
+        queue: str,
+        *,
+        batch_size: int = 1,
+        max_attempts: int = 5,
+        retry: RetryPolicy | None = None,
+        visibility_timeout: float = 30.0,
+        timeout: float | None = None,
+        max_concurrency: int | None = None,
+        concurrency_group: str | None = None,
+        limit: int | None = None,
+        name: str | None = None,
+    ) -> Callable[[F], F]:
+        """Declare a function that consumes ``queue``: ``fn(msg: Message, ctx)``, or
+        ``fn(msgs: list[Message], ctx)`` when ``batch_size`` > 1.
+
+        Delivery is at least once. A failure (an exception, or ``timeout``, which defaults
+        to ``visibility_timeout``) is retried per ``retry`` (default ``Exponential(1, 60)``)
+        until ``max_attempts``, then the message goes to the queue's dead letters.
+        ``max_concurrency`` caps the invocations at once per worker; ``concurrency_group``
+        with ``limit`` caps every function of that group together, across all hosts."""
+        decl_site = _caller(1)
+
+        def decorate(fn: F) -> F:
+            location, where, fn_name = self._describe(fn, name, decl_site)
+            _check_queue_name(queue, f"app.queue({queue!r}) in {where}")
+            _check_positive(batch_size, "batch_size", where, integer=True)
+            _check_positive(max_attempts, "max_attempts", where, integer=True)
+            _check_positive(visibility_timeout, "visibility_timeout", where)
+            if retry is not None and not isinstance(retry, RetryPolicy):
+                raise AppError(
+                    f"retry={retry!r} in {where} must be hibana.Fixed(...) or "
+                    "hibana.Exponential(...)"
+                )
+            run_for = visibility_timeout if timeout is None else timeout
+            _check_positive(run_for, "timeout", where)
+            if run_for > visibility_timeout:
+                raise AppError(
+                    f"timeout={run_for:g} in {where} is longer than visibility_timeout="
+                    f"{visibility_timeout:g}: the message would be delivered again while "
+                    "still running; raise visibility_timeout"
+                )
+            if max_concurrency is not None:
+                _check_positive(max_concurrency, "max_concurrency", where, integer=True)
+            group: tuple[str, int] | None = None
+            if (concurrency_group is None) != (limit is None):
+                raise AppError(
+                    f"concurrency_group and limit in {where} go together: "
+                    'concurrency_group="warehouse", limit=500'
+                )
+            if concurrency_group is not None and limit is not None:
+                _check_positive(limit, "limit", where, integer=True)
+                group = (str(concurrency_group), int(limit))
+            self._add(
+                FunctionSpec(
+                    name=fn_name,
+                    handler=fn,
+                    trigger=QueueTrigger(
+                        queue=queue,
+                        batch_size=batch_size,
+                        max_attempts=max_attempts,
+                        retry=retry if retry is not None else Exponential(1.0, 60.0),
+                        visibility_timeout=float(visibility_timeout),
+                        group=group,
+                    ),
+                    is_async=inspect.iscoroutinefunction(fn),
+                    timeout=float(run_for),
+                    max_concurrency=max_concurrency,
+                    source=location,
+                )
+            )
+            return fn
+
+        return decorate
+
+    def timer(
+        self,
+        schedule: str,
+        *,
+        tz: str = "UTC",
+        run_on_startup: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+        name: str | None = None,
+    ) -> Callable[[F], F]:
+        """Declare a function run on a cron ``schedule`` (5 fields, or 6 with seconds
+        first) in time zone ``tz``: ``fn(timer: TimerInfo, ctx)``. Each slot runs once
+        across every host sharing the store; after downtime, the missed slot runs once,
+        late, with ``timer.past_due``. A failure is logged; the schedule goes on."""
+        decl_site = _caller(1)
+
+        def decorate(fn: F) -> F:
+            location, where, fn_name = self._describe(fn, name, decl_site)
+            try:
+                parsed = Schedule(str(schedule), str(tz))
+            except ScheduleError as exc:
+                raise AppError(f"app.timer in {where}: {exc}") from None
+            _check_positive(timeout, "timeout", where)
+            self._add(
+                FunctionSpec(
+                    name=fn_name,
+                    handler=fn,
+                    trigger=TimerTrigger(parsed, bool(run_on_startup), f"timer:{fn_name}"),
+                    is_async=inspect.iscoroutinefunction(fn),
+                    timeout=float(timeout),
+                    max_concurrency=1,
+                    source=location,
+                )
+            )
+            return fn
+
+        return decorate
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The queues functions of this app consume (timers' own queues excluded)."""
+        return tuple(
+            dict.fromkeys(
+                spec.trigger.queue
+                for spec in self._functions
+                if isinstance(spec.trigger, QueueTrigger)
+            )
+        )
 
     @staticmethod
     def _describe(fn: object, name: str | None, decl_site: str) -> tuple[str, str, str]:
@@ -217,12 +385,27 @@ class App(Blueprint):
                 "rename one, or pass name= to the decorator"
             )
         trigger = spec.trigger
+        if isinstance(trigger, QueueTrigger):
+            for other_spec in self._names.values():
+                if (
+                    isinstance(other_spec.trigger, QueueTrigger)
+                    and other_spec.trigger.queue == trigger.queue
+                ):
+                    raise AppError(
+                        f'Queue "{trigger.queue}" is consumed by {other_spec.source} '
+                        f"({other_spec.name}) and {spec.source} ({spec.name}); one queue has "
+                        "one consumer function (publish to a topic to fan out)"
+                    )
+        if not isinstance(trigger, HttpTrigger):
+            self._names[spec.name] = spec
+            super()._add(spec)
+            return
         for method in trigger.methods:
             clash = self._routes.get((trigger.route.shape, method))
             if clash is not None:
                 raise RouteError(
                     f'Route "{trigger.route.pattern}" {method} in {spec.source} ({spec.name}) '
-                    f'is already served by "{clash.trigger.route.pattern}" in {clash.source} '
+                    f'is already served by "{clash.trigger.route.pattern}" in {clash.source} '  # type: ignore[union-attr]
                     f"({clash.name}); change one route or method"
                 )
         for method in trigger.methods:

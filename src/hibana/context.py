@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from hibana.errors import Cancelled
 from hibana.telemetry.logs import Logger
@@ -18,6 +18,7 @@ from hibana.telemetry.trace import TraceContext
 
 if TYPE_CHECKING:
     from hibana.app import FunctionSpec
+    from hibana.store.base import Enqueued, NewMessage
 
 #: What a function is: ``fn(payload, ctx)``, sync or async.
 Handler = Callable[[Any, "Context"], Any] | Callable[[Any, "Context"], Awaitable[Any]]
@@ -73,14 +74,82 @@ class Invocation:
     cold_start_ms: float | None = None
 
 
+class Outbox(Protocol):
+    """Where ``ctx.enqueue`` sends messages (the worker's store, see triggers.queue)."""
+
+    def message(
+        self,
+        inv: Invocation,
+        queue: str,
+        data: Any,
+        delay: float,
+        idempotency_key: str | None,
+    ) -> NewMessage: ...
+    def on_loop_thread(self) -> bool: ...
+    def send(self, message: NewMessage) -> Coroutine[Any, Any, Enqueued]: ...
+    def send_blocking(self, message: NewMessage) -> Enqueued: ...
+
+
 class Context:
-    """What a function knows of its invocation: ids, attempt, deadline, cancellation, logger."""
+    """What a function knows of its invocation: ids, attempt, deadline, cancellation, logger;
+    and how it hands work on (``enqueue``)."""
 
-    __slots__ = ("_inv", "log")
+    __slots__ = ("_inv", "log", "_outbox")
 
-    def __init__(self, invocation: Invocation, log: Logger) -> None:
+    def __init__(self, invocation: Invocation, log: Logger, outbox: Outbox | None = None) -> None:
         self._inv = invocation
         self.log = log
+        self._outbox = outbox
+
+    def enqueue(
+        self,
+        queue: str,
+        data: Any,
+        *,
+        delay: float = 0.0,
+        idempotency_key: str | None = None,
+    ) -> Coroutine[Any, Any, Enqueued]:
+        """``await ctx.enqueue("orders", {...})``: put a message on a queue of this app;
+        returns once it is durably stored. ``delay`` (seconds) hides it for a while; the
+        same ``idempotency_key`` twice within 24 h is one message (``.duplicate`` says so).
+        The message carries this invocation's trace. Sync functions use ``enqueue_sync``.
+
+        Raises QueueError (unknown queue, payload over the limit) or TypeError (a payload
+        that is not JSON-serialisable) at once, with nothing written."""
+        outbox = self._need_outbox()
+        if not outbox.on_loop_thread():
+            raise RuntimeError(
+                "ctx.enqueue() is a coroutine for async functions; in a sync function call "
+                "ctx.enqueue_sync(...)"
+            )
+        return outbox.send(outbox.message(self._inv, queue, data, delay, idempotency_key))
+
+    def enqueue_sync(
+        self,
+        queue: str,
+        data: Any,
+        *,
+        delay: float = 0.0,
+        idempotency_key: str | None = None,
+    ) -> Enqueued:
+        """``ctx.enqueue`` for sync functions: blocks until the message is stored."""
+        outbox = self._need_outbox()
+        if outbox.on_loop_thread():
+            raise RuntimeError(
+                "ctx.enqueue_sync() would block the event loop; in an async function use "
+                "`await ctx.enqueue(...)`"
+            )
+        return outbox.send_blocking(outbox.message(self._inv, queue, data, delay, idempotency_key))
+
+    def _need_outbox(self) -> Outbox:
+        if self._outbox is None:
+            from hibana.errors import QueueError
+
+            raise QueueError(
+                "this app declares no queue functions, so there is no queue to enqueue to; "
+                "declare one with @app.queue(...)"
+            )
+        return self._outbox
 
     @property
     def invocation_id(self) -> str:

@@ -211,7 +211,7 @@ def test_a_store_from_a_newer_hibana_is_refused(store_url: str) -> None:
         await store._call("declare", ())  # make sure the schema exists
 
     run(bump())
-    with engine.transaction(write=True):  # type: ignore[attr-defined]
+    with engine.transaction(write=True):
         engine._exec("UPDATE hibana_schema SET version = 99")  # type: ignore[attr-defined]
     store.close()
     with pytest.raises(StoreError, match="schema version 99, newer than this hibana"):

@@ -48,6 +48,8 @@ class HostConfig:
     threads: int = 40
     log_level: LogLevel = "info"
     reload: bool = False
+    #: The store URL (``--store`` / ``$HIBANA_STORE``); None: APP_DIR/.hibana/state.db.
+    store: str | None = None
 
     def __post_init__(self) -> None:
         if (
@@ -82,10 +84,24 @@ class HostConfig:
             raise ConfigError(
                 f"idle_timeout={self.idle_timeout!r} must be a positive number of seconds"
             )
+        if self.store is not None:
+            from hibana.errors import StoreError
+            from hibana.store import engine_for
+
+            try:
+                engine_for(self.store)
+            except StoreError as exc:
+                raise ConfigError(str(exc)) from None
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level={self.log_level!r} is not one of debug, info, warning, error"
             )
+
+    @property
+    def store_url(self) -> str:
+        from hibana.store import resolve_url
+
+        return resolve_url(self.store, self.app_dir)
 
     def scaling_overrides(self) -> dict[str, Any]:
         return {

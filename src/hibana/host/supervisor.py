@@ -22,12 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hibana.errors import AppLoadError, ConfigError
+from hibana.errors import AppLoadError, ConfigError, StoreError
 from hibana.host.admin import AdminEndpoint, host_status
 from hibana.host.board import Board, Layout
 from hibana.host.config import HostConfig
 from hibana.host.control import Channel, Spawn
 from hibana.host.scaling import Scaler, Scaling, WorkerView
+from hibana.host.store_duties import StoreDuties
+from hibana.store.base import Store
 
 #: How long a freshly started zygote may take to import the app.
 IMPORT_TIMEOUT = 120.0
@@ -115,6 +117,10 @@ class Supervisor:
         self.started_at = time.time()
         self.sock: socket.socket | None = None
         self.admin: AdminEndpoint | None = None
+        #: Opened when the app has queue or timer functions.
+        self.store: Store | None = None
+        self.duties: StoreDuties | None = None
+        self._queues_r, self._queues_w = socket.socketpair()
 
     # -- starting ---------------------------------------------------------------------
     def run(self) -> int:
@@ -126,6 +132,7 @@ class Supervisor:
             if zygote is None:
                 return 1  # interrupted while the app was importing
             self._adopt(zygote)
+            self._start_duties(zygote)
             self.admin = AdminEndpoint(self, self.config.admin_port)
             self.sel.register(self.admin.sock, selectors.EVENT_READ, "admin")
             self._tick()
@@ -135,9 +142,34 @@ class Supervisor:
                 self._watch_for_changes()
             return self._loop()
         finally:
+            self._stop_duties()
+            if self.store is not None:
+                self.store.close()
             if self.admin is not None:
                 self.admin.close()
             self.sock.close()
+
+    def _start_duties(self, zygote: Zygote) -> None:
+        """Open the store and start the timers and the queue watch, if the app has any."""
+        if not any(fn["kind"] in ("queue", "timer") for fn in zygote.functions):
+            return
+        if self.store is None:
+            from hibana.store import engine_for
+
+            store = Store(engine_for(self.config.store_url))
+            try:
+                store.open()
+            except StoreError as exc:
+                raise HostStartError(str(exc)) from None
+            self.store = store
+            self.sel.register(self._queues_r, selectors.EVENT_READ, "queues")
+        self.duties = StoreDuties(self.store, zygote.functions, self._queues_w, self.report)
+        self.duties.start()
+
+    def _stop_duties(self) -> None:
+        if self.duties is not None:
+            self.duties.stop()
+            self.duties = None
 
     @property
     def port(self) -> int:
@@ -248,8 +280,13 @@ class Supervisor:
         if not zygote.functions:
             lines.append("    (none: declare one with @app.http(...) in function_app.py)")
         for fn in zygote.functions:
+            if fn["kind"] != "http":
+                lines.append(f"    {fn['name']}: {fn['trigger']}")
+                continue
             methods, _, route = fn["trigger"].partition(" ")
             lines.append(f"    {fn['name']}: {methods} {self.url}{route}")
+        if self.store is not None:
+            lines += ["", f"Store: {self.store.display}"]
         if self.admin is not None:
             lines += ["", f"Admin (hibana status): {self.admin.url}"]
         lines += ["", f"Listening on {self.url} (Ctrl+C to stop)"]
@@ -285,6 +322,8 @@ class Supervisor:
                     self.admin.serve_one()
                 elif key.data == "listen":
                     pass  # a connection waits and no worker runs: the tick starts one
+                elif key.data == "queues":
+                    self._queues_r.recv(64)  # messages wait: the tick starts a worker
                 else:
                     self._on_zygote(key.data)
             self._tick()
@@ -307,7 +346,7 @@ class Supervisor:
             )
             for r in mine
         ]
-        waiting = self._connection_waiting()
+        waiting = self._connection_waiting() or (self.duties is not None and self.duties.pending)
         if waiting and self._waiting_since is None:
             self._waiting_since = time.monotonic()
         decision = scaler.decide(views, waiting)
@@ -411,6 +450,11 @@ class Supervisor:
             return
         old = self.zygote
         self._adopt(fresh)
+        self._stop_duties()
+        try:
+            self._start_duties(fresh)
+        except HostStartError as exc:
+            self.report(f"error: {exc}")
         self._tick()
         self._await_spawned(fresh)
         if old is not None:
@@ -447,6 +491,7 @@ class Supervisor:
     # -- stopping ---------------------------------------------------------------------
     def _shutdown(self) -> int:
         self.stopping = True
+        self._stop_duties()
         live = [r for r in self.records if r.pid is not None]
         self.report(
             f"Shutting down: draining {len(live)} worker(s), "

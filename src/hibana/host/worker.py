@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 import uvicorn
 
-from hibana.app import App
+from hibana.app import App, QueueTrigger, TimerTrigger
 from hibana.context import Invocation
 from hibana.dispatcher import Dispatcher
 from hibana.host.board import Board, Layout
@@ -35,8 +35,10 @@ from hibana.host.http_protocol import guarded_protocol
 from hibana.host.lifeline import die_with_parent
 from hibana.host.loader import load_app
 from hibana.runtimes.python import FunctionThreads
+from hibana.store.base import Store
 from hibana.telemetry.logs import Logger, LogSink, timestamp
 from hibana.triggers.http import HttpFront
+from hibana.triggers.queue import Outbox, QueueConsumer
 
 
 class _Server(uvicorn.Server):
@@ -89,6 +91,8 @@ class Worker:
         self.server: _Server | None = None
         self.front: HttpFront | None = None
         self.dispatcher: Dispatcher | None = None
+        self.store: Store | None = None
+        self.consumer: QueueConsumer | None = None
         self._stopping = False
 
     def run(self) -> NoReturn:
@@ -104,6 +108,8 @@ class Worker:
         except BaseException as exc:
             self.log.exception("worker crashed", exc)
             code = 1
+        if self.store is not None:
+            self.store.close()  # every settlement asked for is written before we go
         self.sink.flush()
         os._exit(code)
 
@@ -137,6 +143,8 @@ class Worker:
             max_body_bytes=config.max_body_bytes,
             body_timeout=config.body_timeout,
         )
+        if any(isinstance(s.trigger, QueueTrigger | TimerTrigger) for s in self.app.functions):
+            self._start_queues(loop, pool)
         uv_config = uvicorn.Config(
             self.front,
             http=guarded_protocol(config.max_header_bytes, config.header_timeout),
@@ -164,8 +172,34 @@ class Worker:
                 # a warm (pre-started) worker: its cold start is its own start-up time
                 self.dispatcher.cold_ms = (now - self.spawn.requested_at) * 1000
         self.log.debug("worker started")
+        if self.consumer is not None:
+            self.consumer.start()
         await self.server.serve(sockets=[self.listener])
+        if self.consumer is not None:
+            await self.consumer.stop()
+            await self.consumer.drained()
         self.log.debug("worker stopped")
+
+    def _start_queues(self, loop: asyncio.AbstractEventLoop, pool: FunctionThreads) -> None:
+        """Open this worker's store connection; consume the app's queues and timers."""
+        from hibana.store import engine_for
+
+        assert self.dispatcher is not None and self.front is not None
+        store = Store(engine_for(self.config.store_url))
+        store.open()
+        self.store = store
+        self.consumer = QueueConsumer(
+            self.app,
+            store,
+            self.dispatcher,
+            self.sink,
+            owner=f"{socket.gethostname()}:{os.getpid()}",
+            log=self.log,
+            sync_concurrency=self.config.threads,
+        )
+        outbox = Outbox(store, self.app.queues, loop, self.consumer)
+        self.consumer.outbox = outbox
+        self.front.outbox = outbox
 
     def _start_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
         """Exit if the event loop stops turning while an invocation is past its deadline
@@ -242,6 +276,8 @@ class Worker:
     async def _drain(self) -> None:
         assert self.server is not None and self.front is not None and self.dispatcher is not None
         self.front.draining = True
+        if self.consumer is not None:
+            await self.consumer.stop()  # claim nothing new; what is held finishes or goes back
         self.dispatcher.cancel_all()
         deadline = time.monotonic() + self.config.shutdown_timeout
         while self.dispatcher.inflight and time.monotonic() < deadline:  # noqa: ASYNC110

@@ -26,7 +26,7 @@ import subprocess
 import sys
 from typing import Any
 
-from hibana.app import App
+from hibana.app import App, QueueTrigger, TimerTrigger
 from hibana.errors import AppError, HibanaError
 from hibana.host.board import Board, Layout
 from hibana.host.config import HostConfig
@@ -37,11 +37,24 @@ from hibana.host.scaling import Scaling, resolve
 from hibana.host.worker import preload, run_worker  # imported here so forked workers have it
 
 
-def describe(app: App) -> list[dict[str, str]]:
-    return [
-        {"name": spec.name, "trigger": spec.trigger.describe(), "kind": "http"}
-        for spec in app.functions
-    ]
+def describe(app: App) -> list[dict[str, Any]]:
+    """The app's functions as the supervisor needs them (it never imports the app)."""
+    out: list[dict[str, Any]] = []
+    for spec in app.functions:
+        trigger = spec.trigger
+        fn: dict[str, Any] = {"name": spec.name, "trigger": trigger.describe(), "kind": "http"}
+        if isinstance(trigger, QueueTrigger):
+            fn.update(kind="queue", queue=trigger.queue, max_attempts=trigger.max_attempts)
+        elif isinstance(trigger, TimerTrigger):
+            fn.update(
+                kind="timer",
+                queue=trigger.queue,
+                schedule=trigger.schedule.expression,
+                tz=trigger.schedule.tz,
+                run_on_startup=trigger.run_on_startup,
+            )
+        out.append(fn)
+    return out
 
 
 def _probe(config: HostConfig) -> dict[str, Any]:

@@ -189,18 +189,17 @@ class SqlEngine(Engine):
 
     def ready(self, now: float, queues: Sequence[str]) -> int:
         total = 0
-        for q in queues:
+        for q in queues:  # counted up to 1000 each: this is polled, and only "any?" matters
             row = self._exec(
-                "SELECT COUNT(*) FROM hibana_messages WHERE queue = ? AND visible_at <= ?",
+                "SELECT COUNT(*) FROM (SELECT 1 FROM hibana_messages "
+                "WHERE queue = ? AND visible_at <= ? LIMIT 1000) AS waiting",
                 (q, now),
             ).fetchone()
             total += int(row[0])
         return total
 
     def stats(self, now: float) -> list[QueueStats]:
-        found: dict[str, list[Any]] = {
-            q.name: [0, 0, 0, 0, None] for q in self.declared(now)
-        }
+        found: dict[str, list[Any]] = {q.name: [0, 0, 0, 0, None] for q in self.declared(now)}
         for name, ready, delayed, in_flight, oldest in self._exec(
             "SELECT queue, "
             "SUM(CASE WHEN visible_at <= ? THEN 1 ELSE 0 END), "
@@ -247,12 +246,13 @@ class SqlEngine(Engine):
         ]
 
     def redrive(self, now: float, queue: str, ids: Sequence[int] | None) -> int:
-        where, params = "queue = ?", [queue]
+        where = "queue = ?"
+        params: list[Any] = [queue]
         if ids is not None:
             if not ids:
                 return 0
             where += f" AND id IN ({', '.join('?' for _ in ids)})"
-            params += list(ids)
+            params += [int(i) for i in ids]
         self._exec(
             "INSERT INTO hibana_messages "
             "(id, queue, body, trace, enqueued_at, visible_at, attempt, leased) "

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 
 from hibana.app import App, HttpTrigger
-from hibana.context import Context, Invocation
+from hibana.context import Context, Invocation, Outbox
 from hibana.dispatcher import Dispatcher, Outcome
 from hibana.errors import HTTPError
 from hibana.requests import Request
@@ -81,6 +81,8 @@ class HttpFront:
         self.body_timeout = body_timeout
         #: Set on SIGTERM: new requests get 503 with Retry-After and Connection: close.
         self.draining = False
+        #: ``ctx.enqueue``'s way to the store, when the app has queues.
+        self.outbox: Outbox | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -141,7 +143,7 @@ class HttpFront:
             "span_id": trace.span_id,
         }
         log = Logger(self.sink, fields)
-        outcome = await self.dispatcher.run(inv, Context(inv, log))
+        outcome = await self.dispatcher.run(inv, Context(inv, log, self.outbox))
         response, extra = self._respond(outcome, inv, log)
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
         headers.append((b"content-length", str(len(response.body)).encode()))

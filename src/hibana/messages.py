@@ -1,0 +1,105 @@
+"""What a queue function receives (``Message``), how a failed one is retried (``Fixed``,
+``Exponential``), and how a batch reports the items that failed (``BatchFailed``)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+_decode = msgspec.json.Decoder().decode
+
+
+@dataclass(slots=True)
+class Message:
+    """One queue message, as delivered to a queue function."""
+
+    id: int
+    queue: str
+    #: The payload as enqueued, JSON-encoded.
+    body: bytes
+    #: 1 on the first delivery, counting up on each retry.
+    attempt: int
+    #: When it was enqueued (seconds since the epoch).
+    enqueued_ts: float
+    #: The errors of earlier attempts: {"attempt", "error", "at"} each.
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    _data: Any = None
+    _decoded: bool = False
+
+    @property
+    def data(self) -> Any:
+        """The payload, decoded from JSON."""
+        if not self._decoded:
+            self._data = _decode(self.body)
+            self._decoded = True
+        return self._data
+
+    @property
+    def enqueued_at(self) -> datetime:
+        return datetime.fromtimestamp(self.enqueued_ts, UTC)
+
+
+class RetryPolicy:
+    """How long a failed message waits before its next attempt."""
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after attempt number ``attempt`` (1, 2, ...) failed."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class Fixed(RetryPolicy):
+    """The same pause after every failure."""
+
+    seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        _non_negative("Fixed", "seconds", self.seconds)
+
+    def delay(self, attempt: int) -> float:
+        return self.seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Exponential(RetryPolicy):
+    """``base`` seconds after the first failure, doubling each time up to ``max``; with
+    ``jitter`` each pause is drawn from its upper half, so retries of many messages that
+    failed together do not arrive together."""
+
+    base: float = 1.0
+    max: float = 60.0
+    jitter: bool = True
+
+    def __post_init__(self) -> None:
+        _non_negative("Exponential", "base", self.base)
+        _non_negative("Exponential", "max", self.max)
+        if self.max < self.base:
+            raise ValueError(f"Exponential(base={self.base}, max={self.max}): max is below base")
+
+    def delay(self, attempt: int) -> float:
+        pause: float = min(self.max, self.base * 2.0 ** max(0, min(attempt - 1, 60)))
+        if self.jitter:
+            pause = pause / 2 + random.uniform(0, pause / 2)
+        return pause
+
+
+def _non_negative(policy: str, name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{policy}({name}={value!r}): must be a number of seconds, 0 or more")
+
+
+class BatchFailed(Exception):
+    """Raise from a batch function (``batch_size`` > 1) when only some messages failed:
+    those are retried, the rest are acknowledged.
+
+    ``failed`` holds the messages (or their ids) that failed; ``error`` says why."""
+
+    def __init__(self, failed: Iterable[Message | int], error: str | BaseException = "") -> None:
+        self.failed = frozenset(m.id if isinstance(m, Message) else int(m) for m in failed)
+        self.error = error
+        super().__init__(f"{len(self.failed)} message(s) of the batch failed: {error}")

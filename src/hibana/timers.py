@@ -1,0 +1,77 @@
+"""Cron schedules for timer functions, and what a timer function receives (``TimerInfo``).
+
+5 fields (minute hour day month weekday) or 6 with seconds first, as Azure Functions
+writes them: ``*/10 * * * * *`` is every ten seconds. Slots are computed in the
+schedule's time zone, so ``0 9 * * *`` with ``tz="Asia/Tokyo"`` is 09:00 in Tokyo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import CroniterError, croniter
+
+
+class ScheduleError(ValueError):
+    """A cron expression or time zone that does not parse; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    expression: str
+    tz: str = "UTC"
+
+    def __post_init__(self) -> None:
+        fields = self.expression.split()
+        if len(fields) not in (5, 6):
+            raise ScheduleError(
+                f"cron expression {self.expression!r} has {len(fields)} fields; use 5 "
+                "(minute hour day month weekday) or 6 (second minute hour day month weekday)"
+            )
+        try:
+            ZoneInfo(self.tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ScheduleError(
+                f"time zone {self.tz!r} is unknown; use an IANA name like 'UTC' or 'Asia/Tokyo'"
+            ) from None
+        try:
+            self._iter(0.0).get_next(float)
+        except (CroniterError, ValueError, KeyError) as exc:
+            raise ScheduleError(
+                f"cron expression {self.expression!r} does not parse: {exc}"
+            ) from None
+
+    @property
+    def has_seconds(self) -> bool:
+        return len(self.expression.split()) == 6
+
+    def _iter(self, after: float) -> croniter:
+        start = datetime.fromtimestamp(after, ZoneInfo(self.tz))
+        return croniter(self.expression, start, second_at_beginning=self.has_seconds)
+
+    def next_after(self, ts: float) -> float:
+        """The first slot strictly after ``ts`` (seconds since the epoch)."""
+        return float(self._iter(ts).get_next(float))
+
+    def last_at_or_before(self, ts: float) -> float:
+        """The latest slot at or before ``ts``."""
+        return float(self._iter(ts + 0.001).get_prev(float))
+
+
+@dataclass(frozen=True, slots=True)
+class TimerInfo:
+    """What a timer function receives."""
+
+    schedule: str
+    #: The slot this invocation is for.
+    scheduled_ts: float
+    #: True when the slot was missed (the host was down) and is run late, once.
+    past_due: bool
+    #: True for the extra run at host start (``run_on_startup=True``).
+    on_startup: bool = False
+
+    @property
+    def scheduled_for(self) -> datetime:
+        return datetime.fromtimestamp(self.scheduled_ts, UTC)

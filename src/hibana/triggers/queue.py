@@ -1,0 +1,337 @@
+"""The queue trigger: claims messages from the store and turns each delivery (or batch)
+into an Invocation; and the ``Outbox`` behind ``ctx.enqueue``.
+
+Timer functions ride on the same machinery: each fire is a message on the timer's own
+queue (see ``triggers.timer``), so leases, deadlines and shutdown work the same way.
+
+A delivery's fate follows its Outcome: ok acknowledges it; an error or a timeout
+retries it per the function's policy, and dead-letters it after ``max_attempts``; a
+shutdown releases it for another worker without counting the attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from typing import Any
+
+import msgspec
+
+from hibana.app import App, FunctionSpec, QueueTrigger, TimerTrigger
+from hibana.context import Context, Invocation
+from hibana.dispatcher import Dispatcher, Outcome
+from hibana.errors import QueueError, StoreError
+from hibana.messages import BatchFailed, Message
+from hibana.store.base import Delivery, Enqueued, NewMessage, Settle, Store
+from hibana.telemetry.logs import Logger, LogSink
+from hibana.telemetry.trace import continue_or_start, new_invocation_id
+from hibana.timers import TimerInfo
+
+#: Like SQS: a message body (JSON) may be at most this big.
+MAX_PAYLOAD_BYTES = 256 * 1024
+#: How long an idle consumer waits between claims at most (a local enqueue wakes it).
+IDLE_POLL_MAX = 0.05
+#: Deliveries claimed in one go at most.
+CLAIM_MAX = 256
+#: In-flight invocations per queue function and worker, unless max_concurrency says.
+ASYNC_DEFAULT_CONCURRENCY = 64
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+
+class Outbox:
+    """``ctx.enqueue``: checks and encodes at call time (nothing half-written), stores
+    through the worker's store, and wakes this worker's consumer of that queue."""
+
+    def __init__(
+        self,
+        store: Store,
+        queues: tuple[str, ...],
+        loop: asyncio.AbstractEventLoop,
+        consumer: QueueConsumer | None = None,
+        max_bytes: int = MAX_PAYLOAD_BYTES,
+    ) -> None:
+        self.store = store
+        self.queues = frozenset(queues)
+        self._declared = ", ".join(sorted(queues)) or "none"
+        self.loop = loop
+        self.consumer = consumer
+        self.max_bytes = max_bytes
+        self._loop_thread = threading.get_ident()
+
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    def message(
+        self,
+        inv: Invocation,
+        queue: str,
+        data: Any,
+        delay: float,
+        idempotency_key: str | None,
+    ) -> NewMessage:
+        if queue not in self.queues:
+            raise QueueError(
+                f"no function of this app consumes the queue {queue!r}; declared queues: "
+                f"{self._declared}"
+            )
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
+            raise QueueError(f"delay={delay!r} must be a number of seconds, 0 or more")
+        if idempotency_key is not None and not isinstance(idempotency_key, str):
+            raise QueueError(
+                f"idempotency_key={idempotency_key!r} must be a string (or None), "
+                f"not {type(idempotency_key).__name__}"
+            )
+        body = encode_payload(queue, data)
+        if len(body) > self.max_bytes:
+            raise QueueError(
+                f"the message for queue {queue!r} is {len(body)} bytes of JSON, over the "
+                f"limit of {self.max_bytes}; store the data elsewhere and enqueue a reference"
+            )
+        return NewMessage(queue, body, float(delay), idempotency_key, inv.trace.child().traceparent)
+
+    async def send(self, message: NewMessage) -> Enqueued:
+        result = await self.store.enqueue(message)
+        if self.consumer is not None and not result.duplicate:
+            self.consumer.poke(message.queue)
+        return result
+
+    def send_blocking(self, message: NewMessage) -> Enqueued:
+        return asyncio.run_coroutine_threadsafe(self.send(message), self.loop).result()
+
+
+def encode_payload(queue: str, data: Any) -> bytes:
+    """JSON for a queue message, or TypeError naming what could not be encoded."""
+    try:
+        return _encode(data)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise TypeError(
+            f"the message for queue {queue!r} is not JSON-serialisable: {exc} "
+            f"(the payload is a {type(data).__name__}); send dicts, lists, strings, "
+            "numbers, booleans and None"
+        ) from None
+
+
+class QueueConsumer:
+    """One claim loop per queue (and timer) function of the app, in one worker."""
+
+    def __init__(
+        self,
+        app: App,
+        store: Store,
+        dispatcher: Dispatcher,
+        sink: LogSink,
+        owner: str,
+        log: Logger,
+        sync_concurrency: int,
+    ) -> None:
+        self.specs = [
+            spec for spec in app.functions if isinstance(spec.trigger, QueueTrigger | TimerTrigger)
+        ]
+        self.store = store
+        self.dispatcher = dispatcher
+        self.sink = sink
+        self.owner = owner
+        self.log = log
+        self.outbox: Outbox | None = None
+        self._sync_concurrency = sync_concurrency
+        self._wake: dict[str, asyncio.Event] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._running: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def start(self) -> None:
+        for spec in self.specs:
+            queue = spec.trigger.queue  # type: ignore[union-attr]
+            self._wake[queue] = asyncio.Event()
+            self._loops.append(asyncio.create_task(self._consume(spec, queue)))
+
+    def poke(self, queue: str) -> None:
+        event = self._wake.get(queue)
+        if event is not None:
+            event.set()
+
+    @property
+    def busy(self) -> int:
+        return len(self._running)
+
+    async def stop(self) -> None:
+        """Claim no more; return once the claim loops have ended (work in flight goes on)."""
+        self._stopping = True
+        for event in self._wake.values():
+            event.set()
+        if self._loops:
+            await asyncio.gather(*self._loops, return_exceptions=True)
+
+    async def drained(self) -> None:
+        """Return once every delivery this worker held is settled."""
+        while self._running:
+            await asyncio.gather(*list(self._running), return_exceptions=True)
+
+    async def _consume(self, spec: FunctionSpec, queue: str) -> None:
+        trigger = spec.trigger
+        assert isinstance(trigger, QueueTrigger | TimerTrigger)
+        if isinstance(trigger, QueueTrigger):
+            lease, batch, group = trigger.visibility_timeout, trigger.batch_size, trigger.group
+        else:
+            lease, batch, group = spec.timeout + 5.0, 1, None
+        limit = spec.max_concurrency or (
+            ASYNC_DEFAULT_CONCURRENCY if spec.is_async else self._sync_concurrency
+        )
+        mine: set[asyncio.Task[None]] = set()
+        freed = asyncio.Event()
+        wake = self._wake[queue]
+        idle = 0.001
+        failures = 0
+        while not self._stopping:
+            free = limit - len(mine)
+            if free <= 0:
+                freed.clear()
+                await freed.wait()
+                continue
+            try:
+                deliveries = await self.store.claim(
+                    queue, self.owner, min(free * batch, CLAIM_MAX), lease, group
+                )
+            except StoreError as exc:
+                failures += 1
+                if failures == 1 or failures % 60 == 0:
+                    self.log.error("cannot claim messages; retrying", queue=queue, error=str(exc))
+                await asyncio.sleep(min(1.0, 0.05 * failures))
+                continue
+            failures = 0
+            if not deliveries:
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), idle)
+                idle = min(idle * 2, IDLE_POLL_MAX)
+                continue
+            idle = 0.001
+            for i in range(0, len(deliveries), batch):
+                task = asyncio.create_task(self._handle(spec, deliveries[i : i + batch]))
+                mine.add(task)
+                self._running.add(task)
+
+                def done(t: asyncio.Task[None], mine: set[asyncio.Task[None]] = mine) -> None:
+                    mine.discard(t)
+                    self._running.discard(t)
+                    freed.set()
+
+                task.add_done_callback(done)
+
+    async def _handle(self, spec: FunctionSpec, deliveries: list[Delivery]) -> None:
+        trigger = spec.trigger
+        first = deliveries[0]
+        started = time.monotonic()
+        now = time.time()
+        payload: Any
+        assert isinstance(trigger, QueueTrigger | TimerTrigger)
+        if isinstance(trigger, TimerTrigger):
+            info = _decode(first.body)
+            payload = TimerInfo(
+                trigger.schedule.expression,
+                float(info["slot"]),
+                bool(info.get("past_due", False)),
+                bool(info.get("on_startup", False)),
+            )
+        else:
+            messages = [
+                Message(d.id, d.queue, d.body, d.attempt, d.enqueued_at, d.errors)
+                for d in deliveries
+            ]
+            payload = messages[0] if len(messages) == 1 and trigger.batch_size == 1 else messages
+        trace = continue_or_start(first.trace)
+        # the deadline never outlives the lease: past it, another worker may have the message
+        deadline = started + min(spec.timeout, max(0.0, first.lease_until - now))
+        inv = Invocation(new_invocation_id(), spec, payload, trace, deadline, first.attempt)
+        fields: dict[str, Any] = {
+            "invocation_id": inv.id,
+            "function": spec.name,
+            "trace_id": trace.trace_id,
+            "span_id": trace.span_id,
+        }
+        log = Logger(self.sink, fields)
+        outcome = await self.dispatcher.run(inv, Context(inv, log, self.outbox))
+        settles, line = self._settle(spec, deliveries, outcome, log)
+        try:
+            await self.store.settle_many(settles)
+        except StoreError as exc:
+            # The leases run out and the messages come back: at least once still holds.
+            log.error("cannot settle messages; they will be delivered again", error=str(exc))
+        line["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+        line["queue"] = first.queue
+        line["message_id"] = first.id if len(deliveries) == 1 else [d.id for d in deliveries]
+        line["attempt"] = first.attempt
+        line["queue_latency_ms"] = round(max(0.0, now - first.enqueued_at) * 1000, 3)
+        if trace.parent_span_id is not None:
+            line["parent_span_id"] = trace.parent_span_id
+        if inv.cold_start:
+            line["cold_start"] = True
+            line["cold_start_ms"] = round(inv.cold_start_ms or 0.0, 3)
+        ok = line["outcome"] == "ok"
+        log.log("info" if ok else "error", "invocation", **line)
+
+    def _settle(
+        self,
+        spec: FunctionSpec,
+        deliveries: list[Delivery],
+        outcome: Outcome,
+        log: Logger,
+    ) -> tuple[list[Settle], dict[str, Any]]:
+        line: dict[str, Any] = {"outcome": outcome.kind}
+        if outcome.kind == "ok":
+            return [Settle("ack", d.id, d.attempt) for d in deliveries], line
+        if outcome.kind in ("cancelled", "throttled"):
+            line["released"] = True
+            return [Settle("release", d.id, d.attempt) for d in deliveries], line
+        failed = {d.id for d in deliveries}
+        error = outcome.error
+        if outcome.kind == "timeout":
+            text = f"timed out after {spec.timeout:g}s"
+        elif isinstance(error, BatchFailed):
+            failed &= error.failed
+            cause = error.error
+            text = (
+                f"{type(cause).__name__}: {cause}"
+                if isinstance(cause, BaseException)
+                else str(cause) or "failed"
+            )
+            line["failed"] = sorted(failed)
+        else:
+            assert error is not None
+            text = f"{type(error).__name__}: {error}"
+            log.exception("function raised", error)
+        line["error"] = text
+        trigger = spec.trigger
+        settles: list[Settle] = []
+        retried: list[float] = []
+        dead: list[int] = []
+        now = time.time()
+        for d in deliveries:
+            if d.id not in failed:
+                settles.append(Settle("ack", d.id, d.attempt))
+                continue
+            errors = [*d.errors, {"attempt": d.attempt, "error": text, "at": round(now, 3)}]
+            if not isinstance(trigger, QueueTrigger) or not trigger.dead_letters:
+                settles.append(Settle("ack", d.id, d.attempt))  # a timer: the schedule goes on
+            elif d.attempt >= trigger.max_attempts:
+                settles.append(Settle("dead", d.id, d.attempt, error=text, errors=errors))
+                dead.append(d.id)
+            else:
+                delay = trigger.retry.delay(d.attempt)
+                settles.append(
+                    Settle("retry", d.id, d.attempt, delay=delay, error=text, errors=errors)
+                )
+                retried.append(delay)
+        if retried:
+            line["retry_in_s"] = round(min(retried), 3)
+        if dead:
+            line["dead_lettered"] = dead if len(deliveries) > 1 else True
+        return settles, line
+
+
+def timer_body(slot: float, past_due: bool, on_startup: bool = False) -> bytes:
+    return _encode({"slot": slot, "past_due": past_due, "on_startup": on_startup})

@@ -1,0 +1,79 @@
+"""The timer trigger's scheduler. It runs in the host (supervisor), never in a worker:
+at each slot it records the fire in the store and enqueues a message on the timer's own
+queue, in one transaction. The fire record is unique per (function, slot), so a slot
+fires once across every host sharing the store, whichever gets there first; a worker
+(started from zero if need be) consumes the message like any queue message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hibana.store.base import NewMessage, Store
+from hibana.timers import Schedule
+from hibana.triggers.queue import timer_body
+
+#: A slot fired later than this is marked past due (the host was busy or asleep).
+LATE_AFTER = 5.0
+
+
+@dataclass(slots=True)
+class TimerSpec:
+    function: str
+    queue: str
+    schedule: Schedule
+    run_on_startup: bool
+    next_slot: float = 0.0
+
+
+class TimerScheduler:
+    def __init__(
+        self,
+        store: Store,
+        timers: list[TimerSpec],
+        report: Callable[[str], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.timers = timers
+        self.report = report
+        self.clock = clock
+
+    async def start(self) -> None:
+        """Fire the one missed slot of each timer that missed some (``past_due``), and the
+        startup runs; then wait for the next slots."""
+        now = self.clock()
+        for t in self.timers:
+            last = await self.store.last_fire(t.function)
+            latest = t.schedule.last_at_or_before(now)
+            if last is not None and last < latest:
+                await self._fire(t, latest, past_due=True)
+            if t.run_on_startup:
+                await self.store.enqueue(
+                    NewMessage(t.queue, timer_body(now, past_due=False, on_startup=True))
+                )
+            t.next_slot = t.schedule.next_after(now)
+
+    async def tick(self) -> float:
+        """Fire every slot that is due; returns the seconds until the next one."""
+        now = self.clock()
+        for t in self.timers:
+            if t.next_slot > now:
+                continue
+            latest = t.schedule.last_at_or_before(now)
+            # Fell behind by more than a slot (a suspended machine, say): fire the latest
+            # slot once, past due, rather than once per missed slot.
+            behind = latest > t.next_slot
+            slot = latest if behind else t.next_slot
+            await self._fire(t, slot, past_due=behind or now - slot > LATE_AFTER)
+            t.next_slot = t.schedule.next_after(max(slot, now))
+        if not self.timers:
+            return 3600.0
+        return max(0.0, min(t.next_slot for t in self.timers) - self.clock())
+
+    async def _fire(self, t: TimerSpec, slot: float, past_due: bool) -> None:
+        await self.store.fire_timer(
+            t.function, slot, NewMessage(t.queue, timer_body(slot, past_due=past_due))
+        )
