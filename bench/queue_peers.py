@@ -78,10 +78,10 @@ CELERY_KEY_PREFIX = "hibana_bench:"
 PROCRASTINATE_DB = "bench_procrastinate"
 #: Jobs a batch_defer call: one INSERT each; larger batches barely add throughput and
 #: hold the first jobs of each batch back longer.
-PROCRASTINATE_BATCH = 1000
+PROCRASTINATE_BATCH = int(os.environ.get('XBATCH', '1000'))
 #: Jobs each asyncio worker runs at once. Its fetch loop takes one job per query whatever
 #: this is; more only overlaps the status updates of finished jobs with the next fetch.
-PROCRASTINATE_CONCURRENCY = 10
+PROCRASTINATE_CONCURRENCY = int(os.environ.get('XCONC', '10'))
 #: Connections used to create and drop PROCRASTINATE_DB and by this process's client.
 PG_TIMEOUTS = {"connect_timeout": "5", "options": "-c statement_timeout=60000"}
 
@@ -371,11 +371,8 @@ def run_celery(
             argv = [sys.executable, "-m", "celery", "-A", "celery_tasks", "worker"]
             argv += ["--loglevel=WARNING", f"--queues={CELERY_QUEUE}"]
             argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-            if os.environ.get("XPOOL") == "prefork":
-                procs.start([[*argv, "--pool=prefork", f"--concurrency={workers}", "--hostname=bench@%h"]], env)
-            else:
-                argv += ["--pool=solo", "--concurrency=1"]
-                procs.start([[*argv, f"--hostname=bench{i}@%h"] for i in range(workers)], env)
+            argv += ["--pool=solo", "--concurrency=1"]
+            procs.start([[*argv, f"--hostname=bench{i}@%h"] for i in range(workers)], env)
             try:
                 return _measure(peer, messages, workers, send, records, procs)
             finally:

@@ -29,7 +29,6 @@ app.conf.update(
     task_ignore_result=True,
     # Nothing asks the workers anything: no pidbox keys or fanout traffic.
     worker_enable_remote_control=False,
-    worker_prefetch_multiplier=int(os.environ.get("BENCH_CELERY_PREFETCH", "4")),
 )
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from hibana.errors import AppError, ConfigError, HibanaError
+
+if TYPE_CHECKING:
+    from hibana.store.base import Store
+
+T = TypeVar("T")
 
 cli = typer.Typer(
     name="hibana",
@@ -88,6 +93,20 @@ BodyTimeout = Annotated[
     float, typer.Option(min=0, help="Seconds a client may pause while sending a body (408).")
 ]
 LogLevel = Annotated[str, typer.Option(help="debug, info, warning or error.", case_sensitive=False)]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="HIBANA_STORE",
+        help="Store URL: postgresql://USER@HOST/DB to share state between hosts "
+        "(default: sqlite in APP_DIR/.hibana/state.db).",
+        show_envvar=True,
+    ),
+]
+AppOpt = Annotated[
+    Path,
+    typer.Option("--app", help="The app folder whose store to use (default: here)."),
+]
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -139,6 +158,7 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
         header_timeout: HeaderTimeout = 10.0,
         body_timeout: BodyTimeout = 30.0,
         log_level: LogLevel = "info",
+        store: StoreOpt = None,
     ) -> None:
         from hibana.host.config import HostConfig
         from hibana.host.supervisor import HostStartError, Supervisor
@@ -172,6 +192,7 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
                 body_timeout=body_timeout,
                 log_level=log_level.lower(),  # type: ignore[arg-type]
                 reload=reload,
+                store=store,
             )
 
             def report(text: str) -> None:
@@ -318,6 +339,175 @@ def status(
             f"{w['rss_mb']:.0f}",
         )
     console.print(workers if data["workers"] else "no workers running (scaled to zero)")
+
+
+queue_cli = typer.Typer(
+    help="Look into queues and act on them: send, stats, dead letters, redrive. "
+    "Works with or without a running host.",
+    no_args_is_help=True,
+)
+cli.add_typer(queue_cli, name="queue")
+
+
+def _open_store(app: Path, store: str | None) -> Store:
+    from hibana.store import open_store
+
+    try:
+        return open_store(store, app)
+    except HibanaError as exc:
+        _fail(str(exc), 1)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
+    try:
+        return asyncio.run(coro)
+    except HibanaError as exc:
+        _fail(str(exc), 1)
+
+
+@queue_cli.command("send")
+def queue_send(
+    queue: Annotated[str, typer.Argument(help="The queue to send to.")],
+    data: Annotated[str, typer.Option("--data", help="The message: a JSON document.")],
+    delay: Annotated[float, typer.Option(min=0, help="Seconds before it is delivered.")] = 0.0,
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="The same key twice within 24 h is one message.")
+    ] = None,
+    app: AppOpt = Path("."),
+    store: StoreOpt = None,
+) -> None:
+    """Put a message on a queue of the app."""
+    import json
+
+    from hibana.store.base import NewMessage
+    from hibana.triggers.queue import MAX_PAYLOAD_BYTES, encode_payload
+
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        _usage(f"--data is not JSON: {exc}")
+    body = encode_payload(queue, payload)
+    if len(body) > MAX_PAYLOAD_BYTES:
+        _usage(f"--data is {len(body)} bytes, over the limit of {MAX_PAYLOAD_BYTES}")
+    opened = _open_store(app, store)
+    try:
+        declared = [q.name for q in _run(opened.declared())]
+        if queue not in declared:
+            known = ", ".join(declared) if declared else "none yet (start the host once)"
+            _fail(
+                f"no function consumes the queue {queue!r} in {opened.display}; declared "
+                f"queues: {known}",
+                1,
+            )
+        sent = _run(opened.enqueue(NewMessage(queue, body, delay, idempotency_key)))
+    finally:
+        opened.close()
+    if sent.duplicate:
+        print(f"Duplicate: message {sent.id} already has idempotency key {idempotency_key!r}")
+    else:
+        print(f"Sent message {sent.id} to {queue}")
+
+
+@queue_cli.command("stats")
+def queue_stats(
+    app: AppOpt = Path("."),
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Depth, delayed, in flight, oldest age and dead letters of every queue."""
+    import dataclasses
+    import json
+
+    opened = _open_store(app, store)
+    try:
+        stats = _run(opened.stats())
+    finally:
+        opened.close()
+    if as_json:
+        print(json.dumps([dataclasses.asdict(s) for s in stats], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("queue", "ready", "delayed", "in flight", "dead letters", "oldest age s")
+    for s in stats:
+        age = "-" if s.oldest_age is None else f"{s.oldest_age:.1f}"
+        table.add_row(s.queue, str(s.ready), str(s.delayed), str(s.in_flight), str(s.dead), age)
+    Console().print(table if stats else f"no queues in {opened.display}")
+
+
+@queue_cli.command("dlq")
+def queue_dlq(
+    queue: Annotated[str, typer.Argument(help="The queue whose dead letters to list.")],
+    limit: Annotated[int, typer.Option(min=1, help="List at most this many.")] = 100,
+    app: AppOpt = Path("."),
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List a queue's dead letters: id, attempts, last error, payload."""
+    import json
+    import time
+
+    opened = _open_store(app, store)
+    try:
+        dead = _run(opened.dead_letters(queue, limit))
+    finally:
+        opened.close()
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": d.id,
+                        "queue": d.queue,
+                        "data": json.loads(d.body),
+                        "attempts": d.attempts,
+                        "errors": d.errors,
+                        "enqueued_at": d.enqueued_at,
+                        "died_at": d.died_at,
+                    }
+                    for d in dead
+                ],
+                indent=2,
+            )
+        )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "attempts", "died", "last error", "data")
+    for d in dead:
+        died = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.died_at))
+        last = d.errors[-1]["error"] if d.errors else "-"
+        text = d.body.decode(errors="replace")
+        table.add_row(str(d.id), str(d.attempts), died, last, text[:60])
+    Console().print(table if dead else f"no dead letters in {queue}")
+
+
+@queue_cli.command("redrive")
+def queue_redrive(
+    queue: Annotated[str, typer.Argument(help="The queue whose dead letters to move back.")],
+    ids: Annotated[
+        list[int] | None, typer.Option("--id", help="Only this dead letter (repeatable).")
+    ] = None,
+    app: AppOpt = Path("."),
+    store: StoreOpt = None,
+) -> None:
+    """Move dead letters back into their queue, with their attempts reset."""
+    opened = _open_store(app, store)
+    try:
+        moved = _run(opened.redrive(queue, ids or None))
+    finally:
+        opened.close()
+    if ids and moved < len(ids):
+        print(
+            f"Moved {moved} of {len(ids)} message(s) back to {queue}; the rest are not "
+            "dead letters of that queue"
+        )
+        raise typer.Exit(1)
+    print(f"Moved {moved} message(s) back to {queue}")
 
 
 def main() -> None:

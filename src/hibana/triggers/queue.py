@@ -263,7 +263,8 @@ class QueueConsumer:
             log.error("cannot settle messages; they will be delivered again", error=str(exc))
         line["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
         line["queue"] = first.queue
-        line["message_id"] = first.id if len(deliveries) == 1 else [d.id for d in deliveries]
+        batched = isinstance(trigger, QueueTrigger) and trigger.batch_size > 1
+        line["message_id"] = [d.id for d in deliveries] if batched else first.id
         line["attempt"] = first.attempt
         line["queue_latency_ms"] = round(max(0.0, now - first.enqueued_at) * 1000, 3)
         if trace.parent_span_id is not None:
@@ -329,7 +330,7 @@ class QueueConsumer:
         if retried:
             line["retry_in_s"] = round(min(retried), 3)
         if dead:
-            line["dead_lettered"] = dead if len(deliveries) > 1 else True
+            line["dead_lettered"] = dead if trigger.batch_size > 1 else True  # type: ignore[union-attr]
         return settles, line
 
 

@@ -72,6 +72,8 @@ async def on_order(msg: hibana.Message, ctx: hibana.Context) -> None:
     if isinstance(data, dict):
         if data.get("fail_until", 0) >= msg.attempt:
             raise RuntimeError(f"failing attempt {msg.attempt} on purpose")
+        if data.get("fail_while") and (HERE / data["fail_while"]).exists():
+            raise RuntimeError(f"{data['fail_while']} exists")
         if data.get("sleep"):
             await asyncio.sleep(data["sleep"])
         if data.get("block"):

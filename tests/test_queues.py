@@ -1,0 +1,261 @@
+"""Queue functions end to end: the real host, its SQLite store, the CLI, and kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from hibana.store import NewMessage, Store, open_store
+from tests.hosts import Host, copy_app, run_cli, started
+
+T = TypeVar("T")
+
+
+def records(app_dir: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    path = app_dir / "processed.jsonl"
+    if not path.exists():
+        return []
+    out = [json.loads(line) for line in path.read_text().splitlines() if line]
+    return [r for r in out if kind is None or r["kind"] == kind]
+
+
+def wait_until(check: Callable[[], T], timeout: float = 20, what: str = "") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
+        time.sleep(0.05)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    return copy_app("queues", tmp_path)
+
+
+@pytest.fixture
+def host(app_dir: Path) -> Iterator[Host]:
+    yield from started(app_dir, "--workers", "1")
+
+
+@pytest.fixture
+def store(app_dir: Path) -> Iterator[Store]:
+    opened = open_store(None, app_dir)
+    yield opened
+    opened.close()
+
+
+def test_a_message_enqueued_over_http_is_processed_in_the_same_trace(
+    host: Host, app_dir: Path
+) -> None:
+    with host.client() as client:
+        r = client.post("/orders", json={"data": {"n": 1}})
+    assert r.status_code == 202
+    sent = r.json()
+    assert sent["duplicate"] is False
+    (rec,) = wait_until(lambda: records(app_dir, "order"), what="the order to be processed")
+    assert rec["id"] == sent["id"] and rec["data"] == {"n": 1} and rec["attempt"] == 1
+    assert rec["trace_id"] == sent["trace_id"]
+    line = host.wait_for_log(function="on_order", outcome="ok")
+    assert line["trace_id"] == sent["trace_id"] and line["parent_span_id"]
+    assert line["queue"] == "orders" and line["message_id"] == sent["id"]
+    assert line["queue_latency_ms"] >= 0
+
+
+def test_sync_functions_enqueue_with_enqueue_sync(host: Host, app_dir: Path) -> None:
+    with host.client() as client:
+        r = client.post("/orders-sync", json={"from": "sync"})
+    assert r.status_code == 200
+    wait_until(lambda: [x for x in records(app_dir, "order") if x["data"] == {"from": "sync"}])
+
+
+def test_a_failing_message_is_retried_until_it_succeeds(host: Host, app_dir: Path) -> None:
+    with host.client() as client:
+        sent = client.post("/orders", json={"data": {"fail_until": 2}}).json()
+    wait_until(lambda: len(records(app_dir, "order")) == 3, what="three attempts")
+    attempts = records(app_dir, "order")
+    assert [a["attempt"] for a in attempts] == [1, 2, 3]
+    assert [a["ctx_attempt"] for a in attempts] == [1, 2, 3]
+    assert attempts[2]["errors"] == [
+        "RuntimeError: failing attempt 1 on purpose",
+        "RuntimeError: failing attempt 2 on purpose",
+    ]
+    host.wait_for_log(function="on_order", outcome="ok", message_id=sent["id"], attempt=3)
+    failed = host.wait_for_log(function="on_order", outcome="error", attempt=1)
+    assert failed["retry_in_s"] == 0.2
+
+
+def test_dead_letter_after_max_attempts_then_redrive_succeeds(host: Host, app_dir: Path) -> None:
+    (app_dir / "broken-flag").write_text("x")
+    with host.client() as client:
+        sent = client.post("/orders", json={"data": {"fail_while": "broken-flag"}}).json()
+    host.wait_for_log(function="on_order", dead_lettered=True, timeout=20)
+    stats = run_cli("queue", "stats", "--app", str(app_dir), "--json")
+    orders = next(q for q in json.loads(stats.stdout) if q["queue"] == "orders")
+    assert (orders["dead"], orders["ready"], orders["in_flight"]) == (1, 0, 0)
+    dlq = run_cli("queue", "dlq", "orders", "--app", str(app_dir), "--json")
+    assert dlq.returncode == 0, dlq.stderr
+    (dead,) = json.loads(dlq.stdout)
+    assert dead["id"] == sent["id"] and dead["attempts"] == 3
+    assert dead["data"] == {"fail_while": "broken-flag"}
+    assert [e["attempt"] for e in dead["errors"]] == [1, 2, 3]
+    assert dead["errors"][-1]["error"] == "RuntimeError: broken-flag exists"
+    table = run_cli("queue", "dlq", "orders", "--app", str(app_dir))
+    assert "broken-flag exists" in table.stdout
+    # the bug is fixed: move it back, and it goes through
+    (app_dir / "broken-flag").unlink()
+    redrive = run_cli("queue", "redrive", "orders", "--id", str(sent["id"]), "--app", str(app_dir))
+    assert redrive.returncode == 0, redrive.stderr
+    assert "Moved 1 message(s) back to orders" in redrive.stdout
+    host.wait_for_log(function="on_order", outcome="ok", message_id=sent["id"], timeout=20)
+    assert records(app_dir, "order")[-1]["attempt"] == 1
+    assert run_cli("queue", "dlq", "orders", "--app", str(app_dir), "--json").stdout.strip() == "[]"
+
+
+def test_idempotency_keys_make_one_message(host: Host, app_dir: Path) -> None:
+    with host.client() as client:
+        first = client.post(
+            "/orders", json={"data": {"k": 1}}, headers={"Idempotency-Key": "order-77"}
+        ).json()
+        second = client.post(
+            "/orders", json={"data": {"k": 1}}, headers={"Idempotency-Key": "order-77"}
+        ).json()
+    assert first["duplicate"] is False
+    assert second == {**second, "duplicate": True, "id": first["id"]}
+    wait_until(lambda: records(app_dir, "order"))
+    time.sleep(0.5)
+    assert len(records(app_dir, "order")) == 1
+
+
+@pytest.mark.parametrize(
+    ("what", "error_type", "message"),
+    [
+        (
+            "queue",
+            "QueueError",
+            "no function of this app consumes the queue 'nope'; declared queues: batches, "
+            "orders, warehouse-a, warehouse-b",
+        ),
+        ("type", "TypeError", "Encoding objects of type object is unsupported"),
+        ("big", "QueueError", "over the limit of 262144"),
+    ],
+)
+def test_bad_enqueues_raise_clear_errors_and_write_nothing(
+    basic_queue_host: tuple[Host, Path], what: str, error_type: str, message: str
+) -> None:
+    host, app_dir = basic_queue_host
+    with host.client() as client:
+        got = client.post(f"/bad-enqueue/{what}").json()
+    assert got["error_type"] == error_type
+    assert message in got["error"]
+    stats = json.loads(run_cli("queue", "stats", "--app", str(app_dir), "--json").stdout)
+    assert all(q["ready"] == q["in_flight"] == q["delayed"] == 0 for q in stats)
+
+
+@pytest.fixture(scope="module")
+def basic_queue_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Path]]:
+    app_dir = copy_app("queues", tmp_path_factory.mktemp("q"))
+    for host in started(app_dir, "--workers", "1"):
+        yield host, app_dir
+
+
+def test_a_batch_function_gets_a_list_and_only_failed_items_are_retried(
+    app_dir: Path, store: Store
+) -> None:
+    bodies = [{"i": 0}, {"i": 1, "bad": True}, {"i": 2}, {"i": 3}, {"i": 4}]
+    sent = run(store.enqueue_many([NewMessage("batches", json.dumps(b).encode()) for b in bodies]))
+    bad_id = sent[1].id
+    for host in started(app_dir, "--workers", "1"):
+        host.wait_for_log(function="on_batch", dead_lettered=[bad_id], timeout=20)
+    batches = records(app_dir, "batch")
+    assert batches[0]["ids"] == [s.id for s in sent]
+    assert batches[0]["data"] == bodies
+    # the retry carried only the failed item
+    assert batches[1]["ids"] == [bad_id] and batches[1]["attempts"] == [2]
+    (dead,) = run(store.dead_letters("batches"))
+    assert dead.id == bad_id and dead.errors[-1]["error"] == "bad items"
+
+
+def test_a_concurrency_group_caps_functions_together(app_dir: Path, store: Store) -> None:
+    run(
+        store.enqueue_many(
+            [NewMessage("warehouse-a", b"{}") for _ in range(6)]
+            + [NewMessage("warehouse-b", b"{}") for _ in range(6)]
+        )
+    )
+    for _host in started(app_dir, "--workers", "2"):
+        wait_until(lambda: len(records(app_dir, "group")) == 24, timeout=30, what="12 runs")
+    running = peak = 0
+    for r in sorted(records(app_dir, "group"), key=lambda r: (r["t"], r["phase"] == "start")):
+        running += 1 if r["phase"] == "start" else -1
+        peak = max(peak, running)
+    assert peak == 2
+    assert {r["queue"] for r in records(app_dir, "group")} == {"a", "b"}
+
+
+def test_kill_9_of_the_worker_holding_a_message_delivers_it_again(
+    host: Host, app_dir: Path
+) -> None:
+    with host.client() as client:
+        sent = client.post("/orders", json={"data": {"block": 1.5}}).json()
+    first = wait_until(lambda: records(app_dir, "order"), what="the first attempt")[0]
+    os.kill(first["pid"], signal.SIGKILL)
+    # the lease (visibility_timeout=3) runs out; a new worker gets it, attempt 2
+    again = wait_until(
+        lambda: [r for r in records(app_dir, "order") if r["attempt"] == 2],
+        timeout=20,
+        what="redelivery",
+    )[0]
+    assert again["id"] == sent["id"] and again["pid"] != first["pid"]
+    host.wait_for_log(function="on_order", outcome="ok", message_id=sent["id"], attempt=2)
+
+
+def test_a_message_wakes_a_host_scaled_to_zero(app_dir: Path) -> None:
+    for host in started(app_dir, "--min-instances", "0", "--idle-timeout", "30"):
+        assert host.status()["workers"] == []
+        sent = run_cli("queue", "send", "orders", "--data", '{"wake": 1}', "--app", str(app_dir))
+        assert sent.returncode == 0, sent.stderr
+        assert sent.stdout.startswith("Sent message ")
+        line = host.wait_for_log(function="on_order", outcome="ok", timeout=20)
+        assert line["cold_start"] is True and line["cold_start_ms"] > 0
+        assert len(host.status()["workers"]) == 1
+
+
+def test_shutdown_gives_unfinished_messages_back_without_counting_the_attempt(
+    app_dir: Path, store: Store
+) -> None:
+    (sent,) = run(store.enqueue_many([NewMessage("orders", b'{"sleep": 30}')]))
+    for host in started(app_dir, "--workers", "1", "--shutdown-timeout", "0.5"):
+        wait_until(lambda: records(app_dir, "order"), what="the message to start")
+        host.signal(signal.SIGTERM)
+        assert host.wait_exit() == 0
+        host.wait_for_log(function="on_order", outcome="cancelled", released=True)
+    (again,) = run(store.claim("orders", "test", 1, lease=30))
+    assert (again.id, again.attempt) == (sent.id, 1)
+
+
+def test_queue_cli_errors_are_named(app_dir: Path, store: Store) -> None:
+    run(store.declare([]))
+    no_queue = run_cli("queue", "send", "nope", "--data", "{}", "--app", str(app_dir))
+    assert no_queue.returncode == 1
+    assert "no function consumes the queue 'nope'" in no_queue.stderr
+    assert "none yet (start the host once)" in no_queue.stderr
+    bad_json = run_cli("queue", "send", "orders", "--data", "{oops", "--app", str(app_dir))
+    assert bad_json.returncode == 2 and "--data is not JSON" in bad_json.stderr
+    bad_store = run_cli("queue", "stats", "--store", "redis://localhost")
+    assert bad_store.returncode == 1 and "unknown store URL 'redis://localhost'" in bad_store.stderr
+    partial = run_cli("queue", "redrive", "orders", "--id", "12345", "--app", str(app_dir))
+    assert partial.returncode == 1 and "Moved 0 of 1 message(s)" in partial.stdout
