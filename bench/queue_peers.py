@@ -17,8 +17,8 @@ its first act is bench/apps/queue_probe.py's ``record``, which keeps the time it
 memory; a thread of each worker process appends them to a file every 50 ms, which this
 process reads. So ``seconds`` runs from just before the first enqueue to the start of the
 last job (a no-op ends as it starts), latencies are enqueue to start, and neither peer pays
-a round trip for being measured. Since every job is enqueued at once, the latencies are
-mostly the time a job waits behind the others: p50 is about half the run.
+a round trip for being measured. Every job is enqueued at once, so when the workers fall
+behind the client the latencies are mostly the time a job waits behind the others.
 
 Nothing here touches anything it did not make: Celery's keys in Redis all start with
 ``CELERY_KEY_PREFIX`` (kombu's ``global_keyprefix``) and are deleted before and after;
@@ -28,14 +28,16 @@ Every wait has a limit; a failure raises ``PeerError`` naming the peer and the s
 
 Run from anywhere: .venv/bin/python bench/queue_peers.py [--messages 20000]
 
-Named queue_peers.py beside bench/http.py: as a script its folder is sys.path[0], where that
-file would shadow the standard library's ``http`` package. Nothing this imports needs it.
+As a script, this file's folder is sys.path[0], where bench/http.py would shadow the standard
+library's ``http`` package: nothing this imports, here or in the workers, loads it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import math
 import os
 import platform
 import signal
@@ -76,12 +78,12 @@ CELERY_QUEUE = "hibana_bench"
 CELERY_KEY_PREFIX = "hibana_bench:"
 
 PROCRASTINATE_DB = "bench_procrastinate"
-#: Jobs a batch_defer call: one INSERT each; larger batches barely add throughput and
-#: hold the first jobs of each batch back longer.
-PROCRASTINATE_BATCH = int(os.environ.get('XBATCH', '1000'))
+#: Jobs a batch_defer call (one INSERT). All jobs of a batch get its start as enqueue time.
+PROCRASTINATE_BATCH = 1000
 #: Jobs each asyncio worker runs at once. Its fetch loop takes one job per query whatever
 #: this is; more only overlaps the status updates of finished jobs with the next fetch.
-PROCRASTINATE_CONCURRENCY = int(os.environ.get('XCONC', '10'))
+#: 4 did best of 1, 2, 4, 6, 10 and 20 tried here, though within the noise of 2 to 10.
+PROCRASTINATE_CONCURRENCY = 4
 #: Connections used to create and drop PROCRASTINATE_DB and by this process's client.
 PG_TIMEOUTS = {"connect_timeout": "5", "options": "-c statement_timeout=60000"}
 
@@ -100,6 +102,8 @@ class PeerResult:
     #: Enqueue-to-start latency of the measured jobs.
     p50_ms: float
     p99_ms: float
+    #: How long enqueueing them all took: near ``seconds``, the client was the bottleneck.
+    enqueue_seconds: float = 0.0
 
 
 # --- what the jobs recorded -------------------------------------------------------------------
@@ -180,6 +184,12 @@ class _Workers:
                     f"its output ends with:\n{_tail(log)}"
                 )
 
+    def tails(self) -> str:
+        return "\n".join(
+            f"worker {i} output ends with:\n{_tail(log, 600)}"
+            for i, (_, log) in enumerate(self.procs)
+        )
+
     def stop(self) -> None:
         for proc, _ in self.procs:
             if proc.poll() is None:
@@ -189,11 +199,13 @@ class _Workers:
         for proc, _ in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(max(0.0, deadline - time.monotonic()))
-            # The group too: a prefork child or a stray helper must not outlive its parent.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(5.0)
+            # The whole group, children too, but only while its leader is unreaped: once
+            # reaped, its pid may name someone else's group.
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5.0)
         for f in self._files:
             f.close()
 
@@ -256,6 +268,12 @@ def _wait_for(
 def _measure(
     peer: str, messages: int, processes: int, send: Send, records: _Records, workers: _Workers
 ) -> PeerResult:
+    def enqueue(phase: int, n: int, step: str) -> None:
+        try:
+            send(phase, n)
+        except Exception as exc:
+            raise PeerError(f"{peer}: enqueueing {n} jobs failed while {step}: {exc!r}") from exc
+
     # Probe rounds until each worker process has run a job: then all of them consume.
     step = f"waiting for {processes} worker processes to run a job"
     deadline = time.monotonic() + START_TIMEOUT
@@ -269,19 +287,19 @@ def _measure(
             ran = len(records.procs.get(PHASE_PROBE, ()))
             raise PeerError(
                 f"{peer}: {ran} of {processes} worker processes ran a job within "
-                f"{START_TIMEOUT:.0f} s; worker output is in {workers.logs}"
+                f"{START_TIMEOUT:.0f} s; {workers.tails()}"
             )
-        send(PHASE_PROBE, 2 * processes)
+        enqueue(PHASE_PROBE, 2 * processes, step)
         probes += 2 * processes
         time.sleep(0.2)
     _wait_for(peer, "draining probe jobs", records, workers, PHASE_PROBE, probes, START_TIMEOUT)
 
-    send(PHASE_WARMUP, WARMUP)
+    enqueue(PHASE_WARMUP, WARMUP, "warming up")
     _wait_for(peer, "warming up", records, workers, PHASE_WARMUP, WARMUP, START_TIMEOUT)
 
     started = time.time()
-    send(PHASE_MEASURED, messages)
-    print(f"XDEBUG enqueue {time.time() - started:.2f}s", file=sys.stderr)
+    enqueue(PHASE_MEASURED, messages, "enqueueing the measured jobs")
+    enqueued = time.time()
     limit = START_TIMEOUT + messages / MIN_RATE
     _wait_for(peer, "running the jobs", records, workers, PHASE_MEASURED, messages, limit)
 
@@ -293,7 +311,8 @@ def _measure(
         seconds=seconds,
         rate=messages / seconds if seconds > 0 else float("inf"),
         p50_ms=statistics.median(lat_ms),
-        p99_ms=lat_ms[min(len(lat_ms) - 1, int(0.99 * len(lat_ms)))],
+        p99_ms=lat_ms[math.ceil(0.99 * len(lat_ms)) - 1],
+        enqueue_seconds=enqueued - started,
     )
 
 
@@ -307,6 +326,21 @@ def _scratch(peer: str) -> Iterator[tuple[_Records, _Workers, Path]]:
             yield _Records(out), workers, out
         finally:
             workers.stop()
+
+
+@contextlib.contextmanager
+def _then(cleanup: Callable[[], object]) -> Iterator[None]:
+    """Runs ``cleanup`` after the block. When the block failed, that failure is the one
+    raised: a cleanup failing too is only printed."""
+    try:
+        yield
+    except BaseException:
+        try:
+            cleanup()
+        except Exception as exc:
+            print(f"also, cleaning up after that failed: {exc}", file=sys.stderr)
+        raise
+    cleanup()
 
 
 def _check_args(messages: int, workers: int) -> None:
@@ -358,28 +392,27 @@ def run_celery(
             for _ in range(n):
                 client.send_task(TASK, args=(time.time(), phase), producer=producer)
 
-    try:
-        with _scratch(peer) as (records, procs, out):
-            env = _worker_env(
-                out,
-                {
-                    "BENCH_CELERY_BROKER": redis_url,
-                    "BENCH_CELERY_QUEUE": CELERY_QUEUE,
-                    "BENCH_CELERY_KEY_PREFIX": CELERY_KEY_PREFIX,
-                },
-            )
-            argv = [sys.executable, "-m", "celery", "-A", "celery_tasks", "worker"]
-            argv += ["--loglevel=WARNING", f"--queues={CELERY_QUEUE}"]
-            argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-            argv += ["--pool=solo", "--concurrency=1"]
-            procs.start([[*argv, f"--hostname=bench{i}@%h"] for i in range(workers)], env)
-            try:
-                return _measure(peer, messages, workers, send, records, procs)
-            finally:
-                client.close()
-    finally:
-        _delete_keys(r, peer)
-        r.close()
+    # Undone in reverse: workers first, then the client, the keys and the Redis connection.
+    with (
+        _then(r.close),
+        _then(lambda: _delete_keys(r, peer)),
+        _then(client.close),
+        _scratch(peer) as (records, procs, out),
+    ):
+        env = _worker_env(
+            out,
+            {
+                "BENCH_CELERY_BROKER": redis_url,
+                "BENCH_CELERY_QUEUE": CELERY_QUEUE,
+                "BENCH_CELERY_KEY_PREFIX": CELERY_KEY_PREFIX,
+            },
+        )
+        argv = [sys.executable, "-m", "celery", "-A", "celery_tasks", "worker"]
+        argv += ["--loglevel=WARNING", f"--queues={CELERY_QUEUE}"]
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        argv += ["--pool=solo", "--concurrency=1"]
+        procs.start([[*argv, f"--hostname=bench{i}@%h"] for i in range(workers)], env)
+        return _measure(peer, messages, workers, send, records, procs)
 
 
 def _delete_keys(r: redis.Redis, peer: str) -> None:
@@ -425,13 +458,17 @@ def run_procrastinate(messages: int, workers: int, dsn: str) -> PeerResult:
             raise PeerError(f"{peer}: {step} failed: {exc}") from exc
 
     admin_do(f"creating database {PROCRASTINATE_DB}", drop, create)
-    try:
-        app = App(connector=SyncPsycopgConnector(conninfo=make_conninfo(bench_dsn, **PG_TIMEOUTS)))
+    with _then(lambda: admin_do(f"dropping database {PROCRASTINATE_DB}", drop)):
+        # Its warning about an App made in __main__ is for apps with tasks; this one defers.
+        quiet = logging.getLogger("procrastinate.blueprints")
+        level, quiet.level = quiet.level, logging.ERROR
         try:
-            app.open()
-        except psycopg.Error as exc:
-            raise PeerError(f"{peer}: cannot connect to {PROCRASTINATE_DB}: {exc}") from exc
-        try:
+            connector = SyncPsycopgConnector(conninfo=make_conninfo(bench_dsn, **PG_TIMEOUTS))
+            app = App(connector=connector)
+        finally:
+            quiet.setLevel(level)
+        app.open()
+        with _then(app.close):
             try:
                 app.schema_manager.apply_schema()
             except Exception as exc:
@@ -459,10 +496,6 @@ def run_procrastinate(messages: int, workers: int, dsn: str) -> PeerResult:
                 argv += [f"--concurrency={PROCRASTINATE_CONCURRENCY}"]
                 procs.start([[*argv, f"--name=bench{i}"] for i in range(workers)], env)
                 return _measure(peer, messages, workers, send, records, procs)
-        finally:
-            app.close()
-    finally:
-        admin_do(f"dropping database {PROCRASTINATE_DB}", drop)
 
 
 # --- the script -------------------------------------------------------------------------------
@@ -504,11 +537,12 @@ def main(argv: list[str] | None = None) -> int:
             failed = True
             print(f"FAILED: {exc}", file=sys.stderr)
 
-    print(f"\n{'peer':<26} {'messages':>8} {'seconds':>8} {'msg/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    head = ("peer", "messages", "seconds", "msg/s", "p50 ms", "p99 ms", "enqueue s")
+    print("\n{:<26} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}".format(*head))
     for res in results:
         print(
             f"{res.name:<26} {res.messages:>8} {res.seconds:>8.2f} {res.rate:>8.0f} "
-            f"{res.p50_ms:>8.1f} {res.p99_ms:>8.1f}"
+            f"{res.p50_ms:>8.1f} {res.p99_ms:>8.1f} {res.enqueue_seconds:>9.2f}"
         )
     return 1 if failed else 0
 

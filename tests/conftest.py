@@ -5,6 +5,26 @@ from collections.abc import Iterator
 import pytest
 
 from tests.hosts import Host, started
+from tests.pg import drop_schema, postgres_server, with_schema
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str | None]:
+    with postgres_server() as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def pg_store_url(postgres_dsn: str | None) -> Iterator[str]:
+    """A store URL on PostgreSQL with a schema of its own, dropped afterwards."""
+    if postgres_dsn is None:
+        pytest.skip(
+            "NO POSTGRESQL: set HIBANA_TEST_POSTGRES_DSN or install initdb/pg_ctl; "
+            "this scale-out test did not run"
+        )
+    url, schema = with_schema(postgres_dsn)
+    yield url
+    drop_schema(postgres_dsn, schema)
 
 
 @pytest.fixture(scope="module")

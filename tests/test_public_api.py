@@ -11,19 +11,28 @@ def test_exported_names() -> None:
         "AppError",
         "AppLoadError",
         "BadRequest",
+        "BatchFailed",
         "Blueprint",
         "Cancelled",
         "ConfigError",
         "Context",
+        "Enqueued",
+        "Exponential",
+        "Fixed",
         "FunctionSpec",
         "HTTPError",
         "Headers",
         "HibanaError",
         "Invocation",
+        "Message",
         "QueryParams",
+        "QueueError",
         "Request",
         "Response",
+        "RetryPolicy",
         "RouteError",
+        "StoreError",
+        "TimerInfo",
         "__version__",
     ]
     for name in hibana.__all__:
@@ -38,6 +47,8 @@ def test_exception_tree_has_one_base() -> None:
         hibana.ConfigError,
         hibana.HTTPError,
         hibana.BadRequest,
+        hibana.QueueError,
+        hibana.StoreError,
     ):
         assert issubclass(error, hibana.HibanaError)
     # a control signal: `except Exception` in user code must not swallow it

@@ -13,8 +13,8 @@ from procrastinate import App, PsycopgConnector
 
 # No default: a worker must never run against a database the benchmark did not make.
 DSN = os.environ["BENCH_PROCRASTINATE_DSN"]
-# The worker's fetch loop, its job status updates (one per running job), its listener and its
-# heartbeat each take a connection: a pool as large as the concurrency keeps them from queueing.
+# queue_peers sizes the pool so that no connection is waited for: the worker's fetch loop,
+# heartbeat and abort polling each take one, and so does each running job's status update.
 POOL_SIZE = int(os.environ.get("BENCH_PROCRASTINATE_POOL", "4"))
 
 app = App(connector=PsycopgConnector(conninfo=DSN, min_size=POOL_SIZE, max_size=POOL_SIZE))

@@ -8,17 +8,11 @@ from typing import Any, TypeVar
 import pytest
 
 from hibana.store import Store, open_store
-from tests.pg import drop_schema, postgres_server, with_schema
+from tests.pg import drop_schema, with_schema
 
 T = TypeVar("T")
 
 ENGINES = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(scope="session")
-def postgres_dsn() -> Iterator[str | None]:
-    with postgres_server() as dsn:
-        yield dsn
 
 
 @pytest.fixture(params=ENGINES)

@@ -1,0 +1,107 @@
+"""Timer functions: cron slots fire once each, failures do not stop the schedule, and a
+host that was down fires the missed slot once, past due."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hibana
+from hibana.timers import Schedule
+from tests.hosts import copy_app, started
+from tests.test_queues import wait_until
+
+
+def fired(app_dir: Path, fn: str) -> list[dict[str, Any]]:
+    path = app_dir / "fired.jsonl"
+    if not path.exists():
+        return []
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x]
+    return [x for x in lines if x["fn"] == fn]
+
+
+def test_each_slot_fires_once_and_a_failing_timer_keeps_its_schedule(tmp_path: Path) -> None:
+    app_dir = copy_app("timers", tmp_path)
+    for host in started(app_dir, "--workers", "1"):
+        wait_until(lambda: len(fired(app_dir, "tick")) >= 3, timeout=20, what="3 ticks")
+        wait_until(lambda: len(fired(app_dir, "broken")) >= 2, timeout=20, what="2 broken runs")
+        failure = host.wait_for_log(function="broken", outcome="error")
+        assert failure["error"] == "ValueError: this timer always fails"
+        assert "dead_lettered" not in failure and "retry_in_s" not in failure
+    ticks = [t["slot"] for t in fired(app_dir, "tick")]
+    assert len(ticks) == len(set(ticks))
+    assert all(slot == int(slot) for slot in ticks)  # whole seconds: the cron slots
+    assert all(not t["past_due"] for t in fired(app_dir, "tick"))
+    broken = [b["slot"] for b in fired(app_dir, "broken")]
+    assert all(int(slot) % 2 == 0 for slot in broken)  # */2: even seconds
+    assert len(broken) == len(set(broken))  # a failed run is not retried
+
+
+def test_a_host_that_was_down_fires_the_missed_slot_once_past_due(tmp_path: Path) -> None:
+    app_dir = copy_app("timers", tmp_path)
+    for _host in started(app_dir, "--workers", "1"):
+        wait_until(lambda: fired(app_dir, "tick"), timeout=20, what="a tick")
+    stopped = time.time()
+    time.sleep(3.2)  # three slots pass with no host
+    before = len(fired(app_dir, "tick"))
+    for _host in started(app_dir, "--workers", "1"):
+        wait_until(lambda: len(fired(app_dir, "tick")) >= before + 2, timeout=20)
+    late = [t for t in fired(app_dir, "tick") if t["past_due"]]
+    assert len(late) == 1, late
+    assert late[0]["slot"] > stopped + 2  # the latest missed slot, not the first
+
+
+def test_run_on_startup(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "function_app.py").write_text(
+        "import json, pathlib\n"
+        "import hibana\n"
+        "app = hibana.App()\n"
+        "@app.timer('0 0 1 1 *', run_on_startup=True)\n"
+        "def yearly(timer: hibana.TimerInfo, ctx: hibana.Context) -> None:\n"
+        "    (pathlib.Path(__file__).parent / 'ran.json').write_text(json.dumps(\n"
+        "        {'on_startup': timer.on_startup, 'past_due': timer.past_due}))\n"
+    )
+    for host in started(app_dir, "--workers", "1"):
+        host.wait_for_log(function="yearly", outcome="ok", timeout=20)
+        assert "yearly: timer 0 0 1 1 *" in "\n".join(host.stderr_lines)
+    assert json.loads((app_dir / "ran.json").read_text()) == {
+        "on_startup": True,
+        "past_due": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("schedule", "tz", "problem"),
+    [
+        ("* * *", "UTC", "has 3 fields; use 5"),
+        ("61 * * * *", "UTC", "does not parse"),
+        ("* * * * *", "Mars/Olympus", "time zone 'Mars/Olympus' is unknown"),
+    ],
+)
+def test_bad_schedules_are_named_at_declaration(schedule: str, tz: str, problem: str) -> None:
+    app = hibana.App()
+    with pytest.raises(hibana.AppError, match=problem) as err:
+
+        @app.timer(schedule, tz=tz)
+        def t(timer: hibana.TimerInfo, ctx: hibana.Context) -> None: ...
+
+    assert "test_timers.py" in str(err.value)
+
+
+def test_schedule_slots_follow_the_time_zone() -> None:
+    nine_in_tokyo = Schedule("0 9 * * *", "Asia/Tokyo")
+    start = datetime(2026, 11, 23, 0, 30, tzinfo=UTC).timestamp()  # 09:30 in Tokyo
+    nxt = datetime.fromtimestamp(nine_in_tokyo.next_after(start), UTC)
+    assert nxt == datetime(2026, 11, 24, 0, 0, tzinfo=UTC)
+    prev = datetime.fromtimestamp(nine_in_tokyo.last_at_or_before(start), UTC)
+    assert prev == datetime(2026, 11, 23, 0, 0, tzinfo=UTC)
+    every_ten_seconds = Schedule("*/10 * * * * *")
+    assert every_ten_seconds.next_after(1_800_000_003.5) == 1_800_000_010.0
+    assert every_ten_seconds.last_at_or_before(1_800_000_010.0) == 1_800_000_010.0
