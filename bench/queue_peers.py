@@ -28,8 +28,9 @@ Every wait has a limit; a failure raises ``PeerError`` naming the peer and the s
 
 Run from anywhere: .venv/bin/python bench/queue_peers.py [--messages 20000]
 
-As a script, this file's folder is sys.path[0], where bench/http.py would shadow the standard
-library's ``http`` package: nothing this imports, here or in the workers, loads it.
+As a script, this file's folder would be sys.path[0], where bench/http.py
+shadows the standard library's ``http`` (which redis-py, kombu and psycopg_pool
+import), so the script takes its folder off sys.path first. The workers run in bench/apps.
 """
 
 from __future__ import annotations
@@ -548,4 +549,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    _here = os.path.realpath(os.path.dirname(__file__))
+    sys.path[:] = [p for p in sys.path if not p or os.path.realpath(p) != _here]
     sys.exit(main())

@@ -36,7 +36,7 @@ IDLE_POLL_MAX = 0.05
 #: Deliveries claimed in one go at most.
 CLAIM_MAX = 256
 #: In-flight invocations per queue function and worker, unless max_concurrency says.
-ASYNC_DEFAULT_CONCURRENCY = 64
+ASYNC_DEFAULT_CONCURRENCY = 256
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -142,6 +142,10 @@ class QueueConsumer:
         self._loops: list[asyncio.Task[None]] = []
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = False
+        #: Settlements not yet handed to the store, and the task handing them over: all
+        #: that end in one loop turn go in one call.
+        self._settles: list[Settle] = []
+        self._flushing: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         for spec in self.specs:
@@ -168,8 +172,26 @@ class QueueConsumer:
 
     async def drained(self) -> None:
         """Return once every delivery this worker held is settled."""
-        while self._running:
+        while self._running or self._flushing is not None:
             await asyncio.gather(*list(self._running), return_exceptions=True)
+            if self._flushing is not None:
+                await asyncio.gather(self._flushing, return_exceptions=True)
+
+    async def _flush_settles(self) -> None:
+        try:
+            while self._settles:
+                batch, self._settles = self._settles, []
+                try:
+                    await self.store.settle_many(batch)
+                except StoreError as exc:
+                    # The leases run out and the messages come back: at least once holds.
+                    self.log.error(
+                        "cannot settle messages; they will be delivered again",
+                        messages=len(batch),
+                        error=str(exc),
+                    )
+        finally:
+            self._flushing = None
 
     async def _consume(self, spec: FunctionSpec, queue: str) -> None:
         trigger = spec.trigger
@@ -186,9 +208,12 @@ class QueueConsumer:
         wake = self._wake[queue]
         idle = 0.001
         failures = 0
+        # Claim again once half the slots are free (or all, for small limits): claiming
+        # one message each time one finishes would cost a transaction per message.
+        refill = max(1, limit // 2)
         while not self._stopping:
             free = limit - len(mine)
-            if free <= 0:
+            if free < refill and mine:
                 freed.clear()
                 await freed.wait()
                 continue
@@ -256,11 +281,9 @@ class QueueConsumer:
         log = Logger(self.sink, fields)
         outcome = await self.dispatcher.run(inv, Context(inv, log, self.outbox))
         settles, line = self._settle(spec, deliveries, outcome, log)
-        try:
-            await self.store.settle_many(settles)
-        except StoreError as exc:
-            # The leases run out and the messages come back: at least once still holds.
-            log.error("cannot settle messages; they will be delivered again", error=str(exc))
+        self._settles.extend(settles)
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush_settles())
         line["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
         line["queue"] = first.queue
         batched = isinstance(trigger, QueueTrigger) and trigger.batch_size > 1

@@ -57,7 +57,14 @@ async def bad_enqueue(req: hibana.Request, ctx: hibana.Context) -> dict[str, str
     return {"error": "none"}
 
 
-@app.queue("orders", max_attempts=3, retry=hibana.Fixed(0.2), visibility_timeout=3, timeout=2)
+@app.queue(
+    "orders",
+    max_attempts=3,
+    retry=hibana.Fixed(0.2),
+    visibility_timeout=3,
+    timeout=2,
+    max_concurrency=20,
+)
 async def on_order(msg: hibana.Message, ctx: hibana.Context) -> None:
     data = msg.data
     record(
