@@ -188,5 +188,14 @@ def test_example_app_serves(tmp_path: Path) -> None:
         assert r.json() == {"id": 1, "got": {"name": "x"}}
         assert any("hello: [GET] http://" in line for line in host.stderr_lines)
         assert any("create: [POST] http://" in line for line in host.stderr_lines)
+        assert "fulfil: queue orders" in [x.strip() for x in host.stderr_lines]
+        assert "hourly_report: timer 0 * * * *" in [x.strip() for x in host.stderr_lines]
+        with host.client() as client:
+            order = client.post("/orders", json={"sku": "A-1"}, headers={"Idempotency-Key": "o1"})
+        assert order.status_code == 202 and order.json()["duplicate"] is False
+        done = host.wait_for_log(msg="fulfilling order")
+        assert done["order"] == {"sku": "A-1"} and done["attempt"] == 1
+        # the embedded store: a SQLite file in the app's folder, nothing to install
+        assert (app_dir / ".hibana" / "state.db").is_file()
     finally:
         host.stop()
