@@ -96,6 +96,8 @@ def test_a_failing_message_is_retried_until_it_succeeds(host: Host, app_dir: Pat
     host.wait_for_log(function="on_order", outcome="ok", message_id=sent["id"], attempt=3)
     failed = host.wait_for_log(function="on_order", outcome="error", attempt=1)
     assert failed["retry_in_s"] == 0.2
+    on_order = next(f for f in host.status()["functions"] if f["name"] == "on_order")
+    assert (on_order["invocations"], on_order["errors"]) == (3, 2)
 
 
 def test_dead_letter_after_max_attempts_then_redrive_succeeds(host: Host, app_dir: Path) -> None:

@@ -33,6 +33,11 @@ def test_each_slot_fires_once_and_a_failing_timer_keeps_its_schedule(tmp_path: P
         failure = host.wait_for_log(function="broken", outcome="error")
         assert failure["error"] == "ValueError: this timer always fails"
         assert "dead_lettered" not in failure and "retry_in_s" not in failure
+        # counted: hibana status shows the failures beside the runs
+        functions = {f["name"]: f for f in host.status()["functions"]}
+        assert functions["broken"]["errors"] >= 2
+        assert functions["broken"]["invocations"] >= functions["broken"]["errors"]
+        assert functions["tick"]["errors"] == 0
     ticks = [t["slot"] for t in fired(app_dir, "tick")]
     assert len(ticks) == len(set(ticks))
     assert all(slot == int(slot) for slot in ticks)  # whole seconds: the cron slots

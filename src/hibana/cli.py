@@ -309,6 +309,7 @@ def status(
         "workers",
         "in flight",
         "invocations",
+        "errors",
         "cold starts",
         "last cold start ms",
     )
@@ -320,6 +321,7 @@ def status(
             str(fn["workers"]),
             str(fn["inflight"]),
             str(fn["invocations"]),
+            str(fn["errors"]),
             str(fn["cold_starts"]),
             "-" if last is None else f"{last:.1f}",
         )

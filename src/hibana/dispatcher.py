@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from hibana.context import Context, Invocation
-from hibana.errors import Cancelled
+from hibana.errors import Cancelled, HTTPError
 from hibana.runtimes import python as python_runtime
 from hibana.runtimes.python import FunctionThreads
 
@@ -34,7 +34,7 @@ class Meter(Protocol):
     """Counts invocations as they start and end (the host's board row for this worker)."""
 
     def started(self, column: int, cold_start_ms: float | None) -> None: ...
-    def finished(self, column: int) -> None: ...
+    def finished(self, column: int, failed: bool = False) -> None: ...
 
 
 class Gate:
@@ -92,6 +92,17 @@ def _outcome(inv: Invocation, value: Any, exc: BaseException | None) -> Outcome:
     if isinstance(exc, Cancelled):
         return Outcome("cancelled", error=exc)
     return Outcome("error", error=exc)
+
+
+def _counts_as_failure(inv: Invocation, exc: BaseException) -> bool:
+    """An exception that counts as the function failing: not a cancellation it obeyed,
+    nor an HTTPError answering a client error (4xx)."""
+    if inv.cancellation.reason == "timeout":
+        return True
+    if isinstance(exc, Cancelled):
+        return False
+    status = getattr(exc, "status", None)
+    return not (isinstance(exc, HTTPError) and isinstance(status, int) and status < 500)
 
 
 def _interrupted(inv: Invocation, exc: BaseException | None) -> Outcome:
@@ -193,21 +204,25 @@ class Dispatcher:
         caller = asyncio.current_task()
         assert caller is not None
         self._interrupt[inv.id] = caller
+        failed = True
         try:
             value = await inv.function.handler(inv.payload, ctx)
         except asyncio.CancelledError as exc:
             if inv.cancellation.reason != "timeout" and not self._abandoning:
                 raise  # not ours: the request task itself is being cancelled
             caller.uncancel()
+            failed = inv.cancellation.reason == "timeout"
             return _interrupted(inv, exc)
         except (Exception, Cancelled) as exc:
+            failed = _counts_as_failure(inv, exc)
             return _outcome(inv, None, exc)
         else:
+            failed = inv.cancellation.reason == "timeout"
             return _outcome(inv, value, None)
         finally:
             timer.cancel()
             self._interrupt.pop(inv.id, None)
-            self._finished(inv, gate, column)
+            self._finished(inv, gate, column, failed)
 
     async def _run_sync(
         self,
@@ -232,9 +247,11 @@ class Dispatcher:
 
         def done(f: asyncio.Future[Any]) -> None:
             timer.cancel()
-            self._finished(inv, gate, column)
-            if not f.cancelled():
-                f.exception()  # a failure after a timeout is not news
+            exc = None if f.cancelled() else f.exception()  # after a timeout: not news
+            failed = inv.cancellation.reason == "timeout" or (
+                exc is not None and _counts_as_failure(inv, exc)
+            )
+            self._finished(inv, gate, column, failed)
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -263,10 +280,12 @@ class Dispatcher:
         elif not waiting.done():
             waiting.set_result(None)
 
-    def _finished(self, inv: Invocation, gate: Gate | None, column: int) -> None:
+    def _finished(
+        self, inv: Invocation, gate: Gate | None, column: int, failed: bool = False
+    ) -> None:
         self.inflight.pop(inv.id, None)
         if self._meter is not None:
-            self._meter.finished(column)
+            self._meter.finished(column, failed)
         if gate is not None:
             gate.release()
 

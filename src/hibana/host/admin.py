@@ -123,6 +123,10 @@ def host_status(sup: Supervisor) -> dict[str, Any]:
                         past.get("cold_starts", 0)
                         + sum(board.function_get(s, i, "cold_starts") for s in rows)
                     ),
+                    "errors": int(
+                        past.get("errors", 0)
+                        + sum(board.function_get(s, i, "errors") for s in rows)
+                    ),
                     "last_cold_start_ms": round(max(cold)[1], 3) if cold else None,
                 }
             )

@@ -23,7 +23,7 @@ WORKER_FIELDS = (
     "last_active",  # time.monotonic() of the last invocation start or end
     "rss_mb",
 )
-FUNCTION_FIELDS = ("inflight", "invocations", "cold_starts", "last_cold_start_ms")
+FUNCTION_FIELDS = ("inflight", "invocations", "cold_starts", "last_cold_start_ms", "errors")
 _W = {name: i for i, name in enumerate(WORKER_FIELDS)}
 _F = {name: i for i, name in enumerate(FUNCTION_FIELDS)}
 
@@ -106,8 +106,11 @@ class WorkerRow:
             v[f + 2] += 1
             v[f + 3] = cold_start_ms
 
-    def finished(self, fn: int) -> None:
+    def finished(self, fn: int, failed: bool = False) -> None:
         v, b = self._values, self._base
+        f = self._fn_base + fn * len(FUNCTION_FIELDS)
         v[b + 1] -= 1
         v[b + 6] = time.monotonic()
-        v[self._fn_base + fn * len(FUNCTION_FIELDS)] -= 1
+        v[f] -= 1
+        if failed:
+            v[f + 4] += 1

@@ -428,8 +428,11 @@ class Supervisor:
         if board is None:
             return
         for i, fn in enumerate(record.zygote.functions):
-            totals = self.past.setdefault(fn["name"], {"invocations": 0.0, "cold_starts": 0.0})
+            totals = self.past.setdefault(
+                fn["name"], {"invocations": 0.0, "cold_starts": 0.0, "errors": 0.0}
+            )
             totals["invocations"] += board.function_get(record.slot, i, "invocations")
+            totals["errors"] += board.function_get(record.slot, i, "errors")
             if board.function_get(record.slot, i, "cold_starts"):
                 totals["cold_starts"] += board.function_get(record.slot, i, "cold_starts")
                 ready = board.get(record.slot, "ready_at")

@@ -12,7 +12,6 @@ shutdown releases it for another worker without counting the attempt.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import time
 from typing import Any
@@ -217,10 +216,15 @@ class QueueConsumer:
                 freed.clear()
                 await freed.wait()
                 continue
+            wake.clear()  # a poke from here on wakes the wait below
             try:
-                deliveries = await self.store.claim(
-                    queue, self.owner, min(free * batch, CLAIM_MAX), lease, group
-                )
+                if idle > 0.001 and not await self.store.ready((queue,)):
+                    # Idle: look with a read (no write lock) before claiming with a write.
+                    deliveries = []
+                else:
+                    deliveries = await self.store.claim(
+                        queue, self.owner, min(free * batch, CLAIM_MAX), lease, group
+                    )
             except StoreError as exc:
                 failures += 1
                 if failures == 1 or failures % 60 == 0:
@@ -229,10 +233,11 @@ class QueueConsumer:
                 continue
             failures = 0
             if not deliveries:
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(wake.wait(), idle)
-                idle = min(idle * 2, IDLE_POLL_MAX)
+                    idle = 0.001  # poked: a message was just enqueued here
+                except TimeoutError:
+                    idle = min(idle * 2, IDLE_POLL_MAX)
                 continue
             idle = 0.001
             for i in range(0, len(deliveries), batch):
