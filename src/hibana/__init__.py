@@ -19,6 +19,8 @@ from hibana.errors import (
     RouteError,
     StoreError,
 )
+from hibana.events.cloudevent import CloudEvent, EventError
+from hibana.events.filters import Filter
 from hibana.messages import BatchFailed, Exponential, Fixed, Message, RetryPolicy
 from hibana.requests import Request
 from hibana.responses import Response
@@ -38,10 +40,13 @@ __all__ = [
     "BatchFailed",
     "Blueprint",
     "Cancelled",
+    "CloudEvent",
     "ConfigError",
     "Context",
     "Enqueued",
+    "EventError",
     "Exponential",
+    "Filter",
     "Fixed",
     "FunctionSpec",
     "HTTPError",

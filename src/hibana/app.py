@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from hibana.errors import AppError, RouteError
+from hibana.events.filters import Filter
 from hibana.messages import Exponential, RetryPolicy
 from hibana.proxies import parse_networks
 from hibana.timers import Schedule, ScheduleError
@@ -52,6 +53,19 @@ class QueueTrigger:
 
 
 @dataclass(frozen=True, slots=True)
+class EventTrigger(QueueTrigger):
+    """A subscription: events published to ``topic`` that pass ``filter`` are delivered
+    to this function through its own queue (``event:<name>``), with its own retries,
+    dead letters and limits."""
+
+    topic: str = ""
+    filter: Filter | None = None
+
+    def describe(self) -> str:
+        return f"event {self.topic}" + ("" if self.filter is None else " (filtered)")
+
+
+@dataclass(frozen=True, slots=True)
 class TimerTrigger:
     schedule: Schedule
     run_on_startup: bool
@@ -64,7 +78,12 @@ class TimerTrigger:
 
 
 #: Every trigger kind is one dataclass here; later kinds (event, orchestration) join this union.
-Trigger = HttpTrigger | QueueTrigger | TimerTrigger
+Trigger = HttpTrigger | QueueTrigger | EventTrigger | TimerTrigger
+
+#: The host's own endpoint for publishing CloudEvents over HTTP; added to an app that
+#: has topics (see ``App.event``).
+EVENTS_ROUTE = "/runtime/events/{topic}"
+EVENTS_FUNCTION = "runtime_events"
 
 #: Queue names are shown in URLs-free places (CLI, logs) but kept simple for all engines.
 _QUEUE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -95,6 +114,58 @@ def _where(filename: str, line: int) -> str:
 def _caller(depth: int) -> str:
     frame = sys._getframe(depth + 1)
     return _where(frame.f_code.co_filename, frame.f_lineno)
+
+
+Q = TypeVar("Q", bound="QueueTrigger")
+
+
+def _delivery(
+    kind: type[Q],
+    where: str,
+    fields: dict[str, Any],
+    max_attempts: int,
+    retry: RetryPolicy | None,
+    visibility_timeout: float,
+    timeout: float | None,
+    max_concurrency: int | None,
+    concurrency_group: str | None,
+    limit: int | None,
+) -> tuple[Q, float]:
+    """The checked delivery options that queue and event functions share, as their
+    trigger, and the function's timeout."""
+    _check_positive(max_attempts, "max_attempts", where, integer=True)
+    _check_positive(visibility_timeout, "visibility_timeout", where)
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise AppError(
+            f"retry={retry!r} in {where} must be hibana.Fixed(...) or hibana.Exponential(...)"
+        )
+    run_for = visibility_timeout if timeout is None else timeout
+    _check_positive(run_for, "timeout", where)
+    if run_for > visibility_timeout:
+        raise AppError(
+            f"timeout={run_for:g} in {where} is longer than visibility_timeout="
+            f"{visibility_timeout:g}: the message would be delivered again while "
+            "still running; raise visibility_timeout"
+        )
+    if max_concurrency is not None:
+        _check_positive(max_concurrency, "max_concurrency", where, integer=True)
+    group: tuple[str, int] | None = None
+    if (concurrency_group is None) != (limit is None):
+        raise AppError(
+            f"concurrency_group and limit in {where} go together: "
+            'concurrency_group="warehouse", limit=500'
+        )
+    if concurrency_group is not None and limit is not None:
+        _check_positive(limit, "limit", where, integer=True)
+        group = (str(concurrency_group), int(limit))
+    trigger = kind(
+        max_attempts=max_attempts,
+        retry=retry if retry is not None else Exponential(1.0, 60.0),
+        visibility_timeout=float(visibility_timeout),
+        group=group,
+        **fields,
+    )
+    return trigger, float(run_for)
 
 
 def _check_queue_name(queue: object, what: str) -> None:
@@ -200,46 +271,25 @@ class Blueprint:
             location, where, fn_name = self._describe(fn, name, decl_site)
             _check_queue_name(queue, f"app.queue({queue!r}) in {where}")
             _check_positive(batch_size, "batch_size", where, integer=True)
-            _check_positive(max_attempts, "max_attempts", where, integer=True)
-            _check_positive(visibility_timeout, "visibility_timeout", where)
-            if retry is not None and not isinstance(retry, RetryPolicy):
-                raise AppError(
-                    f"retry={retry!r} in {where} must be hibana.Fixed(...) or "
-                    "hibana.Exponential(...)"
-                )
-            run_for = visibility_timeout if timeout is None else timeout
-            _check_positive(run_for, "timeout", where)
-            if run_for > visibility_timeout:
-                raise AppError(
-                    f"timeout={run_for:g} in {where} is longer than visibility_timeout="
-                    f"{visibility_timeout:g}: the message would be delivered again while "
-                    "still running; raise visibility_timeout"
-                )
-            if max_concurrency is not None:
-                _check_positive(max_concurrency, "max_concurrency", where, integer=True)
-            group: tuple[str, int] | None = None
-            if (concurrency_group is None) != (limit is None):
-                raise AppError(
-                    f"concurrency_group and limit in {where} go together: "
-                    'concurrency_group="warehouse", limit=500'
-                )
-            if concurrency_group is not None and limit is not None:
-                _check_positive(limit, "limit", where, integer=True)
-                group = (str(concurrency_group), int(limit))
+            trigger, run_for = _delivery(
+                QueueTrigger,
+                where,
+                {"queue": queue, "batch_size": batch_size},
+                max_attempts,
+                retry,
+                visibility_timeout,
+                timeout,
+                max_concurrency,
+                concurrency_group,
+                limit,
+            )
             self._add(
                 FunctionSpec(
                     name=fn_name,
                     handler=fn,
-                    trigger=QueueTrigger(
-                        queue=queue,
-                        batch_size=batch_size,
-                        max_attempts=max_attempts,
-                        retry=retry if retry is not None else Exponential(1.0, 60.0),
-                        visibility_timeout=float(visibility_timeout),
-                        group=group,
-                    ),
+                    trigger=trigger,
                     is_async=inspect.iscoroutinefunction(fn),
-                    timeout=float(run_for),
+                    timeout=run_for,
                     max_concurrency=max_concurrency,
                     source=location,
                 )
@@ -285,14 +335,79 @@ class Blueprint:
 
         return decorate
 
+    def event(
+        self,
+        topic: str,
+        *,
+        filter: Filter | None = None,
+        max_attempts: int = 5,
+        retry: RetryPolicy | None = None,
+        visibility_timeout: float = 30.0,
+        timeout: float | None = None,
+        max_concurrency: int | None = None,
+        concurrency_group: str | None = None,
+        limit: int | None = None,
+        name: str | None = None,
+    ) -> Callable[[F], F]:
+        """Subscribe a function to ``topic``: ``fn(event: CloudEvent, ctx)``. Every
+        subscription whose ``filter`` matches gets its own delivery of each event, with
+        the retries, dead letters and limits of a queue function (same options)."""
+        decl_site = _caller(1)
+
+        def decorate(fn: F) -> F:
+            location, where, fn_name = self._describe(fn, name, decl_site)
+            _check_queue_name(topic, f"app.event({topic!r}) in {where}")
+            if filter is not None and not isinstance(filter, Filter):
+                raise AppError(
+                    f"filter={filter!r} in {where} must be a hibana.Filter, e.g. "
+                    'hibana.Filter.exact(type="com.github.push")'
+                )
+            trigger, run_for = _delivery(
+                EventTrigger,
+                where,
+                {"queue": f"event:{fn_name}", "batch_size": 1, "topic": topic, "filter": filter},
+                max_attempts,
+                retry,
+                visibility_timeout,
+                timeout,
+                max_concurrency,
+                concurrency_group,
+                limit,
+            )
+            self._add(
+                FunctionSpec(
+                    name=fn_name,
+                    handler=fn,
+                    trigger=trigger,
+                    is_async=inspect.iscoroutinefunction(fn),
+                    timeout=run_for,
+                    max_concurrency=max_concurrency,
+                    source=location,
+                )
+            )
+            return fn
+
+        return decorate
+
     @property
     def queues(self) -> tuple[str, ...]:
-        """The queues functions of this app consume (timers' own queues excluded)."""
+        """The queues functions of this app consume (timers' and subscriptions' own
+        queues excluded): what ``ctx.enqueue`` accepts."""
         return tuple(
             dict.fromkeys(
-                spec.trigger.queue
+                spec.trigger.queue for spec in self._functions if type(spec.trigger) is QueueTrigger
+            )
+        )
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """The topics this app subscribes to: what ``ctx.publish`` and the events
+        endpoint accept."""
+        return tuple(
+            dict.fromkeys(
+                spec.trigger.topic
                 for spec in self._functions
-                if isinstance(spec.trigger, QueueTrigger)
+                if isinstance(spec.trigger, EventTrigger)
             )
         )
 
@@ -370,6 +485,21 @@ class App(Blueprint):
         self._names: dict[str, FunctionSpec] = {}
         self._routes: dict[tuple[str, str], FunctionSpec] = {}
 
+    def _add_events_endpoint(self) -> None:
+        from hibana.triggers.event import ingest
+
+        self._add(
+            FunctionSpec(
+                name=EVENTS_FUNCTION,
+                handler=ingest,
+                trigger=HttpTrigger(compile_route(EVENTS_ROUTE, "hibana"), ("POST", "OPTIONS")),
+                is_async=True,
+                timeout=30.0,
+                max_concurrency=None,
+                source="hibana/triggers/event.py",
+            )
+        )
+
     def register(self, blueprint: Blueprint) -> None:
         """Add every function declared on ``blueprint`` to this app."""
         if blueprint is self:
@@ -399,6 +529,8 @@ class App(Blueprint):
         if not isinstance(trigger, HttpTrigger):
             self._names[spec.name] = spec
             super()._add(spec)
+            if isinstance(trigger, EventTrigger) and EVENTS_FUNCTION not in self._names:
+                self._add_events_endpoint()
             return
         for method in trigger.methods:
             clash = self._routes.get((trigger.route.shape, method))

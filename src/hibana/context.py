@@ -18,7 +18,9 @@ from hibana.telemetry.trace import TraceContext
 
 if TYPE_CHECKING:
     from hibana.app import FunctionSpec
+    from hibana.events.cloudevent import CloudEvent
     from hibana.store.base import Enqueued, NewMessage
+    from hibana.triggers.queue import Published
 
 #: What a function is: ``fn(payload, ctx)``, sync or async.
 Handler = Callable[[Any, "Context"], Any] | Callable[[Any, "Context"], Awaitable[Any]]
@@ -88,6 +90,15 @@ class Outbox(Protocol):
     def on_loop_thread(self) -> bool: ...
     def send(self, message: NewMessage) -> Coroutine[Any, Any, Enqueued]: ...
     def send_blocking(self, message: NewMessage) -> Enqueued: ...
+    def prepare(
+        self, inv: Invocation, topic: str, events: list[CloudEvent]
+    ) -> list[tuple[CloudEvent, list[NewMessage]]]: ...
+    def publish(
+        self, topic: str, prepared: list[tuple[CloudEvent, list[NewMessage]]]
+    ) -> Coroutine[Any, Any, list[Published]]: ...
+    def publish_blocking(
+        self, topic: str, prepared: list[tuple[CloudEvent, list[NewMessage]]]
+    ) -> list[Published]: ...
 
 
 class Context:
@@ -141,13 +152,78 @@ class Context:
             )
         return outbox.send_blocking(outbox.message(self._inv, queue, data, delay, idempotency_key))
 
+    def publish(
+        self,
+        topic: str,
+        *,
+        type: str,
+        source: str,
+        data: Any = None,
+        subject: str | None = None,
+        id: str | None = None,
+        extensions: dict[str, str] | None = None,
+    ) -> Coroutine[Any, Any, Published]:
+        """``await ctx.publish("orders", type="com.shop.order.created", source="/shop",
+        data={...})``: a CloudEvent to every subscription of ``topic`` whose filter
+        matches, each delivered through its own queue. Carries this invocation's trace
+        (the ``traceparent`` extension). The same (source, id) within 24 h is dropped
+        (``.duplicate``). Sync functions use ``publish_sync``."""
+        from hibana.events.cloudevent import new_event
+
+        outbox = self._need_outbox()
+        if not outbox.on_loop_thread():
+            raise RuntimeError(
+                "ctx.publish() is a coroutine for async functions; in a sync function call "
+                "ctx.publish_sync(...)"
+            )
+        event = new_event(
+            type=type, source=source, data=data, subject=subject, id=id, extensions=extensions
+        )
+        prepared = outbox.prepare(self._inv, topic, [event])
+
+        async def one() -> Published:
+            return (await outbox.publish(topic, prepared))[0]
+
+        return one()
+
+    def publish_sync(
+        self,
+        topic: str,
+        *,
+        type: str,
+        source: str,
+        data: Any = None,
+        subject: str | None = None,
+        id: str | None = None,
+        extensions: dict[str, str] | None = None,
+    ) -> Published:
+        """``ctx.publish`` for sync functions: blocks until the event is stored."""
+        from hibana.events.cloudevent import new_event
+
+        outbox = self._need_outbox()
+        if outbox.on_loop_thread():
+            raise RuntimeError(
+                "ctx.publish_sync() would block the event loop; in an async function use "
+                "`await ctx.publish(...)`"
+            )
+        event = new_event(
+            type=type, source=source, data=data, subject=subject, id=id, extensions=extensions
+        )
+        return outbox.publish_blocking(topic, outbox.prepare(self._inv, topic, [event]))[0]
+
+    async def publish_events(self, topic: str, events: list[CloudEvent]) -> list[Published]:
+        """Publish CloudEvents as they are (forwarded ones, say): all checked first, then
+        each delivered (or dropped as a duplicate)."""
+        outbox = self._need_outbox()
+        return await outbox.publish(topic, outbox.prepare(self._inv, topic, events))
+
     def _need_outbox(self) -> Outbox:
         if self._outbox is None:
             from hibana.errors import QueueError
 
             raise QueueError(
-                "this app declares no queue functions, so there is no queue to enqueue to; "
-                "declare one with @app.queue(...)"
+                "this app declares no queue, event or timer functions, so there is nothing "
+                "to enqueue or publish to; declare one with @app.queue(...) or @app.event(...)"
             )
         return self._outbox
 

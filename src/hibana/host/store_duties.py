@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hibana.errors import StoreError
-from hibana.store.base import QueueInfo, Store
+from hibana.store.base import QueueInfo, Store, SubscriptionInfo
 from hibana.timers import Schedule
 from hibana.triggers.timer import TimerScheduler, TimerSpec
 
@@ -37,11 +37,16 @@ class StoreDuties:
         self.store = store
         self.report = report
         self.wake = wake
-        self.queues = [fn["queue"] for fn in functions if fn["kind"] in ("queue", "timer")]
+        self.queues = [fn["queue"] for fn in functions if fn["kind"] in ("queue", "timer", "event")]
         self.infos = [
             QueueInfo(fn["queue"], fn["name"], int(fn["max_attempts"]))
             for fn in functions
-            if fn["kind"] == "queue"
+            if fn["kind"] in ("queue", "event")
+        ]
+        self.subscriptions = [
+            SubscriptionInfo(fn["name"], fn["topic"], fn["queue"], fn["filter"])
+            for fn in functions
+            if fn["kind"] == "event"
         ]
         self.scheduler = TimerScheduler(
             store,
@@ -83,6 +88,7 @@ class StoreDuties:
             try:
                 if not started:
                     await self.store.declare(self.infos)
+                    await self.store.subscribe(self.subscriptions)
                     await self.scheduler.start()
                     started = True
                 until_timer = await self.scheduler.tick()

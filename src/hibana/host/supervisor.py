@@ -151,7 +151,7 @@ class Supervisor:
 
     def _start_duties(self, zygote: Zygote) -> None:
         """Open the store and start the timers and the queue watch, if the app has any."""
-        if not any(fn["kind"] in ("queue", "timer") for fn in zygote.functions):
+        if not any(fn["kind"] in ("queue", "timer", "event") for fn in zygote.functions):
             return
         if self.store is None:
             from hibana.store import engine_for

@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 import uvicorn
 
-from hibana.app import App, QueueTrigger, TimerTrigger
+from hibana.app import App, EventTrigger, QueueTrigger, TimerTrigger
 from hibana.context import Invocation
 from hibana.dispatcher import Dispatcher
 from hibana.host.board import Board, Layout
@@ -197,7 +197,18 @@ class Worker:
             log=self.log,
             sync_concurrency=self.config.threads,
         )
-        outbox = Outbox(store, self.app.queues, loop, self.consumer)
+        outbox = Outbox(
+            store,
+            self.app.queues,
+            loop,
+            self.consumer,
+            subscriptions=[
+                (spec.trigger.topic, spec.trigger.queue, spec.trigger.filter)
+                for spec in self.app.functions
+                if isinstance(spec.trigger, EventTrigger)
+            ],
+            topics=self.app.topics,
+        )
         self.consumer.outbox = outbox
         self.front.outbox = outbox
 

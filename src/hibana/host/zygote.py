@@ -26,7 +26,7 @@ import subprocess
 import sys
 from typing import Any
 
-from hibana.app import App, QueueTrigger, TimerTrigger
+from hibana.app import App, EventTrigger, QueueTrigger, TimerTrigger
 from hibana.errors import AppError, HibanaError
 from hibana.host.board import Board, Layout
 from hibana.host.config import HostConfig
@@ -43,7 +43,15 @@ def describe(app: App) -> list[dict[str, Any]]:
     for spec in app.functions:
         trigger = spec.trigger
         fn: dict[str, Any] = {"name": spec.name, "trigger": trigger.describe(), "kind": "http"}
-        if isinstance(trigger, QueueTrigger):
+        if isinstance(trigger, EventTrigger):
+            fn.update(
+                kind="event",
+                queue=trigger.queue,
+                max_attempts=trigger.max_attempts,
+                topic=trigger.topic,
+                filter=None if trigger.filter is None else json.dumps(trigger.filter.to_dict()),
+            )
+        elif isinstance(trigger, QueueTrigger):
             fn.update(kind="queue", queue=trigger.queue, max_attempts=trigger.max_attempts)
         elif isinstance(trigger, TimerTrigger):
             fn.update(

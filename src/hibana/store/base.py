@@ -90,6 +90,17 @@ class QueueInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class SubscriptionInfo:
+    """An event subscription as the app declares it: events of ``topic`` that pass
+    ``filter`` (its JSON form; None: all) go to ``queue``."""
+
+    function: str
+    topic: str
+    queue: str
+    filter: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class QueueStats:
     queue: str
     #: Visible now (a message whose lease ran out counts here again).
@@ -177,11 +188,33 @@ class Engine:
     def purge(self, now: float) -> int:
         raise NotImplementedError
 
+    def subscribe(self, now: float, subscriptions: Sequence[SubscriptionInfo]) -> None:
+        raise NotImplementedError
+
+    def subscriptions(self, now: float) -> list[SubscriptionInfo]:
+        raise NotImplementedError
+
+    def publish(
+        self, now: float, topic: str, key: str, ttl: float, messages: Sequence[NewMessage]
+    ) -> bool:
+        raise NotImplementedError
+
+    def put_secret(self, now: float, name: str, value: bytes) -> None:
+        raise NotImplementedError
+
+    def secrets(self, now: float, names: Sequence[str] | None) -> dict[str, bytes]:
+        raise NotImplementedError
+
+    def delete_secret(self, now: float, name: str) -> bool:
+        raise NotImplementedError
+
 
 # -- the async facade -----------------------------------------------------------------------
 #: Operations whose items the writer may merge into one call when several wait at once.
 _MERGEABLE = frozenset({"enqueue", "settle"})
-_READS = frozenset({"declared", "ready", "stats", "dead_letters", "last_fire"})
+_READS = frozenset(
+    {"declared", "ready", "stats", "dead_letters", "last_fire", "subscriptions", "secrets"}
+)
 
 
 @dataclass(slots=True)
@@ -305,6 +338,37 @@ class Store:
     async def purge(self) -> int:
         """Forget idempotency keys past their retention; returns how many."""
         result: int = await self._call("purge")
+        return result
+
+    async def subscribe(self, subscriptions: Sequence[SubscriptionInfo]) -> None:
+        await self._call("subscribe", tuple(subscriptions))
+
+    async def subscriptions(self) -> list[SubscriptionInfo]:
+        result: list[SubscriptionInfo] = await self._call("subscriptions")
+        return result
+
+    async def publish(
+        self, topic: str, key: str, messages: Sequence[NewMessage], ttl: float = 24 * 3600.0
+    ) -> bool:
+        """Enqueue one event's deliveries (one message per matching subscription) unless
+        ``key`` (the event's source and id) was published to ``topic`` within ``ttl``
+        seconds: a provider's retry is not processed twice. False for a duplicate."""
+        result: bool = await self._call("publish", topic, key, ttl, tuple(messages))
+        return result
+
+    async def put_secret(self, name: str, value: bytes) -> None:
+        """Store an (already encrypted) secret."""
+        await self._call("put_secret", name, value)
+
+    async def secrets(self, names: Sequence[str] | None = None) -> dict[str, bytes]:
+        """Encrypted secrets by name: those ``names`` (all when None)."""
+        result: dict[str, bytes] = await self._call(
+            "secrets", None if names is None else tuple(names)
+        )
+        return result
+
+    async def delete_secret(self, name: str) -> bool:
+        result: bool = await self._call("delete_secret", name)
         return result
 
     # the writer

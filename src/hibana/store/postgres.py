@@ -42,6 +42,13 @@ _MIGRATIONS: dict[int, list[str]] = {
         " fired_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (function, slot))",
         "CREATE TABLE hibana_groups (name TEXT PRIMARY KEY)",
     ],
+    2: [
+        "CREATE TABLE hibana_subscriptions ("
+        " function TEXT PRIMARY KEY, topic TEXT NOT NULL, queue TEXT NOT NULL,"
+        " filter TEXT, declared_at DOUBLE PRECISION NOT NULL)",
+        "CREATE TABLE hibana_secrets ("
+        " name TEXT PRIMARY KEY, value BYTEA NOT NULL, updated_at DOUBLE PRECISION NOT NULL)",
+    ],
 }
 
 _CLAIM = (

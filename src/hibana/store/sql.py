@@ -19,13 +19,14 @@ from hibana.store.base import (
     QueueInfo,
     QueueStats,
     Settle,
+    SubscriptionInfo,
     dump_errors,
     load_errors,
 )
 
 #: The schema's version history: migration N brings a store from version N-1 to N.
 #: Each engine supplies the DDL per version (types differ); append, never edit.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _CLAIMED = "id, queue, body, attempt, enqueued_at, trace, errors, visible_at"
 
@@ -62,6 +63,54 @@ class SqlEngine(Engine):
                 "declared_at = excluded.declared_at",
                 (q.name, q.function, q.max_attempts, now),
             )
+
+    def subscribe(self, now: float, subscriptions: Sequence[SubscriptionInfo]) -> None:
+        """Record the app's subscriptions, replacing those of the same topics."""
+        for topic in {s.topic for s in subscriptions}:
+            self._exec("DELETE FROM hibana_subscriptions WHERE topic = ?", (topic,))
+        for sub in subscriptions:
+            self._exec(
+                "INSERT INTO hibana_subscriptions (function, topic, queue, filter, declared_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (function) DO UPDATE SET "
+                "topic = excluded.topic, queue = excluded.queue, filter = excluded.filter, "
+                "declared_at = excluded.declared_at",
+                (sub.function, sub.topic, sub.queue, sub.filter, now),
+            )
+
+    def subscriptions(self, now: float) -> list[SubscriptionInfo]:
+        rows = self._exec(
+            "SELECT function, topic, queue, filter FROM hibana_subscriptions ORDER BY function"
+        ).fetchall()
+        return [SubscriptionInfo(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def publish(
+        self, now: float, topic: str, key: str, ttl: float, messages: Sequence[NewMessage]
+    ) -> bool:
+        """Deliver one event to its subscriptions' queues, once per ``key`` (its source
+        and id) within ``ttl`` seconds; False for a duplicate, and nothing written."""
+        marker = NewMessage(f"topic:{topic}", b"", idempotency_key=key, key_ttl=ttl)
+        if self._remember_key(now, marker, 0) is not None:
+            return False
+        if messages:
+            self.enqueue(now, messages)
+        return True
+
+    def put_secret(self, now: float, name: str, value: bytes) -> None:
+        self._exec(
+            "INSERT INTO hibana_secrets (name, value, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value, "
+            "updated_at = excluded.updated_at",
+            (name, value, now),
+        )
+
+    def secrets(self, now: float, names: Sequence[str] | None) -> dict[str, bytes]:
+        rows = self._exec("SELECT name, value FROM hibana_secrets ORDER BY name").fetchall()
+        wanted = None if names is None else set(names)
+        return {r[0]: bytes(r[1]) for r in rows if wanted is None or r[0] in wanted}
+
+    def delete_secret(self, now: float, name: str) -> bool:
+        cur = self._exec("DELETE FROM hibana_secrets WHERE name = ?", (name,))
+        return bool(cur.rowcount)
 
     def declared(self, now: float) -> list[QueueInfo]:
         rows = self._exec(

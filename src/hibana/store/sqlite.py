@@ -45,6 +45,13 @@ _MIGRATIONS: dict[int, list[str]] = {
         " function TEXT NOT NULL, slot REAL NOT NULL, fired_at REAL NOT NULL,"
         " PRIMARY KEY (function, slot))",
     ],
+    2: [
+        "CREATE TABLE hibana_subscriptions ("
+        " function TEXT PRIMARY KEY, topic TEXT NOT NULL, queue TEXT NOT NULL,"
+        " filter TEXT, declared_at REAL NOT NULL)",
+        "CREATE TABLE hibana_secrets ("
+        " name TEXT PRIMARY KEY, value BLOB NOT NULL, updated_at REAL NOT NULL)",
+    ],
 }
 
 _CLAIM = (

@@ -14,14 +14,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from hibana.app import App, FunctionSpec, QueueTrigger, TimerTrigger
+from hibana.app import App, EventTrigger, FunctionSpec, QueueTrigger, TimerTrigger
 from hibana.context import Context, Invocation
 from hibana.dispatcher import Dispatcher, Outcome
 from hibana.errors import QueueError, StoreError
+from hibana.events.cloudevent import CloudEvent, EventError
+from hibana.events.filters import Filter
 from hibana.messages import BatchFailed, Message
 from hibana.store.base import Delivery, Enqueued, NewMessage, Settle, Store
 from hibana.telemetry.logs import Logger, LogSink
@@ -41,9 +45,24 @@ _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
 
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What ``ctx.publish`` did with an event."""
+
+    id: str
+    #: The event's (source, id) was published before, within the window: dropped.
+    duplicate: bool
+    #: How many subscriptions it was delivered to.
+    deliveries: int
+
+
+#: How long an event's (source, id) is remembered to drop a provider's retry.
+DEDUPE_WINDOW = 24 * 3600.0
+
+
 class Outbox:
-    """``ctx.enqueue``: checks and encodes at call time (nothing half-written), stores
-    through the worker's store, and wakes this worker's consumer of that queue."""
+    """``ctx.enqueue`` and ``ctx.publish``: checks and encodes at call time (nothing
+    half-written), stores through the worker's store, and wakes this worker's consumers."""
 
     def __init__(
         self,
@@ -52,10 +71,15 @@ class Outbox:
         loop: asyncio.AbstractEventLoop,
         consumer: QueueConsumer | None = None,
         max_bytes: int = MAX_PAYLOAD_BYTES,
+        subscriptions: Sequence[tuple[str, str, Filter | None]] = (),
+        topics: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.queues = frozenset(queues)
         self._declared = ", ".join(sorted(queues)) or "none"
+        #: (topic, queue, filter) of each subscription
+        self.subscriptions = tuple(subscriptions)
+        self.topics = frozenset(topics) | {t for t, _, _ in subscriptions}
         self.loop = loop
         self.consumer = consumer
         self.max_bytes = max_bytes
@@ -100,6 +124,60 @@ class Outbox:
 
     def send_blocking(self, message: NewMessage) -> Enqueued:
         return asyncio.run_coroutine_threadsafe(self.send(message), self.loop).result()
+
+    def prepare(
+        self, inv: Invocation, topic: str, events: Sequence[CloudEvent]
+    ) -> list[tuple[CloudEvent, list[NewMessage]]]:
+        """Each event with its deliveries (one per matching subscription); raises
+        EventError (unknown topic 404, too large 413) before anything is written."""
+        if topic not in self.topics:
+            known = ", ".join(sorted(self.topics)) or "none"
+            raise EventError(
+                404,
+                f"no topic {topic!r} in this app (topics: {known}); subscribe a "
+                "function to it with @app.event(topic)",
+            )
+        prepared = []
+        for event in events:
+            if "traceparent" not in event.extensions:
+                event.extensions["traceparent"] = inv.trace.child().traceparent
+            body = event.to_json()
+            if len(body) > self.max_bytes:
+                raise EventError(
+                    413,
+                    f"event {event.id!r} is {len(body)} bytes of JSON, over the limit of "
+                    f"{self.max_bytes}",
+                )
+            trace = event.extensions["traceparent"]
+            deliveries = [
+                NewMessage(queue, body, trace=trace)
+                for t, queue, flt in self.subscriptions
+                if t == topic and (flt is None or flt.matches(event))
+            ]
+            prepared.append((event, deliveries))
+        return prepared
+
+    async def publish(
+        self, topic: str, prepared: list[tuple[CloudEvent, list[NewMessage]]]
+    ) -> list[Published]:
+        results = await asyncio.gather(
+            *(
+                self.store.publish(topic, f"{event.source}\n{event.id}", deliveries, DEDUPE_WINDOW)
+                for event, deliveries in prepared
+            )
+        )
+        out = []
+        for (event, deliveries), fresh in zip(prepared, results, strict=True):
+            if fresh and self.consumer is not None:
+                for d in deliveries:
+                    self.consumer.poke(d.queue)
+            out.append(Published(event.id, not fresh, len(deliveries) if fresh else 0))
+        return out
+
+    def publish_blocking(
+        self, topic: str, prepared: list[tuple[CloudEvent, list[NewMessage]]]
+    ) -> list[Published]:
+        return asyncio.run_coroutine_threadsafe(self.publish(topic, prepared), self.loop).result()
 
 
 def encode_payload(queue: str, data: Any) -> bytes:
@@ -259,7 +337,9 @@ class QueueConsumer:
         now = time.time()
         payload: Any
         assert isinstance(trigger, QueueTrigger | TimerTrigger)
-        if isinstance(trigger, TimerTrigger):
+        if isinstance(trigger, EventTrigger):
+            payload = CloudEvent.from_json(first.body)
+        elif isinstance(trigger, TimerTrigger):
             info = _decode(first.body)
             payload = TimerInfo(
                 trigger.schedule.expression,

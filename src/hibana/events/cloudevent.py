@@ -1,0 +1,218 @@
+"""CloudEvents 1.0: the event type, and reading events from HTTP in binary, structured and
+batch mode. Errors name the attribute or the part of the request that is wrong."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from hibana.errors import HibanaError
+
+REQUIRED = ("id", "source", "specversion", "type")
+#: Context attributes of the spec; anything else is an extension.
+KNOWN = frozenset({*REQUIRED, "subject", "time", "datacontenttype", "dataschema"})
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+
+_decode = msgspec.json.decode
+_encode = msgspec.json.encode
+
+
+class EventError(HibanaError):
+    """An event that cannot be accepted; ``status`` is the HTTP answer (400, 404, 413)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(slots=True)
+class CloudEvent:
+    """One CloudEvent. ``data`` is decoded JSON when the content type is JSON, ``str`` for
+    text, ``bytes`` otherwise; ``extensions`` holds the other attributes (``traceparent``...)."""
+
+    id: str
+    source: str
+    type: str
+    specversion: str = "1.0"
+    subject: str | None = None
+    time: str | None = None
+    datacontenttype: str | None = None
+    dataschema: str | None = None
+    data: Any = None
+    extensions: dict[str, str] = field(default_factory=dict)
+
+    def get(self, attribute: str) -> str | None:
+        """Any context attribute by name, extensions included (what filters match on)."""
+        if attribute in KNOWN:
+            value = getattr(self, attribute)
+            return None if value is None else str(value)
+        return self.extensions.get(attribute)
+
+    @property
+    def traceparent(self) -> str | None:
+        return self.extensions.get("traceparent")
+
+    def to_json(self) -> bytes:
+        """Structured-mode JSON (what the store keeps and a subscriber receives)."""
+        out: dict[str, Any] = {
+            "specversion": self.specversion,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+        }
+        for name in ("subject", "time", "datacontenttype", "dataschema"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        out.update(self.extensions)
+        if isinstance(self.data, bytes):
+            out["data_base64"] = base64.b64encode(self.data).decode()
+        elif self.data is not None:
+            out["data"] = self.data
+        return _encode(out)
+
+    @classmethod
+    def from_json(cls, body: bytes) -> CloudEvent:
+        return from_structured(_decode(body), where="the event")
+
+
+def new_event(
+    *,
+    type: str,
+    source: str,
+    data: Any = None,
+    id: str | None = None,
+    subject: str | None = None,
+    time: str | None = None,
+    datacontenttype: str | None = None,
+    extensions: Mapping[str, str] | None = None,
+) -> CloudEvent:
+    """An event a function or the CLI publishes: ``id`` and ``time`` are filled in."""
+    import uuid
+
+    for name, value in (("type", type), ("source", source)):
+        if not isinstance(value, str) or not value:
+            raise EventError(400, f"{name}={value!r}: a CloudEvent needs a non-empty {name}")
+    return CloudEvent(
+        id=id or uuid.uuid4().hex,
+        source=source,
+        type=type,
+        subject=subject,
+        time=time or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        datacontenttype=datacontenttype or ("application/json" if data is not None else None),
+        data=data,
+        extensions=dict(extensions or {}),
+    )
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return True  # the spec's default for data in structured mode
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def from_structured(obj: Any, where: str) -> CloudEvent:
+    if not isinstance(obj, dict):
+        raise EventError(400, f"{where} is not a JSON object")
+    missing = [name for name in REQUIRED if not obj.get(name)]
+    if missing:
+        raise EventError(
+            400,
+            f"{where} lacks the required attribute{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)}",
+        )
+    for name in REQUIRED:
+        if not isinstance(obj[name], str):
+            raise EventError(400, f"{where}: attribute {name} must be a string")
+    if obj["specversion"] != "1.0":
+        raise EventError(400, f"{where} has specversion {obj['specversion']!r}; hibana accepts 1.0")
+    data: Any = obj.get("data")
+    if "data_base64" in obj:
+        try:
+            data = base64.b64decode(obj["data_base64"], validate=True)
+        except (ValueError, TypeError):
+            raise EventError(400, f"{where}: data_base64 is not base64") from None
+    extensions = {
+        k: v if isinstance(v, str) else str(v)
+        for k, v in obj.items()
+        if k not in KNOWN and k not in ("data", "data_base64")
+    }
+    return CloudEvent(
+        id=obj["id"],
+        source=obj["source"],
+        type=obj["type"],
+        specversion="1.0",
+        subject=_opt(obj, "subject", where),
+        time=_opt(obj, "time", where),
+        datacontenttype=_opt(obj, "datacontenttype", where),
+        dataschema=_opt(obj, "dataschema", where),
+        data=data,
+        extensions=extensions,
+    )
+
+
+def _opt(obj: dict[str, Any], name: str, where: str) -> str | None:
+    value = obj.get(name)
+    if value is not None and not isinstance(value, str):
+        raise EventError(400, f"{where}: attribute {name} must be a string")
+    return value
+
+
+def from_http(headers: Iterable[tuple[str, str]], body: bytes) -> list[CloudEvent]:
+    """The events of one HTTP request: binary mode (``ce-*`` headers), structured mode
+    (``application/cloudevents+json``) or batch mode (``application/cloudevents-batch+json``)."""
+    content_type = ""
+    ce: dict[str, str] = {}
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "content-type":
+            content_type = value
+        elif lower.startswith("ce-"):
+            ce[lower[3:]] = value
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == STRUCTURED:
+        return [from_structured(_parse_json(body, "the body"), where="the event")]
+    if media == BATCH:
+        items = _parse_json(body, "the batch")
+        if not isinstance(items, list):
+            raise EventError(
+                400, "a batch (application/cloudevents-batch+json) must be a JSON array"
+            )
+        return [
+            from_structured(item, where=f"event {i} of the batch") for i, item in enumerate(items)
+        ]
+    if not ce:
+        raise EventError(
+            400,
+            "no CloudEvent in the request: send ce-id, ce-source, ce-specversion and ce-type "
+            f"headers (binary mode), or Content-Type {STRUCTURED} or {BATCH}",
+        )
+    data: Any = None
+    if body:
+        if _is_json(content_type):
+            data = _parse_json(body, "the event data")
+        elif media.startswith("text/"):
+            data = body.decode("utf-8", errors="replace")
+        else:
+            data = body
+    obj: dict[str, Any] = dict(ce)
+    if content_type:
+        obj["datacontenttype"] = content_type
+    event = from_structured(obj, where="the event (ce-* headers)")
+    event.data = data
+    return [event]
+
+
+def _parse_json(body: bytes, what: str) -> Any:
+    try:
+        return _decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise EventError(400, f"{what} is not valid JSON: {exc}") from None

@@ -1,0 +1,53 @@
+"""The event trigger's HTTP source: ``POST /runtime/events/{topic}`` on the host's port.
+
+It is an HTTP function hibana adds to an app that has topics, so each request is an
+Invocation like any other (logged, traced, limited). It accepts CloudEvents in binary,
+structured and batch mode, checks every event before storing any, and answers 202; each
+event is then delivered to the topic's matching subscriptions through their queues.
+``OPTIONS`` answers the CloudEvents webhook abuse-protection handshake, so standard
+CloudEvents senders (Event Grid, Knative...) may deliver here.
+"""
+
+from __future__ import annotations
+
+from hibana.context import Context
+from hibana.events.cloudevent import EventError, from_http
+from hibana.requests import Request
+from hibana.responses import Response
+
+
+async def ingest(req: Request, ctx: Context) -> Response:
+    topic = req.params["topic"]
+    if req.method == "OPTIONS":
+        return handshake(req)
+    try:
+        events = from_http(req.headers.multi_items(), req.body)
+        published = await ctx.publish_events(topic, events)
+    except EventError as exc:
+        ctx.log.warning("event refused", topic=topic, status=exc.status, error=exc.message)
+        return Response.json({"error": exc.message}, status=exc.status)
+    ctx.log.info(
+        "events accepted",
+        topic=topic,
+        events=[p.id for p in published],
+        duplicates=sum(p.duplicate for p in published),
+    )
+    return Response.json(
+        {
+            "accepted": sum(not p.duplicate for p in published),
+            "duplicates": sum(p.duplicate for p in published),
+            "deliveries": sum(p.deliveries for p in published),
+        },
+        status=202,
+    )
+
+
+def handshake(req: Request) -> Response:
+    """The CloudEvents HTTP webhook validation handshake (abuse protection)."""
+    origin = req.headers.get("webhook-request-origin")
+    if origin is None:
+        return Response(b"", status=204, headers={"allow": "POST, OPTIONS"})
+    headers = {"webhook-allowed-origin": origin, "allow": "POST, OPTIONS"}
+    if req.headers.get("webhook-request-rate") is not None:
+        headers["webhook-allowed-rate"] = "*"
+    return Response(b"", status=200, headers=headers)

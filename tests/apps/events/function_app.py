@@ -1,0 +1,57 @@
+"""Event subscriptions the tests drive: three subscribers of "github" with different
+filters, one of which fails until a flag file is removed; each delivery appends a line to
+delivered.jsonl beside this file."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import hibana
+
+HERE = Path(__file__).parent
+app = hibana.App()
+F = hibana.Filter
+
+
+def record(**fields: object) -> None:
+    line = json.dumps({"pid": os.getpid(), "t": time.time(), **fields}) + "\n"
+    fd = os.open(HERE / "delivered.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def seen(fn: str, event: hibana.CloudEvent, ctx: hibana.Context) -> None:
+    record(fn=fn, id=event.id, type=event.type, subject=event.subject, data=event.data,
+           trace_id=ctx.trace.trace_id, attempt=ctx.attempt)
+
+
+@app.event("github")
+async def everything(event: hibana.CloudEvent, ctx: hibana.Context) -> None:
+    seen("everything", event, ctx)
+
+
+@app.event("github", filter=F.all(F.exact(type="com.github.workflow_run"),
+                                  F.prefix(subject="repo/")))
+def runs(event: hibana.CloudEvent, ctx: hibana.Context) -> None:
+    seen("runs", event, ctx)
+
+
+@app.event("github", filter=F.any(F.suffix(type=".pull_request"), F.not_(F.prefix(source="gh"))),
+           max_attempts=2, retry=hibana.Fixed(0.1))
+async def flaky(event: hibana.CloudEvent, ctx: hibana.Context) -> None:
+    seen("flaky", event, ctx)
+    if (HERE / "fail").exists():
+        raise RuntimeError("flaky subscriber fails")
+
+
+@app.http("/publish", methods=["POST"])
+async def publish(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
+    body = req.json()
+    sent = await ctx.publish("github", type=body["type"], source=body["source"],
+                             subject=body.get("subject"), id=body.get("id"),
+                             data=body.get("data"))
+    return {"id": sent.id, "duplicate": sent.duplicate, "deliveries": sent.deliveries,
+            "trace_id": ctx.trace.trace_id}
