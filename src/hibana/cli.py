@@ -512,5 +512,67 @@ def queue_redrive(
     print(f"Moved {moved} message(s) back to {queue}")
 
 
+events_cli = typer.Typer(help="Publish CloudEvents to the app's topics.", no_args_is_help=True)
+cli.add_typer(events_cli, name="events")
+
+
+@events_cli.command("publish")
+def events_publish(
+    topic: Annotated[str, typer.Argument(help="The topic to publish to.")],
+    type_: Annotated[str, typer.Option("--type", help="The event's type attribute.")],
+    source: Annotated[str, typer.Option(help="The event's source attribute.")],
+    data: Annotated[str | None, typer.Option("--data", help="The event's data: JSON.")] = None,
+    subject: Annotated[str | None, typer.Option(help="The event's subject.")] = None,
+    event_id: Annotated[
+        str | None, typer.Option("--id", help="The event's id (default: a new one).")
+    ] = None,
+    app: AppOpt = Path("."),
+    store: StoreOpt = None,
+) -> None:
+    """Publish one CloudEvent to every subscription of TOPIC whose filter matches."""
+    import json
+
+    from hibana.events.cloudevent import EventError, new_event
+    from hibana.events.filters import Filter
+    from hibana.store.base import NewMessage
+    from hibana.triggers.queue import DEDUPE_WINDOW, MAX_PAYLOAD_BYTES
+
+    payload = None
+    if data is not None:
+        try:
+            payload = json.loads(data)
+        except ValueError as exc:
+            _usage(f"--data is not JSON: {exc}")
+    try:
+        event = new_event(type=type_, source=source, data=payload, subject=subject, id=event_id)
+    except EventError as exc:
+        _usage(exc.message)
+    body = event.to_json()
+    if len(body) > MAX_PAYLOAD_BYTES:
+        _usage(f"the event is {len(body)} bytes, over the limit of {MAX_PAYLOAD_BYTES}")
+    opened = _open_store(app, store)
+    try:
+        subs = _run(opened.subscriptions())
+        topics = sorted({s.topic for s in subs})
+        if topic not in topics:
+            known = ", ".join(topics) if topics else "none yet (start the host once)"
+            _fail(f"no subscription to topic {topic!r} in {opened.display}; topics: {known}", 1)
+        deliveries = [
+            NewMessage(s.queue, body)
+            for s in subs
+            if s.topic == topic
+            and (s.filter is None or Filter.from_dict(json.loads(s.filter)).matches(event))
+        ]
+        fresh = _run(
+            opened.publish(topic, f"{event.source}\n{event.id}", deliveries, DEDUPE_WINDOW)
+        )
+    finally:
+        opened.close()
+    if not fresh:
+        print(f"Duplicate: event {event.id!r} from {event.source!r} was published already")
+    else:
+        print(f"Published event {event.id} to {len(deliveries)} subscription(s) of {topic}")
+
+
 def main() -> None:
     cli()

@@ -24,8 +24,15 @@ def record(**fields: object) -> None:
 
 
 def seen(fn: str, event: hibana.CloudEvent, ctx: hibana.Context) -> None:
-    record(fn=fn, id=event.id, type=event.type, subject=event.subject, data=event.data,
-           trace_id=ctx.trace.trace_id, attempt=ctx.attempt)
+    record(
+        fn=fn,
+        id=event.id,
+        type=event.type,
+        subject=event.subject,
+        data=event.data,
+        trace_id=ctx.trace.trace_id,
+        attempt=ctx.attempt,
+    )
 
 
 @app.event("github")
@@ -33,14 +40,19 @@ async def everything(event: hibana.CloudEvent, ctx: hibana.Context) -> None:
     seen("everything", event, ctx)
 
 
-@app.event("github", filter=F.all(F.exact(type="com.github.workflow_run"),
-                                  F.prefix(subject="repo/")))
+@app.event(
+    "github", filter=F.all(F.exact(type="com.github.workflow_run"), F.prefix(subject="repo/"))
+)
 def runs(event: hibana.CloudEvent, ctx: hibana.Context) -> None:
     seen("runs", event, ctx)
 
 
-@app.event("github", filter=F.any(F.suffix(type=".pull_request"), F.not_(F.prefix(source="gh"))),
-           max_attempts=2, retry=hibana.Fixed(0.1))
+@app.event(
+    "github",
+    filter=F.any(F.suffix(type=".pull_request"), F.not_(F.prefix(source="gh"))),
+    max_attempts=2,
+    retry=hibana.Fixed(0.1),
+)
 async def flaky(event: hibana.CloudEvent, ctx: hibana.Context) -> None:
     seen("flaky", event, ctx)
     if (HERE / "fail").exists():
@@ -50,8 +62,17 @@ async def flaky(event: hibana.CloudEvent, ctx: hibana.Context) -> None:
 @app.http("/publish", methods=["POST"])
 async def publish(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
     body = req.json()
-    sent = await ctx.publish("github", type=body["type"], source=body["source"],
-                             subject=body.get("subject"), id=body.get("id"),
-                             data=body.get("data"))
-    return {"id": sent.id, "duplicate": sent.duplicate, "deliveries": sent.deliveries,
-            "trace_id": ctx.trace.trace_id}
+    sent = await ctx.publish(
+        "github",
+        type=body["type"],
+        source=body["source"],
+        subject=body.get("subject"),
+        id=body.get("id"),
+        data=body.get("data"),
+    )
+    return {
+        "id": sent.id,
+        "duplicate": sent.duplicate,
+        "deliveries": sent.deliveries,
+        "trace_id": ctx.trace.trace_id,
+    }

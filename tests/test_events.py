@@ -1,0 +1,290 @@
+"""Events end to end: CloudEvents sent with the cloudevents SDK in binary, structured and
+batch mode, fan-out to filtered subscriptions, retries and dead letters per subscription,
+deduplication, trace continuity, and bad input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cloudevents.conversion import to_binary, to_dict, to_structured
+from cloudevents.http import CloudEvent
+
+import hibana
+from tests.hosts import Host, copy_app, run_cli, started
+from tests.test_queues import wait_until
+
+
+def delivered(app_dir: Path, fn: str | None = None) -> list[dict[str, Any]]:
+    path = app_dir / "delivered.jsonl"
+    if not path.exists():
+        return []
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x]
+    return [x for x in lines if fn is None or x["fn"] == fn]
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    return copy_app("events", tmp_path)
+
+
+@pytest.fixture
+def host(app_dir: Path) -> Iterator[Host]:
+    yield from started(app_dir, "--workers", "1")
+
+
+def post_event(host: Host, event: CloudEvent, mode: str = "binary") -> httpx.Response:
+    headers, body = to_binary(event) if mode == "binary" else to_structured(event)
+    return httpx.post(host.url + "/runtime/events/github", headers=headers, content=body)
+
+
+def run_event(**attrs: Any) -> CloudEvent:
+    data = attrs.pop("data", {"conclusion": "success"})
+    return CloudEvent({"type": "com.github.workflow_run", "source": "gh/hooks", **attrs}, data)
+
+
+def test_binary_mode_fans_out_to_matching_subscriptions(host: Host, app_dir: Path) -> None:
+    event = run_event(subject="repo/hibana/hibana", id="run-1")
+    r = post_event(host, event)
+    assert r.status_code == 202, r.text
+    assert r.json() == {"accepted": 1, "duplicates": 0, "deliveries": 2}
+    wait_until(lambda: len(delivered(app_dir)) == 2, what="two deliveries")
+    got = {d["fn"]: d for d in delivered(app_dir)}
+    assert set(got) == {"everything", "runs"}  # flaky's filter does not match
+    assert got["runs"]["id"] == "run-1" and got["runs"]["data"] == {"conclusion": "success"}
+    assert got["runs"]["subject"] == "repo/hibana/hibana"
+
+
+def test_structured_mode_and_a_filter_on_the_type_suffix(host: Host, app_dir: Path) -> None:
+    event = CloudEvent(
+        {"type": "com.github.pull_request", "source": "gh/hooks", "id": "pr-9"}, {"n": 9}
+    )
+    r = post_event(host, event, mode="structured")
+    assert r.status_code == 202 and r.json()["deliveries"] == 2
+    wait_until(lambda: len(delivered(app_dir)) == 2)
+    assert {d["fn"] for d in delivered(app_dir)} == {"everything", "flaky"}
+
+
+def test_batch_mode(host: Host, app_dir: Path) -> None:
+    events = [run_event(id=f"b{i}", subject="repo/x") for i in range(3)]
+    r = httpx.post(
+        host.url + "/runtime/events/github",
+        headers={"content-type": "application/cloudevents-batch+json"},
+        content=json.dumps([to_dict(e) for e in events]),
+    )
+    assert r.status_code == 202 and r.json() == {"accepted": 3, "duplicates": 0, "deliveries": 6}
+    wait_until(lambda: len(delivered(app_dir, "runs")) == 3)
+    assert sorted(d["id"] for d in delivered(app_dir, "runs")) == ["b0", "b1", "b2"]
+
+
+def test_a_redelivered_event_is_processed_once(host: Host, app_dir: Path) -> None:
+    event = run_event(id="same", subject="repo/x")
+    assert post_event(host, event).json()["accepted"] == 1
+    again = post_event(host, run_event(id="same", subject="repo/x"))
+    assert again.status_code == 202 and again.json() == {
+        "accepted": 0,
+        "duplicates": 1,
+        "deliveries": 0,
+    }
+    # another source with the same id is another event
+    other = post_event(host, run_event(id="same", source="elsewhere", subject="repo/x"))
+    assert other.json()["accepted"] == 1
+    wait_until(lambda: len(delivered(app_dir, "everything")) == 2)
+    host.wait_for_log(function="flaky", outcome="ok")  # "elsewhere" passes not(prefix gh)
+    assert len(delivered(app_dir, "everything")) == 2
+
+
+def test_a_failing_subscriber_dead_letters_without_touching_the_others(
+    host: Host, app_dir: Path
+) -> None:
+    (app_dir / "fail").write_text("x")
+    event = CloudEvent({"type": "com.github.pull_request", "source": "gh/h", "id": "pr-1"}, {})
+    assert post_event(host, event).status_code == 202
+    host.wait_for_log(function="flaky", dead_lettered=True, timeout=20)
+    assert [d["attempt"] for d in delivered(app_dir, "flaky")] == [1, 2]
+    assert len(delivered(app_dir, "everything")) == 1
+    dlq = run_cli("queue", "dlq", "event:flaky", "--app", str(app_dir), "--json")
+    (dead,) = json.loads(dlq.stdout)
+    assert dead["data"]["id"] == "pr-1" and dead["errors"][-1]["error"] == (
+        "RuntimeError: flaky subscriber fails"
+    )
+
+
+def test_the_trace_continues_from_publisher_to_every_subscriber(host: Host, app_dir: Path) -> None:
+    with host.client() as client:
+        sent = client.post(
+            "/publish",
+            json={"type": "com.github.workflow_run", "source": "gh/app", "subject": "repo/r"},
+        ).json()
+    assert sent["deliveries"] == 2 and sent["duplicate"] is False
+    wait_until(lambda: len(delivered(app_dir)) == 2)
+    assert {d["trace_id"] for d in delivered(app_dir)} == {sent["trace_id"]}
+    # an incoming event's own traceparent extension is continued too
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    event = run_event(
+        id="traced", subject="repo/r", traceparent=f"00-{trace_id}-00f067aa0ba902b7-01"
+    )
+    assert post_event(host, event).status_code == 202
+    wait_until(lambda: len([d for d in delivered(app_dir) if d["id"] == "traced"]) == 2)
+    assert {d["trace_id"] for d in delivered(app_dir) if d["id"] == "traced"} == {trace_id}
+    line = host.wait_for_log(function="runs", outcome="ok", trace_id=trace_id)
+    assert line["parent_span_id"] == "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "problem"),
+    [
+        (
+            {"ce-source": "s", "ce-specversion": "1.0", "ce-type": "t"},
+            b"{}",
+            400,
+            "lacks the required attribute id",
+        ),
+        (
+            {"content-type": "application/cloudevents+json"},
+            b'{"id": "1", "source": "s", "specversion": "0.3", "type": "t"}',
+            400,
+            "specversion '0.3'; hibana accepts 1.0",
+        ),
+        (
+            {"content-type": "application/cloudevents+json"},
+            b'{"id": "1", "source": ',
+            400,
+            "the body is not valid JSON",
+        ),
+        (
+            {"content-type": "application/cloudevents-batch+json"},
+            b'[{"id": "1", "source": "s", "specversion": "1.0", "type": "t"}, {"id": "2"}]',
+            400,
+            "event 1 of the batch lacks the required attributes source, specversion, type",
+        ),
+        ({"content-type": "text/plain"}, b"hello", 400, "no CloudEvent in the request"),
+        (
+            {
+                "ce-id": "1",
+                "ce-source": "s",
+                "ce-specversion": "1.0",
+                "ce-type": "t",
+                "content-type": "application/json",
+            },
+            json.dumps({"blob": "x" * 300_000}).encode(),
+            413,
+            "over the limit of 262144",
+        ),
+    ],
+)
+def test_bad_events_are_refused_with_the_reason_and_nothing_stored(
+    shared_host: tuple[Host, Path],
+    headers: dict[str, str],
+    body: bytes,
+    status: int,
+    problem: str,
+) -> None:
+    host, app_dir = shared_host
+    r = httpx.post(host.url + "/runtime/events/github", headers=headers, content=body)
+    assert r.status_code == status, r.text
+    assert problem in r.json()["error"]
+    stats = json.loads(run_cli("queue", "stats", "--app", str(app_dir), "--json").stdout)
+    assert all(q["ready"] == q["in_flight"] == q["delayed"] == 0 for q in stats)
+    assert delivered(app_dir) == []
+
+
+@pytest.fixture(scope="module")
+def shared_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Path]]:
+    app_dir = copy_app("events", tmp_path_factory.mktemp("ev"))
+    for host in started(app_dir, "--workers", "1"):
+        yield host, app_dir
+
+
+def test_an_unknown_topic_is_404(shared_host: tuple[Host, Path]) -> None:
+    host, _ = shared_host
+    r = post_to(host, "nope", run_event(id="x"))
+    assert r.status_code == 404
+    assert r.json()["error"].startswith("no topic 'nope' in this app (topics: github)")
+
+
+def post_to(host: Host, topic: str, event: CloudEvent) -> httpx.Response:
+    headers, body = to_binary(event)
+    return httpx.post(f"{host.url}/runtime/events/{topic}", headers=headers, content=body)
+
+
+def test_the_abuse_protection_handshake(shared_host: tuple[Host, Path]) -> None:
+    host, _ = shared_host
+    r = httpx.options(
+        host.url + "/runtime/events/github",
+        headers={
+            "WebHook-Request-Origin": "eventemitter.example.com",
+            "WebHook-Request-Rate": "120",
+        },
+    )
+    assert r.status_code == 200
+    assert r.headers["webhook-allowed-origin"] == "eventemitter.example.com"
+    assert r.headers["webhook-allowed-rate"] == "*"
+
+
+def test_events_publish_from_the_shell(host: Host, app_dir: Path) -> None:
+    out = run_cli(
+        "events",
+        "publish",
+        "github",
+        "--type",
+        "com.github.workflow_run",
+        "--source",
+        "cli",
+        "--subject",
+        "repo/z",
+        "--id",
+        "from-cli",
+        "--data",
+        '{"k": 1}',
+        "--app",
+        str(app_dir),
+    )
+    assert out.returncode == 0, out.stderr
+    # everything, runs (workflow_run on repo/...) and flaky (the source is not gh...)
+    assert out.stdout.strip() == "Published event from-cli to 3 subscription(s) of github"
+    wait_until(lambda: len(delivered(app_dir)) == 3)
+    again = run_cli(
+        "events",
+        "publish",
+        "github",
+        "--type",
+        "x",
+        "--source",
+        "cli",
+        "--id",
+        "from-cli",
+        "--app",
+        str(app_dir),
+    )
+    assert "Duplicate" in again.stdout
+    unknown = run_cli(
+        "events", "publish", "nope", "--type", "x", "--source", "y", "--app", str(app_dir)
+    )
+    assert unknown.returncode == 1 and "topics: github" in unknown.stderr
+
+
+def test_filters_match_like_the_subscriptions_api() -> None:
+    F = hibana.Filter
+    e = hibana.CloudEvent(id="1", source="gh/x", type="com.github.push", subject="repo/a")
+    assert F.exact(type="com.github.push").matches(e)
+    assert not F.exact(type="com.github.push", subject="repo/b").matches(e)
+    assert F.prefix(subject="repo/").matches(e) and not F.prefix(dataschema="x").matches(e)
+    assert F.suffix(type=".push").matches(e)
+    assert F.all(F.prefix(source="gh"), F.suffix(type="push")).matches(e)
+    assert F.any(F.exact(type="nope"), F.exact(source="gh/x")).matches(e)
+    assert F.not_(F.exact(type="nope")).matches(e)
+    f = F.all(F.exact(type="a"), F.not_(F.any(F.prefix(subject="x"), F.suffix(source="y"))))
+    assert F.from_dict(json.loads(json.dumps(f.to_dict()))) == f
+    assert f.to_dict() == {
+        "all": [
+            {"exact": {"type": "a"}},
+            {"not": {"any": [{"prefix": {"subject": "x"}}, {"suffix": {"source": "y"}}]}},
+        ]
+    }
+    with pytest.raises(ValueError, match="needs at least one attribute"):
+        F.exact()
