@@ -17,6 +17,7 @@ from hibana.errors import AppError, RouteError
 from hibana.events.filters import Filter
 from hibana.messages import Exponential, RetryPolicy
 from hibana.proxies import parse_networks
+from hibana.secrets import grants
 from hibana.timers import Schedule, ScheduleError
 from hibana.triggers.routes import CompiledRoute, compile_route
 
@@ -101,6 +102,8 @@ class FunctionSpec:
     max_concurrency: int | None
     #: "function_app.py:12", where the function was declared.
     source: str
+    #: The secrets it may read from ``ctx.secrets``.
+    secrets: tuple[str, ...] = ()
 
 
 def _where(filename: str, line: int) -> str:
@@ -191,6 +194,7 @@ class Blueprint:
 
     def __init__(self) -> None:
         self._functions: list[FunctionSpec] = []
+        self._webhook_topics: list[str] = []
 
     @property
     def functions(self) -> tuple[FunctionSpec, ...]:
@@ -204,6 +208,7 @@ class Blueprint:
         timeout: float = DEFAULT_TIMEOUT,
         max_concurrency: int | None = None,
         name: str | None = None,
+        secrets: Iterable[str] = (),
     ) -> Callable[[F], F]:
         """Declare an HTTP function on ``route`` for ``methods``.
 
@@ -237,6 +242,7 @@ class Blueprint:
                     timeout=float(timeout),
                     max_concurrency=max_concurrency,
                     source=location,
+                    secrets=grants(secrets, where),
                 )
             )
             return fn
@@ -256,6 +262,7 @@ class Blueprint:
         concurrency_group: str | None = None,
         limit: int | None = None,
         name: str | None = None,
+        secrets: Iterable[str] = (),
     ) -> Callable[[F], F]:
         """Declare a function that consumes ``queue``: ``fn(msg: Message, ctx)``, or
         ``fn(msgs: list[Message], ctx)`` when ``batch_size`` > 1.
@@ -292,6 +299,7 @@ class Blueprint:
                     timeout=run_for,
                     max_concurrency=max_concurrency,
                     source=location,
+                    secrets=grants(secrets, where),
                 )
             )
             return fn
@@ -306,6 +314,7 @@ class Blueprint:
         run_on_startup: bool = False,
         timeout: float = DEFAULT_TIMEOUT,
         name: str | None = None,
+        secrets: Iterable[str] = (),
     ) -> Callable[[F], F]:
         """Declare a function run on a cron ``schedule`` (5 fields, or 6 with seconds
         first) in time zone ``tz``: ``fn(timer: TimerInfo, ctx)``. Each slot runs once
@@ -329,6 +338,7 @@ class Blueprint:
                     timeout=float(timeout),
                     max_concurrency=1,
                     source=location,
+                    secrets=grants(secrets, where),
                 )
             )
             return fn
@@ -348,6 +358,7 @@ class Blueprint:
         concurrency_group: str | None = None,
         limit: int | None = None,
         name: str | None = None,
+        secrets: Iterable[str] = (),
     ) -> Callable[[F], F]:
         """Subscribe a function to ``topic``: ``fn(event: CloudEvent, ctx)``. Every
         subscription whose ``filter`` matches gets its own delivery of each event, with
@@ -383,6 +394,7 @@ class Blueprint:
                     timeout=run_for,
                     max_concurrency=max_concurrency,
                     source=location,
+                    secrets=grants(secrets, where),
                 )
             )
             return fn
@@ -401,13 +413,63 @@ class Blueprint:
 
     @property
     def topics(self) -> tuple[str, ...]:
-        """The topics this app subscribes to: what ``ctx.publish`` and the events
-        endpoint accept."""
+        """The topics this app subscribes to or its webhooks publish to: what
+        ``ctx.publish`` and the events endpoint accept."""
         return tuple(
             dict.fromkeys(
-                spec.trigger.topic
-                for spec in self._functions
-                if isinstance(spec.trigger, EventTrigger)
+                [
+                    *(
+                        spec.trigger.topic
+                        for spec in self._functions
+                        if isinstance(spec.trigger, EventTrigger)
+                    ),
+                    *self._webhook_topics,
+                ]
+            )
+        )
+
+    def webhook(
+        self,
+        path: str,
+        *,
+        provider: str,
+        secret: str,
+        topic: str,
+        ack: Callable[[dict[str, Any]], Any] | None = None,
+        timeout: float = 10.0,
+        name: str | None = None,
+    ) -> None:
+        """An endpoint that verifies a provider's webhook with the secret named
+        ``secret``, publishes it to ``topic`` as a CloudEvent and answers at once
+        (``provider``: "github", "slack" or "standard" for Standard Webhooks). For Slack,
+        ``ack(command)`` returns the immediate reply's JSON; the subscriber of ``topic``
+        does the slow work."""
+        from hibana.webhooks import PROVIDERS, handler
+
+        where = _caller(1)
+        if provider not in PROVIDERS:
+            raise AppError(
+                f"app.webhook({path!r}) in {where}: provider={provider!r} is not one of "
+                f"{', '.join(PROVIDERS)}"
+            )
+        _check_queue_name(topic, f"app.webhook({path!r}, topic={topic!r}) in {where}")
+        if ack is not None and not callable(ack):
+            raise AppError(f"app.webhook({path!r}) in {where}: ack must be callable")
+        _check_positive(timeout, "timeout", where)
+        fn_name = name or "webhook" + "".join(c if c.isalnum() else "_" for c in path)
+        route = compile_route(path, where)
+        granted = grants((secret,), where)
+        self._webhook_topics.append(topic)
+        self._add(
+            FunctionSpec(
+                name=fn_name,
+                handler=handler(provider, secret, topic, path, ack),  # type: ignore[arg-type]
+                trigger=HttpTrigger(route, ("POST",)),
+                is_async=True,
+                timeout=float(timeout),
+                max_concurrency=None,
+                source=where,
+                secrets=granted,
             )
         )
 
@@ -506,6 +568,7 @@ class App(Blueprint):
             raise AppError("An App cannot register itself")
         for spec in blueprint.functions:
             self._add(spec)
+        self._webhook_topics.extend(blueprint._webhook_topics)
 
     def _add(self, spec: FunctionSpec) -> None:
         other = self._names.get(spec.name)

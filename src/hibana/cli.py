@@ -574,5 +574,76 @@ def events_publish(
         print(f"Published event {event.id} to {len(deliveries)} subscription(s) of {topic}")
 
 
+secrets_cli = typer.Typer(
+    help="Secrets for functions: encrypted in the store, never in environment variables.",
+    no_args_is_help=True,
+)
+cli.add_typer(secrets_cli, name="secrets")
+
+
+@secrets_cli.command("set")
+def secrets_set(
+    name: Annotated[str, typer.Argument(help="The secret's name, as functions name it.")],
+    app: AppOpt = Path("."),
+    store: StoreOpt = None,
+) -> None:
+    """Set a secret. The value comes from stdin (piped) or a hidden prompt, never from the
+    command line, which shell history and `ps` would show."""
+    import getpass
+
+    from hibana.secrets import SecretError, check_name, load_key, seal
+
+    try:
+        check_name(name)
+    except SecretError as exc:
+        _usage(str(exc))
+    if sys.stdin.isatty():
+        value = getpass.getpass(f"Value of {name}: ")
+        if getpass.getpass("Again, to confirm: ") != value:
+            _fail("the two values differ; nothing was set", 1)
+    else:
+        value = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    if not value:
+        _fail(f"no value for {name} on stdin; nothing was set", 1)
+    try:
+        sealed = seal(load_key(create=True), name, value)
+    except SecretError as exc:
+        _fail(str(exc), 1)
+    opened = _open_store(app, store)
+    try:
+        _run(opened.put_secret(name, sealed))
+    finally:
+        opened.close()
+    print(f"Set secret {name} in {opened.display}")
+
+
+@secrets_cli.command("list")
+def secrets_list(app: AppOpt = Path("."), store: StoreOpt = None) -> None:
+    """The names of the secrets in the store (never their values)."""
+    opened = _open_store(app, store)
+    try:
+        names = sorted(_run(opened.secrets()))
+    finally:
+        opened.close()
+    print("\n".join(names) if names else f"no secrets in {opened.display}")
+
+
+@secrets_cli.command("rm")
+def secrets_rm(
+    name: Annotated[str, typer.Argument(help="The secret to delete.")],
+    app: AppOpt = Path("."),
+    store: StoreOpt = None,
+) -> None:
+    """Delete a secret."""
+    opened = _open_store(app, store)
+    try:
+        removed = _run(opened.delete_secret(name))
+    finally:
+        opened.close()
+    if not removed:
+        _fail(f"no secret {name!r} in {opened.display}", 1)
+    print(f"Deleted secret {name}")
+
+
 def main() -> None:
     cli()

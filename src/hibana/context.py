@@ -19,6 +19,7 @@ from hibana.telemetry.trace import TraceContext
 if TYPE_CHECKING:
     from hibana.app import FunctionSpec
     from hibana.events.cloudevent import CloudEvent
+    from hibana.secrets import Secrets
     from hibana.store.base import Enqueued, NewMessage
     from hibana.triggers.queue import Published
 
@@ -105,12 +106,29 @@ class Context:
     """What a function knows of its invocation: ids, attempt, deadline, cancellation, logger;
     and how it hands work on (``enqueue``)."""
 
-    __slots__ = ("_inv", "log", "_outbox")
+    __slots__ = ("_inv", "log", "_outbox", "_secrets")
 
-    def __init__(self, invocation: Invocation, log: Logger, outbox: Outbox | None = None) -> None:
+    def __init__(
+        self,
+        invocation: Invocation,
+        log: Logger,
+        outbox: Outbox | None = None,
+        secrets: Secrets | None = None,
+    ) -> None:
         self._inv = invocation
         self.log = log
         self._outbox = outbox
+        self._secrets = secrets
+
+    @property
+    def secrets(self) -> Secrets:
+        """The secrets this function named in ``secrets=[...]``: ``ctx.secrets["name"]``.
+        Reading one it did not name raises SecretError."""
+        if self._secrets is None:
+            from hibana.secrets import Secrets
+
+            self._secrets = Secrets({}, self._inv.function.name)
+        return self._secrets
 
     def enqueue(
         self,

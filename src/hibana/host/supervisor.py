@@ -149,10 +149,7 @@ class Supervisor:
                 self.admin.close()
             self.sock.close()
 
-    def _start_duties(self, zygote: Zygote) -> None:
-        """Open the store and start the timers and the queue watch, if the app has any."""
-        if not any(fn["kind"] in ("queue", "timer", "event") for fn in zygote.functions):
-            return
+    def _open_store(self) -> Store:
         if self.store is None:
             from hibana.store import engine_for
 
@@ -163,8 +160,42 @@ class Supervisor:
                 raise HostStartError(str(exc)) from None
             self.store = store
             self.sel.register(self._queues_r, selectors.EVENT_READ, "queues")
-        self.duties = StoreDuties(self.store, zygote.functions, self._queues_w, self.report)
+        return self.store
+
+    def _start_duties(self, zygote: Zygote) -> None:
+        """Check the app's secrets; open the store and start the timers and the queue
+        watch, if the app has any."""
+        self._check_secrets(zygote)
+        if not any(fn["kind"] in ("queue", "timer", "event") for fn in zygote.functions):
+            return
+        store = self._open_store()
+        self.duties = StoreDuties(store, zygote.functions, self._queues_w, self.report)
         self.duties.start()
+
+    def _check_secrets(self, zygote: Zygote) -> None:
+        """Every secret a function names exists and the key opens: fail at start, not in
+        a worker at its first request."""
+        wanted = {(fn["name"], name) for fn in zygote.functions for name in fn["secrets"]}
+        if not wanted:
+            return
+        import asyncio
+
+        from hibana.secrets import SecretError, load_key, unseal
+
+        store = self._open_store()
+        try:
+            key = load_key()
+            sealed = asyncio.run(store.secrets(sorted({name for _, name in wanted})))
+            for function, name in sorted(wanted):
+                if name not in sealed:
+                    raise SecretError(
+                        f"function {function!r} names secret {name!r}, which is not set in "
+                        f"{store.display}; set it with: hibana secrets set {name} "
+                        f"--app {self.config.app_dir}"
+                    )
+                unseal(key, name, sealed[name])
+        except (SecretError, StoreError) as exc:
+            raise HostStartError(str(exc)) from None
 
     def _stop_duties(self) -> None:
         if self.duties is not None:
@@ -450,6 +481,13 @@ class Supervisor:
             self.report(f"error: {exc}\nStill serving the previous version of the app.")
             return
         if fresh is None:
+            return
+        try:
+            self._check_secrets(fresh)
+        except HostStartError as exc:
+            self.report(f"error: {exc}\nStill serving the previous version of the app.")
+            self.sel.unregister(fresh.channel.sock)
+            fresh.stop()
             return
         old = self.zygote
         self._adopt(fresh)

@@ -143,8 +143,7 @@ class Worker:
             max_body_bytes=config.max_body_bytes,
             body_timeout=config.body_timeout,
         )
-        if any(isinstance(s.trigger, QueueTrigger | TimerTrigger) for s in self.app.functions):
-            self._start_queues(loop, pool)
+        await self._start_store(loop)
         uv_config = uvicorn.Config(
             self.front,
             http=guarded_protocol(config.max_header_bytes, config.header_timeout),
@@ -180,37 +179,66 @@ class Worker:
             await self.consumer.drained()
         self.log.debug("worker stopped")
 
-    def _start_queues(self, loop: asyncio.AbstractEventLoop, pool: FunctionThreads) -> None:
-        """Open this worker's store connection; consume the app's queues and timers."""
+    async def _start_store(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Open this worker's store connection if the app uses one: consume its queues,
+        events and timers, let functions enqueue and publish, and read granted secrets."""
         from hibana.store import engine_for
 
         assert self.dispatcher is not None and self.front is not None
+        app = self.app
+        consumes = any(isinstance(s.trigger, QueueTrigger | TimerTrigger) for s in app.functions)
+        granted = sorted({name for spec in app.functions for name in spec.secrets})
+        if not (consumes or app.topics or granted):
+            return
         store = Store(engine_for(self.config.store_url))
         store.open()
         self.store = store
-        self.consumer = QueueConsumer(
-            self.app,
-            store,
-            self.dispatcher,
-            self.sink,
-            owner=f"{socket.gethostname()}:{os.getpid()}",
-            log=self.log,
-            sync_concurrency=self.config.threads,
-        )
+        if granted:
+            await self._load_secrets(store, granted)
+        if consumes:
+            self.consumer = QueueConsumer(
+                app,
+                store,
+                self.dispatcher,
+                self.sink,
+                owner=f"{socket.gethostname()}:{os.getpid()}",
+                log=self.log,
+                sync_concurrency=self.config.threads,
+            )
+            self.consumer.secrets = self.front.secrets
         outbox = Outbox(
             store,
-            self.app.queues,
+            app.queues,
             loop,
             self.consumer,
             subscriptions=[
                 (spec.trigger.topic, spec.trigger.queue, spec.trigger.filter)
-                for spec in self.app.functions
+                for spec in app.functions
                 if isinstance(spec.trigger, EventTrigger)
             ],
-            topics=self.app.topics,
+            topics=app.topics,
         )
-        self.consumer.outbox = outbox
+        if self.consumer is not None:
+            self.consumer.outbox = outbox
         self.front.outbox = outbox
+
+    async def _load_secrets(self, store: Store, names: list[str]) -> None:
+        """Decrypt the secrets the app's functions name; redact their values from logs."""
+        from hibana.secrets import SecretError, Secrets, load_key, unseal
+
+        key = load_key()
+        sealed = await store.secrets(names)
+        missing = [n for n in names if n not in sealed]
+        if missing:
+            raise SecretError(f"secret {missing[0]!r} is not set in {store.display}")
+        values = {name: unseal(key, name, sealed[name]) for name in names}
+        self.sink.redact(list(values.values()))
+        assert self.front is not None
+        for spec in self.app.functions:
+            if spec.secrets:
+                self.front.secrets[spec.name] = Secrets(
+                    {n: values[n] for n in spec.secrets}, spec.name
+                )
 
     def _start_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
         """Exit if the event loop stops turning while an invocation is past its deadline

@@ -42,7 +42,12 @@ def describe(app: App) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for spec in app.functions:
         trigger = spec.trigger
-        fn: dict[str, Any] = {"name": spec.name, "trigger": trigger.describe(), "kind": "http"}
+        fn: dict[str, Any] = {
+            "name": spec.name,
+            "trigger": trigger.describe(),
+            "kind": "http",
+            "secrets": list(spec.secrets),
+        }
         if isinstance(trigger, EventTrigger):
             fn.update(
                 kind="event",

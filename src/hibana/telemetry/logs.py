@@ -32,6 +32,15 @@ class LogSink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._flush_scheduled = False
+        #: Secret values as they appear inside JSON strings; replaced before any write.
+        self._redact: tuple[bytes, ...] = ()
+
+    def redact(self, values: list[str]) -> None:
+        """Never write any of ``values`` (granted secrets): wherever one appears in a line,
+        in a message, a field or a traceback, it is written as ``[REDACTED]``."""
+        # Longest first, so a secret that contains another is replaced whole.
+        encoded = {_encode(v)[1:-1] for v in values if v}
+        self._redact = tuple(sorted(encoded, key=len, reverse=True))
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Buffer lines and write them once per turn of ``loop``. Lines from other threads
@@ -61,6 +70,9 @@ class LogSink:
         self._write(data)
 
     def _write(self, data: bytes) -> None:
+        for secret in self._redact:
+            if secret in data:
+                data = data.replace(secret, b"[REDACTED]")
         view = memoryview(data)
         while view:
             try:

@@ -21,6 +21,7 @@ from hibana.dispatcher import Dispatcher, Outcome
 from hibana.errors import HTTPError
 from hibana.requests import Request
 from hibana.responses import Response, to_response
+from hibana.secrets import Secrets
 from hibana.telemetry.logs import Logger, LogSink
 from hibana.telemetry.trace import continue_or_start, new_invocation_id
 from hibana.triggers.routes import Match, RouteTable
@@ -83,6 +84,8 @@ class HttpFront:
         self.draining = False
         #: ``ctx.enqueue``'s way to the store, when the app has queues.
         self.outbox: Outbox | None = None
+        #: ``ctx.secrets`` of each function that names some.
+        self.secrets: dict[str, Secrets] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -143,7 +146,9 @@ class HttpFront:
             "span_id": trace.span_id,
         }
         log = Logger(self.sink, fields)
-        outcome = await self.dispatcher.run(inv, Context(inv, log, self.outbox))
+        outcome = await self.dispatcher.run(
+            inv, Context(inv, log, self.outbox, self.secrets.get(spec.name))
+        )
         response, extra = self._respond(outcome, inv, log)
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
         headers.append((b"content-length", str(len(response.body)).encode()))

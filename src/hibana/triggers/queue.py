@@ -27,6 +27,7 @@ from hibana.errors import QueueError, StoreError
 from hibana.events.cloudevent import CloudEvent, EventError
 from hibana.events.filters import Filter
 from hibana.messages import BatchFailed, Message
+from hibana.secrets import Secrets
 from hibana.store.base import Delivery, Enqueued, NewMessage, Settle, Store
 from hibana.telemetry.logs import Logger, LogSink
 from hibana.telemetry.trace import continue_or_start, new_invocation_id
@@ -214,6 +215,8 @@ class QueueConsumer:
         self.owner = owner
         self.log = log
         self.outbox: Outbox | None = None
+        #: ``ctx.secrets`` of each function that names some.
+        self.secrets: dict[str, Secrets] = {}
         self._sync_concurrency = sync_concurrency
         self._wake: dict[str, asyncio.Event] = {}
         self._loops: list[asyncio.Task[None]] = []
@@ -364,7 +367,9 @@ class QueueConsumer:
             "span_id": trace.span_id,
         }
         log = Logger(self.sink, fields)
-        outcome = await self.dispatcher.run(inv, Context(inv, log, self.outbox))
+        outcome = await self.dispatcher.run(
+            inv, Context(inv, log, self.outbox, self.secrets.get(spec.name))
+        )
         settles, line = self._settle(spec, deliveries, outcome, log)
         self._settles.extend(settles)
         if self._flushing is None:

@@ -1,0 +1,179 @@
+"""Webhooks that verify, acknowledge at once and hand the work to an event.
+
+``app.webhook(path, provider=..., secret=..., topic=...)`` declares an HTTP function (an
+Invocation like any other) whose handler is built here: it checks the provider's
+signature with the named secret, turns the delivery into a CloudEvent (the provider's
+delivery id becomes the event id, so a redelivery is dropped as a duplicate), publishes it
+to ``topic`` and answers within milliseconds. Subscribers (``@app.event(topic)``) do the
+slow work, with retries and dead letters.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from hibana.context import Context
+from hibana.events.cloudevent import CloudEvent
+from hibana.requests import Request
+from hibana.responses import Response
+from hibana.webhooks import signatures
+from hibana.webhooks.signatures import Rejected
+
+Provider = Literal["github", "slack", "standard"]
+PROVIDERS: tuple[str, ...] = ("github", "slack", "standard")
+Ack = Callable[[dict[str, Any]], Any]
+Handler = Callable[[Request, Context], Awaitable[Response]]
+
+
+def handler(provider: Provider, secret: str, topic: str, path: str, ack: Ack | None) -> Handler:
+    parse = {"github": _github, "slack": _slack, "standard": _standard}[provider]
+
+    async def webhook(req: Request, ctx: Context) -> Response:
+        body = req.body
+        try:
+            result = parse(ctx.secrets[secret], req, body, path)
+        except Rejected as exc:
+            ctx.log.warning(
+                "webhook rejected", provider=provider, reason=exc.reason, status=exc.status
+            )
+            return Response.json({"error": exc.reason}, status=exc.status)
+        if isinstance(result, Response):
+            return result  # a handshake (ping, url_verification): nothing to publish
+        event, answer = result
+        (published,) = await ctx.publish_events(topic, [event])
+        ctx.log.info(
+            "webhook accepted",
+            provider=provider,
+            event_id=event.id,
+            type=event.type,
+            duplicate=published.duplicate,
+        )
+        if provider == "slack":
+            # Slack wants a slash command's reply in the acknowledgement itself.
+            reply = ack(event.data) if ack is not None and answer else None
+            return Response.json(reply if reply is not None else {}, status=200)
+        return Response.json(
+            {"accepted": not published.duplicate, "duplicate": published.duplicate, "id": event.id},
+            status=202,
+        )
+
+    return webhook
+
+
+def _github(
+    secret: str, req: Request, body: bytes, path: str
+) -> tuple[CloudEvent, bool] | Response:
+    signatures.github(secret, body, req.headers.get("x-hub-signature-256"))
+    kind = req.headers.get("x-github-event")
+    delivery = req.headers.get("x-github-delivery")
+    if not kind or not delivery:
+        raise Rejected("X-GitHub-Event or X-GitHub-Delivery is missing", 400)
+    payload = _json_or_form_payload(req, body)
+    if kind == "ping":
+        return Response.json({"ok": True, "zen": payload.get("zen")}, status=200)
+    repo = payload.get("repository") or {}
+    full_name = repo.get("full_name") if isinstance(repo, dict) else None
+    extensions = {}
+    if isinstance(payload.get("action"), str):
+        extensions["githubaction"] = payload["action"]
+    return CloudEvent(
+        id=delivery,
+        source=f"https://github.com/{full_name}" if full_name else "https://github.com",
+        type=f"com.github.{kind}",
+        subject=f"repo/{full_name}" if full_name else None,
+        datacontenttype="application/json",
+        data=payload,
+        extensions=extensions,
+    ), True
+
+
+def _slack(secret: str, req: Request, body: bytes, path: str) -> tuple[CloudEvent, bool] | Response:
+    signatures.slack(
+        secret,
+        body,
+        req.headers.get("x-slack-request-timestamp"),
+        req.headers.get("x-slack-signature"),
+        time.time(),
+    )
+    if req.content_type.startswith("application/json"):
+        payload = _json(body)
+        if payload.get("type") == "url_verification":
+            return Response.json({"challenge": payload.get("challenge")}, status=200)
+        inner = payload.get("event") or {}
+        event_id = payload.get("event_id")
+        if not event_id:
+            raise Rejected("a Slack event without event_id", 400)
+        return CloudEvent(
+            id=str(event_id),
+            source=f"https://slack.com/{payload.get('team_id', '')}",
+            type=f"com.slack.event.{inner.get('type', 'unknown')}",
+            datacontenttype="application/json",
+            data=payload,
+        ), False
+    form = dict(urllib.parse.parse_qsl(body.decode("utf-8", errors="replace")))
+    if "payload" in form:  # an interactive component: buttons, menus, modals
+        interactive = _json(form["payload"].encode())
+        kind = str(interactive.get("type", "unknown"))
+        actions = interactive.get("actions") or [{}]
+        ident = interactive.get("trigger_id") or actions[0].get("action_ts") or ""
+        return CloudEvent(
+            id=str(ident) or f"{kind}-{time.time_ns()}",
+            source=f"https://slack.com/{(interactive.get('team') or {}).get('id', '')}",
+            type=f"com.slack.interactive.{kind}",
+            datacontenttype="application/json",
+            data=interactive,
+        ), False
+    if "command" not in form:
+        raise Rejected("neither a slash command, an interactive payload nor an event", 400)
+    return CloudEvent(
+        id=form.get("trigger_id") or f"command-{time.time_ns()}",
+        source=f"https://slack.com/{form.get('team_id', '')}",
+        type="com.slack.command",
+        subject=form["command"],
+        datacontenttype="application/json",
+        data=form,
+    ), True
+
+
+def _standard(
+    secret: str, req: Request, body: bytes, path: str
+) -> tuple[CloudEvent, bool] | Response:
+    msg_id = req.headers.get("webhook-id")
+    signatures.standard(
+        secret,
+        body,
+        msg_id,
+        req.headers.get("webhook-timestamp"),
+        req.headers.get("webhook-signature"),
+        time.time(),
+    )
+    payload = _json(body)
+    kind = payload.get("type") if isinstance(payload.get("type"), str) else "webhook"
+    return CloudEvent(
+        id=str(msg_id),
+        source=f"webhook:{path}",
+        type=str(kind),
+        datacontenttype="application/json",
+        data=payload.get("data", payload),
+    ), True
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        raise Rejected("the body is not JSON", 400) from None
+    if not isinstance(value, dict):
+        raise Rejected("the body is not a JSON object", 400)
+    return value
+
+
+def _json_or_form_payload(req: Request, body: bytes) -> dict[str, Any]:
+    if req.content_type.startswith("application/x-www-form-urlencoded"):
+        form = dict(urllib.parse.parse_qsl(body.decode("utf-8", errors="replace")))
+        return _json(form.get("payload", "").encode())
+    return _json(body)

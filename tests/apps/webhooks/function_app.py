@@ -1,0 +1,76 @@
+"""Webhooks the tests sign like GitHub, Slack and Standard Webhooks senders do; subscribers
+record what they get in delivered.jsonl beside this file. The Slack subscriber replies
+through the command's response_url, as a Slack app does after its quick acknowledgement."""
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+
+import hibana
+
+HERE = Path(__file__).parent
+app = hibana.App()
+
+app.webhook("/webhooks/github", provider="github", secret="gh-secret", topic="github")
+app.webhook(
+    "/webhooks/slack/commands",
+    provider="slack",
+    secret="slack-secret",
+    topic="slack",
+    ack=lambda cmd: {"response_type": "ephemeral", "text": f"Working on {cmd['text']}"},
+)
+app.webhook("/webhooks/std", provider="standard", secret="std-secret", topic="std")
+
+
+def record(**fields: object) -> None:
+    line = json.dumps({"pid": os.getpid(), "t": time.time(), **fields}) + "\n"
+    fd = os.open(HERE / "delivered.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+@app.event("github")
+async def on_github(event: hibana.CloudEvent, ctx: hibana.Context) -> None:
+    record(
+        fn="github",
+        id=event.id,
+        type=event.type,
+        subject=event.subject,
+        source=event.source,
+        action=event.extensions.get("githubaction"),
+    )
+
+
+@app.event("slack", visibility_timeout=60)
+async def on_slack(event: hibana.CloudEvent, ctx: hibana.Context) -> None:
+    data = event.data
+    record(fn="slack", id=event.id, type=event.type, subject=event.subject)
+    if event.type == "com.slack.command":
+        if data["text"] == "slow":
+            await asyncio.sleep(10)  # the slow work; the acknowledgement did not wait
+        async with httpx.AsyncClient() as client:
+            await client.post(data["response_url"], json={"text": f"Done: {data['text']}"})
+
+
+@app.event("std")
+def on_std(event: hibana.CloudEvent, ctx: hibana.Context) -> None:
+    record(fn="std", id=event.id, type=event.type, data=event.data)
+
+
+@app.http("/uses-token", methods=["GET"], secrets=["api-token"])
+def uses_token(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
+    token = ctx.secrets["api-token"]
+    ctx.log.info("calling the API", authorization=f"Bearer {token}")
+    try:
+        ctx.secrets["gh-secret"]
+    except hibana.HibanaError as exc:
+        refused = str(exc)
+    if req.query.get("fail"):
+        raise RuntimeError(f"the API refused token {token}")
+    return {"length": len(token), "refused": refused, "names": sorted(ctx.secrets)}

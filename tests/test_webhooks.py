@@ -1,0 +1,403 @@
+"""Webhooks signed the way GitHub, Slack and Standard Webhooks document it; slack_sdk's
+own SignatureVerifier must agree with hibana on every request."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from slack_sdk.signature import SignatureVerifier
+
+from tests.hosts import Host, copy_app, started
+from tests.test_queues import wait_until
+
+GH_SECRET = "gh-webhook-secret-123"
+SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+STD_SECRET = "whsec_" + base64.b64encode(b"standard-webhooks-key-0123456789").decode()
+API_TOKEN = "tok-5e3cr3t-v4lue-99"
+
+
+def set_secret(app_dir: Path, name: str, value: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hibana", "secrets", "set", name, "--app", str(app_dir)],
+        input=value,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def delivered(app_dir: Path, fn: str | None = None) -> list[dict[str, Any]]:
+    path = app_dir / "delivered.jsonl"
+    if not path.exists():
+        return []
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x]
+    return [x for x in lines if fn is None or x["fn"] == fn]
+
+
+@pytest.fixture(scope="module")
+def webhook_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Path]]:
+    root = tmp_path_factory.mktemp("wh")
+    app_dir = copy_app("webhooks", root)
+    env_before = os.environ.get("HIBANA_SECRET_KEY_FILE")
+    os.environ["HIBANA_SECRET_KEY_FILE"] = str(root / "key")
+    try:
+        for name, value in (
+            ("gh-secret", GH_SECRET),
+            ("slack-secret", SLACK_SECRET),
+            ("std-secret", STD_SECRET),
+            ("api-token", API_TOKEN),
+        ):
+            done = set_secret(app_dir, name, value)
+            assert done.returncode == 0, done.stderr
+        for host in started(app_dir, "--workers", "1"):
+            yield host, app_dir
+    finally:
+        if env_before is None:
+            os.environ.pop("HIBANA_SECRET_KEY_FILE", None)
+        else:
+            os.environ["HIBANA_SECRET_KEY_FILE"] = env_before
+
+
+# -- GitHub ---------------------------------------------------------------------------------
+def github_post(
+    host: Host,
+    event: str,
+    delivery: str,
+    payload: dict[str, Any],
+    secret: str = GH_SECRET,
+    tamper: bool = False,
+) -> httpx.Response:
+    body = json.dumps(payload).encode()
+    sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    if tamper:
+        body = body.replace(b"}", b', "evil": 1}', 1)
+    return httpx.post(
+        host.url + "/webhooks/github",
+        content=body,
+        headers={
+            "content-type": "application/json",
+            "x-github-event": event,
+            "x-github-delivery": delivery,
+            "x-hub-signature-256": sig,
+            "user-agent": "GitHub-Hookshot/abc123",
+        },
+    )
+
+
+WORKFLOW_RUN = {
+    "action": "completed",
+    "workflow_run": {
+        "id": 30433642,
+        "name": "CI",
+        "conclusion": "success",
+        "head_branch": "main",
+        "run_attempt": 1,
+    },
+    "repository": {
+        "id": 1296269,
+        "full_name": "octo-org/hello-world",
+        "html_url": "https://github.com/octo-org/hello-world",
+    },
+    "sender": {"login": "octocat", "type": "User"},
+}
+PULL_REQUEST = {
+    "action": "opened",
+    "number": 2,
+    "pull_request": {"id": 279147437, "number": 2, "state": "open", "title": "Update README"},
+    "repository": {"id": 1296269, "full_name": "octo-org/hello-world"},
+    "sender": {"login": "octocat"},
+}
+
+
+def test_github_deliveries_become_events_once(webhook_app: tuple[Host, Path]) -> None:
+    host, app_dir = webhook_app
+    r = github_post(host, "workflow_run", "72d3162e-cc78-11e3-81ab-4c9367dc0958", WORKFLOW_RUN)
+    assert r.status_code == 202, r.text
+    assert r.json() == {
+        "accepted": True,
+        "duplicate": False,
+        "id": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+    }
+    # GitHub's redelivery keeps the delivery id: dropped
+    again = github_post(host, "workflow_run", "72d3162e-cc78-11e3-81ab-4c9367dc0958", WORKFLOW_RUN)
+    assert again.status_code == 202 and again.json()["duplicate"] is True
+    assert github_post(host, "pull_request", "pr-delivery-1", PULL_REQUEST).status_code == 202
+    wait_until(lambda: len(delivered(app_dir, "github")) >= 2)
+    time.sleep(0.3)
+    got = {d["id"]: d for d in delivered(app_dir, "github")}
+    assert len(delivered(app_dir, "github")) == 2
+    run = got["72d3162e-cc78-11e3-81ab-4c9367dc0958"]
+    assert run["type"] == "com.github.workflow_run"
+    assert run["subject"] == "repo/octo-org/hello-world"
+    assert run["source"] == "https://github.com/octo-org/hello-world"
+    assert run["action"] == "completed"
+    assert got["pr-delivery-1"]["type"] == "com.github.pull_request"
+
+
+def test_github_ping_is_answered_and_not_published(webhook_app: tuple[Host, Path]) -> None:
+    host, app_dir = webhook_app
+    r = github_post(host, "ping", "ping-1", {"zen": "Design for failure.", "hook_id": 1})
+    assert r.status_code == 200 and r.json() == {"ok": True, "zen": "Design for failure."}
+    assert all(d["id"] != "ping-1" for d in delivered(app_dir))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"secret": "wrong"}, "X-Hub-Signature-256 does not match the body"),
+        ({"tamper": True}, "X-Hub-Signature-256 does not match the body"),
+    ],
+)
+def test_github_bad_signatures_are_401_and_publish_nothing(
+    webhook_app: tuple[Host, Path], kwargs: dict[str, Any], reason: str
+) -> None:
+    host, app_dir = webhook_app
+    delivery = f"bad-{reason[:5]}-{kwargs}"
+    r = github_post(host, "push", delivery, {"ref": "refs/heads/main"}, **kwargs)
+    assert r.status_code == 401 and r.json() == {"error": reason}
+    host.wait_for_log(msg="webhook rejected", reason=reason)
+    time.sleep(0.2)
+    assert all(d["id"] != delivery for d in delivered(app_dir))
+
+
+def test_github_without_a_signature_is_401(webhook_app: tuple[Host, Path]) -> None:
+    host, _ = webhook_app
+    r = httpx.post(
+        host.url + "/webhooks/github",
+        content=b"{}",
+        headers={"x-github-event": "push", "x-github-delivery": "x"},
+    )
+    assert r.status_code == 401 and r.json() == {"error": "X-Hub-Signature-256 is missing"}
+
+
+# -- Slack ----------------------------------------------------------------------------------
+class _Replies(http.server.BaseHTTPRequestHandler):
+    got: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers["content-length"])
+        _Replies.got.append(json.loads(self.rfile.read(length)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def response_url() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Replies)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/commands/reply"
+    server.shutdown()
+
+
+def slack_post(
+    host: Host,
+    body: bytes,
+    content_type: str,
+    ts: int | None = None,
+    secret: str = SLACK_SECRET,
+    extra: dict[str, str] | None = None,
+) -> tuple[httpx.Response, bool]:
+    """Signs like Slack (with slack_sdk), posts, and says whether slack_sdk would accept."""
+    timestamp = str(ts if ts is not None else int(time.time()))
+    sig = SignatureVerifier(secret).generate_signature(timestamp=timestamp, body=body)
+    assert sig is not None
+    headers = {
+        "content-type": content_type,
+        "x-slack-request-timestamp": timestamp,
+        "x-slack-signature": sig,
+        **(extra or {}),
+    }
+    r = httpx.post(host.url + "/webhooks/slack/commands", content=body, headers=headers)
+    sdk_ok = SignatureVerifier(SLACK_SECRET).is_valid(body=body, timestamp=timestamp, signature=sig)
+    return r, sdk_ok
+
+
+def command(text: str, response_url: str, trigger: str) -> bytes:
+    return urllib.parse.urlencode(
+        {
+            "token": "gIkuvaNzQIHg97ATvDxqgjtO",
+            "team_id": "T0001",
+            "team_domain": "example",
+            "channel_id": "C2147483705",
+            "user_id": "U2147483697",
+            "user_name": "Steve",
+            "command": "/weather",
+            "text": text,
+            "response_url": response_url,
+            "trigger_id": trigger,
+            "api_app_id": "A123456",
+        }
+    ).encode()
+
+
+def test_slack_command_is_acknowledged_then_answered_through_response_url(
+    webhook_app: tuple[Host, Path], response_url: str
+) -> None:
+    host, app_dir = webhook_app
+    r, sdk_ok = slack_post(
+        host,
+        command("94070", response_url, "13345224609.738474920.8088930838d88f008e0"),
+        "application/x-www-form-urlencoded",
+    )
+    assert sdk_ok and r.status_code == 200, r.text
+    assert r.json() == {"response_type": "ephemeral", "text": "Working on 94070"}
+    wait_until(
+        lambda: any(x == {"text": "Done: 94070"} for x in _Replies.got),
+        what="the reply through response_url",
+    )
+    (seen,) = [
+        d
+        for d in delivered(app_dir, "slack")
+        if d["type"] == "com.slack.command"
+        and d["id"] == "13345224609.738474920.8088930838d88f008e0"
+    ]
+    assert seen["subject"] == "/weather"
+
+
+@pytest.mark.parametrize(
+    ("case", "status"),
+    [("valid", 200), ("tampered", 401), ("stale", 401), ("wrong-secret", 401)],
+)
+def test_slack_verification_agrees_with_slack_sdk(
+    webhook_app: tuple[Host, Path], response_url: str, case: str, status: int
+) -> None:
+    host, _ = webhook_app
+    body = command("x", response_url, f"trig-{case}")
+    timestamp = int(time.time()) - (600 if case == "stale" else 0)
+    secret = "not-the-secret" if case == "wrong-secret" else SLACK_SECRET
+    sig = SignatureVerifier(secret).generate_signature(timestamp=str(timestamp), body=body)
+    assert sig is not None
+    sent = body + (b"&text=evil" if case == "tampered" else b"")
+    r = httpx.post(
+        host.url + "/webhooks/slack/commands",
+        content=sent,
+        headers={
+            "content-type": "application/x-www-form-urlencoded",
+            "x-slack-request-timestamp": str(timestamp),
+            "x-slack-signature": sig,
+        },
+    )
+    sdk_ok = SignatureVerifier(SLACK_SECRET).is_valid(
+        body=sent, timestamp=str(timestamp), signature=sig
+    )
+    assert r.status_code == status, r.text
+    assert sdk_ok == (status == 200)
+    if case == "stale":
+        assert r.json()["error"].startswith("X-Slack-Request-Timestamp is 60")
+        assert r.json()["error"].endswith("s from now, over 300s: a replay?")
+
+
+def test_slack_url_verification(webhook_app: tuple[Host, Path]) -> None:
+    host, _ = webhook_app
+    body = json.dumps(
+        {
+            "token": "Jhj5dZrVaK7ZwHHjRyZWjbDl",
+            "type": "url_verification",
+            "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
+        }
+    ).encode()
+    r, _ = slack_post(host, body, "application/json")
+    assert r.status_code == 200
+    assert r.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}
+
+
+def test_slack_retries_of_an_event_are_processed_once(webhook_app: tuple[Host, Path]) -> None:
+    host, app_dir = webhook_app
+    body = json.dumps(
+        {
+            "token": "z",
+            "team_id": "T061EG9R6",
+            "api_app_id": "A0MDYCDME",
+            "type": "event_callback",
+            "event_id": "Ev0PV52K21",
+            "event_time": 1,
+            "event": {
+                "type": "app_mention",
+                "text": "<@U0LAN0Z89> hi",
+                "channel": "C0LAN2Q65",
+                "ts": "1515449522.000016",
+            },
+        }
+    ).encode()
+    first, _ = slack_post(host, body, "application/json")
+    retry, _ = slack_post(
+        host,
+        body,
+        "application/json",
+        extra={"x-slack-retry-num": "1", "x-slack-retry-reason": "http_timeout"},
+    )
+    assert first.status_code == retry.status_code == 200
+    wait_until(lambda: [d for d in delivered(app_dir, "slack") if d["id"] == "Ev0PV52K21"])
+    time.sleep(0.3)
+    seen = [d for d in delivered(app_dir, "slack") if d["id"] == "Ev0PV52K21"]
+    assert len(seen) == 1 and seen[0]["type"] == "com.slack.event.app_mention"
+
+
+def test_slack_interactive_payload(webhook_app: tuple[Host, Path]) -> None:
+    host, app_dir = webhook_app
+    payload = {
+        "type": "block_actions",
+        "trigger_id": "12466734323.1395872398",
+        "team": {"id": "T9TK3CUKW"},
+        "user": {"id": "UA8RXUSPL"},
+        "actions": [{"action_id": "approve", "action_ts": "1548426417.840180"}],
+    }
+    body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+    r, sdk_ok = slack_post(host, body, "application/x-www-form-urlencoded")
+    assert sdk_ok and r.status_code == 200
+    wait_until(
+        lambda: [
+            d
+            for d in delivered(app_dir, "slack")
+            if d["type"] == "com.slack.interactive.block_actions"
+        ]
+    )
+
+
+# -- Standard Webhooks ------------------------------------------------------------------------
+def test_standard_webhooks(webhook_app: tuple[Host, Path]) -> None:
+    host, app_dir = webhook_app
+    body = json.dumps(
+        {"type": "invoice.paid", "timestamp": "2026-11-23T12:00:00Z", "data": {"invoice": "in_1"}}
+    ).encode()
+    msg_id, ts = "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", str(int(time.time()))
+    key = base64.b64decode(STD_SECRET.removeprefix("whsec_"))
+    good = base64.b64encode(
+        hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+    ).decode()
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": ts,
+        "webhook-signature": f"v1,bm90LXRoaXMtb25l v1,{good}",
+        "content-type": "application/json",
+    }
+    r = httpx.post(host.url + "/webhooks/std", content=body, headers=headers)
+    assert r.status_code == 202, r.text
+    wait_until(lambda: delivered(app_dir, "std"))
+    (seen,) = delivered(app_dir, "std")
+    assert (seen["id"], seen["type"], seen["data"]) == (msg_id, "invoice.paid", {"invoice": "in_1"})
+    bad = httpx.post(
+        host.url + "/webhooks/std",
+        content=body + b" ",
+        headers={**headers, "webhook-id": "msg_other"},
+    )
+    assert bad.status_code == 401
+    assert bad.json() == {"error": "webhook-signature has no v1 signature that matches the body"}
