@@ -1,0 +1,127 @@
+"""Secrets: encrypted at rest, granted per function, redacted from logs, and checked
+before the host serves."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.hosts import Host, copy_app, run_cli, started
+from tests.test_webhooks import API_TOKEN, GH_SECRET, SLACK_SECRET, STD_SECRET, set_secret
+
+
+@pytest.fixture
+def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "keys" / "key"
+    monkeypatch.setenv("HIBANA_SECRET_KEY_FILE", str(path))
+    return path
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path, key_file: Path) -> Path:
+    return copy_app("webhooks", tmp_path)
+
+
+def set_all(app_dir: Path) -> None:
+    for name, value in (
+        ("gh-secret", GH_SECRET),
+        ("slack-secret", SLACK_SECRET),
+        ("std-secret", STD_SECRET),
+        ("api-token", API_TOKEN),
+    ):
+        done = set_secret(app_dir, name, value)
+        assert done.returncode == 0, done.stderr
+
+
+def test_secrets_are_encrypted_at_rest_and_listed_by_name(app_dir: Path, key_file: Path) -> None:
+    set_all(app_dir)
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    listed = run_cli("secrets", "list", "--app", str(app_dir))
+    assert listed.stdout.split() == ["api-token", "gh-secret", "slack-secret", "std-secret"]
+    db = app_dir / ".hibana" / "state.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(FULL)")
+    raw = b"".join(p.read_bytes() for p in db.parent.iterdir() if p.name.startswith("state.db"))
+    for value in (API_TOKEN, GH_SECRET, SLACK_SECRET):
+        assert value.encode() not in raw
+    assert b"api-token" in raw  # the names are not secret
+    removed = run_cli("secrets", "rm", "api-token", "--app", str(app_dir))
+    assert removed.returncode == 0 and removed.stdout.strip() == "Deleted secret api-token"
+    again = run_cli("secrets", "rm", "api-token", "--app", str(app_dir))
+    assert again.returncode == 1 and "no secret 'api-token'" in again.stderr
+
+
+def test_functions_read_granted_secrets_and_logs_never_show_them(app_dir: Path) -> None:
+    set_all(app_dir)
+    for host in started(app_dir, "--workers", "1"):
+        with host.client() as client:
+            got = client.get("/uses-token").json()
+            failed = client.get("/uses-token", params={"fail": "1"})
+        assert got["length"] == len(API_TOKEN) and got["names"] == ["api-token"]
+        assert got["refused"].startswith(
+            "function 'uses_token' may not read secret 'gh-secret': it names only api-token"
+        )
+        assert failed.status_code == 500
+        line = host.wait_for_log(msg="calling the API")
+        assert line["authorization"] == "Bearer [REDACTED]"
+        error = host.wait_for_log(msg="function raised")
+        assert "the API refused token [REDACTED]" in error["error"]
+        assert "[REDACTED]" in error["traceback"]
+        host.signal(signal.SIGTERM)
+        host.wait_exit()
+    everything = "\n".join(host.stdout_lines + host.stderr_lines)
+    assert API_TOKEN not in everything
+
+
+def test_a_missing_secret_stops_the_start_naming_it(app_dir: Path) -> None:
+    assert set_secret(app_dir, "gh-secret", GH_SECRET).returncode == 0
+    host = Host(app_dir)
+    assert host.wait_exit() == 1
+    err = "\n".join(host.stderr_lines)
+    assert "names secret" in err and "which is not set in sqlite:///" in err
+    assert "set it with: hibana secrets set" in err
+
+
+def test_a_missing_or_wrong_key_is_named(
+    app_dir: Path, key_file: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    set_all(app_dir)
+    monkeypatch.setenv("HIBANA_SECRET_KEY_FILE", str(tmp_path / "nowhere" / "key"))
+    host = Host(app_dir)
+    assert host.wait_exit() == 1
+    assert "the secrets key file" in "\n".join(host.stderr_lines)
+    assert "does not exist" in "\n".join(host.stderr_lines)
+    other = tmp_path / "other-key"
+    other.write_text("QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=\n")
+    other.chmod(0o600)
+    monkeypatch.setenv("HIBANA_SECRET_KEY_FILE", str(other))
+    host = Host(app_dir)
+    assert host.wait_exit() == 1
+    assert "cannot be decrypted with the key in" in "\n".join(host.stderr_lines)
+    other.chmod(0o644)
+    listed = set_secret(app_dir, "x-secret", "value-1234")
+    assert listed.returncode == 1 and "chmod 600" in listed.stderr
+
+
+def test_bad_secret_values_and_names(app_dir: Path) -> None:
+    short = set_secret(app_dir, "pin", "123")
+    assert short.returncode == 1 and "shorter than 4 characters" in short.stderr
+    empty = set_secret(app_dir, "nothing", "")
+    assert empty.returncode == 1 and "no value for nothing on stdin" in empty.stderr
+    bad = set_secret(app_dir, "has space", "value-1234")
+    assert bad.returncode == 2 and "secret name 'has space'" in bad.stderr
+
+
+def test_secrets_are_not_in_the_environment_of_workers(app_dir: Path) -> None:
+    set_all(app_dir)
+    for host in started(app_dir, "--workers", "1"):
+        httpx.get(host.url + "/uses-token")
+        (pid,) = host.worker_pids()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert API_TOKEN.encode() not in environ
+        assert os.environ.get("HIBANA_SECRET_KEY_FILE", "").encode() in environ
