@@ -233,3 +233,66 @@ def test_bad_store_urls_are_named(url: str, problem: str) -> None:
 def test_an_unreachable_postgresql_is_named() -> None:
     with pytest.raises(StoreError, match=r"cannot connect to the store postgresql://u:\*\*\*@"):
         open_store("postgresql://u:secret@127.0.0.1:1/nope")
+
+
+def test_publish_fans_out_once_per_source_and_id(store: Store) -> None:
+    from hibana.store import SubscriptionInfo
+
+    run(
+        store.subscribe(
+            [
+                SubscriptionInfo("a", "github", "event:a", None),
+                SubscriptionInfo("b", "github", "event:b", '{"exact": {"type": "x"}}'),
+            ]
+        )
+    )
+    subs = run(store.subscriptions())
+    assert [(s.function, s.queue, s.filter) for s in subs] == [
+        ("a", "event:a", None),
+        ("b", "event:b", '{"exact": {"type": "x"}}'),
+    ]
+    deliveries = [msg("event:a", b"e1"), msg("event:b", b"e1")]
+    assert run(store.publish("github", "src\n1", deliveries)) is True
+    assert run(store.publish("github", "src\n1", deliveries)) is False
+    assert run(store.publish("other", "src\n1", [])) is True  # topics are separate
+    got = run(store.claim("event:a", "w", 10, lease=30)) + run(
+        store.claim("event:b", "w", 10, lease=30)
+    )
+    assert [d.body for d in got] == [b"e1", b"e1"]
+    # a redeclaration replaces the topic's subscriptions
+    run(store.subscribe([SubscriptionInfo("a", "github", "event:a", None)]))
+    assert [s.function for s in run(store.subscriptions())] == ["a"]
+
+
+def test_secrets_are_kept_as_given(store: Store) -> None:
+    run(store.put_secret("token", b"\x00sealed\xff"))
+    run(store.put_secret("other", b"x"))
+    run(store.put_secret("token", b"\x01resealed"))
+    assert run(store.secrets(["token"])) == {"token": b"\x01resealed"}
+    assert sorted(run(store.secrets())) == ["other", "token"]
+    assert run(store.delete_secret("token")) is True
+    assert run(store.delete_secret("token")) is False
+    assert run(store.secrets(["token"])) == {}
+
+
+def test_a_store_of_an_older_schema_is_migrated(store_url: str) -> None:
+    store = open_store(store_url)
+    run(store.put_secret("kept-until-v2", b"x"))
+    engine = store.engine
+    with engine.transaction(write=True):  # back to how schema version 1 left a store
+        engine._exec("DROP TABLE hibana_secrets")  # type: ignore[attr-defined]
+        engine._exec("DROP TABLE hibana_subscriptions")  # type: ignore[attr-defined]
+        engine._exec("UPDATE hibana_schema SET version = 1")  # type: ignore[attr-defined]
+    run(store.enqueue(msg(body=b"from v1")))
+    store.close()
+    upgraded = open_store(store_url)
+    try:
+        assert run(upgraded.secrets()) == {}
+        assert [d.body for d in run(upgraded.claim("orders", "w", 5, lease=30))] == [b"from v1"]
+        with upgraded.engine.transaction(write=False):
+            (version,) = upgraded.engine._exec(  # type: ignore[attr-defined]
+                "SELECT version FROM hibana_schema"
+            ).fetchone()
+        assert version == 2
+    finally:
+        upgraded.close()

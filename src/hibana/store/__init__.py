@@ -16,6 +16,7 @@ from hibana.store.base import (
     QueueStats,
     Settle,
     Store,
+    SubscriptionInfo,
 )
 
 #: The environment variable that names the store when ``--store`` is not given.
@@ -32,6 +33,7 @@ __all__ = [
     "QueueStats",
     "Settle",
     "Store",
+    "SubscriptionInfo",
     "engine_for",
     "open_store",
     "resolve_url",
