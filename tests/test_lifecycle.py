@@ -6,6 +6,7 @@ import concurrent.futures
 import os
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -122,6 +123,44 @@ def test_killed_worker_is_replaced_and_the_host_keeps_serving() -> None:
             time.sleep(0.05)
         for i in range(20):
             assert _get(host, f"/hello/{i}").status_code == 200
+    finally:
+        host.stop()
+
+
+def test_requests_held_by_a_killed_worker_get_502_naming_their_invocation() -> None:
+    host = Host(APPS / "basic", "--workers", "1").wait_ready()
+    try:
+        with host.client() as idle_client:
+            # a keep-alive connection with no request running: closed, not answered
+            assert idle_client.get("/hello/idle").status_code == 200
+            results: list[httpx.Response | Exception] = []
+
+            def slow() -> None:
+                try:
+                    with host.client() as client:
+                        results.append(client.get("/slow/20"))
+                except Exception as exc:
+                    results.append(exc)
+
+            threads = [threading.Thread(target=slow) for _ in range(3)]
+            for t in threads:
+                t.start()
+            host.wait_inflight(3)
+            (victim,) = host.worker_pids()
+            os.kill(victim, signal.SIGKILL)
+            for t in threads:
+                t.join(20)
+            host.wait_for_stderr(r"answered 3 request\(s\) of the dead worker 0")
+            assert all(isinstance(r, httpx.Response) for r in results), results
+            responses = [r for r in results if isinstance(r, httpx.Response)]
+            assert [r.status_code for r in responses] == [502, 502, 502]
+            ids = {r.json()["invocation_id"] for r in responses}
+            assert len(ids) == 3 and all(len(i) == 32 for i in ids)
+            assert all(r.headers["x-invocation-id"] == r.json()["invocation_id"] for r in responses)
+            assert "the worker running this invocation died" in responses[0].json()["error"]
+            # the next request is served by a new worker
+            assert _get(host, "/hello/after").status_code == 200
+            assert host.worker_pids() and victim not in host.worker_pids()
     finally:
         host.stop()
 

@@ -201,9 +201,12 @@ def test_async_function_blocking_the_loop_gets_its_worker_replaced() -> None:
     try:
         before = host.worker_pids()
         with host.client() as client:
-            with pytest.raises(httpx.RemoteProtocolError):
-                client.get("/block-loop")
+            # the worker dies with the request: the host answers for it, naming it
+            lost = client.get("/block-loop")
+            assert lost.status_code == 502
+            assert lost.json()["invocation_id"] == lost.headers["x-invocation-id"]
             line = host.wait_for_log(msg=_BLOCKED)
+            assert line["invocations"] == [lost.json()["invocation_id"]]
             assert line["blocked_s"] > 0.8
             assert host.wait_for_stderr(r"exited with code 70")
             assert client.get("/hello/after").text == "Hello after"

@@ -28,18 +28,29 @@ _W = {name: i for i, name in enumerate(WORKER_FIELDS)}
 _F = {name: i for i, name in enumerate(FUNCTION_FIELDS)}
 
 
+#: Connection states in the connection table (one byte, then the invocation id's 16).
+CONN_IDLE, CONN_BUSY, CONN_RESPONDING = 0, 1, 2
+CONN_ENTRY = 17
+
+
 @dataclass(frozen=True, slots=True)
 class Layout:
     slots: int
     functions: int
+    #: Connections per worker whose request the supervisor can answer if the worker dies.
+    connections: int = 1024
 
     @property
     def row(self) -> int:
         return len(WORKER_FIELDS) + len(FUNCTION_FIELDS) * self.functions
 
     @property
+    def counters_size(self) -> int:
+        return self.slots * self.row * 8
+
+    @property
     def size(self) -> int:
-        return max(8, self.slots * self.row * 8)
+        return max(8, self.counters_size + self.slots * self.connections * CONN_ENTRY)
 
 
 class Board:
@@ -47,7 +58,10 @@ class Board:
         self.fd = fd
         self.layout = layout
         self._map = mmap.mmap(fd, layout.size)
-        self.values = memoryview(self._map).cast("d")
+        whole = memoryview(self._map)
+        self.values = whole[: layout.counters_size].cast("d")
+        #: Per worker slot and connection: state byte + the running invocation's id.
+        self.conns = whole[layout.counters_size :]
 
     @classmethod
     def create(cls, layout: Layout) -> Board:
@@ -74,9 +88,19 @@ class Board:
         start = slot * self.layout.row
         for i in range(start, start + self.layout.row):
             self.values[i] = 0.0
+        size = self.layout.connections * CONN_ENTRY
+        self.conns[slot * size : (slot + 1) * size] = bytes(size)
+
+    def connection(self, slot: int, conn: int) -> tuple[int, str | None]:
+        """(state, invocation id) of worker ``slot``'s connection ``conn``."""
+        at = (slot * self.layout.connections + conn) * CONN_ENTRY
+        state = self.conns[at]
+        ident = bytes(self.conns[at + 1 : at + CONN_ENTRY]).hex()
+        return state, ident if state != CONN_IDLE else None
 
     def close(self) -> None:
         self.values.release()
+        self.conns.release()
         self._map.close()
         os.close(self.fd)
 
@@ -84,12 +108,24 @@ class Board:
 class WorkerRow:
     """One worker's row: the worker's own view, written on each invocation."""
 
-    __slots__ = ("_base", "_fn_base", "_values")
+    __slots__ = ("_base", "_fn_base", "_values", "_conns", "_conn_base", "connections")
 
     def __init__(self, board: Board, slot: int) -> None:
         self._values = board.values
         self._base = slot * board.layout.row
         self._fn_base = self._base + len(WORKER_FIELDS)
+        self._conns = board.conns
+        self.connections = board.layout.connections
+        self._conn_base = slot * board.layout.connections * CONN_ENTRY
+
+    def conn_busy(self, conn: int, invocation_id: str) -> None:
+        """Connection ``conn`` runs ``invocation_id``: a 502 naming it if the worker dies."""
+        at = self._conn_base + conn * CONN_ENTRY
+        self._conns[at + 1 : at + CONN_ENTRY] = bytes.fromhex(invocation_id)
+        self._conns[at] = CONN_BUSY
+
+    def conn_state(self, conn: int, state: int) -> None:
+        self._conns[self._conn_base + conn * CONN_ENTRY] = state
 
     def set(self, field: str, value: float) -> None:
         self._values[self._base + _W[field]] = value

@@ -14,6 +14,8 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from hibana.host.handoff import Handoff
+
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
@@ -27,15 +29,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _head_started: float | None = None
     _timer: asyncio.TimerHandle | None = None
     _rejected = False
+    #: Hands each connection to the supervisor, which answers 502 if this worker dies.
+    handoff: Handoff | None = None
+    #: This connection's slot in the board's connection table (None: not handed off).
+    _conn: int | None = None
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._head_started = time.monotonic()
         self._timer = self.loop.call_later(self.header_timeout, self._check_head)
+        if self.handoff is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                self._conn = self.handoff.opened(sock.fileno())
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._conn is not None and self.handoff is not None:
+            self.handoff.closed(self._conn)
+            self._conn = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -75,6 +88,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head = None
         self._head_started = None
+        if self._conn is not None:
+            self.scope["hibana.conn"] = self._conn  # type: ignore[typeddict-unknown-key]
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
@@ -111,10 +126,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def guarded_protocol(max_header_bytes: int, header_timeout: float) -> type[HttpToolsProtocol]:
+def guarded_protocol(
+    max_header_bytes: int, header_timeout: float, handoff: Handoff | None = None
+) -> type[HttpToolsProtocol]:
     """The protocol class with these limits, for ``uvicorn.Config(http=...)``."""
     return type(
         "GuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
-        {"max_header_bytes": max_header_bytes, "header_timeout": header_timeout},
+        {
+            "max_header_bytes": max_header_bytes,
+            "header_timeout": header_timeout,
+            "handoff": handoff,
+        },
     )

@@ -27,6 +27,7 @@ from hibana.host.admin import AdminEndpoint, host_status
 from hibana.host.board import Board, Layout
 from hibana.host.config import HostConfig
 from hibana.host.control import Channel, Spawn
+from hibana.host.handoff import HeldConnections
 from hibana.host.scaling import Scaler, Scaling, WorkerView
 from hibana.host.store_duties import StoreDuties
 from hibana.store.base import Store
@@ -121,6 +122,9 @@ class Supervisor:
         self.store: Store | None = None
         self.duties: StoreDuties | None = None
         self._queues_r, self._queues_w = socket.socketpair()
+        #: Duplicates of the workers' connections, to answer 502 for a worker that dies.
+        self.connections = HeldConnections()
+        self.sel.register(self.connections.sock, selectors.EVENT_READ, "handoff")
 
     # -- starting ---------------------------------------------------------------------
     def run(self) -> int:
@@ -142,6 +146,7 @@ class Supervisor:
                 self._watch_for_changes()
             return self._loop()
         finally:
+            self.connections.close()
             self._stop_duties()
             if self.store is not None:
                 self.store.close()
@@ -238,8 +243,9 @@ class Supervisor:
                 str(self.sock.fileno()),
                 str(theirs.fileno()),
                 str(os.getpid()),
+                str(self.connections.worker_end.fileno()),
             ],
-            pass_fds=(self.sock.fileno(), theirs.fileno()),
+            pass_fds=(self.sock.fileno(), theirs.fileno(), self.connections.worker_end.fileno()),
             stdin=subprocess.DEVNULL,
         )
         theirs.close()
@@ -247,6 +253,8 @@ class Supervisor:
         waiter = selectors.DefaultSelector()
         waiter.register(ours, selectors.EVENT_READ, "zygote")
         waiter.register(self._signal_r, selectors.EVENT_READ, "signal")
+        # closes of connections wait on us (we hold duplicates): keep taking them
+        waiter.register(self.connections.sock, selectors.EVENT_READ, "handoff")
         deadline = time.monotonic() + IMPORT_TIMEOUT
         try:
             while True:
@@ -259,6 +267,9 @@ class Supervisor:
                         f"{IMPORT_TIMEOUT:g}s; is module-level code waiting on something?"
                     )
                 for key, _ in waiter.select(timeout=left):
+                    if key.data == "handoff":
+                        self.connections.receive()
+                        continue
                     if key.data == "signal":
                         self._signal_r.recv(64)
                         zygote.proc.kill()
@@ -355,6 +366,8 @@ class Supervisor:
                     pass  # a connection waits and no worker runs: the tick starts one
                 elif key.data == "queues":
                     self._queues_r.recv(64)  # messages wait: the tick starts a worker
+                elif key.data == "handoff":
+                    self.connections.receive()
                 else:
                     self._on_zygote(key.data)
             self._tick()
@@ -444,8 +457,14 @@ class Supervisor:
             if record is None:
                 return
             self.records.remove(record)
-            self._remember(record)
             code = message["code"]
+            if code != 0:
+                self.connections.worker_died(
+                    message["pid"], record.slot, record.zygote.board, self.report
+                )
+            else:
+                self.connections.worker_exited(message["pid"])
+            self._remember(record)
             if record.zygote is not self.zygote:
                 self._reap_retired()
             elif not record.retiring and not self.stopping and code != 0:
@@ -554,6 +573,8 @@ class Supervisor:
                 elif key.data == "admin":
                     assert self.admin is not None
                     self.admin.serve_one()
+                elif key.data == "handoff":
+                    self.connections.receive()
                 elif isinstance(key.data, Zygote):
                     self._on_zygote(key.data)
             # a worker asked for but never reported cannot be waited for

@@ -31,6 +31,7 @@ from hibana.dispatcher import Dispatcher
 from hibana.host.board import Board, Layout
 from hibana.host.config import HostConfig
 from hibana.host.control import Spawn
+from hibana.host.handoff import Handoff
 from hibana.host.http_protocol import guarded_protocol
 from hibana.host.lifeline import die_with_parent
 from hibana.host.loader import load_app
@@ -79,7 +80,10 @@ class Worker:
         config: HostConfig,
         spawn: Spawn,
         board: Board | None,
+        handoff: int | None = None,
     ) -> None:
+        #: The supervisor's connection-handoff socket (fd), for 502s if this worker dies.
+        self.handoff_fd = handoff
         self.app = app
         self.listener = listener
         self.config = config
@@ -144,9 +148,13 @@ class Worker:
             body_timeout=config.body_timeout,
         )
         await self._start_store(loop)
+        handoff = None
+        if self.handoff_fd is not None and self.row is not None:
+            handoff = Handoff(socket.socket(fileno=self.handoff_fd), self.row.connections)
+            self.front.connections = self.row
         uv_config = uvicorn.Config(
             self.front,
-            http=guarded_protocol(config.max_header_bytes, config.header_timeout),
+            http=guarded_protocol(config.max_header_bytes, config.header_timeout, handoff),
             loop="none",
             lifespan="off",
             log_config=None,
@@ -358,10 +366,15 @@ def preload() -> None:
 
 
 def run_worker(
-    app: App, listener: socket.socket, config: HostConfig, spawn: Spawn, board: Board | None
+    app: App,
+    listener: socket.socket,
+    config: HostConfig,
+    spawn: Spawn,
+    board: Board | None,
+    handoff: int | None = None,
 ) -> NoReturn:
     """Entry point in a freshly forked child of the zygote."""
-    Worker(app, listener, config, spawn, board).run()
+    Worker(app, listener, config, spawn, board, handoff).run()
 
 
 def main(argv: list[str]) -> NoReturn:
@@ -374,7 +387,7 @@ def main(argv: list[str]) -> NoReturn:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the zygote ignores it; exec kept that
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     die_with_parent(int(argv[6]))
-    run_worker(load_app(config.app_dir), listener, config, spawn, board)
+    run_worker(load_app(config.app_dir), listener, config, spawn, board, int(argv[7]))
 
 
 if __name__ == "__main__":

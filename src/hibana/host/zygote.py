@@ -100,7 +100,10 @@ class Zygote:
         app: App | None,
         scaling: Scaling,
         board: Board,
+        handoff: int,
     ) -> None:
+        #: The supervisor's socket for connection handoffs (see host.handoff); inherited.
+        self.handoff = handoff
         self.config = config
         self.listener = listener
         self.control = control
@@ -123,8 +126,9 @@ class Zygote:
                     str(self.board.fd),
                     json.dumps(dataclasses.asdict(self.board.layout)),
                     str(os.getpid()),
+                    str(self.handoff),
                 ],
-                pass_fds=(self.listener.fileno(), self.board.fd),
+                pass_fds=(self.listener.fileno(), self.board.fd, self.handoff),
                 stdin=subprocess.DEVNULL,
             )
             return proc.pid
@@ -141,7 +145,7 @@ class Zygote:
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)
             die_with_parent(zygote)
             app = self.app if self.app is not None else load_app(self.config.app_dir)
-            run_worker(app, self.listener, self.config, spawn, self.board)
+            run_worker(app, self.listener, self.config, spawn, self.board, self.handoff)
         finally:
             os._exit(1)
 
@@ -223,7 +227,7 @@ def main(argv: list[str]) -> int:
         scaling=dataclasses.asdict(scaling),
         board={"fd": board.fd, **dataclasses.asdict(board.layout)},
     )
-    return Zygote(config, listener, control, app, scaling, board).serve()
+    return Zygote(config, listener, control, app, scaling, board, int(argv[5])).serve()
 
 
 if __name__ == "__main__":

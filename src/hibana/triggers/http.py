@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -58,6 +58,17 @@ async def _send_json(
     await send({"type": "http.response.body", "body": data})
 
 
+#: The connection table's state for "the response is being written" (hibana.host.board).
+_CONN_RESPONDING = 2
+
+
+class ConnectionTable(Protocol):
+    """The board row's connection table (see hibana.host.board)."""
+
+    def conn_busy(self, conn: int, invocation_id: str) -> None: ...
+    def conn_state(self, conn: int, state: int) -> None: ...
+
+
 class HttpFront:
     """The ASGI callable a worker serves."""
 
@@ -86,6 +97,9 @@ class HttpFront:
         self.outbox: Outbox | None = None
         #: ``ctx.secrets`` of each function that names some.
         self.secrets: dict[str, Secrets] = {}
+        #: This worker's board row: which connection runs which invocation, so the
+        #: supervisor can answer 502 for them if the worker dies.
+        self.connections: ConnectionTable | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -146,9 +160,15 @@ class HttpFront:
             "span_id": trace.span_id,
         }
         log = Logger(self.sink, fields)
-        outcome = await self.dispatcher.run(
-            inv, Context(inv, log, self.outbox, self.secrets.get(spec.name))
-        )
+        ctx = Context(inv, log, self.outbox, self.secrets.get(spec.name))
+        table = self.connections
+        conn = scope.get("hibana.conn") if table is not None else None
+        if conn is not None:
+            table.conn_busy(conn, inv.id)  # type: ignore[union-attr]
+        outcome = await self.dispatcher.run(inv, ctx)
+        if conn is not None:
+            # the answer is ours from here: a worker that dies now gets no 502 written over it
+            table.conn_state(conn, _CONN_RESPONDING)  # type: ignore[union-attr]
         response, extra = self._respond(outcome, inv, log)
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
         headers.append((b"content-length", str(len(response.body)).encode()))

@@ -1,0 +1,179 @@
+"""Answering for a worker that died: requests it held get a 502 naming their invocation.
+
+A connection's socket belongs to the worker that accepted it; when that worker dies
+(``kill -9``, a segfault, the kernel's OOM killer) the kernel closes the socket and the
+client sees a reset, with nothing to say which invocation was lost. So each worker hands
+the supervisor a duplicate of every connection it accepts (``SCM_RIGHTS`` over a datagram
+socket) and says when it has closed it; in between, the board's connection table says
+whether the connection is running an invocation and which. When a worker dies, the
+supervisor writes ``502`` with that invocation's id on each connection that was running
+one, and closes the rest.
+
+Per connection that is one ``sendmsg`` at accept and one ``send`` at close; per request,
+two writes to shared memory. A handoff that cannot be sent at once (the supervisor is
+behind) is skipped for an open, so the worker never waits, and retried for a close, so
+the supervisor's duplicate never keeps a connection open that the worker has closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import struct
+from collections.abc import Callable
+
+from hibana.host.board import CONN_BUSY, Board
+
+_MESSAGE = struct.Struct("!ciI")  # b"o"pen / b"c"lose, worker pid, connection slot
+
+
+class Handoff:
+    """The worker's end: connection slots, and the messages about them."""
+
+    def __init__(self, sock: socket.socket, connections: int) -> None:
+        self.sock = sock
+        sock.setblocking(False)
+        self.pid = os.getpid()
+        self._free = list(range(connections - 1, -1, -1))
+        self._pending: list[bytes] = []
+        self._retry: asyncio.TimerHandle | None = None
+
+    def opened(self, fd: int) -> int | None:
+        """A connection slot for a new connection, its duplicate handed over; None when
+        none is free or the supervisor is behind (that connection just goes without)."""
+        if not self._free:
+            return None
+        conn = self._free.pop()
+        try:
+            socket.send_fds(self.sock, [_MESSAGE.pack(b"o", self.pid, conn)], [fd])
+        except OSError:
+            self._free.append(conn)
+            return None
+        return conn
+
+    def closed(self, conn: int) -> None:
+        self._free.append(conn)
+        self._send(_MESSAGE.pack(b"c", self.pid, conn))
+
+    def _send(self, message: bytes) -> None:
+        if self._pending:
+            self._pending.append(message)
+            return
+        try:
+            self.sock.send(message)
+        except (BlockingIOError, InterruptedError):
+            self._pending.append(message)
+            self._schedule()
+        except OSError:
+            pass  # the supervisor is gone; so are its duplicates
+
+    def _schedule(self) -> None:
+        if self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(0.01, self._flush)
+
+    def _flush(self) -> None:
+        self._retry = None
+        while self._pending:
+            try:
+                self.sock.send(self._pending[0])
+            except (BlockingIOError, InterruptedError):
+                self._schedule()
+                return
+            except OSError:
+                self._pending.clear()
+                return
+            self._pending.pop(0)
+
+
+class HeldConnections:
+    """The supervisor's end: the duplicates, by (worker pid, connection slot)."""
+
+    def __init__(self) -> None:
+        self.sock, self.worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        self.worker_end.set_inheritable(True)
+        # room for bursts of accepts while the supervisor is busy elsewhere
+        for s in (self.sock, self.worker_end):
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        self.held: dict[tuple[int, int], int] = {}
+
+    def receive(self) -> None:
+        """Take every message waiting."""
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(self.sock, _MESSAGE.size, 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            if len(data) != _MESSAGE.size:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            kind, pid, conn = _MESSAGE.unpack(data)
+            old = self.held.pop((pid, conn), None)
+            if old is not None:
+                os.close(old)
+            if kind == b"o" and fds:
+                self.held[(pid, conn)] = fds[0]
+                for extra in fds[1:]:
+                    os.close(extra)
+            else:
+                for fd in fds:
+                    os.close(fd)
+
+    def worker_died(
+        self, pid: int, slot: int, board: Board | None, report: Callable[[str], None]
+    ) -> int:
+        """Answer 502 on the connections of dead worker ``pid`` that were running an
+        invocation; close them all. Returns how many got a 502."""
+        self.receive()  # its last words: connections it opened or closed just before
+        answered = 0
+        for key in [k for k in self.held if k[0] == pid]:
+            fd = self.held.pop(key)
+            state, invocation = board.connection(slot, key[1]) if board is not None else (0, None)
+            if state == CONN_BUSY and invocation is not None:
+                answered += _answer_502(fd, invocation)
+            os.close(fd)
+        if answered:
+            report(f"answered {answered} request(s) of the dead worker {slot} (pid {pid}) with 502")
+        return answered
+
+    def worker_exited(self, pid: int) -> None:
+        """A worker that stopped on its own closed its connections: drop what is left."""
+        self.receive()
+        for key in [k for k in self.held if k[0] == pid]:
+            os.close(self.held.pop(key))
+
+    def close(self) -> None:
+        for fd in self.held.values():
+            os.close(fd)
+        self.held.clear()
+        self.sock.close()
+        self.worker_end.close()
+
+
+def _answer_502(fd: int, invocation: str) -> int:
+    body = json.dumps(
+        {
+            "error": "the worker running this invocation died; it may or may not have "
+            "completed: retry if it is safe to",
+            "invocation_id": invocation,
+        }
+    ).encode()
+    head = (
+        b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nx-invocation-id: %s\r\nconnection: close\r\n\r\n"
+        % (len(body), invocation.encode())
+    )
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            sock.setblocking(False)
+            sock.send(head + body)
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        return 0
+    return 1
