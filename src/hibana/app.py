@@ -428,6 +428,96 @@ class Blueprint:
             )
         )
 
+    def asgi(
+        self,
+        prefix: str,
+        asgi_app: Any,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_concurrency: int | None = None,
+        name: str | None = None,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        """Serve a whole ASGI app (FastAPI, Starlette, Django's ASGI handler...) under
+        ``prefix``: every method and path below it is one invocation of this function.
+        The app sees ``root_path=prefix``; its lifespan runs once per worker."""
+        from hibana.adapters.asgi import AsgiMount
+
+        where = _caller(1)
+        if not callable(asgi_app):
+            raise AppError(f"app.asgi({prefix!r}, ...) in {where}: {asgi_app!r} is not callable")
+        self._mount(
+            prefix,
+            AsgiMount(asgi_app, prefix),
+            where,
+            timeout,
+            max_concurrency,
+            name,
+            secrets,
+            "asgi",
+        )
+
+    def wsgi(
+        self,
+        prefix: str,
+        wsgi_app: Any,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_concurrency: int | None = None,
+        name: str | None = None,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        """Serve a whole WSGI app (Flask, Django...) under ``prefix``, with
+        ``SCRIPT_NAME=prefix``; it runs on a thread pool through the a2wsgi bridge."""
+        from hibana.adapters.asgi import AsgiMount, wsgi_to_asgi
+
+        where = _caller(1)
+        if not callable(wsgi_app):
+            raise AppError(f"app.wsgi({prefix!r}, ...) in {where}: {wsgi_app!r} is not callable")
+        self._mount(
+            prefix,
+            AsgiMount(wsgi_to_asgi(wsgi_app), prefix),
+            where,
+            timeout,
+            max_concurrency,
+            name,
+            secrets,
+            "wsgi",
+        )
+
+    def _mount(
+        self,
+        prefix: str,
+        handler: Callable[..., Any],
+        where: str,
+        timeout: float,
+        max_concurrency: int | None,
+        name: str | None,
+        secrets: Iterable[str],
+        kind: str,
+    ) -> None:
+        if not isinstance(prefix, str) or not (prefix == "" or prefix.startswith("/")):
+            raise AppError(f"app.{kind}({prefix!r}, ...) in {where}: the prefix must start with /")
+        base = prefix.rstrip("/")
+        _check_positive(timeout, "timeout", where)
+        if max_concurrency is not None:
+            _check_positive(max_concurrency, "max_concurrency", where, integer=True)
+        fn_name = name or kind + ("".join(c if c.isalnum() else "_" for c in base) or "_root")
+        granted = grants(secrets, where)
+        for suffix, route in (("", base + "/{path:path}"), ("_prefix", base or "/")):
+            self._add(
+                FunctionSpec(
+                    name=fn_name + suffix,
+                    handler=handler,
+                    trigger=HttpTrigger(compile_route(route, where), tuple(sorted(HTTP_METHODS))),
+                    is_async=True,
+                    timeout=float(timeout),
+                    max_concurrency=max_concurrency,
+                    source=where,
+                    secrets=granted,
+                )
+            )
+
     def webhook(
         self,
         path: str,

@@ -3,7 +3,7 @@ the query string or cookies pays nothing for them."""
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -19,7 +19,16 @@ _decode_json = msgspec.json.decode
 class Request:
     """An HTTP request: method, path, route ``params``, ``query``, ``headers``, cookies, body."""
 
-    __slots__ = ("_cookies", "_headers", "_query", "_scope", "_trusted", "body", "params")
+    __slots__ = (
+        "_cookies",
+        "_headers",
+        "_query",
+        "_receive",
+        "_scope",
+        "_trusted",
+        "body",
+        "params",
+    )
 
     def __init__(
         self,
@@ -27,8 +36,12 @@ class Request:
         body: bytes,
         params: dict[str, Any],
         trusted_proxies: Sequence[Network] = (),
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]] | None = None,
     ) -> None:
         self._scope = scope
+        #: The server's ASGI receive, after the body was read (adapters wait on it for
+        #: the client's disconnect).
+        self._receive = receive
         self._trusted = trusted_proxies
         self.body = body
         #: Route parameters, converted by their declared type (``{id:int}`` gives an int).

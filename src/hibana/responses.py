@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any, Literal
@@ -18,7 +18,7 @@ HeadersArg = Mapping[str, str] | Iterable[tuple[str, str]] | None
 class Response:
     """An HTTP response: a status, headers (repeatable, e.g. several ``Set-Cookie``) and a body."""
 
-    __slots__ = ("body", "status", "headers")
+    __slots__ = ("body", "status", "headers", "stream")
 
     def __init__(
         self,
@@ -39,6 +39,8 @@ class Response:
             )
         self.body = bytes(body)
         self.status = status
+        #: Chunks sent as they come instead of ``body`` (see ``StreamingResponse``).
+        self.stream: AsyncIterator[bytes] | None = None
         items = headers.items() if isinstance(headers, Mapping) else (headers or ())
         self.headers: list[tuple[str, str]] = [(str(k), str(v)) for k, v in items]
         if content_type is not None and not self.has_header("content-type"):
@@ -127,3 +129,18 @@ def to_response(value: Any, function: str) -> Response:
         f"function {function!r} returned {type(value).__name__}; "
         "return a hibana.Response, str, bytes, dict, list or None"
     )
+
+
+class StreamingResponse(Response):
+    """A response whose body is sent chunk by chunk as ``stream`` yields it (no
+    Content-Length, no buffering): large downloads, server-sent events."""
+
+    def __init__(
+        self,
+        stream: AsyncIterator[bytes],
+        status: int = 200,
+        headers: HeadersArg = None,
+        content_type: str | None = None,
+    ) -> None:
+        super().__init__(b"", status, headers, content_type)
+        self.stream = stream

@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 import uvicorn
 
+from hibana.adapters.asgi import AsgiMount
 from hibana.app import App, EventTrigger, QueueTrigger, TimerTrigger
 from hibana.context import Invocation
 from hibana.dispatcher import Dispatcher
@@ -179,13 +180,26 @@ class Worker:
                 # a warm (pre-started) worker: its cold start is its own start-up time
                 self.dispatcher.cold_ms = (now - self.spawn.requested_at) * 1000
         self.log.debug("worker started")
+        mounts = list({id(m): m for m in self._mounts()}.values())
+        for mount in mounts:
+            failed = await mount.startup()
+            if failed is not None:
+                raise RuntimeError(
+                    f"the app mounted at {mount.prefix or '/'} failed its lifespan startup: "
+                    f"{failed}"
+                )
         if self.consumer is not None:
             self.consumer.start()
         await self.server.serve(sockets=[self.listener])
+        for mount in mounts:
+            await mount.shutdown()
         if self.consumer is not None:
             await self.consumer.stop()
             await self.consumer.drained()
         self.log.debug("worker stopped")
+
+    def _mounts(self) -> list[AsgiMount]:
+        return [s.handler for s in self.app.functions if isinstance(s.handler, AsgiMount)]
 
     async def _start_store(self, loop: asyncio.AbstractEventLoop) -> None:
         """Open this worker's store connection if the app uses one: consume its queues,

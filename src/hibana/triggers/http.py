@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
 import msgspec
@@ -60,6 +60,18 @@ async def _send_json(
 
 #: The connection table's state for "the response is being written" (hibana.host.board).
 _CONN_RESPONDING = 2
+
+
+async def _send_stream(send: Send, stream: AsyncIterator[bytes], log: Logger) -> None:
+    """A streamed body, each chunk as it comes; the end, whatever happened."""
+    try:
+        async for chunk in stream:
+            if chunk:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except Exception as exc:
+        log.exception("the response stream failed; the response is cut short", exc)
+    finally:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class ConnectionTable(Protocol):
@@ -135,23 +147,32 @@ class HttpFront:
         except _BodyError as exc:
             await _send_json(send, exc.status, {"error": exc.detail}, [(b"connection", b"close")])
             return
-        await self._invoke(found, scope, body, send)
+        await self._invoke(found, scope, body, receive, send)
 
-    async def _invoke(self, match: Match, scope: Scope, body: bytes, send: Send) -> None:
+    async def _invoke(
+        self, match: Match, scope: Scope, body: bytes, receive: Receive, send: Send
+    ) -> None:
         spec = match.spec
         traceparent = None
         for name, value in scope["headers"]:
             if name == b"traceparent":
                 traceparent = value.decode("latin-1")
                 break
-        trace = continue_or_start(traceparent)
         started = time.monotonic()
+        deadline = started + spec.timeout
+        invocation_id = None
+        given = scope.get("hibana.given")  # set by a caller that has them (the Lambda adapter)
+        if given is not None:
+            traceparent = traceparent or given.get("traceparent")
+            invocation_id = given.get("invocation_id")
+            deadline = min(deadline, given.get("deadline", deadline))
+        trace = continue_or_start(traceparent)
         inv = Invocation(
-            new_invocation_id(),
+            invocation_id or new_invocation_id(),
             spec,
-            Request(scope, body, match.params, self.trusted_proxies),
+            Request(scope, body, match.params, self.trusted_proxies, receive),
             trace,
-            started + spec.timeout,
+            deadline,
         )
         fields: dict[str, Any] = {
             "invocation_id": inv.id,
@@ -171,14 +192,19 @@ class HttpFront:
             table.conn_state(conn, _CONN_RESPONDING)  # type: ignore[union-attr]
         response, extra = self._respond(outcome, inv, log)
         headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
-        headers.append((b"content-length", str(len(response.body)).encode()))
+        stream = response.stream
+        if stream is None:
+            headers.append((b"content-length", str(len(response.body)).encode()))
         headers.append((b"traceparent", trace.traceparent.encode()))
         headers.append((b"x-invocation-id", inv.id.encode()))
         try:
             await send(
                 {"type": "http.response.start", "status": response.status, "headers": headers}
             )
-            await send({"type": "http.response.body", "body": response.body})
+            if stream is None:
+                await send({"type": "http.response.body", "body": response.body})
+            else:
+                await _send_stream(send, stream, log)
         finally:
             line: dict[str, Any] = {
                 "duration_ms": round((time.monotonic() - started) * 1000, 3),

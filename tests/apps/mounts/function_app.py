@@ -1,0 +1,118 @@
+"""Flask, FastAPI and Django apps mounted in one hibana app, beside a hibana function."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import django
+from django.conf import settings
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+from flask import Flask, jsonify, request, url_for
+
+import hibana
+
+# -- Flask (WSGI) -----------------------------------------------------------------------------
+flask_app = Flask(__name__)
+
+
+@flask_app.get("/items/<int:item_id>")
+def flask_item(item_id: int):  # type: ignore[no-untyped-def]
+    return jsonify(
+        id=item_id,
+        tags=request.args.getlist("tag"),
+        accept=request.headers.getlist("X-Multi"),
+        self_url=url_for("flask_item", item_id=item_id),
+        script_name=request.environ["SCRIPT_NAME"],
+        path_info=request.environ["PATH_INFO"],
+    )
+
+
+@flask_app.post("/echo")
+def flask_echo():  # type: ignore[no-untyped-def]
+    resp = flask_app.response_class(request.get_data(), mimetype="application/octet-stream")
+    resp.set_cookie("a", "1")
+    resp.set_cookie("b", "2")
+    return resp
+
+
+# -- FastAPI (ASGI) ---------------------------------------------------------------------------
+state: dict[str, int] = {"startups": 0}
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state["startups"] += 1
+    yield
+
+
+api = FastAPI(lifespan=lifespan)
+
+
+@api.get("/hello/{name}")
+async def api_hello(name: str, request: Request) -> dict[str, object]:
+    return {
+        "hello": name,
+        "root_path": request.scope["root_path"],
+        "url": str(request.url_for("api_hello", name=name)),
+        "startups": state["startups"],
+        "q": request.query_params.getlist("q"),
+    }
+
+
+@api.get("/events")
+async def api_events() -> StreamingResponse:
+    async def gen() -> AsyncIterator[bytes]:
+        for i in range(3):
+            yield f"data: tick {i}\n\n".encode()
+            await asyncio.sleep(0.3)
+
+    return StreamingResponse(gen(), media_type="text/event-stream")
+
+
+@api.get("/boom")
+async def api_boom() -> None:
+    raise RuntimeError("fastapi handler failed")
+
+
+@api.get("/slow")
+async def api_slow() -> dict[str, str]:
+    await asyncio.sleep(5)
+    return {"slow": "done"}
+
+
+# -- Django (WSGI) ----------------------------------------------------------------------------
+if not settings.configured:
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="tests-only",
+        ROOT_URLCONF=__name__,
+        ALLOWED_HOSTS=["*"],
+        MIDDLEWARE=[],
+        INSTALLED_APPS=[],
+    )
+    django.setup()
+
+from django.http import HttpRequest, JsonResponse  # noqa: E402
+from django.urls import path, reverse  # noqa: E402
+
+
+def django_view(request: HttpRequest, slug: str) -> JsonResponse:
+    return JsonResponse({"slug": slug, "reverse": reverse("view", args=[slug]),
+                         "x": request.GET.getlist("x")})
+
+
+urlpatterns = [path("pages/<slug:slug>", django_view, name="view")]
+
+from django.core.wsgi import get_wsgi_application  # noqa: E402
+
+# -- the hibana app ---------------------------------------------------------------------------
+app = hibana.App()
+app.wsgi("/flask", flask_app)
+app.asgi("/api", api, timeout=1)
+app.wsgi("/django", get_wsgi_application())
+
+
+@app.http("/native", methods=["GET"])
+def native(req: hibana.Request, ctx: hibana.Context) -> str:
+    return "native"
