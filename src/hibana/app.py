@@ -485,6 +485,38 @@ class Blueprint:
             "wsgi",
         )
 
+    def lambda_handler(
+        self,
+        prefix: str,
+        handler: Callable[[dict[str, Any], Any], Any],
+        *,
+        event: str = "apigw-v2",
+        timeout: float = DEFAULT_TIMEOUT,
+        max_concurrency: int | None = None,
+        name: str | None = None,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        """Serve an AWS Lambda ``handler(event, context)`` under ``prefix``: each request
+        becomes the event API Gateway (``"apigw-v1"``, ``"apigw-v2"``) or an ALB
+        (``"alb"``) would send, and its result the HTTP response. It runs on the thread
+        pool; ``context.get_remaining_time_in_millis()`` follows the invocation's deadline."""
+        from hibana.adapters.aws import EVENT_FORMATS, LambdaProxy
+
+        where = _caller(1)
+        if event not in EVENT_FORMATS:
+            raise AppError(
+                f"app.lambda_handler({prefix!r}) in {where}: event={event!r} is not one of "
+                f"{', '.join(EVENT_FORMATS)}"
+            )
+        if not callable(handler):
+            raise AppError(
+                f"app.lambda_handler({prefix!r}) in {where}: {handler!r} is not callable"
+            )
+        proxy = LambdaProxy(handler, event)  # type: ignore[arg-type]
+        self._mount(
+            prefix, proxy, where, timeout, max_concurrency, name, secrets, "lambda", is_async=False
+        )
+
     def _mount(
         self,
         prefix: str,
@@ -495,6 +527,7 @@ class Blueprint:
         name: str | None,
         secrets: Iterable[str],
         kind: str,
+        is_async: bool = True,
     ) -> None:
         if not isinstance(prefix, str) or not (prefix == "" or prefix.startswith("/")):
             raise AppError(f"app.{kind}({prefix!r}, ...) in {where}: the prefix must start with /")
@@ -510,7 +543,7 @@ class Blueprint:
                     name=fn_name + suffix,
                     handler=handler,
                     trigger=HttpTrigger(compile_route(route, where), tuple(sorted(HTTP_METHODS))),
-                    is_async=True,
+                    is_async=is_async,
                     timeout=float(timeout),
                     max_concurrency=max_concurrency,
                     source=where,

@@ -57,6 +57,7 @@ async def api_hello(name: str, request: Request) -> dict[str, object]:
         "url": str(request.url_for("api_hello", name=name)),
         "startups": state["startups"],
         "q": request.query_params.getlist("q"),
+        "multi": request.headers.getlist("x-multi"),
     }
 
 
@@ -98,8 +99,9 @@ from django.urls import path, reverse  # noqa: E402
 
 
 def django_view(request: HttpRequest, slug: str) -> JsonResponse:
-    return JsonResponse({"slug": slug, "reverse": reverse("view", args=[slug]),
-                         "x": request.GET.getlist("x")})
+    return JsonResponse(
+        {"slug": slug, "reverse": reverse("view", args=[slug]), "x": request.GET.getlist("x")}
+    )
 
 
 urlpatterns = [path("pages/<slug:slug>", django_view, name="view")]
@@ -116,3 +118,44 @@ app.wsgi("/django", get_wsgi_application())
 @app.http("/native", methods=["GET"])
 def native(req: hibana.Request, ctx: hibana.Context) -> str:
     return "native"
+
+
+# -- AWS Lambda handlers served by hibana --------------------------------------------------------
+import base64  # noqa: E402
+import json  # noqa: E402
+from typing import Any  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+
+
+def legacy(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    body = json.dumps(
+        {
+            "event": event,
+            "remaining_ms": context.get_remaining_time_in_millis(),
+            "request_id": context.aws_request_id,
+        }
+    )
+    return {
+        "statusCode": 201,
+        "headers": {"content-type": "application/json"},
+        "multiValueHeaders": {"set-cookie": ["a=1; Path=/", "b=2; Path=/"], "x-multi": ["1", "2"]},
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+def legacy_v2(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if event["rawPath"].endswith("/png"):
+        return {
+            "statusCode": 200,
+            "headers": {"content-type": "image/png"},
+            "cookies": ["c=3", "d=4"],
+            "body": base64.b64encode(PNG).decode(),
+            "isBase64Encoded": True,
+        }
+    return {"got": event}  # a bare value: HTTP APIs answer 200 with it as JSON
+
+
+app.lambda_handler("/legacy", legacy, event="apigw-v1", timeout=5)
+app.lambda_handler("/v2", legacy_v2, event="apigw-v2")

@@ -1,0 +1,458 @@
+"""AWS Lambda, both ways.
+
+``hibana.aws.handler(app)`` is a Lambda handler for a hibana App, an ASGI app or a WSGI
+app. It understands the events of API Gateway REST APIs (v1, and HTTP APIs' payload
+1.0), HTTP APIs (payload 2.0), Lambda Function URLs and Application Load Balancers (with
+and without multi-value headers), and answers in the shape each expects. Repeated query
+parameters, repeated headers and several ``Set-Cookie`` survive both ways; bodies whose
+content type is not text travel base64-encoded; paths and queries are decoded exactly
+once. The Lambda context's remaining time becomes the invocation's deadline, its request
+id the invocation id, and ``traceparent`` or ``X-Amzn-Trace-Id`` is continued.
+
+``app.lambda_handler("/legacy", module.handler, event="apigw-v2")`` does the reverse: it
+serves an existing ``handler(event, context)`` behind hibana's HTTP trigger, building the
+event a real API Gateway or ALB would, so a Lambda function runs and is tested locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import importlib
+import inspect
+import time
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, unquote, urlencode
+
+from hibana.adapters.asgi import ASGIApp, AsgiMount, wsgi_to_asgi
+from hibana.context import Context
+from hibana.requests import Request
+from hibana.responses import Response
+
+EventFormat = Literal["apigw-v1", "apigw-v2", "alb"]
+EVENT_FORMATS: tuple[str, ...] = ("apigw-v1", "apigw-v2", "alb")
+#: Content types sent as text; anything else is base64-encoded (images, PDFs, archives).
+TEXT_TYPES: tuple[str, ...] = (
+    "text/",
+    "application/json",
+    "application/javascript",
+    "application/xml",
+    "application/x-www-form-urlencoded",
+    "application/graphql",
+    "image/svg+xml",
+    "+json",
+    "+xml",
+)
+_SHAPES = (
+    "API Gateway REST (v1) and HTTP API payload 1.0 (httpMethod, path, requestContext), "
+    "HTTP API payload 2.0 and Lambda Function URLs (version 2.0, rawPath, "
+    "requestContext.http), and Application Load Balancer (requestContext.elb)"
+)
+
+
+class UnknownEvent(ValueError):
+    """An event that is none of the HTTP event shapes hibana understands."""
+
+
+def _is_text(content_type: str, text_types: Iterable[str]) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    if not media:
+        return True
+    return any(
+        media.startswith(t)
+        if t.endswith("/")
+        else (media.endswith(t) if t.startswith("+") else media == t)
+        for t in text_types
+    )
+
+
+# -- Lambda -> hibana / ASGI -------------------------------------------------------------------
+def _shape(event: Any) -> tuple[str, bool]:
+    """(format, multi-value) of an event, or UnknownEvent naming the shapes understood."""
+    if not isinstance(event, dict):
+        raise UnknownEvent(
+            f"a Lambda event of type {type(event).__name__}; hibana understands {_SHAPES}"
+        )
+    context = event.get("requestContext")
+    if isinstance(context, dict) and "elb" in context:
+        return "alb", "multiValueHeaders" in event
+    if event.get("version") == "2.0" and isinstance(context, dict) and "http" in context:
+        return "apigw-v2", True
+    if "httpMethod" in event and isinstance(context, dict):
+        return "apigw-v1", True
+    raise UnknownEvent(
+        f"an event with keys {', '.join(sorted(map(str, event))[:12]) or '(none)'} is not an "
+        f"HTTP event hibana understands: {_SHAPES}"
+    )
+
+
+def _to_scope(event: dict[str, Any], shape: str, multi: bool) -> tuple[dict[str, Any], bytes]:
+    headers: list[tuple[str, str]] = []
+    if shape == "apigw-v2":
+        http = event["requestContext"]["http"]
+        method = http["method"]
+        raw_path = event.get("rawPath") or http.get("path") or "/"
+        path = unquote(raw_path)
+        query = event.get("rawQueryString") or ""
+        for k, v in (event.get("headers") or {}).items():
+            headers.append((k.lower(), v))
+        if event.get("cookies"):
+            headers.append(("cookie", "; ".join(event["cookies"])))
+        client = http.get("sourceIp")
+    else:
+        method = event["httpMethod"]
+        if shape == "alb":  # the load balancer passes path and query as they came
+            raw_path = event.get("path") or "/"
+            path = unquote(raw_path)
+            params = event.get("multiValueQueryStringParameters") if multi else None
+            if params is None:
+                params = {k: [v] for k, v in (event.get("queryStringParameters") or {}).items()}
+            query = "&".join(f"{k}={v}" for k, vs in params.items() for v in vs)
+        else:  # API Gateway decoded them; encode once for the raw forms
+            path = event.get("path") or "/"
+            raw_path = quote(path)
+            params = event.get("multiValueQueryStringParameters")
+            if params is None:
+                params = {k: [v] for k, v in (event.get("queryStringParameters") or {}).items()}
+            query = urlencode([(k, v) for k, vs in params.items() for v in vs])
+        multi_headers = event.get("multiValueHeaders") if multi else None
+        if multi_headers:
+            headers = [(k.lower(), v) for k, vs in multi_headers.items() for v in vs or ()]
+        else:
+            headers = [(k.lower(), v) for k, v in (event.get("headers") or {}).items()]
+        identity = (event["requestContext"].get("identity") or {}) if shape == "apigw-v1" else {}
+        client = identity.get("sourceIp")
+    body = event.get("body") or ""
+    raw_body = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
+    if raw_body and not any(k == "content-length" for k, _ in headers):
+        headers.append(("content-length", str(len(raw_body))))  # WSGI apps read by it
+    host = next((v for k, v in headers if k == "host"), "lambda")
+    scheme = next((v for k, v in headers if k == "x-forwarded-proto"), "https")
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method.upper(),
+        "scheme": scheme,
+        "path": path,
+        "raw_path": raw_path.encode(),
+        "root_path": "",
+        "query_string": query.encode(),
+        "headers": [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in headers],
+        "client": (client, 0) if client else None,
+        "server": (host.split(":")[0], 443 if scheme == "https" else 80),
+    }
+    return scope, raw_body
+
+
+def _traceparent(headers: list[tuple[str, str]]) -> str | None:
+    """``traceparent``, else X-Ray's ``X-Amzn-Trace-Id: Root=1-<8>-<24>;Parent=<16>;Sampled=1``."""
+    found = dict(headers)
+    if found.get("traceparent"):
+        return found["traceparent"]
+    amzn = found.get("x-amzn-trace-id")
+    if not amzn:
+        return None
+    parts = dict(p.split("=", 1) for p in amzn.split(";") if "=" in p)
+    root, parent = parts.get("Root", ""), parts.get("Parent")
+    pieces = root.split("-")
+    if len(pieces) != 3 or not parent:
+        return None
+    return f"00-{pieces[1]}{pieces[2]}-{parent}-{'01' if parts.get('Sampled') == '1' else '00'}"
+
+
+async def _run(
+    asgi: ASGIApp, scope: dict[str, Any], body: bytes
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    sent = False
+    status = 500
+    headers: list[tuple[str, str]] = []
+    chunks: list[bytes] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+            headers.extend(
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])
+            )
+        elif message["type"] == "http.response.body":
+            chunks.append(bytes(message.get("body", b"")))
+
+    await asgi(scope, receive, send)
+    return status, headers, b"".join(chunks)
+
+
+def _result(
+    shape: str,
+    multi: bool,
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    text_types: Iterable[str],
+) -> dict[str, Any]:
+    content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
+    binary = bool(body) and not _is_text(content_type, text_types)
+    out: dict[str, Any] = {
+        "statusCode": status,
+        "body": base64.b64encode(body).decode() if binary else body.decode("utf-8", "replace"),
+        "isBase64Encoded": binary,
+    }
+    grouped: dict[str, list[str]] = {}
+    for k, v in headers:
+        grouped.setdefault(k.lower(), []).append(v)
+    if shape == "apigw-v2":
+        out["cookies"] = grouped.pop("set-cookie", [])
+        out["headers"] = {k: ", ".join(vs) for k, vs in grouped.items()}
+    elif shape == "apigw-v1":
+        # API Gateway merges the two maps: single values in one, repeated ones in the other
+        out["headers"] = {k: vs[0] for k, vs in grouped.items() if len(vs) == 1}
+        out["multiValueHeaders"] = {k: vs for k, vs in grouped.items() if len(vs) > 1}
+    else:
+        try:
+            # imported by name: a bench script called http.py shadows the module for mypy
+            phrase = importlib.import_module("http").HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+        out["statusDescription"] = f"{status} {phrase}".strip()
+        if multi:
+            out["multiValueHeaders"] = grouped
+        else:
+            out["headers"] = {k: vs[-1] for k, vs in grouped.items()}
+    return out
+
+
+def _as_asgi(app: Any) -> tuple[ASGIApp, list[AsgiMount]]:
+    """The ASGI callable for a hibana App, an ASGI app or a WSGI app; and the lifespans
+    to start."""
+    from hibana.app import App
+
+    if isinstance(app, App):
+        from hibana.dispatcher import Dispatcher
+        from hibana.runtimes.python import FunctionThreads
+        from hibana.telemetry.logs import LogSink
+        from hibana.triggers.http import HttpFront
+
+        dispatcher = Dispatcher(
+            FunctionThreads(8), concurrency_wait=1.0, cancel_grace=1.0, on_stuck=lambda inv: None
+        )
+        front = HttpFront(
+            app, dispatcher, LogSink(1), max_body_bytes=6 * 1024 * 1024, body_timeout=30.0
+        )
+        mounts = list(
+            {
+                id(s.handler): s.handler for s in app.functions if isinstance(s.handler, AsgiMount)
+            }.values()
+        )
+        return front, mounts
+    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(type(app).__call__):
+        return app, [AsgiMount(app, "")]
+    if callable(app):
+        return wsgi_to_asgi(app), []
+    raise TypeError(
+        f"hibana.aws.handler() takes a hibana App, an ASGI app or a WSGI app, not {app!r}"
+    )
+
+
+def handler(
+    app: Any, *, text_types: Iterable[str] = TEXT_TYPES
+) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """A Lambda handler (``handler(event, context)``) that serves ``app``."""
+    asgi, mounts = _as_asgi(app)
+    types = tuple(text_types)
+    loop = asyncio.new_event_loop()
+    started: list[bool] = []
+
+    def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        shape, multi = _shape(event)
+        scope, body = _to_scope(event, shape, multi)
+        if not started:
+            for mount in mounts:
+                failed = loop.run_until_complete(mount.startup())
+                if failed is not None:
+                    raise RuntimeError(f"the app's lifespan startup failed: {failed}")
+            started.append(True)
+        given: dict[str, Any] = {}
+        request_id = getattr(context, "aws_request_id", None)
+        if request_id:
+            given["invocation_id"] = str(request_id).replace("-", "")
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        if callable(remaining):
+            given["deadline"] = time.monotonic() + remaining() / 1000.0
+        trace = _traceparent([(k.decode(), v.decode()) for k, v in scope["headers"]])
+        if trace:
+            given["traceparent"] = trace
+        scope["hibana.given"] = given
+        status, headers, out = loop.run_until_complete(_run(asgi, scope, body))
+        return _result(shape, multi, status, headers, out, types)
+
+    return handle
+
+
+# -- hibana -> a Lambda handler ------------------------------------------------------------------
+@dataclass
+class LambdaContext:
+    """What a Lambda handler gets as ``context``, filled from the invocation."""
+
+    function_name: str
+    aws_request_id: str
+    _deadline: float
+    memory_limit_in_mb: int = 1024
+    function_version: str = "$LATEST"
+    log_group_name: str = "/aws/lambda/hibana"
+    log_stream_name: str = "hibana"
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:local:000000000000:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.time()) * 1000))
+
+
+class LambdaProxy:
+    """The handler of ``app.lambda_handler``: a Lambda handler behind hibana's HTTP trigger."""
+
+    def __init__(
+        self,
+        fn: Callable[[dict[str, Any], Any], Any],
+        event: EventFormat,
+        text_types: Iterable[str] = TEXT_TYPES,
+    ) -> None:
+        self.fn = fn
+        self.event = event
+        self.text_types = tuple(text_types)
+
+    def __call__(self, req: Request, ctx: Context) -> Response:
+        event = self.build_event(req, ctx)
+        context = LambdaContext(ctx.function_name, ctx.invocation_id, ctx.deadline)
+        result = self.fn(event, context)
+        return self.to_response(result)
+
+    def build_event(self, req: Request, ctx: Context) -> dict[str, Any]:
+        headers = req.headers.multi_items()
+        binary = bool(req.body) and not _is_text(
+            req.headers.get("content-type") or "", self.text_types
+        )
+        body = (
+            base64.b64encode(req.body).decode() if binary else req.body.decode("utf-8", "replace")
+        )
+        scope = req._scope
+        raw_path = (scope.get("raw_path") or req.path.encode()).decode("latin-1")
+        raw_query = req.query_string
+        now = time.time()
+        source_ip = req.client_ip or "127.0.0.1"
+        user_agent = req.headers.get("user-agent") or ""
+        grouped: dict[str, list[str]] = {}
+        for k, v in headers:
+            grouped.setdefault(k.lower(), []).append(v)
+        query: dict[str, list[str]] = {}
+        for k, v in parse_qsl(raw_query, keep_blank_values=True):
+            query.setdefault(k, []).append(v)
+        if self.event == "apigw-v2":
+            cookies = [
+                c.strip() for c in ";".join(grouped.pop("cookie", [])).split(";") if c.strip()
+            ]
+            event: dict[str, Any] = {
+                "version": "2.0",
+                "routeKey": "$default",
+                "rawPath": raw_path,
+                "rawQueryString": raw_query,
+                "headers": {k: ",".join(vs) for k, vs in grouped.items()},
+                "requestContext": {
+                    "accountId": "000000000000",
+                    "apiId": "hibana",
+                    "domainName": req.headers.get("host") or "localhost",
+                    "http": {
+                        "method": req.method,
+                        "path": req.path,
+                        "protocol": "HTTP/1.1",
+                        "sourceIp": source_ip,
+                        "userAgent": user_agent,
+                    },
+                    "requestId": ctx.invocation_id,
+                    "routeKey": "$default",
+                    "stage": "$default",
+                    "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+                    "timeEpoch": int(now * 1000),
+                },
+                "isBase64Encoded": binary,
+            }
+            if cookies:
+                event["cookies"] = cookies
+            if query:
+                event["queryStringParameters"] = {k: ",".join(vs) for k, vs in query.items()}
+            if req.body:
+                event["body"] = body
+            return event
+        if self.event == "apigw-v1":
+            return {
+                "resource": "/{proxy+}",
+                "path": req.path,
+                "httpMethod": req.method,
+                "headers": {k: vs[-1] for k, vs in grouped.items()},
+                "multiValueHeaders": grouped,
+                "queryStringParameters": {k: vs[-1] for k, vs in query.items()} or None,
+                "multiValueQueryStringParameters": query or None,
+                "pathParameters": {"proxy": req.path.lstrip("/")},
+                "stageVariables": None,
+                "requestContext": {
+                    "resourcePath": "/{proxy+}",
+                    "httpMethod": req.method,
+                    "path": req.path,
+                    "stage": "$default",
+                    "requestId": ctx.invocation_id,
+                    "requestTimeEpoch": int(now * 1000),
+                    "identity": {"sourceIp": source_ip, "userAgent": user_agent},
+                },
+                "body": body if req.body else None,
+                "isBase64Encoded": binary,
+            }
+        raw_params: dict[str, list[str]] = {}
+        for part in raw_query.split("&") if raw_query else ():
+            k, _, v = part.partition("=")
+            raw_params.setdefault(k, []).append(v)
+        return {
+            "requestContext": {
+                "elb": {
+                    "targetGroupArn": "arn:aws:elasticloadbalancing:local:"
+                    "000000000000:targetgroup/hibana/0000000000000000"
+                }
+            },
+            "httpMethod": req.method,
+            "path": raw_path,
+            "queryStringParameters": {k: vs[-1] for k, vs in raw_params.items()},
+            "headers": {k: vs[-1] for k, vs in grouped.items()},
+            "body": body,
+            "isBase64Encoded": binary,
+        }
+
+    def to_response(self, result: Any) -> Response:
+        if not isinstance(result, dict) or "statusCode" not in result:
+            if self.event == "apigw-v2":  # HTTP API: a bare value is a 200 JSON body
+                if isinstance(result, str):
+                    return Response(result, 200, content_type="application/json")
+                return Response.json(result, 200)
+            raise TypeError(
+                f"the Lambda handler returned {type(result).__name__}, not a dict with "
+                f"statusCode, as a {self.event} integration needs"
+            )
+        headers: list[tuple[str, str]] = [
+            (str(k), str(v)) for k, v in (result.get("headers") or {}).items()
+        ]
+        for k, vs in (result.get("multiValueHeaders") or {}).items():
+            seen = {v for hk, v in headers if hk.lower() == str(k).lower()}
+            headers.extend((str(k), str(v)) for v in vs if str(v) not in seen)
+        headers.extend(("set-cookie", str(c)) for c in result.get("cookies") or ())
+        body = result.get("body") or ""
+        raw = base64.b64decode(body) if result.get("isBase64Encoded") else str(body).encode()
+        return Response(raw, int(result["statusCode"]), headers)

@@ -1,0 +1,323 @@
+"""Web apps as functions and the same apps on AWS Lambda: Flask, FastAPI and Django
+mounted in a live host, and fed to hibana.aws.handler as API Gateway v1/v2, Function URL
+and ALB events; and Lambda handlers served by hibana."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import sys
+import time
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+import pytest
+
+import hibana.aws
+from tests.hosts import APPS, Host, started
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[Host]:
+    yield from started("mounts", "--workers", "1")
+
+
+@pytest.fixture(scope="module")
+def mounts() -> ModuleType:
+    """The mounts app's module, imported here for the Lambda handler tests."""
+    spec = importlib.util.spec_from_file_location("mounts_app", APPS / "mounts" / "function_app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mounts_app"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- mounted in the live host ----------------------------------------------------------------
+def test_flask_mounted_keeps_repeated_values_and_builds_urls_under_its_prefix(host: Host) -> None:
+    r = httpx.get(
+        host.url + "/flask/items/7?tag=a&tag=b",
+        headers=[("X-Multi", "one"), ("X-Multi", "two")],
+    )
+    assert r.status_code == 200
+    assert r.json() == {
+        "id": 7,
+        "tags": ["a", "b"],
+        "accept": ["one,two"],  # WSGI's environ holds one value: RFC 9110's joined form
+        "self_url": "/flask/items/7",
+        "script_name": "/flask",
+        "path_info": "/items/7",
+    }
+    assert len(r.headers["x-invocation-id"]) == 32  # an invocation like any other
+
+
+def test_flask_binary_body_and_two_cookies(host: Host) -> None:
+    r = httpx.post(host.url + "/flask/echo", content=PNG)
+    assert r.content == PNG
+    assert r.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2; Path=/"]
+
+
+def test_fastapi_mounted_with_root_path_lifespan_and_a_deadline(host: Host) -> None:
+    r = httpx.get(host.url + "/api/hello/bob?q=1&q=2", headers=[("X-Multi", "1"), ("X-Multi", "2")])
+    assert r.json() == {
+        "hello": "bob",
+        "root_path": "/api",
+        "url": f"{host.url}/api/hello/bob",
+        "startups": 1,
+        "q": ["1", "2"],
+        "multi": ["1", "2"],  # an ASGI app sees repeated headers as they came
+    }
+    slow = httpx.get(host.url + "/api/slow")
+    assert slow.status_code == 504  # the mount's timeout=1 applies to the mounted app
+    assert slow.json()["invocation_id"] == slow.headers["x-invocation-id"]
+    host.wait_for_log(function="asgi_api", outcome="timeout")
+
+
+def test_server_sent_events_stream_through(host: Host) -> None:
+    arrivals: list[tuple[float, str]] = []
+    with httpx.stream("GET", host.url + "/api/events", timeout=10) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line:
+                arrivals.append((time.monotonic(), line))
+    assert [line for _, line in arrivals] == ["data: tick 0", "data: tick 1", "data: tick 2"]
+    # each event arrived when it was produced, not all at the end
+    assert arrivals[-1][0] - arrivals[0][0] > 0.4
+
+
+def test_django_mounted(host: Host) -> None:
+    r = httpx.get(host.url + "/django/pages/hello-world?x=1&x=2")
+    assert r.json() == {
+        "slug": "hello-world",
+        "reverse": "/django/pages/hello-world",
+        "x": ["1", "2"],
+    }
+    assert httpx.get(host.url + "/native").text == "native"  # hibana's own, beside mounts
+
+
+# -- Lambda events ------------------------------------------------------------------------------
+class Ctx:
+    aws_request_id = "5d37a5b7-8d1a-4a3c-9d7e-3f1f3a1d2c4b"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 2500
+
+
+def v1_event(
+    method: str,
+    path: str,
+    query: list[tuple[str, str]] | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    body: bytes | None = None,
+    binary: bool = False,
+) -> dict[str, Any]:
+    mv_headers: dict[str, list[str]] = {}
+    for k, v in headers or []:
+        mv_headers.setdefault(k, []).append(v)
+    mv_query: dict[str, list[str]] = {}
+    for k, v in query or []:
+        mv_query.setdefault(k, []).append(v)
+    return {
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method,
+        "headers": {k: vs[-1] for k, vs in mv_headers.items()},
+        "multiValueHeaders": mv_headers,
+        "queryStringParameters": {k: vs[-1] for k, vs in mv_query.items()} or None,
+        "multiValueQueryStringParameters": mv_query or None,
+        "requestContext": {
+            "stage": "prod",
+            "requestId": "r1",
+            "identity": {"sourceIp": "203.0.113.9"},
+        },
+        "body": None
+        if body is None
+        else (base64.b64encode(body).decode() if binary else body.decode()),
+        "isBase64Encoded": binary,
+    }
+
+
+def v2_event(
+    method: str,
+    raw_path: str,
+    raw_query: str = "",
+    headers: dict[str, str] | None = None,
+    cookies: list[str] | None = None,
+    body: bytes | None = None,
+    binary: bool = False,
+    domain: str = "abc.execute-api.us-east-1.amazonaws.com",
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": raw_path,
+        "rawQueryString": raw_query,
+        "headers": headers or {},
+        "requestContext": {
+            "domainName": domain,
+            "http": {"method": method, "path": raw_path, "sourceIp": "203.0.113.9"},
+        },
+        "isBase64Encoded": binary,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    if body is not None:
+        event["body"] = base64.b64encode(body).decode() if binary else body.decode()
+    return event
+
+
+def alb_event(
+    method: str,
+    path: str,
+    raw_query: list[tuple[str, str]],
+    multi: bool,
+    headers: list[tuple[str, str]],
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "requestContext": {"elb": {"targetGroupArn": "arn:x"}},
+        "httpMethod": method,
+        "path": path,
+        "body": "",
+        "isBase64Encoded": False,
+    }
+    if multi:
+        q: dict[str, list[str]] = {}
+        for k, v in raw_query:
+            q.setdefault(k, []).append(v)
+        h: dict[str, list[str]] = {}
+        for k, v in headers:
+            h.setdefault(k, []).append(v)
+        event["multiValueQueryStringParameters"] = q
+        event["multiValueHeaders"] = h
+    else:
+        event["queryStringParameters"] = dict(raw_query)
+        event["headers"] = dict(headers)
+    return event
+
+
+def test_flask_on_lambda_with_api_gateway_v1(mounts: ModuleType) -> None:
+    handle = hibana.aws.handler(mounts.flask_app)
+    out = handle(
+        v1_event(
+            "GET",
+            "/items/3",
+            [("tag", "a b"), ("tag", "c&d")],
+            [("X-Multi", "1"), ("X-Multi", "2"), ("Host", "api.example.com")],
+        ),
+        Ctx(),
+    )
+    assert out["statusCode"] == 200 and out["isBase64Encoded"] is False
+    body = json.loads(out["body"])
+    assert body["tags"] == ["a b", "c&d"]  # decoded exactly once
+    assert body["accept"] == ["1,2"]  # a WSGI app: one environ value, joined
+    echo = handle(
+        v1_event("POST", "/echo", body=PNG, binary=True, headers=[("Content-Type", "image/png")]),
+        Ctx(),
+    )
+    assert echo["isBase64Encoded"] is True and base64.b64decode(echo["body"]) == PNG
+    assert echo["multiValueHeaders"]["set-cookie"] == ["a=1; Path=/", "b=2; Path=/"]
+    assert "set-cookie" not in echo["headers"]
+
+
+def test_fastapi_on_lambda_with_http_api_v2_and_function_urls(mounts: ModuleType) -> None:
+    handle = hibana.aws.handler(mounts.api)
+    for domain in ("abc.execute-api.us-east-1.amazonaws.com", "xyz.lambda-url.us-east-1.on.aws"):
+        out = handle(
+            v2_event(
+                "GET", "/hello/caf%C3%A9", "q=1&q=2%263", headers={"host": domain}, domain=domain
+            ),
+            Ctx(),
+        )
+        assert out["statusCode"] == 200
+        body = json.loads(out["body"])
+        assert body["hello"] == "café" and body["q"] == ["1", "2&3"]
+        assert body["startups"] >= 1  # the lifespan ran
+        assert unquote(body["url"]) == f"https://{domain}/hello/café"
+
+
+def test_flask_cookies_and_binary_on_http_api_v2(mounts: ModuleType) -> None:
+    handle = hibana.aws.handler(mounts.flask_app)
+    out = handle(
+        v2_event(
+            "POST",
+            "/echo",
+            body=PNG,
+            binary=True,
+            headers={"content-type": "image/png"},
+            cookies=["s=1", "t=2"],
+        ),
+        Ctx(),
+    )
+    assert base64.b64decode(out["body"]) == PNG and out["isBase64Encoded"] is True
+    assert out["cookies"] == ["a=1; Path=/", "b=2; Path=/"]
+    assert "set-cookie" not in out["headers"]
+
+
+@pytest.mark.parametrize("multi", [True, False])
+def test_django_on_lambda_behind_an_alb(mounts: ModuleType, multi: bool) -> None:
+    handle = hibana.aws.handler(mounts.get_wsgi_application())
+    # the ALB passes the query as it came: still encoded
+    out = handle(
+        alb_event(
+            "GET", "/pages/a-b", [("x", "1%202"), ("x", "3")], multi, [("host", "lb.example.com")]
+        ),
+        Ctx(),
+    )
+    assert out["statusCode"] == 200 and out["statusDescription"] == "200 OK"
+    body = json.loads(out["body"])
+    assert body["slug"] == "a-b"
+    assert body["x"] == (["1 2", "3"] if multi else ["3"])
+    assert ("multiValueHeaders" in out) is multi and ("headers" in out) is not multi
+
+
+def test_a_hibana_app_on_lambda_gets_deadline_request_id_and_trace(mounts: ModuleType) -> None:
+    handle = hibana.aws.handler(mounts.app)
+    trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    out = handle(v2_event("GET", "/native", headers={"x-amzn-trace-id": trace}), Ctx())
+    assert out["statusCode"] == 200 and out["body"] == "native"
+    assert out["headers"]["x-invocation-id"] == Ctx.aws_request_id.replace("-", "")
+    assert out["headers"]["traceparent"].startswith("00-5759e988bd862e3fe1be46a994272793-")
+    # the mounts inside the hibana app work on Lambda too
+    flask = handle(v2_event("GET", "/flask/items/9", "tag=x"), Ctx())
+    assert json.loads(flask["body"])["self_url"] == "/flask/items/9"
+
+
+def test_an_unknown_event_is_named(mounts: ModuleType) -> None:
+    handle = hibana.aws.handler(mounts.flask_app)
+    with pytest.raises(hibana.aws.UnknownEvent, match="is not an HTTP event hibana understands"):
+        handle({"Records": [{"eventSource": "aws:sqs"}]}, Ctx())
+
+
+# -- Lambda handlers served by hibana ------------------------------------------------------------
+def test_a_lambda_handler_behind_hibana_gets_a_real_v1_event(host: Host) -> None:
+    r = httpx.get(host.url + "/legacy/orders/7?a=1&a=2", headers=[("X-H", "x"), ("X-H", "y")])
+    assert r.status_code == 201
+    assert r.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2; Path=/"]
+    assert r.headers.get_list("x-multi") == ["1", "2"]
+    got = r.json()
+    event = got["event"]
+    assert event["httpMethod"] == "GET" and event["path"] == "/legacy/orders/7"
+    assert event["multiValueQueryStringParameters"] == {"a": ["1", "2"]}
+    assert event["multiValueHeaders"]["x-h"] == ["x", "y"]
+    assert got["request_id"] == r.headers["x-invocation-id"]
+    assert 0 < got["remaining_ms"] <= 5000
+
+
+def test_a_lambda_handler_behind_hibana_gets_a_real_v2_event(host: Host) -> None:
+    r = httpx.post(
+        host.url + "/v2/x?a=1&a=2",
+        content=b'{"k": 1}',
+        headers={"content-type": "application/json", "cookie": "s=1; t=2"},
+    )
+    event = r.json()["got"]
+    assert event["rawQueryString"] == "a=1&a=2" and event["cookies"] == ["s=1", "t=2"]
+    assert event["body"] == '{"k": 1}' and event["isBase64Encoded"] is False
+    png = httpx.get(host.url + "/v2/png")
+    assert png.content == PNG and png.headers["content-type"] == "image/png"
+    assert png.headers.get_list("set-cookie") == ["c=3", "d=4"]
