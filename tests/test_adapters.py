@@ -283,6 +283,9 @@ def test_a_hibana_app_on_lambda_gets_deadline_request_id_and_trace(mounts: Modul
     assert out["statusCode"] == 200 and out["body"] == "native"
     assert out["headers"]["x-invocation-id"] == Ctx.aws_request_id.replace("-", "")
     assert out["headers"]["traceparent"].startswith("00-5759e988bd862e3fe1be46a994272793-")
+    # Lambda's remaining time (2.5 s) is the deadline, not the function's 60 s timeout
+    left = json.loads(handle(v2_event("GET", "/remaining"), Ctx())["body"])["remaining"]
+    assert 2.0 < left <= 2.5
     # the mounts inside the hibana app work on Lambda too
     flask = handle(v2_event("GET", "/flask/items/9", "tag=x"), Ctx())
     assert json.loads(flask["body"])["self_url"] == "/flask/items/9"

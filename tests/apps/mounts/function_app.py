@@ -120,6 +120,11 @@ def native(req: hibana.Request, ctx: hibana.Context) -> str:
     return "native"
 
 
+@app.http("/remaining", methods=["GET"])
+async def remaining(req: hibana.Request, ctx: hibana.Context) -> dict[str, float]:
+    return {"remaining": ctx.remaining}
+
+
 # -- AWS Lambda handlers served by hibana --------------------------------------------------------
 import base64  # noqa: E402
 import json  # noqa: E402
