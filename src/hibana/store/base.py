@@ -134,6 +134,11 @@ class Engine:
     def connect(self) -> None:
         raise NotImplementedError
 
+    def lost_connection(self, exc: BaseException) -> bool:
+        """``exc`` means the connection dropped (the server restarted, a proxy cut it):
+        the transaction did not happen here, and is worth one retry on a new one."""
+        return False
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -418,8 +423,15 @@ class Store:
     def _run(self, batch: list[_Op]) -> None:
         write = any(op.name not in _READS for op in batch)
         try:
-            with self.engine.transaction(write) as now:
-                results = [(op, self._apply(now, op)) for op in _merged(batch)]
+            try:
+                with self.engine.transaction(write) as now:
+                    results = [(op, self._apply(now, op)) for op in _merged(batch)]
+            except Exception as exc:
+                if not self.engine.lost_connection(exc):
+                    raise
+                # once more, on a new connection (the engine reconnects)
+                with self.engine.transaction(write) as now:
+                    results = [(op, self._apply(now, op)) for op in _merged(batch)]
         except Exception as exc:
             if len(batch) > 1:
                 # One bad operation must not fail the others: run each on its own.

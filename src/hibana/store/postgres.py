@@ -128,6 +128,11 @@ class PostgresEngine(SqlEngine):
                     self._exec(statement)
                 self._exec("UPDATE hibana_schema SET version = ?", (step,))
 
+    def lost_connection(self, exc: BaseException) -> bool:
+        import psycopg
+
+        return isinstance(exc, psycopg.OperationalError) and self.conn is None
+
     def close(self) -> None:
         if self.conn is not None:
             with contextlib.suppress(Exception):
