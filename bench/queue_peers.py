@@ -7,18 +7,28 @@ PostgreSQL, each with the same no-op job.
    and bench/apps/procrastinate_tasks.py, run with bench/apps as working directory);
 2. send small rounds of probe jobs until every worker process has run one (``START_TIMEOUT``),
    then ``WARMUP`` warm-up jobs, and wait for all of them;
-3. enqueue ``messages`` jobs from this process as fast as the peer's own client goes: Celery
-   has no batch publish, so ``send_task`` in a loop on one producer; Procrastinate's
-   ``batch_defer``, ``PROCRASTINATE_BATCH`` jobs a call;
+3. enqueue ``messages`` jobs from this process, in one of two modes:
+
+   * bulk (``rate=None``, the default): as fast as the peer's own client goes. Celery has no
+     batch publish, so ``send_task`` in a loop on one producer; Procrastinate's
+     ``batch_defer``, ``PROCRASTINATE_BATCH`` jobs a call;
+   * steady rate (``rate=R``): one job a call (``send_task`` on one producer; ``defer``),
+     open loop: job i leaves at t0 + i/R whatever happened before. A client behind its
+     schedule sends as soon as it can, and the delay counts as latency;
+
 4. wait until every job has run, then stop the workers and remove what the run made.
 
-Each job gets the wall time of its enqueue (for a batch: the time the batch call started) and
-its first act is bench/apps/queue_probe.py's ``record``, which keeps the time it started in
-memory; a thread of each worker process appends them to a file every 50 ms, which this
-process reads. So ``seconds`` runs from just before the first enqueue to the start of the
-last job (a no-op ends as it starts), latencies are enqueue to start, and neither peer pays
-a round trip for being measured. Every job is enqueued at once, so when the workers fall
-behind the client the latencies are mostly the time a job waits behind the others.
+Each job gets the wall time of its enqueue and its first act is bench/apps/queue_probe.py's
+``record``, which keeps the time it started in memory; a thread of each worker process
+appends them to a file every 50 ms, which this process reads. So ``seconds`` runs from just
+before the first enqueue to the start of the last job (a no-op ends as it starts), latencies
+are enqueue to start, and neither peer pays a round trip for being measured. The enqueue
+time is, in bulk mode, the time the job's send call started (for a batch: the batch call's);
+at a steady rate, the job's place in the schedule, t0 + i/R, so that a client running late
+shows in the latencies (``PeerResult.send_lag_ms`` says how late it got). In bulk mode every
+job is enqueued at once, so when the workers fall behind the client the latencies are mostly
+the time a job waits behind the others; at a rate the workers keep up with, they are the
+time the peer takes to hand a job over.
 
 Nothing here touches anything it did not make: Celery's keys in Redis all start with
 ``CELERY_KEY_PREFIX`` (kombu's ``global_keyprefix``) and are deleted before and after;
@@ -26,7 +36,7 @@ Procrastinate gets a database of its own, ``PROCRASTINATE_DB``, created on the s
 names (connecting to ``dsn``'s database only to create and drop it) and dropped at the end.
 Every wait has a limit; a failure raises ``PeerError`` naming the peer and the step.
 
-Run from anywhere: .venv/bin/python bench/queue_peers.py [--messages 20000]
+Run from anywhere: .venv/bin/python bench/queue_peers.py [--messages 20000] [--rate 500]
 
 As a script, this file's folder would be sys.path[0], where bench/http.py
 shadows the standard library's ``http`` (which redis-py, kombu and psycopg_pool
@@ -68,12 +78,15 @@ PHASE_PROBE, PHASE_WARMUP, PHASE_MEASURED = 0, 1, 2
 START_TIMEOUT = 60.0
 #: A run fails when no job finishes for this long...
 STALL_TIMEOUT = 30.0
-#: ...or when it goes slower than this many jobs/s on the whole (plus START_TIMEOUT).
+#: ...or when it goes slower than this many jobs/s on the whole (plus START_TIMEOUT). At a
+#: steady rate, the client may also fall behind its schedule by that much before it fails.
 MIN_RATE = 50.0
 #: How long a worker gets to exit after SIGTERM before its process group is killed.
 STOP_TIMEOUT = 15.0
 WARMUP = 500
 POLL_INTERVAL = 0.02
+#: At a steady rate, how often the sending loop reads the records and checks the workers.
+CHECK_INTERVAL = 0.5
 
 CELERY_QUEUE = "hibana_bench"
 CELERY_KEY_PREFIX = "hibana_bench:"
@@ -105,6 +118,9 @@ class PeerResult:
     p99_ms: float
     #: How long enqueueing them all took: near ``seconds``, the client was the bottleneck.
     enqueue_seconds: float = 0.0
+    #: Steady rate only: the most a send started after its place in the schedule (which the
+    #: latencies include); near the time between sends or more, the client could not keep up.
+    send_lag_ms: float = 0.0
 
 
 # --- what the jobs recorded -------------------------------------------------------------------
@@ -232,6 +248,10 @@ def _worker_env(out: Path, extra: dict[str, str]) -> dict[str, str]:
 
 #: Enqueues ``n`` jobs of a phase, each with the wall time it was sent.
 Send = Callable[[int, int], None]
+#: Enqueues one measured job (one call of the peer's client), with the given enqueue time.
+SendOne = Callable[[float], None]
+#: Holds what sending one job at a time needs (Celery: a producer) for the whole loop.
+OneByOne = Callable[[], contextlib.AbstractContextManager[SendOne]]
 
 
 def _wait_for(
@@ -266,9 +286,81 @@ def _wait_for(
         time.sleep(POLL_INTERVAL)
 
 
+def _send_steadily(
+    peer: str,
+    messages: int,
+    rate: float,
+    one_by_one: OneByOne,
+    records: _Records,
+    workers: _Workers,
+) -> tuple[float, float, float]:
+    """Sends the measured jobs one a call, job i at t0 + i/rate on the monotonic clock,
+    stamped with t0's wall time + i/rate. Returns t0 and the end of the last send (wall
+    times) and how late, at most, a send started (seconds).
+
+    Every ``CHECK_INTERVAL`` it reads the records and checks the workers, so that a worker
+    that dies or a peer that stops running jobs fails the run before the schedule ends."""
+    step = f"enqueueing the measured jobs at {rate:g}/s"
+    limit = messages / rate + START_TIMEOUT + messages / MIN_RATE
+    try:
+        with one_by_one() as send_one:
+            mono0 = time.monotonic()
+            wall0 = time.time()
+            deadline = mono0 + limit
+            next_check = mono0
+            done, last_progress = 0, mono0
+            lag = 0.0
+            for i in range(messages):
+                due = mono0 + i / rate
+                now = time.monotonic()
+                if now >= next_check:
+                    records.poll()
+                    workers.check(step)
+                    count = records.count(PHASE_MEASURED)
+                    if count != done or count >= i:
+                        done, last_progress = count, now
+                    if now - last_progress > STALL_TIMEOUT:
+                        raise PeerError(
+                            f"{peer}: no job finished for {STALL_TIMEOUT:.0f} s while {step} "
+                            f"({count} of {i} sent done)"
+                        )
+                    if now > deadline:
+                        raise PeerError(
+                            f"{peer}: {step} took over {limit:.0f} s ({i} of {messages} sent)"
+                        )
+                    next_check = now + CHECK_INTERVAL
+                    now = time.monotonic()
+                if due > now:
+                    time.sleep(due - now)
+                    now = time.monotonic()
+                lag = max(lag, now - due)
+                try:
+                    send_one(wall0 + i / rate)
+                except Exception as exc:
+                    raise PeerError(
+                        f"{peer}: sending job {i} of {messages} failed while {step}: {exc!r}"
+                    ) from exc
+            ended = time.time()
+    except PeerError:
+        raise
+    except Exception as exc:  # from opening or closing what the loop sends with
+        raise PeerError(f"{peer}: {step} failed: {exc!r}") from exc
+    return wall0, ended, lag
+
+
 def _measure(
-    peer: str, messages: int, processes: int, send: Send, records: _Records, workers: _Workers
+    peer: str,
+    messages: int,
+    processes: int,
+    send: Send,
+    records: _Records,
+    workers: _Workers,
+    rate: float | None = None,
+    one_by_one: OneByOne | None = None,
 ) -> PeerResult:
+    """Runs steps 2 to 4 of the module's docstring: bulk with ``send`` when ``rate`` is None,
+    else at ``rate`` with ``one_by_one``."""
+
     def enqueue(phase: int, n: int, step: str) -> None:
         try:
             send(phase, n)
@@ -298,9 +390,14 @@ def _measure(
     enqueue(PHASE_WARMUP, WARMUP, "warming up")
     _wait_for(peer, "warming up", records, workers, PHASE_WARMUP, WARMUP, START_TIMEOUT)
 
-    started = time.time()
-    enqueue(PHASE_MEASURED, messages, "enqueueing the measured jobs")
-    enqueued = time.time()
+    lag = 0.0
+    if rate is None:
+        started = time.time()
+        enqueue(PHASE_MEASURED, messages, "enqueueing the measured jobs")
+        enqueued = time.time()
+    else:
+        assert one_by_one is not None, "a steady rate needs one_by_one"
+        started, enqueued, lag = _send_steadily(peer, messages, rate, one_by_one, records, workers)
     limit = START_TIMEOUT + messages / MIN_RATE
     _wait_for(peer, "running the jobs", records, workers, PHASE_MEASURED, messages, limit)
 
@@ -314,6 +411,7 @@ def _measure(
         p50_ms=statistics.median(lat_ms),
         p99_ms=lat_ms[math.ceil(0.99 * len(lat_ms)) - 1],
         enqueue_seconds=enqueued - started,
+        send_lag_ms=lag * 1000.0,
     )
 
 
@@ -344,18 +442,25 @@ def _then(cleanup: Callable[[], object]) -> Iterator[None]:
     cleanup()
 
 
-def _check_args(messages: int, workers: int) -> None:
+def _check_args(messages: int, workers: int, rate: float | None) -> None:
     if messages < 1 or workers < 1:
         raise ValueError(f"messages and workers must be at least 1, not {messages}, {workers}")
+    if rate is not None and not (0.0 < rate < math.inf):
+        raise ValueError(f"rate must be a positive number of jobs/s or None, not {rate}")
 
 
 # --- Celery on Redis ---------------------------------------------------------------------------
 
 
 def run_celery(
-    messages: int, workers: int, redis_url: str = "redis://127.0.0.1:6379/15"
+    messages: int,
+    workers: int,
+    redis_url: str = "redis://127.0.0.1:6379/15",
+    *,
+    rate: float | None = None,
 ) -> PeerResult:
-    """Celery with its Redis broker: ``workers`` worker processes on the solo pool.
+    """Celery with its Redis broker: ``workers`` worker processes on the solo pool. With a
+    ``rate``, the measured jobs go one at a time at that rate (see the module's docstring).
 
     Solo, one process each, rather than one prefork worker of ``workers`` children: prefork
     passes every job from the consuming parent to a child over a pipe, an extra process and
@@ -363,7 +468,7 @@ def run_celery(
     Prefetch stays at Celery's default of 4; results are off (no backend), and so are
     gossip, mingle, heartbeats and remote control, which a no-op job never needs.
     """
-    _check_args(messages, workers)
+    _check_args(messages, workers, rate)
     import redis
     from celery import Celery
 
@@ -393,6 +498,15 @@ def run_celery(
             for _ in range(n):
                 client.send_task(TASK, args=(time.time(), phase), producer=producer)
 
+    @contextlib.contextmanager
+    def one_by_one() -> Iterator[SendOne]:
+        with client.producer_or_acquire() as producer:
+
+            def send_one(sent: float) -> None:
+                client.send_task(TASK, args=(sent, PHASE_MEASURED), producer=producer)
+
+            yield send_one
+
     # Undone in reverse: workers first, then the client, the keys and the Redis connection.
     with (
         _then(r.close),
@@ -413,7 +527,7 @@ def run_celery(
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         argv += ["--pool=solo", "--concurrency=1"]
         procs.start([[*argv, f"--hostname=bench{i}@%h"] for i in range(workers)], env)
-        return _measure(peer, messages, workers, send, records, procs)
+        return _measure(peer, messages, workers, send, records, procs, rate, one_by_one)
 
 
 def _delete_keys(r: redis.Redis, peer: str) -> None:
@@ -430,11 +544,14 @@ def _delete_keys(r: redis.Redis, peer: str) -> None:
 # --- Procrastinate on PostgreSQL ---------------------------------------------------------------
 
 
-def run_procrastinate(messages: int, workers: int, dsn: str) -> PeerResult:
+def run_procrastinate(
+    messages: int, workers: int, dsn: str, *, rate: float | None = None
+) -> PeerResult:
     """Procrastinate: ``workers`` asyncio worker processes, each running up to
     ``PROCRASTINATE_CONCURRENCY`` jobs at once, in a database of their own made on the
-    server ``dsn`` names (whose own database is used only to create and drop it)."""
-    _check_args(messages, workers)
+    server ``dsn`` names (whose own database is used only to create and drop it). With a
+    ``rate``, the measured jobs go one ``defer`` at a time at that rate."""
+    _check_args(messages, workers, rate)
     import psycopg
     from procrastinate import App, SyncPsycopgConnector
     from psycopg import sql
@@ -483,6 +600,13 @@ def run_procrastinate(messages: int, workers: int, dsn: str) -> PeerResult:
                     jobs: list[JSONDict] = [{"sent": sent, "phase": phase} for _ in range(batch)]
                     deferrer.batch_defer(*jobs)
 
+            @contextlib.contextmanager
+            def one_by_one() -> Iterator[SendOne]:
+                def send_one(sent: float) -> None:
+                    deferrer.defer(sent=sent, phase=PHASE_MEASURED)
+
+                yield send_one
+
             with _scratch(peer) as (records, procs, out):
                 env = _worker_env(
                     out,
@@ -496,7 +620,7 @@ def run_procrastinate(messages: int, workers: int, dsn: str) -> PeerResult:
                 argv += ["--log-level=warning", "worker"]
                 argv += [f"--concurrency={PROCRASTINATE_CONCURRENCY}"]
                 procs.start([[*argv, f"--name=bench{i}"] for i in range(workers)], env)
-                return _measure(peer, messages, workers, send, records, procs)
+                return _measure(peer, messages, workers, send, records, procs, rate, one_by_one)
 
 
 # --- the script -------------------------------------------------------------------------------
@@ -513,6 +637,16 @@ def _versions() -> str:
     return ", ".join(parts)
 
 
+def _positive_rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = math.nan
+    if not 0.0 < rate < math.inf:
+        raise argparse.ArgumentTypeError(f"not a positive number of jobs/s: {text!r}")
+    return rate
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--messages", type=int, default=20000)
@@ -520,12 +654,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--only", choices=("celery", "procrastinate"))
+    parser.add_argument(
+        "--rate",
+        type=_positive_rate,
+        metavar="R",
+        help="send the measured jobs one at a time, open loop at R/s, and report their "
+        "latency (default: bulk, all at once as fast as each client goes)",
+    )
     args = parser.parse_args(argv)
+    rate: float | None = args.rate
 
     print(f"Python {platform.python_version()}, {os.cpu_count()} cores; {_versions()}")
+    if rate is None:
+        mode = f"bulk: {args.messages} jobs enqueued at once, as fast as each client goes"
+    else:
+        mode = f"steady rate: {args.messages} jobs one at a time, open loop at {rate:g}/s"
+    print(f"mode: {mode}; {args.workers} worker processes per peer")
     runs: list[tuple[str, Callable[[], PeerResult]]] = [
-        ("celery", lambda: run_celery(args.messages, args.workers, args.redis_url)),
-        ("procrastinate", lambda: run_procrastinate(args.messages, args.workers, args.dsn)),
+        ("celery", lambda: run_celery(args.messages, args.workers, args.redis_url, rate=rate)),
+        (
+            "procrastinate",
+            lambda: run_procrastinate(args.messages, args.workers, args.dsn, rate=rate),
+        ),
     ]
     results: list[PeerResult] = []
     failed = False
@@ -539,12 +689,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"FAILED: {exc}", file=sys.stderr)
 
     head = ("peer", "messages", "seconds", "msg/s", "p50 ms", "p99 ms", "enqueue s")
-    print("\n{:<26} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}".format(*head))
+    lag_head = "" if rate is None else f" {'max lag ms':>10}"
+    print("\n{:<26} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}".format(*head) + lag_head)
     for res in results:
+        lag = "" if rate is None else f" {res.send_lag_ms:>10.1f}"
         print(
             f"{res.name:<26} {res.messages:>8} {res.seconds:>8.2f} {res.rate:>8.0f} "
-            f"{res.p50_ms:>8.1f} {res.p99_ms:>8.1f} {res.enqueue_seconds:>9.2f}"
+            f"{res.p50_ms:>8.1f} {res.p99_ms:>8.1f} {res.enqueue_seconds:>9.2f}{lag}"
         )
+    print(f"({mode})")
     return 1 if failed else 0
 
 

@@ -58,7 +58,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_hibana(name: str, messages: int, workers: int, store_url: str | None) -> PeerResult:
+def run_hibana(
+    name: str, messages: int, workers: int, store_url: str | None, rate: float | None = None
+) -> PeerResult:
     from hibana.store import NewMessage, open_store
 
     tmp = Path(tempfile.mkdtemp(prefix="hibana-bench-queue-"))
@@ -88,17 +90,37 @@ def run_hibana(name: str, messages: int, workers: int, store_url: str | None) ->
                     await store.enqueue_many([NewMessage("bench", body)] * n)
                 return first
 
-            first = asyncio.run(enqueue_all())
+            async def enqueue_steadily() -> float:
+                # open loop: message i leaves at t0 + i/rate, one enqueue call each
+                assert rate is not None
+                loop = asyncio.get_running_loop()
+                t0 = loop.time() + 0.05
+                first = time.time() + 0.05
+
+                async def one(i: int) -> None:
+                    await asyncio.sleep(max(0.0, t0 + i / rate - loop.time()))
+                    # stamped with its scheduled time, as the peers do: a client that
+                    # falls behind shows up as latency
+                    sent = json.dumps({"sent": first + i / rate}).encode()
+                    await store.enqueue(NewMessage("bench", sent))
+
+                await asyncio.gather(*(one(i) for i in range(messages)))
+                return first
+
+            first = asyncio.run(enqueue_all() if rate is None else enqueue_steadily())
             _wait_for(lambda: _done(out_path) >= before + messages, FINISH_TIMEOUT, proc, err_path)
             last = time.time()
         finally:
             store.close()
         lines = [json.loads(x) for x in out_path.read_bytes().splitlines() if x.startswith(b"{")]
-        latencies = [
-            x["queue_latency_ms"]
-            for x in lines
-            if x.get("msg") == "invocation" and x.get("outcome") == "ok"
-        ][before:]
+        if rate is None:
+            latencies = [
+                x["queue_latency_ms"]
+                for x in lines
+                if x.get("msg") == "invocation" and x.get("outcome") == "ok"
+            ][before:]
+        else:  # from the client's send, as the peers measure it
+            latencies = [x["ms"] for x in lines if x.get("msg") == "bench latency"]
         # the last job ran at the time of its log line; polling the file adds a little
         ends = [x["ts"] for x in lines if x.get("msg") == "invocation"]
         seconds = _log_time(ends[-1]) - first if ends else last - first
@@ -156,6 +178,13 @@ def main() -> int:
     parser.add_argument("--dsn", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
     parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="Send one message at a time at this rate (open loop) and report latency; "
+        "default: enqueue all at once and report throughput.",
+    )
+    parser.add_argument(
         "--only",
         action="append",
         choices=["hibana-sqlite", "hibana-postgresql", "celery", "procrastinate"],
@@ -169,31 +198,42 @@ def main() -> int:
         print(f"running {system} ...", file=sys.stderr, flush=True)
         try:
             if system == "hibana-sqlite":
-                results.append(run_hibana("hibana (SQLite)", args.messages, args.workers, None))
+                results.append(
+                    run_hibana("hibana (SQLite)", args.messages, args.workers, None, args.rate)
+                )
             elif system == "hibana-postgresql":
                 url, schema = _pg_schema_url(args.dsn)
                 try:
                     results.append(
-                        run_hibana("hibana (PostgreSQL)", args.messages, args.workers, url)
+                        run_hibana(
+                            "hibana (PostgreSQL)", args.messages, args.workers, url, args.rate
+                        )
                     )
                 finally:
                     _drop_schema(args.dsn, schema)
             elif system == "celery":
-                results.append(run_celery(args.messages, args.workers, args.redis))
+                results.append(run_celery(args.messages, args.workers, args.redis, rate=args.rate))
             else:
-                results.append(run_procrastinate(args.messages, args.workers, args.dsn))
+                results.append(
+                    run_procrastinate(args.messages, args.workers, args.dsn, rate=args.rate)
+                )
         except Exception as exc:  # a failed system is reported; the others still run
             failed = True
             print(f"{system} failed: {exc}", file=sys.stderr, flush=True)
+    mode = "all at once" if args.rate is None else f"one at a time at {args.rate:g}/s"
     print(
-        f"\n{args.messages} messages, {args.workers} worker processes each, "
+        f"\n{args.messages} messages sent {mode}, {args.workers} worker processes each, "
         f"{os.cpu_count()} cores\n"
     )
     print(f"{'system':<28} {'msgs/s':>10} {'seconds':>9} {'p50 ms':>9} {'p99 ms':>9}")
     for r in results:
         print(f"{r.name:<28} {r.rate:>10,.0f} {r.seconds:>9.2f} {r.p50_ms:>9.1f} {r.p99_ms:>9.1f}")
     hib = next((r for r in results if r.name == "hibana (SQLite)"), None)
-    if hib is not None:
+    if hib is not None and args.rate is not None:
+        for r in results:
+            if r is not hib:
+                print(f"{r.name} p50 / hibana (SQLite) p50: {r.p50_ms / hib.p50_ms:.1f}x")
+    elif hib is not None:
         print(
             f"\nhibana (SQLite) vs the {TARGET_RATE:,.0f} msgs/s target: "
             f"{hib.rate / TARGET_RATE:.2f}x"
