@@ -296,3 +296,21 @@ def test_a_store_of_an_older_schema_is_migrated(store_url: str) -> None:
         assert version == 2
     finally:
         upgraded.close()
+
+
+def test_a_watcher_hears_enqueues_from_another_connection(
+    open_stores: Callable[[], Store],
+) -> None:
+    import select
+
+    one, two = open_stores(), open_stores()
+    watcher = one.watcher()
+    assert watcher is not None, "both engines can tell consumers that messages arrived"
+    try:
+        watcher.drain()
+        run(two.enqueue(msg(body=b"wake up")))
+        readable, _, _ = select.select([watcher.fileno()], [], [], 10)
+        assert readable == [watcher.fileno()]
+        assert watcher.drain() is True
+    finally:
+        watcher.close()

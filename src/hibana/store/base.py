@@ -125,8 +125,30 @@ class DeadLetter:
 
 
 # -- the engine: SQL run by the writer thread -------------------------------------------------
+class ChangeWatcher:
+    """A file descriptor that becomes readable when messages may have been enqueued by
+    anyone (another process, another host): idle consumers wake at once instead of at
+    their next poll. ``drain`` is called when it is readable."""
+
+    def fileno(self) -> int:
+        raise NotImplementedError
+
+    def drain(self) -> bool:
+        """Consume what made it readable; False when it is broken for good (the caller
+        stops watching and polls)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
 class Engine:
     """A connection and the SQL for one database. Only the writer thread calls it."""
+
+    def watcher(self) -> ChangeWatcher | None:
+        """A ``ChangeWatcher`` for this database, on its own connection or file
+        descriptor (used from an event loop, not the writer thread); None: poll."""
+        return None
 
     #: Shown in errors and ``hibana queue`` output, with no password.
     display: str
@@ -244,6 +266,13 @@ class Store:
     @property
     def display(self) -> str:
         return self.engine.display
+
+    def watcher(self) -> ChangeWatcher | None:
+        """See ``ChangeWatcher``; None when the engine cannot tell (consumers poll)."""
+        try:
+            return self.engine.watcher()
+        except Exception:
+            return None  # polling still finds every message
 
     # lifecycle
     def open(self) -> None:

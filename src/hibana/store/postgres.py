@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from hibana.errors import StoreError
+from hibana.store.base import ChangeWatcher
 from hibana.store.sql import CLAIMED_COLUMNS, SCHEMA_VERSION, SqlEngine
 
 _MIGRATIONS: dict[int, list[str]] = {
@@ -177,6 +178,53 @@ class PostgresEngine(SqlEngine):
     def _claim_sql(self) -> str:
         return _CLAIM
 
+    @property
+    def channel(self) -> str:
+        """The NOTIFY channel of this store (one per schema: stores never hear each other)."""
+        return f"hibana_{self.schema or 'public'}"
+
+    def _enqueued(self, queues: set[str]) -> None:
+        self._exec("SELECT pg_notify(?, '')", (self.channel,))
+
+    def watcher(self) -> ChangeWatcher | None:
+        return NotifyWatcher.open(self)
+
     def _lock_group(self, name: str) -> None:
         self._exec("INSERT INTO hibana_groups (name) VALUES (?) ON CONFLICT DO NOTHING", (name,))
         self._exec("SELECT name FROM hibana_groups WHERE name = ? FOR UPDATE", (name,))
+
+
+class NotifyWatcher(ChangeWatcher):
+    """LISTEN on the store's channel, on a connection of its own: an enqueue on any host
+    sends a NOTIFY at commit."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    @classmethod
+    def open(cls, engine: PostgresEngine) -> NotifyWatcher | None:
+        import psycopg
+
+        try:
+            conn = psycopg.connect(engine.url, autocommit=True, connect_timeout=10)
+            conn.execute(f'LISTEN "{engine.channel}"')
+        except psycopg.Error:
+            return None
+        return cls(conn)
+
+    def fileno(self) -> int:
+        return int(self.conn.fileno())
+
+    def drain(self) -> bool:
+        import psycopg
+
+        try:
+            for _ in self.conn.notifies(timeout=0):
+                pass
+        except psycopg.Error:
+            return False
+        return not (self.conn.closed or self.conn.broken)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()

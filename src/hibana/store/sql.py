@@ -53,6 +53,9 @@ class SqlEngine(Engine):
     def _lock_group(self, name: str) -> None:
         """Serialise claims of one concurrency group across every host (until commit)."""
 
+    def _enqueued(self, queues: set[str]) -> None:
+        """Messages were written to ``queues`` (visible at commit): tell the watchers."""
+
     # queues
     def declare(self, now: float, queues: Sequence[QueueInfo]) -> None:
         for q in queues:
@@ -137,6 +140,7 @@ class SqlEngine(Engine):
                 "VALUES (?, ?, ?, ?, ?, ?, 0, 0)",
                 rows,
             )
+            self._enqueued({r[1] for r in rows})
         return results
 
     def _remember_key(self, now: float, m: NewMessage, new_id: int) -> int | None:
@@ -309,6 +313,8 @@ class SqlEngine(Engine):
             [now, *params],
         )
         cur = self._exec(f"DELETE FROM hibana_dead WHERE {where}", params)
+        if cur.rowcount:
+            self._enqueued({queue})
         return int(cur.rowcount)
 
     def fire_timer(self, now: float, function: str, slot: float, message: NewMessage) -> bool:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from hibana.errors import StoreError
+from hibana.store.base import ChangeWatcher
 from hibana.store.sql import CLAIMED_COLUMNS, SCHEMA_VERSION, SqlEngine
 
 _MIGRATIONS: dict[int, list[str]] = {
@@ -139,6 +141,47 @@ class SqliteEngine(SqlEngine):
 
     def _claim_sql(self) -> str:
         return _CLAIM
+
+    def watcher(self) -> ChangeWatcher | None:
+        return WalWatcher.open(self.path) if sys.platform == "linux" else None
+
+
+class WalWatcher(ChangeWatcher):
+    """inotify on the store's folder: every commit, by any process, writes the WAL."""
+
+    _IN_MODIFY = 0x00000002
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def open(cls, path: Path) -> WalWatcher | None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            return None
+        if libc.inotify_add_watch(fd, os.fsencode(path.parent), cls._IN_MODIFY) < 0:
+            os.close(fd)
+            return None
+        return cls(fd)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def drain(self) -> bool:
+        try:
+            while os.read(self._fd, 65536):
+                pass
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return True
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 def default_path(app_dir: str | os.PathLike[str]) -> Path:

@@ -12,6 +12,7 @@ shutdown releases it for another worker without counting the attempt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from hibana.events.cloudevent import CloudEvent, EventError
 from hibana.events.filters import Filter
 from hibana.messages import BatchFailed, Message
 from hibana.secrets import Secrets
-from hibana.store.base import Delivery, Enqueued, NewMessage, Settle, Store
+from hibana.store.base import ChangeWatcher, Delivery, Enqueued, NewMessage, Settle, Store
 from hibana.telemetry.logs import Logger, LogSink
 from hibana.telemetry.trace import continue_or_start, new_invocation_id
 from hibana.timers import TimerInfo
@@ -226,12 +227,34 @@ class QueueConsumer:
         #: that end in one loop turn go in one call.
         self._settles: list[Settle] = []
         self._flushing: asyncio.Task[None] | None = None
+        self._watcher: ChangeWatcher | None = None
 
     def start(self) -> None:
         for spec in self.specs:
             queue = spec.trigger.queue  # type: ignore[union-attr]
             self._wake[queue] = asyncio.Event()
             self._loops.append(asyncio.create_task(self._consume(spec, queue)))
+        # Wake at once when anyone (another worker, host or the CLI) enqueues; the polls
+        # remain, in case a wake-up is lost.
+        self._watcher = self.store.watcher()
+        if self._watcher is not None:
+            asyncio.get_running_loop().add_reader(self._watcher.fileno(), self._changed)
+
+    def _changed(self) -> None:
+        watcher = self._watcher
+        if watcher is None:
+            return
+        if not watcher.drain():
+            self._unwatch()
+        for event in self._wake.values():
+            event.set()
+
+    def _unwatch(self) -> None:
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._watcher.fileno())
+            self._watcher.close()
+            self._watcher = None
 
     def poke(self, queue: str) -> None:
         event = self._wake.get(queue)
@@ -245,6 +268,7 @@ class QueueConsumer:
     async def stop(self) -> None:
         """Claim no more; return once the claim loops have ended (work in flight goes on)."""
         self._stopping = True
+        self._unwatch()
         for event in self._wake.values():
             event.set()
         if self._loops:
