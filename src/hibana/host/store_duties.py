@@ -12,16 +12,19 @@ import asyncio
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from hibana.errors import StoreError
-from hibana.store.base import QueueInfo, Store, SubscriptionInfo
+from hibana.store.base import ChangeWatcher, QueueInfo, Store, SubscriptionInfo
 from hibana.timers import Schedule
 from hibana.triggers.timer import TimerScheduler, TimerSpec
 
 #: How often the queues are looked at for waiting messages.
 WATCH_INTERVAL = 0.05
+#: The least time between two looks, however often enqueues wake the watch.
+MIN_GAP = 0.005
 #: How often expired idempotency keys are deleted.
 PURGE_INTERVAL = 300.0
 
@@ -67,6 +70,11 @@ class StoreDuties:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._watcher: ChangeWatcher | None = None
+        self._changed = asyncio.Event()
+        #: Wake at every enqueue (see watch_closely); starts so: no worker runs yet.
+        self._close = True
+        self._reading = False
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="hibana-store-duties", daemon=True)
@@ -80,11 +88,59 @@ class StoreDuties:
     def _run(self) -> None:
         asyncio.run(self._main())
 
+    def watch_closely(self, on: bool) -> None:
+        """Wake at every enqueue (no worker runs: one must start at once), or only at the
+        interval (workers run and find the messages themselves): a busy store's commits
+        would otherwise wake this thread thousands of times a second."""
+        if on == self._close:
+            return
+        self._close = on
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has stopped
+                loop.call_soon_threadsafe(self._set_reader)
+
+    def _set_reader(self) -> None:
+        """Follow ``_close`` (in the loop's thread)."""
+        loop, watcher = self._loop, self._watcher
+        if loop is None or watcher is None or self._reading == self._close:
+            return
+        self._reading = self._close
+        if self._reading:
+            loop.add_reader(watcher.fileno(), self._on_change)
+        else:
+            loop.remove_reader(watcher.fileno())
+
+    def _on_change(self) -> None:
+        watcher = self._watcher
+        if watcher is not None and not watcher.drain():
+            assert self._loop is not None
+            self._loop.remove_reader(watcher.fileno())
+            self._reading = False
+            self._watcher = None
+            watcher.close()
+        self._changed.set()
+
     async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        self._watcher = self.store.watcher()
+        self._set_reader()
+        try:
+            await self._watch(self._changed)
+        finally:
+            watcher, self._watcher = self._watcher, None
+            if watcher is not None:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(watcher.fileno())
+                watcher.close()
+
+    async def _watch(self, changed: asyncio.Event) -> None:
         failures = 0
         started = False
-        purge_in = PURGE_INTERVAL
+        next_purge = time.monotonic() + PURGE_INTERVAL
         while not self._stop.is_set():
+            changed.clear()
             try:
                 if not started:
                     await self.store.declare(self.infos)
@@ -97,9 +153,8 @@ class StoreDuties:
                     with contextlib.suppress(OSError):
                         self.wake.send(b"q")
                 self.pending = waiting
-                purge_in -= WATCH_INTERVAL
-                if purge_in <= 0:
-                    purge_in = PURGE_INTERVAL
+                if time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + PURGE_INTERVAL
                     await self.store.purge()
                 failures = 0
             except StoreError as exc:
@@ -108,4 +163,7 @@ class StoreDuties:
                     self.report(f"error: {exc}; retrying")
                 await asyncio.sleep(min(1.0, 0.05 * failures))
                 continue
-            await asyncio.sleep(min(WATCH_INTERVAL, until_timer))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(WATCH_INTERVAL, until_timer))
+            # under load every commit wakes us: look at most every MIN_GAP seconds
+            await asyncio.sleep(MIN_GAP)

@@ -410,6 +410,8 @@ class Supervisor:
                     _signal(r.pid, signal.SIGUSR1)
         active = any(not r.retiring for r in self.records if r.zygote is zygote)
         self._watch_socket(not active)
+        if self.duties is not None:
+            self.duties.watch_closely(not active)
 
     def _spawn(self, zygote: Zygote, slot: int, on_demand: bool) -> None:
         assert zygote.scaling is not None
