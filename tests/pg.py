@@ -40,32 +40,55 @@ def postgres_server() -> Iterator[str | None]:
         yield dsn
         return
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if initdb is None or pg_ctl is None or os.geteuid() == 0:
-        # initdb refuses to run as root; without the env DSN there is no server to use
+    if initdb is None or pg_ctl is None:
         yield None
         return
     data = tempfile.mkdtemp(prefix="hibana-pg-")
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        # initdb refuses to run as root: run the throwaway cluster as the postgres user
+        import pwd
+
+        runuser = shutil.which("runuser")
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            runuser = None
+        if runuser is None:
+            shutil.rmtree(data, ignore_errors=True)
+            yield None
+            return
+        os.chown(data, owner.pw_uid, owner.pw_gid)
+        as_user = [runuser, "-u", "postgres", "--"]
     port = _free_port()
-    subprocess.run(
-        [initdb, "-D", data, "-A", "trust", "-U", "postgres"], check=True, capture_output=True
-    )
-    subprocess.run(
-        [
-            pg_ctl,
-            "-D",
-            data,
-            "-o",
-            f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
-            "-w",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
+    try:
+        subprocess.run(
+            [*as_user, initdb, "-D", data, "-A", "trust", "-U", "postgres"],
+            check=True,
+            capture_output=True,
+        )
+        # -l: the server's output goes to a file, not to pipes we would wait on forever
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", data, "-o", options, "-l", f"{data}/log", "-w", "start"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        shutil.rmtree(data, ignore_errors=True)
+        yield None
+        return
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([pg_ctl, "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", data, "-m", "immediate", "stop"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
         shutil.rmtree(data, ignore_errors=True)
 
 
