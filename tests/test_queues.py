@@ -98,6 +98,11 @@ def test_a_failing_message_is_retried_until_it_succeeds(host: Host, app_dir: Pat
     assert failed["retry_in_s"] == 0.2
     on_order = next(f for f in host.status()["functions"] if f["name"] == "on_order")
     assert (on_order["invocations"], on_order["errors"]) == (3, 2)
+    # hibana status shows the queues too (refreshed every 2 s)
+    queues = wait_until(lambda: host.status()["queues"], timeout=10)
+    assert {q["queue"] for q in queues} == {"orders", "batches", "warehouse-a", "warehouse-b"}
+    shown = run_cli("status", "--app", str(app_dir))
+    assert shown.returncode == 0 and "dead letters" in shown.stdout and "orders" in shown.stdout
 
 
 def test_dead_letter_after_max_attempts_then_redrive_succeeds(host: Host, app_dir: Path) -> None:

@@ -341,6 +341,19 @@ def status(
             f"{w['rss_mb']:.0f}",
         )
     console.print(workers if data["workers"] else "no workers running (scaled to zero)")
+    if data.get("queues"):
+        queues = Table("queue", "ready", "delayed", "in flight", "dead letters", "oldest age s")
+        for q in data["queues"]:
+            age = "-" if q["oldest_age"] is None else f"{q['oldest_age']:.1f}"
+            queues.add_row(
+                q["queue"],
+                str(q["ready"]),
+                str(q["delayed"]),
+                str(q["in_flight"]),
+                str(q["dead"]),
+                age,
+            )
+        console.print(queues)
 
 
 queue_cli = typer.Typer(

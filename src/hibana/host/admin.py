@@ -130,7 +130,12 @@ def host_status(sup: Supervisor) -> dict[str, Any]:
                     "last_cold_start_ms": round(max(cold)[1], 3) if cold else None,
                 }
             )
+    duties = sup.duties
+    queues = [dataclasses.asdict(q) for q in duties.stats] if duties is not None else []
+    stats_age = round(now - duties.stats_at, 3) if duties is not None and duties.stats_at else None
     return {
+        "queues": queues,
+        "queues_age_s": stats_age,
         "pid": os.getpid(),
         "app": sup.config.app_dir,
         "url": sup.url,

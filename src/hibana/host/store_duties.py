@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hibana.errors import StoreError
-from hibana.store.base import ChangeWatcher, QueueInfo, Store, SubscriptionInfo
+from hibana.store.base import ChangeWatcher, QueueInfo, QueueStats, Store, SubscriptionInfo
 from hibana.timers import Schedule
 from hibana.triggers.timer import TimerScheduler, TimerSpec
 
@@ -25,6 +25,8 @@ from hibana.triggers.timer import TimerScheduler, TimerSpec
 WATCH_INTERVAL = 0.05
 #: The least time between two looks, however often enqueues wake the watch.
 MIN_GAP = 0.005
+#: How often the queue figures ``hibana status`` shows are refreshed.
+STATS_INTERVAL = 2.0
 #: How often expired idempotency keys are deleted.
 PURGE_INTERVAL = 300.0
 
@@ -67,6 +69,9 @@ class StoreDuties:
         )
         #: Messages are visible now in one of the app's queues.
         self.pending = False
+        #: The latest queue figures (for ``hibana status``), and when they were read.
+        self.stats: list[QueueStats] = []
+        self.stats_at: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -139,6 +144,7 @@ class StoreDuties:
         failures = 0
         started = False
         next_purge = time.monotonic() + PURGE_INTERVAL
+        next_stats = 0.0
         while not self._stop.is_set():
             changed.clear()
             try:
@@ -153,6 +159,11 @@ class StoreDuties:
                     with contextlib.suppress(OSError):
                         self.wake.send(b"q")
                 self.pending = waiting
+                if time.monotonic() >= next_stats:
+                    next_stats = time.monotonic() + STATS_INTERVAL
+                    mine = set(self.queues)
+                    self.stats = [q for q in await self.store.stats() if q.queue in mine]
+                    self.stats_at = time.monotonic()
                 if time.monotonic() >= next_purge:
                     next_purge = time.monotonic() + PURGE_INTERVAL
                     await self.store.purge()
