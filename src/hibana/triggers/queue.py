@@ -304,8 +304,10 @@ class QueueConsumer:
             lease, batch, group = trigger.visibility_timeout, trigger.batch_size, trigger.group
         else:
             lease, batch, group = spec.timeout + 5.0, 1, None
+        # A sync queue function takes at most half the thread pool unless it says
+        # otherwise, so a backlog cannot starve the worker's sync HTTP functions.
         limit = spec.max_concurrency or (
-            ASYNC_DEFAULT_CONCURRENCY if spec.is_async else self._sync_concurrency
+            ASYNC_DEFAULT_CONCURRENCY if spec.is_async else max(1, self._sync_concurrency // 2)
         )
         mine: set[asyncio.Task[None]] = set()
         freed = asyncio.Event()
