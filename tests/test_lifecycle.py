@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.hosts import APPS, Host
 
@@ -236,5 +237,38 @@ def test_example_app_serves(tmp_path: Path) -> None:
         assert done["order"] == {"sku": "A-1"} and done["attempt"] == 1
         # the embedded store: a SQLite file in the app's folder, nothing to install
         assert (app_dir / ".hibana" / "state.db").is_file()
+    finally:
+        host.stop()
+
+
+def test_the_webhooks_example_starts_once_its_secrets_are_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("HIBANA_SECRET_KEY_FILE", str(tmp_path / "key"))
+    example = Path(__file__).parent.parent / "examples" / "webhooks"
+    app_dir = tmp_path / "webhooks"
+    shutil.copytree(example, app_dir, ignore=shutil.ignore_patterns(".hibana", "__pycache__"))
+    missing = Host(app_dir)
+    assert missing.wait_exit() == 1
+    assert "hibana secrets set" in "\n".join(missing.stderr_lines)
+    for name in ("github-webhook-secret", "slack-signing-secret"):
+        done = subprocess.run(
+            [sys.executable, "-m", "hibana", "secrets", "set", name, "--app", str(app_dir)],
+            input="an-example-secret-value",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        banner = "\n".join(host.stderr_lines)
+        assert "failed_runs: event github (filtered)" in banner
+        assert "webhook_webhooks_github: [POST]" in banner
+        unsigned = httpx.post(host.url + "/webhooks/github", content=b"{}")
+        assert unsigned.status_code == 401
     finally:
         host.stop()
