@@ -112,19 +112,34 @@ class Response:
         return f"<Response {self.status} {len(self.body)} bytes>"
 
 
+def _plain(body: bytes, status: int, content_type: str | None) -> Response:
+    """A Response from parts known to be valid (the hot path of ``to_response``)."""
+    response = Response.__new__(Response)
+    response.body = body
+    response.status = status
+    response.stream = None
+    response.headers = [] if content_type is None else [("content-type", content_type)]
+    return response
+
+
 def to_response(value: Any, function: str) -> Response:
     """What a function returned, as a Response: str (text), bytes (octet-stream),
     dict/list (JSON), None (204), or a Response as is. Anything else is a TypeError."""
+    kind = type(value)
+    if kind is str:
+        return _plain(value.encode(), 200, "text/plain; charset=utf-8")
+    if kind is dict or kind is list:
+        return _plain(_encode_json(value), 200, "application/json")
     if isinstance(value, Response):
         return value
     if isinstance(value, str):
-        return Response(value.encode(), 200, None, "text/plain; charset=utf-8")
+        return _plain(value.encode(), 200, "text/plain; charset=utf-8")
     if isinstance(value, dict | list):
-        return Response(_encode_json(value), 200, None, "application/json")
+        return _plain(_encode_json(value), 200, "application/json")
     if value is None:
-        return Response(b"", 204)
+        return _plain(b"", 204, None)
     if isinstance(value, bytes | bytearray | memoryview):
-        return Response(bytes(value), 200, None, "application/octet-stream")
+        return _plain(bytes(value), 200, "application/octet-stream")
     raise TypeError(
         f"function {function!r} returned {type(value).__name__}; "
         "return a hibana.Response, str, bytes, dict, list or None"

@@ -22,7 +22,7 @@ from hibana.errors import HTTPError
 from hibana.requests import Request
 from hibana.responses import Response, to_response
 from hibana.secrets import Secrets
-from hibana.telemetry.logs import Logger, LogSink
+from hibana.telemetry.logs import Logger, LogSink, timestamp
 from hibana.telemetry.trace import continue_or_start, new_invocation_id
 from hibana.triggers.routes import Match, RouteTable
 
@@ -60,6 +60,22 @@ async def _send_json(
 
 #: The connection table's state for "the response is being written" (hibana.host.board).
 _CONN_RESPONDING = 2
+
+
+_HEADERS: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+#: The numeric level of "info" (hibana.telemetry.logs); invocation lines are info.
+_INFO = 20
+
+
+def _header(name: str, value: str) -> tuple[bytes, bytes]:
+    """A response header as ASGI wants it; the common ones (content types) are cached."""
+    key = (name, value)
+    cached = _HEADERS.get(key)
+    if cached is None:
+        cached = (name.lower().encode("latin-1"), value.encode("latin-1"))
+        if len(_HEADERS) < 256 and name.lower() == "content-type":
+            _HEADERS[key] = cached
+    return cached
 
 
 async def _send_stream(send: Send, stream: AsyncIterator[bytes], log: Logger) -> None:
@@ -191,7 +207,7 @@ class HttpFront:
             # the answer is ours from here: a worker that dies now gets no 502 written over it
             table.conn_state(conn, _CONN_RESPONDING)  # type: ignore[union-attr]
         response, extra = self._respond(outcome, inv, log)
-        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        headers = [_header(k, v) for k, v in response.headers]
         stream = response.stream
         if stream is None:
             headers.append((b"content-length", str(len(response.body)).encode()))
@@ -206,21 +222,29 @@ class HttpFront:
             else:
                 await _send_stream(send, stream, log)
         finally:
-            line: dict[str, Any] = {
-                "duration_ms": round((time.monotonic() - started) * 1000, 3),
-                "outcome": outcome.kind,
-                "status": response.status,
-                "method": scope["method"],
-                "path": scope["path"],
-                "attempt": inv.attempt,
-            }
-            if trace.parent_span_id is not None:
-                line["parent_span_id"] = trace.parent_span_id
-            if inv.cold_start:
-                line["cold_start"] = True
-                line["cold_start_ms"] = round(inv.cold_start_ms or 0.0, 3)
-            line.update(extra)
-            log.log("error" if response.status >= 500 else "info", "invocation", **line)
+            failed = response.status >= 500
+            if failed or self.sink.min_level <= _INFO:
+                # built whole here rather than through Logger.log: one dict, no copies
+                line: dict[str, Any] = {
+                    "ts": timestamp(),
+                    "level": "error" if failed else "info",
+                    "msg": "invocation",
+                    **fields,
+                    "duration_ms": round((time.monotonic() - started) * 1000, 3),
+                    "outcome": outcome.kind,
+                    "status": response.status,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "attempt": inv.attempt,
+                }
+                if trace.parent_span_id is not None:
+                    line["parent_span_id"] = trace.parent_span_id
+                if inv.cold_start:
+                    line["cold_start"] = True
+                    line["cold_start_ms"] = round(inv.cold_start_ms or 0.0, 3)
+                if extra:
+                    line.update(extra)
+                self.sink.emit(line)
 
     def _respond(
         self, outcome: Outcome, inv: Invocation, log: Logger
