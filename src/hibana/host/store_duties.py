@@ -119,11 +119,13 @@ class StoreDuties:
     def _on_change(self) -> None:
         watcher = self._watcher
         if watcher is not None and not watcher.drain():
+            # its connection dropped: give it up; the interval still finds the messages
             assert self._loop is not None
-            self._loop.remove_reader(watcher.fileno())
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(watcher.fileno())
+                watcher.close()
             self._reading = False
             self._watcher = None
-            watcher.close()
         self._changed.set()
 
     async def _main(self) -> None:

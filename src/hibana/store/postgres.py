@@ -200,6 +200,7 @@ class NotifyWatcher(ChangeWatcher):
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
+        self._fd = int(conn.fileno())  # kept: a closed connection no longer says
 
     @classmethod
     def open(cls, engine: PostgresEngine) -> NotifyWatcher | None:
@@ -213,7 +214,7 @@ class NotifyWatcher(ChangeWatcher):
         return cls(conn)
 
     def fileno(self) -> int:
-        return int(self.conn.fileno())
+        return self._fd
 
     def drain(self) -> bool:
         import psycopg

@@ -228,6 +228,8 @@ class QueueConsumer:
         self._settles: list[Settle] = []
         self._flushing: asyncio.Task[None] | None = None
         self._watcher: ChangeWatcher | None = None
+        self._watching = False
+        self._idle_loops = 0
 
     def start(self) -> None:
         for spec in self.specs:
@@ -235,10 +237,31 @@ class QueueConsumer:
             self._wake[queue] = asyncio.Event()
             self._loops.append(asyncio.create_task(self._consume(spec, queue)))
         # Wake at once when anyone (another worker, host or the CLI) enqueues; the polls
-        # remain, in case a wake-up is lost.
+        # remain, in case a wake-up is lost. Watched only while some loop is idle: a busy
+        # store writes all the time, and every write would wake this thread.
         self._watcher = self.store.watcher()
-        if self._watcher is not None:
-            asyncio.get_running_loop().add_reader(self._watcher.fileno(), self._changed)
+
+    def _idle(self, on: bool) -> None:
+        """A claim loop starts (or stops) waiting for messages."""
+        self._idle_loops += 1 if on else -1
+        watcher = self._watcher
+        if watcher is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            if self._idle_loops > 0 and not self._watching:
+                # what was written while nobody listened is not news; a watcher that broken
+                # meanwhile (its connection dropped) is given up: the polls remain
+                if not watcher.drain():
+                    self._unwatch()
+                    return
+                loop.add_reader(watcher.fileno(), self._changed)
+                self._watching = True
+            elif self._idle_loops == 0 and self._watching:
+                loop.remove_reader(watcher.fileno())
+                self._watching = False
+        except Exception:
+            self._unwatch()
 
     def _changed(self) -> None:
         watcher = self._watcher
@@ -250,11 +273,14 @@ class QueueConsumer:
             event.set()
 
     def _unwatch(self) -> None:
-        if self._watcher is not None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            if self._watching:
+                with contextlib.suppress(Exception):
+                    asyncio.get_running_loop().remove_reader(watcher.fileno())
+                self._watching = False
             with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(self._watcher.fileno())
-            self._watcher.close()
-            self._watcher = None
+                watcher.close()
 
     def poke(self, queue: str) -> None:
         event = self._wake.get(queue)
@@ -332,19 +358,26 @@ class QueueConsumer:
                     deliveries = await self.store.claim(
                         queue, self.owner, min(free * batch, CLAIM_MAX), lease, group
                     )
-            except StoreError as exc:
+            except Exception as exc:  # the store, or anything else: the loop must go on
                 failures += 1
                 if failures == 1 or failures % 60 == 0:
-                    self.log.error("cannot claim messages; retrying", queue=queue, error=str(exc))
+                    self.log.error(
+                        "cannot claim messages; retrying",
+                        queue=queue,
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
                 await asyncio.sleep(min(1.0, 0.05 * failures))
                 continue
             failures = 0
             if not deliveries:
+                self._idle(True)
                 try:
                     await asyncio.wait_for(wake.wait(), idle)
-                    idle = 0.001  # poked: a message was just enqueued here
+                    idle = 0.001  # woken: a message was just enqueued
                 except TimeoutError:
                     idle = min(idle * 2, IDLE_POLL_MAX)
+                finally:
+                    self._idle(False)
                 continue
             idle = 0.001
             for i in range(0, len(deliveries), batch):
