@@ -8,7 +8,6 @@ from typing import Any, TypeVar
 import pytest
 
 from hibana.store import Store, open_store
-from tests.pg import drop_schema, with_schema
 
 T = TypeVar("T")
 
@@ -16,21 +15,12 @@ ENGINES = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(params=ENGINES)
-def store_url(
-    request: pytest.FixtureRequest, tmp_path: Path, postgres_dsn: str | None
-) -> Iterator[str]:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty store of each engine."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'state.db'}"
         return
-    if postgres_dsn is None:
-        pytest.skip(
-            "NO POSTGRESQL: set HIBANA_TEST_POSTGRES_DSN or install initdb/pg_ctl; "
-            "the PostgreSQL half of the store contract did not run"
-        )
-    url, schema = with_schema(postgres_dsn)
-    yield url
-    drop_schema(postgres_dsn, schema)
+    yield request.getfixturevalue("pg_store_url")  # skips, loudly, with no PostgreSQL
 
 
 @pytest.fixture
