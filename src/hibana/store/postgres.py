@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from hibana.errors import StoreError
 from hibana.store.base import ChangeWatcher
-from hibana.store.sql import CLAIMED_COLUMNS, SCHEMA_VERSION, SqlEngine
+from hibana.store.sql import CLAIMED_COLUMNS, SqlEngine
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -85,6 +85,8 @@ def _redacted(url: str) -> str:
 
 
 class PostgresEngine(SqlEngine):
+    migrations = _MIGRATIONS
+
     def __init__(self, url: str) -> None:
         self.url, self.schema = split_url(url)
         self.display = _redacted(url)
@@ -111,28 +113,8 @@ class PostgresEngine(SqlEngine):
             self.conn.execute(f'SET search_path TO "{self.schema}"')
         self._migrate()
 
-    def _migrate(self) -> None:
-        with self.transaction(write=True):
-            self._exec("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
-            self._exec("CREATE TABLE IF NOT EXISTS hibana_schema (version INTEGER NOT NULL)")
-            row = self._exec("SELECT version FROM hibana_schema").fetchone()
-            version = 0 if row is None else int(row[0])
-            if row is None:
-                self._exec("INSERT INTO hibana_schema (version) VALUES (0)")
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"the store {self.display} has schema version {version}, newer than this "
-                    f"hibana understands ({SCHEMA_VERSION}); upgrade hibana"
-                )
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[step]:
-                    self._exec(statement)
-                self._exec("UPDATE hibana_schema SET version = ?", (step,))
-
-    def lost_connection(self, exc: BaseException) -> bool:
-        import psycopg
-
-        return isinstance(exc, psycopg.OperationalError) and self.conn is None
+    def _migration_lock(self) -> None:
+        self._exec("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
 
     def close(self) -> None:
         if self.conn is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from hibana.errors import StoreError
 from hibana.store.base import (
     TIMER_FIRES_KEPT,
     DeadLetter,
@@ -33,6 +34,33 @@ _CLAIMED = "id, queue, body, attempt, enqueued_at, trace, errors, visible_at"
 
 class SqlEngine(Engine):
     """Shared statements; a subclass provides ``_exec``, ``_many``, ids and the claim lock."""
+
+    #: DDL per schema version (types differ between engines): version N's statements
+    #: bring a store from N-1 to N.
+    migrations: dict[int, list[str]] = {}
+
+    def _migrate(self) -> None:
+        """Create or migrate the schema to SCHEMA_VERSION; refuse a newer one."""
+        with self.transaction(write=True):
+            self._migration_lock()
+            self._exec("CREATE TABLE IF NOT EXISTS hibana_schema (version INTEGER NOT NULL)")
+            row = self._exec("SELECT version FROM hibana_schema").fetchone()
+            version = 0 if row is None else int(row[0])
+            if row is None:
+                self._exec("INSERT INTO hibana_schema (version) VALUES (0)")
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the store {self.display} has schema version {version}, newer than this "
+                    f"hibana understands ({SCHEMA_VERSION}); upgrade hibana"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in self.migrations[step]:
+                    self._exec(statement)
+                self._exec("UPDATE hibana_schema SET version = ?", (step,))
+
+    def _migration_lock(self) -> None:
+        """Keep hosts that start together from migrating at once (SQLite's write lock
+        already does)."""
 
     # dialect hooks
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:

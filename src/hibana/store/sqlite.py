@@ -19,7 +19,7 @@ from typing import Any
 
 from hibana.errors import StoreError
 from hibana.store.base import ChangeWatcher
-from hibana.store.sql import CLAIMED_COLUMNS, SCHEMA_VERSION, SqlEngine
+from hibana.store.sql import CLAIMED_COLUMNS, SqlEngine
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -65,6 +65,8 @@ _CLAIM = (
 
 
 class SqliteEngine(SqlEngine):
+    migrations = _MIGRATIONS
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.display = f"sqlite:///{self.path}"
@@ -91,23 +93,6 @@ class SqliteEngine(SqlEngine):
             ) from None
         self.conn = conn
         self._migrate()
-
-    def _migrate(self) -> None:
-        with self.transaction(write=True):
-            self._exec("CREATE TABLE IF NOT EXISTS hibana_schema (version INTEGER NOT NULL)")
-            row = self._exec("SELECT version FROM hibana_schema").fetchone()
-            version = 0 if row is None else int(row[0])
-            if row is None:
-                self._exec("INSERT INTO hibana_schema (version) VALUES (0)")
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"the store {self.display} has schema version {version}, newer than this "
-                    f"hibana understands ({SCHEMA_VERSION}); upgrade hibana"
-                )
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[step]:
-                    self._exec(statement)
-                self._exec("UPDATE hibana_schema SET version = ?", (step,))
 
     def close(self) -> None:
         if self.conn is not None:
