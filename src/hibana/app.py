@@ -233,18 +233,8 @@ class Blueprint:
             if max_concurrency is not None:
                 _check_positive(max_concurrency, "max_concurrency", where, integer=True)
             compiled = compile_route(route, where)
-            self._add(
-                FunctionSpec(
-                    name=fn_name,
-                    handler=fn,
-                    trigger=HttpTrigger(compiled, method_list),
-                    is_async=inspect.iscoroutinefunction(fn),
-                    timeout=float(timeout),
-                    max_concurrency=max_concurrency,
-                    source=location,
-                    secrets=grants(secrets, where),
-                )
-            )
+            trigger = HttpTrigger(compiled, method_list)
+            self._declare(fn, fn_name, trigger, timeout, max_concurrency, location, secrets, where)
             return fn
 
         return decorate
@@ -290,18 +280,7 @@ class Blueprint:
                 concurrency_group,
                 limit,
             )
-            self._add(
-                FunctionSpec(
-                    name=fn_name,
-                    handler=fn,
-                    trigger=trigger,
-                    is_async=inspect.iscoroutinefunction(fn),
-                    timeout=run_for,
-                    max_concurrency=max_concurrency,
-                    source=location,
-                    secrets=grants(secrets, where),
-                )
-            )
+            self._declare(fn, fn_name, trigger, run_for, max_concurrency, location, secrets, where)
             return fn
 
         return decorate
@@ -329,18 +308,8 @@ class Blueprint:
             except ScheduleError as exc:
                 raise AppError(f"app.timer in {where}: {exc}") from None
             _check_positive(timeout, "timeout", where)
-            self._add(
-                FunctionSpec(
-                    name=fn_name,
-                    handler=fn,
-                    trigger=TimerTrigger(parsed, bool(run_on_startup), f"timer:{fn_name}"),
-                    is_async=inspect.iscoroutinefunction(fn),
-                    timeout=float(timeout),
-                    max_concurrency=1,
-                    source=location,
-                    secrets=grants(secrets, where),
-                )
-            )
+            trigger = TimerTrigger(parsed, bool(run_on_startup), f"timer:{fn_name}")
+            self._declare(fn, fn_name, trigger, timeout, 1, location, secrets, where)
             return fn
 
         return decorate
@@ -385,18 +354,7 @@ class Blueprint:
                 concurrency_group,
                 limit,
             )
-            self._add(
-                FunctionSpec(
-                    name=fn_name,
-                    handler=fn,
-                    trigger=trigger,
-                    is_async=inspect.iscoroutinefunction(fn),
-                    timeout=run_for,
-                    max_concurrency=max_concurrency,
-                    source=location,
-                    secrets=grants(secrets, where),
-                )
-            )
+            self._declare(fn, fn_name, trigger, run_for, max_concurrency, location, secrets, where)
             return fn
 
         return decorate
@@ -593,6 +551,31 @@ class Blueprint:
                 max_concurrency=None,
                 source=where,
                 secrets=granted,
+            )
+        )
+
+    def _declare(
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        trigger: Trigger,
+        timeout: float,
+        max_concurrency: int | None,
+        source: str,
+        secrets: Iterable[str],
+        where: str,
+    ) -> None:
+        """Record a decorated function."""
+        self._add(
+            FunctionSpec(
+                name=name,
+                handler=fn,
+                trigger=trigger,
+                is_async=inspect.iscoroutinefunction(fn),
+                timeout=float(timeout),
+                max_concurrency=max_concurrency,
+                source=source,
+                secrets=grants(secrets, where),
             )
         )
 
