@@ -172,6 +172,25 @@ def test_bad_enqueues_raise_clear_errors_and_write_nothing(
     assert all(q["ready"] == q["in_flight"] == q["delayed"] == 0 for q in stats)
 
 
+def test_the_wrong_enqueue_for_the_kind_of_function_is_named(
+    basic_queue_host: tuple[Host, Path],
+) -> None:
+    host, app_dir = basic_queue_host
+    with host.client() as client:
+        in_sync = client.post("/wrong-call/sync").json()["error"]
+        in_async = client.post("/wrong-call/async").json()["error"]
+    assert in_sync == (
+        "ctx.enqueue() is a coroutine for async functions; in a sync function call "
+        "ctx.enqueue_sync(...)"
+    )
+    assert in_async == (
+        "ctx.publish_sync() would block the event loop; in an async function use "
+        "`await ctx.publish(...)`"
+    )
+    stats = json.loads(run_cli("queue", "stats", "--app", str(app_dir), "--json").stdout)
+    assert all(q["ready"] == 0 for q in stats)
+
+
 @pytest.fixture(scope="module")
 def basic_queue_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host, Path]]:
     app_dir = copy_app("queues", tmp_path_factory.mktemp("q"))

@@ -145,12 +145,7 @@ class Context:
 
         Raises QueueError (unknown queue, payload over the limit) or TypeError (a payload
         that is not JSON-serialisable) at once, with nothing written."""
-        outbox = self._need_outbox()
-        if not outbox.on_loop_thread():
-            raise RuntimeError(
-                "ctx.enqueue() is a coroutine for async functions; in a sync function call "
-                "ctx.enqueue_sync(...)"
-            )
+        outbox = self._outbox_for("enqueue", on_loop=True)
         return outbox.send(outbox.message(self._inv, queue, data, delay, idempotency_key))
 
     def enqueue_sync(
@@ -162,12 +157,7 @@ class Context:
         idempotency_key: str | None = None,
     ) -> Enqueued:
         """``ctx.enqueue`` for sync functions: blocks until the message is stored."""
-        outbox = self._need_outbox()
-        if outbox.on_loop_thread():
-            raise RuntimeError(
-                "ctx.enqueue_sync() would block the event loop; in an async function use "
-                "`await ctx.enqueue(...)`"
-            )
+        outbox = self._outbox_for("enqueue", on_loop=False)
         return outbox.send_blocking(outbox.message(self._inv, queue, data, delay, idempotency_key))
 
     def publish(
@@ -186,18 +176,8 @@ class Context:
         matches, each delivered through its own queue. Carries this invocation's trace
         (the ``traceparent`` extension). The same (source, id) within 24 h is dropped
         (``.duplicate``). Sync functions use ``publish_sync``."""
-        from hibana.events.cloudevent import new_event
-
-        outbox = self._need_outbox()
-        if not outbox.on_loop_thread():
-            raise RuntimeError(
-                "ctx.publish() is a coroutine for async functions; in a sync function call "
-                "ctx.publish_sync(...)"
-            )
-        event = new_event(
-            type=type, source=source, data=data, subject=subject, id=id, extensions=extensions
-        )
-        prepared = outbox.prepare(self._inv, topic, [event])
+        outbox = self._outbox_for("publish", on_loop=True)
+        prepared = self._one_event(outbox, topic, type, source, data, subject, id, extensions)
 
         async def one() -> Published:
             return (await outbox.publish(topic, prepared))[0]
@@ -216,24 +196,49 @@ class Context:
         extensions: dict[str, str] | None = None,
     ) -> Published:
         """``ctx.publish`` for sync functions: blocks until the event is stored."""
-        from hibana.events.cloudevent import new_event
-
-        outbox = self._need_outbox()
-        if outbox.on_loop_thread():
-            raise RuntimeError(
-                "ctx.publish_sync() would block the event loop; in an async function use "
-                "`await ctx.publish(...)`"
-            )
-        event = new_event(
-            type=type, source=source, data=data, subject=subject, id=id, extensions=extensions
-        )
-        return outbox.publish_blocking(topic, outbox.prepare(self._inv, topic, [event]))[0]
+        outbox = self._outbox_for("publish", on_loop=False)
+        prepared = self._one_event(outbox, topic, type, source, data, subject, id, extensions)
+        return outbox.publish_blocking(topic, prepared)[0]
 
     async def publish_events(self, topic: str, events: list[CloudEvent]) -> list[Published]:
         """Publish CloudEvents as they are (forwarded ones, say): all checked first, then
         each delivered (or dropped as a duplicate)."""
         outbox = self._need_outbox()
         return await outbox.publish(topic, outbox.prepare(self._inv, topic, events))
+
+    def _outbox_for(self, call: str, on_loop: bool) -> Outbox:
+        """The outbox, if ``ctx.<call>`` (on_loop) or ``ctx.<call>_sync`` is called from
+        the thread it is made for; else a RuntimeError naming the other one."""
+        outbox = self._need_outbox()
+        if outbox.on_loop_thread() != on_loop:
+            if on_loop:
+                raise RuntimeError(
+                    f"ctx.{call}() is a coroutine for async functions; in a sync function "
+                    f"call ctx.{call}_sync(...)"
+                )
+            raise RuntimeError(
+                f"ctx.{call}_sync() would block the event loop; in an async function use "
+                f"`await ctx.{call}(...)`"
+            )
+        return outbox
+
+    def _one_event(
+        self,
+        outbox: Outbox,
+        topic: str,
+        type: str,
+        source: str,
+        data: Any,
+        subject: str | None,
+        id: str | None,
+        extensions: dict[str, str] | None,
+    ) -> list[tuple[CloudEvent, list[NewMessage]]]:
+        from hibana.events.cloudevent import new_event
+
+        event = new_event(
+            type=type, source=source, data=data, subject=subject, id=id, extensions=extensions
+        )
+        return outbox.prepare(self._inv, topic, [event])
 
     def _need_outbox(self) -> Outbox:
         if self._outbox is None:

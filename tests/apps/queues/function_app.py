@@ -112,3 +112,21 @@ async def stock_b(msg: hibana.Message, ctx: hibana.Context) -> None:
     record("group", queue="b", phase="start", id=msg.id)
     await asyncio.sleep(0.3)
     record("group", queue="b", phase="end", id=msg.id)
+
+
+@app.http("/wrong-call/sync", methods=["POST"])
+def wrong_in_sync(req: hibana.Request, ctx: hibana.Context) -> dict[str, str]:
+    try:
+        ctx.enqueue("orders", {})  # a coroutine nobody would await: refused at once
+    except RuntimeError as exc:
+        return {"error": str(exc)}
+    return {"error": "none"}
+
+
+@app.http("/wrong-call/async", methods=["POST"])
+async def wrong_in_async(req: hibana.Request, ctx: hibana.Context) -> dict[str, str]:
+    try:
+        ctx.publish_sync("nope", type="t", source="s")
+    except RuntimeError as exc:
+        return {"error": str(exc)}
+    return {"error": "none"}
