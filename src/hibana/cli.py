@@ -547,8 +547,7 @@ def events_publish(
 
     from hibana.events.cloudevent import EventError, new_event
     from hibana.events.filters import Filter
-    from hibana.store.base import NewMessage
-    from hibana.triggers.queue import DEDUPE_WINDOW, MAX_PAYLOAD_BYTES
+    from hibana.triggers.queue import DEDUPE_WINDOW, MAX_PAYLOAD_BYTES, event_key, fan_out
 
     payload = None
     if data is not None:
@@ -570,15 +569,12 @@ def events_publish(
         if topic not in topics:
             known = ", ".join(topics) if topics else "none yet (start the host once)"
             _fail(f"no subscription to topic {topic!r} in {opened.display}; topics: {known}", 1)
-        deliveries = [
-            NewMessage(s.queue, body)
+        routes = [
+            (s.topic, s.queue, None if s.filter is None else Filter.from_dict(json.loads(s.filter)))
             for s in subs
-            if s.topic == topic
-            and (s.filter is None or Filter.from_dict(json.loads(s.filter)).matches(event))
         ]
-        fresh = _run(
-            opened.publish(topic, f"{event.source}\n{event.id}", deliveries, DEDUPE_WINDOW)
-        )
+        deliveries = fan_out(topic, event, body, routes)
+        fresh = _run(opened.publish(topic, event_key(event), deliveries, DEDUPE_WINDOW))
     finally:
         opened.close()
     if not fresh:

@@ -150,13 +150,7 @@ class Outbox:
                     f"event {event.id!r} is {len(body)} bytes of JSON, over the limit of "
                     f"{self.max_bytes}",
                 )
-            trace = event.extensions["traceparent"]
-            deliveries = [
-                NewMessage(queue, body, trace=trace)
-                for t, queue, flt in self.subscriptions
-                if t == topic and (flt is None or flt.matches(event))
-            ]
-            prepared.append((event, deliveries))
+            prepared.append((event, fan_out(topic, event, body, self.subscriptions)))
         return prepared
 
     async def publish(
@@ -164,7 +158,7 @@ class Outbox:
     ) -> list[Published]:
         results = await asyncio.gather(
             *(
-                self.store.publish(topic, f"{event.source}\n{event.id}", deliveries, DEDUPE_WINDOW)
+                self.store.publish(topic, event_key(event), deliveries, DEDUPE_WINDOW)
                 for event, deliveries in prepared
             )
         )
@@ -180,6 +174,26 @@ class Outbox:
         self, topic: str, prepared: list[tuple[CloudEvent, list[NewMessage]]]
     ) -> list[Published]:
         return asyncio.run_coroutine_threadsafe(self.publish(topic, prepared), self.loop).result()
+
+
+def fan_out(
+    topic: str,
+    event: CloudEvent,
+    body: bytes,
+    subscriptions: Sequence[tuple[str, str, Filter | None]],
+) -> list[NewMessage]:
+    """One delivery of ``event`` (encoded as ``body``) per subscription (topic, queue,
+    filter) of ``topic`` that it passes; each carries the event's trace."""
+    return [
+        NewMessage(queue, body, trace=event.traceparent)
+        for t, queue, flt in subscriptions
+        if t == topic and (flt is None or flt.matches(event))
+    ]
+
+
+def event_key(event: CloudEvent) -> str:
+    """What deduplicates an event: its source and id, as the CloudEvents spec says."""
+    return f"{event.source}\n{event.id}"
 
 
 def encode_payload(queue: str, data: Any) -> bytes:
