@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -364,13 +365,19 @@ queue_cli = typer.Typer(
 cli.add_typer(queue_cli, name="queue")
 
 
-def _open_store(app: Path, store: str | None) -> Store:
+@contextlib.contextmanager
+def _opened_store(app: Path, store: str | None) -> Iterator[Store]:
+    """The app's store (or ``--store``), closed afterwards; exit 1 naming the problem."""
     from hibana.store import open_store
 
     try:
-        return open_store(store, app)
+        opened = open_store(store, app)
     except HibanaError as exc:
         _fail(str(exc), 1)
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -406,8 +413,7 @@ def queue_send(
     body = encode_payload(queue, payload)
     if len(body) > MAX_PAYLOAD_BYTES:
         _usage(f"--data is {len(body)} bytes, over the limit of {MAX_PAYLOAD_BYTES}")
-    opened = _open_store(app, store)
-    try:
+    with _opened_store(app, store) as opened:
         declared = [q.name for q in _run(opened.declared())]
         if queue not in declared:
             known = ", ".join(declared) if declared else "none yet (start the host once)"
@@ -417,8 +423,6 @@ def queue_send(
                 1,
             )
         sent = _run(opened.enqueue(NewMessage(queue, body, delay, idempotency_key)))
-    finally:
-        opened.close()
     if sent.duplicate:
         print(f"Duplicate: message {sent.id} already has idempotency key {idempotency_key!r}")
     else:
@@ -435,11 +439,8 @@ def queue_stats(
     import dataclasses
     import json
 
-    opened = _open_store(app, store)
-    try:
+    with _opened_store(app, store) as opened:
         stats = _run(opened.stats())
-    finally:
-        opened.close()
     if as_json:
         print(json.dumps([dataclasses.asdict(s) for s in stats], indent=2))
         return
@@ -465,11 +466,8 @@ def queue_dlq(
     import json
     import time
 
-    opened = _open_store(app, store)
-    try:
+    with _opened_store(app, store) as opened:
         dead = _run(opened.dead_letters(queue, limit))
-    finally:
-        opened.close()
     if as_json:
         print(
             json.dumps(
@@ -511,11 +509,8 @@ def queue_redrive(
     store: StoreOpt = None,
 ) -> None:
     """Move dead letters back into their queue, with their attempts reset."""
-    opened = _open_store(app, store)
-    try:
+    with _opened_store(app, store) as opened:
         moved = _run(opened.redrive(queue, ids or None))
-    finally:
-        opened.close()
     if ids and moved < len(ids):
         print(
             f"Moved {moved} of {len(ids)} message(s) back to {queue}; the rest are not "
@@ -562,8 +557,7 @@ def events_publish(
     body = event.to_json()
     if len(body) > MAX_PAYLOAD_BYTES:
         _usage(f"the event is {len(body)} bytes, over the limit of {MAX_PAYLOAD_BYTES}")
-    opened = _open_store(app, store)
-    try:
+    with _opened_store(app, store) as opened:
         subs = _run(opened.subscriptions())
         topics = sorted({s.topic for s in subs})
         if topic not in topics:
@@ -575,8 +569,6 @@ def events_publish(
         ]
         deliveries = fan_out(topic, event, body, routes)
         fresh = _run(opened.publish(topic, event_key(event), deliveries, DEDUPE_WINDOW))
-    finally:
-        opened.close()
     if not fresh:
         print(f"Duplicate: event {event.id!r} from {event.source!r} was published already")
     else:
@@ -618,22 +610,16 @@ def secrets_set(
         sealed = seal(load_key(create=True), name, value)
     except SecretError as exc:
         _fail(str(exc), 1)
-    opened = _open_store(app, store)
-    try:
+    with _opened_store(app, store) as opened:
         _run(opened.put_secret(name, sealed))
-    finally:
-        opened.close()
     print(f"Set secret {name} in {opened.display}")
 
 
 @secrets_cli.command("list")
 def secrets_list(app: AppOpt = Path("."), store: StoreOpt = None) -> None:
     """The names of the secrets in the store (never their values)."""
-    opened = _open_store(app, store)
-    try:
+    with _opened_store(app, store) as opened:
         names = sorted(_run(opened.secrets()))
-    finally:
-        opened.close()
     print("\n".join(names) if names else f"no secrets in {opened.display}")
 
 
@@ -644,11 +630,8 @@ def secrets_rm(
     store: StoreOpt = None,
 ) -> None:
     """Delete a secret."""
-    opened = _open_store(app, store)
-    try:
+    with _opened_store(app, store) as opened:
         removed = _run(opened.delete_secret(name))
-    finally:
-        opened.close()
     if not removed:
         _fail(f"no secret {name!r} in {opened.display}", 1)
     print(f"Deleted secret {name}")
