@@ -173,6 +173,15 @@ def copy_app(name: str, into: Path) -> Path:
     return target
 
 
+def read_jsonl(path: Path, **match: Any) -> list[dict[str, Any]]:
+    """The JSON lines a test app appended to ``path`` whose fields equal ``match``
+    (a None value matches anything)."""
+    if not path.exists():
+        return []
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x]
+    return [x for x in lines if all(v is None or x.get(k) == v for k, v in match.items())]
+
+
 def run_cli(
     *args: str, cwd: Path | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:

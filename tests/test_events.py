@@ -15,16 +15,12 @@ from cloudevents.conversion import to_binary, to_dict, to_structured
 from cloudevents.http import CloudEvent
 
 import hibana
-from tests.hosts import Host, copy_app, run_cli, started
+from tests.hosts import Host, copy_app, read_jsonl, run_cli, started
 from tests.test_queues import wait_until
 
 
 def delivered(app_dir: Path, fn: str | None = None) -> list[dict[str, Any]]:
-    path = app_dir / "delivered.jsonl"
-    if not path.exists():
-        return []
-    lines = [json.loads(x) for x in path.read_text().splitlines() if x]
-    return [x for x in lines if fn is None or x["fn"] == fn]
+    return read_jsonl(app_dir / "delivered.jsonl", fn=fn)
 
 
 @pytest.fixture

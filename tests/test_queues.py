@@ -14,17 +14,13 @@ from typing import Any, TypeVar
 import pytest
 
 from hibana.store import NewMessage, Store, open_store
-from tests.hosts import Host, copy_app, run_cli, started
+from tests.hosts import Host, copy_app, read_jsonl, run_cli, started
 
 T = TypeVar("T")
 
 
 def records(app_dir: Path, kind: str | None = None) -> list[dict[str, Any]]:
-    path = app_dir / "processed.jsonl"
-    if not path.exists():
-        return []
-    out = [json.loads(line) for line in path.read_text().splitlines() if line]
-    return [r for r in out if kind is None or r["kind"] == kind]
+    return read_jsonl(app_dir / "processed.jsonl", kind=kind)
 
 
 def wait_until(check: Callable[[], T], timeout: float = 20, what: str = "") -> T:

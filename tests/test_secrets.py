@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.hosts import Host, copy_app, run_cli, started
-from tests.test_webhooks import API_TOKEN, GH_SECRET, SLACK_SECRET, STD_SECRET, set_secret
+from tests.test_webhooks import API_TOKEN, GH_SECRET, SLACK_SECRET, set_all, set_secret
 
 
 @pytest.fixture
@@ -25,17 +25,6 @@ def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def app_dir(tmp_path: Path, key_file: Path) -> Path:
     return copy_app("webhooks", tmp_path)
-
-
-def set_all(app_dir: Path) -> None:
-    for name, value in (
-        ("gh-secret", GH_SECRET),
-        ("slack-secret", SLACK_SECRET),
-        ("std-secret", STD_SECRET),
-        ("api-token", API_TOKEN),
-    ):
-        done = set_secret(app_dir, name, value)
-        assert done.returncode == 0, done.stderr
 
 
 def test_secrets_are_encrypted_at_rest_and_listed_by_name(app_dir: Path, key_file: Path) -> None:

@@ -13,16 +13,12 @@ import pytest
 
 import hibana
 from hibana.timers import Schedule
-from tests.hosts import copy_app, started
+from tests.hosts import copy_app, read_jsonl, started
 from tests.test_queues import wait_until
 
 
 def fired(app_dir: Path, fn: str) -> list[dict[str, Any]]:
-    path = app_dir / "fired.jsonl"
-    if not path.exists():
-        return []
-    lines = [json.loads(x) for x in path.read_text().splitlines() if x]
-    return [x for x in lines if x["fn"] == fn]
+    return read_jsonl(app_dir / "fired.jsonl", fn=fn)
 
 
 def test_each_slot_fires_once_and_a_failing_timer_keeps_its_schedule(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from tests.hosts import Host, copy_app, started
+from tests.hosts import Host, copy_app, read_jsonl, started
 from tests.test_queues import wait_until
 
 GH_SECRET = "gh-webhook-secret-123"
@@ -41,12 +41,20 @@ def set_secret(app_dir: Path, name: str, value: str) -> subprocess.CompletedProc
     )
 
 
+def set_all(app_dir: Path) -> None:
+    """Set every secret the webhooks test app names."""
+    for name, value in (
+        ("gh-secret", GH_SECRET),
+        ("slack-secret", SLACK_SECRET),
+        ("std-secret", STD_SECRET),
+        ("api-token", API_TOKEN),
+    ):
+        done = set_secret(app_dir, name, value)
+        assert done.returncode == 0, done.stderr
+
+
 def delivered(app_dir: Path, fn: str | None = None) -> list[dict[str, Any]]:
-    path = app_dir / "delivered.jsonl"
-    if not path.exists():
-        return []
-    lines = [json.loads(x) for x in path.read_text().splitlines() if x]
-    return [x for x in lines if fn is None or x["fn"] == fn]
+    return read_jsonl(app_dir / "delivered.jsonl", fn=fn)
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +64,7 @@ def webhook_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host
     env_before = os.environ.get("HIBANA_SECRET_KEY_FILE")
     os.environ["HIBANA_SECRET_KEY_FILE"] = str(root / "key")
     try:
-        for name, value in (
-            ("gh-secret", GH_SECRET),
-            ("slack-secret", SLACK_SECRET),
-            ("std-secret", STD_SECRET),
-            ("api-token", API_TOKEN),
-        ):
-            done = set_secret(app_dir, name, value)
-            assert done.returncode == 0, done.stderr
+        set_all(app_dir)
         for host in started(app_dir, "--workers", "1"):
             yield host, app_dir
     finally:
