@@ -18,7 +18,6 @@ import contextlib
 import json
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -524,7 +523,3 @@ def load_errors(text: str | None) -> list[dict[str, Any]]:
         return []
     value = json.loads(text)
     return value if isinstance(value, list) else []
-
-
-def wall_clock() -> float:
-    return time.time()

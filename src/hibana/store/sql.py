@@ -29,7 +29,8 @@ from hibana.store.base import (
 #: Each engine supplies the DDL per version (types differ); append, never edit.
 SCHEMA_VERSION = 2
 
-_CLAIMED = "id, queue, body, attempt, enqueued_at, trace, errors, visible_at"
+#: What a claim returns, in the order ``SqlEngine.claim`` reads it.
+CLAIMED_COLUMNS = "id, queue, body, attempt, enqueued_at, trace, errors, visible_at"
 
 
 class SqlEngine(Engine):
@@ -372,6 +373,3 @@ class SqlEngine(Engine):
         """Forget idempotency keys past their retention."""
         cur = self._exec("DELETE FROM hibana_keys WHERE expires_at <= ?", (now,))
         return int(cur.rowcount)
-
-
-CLAIMED_COLUMNS = _CLAIMED

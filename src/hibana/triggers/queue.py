@@ -301,10 +301,6 @@ class QueueConsumer:
         if event is not None:
             event.set()
 
-    @property
-    def busy(self) -> int:
-        return len(self._running)
-
     async def stop(self) -> None:
         """Claim no more; return once the claim loops have ended (work in flight goes on)."""
         self._stopping = True
