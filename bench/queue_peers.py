@@ -239,8 +239,10 @@ def _worker_env(out: Path, extra: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     env[OUT_ENV] = str(out)
-    # The apps import queue_probe from their own folder whatever the interpreter's flags.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(APPS), env.get("PYTHONPATH")) if p)
+    # The apps import bench.apps.queue_probe whatever the interpreter's flags.
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(APPS), str(APPS.parent.parent), env.get("PYTHONPATH")) if p
+    )
     return env
 
 

@@ -25,10 +25,10 @@ import sys
 from pathlib import Path
 
 # bench/http.py would shadow the standard library's http module (which the peers'
-# clients import): move this script's folder from the front of the path to its back,
-# where it still serves queue_peers.
+# clients import): take this script's folder off the path, and import the peers'
+# runner from the bench package.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE)]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE] + [str(_HERE.parent)]
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
@@ -43,7 +43,7 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
-from queue_peers import PeerResult, run_celery, run_procrastinate  # noqa: E402
+from bench.queue_peers import PeerResult, run_celery, run_procrastinate  # noqa: E402
 
 ROOT = _HERE.parent
 APP = ROOT / "bench" / "apps" / "queue_noop"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-import queue_probe
+from bench.apps import queue_probe
 from celery import Celery
 
 BROKER = os.environ.get("BENCH_CELERY_BROKER", "redis://127.0.0.1:6379/15")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-import queue_probe
+from bench.apps import queue_probe
 from procrastinate import App, PsycopgConnector
 
 # No default: a worker must never run against a database the benchmark did not make.

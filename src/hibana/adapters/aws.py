@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib
 import inspect
 import time
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
@@ -219,8 +219,7 @@ def _result(
         out["multiValueHeaders"] = {k: vs for k, vs in grouped.items() if len(vs) > 1}
     else:
         try:
-            # imported by name: a bench script called http.py shadows the module for mypy
-            phrase = importlib.import_module("http").HTTPStatus(status).phrase
+            phrase = HTTPStatus(status).phrase
         except ValueError:
             phrase = ""
         out["statusDescription"] = f"{status} {phrase}".strip()

@@ -13,17 +13,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Generator
 from typing import Any, NoReturn
-
-import uvicorn
 
 from hibana.adapters.asgi import AsgiMount
 from hibana.app import App, EventTrigger, QueueTrigger, TimerTrigger
@@ -33,7 +29,7 @@ from hibana.host.board import Board, Layout
 from hibana.host.config import HostConfig
 from hibana.host.control import Spawn
 from hibana.host.handoff import Handoff
-from hibana.host.http_protocol import guarded_protocol
+from hibana.host.http_server import HttpServer
 from hibana.host.lifeline import die_with_parent
 from hibana.host.loader import load_app
 from hibana.runtimes.python import FunctionThreads
@@ -43,16 +39,8 @@ from hibana.triggers.http import HttpFront
 from hibana.triggers.queue import Outbox, QueueConsumer
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, minus its signal handling: the worker decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
 class _JsonLogHandler(logging.Handler):
-    """Routes stdlib logging (uvicorn's own warnings, user code using ``logging``) into the
+    """Routes stdlib logging (asyncio's warnings, user code using ``logging``) into the
     worker's JSON log lines."""
 
     def __init__(self, sink: LogSink, worker: int) -> None:
@@ -71,6 +59,10 @@ class _JsonLogHandler(logging.Handler):
         if record.exc_info and record.exc_info[1] is not None:
             line["error"] = repr(record.exc_info[1])
         self.sink.emit(line)
+
+
+#: Seconds connections get to finish writing their answers once the worker stops serving.
+_WRITE_GRACE = 2.0
 
 
 class Worker:
@@ -93,7 +85,10 @@ class Worker:
         self.row = board.worker(spawn.slot) if board is not None else None
         self.sink = LogSink(1, config.log_level)
         self.log = Logger(self.sink, {"worker": spawn.slot, "pid": os.getpid()})
-        self.server: _Server | None = None
+        self.server: HttpServer | None = None
+        #: Set when the worker should stop serving: ``grace`` is how long connections
+        #: get to finish their answers (None: close them now).
+        self._stop: asyncio.Future[float | None] | None = None
         self.front: HttpFront | None = None
         self.dispatcher: Dispatcher | None = None
         self.store: Store | None = None
@@ -123,11 +118,10 @@ class Worker:
         loop = asyncio.get_running_loop()
         self.sink.attach(loop)
         handler = _JsonLogHandler(self.sink, self.index)
-        for name in ("uvicorn", "uvicorn.error", "hibana"):
-            logger = logging.getLogger(name)
-            logger.handlers = [handler]
-            logger.propagate = False
-            logger.setLevel(logging.WARNING if name.startswith("uvicorn") else logging.INFO)
+        logger = logging.getLogger("hibana")
+        logger.handlers = [handler]
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
         root = logging.getLogger()
         root.handlers = [handler]
         root.setLevel(config.log_level.upper())
@@ -153,19 +147,17 @@ class Worker:
         if self.handoff_fd is not None and self.row is not None:
             handoff = Handoff(socket.socket(fileno=self.handoff_fd), self.row.connections)
             self.front.connections = self.row
-        uv_config = uvicorn.Config(
+        self.server = HttpServer(
             self.front,
-            http=guarded_protocol(config.max_header_bytes, config.header_timeout, handoff),
-            loop="none",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            proxy_headers=False,
-            server_header=False,
-            timeout_keep_alive=math.ceil(config.keep_alive_timeout),
-            timeout_graceful_shutdown=2,
+            self.log,
+            max_body_bytes=config.max_body_bytes,
+            max_header_bytes=config.max_header_bytes,
+            header_timeout=config.header_timeout,
+            body_timeout=config.body_timeout,
+            keep_alive_timeout=config.keep_alive_timeout,
+            handoff=handoff,
         )
-        self.server = _Server(uv_config)
+        self._stop = loop.create_future()
         self._start_watchdog(loop)
         loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
         loop.add_signal_handler(signal.SIGUSR1, self.retire)
@@ -190,7 +182,12 @@ class Worker:
                 )
         if self.consumer is not None:
             self.consumer.start()
-        await self.server.serve(sockets=[self.listener])
+        await self.server.start(self.listener)
+        grace = await self._stop
+        if grace is None:
+            self.server.abort()
+        else:
+            await self.server.shutdown(grace)
         for mount in mounts:
             await mount.shutdown()
         if self.consumer is not None:
@@ -325,17 +322,21 @@ class Worker:
         tick()
         threading.Thread(target=watch, name="hibana-watchdog", daemon=True).start()
 
+    def _stop_serving(self, grace: float | None) -> None:
+        if self._stop is not None and not self._stop.done():
+            self._stop.set_result(grace)
+        elif grace is None and self.server is not None:
+            self.server.abort()  # already stopping: now, not gracefully
+
     def _on_sigterm(self) -> None:
-        assert self.server is not None
         if self._stopping:
-            self.server.force_exit = True
-            self.server.should_exit = True
+            self._stop_serving(None)  # a second signal: stop now
             return
         self._stopping = True
         asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
-        assert self.server is not None and self.front is not None and self.dispatcher is not None
+        assert self.front is not None and self.dispatcher is not None
         self.front.draining = True
         if self.consumer is not None:
             await self.consumer.stop()  # claim nothing new; what is held finishes or goes back
@@ -351,13 +352,14 @@ class Worker:
             # Their clients get 503 + Retry-After now; the functions die with the process.
             self.dispatcher.abandon_all()
             await asyncio.sleep(0.05)
-        self.server.should_exit = True
+        self._stop_serving(_WRITE_GRACE)
 
     def retire(self) -> None:
-        """Stop accepting, finish what is in flight, exit: no 503s (scale-in, replacement)."""
-        assert self.server is not None
+        """Stop accepting, finish what is in flight, exit: no 503s (scale-in, replacement).
+        Each in-flight request is answered by its function's deadline at the latest."""
         self._stopping = True
-        self.server.should_exit = True
+        longest = max((spec.timeout for spec in self.app.functions), default=0.0)
+        self._stop_serving(longest + self.config.cancel_grace + _WRITE_GRACE)
 
     def _on_stuck(self, inv: Invocation) -> None:
         self.log.error(
@@ -371,10 +373,7 @@ class Worker:
 
 def preload() -> None:
     """Import what a worker imports lazily, so a worker forked after this starts without
-    paying for it (about 10 ms of a cold start)."""
-    import uvicorn.lifespan.off
-    import uvicorn.protocols.websockets.auto  # noqa: F401
-
+    paying for it."""
     with contextlib.suppress(ImportError):  # uvloop is a dependency on Linux
         import uvloop  # noqa: F401
 

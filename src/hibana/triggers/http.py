@@ -9,6 +9,7 @@ problem, and carry the invocation id when there was an invocation.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
@@ -33,6 +34,10 @@ Send = Callable[[Message], Awaitable[None]]
 
 _encode = msgspec.json.encode
 _JSON = (b"content-type", b"application/json")
+_CLOSE = (b"connection", b"close")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z").match
+#: The route table's answer: a Match, the methods the path allows (405), or None (404).
+Found = Match | list[str] | None
 
 
 class _BodyError(Exception):
@@ -41,21 +46,53 @@ class _BodyError(Exception):
         self.detail = detail
 
 
+class Responder(Protocol):
+    """Where the front writes a response: the worker's HTTP server (``hibana.host.http_server``)
+    or, through ``AsgiResponder``, any ASGI server's ``send``."""
+
+    async def whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A response whose body is all here."""
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """The head of a streamed response."""
+
+    async def chunk(self, data: bytes) -> None:
+        """A piece of a streamed body."""
+
+    async def end(self) -> None:
+        """The end of a streamed body."""
+
+
+class AsgiResponder:
+    """A ``Responder`` over an ASGI ``send``."""
+
+    __slots__ = ("send",)
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+
+    async def whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def chunk(self, data: bytes) -> None:
+        await self.send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def end(self) -> None:
+        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 async def _send_json(
-    send: Send,
+    out: Responder,
     status: int,
     body: dict[str, Any],
     extra: list[tuple[bytes, bytes]] = (),  # type: ignore[assignment]
 ) -> None:
     data = _encode(body)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [_JSON, (b"content-length", str(len(data)).encode()), *extra],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
+    await out.whole(status, [_JSON, (b"content-length", b"%d" % len(data)), *extra], data)
 
 
 #: The connection table's state for "the response is being written" (hibana.host.board).
@@ -68,26 +105,40 @@ _INFO = 20
 
 
 def _header(name: str, value: str) -> tuple[bytes, bytes]:
-    """A response header as ASGI wants it; the common ones (content types) are cached."""
+    """A response header as bytes, checked: a name that is not an HTTP token, or a value
+    with a line break, is a ValueError (it could forge headers). The common ones
+    (content types) are cached."""
     key = (name, value)
     cached = _HEADERS.get(key)
     if cached is None:
-        cached = (name.lower().encode("latin-1"), value.encode("latin-1"))
+        if not _TOKEN(name):
+            raise ValueError(f"response header name {name!r} is not a valid HTTP header name")
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError(
+                f"response header {name!r} has a line break or NUL in its value {value!r}"
+            )
+        try:
+            cached = (name.lower().encode("latin-1"), value.encode("latin-1"))
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"response header {name!r} has a value that is not Latin-1: {value!r}; "
+                "percent-encode it"
+            ) from None
         if len(_HEADERS) < 256 and name.lower() == "content-type":
             _HEADERS[key] = cached
     return cached
 
 
-async def _send_stream(send: Send, stream: AsyncIterator[bytes], log: Logger) -> None:
+async def _send_stream(out: Responder, stream: AsyncIterator[bytes], log: Logger) -> None:
     """A streamed body, each chunk as it comes; the end, whatever happened."""
     try:
         async for chunk in stream:
             if chunk:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await out.chunk(chunk)
     except Exception as exc:
         log.exception("the response stream failed; the response is cut short", exc)
     finally:
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await out.end()
 
 
 class ConnectionTable(Protocol):
@@ -130,43 +181,52 @@ class HttpFront:
         self.connections: ConnectionTable | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The front as an ASGI app (the Lambda adapter serves it this way)."""
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
                 await self._lifespan(receive, send)
             return
+        out = AsgiResponder(send)
+        found = self.table.lookup(scope["method"], scope["path"])
+        body = b""
+        if type(found) is Match and not self.draining:
+            try:
+                body = await self._read_body(scope, receive)
+            except _BodyError as exc:
+                await _send_json(out, exc.status, {"error": exc.detail}, [_CLOSE])
+                return
+        await self.handle(found, scope, body, receive, out)
+
+    async def handle(
+        self, found: Found, scope: Scope, body: bytes, receive: Receive, out: Responder
+    ) -> None:
+        """Answer a request whose body has been read: ``found`` is the route table's
+        answer for its method and path."""
         if self.draining:
             await _send_json(
-                send,
+                out,
                 503,
                 {"error": "this host is shutting down; retry the request"},
-                [(b"retry-after", b"1"), (b"connection", b"close")],
+                [(b"retry-after", b"1"), _CLOSE],
             )
             return
-        method = scope["method"]
-        found = self.table.lookup(method, scope["path"])
-        if type(found) is not Match:
-            if found is None:
-                await _send_json(
-                    send, 404, {"error": f"no function serves {method} {scope['path']}"}
-                )
-            else:
-                allow = ", ".join(found)  # type: ignore[arg-type]
-                await _send_json(
-                    send,
-                    405,
-                    {"error": f"{scope['path']} does not allow {method}; it allows {allow}"},
-                    [(b"allow", allow.encode())],
-                )
-            return
-        try:
-            body = await self._read_body(scope, receive)
-        except _BodyError as exc:
-            await _send_json(send, exc.status, {"error": exc.detail}, [(b"connection", b"close")])
-            return
-        await self._invoke(found, scope, body, receive, send)
+        if type(found) is Match:
+            await self._invoke(found, scope, body, receive, out)
+        elif found is None:
+            await _send_json(
+                out, 404, {"error": f"no function serves {scope['method']} {scope['path']}"}
+            )
+        else:
+            allow = ", ".join(found)  # type: ignore[arg-type]
+            await _send_json(
+                out,
+                405,
+                {"error": f"{scope['path']} does not allow {scope['method']}; it allows {allow}"},
+                [(b"allow", allow.encode())],
+            )
 
     async def _invoke(
-        self, match: Match, scope: Scope, body: bytes, receive: Receive, send: Send
+        self, match: Match, scope: Scope, body: bytes, receive: Receive, out: Responder
     ) -> None:
         spec = match.spec
         traceparent = None
@@ -207,20 +267,27 @@ class HttpFront:
             # the answer is ours from here: a worker that dies now gets no 502 written over it
             table.conn_state(conn, _CONN_RESPONDING)  # type: ignore[union-attr]
         response, extra = self._respond(outcome, inv, log)
-        headers = [_header(k, v) for k, v in response.headers]
+        try:
+            headers = [_header(k, v) for k, v in response.headers]
+        except ValueError as exc:
+            response, extra = self._respond(Outcome("error", error=exc), inv, log)
+            headers = [_JSON]
         stream = response.stream
+        status = response.status
+        body = response.body
         if stream is None:
-            headers.append((b"content-length", str(len(response.body)).encode()))
+            if status == 204 or status == 304:
+                body = b""
+            else:
+                headers.append((b"content-length", b"%d" % len(body)))
         headers.append((b"traceparent", trace.traceparent.encode()))
         headers.append((b"x-invocation-id", inv.id.encode()))
         try:
-            await send(
-                {"type": "http.response.start", "status": response.status, "headers": headers}
-            )
             if stream is None:
-                await send({"type": "http.response.body", "body": response.body})
+                await out.whole(status, headers, body)
             else:
-                await _send_stream(send, stream, log)
+                await out.start(status, headers)
+                await _send_stream(out, stream, log)
         finally:
             failed = response.status >= 500
             if failed or self.sink.min_level <= _INFO:

@@ -1,0 +1,534 @@
+"""The worker's HTTP/1.1 server: httptools parses, hibana's front answers, one write a response.
+
+Each connection is an ``HttpProtocol``. It parses requests with httptools, routes each one
+as soon as its head is complete (so a request for no function never has its body kept),
+reads the body within the limits, and hands the whole request to ``HttpFront.handle``.
+The front answers through the protocol's ``Responder`` methods: a whole response is one
+``transport.write`` (head and body together), a stream is chunked as it comes.
+
+What a public endpoint needs, and what it costs per request:
+
+* Limits: the head's size (431) and the body's (413, from Content-Length before any body
+  arrives, or as chunks add up), a deadline for the head (408), for each pause in the body
+  (408) and for an idle keep-alive connection (closed). One timer per connection checks
+  one deadline, which each state change moves: a float written, no timer re-armed.
+* Keep-alive and pipelining: requests on one connection are answered in order; a
+  connection with many waiting stops being read until they are answered.
+* ``Expect: 100-continue``, HEAD (the head without the body), HTTP/1.0 (no chunks; the
+  connection closes unless it asked to be kept), ``Connection: close`` either way, and
+  ``Upgrade`` answered as plain HTTP/1.1 (then closed).
+* The 502 handoff: each connection is handed to the supervisor (see ``handoff.py``) so
+  it can answer for a worker that dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.parse
+from collections import deque
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+import httptools
+import msgspec
+
+from hibana.host.handoff import Handoff
+from hibana.telemetry.logs import Logger
+from hibana.triggers.routes import Match
+
+if TYPE_CHECKING:
+    from hibana.triggers.http import HttpFront
+
+_STATUS_LINES = {
+    int(s): b"HTTP/1.1 %d %s\r\n" % (s, s.phrase.encode("latin-1")) for s in HTTPStatus
+}
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
+_ASGI = {"version": "3.0", "spec_version": "2.3"}
+#: Complete requests waiting on one connection beyond which it is not read until they
+#: are answered (a client pipelining without end cannot fill the worker's memory).
+_PIPELINE_LIMIT = 16
+
+#: What the connection's one deadline means when it passes.
+_IDLE = 1  # nothing sent yet, or keep-alive between requests: close quietly
+_HEAD = 2  # a head is arriving: 408
+_BODY = 3  # a body is arriving: 408
+
+_date: list[Any] = [-1, b""]
+
+
+def _date_line() -> bytes:
+    """The ``date`` header line, formatted once a second."""
+    now = int(time.time())
+    if now != _date[0]:
+        _date[0] = now
+        _date[1] = b"date: %s\r\n" % time.strftime(
+            "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now)
+        ).encode("ascii")
+    line: bytes = _date[1]
+    return line
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else b"HTTP/1.1 %d \r\n" % status
+
+
+def _error(status: int, message: str) -> bytes:
+    """A whole response the protocol gives itself (the head or body was refused)."""
+    body = msgspec.json.encode({"error": message})
+    head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+    return _status_line(status) + _date_line() + head % len(body) + body
+
+
+class _Request:
+    """One request on a connection, from its head to its answer."""
+
+    __slots__ = ("scope", "found", "chunks", "size", "keep_alive", "head", "gone", "answered")
+
+    def __init__(self, scope: dict[str, Any], found: Any, keep_alive: bool, head: bool) -> None:
+        self.scope = scope
+        #: The route table's answer: a Match, the allowed methods (405) or None (404).
+        self.found = found
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.keep_alive = keep_alive
+        #: A HEAD request: the response's head is written, its body is not.
+        self.head = head
+        #: Resolved when the client is gone or the request is answered (``receive``).
+        self.gone: asyncio.Future[None] | None = None
+        self.answered = False
+
+    async def receive(self) -> dict[str, str]:
+        """ASGI's receive after the body was read: returns when the client disconnects
+        or the request has been answered (a mounted app waits on it)."""
+        if not self.answered:
+            if self.gone is None:
+                self.gone = asyncio.get_running_loop().create_future()
+            await self.gone
+        return {"type": "http.disconnect"}
+
+    def finish(self) -> None:
+        self.answered = True
+        if self.gone is not None and not self.gone.done():
+            self.gone.set_result(None)
+
+
+class HttpServer:
+    """Serves the front on a listening socket; ``shutdown`` lets connections finish."""
+
+    def __init__(
+        self,
+        front: HttpFront,
+        log: Logger,
+        *,
+        max_body_bytes: int,
+        max_header_bytes: int,
+        header_timeout: float,
+        body_timeout: float,
+        keep_alive_timeout: float,
+        handoff: Handoff | None = None,
+    ) -> None:
+        self.front = front
+        self.log = log
+        self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.keep_alive_timeout = keep_alive_timeout
+        self.handoff = handoff
+        self.connections: set[HttpProtocol] = set()
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self, listener: Any) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: HttpProtocol(self, loop), sock=listener, backlog=2048
+        )
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting; close idle connections now and busy ones once their requests
+        are answered, waiting up to ``grace`` seconds; then close whatever is left."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.shutdown()
+        deadline = time.monotonic() + grace
+        while self.connections and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        self.abort()
+
+    def abort(self) -> None:
+        """Close every connection now (a second signal, or the grace period is over)."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.abort()
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection (see the module's docstring)."""
+
+    def __init__(self, server: HttpServer, loop: asyncio.AbstractEventLoop) -> None:
+        self.server = server
+        self.front = server.front
+        self.lookup = server.front.table.lookup
+        self.loop = loop
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.client: tuple[str, int] | None = None
+        self.address: tuple[str, int] | None = None
+        self.conn: int | None = None
+        # the request being parsed
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.declared = -1  # its Content-Length, -1 if none
+        self.expect_continue = False
+        self.parsing: _Request | None = None
+        #: Bytes of the current head read so far; None while a body is being read.
+        self.head_bytes: int | None = 0
+        # requests parsed and waiting, and the one being answered
+        self.waiting: deque[_Request] = deque()
+        self.active: _Request | None = None
+        self.task: asyncio.Task[None] | None = None
+        #: Chunked transfer coding for the active streamed response.
+        self.chunked = False
+        self.started = False
+        #: A refusal to write once the requests ahead of it are answered (pipelining).
+        self.refusal: bytes | None = None
+        self.closing = False
+        self.lost = False
+        self.paused_reading = False
+        self.writable: asyncio.Future[None] | None = None
+        # the one deadline and the timer that watches it
+        self.deadline: float | None = None
+        self.on_deadline = _IDLE
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+
+    # -- connection ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.server.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.client = (str(peer[0]), int(peer[1]))
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, tuple):
+            self.address = (str(local[0]), int(local[1]))
+        self._expect(_IDLE, self.server.header_timeout)
+        handoff = self.server.handoff
+        if handoff is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                self.conn = handoff.opened(sock.fileno())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.server.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.conn is not None and self.server.handoff is not None:
+            self.server.handoff.closed(self.conn)
+            self.conn = None
+        for req in (self.active, *self.waiting):
+            if req is not None:
+                req.finish()
+        self.waiting.clear()
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.writable = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self.writable is not None and not self.writable.done():
+            self.writable.set_result(None)
+        self.writable = None
+
+    def shutdown(self) -> None:
+        """Close when the requests already read are answered; now if there are none."""
+        self.closing = True
+        if self.active is None and not self.waiting:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        self.transport.close()
+
+    # -- reading ---------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.refusal is not None or self.closing:
+            return  # refused, or shutting down: what was read is answered, nothing more
+        head = self.head_bytes
+        if head is not None:
+            if head == 0:  # a new head starts
+                self._expect(_HEAD, self.server.header_timeout)
+            head += len(data)
+            self.head_bytes = head
+            limit = self.server.max_header_bytes
+            if head > limit and self._head_size(data, head) > limit:
+                self._refuse(431, f"request headers are over the limit of {limit} bytes")
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # answered as plain HTTP/1.1, then closed (see on_headers_complete)
+        except httptools.HttpParserError as exc:
+            if self.refusal is None and not self.transport.is_closing():
+                self._refuse(400, f"invalid HTTP request: {exc}")
+
+    @staticmethod
+    def _head_size(data: bytes, counted: int) -> int:
+        """The head's size, when this packet (the last ``len(data)`` of ``counted`` bytes)
+        may also carry body bytes, which have a limit of their own."""
+        end = data.find(b"\r\n\r\n")
+        return counted if end == -1 else counted - len(data) + end + 4
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.declared = -1
+        self.expect_continue = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-length":
+            try:
+                self.declared = int(value)
+            except ValueError:
+                self.declared = -2
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self.expect_continue = True
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.head_bytes = None
+        parser = self.parser
+        raw = self.parser.get_method()
+        method = _METHODS.get(raw) or raw.decode("ascii")
+        url = self.url
+        if url[:1] == b"/":
+            raw_path, _, query = url.partition(b"?")
+        else:  # absolute form (through a proxy) or "*"
+            parsed = httptools.parse_url(url)
+            raw_path, query = parsed.path or b"/", parsed.query or b""
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": parser.get_http_version(),
+            "server": self.address,
+            "client": self.client,
+            "scheme": "http",
+            "method": method,
+            "root_path": "",
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "headers": self.headers,
+        }
+        if self.conn is not None:
+            scope["hibana.conn"] = self.conn
+        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
+        self.parsing = _Request(scope, self.lookup(method, path), keep_alive, method == "HEAD")
+        declared = self.declared
+        limit = self.server.max_body_bytes
+        if declared == -2:
+            self._refuse(400, "Content-Length is not a number")
+        elif declared > limit:
+            self._refuse(413, f"request body of {declared} bytes is over the limit of {limit}")
+        elif declared > 0 and parser.should_upgrade():
+            self._refuse(400, "a request that asks to upgrade the protocol cannot carry a body")
+        elif declared != 0:
+            self._expect(_BODY, self.server.body_timeout)
+            if self.expect_continue and self.active is None and not self.waiting:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.expect_continue = False
+        else:
+            self.deadline = None
+
+    def on_body(self, body: bytes) -> None:
+        req = self.parsing
+        if req is None or self.refusal is not None:
+            return
+        req.size += len(body)
+        limit = self.server.max_body_bytes
+        if req.size > limit:
+            self._refuse(413, f"request body is over the limit of {limit} bytes")
+            return
+        if type(req.found) is Match:  # a body for no function (404, 405) is not kept
+            req.chunks.append(body)
+        self.deadline = self.loop.time() + self.server.body_timeout
+
+    def on_message_complete(self) -> None:
+        req = self.parsing
+        if req is None or self.refusal is not None:
+            return
+        self.parsing = None
+        self.head_bytes = 0
+        self.deadline = None  # the dispatcher has the request's deadline now
+        if self.active is None:
+            self._answer(req)
+        else:
+            self.waiting.append(req)
+            if len(self.waiting) >= _PIPELINE_LIMIT and not self.paused_reading:
+                self.paused_reading = True
+                self.transport.pause_reading()
+
+    # -- answering -------------------------------------------------------------------------
+    def _answer(self, req: _Request) -> None:
+        self.active = req
+        self.started = False
+        self.task = self.loop.create_task(self._run(req))
+
+    async def _run(self, req: _Request) -> None:
+        chunks = req.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            await self.front.handle(req.found, req.scope, body, req.receive, self)
+        except Exception as exc:
+            self.server.log.exception("the HTTP front failed on a request", exc)
+            if not self.started and not self.lost:
+                self.transport.write(_error(500, "the host failed to answer this request"))
+            self.closing = True
+        self._answered(req)
+
+    def _answered(self, req: _Request) -> None:
+        req.finish()
+        self.active = None
+        self.task = None
+        if self.lost:
+            return
+        if (self.closing and not self.waiting) or not req.keep_alive:
+            self.transport.close()
+            return
+        if self.waiting:
+            self._answer(self.waiting.popleft())
+            if self.paused_reading and len(self.waiting) < _PIPELINE_LIMIT // 2:
+                self.paused_reading = False
+                self.transport.resume_reading()
+            return
+        if self.refusal is not None:
+            self.transport.write(self.refusal)
+            self.transport.close()
+            return
+        if self.parsing is not None:  # the next request's head is in; its body may follow
+            if self.expect_continue:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.expect_continue = False
+            self._expect(_BODY, self.server.body_timeout)
+        elif self.head_bytes:
+            self._expect(_HEAD, self.server.header_timeout)
+        else:
+            self._expect(_IDLE, self.server.keep_alive_timeout)
+
+    def _head_bytes(self, status: int, headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+        self.started = True
+        parts = [_status_line(status), _date_line()]
+        req = self.active
+        assert req is not None
+        for name, value in headers:
+            if name == b"connection" and value.lower() == b"close":
+                req.keep_alive = False
+                continue
+            parts.append(name + b": " + value + b"\r\n")
+        if not req.keep_alive or self.closing:
+            req.keep_alive = False
+            parts.append(b"connection: close\r\n")
+        elif req.scope["http_version"] == "1.0":
+            parts.append(b"connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        return parts
+
+    async def whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A response whose body is all here: one write."""
+        if self.lost:
+            return
+        parts = self._head_bytes(status, headers)
+        req = self.active
+        if body and not req.head:  # type: ignore[union-attr]
+            parts.append(body)
+        self.transport.write(b"".join(parts))
+
+    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """The head of a streamed response; chunked unless it carries a Content-Length."""
+        if self.lost:
+            return
+        req = self.active
+        assert req is not None
+        framed = any(name == b"content-length" for name, _ in headers)
+        self.chunked = False
+        if not framed and not req.head and status not in (204, 304) and status >= 200:
+            if req.scope["http_version"] == "1.0":
+                req.keep_alive = False  # no chunks in HTTP/1.0: the close ends the body
+            else:
+                self.chunked = True
+                headers = [*headers, (b"transfer-encoding", b"chunked")]
+        self.transport.write(b"".join(self._head_bytes(status, headers)))
+
+    async def chunk(self, data: bytes) -> None:
+        """A piece of a streamed body; waits while the client is behind."""
+        if self.lost or self.active is None or self.active.head or not data:
+            return
+        if self.chunked:
+            self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self.transport.write(data)
+        if self.writable is not None:
+            await self.writable
+
+    async def end(self) -> None:
+        if self.chunked and not self.lost:
+            self.transport.write(b"0\r\n\r\n")
+        self.chunked = False
+
+    # -- limits ----------------------------------------------------------------------------
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` and close: now, or after the requests ahead of this one."""
+        self.refusal = _error(status, message)
+        self.parsing = None
+        self.deadline = None
+        if self.active is None and not self.waiting:
+            self.transport.write(self.refusal)
+            self.transport.close()
+        elif not self.paused_reading:
+            self.paused_reading = True
+            self.transport.pause_reading()
+
+    def _expect(self, what: int, seconds: float) -> None:
+        """Set the connection's deadline ``seconds`` from now."""
+        deadline = self.loop.time() + seconds
+        self.deadline = deadline
+        self.on_deadline = what
+        if self.timer is None or deadline < self.timer_at:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer_at = deadline
+            self.timer = self.loop.call_at(deadline, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self.timer = None
+        deadline = self.deadline
+        if deadline is None or self.lost:
+            return  # a request is being answered: the dispatcher has its deadline
+        if self.loop.time() < deadline:
+            self.timer_at = deadline
+            self.timer = self.loop.call_at(deadline, self._check_deadline)
+            return
+        self.deadline = None
+        if self.on_deadline == _IDLE:
+            self.transport.close()
+        elif self.on_deadline == _HEAD:
+            timeout = self.server.header_timeout
+            self._refuse(408, f"request headers did not arrive within {timeout:g}s")
+        else:
+            timeout = self.server.body_timeout
+            self._refuse(408, f"the request body did not arrive within {timeout:g}s")
