@@ -78,6 +78,11 @@ class Gate:
         self.active -= 1
 
 
+#: Invocations due within this many seconds expire together (one timer, not one each).
+_DEADLINE_SLACK = 0.001
+_current_task = asyncio.current_task
+
+
 def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
     if not fut.done():
         fut.set_result(value)
@@ -138,12 +143,23 @@ class Dispatcher:
         self._cancel_grace = cancel_grace
         self._on_stuck = on_stuck
         self._gates: dict[str, Gate] = {}
+        #: The loop the dispatcher runs on: the first one it runs an invocation on.
+        self._bound_loop: asyncio.AbstractEventLoop | None = None
         #: Invocations whose function has not returned yet (timed-out ones included).
         self.inflight: dict[str, Invocation] = {}
         #: How to stop waiting for each in-flight invocation: its caller task (async
         #: functions run in it) or the future the caller awaits (sync functions).
         self._interrupt: dict[str, asyncio.Task[Any] | asyncio.Future[None]] = {}
         self._abandoning = False
+        self._watch: asyncio.TimerHandle | None = None
+        self._watch_at = 0.0
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._bound_loop
+        if loop is None:
+            loop = self._bound_loop = asyncio.get_running_loop()
+        return loop
 
     def cancel_all(self) -> None:
         """Signal cancellation to every running invocation (the worker is shutting down)."""
@@ -168,8 +184,8 @@ class Dispatcher:
                 wait = min(self._concurrency_wait, inv.deadline - time.monotonic())
                 if not await gate.acquire(wait):
                     return Outcome("throttled")
-        remaining = inv.deadline - time.monotonic()
-        if remaining <= 0:
+        deadline = inv.deadline
+        if deadline <= time.monotonic():
             if gate is not None:
                 gate.release()
             inv.cancellation.set("timeout")
@@ -183,30 +199,22 @@ class Dispatcher:
                 if self.cold_since is None
                 else (time.monotonic() - self.cold_since) * 1000
             )
-        column = self._columns.get(spec.name, 0) if self._meter is not None else 0
+        column = 0
         if self._meter is not None:
+            column = self._columns.get(spec.name, 0)
             self._meter.started(column, inv.cold_start_ms if inv.cold_start else None)
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(remaining, self._expire, inv)
-        if spec.is_async:
-            return await self._run_async(inv, ctx, gate, column, timer)
-        return await self._run_sync(inv, ctx, gate, column, timer, loop)
-
-    async def _run_async(
-        self,
-        inv: Invocation,
-        ctx: Context,
-        gate: Gate | None,
-        column: int,
-        timer: asyncio.TimerHandle,
-    ) -> Outcome:
-        # The coroutine runs in the caller's task: no task of its own, no extra loop turn.
-        caller = asyncio.current_task()
+        if self._watch is None or deadline < self._watch_at:
+            self._watch_deadlines(deadline)
+        if not spec.is_async:
+            return await self._run_sync(inv, ctx, gate, column)
+        # An async function runs in the caller's task: no task of its own, no extra loop
+        # turn, and no coroutine between it and the caller.
+        caller = _current_task(self._loop)
         assert caller is not None
         self._interrupt[inv.id] = caller
         failed = True
         try:
-            value = await inv.function.handler(inv.payload, ctx)
+            value = await spec.handler(inv.payload, ctx)
         except asyncio.CancelledError as exc:
             if inv.cancellation.reason != "timeout" and not self._abandoning:
                 raise  # not ours: the request task itself is being cancelled
@@ -220,33 +228,50 @@ class Dispatcher:
             failed = inv.cancellation.reason == "timeout"
             return _outcome(inv, value, None)
         finally:
-            timer.cancel()
-            self._interrupt.pop(inv.id, None)
+            del self._interrupt[inv.id]
             self._finished(inv, gate, column, failed)
 
+    # -- deadlines -------------------------------------------------------------------------
+    # One timer for all in-flight invocations, set for the earliest deadline: most
+    # invocations end long before theirs, so per invocation there is no timer to start
+    # and cancel, only a comparison. When it fires it expires what is due and is set
+    # again for the next deadline.
+    def _watch_deadlines(self, deadline: float) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        self._watch_at = deadline
+        delay = max(0.0, deadline - time.monotonic())
+        self._watch = self._loop.call_later(delay, self._expire_due)
+
+    def _expire_due(self) -> None:
+        self._watch = None
+        now = time.monotonic() + _DEADLINE_SLACK
+        nearest = None
+        for inv in list(self.inflight.values()):
+            if inv.cancellation.reason == "timeout":
+                continue  # expired already; _check_stuck watches it
+            if inv.deadline <= now:
+                self._expire(inv)
+            elif nearest is None or inv.deadline < nearest:
+                nearest = inv.deadline
+        if nearest is not None:
+            self._watch_deadlines(nearest)
+
     async def _run_sync(
-        self,
-        inv: Invocation,
-        ctx: Context,
-        gate: Gate | None,
-        column: int,
-        timer: asyncio.TimerHandle,
-        loop: asyncio.AbstractEventLoop,
+        self, inv: Invocation, ctx: Context, gate: Gate | None, column: int
     ) -> Outcome:
         try:
             fut = python_runtime.start(inv, ctx, self._pool)
         except BaseException:
-            timer.cancel()
             self._finished(inv, gate, column)
             raise
         # The caller waits on `waiter`, which the function's end, the deadline or
         # abandonment resolves; the thread's own future settles the accounting when the
         # function really returns (a thread cannot be stopped, only told).
-        waiter: asyncio.Future[None] = loop.create_future()
+        waiter: asyncio.Future[None] = self._loop.create_future()
         self._interrupt[inv.id] = waiter
 
         def done(f: asyncio.Future[Any]) -> None:
-            timer.cancel()
             exc = None if f.cancelled() else f.exception()  # after a timeout: not news
             failed = inv.cancellation.reason == "timeout" or (
                 exc is not None and _counts_as_failure(inv, exc)
@@ -269,7 +294,7 @@ class Dispatcher:
         """The deadline passed: tell the function, stop waiting for it, watch for it to end."""
         inv.cancellation.set("timeout")
         self._wake(inv.id)
-        asyncio.get_running_loop().call_later(self._cancel_grace, self._check_stuck, inv)
+        self._loop.call_later(self._cancel_grace, self._check_stuck, inv)
 
     def _wake(self, inv_id: str) -> None:
         waiting = self._interrupt.get(inv_id)
