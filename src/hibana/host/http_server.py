@@ -183,7 +183,10 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.declared = -1  # its Content-Length, -1 if none
+        self.chunked_body = False  # Transfer-Encoding (chunked): a body of unknown size
         self.expect_continue = False
+        #: The connection's HTTP version ("1.1"), read from its first request.
+        self.http_version = ""
         self.parsing: _Request | None = None
         #: Bytes of the current head read so far; None while a body is being read.
         self.head_bytes: int | None = 0
@@ -291,6 +294,7 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.headers = []
         self.declared = -1
+        self.chunked_body = False
         self.expect_continue = False
 
     def on_url(self, url: bytes) -> None:
@@ -303,6 +307,8 @@ class HttpProtocol(asyncio.Protocol):
                 self.declared = int(value)
             except ValueError:
                 self.declared = -2
+        elif name == b"transfer-encoding":
+            self.chunked_body = True
         elif name == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
         self.headers.append((name, value))
@@ -321,10 +327,13 @@ class HttpProtocol(asyncio.Protocol):
         path = raw_path.decode("latin-1")
         if "%" in path:
             path = urllib.parse.unquote(path)
+        version = self.http_version
+        if not version:
+            version = self.http_version = parser.get_http_version()
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": _ASGI,
-            "http_version": parser.get_http_version(),
+            "http_version": version,
             "server": self.address,
             "client": self.client,
             "scheme": "http",
@@ -347,7 +356,7 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse(413, f"request body of {declared} bytes is over the limit of {limit}")
         elif declared > 0 and parser.should_upgrade():
             self._refuse(400, "a request that asks to upgrade the protocol cannot carry a body")
-        elif declared != 0:
+        elif declared > 0 or self.chunked_body:
             self._expect(_BODY, self.server.body_timeout)
             if self.expect_continue and self.active is None and not self.waiting:
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -27,7 +27,10 @@ class LogSink:
     def __init__(self, fd: int = 1, level: Level = "info") -> None:
         self.fd = fd
         self.min_level = _LEVELS[level]
-        self._buffer: list[bytes] = []
+        #: Lines (without their newline) written on the loop's thread, and on others
+        #: (sync functions' threads), which take the lock.
+        self._lines: list[bytes] = []
+        self._foreign: list[bytes] = []
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -50,24 +53,30 @@ class LogSink:
         self._loop_thread = threading.get_ident()
 
     def emit(self, record: dict[str, Any]) -> None:
-        line = _encode(record) + b"\n"
+        line = _encode(record)
         if self._loop is None:
-            self._write(line)
-            return
-        with self._lock:
-            self._buffer.append(line)
-        if not self._flush_scheduled and threading.get_ident() == self._loop_thread:
-            self._flush_scheduled = True
-            self._loop.call_soon(self.flush)
+            self._write(line + b"\n")
+        elif _thread() == self._loop_thread:
+            self._lines.append(line)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self.flush)
+        else:
+            with self._lock:
+                self._foreign.append(line)
 
     def flush(self) -> None:
+        """Write what is buffered. Called on the loop's thread, or by the worker's watchdog
+        while that thread is stuck (and so not adding lines)."""
         self._flush_scheduled = False
-        with self._lock:
-            if not self._buffer:
-                return
-            data = b"".join(self._buffer)
-            self._buffer.clear()
-        self._write(data)
+        lines = self._lines
+        if self._foreign:
+            with self._lock:
+                lines = lines + self._foreign
+                self._foreign = []
+        if lines:
+            self._lines = []
+            self._write(b"\n".join(lines) + b"\n")
 
     def _write(self, data: bytes) -> None:
         for secret in self._redact:
@@ -85,6 +94,8 @@ class LogSink:
 
 
 _second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
+_MILLIS = [f".{ms:03d}Z" for ms in range(1000)]
+_thread = threading.get_ident
 
 
 def timestamp() -> str:
@@ -94,7 +105,14 @@ def timestamp() -> str:
     if whole != _second[0]:
         _second[0] = whole
         _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
+    text: str = _second[1]
+    return text + _MILLIS[int((now - whole) * 1000)]
+
+
+def millis(seconds: float) -> float:
+    """``seconds`` as milliseconds to the microsecond, for log lines (a fraction of what
+    ``round(x, 3)`` costs, which goes through a decimal string)."""
+    return int(seconds * 1_000_000 + 0.5) / 1000
 
 
 class Logger:

@@ -23,7 +23,7 @@ from hibana.errors import HTTPError
 from hibana.requests import Request
 from hibana.responses import Response, to_response
 from hibana.secrets import Secrets
-from hibana.telemetry.logs import Logger, LogSink, timestamp
+from hibana.telemetry.logs import Logger, LogSink, millis, timestamp
 from hibana.telemetry.trace import continue_or_start, new_invocation_id
 from hibana.triggers.routes import Match, RouteTable
 
@@ -297,7 +297,7 @@ class HttpFront:
                     "level": "error" if failed else "info",
                     "msg": "invocation",
                     **fields,
-                    "duration_ms": round((time.monotonic() - started) * 1000, 3),
+                    "duration_ms": millis(time.monotonic() - started),
                     "outcome": outcome.kind,
                     "status": response.status,
                     "method": scope["method"],
@@ -308,7 +308,7 @@ class HttpFront:
                     line["parent_span_id"] = trace.parent_span_id
                 if inv.cold_start:
                     line["cold_start"] = True
-                    line["cold_start_ms"] = round(inv.cold_start_ms or 0.0, 3)
+                    line["cold_start_ms"] = millis((inv.cold_start_ms or 0.0) / 1000)
                 if extra:
                     line.update(extra)
                 self.sink.emit(line)

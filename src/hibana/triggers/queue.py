@@ -30,7 +30,7 @@ from hibana.events.filters import Filter
 from hibana.messages import BatchFailed, Message
 from hibana.secrets import Secrets
 from hibana.store.base import ChangeWatcher, Delivery, Enqueued, NewMessage, Settle, Store
-from hibana.telemetry.logs import Logger, LogSink
+from hibana.telemetry.logs import Logger, LogSink, millis
 from hibana.telemetry.trace import continue_or_start, new_invocation_id
 from hibana.timers import TimerInfo
 
@@ -443,17 +443,17 @@ class QueueConsumer:
         self._settles.extend(settles)
         if self._flushing is None:
             self._flushing = asyncio.create_task(self._flush_settles())
-        line["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+        line["duration_ms"] = millis(time.monotonic() - started)
         line["queue"] = first.queue
         batched = isinstance(trigger, QueueTrigger) and trigger.batch_size > 1
         line["message_id"] = [d.id for d in deliveries] if batched else first.id
         line["attempt"] = first.attempt
-        line["queue_latency_ms"] = round(max(0.0, now - first.enqueued_at) * 1000, 3)
+        line["queue_latency_ms"] = millis(max(0.0, now - first.enqueued_at))
         if trace.parent_span_id is not None:
             line["parent_span_id"] = trace.parent_span_id
         if inv.cold_start:
             line["cold_start"] = True
-            line["cold_start_ms"] = round(inv.cold_start_ms or 0.0, 3)
+            line["cold_start_ms"] = millis((inv.cold_start_ms or 0.0) / 1000)
         ok = line["outcome"] == "ok"
         log.log("info" if ok else "error", "invocation", **line)
 

@@ -36,6 +36,8 @@ class CompiledRoute:
     converters: tuple[tuple[str, Callable[[str], Any]], ...]
     #: The pattern with parameter names erased: two routes of one shape clash.
     shape: str
+    #: Every parameter is a plain string: the regex's groups are the parameters.
+    plain: bool = False
 
     def match(self, path: str) -> dict[str, Any] | None:
         """The converted parameters if ``path`` matches, else None."""
@@ -44,6 +46,8 @@ class CompiledRoute:
         m = self.regex.match(path)
         if m is None:
             return None
+        if self.plain:
+            return m.groupdict()
         try:
             return {name: conv(m.group(name)) for name, conv in self.converters}
         except ValueError:
@@ -104,7 +108,11 @@ def compile_route(pattern: str, where: str) -> CompiledRoute:
     if not converters:
         return CompiledRoute(pattern, None, (), pattern)
     return CompiledRoute(
-        pattern, re.compile("".join(regex_parts) + r"\Z"), tuple(converters), "".join(shape_parts)
+        pattern,
+        re.compile("".join(regex_parts) + r"\Z"),
+        tuple(converters),
+        "".join(shape_parts),
+        plain=all(conv is str for _, conv in converters),
     )
 
 
