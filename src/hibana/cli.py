@@ -93,6 +93,9 @@ HeaderTimeout = Annotated[
 BodyTimeout = Annotated[
     float, typer.Option(min=0, help="Seconds a client may pause while sending a body (408).")
 ]
+KeepAliveTimeout = Annotated[
+    float, typer.Option(min=0, help="Seconds an idle keep-alive connection is kept open.")
+]
 LogLevel = Annotated[str, typer.Option(help="debug, info, warning or error.", case_sensitive=False)]
 StoreOpt = Annotated[
     str | None,
@@ -158,6 +161,7 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
         max_header_bytes: MaxHeader = 32 * 1024,
         header_timeout: HeaderTimeout = 10.0,
         body_timeout: BodyTimeout = 30.0,
+        keep_alive_timeout: KeepAliveTimeout = 5.0,
         log_level: LogLevel = "info",
         store: StoreOpt = None,
     ) -> None:
@@ -191,6 +195,7 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
                 max_header_bytes=max_header_bytes,
                 header_timeout=header_timeout,
                 body_timeout=body_timeout,
+                keep_alive_timeout=keep_alive_timeout,
                 log_level=log_level.lower(),  # type: ignore[arg-type]
                 reload=reload,
                 store=store,

@@ -2,8 +2,10 @@
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import hibana
+from hibana.responses import StreamingResponse
 from extra import bp  # a blueprint from a second module
 
 app = hibana.App()
@@ -140,3 +142,17 @@ async def slow(req: hibana.Request, ctx: hibana.Context) -> str:
 async def block_loop(req: hibana.Request, ctx: hibana.Context) -> str:
     time.sleep(3600)  # noqa: ASYNC251 - blocking call in async code, on purpose
     return "never"
+
+
+@app.http("/stream/{n:int}")
+async def stream(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    async def parts() -> AsyncIterator[bytes]:
+        for i in range(req.params["n"]):
+            yield f"part {i}\n".encode()
+
+    return StreamingResponse(parts(), content_type="text/plain")
+
+
+@app.http("/forged-header")
+def forged_header(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    return hibana.Response("x", headers={"x-note": "a\r\nset-cookie: stolen=1"})

@@ -1,0 +1,275 @@
+"""HTTP/1.1 as the worker's server speaks it: keep-alive, pipelining, HEAD, HTTP/1.0,
+``Expect: 100-continue``, ``Connection: close``, upgrades, streamed bodies, malformed
+requests and forged response headers.
+
+Responses are read with the standard library's ``http.client`` parser, over a raw
+socket where the client itself has to misbehave or pipeline."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import time
+from collections.abc import Iterator
+from typing import IO, Any
+
+import httpx
+import pytest
+
+from tests.hosts import Host, started
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[Host]:
+    yield from started(
+        "basic", "--workers", "1", "--max-body-bytes", "1000", "--keep-alive-timeout", "0.5"
+    )
+
+
+class _Reader:
+    """The connection's one buffered reader, which a response's ``close`` leaves open."""
+
+    def __init__(self, reader: IO[bytes]) -> None:
+        self._reader = reader
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+    def close(self) -> None:
+        pass
+
+
+class _Stream:
+    """What ``http.client.HTTPResponse`` wants of a socket: one buffered reader, shared by
+    every response read from the connection (so pipelined answers are not lost)."""
+
+    def __init__(self, reader: IO[bytes]) -> None:
+        self.reader = _Reader(reader)
+
+    def makefile(self, mode: str) -> _Reader:
+        return self.reader
+
+
+class Connection:
+    """A raw connection: send bytes, read whole responses."""
+
+    def __init__(self, host: Host) -> None:
+        addr, port = host.url.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((addr, int(port)), timeout=10)
+        self.stream = _Stream(self.sock.makefile("rb"))
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def response(self, method: str = "GET") -> http.client.HTTPResponse:
+        resp = http.client.HTTPResponse(self.stream, method=method)  # type: ignore[arg-type]
+        resp.begin()
+        return resp
+
+    def closed_by_server(self) -> bool:
+        """True if the server has closed its side (reads give EOF)."""
+        rest: bytes = self.stream.reader.read(1)
+        return rest == b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def test_pipelined_requests_are_answered_in_order(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(
+            b"GET /hello/one HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /items/2 HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nthree"
+            b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /hello/five HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        answers = []
+        for _ in range(5):
+            resp = conn.response()
+            answers.append((resp.status, resp.read()))
+    assert answers[0] == (200, b"Hello one")
+    assert answers[1][0] == 200 and b'"id":2' in answers[1][1]
+    assert answers[2] == (200, b"three")
+    assert answers[3][0] == 404 and b"GET /nowhere" in answers[3][1]
+    assert answers[4] == (200, b"Hello five")
+
+
+def test_head_gets_the_head_and_no_body(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(b"HEAD /hello/head HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response("HEAD")
+        assert resp.status == 200
+        assert resp.getheader("content-length") == str(len("Hello head"))
+        assert resp.read() == b""
+        # no stray body bytes: the next answer on the connection parses cleanly
+        conn.send(b"GET /hello/after HTTP/1.1\r\nHost: x\r\n\r\n")
+        after = conn.response()
+        assert (after.status, after.read()) == (200, b"Hello after")
+
+
+def test_http_1_0_is_answered_then_closed_unless_it_asks_for_keep_alive(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(b"GET /hello/old HTTP/1.0\r\n\r\n")
+        resp = conn.response()
+        assert (resp.status, resp.read()) == (200, b"Hello old")
+        assert resp.getheader("connection") == "close"
+        assert conn.closed_by_server()
+    with Connection(host) as conn:
+        for name in ("a", "b"):
+            conn.send(b"GET /hello/%s HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" % name.encode())
+            resp = conn.response()
+            assert (resp.status, resp.read()) == (200, b"Hello " + name.encode())
+            assert resp.getheader("connection") == "keep-alive"
+
+
+def test_a_streamed_body_is_chunked_for_http_1_1_and_ends_with_the_close_for_1_0(
+    host: Host,
+) -> None:
+    with host.client() as client, client.stream("GET", "/stream/3") as streamed:
+        assert streamed.headers["transfer-encoding"] == "chunked"
+        assert b"".join(streamed.iter_raw()) == b"part 0\npart 1\npart 2\n"
+    with Connection(host) as conn:
+        conn.send(b"GET /stream/2 HTTP/1.0\r\n\r\n")
+        resp = conn.response()
+        assert resp.getheader("transfer-encoding") is None
+        assert resp.read() == b"part 0\npart 1\n"
+        assert conn.closed_by_server()
+
+
+def test_connection_close_from_the_client_closes_after_the_answer(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(
+            b"GET /hello/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            b"GET /hello/ignored HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        resp = conn.response()
+        assert (resp.status, resp.read()) == (200, b"Hello last")
+        assert resp.getheader("connection") == "close"
+        assert conn.closed_by_server()
+
+
+def test_expect_100_continue_gets_continue_then_the_answer(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
+        interim = conn.stream.reader.readline()
+        assert interim == b"HTTP/1.1 100 Continue\r\n"
+        assert conn.stream.reader.readline() == b"\r\n"
+        conn.send(b"body")
+        resp = conn.response()
+        assert (resp.status, resp.read()) == (200, b"body")
+
+
+def test_expect_100_continue_over_the_limit_gets_413_and_no_continue(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
+            b"Expect: 100-continue\r\n\r\n"
+        )
+        resp = conn.response()
+        assert resp.status == 413
+        assert "5000 bytes is over the limit of 1000" in resp.read().decode()
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(
+    host: Host,
+) -> None:
+    with Connection(host) as conn:
+        conn.send(b"GET /hello/idle HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert resp.status == 200 and resp.read() == b"Hello idle"
+        started_at = time.monotonic()
+        assert conn.closed_by_server()
+        assert 0.3 < time.monotonic() - started_at < 5
+
+
+def test_an_upgrade_request_is_answered_as_plain_http_then_closed(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(
+            b"GET /hello/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        resp = conn.response()
+        assert (resp.status, resp.read()) == (200, b"Hello ws")
+        assert conn.closed_by_server()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "named"),
+    [
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n", "Content-Length"),
+        (b"GET /hello/x HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", "invalid HTTP request"),
+        (b"GET /hello/x HTTP/9.9\r\n\r\n", "invalid HTTP request"),
+    ],
+)
+def test_malformed_requests_get_400_naming_the_problem(
+    host: Host, request_bytes: bytes, named: str
+) -> None:
+    with Connection(host) as conn:
+        conn.send(request_bytes)
+        resp = conn.response()
+        assert resp.status == 400
+        assert named in resp.read().decode()
+        assert conn.closed_by_server()
+
+
+def test_a_malformed_request_behind_a_good_one_is_refused_after_the_good_answer(
+    host: Host,
+) -> None:
+    with Connection(host) as conn:
+        conn.send(b"GET /slow/0.2 HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP\r\n\r\n")
+        first = conn.response()
+        assert first.status == 200
+        first.read()
+        second = conn.response()
+        assert second.status == 400
+        assert "invalid HTTP request" in second.read().decode()
+        assert conn.closed_by_server()
+
+
+def test_a_forged_response_header_is_a_500_and_never_reaches_the_wire(host: Host) -> None:
+    with host.client() as client:
+        r = client.get("/forged-header")
+    assert r.status_code == 500
+    assert "set-cookie" not in r.headers and "x-note" not in r.headers
+    invocation_id = r.json()["invocation_id"]
+    line = host.wait_for_log(invocation_id=invocation_id, msg="invocation")
+    assert "x-note" in line["error"] and "line break" in line["error"]
+
+
+def test_204_has_no_content_length_and_no_body(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(b"DELETE /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert resp.status == 204
+        assert resp.getheader("content-length") is None
+        conn.send(b"GET /hello/next HTTP/1.1\r\nHost: x\r\n\r\n")
+        after = conn.response()
+        assert (after.status, after.read()) == (200, b"Hello next")
+
+
+def test_percent_encoded_and_absolute_form_targets_are_understood(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(b"GET /hello/a%20b HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert (resp.status, resp.read()) == (200, b"Hello a b")
+        conn.send(b"GET http://example.com/inspect?tag=t1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert resp.status == 200
+        body = httpx.Response(200, content=resp.read()).json()
+        assert body["path"] == "/inspect" and body["tags"] == ["t1"]
+
+
+def test_responses_carry_a_date_header(host: Host) -> None:
+    with host.client() as client:
+        r = client.get("/hello/date")
+    assert r.headers["date"].endswith(" GMT")
