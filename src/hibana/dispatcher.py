@@ -17,7 +17,6 @@ from typing import Any, Literal, Protocol
 
 from hibana.context import Context, Invocation
 from hibana.errors import Cancelled, HTTPError
-from hibana.runtimes import python as python_runtime
 from hibana.runtimes.python import FunctionThreads
 
 OutcomeKind = Literal["ok", "error", "timeout", "throttled", "cancelled"]
@@ -149,7 +148,7 @@ class Dispatcher:
         self.inflight: dict[str, Invocation] = {}
         #: How to stop waiting for each in-flight invocation: its caller task (async
         #: functions run in it) or the future the caller awaits (sync functions).
-        self._interrupt: dict[str, asyncio.Task[Any] | asyncio.Future[None]] = {}
+        self._interrupt: dict[str, asyncio.Task[Any] | asyncio.Future[Any]] = {}
         self._abandoning = False
         self._watch: asyncio.TimerHandle | None = None
         self._watch_at = 0.0
@@ -260,35 +259,33 @@ class Dispatcher:
     async def _run_sync(
         self, inv: Invocation, ctx: Context, gate: Gate | None, column: int
     ) -> Outcome:
-        try:
-            fut = python_runtime.start(inv, ctx, self._pool)
-        except BaseException:
-            self._finished(inv, gate, column)
-            raise
-        # The caller waits on `waiter`, which the function's end, the deadline or
-        # abandonment resolves; the thread's own future settles the accounting when the
-        # function really returns (a thread cannot be stopped, only told).
-        waiter: asyncio.Future[None] = self._loop.create_future()
-        self._interrupt[inv.id] = waiter
+        # The caller waits on `waiter`, which the function's end resolves with its
+        # (value, exception), and the deadline or abandonment with None. The accounting is
+        # settled when the function really returns (a thread cannot be stopped, only told).
+        waiter: asyncio.Future[tuple[Any, BaseException | None] | None]
+        waiter = self._loop.create_future()
 
-        def done(f: asyncio.Future[Any]) -> None:
-            exc = None if f.cancelled() else f.exception()  # after a timeout: not news
+        def done(value: Any, exc: BaseException | None) -> None:
             failed = inv.cancellation.reason == "timeout" or (
                 exc is not None and _counts_as_failure(inv, exc)
             )
             self._finished(inv, gate, column, failed)
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result((value, exc))
 
-        fut.add_done_callback(done)
         try:
-            await waiter
+            self._pool.submit(self._loop, done, inv.function.handler, inv.payload, ctx)
+        except BaseException:
+            self._finished(inv, gate, column)
+            raise
+        self._interrupt[inv.id] = waiter
+        try:
+            ended = await waiter
         finally:
-            self._interrupt.pop(inv.id, None)
-        if not fut.done():
+            del self._interrupt[inv.id]
+        if ended is None:
             return _interrupted(inv, None)
-        exc = fut.exception()
-        return _outcome(inv, None if exc is not None else fut.result(), exc)
+        return _outcome(inv, *ended)
 
     def _expire(self, inv: Invocation) -> None:
         """The deadline passed: tell the function, stop waiting for it, watch for it to end."""

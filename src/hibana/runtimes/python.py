@@ -10,16 +10,17 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from hibana.context import Context, Invocation
-
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+#: When a sync function ends: called on the loop with what it returned or raised.
+Then = Callable[[Any, "BaseException | None"], None]
+_Job = tuple[asyncio.AbstractEventLoop, Then, Callable[..., Any], tuple[Any, ...]]
 
 
 class FunctionThreads:
     """Up to ``max_threads`` threads for sync functions, started as they are needed.
 
-    Leaner than ``loop.run_in_executor``: one asyncio future per call, no
-    ``concurrent.futures.Future`` to wrap (about 25 us less per call here)."""
+    Leaner than ``loop.run_in_executor``: no future at all, only the callback ``then``
+    scheduled on the loop when the function ends (``run_in_executor`` costs about 50 us
+    more per call here)."""
 
     def __init__(self, max_threads: int, name: str = "hibana-fn") -> None:
         self.max_threads = max_threads
@@ -30,10 +31,11 @@ class FunctionThreads:
         self._idle = 0
 
     def submit(
-        self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any
-    ) -> asyncio.Future[Any]:
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._jobs.put((loop, fut, fn, args))
+        self, loop: asyncio.AbstractEventLoop, then: Then, fn: Callable[..., Any], *args: Any
+    ) -> None:
+        """Run ``fn(*args)`` on a thread; then ``then(value, None)`` or ``then(None, exc)``
+        on ``loop``."""
+        self._jobs.put((loop, then, fn, args))
         thread = None
         with self._lock:
             if self._idle == 0 and len(self._threads) < self.max_threads:
@@ -43,7 +45,6 @@ class FunctionThreads:
                 self._threads.append(thread)
         if thread is not None:
             thread.start()
-        return fut
 
     def shutdown(self, wait: bool = False) -> None:
         """End the threads once their current function returns; ``wait`` joins them."""
@@ -63,30 +64,11 @@ class FunctionThreads:
                 self._idle -= 1
             if job is None:
                 return
-            loop, fut, fn, args = job
+            loop, then, fn, args = job
             try:
-                result = fn(*args)
+                ended: tuple[Any, BaseException | None] = (fn(*args), None)
             except BaseException as exc:  # handed to the awaiting side, which decides
-                outcome: tuple[Callable[..., None], Any] = (_fail, exc)
-            else:
-                outcome = (_succeed, result)
+                ended = (None, exc)
             with contextlib.suppress(RuntimeError):  # the loop has closed: the worker exits
-                loop.call_soon_threadsafe(outcome[0], fut, outcome[1])
-
-
-def _succeed(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)
-
-
-def start(invocation: Invocation, ctx: Context, threads: FunctionThreads) -> asyncio.Future[Any]:
-    """Start a sync function on ``threads``; the future resolves to what it returns.
-
-    (An async function needs no starting: the dispatcher awaits it in the request's task.)"""
-    spec = invocation.function
-    return threads.submit(asyncio.get_running_loop(), spec.handler, invocation.payload, ctx)
+                loop.call_soon_threadsafe(then, *ended)
+            del job, then, ended
