@@ -314,6 +314,8 @@ class HttpProtocol(asyncio.Protocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self.refusal is not None:
+            return  # the rest of a packet after a refusal: nothing more is answered
         self.head_bytes = None
         parser = self.parser
         raw = self.parser.get_method()

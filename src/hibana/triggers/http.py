@@ -1,7 +1,9 @@
-"""The HTTP trigger: an ASGI app that turns each request into an Invocation.
+"""The HTTP trigger: the front that turns each request into an Invocation.
 
-It routes, reads the body within limits, starts or continues the trace, hands the
-Invocation to the dispatcher and turns the Outcome into the response. Answers that
+It routes, starts or continues the trace, hands the Invocation to the dispatcher and turns
+the Outcome into the response, which it writes through a ``Responder``. The worker's HTTP
+server (``hibana.host.http_server``) calls ``handle`` with the body already read; as an
+ASGI app (the Lambda adapter serves it so) it reads the body within limits itself. Answers that
 hibana gives itself (404, 405, 413, 429, 500, 503, 504) are JSON bodies that name the
 problem, and carry the invocation id when there was an invocation.
 """
