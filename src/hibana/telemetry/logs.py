@@ -95,18 +95,26 @@ class LogSink:
 
 _second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
 _MILLIS = [f".{ms:03d}Z" for ms in range(1000)]
+_last: list[Any] = [-1, ""]  # the last millisecond formatted, and its text
 _thread = threading.get_ident
 
 
 def timestamp() -> str:
-    """UTC now as ISO 8601 with milliseconds; the date part is formatted once a second."""
+    """UTC now as ISO 8601 with milliseconds; the date part is formatted once a second,
+    the whole once a millisecond (a busy worker writes many lines in one)."""
     now = time.time()
-    whole = int(now)
+    ms = int(now * 1000)
+    if ms == _last[0]:
+        text: str = _last[1]
+        return text
+    whole = ms // 1000
     if whole != _second[0]:
         _second[0] = whole
         _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    text: str = _second[1]
-    return text + _MILLIS[int((now - whole) * 1000)]
+    text = _second[1] + _MILLIS[ms - whole * 1000]
+    _last[0] = ms
+    _last[1] = text
+    return text
 
 
 def millis(seconds: float) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # random.getrandbits is reseeded in every forked child by the random module itself,
 # so workers forked from one zygote do not repeat each other's ids.
@@ -11,9 +11,11 @@ _bits = random.getrandbits
 _HEX = frozenset("0123456789abcdef")
 
 
-@dataclass(frozen=True, slots=True)
-class TraceContext:
-    """The trace an invocation belongs to: its own span and, if continued, the caller's."""
+class TraceContext(NamedTuple):
+    """The trace an invocation belongs to: its own span and, if continued, the caller's.
+
+    Immutable; a named tuple because one is built per invocation (a third of what a
+    frozen dataclass costs)."""
 
     trace_id: str
     span_id: str
@@ -31,15 +33,15 @@ class TraceContext:
 
 
 def new_trace_id() -> str:
-    return f"{_bits(128) or 1:032x}"
+    return (_bits(128) or 1).to_bytes(16).hex()
 
 
 def new_span_id() -> str:
-    return f"{_bits(64) or 1:016x}"
+    return (_bits(64) or 1).to_bytes(8).hex()
 
 
 def new_invocation_id() -> str:
-    return f"{_bits(128):032x}"
+    return _bits(128).to_bytes(16).hex()
 
 
 def _valid_hex(value: str, length: int) -> bool:
