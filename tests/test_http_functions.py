@@ -153,9 +153,12 @@ def test_every_invocation_logs_one_structured_line(basic_host: Host) -> None:
     assert len(line["trace_id"]) == 32 and len(line["span_id"]) == 16
     assert line["level"] == "info"
     assert line["ts"].endswith("Z")
-    # the function's own line carries the same invocation and trace
+    # the function's own line carries the same invocation and trace, and comes first
+    # (it was written on the function's thread, before the function returned)
     greeting = basic_host.wait_for_log(msg="greeting", name="logs")
     assert greeting["trace_id"] == line["trace_id"]
+    order = [rec["msg"] for rec in basic_host.logs() if rec.get("invocation_id") == inv]
+    assert order == ["greeting", "invocation"]
 
 
 def test_incoming_traceparent_is_continued_and_returned(basic_host: Host) -> None:

@@ -71,8 +71,10 @@ class LogSink:
         self._flush_scheduled = False
         lines = self._lines
         if self._foreign:
+            # first: a sync function's lines come before the invocation line that the
+            # loop writes once the function has returned
             with self._lock:
-                lines = lines + self._foreign
+                lines = self._foreign + lines
                 self._foreign = []
         if lines:
             self._lines = []
