@@ -66,6 +66,13 @@ class Connection:
         resp.begin()
         return resp
 
+    def hello(self, name: str) -> http.client.HTTPResponse:
+        """GET /hello/NAME on this connection, checked: 200 and ``Hello NAME``."""
+        self.send(b"GET /hello/%s HTTP/1.1\r\nHost: x\r\n\r\n" % name.encode())
+        resp = self.response()
+        assert (resp.status, resp.read()) == (200, b"Hello " + name.encode())
+        return resp
+
     def closed_by_server(self) -> bool:
         """True if the server has closed its side (reads give EOF)."""
         rest: bytes = self.stream.reader.read(1)
@@ -109,9 +116,7 @@ def test_head_gets_the_head_and_no_body(host: Host) -> None:
         assert resp.getheader("content-length") == str(len("Hello head"))
         assert resp.read() == b""
         # no stray body bytes: the next answer on the connection parses cleanly
-        conn.send(b"GET /hello/after HTTP/1.1\r\nHost: x\r\n\r\n")
-        after = conn.response()
-        assert (after.status, after.read()) == (200, b"Hello after")
+        conn.hello("after")
 
 
 def test_http_1_0_is_answered_then_closed_unless_it_asks_for_keep_alive(host: Host) -> None:
@@ -183,9 +188,7 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout(
     host: Host,
 ) -> None:
     with Connection(host) as conn:
-        conn.send(b"GET /hello/idle HTTP/1.1\r\nHost: x\r\n\r\n")
-        resp = conn.response()
-        assert resp.status == 200 and resp.read() == b"Hello idle"
+        conn.hello("idle")
         started_at = time.monotonic()
         assert conn.closed_by_server()
         assert 0.3 < time.monotonic() - started_at < 5
@@ -252,9 +255,7 @@ def test_204_has_no_content_length_and_no_body(host: Host) -> None:
         resp = conn.response()
         assert resp.status == 204
         assert resp.getheader("content-length") is None
-        conn.send(b"GET /hello/next HTTP/1.1\r\nHost: x\r\n\r\n")
-        after = conn.response()
-        assert (after.status, after.read()) == (200, b"Hello next")
+        conn.hello("next")
 
 
 def test_percent_encoded_and_absolute_form_targets_are_understood(host: Host) -> None:
