@@ -212,6 +212,24 @@ def test_an_upgrade_request_is_answered_as_plain_http_then_closed(host: Host) ->
         (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n", "Content-Length"),
         (b"GET /hello/x HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", "invalid HTTP request"),
         (b"GET /hello/x HTTP/9.9\r\n\r\n", "invalid HTTP request"),
+        # request smuggling: framing that two servers could read two ways is refused
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /hello/smuggled HTTP/1.1\r\n\r\n",
+            "invalid HTTP request",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+            b"Content-Length: 6\r\n\r\nabcdef",
+            "invalid HTTP request",
+        ),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n"
+            b"\r\n0\r\n\r\n",
+            "invalid HTTP request",
+        ),
+        (b"GET /hello/x HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", "invalid HTTP request"),
+        (b"GET /hello/x HTTP/1.1\r\nHost : x\r\n\r\n", "invalid HTTP request"),
     ],
 )
 def test_malformed_requests_get_400_naming_the_problem(
