@@ -7,15 +7,21 @@ socket where the client itself has to misbehave or pipeline."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
+import json
+import os
 import socket
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import IO, Any
 
 import httpx
 import pytest
 
+from hibana.host.http_server import HttpProtocol, HttpServer
+from hibana.telemetry.logs import Logger, LogSink
 from tests.hosts import Host, started
 
 
@@ -292,3 +298,59 @@ def test_responses_carry_a_date_header(host: Host) -> None:
     with host.client() as client:
         r = client.get("/hello/date")
     assert r.headers["date"].endswith(" GMT")
+
+
+def test_a_failure_inside_the_server_is_a_logged_500_not_the_clients_400() -> None:
+    """A bug in hibana while reading a request must not be blamed on the request."""
+
+    def broken_lookup(method: str, path: str) -> None:
+        raise RuntimeError("route table exploded")
+
+    class Transport(asyncio.Transport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.written = b""
+            self.closed = False
+
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            return {"peername": ("127.0.0.1", 5), "sockname": ("127.0.0.1", 7)}.get(name)
+
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            self.written += bytes(data)
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+        def close(self) -> None:
+            self.closed = True
+
+    read_end, write_end = os.pipe()
+    front = SimpleNamespace(table=SimpleNamespace(lookup=broken_lookup))
+
+    async def main() -> Transport:
+        loop = asyncio.get_running_loop()
+        server = HttpServer(
+            front,  # type: ignore[arg-type]
+            Logger(LogSink(write_end), {}),
+            max_body_bytes=1000,
+            max_header_bytes=4096,
+            header_timeout=5,
+            body_timeout=5,
+            keep_alive_timeout=5,
+        )
+        protocol = HttpProtocol(server, loop)
+        transport = Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        protocol.connection_lost(None)
+        return transport
+
+    transport = asyncio.run(main())
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as logged:
+        line = json.loads(logged.readline())
+    assert transport.written.startswith(b"HTTP/1.1 500 ")
+    assert b"the host failed to read this request" in transport.written
+    assert transport.closed
+    assert line["msg"] == "the HTTP server failed to read a request"
+    assert "route table exploded" in line["error"]

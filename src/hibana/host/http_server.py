@@ -279,6 +279,12 @@ class HttpProtocol(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             pass  # answered as plain HTTP/1.1, then closed (see on_headers_complete)
+        except httptools.HttpParserCallbackError as exc:
+            # one of the callbacks above failed: hibana's fault, not the request's
+            failure = exc.__context__ if isinstance(exc.__context__, Exception) else exc
+            self.server.log.exception("the HTTP server failed to read a request", failure)
+            if self.refusal is None and not self.transport.is_closing():
+                self._refuse(500, "the host failed to read this request")
         except httptools.HttpParserError as exc:
             if self.refusal is None and not self.transport.is_closing():
                 self._refuse(400, f"invalid HTTP request: {exc}")

@@ -271,8 +271,9 @@ class HttpFront:
         response, extra = self._respond(outcome, inv, log)
         try:
             headers = [_header(k, v) for k, v in response.headers]
-        except ValueError as exc:
-            response, extra = self._respond(Outcome("error", error=exc), inv, log)
+        except ValueError as exc:  # a forged header: a 500, and the log line says why
+            outcome = Outcome("error", error=exc)
+            response, extra = self._respond(outcome, inv, log)
             headers = [_JSON]
         stream = response.stream
         status = response.status
