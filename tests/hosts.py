@@ -70,11 +70,20 @@ class Host:
         data: dict[str, Any] = httpx.get(self.admin_url + "/status", timeout=10).json()
         return data
 
-    def wait_inflight(self, count: int, timeout: float = 20) -> None:
-        """Until ``count`` invocations are running: requests sent from other threads have
-        really reached a function (on a loaded machine that can take a while)."""
+    def wait_inflight(self, count: int, function: str | None = None, timeout: float = 20) -> None:
+        """Until ``count`` invocations (of ``function``, if named) are running: requests
+        sent from other threads have really reached a function (on a loaded machine that
+        can take a while). Name the function on a host that earlier tests used: one of
+        theirs may still be returning."""
+
+        def running() -> int:
+            status = self.status()
+            if function is None:
+                return sum(w["inflight"] for w in status["workers"])
+            return sum(f["inflight"] for f in status["functions"] if f["name"] == function)
+
         deadline = time.monotonic() + timeout
-        while sum(w["inflight"] for w in self.status()["workers"]) < count:
+        while running() < count:
             assert time.monotonic() < deadline, f"{count} invocations never got running"
             time.sleep(0.02)
 
