@@ -91,6 +91,19 @@ def test_server_sent_events_stream_through(host: Host) -> None:
     assert arrivals[-1][0] - arrivals[0][0] > 0.4
 
 
+def test_a_mounted_stream_that_breaks_off_is_cut_short(host: Host) -> None:
+    received: list[str] = []
+    with httpx.stream("GET", host.url + "/api/events-broken", timeout=10) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        received.append(next(lines))
+        with pytest.raises(httpx.RemoteProtocolError):  # no clean end: it was cut short
+            received.extend(line for line in lines if line)
+    assert received == ["data: tick 0"]  # what came before the failure
+    line = host.wait_for_log(msg="invocation", path="/api/events-broken")
+    assert line["outcome"] == "error" and line["error"] == "RuntimeError: the feed went away"
+
+
 def test_django_mounted(host: Host) -> None:
     r = httpx.get(host.url + "/django/pages/hello-world?x=1&x=2")
     assert r.json() == {
@@ -289,6 +302,14 @@ def test_a_hibana_app_on_lambda_gets_deadline_request_id_and_trace(mounts: Modul
     # the mounts inside the hibana app work on Lambda too
     flask = handle(v2_event("GET", "/flask/items/9", "tag=x"), Ctx())
     assert json.loads(flask["body"])["self_url"] == "/flask/items/9"
+
+
+def test_a_stream_that_breaks_off_on_lambda_fails_the_invocation(mounts: ModuleType) -> None:
+    # Lambda buffers the body: half of one must not be returned as a 200; the invocation
+    # fails instead, and API Gateway answers 502
+    handle = hibana.aws.handler(mounts.app)
+    with pytest.raises(RuntimeError, match="cut short"):
+        handle(v2_event("GET", "/api/events-broken"), Ctx())
 
 
 def test_an_unknown_event_is_named(mounts: ModuleType) -> None:

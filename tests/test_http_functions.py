@@ -139,6 +139,8 @@ def test_unsupported_return_type_is_a_500_that_names_the_type(basic_host: Host) 
         msg="function raised", invocation_id=r.headers["x-invocation-id"]
     )
     assert "returned int" in line["error"]
+    line = basic_host.wait_for_log(msg="invocation", invocation_id=r.headers["x-invocation-id"])
+    assert (line["outcome"], line["status"], line["level"]) == ("error", 500, "error")
 
 
 def test_every_invocation_logs_one_structured_line(basic_host: Host) -> None:

@@ -154,6 +154,24 @@ def test_a_streamed_body_is_chunked_for_http_1_1_and_ends_with_the_close_for_1_0
         assert conn.closed_by_server()
 
 
+def test_a_stream_that_fails_is_cut_short_so_the_client_can_tell(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(
+            b"GET /broken-stream HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /hello/after HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        resp = conn.response()
+        assert resp.status == 200  # the head was out before the stream failed
+        # no last chunk: the body is incomplete, and the parser says so
+        with pytest.raises(http.client.IncompleteRead) as cut:
+            resp.read()
+        assert cut.value.partial == b"the first part\n"
+        assert conn.closed_by_server()  # the pipelined request behind it is not served
+    line = host.wait_for_log(msg="invocation", function="broken_stream")
+    assert line["status"] == 200 and line["outcome"] == "error"
+    assert line["error"] == "RuntimeError: the source went away"
+
+
 def test_connection_close_from_the_client_closes_after_the_answer(host: Host) -> None:
     with Connection(host) as conn:
         conn.send(
@@ -271,6 +289,32 @@ def test_a_forged_response_header_is_a_500_and_never_reaches_the_wire(host: Host
     invocation_id = r.json()["invocation_id"]
     line = host.wait_for_log(invocation_id=invocation_id, msg="invocation")
     assert "x-note" in line["error"] and "line break" in line["error"]
+
+
+def test_the_board_counts_as_errors_what_failed_and_only_that(host: Host) -> None:
+    counted = ("boom", "teapot", "bad_return", "forged_header", "broken_stream", "hello")
+
+    def errors() -> dict[str, int]:
+        return {f["name"]: f["errors"] for f in host.status()["functions"] if f["name"] in counted}
+
+    before = errors()
+    with host.client() as client:
+        assert client.get("/boom").status_code == 500  # raised
+        assert client.get("/teapot").status_code == 418  # a client error, on purpose
+        assert client.get("/bad-return").status_code == 500  # returned what is no response
+        assert client.get("/forged-header").status_code == 500
+        assert client.get("/hello/fine").status_code == 200
+    with pytest.raises(httpx.RemoteProtocolError), host.client() as client:
+        client.get("/broken-stream")  # failed after its head was sent
+    after = errors()
+    assert {name: after[name] - before[name] for name in counted} == {
+        "boom": 1,
+        "teapot": 0,
+        "bad_return": 1,
+        "forged_header": 1,
+        "broken_stream": 1,
+        "hello": 0,
+    }
 
 
 def test_204_has_no_content_length_and_no_body(host: Host) -> None:

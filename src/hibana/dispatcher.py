@@ -34,6 +34,7 @@ class Meter(Protocol):
 
     def started(self, column: int, cold_start_ms: float | None) -> None: ...
     def finished(self, column: int, failed: bool = False) -> None: ...
+    def failed(self, column: int) -> None: ...
 
 
 class Gate:
@@ -286,6 +287,13 @@ class Dispatcher:
         if ended is None:
             return _interrupted(inv, None)
         return _outcome(inv, *ended)
+
+    def count_failure(self, inv: Invocation) -> None:
+        """The invocation ended well but failed after: its trigger could not turn what it
+        returned into an answer (a body that is no response, a forged header, a stream
+        that broke off). It counts as an error, like a function that raised."""
+        if self._meter is not None:
+            self._meter.failed(self._columns.get(inv.function.name, 0))
 
     def _expire(self, inv: Invocation) -> None:
         """The deadline passed: tell the function, stop waiting for it, watch for it to end."""

@@ -142,6 +142,9 @@ class WorkerRow:
             v[f + 2] += 1
             v[f + 3] = cold_start_ms
 
+    def failed(self, fn: int) -> None:
+        self._values[self._fn_base + fn * len(FUNCTION_FIELDS) + 4] += 1  # errors
+
     def finished(self, fn: int, failed: bool = False) -> None:
         v, b = self._values, self._base
         f = self._fn_base + fn * len(FUNCTION_FIELDS)

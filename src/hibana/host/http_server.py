@@ -502,8 +502,12 @@ class HttpProtocol(asyncio.Protocol):
         if self.writable is not None:
             await self.writable
 
-    async def end(self) -> None:
-        if self.chunked and not self.lost:
+    async def end(self, complete: bool = True) -> None:
+        """The end of a streamed body; one that broke off (``complete=False``) gets no
+        last chunk, and the connection is closed, so the client sees it cut short."""
+        if not complete:
+            self.active.keep_alive = False  # type: ignore[union-attr]
+        elif self.chunked and not self.lost:
             self.transport.write(b"0\r\n\r\n")
         self.chunked = False
 

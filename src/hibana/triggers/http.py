@@ -61,8 +61,9 @@ class Responder(Protocol):
     async def chunk(self, data: bytes) -> None:
         """A piece of a streamed body."""
 
-    async def end(self) -> None:
-        """The end of a streamed body."""
+    async def end(self, complete: bool = True) -> None:
+        """The end of a streamed body. ``complete=False``: it broke off, and the client
+        must be able to tell (the connection is cut without the body's end)."""
 
 
 class AsgiResponder:
@@ -83,7 +84,10 @@ class AsgiResponder:
     async def chunk(self, data: bytes) -> None:
         await self.send({"type": "http.response.body", "body": data, "more_body": True})
 
-    async def end(self) -> None:
+    async def end(self, complete: bool = True) -> None:
+        if not complete:
+            # ASGI's one way to say so: the app raises after the response has started
+            raise RuntimeError("the response stream failed; its body is cut short")
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -131,16 +135,22 @@ def _header(name: str, value: str) -> tuple[bytes, bytes]:
     return cached
 
 
-async def _send_stream(out: Responder, stream: AsyncIterator[bytes], log: Logger) -> None:
-    """A streamed body, each chunk as it comes; the end, whatever happened."""
+async def _send_stream(
+    out: Responder, stream: AsyncIterator[bytes], log: Logger
+) -> Exception | None:
+    """A streamed body, each chunk as it comes, then its end; what broke it off, if
+    something did (then the client sees it cut short)."""
+    failure = None
     try:
         async for chunk in stream:
             if chunk:
                 await out.chunk(chunk)
     except Exception as exc:
         log.exception("the response stream failed; the response is cut short", exc)
+        failure = exc
     finally:
-        await out.end()
+        await out.end(complete=failure is None)
+    return failure
 
 
 class ConnectionTable(Protocol):
@@ -272,6 +282,8 @@ class HttpFront:
         try:
             headers = [_header(k, v) for k, v in response.headers]
         except ValueError as exc:  # a forged header: a 500, and the log line says why
+            if response.status < 500:
+                self.dispatcher.count_failure(inv)  # not counted when the function ended
             outcome = Outcome("error", error=exc)
             response, extra = self._respond(outcome, inv, log)
             headers = [_JSON]
@@ -285,14 +297,19 @@ class HttpFront:
                 headers.append((b"content-length", b"%d" % len(body)))
         headers.append((b"traceparent", trace.traceparent.encode()))
         headers.append((b"x-invocation-id", inv.id.encode()))
+        broke = None
         try:
             if stream is None:
                 await out.whole(status, headers, body)
             else:
                 await out.start(status, headers)
-                await _send_stream(out, stream, log)
+                broke = await _send_stream(out, stream, log)
+                if broke is not None:
+                    self.dispatcher.count_failure(inv)
+                    outcome = Outcome("error", error=broke)
+                    extra = {"error": f"{type(broke).__name__}: {broke}"}
         finally:
-            failed = response.status >= 500
+            failed = response.status >= 500 or broke is not None
             if failed or self.sink.min_level <= _INFO:
                 # built whole here rather than through Logger.log: one dict, no copies
                 line: dict[str, Any] = {
@@ -324,7 +341,9 @@ class HttpFront:
             try:
                 return to_response(outcome.value, spec.name), {}
             except (TypeError, ValueError, msgspec.EncodeError) as exc:
-                outcome = Outcome("error", error=exc)
+                # what it returned is no response: it failed after all, and says so
+                self.dispatcher.count_failure(inv)
+                outcome.kind, outcome.value, outcome.error = "error", None, exc
         if outcome.kind == "error" and isinstance(outcome.error, HTTPError):
             err = outcome.error
             return Response.json(

@@ -153,6 +153,15 @@ async def stream(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     return StreamingResponse(parts(), content_type="text/plain")
 
 
+@app.http("/broken-stream")
+async def broken_stream(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"the first part\n"
+        raise RuntimeError("the source went away")
+
+    return StreamingResponse(parts(), content_type="text/plain")
+
+
 @app.http("/forged-header")
 def forged_header(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     return hibana.Response("x", headers={"x-note": "a\r\nset-cookie: stolen=1"})

@@ -71,6 +71,15 @@ async def api_events() -> StreamingResponse:
     return StreamingResponse(gen(), media_type="text/event-stream")
 
 
+@api.get("/events-broken")
+async def api_events_broken() -> StreamingResponse:
+    async def gen() -> AsyncIterator[bytes]:
+        yield b"data: tick 0\n\n"
+        raise RuntimeError("the feed went away")
+
+    return StreamingResponse(gen(), media_type="text/event-stream")
+
+
 @api.get("/boom")
 async def api_boom() -> None:
     raise RuntimeError("fastapi handler failed")
