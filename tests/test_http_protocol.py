@@ -326,6 +326,18 @@ def test_204_has_no_content_length_and_no_body(host: Host) -> None:
         conn.hello("next")
 
 
+def test_options_star_names_the_methods_the_host_serves(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert (resp.status, resp.read()) == (200, b"")
+        assert resp.getheader("allow") == "DELETE, GET, HEAD, POST, PUT, OPTIONS"
+        conn.send(b"GET * HTTP/1.1\r\nHost: x\r\n\r\n")  # the same connection goes on
+        resp = conn.response()
+        assert resp.status == 400
+        assert json.loads(resp.read()) == {"error": "the request target * is for OPTIONS, not GET"}
+
+
 def test_percent_encoded_and_absolute_form_targets_are_understood(host: Host) -> None:
     with Connection(host) as conn:
         conn.send(b"GET /hello/a%20b HTTP/1.1\r\nHost: x\r\n\r\n")

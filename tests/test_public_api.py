@@ -35,6 +35,7 @@ def test_exported_names() -> None:
         "RetryPolicy",
         "RouteError",
         "StoreError",
+        "StreamingResponse",
         "TimerInfo",
         "__version__",
     ]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from hibana import BadRequest, HTTPError, Request, Response
+from hibana import BadRequest, HTTPError, Request, Response, StreamingResponse
 from hibana.responses import to_response
 
 
@@ -316,6 +316,11 @@ def test_bytes_become_octet_stream(value: Any) -> None:
 def test_dict_and_list_become_json(value: Any, body: bytes) -> None:
     r = to_response(value, "fn")
     assert (r.status, r.body, header(r, "content-type")) == (200, body, ["application/json"])
+
+
+def test_a_streaming_response_wants_an_async_iterator() -> None:
+    with pytest.raises(TypeError, match=r"async iterator of bytes or str .* got list"):
+        StreamingResponse([b"not", b"async"])  # type: ignore[arg-type]
 
 
 def test_none_becomes_204_with_no_body() -> None:

@@ -23,7 +23,7 @@ from hibana.events.cloudevent import CloudEvent, EventError
 from hibana.events.filters import Filter
 from hibana.messages import BatchFailed, Exponential, Fixed, Message, RetryPolicy
 from hibana.requests import Request
-from hibana.responses import Response
+from hibana.responses import Response, StreamingResponse
 from hibana.store.base import Enqueued
 from hibana.timers import TimerInfo
 
@@ -61,6 +61,7 @@ __all__ = [
     "RetryPolicy",
     "RouteError",
     "StoreError",
+    "StreamingResponse",
     "TimerInfo",
     "__version__",
 ]

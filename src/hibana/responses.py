@@ -40,7 +40,7 @@ class Response:
         self.body = bytes(body)
         self.status = status
         #: Chunks sent as they come instead of ``body`` (see ``StreamingResponse``).
-        self.stream: AsyncIterator[bytes] | None = None
+        self.stream: AsyncIterator[bytes | str] | None = None
         items = headers.items() if isinstance(headers, Mapping) else (headers or ())
         self.headers: list[tuple[str, str]] = [(str(k), str(v)) for k, v in items]
         if content_type is not None and not self.has_header("content-type"):
@@ -147,15 +147,22 @@ def to_response(value: Any, function: str) -> Response:
 
 
 class StreamingResponse(Response):
-    """A response whose body is sent chunk by chunk as ``stream`` yields it (no
-    Content-Length, no buffering): large downloads, server-sent events."""
+    """A response whose body is sent chunk by chunk as ``stream`` yields it (chunked, no
+    buffering): large downloads, server-sent events. ``stream`` is an async iterator of
+    bytes or str (sent as UTF-8), such as an async generator. If it raises, the response is
+    cut short (the client sees it unfinished) and the invocation counts as failed."""
 
     def __init__(
         self,
-        stream: AsyncIterator[bytes],
+        stream: AsyncIterator[bytes | str],
         status: int = 200,
         headers: HeadersArg = None,
         content_type: str | None = None,
     ) -> None:
+        if not hasattr(stream, "__anext__"):
+            raise TypeError(
+                f"StreamingResponse takes an async iterator of bytes or str (an async "
+                f"generator, say); got {type(stream).__name__}"
+            )
         super().__init__(b"", status, headers, content_type)
         self.stream = stream

@@ -136,7 +136,7 @@ def _header(name: str, value: str) -> tuple[bytes, bytes]:
 
 
 async def _send_stream(
-    out: Responder, stream: AsyncIterator[bytes], log: Logger
+    out: Responder, stream: AsyncIterator[bytes | str], log: Logger
 ) -> Exception | None:
     """A streamed body, each chunk as it comes, then its end; what broke it off, if
     something did (then the client sees it cut short)."""
@@ -144,7 +144,7 @@ async def _send_stream(
     try:
         async for chunk in stream:
             if chunk:
-                await out.chunk(chunk)
+                await out.chunk(chunk.encode() if isinstance(chunk, str) else chunk)
     except Exception as exc:
         log.exception("the response stream failed; the response is cut short", exc)
         failure = exc
@@ -224,6 +224,17 @@ class HttpFront:
             return
         if type(found) is Match:
             await self._invoke(found, scope, body, receive, out)
+        elif found is None and scope["path"] == "*":
+            # the request target of the host as a whole (RFC 9110, 9.3.7): OPTIONS only
+            if scope["method"] == "OPTIONS":
+                allow = ", ".join([*self.table.methods(), "OPTIONS"])
+                await out.whole(200, [(b"allow", allow.encode()), (b"content-length", b"0")], b"")
+            else:
+                await _send_json(
+                    out,
+                    400,
+                    {"error": f"the request target * is for OPTIONS, not {scope['method']}"},
+                )
         elif found is None:
             await _send_json(
                 out, 404, {"error": f"no function serves {scope['method']} {scope['path']}"}

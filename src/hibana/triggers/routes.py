@@ -147,6 +147,11 @@ class RouteTable:
                 if method == "GET":
                     table.setdefault("HEAD", spec)
 
+    def methods(self) -> list[str]:
+        """Every method some route accepts (what ``OPTIONS *`` answers)."""
+        tables = [*self._static.values(), *(table for _, table in self._dynamic)]
+        return sorted({method for table in tables for method in table})
+
     def lookup(self, method: str, path: str) -> Match | list[str] | None:
         """A ``Match``; or the allowed methods when the path exists but not for ``method``;
         or None when no route has this path."""

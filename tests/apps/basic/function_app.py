@@ -5,7 +5,7 @@ import time
 from collections.abc import AsyncIterator
 
 import hibana
-from hibana.responses import StreamingResponse
+
 from extra import bp  # a blueprint from a second module
 
 app = hibana.App()
@@ -146,11 +146,12 @@ async def block_loop(req: hibana.Request, ctx: hibana.Context) -> str:
 
 @app.http("/stream/{n:int}")
 async def stream(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
-    async def parts() -> AsyncIterator[bytes]:
+    async def parts() -> AsyncIterator[bytes | str]:
         for i in range(req.params["n"]):
-            yield f"part {i}\n".encode()
+            text = f"part {i}\n"
+            yield text if i % 2 else text.encode()  # str is sent as UTF-8
 
-    return StreamingResponse(parts(), content_type="text/plain")
+    return hibana.StreamingResponse(parts(), content_type="text/plain")
 
 
 @app.http("/broken-stream")
@@ -159,7 +160,7 @@ async def broken_stream(req: hibana.Request, ctx: hibana.Context) -> hibana.Resp
         yield b"the first part\n"
         raise RuntimeError("the source went away")
 
-    return StreamingResponse(parts(), content_type="text/plain")
+    return hibana.StreamingResponse(parts(), content_type="text/plain")
 
 
 @app.http("/forged-header")
