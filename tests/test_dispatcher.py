@@ -353,6 +353,36 @@ def test_cancel_all_tells_running_functions_to_stop(pool: FunctionThreads) -> No
     run(main())
 
 
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_deadline_passing_after_a_shutdown_signal_is_still_a_timeout(
+    pool: FunctionThreads, is_async: bool
+) -> None:
+    # told to stop at shutdown, it ignores that, and then overruns its deadline too: that
+    # is a timeout (and it is reported stuck), not a cancellation it obeyed
+    def sync_fn(payload: Any, ctx: Context) -> str:
+        time.sleep(0.6)
+        return "late"
+
+    async def async_fn(payload: Any, ctx: Context) -> str:
+        await asyncio.sleep(0.6)
+        return "late"
+
+    async def main() -> None:
+        h = Harness(pool)
+        inv, ctx = invocation(spec_of(async_fn if is_async else sync_fn, timeout=0.2))
+        task = asyncio.create_task(h.dispatcher.run(inv, ctx))
+        await wait_until(lambda: inv.id in h.dispatcher.inflight)
+        h.dispatcher.cancel_all()
+        assert ctx.cancel_reason == "shutdown"
+        outcome = await task
+        assert outcome.kind == "timeout"
+        assert ctx.cancel_reason == "timeout"
+        if not is_async:
+            await wait_until(lambda: h.stuck == [inv])
+
+    run(main())
+
+
 def test_abandon_all_answers_running_invocations_at_once(pool: FunctionThreads) -> None:
     async def fn(payload: Any, ctx: Context) -> str:
         await asyncio.sleep(0.2)

@@ -30,7 +30,8 @@ CancelReason = Literal["timeout", "shutdown", "client_disconnected"]
 
 
 class Cancellation:
-    """A one-way signal: set once (from the event loop's thread), read from anywhere.
+    """A one-way signal: set once (from the event loop's thread), read from anywhere. Its
+    reason is the first one given, unless the deadline passes later: then it is "timeout".
 
     Sync code polls ``is_set()``; async code awaits ``wait()``."""
 
@@ -46,6 +47,8 @@ class Cancellation:
 
     def set(self, reason: CancelReason) -> None:
         if self._is_set:
+            if reason == "timeout":
+                self.reason = reason  # a deadline that passes is one, whatever came first
             return
         self.reason = reason
         self._is_set = True
