@@ -62,7 +62,8 @@ class Connection:
     def __init__(self, host: Host) -> None:
         addr, port = host.url.removeprefix("http://").split(":")
         self.sock = socket.create_connection((addr, int(port)), timeout=10)
-        self.stream = _Stream(self.sock.makefile("rb"))
+        self.file = self.sock.makefile("rb")
+        self.stream = _Stream(self.file)
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -85,6 +86,7 @@ class Connection:
         return rest == b""
 
     def close(self) -> None:
+        self.file.close()  # else the socket stays open as long as its reader does
         self.sock.close()
 
     def __enter__(self) -> Connection:
@@ -170,6 +172,32 @@ def test_a_stream_that_fails_is_cut_short_so_the_client_can_tell(host: Host) -> 
     line = host.wait_for_log(msg="invocation", function="broken_stream")
     assert line["status"] == 200 and line["outcome"] == "error"
     assert line["error"] == "RuntimeError: the source went away"
+
+
+def test_a_client_that_goes_away_is_told_to_the_function(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(b"GET /wait-for-client HTTP/1.1\r\nHost: x\r\n\r\n")
+        host.wait_inflight(1, "wait_for_client")
+    # the function was waiting on ctx.wait_cancelled(); it returns at once, not in 5 s
+    saw = host.wait_for_log(msg="saw cancellation", function="wait_for_client", timeout=4)
+    assert saw["reason"] == "client_disconnected"
+    line = host.wait_for_log(msg="invocation", invocation_id=saw["invocation_id"])
+    assert (line["outcome"], line["cancel_reason"]) == ("cancelled", "client_disconnected")
+
+
+def test_a_stream_stops_when_its_client_goes_away(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(b"GET /ticker HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert resp.status == 200
+        assert resp.read1().startswith(b"tick\n")
+    # the generator is closed (its finally runs), not left ticking into the void
+    stopped = host.wait_for_log(msg="ticker stopped", function="ticker")
+    line = host.wait_for_log(msg="invocation", invocation_id=stopped["invocation_id"])
+    assert (line["status"], line["outcome"]) == (200, "cancelled")
+    assert line["cancel_reason"] == "client_disconnected"
+    with host.client() as client:  # and the worker serves on
+        assert client.get("/hello/again").text == "Hello again"
 
 
 def test_connection_close_from_the_client_closes_after_the_answer(host: Host) -> None:

@@ -47,7 +47,7 @@ class AsgiMount:
     async def __call__(self, req: Request, ctx: Context) -> Response:
         scope = dict(req._scope)
         scope["root_path"] = scope.get("root_path", "") + self.prefix
-        for key in ("hibana.conn", "hibana.given"):
+        for key in ("hibana.conn", "hibana.given", "hibana.cancellation"):
             scope.pop(key, None)
         body_sent = False
         server_receive = req._receive

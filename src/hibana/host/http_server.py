@@ -28,17 +28,16 @@ import time
 import urllib.parse
 from collections import deque
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httptools
 import msgspec
 
 from hibana.host.handoff import Handoff
 from hibana.telemetry.logs import Logger
+from hibana.triggers.http import CLIENT_GONE as _CLIENT_GONE
+from hibana.triggers.http import HttpFront
 from hibana.triggers.routes import Match
-
-if TYPE_CHECKING:
-    from hibana.triggers.http import HttpFront
 
 _STATUS_LINES = {
     int(s): b"HTTP/1.1 %d %s\r\n" % (s, s.phrase.encode("latin-1")) for s in HTTPStatus
@@ -235,7 +234,16 @@ class HttpProtocol(asyncio.Protocol):
         if self.conn is not None and self.server.handoff is not None:
             self.server.handoff.closed(self.conn)
             self.conn = None
-        for req in (self.active, *self.waiting):
+        active = self.active
+        if active is not None:
+            # nobody to answer: the function is told (it may stop early, or finish and its
+            # answer is dropped); a response being streamed stops at once
+            cancellation = active.scope.get("hibana.cancellation")
+            if cancellation is not None:
+                cancellation.set("client_disconnected")
+            if self.started and self.task is not None and not self.task.done():
+                self.task.cancel(_CLIENT_GONE)
+        for req in (active, *self.waiting):
             if req is not None:
                 req.finish()
         self.waiting.clear()

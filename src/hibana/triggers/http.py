@@ -11,6 +11,7 @@ problem, and carry the invocation id when there was an invocation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -135,22 +136,38 @@ def _header(name: str, value: str) -> tuple[bytes, bytes]:
     return cached
 
 
+#: The message of the cancellation a server gives a request task whose client has gone
+#: while its response streams (``hibana.host.http_server``).
+CLIENT_GONE = "client_disconnected"
+
+
 async def _send_stream(
     out: Responder, stream: AsyncIterator[bytes | str], log: Logger
-) -> Exception | None:
-    """A streamed body, each chunk as it comes, then its end; what broke it off, if
-    something did (then the client sees it cut short)."""
-    failure = None
+) -> Outcome | None:
+    """A streamed body, each chunk as it comes, then its end. None if it all went out;
+    else what stopped it: an error (the client sees the body cut short) or a client that
+    went away (the stream is closed, so a generator's ``finally`` runs)."""
     try:
         async for chunk in stream:
             if chunk:
                 await out.chunk(chunk.encode() if isinstance(chunk, str) else chunk)
+    except asyncio.CancelledError as exc:
+        if exc.args != (CLIENT_GONE,):
+            raise  # not the client: the worker is being stopped
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()  # a generator waiting at its yield: let it clean up
+        return Outcome("cancelled")
     except Exception as exc:
         log.exception("the response stream failed; the response is cut short", exc)
-        failure = exc
-    finally:
-        await out.end(complete=failure is None)
-    return failure
+        await out.end(complete=False)
+        return Outcome("error", error=exc)
+    await out.end()
+    return None
 
 
 class ConnectionTable(Protocol):
@@ -281,6 +298,7 @@ class HttpFront:
         }
         log = Logger(self.sink, fields)
         ctx = Context(inv, log, self.outbox, self.secrets.get(spec.name))
+        scope["hibana.cancellation"] = inv.cancellation  # for a server whose client goes
         table = self.connections
         conn = scope.get("hibana.conn") if table is not None else None
         if conn is not None:
@@ -314,11 +332,15 @@ class HttpFront:
                 await out.whole(status, headers, body)
             else:
                 await out.start(status, headers)
-                broke = await _send_stream(out, stream, log)
-                if broke is not None:
-                    self.dispatcher.count_failure(inv)
-                    outcome = Outcome("error", error=broke)
-                    extra = {"error": f"{type(broke).__name__}: {broke}"}
+                stopped = await _send_stream(out, stream, log)
+                if stopped is not None:
+                    outcome = stopped
+                    if stopped.error is not None:
+                        broke = stopped.error
+                        self.dispatcher.count_failure(inv)
+                        extra = {"error": f"{type(broke).__name__}: {broke}"}
+                    else:
+                        extra = {"cancel_reason": CLIENT_GONE}
         finally:
             failed = response.status >= 500 or broke is not None
             if failed or self.sink.min_level <= _INFO:

@@ -163,6 +163,27 @@ async def broken_stream(req: hibana.Request, ctx: hibana.Context) -> hibana.Resp
     return hibana.StreamingResponse(parts(), content_type="text/plain")
 
 
+@app.http("/wait-for-client", timeout=10)
+async def wait_for_client(req: hibana.Request, ctx: hibana.Context) -> str:
+    await asyncio.wait_for(ctx.wait_cancelled(), 5)
+    ctx.log.info("saw cancellation", reason=ctx.cancel_reason)
+    ctx.raise_if_cancelled()
+    return "never"
+
+
+@app.http("/ticker")
+async def ticker(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    async def ticks() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"tick\n"
+                await asyncio.sleep(0.05)
+        finally:
+            ctx.log.info("ticker stopped")
+
+    return hibana.StreamingResponse(ticks(), content_type="text/plain")
+
+
 @app.http("/forged-header")
 def forged_header(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     return hibana.Response("x", headers={"x-note": "a\r\nset-cookie: stolen=1"})
