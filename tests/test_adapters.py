@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -102,6 +103,29 @@ def test_a_mounted_stream_that_breaks_off_is_cut_short(host: Host) -> None:
     assert received == ["data: tick 0"]  # what came before the failure
     line = host.wait_for_log(msg="invocation", path="/api/events-broken")
     assert line["outcome"] == "error" and line["error"] == "RuntimeError: the feed went away"
+
+
+def test_a_mounted_app_streaming_to_a_slow_client_waits_for_it(host: Host) -> None:
+    # 2000 chunks of 64 KiB (125 MiB) to a client that reads only the head: the app must
+    # be held back by the client, not have its whole body buffered in the worker
+    def sent() -> int:
+        count: int = httpx.get(host.url + "/api/big-sent", timeout=10).json()["sent"]
+        return count
+
+    addr, port = host.url.removeprefix("http://").split(":")
+    before = sent()
+    with socket.create_connection((addr, int(port)), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(b"GET /api/big/2000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(12) == b"HTTP/1.1 200"
+        last, now = -1, sent() - before
+        while now != last:  # until the app stops getting ahead
+            time.sleep(0.3)
+            last, now = now, sent() - before
+        # what fits in the sockets' buffers and a few chunks of hibana's, not the body
+        assert now < 500, f"{now} of 2000 chunks produced for a client that read none"
+    line = host.wait_for_log(msg="invocation", path="/api/big/2000")
+    assert line["cancel_reason"] == "client_disconnected"
 
 
 def test_django_mounted(host: Host) -> None:

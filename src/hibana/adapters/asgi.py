@@ -24,6 +24,8 @@ from hibana.requests import Request
 from hibana.responses import Response, StreamingResponse
 
 Message = MutableMapping[str, Any]
+#: Body chunks a mounted app may send ahead of what the client has taken.
+_CHUNKS_AHEAD = 4
 ASGIApp = Callable[
     [
         MutableMapping[str, Any],
@@ -64,7 +66,9 @@ class AsgiMount:
 
         loop = asyncio.get_running_loop()
         started: asyncio.Future[tuple[int, list[tuple[str, str]]]] = loop.create_future()
-        chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+        # bounded: the app's send waits while the client is behind, so a big body is
+        # never held in memory whole
+        chunks: asyncio.Queue[bytes | None] = asyncio.Queue(_CHUNKS_AHEAD)
 
         async def send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -77,15 +81,18 @@ class AsgiMount:
             elif message["type"] == "http.response.body":
                 chunk = message.get("body", b"")
                 if chunk:
-                    chunks.put_nowait(bytes(chunk))
+                    await chunks.put(bytes(chunk))
                 if not message.get("more_body", False):
-                    chunks.put_nowait(None)
+                    await chunks.put(None)
 
         async def run() -> None:
             try:
                 await self.app(scope, receive, send)
             finally:
-                chunks.put_nowait(None)
+                # wake a reader waiting on an empty queue; a full one is read to its
+                # end, and then the reader sees that the app is done
+                with contextlib.suppress(asyncio.QueueFull):
+                    chunks.put_nowait(None)
 
         task = asyncio.create_task(run())
         try:
@@ -101,7 +108,10 @@ class AsgiMount:
 
         async def stream() -> AsyncIterator[bytes]:
             try:
-                while (chunk := await chunks.get()) is not None:
+                while not (chunks.empty() and task.done()):
+                    chunk = await chunks.get()
+                    if chunk is None:
+                        break
                     yield chunk
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]

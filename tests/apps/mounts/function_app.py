@@ -80,6 +80,25 @@ async def api_events_broken() -> StreamingResponse:
     return StreamingResponse(gen(), media_type="text/event-stream")
 
 
+big_chunks_sent = 0
+
+
+@api.get("/big/{count}")
+async def api_big(count: int) -> StreamingResponse:
+    async def gen() -> AsyncIterator[bytes]:
+        global big_chunks_sent
+        for _ in range(count):
+            yield b"x" * 65536
+            big_chunks_sent += 1
+
+    return StreamingResponse(gen(), media_type="application/octet-stream")
+
+
+@api.get("/big-sent")
+async def api_big_sent() -> dict[str, int]:
+    return {"sent": big_chunks_sent}
+
+
 @api.get("/boom")
 async def api_boom() -> None:
     raise RuntimeError("fastapi handler failed")
