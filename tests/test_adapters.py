@@ -10,7 +10,7 @@ import json
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 from urllib.parse import unquote
@@ -27,6 +27,23 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 @pytest.fixture(scope="module")
 def host() -> Iterator[Host]:
     yield from started("mounts", "--workers", "1")
+
+
+MakeHandler = Callable[[Any], hibana.aws.LambdaHandler]
+
+
+@pytest.fixture
+def lambda_handler() -> Iterator[MakeHandler]:
+    """Makes ``hibana.aws.handler``s, closed after the test (their apps' lifespans end)."""
+    made: list[hibana.aws.LambdaHandler] = []
+
+    def make(app: Any) -> hibana.aws.LambdaHandler:
+        made.append(hibana.aws.handler(app))
+        return made[-1]
+
+    yield make
+    for handle in made:
+        handle.close()
 
 
 @pytest.fixture(scope="module")
@@ -238,8 +255,10 @@ def alb_event(
     return event
 
 
-def test_flask_on_lambda_with_api_gateway_v1(mounts: ModuleType) -> None:
-    handle = hibana.aws.handler(mounts.flask_app)
+def test_flask_on_lambda_with_api_gateway_v1(
+    mounts: ModuleType, lambda_handler: MakeHandler
+) -> None:
+    handle = lambda_handler(mounts.flask_app)
     out = handle(
         v1_event(
             "GET",
@@ -262,8 +281,10 @@ def test_flask_on_lambda_with_api_gateway_v1(mounts: ModuleType) -> None:
     assert "set-cookie" not in echo["headers"]
 
 
-def test_fastapi_on_lambda_with_http_api_v2_and_function_urls(mounts: ModuleType) -> None:
-    handle = hibana.aws.handler(mounts.api)
+def test_fastapi_on_lambda_with_http_api_v2_and_function_urls(
+    mounts: ModuleType, lambda_handler: MakeHandler
+) -> None:
+    handle = lambda_handler(mounts.api)
     for domain in ("abc.execute-api.us-east-1.amazonaws.com", "xyz.lambda-url.us-east-1.on.aws"):
         out = handle(
             v2_event(
@@ -278,8 +299,10 @@ def test_fastapi_on_lambda_with_http_api_v2_and_function_urls(mounts: ModuleType
         assert unquote(body["url"]) == f"https://{domain}/hello/café"
 
 
-def test_flask_cookies_and_binary_on_http_api_v2(mounts: ModuleType) -> None:
-    handle = hibana.aws.handler(mounts.flask_app)
+def test_flask_cookies_and_binary_on_http_api_v2(
+    mounts: ModuleType, lambda_handler: MakeHandler
+) -> None:
+    handle = lambda_handler(mounts.flask_app)
     out = handle(
         v2_event(
             "POST",
@@ -297,8 +320,10 @@ def test_flask_cookies_and_binary_on_http_api_v2(mounts: ModuleType) -> None:
 
 
 @pytest.mark.parametrize("multi", [True, False])
-def test_django_on_lambda_behind_an_alb(mounts: ModuleType, multi: bool) -> None:
-    handle = hibana.aws.handler(mounts.get_wsgi_application())
+def test_django_on_lambda_behind_an_alb(
+    mounts: ModuleType, multi: bool, lambda_handler: MakeHandler
+) -> None:
+    handle = lambda_handler(mounts.get_wsgi_application())
     # the ALB passes the query as it came: still encoded
     out = handle(
         alb_event(
@@ -313,8 +338,10 @@ def test_django_on_lambda_behind_an_alb(mounts: ModuleType, multi: bool) -> None
     assert ("multiValueHeaders" in out) is multi and ("headers" in out) is not multi
 
 
-def test_a_hibana_app_on_lambda_gets_deadline_request_id_and_trace(mounts: ModuleType) -> None:
-    handle = hibana.aws.handler(mounts.app)
+def test_a_hibana_app_on_lambda_gets_deadline_request_id_and_trace(
+    mounts: ModuleType, lambda_handler: MakeHandler
+) -> None:
+    handle = lambda_handler(mounts.app)
     trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
     out = handle(v2_event("GET", "/native", headers={"x-amzn-trace-id": trace}), Ctx())
     assert out["statusCode"] == 200 and out["body"] == "native"
@@ -328,16 +355,29 @@ def test_a_hibana_app_on_lambda_gets_deadline_request_id_and_trace(mounts: Modul
     assert json.loads(flask["body"])["self_url"] == "/flask/items/9"
 
 
-def test_a_stream_that_breaks_off_on_lambda_fails_the_invocation(mounts: ModuleType) -> None:
+def test_a_stream_that_breaks_off_on_lambda_fails_the_invocation(
+    mounts: ModuleType, lambda_handler: MakeHandler
+) -> None:
     # Lambda buffers the body: half of one must not be returned as a 200; the invocation
     # fails instead, and API Gateway answers 502
-    handle = hibana.aws.handler(mounts.app)
+    handle = lambda_handler(mounts.app)
     with pytest.raises(RuntimeError, match="cut short"):
         handle(v2_event("GET", "/api/events-broken"), Ctx())
 
 
-def test_an_unknown_event_is_named(mounts: ModuleType) -> None:
-    handle = hibana.aws.handler(mounts.flask_app)
+def test_a_closed_lambda_handler_has_ended_its_apps_lifespan(mounts: ModuleType) -> None:
+    handle = hibana.aws.handler(mounts.api)
+    assert handle(v2_event("GET", "/hello/x"), Ctx())["statusCode"] == 200
+    shutdowns = mounts.state["shutdowns"]
+    handle.close()
+    handle.close()  # twice is fine
+    assert mounts.state["shutdowns"] == shutdowns + 1
+    with pytest.raises(RuntimeError, match="this Lambda handler was closed; make a new one"):
+        handle(v2_event("GET", "/hello/x"), Ctx())
+
+
+def test_an_unknown_event_is_named(mounts: ModuleType, lambda_handler: MakeHandler) -> None:
+    handle = lambda_handler(mounts.flask_app)
     with pytest.raises(hibana.aws.UnknownEvent, match="is not an HTTP event hibana understands"):
         handle({"Records": [{"eventSource": "aws:sqs"}]}, Ctx())
 

@@ -1,5 +1,5 @@
 """``hibana.aws.handler(app)``: the same app on AWS Lambda (see hibana.adapters.aws)."""
 
-from hibana.adapters.aws import TEXT_TYPES, LambdaContext, UnknownEvent, handler
+from hibana.adapters.aws import TEXT_TYPES, LambdaContext, LambdaHandler, UnknownEvent, handler
 
-__all__ = ["TEXT_TYPES", "LambdaContext", "UnknownEvent", "handler"]
+__all__ = ["TEXT_TYPES", "LambdaContext", "LambdaHandler", "UnknownEvent", "handler"]

@@ -262,24 +262,44 @@ def _as_asgi(app: Any) -> tuple[ASGIApp, list[AsgiMount]]:
     )
 
 
-def handler(
-    app: Any, *, text_types: Iterable[str] = TEXT_TYPES
-) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+def handler(app: Any, *, text_types: Iterable[str] = TEXT_TYPES) -> LambdaHandler:
     """A Lambda handler (``handler(event, context)``) that serves ``app``."""
-    asgi, mounts = _as_asgi(app)
-    types = tuple(text_types)
-    loop = asyncio.new_event_loop()
-    started: list[bool] = []
+    return LambdaHandler(app, text_types)
 
-    def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
+
+class LambdaHandler:
+    """``handler(event, context)`` for Lambda, serving one app on its own event loop, which
+    lives as long as the handler (Lambda reuses a warm process). ``close()`` ends the
+    app's lifespan and the loop, for a process that goes on without it (tests, scripts)."""
+
+    def __init__(self, app: Any, text_types: Iterable[str] = TEXT_TYPES) -> None:
+        self._asgi, self._mounts = _as_asgi(app)
+        self._types = tuple(text_types)
+        self._loop = asyncio.new_event_loop()
+        self._started = False
+
+    def close(self) -> None:
+        loop = self._loop
+        if loop.is_closed():
+            return
+        if self._started:
+            for mount in self._mounts:
+                loop.run_until_complete(mount.shutdown())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        loop = self._loop
+        if loop.is_closed():
+            raise RuntimeError("this Lambda handler was closed; make a new one")
         shape, multi = _shape(event)
         scope, body = _to_scope(event, shape, multi)
-        if not started:
-            for mount in mounts:
+        if not self._started:
+            for mount in self._mounts:
                 failed = loop.run_until_complete(mount.startup())
                 if failed is not None:
                     raise RuntimeError(f"the app's lifespan startup failed: {failed}")
-            started.append(True)
+            self._started = True
         given: dict[str, Any] = {}
         request_id = getattr(context, "aws_request_id", None)
         if request_id:
@@ -291,10 +311,8 @@ def handler(
         if trace:
             given["traceparent"] = trace
         scope["hibana.given"] = given
-        status, headers, out = loop.run_until_complete(_run(asgi, scope, body))
-        return _result(shape, multi, status, headers, out, types)
-
-    return handle
+        status, headers, out = loop.run_until_complete(_run(self._asgi, scope, body))
+        return _result(shape, multi, status, headers, out, self._types)
 
 
 # -- hibana -> a Lambda handler ------------------------------------------------------------------

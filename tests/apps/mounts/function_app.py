@@ -37,13 +37,14 @@ def flask_echo():  # type: ignore[no-untyped-def]
 
 
 # -- FastAPI (ASGI) ---------------------------------------------------------------------------
-state: dict[str, int] = {"startups": 0}
+state: dict[str, int] = {"startups": 0, "shutdowns": 0}
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state["startups"] += 1
     yield
+    state["shutdowns"] += 1
 
 
 api = FastAPI(lifespan=lifespan)
