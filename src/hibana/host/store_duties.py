@@ -25,8 +25,11 @@ from hibana.triggers.timer import TimerScheduler, TimerSpec
 WATCH_INTERVAL = 0.05
 #: The least time between two looks, however often enqueues wake the watch.
 MIN_GAP = 0.005
-#: How often the queue figures ``hibana status`` shows are refreshed.
+#: How often the queue figures ``hibana status`` shows are refreshed, at most; a store
+#: that takes long to count them (a deep PostgreSQL backlog: about 0.2 s a million
+#: messages) is asked less often, so counting takes at most 1/STATS_SHARE of its time.
 STATS_INTERVAL = 2.0
+STATS_SHARE = 20
 #: How often expired idempotency keys are deleted.
 PURGE_INTERVAL = 300.0
 
@@ -162,10 +165,12 @@ class StoreDuties:
                         self.wake.send(b"q")
                 self.pending = waiting
                 if time.monotonic() >= next_stats:
-                    next_stats = time.monotonic() + STATS_INTERVAL
+                    began = time.monotonic()
                     mine = set(self.queues)
                     self.stats = [q for q in await self.store.stats() if q.queue in mine]
                     self.stats_at = time.monotonic()
+                    took = self.stats_at - began
+                    next_stats = self.stats_at + max(STATS_INTERVAL, STATS_SHARE * took)
                 if time.monotonic() >= next_purge:
                     next_purge = time.monotonic() + PURGE_INTERVAL
                     await self.store.purge()
