@@ -71,6 +71,45 @@ def test_shutdown_timeout_bounds_the_wait() -> None:
         host.stop()
 
 
+def test_a_streaming_response_is_told_of_shutdown_and_ends_whole() -> None:
+    host = Host(APPS / "basic", "--workers", "1", "--shutdown-timeout", "10").wait_ready()
+    try:
+        with httpx.stream("GET", host.url + "/ticker", timeout=10) as r:
+            ticks = r.iter_lines()
+            assert next(ticks) == "tick"
+            host.signal(signal.SIGTERM)
+            rest = list(ticks)  # ends cleanly: no RemoteProtocolError for a cut body
+        assert set(rest) <= {"tick"}
+        assert host.wait_exit(15) == 0
+        stopped = host.wait_for_log(msg="ticker stopped")
+        assert stopped["reason"] == "shutdown"
+        line = host.wait_for_log(msg="invocation", function="ticker")
+        assert (line["outcome"], line["status"]) == ("ok", 200)
+    finally:
+        host.stop()
+
+
+def test_a_stream_that_ignores_shutdown_is_cut_at_the_shutdown_timeout() -> None:
+    host = Host(APPS / "basic", "--workers", "1", "--shutdown-timeout", "1").wait_ready()
+    try:
+        with httpx.stream("GET", host.url + "/ticker?deaf=1", timeout=10) as r:
+            ticks = r.iter_lines()
+            assert next(ticks) == "tick"
+            started = time.monotonic()
+            host.signal(signal.SIGTERM)
+            with pytest.raises(httpx.RemoteProtocolError):  # cut short, and the client knows
+                for _ in ticks:
+                    pass
+            waited = time.monotonic() - started
+        assert host.wait_exit(15) == 0
+        assert waited >= 1  # it had its shutdown_timeout
+        line = host.wait_for_log(msg="invocation", function="ticker")
+        assert (line["outcome"], line["cancel_reason"]) == ("cancelled", "shutdown")
+        assert host.wait_for_log(msg="ticker stopped")["reason"] == "shutdown"
+    finally:
+        host.stop()
+
+
 def test_second_signal_forces_exit() -> None:
     host = Host(APPS / "basic", "--workers", "1", "--shutdown-timeout", "30").wait_ready()
     try:

@@ -36,6 +36,7 @@ import msgspec
 from hibana.host.handoff import Handoff
 from hibana.telemetry.logs import Logger
 from hibana.triggers.http import CLIENT_GONE as _CLIENT_GONE
+from hibana.triggers.http import STOPPING as _STOPPING
 from hibana.triggers.http import HttpFront
 from hibana.triggers.routes import Match
 
@@ -200,6 +201,7 @@ class HttpProtocol(asyncio.Protocol):
         self.refusal: bytes | None = None
         self.closing = False
         self.lost = False
+        self.aborted = False  # closed by the worker stopping now, not by the client
         self.paused_reading = False
         self.writable: asyncio.Future[None] | None = None
         # the one deadline and the timer that watches it
@@ -235,7 +237,7 @@ class HttpProtocol(asyncio.Protocol):
             self.server.handoff.closed(self.conn)
             self.conn = None
         active = self.active
-        if active is not None:
+        if active is not None and not self.aborted:
             # nobody to answer: the function is told (it may stop early, or finish and its
             # answer is dropped); a response being streamed stops at once
             cancellation = active.scope.get("hibana.cancellation")
@@ -265,8 +267,9 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
     def abort(self) -> None:
+        self.aborted = True
         if self.task is not None and not self.task.done():
-            self.task.cancel()
+            self.task.cancel(_STOPPING)
         self.transport.close()
 
     # -- reading ---------------------------------------------------------------------------

@@ -341,8 +341,11 @@ class Worker:
         if self.consumer is not None:
             await self.consumer.stop()  # claim nothing new; what is held finishes or goes back
         self.dispatcher.cancel_all()
+        self.front.cancel_streams()
         deadline = time.monotonic() + self.config.shutdown_timeout
-        while self.dispatcher.inflight and time.monotonic() < deadline:  # noqa: ASYNC110
+        while (self.dispatcher.inflight or self.front.streaming) and (  # noqa: ASYNC110
+            time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.02)
         if self.dispatcher.inflight:
             self.log.warning(

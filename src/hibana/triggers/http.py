@@ -136,24 +136,30 @@ def _header(name: str, value: str) -> tuple[bytes, bytes]:
     return cached
 
 
-#: The message of the cancellation a server gives a request task whose client has gone
-#: while its response streams (``hibana.host.http_server``).
+#: The messages of the cancellations a server gives a request task whose response is
+#: streaming (``hibana.host.http_server``): its client has gone, or the worker stops now.
 CLIENT_GONE = "client_disconnected"
+STOPPING = "shutdown"
 
 
 async def _send_stream(
-    out: Responder, stream: AsyncIterator[bytes | str], log: Logger
+    out: Responder, stream: AsyncIterator[bytes | str], log: Logger, inv: Invocation
 ) -> Outcome | None:
     """A streamed body, each chunk as it comes, then its end. None if it all went out;
-    else what stopped it: an error (the client sees the body cut short) or a client that
-    went away (the stream is closed, so a generator's ``finally`` runs)."""
+    else what stopped it: an error (the client sees the body cut short), or a client that
+    went away or a worker that stopped (the stream is closed, so a generator's ``finally``
+    runs, and ``inv``'s cancellation says why)."""
     try:
         async for chunk in stream:
             if chunk:
                 await out.chunk(chunk.encode() if isinstance(chunk, str) else chunk)
     except asyncio.CancelledError as exc:
-        if exc.args != (CLIENT_GONE,):
-            raise  # not the client: the worker is being stopped
+        if exc.args == (CLIENT_GONE,):
+            inv.cancellation.set("client_disconnected")
+        elif exc.args == (STOPPING,):
+            inv.cancellation.set("shutdown")
+        else:
+            raise  # not ours to end here
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
@@ -208,6 +214,14 @@ class HttpFront:
         #: This worker's board row: which connection runs which invocation, so the
         #: supervisor can answer 502 for them if the worker dies.
         self.connections: ConnectionTable | None = None
+        #: Invocations whose function has returned and whose response is still streaming.
+        self.streaming: dict[str, Invocation] = {}
+
+    def cancel_streams(self) -> None:
+        """Tell every streaming response's invocation that the worker is stopping: a
+        stream that watches ``ctx.cancelled`` ends, and its client gets a whole body."""
+        for inv in self.streaming.values():
+            inv.cancellation.set("shutdown")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The front as an ASGI app (the Lambda adapter serves it this way)."""
@@ -332,7 +346,11 @@ class HttpFront:
                 await out.whole(status, headers, body)
             else:
                 await out.start(status, headers)
-                stopped = await _send_stream(out, stream, log)
+                self.streaming[inv.id] = inv
+                try:
+                    stopped = await _send_stream(out, stream, log, inv)
+                finally:
+                    del self.streaming[inv.id]
                 if stopped is not None:
                     outcome = stopped
                     if stopped.error is not None:
@@ -340,7 +358,7 @@ class HttpFront:
                         self.dispatcher.count_failure(inv)
                         extra = {"error": f"{type(broke).__name__}: {broke}"}
                     else:
-                        extra = {"cancel_reason": CLIENT_GONE}
+                        extra = {"cancel_reason": inv.cancellation.reason}
         finally:
             failed = response.status >= 500 or broke is not None
             if failed or self.sink.min_level <= _INFO:

@@ -173,13 +173,16 @@ async def wait_for_client(req: hibana.Request, ctx: hibana.Context) -> str:
 
 @app.http("/ticker")
 async def ticker(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    """Ticks until told to stop (``?deaf=1``: until its client goes, or it is cut off)."""
+    deaf = req.query.get("deaf") == "1"
+
     async def ticks() -> AsyncIterator[bytes]:
         try:
-            while True:
+            while deaf or not ctx.cancelled:
                 yield b"tick\n"
                 await asyncio.sleep(0.05)
         finally:
-            ctx.log.info("ticker stopped")
+            ctx.log.info("ticker stopped", reason=ctx.cancel_reason)
 
     return hibana.StreamingResponse(ticks(), content_type="text/plain")
 
