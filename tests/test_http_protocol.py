@@ -191,6 +191,8 @@ def test_a_stream_stops_when_its_client_goes_away(host: Host) -> None:
         resp = conn.response()
         assert resp.status == 200
         assert resp.read1().startswith(b"tick\n")
+        # in flight while it streams: the worker is busy, not idle for the scaler
+        host.wait_inflight(1, "ticker")
     # the generator is closed (its finally runs), not left ticking into the void
     stopped = host.wait_for_log(msg="ticker stopped", function="ticker")
     line = host.wait_for_log(msg="invocation", invocation_id=stopped["invocation_id"])
@@ -198,6 +200,8 @@ def test_a_stream_stops_when_its_client_goes_away(host: Host) -> None:
     assert line["cancel_reason"] == "client_disconnected"
     with host.client() as client:  # and the worker serves on
         assert client.get("/hello/again").text == "Hello again"
+    ticker = [f for f in host.status()["functions"] if f["name"] == "ticker"]
+    assert ticker[0]["inflight"] == 0
 
 
 def test_connection_close_from_the_client_closes_after_the_answer(host: Host) -> None:

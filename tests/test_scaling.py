@@ -34,6 +34,26 @@ def _fresh_get(host: Host, path: str) -> httpx.Response:
         return client.get(path)
 
 
+def test_a_worker_streaming_a_response_is_not_idle(tmp_path: Path) -> None:
+    host = Host(
+        APPS / "basic", "--min-instances", "0", "--idle-timeout", "0.3", "--shutdown-timeout", "2"
+    ).wait_ready()
+    try:
+        with httpx.stream("GET", host.url + "/ticker", timeout=10) as r:
+            ticks = r.iter_lines()
+            assert next(ticks) == "tick"
+            pids = host.worker_pids()
+            streamed_until = time.monotonic() + 2  # several idle timeouts
+            while time.monotonic() < streamed_until:
+                assert next(ticks) == "tick"
+            # not retired (which would cut the stream once the retiring grace ran out)
+            assert host.worker_pids() == pids
+            assert [w["state"] for w in _status(host)["workers"]] == ["ready"]
+        _eventually(lambda: host.worker_pids() == set(), what="scale to zero after the stream")
+    finally:
+        host.stop()
+
+
 def test_scales_from_zero_on_the_first_request_and_back_to_zero_when_idle(tmp_path: Path) -> None:
     host = Host(copy_app("scaling", tmp_path), "--idle-timeout", "0.5").wait_ready()
     try:

@@ -35,6 +35,7 @@ class Meter(Protocol):
     def started(self, column: int, cold_start_ms: float | None) -> None: ...
     def finished(self, column: int, failed: bool = False) -> None: ...
     def failed(self, column: int) -> None: ...
+    def hold(self, column: int, count: int) -> None: ...
 
 
 class Gate:
@@ -287,6 +288,13 @@ class Dispatcher:
         if ended is None:
             return _interrupted(inv, None)
         return _outcome(inv, *ended)
+
+    def hold(self, inv: Invocation, count: int = 1) -> None:
+        """Count ``inv`` in flight again (1) or no more (-1) after its function returned:
+        its trigger is still busy with it (a streaming response), and its worker is not
+        idle (the scaler would retire it, cutting the stream)."""
+        if self._meter is not None:
+            self._meter.hold(self._columns.get(inv.function.name, 0), count)
 
     def count_failure(self, inv: Invocation) -> None:
         """The invocation ended well but failed after: its trigger could not turn what it

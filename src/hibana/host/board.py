@@ -142,6 +142,14 @@ class WorkerRow:
             v[f + 2] += 1
             v[f + 3] = cold_start_ms
 
+    def hold(self, fn: int, count: int) -> None:
+        """``count`` (1 or -1) more invocations of ``fn`` busy past their function's
+        return (a streaming response): in flight, so the worker is not idle."""
+        v, b = self._values, self._base
+        v[b + 1] += count
+        v[b + 6] = time.monotonic()
+        v[self._fn_base + fn * len(FUNCTION_FIELDS)] += count
+
     def failed(self, fn: int) -> None:
         self._values[self._fn_base + fn * len(FUNCTION_FIELDS) + 4] += 1  # errors
 

@@ -347,10 +347,12 @@ class HttpFront:
             else:
                 await out.start(status, headers)
                 self.streaming[inv.id] = inv
+                self.dispatcher.hold(inv)
                 try:
                     stopped = await _send_stream(out, stream, log, inv)
                 finally:
                     del self.streaming[inv.id]
+                    self.dispatcher.hold(inv, -1)
                 if stopped is not None:
                     outcome = stopped
                     if stopped.error is not None:
