@@ -48,7 +48,7 @@ def test_a_worker_streaming_a_response_is_not_idle(tmp_path: Path) -> None:
                 assert next(ticks) == "tick"
             # not retired (which would cut the stream once the retiring grace ran out)
             assert host.worker_pids() == pids
-            assert [w["state"] for w in _status(host)["workers"]] == ["ready"]
+            assert [w["state"] for w in host.status()["workers"]] == ["ready"]
         _eventually(lambda: host.worker_pids() == set(), what="scale to zero after the stream")
     finally:
         host.stop()
