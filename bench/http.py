@@ -71,6 +71,8 @@ class Server:
     expect: str
     env: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: What is asked for, by wrk and by the first check.
+    path: str = PATH
 
     def command(self, port: int | str) -> list[str]:
         return [arg.replace("{port}", str(port)) for arg in self.argv]
@@ -292,7 +294,7 @@ def start(server: Server, port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
 def wait_ready(
     server: Server, proc: subprocess.Popen[bytes], port: int, log: IO[bytes]
 ) -> dict[str, str]:
-    """Wait for the first answer to GET PATH; it must be 200 with the expected body."""
+    """Wait for the first answer to GET its path; it must be 200 with the expected body."""
     deadline = time.monotonic() + START_TIMEOUT
     last_error = "no answer yet"
     while time.monotonic() < deadline:
@@ -303,19 +305,19 @@ def wait_ready(
                 + _tail(log)
             )
         try:
-            status, headers, body = http_get(port, PATH, timeout=5)
+            status, headers, body = http_get(port, server.path, timeout=5)
         except (OSError, ValueError, IndexError) as exc:
             last_error = f"{type(exc).__name__}: {exc}"
             time.sleep(0.1)
             continue
         if status != 200 or body.decode(errors="replace") != server.expect:
             raise BenchError(
-                f"{server.name} answered GET {PATH} with {status} {body[:200]!r}; "
+                f"{server.name} answered GET {server.path} with {status} {body[:200]!r}; "
                 f"expected 200 {server.expect!r}"
             )
         return headers
     raise BenchError(
-        f"{server.name} did not answer GET {PATH} within {START_TIMEOUT:g}s "
+        f"{server.name} did not answer GET {server.path} within {START_TIMEOUT:g}s "
         f"({last_error}); its stderr:\n" + _tail(log)
     )
 
@@ -411,7 +413,7 @@ def measure(server: Server, row: Row, args: argparse.Namespace, wrk: str) -> Non
         try:
             headers = wait_ready(server, proc, port, log)
             row.server_header = headers.get("server", "")
-            url = f"http://127.0.0.1:{port}{PATH}"
+            url = f"http://127.0.0.1:{port}{server.path}"
             if args.warmup > 0:
                 run_wrk(wrk, url, args.warmup, args.threads, args.connections)
             # Counted after the warm-up, when every worker has started.
@@ -479,10 +481,12 @@ def _machine(wrk: str) -> str:
     )
 
 
-def print_table(rows: list[Row], args: argparse.Namespace) -> None:
+def print_table(
+    rows: list[Row], args: argparse.Namespace, what: str = f"hello, GET {PATH}"
+) -> None:
     rounds = f", median of {args.rounds} rounds" if args.rounds > 1 else ""
     print(
-        f"\nhello, GET {PATH} · wrk -t{args.threads} -c{args.connections} · "
+        f"\n{what} · wrk -t{args.threads} -c{args.connections} · "
         f"{args.warmup}s warm-up + {args.duration}s measured{rounds} · "
         f"{args.workers} worker processes each\n"
     )

@@ -97,6 +97,24 @@ def test_fastapi_mounted_with_root_path_lifespan_and_a_deadline(host: Host) -> N
     host.wait_for_log(function="asgi_api", outcome="timeout")
 
 
+def test_a_mounted_apps_whole_response_is_framed_once_and_head_keeps_its_length(
+    host: Host,
+) -> None:
+    with host.client() as client:
+        r = client.get("/api/hello/ann")
+        flask = client.get("/flask/items/3")
+        head = client.head("/flask/items/3")
+    assert r.status_code == 200 and r.json()["hello"] == "ann"
+    # one write with a Content-Length, not a chunked stream, and the app's own length
+    # header not repeated beside hibana's
+    assert r.headers.get_list("content-length") == [str(len(r.content))]
+    assert "transfer-encoding" not in r.headers
+    assert flask.headers.get_list("content-length") == [str(len(flask.content))]
+    # HEAD: no body, and the length the GET's body has
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers.get_list("content-length") == [str(len(flask.content))]
+
+
 def test_server_sent_events_stream_through(host: Host) -> None:
     arrivals: list[tuple[float, str]] = []
     with httpx.stream("GET", host.url + "/api/events", timeout=10) as r:

@@ -26,6 +26,7 @@ from hibana.responses import Response, StreamingResponse
 Message = MutableMapping[str, Any]
 #: Body chunks a mounted app may send ahead of what the client has taken.
 _CHUNKS_AHEAD = 4
+_FRAMING = (b"content-length", b"transfer-encoding")
 ASGIApp = Callable[
     [
         MutableMapping[str, Any],
@@ -34,6 +35,23 @@ ASGIApp = Callable[
     ],
     Awaitable[None],
 ]
+
+
+def _str_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+
+
+def _whole(status: int, raw: list[tuple[bytes, bytes]], body: bytes) -> Response:
+    """A whole response from an app's head and body. Its framing headers are left out: the
+    front sets Content-Length from the body."""
+    response = Response.__new__(Response)
+    response.status = status
+    response.body = body
+    response.stream = None
+    response.headers = [
+        (k.decode("latin-1"), v.decode("latin-1")) for k, v in raw if k.lower() not in _FRAMING
+    ]
+    return response
 
 
 class AsgiMount:
@@ -64,25 +82,43 @@ class AsgiMount:
             await asyncio.Event().wait()
             raise AssertionError("unreachable")
 
+        # The answer is a whole Response when the app sends its head and its one body
+        # together (most responses: one write, a Content-Length); else a stream, which
+        # starts with the head and passes each chunk on as the app sends it.
         loop = asyncio.get_running_loop()
-        started: asyncio.Future[tuple[int, list[tuple[str, str]]]] = loop.create_future()
-        # bounded: the app's send waits while the client is behind, so a big body is
-        # never held in memory whole
-        chunks: asyncio.Queue[bytes | None] = asyncio.Queue(_CHUNKS_AHEAD)
+        answer: asyncio.Future[Response] = loop.create_future()
+        head_only = scope["method"] == "HEAD"  # its Content-Length is the GET's: kept as is
+        head: list[Any] = []  # status, headers: until the body's first part decides
+        # A stream's chunks, made when there is a stream; bounded: the app's send waits
+        # while the client is behind, so a big body is never held in memory whole.
+        chunks: asyncio.Queue[bytes | None] | None = None
+
+        def streamed() -> None:
+            # the head came alone (the app is about to stream, or awaited between them)
+            nonlocal chunks
+            if not answer.done() and head:
+                chunks = asyncio.Queue(_CHUNKS_AHEAD)
+                answer.set_result(StreamingResponse(stream(chunks), head[0], _str_headers(head[1])))
 
         async def send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [
-                    (k.decode("latin-1"), v.decode("latin-1"))
-                    for k, v in message.get("headers", [])
-                ]
-                if not started.done():
-                    started.set_result((int(message["status"]), headers))
-            elif message["type"] == "http.response.body":
+            kind = message["type"]
+            if kind == "http.response.start":
+                head[:] = (int(message["status"]), message.get("headers", []))
+                loop.call_soon(streamed)
+            elif kind == "http.response.body":
                 chunk = message.get("body", b"")
+                more = message.get("more_body", False)
+                if not answer.done() and head:
+                    if not more and not head_only:
+                        answer.set_result(_whole(head[0], head[1], bytes(chunk)))
+                        head.clear()
+                        return
+                    streamed()
+                if chunks is None:
+                    return  # after a whole response (or before a head): nowhere to go
                 if chunk:
                     await chunks.put(bytes(chunk))
-                if not message.get("more_body", False):
+                if not more:
                     await chunks.put(None)
 
         async def run() -> None:
@@ -91,22 +127,20 @@ class AsgiMount:
             finally:
                 # wake a reader waiting on an empty queue; a full one is read to its
                 # end, and then the reader sees that the app is done
-                with contextlib.suppress(asyncio.QueueFull):
-                    chunks.put_nowait(None)
+                if chunks is not None:
+                    with contextlib.suppress(asyncio.QueueFull):
+                        chunks.put_nowait(None)
 
-        task = asyncio.create_task(run())
-        try:
-            waiting: set[asyncio.Future[Any]] = {task, started}
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            task.cancel()  # our deadline passed, or the worker is stopping
-            raise
-        if not started.done():
-            task.result()  # the app raised before responding: a 500, like any function
-            raise RuntimeError(f"the app mounted at {self.prefix or '/'} sent no response")
-        status, headers = started.result()
+        def ended(task: asyncio.Task[None]) -> None:
+            failed = None if task.cancelled() else task.exception()  # retrieved, always
+            if not answer.done():
+                # the app raised before responding: a 500, like any function
+                answer.set_exception(
+                    failed
+                    or RuntimeError(f"the app mounted at {self.prefix or '/'} sent no response")
+                )
 
-        async def stream() -> AsyncIterator[bytes]:
+        async def stream(chunks: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
             try:
                 while not (chunks.empty() and task.done()):
                     chunk = await chunks.get()
@@ -121,8 +155,13 @@ class AsgiMount:
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
 
-        # the app's own Content-Length (if it set one) frames the body; else it is chunked
-        return StreamingResponse(stream(), status, headers)
+        task = loop.create_task(run())
+        task.add_done_callback(ended)
+        try:
+            return await answer
+        except asyncio.CancelledError:
+            task.cancel()  # our deadline passed, or the worker is stopping
+            raise
 
     # -- lifespan -------------------------------------------------------------------------
     async def startup(self) -> str | None:
