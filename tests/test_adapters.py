@@ -115,6 +115,15 @@ def test_a_mounted_apps_whole_response_is_framed_once_and_head_keeps_its_length(
     assert head.headers.get_list("content-length") == [str(len(flask.content))]
 
 
+def test_a_mounted_app_failing_after_its_answer_is_logged(host: Host) -> None:
+    with host.client() as client:
+        r = client.get("/raw-after")
+    assert (r.status_code, r.text) == (200, "answered")  # what was sent stands
+    line = host.wait_for_log(msg="the mounted app raised after its whole response")
+    assert line["error"] == "RuntimeError: failed after the answer"
+    assert line["invocation_id"] == r.headers["x-invocation-id"]
+
+
 def test_server_sent_events_stream_through(host: Host) -> None:
     arrivals: list[tuple[float, str]] = []
     with httpx.stream("GET", host.url + "/api/events", timeout=10) as r:
@@ -381,6 +390,19 @@ def test_a_stream_that_breaks_off_on_lambda_fails_the_invocation(
     handle = lambda_handler(mounts.app)
     with pytest.raises(RuntimeError, match="cut short"):
         handle(v2_event("GET", "/api/events-broken"), Ctx())
+
+
+async def _bare_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return  # no lifespan, as many bare ASGI apps
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"bare"})
+
+
+def test_a_bare_asgi_app_without_lifespan_runs_on_lambda(lambda_handler: MakeHandler) -> None:
+    handle = lambda_handler(_bare_asgi)
+    out = handle(v2_event("GET", "/anything"), Ctx())
+    assert (out["statusCode"], out["body"]) == (200, "bare")
 
 
 def test_a_closed_lambda_handler_has_ended_its_apps_lifespan(mounts: ModuleType) -> None:

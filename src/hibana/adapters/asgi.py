@@ -139,6 +139,10 @@ class AsgiMount:
                     failed
                     or RuntimeError(f"the app mounted at {self.prefix or '/'} sent no response")
                 )
+            elif failed is not None and chunks is None:
+                # a stream's failure cuts it short and is logged then; this one the client
+                # never sees, so the log is the one place it is told
+                ctx.log.exception("the mounted app raised after its whole response", failed)
 
         async def stream(chunks: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
             try:
@@ -160,6 +164,7 @@ class AsgiMount:
         try:
             return await answer
         except asyncio.CancelledError:
+            answer.cancel()  # nobody waits for it now
             task.cancel()  # our deadline passed, or the worker is stopping
             raise
 
@@ -180,6 +185,10 @@ class AsgiMount:
                 )
             except Exception as exc:
                 await outbox.put({"type": "hibana.unsupported", "error": repr(exc)})
+            else:
+                # it returned: done with its lifespan, or (answering nothing) it has none,
+                # as many bare ASGI apps do (`if scope["type"] != "http": return`)
+                await outbox.put({"type": "hibana.unsupported"})
 
         self._lifespan = asyncio.create_task(run())
         await inbox.put({"type": "lifespan.startup"})

@@ -3,6 +3,7 @@
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import django
 from django.conf import settings
@@ -111,6 +112,15 @@ async def api_slow() -> dict[str, str]:
     return {"slow": "done"}
 
 
+async def raw_after(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A bare ASGI app that answers, then fails while cleaning up."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"answered"})
+    raise RuntimeError("failed after the answer")
+
+
 # -- Django (WSGI) ----------------------------------------------------------------------------
 if not settings.configured:
     settings.configure(
@@ -142,6 +152,7 @@ app = hibana.App()
 app.wsgi("/flask", flask_app)
 app.asgi("/api", api, timeout=1)
 app.wsgi("/django", get_wsgi_application())
+app.asgi("/raw-after", raw_after)
 
 
 @app.http("/native", methods=["GET"])
