@@ -24,7 +24,9 @@ def test_two_hosts_share_a_queue_with_nothing_processed_twice_or_lost(
                 assert f"Store: {pg_store_url}" in "\n".join(host_b.stderr_lines)
                 sent = run(
                     store.enqueue_many(
-                        [NewMessage("orders", json.dumps({"sleep": 0.02}).encode())] * 300
+                        # 0.1 s each, 20 at a time: 1.5 s for one host alone, time enough
+                        # for the other to wake and claim its share on a loaded machine
+                        [NewMessage("orders", json.dumps({"sleep": 0.1}).encode())] * 300
                     )
                 )
 
