@@ -383,13 +383,17 @@ def test_a_hibana_app_on_lambda_gets_deadline_request_id_and_trace(
 
 
 def test_a_stream_that_breaks_off_on_lambda_fails_the_invocation(
-    mounts: ModuleType, lambda_handler: MakeHandler
+    mounts: ModuleType, lambda_handler: MakeHandler, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # Lambda buffers the body: half of one must not be returned as a 200; the invocation
     # fails instead, and API Gateway answers 502
     handle = lambda_handler(mounts.app)
     with pytest.raises(RuntimeError, match="cut short"):
         handle(v2_event("GET", "/api/events-broken"), Ctx())
+    # and its log line (on stdout, for CloudWatch) says why
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line]
+    (line,) = [r for r in lines if r["msg"] == "invocation"]
+    assert (line["outcome"], line["error"]) == ("error", "RuntimeError: the feed went away")
 
 
 async def _bare_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:

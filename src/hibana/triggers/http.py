@@ -146,9 +146,9 @@ async def _send_stream(
     out: Responder, stream: AsyncIterator[bytes | str], log: Logger, inv: Invocation
 ) -> Outcome | None:
     """A streamed body, each chunk as it comes, then its end. None if it all went out;
-    else what stopped it: an error (the client sees the body cut short), or a client that
-    went away or a worker that stopped (the stream is closed, so a generator's ``finally``
-    runs, and ``inv``'s cancellation says why)."""
+    else what stopped it: an error (the caller cuts the body short, once it has noted
+    why), or a client that went away or a worker that stopped (the stream is closed, so a
+    generator's ``finally`` runs, and ``inv``'s cancellation says why)."""
     try:
         async for chunk in stream:
             if chunk:
@@ -170,7 +170,6 @@ async def _send_stream(
         return Outcome("cancelled")
     except Exception as exc:
         log.exception("the response stream failed; the response is cut short", exc)
-        await out.end(complete=False)
         return Outcome("error", error=exc)
     await out.end()
     return None
@@ -359,6 +358,7 @@ class HttpFront:
                         broke = stopped.error
                         self.dispatcher.count_failure(inv)
                         extra = {"error": f"{type(broke).__name__}: {broke}"}
+                        await out.end(complete=False)
                     else:
                         extra = {"cancel_reason": inv.cancellation.reason}
         finally:
