@@ -1,6 +1,7 @@
 """Web apps as functions and the same apps on AWS Lambda: Flask, FastAPI and Django
 mounted in a live host, and fed to hibana.aws.handler as API Gateway v1/v2, Function URL
-and ALB events; and Lambda handlers served by hibana."""
+and ALB events (built on tests/aws_events, each source's event in the shape AWS documents);
+and Lambda handlers served by hibana, whose events have every field AWS documents."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, parse_qsl, unquote
 
 import httpx
 import pytest
@@ -190,6 +192,15 @@ class Ctx:
         return 2500
 
 
+EVENTS = Path(__file__).parent / "aws_events"
+
+
+def aws_event(name: str) -> dict[str, Any]:
+    """One of tests/aws_events: an event in the exact shape its source sends."""
+    event: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    return event
+
+
 def v1_event(
     method: str,
     path: str,
@@ -198,30 +209,30 @@ def v1_event(
     body: bytes | None = None,
     binary: bool = False,
 ) -> dict[str, Any]:
+    """tests/aws_events' REST API event, asking for this request instead."""
     mv_headers: dict[str, list[str]] = {}
     for k, v in headers or []:
         mv_headers.setdefault(k, []).append(v)
     mv_query: dict[str, list[str]] = {}
     for k, v in query or []:
         mv_query.setdefault(k, []).append(v)
-    return {
-        "resource": "/{proxy+}",
-        "path": path,
-        "httpMethod": method,
-        "headers": {k: vs[-1] for k, vs in mv_headers.items()},
-        "multiValueHeaders": mv_headers,
-        "queryStringParameters": {k: vs[-1] for k, vs in mv_query.items()} or None,
-        "multiValueQueryStringParameters": mv_query or None,
-        "requestContext": {
-            "stage": "prod",
-            "requestId": "r1",
-            "identity": {"sourceIp": "203.0.113.9"},
-        },
-        "body": None
+    event = aws_event("apigw-rest-v1")
+    context = event["requestContext"]
+    event.update(
+        path=path,
+        httpMethod=method,
+        headers={k: vs[-1] for k, vs in mv_headers.items()},
+        multiValueHeaders=mv_headers,
+        queryStringParameters={k: vs[-1] for k, vs in mv_query.items()} or None,
+        multiValueQueryStringParameters=mv_query or None,
+        pathParameters={"proxy": path.lstrip("/")},
+        body=None
         if body is None
         else (base64.b64encode(body).decode() if binary else body.decode()),
-        "isBase64Encoded": binary,
-    }
+        isBase64Encoded=binary,
+    )
+    context.update(httpMethod=method, path=f"/{context['stage']}{path}")
+    return event
 
 
 def v2_event(
@@ -234,18 +245,24 @@ def v2_event(
     binary: bool = False,
     domain: str = "abc.execute-api.us-east-1.amazonaws.com",
 ) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": raw_path,
-        "rawQueryString": raw_query,
-        "headers": headers or {},
-        "requestContext": {
-            "domainName": domain,
-            "http": {"method": method, "path": raw_path, "sourceIp": "203.0.113.9"},
-        },
-        "isBase64Encoded": binary,
-    }
+    """tests/aws_events' HTTP API event (or function URL event, for a lambda-url domain),
+    asking for this request instead."""
+    event = aws_event("function-url" if ".lambda-url." in domain else "apigw-http-v2")
+    event.pop("cookies")
+    event.pop("queryStringParameters")
+    query: dict[str, list[str]] = {}
+    for k, v in parse_qsl(raw_query, keep_blank_values=True):
+        query.setdefault(k, []).append(v)
+    event.update(
+        rawPath=raw_path,
+        rawQueryString=raw_query,
+        headers={"host": domain, **(headers or {})},
+        isBase64Encoded=binary,
+    )
+    if query:
+        event["queryStringParameters"] = {k: ",".join(vs) for k, vs in query.items()}
+    event["requestContext"].update(domainName=domain, domainPrefix=domain.split(".")[0])
+    event["requestContext"]["http"].update(method=method, path=raw_path)
     if cookies:
         event["cookies"] = cookies
     if body is not None:
@@ -260,13 +277,10 @@ def alb_event(
     multi: bool,
     headers: list[tuple[str, str]],
 ) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "requestContext": {"elb": {"targetGroupArn": "arn:x"}},
-        "httpMethod": method,
-        "path": path,
-        "body": "",
-        "isBase64Encoded": False,
-    }
+    """tests/aws_events' load balancer event (with or without multi-value headers),
+    asking for this request instead."""
+    event = aws_event("alb-multi-value" if multi else "alb")
+    event.update(httpMethod=method, path=path)
     if multi:
         q: dict[str, list[str]] = {}
         for k, v in raw_query:
@@ -424,6 +438,75 @@ def test_an_unknown_event_is_named(mounts: ModuleType, lambda_handler: MakeHandl
     handle = lambda_handler(mounts.flask_app)
     with pytest.raises(hibana.aws.UnknownEvent, match="is not an HTTP event hibana understands"):
         handle({"Records": [{"eventSource": "aws:sqs"}]}, Ctx())
+
+
+async def _echo_request(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A bare ASGI app that answers with what it was asked."""
+    if scope["type"] != "http":
+        return
+    seen = {
+        "method": scope["method"],
+        "path": scope["path"],
+        "query": scope["query_string"].decode(),
+        "headers": [[k.decode(), v.decode()] for k, v in scope["headers"]],
+        "client": scope["client"],
+    }
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": json.dumps(seen).encode()})
+
+
+@pytest.mark.parametrize(
+    ("name", "tags", "x_tag"),
+    [
+        ("apigw-rest-v1", ["a", "b"], ["first", "second"]),
+        ("apigw-http-v2", ["a", "b"], ["first,second"]),  # HTTP API joins repeats
+        ("function-url", ["a", "b"], ["first,second"]),
+        ("alb", ["b"], ["second"]),  # without multi-value headers ALB keeps the last
+        ("alb-multi-value", ["a", "b"], ["first", "second"]),
+    ],
+)
+def test_each_documented_event_shape_reaches_the_app_whole(
+    name: str, tags: list[str], x_tag: list[str], lambda_handler: MakeHandler
+) -> None:
+    out = lambda_handler(_echo_request)(aws_event(name), Ctx())
+    assert out["statusCode"] == 200
+    seen = json.loads(out["body"])
+    assert (seen["method"], seen["path"]) == ("GET", "/items/9")
+    query = parse_qs(seen["query"])
+    assert query == {"tag": tags, "q": ["green tea"]}  # decoded exactly once
+    headers = seen["headers"]
+    assert [v for k, v in headers if k == "x-tag"] == x_tag
+    assert [v for k, v in headers if k == "accept"] == ["application/json"]
+    if name in ("apigw-http-v2", "function-url"):
+        assert [v for k, v in headers if k == "cookie"] == ["session=abc; theme=dark"]
+    if name.startswith("alb"):
+        assert out["statusDescription"] == "200 OK"  # what ALB wants back
+    else:
+        assert seen["client"][0] == "198.51.100.23"
+
+
+def _missing(documented: dict[str, Any], built: dict[str, Any], at: str = "") -> list[str]:
+    """The keys of an event AWS documents that an event hibana built lacks (the maps of
+    headers and parameters hold the request's own keys, so they are not compared)."""
+    maps = {"headers", "multiValueHeaders", "queryStringParameters"}
+    maps |= {"multiValueQueryStringParameters", "pathParameters"}
+    gaps = []
+    for key, value in documented.items():
+        if key not in built:
+            gaps.append(at + key)
+        elif isinstance(value, dict) and key not in maps and isinstance(built[key], dict):
+            gaps += _missing(value, built[key], f"{at}{key}.")
+    return gaps
+
+
+def test_the_events_hibana_builds_have_every_field_aws_documents(host: Host) -> None:
+    with host.client() as client:
+        v1 = client.get("/legacy/orders/7?a=1").json()["event"]
+        alb = client.get("/alb/orders/7?a=1").json()["event"]
+        v2 = client.post("/v2/x?a=1", content=b"{}", headers={"cookie": "s=1"}).json()["got"]
+    assert _missing(aws_event("apigw-rest-v1"), v1) == []
+    assert _missing(aws_event("alb"), alb) == []
+    assert _missing(aws_event("apigw-http-v2"), v2) == []
 
 
 # -- Lambda handlers served by hibana ------------------------------------------------------------

@@ -336,6 +336,21 @@ class LambdaContext:
         return max(0, int((self._deadline - time.time()) * 1000))
 
 
+#: The caller's identity fields API Gateway sends as null for an unauthenticated request.
+_V1_IDENTITY_UNSET = (
+    "accessKey",
+    "accountId",
+    "caller",
+    "cognitoAuthenticationProvider",
+    "cognitoAuthenticationType",
+    "cognitoIdentityId",
+    "cognitoIdentityPoolId",
+    "principalOrgId",
+    "user",
+    "userArn",
+)
+
+
 class LambdaProxy:
     """The handler of ``app.lambda_handler``: a Lambda handler behind hibana's HTTP trigger."""
 
@@ -375,6 +390,8 @@ class LambdaProxy:
         query: dict[str, list[str]] = {}
         for k, v in parse_qsl(raw_query, keep_blank_values=True):
             query.setdefault(k, []).append(v)
+        host = req.headers.get("host") or "localhost"
+        domain_prefix = host.split(".", 1)[0].split(":", 1)[0]
         if self.event == "apigw-v2":
             cookies = [
                 c.strip() for c in ";".join(grouped.pop("cookie", [])).split(";") if c.strip()
@@ -388,7 +405,8 @@ class LambdaProxy:
                 "requestContext": {
                     "accountId": "000000000000",
                     "apiId": "hibana",
-                    "domainName": req.headers.get("host") or "localhost",
+                    "domainName": host,
+                    "domainPrefix": domain_prefix,
                     "http": {
                         "method": req.method,
                         "path": req.path,
@@ -423,13 +441,25 @@ class LambdaProxy:
                 "pathParameters": {"proxy": req.path.lstrip("/")},
                 "stageVariables": None,
                 "requestContext": {
-                    "resourcePath": "/{proxy+}",
+                    "accountId": "000000000000",
+                    "apiId": "hibana",
+                    "domainName": host,
+                    "domainPrefix": domain_prefix,
+                    "extendedRequestId": ctx.invocation_id,
                     "httpMethod": req.method,
+                    "identity": {
+                        **dict.fromkeys(_V1_IDENTITY_UNSET),
+                        "sourceIp": source_ip,
+                        "userAgent": user_agent,
+                    },
                     "path": req.path,
-                    "stage": "$default",
+                    "protocol": "HTTP/1.1",
                     "requestId": ctx.invocation_id,
+                    "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
                     "requestTimeEpoch": int(now * 1000),
-                    "identity": {"sourceIp": source_ip, "userAgent": user_agent},
+                    "resourceId": "hibana",
+                    "resourcePath": "/{proxy+}",
+                    "stage": "$default",
                 },
                 "body": body if req.body else None,
                 "isBase64Encoded": binary,

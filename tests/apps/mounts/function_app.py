@@ -168,7 +168,6 @@ async def remaining(req: hibana.Request, ctx: hibana.Context) -> dict[str, float
 # -- AWS Lambda handlers served by hibana --------------------------------------------------------
 import base64  # noqa: E402
 import json  # noqa: E402
-from typing import Any  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 
@@ -203,4 +202,5 @@ def legacy_v2(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 app.lambda_handler("/legacy", legacy, event="apigw-v1", timeout=5)
+app.lambda_handler("/alb", legacy, event="alb")
 app.lambda_handler("/v2", legacy_v2, event="apigw-v2")
