@@ -122,8 +122,12 @@ def _to_scope(event: dict[str, Any], shape: str, multi: bool) -> tuple[dict[str,
             headers = [(k.lower(), v) for k, vs in multi_headers.items() for v in vs or ()]
         else:
             headers = [(k.lower(), v) for k, v in (event.get("headers") or {}).items()]
-        identity = (event["requestContext"].get("identity") or {}) if shape == "apigw-v1" else {}
-        client = identity.get("sourceIp")
+        if shape == "alb":
+            # the load balancer appends the address that connected to it: the last one
+            forwarded = [v for k, v in headers if k == "x-forwarded-for"]
+            client = forwarded[-1].rsplit(",", 1)[-1].strip() if forwarded else None
+        else:
+            client = (event["requestContext"].get("identity") or {}).get("sourceIp")
     body = event.get("body") or ""
     raw_body = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
     if raw_body and not any(k == "content-length" for k, _ in headers):
