@@ -42,6 +42,8 @@ from bench.http import (  # noqa: E402
     Server,
     _machine,
     _version,
+    add_load_options,
+    check_load_options,
     ensure_wrk,
     measure,
     print_table,
@@ -226,26 +228,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="hibana's adapters beside plain uvicorn (mounted) and Mangum (Lambda)."
     )
-    parser.add_argument("--duration", type=int, default=10, help="measured seconds per server")
-    parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds per server")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes per server")
+    add_load_options(parser)
     parser.add_argument("--events", type=int, default=5000, help="Lambda events per round")
-    parser.add_argument(
-        "--rounds", type=int, default=1, help="measure everything this often; report medians"
-    )
     parser.add_argument(
         "--only",
         choices=["http", "lambda"],
         help="run only the HTTP servers or only the Lambda handlers",
     )
     args = parser.parse_args(argv)
-    for name in ("duration", "connections", "threads", "workers", "rounds", "events"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
-    if args.warmup < 0:
-        parser.error("--warmup must be 0 or more")
+    check_load_options(parser, args, ("events",))
     return args
 
 

@@ -581,19 +581,39 @@ def print_ratios(rows: list[Row]) -> None:
             print(f"{row.server.name:<38}{extra:>+6.0f} us   ({times:.1f}x raw ASGI's)")
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    keys = [server.key for server in make_servers(1)]
-    parser = argparse.ArgumentParser(
-        description="hibana's HTTP throughput beside raw ASGI (uvicorn) and functions-framework."
-    )
+_COUNTS = ("duration", "connections", "threads", "workers", "rounds")
+
+
+def add_load_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a wrk run against servers one at a time (``measure``)."""
     parser.add_argument("--duration", type=int, default=10, help="measured seconds per server")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds per server")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--workers", type=int, default=2, help="worker processes per server")
     parser.add_argument(
-        "--rounds", type=int, default=1, help="measure every server this often; report medians"
+        "--rounds", type=int, default=1, help="measure everything this often; report medians"
     )
+
+
+def check_load_options(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, counts: tuple[str, ...] = ()
+) -> None:
+    """Refuse the load options (and ``counts``, more options that must be 1 or more) that
+    make no sense, naming them."""
+    for name in (*_COUNTS, *counts):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.warmup < 0:
+        parser.error("--warmup must be 0 or more")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    keys = [server.key for server in make_servers(1)]
+    parser = argparse.ArgumentParser(
+        description="hibana's HTTP throughput beside raw ASGI (uvicorn) and functions-framework."
+    )
+    add_load_options(parser)
     parser.add_argument(
         "--only",
         action="append",
@@ -601,11 +621,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="run only these servers (repeatable); ratios need both sides",
     )
     args = parser.parse_args(argv)
-    for name in ("duration", "connections", "threads", "workers", "rounds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
-    if args.warmup < 0:
-        parser.error("--warmup must be 0 or more")
+    check_load_options(parser, args)
     return args
 
 

@@ -37,8 +37,11 @@ ASGIApp = Callable[
 ]
 
 
-def _str_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+def _str_headers(
+    raw: list[tuple[bytes, bytes]], drop: tuple[bytes, ...] = ()
+) -> list[tuple[str, str]]:
+    """An ASGI app's headers as a Response holds them, less those named in ``drop``."""
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw if k.lower() not in drop]
 
 
 def _whole(status: int, raw: list[tuple[bytes, bytes]], body: bytes) -> Response:
@@ -48,9 +51,7 @@ def _whole(status: int, raw: list[tuple[bytes, bytes]], body: bytes) -> Response
     response.status = status
     response.body = body
     response.stream = None
-    response.headers = [
-        (k.decode("latin-1"), v.decode("latin-1")) for k, v in raw if k.lower() not in _FRAMING
-    ]
+    response.headers = _str_headers(raw, _FRAMING)
     return response
 
 
