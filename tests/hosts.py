@@ -141,8 +141,8 @@ class Host:
     def worker_pids(self) -> set[int]:
         """The pids of this host's workers (grandchildren: supervisor -> zygote -> worker)."""
         pids: set[int] = set()
-        for zygote in _children(self.proc.pid):
-            pids.update(_children(zygote))
+        for zygote in children(self.proc.pid):
+            pids.update(children(zygote))
         return pids
 
     def signal(self, sig: int) -> None:
@@ -166,7 +166,8 @@ class Host:
             reader.join(5)
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """The pids of ``pid``'s child processes (none if it is gone)."""
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     except OSError:

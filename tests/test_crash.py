@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from hibana.store import open_store
-from tests.hosts import Host, copy_app
+from tests.hosts import Host, children, copy_app
 from tests.test_queues import run, wait_until
 
 ITEMS = 10_000
@@ -26,19 +26,12 @@ KILLS = 4
 
 
 def kill_everything(host: Host) -> None:
-    zygotes = [int(p) for p in _children(host.proc.pid)]
+    zygotes = children(host.proc.pid)
     pids = [host.proc.pid, *zygotes, *host.worker_pids()]
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     host.wait_exit()
-
-
-def _children(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
 
 
 def test_nothing_acknowledged_is_lost_across_kill_9(tmp_path: Path) -> None:

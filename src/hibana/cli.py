@@ -202,7 +202,8 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
             )
 
             def report(text: str) -> None:
-                return print(text, file=sys.stderr, flush=True)
+                with contextlib.suppress(OSError):  # a terminal that hung up: no one to tell
+                    print(text, file=sys.stderr, flush=True)
 
             code = Supervisor(config, report).run()
         except HostStartError as exc:
@@ -265,37 +266,51 @@ def new(
     print(f"Created {target}\nRun it:  hibana dev {directory}")
 
 
-@cli.command()
-def status(
-    app: Annotated[Path, typer.Option("--app", help="The app folder of the running host.")] = Path(
-        "."
-    ),
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
-) -> None:
-    """Show a running host's workers and functions: in-flight, cold starts, last cold-start ms."""
+RunningApp = Annotated[Path, typer.Option("--app", help="The app folder of the running host.")]
+
+
+def _ask_host(app: Path, method: str, path: str, timeout: float) -> dict[str, Any]:
+    """What the admin endpoint of the host running ``app`` answers to ``method path``
+    (an error answer's JSON too); exit 1 naming the problem if no host answers."""
     import json
+    import urllib.error
     import urllib.request
 
     from hibana.host.admin import host_file
 
-    path = host_file(app)
+    where = host_file(app)
     try:
-        info = json.loads(path.read_text())
+        info = json.loads(where.read_text())
     except (OSError, ValueError):
         _fail(
-            f"no running host found for {app} ({path} is missing); "
+            f"no running host found for {app} ({where} is missing); "
             f"start one with `hibana serve {app}`",
             1,
         )
+    request = urllib.request.Request(info["admin"] + path, method=method)
     try:
-        with urllib.request.urlopen(info["admin"] + "/status", timeout=5) as resp:
-            data = json.loads(resp.read())
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            answer: dict[str, Any] = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        answer = json.loads(exc.read() or b"{}")
     except OSError as exc:
         _fail(
             f"the host at {info['admin']} (pid {info['pid']}) did not answer: {exc}; "
             "is it still running?",
             1,
         )
+    return answer
+
+
+@cli.command()
+def status(
+    app: RunningApp = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
+) -> None:
+    """Show a running host's workers and functions: in-flight, cold starts, last cold-start ms."""
+    import json
+
+    data = _ask_host(app, "GET", "/status", timeout=5)
     if as_json:
         print(json.dumps(data, indent=2))
         return
@@ -306,6 +321,7 @@ def status(
     console = Console()
     console.print(
         f"host pid {data['pid']} · {data['url']} · up {data['uptime_s']:.0f}s · "
+        f"app generation {data['generation']}, loaded {data['loaded_s']:.0f}s ago · "
         f"workers {scaling.get('min_instances')}..{scaling.get('max_instances')} "
         f"· prewarm {scaling.get('prewarm')} · idle timeout {scaling.get('idle_timeout')}s"
     )
@@ -333,12 +349,21 @@ def status(
         )
     console.print(functions)
     workers = Table(
-        "worker", "pid", "state", "in flight", "invocations", "cold start ms", "idle s", "rss MiB"
+        "worker",
+        "pid",
+        "generation",
+        "state",
+        "in flight",
+        "invocations",
+        "cold start ms",
+        "idle s",
+        "rss MiB",
     )
     for w in data["workers"]:
         workers.add_row(
             str(w["slot"]),
             str(w["pid"]),
+            str(w["generation"]),
             w["state"],
             str(w["inflight"]),
             str(w["invocations"]),
@@ -360,6 +385,30 @@ def status(
                 age,
             )
         console.print(queues)
+
+
+@cli.command()
+def reload(app: RunningApp = Path(".")) -> None:
+    """Load a new version of the app into its running host without dropping a request.
+
+    The new version's workers start first; then the old ones stop accepting, finish what
+    they hold and exit. If the new version fails to load, the old one goes on serving and
+    this exits 1 with the reason. (SIGHUP to the host does the same, for service managers.)"""
+    from hibana.host.supervisor import IMPORT_TIMEOUT
+
+    answer = _ask_host(app, "POST", "/reload", timeout=IMPORT_TIMEOUT + 30)
+    if not answer.get("reloaded"):
+        _fail(
+            f"the host kept the previous version of {app}: "
+            f"{answer.get('error', 'it gave no reason')}",
+            1,
+        )
+    retiring = sum(1 for w in answer["workers"] if w["generation"] < answer["generation"])
+    names = ", ".join(fn["name"] for fn in answer["functions"]) or "no functions"
+    print(
+        f"Reloaded {app}: generation {answer['generation']} serves ({names}); "
+        f"{retiring} worker(s) of the previous version finish their work and exit"
+    )
 
 
 queue_cli = typer.Typer(

@@ -1,5 +1,6 @@
-"""The admin endpoint: ``GET /status`` on loopback, served by the supervisor for
-``hibana status``. Its address is written to ``APP_DIR/.hibana/host.json``."""
+"""The admin endpoint on loopback, served by the supervisor: ``GET /status`` for
+``hibana status``, ``POST /reload`` for ``hibana reload``. Its address is written to
+``APP_DIR/.hibana/host.json``."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from hibana.host.supervisor import Supervisor
 
+_REASONS = {
+    200: b"OK",
+    404: b"Not Found",
+    422: b"Unprocessable Content",
+    503: b"Service Unavailable",
+}
 STATE_DIR = ".hibana"
 HOST_FILE = "host.json"
 
@@ -53,18 +60,27 @@ class AdminEndpoint:
                     if not chunk:
                         return
                     head += chunk
-                target = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
-                if target == b"/status":
-                    status, body = 200, json.dumps(self.supervisor.status()).encode()
-                else:
-                    status, body = 404, b'{"error": "the admin endpoint serves GET /status"}'
+                method, target = head.split(b" ", 2)[:2] if head.count(b" ") >= 2 else (b"", b"")
+                status, answer = self._answer(method, target)
+                body = json.dumps(answer).encode()
                 conn.sendall(
                     b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                    b"connection: close\r\n\r\n%s"
-                    % (status, b"OK" if status == 200 else b"Not Found", len(body), body)
+                    b"connection: close\r\n\r\n%s" % (status, _REASONS[status], len(body), body)
                 )
             except OSError:
                 return
+
+    def _answer(self, method: bytes, target: bytes) -> tuple[int, dict[str, Any]]:
+        sup = self.supervisor
+        if (method, target) == (b"GET", b"/status"):
+            return 200, sup.status()
+        if (method, target) == (b"POST", b"/reload"):
+            # answered once the new version serves, or could not: the caller learns which
+            failed = sup.reload()
+            if failed is None:
+                return 200, {"reloaded": True, **sup.status()}
+            return (503 if sup.shutting_down else 422), {"reloaded": False, "error": failed}
+        return 404, {"error": "the admin endpoint serves GET /status and POST /reload"}
 
     def close(self) -> None:
         self.sock.close()
@@ -81,23 +97,29 @@ def host_status(sup: Supervisor) -> dict[str, Any]:
     now = time.monotonic()
     workers: list[dict[str, Any]] = []
     functions: list[dict[str, Any]] = []
-    if zygote is not None and zygote.board is not None:
-        board = zygote.board
-        live = [r for r in sup.records if r.zygote is zygote and r.pid is not None]
-        for r in sorted(live, key=lambda r: r.slot):
-            ready = board.get(r.slot, "ready_at")
+    # the workers of earlier generations still finishing their work after a reload first
+    for old in [*sup.retired, zygote]:
+        if old is None or old.board is None:
+            continue
+        mine = [r for r in sup.records if r.zygote is old and r.pid is not None]
+        for r in sorted(mine, key=lambda r: r.slot):
+            ready = old.board.get(r.slot, "ready_at")
             workers.append(
                 {
                     "slot": r.slot,
                     "pid": r.pid,
+                    "generation": old.generation,
                     "state": "retiring" if r.retiring else ("ready" if ready else "starting"),
-                    "inflight": int(board.get(r.slot, "inflight")),
-                    "invocations": int(board.get(r.slot, "invocations")),
-                    "cold_start_ms": round(board.get(r.slot, "cold_start_ms"), 3),
-                    "idle_s": round(now - max(board.get(r.slot, "last_active"), r.started), 3),
-                    "rss_mb": round(board.get(r.slot, "rss_mb"), 1),
+                    "inflight": int(old.board.get(r.slot, "inflight")),
+                    "invocations": int(old.board.get(r.slot, "invocations")),
+                    "cold_start_ms": round(old.board.get(r.slot, "cold_start_ms"), 3),
+                    "idle_s": round(now - max(old.board.get(r.slot, "last_active"), r.started), 3),
+                    "rss_mb": round(old.board.get(r.slot, "rss_mb"), 1),
                 }
             )
+    if zygote is not None and zygote.board is not None:
+        board = zygote.board
+        live = [r for r in sup.records if r.zygote is zygote and r.pid is not None]
         for i, fn in enumerate(zygote.functions):
             past = sup.past.get(fn["name"], {})
             rows = [r.slot for r in live]
@@ -140,6 +162,8 @@ def host_status(sup: Supervisor) -> dict[str, Any]:
         "app": sup.config.app_dir,
         "url": sup.url,
         "uptime_s": round(time.time() - sup.started_at, 3),
+        "generation": zygote.generation if zygote is not None else 0,
+        "loaded_s": round(time.time() - zygote.loaded_at, 3) if zygote is not None else None,
         "scaling": dataclasses.asdict(zygote.scaling) if zygote and zygote.scaling else None,
         "workers": workers,
         "functions": functions,

@@ -22,6 +22,7 @@ WORKER_FIELDS = (
     "cold_start_ms",  # request waiting -> first invocation started, for the first invocation
     "last_active",  # time.monotonic() of the last invocation start or end
     "rss_mb",
+    "stopped_at",  # time.monotonic() when it stopped accepting (retiring or draining)
 )
 FUNCTION_FIELDS = ("inflight", "invocations", "cold_starts", "last_cold_start_ms", "errors")
 _W = {name: i for i, name in enumerate(WORKER_FIELDS)}

@@ -49,6 +49,9 @@ _ASGI = {"version": "3.0", "spec_version": "2.3"}
 #: are answered (a client pipelining without end cannot fill the worker's memory).
 _PIPELINE_LIMIT = 16
 
+#: How long an idle keep-alive connection stays open once the worker stops accepting.
+_DRAIN_IDLE = 0.25
+
 #: What the connection's one deadline means when it passes.
 _IDLE = 1  # nothing sent yet, or keep-alive between requests: close quietly
 _HEAD = 2  # a head is arriving: 408
@@ -146,13 +149,18 @@ class HttpServer:
             lambda: HttpProtocol(self, loop), sock=listener, backlog=2048
         )
 
-    async def shutdown(self, grace: float) -> None:
-        """Stop accepting; close idle connections now and busy ones once their requests
-        are answered, waiting up to ``grace`` seconds; then close whatever is left."""
+    def stop_accepting(self) -> None:
+        """Accept no more connections; close idle ones now and busy ones once their
+        requests are answered (each answer says ``Connection: close``)."""
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
             conn.shutdown()
+
+    async def shutdown(self, grace: float) -> None:
+        """``stop_accepting``, then wait up to ``grace`` seconds for the busy connections
+        to close; then close whatever is left."""
+        self.stop_accepting()
         deadline = time.monotonic() + grace
         while self.connections and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
@@ -200,6 +208,8 @@ class HttpProtocol(asyncio.Protocol):
         #: A refusal to write once the requests ahead of it are answered (pipelining).
         self.refusal: bytes | None = None
         self.closing = False
+        #: Closing, but an idle connection still reads the request that may be on its way.
+        self.lingering = False
         self.lost = False
         self.aborted = False  # closed by the worker stopping now, not by the client
         self.paused_reading = False
@@ -261,10 +271,15 @@ class HttpProtocol(asyncio.Protocol):
         self.writable = None
 
     def shutdown(self) -> None:
-        """Close when the requests already read are answered; now if there are none."""
+        """Close once the requests read are answered, the last answer saying
+        ``Connection: close``. An idle keep-alive connection gets ``_DRAIN_IDLE`` seconds
+        first: a request already on its way is answered, so a busy client sees a clean
+        close instead of a connection reset under the request it just sent."""
         self.closing = True
-        if self.active is None and not self.waiting:
-            self.transport.close()
+        if self.active is None and not self.waiting and self.parsing is None:
+            self.lingering = True
+            if not self.head_bytes:  # else a head is arriving: answered (or timed out) first
+                self._expect(_IDLE, _DRAIN_IDLE)
 
     def abort(self) -> None:
         self.aborted = True
@@ -274,7 +289,7 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- reading ---------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self.refusal is not None or self.closing:
+        if self.refusal is not None or (self.closing and not self.lingering):
             return  # refused, or shutting down: what was read is answered, nothing more
         head = self.head_bytes
         if head is not None:

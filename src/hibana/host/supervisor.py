@@ -1,8 +1,10 @@
 """The supervisor: owns the listening socket, starts the zygote, keeps the workers
-running, reloads on change (``hibana dev``) and runs the shutdown sequence.
+running, reloads the app and runs the shutdown sequence.
 
-It never imports the user's app: a broken app cannot take it down, and ``hibana dev``
-swaps in a new version of the app without dropping the socket or a request.
+It never imports the user's app: a broken app cannot take it down, and a reload swaps in a
+new version of the app without dropping the socket or a request. A reload is asked for by
+SIGHUP (``systemctl reload``), ``hibana reload`` (the admin endpoint) or, under
+``hibana dev``, a changed file.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ CRASH_LOOP_WINDOW = 1.0
 SIGNAL_ECHO = 0.25
 #: How often the scaler looks at the board (a waiting connection wakes it at once).
 TICK = 0.05
+#: How long a reload waits for the old version's workers to stop accepting connections.
+RETIRE_ACK_TIMEOUT = 5.0
+#: The signals that ask the host to stop; SIGHUP asks it to reload the app.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 class HostStartError(ConfigError):
@@ -53,6 +59,13 @@ class Zygote:
     functions: list[dict[str, str]] = field(default_factory=list)
     scaling: Scaling | None = None
     board: Board | None = None
+    #: Which load of the app this is: 1 at start, one more at each reload.
+    generation: int = 0
+    #: When it started serving (``time.time()``).
+    loaded_at: float = 0.0
+    #: Its workers that exited with an error, and the last one's exit code.
+    crashes: int = 0
+    last_crash: int = 0
 
     def spawn(self, spawn: Spawn) -> None:
         self.channel.send(op="spawn", spawn=dataclasses.asdict(spawn))
@@ -110,6 +123,10 @@ class Supervisor:
         self._signal_r, self._signal_w = socket.socketpair()
         self._reload_r, self._reload_w = socket.socketpair()
         self._hold_until = 0.0
+        #: Set by the signals (and a changed file under ``hibana dev``); acted on by the loop.
+        self._stop_asked = False
+        self._reload_asked = False
+        self.generation = 0
         self._watching_socket = False
         #: When a connection was first seen waiting with no worker to take it.
         self._waiting_since: float | None = None
@@ -208,6 +225,11 @@ class Supervisor:
             self.duties = None
 
     @property
+    def shutting_down(self) -> bool:
+        """A stop was asked for (it may not have begun yet)."""
+        return self.stopping or self._stop_asked
+
+    @property
     def port(self) -> int:
         assert self.sock is not None
         return int(self.sock.getsockname()[1])
@@ -220,13 +242,24 @@ class Supervisor:
     def _install_signals(self) -> None:
         self._signal_w.setblocking(False)
         signal.set_wakeup_fd(self._signal_w.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (*STOP_SIGNALS, signal.SIGHUP):
             signal.signal(sig, lambda *_: None)  # the byte on the wakeup fd is what we act on
         self.sel.register(self._signal_r, selectors.EVENT_READ, "signal")
         self.sel.register(self._reload_r, selectors.EVENT_READ, "reload")
 
+    def _take_signals(self) -> None:
+        """Note what the signals that arrived ask for: to stop, or to reload the app."""
+        for sig in self._signal_r.recv(64):
+            if sig in STOP_SIGNALS:
+                self._stop_asked = True
+            elif sig == signal.SIGHUP:
+                self._reload_asked = True
+
     def _adopt(self, zygote: Zygote) -> None:
         assert zygote.scaling is not None
+        self.generation += 1
+        zygote.generation = self.generation
+        zygote.loaded_at = time.time()
         self.zygote = zygote
         self.scaler = Scaler(zygote.scaling)
 
@@ -271,7 +304,9 @@ class Supervisor:
                         self.connections.receive()
                         continue
                     if key.data == "signal":
-                        self._signal_r.recv(64)
+                        self._take_signals()
+                        if not self._stop_asked:
+                            continue  # a reload asked for meanwhile: done once this ends
                         zygote.proc.kill()
                         zygote.proc.wait()
                         return None
@@ -301,13 +336,9 @@ class Supervisor:
 
     def _await_spawned(self, zygote: Zygote, timeout: float = 10.0) -> None:
         """Process the zygote's events until every worker asked of it exists."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(r.pid is not None for r in self.records if r.zygote is zygote):
-                return
-            ready, _, _ = select.select([zygote.channel.sock], [], [], 0.05)
-            if ready:
-                self._on_zygote(zygote)
+        self._wait_until(
+            lambda: all(r.pid is not None for r in self.records if r.zygote is zygote), timeout
+        )
 
     def _banner(self, zygote: Zygote) -> None:
         from hibana import __version__
@@ -353,12 +384,11 @@ class Supervisor:
         while True:
             for key, _ in self.sel.select(timeout=TICK):
                 if key.data == "signal":
-                    signals = self._signal_r.recv(64)
-                    if any(s in (signal.SIGTERM, signal.SIGINT) for s in signals):
-                        return self._shutdown()
+                    self._take_signals()
                 elif key.data == "reload":
                     self._reload_r.recv(64)
-                    self._reload()
+                    self.report("Change detected; reloading the app")
+                    self.reload()
                 elif key.data == "admin":
                     assert self.admin is not None
                     self.admin.serve_one()
@@ -370,6 +400,11 @@ class Supervisor:
                     self.connections.receive()
                 else:
                     self._on_zygote(key.data)
+            if self._reload_asked and not self._stop_asked:
+                self.report("SIGHUP: reloading the app")
+                self.reload()
+            if self._stop_asked:
+                return self._shutdown()
             self._tick()
 
     def _tick(self) -> None:
@@ -397,10 +432,7 @@ class Supervisor:
         now = time.monotonic()
         if decision.spawn and now >= self._hold_until:
             busy = waiting or any(v.inflight for v in views)
-            used = {r.slot for r in mine}
-            free = (i for i in range(zygote.scaling.max_instances) if i not in used)  # type: ignore[union-attr]
-            for slot, _ in zip(free, range(decision.spawn), strict=False):
-                self._spawn(zygote, slot, on_demand=busy)
+            self._spawn_more(zygote, len(mine) + decision.spawn, on_demand=busy)
         if not waiting:
             self._waiting_since = None
         for slot in decision.retire:
@@ -408,10 +440,31 @@ class Supervisor:
                 if r.slot == slot and r.pid is not None:
                     r.retiring = True
                     _signal(r.pid, signal.SIGUSR1)
+        for r in self.records:
+            # a worker of an older version that was still starting when told to retire
+            # ignored it (it was not serving yet); told again, it stops accepting now
+            theirs = r.zygote.board
+            if (
+                r.zygote is not zygote
+                and r.pid is not None
+                and theirs is not None
+                and theirs.get(r.slot, "ready_at")
+                and not theirs.get(r.slot, "stopped_at")
+            ):
+                _signal(r.pid, signal.SIGUSR1)
         active = any(not r.retiring for r in self.records if r.zygote is zygote)
         self._watch_socket(not active)
         if self.duties is not None:
             self.duties.watch_closely(not active)
+
+    def _spawn_more(self, zygote: Zygote, total: int, on_demand: bool) -> None:
+        """Ask ``zygote`` for workers in free slots until it has ``total``."""
+        assert zygote.scaling is not None
+        mine = [r for r in self.records if r.zygote is zygote]
+        used = {r.slot for r in mine}
+        free = (i for i in range(zygote.scaling.max_instances) if i not in used)
+        for slot, _ in zip(free, range(total - len(mine)), strict=False):
+            self._spawn(zygote, slot, on_demand)
 
     def _spawn(self, zygote: Zygote, slot: int, on_demand: bool) -> None:
         assert zygote.scaling is not None
@@ -460,6 +513,9 @@ class Supervisor:
                 return
             self.records.remove(record)
             code = message["code"]
+            if code != 0 and not record.retiring:
+                zygote.crashes += 1
+                zygote.last_crash = code
             if code != 0:
                 self.connections.worker_died(
                     message["pid"], record.slot, record.zygote.board, self.report
@@ -494,41 +550,136 @@ class Supervisor:
                         record.slot, i, "last_cold_start_ms"
                     )
 
-    def _reload(self) -> None:
-        self.report("Change detected; reloading the app")
+    def reload(self) -> str | None:
+        """Import the app afresh and move to it without a dropped request: the new
+        version's workers start on the same socket (at least as many as the old version
+        ran, and at least one, which proves it starts), then the old ones stop accepting,
+        finish what they hold (requests, streams, queue deliveries) and exit.
+
+        Returns None once the new version serves and the old one accepts no more; else
+        why not (it does not import, a secret it names is missing, its workers fail to
+        start, the host is stopping), and the previous version goes on serving."""
+        self._reload_asked = False
+        old = self.zygote
+        if self.shutting_down or old is None:
+            return "the host is shutting down"
         try:
             fresh = self._start_zygote()
         except AppLoadError as exc:
-            self.report(f"error: {exc}\nStill serving the previous version of the app.")
-            return
+            return self._kept(str(exc))
         if fresh is None:
-            return
+            return "the host is shutting down"
         try:
             self._check_secrets(fresh)
         except HostStartError as exc:
-            self.report(f"error: {exc}\nStill serving the previous version of the app.")
             self.sel.unregister(fresh.channel.sock)
             fresh.stop()
-            return
-        old = self.zygote
+            return self._kept(str(exc))
+        running = sum(1 for r in self.records if r.zygote is old and not r.retiring)
         self._adopt(fresh)
+        self._restart_duties(fresh)
+        self._tick()
+        assert fresh.scaling is not None
+        self._spawn_more(fresh, min(max(1, running), fresh.scaling.max_instances), False)
+        failed = self._await_ready(fresh)
+        if failed is not None:
+            self._roll_back(old, fresh)
+            return self._kept(failed) if not self.shutting_down else failed
+        self._banner(fresh)
+        self.retired.append(old)
+        finishing = 0
+        for r in self.records:
+            if r.zygote is old and r.pid is not None:
+                # retire, not shut down: the old version finishes its requests and
+                # stops accepting; new ones go to the new workers, never a 503
+                r.retiring = True
+                finishing += 1
+                _signal(r.pid, signal.SIGUSR1)
+        self._wait_until(lambda: self._accepts_no_more(old), RETIRE_ACK_TIMEOUT)
+        self.report(
+            f"Reloaded: generation {fresh.generation} of the app serves; "
+            f"{finishing} worker(s) of generation {old.generation} finish their work and exit"
+        )
+        self._reap_retired()
+        return None
+
+    def _kept(self, why: str) -> str:
+        self.report(f"error: {why}\nStill serving the previous version of the app.")
+        return why
+
+    def _restart_duties(self, zygote: Zygote) -> None:
+        """The timers and queue watch of ``zygote``'s version of the app."""
         self._stop_duties()
         try:
-            self._start_duties(fresh)
+            self._start_duties(zygote)
         except HostStartError as exc:
             self.report(f"error: {exc}")
-        self._tick()
-        self._await_spawned(fresh)
-        if old is not None:
-            self.retired.append(old)
-            for r in self.records:
-                if r.zygote is old and r.pid is not None:
-                    # retire, not shut down: the old version finishes its requests and
-                    # stops accepting; new ones go to the new workers, never a 503
-                    r.retiring = True
-                    _signal(r.pid, signal.SIGUSR1)
-            self._reap_retired()
-        self._banner(fresh)
+
+    def _await_ready(self, fresh: Zygote) -> str | None:
+        """Wait until every worker asked of ``fresh`` serves: None, or why that failed."""
+        board = fresh.board
+        assert board is not None
+
+        def settled() -> bool:
+            return fresh.crashes > 0 or all(
+                r.pid is not None and board.get(r.slot, "ready_at")
+                for r in self.records
+                if r.zygote is fresh
+            )
+
+        if not self._wait_until(settled, IMPORT_TIMEOUT):
+            if self.shutting_down:
+                return "the host is shutting down"
+            return f"the new version's workers did not start within {IMPORT_TIMEOUT:g}s"
+        if fresh.crashes:
+            return (
+                f"a worker of the new version exited with code {fresh.last_crash} as it "
+                "started (its log line 'worker crashed' says why)"
+            )
+        return None
+
+    def _roll_back(self, old: Zygote, fresh: Zygote) -> None:
+        """Go back to serving ``old``: ``fresh``'s workers that started finish what they
+        took and exit."""
+        self.records = [r for r in self.records if r.zygote is not fresh or r.pid is not None]
+        for r in self.records:
+            if r.zygote is fresh:
+                r.retiring = True
+                _signal(r.pid, signal.SIGUSR1)  # type: ignore[arg-type]
+        self.retired.append(fresh)
+        self.zygote = old
+        assert old.scaling is not None
+        self.scaler = Scaler(old.scaling)
+        self._restart_duties(old)
+        self._reap_retired()
+
+    def _accepts_no_more(self, zygote: Zygote) -> bool:
+        """Every worker of ``zygote`` has stopped accepting connections, or exited."""
+        board = zygote.board
+        return board is None or all(
+            board.get(r.slot, "stopped_at")
+            for r in self.records
+            if r.zygote is zygote and r.pid is not None
+        )
+
+    def _wait_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Process the zygotes' events (and the connection handoffs and signals) until
+        ``done()``; False if ``timeout`` passed first or a stop was asked for."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if self._stop_asked or time.monotonic() >= deadline:
+                return False
+            zygotes = {z.channel.sock: z for z in [self.zygote, *self.retired] if z is not None}
+            watched = [*zygotes, self.connections.sock, self._signal_r]
+            readable, _, _ = select.select(watched, [], [], 0.01)
+            for sock in readable:
+                if sock is self._signal_r:
+                    self._take_signals()
+                elif sock is self.connections.sock:
+                    self.connections.receive()
+                else:
+                    self._on_zygote(zygotes[sock])
+        return True
 
     def _replace_zygote(self) -> None:
         try:
@@ -544,6 +695,7 @@ class Supervisor:
             if not any(r.zygote is old for r in self.records):
                 self.retired.remove(old)
                 self.sel.unregister(old.channel.sock)
+                self.report(f"Generation {old.generation} of the app has exited")
                 old.stop()
 
     def status(self) -> dict[str, Any]:
@@ -567,8 +719,12 @@ class Supervisor:
             for key, _ in self.sel.select(timeout=0.1):
                 if key.data == "signal":
                     # One signal sent twice at once (to the process and to its group, as
-                    # `timeout` does) is not a second request to stop.
-                    if self._signal_r.recv(64) and time.monotonic() - began > SIGNAL_ECHO:
+                    # `timeout` does) is not a second request to stop; a SIGHUP is none.
+                    signals = self._signal_r.recv(64)
+                    if (
+                        any(s in STOP_SIGNALS for s in signals)
+                        and time.monotonic() - began > SIGNAL_ECHO
+                    ):
                         self.report("Second signal: stopping now")
                         self._kill_all()
                         return 1

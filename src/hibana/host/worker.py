@@ -106,6 +106,7 @@ class Worker:
             else:
                 uvloop.run(self._serve())
         except BaseException as exc:
+            self.sink.detach()  # the loop is gone: write at once
             self.log.exception("worker crashed", exc)
             code = 1
         if self.store is not None:
@@ -165,13 +166,6 @@ class Worker:
         if self.row is not None:
             self.row.set("pid", os.getpid())
             self.row.set("started_at", self.spawn.requested_at)
-            now = time.monotonic()
-            self.row.set("ready_at", now)
-            self.row.set("last_active", now)
-            if self.dispatcher.cold_since is None:
-                # a warm (pre-started) worker: its cold start is its own start-up time
-                self.dispatcher.cold_ms = (now - self.spawn.requested_at) * 1000
-        self.log.debug("worker started")
         mounts = list({id(m): m for m in self._mounts()}.values())
         for mount in mounts:
             failed = await mount.startup()
@@ -183,10 +177,26 @@ class Worker:
         if self.consumer is not None:
             self.consumer.start()
         await self.server.start(self.listener)
+        if self.row is not None:
+            # ready: serving, its mounted apps started (a reload waits for this)
+            now = time.monotonic()
+            self.row.set("ready_at", now)
+            self.row.set("last_active", now)
+            if self.dispatcher.cold_since is None:
+                # a warm (pre-started) worker: its cold start is its own start-up time
+                self.dispatcher.cold_ms = (now - self.spawn.requested_at) * 1000
+        self.log.debug("worker started")
         grace = await self._stop
         if grace is None:
             self.server.abort()
         else:
+            self.server.stop_accepting()
+            if self.row is not None:
+                self.row.set("stopped_at", time.monotonic())  # a reload waits for this
+            if self.consumer is not None:
+                # claim nothing new while the requests finish (on a reload, the new
+                # version's workers take the queues now); what is held is finished below
+                await self.consumer.stop()
             await self.server.shutdown(grace)
         for mount in mounts:
             await mount.shutdown()
@@ -358,9 +368,13 @@ class Worker:
         self._stop_serving(_WRITE_GRACE)
 
     def retire(self) -> None:
-        """Stop accepting, finish what is in flight, exit: no 503s (scale-in, replacement).
-        Each in-flight request is answered by its function's deadline at the latest."""
+        """Stop accepting, finish what is in flight, exit: no 503s (scale-in, replacement,
+        a reload). Each in-flight request is answered by its function's deadline at the
+        latest; a streaming response is told that the worker stops (``ctx.cancelled``), so
+        one that watches it ends whole and its client reconnects to a worker that stays."""
         self._stopping = True
+        if self.front is not None:
+            self.front.cancel_streams()
         longest = max((spec.timeout for spec in self.app.functions), default=0.0)
         self._stop_serving(longest + self.config.cancel_grace + _WRITE_GRACE)
 

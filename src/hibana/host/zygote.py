@@ -188,6 +188,9 @@ def main(argv: list[str]) -> int:
     # decides; the zygote holds nothing to drain and goes when the supervisor goes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # SIGHUP asks the supervisor to reload the app; a terminal that hangs up sends it to the
+    # whole group, and neither the zygote nor its workers (who inherit this) may die of it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     die_with_parent(int(argv[4]), signal.SIGKILL)
     preload()
     app: App | None = None

@@ -52,6 +52,12 @@ class LogSink:
         self._loop = loop
         self._loop_thread = threading.get_ident()
 
+    def detach(self) -> None:
+        """Write what is buffered, and from now on each line as it comes (the loop is
+        gone)."""
+        self.flush()
+        self._loop = None
+
     def emit(self, record: dict[str, Any]) -> None:
         line = _encode(record)
         if self._loop is None:

@@ -1,0 +1,369 @@
+"""A new version of the app goes live in a running host (``hibana reload``, SIGHUP)
+without a dropped request, a 503 or lost queue work; a version that fails to load or to
+start is refused and the running one goes on serving."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.hosts import Host, children, read_jsonl, run_cli
+
+V1 = """
+import time
+
+import hibana
+
+app = hibana.App()
+
+
+@app.http("/v")
+def v(req, ctx):
+    return "one"
+
+
+@app.http("/slow")
+def slow(req, ctx):
+    time.sleep(float(req.query.get("s", "1.5")))
+    return "one"
+"""
+
+
+def _app(tmp_path: Path, source: str = V1) -> Path:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "function_app.py").write_text(source)
+    return app_dir
+
+
+def _write(app_dir: Path, source: str) -> None:
+    (app_dir / "function_app.py").write_text(source)
+
+
+class Hammer:
+    """One keep-alive client asking GET /v back to back, as a busy caller would."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.answers: list[tuple[int, str]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            while not self._stop.is_set():
+                try:
+                    r = client.get("/v")
+                except httpx.HTTPError as exc:
+                    self.errors.append(repr(exc))
+                else:
+                    self.answers.append((r.status_code, r.text))
+
+    def wait_for(self, count: int) -> None:
+        deadline = time.monotonic() + 20
+        while len(self.answers) < count:
+            assert time.monotonic() < deadline, "the client got no answers"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def test_reload_swaps_versions_without_a_dropped_request(tmp_path: Path) -> None:
+    app_dir = _app(tmp_path)
+    host = Host(app_dir, "--workers", "2").wait_ready()
+    hammer = Hammer(host.url)
+    try:
+        hammer.wait_for(20)
+        slow: list[httpx.Response] = []
+        caller = threading.Thread(
+            target=lambda: slow.append(httpx.get(host.url + "/slow?s=1.5", timeout=30))
+        )
+        caller.start()
+        host.wait_inflight(1, function="slow")
+
+        _write(app_dir, V1.replace('"one"', '"two"'))
+        reloaded = run_cli("reload", "--app", str(app_dir))
+        assert reloaded.returncode == 0, reloaded.stderr
+        assert "generation 2 serves (v, slow)" in reloaded.stdout
+        assert "2 worker(s) of the previous version finish their work" in reloaded.stdout
+
+        # once `hibana reload` returns, a new connection meets only the new version
+        for _ in range(20):
+            assert httpx.get(host.url + "/v", timeout=10).text == "two"
+        caller.join(30)
+        # the request that was running finished on the version it started on
+        assert slow[0].status_code == 200
+        assert slow[0].text == "one"
+        hammer.wait_for(len(hammer.answers) + 20)
+        host.wait_for_stderr("Generation 1 of the app has exited")
+    finally:
+        hammer.stop()
+        host.stop()
+    assert host.proc.returncode == 0
+    assert hammer.errors == []
+    assert {status for status, _ in hammer.answers} == {200}
+    texts = [text for _, text in hammer.answers]
+    switched = texts.index("two")
+    assert set(texts[:switched]) == {"one"}
+    assert set(texts[switched:]) == {"two"}, "an old worker answered after a new one had"
+
+
+def test_status_shows_the_old_generation_finishing(tmp_path: Path) -> None:
+    app_dir = _app(tmp_path)
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        caller = threading.Thread(target=lambda: httpx.get(host.url + "/slow?s=2", timeout=30))
+        caller.start()
+        host.wait_inflight(1, function="slow")
+        assert run_cli("reload", "--app", str(app_dir)).returncode == 0
+        status = host.status()
+        assert status["generation"] == 2
+        by_generation = {w["generation"]: w for w in status["workers"]}
+        assert by_generation[1]["state"] == "retiring"
+        assert by_generation[1]["inflight"] == 1
+        assert by_generation[2]["state"] == "ready"
+        shown = run_cli("status", "--app", str(app_dir))
+        assert "app generation 2" in shown.stdout
+        assert "retiring" in shown.stdout
+        caller.join(30)
+        host.wait_for_stderr("Generation 1 of the app has exited")
+        assert [w["generation"] for w in host.status()["workers"]] == [2]
+    finally:
+        host.stop()
+
+
+def test_a_version_that_does_not_load_is_refused_and_the_running_one_serves_on(
+    tmp_path: Path,
+) -> None:
+    app_dir = _app(tmp_path)
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        _write(app_dir, V1.replace("def v(req, ctx):", "def v(req, ctx)"))
+        refused = run_cli("reload", "--app", str(app_dir))
+        assert refused.returncode == 1
+        assert "the host kept the previous version" in refused.stderr
+        assert "function_app.py:" in refused.stderr  # names the file and line
+        assert "SyntaxError" in refused.stderr
+        host.wait_for_stderr("Still serving the previous version of the app")
+        assert httpx.get(host.url + "/v", timeout=10).text == "one"
+        assert host.status()["generation"] == 1
+
+        # SIGHUP, as `systemctl reload` sends it, does the same as `hibana reload`
+        _write(app_dir, V1.replace('"one"', '"two"'))
+        host.signal(signal.SIGHUP)
+        host.wait_for_stderr("Reloaded: generation 2 of the app serves")
+        assert httpx.get(host.url + "/v", timeout=10).text == "two"
+    finally:
+        host.stop()
+    assert host.proc.returncode == 0
+
+
+def test_a_version_whose_workers_fail_to_start_is_rolled_back(tmp_path: Path) -> None:
+    app_dir = _app(tmp_path)
+    host = Host(app_dir, "--workers", "2").wait_ready()
+    broken = V1.replace('"one"', '"two"') + (
+        "\n\nasync def lifespan(scope, receive, send):\n"
+        "    await receive()\n"
+        "    await send({'type': 'lifespan.startup.failed', "
+        "'message': 'the database is not there'})\n\n\n"
+        'app.asgi("/mounted", lifespan)\n'
+    )
+    try:
+        _write(app_dir, broken)
+        refused = run_cli("reload", "--app", str(app_dir))
+        assert refused.returncode == 1, refused.stdout
+        assert "a worker of the new version exited with code 1 as it started" in refused.stderr
+        crashed = host.wait_for_log(msg="worker crashed")
+        assert "the database is not there" in crashed["error"]
+        # the running version never stopped serving
+        assert httpx.get(host.url + "/v", timeout=10).text == "one"
+        status = host.status()
+        assert status["generation"] == 1
+        assert {w["generation"] for w in status["workers"]} == {1}
+        assert len(status["workers"]) == 2
+
+        _write(app_dir, V1.replace('"one"', '"three"'))
+        assert run_cli("reload", "--app", str(app_dir)).returncode == 0
+        assert httpx.get(host.url + "/v", timeout=10).text == "three"
+        assert host.status()["generation"] == 3
+    finally:
+        host.stop()
+    assert host.proc.returncode == 0
+
+
+QUEUE_APP = """
+import json
+import os
+import time
+
+import hibana
+
+app = hibana.App()
+VERSION = "one"
+
+
+@app.queue("jobs")
+def job(msg, ctx):
+    time.sleep(msg.data["sleep"])
+    with open(os.path.join(os.path.dirname(__file__), "done.jsonl"), "a") as out:
+        out.write(json.dumps({"n": msg.data["n"], "version": VERSION}) + "\\n")
+"""
+
+
+def test_queue_work_in_flight_finishes_on_the_old_version_and_new_work_gets_the_new(
+    tmp_path: Path,
+) -> None:
+    app_dir = _app(tmp_path, QUEUE_APP)
+    done = app_dir / "done.jsonl"
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        sent = run_cli(
+            "queue", "send", "jobs", "--data", '{"n": 1, "sleep": 1.5}', "--app", str(app_dir)
+        )
+        assert sent.returncode == 0, sent.stderr
+        host.wait_inflight(1, function="job")
+        _write(app_dir, QUEUE_APP.replace('VERSION = "one"', 'VERSION = "two"'))
+        assert run_cli("reload", "--app", str(app_dir)).returncode == 0
+        sent = run_cli(
+            "queue", "send", "jobs", "--data", '{"n": 2, "sleep": 0}', "--app", str(app_dir)
+        )
+        assert sent.returncode == 0, sent.stderr
+        deadline = time.monotonic() + 20
+        while len(read_jsonl(done)) < 2:
+            assert time.monotonic() < deadline, read_jsonl(done)
+            time.sleep(0.05)
+        host.wait_for_stderr("Generation 1 of the app has exited")
+        time.sleep(0.5)  # a message run twice would show up by now
+    finally:
+        host.stop()
+    assert sorted(read_jsonl(done), key=lambda x: x["n"]) == [
+        {"n": 1, "version": "one"},
+        {"n": 2, "version": "two"},
+    ]
+    stats = run_cli("queue", "stats", "--app", str(app_dir))
+    assert stats.returncode == 0, stats.stderr
+
+
+STREAM_APP = """
+import asyncio
+
+import hibana
+
+app = hibana.App()
+
+
+@app.http("/events")
+async def events(req, ctx):
+    async def ticks():
+        n = 0
+        while not ctx.cancelled:
+            yield f"data: {n}\\n\\n"
+            n += 1
+            await asyncio.sleep(0.05)
+        yield "data: bye\\n\\n"
+
+    return hibana.StreamingResponse(ticks(), content_type="text/event-stream")
+"""
+
+
+def test_a_stream_on_the_old_version_is_told_to_end_and_ends_whole(tmp_path: Path) -> None:
+    app_dir = _app(tmp_path, STREAM_APP)
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        with httpx.stream("GET", host.url + "/events", timeout=30) as stream:
+            lines = stream.iter_lines()
+            assert next(lines) == "data: 0"
+            assert run_cli("reload", "--app", str(app_dir)).returncode == 0
+            rest = list(lines)  # raises if the body is cut short
+        # it was told (ctx.cancelled) and ended whole, as it does on SIGTERM
+        assert rest[-2:] == ["data: bye", ""]
+        host.wait_for_stderr("Generation 1 of the app has exited")
+        logged = host.wait_for_log(function="events", msg="invocation")
+        assert (logged["outcome"], logged["status"]) == ("ok", 200)
+    finally:
+        host.stop()
+
+
+def test_a_terminal_that_hangs_up_does_not_take_the_host_down(tmp_path: Path) -> None:
+    # The host runs on a terminal of its own (a pty; the host leads its session). Closing
+    # the terminal sends SIGHUP to every process of the host and breaks its stdout and
+    # stderr; it goes on serving (the supervisor reloads, which is what SIGHUP asks for).
+    app_dir = _app(tmp_path)
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: becomes the host
+        os.execv(
+            sys.executable,
+            [sys.executable, "-m", "hibana", "serve", str(app_dir), "--port", "0", "-w", "2"],
+        )
+    seen = b""
+    url = None
+    deadline = time.monotonic() + 30
+    while url is None:
+        assert time.monotonic() < deadline, seen.decode(errors="replace")
+        if select.select([terminal], [], [], 0.5)[0]:
+            seen += os.read(terminal, 4096)
+        found = re.search(rb"Listening on (http://\S+)", seen)
+        url = found.group(1).decode() if found else None
+    try:
+        assert httpx.get(url + "/v", timeout=10).text == "one"
+        workers = {w for zygote in children(pid) for w in children(zygote)}
+        assert len(workers) == 2
+        os.close(terminal)  # the terminal hangs up
+        deadline = time.monotonic() + 10
+        while not _serves(url, "one"):
+            assert time.monotonic() < deadline, "the host stopped serving after the hangup"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert _serves(url, "one")
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0), "the host exited"
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _serves(url: str, text: str) -> bool:
+    try:
+        return httpx.get(url + "/v", timeout=5).text == text
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_hangup_during_shutdown_does_not_force_it(tmp_path: Path) -> None:
+    app_dir = _app(tmp_path)
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    slow: list[httpx.Response] = []
+    caller = threading.Thread(
+        target=lambda: slow.append(httpx.get(host.url + "/slow?s=1.5", timeout=30))
+    )
+    caller.start()
+    host.wait_inflight(1, function="slow")
+    host.signal(signal.SIGTERM)
+    host.wait_for_stderr("Shutting down")
+    time.sleep(0.4)  # past the window in which a second signal is taken for an echo
+    host.signal(signal.SIGHUP)
+    assert host.wait_exit() == 0
+    caller.join(30)
+    assert slow[0].status_code == 200
+    assert "Second signal" not in "\n".join(host.stderr_lines)
+
+
+def test_reload_without_a_running_host_says_so(tmp_path: Path) -> None:
+    app_dir = _app(tmp_path)
+    result = run_cli("reload", "--app", str(app_dir))
+    assert result.returncode == 1
+    assert "no running host found" in result.stderr
+    assert f"hibana serve {app_dir}" in result.stderr
