@@ -367,3 +367,18 @@ def test_reload_without_a_running_host_says_so(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "no running host found" in result.stderr
     assert f"hibana serve {app_dir}" in result.stderr
+
+
+def test_a_stop_asked_for_while_a_reload_imports_is_obeyed(tmp_path: Path) -> None:
+    app_dir = _app(tmp_path)
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        _write(app_dir, V1 + "\ntime.sleep(30)  # a slow import\n")
+        host.signal(signal.SIGHUP)
+        host.wait_for_stderr("SIGHUP: reloading the app")
+        time.sleep(0.3)  # the new version is importing now
+        host.signal(signal.SIGTERM)
+        assert host.wait_exit(timeout=15) == 0
+    finally:
+        host.stop()
+    assert "Shutting down" in "\n".join(host.stderr_lines)
