@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import logging
 import socket
 import sys
 import time
@@ -421,6 +422,28 @@ def test_a_bare_asgi_app_without_lifespan_runs_on_lambda(lambda_handler: MakeHan
     handle = lambda_handler(_bare_asgi)
     out = handle(v2_event("GET", "/anything"), Ctx())
     assert (out["statusCode"], out["body"]) == (200, "bare")
+
+
+async def _fails_after_answering(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 201, "headers": []})
+    await send({"type": "http.response.body", "body": b"made"})
+    raise RuntimeError("the audit write failed")
+
+
+def test_an_app_that_raises_after_its_whole_response_on_lambda_keeps_the_response(
+    lambda_handler: MakeHandler, caplog: pytest.LogCaptureFixture
+) -> None:
+    # as under an ASGI server (and hibana's own): the answer stands, the error is logged
+    handle = lambda_handler(_fails_after_answering)
+    with caplog.at_level(logging.ERROR, logger="hibana.aws"):
+        out = handle(v2_event("POST", "/things"), Ctx())
+    assert (out["statusCode"], out["body"]) == (201, "made")
+    (record,) = [r for r in caplog.records if r.name == "hibana.aws"]
+    assert "after its whole response" in record.getMessage()
+    assert record.exc_info is not None
+    assert "the audit write failed" in str(record.exc_info[1])
 
 
 def test_a_closed_lambda_handler_has_ended_its_apps_lifespan(mounts: ModuleType) -> None:

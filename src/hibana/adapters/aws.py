@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import inspect
+import logging
 import time
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
@@ -171,6 +172,7 @@ async def _run(
     asgi: ASGIApp, scope: dict[str, Any], body: bytes
 ) -> tuple[int, list[tuple[str, str]], bytes]:
     sent = False
+    complete = False
     status = 500
     headers: list[tuple[str, str]] = []
     chunks: list[bytes] = []
@@ -183,7 +185,7 @@ async def _run(
         return {"type": "http.disconnect"}
 
     async def send(message: MutableMapping[str, Any]) -> None:
-        nonlocal status
+        nonlocal status, complete
         if message["type"] == "http.response.start":
             status = int(message["status"])
             headers.extend(
@@ -191,8 +193,17 @@ async def _run(
             )
         elif message["type"] == "http.response.body":
             chunks.append(bytes(message.get("body", b"")))
+            complete = not message.get("more_body", False)
 
-    await asgi(scope, receive, send)
+    try:
+        await asgi(scope, receive, send)
+    except Exception:
+        if not complete:
+            raise  # no whole response to give: the invocation fails (API Gateway: 502)
+        # as an ASGI server does: the client has its answer, the log has the error
+        logging.getLogger("hibana.aws").exception(
+            "the app raised after its whole response; the response stands"
+        )
     return status, headers, b"".join(chunks)
 
 
