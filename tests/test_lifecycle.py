@@ -51,6 +51,45 @@ def test_sigterm_lets_inflight_finish_refuses_new_work_and_exits_0() -> None:
         host.stop()
 
 
+def test_sigterm_to_every_process_of_the_host_is_one_graceful_shutdown() -> None:
+    # systemd (KillMode=control-group, its default) signals every process of the service,
+    # and the supervisor then passes the signal on: a worker gets it twice, apart. Before,
+    # it took the second for "stop now" and cut its requests off without an answer.
+    host = Host(APPS / "basic", "--workers", "1").wait_ready()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            inflight = pool.submit(_get, host, "/slow/1.5")
+            host.wait_inflight(1)
+            (worker,) = host.worker_pids()
+            os.kill(worker, signal.SIGTERM)
+            time.sleep(0.2)
+            host.signal(signal.SIGTERM)
+            done = inflight.result(timeout=15)
+            assert (done.status_code, done.text) == (200, "finished, cancelled=True")
+        assert host.wait_exit(15) == 0
+    finally:
+        host.stop()
+
+
+def test_a_worker_retiring_after_a_reload_drains_on_sigterm_too(tmp_path: Path) -> None:
+    # its requests still finish (up to --shutdown-timeout); SIGTERM is not a "stop now"
+    app_dir = tmp_path / "basic"
+    shutil.copytree(APPS / "basic", app_dir, ignore=shutil.ignore_patterns(".hibana"))
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            inflight = pool.submit(_get, host, "/slow/1.5")
+            host.wait_inflight(1)
+            host.signal(signal.SIGHUP)
+            host.wait_for_stderr("Reloaded: generation 2")
+            host.signal(signal.SIGTERM)
+            done = inflight.result(timeout=15)
+            assert (done.status_code, done.text) == (200, "finished, cancelled=True")
+        assert host.wait_exit(15) == 0
+    finally:
+        host.stop()
+
+
 def test_shutdown_timeout_bounds_the_wait() -> None:
     host = Host(APPS / "basic", "--workers", "1", "--shutdown-timeout", "1").wait_ready()
     try:

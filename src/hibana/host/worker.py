@@ -87,13 +87,15 @@ class Worker:
         self.log = Logger(self.sink, {"worker": spawn.slot, "pid": os.getpid()})
         self.server: HttpServer | None = None
         #: Set when the worker should stop serving: ``grace`` is how long connections
-        #: get to finish their answers (None: close them now).
-        self._stop: asyncio.Future[float | None] | None = None
+        #: get to finish their answers.
+        self._stop: asyncio.Future[float] | None = None
         self.front: HttpFront | None = None
         self.dispatcher: Dispatcher | None = None
         self.store: Store | None = None
         self.consumer: QueueConsumer | None = None
+        #: Retiring or draining (no more work taken); draining: SIGTERM's shutdown began.
         self._stopping = False
+        self._draining = False
 
     def run(self) -> NoReturn:
         """Serve until told to stop, then exit the process (stuck threads cannot hold it)."""
@@ -187,17 +189,14 @@ class Worker:
                 self.dispatcher.cold_ms = (now - self.spawn.requested_at) * 1000
         self.log.debug("worker started")
         grace = await self._stop
-        if grace is None:
-            self.server.abort()
-        else:
-            self.server.stop_accepting()
-            if self.row is not None:
-                self.row.set("stopped_at", time.monotonic())  # a reload waits for this
-            if self.consumer is not None:
-                # claim nothing new while the requests finish (on a reload, the new
-                # version's workers take the queues now); what is held is finished below
-                await self.consumer.stop()
-            await self.server.shutdown(grace)
+        self.server.stop_accepting()
+        if self.row is not None:
+            self.row.set("stopped_at", time.monotonic())  # a reload waits for this
+        if self.consumer is not None:
+            # claim nothing new while the requests finish (on a reload, the new version's
+            # workers take the queues now); what is held is finished below
+            await self.consumer.stop()
+        await self.server.shutdown(grace)
         for mount in mounts:
             await mount.shutdown()
         if self.consumer is not None:
@@ -332,17 +331,17 @@ class Worker:
         tick()
         threading.Thread(target=watch, name="hibana-watchdog", daemon=True).start()
 
-    def _stop_serving(self, grace: float | None) -> None:
+    def _stop_serving(self, grace: float) -> None:
         if self._stop is not None and not self._stop.done():
             self._stop.set_result(grace)
-        elif grace is None and self.server is not None:
-            self.server.abort()  # already stopping: now, not gracefully
 
     def _on_sigterm(self) -> None:
-        if self._stopping:
-            self._stop_serving(None)  # a second signal: stop now
+        # Once is enough: a service manager that signals every process of the host (as
+        # systemd does by default) and the supervisor that passes the signal on both ask
+        # for the same drain. Forcing an end is the supervisor's (it kills the workers).
+        if self._draining:
             return
-        self._stopping = True
+        self._draining = self._stopping = True
         asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
@@ -365,7 +364,13 @@ class Worker:
             # Their clients get 503 + Retry-After now; the functions die with the process.
             self.dispatcher.abandon_all()
             await asyncio.sleep(0.05)
-        self._stop_serving(_WRITE_GRACE)
+        if self._stop is not None and self._stop.done():
+            # it was retiring (a reload, scale-in), with a longer grace: shutdown's counts
+            await asyncio.sleep(_WRITE_GRACE)
+            assert self.server is not None
+            self.server.abort()
+        else:
+            self._stop_serving(_WRITE_GRACE)
 
     def retire(self) -> None:
         """Stop accepting, finish what is in flight, exit: no 503s (scale-in, replacement,
