@@ -25,14 +25,20 @@ _ADMIN = re.compile(r"Admin \(hibana status\): (http://\S+)")
 class Host:
     """A running ``hibana serve``: its URL, its JSON log lines, and its stderr."""
 
-    def __init__(self, app_dir: Path, *args: str, command: str = "serve") -> None:
+    def __init__(
+        self,
+        app_dir: Path,
+        *args: str,
+        command: str = "serve",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.app_dir = app_dir
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hibana", command, str(app_dir), "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
         self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []

@@ -31,6 +31,7 @@ from hibana.host.config import HostConfig
 from hibana.host.control import Channel, Spawn
 from hibana.host.handoff import HeldConnections
 from hibana.host.scaling import Scaler, Scaling, WorkerView
+from hibana.host.service_manager import ServiceManager
 from hibana.host.store_duties import StoreDuties
 from hibana.store.base import Store
 
@@ -142,6 +143,7 @@ class Supervisor:
         #: Duplicates of the workers' connections, to answer 502 for a worker that dies.
         self.connections = HeldConnections()
         self.sel.register(self.connections.sock, selectors.EVENT_READ, "handoff")
+        self.service_manager = ServiceManager()
 
     # -- starting ---------------------------------------------------------------------
     def run(self) -> int:
@@ -159,6 +161,7 @@ class Supervisor:
             self._tick()
             self._await_spawned(zygote)
             self._banner(zygote)
+            self.service_manager.ready(self._serving(zygote))
             if self.config.reload:
                 self._watch_for_changes()
             return self._loop()
@@ -563,6 +566,21 @@ class Supervisor:
         old = self.zygote
         if self.shutting_down or old is None:
             return "the host is shutting down"
+        self.service_manager.reloading()
+        failed = self._swap(old)
+        if not self.shutting_down:
+            serving = self._serving(self.zygote)  # type: ignore[arg-type]
+            if failed is not None:
+                serving += f"; the last reload failed: {failed.splitlines()[0]}"
+            self.service_manager.ready(serving)
+        return failed
+
+    def _serving(self, zygote: Zygote) -> str:
+        """One line on what the host serves, for the service manager."""
+        return f"serving generation {zygote.generation} of {self.config.app_dir} on {self.url}"
+
+    def _swap(self, old: Zygote) -> str | None:
+        """``reload`` from ``old`` to a fresh import of the app."""
         try:
             fresh = self._start_zygote()
         except AppLoadError as exc:
@@ -705,6 +723,7 @@ class Supervisor:
     # -- stopping ---------------------------------------------------------------------
     def _shutdown(self) -> int:
         self.stopping = True
+        self.service_manager.stopping()
         self._stop_duties()
         live = [r for r in self.records if r.pid is not None]
         self.report(
