@@ -581,19 +581,35 @@ def print_ratios(rows: list[Row]) -> None:
             print(f"{row.server.name:<38}{extra:>+6.0f} us   ({times:.1f}x raw ASGI's)")
 
 
-_COUNTS = ("duration", "connections", "threads", "workers", "rounds")
+#: The options that count something, so must be 1 or more.
+WRK_COUNTS = ("connections", "threads", "workers")
+_COUNTS = ("duration", *WRK_COUNTS, "rounds")
+
+
+def add_wrk_options(parser: argparse.ArgumentParser) -> None:
+    """How wrk loads a server, and how many workers the server gets."""
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes per server")
 
 
 def add_load_options(parser: argparse.ArgumentParser) -> None:
     """The options of a wrk run against servers one at a time (``measure``)."""
     parser.add_argument("--duration", type=int, default=10, help="measured seconds per server")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds per server")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes per server")
+    add_wrk_options(parser)
     parser.add_argument(
         "--rounds", type=int, default=1, help="measure everything this often; report medians"
     )
+
+
+def check_counts(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, counts: tuple[str, ...]
+) -> None:
+    """Refuse, naming it, any of the options ``counts`` that is below 1."""
+    for name in counts:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
 
 
 def check_load_options(
@@ -601,9 +617,7 @@ def check_load_options(
 ) -> None:
     """Refuse the load options (and ``counts``, more options that must be 1 or more) that
     make no sense, naming them."""
-    for name in (*_COUNTS, *counts):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+    check_counts(parser, args, (*_COUNTS, *counts))
     if args.warmup < 0:
         parser.error("--warmup must be 0 or more")
 

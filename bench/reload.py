@@ -39,11 +39,14 @@ from dataclasses import dataclass, field  # noqa: E402
 
 from bench.http import (  # noqa: E402
     ROOT,
+    WRK_COUNTS,
     BenchError,
     Load,
     Server,
     _machine,
     _tail,
+    add_wrk_options,
+    check_counts,
     ensure_wrk,
     free_port,
     make_servers,
@@ -154,16 +157,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--duration", type=int, default=12, help="seconds of load per server")
     parser.add_argument("--every", type=float, default=2.0, help="seconds between reloads")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes per server")
+    add_wrk_options(parser)
     parser.add_argument(
         "--only", action="append", choices=KEYS, help="run only these servers (repeatable)"
     )
     args = parser.parse_args(argv)
-    for name in ("duration", "connections", "threads", "workers"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+    check_counts(parser, args, ("duration", *WRK_COUNTS))
     if args.every <= 0:
         parser.error("--every must be more than 0")
     if args.duration < 3 * args.every:

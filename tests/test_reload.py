@@ -382,3 +382,41 @@ def test_a_stop_asked_for_while_a_reload_imports_is_obeyed(tmp_path: Path) -> No
     finally:
         host.stop()
     assert "Shutting down" in "\n".join(host.stderr_lines)
+
+
+def test_reload_with_a_host_file_that_names_no_host_says_so(tmp_path: Path) -> None:
+    import http.server
+    import json
+
+    app_dir = _app(tmp_path)
+    state = app_dir / ".hibana"
+    state.mkdir()
+    (state / "host.json").write_text("{not json")
+    result = run_cli("reload", "--app", str(app_dir))
+    assert result.returncode == 1
+    assert "missing or unreadable" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    # a stale file whose admin address another server now answers, with HTML
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"<html>not hibana</html>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = http.server.HTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        admin = f"http://127.0.0.1:{other.server_address[1]}"
+        (state / "host.json").write_text(json.dumps({"pid": 1, "url": "", "admin": admin}))
+        result = run_cli("reload", "--app", str(app_dir))
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert result.returncode == 1
+    assert f"{admin} (named in" in result.stderr
+    assert "is not a hibana host's admin endpoint" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -281,24 +281,26 @@ def _ask_host(app: Path, method: str, path: str, timeout: float) -> dict[str, An
     where = host_file(app)
     try:
         info = json.loads(where.read_text())
-    except (OSError, ValueError):
+        admin, pid = str(info["admin"]), info["pid"]
+    except (OSError, ValueError, KeyError, TypeError):
         _fail(
-            f"no running host found for {app} ({where} is missing); "
+            f"no running host found for {app} ({where} is missing or unreadable); "
             f"start one with `hibana serve {app}`",
             1,
         )
-    request = urllib.request.Request(info["admin"] + path, method=method)
+    request = urllib.request.Request(admin + path, method=method)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             answer: dict[str, Any] = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        answer = json.loads(exc.read() or b"{}")
+        try:
+            answer = json.loads(exc.read() or b"{}")
+        except ValueError:
+            answer = {"error": f"{admin} answered {exc.code} {exc.reason}"}
     except OSError as exc:
-        _fail(
-            f"the host at {info['admin']} (pid {info['pid']}) did not answer: {exc}; "
-            "is it still running?",
-            1,
-        )
+        _fail(f"the host at {admin} (pid {pid}) did not answer: {exc}; is it still running?", 1)
+    except ValueError:
+        _fail(f"{admin} (named in {where}) is not a hibana host's admin endpoint", 1)
     return answer
 
 

@@ -64,8 +64,7 @@ class Zygote:
     generation: int = 0
     #: When it started serving (``time.time()``).
     loaded_at: float = 0.0
-    #: Its workers that exited with an error, and the last one's exit code.
-    crashes: int = 0
+    #: The exit code of its last worker that exited with an error (0: none has).
     last_crash: int = 0
 
     def spawn(self, spawn: Spawn) -> None:
@@ -517,7 +516,6 @@ class Supervisor:
             self.records.remove(record)
             code = message["code"]
             if code != 0 and not record.retiring:
-                zygote.crashes += 1
                 zygote.last_crash = code
             if code != 0:
                 self.connections.worker_died(
@@ -639,7 +637,7 @@ class Supervisor:
         assert board is not None
 
         def settled() -> bool:
-            return fresh.crashes > 0 or all(
+            return fresh.last_crash != 0 or all(
                 r.pid is not None and board.get(r.slot, "ready_at")
                 for r in self.records
                 if r.zygote is fresh
@@ -649,7 +647,7 @@ class Supervisor:
             if self.shutting_down:
                 return "the host is shutting down"
             return f"the new version's workers did not start within {IMPORT_TIMEOUT:g}s"
-        if fresh.crashes:
+        if fresh.last_crash:
             return (
                 f"a worker of the new version exited with code {fresh.last_crash} as it "
                 "started (its log line 'worker crashed' says why)"
