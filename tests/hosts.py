@@ -31,8 +31,12 @@ class Host:
         *args: str,
         command: str = "serve",
         env: dict[str, str] | None = None,
+        stdout_pause: float = 0.0,
     ) -> None:
+        """``stdout_pause``: seconds the reader of the host's stdout rests after each
+        line, like a log shipper that falls behind (the pipe fills up)."""
         self.app_dir = app_dir
+        self.stdout_pause = stdout_pause
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hibana", command, str(app_dir), "--port", "0", *args],
             stdout=subprocess.PIPE,
@@ -54,10 +58,13 @@ class Host:
         self.admin_url = ""
 
     def _pump(self, stream: Any, into: list[str]) -> None:
+        pause = self.stdout_pause if into is self.stdout_lines else 0.0
         for raw in stream:
             with self._changed:
                 into.append(raw.decode(errors="replace").rstrip("\n"))
                 self._changed.notify_all()
+            if pause:
+                time.sleep(pause)
         with self._changed:
             self._changed.notify_all()
 
@@ -212,10 +219,12 @@ def run_cli(
     )
 
 
-def started(app: str | Path, *args: str, command: str = "serve") -> Generator[Host, None, None]:
+def started(
+    app: str | Path, *args: str, command: str = "serve", stdout_pause: float = 0.0
+) -> Generator[Host, None, None]:
     """For fixtures: a ready host on ``tests/apps/<app>`` (or a path), stopped afterwards."""
     app_dir = app if isinstance(app, Path) else APPS / app
-    host = Host(app_dir, *args, command=command)
+    host = Host(app_dir, *args, command=command, stdout_pause=stdout_pause)
     try:
         yield host.wait_ready()
     finally:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.hosts import Host
+from tests.hosts import Host, started
 
 
 def test_route_parameter_and_text_response(basic_host: Host) -> None:
@@ -201,3 +204,31 @@ def test_keep_alive_connection_serves_many_requests(basic_host: Host) -> None:
     with httpx.Client(base_url=basic_host.url) as client:
         ids = {client.get(f"/hello/{i}").headers["x-invocation-id"] for i in range(50)}
     assert len(ids) == 50
+
+
+def test_log_lines_stay_whole_when_stdout_falls_behind() -> None:
+    # Two workers share the host's stdout, a pipe whose reader (journald, a log shipper,
+    # `| tee`) falls behind: the pipe fills up. A write to a full pipe may be cut short,
+    # and another worker's write lands in the cut, unless each write is small enough for
+    # the kernel to make it whole (PIPE_BUF). Every line must still be one JSON object,
+    # and none may be lost.
+    requests, lines = 48, 30
+    with contextlib.ExitStack() as stack:
+        host = stack.enter_context(
+            contextlib.contextmanager(started)("basic", "--workers", "2", stdout_pause=0.0002)
+        )
+        client = stack.enter_context(host.client())
+        pool = stack.enter_context(ThreadPoolExecutor(16))
+        answers = list(pool.map(lambda _: client.get(f"/chatty/{lines}"), range(requests)))
+        assert [r.status_code for r in answers] == [200] * requests
+        invocations = {r.headers["x-invocation-id"] for r in answers}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            done = [rec for rec in host.logs() if rec["msg"] == "invocation"]
+            if {rec["invocation_id"] for rec in done} >= invocations:
+                break
+            time.sleep(0.1)
+        records = host.logs()  # fails naming a line that is not JSON
+    said = {(rec["invocation_id"], rec["i"]) for rec in records if rec["msg"] == "chatter"}
+    assert said == {(inv, i) for inv in invocations for i in range(lines)}
+    assert len({r.text for r in answers}) == 2, "both workers wrote to the one pipe"

@@ -1,14 +1,17 @@
 """Structured JSON log lines on stdout, one object a line, bound to an invocation.
 
 Lines are buffered and written together once per loop iteration, so a busy worker makes
-one ``write`` for many invocations. Each write is a whole number of lines, so workers
-sharing stdout never interleave within a line.
+one ``write`` for many invocations. Each write is a whole number of lines of at most
+``PIPE_BUF`` bytes, which the kernel makes whole on a pipe: workers sharing stdout never
+interleave within a line, even when the pipe's reader falls behind and writes block
+(only a single line longer than that can be cut).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import select
 import threading
 import time
 import traceback
@@ -19,6 +22,9 @@ import msgspec
 Level = Literal["debug", "info", "warning", "error"]
 _LEVELS: dict[str, int] = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _encode = msgspec.json.Encoder(enc_hook=repr).encode
+#: The most bytes one write to a pipe may carry and still never be cut by another
+#: writer's (POSIX guarantees 512; Linux gives 4096).
+_WHOLE = getattr(select, "PIPE_BUF", 512)
 
 
 class LogSink:
@@ -87,18 +93,40 @@ class LogSink:
             self._write(b"\n".join(lines) + b"\n")
 
     def _write(self, data: bytes) -> None:
+        """Write ``data``, lines each ending in a newline, in pieces of whole lines of at
+        most ``_WHOLE`` bytes (a longer line goes alone), each written to its end."""
         for secret in self._redact:
             if secret in data:
                 data = data.replace(secret, b"[REDACTED]")
+        size = len(data)
+        if size <= _WHOLE:
+            self._write_piece(data)
+            return
         view = memoryview(data)
+        start = 0
+        while start < size:
+            end = size
+            if size - start > _WHOLE:
+                end = data.rfind(b"\n", start, start + _WHOLE) + 1
+                if end <= start:  # one line longer than _WHOLE
+                    end = data.find(b"\n", start) + 1 or size
+            if not self._write_piece(view[start:end]):
+                return
+            start = end
+
+    def _write_piece(self, piece: bytes | memoryview) -> bool:
+        """False if stdout is closed: nothing sensible is left to do with a log line."""
+        view = memoryview(piece)
         while view:
             try:
                 n = os.write(self.fd, view)
-            except BlockingIOError:
+            except BlockingIOError:  # a non-blocking pipe that is full: wait for room
+                select.select([], [self.fd], [])
                 continue
             except OSError:
-                return  # stdout closed: nothing sensible left to do with a log line
+                return False
             view = view[n:]
+        return True
 
 
 _second: list[Any] = [-1, ""]  # the last whole second formatted, and its text

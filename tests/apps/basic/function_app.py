@@ -1,6 +1,7 @@
 """The app most host tests run: one function per behaviour under test."""
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 
@@ -16,6 +17,14 @@ app.register(bp)
 def hello(req: hibana.Request, ctx: hibana.Context) -> str:
     ctx.log.info("greeting", name=req.params["name"])
     return f"Hello {req.params['name']}"
+
+
+@app.http("/chatty/{lines:int}", methods=["GET"])
+def chatty(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Logs ``lines`` lines of about 1 KB each (a function that logs a lot)."""
+    for i in range(req.params["lines"]):
+        ctx.log.info("chatter", i=i, pad="x" * 1000)
+    return str(os.getpid())
 
 
 @app.http("/items/{id:int}", methods=["GET", "PUT"])
