@@ -222,7 +222,9 @@ class Dispatcher:
             caller.uncancel()
             failed = inv.cancellation.reason == "timeout"
             return _interrupted(inv, exc)
-        except (Exception, Cancelled) as exc:
+        except BaseException as exc:
+            # SystemExit and KeyboardInterrupt too: the function's own (a worker takes its
+            # signals on the loop), and out of the task they would stop the worker's loop
             failed = _counts_as_failure(inv, exc)
             return _outcome(inv, None, exc)
         else:

@@ -125,6 +125,12 @@ class AsgiMount:
         async def run() -> None:
             try:
                 await self.app(scope, receive, send)
+            except (SystemExit, KeyboardInterrupt) as exc:
+                # the app's own (a worker takes its signals on the loop); out of a task
+                # they would stop the worker's loop: it failed, like with any error
+                raise RuntimeError(
+                    f"the app mounted at {self.prefix or '/'} raised {type(exc).__name__}: {exc}"
+                ) from exc
             finally:
                 # wake a reader waiting on an empty queue; a full one is read to its
                 # end, and then the reader sees that the app is done
@@ -184,7 +190,9 @@ class AsgiMount:
                     inbox.get,
                     outbox.put,
                 )
-            except Exception as exc:
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # SystemExit too: out of the task, it would stop the loop
                 await outbox.put({"type": "hibana.unsupported", "error": repr(exc)})
             else:
                 # it returned: done with its lifespan, or (answering nothing) it has none,

@@ -22,7 +22,7 @@ import msgspec
 from hibana.app import App, HttpTrigger
 from hibana.context import Context, Invocation, Outbox
 from hibana.dispatcher import Dispatcher, Outcome
-from hibana.errors import HTTPError
+from hibana.errors import Cancelled, HTTPError
 from hibana.requests import Request
 from hibana.responses import Response, to_response
 from hibana.secrets import Secrets
@@ -168,7 +168,10 @@ async def _send_stream(
             with contextlib.suppress(Exception):
                 await aclose()  # a generator waiting at its yield: let it clean up
         return Outcome("cancelled")
-    except Exception as exc:
+    except Cancelled:  # it obeyed its cancellation (ctx.raise_if_cancelled()): cut short
+        await out.end(complete=False)
+        return Outcome("cancelled")
+    except BaseException as exc:  # SystemExit too: the stream's failure, not the worker's
         log.exception("the response stream failed; the response is cut short", exc)
         return Outcome("error", error=exc)
     await out.end()

@@ -1,0 +1,120 @@
+"""A function that raises SystemExit, KeyboardInterrupt or another BaseException fails
+its own invocation, like any error: a 500 naming its invocation, a log line naming what
+it raised. The worker does not stop, and the invocations beside it finish. (Out of a
+task on the worker's loop, SystemExit and KeyboardInterrupt stopped the loop, and the
+worker with every request on it; another BaseException left its client unanswered.)"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.hosts import Host, copy_app, started
+
+RAISED = {"exit": "SystemExit: 3", "interrupt": "KeyboardInterrupt: ", "odd": "Odd: an odd one"}
+
+
+def read_cut_short(
+    client: httpx.Client, path: str, on_chunk: Callable[[], None] = lambda: None
+) -> tuple[httpx.Response, bytes]:
+    """A streamed response whose body must end cut short (no last chunk), and what came
+    of it; ``on_chunk`` runs after the first piece of the body."""
+    got: list[bytes] = []
+    with client.stream("GET", path) as r:
+        assert r.status_code == 200
+        try:
+            for chunk in r.iter_raw():
+                if chunk and not got:
+                    on_chunk()
+                got.append(chunk)
+        except httpx.RemoteProtocolError:
+            return r, b"".join(got)
+    raise AssertionError(f"the body of {path} ended whole: {b''.join(got)!r}")
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+    app_dir = copy_app("exits", tmp_path_factory.mktemp("exits"))
+    yield from started(app_dir, "--workers", "1")
+
+
+@pytest.mark.parametrize("what", sorted(RAISED))
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_a_function_that_raises_a_base_exception_fails_alone(
+    host: Host, kind: str, what: str
+) -> None:
+    with host.client() as client, ThreadPoolExecutor(1) as pool:
+        before = client.get("/pid").text
+        beside = pool.submit(client.get, "/slow")  # in flight on the same worker
+        host.wait_inflight(1, "slow")
+        r = client.get(f"/{kind}/{what}")
+        slow = beside.result()
+        after = client.get("/pid").text
+    assert r.status_code == 500
+    assert r.json() == {"invocation_id": r.headers["x-invocation-id"]}
+    line = host.wait_for_log(msg="function raised", invocation_id=r.headers["x-invocation-id"])
+    assert line["error"] == RAISED[what]
+    assert (slow.status_code, slow.text) == (200, f"slow done by {before}")
+    assert after == before, "the worker was replaced"
+
+
+@pytest.mark.parametrize("what", sorted(RAISED))
+def test_a_stream_that_raises_a_base_exception_is_cut_short(host: Host, what: str) -> None:
+    with host.client() as client:
+        before = client.get("/pid").text
+        r, got = read_cut_short(client, f"/stream/{what}")
+        after = client.get("/pid").text
+    assert got == b"first part\n"
+    line = host.wait_for_log(msg="invocation", invocation_id=r.headers["x-invocation-id"])
+    assert (line["outcome"], line["error"]) == ("error", RAISED[what])
+    assert after == before, "the worker was replaced"
+
+
+def test_a_mounted_app_that_calls_sys_exit_fails_alone(host: Host) -> None:
+    with host.client() as client:
+        before = client.get("/pid").text
+        r = client.get("/mounted/anything")
+        after = client.get("/pid").text
+    assert r.status_code == 500
+    line = host.wait_for_log(msg="function raised", invocation_id=r.headers["x-invocation-id"])
+    assert "SystemExit: 4" in line["error"]
+    assert after == before, "the worker was replaced"
+
+
+def test_a_mounted_app_whose_lifespan_calls_sys_exit_is_served_without_one(host: Host) -> None:
+    with host.client() as client:
+        r = client.get("/no-lifespan/page")
+    assert (r.status_code, r.text) == (200, "served without a lifespan")
+
+
+@pytest.mark.parametrize("what", sorted(RAISED))
+def test_a_queue_function_that_raises_a_base_exception_is_retried(host: Host, what: str) -> None:
+    with host.client() as client:
+        before = client.get("/pid").text
+        queued = client.post(f"/later/{what}").json()["queued"]
+    first = host.wait_for_log(msg="invocation", message_id=queued, attempt=1)
+    assert (first["outcome"], first["error"]) == ("error", RAISED[what])
+    second = host.wait_for_log(msg="invocation", message_id=queued, attempt=2)
+    assert second["outcome"] == "ok"
+    done = host.wait_for_log(msg="done on a later attempt", invocation_id=second["invocation_id"])
+    assert str(done["pid"]) == before, "the worker was replaced"
+
+
+def test_a_stream_that_raises_cancelled_at_shutdown_ends_then(tmp_path: Path) -> None:
+    # ctx.raise_if_cancelled() in a stream: the body is cut short at once (it did not
+    # finish), the log says why, and the host exits without waiting out its grace period.
+    app_dir = copy_app("exits", tmp_path)
+    host = Host(app_dir, "--workers", "1", "--shutdown-timeout", "30").wait_ready()
+    try:
+        with host.client() as client:
+            r, _ = read_cut_short(client, "/ticks", lambda: host.signal(signal.SIGTERM))
+        assert host.wait_exit(timeout=15) == 0
+    finally:
+        host.stop()
+    line = host.wait_for_log(msg="invocation", invocation_id=r.headers["x-invocation-id"])
+    assert (line["outcome"], line["cancel_reason"]) == ("cancelled", "shutdown")
