@@ -78,6 +78,14 @@ def test_flask_mounted_keeps_repeated_values_and_builds_urls_under_its_prefix(ho
     assert len(r.headers["x-invocation-id"]) == 32  # an invocation like any other
 
 
+def test_a_mounted_apps_own_root_is_served_at_its_prefix_with_a_slash(host: Host) -> None:
+    # /api/ is the FastAPI app's "/" (and /flask/ Flask's), as under any ASGI/WSGI server
+    api = httpx.get(host.url + "/api/")
+    assert (api.status_code, api.json()) == (200, {"root": True, "url": f"{host.url}/api/"})
+    flask = httpx.get(host.url + "/flask/")
+    assert (flask.status_code, flask.json()) == (200, {"root": True, "url": "/flask/"})
+
+
 def test_flask_binary_body_and_two_cookies(host: Host) -> None:
     r = httpx.post(host.url + "/flask/echo", content=PNG)
     assert r.content == PNG

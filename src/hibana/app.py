@@ -495,7 +495,10 @@ class Blueprint:
             _check_positive(max_concurrency, "max_concurrency", where, integer=True)
         fn_name = name or kind + ("".join(c if c.isalnum() else "_" for c in base) or "_root")
         granted = grants(secrets, where)
-        for suffix, route in (("", base + "/{path:path}"), ("_prefix", base or "/")):
+        routes = [("", base + "/{path:path}"), ("_prefix", base or "/")]
+        if base:  # the app's own root: GET /api/ is a FastAPI app's "/" (a path is not empty)
+            routes.append(("_root", base + "/"))
+        for suffix, route in routes:
             self._add(
                 FunctionSpec(
                     name=fn_name + suffix,

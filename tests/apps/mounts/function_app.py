@@ -17,6 +17,11 @@ import hibana
 flask_app = Flask(__name__)
 
 
+@flask_app.get("/")
+def flask_root():  # type: ignore[no-untyped-def]
+    return jsonify(root=True, url=url_for("flask_root"))
+
+
 @flask_app.get("/items/<int:item_id>")
 def flask_item(item_id: int):  # type: ignore[no-untyped-def]
     return jsonify(
@@ -49,6 +54,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 api = FastAPI(lifespan=lifespan)
+
+
+@api.get("/")
+async def api_root(request: Request) -> dict[str, object]:
+    return {"root": True, "url": str(request.url_for("api_root"))}
 
 
 @api.get("/hello/{name}")
