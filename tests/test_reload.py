@@ -125,7 +125,8 @@ def test_status_shows_the_old_generation_finishing(tmp_path: Path) -> None:
     app_dir = _app(tmp_path)
     host = Host(app_dir, "--workers", "1").wait_ready()
     try:
-        caller = threading.Thread(target=lambda: httpx.get(host.url + "/slow?s=2", timeout=30))
+        # long enough that the CLI below, slow to start on a busy machine, still sees it
+        caller = threading.Thread(target=lambda: httpx.get(host.url + "/slow?s=6", timeout=30))
         caller.start()
         host.wait_inflight(1, function="slow")
         assert run_cli("reload", "--app", str(app_dir)).returncode == 0
