@@ -40,3 +40,19 @@ def test_a_full_non_blocking_pipe_loses_no_line_and_cuts_none() -> None:
     # it slept while the pipe was full: CPU time, not wall time, so a busy machine
     # does not change it (spinning on EAGAIN burnt the whole 0.3 s)
     assert spent < 0.15, f"the writer spent {spent:.2f}s of CPU waiting for the pipe"
+
+
+def test_a_field_named_like_the_lines_own_does_not_replace_it() -> None:
+    # ctx.log.info("slack message", msg=text) keeps the line's message and level; the
+    # caller's values are kept beside them, with a trailing underscore
+    read_end, write_end = os.pipe()
+    sink = LogSink(write_end)
+    log = Logger(sink, {"invocation_id": "abc"}).bind(level="bound")
+    log.error("sent", msg="hello there", ts="yesterday", name="x")
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as lines:
+        line = json.loads(lines.readline())
+    assert (line["msg"], line["level"], line["name"]) == ("sent", "error", "x")
+    assert line["ts"].endswith("Z")
+    assert (line["msg_"], line["ts_"], line["level_"]) == ("hello there", "yesterday", "bound")
+    assert line["invocation_id"] == "abc"

@@ -159,6 +159,16 @@ def millis(seconds: float) -> float:
     return int(seconds * 1_000_000 + 0.5) / 1000
 
 
+def _renamed(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with any named like a line's own (ts, level, msg) renamed ``ts_``,
+    ``level_``, ``msg_``: a caller's ``msg=text`` is kept without hiding the line's
+    message, and ``level=`` cannot make an error line look like info."""
+    return {(f"{k}_" if k in _OWN else k): v for k, v in fields.items()}
+
+
+_OWN = frozenset({"ts", "level", "msg"})
+
+
 class Logger:
     """``ctx.log``: ``log.info("message", key=value, ...)`` writes one JSON line that also
     carries the fields this logger is bound to (invocation id, function, trace ids)."""
@@ -171,6 +181,8 @@ class Logger:
 
     def bind(self, **fields: Any) -> Logger:
         """A logger that adds ``fields`` to every line."""
+        if "ts" in fields or "level" in fields or "msg" in fields:
+            fields = _renamed(fields)
         return Logger(self._sink, {**self._fields, **fields})
 
     def log(self, level: Level, msg: str, /, **fields: Any) -> None:
@@ -178,7 +190,10 @@ class Logger:
             return
         record: dict[str, Any] = {"ts": timestamp(), "level": level, "msg": msg}
         record.update(self._fields)
-        record.update(fields)
+        if fields:
+            if "ts" in fields or "level" in fields or "msg" in fields:
+                fields = _renamed(fields)
+            record.update(fields)
         self._sink.emit(record)
 
     def debug(self, msg: str, /, **fields: Any) -> None:
