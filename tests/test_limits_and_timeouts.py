@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import resource
 import socket
 import time
 from collections.abc import Iterator
@@ -223,3 +225,32 @@ def test_async_function_blocking_the_loop_gets_its_worker_replaced() -> None:
 
 
 _BLOCKED = "event loop blocked; an async function is calling blocking code; replacing this worker"
+
+
+def test_a_worker_out_of_file_descriptors_still_watches_its_loop() -> None:
+    # A worker at its open-files limit (RLIMIT_NOFILE, with a burst of connections) must
+    # keep its watchdog, which reads the worker's memory use from /proc every second: the
+    # watchdog died on EMFILE, and an event loop blocked after that was never noticed.
+    gen = started("basic", "--workers", "1", "--cancel-grace", "0.5")
+    host = next(gen)
+    try:
+        assert httpx.get(host.url + "/hello/ready").status_code == 200  # it serves
+        (pid,) = host.worker_pids()
+        limit = len(os.listdir(f"/proc/{pid}/fd")) + 4
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
+        address = httpx.URL(host.url)
+        burst = [socket.create_connection((address.host, address.port)) for _ in range(limit)]
+        deadline = time.monotonic() + 10
+        while len(os.listdir(f"/proc/{pid}/fd")) < limit:  # every fd it may have is taken
+            assert time.monotonic() < deadline, "the worker did not take the connections"
+            time.sleep(0.05)
+        time.sleep(2.5)  # the watchdog reads /proc once a second: twice with no fd free
+        for sock in burst:
+            sock.close()
+        with host.client(timeout=15) as client:
+            lost = client.get("/block-loop")
+            assert lost.status_code == 502
+            assert host.wait_for_log(msg=_BLOCKED)["invocations"] == [lost.json()["invocation_id"]]
+            assert client.get("/hello/after").text == "Hello after"
+    finally:
+        gen.close()

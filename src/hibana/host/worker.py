@@ -296,17 +296,28 @@ class Worker:
         limit_mb = self.spawn.memory_limit_mb
         page_mb = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
 
-        def rss_mb() -> float:
-            with open("/proc/self/statm") as statm:
-                return int(statm.read().split()[1]) * page_mb
+        # opened once: at its open-files limit (a burst of connections) the worker can
+        # open nothing more, and the watchdog must go on reading
+        try:
+            statm: int | None = os.open("/proc/self/statm", os.O_RDONLY)
+        except OSError:
+            statm = None  # no /proc: no memory readings
+
+        def rss_mb() -> float | None:
+            if statm is None:
+                return None
+            try:
+                return int(os.pread(statm, 256, 0).split()[1]) * page_mb
+            except (OSError, ValueError, IndexError):
+                return None  # not this round
 
         def watch() -> None:
             rounds = 0
             while True:
                 time.sleep(0.1)
                 rounds += 1
-                if rounds % 10 == 0:
-                    rss = rss_mb()
+                rss = rss_mb() if rounds % 10 == 0 else None
+                if rss is not None:
                     if self.row is not None:
                         self.row.set("rss_mb", rss)
                     if limit_mb is not None and rss > limit_mb and not self._stopping:
