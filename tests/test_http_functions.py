@@ -232,3 +232,35 @@ def test_log_lines_stay_whole_when_stdout_falls_behind() -> None:
     said = {(rec["invocation_id"], rec["i"]) for rec in records if rec["msg"] == "chatter"}
     assert said == {(inv, i) for inv in invocations for i in range(lines)}
     assert len({r.text for r in answers}) == 2, "both workers wrote to the one pipe"
+
+
+def test_what_a_function_prints_or_logs_through_logging_is_a_line_of_its_invocation(
+    basic_host: Host,
+) -> None:
+    with basic_host.client() as client:
+        sync = client.get("/print/plainly").headers["x-invocation-id"]
+        asynchronous = client.get("/print-async").headers["x-invocation-id"]
+    printed = basic_host.wait_for_log(msg=f"printed plainly by {sync}")
+    assert (printed["stream"], printed["level"]) == ("stdout", "info")
+    assert printed["invocation_id"] == sync and printed["function"] == "printing"
+    logged = basic_host.wait_for_log(msg="logged through logging")
+    assert (logged["logger"], logged["level"]) == ("some.library", "warning")
+    assert logged["invocation_id"] == sync
+    printed = basic_host.wait_for_log(msg=f"printed async by {asynchronous}")
+    assert printed["invocation_id"] == asynchronous
+    assert basic_host.wait_for_log(msg="logged async")["invocation_id"] == asynchronous
+    # printed as the app was imported, before any invocation: a line of its own too
+    assert "invocation_id" not in basic_host.wait_for_log(msg="basic app imported")
+
+
+def test_a_printed_line_without_its_newline_is_written_when_the_worker_stops() -> None:
+    gen = started("basic", "--workers", "1")
+    host = next(gen)
+    try:
+        with host.client() as client:
+            inv = client.get("/print/unfinished").headers["x-invocation-id"]
+        host.wait_for_log(msg="invocation", invocation_id=inv)
+    finally:
+        gen.close()
+    line = host.wait_for_log(msg="no newline yet")
+    assert (line["invocation_id"], line["stream"]) == (inv, "stdout")

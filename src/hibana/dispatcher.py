@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 from hibana.context import Context, Invocation
 from hibana.errors import Cancelled, HTTPError
 from hibana.runtimes.python import FunctionThreads
+from hibana.telemetry.logs import current_logger
 
 OutcomeKind = Literal["ok", "error", "timeout", "throttled", "cancelled"]
 
@@ -82,6 +83,20 @@ class Gate:
 #: Invocations due within this many seconds expire together (one timer, not one each).
 _DEADLINE_SLACK = 0.001
 _current_task = asyncio.current_task
+
+
+_set_logger = current_logger.set
+_reset_logger = current_logger.reset
+
+
+def _call_bound(fn: Callable[..., Any], inv: Invocation, ctx: Context) -> Any:
+    """A sync function on a pool thread, with ``ctx.log`` as the thread's current logger
+    while it runs (what it prints or logs through ``logging`` carries its invocation)."""
+    bound = _set_logger(ctx.log)
+    try:
+        return fn(inv.payload, ctx)
+    finally:
+        _reset_logger(bound)
 
 
 def _resolve(fut: asyncio.Future[bool], value: bool) -> None:
@@ -214,6 +229,7 @@ class Dispatcher:
         assert caller is not None
         self._interrupt[inv.id] = caller
         failed = True
+        bound = _set_logger(ctx.log)  # the caller's task is the function's own
         try:
             value = await spec.handler(inv.payload, ctx)
         except asyncio.CancelledError as exc:
@@ -231,6 +247,7 @@ class Dispatcher:
             failed = inv.cancellation.reason == "timeout"
             return _outcome(inv, value, None)
         finally:
+            _reset_logger(bound)
             del self._interrupt[inv.id]
             self._finished(inv, gate, column, failed)
 
@@ -278,7 +295,7 @@ class Dispatcher:
                 waiter.set_result((value, exc))
 
         try:
-            self._pool.submit(self._loop, done, inv.function.handler, inv.payload, ctx)
+            self._pool.submit(self._loop, done, _call_bound, inv.function.handler, inv, ctx)
         except BaseException:
             self._finished(inv, gate, column)
             raise

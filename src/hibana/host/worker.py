@@ -34,7 +34,7 @@ from hibana.host.lifeline import die_with_parent
 from hibana.host.loader import load_app
 from hibana.runtimes.python import FunctionThreads
 from hibana.store.base import Store
-from hibana.telemetry.logs import Logger, LogSink, timestamp
+from hibana.telemetry.logs import Logger, LogSink, PrintedLines, current_logger, timestamp
 from hibana.triggers.http import HttpFront
 from hibana.triggers.queue import Outbox, QueueConsumer
 
@@ -56,6 +56,9 @@ class _JsonLogHandler(logging.Handler):
             "logger": record.name,
             "worker": self.worker,
         }
+        bound = current_logger.get()
+        if bound is not None:  # logged by a function: its invocation's fields too
+            line.update(bound.fields)
         if record.exc_info and record.exc_info[1] is not None:
             line["error"] = repr(record.exc_info[1])
         self.sink.emit(line)
@@ -113,7 +116,9 @@ class Worker:
             code = 1
         if self.store is not None:
             self.store.close()  # every settlement asked for is written before we go
-        self.sink.flush()
+        self.sink.detach()  # the loop is gone: write at once
+        if isinstance(sys.stdout, PrintedLines):
+            sys.stdout.flush_all()  # printed text that never got its newline
         os._exit(code)
 
     async def _serve(self) -> None:
@@ -128,6 +133,7 @@ class Worker:
         root = logging.getLogger()
         root.handlers = [handler]
         root.setLevel(config.log_level.upper())
+        sys.stdout = PrintedLines(self.sink, {"worker": self.index, "pid": os.getpid()})
         pool = FunctionThreads(config.threads)
         self.dispatcher = Dispatcher(
             pool,

@@ -35,6 +35,7 @@ from hibana.host.lifeline import die_with_parent
 from hibana.host.loader import load_app
 from hibana.host.scaling import Scaling, resolve
 from hibana.host.worker import preload, run_worker  # imported here so forked workers have it
+from hibana.telemetry.logs import LogSink, PrintedLines
 
 
 def describe(app: App) -> list[dict[str, Any]]:
@@ -192,6 +193,8 @@ def main(argv: list[str]) -> int:
     # whole group, and neither the zygote nor its workers (who inherit this) may die of it.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     die_with_parent(int(argv[4]), signal.SIGKILL)
+    # stdout is JSON lines: what the app prints as it is imported becomes log lines too
+    sys.stdout = PrintedLines(LogSink(1, config.log_level), {"pid": os.getpid()})
     preload()
     app: App | None = None
     if config.prewarm in (None, "app"):

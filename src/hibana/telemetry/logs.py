@@ -10,11 +10,14 @@ interleave within a line, even when the pipe's reader falls behind and writes bl
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import io
 import os
 import select
 import threading
 import time
 import traceback
+import weakref
 from typing import Any, Literal
 
 import msgspec
@@ -179,6 +182,11 @@ class Logger:
         self._sink = sink
         self._fields = fields
 
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The fields every line of this logger carries (a copy)."""
+        return dict(self._fields)
+
     def bind(self, **fields: Any) -> Logger:
         """A logger that adds ``fields`` to every line."""
         if "ts" in fields or "level" in fields or "msg" in fields:
@@ -217,3 +225,82 @@ class Logger:
             traceback="".join(traceback.format_exception(exc)),
             **fields,
         )
+
+
+#: The logger of the invocation running in this task or thread (``ctx.log``), set by the
+#: dispatcher around a function: what the function prints, and what it logs through the
+#: standard ``logging`` module, carries its invocation's fields.
+current_logger: contextvars.ContextVar[Logger | None] = contextvars.ContextVar(
+    "hibana_current_logger", default=None
+)
+
+
+class _Unfinished:
+    """A thread's printed text that has no newline yet, and whose it is."""
+
+    __slots__ = ("log", "text", "__weakref__")
+
+    def __init__(self, log: Logger) -> None:
+        self.log = log
+        self.text = ""
+
+
+class PrintedLines(io.TextIOBase):
+    """``sys.stdout`` in the host's processes, which must write one JSON object a line:
+    each line an app prints becomes an info line (``"msg"``: the text, ``"stream"``:
+    ``"stdout"``) with the fields of the invocation that printed it, or ``fields``
+    outside one. A line goes out once its newline is written; an unfinished one, when
+    ``flush()`` is called, when its thread prints for another invocation, or at
+    ``flush_all()`` (the process ends). Threads printing at once do not mix."""
+
+    def __init__(self, sink: LogSink, fields: dict[str, Any]) -> None:
+        super().__init__()
+        self._log = Logger(sink, fields)
+        self._fd = sink.fd
+        self._local = threading.local()
+        self._unfinished: weakref.WeakSet[_Unfinished] = weakref.WeakSet()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        """The real stdout (a child process handed ``sys.stdout`` writes to it as is)."""
+        return self._fd
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        log = current_logger.get() or self._log
+        line: _Unfinished | None = getattr(self._local, "line", None)
+        if line is None:
+            line = self._local.line = _Unfinished(log)
+            self._unfinished.add(line)
+        elif line.log is not log:
+            if line.text:  # another invocation's unfinished line: out first, as its own
+                line.log.info(line.text, stream="stdout")
+                line.text = ""
+            line.log = log
+        if "\n" not in text:
+            line.text += text
+            return len(text)
+        *lines, line.text = (line.text + text).split("\n")
+        for done in lines:
+            log.info(done, stream="stdout")
+        return len(text)
+
+    def flush(self) -> None:
+        """Write this thread's unfinished line."""
+        line: _Unfinished | None = getattr(self._local, "line", None)
+        if line is not None and line.text:
+            line.log.info(line.text, stream="stdout")
+            line.text = ""
+
+    def flush_all(self) -> None:
+        """Write every thread's unfinished line (the process ends)."""
+        for line in list(self._unfinished):
+            if line.text:
+                line.log.info(line.text, stream="stdout")
+                line.text = ""

@@ -1,6 +1,7 @@
 """The app most host tests run: one function per behaviour under test."""
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
@@ -11,6 +12,25 @@ from extra import bp  # a blueprint from a second module
 
 app = hibana.App()
 app.register(bp)
+
+print("basic app imported")  # stdout is JSON lines: this becomes one too
+
+
+@app.http("/print/{how}", methods=["GET"])
+def printing(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Prints, and logs through the standard logging module, as a library would."""
+    print("printed", req.params["how"], "by", ctx.invocation_id)
+    logging.getLogger("some.library").warning("logged through %s", "logging")
+    if req.params["how"] == "unfinished":
+        print("no newline yet", end="")
+    return "printed"
+
+
+@app.http("/print-async", methods=["GET"])
+async def printing_async(req: hibana.Request, ctx: hibana.Context) -> str:
+    print("printed async by", ctx.invocation_id)
+    logging.getLogger("some.library").warning("logged async")
+    return "printed"
 
 
 @app.http("/hello/{name}", methods=["GET"])
