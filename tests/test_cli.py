@@ -57,6 +57,15 @@ def test_port_in_use_names_the_port_and_the_fix() -> None:
     assert "--port" in result.stderr
 
 
+@pytest.mark.parametrize("host", ["999.1.1.1", "192.0.2.1"])  # no such address; not ours
+def test_an_address_that_cannot_be_listened_on_names_the_fix(host: str) -> None:
+    result = run_cli("serve", str(APPS / "basic"), "--host", host, "--port", "0")
+    assert result.returncode == 1
+    assert f"cannot listen on {host}:0" in result.stderr
+    assert "pass --host an address of this machine" in result.stderr
+    assert "another host" not in result.stderr
+
+
 def test_new_into_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")

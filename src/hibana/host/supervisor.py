@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import select
 import selectors
@@ -100,10 +101,16 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise HostStartError(
-            f"cannot listen on {host}:{port}: {exc.strerror}; is another host running there? "
-            "Pass --port to choose another port (0 picks a free one)"
-        ) from None
+        if exc.errno == errno.EADDRINUSE:
+            fix = (
+                "is another host running there? Pass --port to choose another port "
+                "(0 picks a free one)"
+            )
+        elif exc.errno == errno.EACCES:
+            fix = "ports below 1024 need privileges; pass --port 1024 or above"
+        else:
+            fix = "pass --host an address of this machine (127.0.0.1, 0.0.0.0, ::)"
+        raise HostStartError(f"cannot listen on {host}:{port}: {exc.strerror}; {fix}") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
