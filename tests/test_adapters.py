@@ -103,7 +103,7 @@ def test_fastapi_mounted_with_root_path_lifespan_and_a_deadline(host: Host) -> N
         "multi": ["1", "2"],  # an ASGI app sees repeated headers as they came
     }
     slow = httpx.get(host.url + "/api/slow")
-    assert slow.status_code == 504  # the mount's timeout=1 applies to the mounted app
+    assert slow.status_code == 504  # the mount's timeout=3 applies to the mounted app
     assert slow.json()["invocation_id"] == slow.headers["x-invocation-id"]
     host.wait_for_log(function="asgi_api", outcome="timeout")
 

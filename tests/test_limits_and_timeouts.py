@@ -254,3 +254,40 @@ def test_a_worker_out_of_file_descriptors_still_watches_its_loop() -> None:
             assert client.get("/hello/after").text == "Hello after"
     finally:
         gen.close()
+
+
+def test_a_stream_runs_under_its_functions_timeout() -> None:
+    # /ticker-short has timeout=0.5. Its stream watches ctx.cancelled: at the deadline it
+    # is told (reason "timeout") and ends whole. A deaf one is cut short --cancel-grace
+    # later (no last chunk, so the client can tell), and counts as a timeout.
+    gen = started("basic", "--workers", "1", "--cancel-grace", "0.5")
+    host = next(gen)
+    try:
+        with host.client() as client:
+            with client.stream("GET", "/ticker-short") as r:
+                ticks = [line for line in r.iter_lines() if line]  # ends cleanly
+            whole = r.headers["x-invocation-id"]
+            cut = _read_until_cut(client, "/ticker-short?deaf=1")
+            assert client.get("/hello/after").text == "Hello after"
+        assert len(ticks) >= 2 and set(ticks) == {"tick"}
+        line = host.wait_for_log(msg="invocation", invocation_id=whole)
+        assert (line["outcome"], line["level"], line["cancel_reason"]) == ("ok", "info", "timeout")
+        line = host.wait_for_log(msg="invocation", invocation_id=cut)
+        assert (line["outcome"], line["level"], line["status"]) == ("timeout", "error", 200)
+        assert line["error"] == "TimeoutError: the stream outlived its function's timeout of 0.5s"
+        assert host.wait_for_log(msg="ticker stopped", invocation_id=cut)["reason"] == "timeout"
+        short = [f for f in host.status()["functions"] if f["name"] == "ticker_short"]
+        assert (short[0]["inflight"], short[0]["errors"]) == (0, 1)
+    finally:
+        gen.close()
+
+
+def _read_until_cut(client: httpx.Client, path: str) -> str:
+    """The invocation id of a streamed response whose body is cut short."""
+    with client.stream("GET", path) as r:
+        try:
+            for _ in r.iter_raw():
+                pass
+        except httpx.RemoteProtocolError:
+            return r.headers["x-invocation-id"]
+    raise AssertionError(f"the body of {path} ended whole")

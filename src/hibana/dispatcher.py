@@ -171,6 +171,11 @@ class Dispatcher:
         self._watch_at = 0.0
 
     @property
+    def cancel_grace(self) -> float:
+        """Seconds a function (or a stream) gets after its deadline before it is cut off."""
+        return self._cancel_grace
+
+    @property
     def _loop(self) -> asyncio.AbstractEventLoop:
         loop = self._bound_loop
         if loop is None:

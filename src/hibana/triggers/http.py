@@ -140,6 +140,36 @@ def _header(name: str, value: str) -> tuple[bytes, bytes]:
 #: streaming (``hibana.host.http_server``): its client has gone, or the worker stops now.
 CLIENT_GONE = "client_disconnected"
 STOPPING = "shutdown"
+#: ... and the one its own deadline gives it: the stream outlived its function's timeout
+#: by the grace period.
+OVERDUE = "timeout"
+
+
+class _StreamDeadline:
+    """A streamed body runs under its invocation's deadline too. When it passes, the
+    invocation is cancelled (reason "timeout"): a stream that watches ``ctx.cancelled``
+    ends, whole. One still going ``grace`` seconds later has its task cancelled with
+    ``OVERDUE``, and is cut short."""
+
+    __slots__ = ("_inv", "_grace", "_task", "_timer")
+
+    def __init__(self, inv: Invocation, grace: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._inv = inv
+        self._grace = grace
+        self._task = asyncio.current_task()
+        self._timer = loop.call_later(max(0.0, inv.deadline - time.monotonic()), self._passed)
+
+    def _passed(self) -> None:
+        self._inv.cancellation.set("timeout")
+        self._timer = asyncio.get_running_loop().call_later(self._grace, self._cut)
+
+    def _cut(self) -> None:
+        if self._task is not None:
+            self._task.cancel(OVERDUE)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 async def _send_stream(
@@ -154,11 +184,12 @@ async def _send_stream(
             if chunk:
                 await out.chunk(chunk.encode() if isinstance(chunk, str) else chunk)
     except asyncio.CancelledError as exc:
+        overdue = exc.args == (OVERDUE,)
         if exc.args == (CLIENT_GONE,):
             inv.cancellation.set("client_disconnected")
         elif exc.args == (STOPPING,):
             inv.cancellation.set("shutdown")
-        else:
+        elif not overdue:
             raise  # not ours to end here
         task = asyncio.current_task()
         if task is not None:
@@ -167,6 +198,10 @@ async def _send_stream(
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()  # a generator waiting at its yield: let it clean up
+        if overdue:
+            timeout = inv.function.timeout
+            late = TimeoutError(f"the stream outlived its function's timeout of {timeout:g}s")
+            return Outcome("timeout", error=late)
         return Outcome("cancelled")
     except Cancelled:  # it obeyed its cancellation (ctx.raise_if_cancelled()): cut short
         await out.end(complete=False)
@@ -350,12 +385,17 @@ class HttpFront:
                 await out.start(status, headers)
                 self.streaming[inv.id] = inv
                 self.dispatcher.hold(inv)
+                watch = _StreamDeadline(inv, self.dispatcher.cancel_grace)
                 try:
                     stopped = await _send_stream(out, stream, log, inv)
                 finally:
+                    watch.cancel()
                     del self.streaming[inv.id]
                     self.dispatcher.hold(inv, -1)
-                if stopped is not None:
+                if stopped is None and inv.cancellation.is_set():
+                    # it ended whole when told to: the line says what told it
+                    extra = {"cancel_reason": inv.cancellation.reason}
+                elif stopped is not None:
                     outcome = stopped
                     if stopped.error is not None:
                         broke = stopped.error

@@ -203,6 +203,16 @@ async def wait_for_client(req: hibana.Request, ctx: hibana.Context) -> str:
 @app.http("/ticker")
 async def ticker(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     """Ticks until told to stop (``?deaf=1``: until its client goes, or it is cut off)."""
+    return _ticker(req, ctx)
+
+
+@app.http("/ticker-short", timeout=0.5)
+async def ticker_short(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    """The ticker under a deadline of its own, which its stream outlives."""
+    return _ticker(req, ctx)
+
+
+def _ticker(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     deaf = req.query.get("deaf") == "1"
 
     async def ticks() -> AsyncIterator[bytes]:

@@ -118,7 +118,7 @@ async def api_boom() -> None:
 
 @api.get("/slow")
 async def api_slow() -> dict[str, str]:
-    await asyncio.sleep(5)
+    await asyncio.sleep(30)
     return {"slow": "done"}
 
 
@@ -160,7 +160,7 @@ from django.core.wsgi import get_wsgi_application  # noqa: E402
 # -- the hibana app ---------------------------------------------------------------------------
 app = hibana.App()
 app.wsgi("/flask", flask_app)
-app.asgi("/api", api, timeout=1)
+app.asgi("/api", api, timeout=3)  # streams run under it too: room for the slow client's
 app.wsgi("/django", get_wsgi_application())
 app.asgi("/raw-after", raw_after)
 
