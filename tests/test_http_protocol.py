@@ -299,6 +299,16 @@ def test_malformed_requests_get_400_naming_the_problem(
         assert conn.closed_by_server()
 
 
+def test_http_2_with_prior_knowledge_is_told_to_speak_http_1_1(host: Host) -> None:
+    # what `curl --http2-prior-knowledge` and gRPC clients send first
+    with Connection(host) as conn:
+        conn.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        resp = conn.response()
+        assert resp.status == 505
+        assert "speaks HTTP/1.1, not HTTP/2" in resp.read().decode()
+        assert conn.closed_by_server()
+
+
 def test_a_malformed_request_behind_a_good_one_is_refused_after_the_good_answer(
     host: Host,
 ) -> None:

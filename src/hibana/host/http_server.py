@@ -49,6 +49,11 @@ _ASGI = {"version": "3.0", "spec_version": "2.3"}
 #: are answered (a client pipelining without end cannot fill the worker's memory).
 _PIPELINE_LIMIT = 16
 
+_NO_HTTP2 = (
+    "this host speaks HTTP/1.1, not HTTP/2: send HTTP/1.1, or put a proxy that speaks "
+    "HTTP/2 (and TLS) in front"
+)
+
 #: How long an idle keep-alive connection stays open once the worker stops accepting.
 _DRAIN_IDLE = 0.25
 
@@ -313,7 +318,11 @@ class HttpProtocol(asyncio.Protocol):
                 self._refuse(500, "the host failed to read this request")
         except httptools.HttpParserError as exc:
             if self.refusal is None and not self.transport.is_closing():
-                self._refuse(400, f"invalid HTTP request: {exc}")
+                if not self.http_version and data.startswith(b"PRI * HTTP/2.0"):
+                    # HTTP/2 with prior knowledge (h2c): say so, not "Pause on PRI"
+                    self._refuse(505, _NO_HTTP2)
+                else:
+                    self._refuse(400, f"invalid HTTP request: {exc}")
 
     @staticmethod
     def _head_size(data: bytes, counted: int) -> int:
