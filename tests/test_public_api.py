@@ -20,8 +20,10 @@ def test_exported_names() -> None:
         "Enqueued",
         "EventError",
         "Exponential",
+        "Files",
         "Filter",
         "Fixed",
+        "FormData",
         "FunctionSpec",
         "HTTPError",
         "Headers",
@@ -37,6 +39,7 @@ def test_exported_names() -> None:
         "StoreError",
         "StreamingResponse",
         "TimerInfo",
+        "UploadedFile",
         "__version__",
     ]
     for name in hibana.__all__:

@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from hibana.app import App, Blueprint, FunctionSpec
 from hibana.context import Context, Invocation
-from hibana.datastructures import Headers, QueryParams
+from hibana.datastructures import Files, FormData, Headers, QueryParams, UploadedFile
 from hibana.errors import (
     AppError,
     AppLoadError,
@@ -46,8 +46,10 @@ __all__ = [
     "Enqueued",
     "EventError",
     "Exponential",
+    "Files",
     "Filter",
     "Fixed",
+    "FormData",
     "FunctionSpec",
     "HTTPError",
     "Headers",
@@ -63,5 +65,6 @@ __all__ = [
     "StoreError",
     "StreamingResponse",
     "TimerInfo",
+    "UploadedFile",
     "__version__",
 ]

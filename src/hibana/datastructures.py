@@ -1,22 +1,25 @@
-"""Multi-valued mappings for query strings and headers: repeated keys keep every value."""
+"""Multi-valued mappings for query strings, headers and forms: repeated keys keep every
+value."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TypeVar, overload
+from dataclasses import dataclass
+from typing import Generic, TypeVar, overload
 
 _T = TypeVar("_T")
+_V = TypeVar("_V")
 
 
-class MultiDict(Mapping[str, str]):
+class MultiDict(Mapping[str, _V], Generic[_V]):
     """An immutable mapping whose keys may repeat: ``get`` gives the first value,
     ``getlist`` all of them, in the order they arrived."""
 
     __slots__ = ("_items", "_first")
 
-    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = list(items)
-        first: dict[str, str] = {}
+    def __init__(self, items: Iterable[tuple[str, _V]] = ()) -> None:
+        self._items: list[tuple[str, _V]] = list(items)
+        first: dict[str, _V] = {}
         for key, value in self._items:
             first.setdefault(self._norm(key), value)
         self._first = first
@@ -25,7 +28,7 @@ class MultiDict(Mapping[str, str]):
     def _norm(key: str) -> str:
         return key
 
-    def __getitem__(self, key: str) -> str:
+    def __getitem__(self, key: str) -> _V:
         return self._first[self._norm(key)]
 
     def __iter__(self) -> Iterator[str]:
@@ -38,21 +41,21 @@ class MultiDict(Mapping[str, str]):
         return isinstance(key, str) and self._norm(key) in self._first
 
     @overload
-    def get(self, key: str, /) -> str | None: ...
+    def get(self, key: str, /) -> _V | None: ...
     @overload
-    def get(self, key: str, default: str, /) -> str: ...
+    def get(self, key: str, default: _V, /) -> _V: ...
     @overload
-    def get(self, key: str, default: _T, /) -> str | _T: ...
+    def get(self, key: str, default: _T, /) -> _V | _T: ...
     def get(self, key: str, default: object = None, /) -> object:
         """The first value of ``key``, or ``default`` when it is absent."""
         return self._first.get(self._norm(key), default)
 
-    def getlist(self, key: str) -> list[str]:
+    def getlist(self, key: str) -> list[_V]:
         """Every value of ``key``, in arrival order; an empty list when it is absent."""
         k = self._norm(key)
         return [v for name, v in self._items if self._norm(name) == k]
 
-    def multi_items(self) -> list[tuple[str, str]]:
+    def multi_items(self) -> list[tuple[str, _V]]:
         """All (key, value) pairs, repeats included, in arrival order."""
         return list(self._items)
 
@@ -67,13 +70,13 @@ class MultiDict(Mapping[str, str]):
     __hash__ = None  # type: ignore[assignment]
 
 
-class QueryParams(MultiDict):
+class QueryParams(MultiDict[str]):
     """The query string, decoded once; blank values are kept (``?a=&b`` gives ``a=""``)."""
 
     __slots__ = ()
 
 
-class Headers(MultiDict):
+class Headers(MultiDict[str]):
     """Request headers; names are case-insensitive."""
 
     __slots__ = ()
@@ -81,3 +84,32 @@ class Headers(MultiDict):
     @staticmethod
     def _norm(key: str) -> str:
         return key.lower()
+
+
+class FormData(MultiDict[str]):
+    """The fields of a form body (``req.form()``); a file field is in ``req.files()``."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UploadedFile:
+    """A file sent in a ``multipart/form-data`` body (``req.files()``)."""
+
+    #: The name the client gave it (not a path to trust: it may hold "../" or be empty).
+    filename: str
+    content_type: str
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        return f"UploadedFile({self.filename!r}, {self.content_type!r}, {self.size} bytes)"
+
+
+class Files(MultiDict[UploadedFile]):
+    """The files of a ``multipart/form-data`` body, by field name (``req.files()``)."""
+
+    __slots__ = ()

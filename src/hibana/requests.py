@@ -9,8 +9,9 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from hibana.datastructures import Headers, QueryParams
+from hibana.datastructures import Files, FormData, Headers, QueryParams
 from hibana.errors import BadRequest
+from hibana.forms import parse_form
 from hibana.proxies import Network, client_ip, forwarded_chain
 
 _decode_json = msgspec.json.decode
@@ -21,6 +22,7 @@ class Request:
 
     __slots__ = (
         "_cookies",
+        "_form",
         "_headers",
         "_query",
         "_receive",
@@ -49,6 +51,7 @@ class Request:
         self._query: QueryParams | None = None
         self._headers: Headers | None = None
         self._cookies: dict[str, str] | None = None
+        self._form: tuple[FormData, Files] | None = None
 
     @property
     def method(self) -> str:
@@ -143,6 +146,22 @@ class Request:
             return _decode_json(self.body)
         except msgspec.DecodeError as exc:
             raise BadRequest(f"request body is not valid JSON: {exc}") from None
+
+    def form(self) -> FormData:
+        """The fields of a form body (``application/x-www-form-urlencoded`` or
+        ``multipart/form-data``): ``form["name"]``, ``form.getlist("tag")``. A body of
+        another type, or one that does not parse, answers 400 naming why."""
+        return self._parsed_form()[0]
+
+    def files(self) -> Files:
+        """The files of a ``multipart/form-data`` body, by field name: each an
+        ``UploadedFile`` (``filename``, ``content_type``, ``data``)."""
+        return self._parsed_form()[1]
+
+    def _parsed_form(self) -> tuple[FormData, Files]:
+        if self._form is None:
+            self._form = parse_form(self.headers.get("content-type") or "", self.body)
+        return self._form
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.path}>"

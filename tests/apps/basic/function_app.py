@@ -1,6 +1,7 @@
 """The app most host tests run: one function per behaviour under test."""
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -24,6 +25,18 @@ def printing(req: hibana.Request, ctx: hibana.Context) -> str:
     if req.params["how"] == "unfinished":
         print("no newline yet", end="")
     return "printed"
+
+
+@app.http("/form", methods=["POST"])
+def form(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
+    files = req.files()
+    return {
+        "fields": req.form().multi_items(),
+        "files": [
+            [name, f.filename, f.content_type, f.size, hashlib.sha256(f.data).hexdigest()]
+            for name, f in files.multi_items()
+        ],
+    }
 
 
 @app.http("/print-async", methods=["GET"])
