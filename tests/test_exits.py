@@ -118,3 +118,22 @@ def test_a_stream_that_raises_cancelled_at_shutdown_ends_then(tmp_path: Path) ->
         host.stop()
     line = host.wait_for_log(msg="invocation", invocation_id=r.headers["x-invocation-id"])
     assert (line["outcome"], line["cancel_reason"]) == ("cancelled", "shutdown")
+
+
+def test_a_function_that_ends_its_worker_with_exit_code_0_gets_502s(tmp_path: Path) -> None:
+    # os._exit(0) is no clean stop: the worker never stopped accepting. Its requests are
+    # answered 502 (the one that did it, and the one beside it), and a new worker serves.
+    app_dir = copy_app("exits", tmp_path)
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        with host.client() as client, ThreadPoolExecutor(1) as pool:
+            before = client.get("/pid").text
+            beside = pool.submit(client.get, "/slow")
+            host.wait_inflight(1, "slow")
+            gone = client.get("/os-exit")
+            assert (gone.status_code, beside.result().status_code) == (502, 502)
+            assert gone.json()["invocation_id"] == gone.headers["x-invocation-id"]
+            host.wait_for_stderr(r"worker 0 \(pid \d+\) exited with code 0")
+            assert client.get("/pid").text != before
+    finally:
+        host.stop()

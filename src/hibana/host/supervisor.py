@@ -524,7 +524,12 @@ class Supervisor:
             code = message["code"]
             if code != 0 and not record.retiring:
                 zygote.last_crash = code
-            if code != 0:
+            # exit code 0 without having stopped accepting first (os._exit(0) in a
+            # function) is a death all the same: its requests get their 502
+            board = record.zygote.board
+            stopped = board is not None and board.get(record.slot, "stopped_at") > 0
+            died = code != 0 or not (record.retiring or self.stopping or stopped)
+            if died:
                 self.connections.worker_died(
                     message["pid"], record.slot, record.zygote.board, self.report
                 )
@@ -533,7 +538,7 @@ class Supervisor:
             self._remember(record)
             if record.zygote is not self.zygote:
                 self._reap_retired()
-            elif not record.retiring and not self.stopping and code != 0:
+            elif died and not record.retiring and not self.stopping:
                 self.report(f"worker {record.slot} (pid {record.pid}) exited with code {code}")
                 if time.monotonic() - record.started < CRASH_LOOP_WINDOW:
                     self._hold_until = time.monotonic() + CRASH_LOOP_WINDOW

@@ -61,6 +61,12 @@ async def ticks(req: hibana.Request, ctx: hibana.Context) -> hibana.StreamingRes
     return hibana.StreamingResponse(parts(), content_type="text/plain")
 
 
+@app.http("/os-exit", methods=["GET"])
+def os_exit(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Ends the worker's process at once, with exit code 0."""
+    os._exit(0)
+
+
 @app.http("/slow", methods=["GET"])
 async def slow(req: hibana.Request, ctx: hibana.Context) -> str:
     await asyncio.sleep(1)
