@@ -253,6 +253,15 @@ def test_what_a_function_prints_or_logs_through_logging_is_a_line_of_its_invocat
     assert "invocation_id" not in basic_host.wait_for_log(msg="basic app imported")
 
 
+def test_what_a_forked_child_prints_is_a_line_too(basic_host: Host) -> None:
+    # a child forked by a function (multiprocessing) has no event loop to write for it
+    with basic_host.client() as client:
+        r = client.get("/fork")
+    assert r.text == "forked"
+    line = basic_host.wait_for_log(msg="printed by a forked child")
+    assert (line["invocation_id"], line["stream"]) == (r.headers["x-invocation-id"], "stdout")
+
+
 def test_a_printed_line_without_its_newline_is_written_when_the_worker_stops() -> None:
     gen = started("basic", "--workers", "1")
     host = next(gen)

@@ -60,6 +60,8 @@ class LogSink:
         ``flush()`` on a short timer so a quiet loop does not hold them."""
         self._loop = loop
         self._loop_thread = threading.get_ident()
+        sink = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _forked(sink))
 
     def detach(self) -> None:
         """Write what is buffered, and from now on each line as it comes (the loop is
@@ -130,6 +132,19 @@ class LogSink:
                 return False
             view = view[n:]
         return True
+
+
+def _forked(ref: weakref.ref[LogSink]) -> None:
+    """In a child forked from a process whose sink is attached to its loop (a function's
+    multiprocessing pool, say): there is no loop here, so the child writes its lines
+    directly; what the parent had buffered is the parent's to write."""
+    sink = ref()
+    if sink is not None:
+        sink._loop = None
+        sink._lines = []
+        sink._foreign = []
+        sink._flush_scheduled = False
+        sink._lock = threading.Lock()  # another thread may have held it at the fork
 
 
 _second: list[Any] = [-1, ""]  # the last whole second formatted, and its text

@@ -39,6 +39,17 @@ def form(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
     }
 
 
+@app.http("/fork", methods=["GET"])
+def fork(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Forks, as a multiprocessing pool does; the child prints."""
+    pid = os.fork()
+    if pid == 0:
+        print("printed by a forked child")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return "forked"
+
+
 @app.http("/print-async", methods=["GET"])
 async def printing_async(req: hibana.Request, ctx: hibana.Context) -> str:
     print("printed async by", ctx.invocation_id)
