@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import sys
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+import hibana
 from tests.hosts import Host, children, read_jsonl, run_cli
 
 V1 = """
@@ -167,6 +169,32 @@ def test_a_version_that_does_not_load_is_refused_and_the_running_one_serves_on(
         host.signal(signal.SIGHUP)
         host.wait_for_stderr("Reloaded: generation 2 of the app serves")
         assert httpx.get(host.url + "/v", timeout=10).text == "two"
+    finally:
+        host.stop()
+    assert host.proc.returncode == 0
+
+
+def test_a_reload_after_hibana_itself_changed_is_refused(tmp_path: Path) -> None:
+    # A host run from a copy of hibana's code, as if installed: the copy is then changed
+    # (an upgrade), and `hibana reload` would start the new hibana's zygote under the old
+    # supervisor. It is refused, and the running version serves on.
+    code = tmp_path / "site"
+    shutil.copytree(
+        Path(hibana.__file__).parent, code / "hibana", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    app_dir = _app(tmp_path)
+    host = Host(app_dir, "--workers", "1", env={"PYTHONPATH": str(code)}).wait_ready()
+    try:
+        assert host.status()["generation"] == 1
+        cli = code / "hibana" / "cli.py"
+        cli.write_text(cli.read_text() + "\n# upgraded\n")
+        _write(app_dir, V1.replace('"one"', '"two"'))
+        refused = run_cli("reload", "--app", str(app_dir))
+        assert refused.returncode == 1
+        assert "hibana itself changed since this host started" in refused.stderr
+        assert "restart the host to run the new hibana" in refused.stderr
+        assert httpx.get(host.url + "/v", timeout=10).text == "one"
+        assert host.status()["generation"] == 1
     finally:
         host.stop()
     assert host.proc.returncode == 0

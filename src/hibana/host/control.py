@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -43,3 +46,17 @@ class Spawn:
     #: cold start the first invocation reports.
     on_demand: bool
     memory_limit_mb: int | None = None
+
+
+@functools.cache
+def code_stamp() -> str:
+    """What tells apart the hibana code this process runs from another's: its package's
+    files, by size and modification time. Installing another hibana (or editing an
+    editable install) changes it; a supervisor and a zygote that differ would misread
+    each other's board and messages."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.blake2b(digest_size=8)
+    for path in sorted(root.rglob("*.py")):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()

@@ -29,7 +29,7 @@ from hibana.errors import AppLoadError, ConfigError, StoreError
 from hibana.host.admin import AdminEndpoint, host_status
 from hibana.host.board import Board, Layout
 from hibana.host.config import HostConfig
-from hibana.host.control import Channel, Spawn
+from hibana.host.control import Channel, Spawn, code_stamp
 from hibana.host.handoff import HeldConnections
 from hibana.host.scaling import Scaler, Scaling, WorkerView
 from hibana.host.service_manager import ServiceManager
@@ -93,6 +93,17 @@ class WorkerRecord:
     retiring: bool = False
 
 
+def _changed(version: object) -> str:
+    from hibana import __version__
+
+    now = f"hibana {version} is installed now" if version != __version__ else "its files changed"
+    return (
+        f"hibana itself changed since this host started (it runs hibana {__version__}; "
+        f"{now}): `hibana reload` loads a new version of the app, not of hibana; restart "
+        "the host to run the new hibana"
+    )
+
+
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -120,6 +131,8 @@ class Supervisor:
     def __init__(self, config: HostConfig, report: Callable[[str], None]) -> None:
         self.config = config
         self.report = report
+        #: The hibana code this process runs, which every zygote must run too.
+        self.code = code_stamp()
         #: Workers asked for or running, of every zygote (pid None: not started yet).
         self.records: list[WorkerRecord] = []
         self.zygote: Zygote | None = None
@@ -333,6 +346,11 @@ class Supervisor:
                             zygote.channel.close()
                             raise AppLoadError(message["message"])
                         if message["event"] == "ready":
+                            if message.get("code") != self.code:
+                                zygote.proc.kill()
+                                zygote.proc.wait()
+                                zygote.channel.close()
+                                raise AppLoadError(_changed(message.get("version")))
                             zygote.functions = message["functions"]
                             zygote.scaling = Scaling(**message["scaling"])
                             board = dict(message["board"])

@@ -26,11 +26,12 @@ import subprocess
 import sys
 from typing import Any
 
+from hibana import __version__
 from hibana.app import App, EventTrigger, QueueTrigger, TimerTrigger
 from hibana.errors import AppError, HibanaError
 from hibana.host.board import Board, Layout
 from hibana.host.config import HostConfig
-from hibana.host.control import Channel, Spawn
+from hibana.host.control import Channel, Spawn, code_stamp
 from hibana.host.lifeline import die_with_parent
 from hibana.host.loader import load_app
 from hibana.host.scaling import Scaling, resolve
@@ -229,6 +230,8 @@ def main(argv: list[str]) -> int:
     gc.freeze()
     control.send(
         event="ready",
+        code=code_stamp(),
+        version=__version__,
         functions=functions,
         scaling=dataclasses.asdict(scaling),
         board={"fd": board.fd, **dataclasses.asdict(board.layout)},
