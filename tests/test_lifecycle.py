@@ -273,6 +273,38 @@ def test_dev_reloads_on_change_and_keeps_serving_through_a_broken_edit(tmp_path:
     assert host.proc.returncode == 0
 
 
+def test_dev_on_a_broken_app_waits_for_the_fix(tmp_path: Path) -> None:
+    # serve fails fast on an app that does not load; dev says why and loads the fix
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    source = "import hibana\napp = hibana.App()\n\n@app.http('/v')\ndef v(req, ctx):\n"
+    (app_dir / "function_app.py").write_text(source + "    return undefined_name +\n")
+    host = Host(app_dir, command="dev")
+    try:
+        host.wait_for_stderr("Waiting for a change to")
+        assert any("SyntaxError" in line for line in host.stderr_lines)
+        assert host.proc.poll() is None
+        (app_dir / "function_app.py").write_text(source + "    return 'fixed'\n")
+        host.wait_ready()
+        assert _get(host, "/v").text == "fixed"
+    finally:
+        host.stop()
+    assert host.proc.returncode == 0
+
+
+def test_dev_waiting_for_a_fix_stops_on_ctrl_c(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "function_app.py").write_text("import hibana\nraise RuntimeError('not yet')\n")
+    host = Host(app_dir, command="dev")
+    try:
+        host.wait_for_stderr("Waiting for a change to")
+        host.signal(signal.SIGINT)
+        assert host.wait_exit(10) == 1
+    finally:
+        host.stop()
+
+
 def test_new_writes_a_starter_that_serves(tmp_path: Path) -> None:
     from tests.hosts import run_cli
 

@@ -170,9 +170,9 @@ class Supervisor:
         self.sock = bind(self.config.host, self.config.port)
         self._install_signals()
         try:
-            zygote = self._start_zygote()
+            zygote = self._first_zygote()
             if zygote is None:
-                return 1  # interrupted while the app was importing
+                return 1  # interrupted while the app was importing, or broken in dev
             self._adopt(zygote)
             self._start_duties(zygote)
             self.admin = AdminEndpoint(self, self.config.admin_port)
@@ -181,8 +181,6 @@ class Supervisor:
             self._await_spawned(zygote)
             self._banner(zygote)
             self.service_manager.ready(self._serving(zygote))
-            if self.config.reload:
-                self._watch_for_changes()
             return self._loop()
         finally:
             self.connections.close()
@@ -391,6 +389,38 @@ class Supervisor:
             lines += ["", f"Admin (hibana status): {self.admin.url}"]
         lines += ["", f"Listening on {self.url} (Ctrl+C to stop)"]
         self.report("\n".join(lines))
+
+    def _first_zygote(self) -> Zygote | None:
+        """The app's first version. ``serve`` fails fast on an app that does not load;
+        ``dev`` reports why and tries again at each change to the app's files."""
+        if not self.config.reload:
+            return self._start_zygote()
+        self._watch_for_changes()
+        while True:
+            try:
+                return self._start_zygote()
+            except AppLoadError as exc:
+                self.report(
+                    f"error: {exc}\nWaiting for a change to {self.config.app_dir} (Ctrl+C to stop)"
+                )
+            if not self._await_change():
+                return None
+
+    def _await_change(self) -> bool:
+        """Wait for a change to the app's files (True), or a signal to stop (False)."""
+        while not self._stop_asked:
+            for key, _ in self.sel.select():
+                if key.data == "signal":
+                    self._take_signals()
+                    if self._reload_asked and not self._stop_asked:
+                        self._reload_asked = False  # SIGHUP: try again now
+                        return True
+                elif key.data == "reload":
+                    self._reload_r.recv(64)
+                    return not self._stop_asked
+                elif key.data == "handoff":
+                    self.connections.receive()
+        return False
 
     def _watch_for_changes(self) -> None:
         import watchfiles
