@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +217,24 @@ def run_cli(
         stdin=subprocess.DEVNULL,
         env={**os.environ, "COLUMNS": "250"},  # keep usage errors on one line to match on
     )
+
+
+def read_cut_short(
+    client: httpx.Client, path: str, on_chunk: Callable[[], None] = lambda: None
+) -> tuple[httpx.Response, bytes]:
+    """A streamed response whose body must end cut short (no last chunk), and what came
+    of it; ``on_chunk`` runs after the first piece of the body."""
+    got: list[bytes] = []
+    with client.stream("GET", path) as r:
+        assert r.status_code == 200
+        try:
+            for chunk in r.iter_raw():
+                if chunk and not got:
+                    on_chunk()
+                got.append(chunk)
+        except httpx.RemoteProtocolError:
+            return r, b"".join(got)
+    raise AssertionError(f"the body of {path} ended whole: {b''.join(got)!r}")
 
 
 def started(

@@ -7,34 +7,15 @@ worker with every request on it; another BaseException left its client unanswere
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.hosts import Host, copy_app, started
+from tests.hosts import Host, copy_app, read_cut_short, started
 
 RAISED = {"exit": "SystemExit: 3", "interrupt": "KeyboardInterrupt: ", "odd": "Odd: an odd one"}
-
-
-def read_cut_short(
-    client: httpx.Client, path: str, on_chunk: Callable[[], None] = lambda: None
-) -> tuple[httpx.Response, bytes]:
-    """A streamed response whose body must end cut short (no last chunk), and what came
-    of it; ``on_chunk`` runs after the first piece of the body."""
-    got: list[bytes] = []
-    with client.stream("GET", path) as r:
-        assert r.status_code == 200
-        try:
-            for chunk in r.iter_raw():
-                if chunk and not got:
-                    on_chunk()
-                got.append(chunk)
-        except httpx.RemoteProtocolError:
-            return r, b"".join(got)
-    raise AssertionError(f"the body of {path} ended whole: {b''.join(got)!r}")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.hosts import APPS, Host, started
+from tests.hosts import APPS, Host, read_cut_short, started
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +267,7 @@ def test_a_stream_runs_under_its_functions_timeout() -> None:
             with client.stream("GET", "/ticker-short") as r:
                 ticks = [line for line in r.iter_lines() if line]  # ends cleanly
             whole = r.headers["x-invocation-id"]
-            cut = _read_until_cut(client, "/ticker-short?deaf=1")
+            cut = read_cut_short(client, "/ticker-short?deaf=1")[0].headers["x-invocation-id"]
             assert client.get("/hello/after").text == "Hello after"
         assert len(ticks) >= 2 and set(ticks) == {"tick"}
         line = host.wait_for_log(msg="invocation", invocation_id=whole)
@@ -280,14 +280,3 @@ def test_a_stream_runs_under_its_functions_timeout() -> None:
         assert (short[0]["inflight"], short[0]["errors"]) == (0, 1)
     finally:
         gen.close()
-
-
-def _read_until_cut(client: httpx.Client, path: str) -> str:
-    """The invocation id of a streamed response whose body is cut short."""
-    with client.stream("GET", path) as r:
-        try:
-            for _ in r.iter_raw():
-                pass
-        except httpx.RemoteProtocolError:
-            return r.headers["x-invocation-id"]
-    raise AssertionError(f"the body of {path} ended whole")
