@@ -246,6 +246,11 @@ def test_what_a_function_prints_or_logs_through_logging_is_a_line_of_its_invocat
     logged = basic_host.wait_for_log(msg="logged through logging")
     assert (logged["logger"], logged["level"]) == ("some.library", "warning")
     assert logged["invocation_id"] == sync
+    # logger.exception(...) carries the traceback, and extra={...} its fields
+    broke = basic_host.wait_for_log(msg="it broke", invocation_id=sync)
+    assert (broke["level"], broke["error"]) == ("error", "ValueError: a library's failure")
+    assert 'raise ValueError("a library\'s failure")' in broke["traceback"]
+    assert (broke["order"], broke["msg_id"]) == (7, 1)
     printed = basic_host.wait_for_log(msg=f"printed async by {asynchronous}")
     assert printed["invocation_id"] == asynchronous
     assert basic_host.wait_for_log(msg="logged async")["invocation_id"] == asynchronous

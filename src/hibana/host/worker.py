@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from typing import Any, NoReturn
 
 from hibana.adapters.asgi import AsgiMount
@@ -59,9 +60,20 @@ class _JsonLogHandler(logging.Handler):
         bound = current_logger.get()
         if bound is not None:  # logged by a function: its invocation's fields too
             line.update(bound.fields)
+        for key, value in record.__dict__.items():  # what extra={...} added
+            if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
+                line[key + "_" if key in line else key] = value
         if record.exc_info and record.exc_info[1] is not None:
-            line["error"] = repr(record.exc_info[1])
+            error = record.exc_info[1]  # log.exception(...): like hibana's own error lines
+            line["error"] = f"{type(error).__name__}: {error}"
+            line["traceback"] = "".join(traceback.format_exception(error))
         self.sink.emit(line)
+
+
+#: A LogRecord's own attributes; any other was added by ``extra=`` and is a field.
+_RECORD_ATTRIBUTES = frozenset(
+    [*vars(logging.LogRecord("", 0, "", 0, "", None, None)), "message", "asctime"]
+)
 
 
 #: Seconds connections get to finish writing their answers once the worker stops serving.

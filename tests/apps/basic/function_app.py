@@ -22,6 +22,10 @@ def printing(req: hibana.Request, ctx: hibana.Context) -> str:
     """Prints, and logs through the standard logging module, as a library would."""
     print("printed", req.params["how"], "by", ctx.invocation_id)
     logging.getLogger("some.library").warning("logged through %s", "logging")
+    try:
+        raise ValueError("a library's failure")
+    except ValueError:
+        logging.getLogger("some.library").exception("it broke", extra={"order": 7, "msg_id": 1})
     if req.params["how"] == "unfinished":
         print("no newline yet", end="")
     return "printed"
