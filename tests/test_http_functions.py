@@ -243,6 +243,8 @@ def test_what_a_function_prints_or_logs_through_logging_is_a_line_of_its_invocat
     printed = basic_host.wait_for_log(msg=f"printed plainly by {sync}")
     assert (printed["stream"], printed["level"]) == ("stdout", "info")
     assert printed["invocation_id"] == sync and printed["function"] == "printing"
+    written = basic_host.wait_for_log(msg=f"bytes written by {sync}")
+    assert (written["invocation_id"], written["stream"]) == (sync, "stdout")
     logged = basic_host.wait_for_log(msg="logged through logging")
     assert (logged["logger"], logged["level"]) == ("some.library", "warning")
     assert logged["invocation_id"] == sync

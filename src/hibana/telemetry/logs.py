@@ -274,6 +274,7 @@ class PrintedLines(io.TextIOBase):
         self._fd = sink.fd
         self._local = threading.local()
         self._unfinished: weakref.WeakSet[_Unfinished] = weakref.WeakSet()
+        self._bytes = _PrintedBytes(self)
 
     def writable(self) -> bool:
         return True
@@ -284,6 +285,11 @@ class PrintedLines(io.TextIOBase):
     def fileno(self) -> int:
         """The real stdout (a child process handed ``sys.stdout`` writes to it as is)."""
         return self._fd
+
+    @property
+    def buffer(self) -> _PrintedBytes:
+        """``sys.stdout.buffer``: bytes written there become lines too (as UTF-8)."""
+        return self._bytes
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
@@ -319,3 +325,22 @@ class PrintedLines(io.TextIOBase):
             if line.text:
                 line.log.info(line.text, stream="stdout")
                 line.text = ""
+
+
+class _PrintedBytes(io.RawIOBase):
+    """``sys.stdout.buffer`` over ``PrintedLines``."""
+
+    def __init__(self, text: PrintedLines) -> None:
+        super().__init__()
+        self._text = text
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._text.write(bytes(view).decode("utf-8", "replace"))
+        return view.nbytes
+
+    def flush(self) -> None:
+        self._text.flush()

@@ -4,6 +4,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -21,6 +22,7 @@ print("basic app imported")  # stdout is JSON lines: this becomes one too
 def printing(req: hibana.Request, ctx: hibana.Context) -> str:
     """Prints, and logs through the standard logging module, as a library would."""
     print("printed", req.params["how"], "by", ctx.invocation_id)
+    sys.stdout.buffer.write(b"bytes written by " + ctx.invocation_id.encode() + b"\n")
     logging.getLogger("some.library").warning("logged through %s", "logging")
     try:
         raise ValueError("a library's failure")
