@@ -47,8 +47,8 @@ def _urlencoded(body: bytes) -> FormData:
 
 
 def _multipart(content_type: str, body: bytes) -> tuple[FormData, Files]:
-    boundary = _headers(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n")
-    value = boundary.get_param("boundary")
+    declared = _headers(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n")
+    value = declared.get_param("boundary")
     if not isinstance(value, str) or not 0 < len(value) <= 70:
         raise BadRequest(
             "multipart/form-data body has no boundary of 1 to 70 characters in its "

@@ -19,7 +19,6 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from typing import Any, NoReturn
 
 from hibana.adapters.asgi import AsgiMount
@@ -35,7 +34,14 @@ from hibana.host.lifeline import die_with_parent
 from hibana.host.loader import load_app
 from hibana.runtimes.python import FunctionThreads
 from hibana.store.base import Store
-from hibana.telemetry.logs import Logger, LogSink, PrintedLines, current_logger, timestamp
+from hibana.telemetry.logs import (
+    Logger,
+    LogSink,
+    PrintedLines,
+    current_logger,
+    error_fields,
+    timestamp,
+)
 from hibana.triggers.http import HttpFront
 from hibana.triggers.queue import Outbox, QueueConsumer
 
@@ -64,9 +70,7 @@ class _JsonLogHandler(logging.Handler):
             if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
                 line[key + "_" if key in line else key] = value
         if record.exc_info and record.exc_info[1] is not None:
-            error = record.exc_info[1]  # log.exception(...): like hibana's own error lines
-            line["error"] = f"{type(error).__name__}: {error}"
-            line["traceback"] = "".join(traceback.format_exception(error))
+            line.update(error_fields(record.exc_info[1]))  # log.exception(...)
         self.sink.emit(line)
 
 

@@ -233,13 +233,16 @@ class Logger:
 
     def exception(self, msg: str, exc: BaseException, /, **fields: Any) -> None:
         """An error line carrying ``exc``'s type, message and traceback."""
-        self.log(
-            "error",
-            msg,
-            error=f"{type(exc).__name__}: {exc}",
-            traceback="".join(traceback.format_exception(exc)),
-            **fields,
-        )
+        self.log("error", msg, **error_fields(exc), **fields)
+
+
+def error_fields(exc: BaseException) -> dict[str, str]:
+    """How a log line tells of ``exc``: ``error`` (its type and message) and
+    ``traceback``."""
+    return {
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
 
 
 #: The logger of the invocation running in this task or thread (``ctx.log``), set by the
@@ -258,6 +261,12 @@ class _Unfinished:
     def __init__(self, log: Logger) -> None:
         self.log = log
         self.text = ""
+
+    def out(self) -> None:
+        """Write the text as a line of its own, if there is any."""
+        if self.text:
+            self.log.info(self.text, stream="stdout")
+            self.text = ""
 
 
 class PrintedLines(io.TextIOBase):
@@ -300,9 +309,7 @@ class PrintedLines(io.TextIOBase):
             line = self._local.line = _Unfinished(log)
             self._unfinished.add(line)
         elif line.log is not log:
-            if line.text:  # another invocation's unfinished line: out first, as its own
-                line.log.info(line.text, stream="stdout")
-                line.text = ""
+            line.out()  # another invocation's unfinished line: out first, as its own
             line.log = log
         if "\n" not in text:
             line.text += text
@@ -315,16 +322,13 @@ class PrintedLines(io.TextIOBase):
     def flush(self) -> None:
         """Write this thread's unfinished line."""
         line: _Unfinished | None = getattr(self._local, "line", None)
-        if line is not None and line.text:
-            line.log.info(line.text, stream="stdout")
-            line.text = ""
+        if line is not None:
+            line.out()
 
     def flush_all(self) -> None:
         """Write every thread's unfinished line (the process ends)."""
         for line in list(self._unfinished):
-            if line.text:
-                line.log.info(line.text, stream="stdout")
-                line.text = ""
+            line.out()
 
 
 class _PrintedBytes(io.RawIOBase):
