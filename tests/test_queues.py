@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from hibana.store import NewMessage, Store, open_store
+from hibana.store import NewMessage, QueueInfo, Store, open_store
 from tests.hosts import Host, copy_app, read_jsonl, run_cli, started
 
 T = TypeVar("T")
@@ -279,5 +279,31 @@ def test_queue_cli_errors_are_named(app_dir: Path, store: Store) -> None:
     assert bad_json.returncode == 2 and "--data is not JSON" in bad_json.stderr
     bad_store = run_cli("queue", "stats", "--store", "redis://localhost")
     assert bad_store.returncode == 1 and "unknown store URL 'redis://localhost'" in bad_store.stderr
+    run(store.declare([QueueInfo("orders", "on_order", 3)]))
     partial = run_cli("queue", "redrive", "orders", "--id", "12345", "--app", str(app_dir))
     assert partial.returncode == 1 and "Moved 0 of 1 message(s)" in partial.stdout
+
+
+def test_store_commands_name_a_missing_app_or_store_and_create_nothing(tmp_path: Path) -> None:
+    stray = tmp_path / "not-an-app"
+    stray.mkdir()
+    for args in (["queue", "stats"], ["queue", "dlq", "orders"], ["secrets", "list"]):
+        result = run_cli(*args, "--app", str(stray))
+        assert result.returncode == 1, result
+        assert f"{stray} is not an app folder (it has no function_app.py)" in result.stderr
+    fresh = copy_app("queues", tmp_path)
+    never_served = run_cli("queue", "stats", "--app", str(fresh))
+    assert never_served.returncode == 1
+    assert "no store at" in never_served.stderr
+    assert "no host has run this app yet" in never_served.stderr
+    assert not (stray / ".hibana").exists() and not (fresh / ".hibana").exists()
+
+
+def test_dead_letter_commands_name_an_unknown_queue(app_dir: Path, store: Store) -> None:
+    run(store.declare([QueueInfo("orders", "on_order", 3)]))
+    for args in (["queue", "dlq", "ordres"], ["queue", "redrive", "ordres"]):
+        result = run_cli(*args, "--app", str(app_dir))
+        assert result.returncode == 1, result
+        assert "no queue 'ordres'" in result.stderr and "queues: orders" in result.stderr
+    empty = run_cli("queue", "dlq", "orders", "--app", str(app_dir))
+    assert empty.returncode == 0 and "no dead letters in orders" in empty.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -422,10 +423,30 @@ cli.add_typer(queue_cli, name="queue")
 
 
 @contextlib.contextmanager
-def _opened_store(app: Path, store: str | None) -> Iterator[Store]:
-    """The app's store (or ``--store``), closed afterwards; exit 1 naming the problem."""
-    from hibana.store import open_store
+def _opened_store(app: Path, store: str | None, *, create: bool = False) -> Iterator[Store]:
+    """The app's store (or ``--store``), closed afterwards; exit 1 naming the problem.
 
+    A SQLite store that does not exist yet is made only when ``create`` (setting a secret
+    before the first start); otherwise its absence is the error, so a mistyped ``--app``
+    leaves no ``.hibana`` folder behind. The default store needs an app folder around it."""
+    from hibana.host.loader import APP_FILE
+    from hibana.store import STORE_ENV, open_store, resolve_url
+
+    url = resolve_url(store, app)
+    if not (store or os.environ.get(STORE_ENV)) and not (app / APP_FILE).is_file():
+        _fail(
+            f"{app.resolve()} is not an app folder (it has no {APP_FILE}): pass --app APP_DIR, "
+            "or --store URL",
+            1,
+        )
+    if url.startswith("sqlite:///") and not create:
+        path = Path(url.removeprefix("sqlite:///")).resolve()
+        if not path.exists():
+            _fail(
+                f"no store at {path}: no host has run this app yet; start one with "
+                f"`hibana serve {app}` (or pass --store URL)",
+                1,
+            )
     try:
         opened = open_store(store, app)
     except HibanaError as exc:
@@ -434,6 +455,14 @@ def _opened_store(app: Path, store: str | None) -> Iterator[Store]:
         yield opened
     finally:
         opened.close()
+
+
+def _check_queue(opened: Store, queue: str) -> None:
+    """Exit 1 if the store knows no queue of that name (declared, or holding messages)."""
+    known = {q.name for q in _run(opened.declared())} | {s.queue for s in _run(opened.stats())}
+    if queue not in known:
+        names = ", ".join(sorted(known)) or "none yet (start the host once)"
+        _fail(f"no queue {queue!r} in {opened.display}; queues: {names}", 1)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -524,6 +553,8 @@ def queue_dlq(
 
     with _opened_store(app, store) as opened:
         dead = _run(opened.dead_letters(queue, limit))
+        if not dead:
+            _check_queue(opened, queue)
     if as_json:
         print(
             json.dumps(
@@ -567,6 +598,8 @@ def queue_redrive(
     """Move dead letters back into their queue, with their attempts reset."""
     with _opened_store(app, store) as opened:
         moved = _run(opened.redrive(queue, ids or None))
+        if not moved:
+            _check_queue(opened, queue)
     if ids and moved < len(ids):
         print(
             f"Moved {moved} of {len(ids)} message(s) back to {queue}; the rest are not "
@@ -666,7 +699,7 @@ def secrets_set(
         sealed = seal(load_key(create=True), name, value)
     except SecretError as exc:
         _fail(str(exc), 1)
-    with _opened_store(app, store) as opened:
+    with _opened_store(app, store, create=True) as opened:
         _run(opened.put_secret(name, sealed))
     print(f"Set secret {name} in {opened.display}")
 
