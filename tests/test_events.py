@@ -160,6 +160,44 @@ def test_the_trace_continues_from_publisher_to_every_subscriber(host: Host, app_
         ),
         ({"content-type": "text/plain"}, b"hello", 400, "no CloudEvent in the request"),
         (
+            {"content-type": "application/cloudevents+json"},
+            b'{"id": "1", "source": "s", "specversion": "1.0", "type": "t", "data": 1,'
+            b' "data_base64": "aGk="}',
+            400,
+            "has both data and data_base64",
+        ),
+        (
+            {"content-type": "application/cloudevents+json"},
+            b'{"id": "1", "source": "s", "specversion": "1.0", "type": "t", "time": "yesterday"}',
+            400,
+            "time 'yesterday' is not an RFC 3339 timestamp",
+        ),
+        (
+            {"content-type": "application/cloudevents+json"},
+            b'{"id": "1", "source": "s", "specversion": "1.0", "type": "t",'
+            b' "time": "2026-13-01T00:00:00Z"}',
+            400,
+            "is not an RFC 3339 timestamp",
+        ),
+        (
+            {
+                "ce-id": "1",
+                "ce-source": "s",
+                "ce-specversion": "1.0",
+                "ce-type": "t",
+                "ce-My-Ext": "x",
+            },
+            b"",
+            400,
+            "attribute name 'my-ext' is not valid",
+        ),
+        (
+            {"content-type": "application/cloudevents+json"},
+            b'{"id": "1", "source": "s", "specversion": "1.0", "type": "t", "ext": {"a": 1}}',
+            400,
+            "extension ext is {'a': 1}; an attribute's value is a string, a boolean",
+        ),
+        (
             {
                 "ce-id": "1",
                 "ce-source": "s",
@@ -284,3 +322,46 @@ def test_filters_match_like_the_subscriptions_api() -> None:
     }
     with pytest.raises(ValueError, match="needs at least one attribute"):
         F.exact()
+
+
+def test_binary_mode_attribute_values_are_percent_decoded(host: Host, app_dir: Path) -> None:
+    headers = {
+        "ce-id": "pct-1",
+        "ce-source": "gh/hooks",
+        "ce-specversion": "1.0",
+        "ce-type": "com.github.workflow_run",
+        "ce-subject": "repo/caf%C3%A9%20100%25",
+        "content-type": "application/json",
+    }
+    r = httpx.post(host.url + "/runtime/events/github", headers=headers, content=b"{}")
+    assert r.status_code == 202 and r.json()["deliveries"] == 2, r.text
+    wait_until(lambda: len(delivered(app_dir, "runs")) == 1)
+    assert delivered(app_dir, "runs")[0]["subject"] == "repo/caf\u00e9 100%"
+
+
+def test_extension_values_keep_their_canonical_form() -> None:
+    from hibana.events.cloudevent import from_http
+
+    body = b'{"id": "1", "source": "s", "specversion": "1.0", "type": "t", "sampled": true,'
+    body += b' "hops": 3, "region": "eu", "subject": null}'
+    (event,) = from_http([("content-type", "application/cloudevents+json")], body)
+    assert event.extensions == {"sampled": "true", "hops": "3", "region": "eu"}
+    assert event.subject is None
+    assert hibana.Filter.exact(sampled="true").matches(event)
+
+
+@pytest.mark.parametrize(
+    ("extensions", "problem"),
+    [
+        ({"Trace-Flag": "x"}, "attribute name 'Trace-Flag' is not valid"),
+        ({"subject": "x"}, "subject is a CloudEvents attribute, not an extension"),
+        ({"depth": 2.5}, "extension depth is 2.5"),
+    ],
+)
+def test_a_published_event_with_a_bad_extension_is_refused_at_the_call(
+    extensions: dict[str, Any], problem: str
+) -> None:
+    from hibana.events.cloudevent import EventError, new_event
+
+    with pytest.raises(EventError, match=problem):
+        new_event(type="t", source="s", extensions=extensions)

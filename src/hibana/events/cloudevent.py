@@ -4,6 +4,8 @@ batch mode. Errors name the attribute or the part of the request that is wrong."
 from __future__ import annotations
 
 import base64
+import re
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -100,6 +102,12 @@ def new_event(
     for name, value in (("type", type), ("source", source)):
         if not isinstance(value, str) or not value:
             raise EventError(400, f"{name}={value!r}: a CloudEvent needs a non-empty {name}")
+    checked: dict[str, str] = {}
+    for name, value in (extensions or {}).items():
+        _check_name(name, "the event")
+        if name in KNOWN or name in _DATA:
+            raise EventError(400, f"the event: {name} is a CloudEvents attribute, not an extension")
+        checked[name] = _extension_value(name, value, "the event")
     return CloudEvent(
         id=id or uuid.uuid4().hex,
         source=source,
@@ -108,7 +116,7 @@ def new_event(
         time=time or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         datacontenttype=datacontenttype or ("application/json" if data is not None else None),
         data=data,
-        extensions=dict(extensions or {}),
+        extensions=checked,
     )
 
 
@@ -135,27 +143,77 @@ def from_structured(obj: Any, where: str) -> CloudEvent:
     if obj["specversion"] != "1.0":
         raise EventError(400, f"{where} has specversion {obj['specversion']!r}; hibana accepts 1.0")
     data: Any = obj.get("data")
-    if "data_base64" in obj:
+    if obj.get("data_base64") is not None:
+        if data is not None:
+            raise EventError(400, f"{where} has both data and data_base64; send one of them")
         try:
             data = base64.b64decode(obj["data_base64"], validate=True)
         except (ValueError, TypeError):
             raise EventError(400, f"{where}: data_base64 is not base64") from None
-    extensions = {
-        k: v if isinstance(v, str) else str(v)
-        for k, v in obj.items()
-        if k not in KNOWN and k not in ("data", "data_base64")
-    }
+    extensions: dict[str, str] = {}
+    for name, value in obj.items():
+        if name in _DATA or value is None:  # null is the same as absent (JSON format 2.2)
+            continue
+        _check_name(name, where)
+        if name not in KNOWN:
+            extensions[name] = _extension_value(name, value, where)
+    time = _opt(obj, "time", where)
+    if time is not None and not _is_timestamp(time):
+        raise EventError(
+            400,
+            f"{where}: time {time!r} is not an RFC 3339 timestamp (like 2026-12-04T11:30:00Z)",
+        )
     return CloudEvent(
         id=obj["id"],
         source=obj["source"],
         type=obj["type"],
         specversion="1.0",
         subject=_opt(obj, "subject", where),
-        time=_opt(obj, "time", where),
+        time=time,
         datacontenttype=_opt(obj, "datacontenttype", where),
         dataschema=_opt(obj, "dataschema", where),
         data=data,
         extensions=extensions,
+    )
+
+
+_DATA = frozenset({"data", "data_base64"})
+_NAME = re.compile(r"[a-z0-9]+")
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
+_INT32 = range(-(2**31), 2**31)
+
+
+def _is_timestamp(text: str) -> bool:
+    if not _TIMESTAMP.fullmatch(text):
+        return False
+    try:
+        datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    except ValueError:  # the right shape, but a 13th month or a 61st minute
+        return False
+    return True
+
+
+def _check_name(name: str, where: str) -> None:
+    if not _NAME.fullmatch(name):
+        raise EventError(
+            400,
+            f"{where}: attribute name {name!r} is not valid; CloudEvents attribute names "
+            "are lower-case letters a-z and digits only",
+        )
+
+
+def _extension_value(name: str, value: Any, where: str) -> str:
+    """An extension's value in its canonical string form (what filters match against)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) and value in _INT32:
+        return str(value)
+    raise EventError(
+        400,
+        f"{where}: extension {name} is {value!r}; an attribute's value is a string, a boolean "
+        "or a 32-bit integer",
     )
 
 
@@ -176,7 +234,8 @@ def from_http(headers: Iterable[tuple[str, str]], body: bytes) -> list[CloudEven
         if lower == "content-type":
             content_type = value
         elif lower.startswith("ce-"):
-            ce[lower[3:]] = value
+            # Values are percent-encoded on the wire (HTTP binding 3.1.3.2).
+            ce[lower[3:]] = urllib.parse.unquote(value) if "%" in value else value
     media = content_type.split(";", 1)[0].strip().lower()
     if media == STRUCTURED:
         return [from_structured(_parse_json(body, "the body"), where="the event")]
