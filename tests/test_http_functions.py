@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.hosts import Host, started
+from tests.hosts import APPS, Host, started
 
 
 def test_route_parameter_and_text_response(basic_host: Host) -> None:
@@ -131,7 +132,22 @@ def test_exception_gives_500_with_only_the_invocation_id(basic_host: Host) -> No
     )
     assert line["level"] == "error"
     assert "RuntimeError: secret detail" in line["error"]
-    assert "Traceback" in line["traceback"] and "function_app.py" in line["traceback"]
+    # the traceback starts at the function: the host's frames that called it say nothing
+    app_file = str(APPS / "basic" / "function_app.py")
+    assert line["traceback"].startswith("Traceback (most recent call last):\n")
+    assert _frames(line["traceback"]) == [(app_file, "boom")]
+    with basic_host.client() as client:
+        r = client.get("/boom-async")
+    assert r.status_code == 500
+    line = basic_host.wait_for_log(
+        msg="function raised", invocation_id=r.headers["x-invocation-id"]
+    )
+    assert _frames(line["traceback"]) == [(app_file, "boom_async"), (app_file, "fail_deeper")]
+
+
+def _frames(traceback: str) -> list[tuple[str, str]]:
+    """The (file, function) of each frame of a formatted traceback."""
+    return re.findall(r'^  File "([^"]+)", line \d+, in (\w+)$', traceback, re.MULTILINE)
 
 
 def test_unsupported_return_type_is_a_500_that_names_the_type(basic_host: Host) -> None:
@@ -245,6 +261,7 @@ def test_what_a_function_prints_or_logs_through_logging_is_a_line_of_its_invocat
     assert printed["invocation_id"] == sync and printed["function"] == "printing"
     written = basic_host.wait_for_log(msg=f"bytes written by {sync}")
     assert (written["invocation_id"], written["stream"]) == (sync, "stdout")
+    assert basic_host.wait_for_log(msg=f"café by {sync}")["invocation_id"] == sync
     logged = basic_host.wait_for_log(msg="logged through logging")
     assert (logged["logger"], logged["level"]) == ("some.library", "warning")
     assert logged["invocation_id"] == sync
@@ -267,6 +284,23 @@ def test_what_a_forked_child_prints_is_a_line_too(basic_host: Host) -> None:
     assert r.text == "forked"
     line = basic_host.wait_for_log(msg="printed by a forked child")
     assert (line["invocation_id"], line["stream"]) == (r.headers["x-invocation-id"], "stdout")
+
+
+def test_what_reaches_fd_1_without_sys_stdout_becomes_json_lines_too() -> None:
+    # a subprocess, a C library, os.write(1, ...): no Python object sees these bytes
+    gen = started("basic", "--workers", "1")
+    host = next(gen)
+    try:
+        with host.client() as client:
+            inv = client.get("/outside").headers["x-invocation-id"]
+        for text in ("child of", "second line of", "handed sys.stdout by", "os.write by"):
+            line = host.wait_for_log(msg=f"{text} {inv}")
+            assert (line["stream"], line["level"]) == ("stdout", "info")
+    finally:
+        gen.close()
+    # the bytes never finished by a newline go out when the host stops
+    assert host.wait_for_log(msg="café at exit, unfinished")["stream"] == "stdout"
+    host.logs()  # fails naming any stdout line that is not a JSON object
 
 
 def test_a_printed_line_without_its_newline_is_written_when_the_worker_stops() -> None:

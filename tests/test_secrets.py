@@ -58,6 +58,7 @@ def test_functions_read_granted_secrets_and_logs_never_show_them(app_dir: Path) 
         assert failed.status_code == 500
         line = host.wait_for_log(msg="calling the API")
         assert line["authorization"] == "Bearer [REDACTED]"
+        assert host.wait_for_log(msg="curl -H Authorization: [REDACTED]")["stream"] == "stdout"
         error = host.wait_for_log(msg="function raised")
         assert "the API refused token [REDACTED]" in error["error"]
         assert "[REDACTED]" in error["traceback"]

@@ -47,6 +47,10 @@ class HostConfig:
     #: Threads per worker for sync functions.
     threads: int = 40
     log_level: LogLevel = "info"
+    #: Where the host's processes write their JSON log lines: the host's stdout. The
+    #: supervisor hands its zygote a duplicate of it, and makes their fd 1 a pipe whose
+    #: lines it turns into JSON lines (see ``telemetry.logs.ProcessOutput``).
+    log_fd: int = 1
     reload: bool = False
     #: The store URL (``--store`` / ``$HIBANA_STORE``); None: APP_DIR/.hibana/state.db.
     store: str | None = None

@@ -35,6 +35,7 @@ from hibana.host.scaling import Scaler, Scaling, WorkerView
 from hibana.host.service_manager import ServiceManager
 from hibana.host.store_duties import StoreDuties
 from hibana.store.base import Store
+from hibana.telemetry.logs import LogSink, ProcessOutput
 
 #: How long a freshly started zygote may take to import the app.
 IMPORT_TIMEOUT = 120.0
@@ -163,12 +164,19 @@ class Supervisor:
         self.connections = HeldConnections()
         self.sel.register(self.connections.sock, selectors.EVENT_READ, "handoff")
         self.service_manager = ServiceManager()
+        #: fd 1 of the processes we start (see ProcessOutput), and a duplicate of our
+        #: stdout, where their log lines go; opened by run().
+        self.output: ProcessOutput | None = None
+        self._log_fd = -1
+        #: Values of the secrets the app's versions name: never written by the output.
+        self._secret_values: set[str] = set()
 
     # -- starting ---------------------------------------------------------------------
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; returns the process exit code."""
         self.sock = bind(self.config.host, self.config.port)
         self._install_signals()
+        self._open_output()
         try:
             zygote = self._first_zygote()
             if zygote is None:
@@ -190,6 +198,20 @@ class Supervisor:
             if self.admin is not None:
                 self.admin.close()
             self.sock.close()
+            self._close_output()
+
+    def _open_output(self) -> None:
+        try:
+            self._log_fd = os.dup(1)
+        except OSError:  # stdout closed: the lines have nowhere to go
+            self._log_fd = os.open(os.devnull, os.O_WRONLY)
+        self.output = ProcessOutput(LogSink(self._log_fd, self.config.log_level))
+
+    def _close_output(self) -> None:
+        if self.output is not None:
+            self.output.close()  # what the processes wrote last goes out first
+            self.output = None
+            os.close(self._log_fd)
 
     def _open_store(self) -> Store:
         if self.store is None:
@@ -235,9 +257,11 @@ class Supervisor:
                         f"{store.display}; set it with: hibana secrets set {name} "
                         f"--app {self.config.app_dir}"
                     )
-                unseal(key, name, sealed[name])
+                self._secret_values.add(unseal(key, name, sealed[name]))
         except (SecretError, StoreError) as exc:
             raise HostStartError(str(exc)) from None
+        if self.output is not None:  # what a function's subprocess prints is redacted too
+            self.output.redact(sorted(self._secret_values))
 
     def _stop_duties(self) -> None:
         if self.duties is not None:
@@ -286,20 +310,28 @@ class Supervisor:
     def _start_zygote(self) -> Zygote | None:
         """A zygote that has imported the app, or raises AppLoadError with the reason."""
         assert self.sock is not None
+        assert self.output is not None
         ours, theirs = socket.socketpair()
+        config = dataclasses.replace(self.config, log_fd=self._log_fd)
         proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "hibana.host.zygote",
-                self.config.to_json(),
+                config.to_json(),
                 str(self.sock.fileno()),
                 str(theirs.fileno()),
                 str(os.getpid()),
                 str(self.connections.worker_end.fileno()),
             ],
-            pass_fds=(self.sock.fileno(), theirs.fileno(), self.connections.worker_end.fileno()),
+            pass_fds=(
+                self.sock.fileno(),
+                theirs.fileno(),
+                self.connections.worker_end.fileno(),
+                self._log_fd,
+            ),
             stdin=subprocess.DEVNULL,
+            stdout=self.output.write_fd,
         )
         theirs.close()
         zygote = Zygote(proc, Channel(ours))

@@ -102,7 +102,7 @@ class Worker:
         self.spawn = spawn
         self.index = spawn.slot
         self.row = board.worker(spawn.slot) if board is not None else None
-        self.sink = LogSink(1, config.log_level)
+        self.sink = LogSink(config.log_fd, config.log_level)
         self.log = Logger(self.sink, {"worker": spawn.slot, "pid": os.getpid()})
         self.server: HttpServer | None = None
         #: Set when the worker should stop serving: ``grace`` is how long connections

@@ -130,7 +130,7 @@ class Zygote:
                     str(os.getpid()),
                     str(self.handoff),
                 ],
-                pass_fds=(self.listener.fileno(), self.board.fd, self.handoff),
+                pass_fds=(self.listener.fileno(), self.board.fd, self.handoff, self.config.log_fd),
                 stdin=subprocess.DEVNULL,
             )
             return proc.pid
@@ -195,7 +195,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     die_with_parent(int(argv[4]), signal.SIGKILL)
     # stdout is JSON lines: what the app prints as it is imported becomes log lines too
-    sys.stdout = PrintedLines(LogSink(1, config.log_level), {"pid": os.getpid()})
+    sys.stdout = PrintedLines(LogSink(config.log_fd, config.log_level), {"pid": os.getpid()})
     preload()
     app: App | None = None
     if config.prewarm in (None, "app"):

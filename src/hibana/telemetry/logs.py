@@ -10,6 +10,7 @@ interleave within a line, even when the pipe's reader falls behind and writes bl
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextvars
 import io
 import os
@@ -238,11 +239,19 @@ class Logger:
 
 def error_fields(exc: BaseException) -> dict[str, str]:
     """How a log line tells of ``exc``: ``error`` (its type and message) and
-    ``traceback``."""
+    ``traceback``. A function's exception is told from the function's first frame on:
+    the frames of hibana that called it come first, and say nothing to its author."""
+    tb = first = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_OWN_CODE):
+        tb = tb.tb_next
     return {
         "error": f"{type(exc).__name__}: {exc}",
-        "traceback": "".join(traceback.format_exception(exc)),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, tb or first)),
     }
+
+
+#: Where hibana's own modules are (``src/hibana/``).
+_OWN_CODE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 #: The logger of the invocation running in this task or thread (``ctx.log``), set by the
@@ -280,7 +289,6 @@ class PrintedLines(io.TextIOBase):
     def __init__(self, sink: LogSink, fields: dict[str, Any]) -> None:
         super().__init__()
         self._log = Logger(sink, fields)
-        self._fd = sink.fd
         self._local = threading.local()
         self._unfinished: weakref.WeakSet[_Unfinished] = weakref.WeakSet()
         self._bytes = _PrintedBytes(self)
@@ -292,8 +300,9 @@ class PrintedLines(io.TextIOBase):
         return False
 
     def fileno(self) -> int:
-        """The real stdout (a child process handed ``sys.stdout`` writes to it as is)."""
-        return self._fd
+        """fd 1: a child process handed ``sys.stdout`` writes there (under the host, a
+        pipe whose lines become JSON lines too: see ``ProcessOutput``)."""
+        return 1
 
     @property
     def buffer(self) -> _PrintedBytes:
@@ -337,14 +346,78 @@ class _PrintedBytes(io.RawIOBase):
     def __init__(self, text: PrintedLines) -> None:
         super().__init__()
         self._text = text
+        self._local = threading.local()
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
+        # a character may be split between two writes: each thread keeps its unfinished
+        # bytes until the rest comes
+        decoder = getattr(self._local, "decoder", None)
+        if decoder is None:
+            decoder = self._local.decoder = _utf8("replace")
         view = memoryview(data)
-        self._text.write(bytes(view).decode("utf-8", "replace"))
+        self._text.write(decoder.decode(view))
         return view.nbytes
 
     def flush(self) -> None:
+        decoder = getattr(self._local, "decoder", None)
+        if decoder is not None:
+            self._text.write(decoder.decode(b"", True))  # a character never finished
         self._text.flush()
+
+
+_utf8 = codecs.getincrementaldecoder("utf-8")
+#: The longest unfinished line ``ProcessOutput`` holds: past it, what it has goes out.
+_LONGEST = 64 * 1024
+
+
+class ProcessOutput:
+    """File descriptor 1 of the processes the host starts: a pipe whose lines become JSON
+    lines (``"stream": "stdout"``) on the host's stdout.
+
+    What goes to fd 1 without passing through ``sys.stdout`` (a function's subprocess, a
+    C library, ``os.write(1, ...)``) would otherwise land raw between the JSON lines. It
+    carries no invocation's fields: a pipe does not say who wrote to it. The supervisor
+    reads it on a thread of its own; a line goes out when its newline arrives, when it
+    grows past ``_LONGEST``, or when the last writer closes the pipe."""
+
+    def __init__(self, sink: LogSink) -> None:
+        self._sink = sink
+        self._log = Logger(sink, {"stream": "stdout"})
+        self._read, self.write_fd = os.pipe()
+        self._thread = threading.Thread(target=self._pump, name="hibana-output", daemon=True)
+        self._thread.start()
+
+    def redact(self, values: list[str]) -> None:
+        """Never write these secret values (see ``LogSink.redact``)."""
+        self._sink.redact(values)
+
+    def _pump(self) -> None:
+        decoder = _utf8("replace")
+        rest = ""
+        while True:
+            try:
+                data = os.read(self._read, 65536)
+            except InterruptedError:  # pragma: no cover - retried by Python itself
+                continue
+            except OSError:
+                data = b""
+            text = rest + decoder.decode(data, not data)
+            *lines, rest = text.split("\n")
+            if len(rest) > _LONGEST or (not data and rest):
+                lines.append(rest)
+                rest = ""
+            for line in lines:
+                self._log.info(line.removesuffix("\r"))
+            if not data:
+                os.close(self._read)
+                return
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Close the supervisor's end, and write what the processes still had to say
+        (a grandchild that outlives the host, still holding the pipe, is not waited
+        for past ``timeout``)."""
+        os.close(self.write_fd)
+        self._thread.join(timeout)

@@ -4,6 +4,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +24,8 @@ def printing(req: hibana.Request, ctx: hibana.Context) -> str:
     """Prints, and logs through the standard logging module, as a library would."""
     print("printed", req.params["how"], "by", ctx.invocation_id)
     sys.stdout.buffer.write(b"bytes written by " + ctx.invocation_id.encode() + b"\n")
+    sys.stdout.buffer.write(b"caf\xc3")  # a character split between two writes
+    sys.stdout.buffer.write(b"\xa9 by " + ctx.invocation_id.encode() + b"\n")
     logging.getLogger("some.library").warning("logged through %s", "logging")
     try:
         raise ValueError("a library's failure")
@@ -54,6 +57,18 @@ def fork(req: hibana.Request, ctx: hibana.Context) -> str:
         os._exit(0)
     os.waitpid(pid, 0)
     return "forked"
+
+
+@app.http("/outside", methods=["GET"])
+def outside(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Writes to fd 1 without sys.stdout, as a subprocess or a C library does."""
+    inv = ctx.invocation_id
+    subprocess.run(["sh", "-c", f"echo child of {inv}; echo second line of {inv}"], check=True)
+    subprocess.run(["echo", f"handed sys.stdout by {inv}"], stdout=sys.stdout, check=True)
+    os.write(1, f"os.write by {inv}\r\n".encode())
+    os.write(1, b"caf\xc3")
+    os.write(1, b"\xa9 at exit, unfinished")
+    return "written"
 
 
 @app.http("/print-async", methods=["GET"])
@@ -136,6 +151,16 @@ def cookies(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
 @app.http("/boom")
 def boom(req: hibana.Request, ctx: hibana.Context) -> str:
     raise RuntimeError("secret detail that must stay in the log")
+
+
+@app.http("/boom-async")
+async def boom_async(req: hibana.Request, ctx: hibana.Context) -> str:
+    await asyncio.sleep(0)
+    return fail_deeper()
+
+
+def fail_deeper() -> str:
+    raise RuntimeError("secret detail from a helper")
 
 
 @app.http("/teapot")
