@@ -286,6 +286,10 @@ def test_an_upgrade_request_is_answered_as_plain_http_then_closed(host: Host) ->
         ),
         (b"GET /hello/x HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", "invalid HTTP request"),
         (b"GET /hello/x HTTP/1.1\r\nHost : x\r\n\r\n", "invalid HTTP request"),
+        # RFC 9112 3.2: an HTTP/1.1 request names its host once; none may name two
+        (b"GET /hello/x HTTP/1.1\r\n\r\n", "must carry one Host header"),
+        (b"GET /hello/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "must carry one Host"),
+        (b"GET /hello/x HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n", "must carry one Host"),
     ],
 )
 def test_malformed_requests_get_400_naming_the_problem(

@@ -53,6 +53,7 @@ _NO_HTTP2 = (
     "this host speaks HTTP/1.1, not HTTP/2: send HTTP/1.1, or put a proxy that speaks "
     "HTTP/2 (and TLS) in front"
 )
+_HOST_HEADERS = "an HTTP/1.1 request must carry one Host header, and no request two"
 
 #: How long an idle keep-alive connection stays open once the worker stops accepting.
 _DRAIN_IDLE = 0.25
@@ -198,6 +199,7 @@ class HttpProtocol(asyncio.Protocol):
         self.declared = -1  # its Content-Length, -1 if none
         self.chunked_body = False  # Transfer-Encoding (chunked): a body of unknown size
         self.expect_continue = False
+        self.hosts = 0  # Host header lines
         #: The connection's HTTP version ("1.1"), read from its first request.
         self.http_version = ""
         self.parsing: _Request | None = None
@@ -337,6 +339,7 @@ class HttpProtocol(asyncio.Protocol):
         self.declared = -1
         self.chunked_body = False
         self.expect_continue = False
+        self.hosts = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -352,6 +355,8 @@ class HttpProtocol(asyncio.Protocol):
             self.chunked_body = True
         elif name == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
+        elif name == b"host":
+            self.hosts += 1
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -395,6 +400,10 @@ class HttpProtocol(asyncio.Protocol):
         limit = self.server.max_body_bytes
         if declared == -2:
             self._refuse(400, "Content-Length is not a number")
+        elif self.hosts != 1 and (self.hosts or version == "1.1"):
+            # RFC 9112 3.2: which site is asked for must be plain, or a proxy in front
+            # and hibana could each read it their own way
+            self._refuse(400, _HOST_HEADERS)
         elif declared > limit:
             self._refuse(413, f"request body of {declared} bytes is over the limit of {limit}")
         elif declared > 0 and parser.should_upgrade():
