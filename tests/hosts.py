@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -32,9 +33,12 @@ class Host:
         command: str = "serve",
         env: dict[str, str] | None = None,
         stdout_pause: float = 0.0,
+        open_files: tuple[int, int] | None = None,
     ) -> None:
         """``stdout_pause``: seconds the reader of the host's stdout rests after each
-        line, like a log shipper that falls behind (the pipe fills up)."""
+        line, like a log shipper that falls behind (the pipe fills up). ``open_files``:
+        the host's (soft, hard) limit on open files as it starts, as a shell's
+        ``ulimit -n`` sets it."""
         self.app_dir = app_dir
         self.stdout_pause = stdout_pause
         self.proc = subprocess.Popen(
@@ -43,6 +47,11 @@ class Host:
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            preexec_fn=(
+                None
+                if open_files is None
+                else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
+            ),
         )
         self.stdout_lines: list[str] = []
         self.stderr_lines: list[str] = []

@@ -280,3 +280,52 @@ def test_a_stream_runs_under_its_functions_timeout() -> None:
         assert (short[0]["inflight"], short[0]["errors"]) == (0, 1)
     finally:
         gen.close()
+
+
+def _answers(host: Host, count: int) -> list[bytes]:
+    """What each of ``count`` connections, all held open at once, gets for a request."""
+    address = httpx.URL(host.url)
+    conns = [socket.create_connection((address.host, address.port)) for _ in range(count)]
+    try:
+        for conn in conns:
+            conn.sendall(b"GET /hello/many HTTP/1.1\r\nHost: x\r\n\r\n")  # kept open
+        answers = []
+        for conn in conns:
+            conn.settimeout(10)
+            try:
+                answers.append(conn.recv(65536).split(b"\r\n", 1)[0])
+            except ConnectionResetError:
+                answers.append(b"reset")
+        return answers
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_the_host_raises_its_open_files_limit_to_the_hard_limit() -> None:
+    # a shell's default soft limit (1024, here 64) would cap each worker's connections;
+    # the hard limit is what the host may use, and uses
+    host = Host(APPS / "basic", "--workers", "1", open_files=(64, 4096)).wait_ready()
+    try:
+        assert _answers(host, 300) == [b"HTTP/1.1 200 OK"] * 300
+        (pid,) = host.worker_pids()
+        assert resource.prlimit(pid, resource.RLIMIT_NOFILE)[0] == 4096
+        assert not [line for line in host.stderr_lines if "limit on open files" in line]
+    finally:
+        host.stop()
+
+
+def test_a_worker_near_its_open_files_limit_says_so() -> None:
+    # past the limit its loop closes new connections unanswered: without this line, the
+    # clients' resets are all there is to see
+    host = Host(APPS / "basic", "--workers", "1", open_files=(64, 64)).wait_ready()
+    try:
+        warned = [line for line in host.stderr_lines if "limit on open files is 64" in line]
+        assert warned and "raise it" in warned[0]
+        answers = _answers(host, 80)
+        assert b"HTTP/1.1 200 OK" in answers and set(answers) != {b"HTTP/1.1 200 OK"}
+        line = host.wait_for_log(level="warning", open_file_limit=64)
+        assert "near its limit on open files" in line["msg"] and "ulimit -n" in line["msg"]
+        assert 16 <= line["connections"] < 64
+    finally:
+        host.stop()

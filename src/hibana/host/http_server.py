@@ -34,6 +34,7 @@ import httptools
 import msgspec
 
 from hibana.host.handoff import Handoff
+from hibana.host.open_files import limit as open_file_limit
 from hibana.telemetry.logs import Logger
 from hibana.triggers.http import CLIENT_GONE as _CLIENT_GONE
 from hibana.triggers.http import STOPPING as _STOPPING
@@ -137,7 +138,10 @@ class HttpServer:
         body_timeout: float,
         keep_alive_timeout: float,
         handoff: Handoff | None = None,
+        crowded: int = 1 << 62,
     ) -> None:
+        """``crowded``: the connections at which this worker nears its limit on open
+        files (see ``host.open_files``); it says so in a log line."""
         self.front = front
         self.log = log
         self.max_body_bytes = max_body_bytes
@@ -148,6 +152,21 @@ class HttpServer:
         self.handoff = handoff
         self.connections: set[HttpProtocol] = set()
         self._server: asyncio.AbstractServer | None = None
+        self.crowded = crowded
+        #: Said that the connections near the limit; said again once they have fallen
+        #: to ``uncrowded`` and risen back.
+        self.crowding = False
+        self.uncrowded = crowded * 3 // 4
+
+    def _crowded(self) -> None:
+        self.crowding = True
+        self.log.warning(
+            "this worker's connections near its limit on open files; past it, new ones "
+            "are closed unanswered: raise the limit (`ulimit -n`, LimitNOFILE= in a "
+            "systemd unit) or run more workers",
+            connections=len(self.connections),
+            open_file_limit=open_file_limit(),
+        )
 
     async def start(self, listener: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -230,7 +249,10 @@ class HttpProtocol(asyncio.Protocol):
     # -- connection ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-        self.server.connections.add(self)
+        server = self.server
+        server.connections.add(self)
+        if len(server.connections) >= server.crowded and not server.crowding:
+            server._crowded()
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.client = (str(peer[0]), int(peer[1]))
@@ -246,7 +268,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        self.server.connections.discard(self)
+        server = self.server
+        server.connections.discard(self)
+        if server.crowding and len(server.connections) <= server.uncrowded:
+            server.crowding = False
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

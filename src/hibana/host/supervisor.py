@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hibana.errors import AppLoadError, ConfigError, StoreError
+from hibana.host import open_files
 from hibana.host.admin import AdminEndpoint, host_status
 from hibana.host.board import Board, Layout
 from hibana.host.config import HostConfig
@@ -170,11 +171,14 @@ class Supervisor:
         self._log_fd = -1
         #: Values of the secrets the app's versions name: never written by the output.
         self._secret_values: set[str] = set()
+        #: Our limit on open files, raised by run() (the processes we start inherit it).
+        self.open_file_limit = open_files.limit()
 
     # -- starting ---------------------------------------------------------------------
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; returns the process exit code."""
         self.sock = bind(self.config.host, self.config.port)
+        self.open_file_limit = open_files.raise_limit()
         self._install_signals()
         self._open_output()
         try:
@@ -419,6 +423,13 @@ class Supervisor:
             lines += ["", f"Store: {self.store.display}"]
         if self.admin is not None:
             lines += ["", f"Admin (hibana status): {self.admin.url}"]
+        if self.open_file_limit < open_files.LOW:
+            lines += [
+                "",
+                f"warning: the limit on open files is {self.open_file_limit}, its hard limit: "
+                "a worker holds fewer connections than that, the rest are closed unanswered; "
+                "raise it (`ulimit -Hn`, LimitNOFILE= in a systemd unit)",
+            ]
         lines += ["", f"Listening on {self.url} (Ctrl+C to stop)"]
         self.report("\n".join(lines))
 
@@ -565,8 +576,7 @@ class Supervisor:
 
     def _connection_waiting(self) -> bool:
         assert self.sock is not None
-        readable, _, _ = select.select([self.sock], [], [], 0)
-        return bool(readable)
+        return bool(_readable([self.sock], 0))
 
     def _watch_socket(self, on: bool) -> None:
         """With no worker running, wake up as soon as a connection arrives."""
@@ -779,8 +789,7 @@ class Supervisor:
                 return False
             zygotes = {z.channel.sock: z for z in [self.zygote, *self.retired] if z is not None}
             watched = [*zygotes, self.connections.sock, self._signal_r]
-            readable, _, _ = select.select(watched, [], [], 0.01)
-            for sock in readable:
+            for sock in _readable(watched, 0.01):
                 if sock is self._signal_r:
                     self._take_signals()
                 elif sock is self.connections.sock:
@@ -864,3 +873,14 @@ class Supervisor:
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+def _readable(socks: list[socket.socket], timeout: float) -> list[socket.socket]:
+    """Those of ``socks`` with something to read, waiting up to ``timeout`` seconds
+    (poll, not select: a raised limit on open files gives numbers select cannot take)."""
+    poller = select.poll()
+    by_fd = {}
+    for sock in socks:
+        by_fd[sock.fileno()] = sock
+        poller.register(sock, select.POLLIN)
+    return [by_fd[fd] for fd, _ in poller.poll(timeout * 1000)]

@@ -32,6 +32,7 @@ from hibana.host.handoff import Handoff
 from hibana.host.http_server import HttpServer
 from hibana.host.lifeline import die_with_parent
 from hibana.host.loader import load_app
+from hibana.host.open_files import connections_before_limit
 from hibana.runtimes.python import FunctionThreads
 from hibana.store.base import Store
 from hibana.telemetry.logs import (
@@ -181,6 +182,7 @@ class Worker:
             body_timeout=config.body_timeout,
             keep_alive_timeout=config.keep_alive_timeout,
             handoff=handoff,
+            crowded=connections_before_limit(),
         )
         self._stop = loop.create_future()
         self._start_watchdog(loop)
