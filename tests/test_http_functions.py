@@ -286,6 +286,16 @@ def test_what_a_forked_child_prints_is_a_line_too(basic_host: Host) -> None:
     assert (line["invocation_id"], line["stream"]) == (r.headers["x-invocation-id"], "stdout")
 
 
+def test_a_thread_a_function_starts_carries_its_invocation_only_in_a_copied_context(
+    basic_host: Host,
+) -> None:
+    # what the README tells users to do, proven
+    with basic_host.client() as client:
+        inv = client.get("/print-in-threads").headers["x-invocation-id"]
+    assert basic_host.wait_for_log(msg=f"context thread of {inv}")["invocation_id"] == inv
+    assert "invocation_id" not in basic_host.wait_for_log(msg=f"bare thread of {inv}")
+
+
 def test_what_reaches_fd_1_without_sys_stdout_becomes_json_lines_too() -> None:
     # a subprocess, a C library, os.write(1, ...): no Python object sees these bytes
     gen = started("basic", "--workers", "1")

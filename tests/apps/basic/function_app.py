@@ -1,11 +1,13 @@
 """The app most host tests run: one function per behaviour under test."""
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -57,6 +59,20 @@ def fork(req: hibana.Request, ctx: hibana.Context) -> str:
         os._exit(0)
     os.waitpid(pid, 0)
     return "forked"
+
+
+@app.http("/print-in-threads", methods=["GET"])
+def print_in_threads(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Prints from threads it starts: one bare, one in a copy of its context."""
+    inv = ctx.invocation_id
+    bare = threading.Thread(target=print, args=(f"bare thread of {inv}",))
+    carried = threading.Thread(
+        target=contextvars.copy_context().run, args=(print, f"context thread of {inv}")
+    )
+    for thread in (bare, carried):
+        thread.start()
+        thread.join()
+    return "printed"
 
 
 @app.http("/outside", methods=["GET"])
