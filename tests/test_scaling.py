@@ -163,6 +163,17 @@ def test_memory_cap_replaces_a_worker_after_its_work_ends() -> None:
         host.stop()
 
 
+@pytest.mark.parametrize("mode", ["app", "none"])
+def test_a_memory_cap_below_a_fresh_workers_memory_is_refused_at_start(mode: str) -> None:
+    # a worker already over it would be replaced after every invocation, forever
+    host = Host(APPS / "scaling", "--memory-limit-mb", "5", "--prewarm", mode)
+    assert host.wait_exit() == 2
+    err = "\n".join(host.stderr_lines)
+    assert "memory_limit_mb=5 is not above the" in err and "MB a worker starts with" in err
+    assert "set it well above that (--memory-limit-mb" in err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize("mode", ["app", "runtime", "none"])
 def test_every_prewarm_mode_serves_from_zero(mode: str) -> None:
     host = Host(APPS / "scaling", "--prewarm", mode).wait_ready()

@@ -85,6 +85,18 @@ _RECORD_ATTRIBUTES = frozenset(
 _WRITE_GRACE = 2.0
 
 
+_PAGE_MB = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
+def resident_mb(statm: int) -> float | None:
+    """This process's resident memory in MB, read from ``statm`` (an fd open on
+    ``/proc/self/statm``); None if it cannot be read now."""
+    try:
+        return int(os.pread(statm, 256, 0).split()[1]) * _PAGE_MB
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class Worker:
     def __init__(
         self,
@@ -318,8 +330,6 @@ class Worker:
             return [inv.id for inv in running if now > inv.deadline + grace]
 
         limit_mb = self.spawn.memory_limit_mb
-        page_mb = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
-
         # opened once: at its open-files limit (a burst of connections) the worker can
         # open nothing more, and the watchdog must go on reading
         try:
@@ -328,12 +338,7 @@ class Worker:
             statm = None  # no /proc: no memory readings
 
         def rss_mb() -> float | None:
-            if statm is None:
-                return None
-            try:
-                return int(os.pread(statm, 256, 0).split()[1]) * page_mb
-            except (OSError, ValueError, IndexError):
-                return None  # not this round
+            return None if statm is None else resident_mb(statm)
 
         def watch() -> None:
             rounds = 0

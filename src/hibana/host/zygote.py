@@ -35,7 +35,11 @@ from hibana.host.control import Channel, Spawn, code_stamp
 from hibana.host.lifeline import die_with_parent
 from hibana.host.loader import load_app
 from hibana.host.scaling import Scaling, resolve
-from hibana.host.worker import preload, run_worker  # imported here so forked workers have it
+from hibana.host.worker import (
+    preload,
+    resident_mb,
+    run_worker,
+)  # imported here so forked workers have it
 from hibana.telemetry.logs import LogSink, PrintedLines
 
 
@@ -91,6 +95,31 @@ def _probe(config: HostConfig) -> dict[str, Any]:
         text = pipe.read()
     os.waitpid(pid, 0)
     return json.loads(text) if text else {"error": "the app crashed the process importing it"}
+
+
+def _memory_limit_below_start(scaling: Scaling, app_imported: bool) -> str | None:
+    """Why ``memory_limit_mb`` cannot work, if it is no more than the memory a worker
+    starts with (this process's, which it is forked from): each worker would be
+    replaced after each invocation."""
+    limit = scaling.memory_limit_mb
+    if limit is None:
+        return None
+    try:
+        statm = os.open("/proc/self/statm", os.O_RDONLY)
+    except OSError:
+        return None  # no /proc: the workers cannot measure themselves either
+    try:
+        start_mb = resident_mb(statm)
+    finally:
+        os.close(statm)
+    if start_mb is None or start_mb < limit:
+        return None
+    what = "with the app imported" if app_imported else "before the app is imported"
+    return (
+        f"memory_limit_mb={limit} is not above the {start_mb:.0f} MB a worker starts with "
+        f"({what}): every worker would be replaced after each invocation; set it well "
+        "above that (--memory-limit-mb, or App(memory_limit_mb=...))"
+    )
 
 
 class Zygote:
@@ -222,6 +251,9 @@ def main(argv: list[str]) -> int:
         scaling = resolve(config.scaling_overrides(), settings, config.scaling_defaults())
     except HibanaError as exc:
         control.send(event="error", message=str(exc))
+        return 2
+    if (too_low := _memory_limit_below_start(scaling, app is not None)) is not None:
+        control.send(event="error", message=too_low)
         return 2
     board = Board.create(Layout(slots=scaling.max_instances, functions=max(1, len(functions))))
     # Objects that exist now are shared with every forked worker; keep the GC from touching
