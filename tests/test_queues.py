@@ -256,6 +256,23 @@ def test_a_message_wakes_a_host_scaled_to_zero(app_dir: Path) -> None:
         assert len(host.status()["workers"]) == 1
 
 
+def test_a_delayed_message_wakes_a_host_scaled_to_zero_once_it_is_due(app_dir: Path) -> None:
+    # nothing is committed when a delay runs out: the idle host sleeps until then
+    for host in started(app_dir, "--min-instances", "0", "--idle-timeout", "30"):
+        assert host.status()["workers"] == []
+        before = time.time()
+        sent = run_cli(
+            "queue", "send", "orders", "--data", '{"due": 1}', "--delay", "2", "--app", str(app_dir)
+        )
+        assert sent.returncode == 0, sent.stderr
+        time.sleep(0.5)
+        assert host.status()["workers"] == []  # not woken early
+        line = host.wait_for_log(function="on_order", outcome="ok", timeout=20)
+        assert line["cold_start"] is True
+        (ran,) = records(app_dir, "order")
+        assert ran["data"] == {"due": 1} and ran["t"] >= before + 2
+
+
 def test_shutdown_gives_unfinished_messages_back_without_counting_the_attempt(
     app_dir: Path, store: Store
 ) -> None:

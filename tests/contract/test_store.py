@@ -63,6 +63,21 @@ def test_retry_hides_the_message_for_its_delay_and_keeps_the_error_history(store
     assert d2.errors == errors
 
 
+def test_next_visible_says_when_the_first_hidden_message_shows(store: Store) -> None:
+    # the host's idle watch sleeps until then, not a fixed interval
+    assert run(store.next_visible(["orders", "other"])) is None
+    run(store.enqueue(msg()))
+    assert run(store.next_visible(["orders"])) is None  # visible now: nothing hidden
+    run(store.enqueue(msg(queue="other", delay=30)))
+    run(store.enqueue(msg(queue="other", delay=60)))
+    first = run(store.next_visible(["orders", "other"]))
+    assert first is not None and 28 < first <= 30
+    assert len(run(store.claim("orders", "w1", 1, lease=5))) == 1  # a lease hides it too
+    leased = run(store.next_visible(["orders", "other"]))
+    assert leased is not None and 3 < leased <= 5
+    assert run(store.next_visible(["nothing-here"])) is None
+
+
 def test_release_gives_the_message_back_without_counting_the_attempt(store: Store) -> None:
     run(store.enqueue(msg()))
     (d,) = run(store.claim("orders", "w1", 1, lease=30))

@@ -23,6 +23,9 @@ from hibana.triggers.timer import TimerScheduler, TimerSpec
 
 #: How often the queues are looked at for waiting messages.
 WATCH_INTERVAL = 0.05
+#: How often, at most, while no worker runs and the store's watcher wakes this thread at
+#: every commit: in between it sleeps until a hidden message shows or a timer is due.
+IDLE_INTERVAL = 1.0
 #: The least time between two looks, however often enqueues wake the watch.
 MIN_GAP = 0.005
 #: How often the queue figures ``hibana status`` shows are refreshed, at most; a store
@@ -118,6 +121,7 @@ class StoreDuties:
             loop.add_reader(watcher.fileno(), self._on_change)
         else:
             loop.remove_reader(watcher.fileno())
+            self._changed.set()  # out of an idle sleep: workers run, look as often as they need
 
     def _on_change(self) -> None:
         watcher = self._watcher
@@ -181,7 +185,17 @@ class StoreDuties:
                     self.report(f"error: {exc}; retrying")
                 await asyncio.sleep(min(1.0, 0.05 * failures))
                 continue
+            wait = min(WATCH_INTERVAL, until_timer)
+            if self._reading and not waiting and self.queues:
+                # Idle: every commit wakes us, so only a message that is hidden now
+                # (delayed, retried later, leased by a worker that died) can show
+                # unannounced. Sleep until the first one does.
+                try:
+                    hidden = await self.store.next_visible(self.queues)
+                except StoreError:
+                    hidden = WATCH_INTERVAL
+                wait = min(until_timer, IDLE_INTERVAL if hidden is None else hidden, IDLE_INTERVAL)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(WATCH_INTERVAL, until_timer))
+                await asyncio.wait_for(changed.wait(), wait)
             # under load every commit wakes us: look at most every MIN_GAP seconds
             await asyncio.sleep(MIN_GAP)

@@ -46,6 +46,9 @@ CRASH_LOOP_WINDOW = 1.0
 SIGNAL_ECHO = 0.25
 #: How often the scaler looks at the board (a waiting connection wakes it at once).
 TICK = 0.05
+#: How often with no worker at all: a connection or a queued message wakes the loop, and
+#: there is no worker to retire.
+IDLE_TICK = 1.0
 #: How long a reload waits for the old version's workers to stop accepting connections.
 RETIRE_ACK_TIMEOUT = 5.0
 #: The signals that ask the host to stop; SIGHUP asks it to reload the app.
@@ -482,7 +485,9 @@ class Supervisor:
     # -- running ----------------------------------------------------------------------
     def _loop(self) -> int:
         while True:
-            for key, _ in self.sel.select(timeout=TICK):
+            idle = not self.records and self._waiting_since is None
+            tick = IDLE_TICK if idle and time.monotonic() >= self._hold_until else TICK
+            for key, _ in self.sel.select(timeout=tick):
                 if key.data == "signal":
                     self._take_signals()
                 elif key.data == "reload":

@@ -15,6 +15,7 @@ still fails fast.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -122,6 +123,10 @@ def _memory_limit_below_start(scaling: Scaling, app_imported: bool) -> str | Non
     )
 
 
+#: How often the zygote looks for exited workers if no SIGCHLD has told it.
+_REAP_INTERVAL = 1.0
+
+
 class Zygote:
     def __init__(
         self,
@@ -142,6 +147,8 @@ class Zygote:
         self.scaling = scaling
         self.board = board
         self.children: set[int] = set()
+        #: Where SIGCHLD lands (the signal module's wakeup fd writes to the second).
+        self._exits = socket.socketpair()
 
     def start_worker(self, spawn: Spawn) -> int:
         self.board.clear(spawn.slot)
@@ -170,6 +177,9 @@ class Zygote:
         # The child: a worker. Nothing of the zygote's loop runs here again.
         try:
             self.control.close()
+            signal.set_wakeup_fd(-1)
+            for sock in self._exits:
+                sock.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             # a scale-in signal before the worker serves is moot: it is not idle yet
@@ -181,10 +191,21 @@ class Zygote:
             os._exit(1)
 
     def serve(self) -> int:
+        # a worker's exit (SIGCHLD) wakes the loop through the wakeup fd: no polling
+        exits, wake = self._exits
+        exits.setblocking(False)
+        wake.setblocking(False)
+        signal.set_wakeup_fd(wake.fileno(), warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         sel = selectors.DefaultSelector()
-        sel.register(self.control.sock, selectors.EVENT_READ)
+        sel.register(self.control.sock, selectors.EVENT_READ, "control")
+        sel.register(exits, selectors.EVENT_READ, "exits")
         while True:
-            for _ in sel.select(timeout=0.05):
+            for key, _ in sel.select(timeout=_REAP_INTERVAL):
+                if key.data == "exits":
+                    with contextlib.suppress(OSError):
+                        exits.recv(4096)
+                    continue
                 try:
                     messages = self.control.receive()
                 except (EOFError, ConnectionError):

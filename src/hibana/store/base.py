@@ -196,6 +196,9 @@ class Engine:
     def ready(self, now: float, queues: Sequence[str]) -> int:
         raise NotImplementedError
 
+    def next_visible(self, now: float, queues: Sequence[str]) -> float | None:
+        raise NotImplementedError
+
     def stats(self, now: float) -> list[QueueStats]:
         raise NotImplementedError
 
@@ -239,7 +242,16 @@ class Engine:
 #: Operations whose items the writer may merge into one call when several wait at once.
 _MERGEABLE = frozenset({"enqueue", "settle"})
 _READS = frozenset(
-    {"declared", "ready", "stats", "dead_letters", "last_fire", "subscriptions", "secrets"}
+    {
+        "declared",
+        "ready",
+        "next_visible",
+        "stats",
+        "dead_letters",
+        "last_fire",
+        "subscriptions",
+        "secrets",
+    }
 )
 
 
@@ -342,6 +354,12 @@ class Store:
     async def ready(self, queues: Sequence[str]) -> int:
         """How many messages of ``queues`` are visible now."""
         result: int = await self._call("ready", tuple(queues))
+        return result
+
+    async def next_visible(self, queues: Sequence[str]) -> float | None:
+        """Seconds until the first message of ``queues`` that is hidden now (delayed,
+        waiting to be retried, or leased) becomes visible; None if none is hidden."""
+        result: float | None = await self._call("next_visible", tuple(queues))
         return result
 
     async def stats(self) -> list[QueueStats]:
