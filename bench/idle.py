@@ -1,9 +1,10 @@
 """What a server costs while nobody calls it: CPU and wake-ups per second of an idle host,
 beside the peers of bench/http.py, all serving the same hello.
 
-Each server is started alone, answers one request, then is left alone: hibana until it has
-scaled to zero workers (it keeps its store duties: the example app has a queue and a
-timer), the peers as they are (their workers stay). Then its processes' CPU time and
+Each server is started alone, answers one request, then is left alone: hibana once as it
+runs by default, until it has scaled to zero workers, and once with its workers kept (the
+example app has a queue and a timer, so its store duties run in both); the peers as they
+are (their workers stay). Then its processes' CPU time and
 context switches are read over the measured window.
 
 Prints a table; exits 0 whatever the numbers (a measurement, not a test), non-zero when a
@@ -102,9 +103,6 @@ def measure(server: Server, seconds: float) -> tuple[float, float, int]:
     return 100 * cpu / took, switched / took, len(after)
 
 
-_PEERS = ("sync", "raw", "ff")
-
-
 def _scaling_to_zero(server: Server) -> Server:
     """hibana as it runs by default (0..N workers), with a short idle timeout."""
     if server.key != "sync":
@@ -126,7 +124,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.workers < 1:
         parser.error("--seconds must be positive and --workers at least 1")
-    servers = [_scaling_to_zero(s) for s in make_servers(args.workers) if s.key in _PEERS]
+    peers = {s.key: s for s in make_servers(args.workers)}
+    kept = dataclasses.replace(
+        peers["sync"], key="kept", name=f"hibana ({args.workers} workers kept)"
+    )
+    servers = [_scaling_to_zero(peers["sync"]), kept, peers["raw"], peers["ff"]]
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(f"idle for {args.seconds:g}s after one request; CPU of all the server's processes\n")
     rows = []
@@ -136,7 +138,7 @@ def main(argv: list[str]) -> int:
     print(f"\n{'server':<42}{'CPU % of a core':>16}{'wake-ups/s':>12}{'procs':>7}")
     print("-" * 77)
     for server, cpu, wakeups, procs in rows:
-        name = "hibana (0 workers, store duties on)" if server.key == "sync" else server.name
+        name = "hibana (scaled to 0 workers)" if server.key == "sync" else server.name
         print(f"{name:<42}{cpu:>16.2f}{wakeups:>12.1f}{procs:>7}")
     print()
     for server, *_ in rows:

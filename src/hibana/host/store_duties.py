@@ -23,6 +23,9 @@ from hibana.triggers.timer import TimerScheduler, TimerSpec
 
 #: How often the queues are looked at for waiting messages.
 WATCH_INTERVAL = 0.05
+#: How often at most while workers run and the queues stay empty (a backlog that builds
+#: meanwhile adds workers this much later: the workers themselves take it at once).
+QUIET_INTERVAL = 0.5
 #: How often, at most, while no worker runs and the store's watcher wakes this thread at
 #: every commit: in between it sleeps until a hidden message shows or a timer is due.
 IDLE_INTERVAL = 1.0
@@ -154,6 +157,7 @@ class StoreDuties:
         started = False
         next_purge = time.monotonic() + PURGE_INTERVAL
         next_stats = 0.0
+        quiet = WATCH_INTERVAL  # the look's interval while workers run
         while not self._stop.is_set():
             changed.clear()
             try:
@@ -185,16 +189,23 @@ class StoreDuties:
                     self.report(f"error: {exc}; retrying")
                 await asyncio.sleep(min(1.0, 0.05 * failures))
                 continue
-            wait = min(WATCH_INTERVAL, until_timer)
+            # Workers run and claim for themselves: we look for a backlog (to add
+            # workers) every WATCH_INTERVAL while there is one, backing off to
+            # QUIET_INTERVAL while the queues stay empty.
+            quiet = WATCH_INTERVAL if waiting else min(quiet * 2, QUIET_INTERVAL)
+            wait = min(quiet, until_timer)
             if self._reading and not waiting and self.queues:
                 # Idle: every commit wakes us, so only a message that is hidden now
                 # (delayed, retried later, leased by a worker that died) can show
                 # unannounced. Sleep until the first one does.
                 try:
-                    hidden = await self.store.next_visible(self.queues)
+                    due = await self.store.next_visible(self.queues)
                 except StoreError:
-                    hidden = WATCH_INTERVAL
-                wait = min(until_timer, IDLE_INTERVAL if hidden is None else hidden, IDLE_INTERVAL)
+                    due = WATCH_INTERVAL
+                if due is not None:  # (0 if a message came since `ready`: look again soon)
+                    wait = min(max(due, WATCH_INTERVAL), IDLE_INTERVAL, until_timer)
+                else:
+                    wait = min(IDLE_INTERVAL, until_timer)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), wait)
             # under load every commit wakes us: look at most every MIN_GAP seconds

@@ -46,8 +46,7 @@ CRASH_LOOP_WINDOW = 1.0
 SIGNAL_ECHO = 0.25
 #: How often the scaler looks at the board (a waiting connection wakes it at once).
 TICK = 0.05
-#: How often with no worker at all: a connection or a queued message wakes the loop, and
-#: there is no worker to retire.
+#: How often when there is nothing for the scaler to decide (see _tick_interval).
 IDLE_TICK = 1.0
 #: How long a reload waits for the old version's workers to stop accepting connections.
 RETIRE_ACK_TIMEOUT = 5.0
@@ -485,9 +484,7 @@ class Supervisor:
     # -- running ----------------------------------------------------------------------
     def _loop(self) -> int:
         while True:
-            idle = not self.records and self._waiting_since is None
-            tick = IDLE_TICK if idle and time.monotonic() >= self._hold_until else TICK
-            for key, _ in self.sel.select(timeout=tick):
+            for key, _ in self.sel.select(timeout=self._tick_interval()):
                 if key.data == "signal":
                     self._take_signals()
                 elif key.data == "reload":
@@ -511,6 +508,24 @@ class Supervisor:
             if self._stop_asked:
                 return self._shutdown()
             self._tick()
+
+    def _tick_interval(self) -> float:
+        """TICK while the scaler has something to watch; IDLE_TICK when nothing can
+        change but by an event that wakes the loop (a connection or a queued message
+        with no worker to take it, a worker's exit): no worker at all, or a fixed number
+        of them all running."""
+        if self._waiting_since is not None or time.monotonic() < self._hold_until:
+            return TICK
+        if not self.records:
+            return IDLE_TICK
+        zygote = self.zygote
+        scaling = zygote.scaling if zygote is not None else None
+        fixed = scaling is not None and scaling.min_instances == scaling.max_instances
+        if fixed and all(
+            r.zygote is zygote and r.pid is not None and not r.retiring for r in self.records
+        ):
+            return IDLE_TICK
+        return TICK
 
     def _tick(self) -> None:
         """One scaling cycle: keep the minimum, follow the load, retire idle workers."""

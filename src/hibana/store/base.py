@@ -357,8 +357,9 @@ class Store:
         return result
 
     async def next_visible(self, queues: Sequence[str]) -> float | None:
-        """Seconds until the first message of ``queues`` that is hidden now (delayed,
-        waiting to be retried, or leased) becomes visible; None if none is hidden."""
+        """Seconds until a message of ``queues`` can be claimed: 0 if one can now, else
+        when the first that is hidden (delayed, waiting to be retried, or leased) shows;
+        None if they hold no message."""
         result: float | None = await self._call("next_visible", tuple(queues))
         return result
 

@@ -282,14 +282,13 @@ class SqlEngine(Engine):
 
     def next_visible(self, now: float, queues: Sequence[str]) -> float | None:
         first: float | None = None
-        for q in queues:  # each the first entry past ``now`` in the (queue, visible_at) index
+        for q in queues:  # each the first entry of the queue in the (queue, visible_at) index
             row = self._exec(
-                "SELECT MIN(visible_at) FROM hibana_messages WHERE queue = ? AND visible_at > ?",
-                (q, now),
+                "SELECT MIN(visible_at) FROM hibana_messages WHERE queue = ?", (q,)
             ).fetchone()
             if row[0] is not None and (first is None or row[0] < first):
                 first = float(row[0])
-        return None if first is None else first - now
+        return None if first is None else max(0.0, first - now)
 
     def stats(self, now: float) -> list[QueueStats]:
         found: dict[str, list[Any]] = {q.name: [0, 0, 0, 0, None] for q in self.declared(now)}

@@ -38,6 +38,8 @@ from hibana.timers import TimerInfo
 MAX_PAYLOAD_BYTES = 256 * 1024
 #: How long an idle consumer waits between claims at most (a local enqueue wakes it).
 IDLE_POLL_MAX = 0.05
+#: How long at most while the store's watcher wakes it at every commit.
+IDLE_WATCHED_MAX = 1.0
 #: Deliveries claimed in one go at most.
 CLAIM_MAX = 256
 #: In-flight invocations per queue function and worker, unless max_concurrency says.
@@ -277,6 +279,22 @@ class QueueConsumer:
         except Exception:
             self._unwatch()
 
+    async def _idle_wait(self, queue: str, idle: float) -> float:
+        """How long an idle claim loop waits for a wake-up. Once it has backed off to
+        ``IDLE_POLL_MAX``, with the store's watcher waking it at every commit, only a
+        hidden message (delayed, retried later, or leased by a worker that died) can
+        show unannounced: it waits until the first one does, ``IDLE_WATCHED_MAX`` at
+        most, instead of polling."""
+        if idle < IDLE_POLL_MAX or not self._watching:
+            return idle
+        try:
+            due = await self.store.next_visible((queue,))
+        except Exception:  # the store: the claim that follows will say what is wrong
+            return idle
+        # 0: one can be claimed now, but the claim found none (a concurrency group is
+        # full, or another worker took it): poll as before
+        return IDLE_WATCHED_MAX if due is None else min(max(due, idle), IDLE_WATCHED_MAX)
+
     def _changed(self) -> None:
         watcher = self._watcher
         if watcher is None:
@@ -382,7 +400,7 @@ class QueueConsumer:
             if not deliveries:
                 self._idle(True)
                 try:
-                    await asyncio.wait_for(wake.wait(), idle)
+                    await asyncio.wait_for(wake.wait(), await self._idle_wait(queue, idle))
                     idle = 0.001  # woken: a message was just enqueued
                 except TimeoutError:
                     idle = min(idle * 2, IDLE_POLL_MAX)
