@@ -320,6 +320,8 @@ def test_new_writes_a_starter_that_serves(tmp_path: Path) -> None:
         assert echoed.json()["got"] == {"k": 1}
     finally:
         host.stop()
+    # the host's state folder keeps itself out of the app's repository
+    assert "*" in (target / ".hibana" / ".gitignore").read_text().splitlines()
     again = run_cli("new", str(target))
     assert again.returncode == 2
     assert "already exists" in again.stderr

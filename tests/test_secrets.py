@@ -39,6 +39,8 @@ def test_secrets_are_encrypted_at_rest_and_listed_by_name(app_dir: Path, key_fil
     for value in (API_TOKEN, GH_SECRET, SLACK_SECRET):
         assert value.encode() not in raw
     assert b"api-token" in raw  # the names are not secret
+    # sealed or not, they stay out of the app's repository: git ignores the whole folder
+    assert "*" in (db.parent / ".gitignore").read_text().splitlines()
     removed = run_cli("secrets", "rm", "api-token", "--app", str(app_dir))
     assert removed.returncode == 0 and removed.stdout.strip() == "Deleted secret api-token"
     again = run_cli("secrets", "rm", "api-token", "--app", str(app_dir))

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hibana.store.sqlite import STATE_DIR, make_state_dir
+
 if TYPE_CHECKING:
     from hibana.host.supervisor import Supervisor
 
@@ -22,7 +24,6 @@ _REASONS = {
     422: b"Unprocessable Content",
     503: b"Service Unavailable",
 }
-STATE_DIR = ".hibana"
 HOST_FILE = "host.json"
 
 
@@ -38,7 +39,7 @@ class AdminEndpoint:
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.file = host_file(supervisor.config.app_dir)
         try:
-            self.file.parent.mkdir(exist_ok=True)
+            make_state_dir(self.file.parent)
             self.file.write_text(
                 json.dumps({"pid": os.getpid(), "url": supervisor.url, "admin": self.url})
             )

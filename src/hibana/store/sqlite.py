@@ -74,7 +74,10 @@ class SqliteEngine(SqlEngine):
 
     def connect(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.parent.name == STATE_DIR:
+                make_state_dir(self.path.parent)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(
                 f"cannot create {self.path.parent} for the store: {exc.strerror}"
@@ -169,5 +172,19 @@ class WalWatcher(ChangeWatcher):
         os.close(self._fd)
 
 
+#: The app's state folder, in the app's folder: the SQLite store, the running host's address.
+STATE_DIR = ".hibana"
+
+
 def default_path(app_dir: str | os.PathLike[str]) -> Path:
-    return Path(app_dir) / ".hibana" / "state.db"
+    return Path(app_dir) / STATE_DIR / "state.db"
+
+
+def make_state_dir(folder: Path) -> None:
+    """Create the state folder ``folder``, with a ``.gitignore`` that keeps it out of the
+    app's repository: it holds the app's queued messages and sealed secrets, not its code
+    (pytest's and ruff's caches do the same)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ignore = folder / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# hibana's state for this app (queues, secrets): not source\n*\n")
