@@ -215,8 +215,13 @@ def read_jsonl(path: Path, **match: Any) -> list[dict[str, Any]]:
 
 
 def run_cli(
-    *args: str, cwd: Path | None = None, timeout: float = 60
+    *args: str, cwd: Path | None = None, timeout: float = 60, columns: int | None = 250
 ) -> subprocess.CompletedProcess[str]:
+    """``columns``: the terminal width the CLI is told (wide: usage errors stay on one
+    line to match on); None: none, as when its output is piped."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    if columns is not None:
+        env["COLUMNS"] = str(columns)
     return subprocess.run(
         [sys.executable, "-m", "hibana", *args],
         capture_output=True,
@@ -224,7 +229,7 @@ def run_cli(
         timeout=timeout,
         cwd=cwd,
         stdin=subprocess.DEVNULL,
-        env={**os.environ, "COLUMNS": "250"},  # keep usage errors on one line to match on
+        env=env,
     )
 
 

@@ -99,6 +99,19 @@ def test_a_failing_message_is_retried_until_it_succeeds(host: Host, app_dir: Pat
     assert {q["queue"] for q in queues} == {"orders", "batches", "warehouse-a", "warehouse-b"}
     shown = run_cli("status", "--app", str(app_dir))
     assert shown.returncode == 0 and "dead letters" in shown.stdout and "orders" in shown.stdout
+    functions = [f["name"] for f in host.status()["functions"]]
+    # piped (no terminal width): every name whole, on its row
+    piped = run_cli("status", "--app", str(app_dir), columns=None)
+    rows = {line.split("│")[1].strip() for line in piped.stdout.splitlines() if "│" in line}
+    assert set(functions) <= rows, piped.stdout
+    # in a narrow terminal what does not fit folds onto more lines, never cut to "on_ba…"
+    narrow = run_cli("status", "--app", str(app_dir), columns=60).stdout
+    assert "…" not in narrow, narrow
+    function_table = narrow.split("┏")[1]
+    first_column = "".join(
+        line.split("│")[1].strip() for line in function_table.splitlines() if "│" in line
+    )
+    assert first_column == "".join(functions), narrow
 
 
 def test_dead_letter_after_max_attempts_then_redrive_succeeds(host: Host, app_dir: Path) -> None:

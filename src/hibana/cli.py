@@ -317,18 +317,30 @@ def status(
     if as_json:
         print(json.dumps(data, indent=2))
         return
+    import os
+
     from rich.console import Console
     from rich.table import Table
 
     scaling = data["scaling"] or {}
-    console = Console()
+    # piped (a file, `| less`, a CI log): as wide as the tables need, not a terminal's 80
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    console = Console(width=200 if wide else None)
+
+    def table(*names: str) -> Table:
+        """In a narrow terminal what does not fit folds onto more lines, never cut."""
+        made = Table(*names)
+        for column in made.columns:
+            column.overflow = "fold"
+        return made
+
     console.print(
         f"host pid {data['pid']} · {data['url']} · up {data['uptime_s']:.0f}s · "
         f"app generation {data['generation']}, loaded {data['loaded_s']:.0f}s ago · "
         f"workers {scaling.get('min_instances')}..{scaling.get('max_instances')} "
         f"· prewarm {scaling.get('prewarm')} · idle timeout {scaling.get('idle_timeout')}s"
     )
-    functions = Table(
+    functions = table(
         "function",
         "trigger",
         "workers",
@@ -351,7 +363,7 @@ def status(
             "-" if last is None else f"{last:.1f}",
         )
     console.print(functions)
-    workers = Table(
+    workers = table(
         "worker",
         "pid",
         "generation",
@@ -372,11 +384,11 @@ def status(
             str(w["invocations"]),
             f"{w['cold_start_ms']:.1f}",
             f"{w['idle_s']:.1f}",
-            f"{w['rss_mb']:.0f}",
+            f"{w['rss_mb']:.0f}" if w["rss_mb"] else "-",  # read a second after start
         )
     console.print(workers if data["workers"] else "no workers running (scaled to zero)")
     if data.get("queues"):
-        queues = Table("queue", "ready", "delayed", "in flight", "dead letters", "oldest age s")
+        queues = table("queue", "ready", "delayed", "in flight", "dead letters", "oldest age s")
         for q in data["queues"]:
             age = "-" if q["oldest_age"] is None else f"{q['oldest_age']:.1f}"
             queues.add_row(
