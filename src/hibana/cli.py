@@ -14,6 +14,9 @@ import typer
 from hibana.errors import AppError, ConfigError, HibanaError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from hibana.store.base import Store
 
 T = TypeVar("T")
@@ -317,30 +320,15 @@ def status(
     if as_json:
         print(json.dumps(data, indent=2))
         return
-    import os
-
-    from rich.console import Console
-    from rich.table import Table
-
     scaling = data["scaling"] or {}
-    # piped (a file, `| less`, a CI log): as wide as the tables need, not a terminal's 80
-    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    console = Console(width=200 if wide else None)
-
-    def table(*names: str) -> Table:
-        """In a narrow terminal what does not fit folds onto more lines, never cut."""
-        made = Table(*names)
-        for column in made.columns:
-            column.overflow = "fold"
-        return made
-
+    console = _console()
     console.print(
         f"host pid {data['pid']} · {data['url']} · up {data['uptime_s']:.0f}s · "
         f"app generation {data['generation']}, loaded {data['loaded_s']:.0f}s ago · "
         f"workers {scaling.get('min_instances')}..{scaling.get('max_instances')} "
         f"· prewarm {scaling.get('prewarm')} · idle timeout {scaling.get('idle_timeout')}s"
     )
-    functions = table(
+    functions = _table(
         "function",
         "trigger",
         "workers",
@@ -363,7 +351,7 @@ def status(
             "-" if last is None else f"{last:.1f}",
         )
     console.print(functions)
-    workers = table(
+    workers = _table(
         "worker",
         "pid",
         "generation",
@@ -388,18 +376,37 @@ def status(
         )
     console.print(workers if data["workers"] else "no workers running (scaled to zero)")
     if data.get("queues"):
-        queues = table("queue", "ready", "delayed", "in flight", "dead letters", "oldest age s")
-        for q in data["queues"]:
-            age = "-" if q["oldest_age"] is None else f"{q['oldest_age']:.1f}"
-            queues.add_row(
-                q["queue"],
-                str(q["ready"]),
-                str(q["delayed"]),
-                str(q["in_flight"]),
-                str(q["dead"]),
-                age,
-            )
-        console.print(queues)
+        console.print(_queues_table(data["queues"]))
+
+
+def _console() -> Console:
+    """Where tables go: piped (a file, `| less`, a CI log), as wide as they need rather
+    than a terminal's 80 columns."""
+    from rich.console import Console
+
+    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    return Console(width=200 if wide else None)
+
+
+def _table(*names: str) -> Table:
+    """A table whose cells, in a narrow terminal, fold onto more lines, never cut."""
+    from rich.table import Table
+
+    made = Table(*names)
+    for column in made.columns:
+        column.overflow = "fold"
+    return made
+
+
+def _queues_table(queues: list[dict[str, Any]]) -> Table:
+    """The queues' figures (``QueueStats`` as dicts), for ``status`` and ``queue stats``."""
+    table = _table("queue", "ready", "delayed", "in flight", "dead letters", "oldest age s")
+    for q in queues:
+        age = "-" if q["oldest_age"] is None else f"{q['oldest_age']:.1f}"
+        table.add_row(
+            q["queue"], str(q["ready"]), str(q["delayed"]), str(q["in_flight"]), str(q["dead"]), age
+        )
+    return table
 
 
 @cli.command()
@@ -541,14 +548,8 @@ def queue_stats(
     if as_json:
         print(json.dumps([dataclasses.asdict(s) for s in stats], indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("queue", "ready", "delayed", "in flight", "dead letters", "oldest age s")
-    for s in stats:
-        age = "-" if s.oldest_age is None else f"{s.oldest_age:.1f}"
-        table.add_row(s.queue, str(s.ready), str(s.delayed), str(s.in_flight), str(s.dead), age)
-    Console().print(table if stats else f"no queues in {opened.display}")
+    shown = _queues_table([dataclasses.asdict(s) for s in stats])
+    _console().print(shown if stats else f"no queues in {opened.display}")
 
 
 @queue_cli.command("dlq")
@@ -586,16 +587,13 @@ def queue_dlq(
             )
         )
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("id", "attempts", "died", "last error", "data")
+    table = _table("id", "attempts", "died", "last error", "data")
     for d in dead:
         died = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.died_at))
         last = d.errors[-1]["error"] if d.errors else "-"
         text = d.body.decode(errors="replace")
         table.add_row(str(d.id), str(d.attempts), died, last, text[:60])
-    Console().print(table if dead else f"no dead letters in {queue}")
+    _console().print(table if dead else f"no dead letters in {queue}")
 
 
 @queue_cli.command("redrive")
