@@ -81,6 +81,11 @@ _RECORD_ATTRIBUTES = frozenset(
 )
 
 
+#: The event loop's heartbeat while invocations run, and while none does: the watchdog
+#: calls the loop blocked once a beat is this late by 0.4 s more, and an invocation is
+#: past its deadline and grace.
+_BEAT = 0.1
+_IDLE_BEAT = 1.0
 #: Seconds connections get to finish writing their answers once the worker stops serving.
 _WRITE_GRACE = 2.0
 
@@ -311,13 +316,17 @@ class Worker:
         An async function that calls blocking code (``time.sleep``, a sync driver) freezes
         the whole worker: no deadline can fire and no response can be sent. The only cure is
         a new worker; the supervisor forks one when this one exits."""
-        beat = [time.monotonic()]
+        beat = [time.monotonic(), _BEAT]  # the loop's last beat, and the time to its next
         grace = self.config.cancel_grace
 
         def tick() -> None:
-            beat[0] = time.monotonic()
-            self.sink.flush()  # lines from sync functions' threads, at most 0.1 s late
-            loop.call_later(0.1, tick)
+            # lines from sync functions' threads go out at most a period late; with no
+            # invocation running (nothing to watch for), the period is a second
+            busy = self.dispatcher is None or bool(self.dispatcher.inflight)
+            period = _BEAT if busy else _IDLE_BEAT
+            beat[0], beat[1] = time.monotonic(), period
+            self.sink.flush()
+            loop.call_later(period, tick)
 
         def overdue() -> list[str]:
             # Read from another thread while the loop is frozen; if it is not frozen after
@@ -341,11 +350,13 @@ class Worker:
             return None if statm is None else resident_mb(statm)
 
         def watch() -> None:
-            rounds = 0
+            next_reading = time.monotonic() + 1.0
             while True:
-                time.sleep(0.1)
-                rounds += 1
-                rss = rss_mb() if rounds % 10 == 0 else None
+                time.sleep(beat[1])
+                rss = None
+                if time.monotonic() >= next_reading:
+                    next_reading += 1.0
+                    rss = rss_mb()
                 if rss is not None:
                     if self.row is not None:
                         self.row.set("rss_mb", rss)
@@ -358,7 +369,7 @@ class Worker:
                         )
                         loop.call_soon_threadsafe(self.retire)
                 stalled = time.monotonic() - beat[0]
-                if stalled > 0.5 and (late := overdue()):
+                if stalled > beat[1] + 0.4 and (late := overdue()):
                     self.log.error(
                         "event loop blocked; an async function is calling blocking code; "
                         "replacing this worker",
