@@ -48,6 +48,9 @@ SIGNAL_ECHO = 0.25
 TICK = 0.05
 #: How often when there is nothing for the scaler to decide (see _tick_interval).
 IDLE_TICK = 1.0
+#: How often while the fewest workers allowed are all idle: a burst of load adds workers
+#: this much later at most.
+QUIET_TICK = 0.25
 #: How long a reload waits for the old version's workers to stop accepting connections.
 RETIRE_ACK_TIMEOUT = 5.0
 #: The signals that ask the host to stop; SIGHUP asks it to reload the app.
@@ -154,6 +157,8 @@ class Supervisor:
         self._watching_socket = False
         #: When a connection was first seen waiting with no worker to take it.
         self._waiting_since: float | None = None
+        #: The last tick found the fewest workers allowed, all idle (see QUIET_TICK).
+        self._quiet = False
         #: Per-function totals of workers that have exited (their board rows are reused).
         self.past: dict[str, dict[str, float]] = {}
         self.started_at = time.time()
@@ -525,7 +530,7 @@ class Supervisor:
             r.zygote is zygote and r.pid is not None and not r.retiring for r in self.records
         ):
             return IDLE_TICK
-        return TICK
+        return QUIET_TICK if self._quiet else TICK
 
     def _tick(self) -> None:
         """One scaling cycle: keep the minimum, follow the load, retire idle workers."""
@@ -550,6 +555,14 @@ class Supervisor:
             self._waiting_since = time.monotonic()
         decision = scaler.decide(views, waiting)
         now = time.monotonic()
+        # the fewest workers allowed, all idle: only a rise in load can change that
+        self._quiet = (
+            not waiting
+            and not decision.spawn
+            and len(views) <= scaler.scaling.min_instances
+            and len(mine) == len(self.records)  # no older version's workers to see off
+            and all(not v.inflight and not v.pending and not v.retiring for v in views)
+        )
         if decision.spawn and now >= self._hold_until:
             busy = waiting or any(v.inflight for v in views)
             self._spawn_more(zygote, len(mine) + decision.spawn, on_demand=busy)
