@@ -320,11 +320,13 @@ class Worker:
         grace = self.config.cancel_grace
 
         def tick() -> None:
-            # lines from sync functions' threads go out at most a period late; with no
-            # invocation running (nothing to watch for), the period is a second
+            # with no invocation running (nothing to watch for) the period is a second;
+            # lines from other threads go out at the next beat, or while the period is
+            # a second, on a flush they ask the loop for
             busy = self.dispatcher is None or bool(self.dispatcher.inflight)
             period = _BEAT if busy else _IDLE_BEAT
             beat[0], beat[1] = time.monotonic(), period
+            self.sink.prompt = not busy
             self.sink.flush()
             loop.call_later(period, tick)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import contextvars
 import io
 import os
@@ -47,6 +48,9 @@ class LogSink:
         self._flush_scheduled = False
         #: Secret values as they appear inside JSON strings; replaced before any write.
         self._redact: tuple[bytes, ...] = ()
+        #: The owner's flush timer is slow now (nothing is running): a line from another
+        #: thread asks the loop for a flush of its own.
+        self.prompt = False
 
     def redact(self, values: list[str]) -> None:
         """Never write any of ``values`` (granted secrets): wherever one appears in a line,
@@ -72,16 +76,21 @@ class LogSink:
 
     def emit(self, record: dict[str, Any]) -> None:
         line = _encode(record)
-        if self._loop is None:
+        loop = self._loop
+        if loop is None:
             self._write(line + b"\n")
         elif _thread() == self._loop_thread:
             self._lines.append(line)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
-                self._loop.call_soon(self.flush)
+                loop.call_soon(self.flush)
         else:
             with self._lock:
                 self._foreign.append(line)
+                nudge = self.prompt and len(self._foreign) == 1
+            if nudge:
+                with contextlib.suppress(RuntimeError):  # the loop has closed
+                    loop.call_soon_threadsafe(self.flush)
 
     def flush(self) -> None:
         """Write what is buffered. Called on the loop's thread, or by the worker's watchdog
