@@ -112,6 +112,10 @@ class Host:
     def wait_for_stderr(self, pattern: str, timeout: float = 30) -> str:
         return self._wait_for(self.stderr_lines, re.compile(pattern), timeout)
 
+    def wait_for_stdout(self, pattern: str, timeout: float = 10) -> str:
+        """A stdout line matching ``pattern`` (a regular expression), as it is."""
+        return self._wait_for(self.stdout_lines, re.compile(pattern), timeout)
+
     def wait_for_log(self, timeout: float = 10, **fields: Any) -> dict[str, Any]:
         """The first JSON log line on stdout whose fields include ``fields``."""
         deadline = time.monotonic() + timeout

@@ -37,6 +37,7 @@ def test_help_on_every_command(command: list[str]) -> None:
         (["serve"], "Missing argument"),
         (["frobnicate"], "No such command"),
         (["serve", str(APPS / "basic"), "--log-level", "loud"], "log_level='loud'"),
+        (["dev", str(APPS / "basic"), "--log-format", "xml"], "--log-format 'xml' is not one of"),
     ],
 )
 def test_bad_arguments_exit_2_with_usage(args: list[str], fragment: str) -> None:

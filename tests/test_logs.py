@@ -1,13 +1,16 @@
-"""The log sink's writes: whole lines, none lost, on a pipe that fills up."""
+"""The log sink's writes (whole lines, none lost, on a pipe that fills up), and the
+console format."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 
 from hibana.telemetry.logs import Logger, LogSink
+from tests.hosts import APPS, Host
 
 
 def test_a_full_non_blocking_pipe_loses_no_line_and_cuts_none() -> None:
@@ -56,3 +59,29 @@ def test_a_field_named_like_the_lines_own_does_not_replace_it() -> None:
     assert line["ts"].endswith("Z")
     assert (line["msg_"], line["ts_"], line["level_"]) == ("hello there", "yesterday", "bound")
     assert line["invocation_id"] == "abc"
+
+
+def test_console_format_renders_the_json_lines_for_a_person() -> None:
+    # hibana dev's default on a terminal; asked for here, since the test's stdout is a pipe
+    host = Host(APPS / "basic", "--workers", "1", "--log-format", "console").wait_ready()
+    try:
+        with host.client() as client:
+            hello = client.get("/hello/x").headers["x-invocation-id"][:8]
+            boom = client.get("/boom").headers["x-invocation-id"][:8]
+        host.wait_for_stdout(r"GET /boom → 500  error in [0-9.]+ ms")
+    finally:
+        host.stop()
+    lines = host.stdout_lines
+    out = "\n".join(lines)
+    assert not [line for line in lines if line.startswith("{")], out
+    assert re.search(rf"^[0-9:.]{{12}} INFO  greeting  name=x  · hello {hello}$", out, re.M), out
+    assert re.search(
+        rf" INFO  hello  GET /hello/x → 200  ok in [0-9.]+ ms  .*· {hello}$", out, re.M
+    )
+    # an error line, and under it its traceback, indented, from the function on
+    (at,) = [i for i, line in enumerate(lines) if " ERROR function raised  " in line]
+    assert lines[at].endswith(f"· boom {boom}") and "RuntimeError: secret detail" in lines[at]
+    assert lines[at + 1] == "    Traceback (most recent call last):"
+    assert lines[at + 2].startswith(f'      File "{APPS / "basic" / "function_app.py"}", line ')
+    assert lines[at + 2].endswith(", in boom")
+    assert lines[at + 3] == '        raise RuntimeError("secret detail that must stay in the log")'

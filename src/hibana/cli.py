@@ -101,6 +101,14 @@ KeepAliveTimeout = Annotated[
     float, typer.Option(min=0, help="Seconds an idle keep-alive connection is kept open.")
 ]
 LogLevel = Annotated[str, typer.Option(help="debug, info, warning or error.", case_sensitive=False)]
+LogFormat = Annotated[
+    str,
+    typer.Option(
+        help="json (one object a line), console (readable, for a terminal), or auto: "
+        "console for `hibana dev` on a terminal, json otherwise.",
+        case_sensitive=False,
+    ),
+]
 StoreOpt = Annotated[
     str | None,
     typer.Option(
@@ -167,6 +175,7 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
         body_timeout: BodyTimeout = 30.0,
         keep_alive_timeout: KeepAliveTimeout = 5.0,
         log_level: LogLevel = "info",
+        log_format: LogFormat = "auto",
         store: StoreOpt = None,
     ) -> None:
         from hibana.host.config import HostConfig
@@ -181,6 +190,11 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
             min_instances = max_instances = workers
         if prewarm is not None and prewarm not in ("app", "runtime", "none"):
             _usage(f"--prewarm {prewarm!r} is not one of: app, runtime, none")
+        log_format = log_format.lower()
+        if log_format not in ("auto", "json", "console"):
+            _usage(f"--log-format {log_format!r} is not one of: auto, json, console")
+        if log_format == "auto":
+            log_format = "console" if reload and sys.stdout.isatty() else "json"
         try:
             config = HostConfig(
                 app_dir=str(app_dir),
@@ -201,6 +215,7 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
                 body_timeout=body_timeout,
                 keep_alive_timeout=keep_alive_timeout,
                 log_level=log_level.lower(),  # type: ignore[arg-type]
+                log_format=log_format,  # type: ignore[arg-type]
                 reload=reload,
                 store=store,
             )

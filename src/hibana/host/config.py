@@ -51,6 +51,9 @@ class HostConfig:
     #: supervisor hands its zygote a duplicate of it, and makes their fd 1 a pipe whose
     #: lines it turns into JSON lines (see ``telemetry.logs.ProcessOutput``).
     log_fd: int = 1
+    #: "json" (one object a line, for machines) or "console" (for a person at a terminal:
+    #: the supervisor renders the workers' JSON lines, see ``telemetry.console``).
+    log_format: Literal["json", "console"] = "json"
     reload: bool = False
     #: The store URL (``--store`` / ``$HIBANA_STORE``); None: APP_DIR/.hibana/state.db.
     store: str | None = None
@@ -96,6 +99,8 @@ class HostConfig:
                 engine_for(self.store)
             except StoreError as exc:
                 raise ConfigError(str(exc)) from None
+        if self.log_format not in ("json", "console"):
+            raise ConfigError(f"log_format={self.log_format!r} is not one of json, console")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(
                 f"log_level={self.log_level!r} is not one of debug, info, warning, error"

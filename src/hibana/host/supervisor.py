@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hibana.errors import AppLoadError, ConfigError, StoreError
 from hibana.host import open_files
@@ -37,6 +37,9 @@ from hibana.host.service_manager import ServiceManager
 from hibana.host.store_duties import StoreDuties
 from hibana.store.base import Store
 from hibana.telemetry.logs import LogSink, ProcessOutput
+
+if TYPE_CHECKING:
+    from hibana.telemetry.console import ConsoleLog
 
 #: How long a freshly started zygote may take to import the app.
 IMPORT_TIMEOUT = 120.0
@@ -176,6 +179,8 @@ class Supervisor:
         #: stdout, where their log lines go; opened by run().
         self.output: ProcessOutput | None = None
         self._log_fd = -1
+        #: Renders the processes' JSON lines for a terminal (``--log-format console``).
+        self.console: ConsoleLog | None = None
         #: Values of the secrets the app's versions name: never written by the output.
         self._secret_values: set[str] = set()
         #: Our limit on open files, raised by run() (the processes we start inherit it).
@@ -212,17 +217,26 @@ class Supervisor:
             self._close_output()
 
     def _open_output(self) -> None:
-        try:
-            self._log_fd = os.dup(1)
-        except OSError:  # stdout closed: the lines have nowhere to go
-            self._log_fd = os.open(os.devnull, os.O_WRONLY)
+        if self.config.log_format == "console":
+            from hibana.telemetry.console import ConsoleLog
+
+            self.console = ConsoleLog(1, color=os.isatty(1))
+            self._log_fd = self.console.write_fd
+        else:
+            try:
+                self._log_fd = os.dup(1)
+            except OSError:  # stdout closed: the lines have nowhere to go
+                self._log_fd = os.open(os.devnull, os.O_WRONLY)
         self.output = ProcessOutput(LogSink(self._log_fd, self.config.log_level))
 
     def _close_output(self) -> None:
         if self.output is not None:
             self.output.close()  # what the processes wrote last goes out first
             self.output = None
-            os.close(self._log_fd)
+            if self.console is not None:
+                self.console.close()
+            else:
+                os.close(self._log_fd)
 
     def _open_store(self) -> Store:
         if self.store is None:
