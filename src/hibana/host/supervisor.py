@@ -447,9 +447,9 @@ class Supervisor:
         if self.open_file_limit < open_files.LOW:
             lines += [
                 "",
-                f"warning: the limit on open files is {self.open_file_limit}, its hard limit: "
-                "a worker holds fewer connections than that, the rest are closed unanswered; "
-                "raise it (`ulimit -Hn`, LimitNOFILE= in a systemd unit)",
+                f"warning: the limit on open files is {self.open_file_limit}, the most this "
+                "process could have: a worker holds fewer connections than that, the rest "
+                "are closed unanswered; raise it (`ulimit -Hn`, LimitNOFILE= in a systemd unit)",
             ]
         lines += ["", f"Listening on {self.url} (Ctrl+C to stop)"]
         self.report("\n".join(lines))
