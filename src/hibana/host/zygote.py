@@ -36,11 +36,9 @@ from hibana.host.control import Channel, Spawn, code_stamp
 from hibana.host.lifeline import die_with_parent
 from hibana.host.loader import load_app
 from hibana.host.scaling import Scaling, resolve
-from hibana.host.worker import (
-    preload,
-    resident_mb,
-    run_worker,
-)  # imported here so forked workers have it
+
+# run_worker is imported here so forked workers have it
+from hibana.host.worker import preload, resident_mb, run_worker
 from hibana.telemetry.logs import LogSink, PrintedLines
 
 

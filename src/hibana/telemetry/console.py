@@ -10,11 +10,12 @@ as it is.
 from __future__ import annotations
 
 import os
-import threading
 from datetime import datetime
 from typing import Any
 
 import msgspec
+
+from hibana.telemetry.logs import LinePipe
 
 #: Fields a person does not read on every line: the trace ids (``--log-format json`` has
 #: them), the worker's slot and pid, and that a line was printed.
@@ -97,31 +98,23 @@ def _value(value: Any) -> str:
 
 
 class ConsoleLog:
-    """Reads JSON lines from ``read_fd`` (the write end is the processes' log fd) and
-    writes them rendered to ``out_fd`` until every writer has closed the pipe."""
+    """A pipe (``write_fd``: the processes' log fd) whose JSON lines are written rendered
+    to ``out_fd``, until every writer has closed it."""
 
     def __init__(self, out_fd: int, color: bool) -> None:
         self._out = out_fd
         self._color = color
-        self._read, self.write_fd = os.pipe()
-        self._thread = threading.Thread(target=self._pump, name="hibana-console", daemon=True)
-        self._thread.start()
+        self._pipe = LinePipe(self._take, "hibana-console")
+        self.write_fd = self._pipe.write_fd
 
-    def _pump(self) -> None:
-        rest = b""
-        while True:
+    def _take(self, lines: list[bytes]) -> None:
+        text = "".join(self._line(line) + "\n" for line in lines if line)
+        data = memoryview(text.encode())
+        while data:
             try:
-                data = os.read(self._read, 65536)
+                data = data[os.write(self._out, data) :]
             except OSError:
-                data = b""
-            if not data:
-                break
-            *lines, rest = (rest + data).split(b"\n")
-            if lines:
-                self._write("".join(self._line(line) + "\n" for line in lines if line))
-        if rest:
-            self._write(self._line(rest) + "\n")
-        os.close(self._read)
+                return  # the terminal went away: nothing sensible is left to do
 
     def _line(self, line: bytes) -> str:
         try:
@@ -132,15 +125,6 @@ class ConsoleLog:
             return line.decode(errors="replace")
         return render(record, self._color)
 
-    def _write(self, text: str) -> None:
-        data = memoryview(text.encode())
-        while data:
-            try:
-                data = data[os.write(self._out, data) :]
-            except OSError:
-                return  # the terminal went away: nothing sensible is left to do
-
     def close(self, timeout: float = 2.0) -> None:
         """Our end is closed; the lines the processes wrote last go out first."""
-        os.close(self.write_fd)
-        self._thread.join(timeout)
+        self._pipe.close(timeout)

@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 import weakref
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -378,8 +379,48 @@ class _PrintedBytes(io.RawIOBase):
 
 
 _utf8 = codecs.getincrementaldecoder("utf-8")
-#: The longest unfinished line ``ProcessOutput`` holds: past it, what it has goes out.
+#: The longest unfinished line ``ProcessOutput`` holds: past it, what it has goes out (a
+#: program's output need not have newlines; the JSON lines ConsoleLog reads all do).
 _LONGEST = 64 * 1024
+
+
+class LinePipe:
+    """A pipe, and a thread of the supervisor's that hands ``take`` the lines written to
+    it (without their newlines) as they come: a line goes out when its newline arrives,
+    when it grows past ``longest`` bytes (if given), or when the last writer closes the
+    pipe."""
+
+    def __init__(
+        self, take: Callable[[list[bytes]], None], name: str, longest: int | None = None
+    ) -> None:
+        self._take = take
+        self._longest = longest
+        self._read, self.write_fd = os.pipe()
+        self._thread = threading.Thread(target=self._pump, name=name, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        rest = b""
+        while True:
+            try:
+                data = os.read(self._read, 65536)
+            except OSError:
+                data = b""
+            *lines, rest = (rest + data).split(b"\n")
+            if (not data and rest) or (self._longest and len(rest) > self._longest):
+                lines.append(rest)
+                rest = b""
+            if lines:
+                self._take(lines)
+            if not data:
+                os.close(self._read)
+                return
+
+    def close(self, timeout: float) -> None:
+        """Close our end, and hand over what the processes still had to say (a writer
+        that outlives them, still holding the pipe, is not waited for past ``timeout``)."""
+        os.close(self.write_fd)
+        self._thread.join(timeout)
 
 
 class ProcessOutput:
@@ -388,45 +429,21 @@ class ProcessOutput:
 
     What goes to fd 1 without passing through ``sys.stdout`` (a function's subprocess, a
     C library, ``os.write(1, ...)``) would otherwise land raw between the JSON lines. It
-    carries no invocation's fields: a pipe does not say who wrote to it. The supervisor
-    reads it on a thread of its own; a line goes out when its newline arrives, when it
-    grows past ``_LONGEST``, or when the last writer closes the pipe."""
+    carries no invocation's fields: a pipe does not say who wrote to it."""
 
     def __init__(self, sink: LogSink) -> None:
         self._sink = sink
         self._log = Logger(sink, {"stream": "stdout"})
-        self._read, self.write_fd = os.pipe()
-        self._thread = threading.Thread(target=self._pump, name="hibana-output", daemon=True)
-        self._thread.start()
+        self._pipe = LinePipe(self._take, "hibana-output", _LONGEST)
+        self.write_fd = self._pipe.write_fd
 
     def redact(self, values: list[str]) -> None:
         """Never write these secret values (see ``LogSink.redact``)."""
         self._sink.redact(values)
 
-    def _pump(self) -> None:
-        decoder = _utf8("replace")
-        rest = ""
-        while True:
-            try:
-                data = os.read(self._read, 65536)
-            except InterruptedError:  # pragma: no cover - retried by Python itself
-                continue
-            except OSError:
-                data = b""
-            text = rest + decoder.decode(data, not data)
-            *lines, rest = text.split("\n")
-            if len(rest) > _LONGEST or (not data and rest):
-                lines.append(rest)
-                rest = ""
-            for line in lines:
-                self._log.info(line.removesuffix("\r"))
-            if not data:
-                os.close(self._read)
-                return
+    def _take(self, lines: list[bytes]) -> None:
+        for line in lines:
+            self._log.info(line.decode("utf-8", "replace").removesuffix("\r"))
 
     def close(self, timeout: float = 1.0) -> None:
-        """Close the supervisor's end, and write what the processes still had to say
-        (a grandchild that outlives the host, still holding the pipe, is not waited
-        for past ``timeout``)."""
-        os.close(self.write_fd)
-        self._thread.join(timeout)
+        self._pipe.close(timeout)
