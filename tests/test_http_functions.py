@@ -200,6 +200,18 @@ def test_incoming_traceparent_is_continued_and_returned(basic_host: Host) -> Non
     assert fresh.headers["traceparent"].split("-")[1] == fresh.json()["trace_id"]
 
 
+def test_two_traceparents_start_a_new_trace(basic_host: Host) -> None:
+    """Two callers' contexts are no one trace to continue (the W3C test suite's
+    duplicated-traceparent case): the host starts its own."""
+    first = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    second = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with basic_host.client() as client:
+        r = client.get("/inspect", headers=[("traceparent", first), ("traceparent", second)])
+    body = r.json()
+    assert body["trace_id"] not in (first.split("-")[1], second.split("-")[1])
+    assert body["parent_span_id"] is None
+
+
 def test_stdout_is_only_json_lines(basic_host: Host) -> None:
     with basic_host.client() as client:
         client.get("/hello/x")
@@ -324,3 +336,26 @@ def test_a_printed_line_without_its_newline_is_written_when_the_worker_stops() -
         gen.close()
     line = host.wait_for_log(msg="no newline yet")
     assert (line["invocation_id"], line["stream"]) == (inv, "stdout")
+
+
+def test_json_nested_too_deeply_is_a_400_not_a_500(basic_host: Host) -> None:
+    with basic_host.client() as client:
+        r = client.post(
+            "/json",
+            content=b"[" * 100_000 + b"]" * 100_000,
+            headers={"content-type": "application/json"},
+        )
+    assert r.status_code == 400
+    assert "nested too deeply" in r.json()["error"]
+
+
+def test_a_cookie_value_cannot_add_attributes(basic_host: Host) -> None:
+    """A value taken from the request (``v; Domain=evil.example``) is refused: the
+    function fails (500, the log says why) rather than set a cookie for another site."""
+    with basic_host.client() as client:
+        good = client.get("/cookie-from-query", params={"v": "plain-value%3B"})
+        bad = client.get("/cookie-from-query", params={"v": "v; Domain=evil.example"})
+    assert good.headers["set-cookie"].startswith("session=plain-value%3B; Path=/")
+    assert bad.status_code == 500 and "set-cookie" not in bad.headers
+    line = basic_host.wait_for_log(invocation_id=bad.json()["invocation_id"], msg="invocation")
+    assert "percent-encode it" in line["error"]

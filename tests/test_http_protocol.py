@@ -337,6 +337,87 @@ def test_a_forged_response_header_is_a_500_and_never_reaches_the_wire(host: Host
     assert "x-note" in line["error"] and "line break" in line["error"]
 
 
+def test_a_functions_framing_headers_give_way_to_the_hosts(host: Host) -> None:
+    """Headers copied from an upstream response (a proxying function) would otherwise
+    contradict the host's own and split the response on a kept-alive connection."""
+    copied = (
+        b"h=Content-Length:6&h=Transfer-Encoding:chunked&h=Connection:keep-alive"
+        b"&h=Keep-Alive:timeout%3D5&h=Date:yesterday&h=X-Kept:yes"
+    )
+    with Connection(host) as conn:
+        conn.send(b"GET /answer/200?%s&body=abcdefGET%%20/x HTTP/1.1\r\nHost: x\r\n\r\n" % copied)
+        resp = conn.response()
+        assert resp.status == 200
+        assert resp.headers.get_all("content-length") == ["12"]
+        assert resp.headers.get_all("transfer-encoding") is None
+        assert resp.headers.get_all("keep-alive") is None
+        assert resp.headers.get_all("connection") is None
+        dates = resp.headers.get_all("date")
+        assert dates is not None and len(dates) == 1 and dates[0].endswith(" GMT")
+        assert resp.getheader("x-kept") == "yes"
+        assert resp.read() == b"abcdefGET /x"
+        conn.hello("next")  # the connection is in step: the body was read whole
+    with Connection(host) as conn:  # Connection: close is the function's to ask for
+        conn.send(b"GET /answer/200?h=Connection:close HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert (resp.status, resp.getheader("connection")) == (200, "close")
+        assert resp.read() == b"body-text"
+        assert conn.closed_by_server()
+
+
+def test_a_head_answer_keeps_the_length_its_function_declares(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(b"HEAD /answer/200?h=Content-Length:1234 HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response("HEAD")
+        assert (resp.status, resp.getheader("content-length")) == (200, "1234")
+        conn.hello("next")  # no body was sent
+        conn.send(b"GET /answer/200?h=Content-Length:abc HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert resp.status == 500
+        invocation_id = json.loads(resp.read())["invocation_id"]
+    line = host.wait_for_log(invocation_id=invocation_id, msg="invocation")
+    assert "not a number of bytes" in line["error"]
+
+
+@pytest.mark.parametrize("status", [100, 101, 103, 199])
+def test_a_function_cannot_answer_with_an_interim_status(host: Host, status: int) -> None:
+    """A 1xx sent as the answer would leave the client waiting for the real one, or
+    reading the body as the next response."""
+    with Connection(host) as conn:
+        conn.send(b"GET /answer/%d HTTP/1.1\r\nHost: x\r\n\r\n" % status)
+        resp = conn.response()
+        assert resp.status == 500
+        invocation_id = json.loads(resp.read())["invocation_id"]
+        conn.hello("next")
+    line = host.wait_for_log(invocation_id=invocation_id, msg="invocation")
+    assert f"HTTP status {status} is not an integer from 200 to 599" in line["error"]
+    assert "interim" in line["error"]
+
+
+def test_205_reset_content_carries_no_content(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(b"GET /answer/205 HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert (resp.status, resp.getheader("content-length"), resp.read()) == (205, "0", b"")
+        conn.send(b"GET /answer-stream/205 HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert (resp.status, resp.getheader("content-length"), resp.read()) == (205, "0", b"")
+        conn.hello("next")
+
+
+def test_a_bodiless_stream_sends_nothing_and_a_declared_one_is_not_chunked(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(b"GET /answer-stream/204 HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert resp.status == 204 and resp.getheader("transfer-encoding") is None
+        conn.hello("after-204")  # "part" was not written into the connection
+        conn.send(b"GET /answer-stream/200?h=Content-Length:4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert resp.getheader("transfer-encoding") is None
+        assert (resp.getheader("content-length"), resp.read()) == ("4", b"part")
+        conn.hello("after-declared")
+
+
 def test_the_board_counts_as_errors_what_failed_and_only_that(host: Host) -> None:
     counted = ("boom", "teapot", "bad_return", "forged_header", "broken_stream", "hello")
 

@@ -269,12 +269,20 @@ def test_delete_cookie_expires_it_now() -> None:
 
 @pytest.mark.parametrize("status", [99, 600, 0, -200, True, "200", 200.0, None])
 def test_bad_status(status: Any) -> None:
-    with pytest.raises(ValueError, match="is not an integer from 100 to 599") as info:
+    with pytest.raises(ValueError, match="is not an integer from 200 to 599") as info:
         Response(b"", status=status)
-    assert str(info.value) == f"HTTP status {status!r} is not an integer from 100 to 599"
+    assert str(info.value) == f"HTTP status {status!r} is not an integer from 200 to 599"
 
 
-@pytest.mark.parametrize("status", [100, 204, 599])
+@pytest.mark.parametrize("status", [100, 101, 199])
+def test_an_interim_status_is_the_hosts_to_send(status: int) -> None:
+    with pytest.raises(ValueError, match="1xx are interim responses; the host sends those"):
+        Response(b"", status=status)
+    with pytest.raises(ValueError, match="1xx are interim responses"):
+        HTTPError(status)
+
+
+@pytest.mark.parametrize("status", [200, 204, 599])
 def test_edge_statuses_are_fine(status: int) -> None:
     assert Response(b"", status=status).status == status
 
@@ -343,3 +351,23 @@ def test_other_return_types_are_a_type_error_naming_them(value: Any, type_name: 
         f"function 'get_item' returned {type_name}; "
         "return a hibana.Response, str, bytes, dict, list or None"
     )
+
+
+@pytest.mark.parametrize(
+    "value", ["v; Domain=evil.example", "a b", "x,y", 'q"', "back\\slash", "\x01"]
+)
+def test_a_cookie_value_a_cookie_cannot_hold_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match=r"percent-encode it with urllib\.parse\.quote"):
+        Response().set_cookie("session", value)
+
+
+def test_cookie_names_paths_and_domains_are_checked_and_quoted_values_are_fine() -> None:
+    r = Response()
+    r.set_cookie("session", '"quoted-value"')
+    assert header(r, "set-cookie") == ['session="quoted-value"; Path=/; SameSite=Lax']
+    with pytest.raises(ValueError, match="cookie name 'a b' is not an HTTP token"):
+        r.set_cookie("a b", "v")
+    with pytest.raises(ValueError, match="has a path with ';'"):
+        r.set_cookie("a", "v", path="/; Domain=evil.example")
+    with pytest.raises(ValueError, match="has a domain with ';'"):
+        r.set_cookie("a", "v", domain="x.example; Secure")

@@ -91,6 +91,9 @@ def test_a_future_version_with_more_fields_continues() -> None:
         f"0-{TRACE_ID}-{SPAN_ID}-01",  # version too short
         f"000-{TRACE_ID}-{SPAN_ID}-01",  # version too long
         f"00_{TRACE_ID}_{SPAN_ID}_01",  # wrong separator
+        f"00-{TRACE_ID.upper()}-{SPAN_ID}-01",  # the ids are lower-case hex
+        f"00-{TRACE_ID}-{SPAN_ID.upper()}-01",
+        f"0A-{TRACE_ID}-{SPAN_ID}-01",  # and so is the version
     ],
 )
 def test_invalid_header_starts_a_new_trace(header: str | None) -> None:

@@ -18,6 +18,8 @@ Control signals that user code must not swallow derive from BaseException, like
 
 from __future__ import annotations
 
+from hibana.responses import check_status
+
 
 class HibanaError(Exception):
     """Base of every error hibana raises on purpose."""
@@ -52,6 +54,7 @@ class HTTPError(HibanaError):
     """Raise from a function to answer with ``status`` and a JSON body naming ``detail``."""
 
     def __init__(self, status: int, detail: str = "", headers: dict[str, str] | None = None):
+        check_status(status)
         super().__init__(detail or str(status))
         self.status = status
         self.detail = detail

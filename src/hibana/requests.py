@@ -146,6 +146,8 @@ class Request:
             return _decode_json(self.body)
         except msgspec.DecodeError as exc:
             raise BadRequest(f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise BadRequest("request body is JSON nested too deeply to decode") from None
 
     def form(self) -> FormData:
         """The fields of a form body (``application/x-www-form-urlencoded`` or

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -11,8 +12,28 @@ from urllib.parse import quote
 import msgspec
 
 _encode_json = msgspec.json.Encoder().encode
+#: An HTTP token (RFC 9110 5.6.2): a header's name, a cookie's.
+is_token = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z").match
+#: RFC 6265 4.1.1: cookie-octets, optionally in double quotes.
+_COOKIE_VALUE = re.compile(
+    r'(?:[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*|"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")\Z'
+).match
+_COOKIE_ATTRIBUTE = re.compile(r"[^\x00-\x1f\x7f;]*\Z").match
 
 HeadersArg = Mapping[str, str] | Iterable[tuple[str, str]] | None
+
+
+def check_status(status: object) -> None:
+    """Refuse a status a function cannot answer with. 1xx are interim responses, which
+    the host sends itself (``100 Continue``); sent as the answer, a client would wait for
+    the real one or read the body as the next response."""
+    if isinstance(status, bool) or not isinstance(status, int) or not 200 <= status <= 599:
+        hint = (
+            " (1xx are interim responses; the host sends those)"
+            if status in range(100, 200)
+            else ""
+        )
+        raise ValueError(f"HTTP status {status!r} is not an integer from 200 to 599{hint}")
 
 
 class Response:
@@ -27,8 +48,7 @@ class Response:
         headers: HeadersArg = None,
         content_type: str | None = None,
     ) -> None:
-        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-            raise ValueError(f"HTTP status {status!r} is not an integer from 100 to 599")
+        check_status(status)
         if isinstance(body, str):
             body = body.encode()
             content_type = content_type or "text/plain; charset=utf-8"
@@ -80,7 +100,25 @@ class Response:
         httponly: bool = False,
         samesite: Literal["lax", "strict", "none"] | None = "lax",
     ) -> None:
-        """Add a ``Set-Cookie`` header; call again for more cookies."""
+        """Add a ``Set-Cookie`` header; call again for more cookies.
+
+        The name must be an HTTP token and the value plain cookie octets (RFC 6265 4.1.1:
+        no space, ``"``, ``,``, ``;`` or ``\\``): else a ValueError, so that a value taken
+        from a request cannot add attributes (``v; Domain=evil.example``). Percent-encode
+        such a value (``urllib.parse.quote``)."""
+        if not is_token(key):
+            raise ValueError(f"cookie name {key!r} is not an HTTP token")
+        if not _COOKIE_VALUE(value):
+            raise ValueError(
+                f"cookie {key!r} has a value with a character a cookie cannot hold "
+                f"(space, quote, comma, semicolon, backslash or a control): {value!r}; "
+                "percent-encode it with urllib.parse.quote"
+            )
+        for attribute, given in (("path", path), ("domain", domain)):
+            if given is not None and not _COOKIE_ATTRIBUTE(given):
+                raise ValueError(
+                    f"cookie {key!r} has a {attribute} with ';' or a control: {given!r}"
+                )
         parts = [f"{key}={value}"]
         if max_age is not None:
             parts.append(f"Max-Age={max_age}")

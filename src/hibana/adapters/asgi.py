@@ -21,12 +21,11 @@ from typing import Any
 
 from hibana.context import Context
 from hibana.requests import Request
-from hibana.responses import Response, StreamingResponse
+from hibana.responses import Response, StreamingResponse, check_status
 
 Message = MutableMapping[str, Any]
 #: Body chunks a mounted app may send ahead of what the client has taken.
 _CHUNKS_AHEAD = 4
-_FRAMING = (b"content-length", b"transfer-encoding")
 ASGIApp = Callable[
     [
         MutableMapping[str, Any],
@@ -37,21 +36,20 @@ ASGIApp = Callable[
 ]
 
 
-def _str_headers(
-    raw: list[tuple[bytes, bytes]], drop: tuple[bytes, ...] = ()
-) -> list[tuple[str, str]]:
-    """An ASGI app's headers as a Response holds them, less those named in ``drop``."""
-    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw if k.lower() not in drop]
+def _str_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """An ASGI app's headers as a Response holds them (the front leaves out the framing
+    ones, and sets Content-Length from the body)."""
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
 
 
 def _whole(status: int, raw: list[tuple[bytes, bytes]], body: bytes) -> Response:
-    """A whole response from an app's head and body. Its framing headers are left out: the
-    front sets Content-Length from the body."""
+    """A whole response from an app's head and body."""
+    check_status(status)
     response = Response.__new__(Response)
     response.status = status
     response.body = body
     response.stream = None
-    response.headers = _str_headers(raw, _FRAMING)
+    response.headers = _str_headers(raw)
     return response
 
 

@@ -275,3 +275,5 @@ def _parse_json(body: bytes, what: str) -> Any:
         return _decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise EventError(400, f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise EventError(400, f"{what} is JSON nested too deeply to decode") from None

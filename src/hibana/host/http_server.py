@@ -64,6 +64,9 @@ _IDLE = 1  # nothing sent yet, or keep-alive between requests: close quietly
 _HEAD = 2  # a head is arriving: 408
 _BODY = 3  # a body is arriving: 408
 
+#: Statuses whose responses carry no content (RFC 9110 15.3.5, 15.3.6, 15.4.5).
+_NO_BODY = frozenset((204, 205, 304))
+
 _date: list[Any] = [-1, b""]
 
 
@@ -552,7 +555,9 @@ class HttpProtocol(asyncio.Protocol):
         assert req is not None
         framed = any(name == b"content-length" for name, _ in headers)
         self.chunked = False
-        if not framed and not req.head and status not in (204, 304) and status >= 200:
+        if status in _NO_BODY:
+            req.head = True  # whatever the stream yields, it has no content to carry
+        elif not framed and not req.head:
             if req.scope["http_version"] == "1.0":
                 req.keep_alive = False  # no chunks in HTTP/1.0: the close ends the body
             else:

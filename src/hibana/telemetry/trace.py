@@ -51,9 +51,10 @@ def _valid_hex(value: str, length: int) -> bool:
 def continue_or_start(traceparent: str | None) -> TraceContext:
     """A new span that continues ``traceparent`` when it is valid, or starts a new trace.
 
-    A malformed header is ignored rather than rejected, as the W3C spec asks."""
+    A malformed header is ignored rather than rejected, as the W3C spec asks; so is one
+    with upper-case hex digits (the spec's ids are lower-case)."""
     if traceparent:
-        parts = traceparent.strip().lower().split("-")
+        parts = traceparent.strip().split("-")
         if (
             len(parts) >= 4
             and len(parts[0]) == 2

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
@@ -24,7 +23,7 @@ from hibana.context import Context, Invocation, Outbox
 from hibana.dispatcher import Dispatcher, Outcome
 from hibana.errors import Cancelled, HTTPError
 from hibana.requests import Request
-from hibana.responses import Response, to_response
+from hibana.responses import Response, is_token, to_response
 from hibana.secrets import Secrets
 from hibana.telemetry.logs import Logger, LogSink, millis, timestamp
 from hibana.telemetry.trace import continue_or_start, new_invocation_id
@@ -38,7 +37,7 @@ Send = Callable[[Message], Awaitable[None]]
 _encode = msgspec.json.encode
 _JSON = (b"content-type", b"application/json")
 _CLOSE = (b"connection", b"close")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z").match
+_NO_CONTENT = (b"content-length", b"0")
 #: The route table's answer: a Match, the methods the path allows (405), or None (404).
 Found = Match | list[str] | None
 
@@ -111,14 +110,25 @@ _HEADERS: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 _INFO = 20
 
 
-def _header(name: str, value: str) -> tuple[bytes, bytes]:
+#: Response headers that frame the message or the connection: the host writes its own,
+#: and a function's are left out (headers copied from an upstream response, say, would
+#: otherwise contradict the host's and split the response). ``Connection: close`` is
+#: kept: it asks for the connection to close after this answer. A streamed response's
+#: Content-Length is kept too (it is sent unchunked), and a HEAD answer's with no body.
+_HOST_OWNED = frozenset(
+    {b"transfer-encoding", b"connection", b"keep-alive", b"date", b"proxy-connection"}
+)
+_CLOSE_KEPT = (b"connection", b"close")
+
+
+def _header(name: str, value: str) -> tuple[bytes, bytes] | None:
     """A response header as bytes, checked: a name that is not an HTTP token, or a value
-    with a line break, is a ValueError (it could forge headers). The common ones
-    (content types) are cached."""
+    with a line break, is a ValueError (it could forge headers); None for a header the
+    host owns (``_HOST_OWNED``). The common ones (content types) are cached."""
     key = (name, value)
     cached = _HEADERS.get(key)
     if cached is None:
-        if not _TOKEN(name):
+        if not is_token(name):
             raise ValueError(f"response header name {name!r} is not a valid HTTP header name")
         if "\r" in value or "\n" in value or "\0" in value:
             raise ValueError(
@@ -131,7 +141,14 @@ def _header(name: str, value: str) -> tuple[bytes, bytes]:
                 f"response header {name!r} has a value that is not Latin-1: {value!r}; "
                 "percent-encode it"
             ) from None
-        if len(_HEADERS) < 256 and name.lower() == "content-type":
+        lowered = cached[0]
+        if lowered in _HOST_OWNED:
+            if lowered == b"connection" and b"close" in cached[1].lower():
+                return _CLOSE_KEPT
+            return None
+        if lowered == b"content-length" and not cached[1].strip().isdigit():
+            raise ValueError(f"response header {name!r} is not a number of bytes: {value!r}")
+        if len(_HEADERS) < 256 and lowered == b"content-type":
             _HEADERS[key] = cached
     return cached
 
@@ -323,8 +340,8 @@ class HttpFront:
         traceparent = None
         for name, value in scope["headers"]:
             if name == b"traceparent":
-                traceparent = value.decode("latin-1")
-                break
+                # two are no one trace to continue: a new one starts (W3C Trace Context)
+                traceparent = "" if traceparent is not None else value.decode("latin-1")
         started = time.monotonic()
         deadline = started + spec.timeout
         invocation_id = None
@@ -359,22 +376,40 @@ class HttpFront:
             # the answer is ours from here: a worker that dies now gets no 502 written over it
             table.conn_state(conn, _CONN_RESPONDING)  # type: ignore[union-attr]
         response, extra = self._respond(outcome, inv, log)
+        headers: list[tuple[bytes, bytes]] = []
+        declared = None  # the function's own Content-Length
         try:
-            headers = [_header(k, v) for k, v in response.headers]
+            for name, value in response.headers:
+                header = _header(name, value)
+                if header is None:
+                    continue
+                if header[0] == b"content-length":
+                    declared = header
+                else:
+                    headers.append(header)
         except ValueError as exc:  # a forged header: a 500, and the log line says why
             if response.status < 500:
                 self.dispatcher.count_failure(inv)  # not counted when the function ended
             outcome = Outcome("error", error=exc)
             response, extra = self._respond(outcome, inv, log)
-            headers = [_JSON]
+            headers, declared = [_JSON], None
         stream = response.stream
         status = response.status
         body = response.body
         if stream is None:
             if status == 204 or status == 304:
                 body = b""
+            elif status == 205:  # RFC 9110 15.3.6: no content, and said so
+                body = b""
+                headers.append(_NO_CONTENT)
+            elif declared is not None and not body and scope["method"] == "HEAD":
+                headers.append(declared)  # a HEAD answer that says what GET would send
             else:
                 headers.append((b"content-length", b"%d" % len(body)))
+        elif declared is not None:
+            headers.append(declared)
+        elif status == 205:
+            headers.append(_NO_CONTENT)
         headers.append((b"traceparent", trace.traceparent.encode()))
         headers.append((b"x-invocation-id", inv.id.encode()))
         broke = None

@@ -167,6 +167,8 @@ def _json(body: bytes) -> dict[str, Any]:
         value = json.loads(body)
     except ValueError:
         raise Rejected("the body is not JSON", 400) from None
+    except RecursionError:
+        raise Rejected("the body is JSON nested too deeply to decode", 400) from None
     if not isinstance(value, dict):
         raise Rejected("the body is not a JSON object", 400)
     return value

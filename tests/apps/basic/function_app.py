@@ -300,3 +300,30 @@ def _ticker(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
 @app.http("/forged-header")
 def forged_header(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     return hibana.Response("x", headers={"x-note": "a\r\nset-cookie: stolen=1"})
+
+
+def _asked_headers(req: hibana.Request) -> list[tuple[str, str]]:
+    """The headers in the query (``?h=Name:Value``, repeatable): what an app copying an
+    upstream response's headers would return."""
+    return [(name, value) for name, _, value in (h.partition(":") for h in req.query.getlist("h"))]
+
+
+@app.http("/answer/{status:int}")
+def answer(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    body = "" if req.method == "HEAD" else req.query.get("body", "body-text")
+    return hibana.Response(body, status=req.params["status"], headers=_asked_headers(req))
+
+
+@app.http("/answer-stream/{status:int}")
+async def answer_stream(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"part"
+
+    return hibana.StreamingResponse(parts(), req.params["status"], _asked_headers(req))
+
+
+@app.http("/cookie-from-query")
+def cookie_from_query(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    resp = hibana.Response.text("set")
+    resp.set_cookie("session", req.query.get("v", ""))
+    return resp
