@@ -290,6 +290,10 @@ def test_an_upgrade_request_is_answered_as_plain_http_then_closed(host: Host) ->
         (b"GET /hello/x HTTP/1.1\r\n\r\n", "must carry one Host header"),
         (b"GET /hello/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "must carry one Host"),
         (b"GET /hello/x HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n", "must carry one Host"),
+        (b"GET /hello/x HTTP/1.1\r\nHost: a b/c\r\n\r\n", "Host header 'a b/c' is not"),
+        (b"GET /hello/x#top HTTP/1.1\r\nHost: x\r\n\r\n", "has a fragment"),
+        (b"GET ftp://example.com/hello/x HTTP/1.1\r\nHost: x\r\n\r\n", "not a path or an http"),
+        (b"GET example.com:80 HTTP/1.1\r\nHost: x\r\n\r\n", "invalid HTTP request"),
     ],
 )
 def test_malformed_requests_get_400_naming_the_problem(
@@ -301,6 +305,73 @@ def test_malformed_requests_get_400_naming_the_problem(
         assert resp.status == 400
         assert named in resp.read().decode()
         assert conn.closed_by_server()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "named"),
+    [
+        # what a client that speaks only HTTP/2 or HTTP/0.9 would send: httptools reads
+        # the version, but hibana speaks neither
+        (b"GET /hello/x HTTP/2.0\r\nHost: x\r\n\r\n", 505, "not HTTP/2"),
+        (b"GET /hello/x\r\n\r\n", 505, "HTTP/0.9 is not spoken here"),
+        # a proxy's tunnel: no error in the host's log, a status that says why
+        (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 501, "CONNECT"),
+        # RFC 9112 6.1: a coding the host cannot undo would reach the function still coded
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n",
+            501,
+            "transfer coding 'gzip, chunked' is not supported",
+        ),
+    ],
+)
+def test_what_the_host_does_not_speak_is_refused_naming_it(
+    host: Host, request_bytes: bytes, status: int, named: str
+) -> None:
+    with Connection(host) as conn:
+        conn.send(request_bytes)
+        resp = conn.response()
+        assert resp.status == status
+        assert named in resp.read().decode()
+        assert conn.closed_by_server()
+    assert not [line for line in host.logs() if "failed to read" in line.get("msg", "")]
+
+
+def test_a_client_that_half_closes_still_gets_its_answers(host: Host) -> None:
+    """RFC 9112 9.6: a client may shut its side once the request is sent (``nc -N``,
+    scripts) and read the answer; the answers to everything it sent are written."""
+    with Connection(host) as conn:
+        conn.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+            b"GET /slow/0.2 HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        conn.sock.shutdown(socket.SHUT_WR)
+        first = conn.response("POST")
+        assert (first.status, first.read()) == (200, b"hello")
+        second = conn.response()
+        assert second.status == 200 and second.getheader("connection") == "close"
+        second.read()
+        assert conn.closed_by_server()
+
+
+def test_an_http_1_0_client_is_not_sent_100_continue(host: Host) -> None:
+    """RFC 9110 15.2: an HTTP/1.0 client would take a 1xx for the answer."""
+    with Connection(host) as conn:
+        conn.send(b"POST /echo HTTP/1.0\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello")
+        # raw bytes: http.client would skip a 100 Continue
+        assert conn.file.readline() == b"HTTP/1.1 200 OK\r\n"
+
+
+def test_an_absolute_form_target_names_the_host_asked_for(host: Host) -> None:
+    """RFC 9112 3.2.2: the target's authority is the host, whatever Host says."""
+    with Connection(host) as conn:
+        conn.send(b"GET http://example.com:8080/inspect HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert resp.status == 200
+        assert json.loads(resp.read())["url"] == "http://example.com:8080/inspect"
+        conn.send(b"GET /inspect HTTP/1.1\r\nHost: [::1]:7071\r\n\r\n")
+        resp = conn.response()
+        assert json.loads(resp.read())["url"] == "http://[::1]:7071/inspect"
 
 
 def test_http_2_with_prior_knowledge_is_told_to_speak_http_1_1(host: Host) -> None:

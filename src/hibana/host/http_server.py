@@ -15,8 +15,9 @@ What a public endpoint needs, and what it costs per request:
 * Keep-alive and pipelining: requests on one connection are answered in order; a
   connection with many waiting stops being read until they are answered.
 * ``Expect: 100-continue``, HEAD (the head without the body), HTTP/1.0 (no chunks; the
-  connection closes unless it asked to be kept), ``Connection: close`` either way, and
-  ``Upgrade`` answered as plain HTTP/1.1 (then closed).
+  connection closes unless it asked to be kept), ``Connection: close`` either way,
+  ``Upgrade`` answered as plain HTTP/1.1 (then closed), and a client that half-closes
+  after its requests (they are answered, then the connection closes).
 * The 502 handoff: each connection is handed to the supervisor (see ``handoff.py``) so
   it can answer for a worker that dies.
 """
@@ -24,6 +25,7 @@ What a public endpoint needs, and what it costs per request:
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import urllib.parse
 from collections import deque
@@ -55,6 +57,11 @@ _NO_HTTP2 = (
     "HTTP/2 (and TLS) in front"
 )
 _HOST_HEADERS = "an HTTP/1.1 request must carry one Host header, and no request two"
+#: A Host value (RFC 9112 3.2, RFC 3986 3.2.2): a name or IPv4 address, or an IP literal in
+#: brackets, then an optional port; empty is allowed (a target with no authority).
+_HOST_VALUE = re.compile(
+    rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?\Z"
+).match
 
 #: How long an idle keep-alive connection stays open once the worker stops accepting.
 _DRAIN_IDLE = 0.25
@@ -222,6 +229,9 @@ class HttpProtocol(asyncio.Protocol):
         self.chunked_body = False  # Transfer-Encoding (chunked): a body of unknown size
         self.expect_continue = False
         self.hosts = 0  # Host header lines
+        self.host_ok = b""  # the last Host value found valid on this connection
+        self.bad_host: bytes | None = None  # a Host value that is not one
+        self.coding: bytes | None = None  # a transfer coding other than chunked
         #: The connection's HTTP version ("1.1"), read from its first request.
         self.http_version = ""
         self.parsing: _Request | None = None
@@ -297,6 +307,22 @@ class HttpProtocol(asyncio.Protocol):
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(None)
 
+    def eof_received(self) -> bool:
+        """The client has sent all it will. A request it sent before is still answered:
+        a client may half-close and wait for the answer (RFC 9112 9.6: ``nc -N``,
+        scripts). Its function is told, as when a client goes (no one can tell the two
+        apart until the answer is written), and a stream stops."""
+        active = self.active
+        if active is None:
+            return False  # nothing asked (or a request cut off): the transport closes
+        self.closing = True  # the answers to what was read, then the close
+        cancellation = active.scope.get("hibana.cancellation")
+        if cancellation is not None:
+            cancellation.set("client_disconnected")
+        if self.started and self.task is not None and not self.task.done():
+            self.task.cancel(_CLIENT_GONE)
+        return True
+
     def pause_writing(self) -> None:
         self.writable = self.loop.create_future()
 
@@ -368,6 +394,8 @@ class HttpProtocol(asyncio.Protocol):
         self.chunked_body = False
         self.expect_continue = False
         self.hosts = 0
+        self.bad_host = None
+        self.coding = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -381,10 +409,17 @@ class HttpProtocol(asyncio.Protocol):
                 self.declared = -2
         elif name == b"transfer-encoding":
             self.chunked_body = True
+            if value.lower() != b"chunked" and self.coding is None:
+                self.coding = value  # httptools checks that chunked comes last, not the rest
         elif name == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
         elif name == b"host":
             self.hosts += 1
+            if value != self.host_ok:
+                if _HOST_VALUE(value):
+                    self.host_ok = value
+                else:
+                    self.bad_host = value
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -395,17 +430,39 @@ class HttpProtocol(asyncio.Protocol):
         raw = self.parser.get_method()
         method = _METHODS.get(raw) or raw.decode("ascii")
         url = self.url
-        if url[:1] == b"/":
-            raw_path, _, query = url.partition(b"?")
-        else:  # absolute form (through a proxy) or "*"
-            parsed = httptools.parse_url(url)
-            raw_path, query = parsed.path or b"/", parsed.query or b""
-        path = raw_path.decode("latin-1")
-        if "%" in path:
-            path = urllib.parse.unquote(path)
+        headers = self.headers
         version = self.http_version
         if not version:
             version = self.http_version = parser.get_http_version()
+            if version != "1.1" and version != "1.0":
+                if version.startswith("2"):
+                    self._refuse(505, _NO_HTTP2)
+                else:
+                    self._refuse(505, f"HTTP/{version} is not spoken here; send HTTP/1.1")
+                return
+        if url[:1] == b"/":
+            raw_path, _, query = url.partition(b"?")
+        else:  # absolute form (through a proxy), "*", or no target hibana serves
+            refused = self._other_target(method, url)
+            if refused is not None:
+                self._refuse(*refused)
+                return
+            parsed = httptools.parse_url(url)
+            raw_path, query = parsed.path or b"/", parsed.query or b""
+            if parsed.host:
+                # RFC 9112 3.2.2: the target's authority is the host asked for, not Host
+                authority = b"[%s]" % parsed.host if b":" in parsed.host else parsed.host
+                if parsed.port is not None:
+                    authority += b":%d" % parsed.port
+                headers = [(k, v) for k, v in headers if k != b"host"] + [(b"host", authority)]
+        if b"#" in url:
+            self._refuse(
+                400, "the request target has a fragment (#...), which clients keep to themselves"
+            )
+            return
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": _ASGI,
@@ -418,7 +475,7 @@ class HttpProtocol(asyncio.Protocol):
             "path": path,
             "raw_path": raw_path,
             "query_string": query,
-            "headers": self.headers,
+            "headers": headers,
         }
         if self.conn is not None:
             scope["hibana.conn"] = self.conn
@@ -432,17 +489,42 @@ class HttpProtocol(asyncio.Protocol):
             # RFC 9112 3.2: which site is asked for must be plain, or a proxy in front
             # and hibana could each read it their own way
             self._refuse(400, _HOST_HEADERS)
+        elif self.bad_host is not None:
+            host = self.bad_host.decode("latin-1")
+            self._refuse(400, f"the Host header {host!r} is not a host name, address or port")
+        elif self.coding is not None:
+            coding = self.coding.decode("latin-1")
+            self._refuse(501, f"transfer coding {coding!r} is not supported; send chunked alone")
         elif declared > limit:
             self._refuse(413, f"request body of {declared} bytes is over the limit of {limit}")
         elif declared > 0 and parser.should_upgrade():
             self._refuse(400, "a request that asks to upgrade the protocol cannot carry a body")
         elif declared > 0 or self.chunked_body:
             self._expect(_BODY, self.server.body_timeout)
-            if self.expect_continue and self.active is None and not self.waiting:
+            if version == "1.0":
+                self.expect_continue = False  # RFC 9110 10.1.1: no 1xx to an HTTP/1.0 client
+            elif self.expect_continue and self.active is None and not self.waiting:
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 self.expect_continue = False
         else:
             self.deadline = None
+
+    @staticmethod
+    def _other_target(method: str, url: bytes) -> tuple[int, str] | None:
+        """Why a request target that is not a path is refused (status, message), or None
+        for one that is served: an absolute URL, or ``*`` (for OPTIONS)."""
+        if url == b"*":
+            return None
+        if method == "CONNECT":
+            return 501, "this host serves functions; it does not open tunnels (CONNECT)"
+        try:
+            parsed = httptools.parse_url(url)
+        except httptools.HttpParserInvalidURLError:
+            parsed = None
+        if parsed is None or not parsed.schema or parsed.schema.lower() not in (b"http", b"https"):
+            target = url[:200].decode("latin-1")
+            return 400, f"the request target {target!r} is not a path or an http URL"
+        return None
 
     def on_body(self, body: bytes) -> None:
         req = self.parsing
@@ -529,7 +611,7 @@ class HttpProtocol(asyncio.Protocol):
                 req.keep_alive = False
                 continue
             parts.append(name + b": " + value + b"\r\n")
-        if not req.keep_alive or self.closing:
+        if not req.keep_alive or (self.closing and not self.waiting):
             req.keep_alive = False
             parts.append(b"connection: close\r\n")
         elif req.scope["http_version"] == "1.0":

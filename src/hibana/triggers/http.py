@@ -312,7 +312,7 @@ class HttpFront:
         elif found is None and scope["path"] == "*":
             # the request target of the host as a whole (RFC 9110, 9.3.7): OPTIONS only
             if scope["method"] == "OPTIONS":
-                allow = ", ".join([*self.table.methods(), "OPTIONS"])
+                allow = ", ".join([*(m for m in self.table.methods() if m != "OPTIONS"), "OPTIONS"])
                 await out.whole(200, [(b"allow", allow.encode()), (b"content-length", b"0")], b"")
             else:
                 await _send_json(

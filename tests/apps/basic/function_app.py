@@ -123,6 +123,7 @@ async def inspect(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
             "x_multi": req.headers.getlist("X-Multi"),
             "cookies": req.cookies,
             "path": req.path,
+            "url": req.url,
             "client": list(req.client or ()),
             "invocation_id": ctx.invocation_id,
             "function": ctx.function_name,
@@ -327,3 +328,8 @@ def cookie_from_query(req: hibana.Request, ctx: hibana.Context) -> hibana.Respon
     resp = hibana.Response.text("set")
     resp.set_cookie("session", req.query.get("v", ""))
     return resp
+
+
+@app.http("/preflight", methods=["OPTIONS"])
+def preflight(req: hibana.Request, ctx: hibana.Context) -> None:
+    return None
