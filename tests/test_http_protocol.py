@@ -374,6 +374,23 @@ def test_an_absolute_form_target_names_the_host_asked_for(host: Host) -> None:
         assert json.loads(resp.read())["url"] == "http://[::1]:7071/inspect"
 
 
+def test_dot_segments_are_resolved_before_routing(host: Host) -> None:
+    """As a browser would resolve them, and as nginx does: no function gets a ``..``
+    in a parameter, encoded (``%2e%2e``) or not."""
+    with Connection(host) as conn:
+        conn.send(b"GET /hello/zz/../world HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert (resp.status, resp.read()) == (200, b"Hello world")
+        conn.send(b"GET /x/%2e%2e/hello/./enc HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert (resp.status, resp.read()) == (200, b"Hello enc")
+        conn.send(b"GET /hello/%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert resp.status == 400
+        assert "climbs above the root" in resp.read().decode()
+        assert conn.closed_by_server()
+
+
 def test_http_2_with_prior_knowledge_is_told_to_speak_http_1_1(host: Host) -> None:
     # what `curl --http2-prior-knowledge` and gRPC clients send first
     with Connection(host) as conn:

@@ -10,7 +10,7 @@ import pytest
 import hibana
 from hibana import FunctionSpec, RouteError
 from hibana.app import HttpTrigger
-from hibana.triggers.routes import Match, RouteTable, compile_route
+from hibana.triggers.routes import Match, RouteTable, compile_route, remove_dot_segments
 
 WHERE = "function_app.py:12 (create)"
 
@@ -299,3 +299,24 @@ def test_each_function_gets_its_own_parameter_names() -> None:
     assert (found.spec, found.params) == (getter, {"user_id": "7"})
     found = matched(table.lookup("POST", "/users/7"))
     assert (found.spec, found.params) == (poster, {"name": "7"})
+
+
+@pytest.mark.parametrize(
+    ("path", "resolved"),
+    [
+        ("/a/b/../c", "/a/c"),
+        ("/a/./b", "/a/b"),
+        ("/a/b/..", "/a/"),
+        ("/a/b/.", "/a/b/"),
+        ("/a/..", "/"),
+        ("/.", "/"),
+        ("/.well-known/x", "/.well-known/x"),  # a dot that begins a name is no segment
+        ("/a/..b/c.", "/a/..b/c."),
+        ("/..", None),
+        ("/a/../../etc/passwd", None),
+    ],
+)
+def test_dot_segments_are_resolved_and_none_climbs_above_the_root(
+    path: str, resolved: str | None
+) -> None:
+    assert remove_dot_segments(path) == resolved

@@ -41,7 +41,7 @@ from hibana.telemetry.logs import Logger
 from hibana.triggers.http import CLIENT_GONE as _CLIENT_GONE
 from hibana.triggers.http import STOPPING as _STOPPING
 from hibana.triggers.http import HttpFront
-from hibana.triggers.routes import Match
+from hibana.triggers.routes import Match, remove_dot_segments
 
 _STATUS_LINES = {
     int(s): b"HTTP/1.1 %d %s\r\n" % (s, s.phrase.encode("latin-1")) for s in HTTPStatus
@@ -463,6 +463,12 @@ class HttpProtocol(asyncio.Protocol):
         path = raw_path.decode("latin-1")
         if "%" in path:
             path = urllib.parse.unquote(path)
+        if "/." in path:
+            resolved = remove_dot_segments(path)
+            if resolved is None:
+                self._refuse(400, f"the path {path[:200]!r} climbs above the root with '..'")
+                return
+            path = resolved
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": _ASGI,

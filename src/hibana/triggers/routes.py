@@ -116,6 +116,25 @@ def compile_route(pattern: str, where: str) -> CompiledRoute:
     )
 
 
+def remove_dot_segments(path: str) -> str | None:
+    """``path`` (percent-decoded, so ``%2e%2e`` is ``..`` here) with its ``.`` and ``..``
+    segments resolved (RFC 3986 5.2.4), or None if a ``..`` climbs above the root. A
+    request reaches a function by the path it resolves to, so a ``{rest:path}``
+    parameter never holds a ``..`` to join onto a folder."""
+    out: list[str] = []
+    segments = path.split("/")
+    for segment in segments[1:]:
+        if segment == "..":
+            if not out:
+                return None
+            out.pop()
+        elif segment != ".":
+            out.append(segment)
+    if segments[-1] in (".", ".."):
+        out.append("")  # "/a/b/.." is "/a/": it names a folder
+    return "/" + "/".join(out)
+
+
 @dataclass(frozen=True, slots=True)
 class Match:
     spec: FunctionSpec
