@@ -342,16 +342,19 @@ def test_a_client_that_half_closes_still_gets_its_answers(host: Host) -> None:
     scripts) and read the answer; the answers to everything it sent are written."""
     with Connection(host) as conn:
         conn.send(
+            b"GET /slow/0.3 HTTP/1.1\r\nHost: x\r\n\r\n"
             b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
-            b"GET /slow/0.2 HTTP/1.1\r\nHost: x\r\n\r\n"
         )
         conn.sock.shutdown(socket.SHUT_WR)
-        first = conn.response("POST")
-        assert (first.status, first.read()) == (200, b"hello")
-        second = conn.response()
+        first = conn.response()
+        # it ran to its end, though told its client might be gone
+        assert (first.status, first.read()) == (200, b"finished, cancelled=True")
+        second = conn.response("POST")
         assert second.status == 200 and second.getheader("connection") == "close"
-        second.read()
+        assert second.read() == b"hello"
         assert conn.closed_by_server()
+    line = host.wait_for_log(invocation_id=first.getheader("x-invocation-id"), msg="invocation")
+    assert (line["outcome"], line["cancel_reason"]) == ("ok", "client_disconnected")
 
 
 def test_an_http_1_0_client_is_not_sent_100_continue(host: Host) -> None:

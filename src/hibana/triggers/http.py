@@ -462,6 +462,10 @@ class HttpFront:
                     line["cold_start_ms"] = millis((inv.cold_start_ms or 0.0) / 1000)
                 if extra:
                     line.update(extra)
+                elif inv.cancellation.reason == "client_disconnected":
+                    # it finished all the same: its answer went to a client that had gone
+                    # (or half-closed, and got it)
+                    line["cancel_reason"] = "client_disconnected"
                 self.sink.emit(line)
 
     def _respond(
