@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import resource
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -106,6 +108,31 @@ def test_slow_body_is_cut_off_with_408(strict_host: Host) -> None:
     )
     assert reply.startswith(b"HTTP/1.1 408")
     assert b"did not arrive within 0.5s" in reply
+
+
+def test_a_body_trickled_a_byte_a_pause_is_cut_off_with_408(strict_host: Host) -> None:
+    """Each pause is short of --body-timeout (0.5 s), so only the body's rate (under the
+    default --min-body-rate of 240 bytes/s once it has taken 0.5 s) tells it apart."""
+    _, _, hostport = strict_host.url.partition("://")
+    addr, _, port = hostport.partition(":")
+    with socket.create_connection((addr, int(port)), timeout=10) as sock:
+        # each byte its own packet at once (else Nagle holds it for the last one's ACK)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        reply = b""
+        for _ in range(40):  # 8 s at most; cut off after about 0.6 s
+            time.sleep(0.2)
+            try:
+                sock.sendall(b"x")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if select.select([sock], [], [], 0)[0]:  # the answer is in: stop sending
+                break
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                reply += chunk
+    assert reply.startswith(b"HTTP/1.1 408")
+    assert b"under the 240 bytes/s a body taking over 0.5s must average" in reply
 
 
 def test_malformed_request_is_400(strict_host: Host) -> None:

@@ -97,6 +97,13 @@ HeaderTimeout = Annotated[
 BodyTimeout = Annotated[
     float, typer.Option(min=0, help="Seconds a client may pause while sending a body (408).")
 ]
+MinBodyRate = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Bytes/s a body still arriving after --body-timeout must average (408; 0: any).",
+    ),
+]
 KeepAliveTimeout = Annotated[
     float, typer.Option(min=0, help="Seconds an idle keep-alive connection is kept open.")
 ]
@@ -173,6 +180,7 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
         max_header_bytes: MaxHeader = 32 * 1024,
         header_timeout: HeaderTimeout = 10.0,
         body_timeout: BodyTimeout = 30.0,
+        min_body_rate: MinBodyRate = 240,
         keep_alive_timeout: KeepAliveTimeout = 5.0,
         log_level: LogLevel = "info",
         log_format: LogFormat = "auto",
@@ -213,6 +221,7 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
                 max_header_bytes=max_header_bytes,
                 header_timeout=header_timeout,
                 body_timeout=body_timeout,
+                min_body_rate=min_body_rate,
                 keep_alive_timeout=keep_alive_timeout,
                 log_level=log_level.lower(),  # type: ignore[arg-type]
                 log_format=log_format,  # type: ignore[arg-type]

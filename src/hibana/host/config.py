@@ -43,6 +43,9 @@ class HostConfig:
     header_timeout: float = 10.0
     #: Seconds a client may pause while sending a request body.
     body_timeout: float = 30.0
+    #: Bytes a second a body still arriving after ``body_timeout`` must have averaged
+    #: (a client trickling a byte a pause would hold its connection for ever); 0: any.
+    min_body_rate: int = 240
     keep_alive_timeout: float = 5.0
     #: Threads per worker for sync functions.
     threads: int = 40
@@ -65,6 +68,11 @@ class HostConfig:
             or not 0 <= self.port <= 65535
         ):
             raise ConfigError(f"port {self.port} is not in 0..65535")
+        rate = self.min_body_rate
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 0:
+            raise ConfigError(
+                f"min_body_rate={rate!r} must be a whole number of bytes/s, 0 or more"
+            )
         for name in ("threads", "max_body_bytes", "max_header_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

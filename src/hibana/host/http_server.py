@@ -147,6 +147,7 @@ class HttpServer:
         header_timeout: float,
         body_timeout: float,
         keep_alive_timeout: float,
+        min_body_rate: int = 0,
         handoff: Handoff | None = None,
         crowded: int = 1 << 62,
     ) -> None:
@@ -158,6 +159,7 @@ class HttpServer:
         self.max_header_bytes = max_header_bytes
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
+        self.min_body_rate = min_body_rate
         self.keep_alive_timeout = keep_alive_timeout
         self.handoff = handoff
         self.connections: set[HttpProtocol] = set()
@@ -228,6 +230,8 @@ class HttpProtocol(asyncio.Protocol):
         self.declared = -1  # its Content-Length, -1 if none
         self.chunked_body = False  # Transfer-Encoding (chunked): a body of unknown size
         self.expect_continue = False
+        #: When the current body began to be awaited (its rate is measured from there).
+        self.body_from = 0.0
         self.hosts = 0  # Host header lines
         self.host_ok = b""  # the last Host value found valid on this connection
         self.bad_host: bytes | None = None  # a Host value that is not one
@@ -543,7 +547,18 @@ class HttpProtocol(asyncio.Protocol):
             return
         if type(req.found) is Match:  # a body for no function (404, 405) is not kept
             req.chunks.append(body)
-        self.deadline = self.loop.time() + self.server.body_timeout
+        server = self.server
+        now = self.loop.time()
+        self.deadline = now + server.body_timeout
+        took = now - self.body_from
+        if took > server.body_timeout and req.size < server.min_body_rate * took:
+            # a pause each short of the timeout, a byte each: the connection held for ever
+            self._refuse(
+                408,
+                f"the request body arrives at {req.size / took:.0f} bytes/s, under the "
+                f"{server.min_body_rate} bytes/s a body taking over {server.body_timeout:g}s "
+                "must average",
+            )
 
     def on_message_complete(self) -> None:
         req = self.parsing
@@ -688,7 +703,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def _expect(self, what: int, seconds: float) -> None:
         """Set the connection's deadline ``seconds`` from now."""
-        deadline = self.loop.time() + seconds
+        now = self.loop.time()
+        if what == _BODY:
+            self.body_from = now
+        deadline = now + seconds
         self.deadline = deadline
         self.on_deadline = what
         if self.timer is None or deadline < self.timer_at:

@@ -197,6 +197,7 @@ class Worker:
             max_header_bytes=config.max_header_bytes,
             header_timeout=config.header_timeout,
             body_timeout=config.body_timeout,
+            min_body_rate=config.min_body_rate,
             keep_alive_timeout=config.keep_alive_timeout,
             handoff=handoff,
             crowded=connections_before_limit(),
