@@ -229,6 +229,25 @@ def test_expect_100_continue_gets_continue_then_the_answer(host: Host) -> None:
         assert (resp.status, resp.read()) == (200, b"body")
 
 
+@pytest.mark.parametrize(("target", "status"), [(b"/no-such-function", 404), (b"/hello/x", 405)])
+def test_expect_100_continue_for_no_function_is_answered_at_once(
+    host: Host, target: bytes, status: int
+) -> None:
+    """The client is spared sending a body no function takes (RFC 9110 10.1.1)."""
+    with Connection(host) as conn:
+        conn.send(
+            b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n"
+            b"Expect: 100-continue\r\n\r\n" % target
+        )
+        # raw: http.client would skip a 100 Continue; this one must not come at all
+        answer = conn.stream.reader.read()  # all of it: the connection closes
+    head = answer.partition(b"\r\n\r\n")[0].split(b"\r\n")
+    assert head[0] == b"HTTP/1.1 %d %s" % (status, http.HTTPStatus(status).phrase.encode())
+    assert b"connection: close" in head
+    if status == 405:
+        assert b"allow: GET, HEAD" in head
+
+
 def test_expect_100_continue_over_the_limit_gets_413_and_no_continue(host: Host) -> None:
     with Connection(host) as conn:
         conn.send(
@@ -303,8 +322,12 @@ def test_malformed_requests_get_400_naming_the_problem(
         conn.send(request_bytes)
         resp = conn.response()
         assert resp.status == 400
-        assert named in resp.read().decode()
+        error = json.loads(resp.read())["error"]
+        assert named in error
         assert conn.closed_by_server()
+    # no function ran, so no invocation line: this one tells the operator
+    line = host.wait_for_log(msg="request refused", error=error)
+    assert (line["level"], line["status"], line["client"]) == ("info", 400, "127.0.0.1")
 
 
 @pytest.mark.parametrize(

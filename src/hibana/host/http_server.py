@@ -514,8 +514,16 @@ class HttpProtocol(asyncio.Protocol):
             if version == "1.0":
                 self.expect_continue = False  # RFC 9110 10.1.1: no 1xx to an HTTP/1.0 client
             elif self.expect_continue and self.active is None and not self.waiting:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 self.expect_continue = False
+                if type(self.parsing.found) is Match:
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                else:
+                    # no function takes it: the 404 or 405 now, and the body the client
+                    # waits to send is spared (RFC 9110 10.1.1); the connection closes
+                    req, self.parsing = self.parsing, None
+                    self.closing = True
+                    self.deadline = None
+                    self._answer(req)
         else:
             self.deadline = None
 
@@ -690,8 +698,11 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- limits ----------------------------------------------------------------------------
     def _refuse(self, status: int, message: str) -> None:
-        """Answer ``status`` and close: now, or after the requests ahead of this one."""
+        """Answer ``status`` and close: now, or after the requests ahead of this one.
+        A line says so: no function ran, so no invocation line will."""
         self.refusal = _error(status, message)
+        client = self.client[0] if self.client is not None else None
+        self.server.log.info("request refused", status=status, error=message, client=client)
         self.parsing = None
         self.deadline = None
         if self.active is None and not self.waiting:
