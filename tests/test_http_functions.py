@@ -45,6 +45,10 @@ def test_unknown_route_is_404_and_wrong_method_is_405_with_allow(basic_host: Hos
     assert wrong.status_code == 405
     assert wrong.headers["allow"] == "GET, HEAD, PUT"
     assert "DELETE" in wrong.json()["error"]
+    # no invocation line for either: these say what was asked and not served
+    for answer in (missing, wrong):
+        line = basic_host.wait_for_log(msg="no function", error=answer.json()["error"])
+        assert line["status"] == answer.status_code
 
 
 def test_repeated_query_parameters_and_headers_keep_every_value(basic_host: Host) -> None:

@@ -321,17 +321,20 @@ class HttpFront:
                     {"error": f"the request target * is for OPTIONS, not {scope['method']}"},
                 )
         elif found is None:
-            await _send_json(
-                out, 404, {"error": f"no function serves {scope['method']} {scope['path']}"}
-            )
+            error = f"no function serves {scope['method']} {scope['path']}"
+            self._unserved(404, error)
+            await _send_json(out, 404, {"error": error})
         else:
             allow = ", ".join(found)  # type: ignore[arg-type]
-            await _send_json(
-                out,
-                405,
-                {"error": f"{scope['path']} does not allow {scope['method']}; it allows {allow}"},
-                [(b"allow", allow.encode())],
-            )
+            error = f"{scope['path']} does not allow {scope['method']}; it allows {allow}"
+            self._unserved(405, error)
+            await _send_json(out, 405, {"error": error}, [(b"allow", allow.encode())])
+
+    def _unserved(self, status: int, error: str) -> None:
+        """The line for a request no function was found for (no invocation line will say)."""
+        if self.sink.min_level <= _INFO:
+            line = {"ts": timestamp(), "level": "info", "msg": "no function", "error": error}
+            self.sink.emit({**line, "status": status})
 
     async def _invoke(
         self, match: Match, scope: Scope, body: bytes, receive: Receive, out: Responder
