@@ -363,3 +363,14 @@ def test_a_cookie_value_cannot_add_attributes(basic_host: Host) -> None:
     assert bad.status_code == 500 and "set-cookie" not in bad.headers
     line = basic_host.wait_for_log(invocation_id=bad.json()["invocation_id"], msg="invocation")
     assert "percent-encode it" in line["error"]
+
+
+def test_a_cancelled_error_of_the_functions_own_is_a_500_not_a_hang(basic_host: Host) -> None:
+    """It awaited a task of its own that was cancelled: the request was not cancelled, so
+    it fails like any exception (before, the client waited for ever)."""
+    with basic_host.client() as client:
+        r = client.get("/cancelled-inside", timeout=10)
+        assert r.status_code == 500
+        assert client.get("/hello/after").text == "Hello after"
+    line = basic_host.wait_for_log(invocation_id=r.json()["invocation_id"], msg="invocation")
+    assert line["outcome"] == "error" and "CancelledError" in line["error"]

@@ -51,14 +51,15 @@ def test_a_field_named_like_the_lines_own_does_not_replace_it() -> None:
     read_end, write_end = os.pipe()
     sink = LogSink(write_end)
     log = Logger(sink, {"invocation_id": "abc"}).bind(level="bound")
-    log.error("sent", msg="hello there", ts="yesterday", name="x")
+    log.error("sent", msg="hello there", ts="yesterday", name="x", invocation_id="other")
     os.close(write_end)
     with os.fdopen(read_end, "rb") as lines:
         line = json.loads(lines.readline())
     assert (line["msg"], line["level"], line["name"]) == ("sent", "error", "x")
     assert line["ts"].endswith("Z")
     assert (line["msg_"], line["ts_"], line["level_"]) == ("hello there", "yesterday", "bound")
-    assert line["invocation_id"] == "abc"
+    assert line["invocation_id"] == "abc"  # not put on another invocation's account
+    assert line["invocation_id_"] == "other"
 
 
 def test_console_format_renders_the_json_lines_for_a_person() -> None:
@@ -85,3 +86,25 @@ def test_console_format_renders_the_json_lines_for_a_person() -> None:
     assert lines[at + 2].startswith(f'      File "{APPS / "basic" / "function_app.py"}", line ')
     assert lines[at + 2].endswith(", in boom")
     assert lines[at + 3] == '        raise RuntimeError("secret detail that must stay in the log")'
+
+
+def test_a_value_json_cannot_carry_is_logged_escaped_and_never_fails_the_caller() -> None:
+    """A file name that is not UTF-8 (decoded with surrogateescape) or an object whose
+    repr raises must not turn a log call, or a print, into the function's failure."""
+
+    class Unprintable:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    read_end, write_end = os.pipe()
+    sink = LogSink(write_end)
+    Logger(sink, {"invocation_id": "abc"}).info(
+        "listing caf\udce9", path=b"caf\xe9".decode("utf-8", "surrogateescape"), x=Unprintable()
+    )
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as lines:
+        line = json.loads(lines.readline())
+    assert line["msg"] == "listing caf\\udce9"
+    assert line["path"] == "caf\\udce9"
+    assert line["x"] == "<Unprintable whose repr raised>"
+    assert line["invocation_id"] == "abc"

@@ -239,7 +239,12 @@ class Dispatcher:
             value = await spec.handler(inv.payload, ctx)
         except asyncio.CancelledError as exc:
             if inv.cancellation.reason != "timeout" and not self._abandoning:
-                raise  # not ours: the request task itself is being cancelled
+                if caller.cancelling():
+                    raise  # not ours: the request task itself is being cancelled
+                # the function's own (it awaited a task that was cancelled, or raised
+                # it): a failure like any other exception, answered and logged
+                failed = _counts_as_failure(inv, exc)
+                return _outcome(inv, None, exc)
             caller.uncancel()
             failed = inv.cancellation.reason == "timeout"
             return _interrupted(inv, exc)

@@ -594,6 +594,13 @@ class HttpProtocol(asyncio.Protocol):
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
             await self.front.handle(req.found, req.scope, body, req.receive, self)
+        except asyncio.CancelledError:
+            # the worker stopping now (abort), or a cancellation nothing caught: either
+            # way no answer comes, and a connection left open would wait for one for ever
+            if not self.started and not self.lost and not self.aborted:
+                self.transport.write(_error(500, "the host failed to answer this request"))
+            self.transport.close()
+            raise
         except Exception as exc:
             self.server.log.exception("the HTTP front failed on a request", exc)
             if not self.started and not self.lost:

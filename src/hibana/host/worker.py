@@ -438,10 +438,10 @@ class Worker:
         self._stop_serving(longest + self.config.cancel_grace + _WRITE_GRACE)
 
     def _on_stuck(self, inv: Invocation) -> None:
-        self.log.error(
+        # the invocation's own fields, as its lines carry them (a call's would be renamed)
+        own = {**self.log.fields, "invocation_id": inv.id, "function": inv.function.name}
+        Logger(self.sink, own).error(
             "function did not return after its timeout and cancellation; replacing this worker",
-            invocation_id=inv.id,
-            function=inv.function.name,
             cancel_grace_s=self.config.cancel_grace,
         )
         self.retire()

@@ -76,7 +76,10 @@ class LogSink:
         self._loop = None
 
     def emit(self, record: dict[str, Any]) -> None:
-        line = _encode(record)
+        try:
+            line = _encode(record)
+        except Exception:  # a lone surrogate, a repr that raises: logging never fails a caller
+            line = _encode(_loggable(record))
         loop = self._loop
         if loop is None:
             self._write(line + b"\n")
@@ -188,14 +191,34 @@ def millis(seconds: float) -> float:
     return int(seconds * 1_000_000 + 0.5) / 1000
 
 
+def _loggable(value: Any) -> Any:
+    """``value`` made encodable: a string's lone surrogates (a file name that is not
+    UTF-8, decoded with ``surrogateescape``) as ``\\udcff`` escapes, and anything whose
+    ``repr`` raises named by its type."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_loggable(k): _loggable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_loggable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    try:
+        return _loggable(repr(value))
+    except Exception:
+        return f"<{type(value).__name__} whose repr raised>"
+
+
 def _renamed(fields: dict[str, Any]) -> dict[str, Any]:
-    """``fields`` with any named like a line's own (ts, level, msg) renamed ``ts_``,
-    ``level_``, ``msg_``: a caller's ``msg=text`` is kept without hiding the line's
-    message, and ``level=`` cannot make an error line look like info."""
+    """``fields`` with any named like a line's own (ts, level, msg, and the invocation's
+    ids) renamed with a ``_`` after it (``msg_``, ``invocation_id_``): a caller's
+    ``msg=text`` is kept without hiding the line's message, ``level=`` cannot make an
+    error line look like info, and ``invocation_id=`` cannot put the line on another
+    invocation's account."""
     return {(f"{k}_" if k in _OWN else k): v for k, v in fields.items()}
 
 
-_OWN = frozenset({"ts", "level", "msg"})
+_OWN = frozenset({"ts", "level", "msg", "invocation_id", "function", "trace_id", "span_id"})
 
 
 class Logger:
@@ -215,7 +238,7 @@ class Logger:
 
     def bind(self, **fields: Any) -> Logger:
         """A logger that adds ``fields`` to every line."""
-        if "ts" in fields or "level" in fields or "msg" in fields:
+        if not _OWN.isdisjoint(fields):
             fields = _renamed(fields)
         return Logger(self._sink, {**self._fields, **fields})
 
@@ -225,7 +248,7 @@ class Logger:
         record: dict[str, Any] = {"ts": timestamp(), "level": level, "msg": msg}
         record.update(self._fields)
         if fields:
-            if "ts" in fields or "level" in fields or "msg" in fields:
+            if not _OWN.isdisjoint(fields):
                 fields = _renamed(fields)
             record.update(fields)
         self._sink.emit(record)

@@ -333,3 +333,13 @@ def cookie_from_query(req: hibana.Request, ctx: hibana.Context) -> hibana.Respon
 @app.http("/preflight", methods=["OPTIONS"])
 def preflight(req: hibana.Request, ctx: hibana.Context) -> None:
     return None
+
+
+@app.http("/cancelled-inside")
+async def cancelled_inside(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Awaits a task of its own that was cancelled: CancelledError escapes the function."""
+    task = asyncio.create_task(asyncio.sleep(10))
+    await asyncio.sleep(0)
+    task.cancel()
+    await task
+    return "never"
