@@ -37,6 +37,18 @@ from tests.hosts import APPS, run_cli
         ("broken_noncallable", ["function_app.py:5", "applied to 42 (int), which is not callable"]),
         ("broken_no_app", ["function_app.py defines no hibana.App", "app = hibana.App()"]),
         ("broken_raises", ["function_app.py:6:", "KeyError: 'DATABASE_URL'"]),
+        (
+            "broken_bare_decorator",
+            ["@app.http at", "function_app.py:6 is not called, so hello is not declared"],
+        ),
+        (
+            "broken_signature",
+            ["function_app.py:6 (hello) takes (req), but is called with two", "(req, ctx)"],
+        ),
+        (
+            "broken_two_apps",
+            ["defines a second App, admin, whose functions (stats) would not be served"],
+        ),
     ],
 )
 def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]) -> None:

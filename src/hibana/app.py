@@ -114,6 +114,34 @@ def _where(filename: str, line: int) -> str:
     return f"{rel if len(rel) < len(filename) else filename}:{line}"
 
 
+def _not_bare(first: object, decorator: str, example: str, decl_site: str) -> None:
+    """Refuse ``@app.http`` written without its call: it would take the function for its
+    route and declare nothing."""
+    if callable(first) and not isinstance(first, str):
+        name = getattr(first, "__name__", "the function")
+        raise AppError(
+            f"@app.{decorator} at {decl_site} is not called, so {name} is not declared; "
+            f"write @app.{decorator}({example}) with its arguments"
+        )
+
+
+def _check_signature(fn: Callable[..., Any], name: str, where: str) -> None:
+    """Refuse a function that cannot be called the way every trigger calls it:
+    ``fn(input, ctx)`` (``req``, a message, an event or a timer's info; then the Context)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or the like: left to the call
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise AppError(
+            f"function {where} takes ({', '.join(signature.parameters)}), but is called "
+            "with two arguments, its "
+            f"input and the Context: write `def {name}(req, ctx)`"
+        ) from None
+
+
 def _caller(depth: int) -> str:
     frame = sys._getframe(depth + 1)
     return _where(frame.f_code.co_filename, frame.f_lineno)
@@ -215,6 +243,7 @@ class Blueprint:
         ``timeout`` (seconds) ends the invocation with 504; ``max_concurrency`` caps the
         invocations running at once in one worker, and excess requests wait briefly, then 429."""
         decl_site = _caller(1)
+        _not_bare(route, "http", '"/path"', decl_site)
         if isinstance(methods, str):
             methods = (methods,)
         method_list = tuple(dict.fromkeys(str(m).upper() for m in methods))
@@ -263,6 +292,7 @@ class Blueprint:
         ``max_concurrency`` caps the invocations at once per worker; ``concurrency_group``
         with ``limit`` caps every function of that group together, across all hosts."""
         decl_site = _caller(1)
+        _not_bare(queue, "queue", '"queue-name"', decl_site)
 
         def decorate(fn: F) -> F:
             location, where, fn_name = self._describe(fn, name, decl_site)
@@ -300,6 +330,7 @@ class Blueprint:
         across every host sharing the store; after downtime, the missed slot runs once,
         late, with ``timer.past_due``. A failure is logged; the schedule goes on."""
         decl_site = _caller(1)
+        _not_bare(schedule, "timer", '"*/5 * * * *"', decl_site)
 
         def decorate(fn: F) -> F:
             location, where, fn_name = self._describe(fn, name, decl_site)
@@ -333,6 +364,7 @@ class Blueprint:
         subscription whose ``filter`` matches gets its own delivery of each event, with
         the retries, dead letters and limits of a queue function (same options)."""
         decl_site = _caller(1)
+        _not_bare(topic, "event", '"topic"', decl_site)
 
         def decorate(fn: F) -> F:
             location, where, fn_name = self._describe(fn, name, decl_site)
@@ -569,6 +601,7 @@ class Blueprint:
         where: str,
     ) -> None:
         """Record a decorated function."""
+        _check_signature(fn, name, where)
         self._add(
             FunctionSpec(
                 name=name,

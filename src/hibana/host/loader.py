@@ -66,6 +66,16 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
         ) from None
     apps = {name: value for name, value in vars(module).items() if isinstance(value, App)}
     if "app" in apps:
+        dropped = [
+            name for name, other in apps.items() if other is not apps["app"] and other.functions
+        ]
+        if dropped:
+            names = ", ".join(fn.name for fn in apps[dropped[0]].functions)
+            raise AppLoadError(
+                f"{_rel(path)} defines a second App, {dropped[0]}, whose functions ({names}) "
+                "would not be served: only `app` is; declare them on `app`, or on a "
+                "hibana.Blueprint registered with app.register(bp)"
+            )
         return apps["app"]
     if len(apps) == 1:
         return next(iter(apps.values()))
