@@ -46,6 +46,13 @@ from tests.hosts import APPS, run_cli
             ["function_app.py:6 (hello) takes (req), but is called with two", "(req, ctx)"],
         ),
         (
+            "broken_relative_import",
+            [
+                "function_app.py:3: importing function_app.py failed: ImportError",
+                "`from helpers import x`, not `from .helpers import x`",
+            ],
+        ),
+        (
             "broken_two_apps",
             ["defines a second App, admin, whose functions (stats) would not be served"],
         ),

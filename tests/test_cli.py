@@ -73,3 +73,18 @@ def test_new_into_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
     result = run_cli("new", str(blocker / "app"))
     assert result.returncode == 1
     assert "cannot write" in result.stderr
+
+
+def test_new_refuses_a_file_an_existing_app_and_an_empty_name(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    result = run_cli("new", str(afile))
+    assert (result.returncode, result.stderr.strip()) == (
+        2,
+        f"error: {afile} is a file, not a folder; choose a folder for the app",
+    )
+    assert run_cli("new", str(tmp_path / "app")).returncode == 0
+    again = run_cli("new", str(tmp_path / "app"))
+    assert again.returncode == 2 and "function_app.py already exists" in again.stderr
+    empty = run_cli("new", "", cwd=tmp_path)
+    assert empty.returncode == 2 and "DIRECTORY is empty" in empty.stderr

@@ -280,12 +280,19 @@ async def echo(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
 
 @cli.command()
 def new(
-    directory: Annotated[Path, typer.Argument(help="Folder to create the app in.")],
+    folder: Annotated[
+        str, typer.Argument(metavar="DIRECTORY", help="Folder to create the app in.")
+    ],
 ) -> None:
     """Write a starter app into DIRECTORY that runs as is."""
+    if not folder.strip():
+        _usage("DIRECTORY is empty; name the folder to create the app in")
+    directory = Path(folder)
     target = directory / "function_app.py"
+    if directory.exists() and not directory.is_dir():
+        _fail(f"{directory} is a file, not a folder; choose a folder for the app")
     if target.exists():
-        _fail(f"{target} already exists; choose an empty folder")
+        _fail(f"{target} already exists; choose another folder, or edit that app")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         target.write_text(STARTER)

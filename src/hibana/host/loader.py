@@ -13,6 +13,8 @@ from hibana.app import App
 from hibana.errors import AppError, AppLoadError
 
 APP_FILE = "function_app.py"
+#: How an app module imports its neighbours (the hint for a relative import).
+_ABSOLUTE = "`from helpers import x`, not `from .helpers import x`"
 
 
 def _rel(path: str | os.PathLike[str]) -> str:
@@ -60,9 +62,13 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
         frames = traceback.extract_tb(exc.__traceback__)
         inside = [f for f in frames if f.filename.startswith(str(folder))]
         frame = (inside or frames)[-1]
+        hint = ""
+        if isinstance(exc, ImportError) and "relative import" in str(exc):
+            # function_app.py is imported as a top-level module, its folder on sys.path
+            hint = f"\n    the app folder is on sys.path: import its modules by name ({_ABSOLUTE})"
         raise AppLoadError(
             f"{_rel(frame.filename)}:{frame.lineno}: importing {APP_FILE} failed: "
-            f"{type(exc).__name__}: {exc}" + (f"\n    {frame.line}" if frame.line else "")
+            f"{type(exc).__name__}: {exc}" + (f"\n    {frame.line}" if frame.line else "") + hint
         ) from None
     apps = {name: value for name, value in vars(module).items() if isinstance(value, App)}
     if "app" in apps:
