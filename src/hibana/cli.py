@@ -280,25 +280,23 @@ async def echo(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
 
 @cli.command()
 def new(
-    folder: Annotated[
-        str, typer.Argument(metavar="DIRECTORY", help="Folder to create the app in.")
-    ],
+    directory: Annotated[str, typer.Argument(help="Folder to create the app in.")],
 ) -> None:
     """Write a starter app into DIRECTORY that runs as is."""
-    if not folder.strip():
+    if not directory.strip():
         _usage("DIRECTORY is empty; name the folder to create the app in")
-    directory = Path(folder)
-    target = directory / "function_app.py"
-    if directory.exists() and not directory.is_dir():
-        _fail(f"{directory} is a file, not a folder; choose a folder for the app")
+    folder = Path(directory)
+    target = folder / "function_app.py"
+    if folder.exists() and not folder.is_dir():
+        _fail(f"{folder} is a file, not a folder; choose a folder for the app")
     if target.exists():
         _fail(f"{target} already exists; choose another folder, or edit that app")
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         target.write_text(STARTER)
     except OSError as exc:
         _fail(f"cannot write {target}: {exc.strerror}", 1)
-    print(f"Created {target}\nRun it:  hibana dev {directory}")
+    print(f"Created {target}\nRun it:  hibana dev {folder}")
 
 
 RunningApp = Annotated[Path, typer.Option("--app", help="The app folder of the running host.")]
