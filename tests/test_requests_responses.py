@@ -371,3 +371,9 @@ def test_cookie_names_paths_and_domains_are_checked_and_quoted_values_are_fine()
         r.set_cookie("a", "v", path="/; Domain=evil.example")
     with pytest.raises(ValueError, match="has a domain with ';'"):
         r.set_cookie("a", "v", domain="x.example; Secure")
+
+
+@pytest.mark.parametrize("status", [200, 302, 399])
+def test_an_http_error_is_an_error_status(status: int) -> None:
+    with pytest.raises(ValueError, match=r"an error status is 400 to 599"):
+        HTTPError(status)

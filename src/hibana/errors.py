@@ -55,6 +55,11 @@ class HTTPError(HibanaError):
 
     def __init__(self, status: int, detail: str = "", headers: dict[str, str] | None = None):
         check_status(status)
+        if status < 400:
+            raise ValueError(
+                f"HTTPError({status}) answers with an error body; an error status is 400 to "
+                "599 (return a hibana.Response for any other)"
+            )
         super().__init__(detail or str(status))
         self.status = status
         self.detail = detail
