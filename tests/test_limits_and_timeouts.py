@@ -359,3 +359,27 @@ def test_a_worker_near_its_open_files_limit_says_so() -> None:
         assert 16 <= line["connections"] < 64
     finally:
         host.stop()
+
+
+def test_an_async_function_deaf_to_cancellation_gets_its_504_when_its_worker_is_replaced(
+    strict_host: Host,
+) -> None:
+    """It swallows CancelledError: its client is answered when the host gives up on it
+    (deadline + --cancel-grace), not whenever the function would return."""
+    with strict_host.client() as client:
+        r = client.get("/deaf-async", timeout=30)
+    assert r.status_code == 504
+    invocation_id = r.headers["x-invocation-id"]
+    assert r.json() == {
+        "error": "function 'deaf_async' did not finish within its timeout of 0.3s",
+        "invocation_id": invocation_id,
+    }
+    replaced = strict_host.wait_for_log(
+        invocation_id=invocation_id,
+        msg=("function did not return after its timeout and cancellation; replacing this worker"),
+    )
+    assert replaced["function"] == "deaf_async"
+    # answered before the function ended: its last line comes after
+    assert not [line for line in strict_host.logs() if line.get("msg") == "deaf function done"]
+    with strict_host.client() as client:
+        assert client.get("/hello/after").text == "Hello after"

@@ -94,11 +94,18 @@ def _status_line(status: int) -> bytes:
     return line if line is not None else b"HTTP/1.1 %d \r\n" % status
 
 
-def _error(status: int, message: str) -> bytes:
-    """A whole response the protocol gives itself (the head or body was refused)."""
-    body = msgspec.json.encode({"error": message})
-    head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-    return _status_line(status) + _date_line() + head % len(body) + body
+def _error(status: int, message: str, invocation_id: str | None = None) -> bytes:
+    """A whole response the protocol gives itself (the head or body was refused, or the
+    function that should answer is stuck)."""
+    body = msgspec.json.encode(
+        {"error": message}
+        if invocation_id is None
+        else {"error": message, "invocation_id": invocation_id}
+    )
+    head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n"
+    if invocation_id is not None:
+        head += b"x-invocation-id: %s\r\n" % invocation_id.encode()
+    return _status_line(status) + _date_line() + head % len(body) + b"\r\n" + body
 
 
 class _Request:
@@ -202,6 +209,19 @@ class HttpServer:
         while self.connections and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         self.abort()
+
+    def answer_stuck(self, cancellation: object, invocation_id: str, message: str) -> None:
+        """Answer 504 for an invocation whose function ignores its deadline and its
+        cancellation (an async one that swallows ``CancelledError``): its client is told
+        now, not whenever the function returns; the connection closes."""
+        for conn in self.connections:
+            req = conn.active
+            if req is None or conn.started or conn.lost:
+                continue
+            if req.scope.get("hibana.cancellation") is cancellation:
+                conn.started = True  # the function's answer, if it ever comes, is not sent
+                conn.transport.write(_error(504, message, invocation_id))
+                conn.transport.close()
 
     def abort(self) -> None:
         """Close every connection now (a second signal, or the grace period is over)."""
@@ -657,7 +677,7 @@ class HttpProtocol(asyncio.Protocol):
 
     async def whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """A response whose body is all here: one write."""
-        if self.lost:
+        if self.lost or self.started:  # started: answered already (``answer_stuck``)
             return
         parts = self._head_bytes(status, headers)
         req = self.active
@@ -667,7 +687,7 @@ class HttpProtocol(asyncio.Protocol):
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         """The head of a streamed response; chunked unless it carries a Content-Length."""
-        if self.lost:
+        if self.lost or self.started:
             return
         req = self.active
         assert req is not None

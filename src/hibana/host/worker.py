@@ -444,6 +444,13 @@ class Worker:
             "function did not return after its timeout and cancellation; replacing this worker",
             cancel_grace_s=self.config.cancel_grace,
         )
+        if self.server is not None:
+            spec = inv.function
+            self.server.answer_stuck(
+                inv.cancellation,
+                inv.id,
+                f"function {spec.name!r} did not finish within its timeout of {spec.timeout:g}s",
+            )
         self.retire()
 
 

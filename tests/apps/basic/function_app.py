@@ -1,6 +1,7 @@
 """The app most host tests run: one function per behaviour under test."""
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import logging
@@ -343,3 +344,14 @@ async def cancelled_inside(req: hibana.Request, ctx: hibana.Context) -> str:
     task.cancel()
     await task
     return "never"
+
+
+@app.http("/deaf-async", timeout=0.3)
+async def deaf_async(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Swallows its cancellation and runs on past its deadline and the grace."""
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.05)
+    ctx.log.info("deaf function done")
+    return "too late"
