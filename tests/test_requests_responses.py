@@ -377,3 +377,16 @@ def test_cookie_names_paths_and_domains_are_checked_and_quoted_values_are_fine()
 def test_an_http_error_is_an_error_status(status: int) -> None:
     with pytest.raises(ValueError, match=r"an error status is 400 to 599"):
         HTTPError(status)
+
+
+@pytest.mark.parametrize(
+    ("location", "sent"),
+    [
+        ("https://bücher.example/ü?q=ä", "https://xn--bcher-kva.example/%C3%BC?q=%C3%A4"),
+        ("https://user@Bücher.example:8080/x", "https://user@xn--bcher-kva.example:8080/x"),
+        ("/local/ü", "/local/%C3%BC"),
+        ("https://example.com/a b", "https://example.com/a%20b"),
+    ],
+)
+def test_a_redirect_location_is_ascii_with_an_idna_host(location: str, sent: str) -> None:
+    assert header(Response.redirect(location), "location") == [sent]

@@ -170,6 +170,8 @@ def test_typed_parameters_are_converted(pattern: str, path: str, params: dict[st
         ("/items/{id:int}", "/items/1.5"),
         ("/items/{id:int}", "/items/"),
         ("/price/{p:float}", "/price/1e5"),
+        ("/price/{p:float}", "/price/" + "9" * 400),  # would be inf
+        ("/price/{p:float}", "/price/-" + "9" * 400),
         ("/u/{u:uuid}", "/u/not-a-uuid"),
         ("/items/{id}", "/items/a/b"),
         ("/items/{id}", "/items/"),

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgspec
 
@@ -81,6 +81,16 @@ class Response:
 
     @classmethod
     def redirect(cls, location: str, status: int = 307) -> Response:
+        """A redirect to ``location``: its path and query percent-encoded, a host name
+        that is not ASCII in its IDNA form (``xn--``)."""
+        if not location.isascii():
+            parts = urlsplit(location)
+            userinfo, at, hostport = parts.netloc.rpartition("@")
+            host, colon, port = hostport.partition(":")
+            if not host.isascii():
+                host = host.encode("idna").decode("ascii")
+                netloc = f"{userinfo}{at}{host}{colon}{port}"
+                location = urlunsplit(parts._replace(netloc=netloc))
         return cls(b"", status, [("location", quote(location, safe=":/%#?=@[]!$&'()*+,;"))])
 
     def has_header(self, name: str) -> bool:

@@ -15,11 +15,19 @@ if TYPE_CHECKING:
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
+
+def _finite(value: float) -> float:
+    """A float route parameter: digits too many for a float (they give inf) match no route."""
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("not a finite number")
+    return value
+
+
 #: converter name -> (regex, convert)
 CONVERTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "str": (r"[^/]+", str),
     "int": (r"-?[0-9]+", int),
-    "float": (r"-?[0-9]+(?:\.[0-9]+)?", float),
+    "float": (r"-?[0-9]+(?:\.[0-9]+)?", lambda text: _finite(float(text))),
     "uuid": (
         r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
         uuid.UUID,
