@@ -153,7 +153,7 @@ def test_second_signal_forces_exit() -> None:
     host = Host(APPS / "basic", "--workers", "1", "--shutdown-timeout", "30").wait_ready()
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(_get, host, "/slow/20")
+            slow = pool.submit(_get, host, "/slow/20")
             host.wait_inflight(1)
             host.signal(signal.SIGINT)
             time.sleep(0.3)
@@ -161,7 +161,12 @@ def test_second_signal_forces_exit() -> None:
             host.signal(signal.SIGINT)
             assert host.wait_exit(10) == 1
             assert time.monotonic() - started < 5
+            # its client is told, not left with a closed connection and nothing
+            answer = slow.result(timeout=10)
         host.wait_for_stderr("Second signal: stopping now")
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+        assert answer.json()["invocation_id"] == answer.headers["x-invocation-id"]
+        assert "stopped at once (a second signal)" in answer.json()["error"]
     finally:
         host.stop()
 

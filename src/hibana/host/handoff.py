@@ -126,20 +126,29 @@ class HeldConnections:
                     os.close(fd)
 
     def worker_died(
-        self, pid: int, slot: int, board: Board | None, report: Callable[[str], None]
+        self,
+        pid: int,
+        slot: int,
+        board: Board | None,
+        report: Callable[[str], None],
+        stopped: bool = False,
     ) -> int:
         """Answer 502 on the connections of dead worker ``pid`` that were running an
-        invocation; close them all. Returns how many got a 502."""
+        invocation (503 if the host ``stopped`` it: a second signal); close them all.
+        Returns how many were answered."""
         self.receive()  # its last words: connections it opened or closed just before
         answered = 0
         for key in [k for k in self.held if k[0] == pid]:
             fd = self.held.pop(key)
             state, invocation = board.connection(slot, key[1]) if board is not None else (0, None)
             if state == CONN_BUSY and invocation is not None:
-                answered += _answer_502(fd, invocation)
+                answered += _answer_lost(fd, invocation, stopped)
             os.close(fd)
         if answered:
-            report(f"answered {answered} request(s) of the dead worker {slot} (pid {pid}) with 502")
+            how = "503 (stopped)" if stopped else "502"
+            report(
+                f"answered {answered} request(s) of the dead worker {slot} (pid {pid}) with {how}"
+            )
         return answered
 
     def worker_exited(self, pid: int) -> None:
@@ -156,18 +165,25 @@ class HeldConnections:
         self.worker_end.close()
 
 
-def _answer_502(fd: int, invocation: str) -> int:
+def _answer_lost(fd: int, invocation: str, stopped: bool = False) -> int:
+    """Write the answer for an invocation whose worker is gone: 502 (it died), or 503
+    (the host was stopped at once)."""
+    what = (
+        "the host was stopped at once (a second signal) before this invocation finished"
+        if stopped
+        else "the worker running this invocation died"
+    )
     body = json.dumps(
         {
-            "error": "the worker running this invocation died; it may or may not have "
-            "completed: retry if it is safe to",
+            "error": f"{what}; it may or may not have completed: retry if it is safe to",
             "invocation_id": invocation,
         }
     ).encode()
+    status = b"503 Service Unavailable\r\nretry-after: 1" if stopped else b"502 Bad Gateway"
     head = (
-        b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\n"
+        b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
         b"content-length: %d\r\nx-invocation-id: %s\r\nconnection: close\r\n\r\n"
-        % (len(body), invocation.encode())
+        % (status, len(body), invocation.encode())
     )
     try:
         with socket.socket(fileno=os.dup(fd)) as sock:

@@ -891,7 +891,7 @@ class Supervisor:
                         and time.monotonic() - began > SIGNAL_ECHO
                     ):
                         self.report("Second signal: stopping now")
-                        self._kill_all()
+                        self._kill_all(answer=True)
                         return 1
                 elif key.data == "admin":
                     assert self.admin is not None
@@ -907,14 +907,37 @@ class Supervisor:
         self._kill_all()
         return 0
 
-    def _kill_all(self) -> None:
-        for r in self.records:
-            if r.pid is not None:
-                _signal(r.pid, signal.SIGKILL)
+    def _kill_all(self, answer: bool = False) -> None:
+        """SIGKILL every worker; ``answer``: then write a 503 to each request they were
+        running (from the supervisor's duplicates), so no client is left with nothing."""
+        killed = [(r.pid, r) for r in self.records if r.pid is not None]
+        for pid, _ in killed:
+            _signal(pid, signal.SIGKILL)
+        if answer:
+            _wait_dead([pid for pid, _ in killed], 1.0)
+            for pid, r in killed:
+                board = r.zygote.board
+                self.connections.worker_died(pid, r.slot, board, self.report, stopped=True)
         self.records.clear()
         for zygote in [self.zygote, *self.retired]:
             if zygote is not None:
                 zygote.stop()
+
+
+def _wait_dead(pids: list[int], timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for ``pids`` to be dead (gone, or zombies their
+    parent has not reaped): what they wrote is written, nothing more will be."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{pid}/stat") as file:
+                    stat = file.read()
+            except OSError:
+                break
+            if stat.rpartition(")")[2].split()[0] == "Z":
+                break
+            time.sleep(0.005)
 
 
 def _signal(pid: int, sig: int) -> None:
