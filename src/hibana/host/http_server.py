@@ -317,13 +317,8 @@ class HttpProtocol(asyncio.Protocol):
             self.conn = None
         active = self.active
         if active is not None and not self.aborted:
-            # nobody to answer: the function is told (it may stop early, or finish and its
-            # answer is dropped); a response being streamed stops at once
-            cancellation = active.scope.get("hibana.cancellation")
-            if cancellation is not None:
-                cancellation.set("client_disconnected")
-            if self.started and self.task is not None and not self.task.done():
-                self.task.cancel(_CLIENT_GONE)
+            # nobody to answer: its answer, if it finishes, is dropped
+            self._client_gone(active)
         for req in (active, *self.waiting):
             if req is not None:
                 req.finish()
@@ -340,12 +335,17 @@ class HttpProtocol(asyncio.Protocol):
         if active is None:
             return False  # nothing asked (or a request cut off): the transport closes
         self.closing = True  # the answers to what was read, then the close
+        self._client_gone(active)
+        return True
+
+    def _client_gone(self, active: _Request) -> None:
+        """Tell ``active``'s function its client is gone (it may stop early); a response
+        being streamed stops at once."""
         cancellation = active.scope.get("hibana.cancellation")
         if cancellation is not None:
             cancellation.set("client_disconnected")
         if self.started and self.task is not None and not self.task.done():
             self.task.cancel(_CLIENT_GONE)
-        return True
 
     def pause_writing(self) -> None:
         self.writable = self.loop.create_future()

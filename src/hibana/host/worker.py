@@ -43,7 +43,7 @@ from hibana.telemetry.logs import (
     error_fields,
     timestamp,
 )
-from hibana.triggers.http import HttpFront
+from hibana.triggers.http import HttpFront, timed_out
 from hibana.triggers.queue import Outbox, QueueConsumer
 
 
@@ -445,12 +445,7 @@ class Worker:
             cancel_grace_s=self.config.cancel_grace,
         )
         if self.server is not None:
-            spec = inv.function
-            self.server.answer_stuck(
-                inv.cancellation,
-                inv.id,
-                f"function {spec.name!r} did not finish within its timeout of {spec.timeout:g}s",
-            )
+            self.server.answer_stuck(inv.cancellation, inv.id, timed_out(inv.function))
         self.retire()
 
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from hibana.app import App, HttpTrigger
+from hibana.app import App, FunctionSpec, HttpTrigger
 from hibana.context import Context, Invocation, Outbox
 from hibana.dispatcher import Dispatcher, Outcome
 from hibana.errors import Cancelled, HTTPError
@@ -108,6 +108,11 @@ _CONN_RESPONDING = 2
 _HEADERS: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 #: The numeric level of "info" (hibana.telemetry.logs); invocation lines are info.
 _INFO = 20
+
+
+def timed_out(spec: FunctionSpec) -> str:
+    """What a 504 says: the front's, and the worker's for a function deaf to its deadline."""
+    return f"function {spec.name!r} did not finish within its timeout of {spec.timeout:g}s"
 
 
 #: Response headers that frame the message or the connection: the host writes its own,
@@ -333,8 +338,15 @@ class HttpFront:
     def _unserved(self, status: int, error: str) -> None:
         """The line for a request no function was found for (no invocation line will say)."""
         if self.sink.min_level <= _INFO:
-            line = {"ts": timestamp(), "level": "info", "msg": "no function", "error": error}
-            self.sink.emit({**line, "status": status})
+            self.sink.emit(
+                {
+                    "ts": timestamp(),
+                    "level": "info",
+                    "msg": "no function",
+                    "status": status,
+                    "error": error,
+                }
+            )
 
     async def _invoke(
         self, match: Match, scope: Scope, body: bytes, receive: Receive, out: Responder
@@ -492,8 +504,7 @@ class HttpFront:
         if outcome.kind == "timeout":
             return Response.json(
                 {
-                    "error": f"function {spec.name!r} did not finish within its timeout "
-                    f"of {spec.timeout:g}s",
+                    "error": timed_out(spec),
                     "invocation_id": inv.id,
                 },
                 504,
