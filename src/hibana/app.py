@@ -241,7 +241,8 @@ class Blueprint:
         """Declare an HTTP function on ``route`` for ``methods``.
 
         ``timeout`` (seconds) ends the invocation with 504; ``max_concurrency`` caps the
-        invocations running at once in one worker, and excess requests wait briefly, then 429."""
+        invocations running at once on the host (all its workers together), and excess
+        requests wait briefly in arrival order, then 429."""
         decl_site = _caller(1)
         _not_bare(route, "http", '"/path"', decl_site)
         if isinstance(methods, str):
@@ -289,7 +290,7 @@ class Blueprint:
         Delivery is at least once. A failure (an exception, or ``timeout``, which defaults
         to ``visibility_timeout``) is retried per ``retry`` (default ``Exponential(1, 60)``)
         until ``max_attempts``, then the message goes to the queue's dead letters.
-        ``max_concurrency`` caps the invocations at once per worker; ``concurrency_group``
+        ``max_concurrency`` caps the invocations at once on the host; ``concurrency_group``
         with ``limit`` caps every function of that group together, across all hosts."""
         decl_site = _caller(1)
         _not_bare(queue, "queue", '"queue-name"', decl_site)

@@ -362,18 +362,20 @@ def status(
         "trigger",
         "workers",
         "in flight",
+        "waiting s",
         "invocations",
         "errors",
         "cold starts",
         "last cold start ms",
     )
     for fn in data["functions"]:
-        last = fn["last_cold_start_ms"]
+        last, wait = fn["last_cold_start_ms"], fn["oldest_wait_s"]
         functions.add_row(
             fn["name"],
             fn["trigger"],
             str(fn["workers"]),
             str(fn["inflight"]),
+            "-" if wait is None else f"{wait:.1f}",
             str(fn["invocations"]),
             str(fn["errors"]),
             str(fn["cold_starts"]),

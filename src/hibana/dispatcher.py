@@ -13,12 +13,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from hibana.context import Context, Invocation
 from hibana.errors import Cancelled, HTTPError
 from hibana.runtimes.python import FunctionThreads
 from hibana.telemetry.logs import current_logger
+
+if TYPE_CHECKING:
+    from hibana.app import FunctionSpec
 
 OutcomeKind = Literal["ok", "error", "timeout", "throttled", "cancelled"]
 
@@ -39,21 +42,59 @@ class Meter(Protocol):
     def hold(self, column: int, count: int) -> None: ...
 
 
+class Permits(Protocol):
+    """Permits of a ``max_concurrency`` shared by several processes (the host's workers,
+    through the board), by column. Arrival order holds across them: an invocation that
+    arrived at ``ticket`` gets no permit while another process's older one waits."""
+
+    def admit(self, column: int, limit: int, ticket: float, horizon: float) -> bool: ...
+    def give_back(self, column: int) -> None: ...
+    def waiting(self, column: int, since: float) -> None: ...
+    def waits_before(self, column: int, ticket: float, horizon: float) -> bool: ...
+    def permits_held(self, column: int) -> int: ...
+
+
+#: Seconds between looks at the shared permits while invocations wait for one (another
+#: process's release is not announced).
+PERMIT_POLL = 0.002
+
+
 class Gate:
-    """At most ``limit`` invocations at once; the rest wait in arrival order, for a while."""
+    """At most ``limit`` invocations at once; the rest wait in arrival order, for a while.
 
-    __slots__ = ("limit", "active", "_waiters")
+    With ``shared`` permits the limit holds across processes: a permit is taken from
+    them, and one freed goes to a local waiter only if no other process's waits longer.
+    ``horizon``: no invocation waits longer than this many seconds."""
 
-    def __init__(self, limit: int) -> None:
+    __slots__ = ("limit", "active", "_waiters", "_shared", "_column", "_horizon", "_poll")
+
+    def __init__(
+        self, limit: int, shared: Permits | None = None, column: int = 0, horizon: float = 0.0
+    ) -> None:
         self.limit = limit
+        #: Permits this process holds.
         self.active = 0
-        self._waiters: deque[asyncio.Future[bool]] = deque()
+        #: (arrival time, future) of each invocation waiting, oldest first.
+        self._waiters: deque[tuple[float, asyncio.Future[bool]]] = deque()
+        self._shared = shared
+        self._column = column
+        self._horizon = horizon
+        self._poll: asyncio.TimerHandle | None = None
 
     def try_acquire(self) -> bool:
-        if self.active < self.limit and not self._waiters:
-            self.active += 1
-            return True
-        return False
+        if self._waiters or self.active >= self.limit:
+            return False
+        if self._shared is not None:
+            now = time.monotonic()
+            if not self._shared.admit(self._column, self.limit, now, now - self._horizon):
+                return False
+        self.active += 1
+        return True
+
+    def room(self) -> int:
+        """How many more could start now (a snapshot: others may take them first)."""
+        held = self.active if self._shared is None else self._shared.permits_held(self._column)
+        return max(0, self.limit - held - len(self._waiters))
 
     async def acquire(self, timeout: float) -> bool:
         """True once a slot is ours; False if none freed up within ``timeout`` seconds."""
@@ -63,21 +104,78 @@ class Gate:
             return False
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
-        self._waiters.append(waiter)
+        entry = (time.monotonic(), waiter)
+        self._waiters.append(entry)
+        if len(self._waiters) == 1:
+            self._head_changed()
+        if self._shared is not None and self._poll is None:
+            self._poll = loop.call_later(PERMIT_POLL, self._look)
         timer = loop.call_later(timeout, _resolve, waiter, False)
         try:
             return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.result():
+                self.release()  # handed a slot as the caller was cancelled: pass it on
+            raise
         finally:
             timer.cancel()
+            if self._waiters and self._waiters[0] is entry:
+                self._waiters.popleft()
+                self._head_changed()
+            elif entry in self._waiters:
+                self._waiters.remove(entry)
 
     def release(self) -> None:
-        # Hand the slot straight to the oldest live waiter, so arrivals cannot jump the queue.
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(True)
-                return
+        # Hand the slot straight to the oldest waiter, so arrivals cannot jump the queue
+        # (unless another process's waits longer: then it is theirs to take).
+        shared = self._shared
+        if self._live_head() and (
+            shared is None
+            or not shared.waits_before(
+                self._column, self._waiters[0][0], time.monotonic() - self._horizon
+            )
+        ):
+            self._hand_over()
+            return
         self.active -= 1
+        if shared is not None:
+            shared.give_back(self._column)
+
+    def _live_head(self) -> bool:
+        """Drop the waiters at the front that gave up; True if one is left."""
+        dropped = False
+        while self._waiters and self._waiters[0][1].done():
+            self._waiters.popleft()
+            dropped = True
+        if dropped:
+            self._head_changed()
+        return bool(self._waiters)
+
+    def _hand_over(self) -> None:
+        """The oldest (live) waiter gets a slot this process holds."""
+        _, waiter = self._waiters.popleft()
+        waiter.set_result(True)
+        self._head_changed()
+
+    def _head_changed(self) -> None:
+        if self._shared is not None:
+            self._shared.waiting(self._column, self._waiters[0][0] if self._waiters else 0.0)
+
+    def _look(self) -> None:
+        """Waiters poll the shared permits: another process's release is not announced."""
+        self._poll = None
+        shared = self._shared
+        assert shared is not None
+        horizon = time.monotonic() - self._horizon
+        while (
+            self.active < self.limit
+            and self._live_head()
+            and shared.admit(self._column, self.limit, self._waiters[0][0], horizon)
+        ):
+            self.active += 1
+            self._hand_over()
+        if self._waiters:
+            self._poll = asyncio.get_running_loop().call_later(PERMIT_POLL, self._look)
 
 
 #: Invocations due within this many seconds expire together (one timer, not one each).
@@ -143,14 +241,17 @@ class Dispatcher:
         cancel_grace: float,
         on_stuck: Callable[[Invocation], None],
         meter: Meter | None = None,
+        permits: Permits | None = None,
         functions: Sequence[str] = (),
         cold_since: float | None = None,
     ) -> None:
         """``meter`` is this worker's row on the board; ``functions`` names its columns.
+        ``permits``: the host's, so a ``max_concurrency`` holds across its workers.
         ``cold_since``: when the request that made this worker start began waiting (None
         for a worker started ahead of demand: then ``cold_ms`` is set to its start-up)."""
         self._pool = pool
         self._meter = meter
+        self._permits = permits
         self._columns = {name: i for i, name in enumerate(functions)}
         self._cold = True
         self.cold_since = cold_since
@@ -194,13 +295,27 @@ class Dispatcher:
         for inv_id in list(self._interrupt):
             self._wake(inv_id)
 
+    def _gate(self, spec: FunctionSpec, limit: int) -> Gate:
+        gate = self._gates.get(spec.name)
+        if gate is None:
+            # no one waits longer than concurrency_wait: an older wait is a dead worker's
+            horizon = self._concurrency_wait + 1.0
+            column = self._columns.get(spec.name, 0)
+            gate = self._gates[spec.name] = Gate(limit, self._permits, column, horizon)
+        return gate
+
+    def room(self, spec: FunctionSpec) -> int | None:
+        """How many more invocations of ``spec`` its ``max_concurrency`` lets start now
+        (None: it has none)."""
+        if spec.max_concurrency is None:
+            return None
+        return self._gate(spec, spec.max_concurrency).room()
+
     async def run(self, inv: Invocation, ctx: Context) -> Outcome:
         spec = inv.function
         gate: Gate | None = None
         if spec.max_concurrency is not None:
-            gate = self._gates.get(spec.name)
-            if gate is None:
-                gate = self._gates[spec.name] = Gate(spec.max_concurrency)
+            gate = self._gate(spec, spec.max_concurrency)
             if not gate.try_acquire():
                 wait = min(self._concurrency_wait, inv.deadline - time.monotonic())
                 if not await gate.acquire(wait):

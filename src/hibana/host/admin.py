@@ -130,6 +130,7 @@ def host_status(sup: Supervisor) -> dict[str, Any]:
                 for s in rows
                 if board.function_get(s, i, "cold_starts")
             ]
+            waits = [w for s in rows if (w := board.function_get(s, i, "waiting_since"))]
             if past.get("cold_at"):
                 cold.append((past["cold_at"], past["last_cold_start_ms"]))
             functions.append(
@@ -151,6 +152,8 @@ def host_status(sup: Supervisor) -> dict[str, Any]:
                         + sum(board.function_get(s, i, "errors") for s in rows)
                     ),
                     "last_cold_start_ms": round(max(cold)[1], 3) if cold else None,
+                    # the oldest invocation waiting for a max_concurrency permit
+                    "oldest_wait_s": round(now - min(waits), 3) if waits else None,
                 }
             )
     duties = sup.duties

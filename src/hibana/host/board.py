@@ -2,12 +2,18 @@
 workers and read by the supervisor (scaling, ``hibana status``) without a round trip.
 
 One row per worker slot; each worker writes only its own row, from its event loop's
-thread, so no lock is needed. Values are doubles in a memfd the zygote creates; the
-supervisor maps the same file through ``/proc/<zygote>/fd/<n>``.
+thread, so no lock is needed to count. Values are doubles in a memfd the zygote creates;
+the supervisor maps the same file through ``/proc/<zygote>/fd/<n>``.
+
+A function's ``max_concurrency`` holds for the whole host: each worker's row says how
+many of the function's permits it holds and since when its oldest waiting invocation
+waits. Taking a permit reads every row under a record lock on the function's byte of
+the file (the lock is dropped when its holder dies, so a dead worker cannot hold it).
 """
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import time
@@ -24,7 +30,15 @@ WORKER_FIELDS = (
     "rss_mb",
     "stopped_at",  # time.monotonic() when it stopped accepting (retiring or draining)
 )
-FUNCTION_FIELDS = ("inflight", "invocations", "cold_starts", "last_cold_start_ms", "errors")
+FUNCTION_FIELDS = (
+    "inflight",
+    "invocations",
+    "cold_starts",
+    "last_cold_start_ms",
+    "errors",
+    "permits",  # max_concurrency permits this worker holds
+    "waiting_since",  # time.monotonic() its oldest invocation waiting for one arrived; 0: none
+)
 _W = {name: i for i, name in enumerate(WORKER_FIELDS)}
 _F = {name: i for i, name in enumerate(FUNCTION_FIELDS)}
 
@@ -85,6 +99,14 @@ class Board:
         base = slot * self.layout.row + len(WORKER_FIELDS) + fn * len(FUNCTION_FIELDS)
         return float(self.values[base + _F[field]])
 
+    def free_permits(self, slot: int) -> None:
+        """Worker ``slot`` is dead: what it held and waited for goes back to the others."""
+        base = slot * self.layout.row + len(WORKER_FIELDS)
+        for fn in range(self.layout.functions):
+            at = base + fn * len(FUNCTION_FIELDS)
+            self.values[at + _F["permits"]] = 0.0
+            self.values[at + _F["waiting_since"]] = 0.0
+
     def clear(self, slot: int) -> None:
         start = slot * self.layout.row
         for i in range(start, start + self.layout.row):
@@ -109,10 +131,23 @@ class Board:
 class WorkerRow:
     """One worker's row: the worker's own view, written on each invocation."""
 
-    __slots__ = ("_base", "_fn_base", "_values", "_conns", "_conn_base", "connections")
+    __slots__ = (
+        "_base",
+        "_fn_base",
+        "_values",
+        "_conns",
+        "_conn_base",
+        "connections",
+        "_fd",
+        "_row",
+        "_slot",
+    )
 
     def __init__(self, board: Board, slot: int) -> None:
         self._values = board.values
+        self._fd = board.fd
+        self._row = board.layout.row
+        self._slot = slot
         self._base = slot * board.layout.row
         self._fn_base = self._base + len(WORKER_FIELDS)
         self._conns = board.conns
@@ -162,3 +197,42 @@ class WorkerRow:
         v[f] -= 1
         if failed:
             v[f + 4] += 1
+
+    # -- max_concurrency permits, shared by the host's workers ------------------------------
+    # Column ``fn``'s cells for every worker: a strided view down the rows.
+    def _column(self, fn: int, field: str) -> memoryview[float]:
+        return self._values[len(WORKER_FIELDS) + fn * len(FUNCTION_FIELDS) + _F[field] :: self._row]
+
+    def admit(self, fn: int, limit: int, ticket: float, horizon: float) -> bool:
+        """Take one of ``fn``'s ``limit`` permits for an invocation that arrived at
+        ``ticket`` (time.monotonic()): there must be one free across all workers, and no
+        other worker's invocation waiting since before ``ticket`` (arrival order holds
+        host-wide). Waits older than ``horizon`` are ignored: no one waits that long."""
+        fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, fn)
+        try:
+            if sum(self._column(fn, "permits")) >= limit or self.waits_before(fn, ticket, horizon):
+                return False
+            self._values[self._fn_base + fn * len(FUNCTION_FIELDS) + _F["permits"]] += 1
+            return True
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, fn)
+
+    def give_back(self, fn: int) -> None:
+        """A permit of ``fn`` this worker held is free."""
+        self._values[self._fn_base + fn * len(FUNCTION_FIELDS) + _F["permits"]] -= 1
+
+    def waiting(self, fn: int, since: float) -> None:
+        """This worker's oldest invocation of ``fn`` waiting for a permit arrived at
+        ``since`` (0: none waits)."""
+        self._values[self._fn_base + fn * len(FUNCTION_FIELDS) + _F["waiting_since"]] = since
+
+    def waits_before(self, fn: int, ticket: float, horizon: float) -> bool:
+        """Another worker has an invocation of ``fn`` waiting since before ``ticket``."""
+        return any(
+            horizon < since < ticket and slot != self._slot
+            for slot, since in enumerate(self._column(fn, "waiting_since"))
+        )
+
+    def permits_held(self, fn: int) -> int:
+        """``fn``'s permits all workers hold (a snapshot, read without the lock)."""
+        return int(sum(self._column(fn, "permits")))

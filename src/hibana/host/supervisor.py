@@ -673,6 +673,8 @@ class Supervisor:
             else:
                 self.connections.worker_exited(message["pid"])
             self._remember(record)
+            if board is not None:
+                board.free_permits(record.slot)  # before the slot's reuse clears it
             if record.zygote is not self.zygote:
                 self._reap_retired()
             elif died and not record.retiring and not self.stopping:

@@ -175,6 +175,7 @@ class Worker:
             cancel_grace=config.cancel_grace,
             on_stuck=self._on_stuck,
             meter=self.row,
+            permits=self.row,
             functions=[spec.name for spec in self.app.functions],
             cold_since=self.spawn.requested_at if self.spawn.on_demand else None,
         )

@@ -23,7 +23,7 @@ import msgspec
 
 from hibana.app import App, EventTrigger, FunctionSpec, QueueTrigger, TimerTrigger
 from hibana.context import Context, Invocation
-from hibana.dispatcher import Dispatcher, Outcome
+from hibana.dispatcher import PERMIT_POLL, Dispatcher, Outcome
 from hibana.errors import QueueError, StoreError
 from hibana.events.cloudevent import CloudEvent, EventError
 from hibana.events.filters import Filter
@@ -373,9 +373,15 @@ class QueueConsumer:
         refill = max(1, limit // 2)
         while not self._stopping:
             free = limit - len(mine)
+            if spec.max_concurrency is not None:
+                # the limit is the host's: other workers may hold some of it
+                free = min(free, self.dispatcher.room(spec) or 0)
             if free < refill and mine:
                 freed.clear()
                 await freed.wait()
+                continue
+            if free <= 0:  # other workers run all it may: look again soon
+                await asyncio.sleep(PERMIT_POLL)
                 continue
             wake.clear()  # a poke from here on wakes the wait below
             try:

@@ -1,0 +1,167 @@
+"""``max_concurrency`` is the host's, not each worker's: requests reaching different workers
+share the permits, wait in arrival order, and a dead worker's permits come back."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.hosts import Host, copy_app, read_jsonl
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    return copy_app("shared_limit", tmp_path)
+
+
+def serve(app_dir: Path, *args: str) -> Iterator[Host]:
+    host = Host(app_dir, "--workers", "2", *args).wait_ready()
+    try:
+        yield host
+    finally:
+        host.stop()
+
+
+@pytest.fixture
+def host(app_dir: Path) -> Iterator[Host]:
+    yield from serve(app_dir, "--concurrency-wait", "20")
+
+
+def pinned(host: Host, count: int) -> list[tuple[httpx.Client, int]]:
+    """``count`` clients of one keep-alive connection each, on both workers, with the pid
+    of the worker each one's connection landed on."""
+    clients: list[tuple[httpx.Client, int]] = []
+    spare: list[httpx.Client] = []
+    for _ in range(200):
+        client = host.client(limits=httpx.Limits(max_connections=1))
+        pid = client.get("/pid").json()["pid"]
+        pids = [p for _, p in clients]
+        # half the clients on each worker
+        if pids.count(pid) < (count + 1) // 2:
+            clients.append((client, pid))
+            if len(clients) == count:
+                for c in spare:
+                    c.close()
+                return clients
+        else:
+            spare.append(client)  # kept open, so the next connection may go elsewhere
+    raise AssertionError(f"200 connections did not land on 2 workers: {len(clients)} did")
+
+
+def overlapping(runs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    runs = sorted(runs, key=lambda r: r["start"])
+    return [(a, b) for a, b in itertools.pairwise(runs) if b["start"] < a["end"]]
+
+
+def test_a_limit_of_one_holds_across_workers(host: Host) -> None:
+    clients = pinned(host, 4)
+    with concurrent.futures.ThreadPoolExecutor(len(clients)) as pool:
+        calls = [pool.submit(c.get, "/one/0.3") for c, _ in clients for _ in range(2)]
+        responses = [f.result() for f in calls]
+    assert [r.status_code for r in responses] == [200] * 8  # all waited their turn
+    runs = [r.json() for r in responses]
+    assert len({r["pid"] for r in runs}) == 2  # both workers ran some
+    assert overlapping(runs) == []  # never two at once, wherever they ran
+
+
+def test_a_sync_functions_limit_holds_across_workers(host: Host) -> None:
+    clients = pinned(host, 6)
+    with concurrent.futures.ThreadPoolExecutor(len(clients)) as pool:
+        calls = [pool.submit(c.get, "/two-sync/0.2") for c, _ in clients]
+        runs = [f.result().json() for f in calls]
+    # at no moment were more than two running, host-wide
+    for run in runs:
+        at_once = [r for r in runs if r["start"] <= run["start"] < r["end"]]
+        assert len(at_once) <= 2, at_once
+    assert len({r["pid"] for r in runs}) == 2
+
+
+def test_a_request_on_another_worker_gets_429_while_the_permit_is_held(app_dir: Path) -> None:
+    for host in serve(app_dir, "--concurrency-wait", "0.3"):
+        (a, pid_a), (b, pid_b) = pinned(host, 2)
+        assert pid_a != pid_b
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            first = pool.submit(a.get, "/one/3")
+            host.wait_inflight(1, "one")
+            refused = b.get("/one/0")
+            assert refused.status_code == 429
+            assert refused.headers["retry-after"] == "1"
+            assert "function 'one' is at its max_concurrency of 1" in refused.json()["error"]
+            assert first.result().status_code == 200
+        # the permit the first worker held is free again for the second
+        assert b.get("/one/0").json()["pid"] == pid_b
+
+
+def test_waiters_on_different_workers_are_served_in_arrival_order(host: Host) -> None:
+    clients = pinned(host, 4)
+    a, pid_a = clients[0]
+    c = next(client for client, pid in clients[1:] if pid == pid_a)  # a's worker
+    b = next(client for client, pid in clients if pid != pid_a)  # the other one
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        holder = pool.submit(a.get, "/one/1.5?tag=holder")
+        host.wait_inflight(1, "one")
+        other = pool.submit(b.get, "/one/0.2?tag=other")  # waits on the other worker
+        wait_for_a_waiter(host)
+        local = pool.submit(c.get, "/one/0.2?tag=local")  # waits where the permit is
+        runs = [f.result().json() for f in (holder, other, local)]
+    assert [r["tag"] for r in sorted(runs, key=lambda r: r["start"])] == [
+        "holder",
+        "other",
+        "local",
+    ]
+    assert overlapping(runs) == []
+
+
+def wait_for_a_waiter(host: Host) -> None:
+    deadline = time.monotonic() + 20
+    while not next(f for f in host.status()["functions"] if f["name"] == "one")["oldest_wait_s"]:
+        assert time.monotonic() < deadline, "no invocation of one ever waited"
+        time.sleep(0.02)
+
+
+def test_status_shows_how_long_the_oldest_invocation_has_waited(host: Host) -> None:
+    (a, _), (b, _) = pinned(host, 2)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(a.get, "/one/1")
+        host.wait_inflight(1, "one")
+        second = pool.submit(b.get, "/one/0")
+        wait_for_a_waiter(host)
+        one = next(f for f in host.status()["functions"] if f["name"] == "one")
+        assert 0 < one["oldest_wait_s"] < 20
+        assert first.result().status_code == 200 and second.result().status_code == 200
+    one = next(f for f in host.status()["functions"] if f["name"] == "one")
+    assert one["oldest_wait_s"] is None  # no one waits any more
+
+
+def test_a_worker_that_dies_holding_the_permit_gives_it_back(host: Host) -> None:
+    (a, _), (b, pid_b) = pinned(host, 2)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        dying = pool.submit(a.get, "/one/0.5?die=1")
+        host.wait_inflight(1, "one")
+        waiting = pool.submit(b.get, "/one/0")
+        assert dying.result().status_code == 502  # its worker died under it
+        served = waiting.result()
+    assert served.status_code == 200 and served.json()["pid"] == pid_b
+    # and the permit is not held twice over: one more at a time, on either worker
+    clients = pinned(host, 2)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        runs = [f.result().json() for f in [pool.submit(c.get, "/one/0.2") for c, _ in clients]]
+    assert overlapping(runs) == []
+
+
+def test_a_queue_functions_limit_holds_across_workers(host: Host, app_dir: Path) -> None:
+    with host.client() as client:
+        assert client.post("/enqueue/40").status_code == 204
+    deadline = time.monotonic() + 60
+    while len(runs := read_jsonl(app_dir / "ran.jsonl")) < 40:
+        assert time.monotonic() < deadline, f"{len(runs)} of 40 messages ran"
+        time.sleep(0.05)
+    assert sorted(r["n"] for r in runs) == list(range(40))  # each once
+    assert overlapping(runs) == []
