@@ -300,8 +300,11 @@ class Dispatcher:
         if gate is None:
             # no one waits longer than concurrency_wait: an older wait is a dead worker's
             horizon = self._concurrency_wait + 1.0
-            column = self._columns.get(spec.name, 0)
-            gate = self._gates[spec.name] = Gate(limit, self._permits, column, horizon)
+            column = self._columns.get(spec.name)
+            # a function without a column on the board (none in the host) gates alone
+            shared = self._permits if column is not None else None
+            gate = Gate(limit, shared, column or 0, horizon)
+            self._gates[spec.name] = gate
         return gate
 
     def room(self, spec: FunctionSpec) -> int | None:

@@ -13,11 +13,11 @@ the file (the lock is dropped when its holder dies, so a dead worker cannot hold
 
 from __future__ import annotations
 
-import fcntl
 import mmap
 import os
 import time
 from dataclasses import dataclass
+from fcntl import LOCK_EX, LOCK_UN, lockf
 
 WORKER_FIELDS = (
     "pid",
@@ -41,6 +41,8 @@ FUNCTION_FIELDS = (
 )
 _W = {name: i for i, name in enumerate(WORKER_FIELDS)}
 _F = {name: i for i, name in enumerate(FUNCTION_FIELDS)}
+_FIRST, _NF = len(WORKER_FIELDS), len(FUNCTION_FIELDS)
+_PERMITS, _WAITING = _F["permits"], _F["waiting_since"]
 
 
 #: Connection states in the connection table (one byte, then the invocation id's 16).
@@ -140,14 +142,12 @@ class WorkerRow:
         "connections",
         "_fd",
         "_row",
-        "_slot",
     )
 
     def __init__(self, board: Board, slot: int) -> None:
         self._values = board.values
         self._fd = board.fd
         self._row = board.layout.row
-        self._slot = slot
         self._base = slot * board.layout.row
         self._fn_base = self._base + len(WORKER_FIELDS)
         self._conns = board.conns
@@ -199,40 +199,44 @@ class WorkerRow:
             v[f + 4] += 1
 
     # -- max_concurrency permits, shared by the host's workers ------------------------------
-    # Column ``fn``'s cells for every worker: a strided view down the rows.
-    def _column(self, fn: int, field: str) -> memoryview[float]:
-        return self._values[len(WORKER_FIELDS) + fn * len(FUNCTION_FIELDS) + _F[field] :: self._row]
-
+    # A worker's own waiting_since cell always holds its oldest waiter's arrival (or 0), so
+    # comparing a ticket of its own with every row's cell skips its own row by itself.
     def admit(self, fn: int, limit: int, ticket: float, horizon: float) -> bool:
         """Take one of ``fn``'s ``limit`` permits for an invocation that arrived at
         ``ticket`` (time.monotonic()): there must be one free across all workers, and no
         other worker's invocation waiting since before ``ticket`` (arrival order holds
         host-wide). Waits older than ``horizon`` are ignored: no one waits that long."""
-        fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, fn)
+        v, row = self._values, self._row
+        first = _FIRST + fn * _NF
+        lockf(self._fd, LOCK_EX, 1, fn)
         try:
-            if sum(self._column(fn, "permits")) >= limit or self.waits_before(fn, ticket, horizon):
+            if sum(v[first + _PERMITS :: row]) >= limit:
                 return False
-            self._values[self._fn_base + fn * len(FUNCTION_FIELDS) + _F["permits"]] += 1
+            for since in v[first + _WAITING :: row]:
+                if horizon < since < ticket:
+                    return False
+            v[self._fn_base + fn * _NF + _PERMITS] += 1
             return True
         finally:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, fn)
+            lockf(self._fd, LOCK_UN, 1, fn)
 
     def give_back(self, fn: int) -> None:
         """A permit of ``fn`` this worker held is free."""
-        self._values[self._fn_base + fn * len(FUNCTION_FIELDS) + _F["permits"]] -= 1
+        self._values[self._fn_base + fn * _NF + _PERMITS] -= 1
 
     def waiting(self, fn: int, since: float) -> None:
         """This worker's oldest invocation of ``fn`` waiting for a permit arrived at
         ``since`` (0: none waits)."""
-        self._values[self._fn_base + fn * len(FUNCTION_FIELDS) + _F["waiting_since"]] = since
+        self._values[self._fn_base + fn * _NF + _WAITING] = since
 
     def waits_before(self, fn: int, ticket: float, horizon: float) -> bool:
-        """Another worker has an invocation of ``fn`` waiting since before ``ticket``."""
+        """Another worker has an invocation of ``fn`` waiting since before ``ticket``
+        (this worker's own oldest waiter arrived at ``ticket`` or none waits here)."""
         return any(
-            horizon < since < ticket and slot != self._slot
-            for slot, since in enumerate(self._column(fn, "waiting_since"))
+            horizon < since < ticket
+            for since in self._values[_FIRST + fn * _NF + _WAITING :: self._row]
         )
 
     def permits_held(self, fn: int) -> int:
         """``fn``'s permits all workers hold (a snapshot, read without the lock)."""
-        return int(sum(self._column(fn, "permits")))
+        return int(sum(self._values[_FIRST + fn * _NF + _PERMITS :: self._row]))
