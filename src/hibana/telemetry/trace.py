@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import random
+import re
 from typing import NamedTuple
 
 # random.getrandbits is reseeded in every forked child by the random module itself,
 # so workers forked from one zygote do not repeat each other's ids.
 _bits = random.getrandbits
-_HEX = frozenset("0123456789abcdef")
 
 
 class TraceContext(NamedTuple):
@@ -44,8 +44,10 @@ def new_invocation_id() -> str:
     return _bits(128).to_bytes(16).hex()
 
 
-def _valid_hex(value: str, length: int) -> bool:
-    return len(value) == length and set(value) <= _HEX and value != "0" * length
+#: version-trace_id-parent_id-flags, lower-case hex; a version after 00 may add fields.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.S)
+_match_traceparent = _TRACEPARENT.fullmatch
+_NO_TRACE, _NO_SPAN = "0" * 32, "0" * 16
 
 
 def continue_or_start(traceparent: str | None) -> TraceContext:
@@ -54,17 +56,14 @@ def continue_or_start(traceparent: str | None) -> TraceContext:
     A malformed header is ignored rather than rejected, as the W3C spec asks; so is one
     with upper-case hex digits (the spec's ids are lower-case)."""
     if traceparent:
-        parts = traceparent.strip().split("-")
-        if (
-            len(parts) >= 4
-            and len(parts[0]) == 2
-            and set(parts[0]) <= _HEX
-            and parts[0] != "ff"
-            and _valid_hex(parts[1], 32)
-            and _valid_hex(parts[2], 16)
-            and len(parts[3]) == 2
-            and set(parts[3]) <= _HEX
-            and (parts[0] != "00" or len(parts) == 4)
-        ):
-            return TraceContext(parts[1], new_span_id(), parts[2], bool(int(parts[3], 16) & 1))
+        m = _match_traceparent(traceparent.strip())
+        if m is not None:
+            version, trace_id, parent, flags, more = m.groups()
+            if (
+                version != "ff"
+                and trace_id != _NO_TRACE
+                and parent != _NO_SPAN
+                and (more is None or version != "00")
+            ):
+                return TraceContext(trace_id, new_span_id(), parent, flags[1] in "13579bdf")
     return TraceContext(new_trace_id(), new_span_id())
