@@ -432,6 +432,36 @@ def test_over_max_concurrency_waits_then_is_throttled(pool: FunctionThreads) -> 
     run(main())
 
 
+def test_an_invocation_cancelled_while_it_waits_is_not_run(pool: FunctionThreads) -> None:
+    calls: list[Any] = []
+
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def fn(payload: Any, ctx: Context) -> Any:
+            calls.append(payload)
+            await release.wait()
+            return payload
+
+        spec = spec_of(fn, max_concurrency=1)
+        h = Harness(pool, concurrency_wait=5.0)
+        first = asyncio.create_task(h.call(spec, 1))
+        await wait_until(lambda: calls == [1])
+        inv, ctx = invocation(spec, 2)
+        waiting = asyncio.create_task(h.dispatcher.run(inv, ctx))
+        await asyncio.sleep(0.01)
+        start = time.monotonic()
+        inv.cancellation.set("client_disconnected")  # its client left while it waited
+        assert await waiting == Outcome("cancelled")
+        assert time.monotonic() - start < 0.5  # at once, not at the end of the wait
+        release.set()
+        assert (await first)[0] == Outcome("ok", 1)
+        assert (await h.call(spec, 3))[0] == Outcome("ok", 3)  # its slot was not taken
+        assert calls == [1, 3]
+
+    run(main())
+
+
 def test_a_waiting_invocation_runs_when_a_slot_frees(pool: FunctionThreads) -> None:
     running = 0
     peak = 0

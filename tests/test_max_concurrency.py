@@ -165,3 +165,27 @@ def test_a_queue_functions_limit_holds_across_workers(host: Host, app_dir: Path)
         time.sleep(0.05)
     assert sorted(r["n"] for r in runs) == list(range(40))  # each once
     assert overlapping(runs) == []
+
+
+def test_a_waiter_whose_client_leaves_is_not_run(host: Host) -> None:
+    (a, _), (b, _) = pinned(host, 2)
+
+    def impatient() -> None:
+        with host.client(timeout=0.5) as client, pytest.raises(httpx.ReadTimeout):
+            client.get("/one/5?tag=gone")
+
+    with concurrent.futures.ThreadPoolExecutor(7) as pool:
+        holder = pool.submit(a.get, "/one/2?tag=holder")
+        host.wait_inflight(1, "one")
+        gave_up = [pool.submit(impatient) for _ in range(6)]  # they wait, then leave
+        for f in gave_up:
+            f.result()
+        assert holder.result().status_code == 200
+    # the next request is served at once: no 5 s run for a client that left holds the permit
+    assert b.get("/one/0?tag=next", timeout=3).status_code == 200
+    lines = [x for x in host.logs() if x.get("msg") == "invocation" and x["function"] == "one"]
+    gone = [x for x in lines if x["path"] == "/one/5"]
+    assert len(gone) == 6
+    assert {(x["outcome"], x["cancel_reason"]) for x in gone} == {
+        ("cancelled", "client_disconnected")
+    }

@@ -35,12 +35,14 @@ class Cancellation:
 
     Sync code polls ``is_set()``; async code awaits ``wait()``."""
 
-    __slots__ = ("_is_set", "_event", "reason")
+    __slots__ = ("_is_set", "_event", "reason", "on_set")
 
     def __init__(self) -> None:
         self._is_set = False
         self._event: asyncio.Event | None = None
         self.reason: CancelReason | None = None
+        #: Called (on the loop) when it is set: the one waiting for its invocation to start.
+        self.on_set: Callable[[], None] | None = None
 
     def is_set(self) -> bool:
         return self._is_set
@@ -54,6 +56,8 @@ class Cancellation:
         self._is_set = True
         if self._event is not None:
             self._event.set()
+        if self.on_set is not None:
+            self.on_set()
 
     async def wait(self) -> None:
         if self._is_set:

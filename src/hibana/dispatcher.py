@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from hibana.context import Context, Invocation
+from hibana.context import Cancellation, Context, Invocation
 from hibana.errors import Cancelled, HTTPError
 from hibana.runtimes.python import FunctionThreads
 from hibana.telemetry.logs import current_logger
@@ -96,14 +96,17 @@ class Gate:
         held = self.active if self._shared is None else self._shared.permits_held(self._column)
         return max(0, self.limit - held - len(self._waiters))
 
-    async def acquire(self, timeout: float) -> bool:
-        """True once a slot is ours; False if none freed up within ``timeout`` seconds."""
+    async def acquire(self, timeout: float, cancellation: Cancellation | None = None) -> bool:
+        """True once a slot is ours; False if none freed up within ``timeout`` seconds, or
+        ``cancellation`` was set first (the client left: it is no one's to run)."""
         if self.try_acquire():
             return True
-        if timeout <= 0:
+        if timeout <= 0 or (cancellation is not None and cancellation.is_set()):
             return False
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
+        if cancellation is not None:
+            cancellation.on_set = lambda: _resolve(waiter, False)
         entry = (time.monotonic(), waiter)
         self._waiters.append(entry)
         if len(self._waiters) == 1:
@@ -119,6 +122,8 @@ class Gate:
             raise
         finally:
             timer.cancel()
+            if cancellation is not None:
+                cancellation.on_set = None
             if self._waiters and self._waiters[0] is entry:
                 self._waiters.popleft()
                 self._head_changed()
@@ -321,8 +326,9 @@ class Dispatcher:
             gate = self._gate(spec, spec.max_concurrency)
             if not gate.try_acquire():
                 wait = min(self._concurrency_wait, inv.deadline - time.monotonic())
-                if not await gate.acquire(wait):
-                    return Outcome("throttled")
+                if not await gate.acquire(wait, inv.cancellation):
+                    # cancelled while it waited (its client left, the host stops): not run
+                    return Outcome("cancelled" if inv.cancellation.is_set() else "throttled")
         deadline = inv.deadline
         if deadline <= time.monotonic():
             if gate is not None:
