@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,3 +190,22 @@ def test_a_waiter_whose_client_leaves_is_not_run(host: Host) -> None:
     assert {(x["outcome"], x["cancel_reason"]) for x in gone} == {
         ("cancelled", "client_disconnected")
     }
+
+
+def test_at_shutdown_a_waiter_gets_503_and_the_holder_finishes(app_dir: Path) -> None:
+    for host in serve(app_dir, "--concurrency-wait", "20", "--shutdown-timeout", "10"):
+        (a, _), (b, _) = pinned(host, 2)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            holder = pool.submit(a.get, "/one/1.5")
+            host.wait_inflight(1, "one")
+            waiter = pool.submit(b.get, "/one/0.01")
+            wait_for_a_waiter(host)
+            host.signal(signal.SIGTERM)
+            refused = waiter.result()
+            assert refused.status_code == 503  # it never ran: safe to send again elsewhere
+            assert refused.headers["retry-after"] == "1"
+            assert "shutting down" in refused.json()["error"]
+            assert holder.result().status_code == 200  # what runs finishes
+        assert host.wait_exit(15) == 0
+        (line,) = [x for x in host.logs() if x.get("path") == "/one/0.01"]
+        assert (line["outcome"], line["cancel_reason"]) == ("cancelled", "shutdown")

@@ -269,6 +269,8 @@ class Dispatcher:
         self._bound_loop: asyncio.AbstractEventLoop | None = None
         #: Invocations whose function has not returned yet (timed-out ones included).
         self.inflight: dict[str, Invocation] = {}
+        #: Invocations waiting for a max_concurrency permit.
+        self._waiting: dict[str, Invocation] = {}
         #: How to stop waiting for each in-flight invocation: its caller task (async
         #: functions run in it) or the future the caller awaits (sync functions).
         self._interrupt: dict[str, asyncio.Task[Any] | asyncio.Future[Any]] = {}
@@ -289,8 +291,9 @@ class Dispatcher:
         return loop
 
     def cancel_all(self) -> None:
-        """Signal cancellation to every running invocation (the worker is shutting down)."""
-        for inv in self.inflight.values():
+        """Signal cancellation to every running invocation (the worker is shutting down);
+        those still waiting for a max_concurrency permit stop waiting, and do not run."""
+        for inv in [*self.inflight.values(), *self._waiting.values()]:
             inv.cancellation.set("shutdown")
 
     def abandon_all(self) -> None:
@@ -326,7 +329,12 @@ class Dispatcher:
             gate = self._gate(spec, spec.max_concurrency)
             if not gate.try_acquire():
                 wait = min(self._concurrency_wait, inv.deadline - time.monotonic())
-                if not await gate.acquire(wait, inv.cancellation):
+                self._waiting[inv.id] = inv
+                try:
+                    admitted = await gate.acquire(wait, inv.cancellation)
+                finally:
+                    del self._waiting[inv.id]
+                if not admitted:
                     # cancelled while it waited (its client left, the host stops): not run
                     return Outcome("cancelled" if inv.cancellation.is_set() else "throttled")
         deadline = inv.deadline

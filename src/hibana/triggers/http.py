@@ -41,6 +41,10 @@ _NO_CONTENT = (b"content-length", b"0")
 #: The route table's answer: a Match, the methods the path allows (405), or None (404).
 Found = Match | list[str] | None
 
+#: The 503's error while the host drains: for a new request, and for one still waiting
+#: for a max_concurrency permit when the drain began (neither has run).
+SHUTTING_DOWN = "this host is shutting down; retry the request"
+
 
 class _BodyError(Exception):
     def __init__(self, status: int, detail: str) -> None:
@@ -308,7 +312,7 @@ class HttpFront:
             await _send_json(
                 out,
                 503,
-                {"error": "this host is shutting down; retry the request"},
+                {"error": SHUTTING_DOWN},
                 [(b"retry-after", b"1"), _CLOSE],
             )
             return
@@ -520,8 +524,12 @@ class HttpFront:
                 {"retry-after": "1"},
             ), {}
         if outcome.kind == "cancelled":
+            shutdown = inv.cancellation.reason == "shutdown"
             return Response.json(
-                {"error": "the invocation was cancelled", "invocation_id": inv.id},
+                {
+                    "error": SHUTTING_DOWN if shutdown else "the invocation was cancelled",
+                    "invocation_id": inv.id,
+                },
                 503,
                 {"retry-after": "1"},
             ), {"cancel_reason": inv.cancellation.reason}
