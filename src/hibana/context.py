@@ -41,7 +41,7 @@ class Cancellation:
         self._is_set = False
         self._event: asyncio.Event | None = None
         self.reason: CancelReason | None = None
-        #: Called (on the loop) when it is set: the one waiting for its invocation to start.
+        #: Called (on the loop) when it is set: it ends a wait for a max_concurrency permit.
         self.on_set: Callable[[], None] | None = None
 
     def is_set(self) -> bool:
