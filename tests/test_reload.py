@@ -449,3 +449,29 @@ def test_reload_with_a_host_file_that_names_no_host_says_so(tmp_path: Path) -> N
     assert f"{admin} (named in" in result.stderr
     assert "is not a hibana host's admin endpoint" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_reload_prints_the_new_versions_functions_not_the_whole_banner(
+    tmp_path: Path,
+) -> None:
+    app_dir = _app(tmp_path)
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        _write(app_dir, V1 + '\n\n@app.http("/w")\ndef w(req, ctx):\n    return "new"\n')
+        reloaded = run_cli("reload", "--app", str(app_dir))
+        assert reloaded.returncode == 0, reloaded.stderr
+        host.wait_for_stderr("Reloaded: generation 2 of the app serves")
+        assert httpx.get(host.url + "/w", timeout=10).text == "new"
+    finally:
+        host.stop()
+    printed = "\n".join(host.stderr_lines)
+    after = printed[printed.index("Functions of generation 2:") :].splitlines()
+    assert after[1:4] == [
+        f"    v: [GET] {host.url}/v",
+        f"    slow: [GET] {host.url}/slow",
+        f"    w: [GET] {host.url}/w",
+    ]
+    assert after[4].startswith("Reloaded: generation 2")
+    # the address, the store and the admin endpoint did not change: said once
+    assert printed.count("Listening on") == 1
+    assert printed.count(f"hibana {hibana.__version__} · app") == 1

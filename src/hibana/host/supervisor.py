@@ -422,6 +422,19 @@ class Supervisor:
             lambda: all(r.pid is not None for r in self.records if r.zygote is zygote), timeout
         )
 
+    def _functions(self, zygote: Zygote) -> list[str]:
+        """The banner's lines for the functions: each one's URL or trigger."""
+        lines = []
+        if not zygote.functions:
+            lines.append("    (none: declare one with @app.http(...) in function_app.py)")
+        for fn in zygote.functions:
+            if fn["kind"] != "http":
+                lines.append(f"    {fn['name']}: {fn['trigger']}")
+                continue
+            methods, _, route = fn["trigger"].partition(" ")
+            lines.append(f"    {fn['name']}: {methods} {self.url}{route}")
+        return lines
+
     def _banner(self, zygote: Zygote) -> None:
         from hibana import __version__
 
@@ -431,15 +444,8 @@ class Supervisor:
             f"(prewarm {zygote.scaling.prewarm}) · pid {os.getpid()}",
             "",
             "Functions:",
+            *self._functions(zygote),
         ]
-        if not zygote.functions:
-            lines.append("    (none: declare one with @app.http(...) in function_app.py)")
-        for fn in zygote.functions:
-            if fn["kind"] != "http":
-                lines.append(f"    {fn['name']}: {fn['trigger']}")
-                continue
-            methods, _, route = fn["trigger"].partition(" ")
-            lines.append(f"    {fn['name']}: {methods} {self.url}{route}")
         if self.store is not None:
             lines += ["", f"Store: {self.store.display}"]
         if self.admin is not None:
@@ -752,7 +758,15 @@ class Supervisor:
         if failed is not None:
             self._roll_back(old, fresh)
             return self._kept(failed) if not self.shutting_down else failed
-        self._banner(fresh)
+        # what the new version serves; the rest of the banner (store, admin, address) holds
+        assert old.scaling is not None and fresh.scaling is not None
+        lines = [f"Functions of generation {fresh.generation}:", *self._functions(fresh)]
+        if fresh.scaling != old.scaling:
+            lines.append(
+                f"Workers: {fresh.scaling.describe()} (prewarm {fresh.scaling.prewarm}), "
+                f"was {old.scaling.describe()} (prewarm {old.scaling.prewarm})"
+            )
+        self.report("\n".join(lines))
         self.retired.append(old)
         finishing = 0
         for r in self.records:
