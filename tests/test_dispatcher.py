@@ -14,7 +14,7 @@ import pytest
 import hibana
 from hibana import Cancelled, Context, FunctionSpec, Invocation
 from hibana.dispatcher import Dispatcher, Gate, Outcome
-from hibana.host.board import Board, Layout
+from hibana.host.board import PermitTable
 from hibana.runtimes.python import FunctionThreads
 from hibana.telemetry.logs import Logger, LogSink
 from hibana.telemetry.trace import continue_or_start
@@ -543,19 +543,21 @@ def test_functions_have_separate_gates(pool: FunctionThreads) -> None:
     run(main())
 
 
-# --- max_concurrency across processes: gates sharing the board's permits ------------------------
+# --- max_concurrency across processes: gates sharing the host's permit table --------------------
 
 
-def two_workers_gates(limit: int) -> tuple[Board, Gate, Gate]:
-    """Two workers' gates for one function on one board (the host's workers do this in
-    separate processes; the permits work the same within one)."""
-    board = Board.create(Layout(slots=2, functions=1))
-    return board, Gate(limit, board.worker(0), 0, 5.0), Gate(limit, board.worker(1), 0, 5.0)
+def two_workers_gates(limit: int) -> tuple[PermitTable, Gate, Gate]:
+    """Two workers' gates for one function (their app's second; the table's column 7) on
+    one permit table (the host's workers do this in separate processes; the permits work
+    the same within one)."""
+    table = PermitTable.create()
+    here, there = table.row(0, [-1, 7]), table.row(5, [-1, 7])
+    return table, Gate(limit, here, 1, 5.0), Gate(limit, there, 1, 5.0)
 
 
-def test_gates_on_one_board_share_the_limit() -> None:
+def test_gates_on_one_permit_table_share_the_limit() -> None:
     async def main() -> None:
-        board, here, there = two_workers_gates(2)
+        table, here, there = two_workers_gates(2)
         assert here.try_acquire() and there.try_acquire()
         assert not here.try_acquire() and not there.try_acquire()
         assert here.room() == 0
@@ -564,16 +566,16 @@ def test_gates_on_one_board_share_the_limit() -> None:
         assert not waiting.done()
         here.release()  # a release in one worker frees a permit for the other
         assert await asyncio.wait_for(waiting, 0.5) is True
-        assert board.worker(0).permits_held(0) == 2
+        assert table.row(0, [7]).permits_held(0) == 2
         assert here.active == 0 and there.active == 2
-        board.close()
+        table.close()
 
     run(main())
 
 
 def test_a_permit_goes_to_the_oldest_waiter_whichever_worker_it_is_on() -> None:
     async def main() -> None:
-        board, here, there = two_workers_gates(1)
+        table, here, there = two_workers_gates(1)
         order: list[str] = []
 
         async def wait(gate: Gate, name: str) -> None:
@@ -589,20 +591,20 @@ def test_a_permit_goes_to_the_oldest_waiter_whichever_worker_it_is_on() -> None:
         here.release()  # not handed to its own (newer) waiter
         await asyncio.wait_for(asyncio.gather(older, newer), 1.0)
         assert order == ["there", "here"]
-        assert board.worker(0).permits_held(0) == 0
-        board.close()
+        assert table.row(0, [7]).permits_held(0) == 0
+        table.close()
 
     run(main())
 
 
 def test_a_waiter_that_gives_up_stops_holding_back_the_others() -> None:
     async def main() -> None:
-        board, here, there = two_workers_gates(1)
+        table, here, there = two_workers_gates(1)
         assert here.try_acquire()
         assert await there.acquire(0.02) is False  # gave up
         here.release()
         assert here.try_acquire()  # nobody waits before it any more
-        board.close()
+        table.close()
 
     run(main())
 
@@ -624,12 +626,12 @@ def test_a_slot_handed_to_a_cancelled_waiter_is_passed_on() -> None:
 
 def test_a_dead_workers_permits_and_waits_are_freed() -> None:
     async def main() -> None:
-        board, here, there = two_workers_gates(1)
+        table, here, there = two_workers_gates(1)
         assert there.try_acquire()
-        board.worker(1).waiting(0, time.monotonic() - 1)
+        table.row(5, [7]).waiting(0, time.monotonic() - 1)
         assert not here.try_acquire()
-        board.free_permits(1)  # the supervisor, when that worker's process exits
+        table.empty(5)  # the supervisor, when that worker's process exits
         assert here.try_acquire()
-        board.close()
+        table.close()
 
     run(main())

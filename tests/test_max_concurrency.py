@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.hosts import Host, copy_app, read_jsonl
+from tests.hosts import Host, copy_app, read_jsonl, run_cli
 
 
 @pytest.fixture
@@ -209,3 +209,38 @@ def test_at_shutdown_a_waiter_gets_503_and_the_holder_finishes(app_dir: Path) ->
         assert host.wait_exit(15) == 0
         (line,) = [x for x in host.logs() if x.get("path") == "/one/0.01"]
         assert (line["outcome"], line["cancel_reason"]) == ("cancelled", "shutdown")
+
+
+VERSION = """
+import asyncio
+
+import hibana
+
+app = hibana.App()
+
+
+@app.http("/one/{seconds:float}", max_concurrency=1)
+async def one(req, ctx):
+    await asyncio.sleep(req.params["seconds"])
+    return "VERSION"
+"""
+
+
+def test_the_limit_holds_across_a_reload(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "function_app.py").write_text(VERSION.replace("VERSION", "v1"))
+    for host in serve(app_dir, "--concurrency-wait", "0.3"):
+        with concurrent.futures.ThreadPoolExecutor(1) as pool, host.client() as client:
+            old = pool.submit(client.get, "/one/4")
+            host.wait_inflight(1, "one")
+            (app_dir / "function_app.py").write_text(VERSION.replace("VERSION", "v2"))
+            reloaded = run_cli("reload", "--app", str(app_dir))
+            assert reloaded.returncode == 0, reloaded.stderr
+            # the new version's workers see the permit the old version's request holds
+            with host.client() as fresh:
+                refused = fresh.get("/one/0")
+            assert refused.status_code == 429, refused.text
+            assert old.result().text == "v1"
+        with host.client() as fresh:
+            assert fresh.get("/one/0").text == "v2"  # and get it once it is given back

@@ -47,6 +47,7 @@ class Permits(Protocol):
     through the board), by column. Arrival order holds across them: an invocation that
     arrived at ``ticket`` gets no permit while another process's older one waits."""
 
+    def shares(self, column: int) -> bool: ...
     def admit(self, column: int, limit: int, ticket: float, horizon: float) -> bool: ...
     def give_back(self, column: int) -> None: ...
     def waiting(self, column: int, since: float) -> None: ...
@@ -309,8 +310,10 @@ class Dispatcher:
             # no one waits longer than concurrency_wait: an older wait is a dead worker's
             horizon = self._concurrency_wait + 1.0
             column = self._columns.get(spec.name)
-            # a function without a column on the board (none in the host) gates alone
-            shared = self._permits if column is not None else None
+            # a function without a column in the host's permits gates alone
+            permits = self._permits
+            sharing = column is not None and permits is not None and permits.shares(column)
+            shared = permits if sharing else None
             gate = Gate(limit, shared, column or 0, horizon)
             self._gates[spec.name] = gate
         return gate

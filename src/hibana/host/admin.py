@@ -130,7 +130,8 @@ def host_status(sup: Supervisor) -> dict[str, Any]:
                 for s in rows
                 if board.function_get(s, i, "cold_starts")
             ]
-            waits = [w for s in rows if (w := board.function_get(s, i, "waiting_since"))]
+            column = sup.permit_column(fn["name"])
+            waits = [] if column is None else sup.permit_waits(column)
             if past.get("cold_at"):
                 cold.append((past["cold_at"], past["last_cold_start_ms"]))
             functions.append(

@@ -5,10 +5,13 @@ One row per worker slot; each worker writes only its own row, from its event loo
 thread, so no lock is needed to count. Values are doubles in a memfd the zygote creates;
 the supervisor maps the same file through ``/proc/<zygote>/fd/<n>``.
 
-A function's ``max_concurrency`` holds for the whole host: each worker's row says how
-many of the function's permits it holds and since when its oldest waiting invocation
-waits. Taking a permit reads every row under a record lock on the function's byte of
-the file (the lock is dropped when its holder dies, so a dead worker cannot hold it).
+The permits of every function's ``max_concurrency`` are in a table of their own, which the
+supervisor creates and every version of the app it runs shares (a reload's old and new
+workers alike): a row per worker, a column per function with a limit, by name. Each
+worker's row says how many of a function's permits it holds and since when its oldest
+waiting invocation waits. Taking a permit reads every row under a record lock on the
+function's byte of the file (the lock is dropped when its holder dies, so a dead worker
+cannot hold it).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import mmap
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fcntl import LOCK_EX, LOCK_UN, lockf
 
@@ -30,19 +34,9 @@ WORKER_FIELDS = (
     "rss_mb",
     "stopped_at",  # time.monotonic() when it stopped accepting (retiring or draining)
 )
-FUNCTION_FIELDS = (
-    "inflight",
-    "invocations",
-    "cold_starts",
-    "last_cold_start_ms",
-    "errors",
-    "permits",  # max_concurrency permits this worker holds
-    "waiting_since",  # time.monotonic() its oldest invocation waiting for one arrived; 0: none
-)
+FUNCTION_FIELDS = ("inflight", "invocations", "cold_starts", "last_cold_start_ms", "errors")
 _W = {name: i for i, name in enumerate(WORKER_FIELDS)}
 _F = {name: i for i, name in enumerate(FUNCTION_FIELDS)}
-_FIRST, _NF = len(WORKER_FIELDS), len(FUNCTION_FIELDS)
-_PERMITS, _WAITING = _F["permits"], _F["waiting_since"]
 
 
 #: Connection states in the connection table (one byte, then the invocation id's 16).
@@ -101,14 +95,6 @@ class Board:
         base = slot * self.layout.row + len(WORKER_FIELDS) + fn * len(FUNCTION_FIELDS)
         return float(self.values[base + _F[field]])
 
-    def free_permits(self, slot: int) -> None:
-        """Worker ``slot`` is dead: what it held and waited for goes back to the others."""
-        base = slot * self.layout.row + len(WORKER_FIELDS)
-        for fn in range(self.layout.functions):
-            at = base + fn * len(FUNCTION_FIELDS)
-            self.values[at + _F["permits"]] = 0.0
-            self.values[at + _F["waiting_since"]] = 0.0
-
     def clear(self, slot: int) -> None:
         start = slot * self.layout.row
         for i in range(start, start + self.layout.row):
@@ -140,14 +126,10 @@ class WorkerRow:
         "_conns",
         "_conn_base",
         "connections",
-        "_fd",
-        "_row",
     )
 
     def __init__(self, board: Board, slot: int) -> None:
         self._values = board.values
-        self._fd = board.fd
-        self._row = board.layout.row
         self._base = slot * board.layout.row
         self._fn_base = self._base + len(WORKER_FIELDS)
         self._conns = board.conns
@@ -198,45 +180,109 @@ class WorkerRow:
         if failed:
             v[f + 4] += 1
 
-    # -- max_concurrency permits, shared by the host's workers ------------------------------
-    # A worker's own waiting_since cell always holds its oldest waiter's arrival (or 0), so
-    # comparing a ticket of its own with every row's cell skips its own row by itself.
+
+#: Rows of the permit table: workers alive at once, every version of the app together.
+PERMIT_ROWS = 64
+#: Its columns: functions with a max_concurrency, by name, over the host's life.
+PERMIT_COLUMNS = 256
+#: Cells per (row, column): permits held, and when the oldest waiter arrived (0: none).
+_CELLS = 2
+
+
+class PermitTable:
+    """Every worker's permits of every function's ``max_concurrency``, shared by all the
+    versions of the app the host runs. The supervisor creates it, hands out the rows and
+    columns, and empties a dead worker's row."""
+
+    def __init__(self, fd: int, rows: int = PERMIT_ROWS, columns: int = PERMIT_COLUMNS) -> None:
+        self.fd = fd
+        self.rows = rows
+        self.columns = columns
+        self._map = mmap.mmap(fd, rows * columns * _CELLS * 8)
+        self.values = memoryview(self._map).cast("d")
+
+    @classmethod
+    def create(cls) -> PermitTable:
+        fd = os.memfd_create("hibana-permits", 0)
+        os.ftruncate(fd, PERMIT_ROWS * PERMIT_COLUMNS * _CELLS * 8)
+        return cls(fd)
+
+    def row(self, row: int, columns: Sequence[int]) -> PermitRow:
+        """Worker ``row``'s view; ``columns``: the table's column of each of its app's
+        functions (by the app's order), -1 for one without a limit."""
+        return PermitRow(self, row, columns)
+
+    def waiting_since(self, row: int, column: int) -> float:
+        return float(self.values[(row * self.columns + column) * _CELLS + 1])
+
+    def empty(self, row: int) -> None:
+        """Worker ``row`` is dead: what it held and waited for goes back to the others."""
+        start = row * self.columns * _CELLS
+        for i in range(start, start + self.columns * _CELLS):
+            self.values[i] = 0.0
+
+    def close(self) -> None:
+        self.values.release()
+        self._map.close()
+        os.close(self.fd)
+
+
+class PermitRow:
+    """One worker's row of the permit table: the dispatcher's ``Permits``, by the worker's
+    own function columns.
+
+    A worker's own waiting cell always holds its oldest waiter's arrival (or 0), so
+    comparing a ticket of its own with every row's cell skips its own row by itself."""
+
+    __slots__ = ("_values", "_fd", "_stride", "_own", "_columns")
+
+    def __init__(self, table: PermitTable, row: int, columns: Sequence[int]) -> None:
+        self._values = table.values
+        self._fd = table.fd
+        self._stride = table.columns * _CELLS
+        self._own = row * self._stride
+        self._columns = list(columns)
+
+    def shares(self, fn: int) -> bool:
+        """Function ``fn`` has a column: its limit holds across the host."""
+        return 0 <= fn < len(self._columns) and self._columns[fn] >= 0
+
     def admit(self, fn: int, limit: int, ticket: float, horizon: float) -> bool:
         """Take one of ``fn``'s ``limit`` permits for an invocation that arrived at
         ``ticket`` (time.monotonic()): there must be one free across all workers, and no
         other worker's invocation waiting since before ``ticket`` (arrival order holds
         host-wide). Waits older than ``horizon`` are ignored: no one waits that long."""
-        v, row = self._values, self._row
-        first = _FIRST + fn * _NF
-        lockf(self._fd, LOCK_EX, 1, fn)
+        column = self._columns[fn]
+        v, first = self._values, column * _CELLS
+        lockf(self._fd, LOCK_EX, 1, column)
         try:
-            if sum(v[first + _PERMITS :: row]) >= limit:
+            if sum(v[first :: self._stride]) >= limit or self._before(first + 1, ticket, horizon):
                 return False
-            for since in v[first + _WAITING :: row]:
-                if horizon < since < ticket:
-                    return False
-            v[self._fn_base + fn * _NF + _PERMITS] += 1
+            v[self._own + first] += 1
             return True
         finally:
-            lockf(self._fd, LOCK_UN, 1, fn)
+            lockf(self._fd, LOCK_UN, 1, column)
 
     def give_back(self, fn: int) -> None:
         """A permit of ``fn`` this worker held is free."""
-        self._values[self._fn_base + fn * _NF + _PERMITS] -= 1
+        self._values[self._own + self._columns[fn] * _CELLS] -= 1
 
     def waiting(self, fn: int, since: float) -> None:
         """This worker's oldest invocation of ``fn`` waiting for a permit arrived at
         ``since`` (0: none waits)."""
-        self._values[self._fn_base + fn * _NF + _WAITING] = since
+        self._values[self._own + self._columns[fn] * _CELLS + 1] = since
 
     def waits_before(self, fn: int, ticket: float, horizon: float) -> bool:
         """Another worker has an invocation of ``fn`` waiting since before ``ticket``
-        (this worker's own oldest waiter arrived at ``ticket`` or none waits here)."""
-        return any(
-            horizon < since < ticket
-            for since in self._values[_FIRST + fn * _NF + _WAITING :: self._row]
-        )
+        (this worker's own oldest waiter arrived at ``ticket``, or none waits here)."""
+        return self._before(self._columns[fn] * _CELLS + 1, ticket, horizon)
+
+    def _before(self, cell: int, ticket: float, horizon: float) -> bool:
+        waits = self._values[cell :: self._stride]
+        if max(waits) <= horizon:
+            return False  # no one waits (0), or not for long: the common case, in C
+        return any(since and horizon < since < ticket for since in waits)
 
     def permits_held(self, fn: int) -> int:
         """``fn``'s permits all workers hold (a snapshot, read without the lock)."""
-        return int(sum(self._values[_FIRST + fn * _NF + _PERMITS :: self._row]))
+        return int(sum(self._values[self._columns[fn] * _CELLS :: self._stride]))

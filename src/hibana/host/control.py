@@ -46,6 +46,10 @@ class Spawn:
     #: cold start the first invocation reports.
     on_demand: bool
     memory_limit_mb: int | None = None
+    #: Its row of the host's permit table (-1: none free; its limits are its own), and
+    #: the table's column of each of the app's functions (-1: no max_concurrency).
+    permit_row: int = -1
+    permit_columns: tuple[int, ...] = ()
 
 
 @functools.cache

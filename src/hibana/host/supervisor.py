@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from hibana.errors import AppLoadError, ConfigError, StoreError
 from hibana.host import open_files
 from hibana.host.admin import AdminEndpoint, host_status
-from hibana.host.board import Board, Layout
+from hibana.host.board import Board, Layout, PermitTable
 from hibana.host.config import HostConfig
 from hibana.host.control import Channel, Spawn, code_stamp
 from hibana.host.handoff import HeldConnections
@@ -101,6 +101,8 @@ class WorkerRecord:
     started: float
     pid: int | None = None  # None until the zygote says it exists
     retiring: bool = False
+    #: Its row of the permit table (-1: none was free).
+    permit_row: int = -1
 
 
 def _changed(version: object) -> str:
@@ -171,6 +173,11 @@ class Supervisor:
         self.store: Store | None = None
         self.duties: StoreDuties | None = None
         self._queues_r, self._queues_w = socket.socketpair()
+        #: Every worker's max_concurrency permits, of every version of the app: one
+        #: column per function with a limit, by name, so a reload's old and new workers
+        #: share a function's limit.
+        self.permits = PermitTable.create()
+        self._permit_columns: dict[str, int] = {}
         #: Duplicates of the workers' connections, to answer 502 for a worker that dies.
         self.connections = HeldConnections()
         self.sel.register(self.connections.sock, selectors.EVENT_READ, "handoff")
@@ -348,12 +355,14 @@ class Supervisor:
                 str(theirs.fileno()),
                 str(os.getpid()),
                 str(self.connections.worker_end.fileno()),
+                str(self.permits.fd),
             ],
             pass_fds=(
                 self.sock.fileno(),
                 theirs.fileno(),
                 self.connections.worker_end.fileno(),
                 self._log_fd,
+                self.permits.fd,
             ),
             stdin=subprocess.DEVNULL,
             stdout=self.output.write_fd,
@@ -622,10 +631,51 @@ class Supervisor:
     def _spawn(self, zygote: Zygote, slot: int, on_demand: bool) -> None:
         assert zygote.scaling is not None
         now = time.monotonic()
-        self.records.append(WorkerRecord(zygote, slot, now))
+        used = {r.permit_row for r in self.records}
+        row = next((i for i in range(self.permits.rows) if i not in used), -1)
+        if row >= 0:
+            self.permits.empty(row)  # a worker's that went without a word (its zygote died)
+        else:
+            self.report(
+                f"warning: more than {self.permits.rows} workers at once: the new one's "
+                "max_concurrency limits are its own, not the host's"
+            )
+        self.records.append(WorkerRecord(zygote, slot, now, permit_row=row))
         # An on-demand worker's cold start counts from when the request began to wait.
         since = (self._waiting_since or now) if on_demand else now
-        zygote.spawn(Spawn(slot, since, on_demand, zygote.scaling.memory_limit_mb))
+        limit = zygote.scaling.memory_limit_mb
+        zygote.spawn(Spawn(slot, since, on_demand, limit, row, self._columns_of(zygote)))
+
+    def _columns_of(self, zygote: Zygote) -> tuple[int, ...]:
+        """The permit table's column of each of ``zygote``'s functions, by name (-1: it
+        has no max_concurrency, or the table has no column left)."""
+        columns = self._permit_columns
+        for fn in zygote.functions:
+            name = fn["name"]
+            if fn.get("max_concurrency") and name not in columns:
+                if len(columns) < self.permits.columns:
+                    columns[name] = len(columns)
+                else:
+                    columns[name] = -1  # said once
+                    self.report(
+                        f"warning: more than {self.permits.columns} functions with a "
+                        f"max_concurrency: {name}'s limit is each worker's, not the host's"
+                    )
+        return tuple(
+            columns.get(fn["name"], -1) if fn.get("max_concurrency") else -1
+            for fn in zygote.functions
+        )
+
+    def permit_column(self, function: str) -> int | None:
+        """``function``'s column in the permit table (None: it has none)."""
+        column = self._permit_columns.get(function, -1)
+        return column if column >= 0 else None
+
+    def permit_waits(self, column: int) -> list[float]:
+        """When each worker's oldest invocation waiting for a permit of ``column`` arrived
+        (time.monotonic()), of the workers with one waiting."""
+        rows = [r.permit_row for r in self.records if r.pid is not None and r.permit_row >= 0]
+        return [w for row in rows if (w := self.permits.waiting_since(row, column))]
 
     def _connection_waiting(self) -> bool:
         assert self.sock is not None
@@ -645,6 +695,9 @@ class Supervisor:
             messages = zygote.channel.receive()
         except (EOFError, ConnectionError):
             self.sel.unregister(zygote.channel.sock)
+            for r in self.records:
+                if r.zygote is zygote and r.permit_row >= 0:
+                    self.permits.empty(r.permit_row)  # its workers die with it
             self.records = [r for r in self.records if r.zygote is not zygote]
             if zygote is self.zygote and not self.stopping:
                 self.report("error: the zygote process died; restarting it")
@@ -679,8 +732,8 @@ class Supervisor:
             else:
                 self.connections.worker_exited(message["pid"])
             self._remember(record)
-            if board is not None:
-                board.free_permits(record.slot)  # before the slot's reuse clears it
+            if record.permit_row >= 0:
+                self.permits.empty(record.permit_row)  # what it held goes to the others
             if record.zygote is not self.zygote:
                 self._reap_retired()
             elif died and not record.retiring and not self.stopping:

@@ -25,7 +25,7 @@ from hibana.adapters.asgi import AsgiMount
 from hibana.app import App, EventTrigger, QueueTrigger, TimerTrigger
 from hibana.context import Invocation
 from hibana.dispatcher import Dispatcher
-from hibana.host.board import Board, Layout
+from hibana.host.board import Board, Layout, PermitRow, PermitTable
 from hibana.host.config import HostConfig
 from hibana.host.control import Spawn
 from hibana.host.handoff import Handoff
@@ -111,7 +111,10 @@ class Worker:
         spawn: Spawn,
         board: Board | None,
         handoff: int | None = None,
+        permits: PermitRow | None = None,
     ) -> None:
+        #: This worker's row of the host's max_concurrency permits.
+        self.permits = permits
         #: The supervisor's connection-handoff socket (fd), for 502s if this worker dies.
         self.handoff_fd = handoff
         self.app = app
@@ -175,7 +178,7 @@ class Worker:
             cancel_grace=config.cancel_grace,
             on_stuck=self._on_stuck,
             meter=self.row,
-            permits=self.row,
+            permits=self.permits,
             functions=[spec.name for spec in self.app.functions],
             cold_since=self.spawn.requested_at if self.spawn.on_demand else None,
         )
@@ -464,9 +467,13 @@ def run_worker(
     spawn: Spawn,
     board: Board | None,
     handoff: int | None = None,
+    permits: PermitTable | None = None,
 ) -> NoReturn:
     """Entry point in a freshly forked child of the zygote."""
-    Worker(app, listener, config, spawn, board, handoff).run()
+    row = None
+    if permits is not None and spawn.permit_row >= 0:
+        row = permits.row(spawn.permit_row, spawn.permit_columns)
+    Worker(app, listener, config, spawn, board, handoff, row).run()
 
 
 def main(argv: list[str]) -> NoReturn:
@@ -479,7 +486,8 @@ def main(argv: list[str]) -> NoReturn:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the zygote ignores it; exec kept that
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     die_with_parent(int(argv[6]))
-    run_worker(load_app(config.app_dir), listener, config, spawn, board, int(argv[7]))
+    app = load_app(config.app_dir)
+    run_worker(app, listener, config, spawn, board, int(argv[7]), PermitTable(int(argv[8])))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from typing import Any
 from hibana import __version__
 from hibana.app import App, EventTrigger, QueueTrigger, TimerTrigger
 from hibana.errors import AppError, HibanaError
-from hibana.host.board import Board, Layout
+from hibana.host.board import Board, Layout, PermitTable
 from hibana.host.config import HostConfig
 from hibana.host.control import Channel, Spawn, code_stamp
 from hibana.host.lifeline import die_with_parent
@@ -52,6 +52,7 @@ def describe(app: App) -> list[dict[str, Any]]:
             "trigger": trigger.describe(),
             "kind": "http",
             "secrets": list(spec.secrets),
+            "max_concurrency": spec.max_concurrency,
         }
         if isinstance(trigger, EventTrigger):
             fn.update(
@@ -135,6 +136,7 @@ class Zygote:
         scaling: Scaling,
         board: Board,
         handoff: int,
+        permits: PermitTable,
     ) -> None:
         #: The supervisor's socket for connection handoffs (see host.handoff); inherited.
         self.handoff = handoff
@@ -144,6 +146,8 @@ class Zygote:
         self.app = app
         self.scaling = scaling
         self.board = board
+        #: The supervisor's table of max_concurrency permits; inherited.
+        self.permits = permits
         self.children: set[int] = set()
         #: Where SIGCHLD lands (the signal module's wakeup fd writes to the second).
         self._exits = socket.socketpair()
@@ -163,8 +167,15 @@ class Zygote:
                     json.dumps(dataclasses.asdict(self.board.layout)),
                     str(os.getpid()),
                     str(self.handoff),
+                    str(self.permits.fd),
                 ],
-                pass_fds=(self.listener.fileno(), self.board.fd, self.handoff, self.config.log_fd),
+                pass_fds=(
+                    self.listener.fileno(),
+                    self.board.fd,
+                    self.handoff,
+                    self.config.log_fd,
+                    self.permits.fd,
+                ),
                 stdin=subprocess.DEVNULL,
             )
             return proc.pid
@@ -184,7 +195,9 @@ class Zygote:
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)
             die_with_parent(zygote)
             app = self.app if self.app is not None else load_app(self.config.app_dir)
-            run_worker(app, self.listener, self.config, spawn, self.board, self.handoff)
+            run_worker(
+                app, self.listener, self.config, spawn, self.board, self.handoff, self.permits
+            )
         finally:
             os._exit(1)
 
@@ -287,7 +300,8 @@ def main(argv: list[str]) -> int:
         scaling=dataclasses.asdict(scaling),
         board={"fd": board.fd, **dataclasses.asdict(board.layout)},
     )
-    return Zygote(config, listener, control, app, scaling, board, int(argv[5])).serve()
+    permits = PermitTable(int(argv[6]))
+    return Zygote(config, listener, control, app, scaling, board, int(argv[5]), permits).serve()
 
 
 if __name__ == "__main__":
