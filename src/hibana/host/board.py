@@ -265,7 +265,9 @@ class PermitRow:
 
     def give_back(self, fn: int) -> None:
         """A permit of ``fn`` this worker held is free."""
-        self._values[self._own + self._columns[fn] * _CELLS] -= 1
+        at = self._own + self._columns[fn] * _CELLS
+        if self._values[at] > 0:  # 0: the supervisor emptied the row (its zygote died)
+            self._values[at] -= 1
 
     def waiting(self, fn: int, since: float) -> None:
         """This worker's oldest invocation of ``fn`` waiting for a permit arrived at
