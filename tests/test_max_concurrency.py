@@ -136,6 +136,13 @@ def test_status_shows_how_long_the_oldest_invocation_has_waited(host: Host) -> N
         wait_for_a_waiter(host)
         one = next(f for f in host.status()["functions"] if f["name"] == "one")
         assert 0 < one["oldest_wait_s"] < 20
+        assert one["max_concurrency"] == 1 and one["inflight"] == 1
+        table = run_cli("status", "--app", str(host.app_dir))
+        assert table.returncode == 0, table.stderr
+        row = next(line for line in table.stdout.splitlines() if "│ one " in line)
+        cells = [cell.strip() for cell in row.split("│")[1:-1]]
+        assert cells[3] == "1/1"  # in flight, of its limit
+        assert float(cells[4]) >= 0  # how long the oldest has waited
         assert first.result().status_code == 200 and second.result().status_code == 200
     one = next(f for f in host.status()["functions"] if f["name"] == "one")
     assert one["oldest_wait_s"] is None  # no one waits any more

@@ -374,7 +374,7 @@ def status(
             fn["name"],
             fn["trigger"],
             str(fn["workers"]),
-            str(fn["inflight"]),
+            str(fn["inflight"]) + (f"/{limit}" if (limit := fn["max_concurrency"]) else ""),
             "-" if wait is None else f"{wait:.1f}",
             str(fn["invocations"]),
             str(fn["errors"]),

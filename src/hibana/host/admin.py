@@ -140,6 +140,7 @@ def host_status(sup: Supervisor) -> dict[str, Any]:
                     "trigger": fn["trigger"],
                     "workers": len(live),
                     "inflight": int(sum(board.function_get(s, i, "inflight") for s in rows)),
+                    "max_concurrency": fn.get("max_concurrency"),
                     "invocations": int(
                         past.get("invocations", 0)
                         + sum(board.function_get(s, i, "invocations") for s in rows)
