@@ -28,21 +28,25 @@ class FunctionThreads:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._idle = 0
+        #: Threads free for a job (waiting for one, or started for one) less jobs queued:
+        #: below 0, a job has no thread to run it yet.
+        self._free = 0
 
     def submit(
         self, loop: asyncio.AbstractEventLoop, then: Then, fn: Callable[..., Any], *args: Any
     ) -> None:
         """Run ``fn(*args)`` on a thread; then ``then(value, None)`` or ``then(None, exc)``
         on ``loop``."""
-        self._jobs.put((loop, then, fn, args))
         thread = None
         with self._lock:
-            if self._idle == 0 and len(self._threads) < self.max_threads:
+            self._free -= 1
+            if self._free < 0 and len(self._threads) < self.max_threads:
                 thread = threading.Thread(
                     target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True
                 )
                 self._threads.append(thread)
+                self._free += 1
+        self._jobs.put((loop, then, fn, args))
         if thread is not None:
             thread.start()
 
@@ -57,11 +61,7 @@ class FunctionThreads:
     def _work(self) -> None:
         jobs, lock = self._jobs, self._lock
         while True:
-            with lock:
-                self._idle += 1
-            job = jobs.get()
-            with lock:
-                self._idle -= 1
+            job = jobs.get()  # a free thread takes a queued job: _free stays as it is
             if job is None:
                 return
             loop, then, fn, args = job
@@ -72,3 +72,5 @@ class FunctionThreads:
             with contextlib.suppress(RuntimeError):  # the loop has closed: the worker exits
                 loop.call_soon_threadsafe(then, *ended)
             del job, then, ended
+            with lock:
+                self._free += 1
