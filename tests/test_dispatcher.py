@@ -157,6 +157,35 @@ def test_gate_skips_waiters_that_gave_up_or_were_cancelled() -> None:
 # --- outcomes ------------------------------------------------------------------------------
 
 
+def test_jobs_submitted_together_run_together_when_one_thread_is_idle() -> None:
+    # one thread is idle; two jobs arrive before it wakes: each gets a thread of its own
+    threads = FunctionThreads(4, name="test-together")
+    met = threading.Barrier(2, timeout=5)
+
+    async def main() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        ended: list[Any] = []
+
+        def then(value: Any, exc: BaseException | None) -> None:
+            ended.append(exc if exc is not None else value)
+
+        threads.submit(loop, then, lambda: "warm")
+        await wait_until(lambda: len(ended) == 1)
+        await asyncio.sleep(0.01)  # the thread is back waiting for a job
+        for _ in range(2):
+            threads.submit(loop, then, met.wait)  # each waits for the other to start
+        await wait_until(lambda: len(ended) == 3, timeout=10)
+        return ended
+
+    try:
+        ended = run(main())
+    finally:
+        threads.shutdown(wait=True)
+    assert ended[0] == "warm"
+    assert sorted(ended[1:]) == [0, 1]  # both met (a BrokenBarrierError: they ran in turn)
+    assert len(threads._threads) == 2
+
+
 def test_sync_function_runs_on_the_pool_and_returns_ok(pool: FunctionThreads) -> None:
     seen: dict[str, Any] = {}
 
@@ -517,6 +546,53 @@ def test_a_timed_out_sync_function_keeps_its_slot_until_it_returns(
         h = Harness(pool, concurrency_wait=0.0, cancel_grace=1.0)
         assert (await h.call(spec, "slow"))[0].kind == "timeout"
         assert (await h.call(spec, "fast"))[0].kind == "throttled"  # its thread still runs
+        await wait_until(lambda: not h.dispatcher.inflight)
+        assert (await h.call(spec, "fast"))[0] == Outcome("ok", "fast")
+
+    run(main())
+
+
+def test_a_kept_permit_is_held_until_the_trigger_lets_go(pool: FunctionThreads) -> None:
+    async def fn(payload: str, ctx: Context) -> str:
+        return payload
+
+    async def main() -> None:
+        spec = spec_of(fn, max_concurrency=1)
+        h = Harness(pool, concurrency_wait=0.0)
+        inv, ctx = invocation(spec, "streams")
+        assert await h.dispatcher.run(inv, ctx, keep=True) == Outcome("ok", "streams")
+        # the function returned; its trigger still answers (a streamed body)
+        assert (await h.call(spec, "next"))[0].kind == "throttled"
+        h.dispatcher.let_go(inv)
+        assert (await h.call(spec, "next"))[0] == Outcome("ok", "next")
+        h.dispatcher.let_go(inv)  # twice, or for one never admitted: nothing to give back
+        refused, _ = invocation(spec)
+        held, held_ctx = invocation(spec, "held")
+        assert await h.dispatcher.run(held, held_ctx, keep=True) == Outcome("ok", "held")
+        assert await h.dispatcher.run(refused, ctx, keep=True) == Outcome("throttled")
+        h.dispatcher.let_go(refused)
+        assert (await h.call(spec, "next"))[0].kind == "throttled"  # held still has it
+        h.dispatcher.let_go(held)
+        assert (await h.call(spec, "next"))[0] == Outcome("ok", "next")
+
+    run(main())
+
+
+def test_a_kept_permit_of_a_timed_out_sync_function_waits_for_its_thread(
+    pool: FunctionThreads,
+) -> None:
+    def fn(payload: str, ctx: Context) -> str:
+        if payload == "slow":
+            time.sleep(0.15)
+        return payload
+
+    async def main() -> None:
+        spec = spec_of(fn, max_concurrency=1, timeout=0.03)
+        h = Harness(pool, concurrency_wait=0.0, cancel_grace=1.0)
+        inv, ctx = invocation(spec, "slow")
+        assert (await h.dispatcher.run(inv, ctx, keep=True)).kind == "timeout"
+        h.dispatcher.let_go(inv)  # the 504 is sent: the thread still runs, and holds it
+        assert (await h.call(spec, "fast"))[0].kind == "throttled"
         await wait_until(lambda: not h.dispatcher.inflight)
         assert (await h.call(spec, "fast"))[0] == Outcome("ok", "fast")
 

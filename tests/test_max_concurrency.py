@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import json
 import signal
 import time
 from collections.abc import Iterator
@@ -82,6 +83,36 @@ def test_a_sync_functions_limit_holds_across_workers(host: Host) -> None:
         at_once = [r for r in runs if r["start"] <= run["start"] < r["end"]]
         assert len(at_once) <= 2, at_once
     assert len({r["pid"] for r in runs}) == 2
+
+
+def last_line(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    line: dict[str, Any] = json.loads(response.text.splitlines()[-1])
+    return line
+
+
+def test_a_streamed_body_holds_the_permit_until_it_ends(host: Host) -> None:
+    # the function returns at once; its body takes 0.3 s: the next waits for the body
+    clients = pinned(host, 4)
+    with concurrent.futures.ThreadPoolExecutor(len(clients)) as pool:
+        calls = [pool.submit(c.get, "/stream/0.3") for c, _ in clients]
+        runs = [last_line(f.result()) for f in calls]
+    assert len({r["pid"] for r in runs}) == 2
+    assert overlapping(runs) == []
+
+
+def test_a_mount_is_one_function_with_one_limit(host: Host) -> None:
+    # the app's paths, its prefix and its root ("/slow", "/slow/") are one function
+    names = [f["name"] for f in host.status()["functions"]]
+    assert names.count("asgi_slow") == 1
+    assert not [n for n in names if n.startswith("asgi_slow_")]
+    clients = pinned(host, 4)
+    paths = ["/slow/a?s=0.3", "/slow?s=0.3", "/slow/?s=0.3", "/slow/b/c?s=0.3"]
+    with concurrent.futures.ThreadPoolExecutor(len(clients)) as pool:
+        calls = [pool.submit(c.get, path) for (c, _), path in zip(clients, paths, strict=True)]
+        runs = [last_line(f.result()) for f in calls]
+    assert sorted(r["path"] for r in runs) == ["/slow", "/slow/", "/slow/a", "/slow/b/c"]
+    assert overlapping(runs) == []  # its body streamed under the one permit, all four
 
 
 def test_a_request_on_another_worker_gets_429_while_the_permit_is_held(app_dir: Path) -> None:

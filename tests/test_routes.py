@@ -10,7 +10,13 @@ import pytest
 import hibana
 from hibana import FunctionSpec, RouteError
 from hibana.app import HttpTrigger
-from hibana.triggers.routes import Match, RouteTable, compile_route, remove_dot_segments
+from hibana.triggers.routes import (
+    CompiledRoute,
+    Match,
+    RouteTable,
+    compile_route,
+    remove_dot_segments,
+)
 
 WHERE = "function_app.py:12 (create)"
 
@@ -21,10 +27,10 @@ def _handler(req: hibana.Request, ctx: hibana.Context) -> None:
 
 def table_of(app: hibana.App) -> RouteTable:
     """The table the HTTP trigger builds from an app."""
-    rows = []
+    rows: list[tuple[CompiledRoute, tuple[str, ...], FunctionSpec]] = []
     for spec in app.functions:
         assert isinstance(spec.trigger, HttpTrigger)
-        rows.append((spec.trigger.route, spec.trigger.methods, spec))
+        rows.extend((route, spec.trigger.methods, spec) for route in spec.trigger.routes)
     return RouteTable(rows)
 
 

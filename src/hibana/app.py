@@ -31,9 +31,15 @@ DEFAULT_TIMEOUT = 60.0
 class HttpTrigger:
     route: CompiledRoute
     methods: tuple[str, ...]
+    #: More routes the same function serves (a mount: its prefix with and without "/").
+    also: tuple[CompiledRoute, ...] = ()
+
+    @property
+    def routes(self) -> tuple[CompiledRoute, ...]:
+        return (self.route, *self.also)
 
     def describe(self) -> str:
-        return f"[{','.join(self.methods)}] {self.route.pattern}"
+        return f"[{','.join(self.methods)}] {' '.join(r.pattern for r in self.routes)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,22 +534,23 @@ class Blueprint:
             _check_positive(max_concurrency, "max_concurrency", where, integer=True)
         fn_name = name or kind + ("".join(c if c.isalnum() else "_" for c in base) or "_root")
         granted = grants(secrets, where)
-        routes = [("", base + "/{path:path}"), ("_prefix", base or "/")]
+        # one function, so one max_concurrency, one line in status, one name in the logs
+        routes = [base + "/{path:path}", base or "/"]
         if base:  # the app's own root: GET /api/ is a FastAPI app's "/" (a path is not empty)
-            routes.append(("_root", base + "/"))
-        for suffix, route in routes:
-            self._add(
-                FunctionSpec(
-                    name=fn_name + suffix,
-                    handler=handler,
-                    trigger=HttpTrigger(compile_route(route, where), tuple(sorted(HTTP_METHODS))),
-                    is_async=is_async,
-                    timeout=float(timeout),
-                    max_concurrency=max_concurrency,
-                    source=where,
-                    secrets=granted,
-                )
+            routes.append(base + "/")
+        first, *also = (compile_route(route, where) for route in routes)
+        self._add(
+            FunctionSpec(
+                name=fn_name,
+                handler=handler,
+                trigger=HttpTrigger(first, tuple(sorted(HTTP_METHODS)), tuple(also)),
+                is_async=is_async,
+                timeout=float(timeout),
+                max_concurrency=max_concurrency,
+                source=where,
+                secrets=granted,
             )
+        )
 
     def webhook(
         self,
@@ -738,15 +745,22 @@ class App(Blueprint):
             if isinstance(trigger, EventTrigger) and EVENTS_FUNCTION not in self._names:
                 self._add_events_endpoint()
             return
-        for method in trigger.methods:
-            clash = self._routes.get((trigger.route.shape, method))
-            if clash is not None:
-                raise RouteError(
-                    f'Route "{trigger.route.pattern}" {method} in {spec.source} ({spec.name}) '
-                    f'is already served by "{clash.trigger.route.pattern}" in {clash.source} '  # type: ignore[union-attr]
-                    f"({clash.name}); change one route or method"
-                )
-        for method in trigger.methods:
-            self._routes[(trigger.route.shape, method)] = spec
+        for route in trigger.routes:
+            for method in trigger.methods:
+                clash = self._routes.get((route.shape, method))
+                if clash is not None:
+                    theirs = next(
+                        r.pattern
+                        for r in clash.trigger.routes  # type: ignore[union-attr]
+                        if r.shape == route.shape
+                    )
+                    raise RouteError(
+                        f'Route "{route.pattern}" {method} in {spec.source} ({spec.name}) '
+                        f'is already served by "{theirs}" in {clash.source} '
+                        f"({clash.name}); change one route or method"
+                    )
+        for route in trigger.routes:
+            for method in trigger.methods:
+                self._routes[(route.shape, method)] = spec
         self._names[spec.name] = spec
         super()._add(spec)

@@ -184,6 +184,16 @@ class Gate:
             self._poll = asyncio.get_running_loop().call_later(PERMIT_POLL, self._look)
 
 
+class _Kept:
+    """A permit with two owners: an invocation's function and its trigger."""
+
+    __slots__ = ("gate", "owners")
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self.owners = 2
+
+
 #: Invocations due within this many seconds expire together (one timer, not one each).
 _DEADLINE_SLACK = 0.001
 _current_task = asyncio.current_task
@@ -275,6 +285,9 @@ class Dispatcher:
         #: How to stop waiting for each in-flight invocation: its caller task (async
         #: functions run in it) or the future the caller awaits (sync functions).
         self._interrupt: dict[str, asyncio.Task[Any] | asyncio.Future[Any]] = {}
+        #: Permits an invocation's trigger keeps past its function's return (it is still
+        #: answering: a streamed body), by invocation id: given back by the last to let go.
+        self._kept: dict[str, _Kept] = {}
         self._abandoning = False
         self._watch: asyncio.TimerHandle | None = None
         self._watch_at = 0.0
@@ -325,7 +338,10 @@ class Dispatcher:
             return None
         return self._gate(spec, spec.max_concurrency).room()
 
-    async def run(self, inv: Invocation, ctx: Context) -> Outcome:
+    async def run(self, inv: Invocation, ctx: Context, *, keep: bool = False) -> Outcome:
+        """Run ``inv`` under its function's gate and deadline. ``keep``: the trigger goes on
+        with the invocation after the function returns (it streams the answer), and calls
+        `let_go` when it is done; its ``max_concurrency`` permit is held until then."""
         spec = inv.function
         gate: Gate | None = None
         if spec.max_concurrency is not None:
@@ -346,6 +362,8 @@ class Dispatcher:
                 gate.release()
             inv.cancellation.set("timeout")
             return Outcome("timeout")
+        if keep and gate is not None:
+            self._kept[inv.id] = _Kept(gate)
         self.inflight[inv.id] = inv
         if self._cold:
             self._cold = False
@@ -460,6 +478,22 @@ class Dispatcher:
         if self._meter is not None:
             self._meter.hold(self._columns.get(inv.function.name, 0), count)
 
+    def let_go(self, inv: Invocation) -> None:
+        """The trigger is done with ``inv`` (run with ``keep``): its permit is given back,
+        now or, if its function is still running (timed out), when that returns."""
+        kept = self._kept.get(inv.id)
+        if kept is not None:
+            self._give_back(inv.id, kept.gate)
+
+    def _give_back(self, inv_id: str, gate: Gate) -> None:
+        kept = self._kept.get(inv_id)
+        if kept is not None:
+            kept.owners -= 1
+            if kept.owners:
+                return  # the other one still has it
+            del self._kept[inv_id]
+        gate.release()
+
     def count_failure(self, inv: Invocation) -> None:
         """The invocation ended well but failed after: its trigger could not turn what it
         returned into an answer (a body that is no response, a forged header, a stream
@@ -489,7 +523,7 @@ class Dispatcher:
         if self._meter is not None:
             self._meter.finished(column, failed)
         if gate is not None:
-            gate.release()
+            self._give_back(inv.id, gate)
 
     def _check_stuck(self, inv: Invocation) -> None:
         if inv.id in self.inflight:

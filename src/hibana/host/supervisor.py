@@ -440,8 +440,9 @@ class Supervisor:
             if fn["kind"] != "http":
                 lines.append(f"    {fn['name']}: {fn['trigger']}")
                 continue
-            methods, _, route = fn["trigger"].partition(" ")
-            lines.append(f"    {fn['name']}: {methods} {self.url}{route}")
+            methods, *routes = fn["trigger"].split(" ")  # a mount serves several
+            urls = ", ".join(self.url + route for route in routes)
+            lines.append(f"    {fn['name']}: {methods} {urls}")
         return lines
 
     def _banner(self, zygote: Zygote) -> None:

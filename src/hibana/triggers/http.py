@@ -259,9 +259,10 @@ class HttpFront:
         body_timeout: float,
     ) -> None:
         self.table = RouteTable(
-            (spec.trigger.route, spec.trigger.methods, spec)
+            (route, spec.trigger.methods, spec)
             for spec in app.functions
             if isinstance(spec.trigger, HttpTrigger)
+            for route in spec.trigger.routes
         )
         self.trusted_proxies = app.trusted_proxies
         self.dispatcher = dispatcher
@@ -390,102 +391,106 @@ class HttpFront:
         conn = scope.get("hibana.conn") if table is not None else None
         if conn is not None:
             table.conn_busy(conn, inv.id)  # type: ignore[union-attr]
-        outcome = await self.dispatcher.run(inv, ctx)
-        if conn is not None:
-            # the answer is ours from here: a worker that dies now gets no 502 written over it
-            table.conn_state(conn, _CONN_RESPONDING)  # type: ignore[union-attr]
-        response, extra = self._respond(outcome, inv, log)
-        headers: list[tuple[bytes, bytes]] = []
-        declared = None  # the function's own Content-Length
+        # kept: the permit of a max_concurrency is held until the answer is sent, a stream too
+        outcome = await self.dispatcher.run(inv, ctx, keep=True)
         try:
-            for name, value in response.headers:
-                header = _header(name, value)
-                if header is None:
-                    continue
-                if header[0] == b"content-length":
-                    declared = header
-                else:
-                    headers.append(header)
-        except ValueError as exc:  # a forged header: a 500, and the log line says why
-            if response.status < 500:
-                self.dispatcher.count_failure(inv)  # not counted when the function ended
-            outcome = Outcome("error", error=exc)
+            if conn is not None:
+                # the answer is ours from here: a worker that dies now gets no 502 written over it
+                table.conn_state(conn, _CONN_RESPONDING)  # type: ignore[union-attr]
             response, extra = self._respond(outcome, inv, log)
-            headers, declared = [_JSON], None
-        stream = response.stream
-        status = response.status
-        body = response.body
-        if stream is None:
-            if status == 204 or status == 304:
-                body = b""
-            elif status == 205:  # RFC 9110 15.3.6: no content, and said so
-                body = b""
-                headers.append(_NO_CONTENT)
-            elif declared is not None and not body and scope["method"] == "HEAD":
-                headers.append(declared)  # a HEAD answer that says what GET would send
-            else:
-                headers.append((b"content-length", b"%d" % len(body)))
-        elif declared is not None:
-            headers.append(declared)
-        elif status == 205:
-            headers.append(_NO_CONTENT)
-        headers.append((b"traceparent", trace.traceparent.encode()))
-        headers.append((b"x-invocation-id", inv.id.encode()))
-        broke = None
-        try:
-            if stream is None:
-                await out.whole(status, headers, body)
-            else:
-                await out.start(status, headers)
-                self.streaming[inv.id] = inv
-                self.dispatcher.hold(inv)
-                watch = _StreamDeadline(inv, self.dispatcher.cancel_grace)
-                try:
-                    stopped = await _send_stream(out, stream, log, inv)
-                finally:
-                    watch.cancel()
-                    del self.streaming[inv.id]
-                    self.dispatcher.hold(inv, -1)
-                if stopped is None and inv.cancellation.is_set():
-                    # it ended whole when told to: the line says what told it
-                    extra = {"cancel_reason": inv.cancellation.reason}
-                elif stopped is not None:
-                    outcome = stopped
-                    if stopped.error is not None:
-                        broke = stopped.error
-                        self.dispatcher.count_failure(inv)
-                        extra = {"error": f"{type(broke).__name__}: {broke}"}
-                        await out.end(complete=False)
+            headers: list[tuple[bytes, bytes]] = []
+            declared = None  # the function's own Content-Length
+            try:
+                for name, value in response.headers:
+                    header = _header(name, value)
+                    if header is None:
+                        continue
+                    if header[0] == b"content-length":
+                        declared = header
                     else:
+                        headers.append(header)
+            except ValueError as exc:  # a forged header: a 500, and the log line says why
+                if response.status < 500:
+                    self.dispatcher.count_failure(inv)  # not counted when the function ended
+                outcome = Outcome("error", error=exc)
+                response, extra = self._respond(outcome, inv, log)
+                headers, declared = [_JSON], None
+            stream = response.stream
+            status = response.status
+            body = response.body
+            if stream is None:
+                if status == 204 or status == 304:
+                    body = b""
+                elif status == 205:  # RFC 9110 15.3.6: no content, and said so
+                    body = b""
+                    headers.append(_NO_CONTENT)
+                elif declared is not None and not body and scope["method"] == "HEAD":
+                    headers.append(declared)  # a HEAD answer that says what GET would send
+                else:
+                    headers.append((b"content-length", b"%d" % len(body)))
+            elif declared is not None:
+                headers.append(declared)
+            elif status == 205:
+                headers.append(_NO_CONTENT)
+            headers.append((b"traceparent", trace.traceparent.encode()))
+            headers.append((b"x-invocation-id", inv.id.encode()))
+            broke = None
+            try:
+                if stream is None:
+                    await out.whole(status, headers, body)
+                else:
+                    await out.start(status, headers)
+                    self.streaming[inv.id] = inv
+                    self.dispatcher.hold(inv)
+                    watch = _StreamDeadline(inv, self.dispatcher.cancel_grace)
+                    try:
+                        stopped = await _send_stream(out, stream, log, inv)
+                    finally:
+                        watch.cancel()
+                        del self.streaming[inv.id]
+                        self.dispatcher.hold(inv, -1)
+                    if stopped is None and inv.cancellation.is_set():
+                        # it ended whole when told to: the line says what told it
                         extra = {"cancel_reason": inv.cancellation.reason}
+                    elif stopped is not None:
+                        outcome = stopped
+                        if stopped.error is not None:
+                            broke = stopped.error
+                            self.dispatcher.count_failure(inv)
+                            extra = {"error": f"{type(broke).__name__}: {broke}"}
+                            await out.end(complete=False)
+                        else:
+                            extra = {"cancel_reason": inv.cancellation.reason}
+            finally:
+                failed = response.status >= 500 or broke is not None
+                if failed or self.sink.min_level <= _INFO:
+                    # built whole here rather than through Logger.log: one dict, no copies
+                    line: dict[str, Any] = {
+                        "ts": timestamp(),
+                        "level": "error" if failed else "info",
+                        "msg": "invocation",
+                        **fields,
+                        "duration_ms": millis(time.monotonic() - started),
+                        "outcome": outcome.kind,
+                        "status": response.status,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "attempt": inv.attempt,
+                    }
+                    if trace.parent_span_id is not None:
+                        line["parent_span_id"] = trace.parent_span_id
+                    if inv.cold_start:
+                        line["cold_start"] = True
+                        line["cold_start_ms"] = millis((inv.cold_start_ms or 0.0) / 1000)
+                    if extra:
+                        line.update(extra)
+                    elif inv.cancellation.reason == "client_disconnected":
+                        # it finished all the same: its answer went to a client that had gone
+                        # (or half-closed, and got it)
+                        line["cancel_reason"] = "client_disconnected"
+                    self.sink.emit(line)
         finally:
-            failed = response.status >= 500 or broke is not None
-            if failed or self.sink.min_level <= _INFO:
-                # built whole here rather than through Logger.log: one dict, no copies
-                line: dict[str, Any] = {
-                    "ts": timestamp(),
-                    "level": "error" if failed else "info",
-                    "msg": "invocation",
-                    **fields,
-                    "duration_ms": millis(time.monotonic() - started),
-                    "outcome": outcome.kind,
-                    "status": response.status,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "attempt": inv.attempt,
-                }
-                if trace.parent_span_id is not None:
-                    line["parent_span_id"] = trace.parent_span_id
-                if inv.cold_start:
-                    line["cold_start"] = True
-                    line["cold_start_ms"] = millis((inv.cold_start_ms or 0.0) / 1000)
-                if extra:
-                    line.update(extra)
-                elif inv.cancellation.reason == "client_disconnected":
-                    # it finished all the same: its answer went to a client that had gone
-                    # (or half-closed, and got it)
-                    line["cancel_reason"] = "client_disconnected"
-                self.sink.emit(line)
+            self.dispatcher.let_go(inv)
 
     def _respond(
         self, outcome: Outcome, inv: Invocation, log: Logger

@@ -156,19 +156,24 @@ class RouteTable:
 
     def __init__(self, routes: Iterable[tuple[CompiledRoute, tuple[str, ...], FunctionSpec]]):
         self._static: dict[str, dict[str, FunctionSpec]] = {}
-        self._dynamic: list[tuple[CompiledRoute, dict[str, FunctionSpec]]] = []
-        #: Routes of one shape share a table; each function keeps its own parameter names.
-        self._own: dict[str, CompiledRoute] = {}
-        by_shape: dict[str, dict[str, FunctionSpec]] = {}
+        #: (route, its table, the own routes of the functions that share its shape): routes
+        #: of one shape share a table; each function keeps its own parameter names.
+        self._dynamic: list[
+            tuple[CompiledRoute, dict[str, FunctionSpec], dict[str, CompiledRoute]]
+        ] = []
+        by_shape: dict[str, tuple[CompiledRoute, dict[str, FunctionSpec], dict[str, CompiledRoute]]]
+        by_shape = {}
         for route, methods, spec in routes:
-            self._own[spec.name] = route
-            table = by_shape.get(route.shape)
-            if table is None:
-                table = by_shape[route.shape] = {}
+            entry = by_shape.get(route.shape)
+            if entry is None:
+                entry = by_shape[route.shape] = (route, {}, {})
                 if route.regex is None:
-                    self._static[route.pattern] = table
+                    self._static[route.pattern] = entry[1]
                 else:
-                    self._dynamic.append((route, table))
+                    self._dynamic.append(entry)
+            elif entry[0] is not route:
+                entry[2][spec.name] = route
+            table = entry[1]
             for method in methods:
                 table[method] = spec
                 if method == "GET":
@@ -176,7 +181,7 @@ class RouteTable:
 
     def methods(self) -> list[str]:
         """Every method some route accepts (what ``OPTIONS *`` answers)."""
-        tables = [*self._static.values(), *(table for _, table in self._dynamic)]
+        tables = [*self._static.values(), *(table for _, table, _ in self._dynamic)]
         return sorted({method for table in tables for method in table})
 
     def lookup(self, method: str, path: str) -> Match | list[str] | None:
@@ -189,15 +194,16 @@ class RouteTable:
             if spec is not None:
                 return Match(spec, {})
             allowed.update(table)
-        for route, table in self._dynamic:
+        for route, table, owns in self._dynamic:
             params = route.match(path)
             if params is None:
                 continue
             spec = table.get(method)
             if spec is not None:
-                own = self._own[spec.name]
-                if own is not route:
-                    params = own.match(path) or params
+                if owns:
+                    own = owns.get(spec.name)
+                    if own is not None:
+                        params = own.match(path) or params
                 return Match(spec, params)
             allowed.update(table)
         return sorted(allowed) if allowed else None

@@ -7,7 +7,10 @@ import json
 import os
 import signal
 import time
+import urllib.parse
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import hibana
 
@@ -34,6 +37,36 @@ def two_sync(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
     start = time.time()
     time.sleep(req.params["seconds"])
     return {"pid": os.getpid(), "start": start, "end": time.time()}
+
+
+@app.http("/stream/{seconds:float}", max_concurrency=1)
+async def stream(req: hibana.Request, ctx: hibana.Context) -> hibana.StreamingResponse:
+    """Returns at once; its body takes ``seconds`` and ends with when it started and ended."""
+    start = time.time()
+
+    async def body() -> AsyncIterator[str]:
+        yield "started\n"
+        await asyncio.sleep(req.params["seconds"])
+        yield json.dumps({"pid": os.getpid(), "start": start, "end": time.time()})
+
+    return hibana.StreamingResponse(body(), content_type="text/plain")
+
+
+async def slow_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A mounted ASGI app whose body streams for the seconds in its query (?s=0.3)."""
+    if scope["type"] != "http":
+        return
+    start = time.time()
+    seconds = float(dict(urllib.parse.parse_qsl(scope["query_string"].decode())).get("s", 0))
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"started\n", "more_body": True})
+    await asyncio.sleep(seconds)
+    end = time.time()
+    line = {"pid": os.getpid(), "start": start, "end": end, "path": scope["path"]}
+    await send({"type": "http.response.body", "body": json.dumps(line).encode()})
+
+
+app.asgi("/slow", slow_asgi, max_concurrency=1)
 
 
 @app.http("/enqueue/{count:int}", methods=["POST"])
