@@ -513,7 +513,35 @@ def test_a_waiting_invocation_runs_when_a_slot_frees(pool: FunctionThreads) -> N
     assert peak == 2
 
 
-def test_waiting_for_a_slot_stops_at_the_deadline(pool: FunctionThreads) -> None:
+def test_the_wait_for_a_slot_does_not_count_against_the_timeout(pool: FunctionThreads) -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def fn(payload: str, ctx: Context) -> float:
+            if payload == "hold":
+                await release.wait()
+            else:
+                await asyncio.sleep(0.05)
+            return ctx.remaining
+
+        h = Harness(pool, concurrency_wait=5.0)
+        spec = spec_of(fn, max_concurrency=1, timeout=0.1)
+        # the same function (one gate), its holder with a longer timeout
+        first = asyncio.create_task(h.call(spec_of(fn, max_concurrency=1), "hold"))
+        await asyncio.sleep(0.005)
+        asyncio.get_running_loop().call_later(0.15, release.set)
+        started = time.monotonic()
+        outcome, _ = await h.call(spec, "work")
+        # it waited for the permit longer than its timeout, and still had that to run
+        assert outcome.kind == "ok"
+        assert 0 < outcome.value < 0.1
+        assert time.monotonic() - started > 0.15
+        await first
+
+    run(main())
+
+
+def test_waiting_for_a_slot_stops_at_the_latest_deadline(pool: FunctionThreads) -> None:
     async def main() -> None:
         release = asyncio.Event()
 
@@ -523,11 +551,43 @@ def test_waiting_for_a_slot_stops_at_the_deadline(pool: FunctionThreads) -> None
         h = Harness(pool, concurrency_wait=5.0)
         first = asyncio.create_task(h.call(spec_of(fn, max_concurrency=1, timeout=2.0)))
         await asyncio.sleep(0.005)
+        inv, ctx = invocation(spec_of(fn, max_concurrency=1, timeout=2.0))
+        inv.latest = time.monotonic() + 0.05  # a lease's end, a caller's own deadline
         start = time.monotonic()
-        outcome, _ = await h.call(spec_of(fn, max_concurrency=1, timeout=0.05))
+        outcome = await h.dispatcher.run(inv, ctx)
         assert outcome.kind == "throttled"
-        assert time.monotonic() - start < 0.5
+        assert time.monotonic() - start < 1.0
         release.set()
+        await first
+
+    run(main())
+
+
+def test_a_slot_freed_just_before_the_latest_deadline_leaves_no_time_to_run(
+    pool: FunctionThreads,
+) -> None:
+    async def main() -> None:
+        release = asyncio.Event()
+        ran: list[str] = []
+
+        async def fn(payload: str, ctx: Context) -> None:
+            ran.append(payload)
+            if payload == "first":
+                await release.wait()
+            else:
+                await asyncio.sleep(1.0)
+
+        h = Harness(pool, concurrency_wait=5.0)
+        spec = spec_of(fn, max_concurrency=1, timeout=2.0)
+        first = asyncio.create_task(h.call(spec, "first"))
+        await asyncio.sleep(0.005)
+        inv, ctx = invocation(spec, "second")
+        inv.latest = time.monotonic() + 0.3
+        asyncio.get_running_loop().call_later(0.1, release.set)
+        outcome = await h.dispatcher.run(inv, ctx)
+        # admitted with 0.2 s left of its latest: it runs with that, not its 2 s timeout
+        assert outcome.kind == "timeout"
+        assert ran == ["first", "second"]
         await first
 
     run(main())

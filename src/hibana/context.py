@@ -7,6 +7,7 @@ wrappers around this one shape (see ``hibana.dispatcher``), not parallel stacks.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -82,6 +83,10 @@ class Invocation:
     #: The first invocation in a new worker, and how long it waited for that worker.
     cold_start: bool = False
     cold_start_ms: float | None = None
+    #: The latest the deadline may move to. The ``timeout`` is the function's time to run:
+    #: a wait for a ``max_concurrency`` permit moves the deadline on by as long as it
+    #: waited, but never past this (its lease's end, a caller's own deadline).
+    latest: float = math.inf
 
 
 class Outbox(Protocol):

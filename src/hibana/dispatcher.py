@@ -347,7 +347,8 @@ class Dispatcher:
         if spec.max_concurrency is not None:
             gate = self._gate(spec, spec.max_concurrency)
             if not gate.try_acquire():
-                wait = min(self._concurrency_wait, inv.deadline - time.monotonic())
+                since = time.monotonic()
+                wait = min(self._concurrency_wait, inv.latest - since)
                 self._waiting[inv.id] = inv
                 try:
                     admitted = await gate.acquire(wait, inv.cancellation)
@@ -356,6 +357,8 @@ class Dispatcher:
                 if not admitted:
                     # cancelled while it waited (its client left, the host stops): not run
                     return Outcome("cancelled" if inv.cancellation.is_set() else "throttled")
+                # the wait is not the function's: its timeout starts now
+                inv.deadline = min(inv.deadline + (time.monotonic() - since), inv.latest)
         deadline = inv.deadline
         if deadline <= time.monotonic():
             if gate is not None:

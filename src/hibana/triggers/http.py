@@ -365,11 +365,14 @@ class HttpFront:
         started = time.monotonic()
         deadline = started + spec.timeout
         invocation_id = None
+        latest = None
         given = scope.get("hibana.given")  # set by a caller that has them (the Lambda adapter)
         if given is not None:
             traceparent = traceparent or given.get("traceparent")
             invocation_id = given.get("invocation_id")
-            deadline = min(deadline, given.get("deadline", deadline))
+            latest = given.get("deadline")
+            if latest is not None:
+                deadline = min(deadline, latest)
         trace = continue_or_start(traceparent)
         inv = Invocation(
             invocation_id or new_invocation_id(),
@@ -378,6 +381,8 @@ class HttpFront:
             trace,
             deadline,
         )
+        if latest is not None:
+            inv.latest = latest  # the caller's deadline: a wait for a permit cannot move past it
         fields: dict[str, Any] = {
             "invocation_id": inv.id,
             "function": spec.name,

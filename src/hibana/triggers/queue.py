@@ -451,8 +451,16 @@ class QueueConsumer:
             payload = messages[0] if len(messages) == 1 and trigger.batch_size == 1 else messages
         trace = continue_or_start(first.trace)
         # the deadline never outlives the lease: past it, another worker may have the message
-        deadline = started + min(spec.timeout, max(0.0, first.lease_until - now))
-        inv = Invocation(new_invocation_id(), spec, payload, trace, deadline, first.attempt)
+        latest = started + max(0.0, first.lease_until - now)
+        inv = Invocation(
+            new_invocation_id(),
+            spec,
+            payload,
+            trace,
+            min(started + spec.timeout, latest),
+            first.attempt,
+        )
+        inv.latest = latest
         fields: dict[str, Any] = {
             "invocation_id": inv.id,
             "function": spec.name,
