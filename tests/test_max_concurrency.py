@@ -195,6 +195,31 @@ def test_a_worker_that_dies_holding_the_permit_gives_it_back(host: Host) -> None
     assert overlapping(runs) == []
 
 
+def test_a_request_that_waited_on_a_worker_that_died_gets_503_it_was_not_run(
+    host: Host,
+) -> None:
+    clients = pinned(host, 4)
+    a, pid_a = clients[0]
+    c = next(client for client, pid in clients[1:] if pid == pid_a)  # a's worker
+    b = next(client for client, pid in clients if pid != pid_a)  # the other one
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        dying = pool.submit(a.get, "/one/2?die=1")
+        host.wait_inflight(1, "one")
+        waiter = pool.submit(c.get, "/one/0?tag=waiter")  # waits where the permit is
+        wait_for_a_waiter(host)
+        died, waited = dying.result(), waiter.result()
+    assert died.status_code == 502  # it ran: it may or may not have done its work
+    assert waited.status_code == 503, waited.text  # it never ran: safe to send again
+    assert waited.headers["retry-after"] == "1"
+    assert "was not run" in waited.json()["error"]
+    assert waited.json()["invocation_id"] == waited.headers["x-invocation-id"]
+    # the permit the dead worker held is back: the other worker runs the next one
+    again = b.get("/one/0?tag=again")
+    assert again.status_code == 200 and again.json()["pid"] != pid_a
+    said = host.wait_for_stderr("request.s. of the dead worker", 5)
+    assert "1 with 502" in said and "1 with 503 (not run" in said, said
+
+
 def test_a_queue_functions_limit_holds_across_workers(host: Host, app_dir: Path) -> None:
     with host.client() as client:
         assert client.post("/enqueue/40").status_code == 204

@@ -338,10 +338,19 @@ class Dispatcher:
             return None
         return self._gate(spec, spec.max_concurrency).room()
 
-    async def run(self, inv: Invocation, ctx: Context, *, keep: bool = False) -> Outcome:
+    async def run(
+        self,
+        inv: Invocation,
+        ctx: Context,
+        *,
+        keep: bool = False,
+        waiting: Callable[[bool], None] | None = None,
+    ) -> Outcome:
         """Run ``inv`` under its function's gate and deadline. ``keep``: the trigger goes on
         with the invocation after the function returns (it streams the answer), and calls
-        `let_go` when it is done; its ``max_concurrency`` permit is held until then."""
+        `let_go` when it is done; its ``max_concurrency`` permit is held until then.
+        ``waiting`` is told True when ``inv`` starts to wait for a permit, False when the
+        wait ends (the HTTP trigger marks its connection: a request that never ran)."""
         spec = inv.function
         gate: Gate | None = None
         if spec.max_concurrency is not None:
@@ -350,10 +359,14 @@ class Dispatcher:
                 since = time.monotonic()
                 wait = min(self._concurrency_wait, inv.latest - since)
                 self._waiting[inv.id] = inv
+                if waiting is not None:
+                    waiting(True)
                 try:
                     admitted = await gate.acquire(wait, inv.cancellation)
                 finally:
                     del self._waiting[inv.id]
+                    if waiting is not None:
+                        waiting(False)
                 if not admitted:
                     # cancelled while it waited (its client left, the host stops): not run
                     return Outcome("cancelled" if inv.cancellation.is_set() else "throttled")

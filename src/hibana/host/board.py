@@ -39,8 +39,9 @@ _W = {name: i for i, name in enumerate(WORKER_FIELDS)}
 _F = {name: i for i, name in enumerate(FUNCTION_FIELDS)}
 
 
-#: Connection states in the connection table (one byte, then the invocation id's 16).
-CONN_IDLE, CONN_BUSY, CONN_RESPONDING = 0, 1, 2
+#: Connection states in the connection table (one byte, then the invocation id's 16):
+#: no invocation, one running, its response being written, one waiting for a permit.
+CONN_IDLE, CONN_BUSY, CONN_RESPONDING, CONN_WAITING = 0, 1, 2, 3
 CONN_ENTRY = 17
 
 

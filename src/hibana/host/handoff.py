@@ -25,7 +25,7 @@ import socket
 import struct
 from collections.abc import Callable
 
-from hibana.host.board import CONN_BUSY, Board
+from hibana.host.board import CONN_BUSY, CONN_WAITING, Board
 
 _MESSAGE = struct.Struct("!ciI")  # b"o"pen / b"c"lose, worker pid, connection slot
 
@@ -134,22 +134,29 @@ class HeldConnections:
         stopped: bool = False,
     ) -> int:
         """Answer 502 on the connections of dead worker ``pid`` that were running an
-        invocation (503 if the host ``stopped`` it: a second signal); close them all.
+        invocation (503 if the host ``stopped`` it: a second signal), 503 on those whose
+        invocation had not started (it waited for a permit); close them all.
         Returns how many were answered."""
         self.receive()  # its last words: connections it opened or closed just before
-        answered = 0
+        ran = waited = 0
         for key in [k for k in self.held if k[0] == pid]:
             fd = self.held.pop(key)
             state, invocation = board.connection(slot, key[1]) if board is not None else (0, None)
-            if state == CONN_BUSY and invocation is not None:
-                answered += _answer_lost(fd, invocation, stopped)
+            if invocation is not None:
+                if state == CONN_BUSY:
+                    ran += _answer_lost(fd, invocation, stopped)
+                elif state == CONN_WAITING:
+                    waited += _answer_lost(fd, invocation, stopped, ran=False)
             os.close(fd)
-        if answered:
-            how = "503 (stopped)" if stopped else "502"
+        if ran or waited:
+            how = [f"{ran} with {'503 (stopped)' if stopped else '502'}"] if ran else []
+            if waited:
+                how.append(f"{waited} with 503 (not run: it waited for a permit)")
             report(
-                f"answered {answered} request(s) of the dead worker {slot} (pid {pid}) with {how}"
+                f"answered {ran + waited} request(s) of the dead worker {slot} (pid {pid}): "
+                + ", ".join(how)
             )
-        return answered
+        return ran + waited
 
     def worker_exited(self, pid: int) -> None:
         """A worker that stopped on its own closed its connections: drop what is left."""
@@ -165,21 +172,25 @@ class HeldConnections:
         self.worker_end.close()
 
 
-def _answer_lost(fd: int, invocation: str, stopped: bool = False) -> int:
+def _answer_lost(fd: int, invocation: str, stopped: bool = False, ran: bool = True) -> int:
     """Write the answer for an invocation whose worker is gone: 502 (it died), or 503
-    (the host was stopped at once)."""
-    what = (
-        "the host was stopped at once (a second signal) before this invocation finished"
-        if stopped
-        else "the worker running this invocation died"
+    (the host was stopped at once, or the invocation never started)."""
+    if not ran:
+        error = (
+            "the worker holding this request died while it waited for a max_concurrency "
+            "permit; the function was not run: it is safe to send it again"
+        )
+    else:
+        what = (
+            "the host was stopped at once (a second signal) before this invocation finished"
+            if stopped
+            else "the worker running this invocation died"
+        )
+        error = f"{what}; it may or may not have completed: retry if it is safe to"
+    body = json.dumps({"error": error, "invocation_id": invocation}).encode()
+    status = (
+        b"503 Service Unavailable\r\nretry-after: 1" if stopped or not ran else b"502 Bad Gateway"
     )
-    body = json.dumps(
-        {
-            "error": f"{what}; it may or may not have completed: retry if it is safe to",
-            "invocation_id": invocation,
-        }
-    ).encode()
-    status = b"503 Service Unavailable\r\nretry-after: 1" if stopped else b"502 Bad Gateway"
     head = (
         b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
         b"content-length: %d\r\nx-invocation-id: %s\r\nconnection: close\r\n\r\n"

@@ -105,8 +105,9 @@ async def _send_json(
     await out.whole(status, [_JSON, (b"content-length", b"%d" % len(data)), *extra], data)
 
 
-#: The connection table's state for "the response is being written" (hibana.host.board).
-_CONN_RESPONDING = 2
+#: The connection table's states (hibana.host.board): running, the response is being
+#: written, waiting for a max_concurrency permit.
+_CONN_BUSY, _CONN_RESPONDING, _CONN_WAITING = 1, 2, 3
 
 
 _HEADERS: dict[tuple[str, str], tuple[bytes, bytes]] = {}
@@ -394,10 +395,18 @@ class HttpFront:
         scope["hibana.cancellation"] = inv.cancellation  # for a server whose client goes
         table = self.connections
         conn = scope.get("hibana.conn") if table is not None else None
-        if conn is not None:
-            table.conn_busy(conn, inv.id)  # type: ignore[union-attr]
+        waiting = None
+        if table is not None and conn is not None:
+            table.conn_busy(conn, inv.id)
+            if spec.max_concurrency is not None:
+                marks = table
+
+                def waiting(now: bool) -> None:
+                    # a worker that dies while this waits for a permit never ran it: 503
+                    marks.conn_state(conn, _CONN_WAITING if now else _CONN_BUSY)
+
         # kept: the permit of a max_concurrency is held until the answer is sent, a stream too
-        outcome = await self.dispatcher.run(inv, ctx, keep=True)
+        outcome = await self.dispatcher.run(inv, ctx, keep=True, waiting=waiting)
         try:
             if conn is not None:
                 # the answer is ours from here: a worker that dies now gets no 502 written over it
