@@ -245,6 +245,12 @@ def test_requests_held_by_a_killed_worker_get_502_naming_their_invocation() -> N
             # the next request is served by a new worker
             assert _get(host, "/hello/after").status_code == 200
             assert host.worker_pids() and victim not in host.worker_pids()
+            # status forgets what the dead worker ran but not what it had done
+            status = host.status()
+            assert victim not in {w["pid"] for w in status["workers"]}
+            functions = {f["name"]: f for f in status["functions"]}
+            assert functions["slow"]["inflight"] == 0
+            assert functions["hello"]["invocations"] == 2  # /hello/idle (dead one's), /after
     finally:
         host.stop()
 
