@@ -176,9 +176,14 @@ def _answer_lost(fd: int, invocation: str, stopped: bool = False, ran: bool = Tr
     """Write the answer for an invocation whose worker is gone: 502 (it died), or 503
     (the host was stopped at once, or the invocation never started)."""
     if not ran:
+        what = (
+            "the host was stopped at once (a second signal)"
+            if stopped
+            else "the worker holding this request died"
+        )
         error = (
-            "the worker holding this request died while it waited for a max_concurrency "
-            "permit; the function was not run: it is safe to send it again"
+            f"{what} while it waited for a max_concurrency permit; the function was not "
+            "run: it is safe to send it again"
         )
     else:
         what = (
