@@ -92,6 +92,10 @@ class Host:
         data: dict[str, Any] = httpx.get(self.admin_url + "/status", timeout=10).json()
         return data
 
+    def function_status(self, name: str) -> dict[str, Any]:
+        """Function ``name``'s entry in the host's status."""
+        return next(f for f in self.status()["functions"] if f["name"] == name)
+
     def wait_inflight(self, count: int, function: str | None = None, timeout: float = 20) -> None:
         """Until ``count`` invocations (of ``function``, if named) are running: requests
         sent from other threads have really reached a function (on a loaded machine that

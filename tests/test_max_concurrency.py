@@ -153,7 +153,7 @@ def test_waiters_on_different_workers_are_served_in_arrival_order(host: Host) ->
 
 def wait_for_a_waiter(host: Host) -> None:
     deadline = time.monotonic() + 20
-    while not next(f for f in host.status()["functions"] if f["name"] == "one")["oldest_wait_s"]:
+    while not host.function_status("one")["oldest_wait_s"]:
         assert time.monotonic() < deadline, "no invocation of one ever waited"
         time.sleep(0.02)
 
@@ -165,7 +165,7 @@ def test_status_shows_how_long_the_oldest_invocation_has_waited(host: Host) -> N
         host.wait_inflight(1, "one")
         second = pool.submit(b.get, "/one/0")
         wait_for_a_waiter(host)
-        one = next(f for f in host.status()["functions"] if f["name"] == "one")
+        one = host.function_status("one")
         assert 0 < one["oldest_wait_s"] < 20
         assert one["max_concurrency"] == 1 and one["inflight"] == 1
         table = run_cli("status", "--app", str(host.app_dir))
@@ -175,7 +175,7 @@ def test_status_shows_how_long_the_oldest_invocation_has_waited(host: Host) -> N
         assert cells[3] == "1/1"  # in flight, of its limit
         assert float(cells[4]) >= 0  # how long the oldest has waited
         assert first.result().status_code == 200 and second.result().status_code == 200
-    one = next(f for f in host.status()["functions"] if f["name"] == "one")
+    one = host.function_status("one")
     assert one["oldest_wait_s"] is None  # no one waits any more
 
 
@@ -297,6 +297,7 @@ def test_the_limit_holds_across_a_reload(tmp_path: Path) -> None:
         with concurrent.futures.ThreadPoolExecutor(1) as pool, host.client() as client:
             old = pool.submit(client.get, "/one/4")
             host.wait_inflight(1, "one")
+            before = host.function_status("one")
             (app_dir / "function_app.py").write_text(VERSION.replace("VERSION", "v2"))
             reloaded = run_cli("reload", "--app", str(app_dir))
             assert reloaded.returncode == 0, reloaded.stderr
@@ -304,6 +305,10 @@ def test_the_limit_holds_across_a_reload(tmp_path: Path) -> None:
             with host.client() as fresh:
                 refused = fresh.get("/one/0")
             assert refused.status_code == 429, refused.text
+            # and status counts what the old version's workers run and ran
+            during = host.function_status("one")
+            assert during["inflight"] == 1, during
+            assert during["invocations"] >= before["invocations"] >= 1
             assert old.result().text == "v1"
         with host.client() as fresh:
             assert fresh.get("/one/0").text == "v2"  # and get it once it is given back

@@ -92,7 +92,7 @@ def test_a_failing_message_is_retried_until_it_succeeds(host: Host, app_dir: Pat
     host.wait_for_log(function="on_order", outcome="ok", message_id=sent["id"], attempt=3)
     failed = host.wait_for_log(function="on_order", outcome="error", attempt=1)
     assert failed["retry_in_s"] == 0.2
-    on_order = next(f for f in host.status()["functions"] if f["name"] == "on_order")
+    on_order = host.function_status("on_order")
     assert (on_order["invocations"], on_order["errors"]) == (3, 2)
     # hibana status shows the queues too (refreshed every 2 s)
     queues = wait_until(lambda: host.status()["queues"], timeout=10)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from hibana.store.sqlite import STATE_DIR, make_state_dir
 
 if TYPE_CHECKING:
+    from hibana.host.board import Board
     from hibana.host.supervisor import Supervisor
 
 _REASONS = {
@@ -92,6 +93,11 @@ class AdminEndpoint:
                     self.file.unlink()
 
 
+def _total(rows: list[tuple[Board, int, int]], field: str) -> float:
+    """``field`` summed over a function's rows: (board, worker slot, function index)."""
+    return sum(board.function_get(slot, i, field) for board, slot, i in rows)
+
+
 def host_status(sup: Supervisor) -> dict[str, Any]:
     """What ``hibana status`` shows: per worker and per function, read off the board."""
     zygote = sup.zygote
@@ -119,15 +125,26 @@ def host_status(sup: Supervisor) -> dict[str, Any]:
                 }
             )
     if zygote is not None and zygote.board is not None:
-        board = zygote.board
         live = [r for r in sup.records if r.zygote is zygote and r.pid is not None]
-        for i, fn in enumerate(zygote.functions):
+        # every live worker's row of each function by name: after a reload the old
+        # version's workers still finishing their work count too (what they run holds
+        # the function's permits; what they ran is folded into ``past`` once they exit)
+        rows: dict[str, list[tuple[Board, int, int]]] = {}
+        for version in [*sup.retired, zygote]:
+            if version.board is None:
+                continue
+            index = {fn["name"]: i for i, fn in enumerate(version.functions)}
+            for r in sup.records:
+                if r.zygote is version and r.pid is not None:
+                    for name, i in index.items():
+                        rows.setdefault(name, []).append((version.board, r.slot, i))
+        for fn in zygote.functions:
             past = sup.past.get(fn["name"], {})
-            rows = [r.slot for r in live]
+            of_fn = rows.get(fn["name"], [])
             # the newest worker whose first invocation was this function's
             cold = [
                 (board.get(s, "ready_at"), board.function_get(s, i, "last_cold_start_ms"))
-                for s in rows
+                for board, s, i in of_fn
                 if board.function_get(s, i, "cold_starts")
             ]
             column = sup.permit_column(fn["name"])
@@ -139,20 +156,11 @@ def host_status(sup: Supervisor) -> dict[str, Any]:
                     "name": fn["name"],
                     "trigger": fn["trigger"],
                     "workers": len(live),
-                    "inflight": int(sum(board.function_get(s, i, "inflight") for s in rows)),
+                    "inflight": int(_total(of_fn, "inflight")),
                     "max_concurrency": fn.get("max_concurrency"),
-                    "invocations": int(
-                        past.get("invocations", 0)
-                        + sum(board.function_get(s, i, "invocations") for s in rows)
-                    ),
-                    "cold_starts": int(
-                        past.get("cold_starts", 0)
-                        + sum(board.function_get(s, i, "cold_starts") for s in rows)
-                    ),
-                    "errors": int(
-                        past.get("errors", 0)
-                        + sum(board.function_get(s, i, "errors") for s in rows)
-                    ),
+                    "invocations": int(past.get("invocations", 0) + _total(of_fn, "invocations")),
+                    "cold_starts": int(past.get("cold_starts", 0) + _total(of_fn, "cold_starts")),
+                    "errors": int(past.get("errors", 0) + _total(of_fn, "errors")),
                     "last_cold_start_ms": round(max(cold)[1], 3) if cold else None,
                     # the oldest invocation waiting for a max_concurrency permit
                     "oldest_wait_s": round(now - min(waits), 3) if waits else None,
