@@ -771,3 +771,41 @@ def test_a_dead_workers_permits_and_waits_are_freed() -> None:
         table.close()
 
     run(main())
+
+
+def test_a_raised_limit_in_force_lets_in_the_waiters_of_every_version() -> None:
+    async def main() -> None:
+        table, old, new = two_workers_gates(1)  # both at 1; say `new` is the next version
+        new.limit = 3
+        assert old.try_acquire()
+        older = asyncio.create_task(old.acquire(2.0))  # an old version's waiter
+        await asyncio.sleep(0.01)
+        # before the new version serves, arrival order holds: it waits its turn
+        assert not new.try_acquire()
+        table.enforce(7, 3)  # the supervisor, once the new version serves
+        assert await asyncio.wait_for(older, 0.5) is True  # let in under 3, holder or not
+        assert new.try_acquire()  # the third
+        assert not new.try_acquire() and not old.try_acquire()
+        assert old.room() == 0 and table.row(0, [7]).permits_held(0) == 3
+        table.close()
+
+    run(main())
+
+
+def test_a_lowered_limit_in_force_admits_no_one_until_the_held_are_under_it() -> None:
+    async def main() -> None:
+        table, old, new = two_workers_gates(2)
+        assert old.try_acquire() and old.try_acquire()
+        waiting = asyncio.create_task(old.acquire(0.3))
+        await asyncio.sleep(0.01)
+        table.enforce(7, 1)
+        old.release()  # 2 held, limit 1: not handed to its waiter
+        await asyncio.sleep(0.02)
+        assert not waiting.done()
+        assert not new.try_acquire()
+        old.release()  # none held: the waiter's turn, under 1
+        assert await asyncio.wait_for(waiting, 0.5) is True
+        assert not new.try_acquire()
+        table.close()
+
+    run(main())

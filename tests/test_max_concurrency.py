@@ -282,23 +282,27 @@ import hibana
 app = hibana.App()
 
 
-@app.http("/one/{seconds:float}", max_concurrency=1)
+@app.http("/one/{seconds:float}", max_concurrency=LIMIT)
 async def one(req, ctx):
     await asyncio.sleep(req.params["seconds"])
     return "VERSION"
 """
 
 
+def version(name: str, limit: int = 1) -> str:
+    return VERSION.replace("VERSION", name).replace("LIMIT", str(limit))
+
+
 def test_the_limit_holds_across_a_reload(tmp_path: Path) -> None:
     app_dir = tmp_path / "app"
     app_dir.mkdir()
-    (app_dir / "function_app.py").write_text(VERSION.replace("VERSION", "v1"))
+    (app_dir / "function_app.py").write_text(version("v1"))
     for host in serve(app_dir, "--concurrency-wait", "0.3"):
         with concurrent.futures.ThreadPoolExecutor(1) as pool, host.client() as client:
             old = pool.submit(client.get, "/one/4")
             host.wait_inflight(1, "one")
             before = host.function_status("one")
-            (app_dir / "function_app.py").write_text(VERSION.replace("VERSION", "v2"))
+            (app_dir / "function_app.py").write_text(version("v2"))
             reloaded = run_cli("reload", "--app", str(app_dir))
             assert reloaded.returncode == 0, reloaded.stderr
             # the new version's workers see the permit the old version's request holds
@@ -312,3 +316,30 @@ def test_the_limit_holds_across_a_reload(tmp_path: Path) -> None:
             assert old.result().text == "v1"
         with host.client() as fresh:
             assert fresh.get("/one/0").text == "v2"  # and get it once it is given back
+
+
+def test_a_limit_raised_by_a_reload_lets_in_the_old_versions_waiters(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "function_app.py").write_text(version("v1", limit=1))
+    for host in serve(app_dir, "--concurrency-wait", "20"):
+        with (
+            concurrent.futures.ThreadPoolExecutor(2) as pool,
+            host.client() as a,
+            host.client() as b,
+        ):
+            holder = pool.submit(a.get, "/one/8")
+            host.wait_inflight(1, "one")
+            waiter = pool.submit(b.get, "/one/0")  # the old version's, behind the holder
+            wait_for_a_waiter(host)
+            (app_dir / "function_app.py").write_text(version("v2", limit=3))
+            reloaded = run_cli("reload", "--app", str(app_dir))
+            assert reloaded.returncode == 0, reloaded.stderr
+            # the new version's limit is the host's now: the old waiter is let in under it
+            # while the holder still runs, rather than after it
+            assert waiter.result(timeout=4).text == "v1"
+            with host.client() as fresh:
+                assert fresh.get("/one/0").text == "v2"
+            assert not holder.done()
+            assert host.function_status("one")["max_concurrency"] == 3
+            assert holder.result().text == "v1"

@@ -51,7 +51,8 @@ class Permits(Protocol):
     def admit(self, column: int, limit: int, ticket: float, horizon: float) -> bool: ...
     def give_back(self, column: int) -> None: ...
     def waiting(self, column: int, since: float) -> None: ...
-    def waits_before(self, column: int, ticket: float, horizon: float) -> bool: ...
+    def passes_on(self, column: int, own: int, ticket: float, horizon: float) -> bool: ...
+    def limit(self, column: int, own: int) -> int: ...
     def permits_held(self, column: int) -> int: ...
 
 
@@ -64,7 +65,8 @@ class Gate:
     """At most ``limit`` invocations at once; the rest wait in arrival order, for a while.
 
     With ``shared`` permits the limit holds across processes: a permit is taken from
-    them, and one freed goes to a local waiter only if no other process's waits longer.
+    them, under the limit in force there (the serving version's; ``limit`` until one is
+    set), and one freed goes to a local waiter only if no other process's waits longer.
     ``horizon``: no invocation waits longer than this many seconds."""
 
     __slots__ = ("limit", "active", "_waiters", "_shared", "_column", "_horizon", "_poll")
@@ -83,19 +85,27 @@ class Gate:
         self._poll: asyncio.TimerHandle | None = None
 
     def try_acquire(self) -> bool:
-        if self._waiters or self.active >= self.limit:
+        if self._waiters:
             return False
-        if self._shared is not None:
+        shared = self._shared
+        if shared is None:
+            if self.active >= self.limit:
+                return False
+        else:
+            # the host's count, this worker's permits among them, under the limit in force
             now = time.monotonic()
-            if not self._shared.admit(self._column, self.limit, now, now - self._horizon):
+            if not shared.admit(self._column, self.limit, now, now - self._horizon):
                 return False
         self.active += 1
         return True
 
     def room(self) -> int:
         """How many more could start now (a snapshot: others may take them first)."""
-        held = self.active if self._shared is None else self._shared.permits_held(self._column)
-        return max(0, self.limit - held - len(self._waiters))
+        shared = self._shared
+        if shared is None:
+            return max(0, self.limit - self.active - len(self._waiters))
+        limit = shared.limit(self._column, self.limit)
+        return max(0, limit - shared.permits_held(self._column) - len(self._waiters))
 
     async def acquire(self, timeout: float, cancellation: Cancellation | None = None) -> bool:
         """True once a slot is ours; False if none freed up within ``timeout`` seconds, or
@@ -137,8 +147,8 @@ class Gate:
         shared = self._shared
         if self._live_head() and (
             shared is None
-            or not shared.waits_before(
-                self._column, self._waiters[0][0], time.monotonic() - self._horizon
+            or not shared.passes_on(
+                self._column, self.limit, self._waiters[0][0], time.monotonic() - self._horizon
             )
         ):
             self._hand_over()
@@ -173,10 +183,8 @@ class Gate:
         shared = self._shared
         assert shared is not None
         horizon = time.monotonic() - self._horizon
-        while (
-            self.active < self.limit
-            and self._live_head()
-            and shared.admit(self._column, self.limit, self._waiters[0][0], horizon)
+        while self._live_head() and shared.admit(
+            self._column, self.limit, self._waiters[0][0], horizon
         ):
             self.active += 1
             self._hand_over()

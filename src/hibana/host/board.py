@@ -199,14 +199,23 @@ class PermitTable:
         self.fd = fd
         self.rows = rows
         self.columns = columns
-        self._map = mmap.mmap(fd, rows * columns * _CELLS * 8)
-        self.values = memoryview(self._map).cast("d")
+        self._map = mmap.mmap(fd, _permit_bytes(rows, columns))
+        cells = memoryview(self._map).cast("d")
+        self.values = cells[: rows * columns * _CELLS]
+        #: The limit in force for each column: the serving version's (0: none set yet).
+        self.limits = cells[rows * columns * _CELLS :]
+        self._cells = cells
 
     @classmethod
     def create(cls) -> PermitTable:
         fd = os.memfd_create("hibana-permits", 0)
-        os.ftruncate(fd, PERMIT_ROWS * PERMIT_COLUMNS * _CELLS * 8)
+        os.ftruncate(fd, _permit_bytes(PERMIT_ROWS, PERMIT_COLUMNS))
         return cls(fd)
+
+    def enforce(self, column: int, limit: int) -> None:
+        """Every version's workers hold ``column``'s function to ``limit`` from now on
+        (after a reload, the new version's: the old one's waiters are let in under it)."""
+        self.limits[column] = limit
 
     def row(self, row: int, columns: Sequence[int]) -> PermitRow:
         """Worker ``row``'s view; ``columns``: the table's column of each of its app's
@@ -224,8 +233,14 @@ class PermitTable:
 
     def close(self) -> None:
         self.values.release()
+        self.limits.release()
+        self._cells.release()
         self._map.close()
         os.close(self.fd)
+
+
+def _permit_bytes(rows: int, columns: int) -> int:
+    return (rows * columns * _CELLS + columns) * 8
 
 
 class PermitRow:
@@ -235,10 +250,11 @@ class PermitRow:
     A worker's own waiting cell always holds its oldest waiter's arrival (or 0), so
     comparing a ticket of its own with every row's cell skips its own row by itself."""
 
-    __slots__ = ("_values", "_fd", "_stride", "_own", "_columns")
+    __slots__ = ("_values", "_limits", "_fd", "_stride", "_own", "_columns")
 
     def __init__(self, table: PermitTable, row: int, columns: Sequence[int]) -> None:
         self._values = table.values
+        self._limits = table.limits
         self._fd = table.fd
         self._stride = table.columns * _CELLS
         self._own = row * self._stride
@@ -248,13 +264,20 @@ class PermitRow:
         """Function ``fn`` has a column: its limit holds across the host."""
         return 0 <= fn < len(self._columns) and self._columns[fn] >= 0
 
+    def limit(self, fn: int, own: int) -> int:
+        """``fn``'s limit in force: the serving version's, or ``own`` (this worker's
+        version's) if the supervisor has set none."""
+        return int(self._limits[self._columns[fn]]) or own
+
     def admit(self, fn: int, limit: int, ticket: float, horizon: float) -> bool:
-        """Take one of ``fn``'s ``limit`` permits for an invocation that arrived at
-        ``ticket`` (time.monotonic()): there must be one free across all workers, and no
-        other worker's invocation waiting since before ``ticket`` (arrival order holds
-        host-wide). Waits older than ``horizon`` are ignored: no one waits that long."""
+        """Take one of ``fn``'s permits for an invocation that arrived at ``ticket``
+        (time.monotonic()): there must be one free across all workers under the limit in
+        force (``limit``: this worker's, if none is), and no other worker's invocation
+        waiting since before ``ticket`` (arrival order holds host-wide). Waits older than
+        ``horizon`` are ignored: no one waits that long."""
         column = self._columns[fn]
         v, first = self._values, column * _CELLS
+        limit = int(self._limits[column]) or limit
         lockf(self._fd, LOCK_EX, 1, column)
         try:
             if sum(v[first :: self._stride]) >= limit or self._before(first + 1, ticket, horizon):
@@ -275,10 +298,16 @@ class PermitRow:
         ``since`` (0: none waits)."""
         self._values[self._own + self._columns[fn] * _CELLS + 1] = since
 
-    def waits_before(self, fn: int, ticket: float, horizon: float) -> bool:
-        """Another worker has an invocation of ``fn`` waiting since before ``ticket``
-        (this worker's own oldest waiter arrived at ``ticket``, or none waits here)."""
-        return self._before(self._columns[fn] * _CELLS + 1, ticket, horizon)
+    def passes_on(self, fn: int, own: int, ticket: float, horizon: float) -> bool:
+        """A permit of ``fn`` this worker gives up is not for its own oldest waiter (which
+        arrived at ``ticket``): another worker's invocation waits since before it, or the
+        limit in force (``own``: this worker's, if none is) was lowered below what is held."""
+        column = self._columns[fn]
+        first = column * _CELLS
+        limit = int(self._limits[column]) or own
+        if sum(self._values[first :: self._stride]) > limit:
+            return True
+        return self._before(first + 1, ticket, horizon)
 
     def _before(self, cell: int, ticket: float, horizon: float) -> bool:
         waits = self._values[cell :: self._stride]

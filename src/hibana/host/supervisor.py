@@ -205,6 +205,7 @@ class Supervisor:
             if zygote is None:
                 return 1  # interrupted while the app was importing, or broken in dev
             self._adopt(zygote)
+            self._enforce_limits(zygote)
             self._start_duties(zygote)
             self.admin = AdminEndpoint(self, self.config.admin_port)
             self.sel.register(self.admin.sock, selectors.EVENT_READ, "admin")
@@ -667,6 +668,13 @@ class Supervisor:
             for fn in zygote.functions
         )
 
+    def _enforce_limits(self, zygote: Zygote) -> None:
+        """``zygote``'s version serves: its functions' ``max_concurrency`` are the limits
+        every version's workers keep to (by function name)."""
+        for fn, column in zip(zygote.functions, self._columns_of(zygote), strict=True):
+            if column >= 0:
+                self.permits.enforce(column, int(fn["max_concurrency"]))
+
     def permit_column(self, function: str) -> int | None:
         """``function``'s column in the permit table (None: it has none)."""
         column = self._permit_columns.get(function, -1)
@@ -812,6 +820,7 @@ class Supervisor:
         if failed is not None:
             self._roll_back(old, fresh)
             return self._kept(failed) if not self.shutting_down else failed
+        self._enforce_limits(fresh)  # the old version's waiters too are let in under them
         # what the new version serves; the rest of the banner (store, admin, address) holds
         assert old.scaling is not None and fresh.scaling is not None
         lines = [f"Functions of generation {fresh.generation}:", *self._functions(fresh)]
@@ -923,6 +932,7 @@ class Supervisor:
             return
         if fresh is not None:
             self._adopt(fresh)
+            self._enforce_limits(fresh)
 
     def _reap_retired(self) -> None:
         for old in list(self.retired):
