@@ -108,3 +108,22 @@ def test_a_value_json_cannot_carry_is_logged_escaped_and_never_fails_the_caller(
     assert line["path"] == "caf\\udce9"
     assert line["x"] == "<Unprintable whose repr raised>"
     assert line["invocation_id"] == "abc"
+
+
+def test_a_message_that_is_not_a_string_is_logged_as_its_str() -> None:
+    """``ctx.log.info(count)``, as ``logging.info(count)`` would: the line's ``msg`` is
+    always a string, so whatever reads the lines can rely on its type."""
+
+    class Broken:
+        def __str__(self) -> str:
+            raise RuntimeError("no str")
+
+    read_end, write_end = os.pipe()
+    sink = LogSink(write_end)
+    log = Logger(sink, {"invocation_id": "abc"})
+    for message in (12345, None, {"a": 1}, Broken()):
+        log.info(message)  # type: ignore[arg-type]
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as lines:
+        messages = [json.loads(line)["msg"] for line in lines]
+    assert messages == ["12345", "None", "{'a': 1}", "<Broken whose str raised>"]

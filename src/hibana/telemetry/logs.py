@@ -191,6 +191,14 @@ def millis(seconds: float) -> float:
     return int(seconds * 1_000_000 + 0.5) / 1000
 
 
+def _message(value: object) -> str:
+    """A log line's message that was not a string: its ``str``, as ``logging`` would."""
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__} whose str raised>"
+
+
 def _loggable(value: Any) -> Any:
     """``value`` made encodable: a string's lone surrogates (a file name that is not
     UTF-8, decoded with ``surrogateescape``) as ``\\udcff`` escapes, and anything whose
@@ -245,6 +253,8 @@ class Logger:
     def log(self, level: Level, msg: str, /, **fields: Any) -> None:
         if _LEVELS[level] < self._sink.min_level:
             return
+        if type(msg) is not str:
+            msg = _message(msg)  # as logging does: ctx.log.info(count) says "12"
         record: dict[str, Any] = {"ts": timestamp(), "level": level, "msg": msg}
         record.update(self._fields)
         if fields:
