@@ -390,3 +390,10 @@ def test_an_http_error_is_an_error_status(status: int) -> None:
 )
 def test_a_redirect_location_is_ascii_with_an_idna_host(location: str, sent: str) -> None:
     assert header(Response.redirect(location), "location") == [sent]
+
+
+def test_a_float_json_has_no_value_for_goes_out_as_null() -> None:
+    # NaN and infinity are no JSON: null, as JSON.stringify sends, never an invalid body
+    nan, inf = float("nan"), float("inf")
+    assert Response.json({"a": nan, "b": -inf}).body == b'{"a":null,"b":null}'
+    assert to_response([nan, 1.5], "f").body == b"[null,1.5]"
