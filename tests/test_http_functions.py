@@ -293,6 +293,20 @@ def test_what_a_function_prints_or_logs_through_logging_is_a_line_of_its_invocat
     assert "invocation_id" not in basic_host.wait_for_log(msg="basic app imported")
 
 
+def test_what_a_thread_the_function_starts_prints_is_its_line_if_it_has_its_context(
+    basic_host: Host,
+) -> None:
+    with basic_host.client() as client:
+        inv = client.get("/print-threads").headers["x-invocation-id"]
+    for how in ("in to_thread", "in a thread with the context"):
+        line = basic_host.wait_for_log(msg=f"printed {how} by {inv}")
+        assert (line["invocation_id"], line["function"]) == (inv, "printing_threads")
+    # a thread started plainly does not carry the context (Python's rule for threads):
+    # its line is stdout's, with no invocation's fields
+    plain = basic_host.wait_for_log(msg=f"printed in a plain thread by {inv}")
+    assert plain["stream"] == "stdout" and "invocation_id" not in plain
+
+
 def test_what_a_forked_child_prints_is_a_line_too(basic_host: Host) -> None:
     # a child forked by a function (multiprocessing) has no event loop to write for it
     with basic_host.client() as client:

@@ -95,6 +95,21 @@ async def printing_async(req: hibana.Request, ctx: hibana.Context) -> str:
     return "printed"
 
 
+@app.http("/print-threads", methods=["GET"])
+async def printing_threads(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Prints from threads of its own: with the invocation's context, and without."""
+    await asyncio.to_thread(print, "printed in to_thread by", ctx.invocation_id)
+    carried = threading.Thread(
+        target=contextvars.copy_context().run,
+        args=(print, "printed in a thread with the context by", ctx.invocation_id),
+    )
+    plain = threading.Thread(target=print, args=("printed in a plain thread by", ctx.invocation_id))
+    for thread in (carried, plain):
+        thread.start()
+        thread.join()
+    return "printed"
+
+
 @app.http("/hello/{name}", methods=["GET"])
 def hello(req: hibana.Request, ctx: hibana.Context) -> str:
     ctx.log.info("greeting", name=req.params["name"])
