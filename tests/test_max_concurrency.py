@@ -131,11 +131,17 @@ def test_a_request_on_another_worker_gets_429_while_the_permit_is_held(app_dir: 
         assert b.get("/one/0").json()["pid"] == pid_b
 
 
-def test_waiters_on_different_workers_are_served_in_arrival_order(host: Host) -> None:
+def two_here_one_there(host: Host) -> tuple[httpx.Client, int, httpx.Client, httpx.Client]:
+    """Clients ``a`` and ``c`` on one worker (``a``'s pid), ``b`` on the other."""
     clients = pinned(host, 4)
     a, pid_a = clients[0]
-    c = next(client for client, pid in clients[1:] if pid == pid_a)  # a's worker
-    b = next(client for client, pid in clients if pid != pid_a)  # the other one
+    c = next(client for client, pid in clients[1:] if pid == pid_a)
+    b = next(client for client, pid in clients if pid != pid_a)
+    return a, pid_a, c, b
+
+
+def test_waiters_on_different_workers_are_served_in_arrival_order(host: Host) -> None:
+    a, _, c, b = two_here_one_there(host)
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         holder = pool.submit(a.get, "/one/1.5?tag=holder")
         host.wait_inflight(1, "one")
@@ -198,10 +204,7 @@ def test_a_worker_that_dies_holding_the_permit_gives_it_back(host: Host) -> None
 def test_a_request_that_waited_on_a_worker_that_died_gets_503_it_was_not_run(
     host: Host,
 ) -> None:
-    clients = pinned(host, 4)
-    a, pid_a = clients[0]
-    c = next(client for client, pid in clients[1:] if pid == pid_a)  # a's worker
-    b = next(client for client, pid in clients if pid != pid_a)  # the other one
+    a, pid_a, c, b = two_here_one_there(host)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         dying = pool.submit(a.get, "/one/2?die=1")
         host.wait_inflight(1, "one")

@@ -66,7 +66,8 @@ class Gate:
 
     With ``shared`` permits the limit holds across processes: a permit is taken from
     them, under the limit in force there (the serving version's; ``limit`` until one is
-    set), and one freed goes to a local waiter only if no other process's waits longer.
+    set), and one freed goes to a local waiter only if no other process's waits longer
+    and the limit in force (lowered, say) leaves room for it.
     ``horizon``: no invocation waits longer than this many seconds."""
 
     __slots__ = ("limit", "active", "_waiters", "_shared", "_column", "_horizon", "_poll")
