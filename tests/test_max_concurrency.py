@@ -292,7 +292,7 @@ async def one(req, ctx):
 """
 
 
-def version(name: str, limit: int = 1) -> str:
+def version(name: str, limit: int | None = 1) -> str:
     return VERSION.replace("VERSION", name).replace("LIMIT", str(limit))
 
 
@@ -346,3 +346,50 @@ def test_a_limit_raised_by_a_reload_lets_in_the_old_versions_waiters(tmp_path: P
             assert not holder.done()
             assert host.function_status("one")["max_concurrency"] == 3
             assert holder.result().text == "v1"
+
+
+def test_a_limit_dropped_by_a_reload_lets_in_the_old_versions_waiters(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "function_app.py").write_text(version("v1", limit=1))
+    for host in serve(app_dir, "--concurrency-wait", "20"):
+        with (
+            concurrent.futures.ThreadPoolExecutor(2) as pool,
+            host.client() as a,
+            host.client() as b,
+        ):
+            holder = pool.submit(a.get, "/one/8")
+            host.wait_inflight(1, "one")
+            waiter = pool.submit(b.get, "/one/0")
+            wait_for_a_waiter(host)
+            (app_dir / "function_app.py").write_text(version("v2", limit=None))
+            reloaded = run_cli("reload", "--app", str(app_dir))
+            assert reloaded.returncode == 0, reloaded.stderr
+            # the function the host serves has no limit now: not for the old version either
+            assert waiter.result(timeout=4).text == "v1"
+            assert not holder.done()
+            assert host.function_status("one")["max_concurrency"] is None
+            assert holder.result().text == "v1"
+
+
+def test_a_429_during_a_reload_names_the_limit_in_force(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "function_app.py").write_text(version("v1", limit=2))
+    for host in serve(app_dir, "--concurrency-wait", "5"):
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            clients = [host.client() for _ in range(3)]
+            holders = [pool.submit(c.get, "/one/8") for c in clients[:2]]
+            host.wait_inflight(2, "one")
+            waiter = pool.submit(clients[2].get, "/one/0")  # the old version's, behind them
+            wait_for_a_waiter(host)
+            (app_dir / "function_app.py").write_text(version("v2", limit=1))
+            reloaded = run_cli("reload", "--app", str(app_dir))
+            assert reloaded.returncode == 0, reloaded.stderr
+            refused = waiter.result()
+            assert refused.status_code == 429, refused.text
+            # the old worker turns it away under the new version's limit, and says so
+            assert "at its max_concurrency of 1;" in refused.json()["error"], refused.text
+            assert [h.result().text for h in holders] == ["v1", "v1"]
+            for c in clients:
+                c.close()

@@ -100,13 +100,17 @@ class Gate:
         self.active += 1
         return True
 
+    def in_force(self) -> int:
+        """The limit kept to now: across processes, the serving version's."""
+        shared = self._shared
+        return self.limit if shared is None else shared.limit(self._column, self.limit)
+
     def room(self) -> int:
         """How many more could start now (a snapshot: others may take them first)."""
         shared = self._shared
         if shared is None:
             return max(0, self.limit - self.active - len(self._waiters))
-        limit = shared.limit(self._column, self.limit)
-        return max(0, limit - shared.permits_held(self._column) - len(self._waiters))
+        return max(0, self.in_force() - shared.permits_held(self._column) - len(self._waiters))
 
     async def acquire(self, timeout: float, cancellation: Cancellation | None = None) -> bool:
         """True once a slot is ours; False if none freed up within ``timeout`` seconds, or
@@ -346,6 +350,13 @@ class Dispatcher:
         if spec.max_concurrency is None:
             return None
         return self._gate(spec, spec.max_concurrency).room()
+
+    def limit(self, spec: FunctionSpec) -> int | None:
+        """``spec``'s max_concurrency in force (None: it has none): while the host reloads,
+        the serving version's, which may not be ``spec``'s own."""
+        if spec.max_concurrency is None:
+            return None
+        return self._gate(spec, spec.max_concurrency).in_force()
 
     async def run(
         self,

@@ -188,6 +188,8 @@ PERMIT_ROWS = 64
 PERMIT_COLUMNS = 256
 #: Cells per (row, column): permits held, and when the oldest waiter arrived (0: none).
 _CELLS = 2
+#: The limit in force of a function the serving version runs without a max_concurrency.
+NO_LIMIT = 2**31
 
 
 class PermitTable:
@@ -212,10 +214,11 @@ class PermitTable:
         os.ftruncate(fd, _permit_bytes(PERMIT_ROWS, PERMIT_COLUMNS))
         return cls(fd)
 
-    def enforce(self, column: int, limit: int) -> None:
+    def enforce(self, column: int, limit: int | None) -> None:
         """Every version's workers hold ``column``'s function to ``limit`` from now on
-        (after a reload, the new version's: the old one's waiters are let in under it)."""
-        self.limits[column] = limit
+        (after a reload, the new version's: the old one's waiters are let in under it;
+        None: the new version has no limit, so theirs are let in at once)."""
+        self.limits[column] = NO_LIMIT if limit is None else limit
 
     def row(self, row: int, columns: Sequence[int]) -> PermitRow:
         """Worker ``row``'s view; ``columns``: the table's column of each of its app's

@@ -670,10 +670,14 @@ class Supervisor:
 
     def _enforce_limits(self, zygote: Zygote) -> None:
         """``zygote``'s version serves: its functions' ``max_concurrency`` are the limits
-        every version's workers keep to (by function name)."""
-        for fn, column in zip(zygote.functions, self._columns_of(zygote), strict=True):
+        every version's workers keep to (by function name); one it runs without a limit
+        has none for an older version's workers either."""
+        self._columns_of(zygote)  # a column for each of its functions with a limit
+        for fn in zygote.functions:
+            column = self._permit_columns.get(fn["name"], -1)
             if column >= 0:
-                self.permits.enforce(column, int(fn["max_concurrency"]))
+                limit = fn.get("max_concurrency")
+                self.permits.enforce(column, None if limit is None else int(limit))
 
     def permit_column(self, function: str) -> int | None:
         """``function``'s column in the permit table (None: it has none)."""

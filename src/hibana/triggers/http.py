@@ -536,7 +536,7 @@ class HttpFront:
             return Response.json(
                 {
                     "error": f"function {spec.name!r} is at its max_concurrency of "
-                    f"{spec.max_concurrency}; retry later",
+                    f"{self.dispatcher.limit(spec)}; retry later",
                     "invocation_id": inv.id,
                 },
                 429,
