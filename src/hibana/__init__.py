@@ -2,8 +2,6 @@
 
 The public surface is what this module exports; everything else is private to hibana."""
 
-from importlib.metadata import PackageNotFoundError, version
-
 from hibana.app import App, Blueprint, FunctionSpec
 from hibana.context import Context, Invocation
 from hibana.datastructures import Files, FormData, Headers, QueryParams, UploadedFile
@@ -27,10 +25,7 @@ from hibana.responses import Response, StreamingResponse
 from hibana.store.base import Enqueued
 from hibana.timers import TimerInfo
 
-try:
-    __version__ = version("hibana")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
+__version__ = "0.1.0"
 
 __all__ = [
     "App",
