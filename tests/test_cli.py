@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import hibana
-from tests.hosts import APPS, run_cli
+from tests.hosts import APPS, copy_app, run_cli
 
 
 def test_version() -> None:
@@ -56,6 +56,21 @@ def test_port_in_use_names_the_port_and_the_fix() -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "--port" in result.stderr
+
+
+def test_admin_port_in_use_names_the_port_and_the_fix(tmp_path: Path) -> None:
+    app_dir = copy_app("basic", tmp_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("serve", str(app_dir), "--port", "0", "--admin-port", str(port))
+    assert result.returncode == 1
+    assert f"cannot listen for `hibana status` and `hibana reload` on 127.0.0.1:{port}" in (
+        result.stderr
+    )
+    assert "pass --admin-port another port" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("host", ["999.1.1.1", "192.0.2.1"])  # no such address; not ours

@@ -651,3 +651,94 @@ def test_a_failure_inside_the_server_is_a_logged_500_not_the_clients_400() -> No
     assert transport.closed
     assert line["msg"] == "the HTTP server failed to read a request"
     assert "route table exploded" in line["error"]
+
+
+@pytest.mark.parametrize(
+    ("declared", "why"),
+    [
+        (2, "the stream sent more than the 2 bytes its Content-Length declares"),
+        (10, "the stream ended after 4 of the 10 bytes its Content-Length declares"),
+    ],
+)
+def test_a_stream_longer_or_shorter_than_its_content_length_is_cut_short(
+    host: Host, declared: int, why: str
+) -> None:
+    """The client must not read the extra bytes as the next response, nor wait for ones
+    that never come."""
+    with host.client() as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.get(f"/answer-stream/200?h=Content-Length:{declared}")
+        assert client.get("/hello/next").text == "Hello next"  # on a new connection
+    deadline = time.monotonic() + 10
+    while not (lines := [x for x in host.logs() if why in x.get("error", "") and x.get("outcome")]):
+        assert time.monotonic() < deadline, f"no invocation line says {why!r}"
+        time.sleep(0.02)
+    assert [(x["msg"], x["level"], x["outcome"], x["status"]) for x in lines] == [
+        ("invocation", "error", "error", 200)
+    ]
+    with Connection(host) as conn:  # what went out: no more than declared, then the close
+        conn.send(b"GET /answer-stream/200?h=Content-Length:2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert resp.getheader("content-length") == "2"
+        assert conn.stream.reader.read() == b""  # the close, before a byte of "part"
+
+
+def test_a_streamed_204_carries_no_content_length(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(b"GET /answer-stream/204?h=Content-Length:4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert (resp.status, resp.getheader("content-length")) == (204, None)
+        conn.hello("after-204")
+
+
+def test_trailers_after_a_chunked_body_are_not_headers(host: Host) -> None:
+    """A trailer would otherwise slip past the checks the head went through: a second
+    Host, a forged cookie, a proxy's X-Forwarded-For (RFC 9110 6.5.1)."""
+    with Connection(host) as conn:
+        conn.send(
+            b"POST /inspect HTTP/1.1\r\nHost: x\r\nX-Multi: head\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\nHost: evil.example\r\nX-Multi: trailer\r\n"
+            b"Cookie: session=forged\r\n\r\n"
+        )
+        resp = conn.response()
+        assert resp.status == 200
+        seen = json.loads(resp.read())
+        assert (seen["x_multi"], seen["cookies"]) == (["head"], {})
+        conn.hello("next")
+
+
+def test_whitespace_after_a_header_value_is_not_part_of_it(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(b"GET /inspect HTTP/1.1\r\nHost: x \t\r\nX-Multi: value \t \r\n\r\n")
+        resp = conn.response()
+        assert resp.status == 200
+        assert json.loads(resp.read())["x_multi"] == ["value"]
+
+
+def test_a_pipelined_head_over_the_limit_gets_431(host: Host) -> None:
+    """Its start came in the read that ended the request before it."""
+    big = b"X-Big: " + b"a" * 40_000 + b"\r\n"  # over the default 32 KiB
+    with Connection(host) as conn:
+        conn.send(
+            b"GET /hello/a HTTP/1.1\r\nHost: x\r\n\r\nGET /hello/b HTTP/1.1\r\nHost: x\r\n"
+            + big
+            + b"\r\n"
+        )
+        first = conn.response()
+        assert (first.status, first.read()) == (200, b"Hello a")
+        second = conn.response()
+        assert second.status == 431
+        assert "request headers are over the limit" in second.read().decode()
+
+
+@pytest.mark.parametrize("control", ["%01", "%0B", "%1B", "%7F"])
+def test_a_response_header_with_a_control_character_is_a_500(host: Host, control: str) -> None:
+    with Connection(host) as conn:
+        conn.send(b"GET /answer/200?h=X-V:a%sb HTTP/1.1\r\nHost: x\r\n\r\n" % control.encode())
+        resp = conn.response()
+        assert resp.status == 500 and resp.getheader("x-v") is None
+        invocation_id = json.loads(resp.read())["invocation_id"]
+        conn.hello("next")
+    line = host.wait_for_log(invocation_id=invocation_id, msg="invocation")
+    assert "response header 'X-V' has a control character" in line["error"]

@@ -253,6 +253,7 @@ class HttpProtocol(asyncio.Protocol):
         #: When the current body began to be awaited (its rate is measured from there).
         self.body_from = 0.0
         self.hosts = 0  # Host header lines
+        self.measure = False
         self.host_ok = b""  # the last Host value found valid on this connection
         self.bad_host: bytes | None = None  # a Host value that is not one
         self.coding: bytes | None = None  # a transfer coding other than chunked
@@ -412,6 +413,9 @@ class HttpProtocol(asyncio.Protocol):
         return counted if end == -1 else counted - len(data) + end + 4
 
     def on_message_begin(self) -> None:
+        #: This head began inside a read that held the end of the one before (pipelining):
+        #: the bytes counted as they arrive missed its start, so it is measured whole.
+        self.measure = self.head_bytes == 0
         self.url = b""
         self.headers = []
         self.declared = -1
@@ -425,7 +429,13 @@ class HttpProtocol(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.head_bytes is None:
+            # a trailer field (after a chunked body): RFC 9110 6.5.1, never merged into
+            # the header section; the checks on Host, proxies' headers and the rest ran
+            # on the head alone, so a trailer could forge what they let through
+            return
         name = name.lower()
+        value = value.rstrip(b" \t")  # RFC 9110 5.5: no part of the value; llhttp keeps it
         if name == b"content-length":
             try:
                 self.declared = int(value)
@@ -450,6 +460,11 @@ class HttpProtocol(asyncio.Protocol):
         if self.refusal is not None:
             return  # the rest of a packet after a refusal: nothing more is answered
         self.head_bytes = None
+        if self.measure:
+            limit = self.server.max_header_bytes
+            if len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) > limit:
+                self._refuse(431, f"request headers are over the limit of {limit} bytes")
+                return
         parser = self.parser
         raw = self.parser.get_method()
         method = _METHODS.get(raw) or raw.decode("ascii")

@@ -207,7 +207,7 @@ class Supervisor:
             self._adopt(zygote)
             self._enforce_limits(zygote)
             self._start_duties(zygote)
-            self.admin = AdminEndpoint(self, self.config.admin_port)
+            self.admin = self._admin_endpoint()
             self.sel.register(self.admin.sock, selectors.EVENT_READ, "admin")
             self._tick()
             self._await_spawned(zygote)
@@ -667,6 +667,17 @@ class Supervisor:
             columns.get(fn["name"], -1) if fn.get("max_concurrency") else -1
             for fn in zygote.functions
         )
+
+    def _admin_endpoint(self) -> AdminEndpoint:
+        port = self.config.admin_port
+        try:
+            return AdminEndpoint(self, port)
+        except OSError as exc:
+            raise HostStartError(
+                f"cannot listen for `hibana status` and `hibana reload` on 127.0.0.1:{port}: "
+                f"{exc.strerror}; pass --admin-port another port, or leave it out (a free "
+                "one is picked)"
+            ) from None
 
     def _enforce_limits(self, zygote: Zygote) -> None:
         """``zygote``'s version serves: its functions' ``max_concurrency`` are the limits

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
@@ -131,18 +132,26 @@ _HOST_OWNED = frozenset(
 _CLOSE_KEPT = (b"connection", b"close")
 
 
+#: What a header value may not hold: controls other than the tab (RFC 9110 5.5).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]").search
+
+
 def _header(name: str, value: str) -> tuple[bytes, bytes] | None:
     """A response header as bytes, checked: a name that is not an HTTP token, or a value
-    with a line break, is a ValueError (it could forge headers); None for a header the
-    host owns (``_HOST_OWNED``). The common ones (content types) are cached."""
+    with a control character (a line break could forge headers), is a ValueError; None
+    for a header the host owns (``_HOST_OWNED``). The common ones (content types) are
+    cached."""
     key = (name, value)
     cached = _HEADERS.get(key)
     if cached is None:
         if not is_token(name):
             raise ValueError(f"response header name {name!r} is not a valid HTTP header name")
-        if "\r" in value or "\n" in value or "\0" in value:
+        bad = _CONTROL(value)
+        if bad is not None:
             raise ValueError(
-                f"response header {name!r} has a line break or NUL in its value {value!r}"
+                f"response header {name!r} has a control character ({bad.group()!r}) in its "
+                f"value {value!r}: a line break could forge headers, and clients refuse "
+                "the others (RFC 9110 5.5 allows tabs and visible characters)"
             )
         try:
             cached = (name.lower().encode("latin-1"), value.encode("latin-1"))
@@ -199,17 +208,43 @@ class _StreamDeadline:
         self._timer.cancel()
 
 
+class _WrongLength(ValueError):
+    """A streamed body that is not as long as its own Content-Length says."""
+
+
 async def _send_stream(
-    out: Responder, stream: AsyncIterator[bytes | str], log: Logger, inv: Invocation
+    out: Responder,
+    stream: AsyncIterator[bytes | str],
+    log: Logger,
+    inv: Invocation,
+    length: int | None = None,
 ) -> Outcome | None:
     """A streamed body, each chunk as it comes, then its end. None if it all went out;
     else what stopped it: an error (the caller cuts the body short, once it has noted
     why), or a client that went away or a worker that stopped (the stream is closed, so a
-    generator's ``finally`` runs, and ``inv``'s cancellation says why)."""
+    generator's ``finally`` runs, and ``inv``'s cancellation says why).
+
+    ``length``: the body's Content-Length. A chunk that would send more is not sent, and a
+    stream that ends short of it fails: either way the client must see the body cut
+    short, or it would read the rest as the next response (or wait for bytes that never
+    come)."""
+    sent = 0
     try:
         async for chunk in stream:
             if chunk:
-                await out.chunk(chunk.encode() if isinstance(chunk, str) else chunk)
+                data = chunk.encode() if isinstance(chunk, str) else chunk
+                if length is not None:
+                    sent += len(data)
+                    if sent > length:
+                        raise _WrongLength(
+                            f"the stream sent more than the {length} bytes its Content-Length "
+                            f"declares ({sent} so far)"
+                        )
+                await out.chunk(data)
+        if length is not None and sent < length:
+            raise _WrongLength(
+                f"the stream ended after {sent} of the {length} bytes its Content-Length declares"
+            )
     except asyncio.CancelledError as exc:
         overdue = exc.args == (OVERDUE,)
         if exc.args == (CLIENT_GONE,):
@@ -235,6 +270,10 @@ async def _send_stream(
         return Outcome("cancelled")
     except BaseException as exc:  # SystemExit too: the stream's failure, not the worker's
         log.exception("the response stream failed; the response is cut short", exc)
+        aclose = getattr(stream, "aclose", None)
+        if isinstance(exc, _WrongLength) and aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()  # stopped at a yield: its finally runs now
         return Outcome("error", error=exc)
     await out.end()
     return None
@@ -414,6 +453,7 @@ class HttpFront:
             response, extra = self._respond(outcome, inv, log)
             headers: list[tuple[bytes, bytes]] = []
             declared = None  # the function's own Content-Length
+            length = None  # ... which a streamed body must keep to
             try:
                 for name, value in response.headers:
                     header = _header(name, value)
@@ -442,8 +482,10 @@ class HttpFront:
                     headers.append(declared)  # a HEAD answer that says what GET would send
                 else:
                     headers.append((b"content-length", b"%d" % len(body)))
-            elif declared is not None:
+            elif declared is not None and status != 204:  # RFC 9110 8.6: not on a 204
                 headers.append(declared)
+                if status != 205 and status != 304 and scope["method"] != "HEAD":
+                    length = int(declared[1])  # a body of this many bytes, or it is cut short
             elif status == 205:
                 headers.append(_NO_CONTENT)
             headers.append((b"traceparent", trace.traceparent.encode()))
@@ -458,7 +500,7 @@ class HttpFront:
                     self.dispatcher.hold(inv)
                     watch = _StreamDeadline(inv, self.dispatcher.cancel_grace)
                     try:
-                        stopped = await _send_stream(out, stream, log, inv)
+                        stopped = await _send_stream(out, stream, log, inv, length)
                     finally:
                         watch.cancel()
                         del self.streaming[inv.id]
