@@ -365,3 +365,25 @@ def test_a_published_event_with_a_bad_extension_is_refused_at_the_call(
 
     with pytest.raises(EventError, match=problem):
         new_event(type="t", source="s", extensions=extensions)
+
+
+def test_a_message_on_a_subscriptions_queue_that_is_no_event_is_a_dead_letter(
+    host: Host, app_dir: Path
+) -> None:
+    """Put there by hand (``hibana queue send event:everything``): retrying cannot help."""
+    sent = run_cli("queue", "send", "event:everything", "--data", "1", "--app", str(app_dir))
+    assert sent.returncode == 0, sent.stderr
+    line = host.wait_for_log(msg="dead letter, not run")
+    assert (line["function"], line["queue"], line["attempt"]) == (
+        "everything",
+        "event:everything",
+        1,
+    )
+    assert line["error"] == "cannot be delivered: the event is not a JSON object"
+    listed = run_cli("queue", "dlq", "event:everything", "--app", str(app_dir), "--json")
+    (dead,) = json.loads(listed.stdout)
+    assert dead["errors"][0]["error"] == line["error"]
+    assert not delivered(app_dir, "everything")
+    # the subscription serves on
+    assert post_event(host, run_event()).status_code in (200, 202)
+    wait_until(lambda: delivered(app_dir, "everything"), what="the next event")

@@ -96,7 +96,13 @@ def test_a_failing_message_is_retried_until_it_succeeds(host: Host, app_dir: Pat
     assert (on_order["invocations"], on_order["errors"]) == (3, 2)
     # hibana status shows the queues too (refreshed every 2 s)
     queues = wait_until(lambda: host.status()["queues"], timeout=10)
-    assert {q["queue"] for q in queues} == {"orders", "batches", "warehouse-a", "warehouse-b"}
+    assert {q["queue"] for q in queues} == {
+        "orders",
+        "batches",
+        "poison",
+        "warehouse-a",
+        "warehouse-b",
+    }
     shown = run_cli("status", "--app", str(app_dir))
     assert shown.returncode == 0 and "dead letters" in shown.stdout and "orders" in shown.stdout
     functions = [f["name"] for f in host.status()["functions"]]
@@ -163,7 +169,7 @@ def test_idempotency_keys_make_one_message(host: Host, app_dir: Path) -> None:
             "queue",
             "QueueError",
             "no function of this app consumes the queue 'nope'; declared queues: batches, "
-            "orders, warehouse-a, warehouse-b",
+            "orders, poison, warehouse-a, warehouse-b",
         ),
         ("type", "TypeError", "Encoding objects of type object is unsupported"),
         ("big", "QueueError", "over the limit of 262144"),
@@ -256,6 +262,32 @@ def test_kill_9_of_the_worker_holding_a_message_delivers_it_again(
     )[0]
     assert again["id"] == sent["id"] and again["pid"] != first["pid"]
     host.wait_for_log(function="on_order", outcome="ok", message_id=sent["id"], attempt=2)
+
+
+def test_a_message_that_kills_every_worker_it_meets_becomes_a_dead_letter(
+    host: Host, app_dir: Path
+) -> None:
+    sent = run_cli("queue", "send", "poison", "--data", '{"kill": 1}', "--app", str(app_dir))
+    assert sent.returncode == 0, sent.stderr
+
+    def dead() -> list[dict[str, Any]]:
+        listed = run_cli("queue", "dlq", "poison", "--app", str(app_dir), "--json")
+        return list(json.loads(listed.stdout))
+
+    (letter,) = wait_until(dead, timeout=30, what="the poison message to be dead-lettered")
+    # it ran max_attempts (2) times, each death noted; the third delivery did not run it
+    assert [(r["attempt"], r["errors"]) for r in records(app_dir, "poison")] == [
+        (1, []),
+        (2, ["attempt 1 never ended: its worker died in it (or its lease ran out unsettled)"]),
+    ]
+    assert [e["attempt"] for e in letter["errors"]] == [1, 2, 3]
+    assert letter["errors"][1]["error"].startswith("attempt 2 never ended: its worker died")
+    assert letter["errors"][2]["error"].startswith("not run again: attempt 2 of 2 never ended")
+    line = host.wait_for_log(msg="dead letter, not run")
+    assert (line["function"], line["queue"], line["attempt"]) == ("on_poison", "poison", 3)
+    time.sleep(1.5)  # past another lease: nothing runs it again
+    assert len(records(app_dir, "poison")) == 2
+    assert host.status()["workers"]  # and the host serves on
 
 
 def test_a_message_wakes_a_host_scaled_to_zero(app_dir: Path) -> None:

@@ -3,6 +3,7 @@ before the host serves."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -64,10 +65,22 @@ def test_functions_read_granted_secrets_and_logs_never_show_them(app_dir: Path) 
         error = host.wait_for_log(msg="function raised")
         assert "the API refused token [REDACTED]" in error["error"]
         assert "[REDACTED]" in error["traceback"]
+        with host.client() as client:
+            assert client.get("/uses-token", params={"stderr": "1"}).status_code == 200
+            assert client.get("/uses-token", params={"enqueue": "1"}).status_code == 200
+        host.wait_for_log(function="token_job", outcome="error")
+        # a dead letter keeps its error: with the value redacted, as in the log
+        dlq = run_cli("queue", "dlq", "token-jobs", "--json", "--app", str(app_dir))
+        assert dlq.returncode == 0, dlq.stderr
+        (dead,) = json.loads(dlq.stdout)
+        assert dead["errors"][0]["error"] == "RuntimeError: the job's token [REDACTED] was refused"
         host.signal(signal.SIGTERM)
         host.wait_exit()
     everything = "\n".join(host.stdout_lines + host.stderr_lines)
     assert API_TOKEN not in everything
+    # what the function wrote to stderr went out, redacted
+    for written in ("ValueError: printed token", "UserWarning: warned token", "raw token"):
+        assert f"{written} [REDACTED]" in everything
 
 
 def test_a_missing_secret_stops_the_start_naming_it(app_dir: Path) -> None:

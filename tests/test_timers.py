@@ -3,6 +3,7 @@ host that was down fires the missed slot once, past due."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 import hibana
+from hibana.store import NewMessage, open_store
 from hibana.timers import Schedule
 from tests.hosts import copy_app, read_jsonl, started
 from tests.test_queues import wait_until
@@ -106,3 +108,18 @@ def test_schedule_slots_follow_the_time_zone() -> None:
     every_ten_seconds = Schedule("*/10 * * * * *")
     assert every_ten_seconds.next_after(1_800_000_003.5) == 1_800_000_010.0
     assert every_ten_seconds.last_at_or_before(1_800_000_010.0) == 1_800_000_010.0
+
+
+def test_a_message_on_a_timers_queue_that_is_no_slot_is_dropped_and_said(tmp_path: Path) -> None:
+    app_dir = copy_app("timers", tmp_path)
+    for host in started(app_dir, "--workers", "1"):
+        # the CLI sends to no timer's queue: another program's write to the store, say
+        store = open_store(None, app_dir)
+        try:
+            asyncio.run(store.enqueue(NewMessage("timer:tick", b'"soon"')))
+        finally:
+            store.close()
+        line = host.wait_for_log(msg="timer slot dropped, not run")
+        assert (line["function"], line["queue"]) == ("tick", "timer:tick")
+        assert line["error"] == "cannot be delivered: b'\"soon\"' is not a timer slot"
+        wait_until(lambda: len(fired(app_dir, "tick")) >= 2, timeout=20, what="the ticks go on")

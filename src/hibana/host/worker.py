@@ -39,6 +39,7 @@ from hibana.telemetry.logs import (
     Logger,
     LogSink,
     PrintedLines,
+    ScrubbedText,
     current_logger,
     error_fields,
     timestamp,
@@ -171,6 +172,7 @@ class Worker:
         root.handlers = [handler]
         root.setLevel(config.log_level.upper())
         sys.stdout = PrintedLines(self.sink, {"worker": self.index, "pid": os.getpid()})
+        sys.stderr = ScrubbedText(self.sink, sys.__stderr__ or sys.stderr)
         pool = FunctionThreads(config.threads)
         self.dispatcher = Dispatcher(
             pool,

@@ -21,7 +21,7 @@ import time
 import traceback
 import weakref
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import msgspec
 
@@ -49,6 +49,7 @@ class LogSink:
         self._flush_scheduled = False
         #: Secret values as they appear inside JSON strings; replaced before any write.
         self._redact: tuple[bytes, ...] = ()
+        self._values: tuple[str, ...] = ()
         #: The owner's flush timer is slow now (nothing is running): a line from another
         #: thread asks the loop for a flush of its own.
         self.prompt = False
@@ -59,6 +60,16 @@ class LogSink:
         # Longest first, so a secret that contains another is replaced whole.
         encoded = {_encode(v)[1:-1] for v in values if v}
         self._redact = tuple(sorted(encoded, key=len, reverse=True))
+        self._values = tuple(sorted({v for v in values if v}, key=len, reverse=True))
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret value given to ``redact`` replaced by ``[REDACTED]``:
+        for what is kept or written other than as a log line (a dead letter's error,
+        stderr)."""
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, "[REDACTED]")
+        return text
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Buffer lines and write them once per turn of ``loop``. Lines from other threads
@@ -381,6 +392,40 @@ class PrintedLines(io.TextIOBase):
         """Write every thread's unfinished line (the process ends)."""
         for line in list(self._unfinished):
             line.out()
+
+
+class ScrubbedText(io.TextIOBase):
+    """``sys.stderr`` in the workers: what is written there (a traceback a function
+    prints, a warning) goes to ``stream`` with the granted secrets' values replaced by
+    ``[REDACTED]``, as in the log lines (``LogSink.scrub``). A value written in two
+    pieces is not caught; the standard library writes a traceback line or a warning whole."""
+
+    def __init__(self, sink: LogSink, stream: io.TextIOBase | IO[str]) -> None:
+        super().__init__()
+        self._sink = sink
+        self._stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return str(getattr(self._stream, "encoding", "utf-8"))
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._stream.write(self._sink.scrub(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
 
 
 class _PrintedBytes(io.RawIOBase):

@@ -428,27 +428,20 @@ class QueueConsumer:
 
     async def _handle(self, spec: FunctionSpec, deliveries: list[Delivery]) -> None:
         trigger = spec.trigger
-        first = deliveries[0]
         started = time.monotonic()
         now = time.time()
-        payload: Any
         assert isinstance(trigger, QueueTrigger | TimerTrigger)
-        if isinstance(trigger, EventTrigger):
-            payload = CloudEvent.from_json(first.body)
-        elif isinstance(trigger, TimerTrigger):
-            info = _decode(first.body)
-            payload = TimerInfo(
-                trigger.schedule.expression,
-                float(info["slot"]),
-                bool(info.get("past_due", False)),
-                bool(info.get("on_startup", False)),
-            )
-        else:
-            messages = [
-                Message(d.id, d.queue, d.body, d.attempt, d.enqueued_at, d.errors)
-                for d in deliveries
-            ]
-            payload = messages[0] if len(messages) == 1 and trigger.batch_size == 1 else messages
+        for d in deliveries:
+            _note_unsettled(d, now)
+        deliveries = self._set_aside(spec, deliveries, now)
+        if not deliveries:
+            return
+        first = deliveries[0]
+        try:
+            payload = _payload(trigger, deliveries)
+        except Exception as exc:  # a body the function cannot be given: not worth retrying
+            self._set_aside(spec, deliveries, now, f"cannot be delivered: {exc}")
+            return
         trace = continue_or_start(first.trace)
         # the deadline never outlives the lease: past it, another worker may have the message
         latest = started + max(0.0, first.lease_until - now)
@@ -472,9 +465,7 @@ class QueueConsumer:
             inv, Context(inv, log, self.outbox, self.secrets.get(spec.name))
         )
         settles, line = self._settle(spec, deliveries, outcome, log)
-        self._settles.extend(settles)
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush_settles())
+        self._add_settles(settles)
         line["duration_ms"] = millis(time.monotonic() - started)
         line["queue"] = first.queue
         batched = isinstance(trigger, QueueTrigger) and trigger.batch_size > 1
@@ -488,6 +479,52 @@ class QueueConsumer:
             line["cold_start_ms"] = millis((inv.cold_start_ms or 0.0) / 1000)
         ok = line["outcome"] == "ok"
         log.log("info" if ok else "error", "invocation", **line)
+
+    def _add_settles(self, settles: list[Settle]) -> None:
+        self._settles.extend(settles)
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush_settles())
+
+    def _set_aside(
+        self, spec: FunctionSpec, deliveries: list[Delivery], now: float, why: str | None = None
+    ) -> list[Delivery]:
+        """The deliveries not to run, settled without running: all of them with ``why``
+        (they cannot be run), else those whose last attempt allowed never ended (their
+        worker died in it, a poison message most likely: run again, it would kill worker
+        after worker). A queue's become dead letters; a timer's slot is dropped (a failed
+        timer is not retried). Returns the rest, to run."""
+        trigger = spec.trigger
+        assert isinstance(trigger, QueueTrigger | TimerTrigger)
+        keeps = isinstance(trigger, QueueTrigger) and trigger.dead_letters
+        allowed = trigger.max_attempts if isinstance(trigger, QueueTrigger) and keeps else 1
+        rest: list[Delivery] = []
+        settles: list[Settle] = []
+        for d in deliveries:
+            if why is None and d.attempt <= allowed:
+                rest.append(d)
+                continue
+            if why is None:
+                error = (
+                    f"not run again: attempt {d.attempt - 1} of {allowed} never ended (its "
+                    "worker died in it, or its lease ran out before it was settled)"
+                )
+            else:
+                error = self.sink.scrub(why)
+            errors = [*d.errors, {"attempt": d.attempt, "error": error, "at": round(now, 3)}]
+            if keeps:
+                settles.append(Settle("dead", d.id, d.attempt, error=error, errors=errors))
+            else:
+                settles.append(Settle("ack", d.id, d.attempt))
+            Logger(self.sink, {**self.log.fields, "function": spec.name}).error(
+                "dead letter, not run" if keeps else "timer slot dropped, not run",
+                queue=d.queue,
+                message_id=d.id,
+                attempt=d.attempt,
+                error=error,
+            )
+        if settles:
+            self._add_settles(settles)
+        return rest
 
     def _settle(
         self,
@@ -519,6 +556,7 @@ class QueueConsumer:
             assert error is not None
             text = f"{type(error).__name__}: {error}"
             log.exception("function raised", error)
+        text = self.sink.scrub(text)  # kept in the store, shown by `hibana queue dlq`
         line["error"] = text
         trigger = spec.trigger
         settles: list[Settle] = []
@@ -546,6 +584,47 @@ class QueueConsumer:
         if dead:
             line["dead_lettered"] = dead if trigger.batch_size > 1 else True  # type: ignore[union-attr]
         return settles, line
+
+
+def _payload(trigger: QueueTrigger | TimerTrigger, deliveries: list[Delivery]) -> Any:
+    """What the function is given: raises if a body is not what its trigger sends (a
+    message put on an event or timer queue by hand, say)."""
+    first = deliveries[0]
+    if isinstance(trigger, EventTrigger):
+        return CloudEvent.from_json(first.body)
+    if isinstance(trigger, TimerTrigger):
+        try:
+            info = _decode(first.body)
+            return TimerInfo(
+                trigger.schedule.expression,
+                float(info["slot"]),
+                bool(info.get("past_due", False)),
+                bool(info.get("on_startup", False)),
+            )
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError):
+            raise ValueError(f"{first.body[:200]!r} is not a timer slot") from None
+    messages = [
+        Message(d.id, d.queue, d.body, d.attempt, d.enqueued_at, d.errors) for d in deliveries
+    ]
+    return messages[0] if len(messages) == 1 and trigger.batch_size == 1 else messages
+
+
+#: The error an attempt that never ended is given (the worker running it died).
+UNSETTLED = "attempt {} never ended: its worker died in it (or its lease ran out unsettled)"
+
+
+def _note_unsettled(d: Delivery, now: float) -> None:
+    """Add to ``d.errors`` the attempts before this one that left no error: none was
+    settled (a shutdown's release does not count its attempt), so its worker died."""
+    if d.attempt <= 1 or len(d.errors) >= d.attempt - 1:
+        return  # the common case: a first delivery, or every earlier attempt said why
+    seen = {e.get("attempt") for e in d.errors}
+    d.errors.extend(
+        {"attempt": n, "error": UNSETTLED.format(n), "at": round(now, 3)}
+        for n in range(1, d.attempt)
+        if n not in seen
+    )
+    d.errors.sort(key=lambda e: int(e.get("attempt") or 0))
 
 
 def timer_body(slot: float, past_due: bool, on_startup: bool = False) -> bytes:

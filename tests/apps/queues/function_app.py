@@ -130,3 +130,10 @@ async def wrong_in_async(req: hibana.Request, ctx: hibana.Context) -> dict[str, 
     except RuntimeError as exc:
         return {"error": str(exc)}
     return {"error": "none"}
+
+
+@app.queue("poison", max_attempts=2, visibility_timeout=1, timeout=0.5)
+def on_poison(msg: hibana.Message, ctx: hibana.Context) -> None:
+    """Kills its worker: a message that crashes whoever runs it."""
+    record("poison", id=msg.id, attempt=msg.attempt, errors=[e["error"] for e in msg.errors])
+    os._exit(3)

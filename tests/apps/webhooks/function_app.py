@@ -6,7 +6,10 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 import time
+import traceback
+import warnings
 from pathlib import Path
 
 import httpx
@@ -76,4 +79,18 @@ def uses_token(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
         refused = str(exc)
     if req.query.get("fail"):
         raise RuntimeError(f"the API refused token {token}")
+    if req.query.get("stderr"):  # what a function writes to stderr, not through ctx.log
+        try:
+            raise ValueError(f"printed token {token}")
+        except ValueError:
+            traceback.print_exc()
+        warnings.warn(f"warned token {token}", stacklevel=1)
+        sys.stderr.write(f"raw token {token}\n")
+    if req.query.get("enqueue"):
+        ctx.enqueue_sync("token-jobs", {})
     return {"length": len(token), "refused": refused, "names": sorted(ctx.secrets)}
+
+
+@app.queue("token-jobs", max_attempts=1, secrets=["api-token"])
+def token_job(msg: hibana.Message, ctx: hibana.Context) -> None:
+    raise RuntimeError(f"the job's token {ctx.secrets['api-token']} was refused")
