@@ -4,6 +4,8 @@ host that was down fires the missed slot once, past due."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import json
 import time
 from datetime import UTC, datetime
@@ -15,7 +17,7 @@ import pytest
 import hibana
 from hibana.store import NewMessage, open_store
 from hibana.timers import Schedule
-from tests.hosts import copy_app, read_jsonl, started
+from tests.hosts import Host, copy_app, read_jsonl, started
 from tests.test_queues import wait_until
 
 
@@ -123,3 +125,42 @@ def test_a_message_on_a_timers_queue_that_is_no_slot_is_dropped_and_said(tmp_pat
         assert (line["function"], line["queue"]) == ("tick", "timer:tick")
         assert line["error"] == "cannot be delivered: b'\"soon\"' is not a timer slot"
         wait_until(lambda: len(fired(app_dir, "tick")) >= 2, timeout=20, what="the ticks go on")
+
+
+SLOW = """
+import time
+
+import hibana
+
+app = hibana.App()
+
+
+@app.timer("* * * * * *")
+def slow(timer: hibana.TimerInfo, ctx: hibana.Context) -> None:
+    ctx.log.info("slow run", slot=timer.scheduled_ts)
+    time.sleep(2.2)
+"""
+
+
+def runs(host: Host, at_least: int) -> bool:
+    return len([x for x in host.logs() if x.get("msg") == "slow run"]) >= at_least
+
+
+def test_a_timer_slower_than_its_period_has_one_slot_waiting_not_a_backlog(
+    tmp_path: Path,
+) -> None:
+    app_dir = tmp_path / "slow"
+    app_dir.mkdir()
+    (app_dir / "function_app.py").write_text(SLOW)
+    for host in started(app_dir, "--workers", "1"):
+        wait_until(functools.partial(runs, host, 3), timeout=30, what="3 runs")
+        store = open_store(None, app_dir)
+        try:
+            (stats,) = [s for s in asyncio.run(store.stats()) if s.queue == "timer:slow"]
+        finally:
+            store.close()
+        # a slot fires every second, a run takes 2.2 s: the slots that came while it ran
+        # are one run, of the latest of them
+        assert stats.ready <= 1 and stats.in_flight <= 1, stats
+    slots = [x["slot"] for x in host.logs() if x.get("msg") == "slow run"]
+    assert slots == sorted(slots) and all(b - a >= 2 for a, b in itertools.pairwise(slots))

@@ -194,9 +194,15 @@ def test_a_timer_slot_fires_once_across_hosts(open_stores: Callable[[], Store]) 
     assert run(one.last_fire("sweep")) is None
     assert run(one.fire_timer("sweep", slot, msg("timer:sweep"))) is True
     assert run(two.fire_timer("sweep", slot, msg("timer:sweep"))) is False
-    assert run(two.fire_timer("sweep", slot + 60, msg("timer:sweep"))) is True
+    assert run(two.fire_timer("sweep", slot + 60, msg("timer:sweep", b"60"))) is True
     assert run(one.last_fire("sweep")) == slot + 60
-    assert len(run(one.claim("timer:sweep", "w", 10, lease=30))) == 2
+    # the first slot's message still waited: it became the second's (one waits at most)
+    (running,) = run(one.claim("timer:sweep", "w", 10, lease=30))
+    assert running.body == b"60"
+    # one being run is not touched: the next slot waits behind it
+    assert run(two.fire_timer("sweep", slot + 120, msg("timer:sweep", b"120"))) is True
+    assert run(two.fire_timer("sweep", slot + 180, msg("timer:sweep", b"180"))) is True
+    assert [d.body for d in run(one.claim("timer:sweep", "w", 10, lease=30))] == [b"180"]
 
 
 def test_declared_queues(store: Store) -> None:

@@ -364,7 +364,15 @@ class SqlEngine(Engine):
         )
         if cur.rowcount != 1:
             return False
-        self.enqueue(now, [message])
+        # A slot still waiting (the run before it is slower than the period) becomes this
+        # one: one waits at most. Not one being run (leased), nor one delivered again.
+        waiting = self._exec(
+            "UPDATE hibana_messages SET body = ?, trace = ? WHERE id = (SELECT MIN(id) FROM "
+            "hibana_messages WHERE queue = ? AND leased = 0) AND leased = 0",
+            (message.body, message.trace, message.queue),
+        )
+        if waiting.rowcount != 1:
+            self.enqueue(now, [message])
         self._exec(
             "DELETE FROM hibana_timer_fires WHERE function = ? AND slot < ("
             "SELECT MIN(slot) FROM (SELECT slot FROM hibana_timer_fires WHERE function = ? "

@@ -595,12 +595,12 @@ def _payload(trigger: QueueTrigger | TimerTrigger, deliveries: list[Delivery]) -
     if isinstance(trigger, TimerTrigger):
         try:
             info = _decode(first.body)
-            return TimerInfo(
-                trigger.schedule.expression,
-                float(info["slot"]),
-                bool(info.get("past_due", False)),
-                bool(info.get("on_startup", False)),
-            )
+            slot = float(info["slot"])
+            on_startup = bool(info.get("on_startup", False))
+            # late when it runs, not only when it fired (it waited behind a slow run)
+            late = not on_startup and time.time() - slot > LATE_AFTER
+            past_due = bool(info.get("past_due", False)) or late
+            return TimerInfo(trigger.schedule.expression, slot, past_due, on_startup)
         except (msgspec.DecodeError, KeyError, TypeError, ValueError):
             raise ValueError(f"{first.body[:200]!r} is not a timer slot") from None
     messages = [
@@ -625,6 +625,11 @@ def _note_unsettled(d: Delivery, now: float) -> None:
         if n not in seen
     )
     d.errors.sort(key=lambda e: int(e.get("attempt") or 0))
+
+
+#: A timer's slot run later than this is past due (the host was busy or asleep, or the
+#: run before it took longer than the period).
+LATE_AFTER = 5.0
 
 
 def timer_body(slot: float, past_due: bool, on_startup: bool = False) -> bytes:

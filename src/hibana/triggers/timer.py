@@ -1,6 +1,8 @@
 """The timer trigger's scheduler. It runs in the host (supervisor), never in a worker:
 at each slot it records the fire in the store and enqueues a message on the timer's own
-queue, in one transaction. The fire record is unique per (function, slot), so a slot
+queue, in one transaction (or, when one still waits there, behind a run that takes longer
+than the period, makes that one the new slot: a slow timer has one run waiting, not a
+backlog that grows for ever). The fire record is unique per (function, slot), so a slot
 fires once across every host sharing the store, whichever gets there first; a worker
 (started from zero if need be) consumes the message like any queue message.
 """
@@ -13,10 +15,7 @@ from dataclasses import dataclass
 
 from hibana.store.base import NewMessage, Store
 from hibana.timers import Schedule
-from hibana.triggers.queue import timer_body
-
-#: A slot fired later than this is marked past due (the host was busy or asleep).
-LATE_AFTER = 5.0
+from hibana.triggers.queue import LATE_AFTER, timer_body
 
 
 @dataclass(slots=True)
