@@ -5,15 +5,26 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.hosts import Host, copy_app, run_cli, started
-from tests.test_webhooks import API_TOKEN, GH_SECRET, SLACK_SECRET, set_all, set_secret
+from tests.test_webhooks import (
+    API_TOKEN,
+    GH_SECRET,
+    SECRETS,
+    SLACK_SECRET,
+    set_all,
+    set_secret,
+)
 
 
 @pytest.fixture
@@ -130,3 +141,32 @@ def test_secrets_are_not_in_the_environment_of_workers(app_dir: Path) -> None:
         environ = Path(f"/proc/{pid}/environ").read_bytes()
         assert API_TOKEN.encode() not in environ
         assert os.environ.get("HIBANA_SECRET_KEY_FILE", "").encode() in environ
+
+
+def test_a_missing_secret_on_postgresql_names_the_store_in_the_fix(
+    app_dir: Path, pg_store_url: str
+) -> None:
+    """The fix must set it where the host looks, not in the app folder's SQLite store."""
+
+    def run(command: str, value: str) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", *shlex.split(command)],
+            input=value,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+
+    given = f"hibana secrets set api-token --app {app_dir} --store '{pg_store_url}'"
+    run(given, API_TOKEN)
+    host = Host(app_dir, "--store", pg_store_url)
+    assert host.wait_exit() == 1
+    err = "\n".join(host.stderr_lines)
+    fix = re.search(r"set it with: (hibana secrets set (\S+) --app \S+ --store '(\S+)')", err)
+    assert fix is not None and fix.group(3) == pg_store_url, err
+    # the commands, run as said, set them where the host looks: it starts
+    for name, value in SECRETS.items():
+        run(fix.group(1).replace(f"set {fix.group(2)} ", f"set {name} ", 1), value)
+    for _host in started(app_dir, "--workers", "1", "--store", pg_store_url):
+        pass

@@ -41,14 +41,18 @@ def set_secret(app_dir: Path, name: str, value: str) -> subprocess.CompletedProc
     )
 
 
+#: Every secret the webhooks test app names.
+SECRETS = {
+    "gh-secret": GH_SECRET,
+    "slack-secret": SLACK_SECRET,
+    "std-secret": STD_SECRET,
+    "api-token": API_TOKEN,
+}
+
+
 def set_all(app_dir: Path) -> None:
     """Set every secret the webhooks test app names."""
-    for name, value in (
-        ("gh-secret", GH_SECRET),
-        ("slack-secret", SLACK_SECRET),
-        ("std-secret", STD_SECRET),
-        ("api-token", API_TOKEN),
-    ):
+    for name, value in SECRETS.items():
         done = set_secret(app_dir, name, value)
         assert done.returncode == 0, done.stderr
 

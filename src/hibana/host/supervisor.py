@@ -285,10 +285,14 @@ class Supervisor:
             sealed = asyncio.run(store.secrets(sorted({name for _, name in wanted})))
             for function, name in sorted(wanted):
                 if name not in sealed:
+                    # the store this host was given, or the command would set it elsewhere
+                    where = "" if self.config.store is None else f" --store '{store.display}'"
+                    if ":***@" in where:
+                        where += " (with the password for ***)"
                     raise SecretError(
                         f"function {function!r} names secret {name!r}, which is not set in "
                         f"{store.display}; set it with: hibana secrets set {name} "
-                        f"--app {self.config.app_dir}"
+                        f"--app {self.config.app_dir}{where}"
                     )
                 self._secret_values.add(unseal(key, name, sealed[name]))
         except (SecretError, StoreError) as exc:
