@@ -337,3 +337,22 @@ def test_an_app_cannot_register_itself() -> None:
     app = hibana.App()
     with pytest.raises(AppError, match="An App cannot register itself"):
         app.register(app)
+
+
+@pytest.mark.parametrize(
+    ("declare", "kind"),
+    [
+        (lambda app: app.queue("a b"), "queue"),
+        (lambda app: app.event(""), "topic"),
+        (lambda app: app.event("a/b"), "topic"),
+    ],
+)
+def test_a_bad_queue_or_topic_name_is_named_as_what_it_is(
+    declare: Callable[[hibana.App], Callable[[Any], Any]], kind: str
+) -> None:
+    app = hibana.App()
+
+    def fn(item: Any, ctx: Context) -> None: ...
+
+    with pytest.raises(AppError, match=f"the {kind} name must be 1 to 200 letters"):
+        declare(app)(fn)

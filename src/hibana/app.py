@@ -205,14 +205,15 @@ def _delivery(
     return trigger, float(run_for)
 
 
-def _check_queue_name(queue: object, what: str) -> None:
+def _check_queue_name(queue: object, what: str, kind: str = "queue") -> None:
+    """``kind``: what the name names (a queue, a topic)."""
     if (
         not isinstance(queue, str)
         or not queue
         or len(queue) > 200
         or not set(queue) <= _QUEUE_NAME_CHARS
     ):
-        raise AppError(f"{what}: the queue name must be 1 to 200 letters, digits, '-', '_' or '.'")
+        raise AppError(f"{what}: the {kind} name must be 1 to 200 letters, digits, '-', '_' or '.'")
 
 
 def _check_positive(value: object, what: str, where: str, integer: bool = False) -> None:
@@ -375,7 +376,7 @@ class Blueprint:
 
         def decorate(fn: F) -> F:
             location, where, fn_name = self._describe(fn, name, decl_site)
-            _check_queue_name(topic, f"app.event({topic!r}) in {where}")
+            _check_queue_name(topic, f"app.event({topic!r}) in {where}", "topic")
             if filter is not None and not isinstance(filter, Filter):
                 raise AppError(
                     f"filter={filter!r} in {where} must be a hibana.Filter, e.g. "
@@ -576,7 +577,7 @@ class Blueprint:
                 f"app.webhook({path!r}) in {where}: provider={provider!r} is not one of "
                 f"{', '.join(PROVIDERS)}"
             )
-        _check_queue_name(topic, f"app.webhook({path!r}, topic={topic!r}) in {where}")
+        _check_queue_name(topic, f"app.webhook({path!r}, topic={topic!r}) in {where}", "topic")
         if ack is not None and not callable(ack):
             raise AppError(f"app.webhook({path!r}) in {where}: ack must be callable")
         _check_positive(timeout, "timeout", where)
