@@ -164,6 +164,16 @@ def test_unsupported_return_type_is_a_500_that_names_the_type(basic_host: Host) 
     assert "returned int" in line["error"]
     line = basic_host.wait_for_log(msg="invocation", invocation_id=r.headers["x-invocation-id"])
     assert (line["outcome"], line["status"], line["level"]) == ("error", 500, "error")
+    with basic_host.client() as client:
+        r = client.get("/bad-return", params={"in": "dict"})
+    assert r.status_code == 500
+    line = basic_host.wait_for_log(
+        msg="function raised", invocation_id=r.headers["x-invocation-id"]
+    )
+    assert line["error"].startswith(
+        "TypeError: function 'bad_return' returned a dict that is not JSON: Encoding objects "
+        "of type object is unsupported"
+    )
 
 
 def test_every_invocation_logs_one_structured_line(basic_host: Host) -> None:

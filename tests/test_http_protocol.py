@@ -577,6 +577,7 @@ def test_options_star_names_the_methods_the_host_serves(host: Host) -> None:
         resp = conn.response()
         assert resp.status == 400
         assert json.loads(resp.read()) == {"error": "the request target * is for OPTIONS, not GET"}
+    host.wait_for_log(msg="no function", status=400)  # a line says so, as for a 404
 
 
 def test_percent_encoded_and_absolute_form_targets_are_understood(host: Host) -> None:

@@ -177,13 +177,13 @@ def to_response(value: Any, function: str) -> Response:
     if kind is str:
         return _plain(value.encode(), 200, "text/plain; charset=utf-8")
     if kind is dict or kind is list:
-        return _plain(_encode_json(value), 200, "application/json")
+        return _plain(_returned_json(value, function), 200, "application/json")
     if isinstance(value, Response):
         return value
     if isinstance(value, str):
         return _plain(value.encode(), 200, "text/plain; charset=utf-8")
     if isinstance(value, dict | list):
-        return _plain(_encode_json(value), 200, "application/json")
+        return _plain(_returned_json(value, function), 200, "application/json")
     if value is None:
         return _plain(b"", 204, None)
     if isinstance(value, bytes | bytearray | memoryview):
@@ -192,6 +192,16 @@ def to_response(value: Any, function: str) -> Response:
         f"function {function!r} returned {type(value).__name__}; "
         "return a hibana.Response, str, bytes, dict, list or None"
     )
+
+
+def _returned_json(value: dict[Any, Any] | list[Any], function: str) -> bytes:
+    try:
+        return _encode_json(value)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise TypeError(
+            f"function {function!r} returned a {type(value).__name__} that is not JSON: {exc}; "
+            "convert what is in it to JSON types first, or return a hibana.Response"
+        ) from None
 
 
 class StreamingResponse(Response):

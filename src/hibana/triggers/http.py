@@ -365,11 +365,9 @@ class HttpFront:
                 allow = ", ".join([*(m for m in self.table.methods() if m != "OPTIONS"), "OPTIONS"])
                 await out.whole(200, [(b"allow", allow.encode()), (b"content-length", b"0")], b"")
             else:
-                await _send_json(
-                    out,
-                    400,
-                    {"error": f"the request target * is for OPTIONS, not {scope['method']}"},
-                )
+                error = f"the request target * is for OPTIONS, not {scope['method']}"
+                self._unserved(400, error)
+                await _send_json(out, 400, {"error": error})
         elif found is None:
             error = f"no function serves {scope['method']} {scope['path']}"
             self._unserved(404, error)

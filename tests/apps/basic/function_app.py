@@ -203,6 +203,8 @@ async def teapot(req: hibana.Request, ctx: hibana.Context) -> str:
 
 @app.http("/bad-return")
 def bad_return(req: hibana.Request, ctx: hibana.Context) -> object:
+    if req.query.get("in") == "dict":
+        return {"when": object()}  # a dict, but not all of it JSON
     return 42
 
 
