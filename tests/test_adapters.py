@@ -567,3 +567,21 @@ def test_a_lambda_handler_behind_hibana_gets_a_real_v2_event(host: Host) -> None
     png = httpx.get(host.url + "/v2/png")
     assert png.content == PNG and png.headers["content-type"] == "image/png"
     assert png.headers.get_list("set-cookie") == ["c=3", "d=4"]
+
+
+def test_enqueue_on_lambda_says_there_is_no_store_there(lambda_handler: MakeHandler) -> None:
+    app = hibana.App()
+
+    @app.http("/send")
+    async def send(req: hibana.Request, ctx: hibana.Context) -> str:
+        try:
+            await ctx.enqueue("jobs", {})
+        except hibana.QueueError as exc:
+            return str(exc)
+        return "sent"
+
+    @app.queue("jobs")
+    async def jobs(msg: hibana.Message, ctx: hibana.Context) -> None: ...
+
+    said = lambda_handler(app)(v2_event("GET", "/send"), Ctx())["body"]
+    assert "it runs outside hibana's host (hibana.aws.handler on Lambda has no store" in said

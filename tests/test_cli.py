@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
+import httpx
 import pytest
 
 import hibana
-from tests.hosts import APPS, copy_app, run_cli
+from tests.hosts import APPS, Host, copy_app, run_cli
 
 
 def test_version() -> None:
@@ -103,3 +105,136 @@ def test_new_refuses_a_file_an_existing_app_and_an_empty_name(tmp_path: Path) ->
     assert again.returncode == 2 and "function_app.py already exists" in again.stderr
     empty = run_cli("new", "", cwd=tmp_path)
     assert empty.returncode == 2 and "DIRECTORY is empty" in empty.stderr
+
+
+TINY = """
+import hibana
+
+app = hibana.App()
+
+
+@app.http("/hi")
+def hi(req, ctx):
+    return "hi"
+"""
+
+
+def _tiny_app(parent: Path, name: str) -> Path:
+    app_dir = parent / name
+    app_dir.mkdir()
+    (app_dir / "function_app.py").write_text(TINY)
+    return app_dir
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_a_stale_host_file_never_reaches_another_apps_host(tmp_path: Path) -> None:
+    """A host killed with SIGKILL leaves its host.json; when another app's host gets its
+    admin port, `--app` of the dead one must not show or reload the other one."""
+    gone, other = _tiny_app(tmp_path, "gone"), _tiny_app(tmp_path, "other")
+    port = _free_port()
+    dead = Host(gone, "--admin-port", str(port)).wait_ready()
+    dead.proc.kill()  # kill -9: no chance to remove its host.json
+    dead.wait_exit()
+    stale = gone / ".hibana" / "host.json"
+    assert stale.exists()
+    host = Host(other, "--admin-port", str(port)).wait_ready()
+    try:
+        assert host.admin_url == f"http://127.0.0.1:{port}"
+        for command in ("status", "reload"):
+            refused = run_cli(command, "--app", str(gone))
+            assert refused.returncode == 1, refused
+            assert refused.stderr.strip() == (
+                f"error: no running host found for {gone}: {stale} is stale; it names the host "
+                f"pid {dead.proc.pid} at {host.admin_url}, but the host answering there is pid "
+                f"{host.proc.pid} serving {other.resolve()}; start one with `hibana serve {gone}`"
+            )
+        assert host.status()["generation"] == 1  # not reloaded by the refused `reload`
+        assert "generation 2" not in "\n".join(host.stderr_lines)
+
+        # the host itself reloads only if it is the one asked for: nothing between the
+        # CLI's check and the reload can make it reload another app
+        asked = httpx.post(
+            host.admin_url + "/reload", params={"pid": host.proc.pid, "app": str(gone)}
+        )
+        assert asked.status_code == 409
+        assert asked.json()["reloaded"] is False
+        assert (asked.json()["pid"], asked.json()["app"]) == (host.proc.pid, str(other.resolve()))
+        assert host.status()["generation"] == 1
+
+        # a copy of the app folder carries the host's host.json along: the same pid
+        # answers, but it does not serve the copy
+        copy = tmp_path / "copy"
+        shutil.copytree(other, copy)
+        assert run_cli("status", "--app", str(copy)).returncode == 1
+
+        # the app's own host answers, whatever path names the folder
+        (tmp_path / "link").symlink_to(other)
+        assert run_cli("status", "--app", str(other)).returncode == 0
+        assert run_cli("status", cwd=other).returncode == 0
+        reloaded = run_cli("reload", "--app", str(tmp_path / "link"))
+        assert reloaded.returncode == 0, reloaded.stderr
+        assert host.status()["generation"] == 2
+    finally:
+        host.stop()
+
+
+def test_an_admin_answer_that_names_no_host_is_not_trusted(tmp_path: Path) -> None:
+    """What answers at host.json's address must say whose host it is (as every hibana
+    host's answer does), or the command acts on nothing."""
+    import http.server
+    import json
+    import threading
+
+    app_dir = _tiny_app(tmp_path, "app")
+    (app_dir / ".hibana").mkdir()
+
+    class Anonymous(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"generation": 1, "workers": []}).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = http.server.HTTPServer(("127.0.0.1", 0), Anonymous)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        admin = f"http://127.0.0.1:{other.server_address[1]}"
+        where = app_dir / ".hibana" / "host.json"
+        where.write_text(json.dumps({"pid": 1, "url": "", "admin": admin}))
+        result = run_cli("status", "--app", str(app_dir))
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert (result.returncode, result.stderr.strip()) == (
+        1,
+        f"error: {admin} (named in {where}) does not say which app it serves: it is not a "
+        f"hibana host, or one older than this command; restart the app's host "
+        f"(`hibana serve {app_dir}`)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:sekrit@127.0.0.1:1/db", "postgresql://u:***@127.0.0.1:1/db"),
+        (
+            "postgresql://u@127.0.0.1:1/db?password=sekrit&schema=s1",
+            "postgresql://u@127.0.0.1:1/db?password=***&schema=s1",
+        ),
+    ],
+)
+def test_a_store_urls_password_is_never_shown(url: str, shown: str) -> None:
+    result = run_cli("queue", "stats", "--store", url)
+    assert result.returncode == 1
+    assert f"cannot connect to the store {shown}:" in result.stderr
+    assert "sekrit" not in result.stderr + result.stdout

@@ -369,3 +369,63 @@ def test_dead_letter_commands_name_an_unknown_queue(app_dir: Path, store: Store)
         assert "no queue 'ordres'" in result.stderr and "queues: orders" in result.stderr
     empty = run_cli("queue", "dlq", "orders", "--app", str(app_dir))
     assert empty.returncode == 0 and "no dead letters in orders" in empty.stdout
+
+
+DELAYS_APP = """
+import math
+
+import hibana
+
+app = hibana.App()
+DELAYS = {"inf": math.inf, "nan": math.nan, "huge": 1e300, "over": 365 * 86400 + 1,
+          "year": 365 * 86400}
+
+
+@app.queue("work")
+def work(msg, ctx):
+    pass
+
+
+@app.http("/async/{d}", methods=["POST"])
+async def send_async(req, ctx):
+    try:
+        return {"id": (await ctx.enqueue("work", 1, delay=DELAYS[req.params["d"]])).id}
+    except hibana.QueueError as exc:
+        return {"error": str(exc)}
+
+
+@app.http("/sync/{d}", methods=["POST"])
+def send_sync(req, ctx):
+    try:
+        return {"id": ctx.enqueue_sync("work", 1, delay=DELAYS[req.params["d"]]).id}
+    except hibana.QueueError as exc:
+        return {"error": str(exc)}
+"""
+
+
+def test_a_delay_that_would_park_a_message_for_good_is_refused(tmp_path: Path) -> None:
+    app_dir = tmp_path / "delays"
+    app_dir.mkdir()
+    (app_dir / "function_app.py").write_text(DELAYS_APP)
+    for host in started(app_dir, "--workers", "1"):
+        with host.client() as client:
+            for kind in ("async", "sync"):
+                for name, shown in [
+                    ("inf", "inf"),
+                    ("nan", "nan"),
+                    ("huge", "1e+300"),
+                    ("over", "31536001"),
+                ]:
+                    answer = client.post(f"/{kind}/{name}").json()
+                    assert answer == {
+                        "error": f"delay={shown} must be a number of seconds from 0 to 31536000 "
+                        "(365 days); for work due later, keep it elsewhere and let an "
+                        "@app.timer function enqueue it"
+                    }, (kind, name)
+                assert "id" in client.post(f"/{kind}/year").json()
+        opened = open_store(None, app_dir)
+        try:
+            (stats,) = run(opened.stats())
+        finally:
+            opened.close()
+        assert (stats.queue, stats.ready, stats.delayed) == ("work", 0, 2)

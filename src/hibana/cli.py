@@ -304,9 +304,12 @@ RunningApp = Annotated[Path, typer.Option("--app", help="The app folder of the r
 
 def _ask_host(app: Path, method: str, path: str, timeout: float) -> dict[str, Any]:
     """What the admin endpoint of the host running ``app`` answers to ``method path``
-    (an error answer's JSON too); exit 1 naming the problem if no host answers."""
+    (an error answer's JSON too); exit 1 naming the problem if no host answers, or if
+    the one that does is not that app's: a host killed with SIGKILL leaves its host.json
+    behind, and its admin port may since be another host's."""
     import json
     import urllib.error
+    import urllib.parse
     import urllib.request
 
     from hibana.host.admin import host_file
@@ -321,19 +324,37 @@ def _ask_host(app: Path, method: str, path: str, timeout: float) -> dict[str, An
             f"start one with `hibana serve {app}`",
             1,
         )
-    request = urllib.request.Request(admin + path, method=method)
+    mine = os.path.realpath(app)
+    # the host acts only if it is this one (a reload of another app is not undone)
+    who = urllib.parse.urlencode({"pid": pid, "app": os.fsencode(mine)})
+    request = urllib.request.Request(f"{admin}{path}?{who}", method=method)
+    answer: Any = None
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
-            answer: dict[str, Any] = json.loads(resp.read())
+            answer = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        try:
-            answer = json.loads(exc.read() or b"{}")
-        except ValueError:
-            answer = {"error": f"{admin} answered {exc.code} {exc.reason}"}
+        with contextlib.suppress(ValueError):
+            answer = json.loads(exc.read())
     except OSError as exc:
         _fail(f"the host at {admin} (pid {pid}) did not answer: {exc}; is it still running?", 1)
     except ValueError:
+        pass
+    if not isinstance(answer, dict):
         _fail(f"{admin} (named in {where}) is not a hibana host's admin endpoint", 1)
+    if "pid" not in answer:  # every answer of a host says whose it is
+        _fail(
+            f"{admin} (named in {where}) does not say which app it serves: it is not a hibana "
+            f"host, or one older than this command; restart the app's host (`hibana serve "
+            f"{app}`)",
+            1,
+        )
+    if (answer["pid"], answer.get("app")) != (pid, mine):
+        _fail(
+            f"no running host found for {app}: {where} is stale; it names the host pid {pid} "
+            f"at {admin}, but the host answering there is pid {answer.get('pid')} serving "
+            f"{answer.get('app')}; start one with `hibana serve {app}`",
+            1,
+        )
     return answer
 
 
@@ -515,6 +536,64 @@ def _check_queue(opened: Store, queue: str) -> None:
         _fail(f"no queue {queue!r} in {opened.display}; queues: {names}", 1)
 
 
+def _text(option: str, value: str) -> str:
+    """``value``, if it is text; else a usage error naming ``option``. Bytes of the command
+    line that are not UTF-8 reach Python as lone surrogates, which nothing can store."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        try:
+            shown = repr(os.fsencode(value))  # the bytes as they were given
+        except UnicodeEncodeError:
+            shown = repr(value)
+        _usage(f"{option} {shown} is not UTF-8 text; pass it in UTF-8")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value; pass a number, or null")
+
+
+def _finite(number: str) -> float:
+    value = float(number)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{number} is too large for a JSON number (at most about 1.8e308)")
+    return value
+
+
+def _json_option(option: str, text: str) -> Any:
+    """The JSON document ``text`` holds; a usage error naming ``option`` unless it is one
+    that any JSON reader reads back as sent: Python's own reader takes NaN and Infinity,
+    and lone surrogates (``"\\ud800"``), which become null and an encoding error later."""
+    import json
+
+    _text(option, text)
+    try:
+        document = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except ValueError as exc:
+        _usage(f"{option} is not JSON: {exc}")
+    except RecursionError:
+        _usage(f"{option} nests too deeply to read (about 1000 levels at most); flatten it")
+    pending = [document]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending += [*item, *item.values()]
+        elif isinstance(item, list):
+            pending += item
+        elif isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError as exc:
+                bad = item[exc.start : exc.end]
+                _usage(
+                    f"{option} holds {item!r}, a string with a lone surrogate ({bad!r}: half "
+                    "of a UTF-16 pair, not a character); escape both halves "
+                    '("\\ud83d\\ude00") or write the character itself'
+                )
+    return document
+
+
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     import asyncio
 
@@ -528,7 +607,9 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 def queue_send(
     queue: Annotated[str, typer.Argument(help="The queue to send to.")],
     data: Annotated[str, typer.Option("--data", help="The message: a JSON document.")],
-    delay: Annotated[float, typer.Option(min=0, help="Seconds before it is delivered.")] = 0.0,
+    delay: Annotated[
+        float, typer.Option(help="Seconds before it is delivered: 0 to 31536000 (365 days).")
+    ] = 0.0,
     idempotency_key: Annotated[
         str | None, typer.Option(help="The same key twice within 24 h is one message.")
     ] = None,
@@ -536,15 +617,19 @@ def queue_send(
     store: StoreOpt = None,
 ) -> None:
     """Put a message on a queue of the app."""
-    import json
-
+    from hibana.context import checked_delay
+    from hibana.errors import QueueError
     from hibana.store.base import NewMessage
     from hibana.triggers.queue import MAX_PAYLOAD_BYTES, encode_payload
 
+    _text("QUEUE", queue)
+    payload = _json_option("--data", data)
     try:
-        payload = json.loads(data)
-    except ValueError as exc:
-        _usage(f"--data is not JSON: {exc}")
+        checked_delay(delay, f"--delay {delay:g}")
+    except QueueError as exc:
+        _usage(str(exc))
+    if idempotency_key is not None:
+        _text("--idempotency-key", idempotency_key)
     body = encode_payload(queue, payload)
     if len(body) > MAX_PAYLOAD_BYTES:
         _usage(f"--data is {len(body)} bytes, over the limit of {MAX_PAYLOAD_BYTES}")
@@ -674,12 +759,16 @@ def events_publish(
     from hibana.events.filters import Filter
     from hibana.triggers.queue import DEDUPE_WINDOW, MAX_PAYLOAD_BYTES, event_key, fan_out
 
-    payload = None
-    if data is not None:
-        try:
-            payload = json.loads(data)
-        except ValueError as exc:
-            _usage(f"--data is not JSON: {exc}")
+    for option, value in [
+        ("TOPIC", topic),
+        ("--type", type_),
+        ("--source", source),
+        ("--subject", subject),
+        ("--id", event_id),
+    ]:
+        if value is not None:
+            _text(option, value)
+    payload = None if data is None else _json_option("--data", data)
     try:
         event = new_event(type=type_, source=source, data=payload, subject=subject, id=event_id)
     except EventError as exc:

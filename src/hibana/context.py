@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from hibana.errors import Cancelled
+from hibana.errors import Cancelled, QueueError
 from hibana.telemetry.logs import Logger
 from hibana.telemetry.trace import TraceContext
 
@@ -23,6 +23,23 @@ if TYPE_CHECKING:
     from hibana.secrets import Secrets
     from hibana.store.base import Enqueued, NewMessage
     from hibana.triggers.queue import Published
+
+#: The longest a message may be held back (``delay``): 365 days. Anything longer is a
+#: mistake, not a plan (``math.inf`` for "never", milliseconds given as seconds): such a
+#: message would sit unseen, counted as delayed, for longer than any code that reads it.
+MAX_DELAY = 365 * 24 * 3600.0
+
+
+def checked_delay(delay: object, shown: str) -> float:
+    """``delay`` as seconds; QueueError naming it as ``shown`` (``delay=inf``, ``--delay
+    inf``) unless it is a number from 0 to ``MAX_DELAY``."""
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= MAX_DELAY:
+        raise QueueError(
+            f"{shown} must be a number of seconds from 0 to {MAX_DELAY:.0f} (365 days); "
+            "for work due later, keep it elsewhere and let an @app.timer function enqueue it"
+        )
+    return float(delay)
+
 
 #: What a function is: ``fn(payload, ctx)``, sync or async.
 Handler = Callable[[Any, "Context"], Any] | Callable[[Any, "Context"], Awaitable[Any]]
@@ -155,8 +172,9 @@ class Context:
         same ``idempotency_key`` twice within 24 h is one message (``.duplicate`` says so).
         The message carries this invocation's trace. Sync functions use ``enqueue_sync``.
 
-        Raises QueueError (unknown queue, payload over the limit) or TypeError (a payload
-        that is not JSON-serialisable) at once, with nothing written."""
+        Raises QueueError (unknown queue, payload over the limit, a delay that is not 0 to
+        ``MAX_DELAY`` seconds) or TypeError (a payload that is not JSON-serialisable) at
+        once, with nothing written."""
         outbox = self._outbox_for("enqueue", on_loop=True)
         return outbox.send(outbox.message(self._inv, queue, data, delay, idempotency_key))
 
@@ -257,8 +275,10 @@ class Context:
             from hibana.errors import QueueError
 
             raise QueueError(
-                "this app declares no queue, event or timer functions, so there is nothing "
-                "to enqueue or publish to; declare one with @app.queue(...) or @app.event(...)"
+                "there is no queue here to enqueue or publish to: this app declares no "
+                "queue, event or timer functions (declare one with @app.queue(...) or "
+                "@app.event(...)), or it runs outside hibana's host (hibana.aws.handler on "
+                "Lambda has no store: send to SQS or EventBridge with boto3 there)"
             )
         return self._outbox
 

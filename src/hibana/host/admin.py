@@ -1,6 +1,10 @@
 """The admin endpoint on loopback, served by the supervisor: ``GET /status`` for
 ``hibana status``, ``POST /reload`` for ``hibana reload``. Its address is written to
-``APP_DIR/.hibana/host.json``."""
+``APP_DIR/.hibana/host.json``.
+
+That file outlives a host killed with SIGKILL, and its port may then be another host's:
+so every answer says whose it is (``pid``, ``app``: the app folder's real path), and
+``POST /reload?pid=N&app=PATH`` reloads only if this host is that one (409 otherwise)."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 from hibana.store.sqlite import STATE_DIR, make_state_dir
 
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
 _REASONS = {
     200: b"OK",
     404: b"Not Found",
+    409: b"Conflict",
     422: b"Unprocessable Content",
     503: b"Service Unavailable",
 }
@@ -74,15 +80,23 @@ class AdminEndpoint:
 
     def _answer(self, method: bytes, target: bytes) -> tuple[int, dict[str, Any]]:
         sup = self.supervisor
-        if (method, target) == (b"GET", b"/status"):
+        parts = urlsplit(target.decode("latin-1"))
+        mine = host_identity(sup)
+        if (method, parts.path) == (b"GET", "/status"):
             return 200, sup.status()
-        if (method, target) == (b"POST", b"/reload"):
+        if (method, parts.path) == (b"POST", "/reload"):
+            # a path's bytes that are not UTF-8 come back as the surrogates fsdecode gives
+            asked = parse_qs(parts.query, errors="surrogateescape")
+            if any(asked.get(k, [str(v)]) != [str(v)] for k, v in mine.items()):
+                error = f"this is the host (pid {mine['pid']}) of {mine['app']}, not of that app"
+                return 409, {"reloaded": False, "error": error, **mine}
             # answered once the new version serves, or could not: the caller learns which
             failed = sup.reload()
             if failed is None:
                 return 200, {"reloaded": True, **sup.status()}
-            return (503 if sup.shutting_down else 422), {"reloaded": False, "error": failed}
-        return 404, {"error": "the admin endpoint serves GET /status and POST /reload"}
+            code = 503 if sup.shutting_down else 422
+            return code, {"reloaded": False, "error": failed, **mine}
+        return 404, {"error": "the admin endpoint serves GET /status and POST /reload", **mine}
 
     def close(self) -> None:
         self.sock.close()
@@ -91,6 +105,11 @@ class AdminEndpoint:
                 # another host may have started on this folder since: leave its address
                 if json.loads(self.file.read_text()).get("pid") == os.getpid():
                     self.file.unlink()
+
+
+def host_identity(sup: Supervisor) -> dict[str, Any]:
+    """Whose answers these are: this process and the real path of the app folder it serves."""
+    return {"pid": os.getpid(), "app": os.path.realpath(sup.config.app_dir)}
 
 
 def _total(rows: list[tuple[Board, int, int]], field: str) -> float:
@@ -172,8 +191,7 @@ def host_status(sup: Supervisor) -> dict[str, Any]:
     return {
         "queues": queues,
         "queues_age_s": stats_age,
-        "pid": os.getpid(),
-        "app": sup.config.app_dir,
+        **host_identity(sup),
         "url": sup.url,
         "uptime_s": round(time.time() - sup.started_at, 3),
         "generation": zygote.generation if zygote is not None else 0,

@@ -287,7 +287,7 @@ class Supervisor:
                 if name not in sealed:
                     # the store this host was given, or the command would set it elsewhere
                     where = "" if self.config.store is None else f" --store '{store.display}'"
-                    if ":***@" in where:
+                    if "***" in where:
                         where += " (with the password for ***)"
                     raise SecretError(
                         f"function {function!r} names secret {name!r}, which is not set in "

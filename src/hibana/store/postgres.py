@@ -77,11 +77,16 @@ def split_url(url: str) -> tuple[str, str | None]:
 
 
 def _redacted(url: str) -> str:
+    """``url`` with its password as ``***``: in the user part, or a ``password=``
+    parameter (libpq takes both)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k == "password" for k, _ in query):
+        hidden = [(k, "***" if k == "password" else v) for k, v in query]
+        parts = parts._replace(query=urlencode(hidden, safe="*"))
+    return urlunsplit(parts)
 
 
 class PostgresEngine(SqlEngine):

@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from hibana.app import App, EventTrigger, FunctionSpec, QueueTrigger, TimerTrigger
-from hibana.context import Context, Invocation
+from hibana.context import Context, Invocation, checked_delay
 from hibana.dispatcher import PERMIT_POLL, Dispatcher, Outcome
 from hibana.errors import QueueError, StoreError
 from hibana.events.cloudevent import CloudEvent, EventError
@@ -105,8 +105,7 @@ class Outbox:
                 f"no function of this app consumes the queue {queue!r}; declared queues: "
                 f"{self._declared}"
             )
-        if isinstance(delay, bool) or not isinstance(delay, int | float) or not delay >= 0:
-            raise QueueError(f"delay={delay!r} must be a number of seconds, 0 or more")
+        delay = checked_delay(delay, f"delay={delay!r}")
         if idempotency_key is not None and not isinstance(idempotency_key, str):
             raise QueueError(
                 f"idempotency_key={idempotency_key!r} must be a string (or None), "
@@ -118,7 +117,7 @@ class Outbox:
                 f"the message for queue {queue!r} is {len(body)} bytes of JSON, over the "
                 f"limit of {self.max_bytes}; store the data elsewhere and enqueue a reference"
             )
-        return NewMessage(queue, body, float(delay), idempotency_key, inv.trace.child().traceparent)
+        return NewMessage(queue, body, delay, idempotency_key, inv.trace.child().traceparent)
 
     async def send(self, message: NewMessage) -> Enqueued:
         result = await self.store.enqueue(message)

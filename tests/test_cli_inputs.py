@@ -1,0 +1,145 @@
+"""What `hibana queue send` and `hibana events publish` refuse: input no consumer could read
+back as sent (NaN, a lone surrogate, bytes that are not UTF-8) or a delay that parks a
+message for good. A usage error (exit 2) naming the option and the value, nothing written."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hibana.store import QueueInfo, Store, SubscriptionInfo, open_store
+from tests.hosts import copy_app, run_cli
+
+#: What a shell passes for $'\xff': Python gets the byte back as this surrogate (PEP 383),
+#: and subprocess turns it back into the byte.
+NOT_UTF8 = "\udcff"
+DELAY_BOUND = "must be a number of seconds from 0 to 31536000 (365 days)"
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path) -> Path:
+    return copy_app("queues", tmp_path)
+
+
+@pytest.fixture
+def store(app_dir: Path) -> Iterator[Store]:
+    opened = open_store(None, app_dir)
+    asyncio.run(opened.declare([QueueInfo("orders", "on_order", 3)]))
+    asyncio.run(opened.subscribe([SubscriptionInfo("on_event", "github", "orders", None)]))
+    yield opened
+    opened.close()
+
+
+def _nothing_sent(store: Store) -> bool:
+    return all(q.ready == q.delayed == 0 for q in asyncio.run(store.stats()))
+
+
+def _refused(args: list[str], message: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2, result
+    assert f"Invalid value: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "NaN"], "--data is not JSON: NaN is not a JSON value; pass a number, or null"),
+        (["--data", "Infinity"], "--data is not JSON: Infinity is not a JSON value"),
+        (["--data", '{"a": [-Infinity]}'], "--data is not JSON: -Infinity is not a JSON value"),
+        (
+            ["--data", "1e400"],
+            "--data is not JSON: 1e400 is too large for a JSON number (at most about 1.8e308)",
+        ),
+        (
+            ["--data", '{"s": "\\ud800"}'],
+            "--data holds '\\ud800', a string with a lone surrogate ('\\ud800': half of a "
+            'UTF-16 pair, not a character); escape both halves ("\\ud83d\\ude00") or write '
+            "the character itself",
+        ),
+        (["--data", '{"\\udc00": 1}'], "--data holds '\\udc00', a string with a lone surrogate"),
+        (["--data", f'"{NOT_UTF8}"'], "--data b'\"\\xff\"' is not UTF-8 text; pass it in UTF-8"),
+        (["--data", "[" * 5000], "--data nests too deeply to read (about 1000 levels at most)"),
+        (
+            ["--data", "1", "--idempotency-key", "\udcff\udcfe"],
+            "--idempotency-key b'\\xff\\xfe' is not UTF-8 text; pass it in UTF-8",
+        ),
+        (
+            ["--data", "1", "--delay", "inf"],
+            f"--delay inf {DELAY_BOUND}; for work due later, keep it elsewhere and let an "
+            "@app.timer function enqueue it",
+        ),
+        (["--data", "1", "--delay", "1e300"], f"--delay 1e+300 {DELAY_BOUND}"),
+        (["--data", "1", "--delay", "31536001"], f"--delay 3.1536e+07 {DELAY_BOUND}"),
+        (["--data", "1", "--delay", "nan"], f"--delay nan {DELAY_BOUND}"),
+        (["--data", "1", "--delay", "-1"], f"--delay -1 {DELAY_BOUND}"),
+    ],
+)
+def test_queue_send_refuses_what_no_consumer_reads_back(
+    app_dir: Path, store: Store, args: list[str], message: str
+) -> None:
+    _refused(["queue", "send", "orders", *args, "--app", str(app_dir)], message)
+    assert _nothing_sent(store)
+
+
+def test_queue_send_names_a_queue_that_is_not_utf8(app_dir: Path, store: Store) -> None:
+    _refused(
+        ["queue", "send", NOT_UTF8, "--data", "1", "--app", str(app_dir)],
+        "QUEUE b'\\xff' is not UTF-8 text; pass it in UTF-8",
+    )
+
+
+def test_queue_send_takes_a_year_of_delay_and_escaped_pairs(app_dir: Path, store: Store) -> None:
+    sent = run_cli(
+        "queue", "send", "orders", "--data", '"\\ud83d\\ude00"', "--delay", "31536000",
+        "--app", str(app_dir),
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    (stats,) = asyncio.run(store.stats())
+    assert (stats.queue, stats.delayed) == ("orders", 1)
+    big = run_cli("queue", "send", "orders", "--data", "[1e308, -2.5e-300]", "--app", str(app_dir))
+    assert big.returncode == 0, big.stderr
+    (message,) = asyncio.run(store.claim("orders", "test", 1, lease=30))
+    assert json.loads(message.body) == [1e308, -2.5e-300]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "NaN"], "--data is not JSON: NaN is not a JSON value; pass a number, or null"),
+        (["--data", "[Infinity]"], "--data is not JSON: Infinity is not a JSON value"),
+        (["--data", '{"s": "\\udc00"}'], "--data holds '\\udc00', a string with a lone surrogate"),
+        (["--subject", NOT_UTF8], "--subject b'\\xff' is not UTF-8 text; pass it in UTF-8"),
+        (["--id", "\udcff\udcfe"], "--id b'\\xff\\xfe' is not UTF-8 text; pass it in UTF-8"),
+    ],
+)
+def test_events_publish_refuses_what_no_subscriber_reads_back(
+    app_dir: Path, store: Store, args: list[str], message: str
+) -> None:
+    _refused(
+        ["events", "publish", "github", "--type", "t", "--source", "s", *args,
+         "--app", str(app_dir)],
+        message,
+    )  # fmt: skip
+    assert _nothing_sent(store)
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["github", "--type", NOT_UTF8, "--source", "s"], "--type"),
+        (["github", "--type", "t", "--source", NOT_UTF8], "--source"),
+        ([NOT_UTF8, "--type", "t", "--source", "s"], "TOPIC"),
+    ],
+)
+def test_events_publish_names_attributes_that_are_not_utf8(
+    app_dir: Path, store: Store, args: list[str], option: str
+) -> None:
+    _refused(
+        ["events", "publish", *args, "--app", str(app_dir)],
+        f"{option} b'\\xff' is not UTF-8 text; pass it in UTF-8",
+    )
