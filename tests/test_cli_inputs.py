@@ -143,3 +143,12 @@ def test_events_publish_names_attributes_that_are_not_utf8(
         ["events", "publish", *args, "--app", str(app_dir)],
         f"{option} b'\\xff' is not UTF-8 text; pass it in UTF-8",
     )
+
+
+def test_queue_send_to_a_timers_queue_says_the_schedule_owns_it(
+    app_dir: Path, store: Store
+) -> None:
+    result = run_cli("queue", "send", "timer:hourly", "--data", "{}", "--app", str(app_dir))
+    assert result.returncode == 2
+    assert "'timer:hourly' is a timer's own queue: its schedule sends to it" in result.stderr
+    assert "Traceback" not in result.stderr and _nothing_sent(store)

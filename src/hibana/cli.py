@@ -633,6 +633,12 @@ def queue_send(
     body = encode_payload(queue, payload)
     if len(body) > MAX_PAYLOAD_BYTES:
         _usage(f"--data is {len(body)} bytes, over the limit of {MAX_PAYLOAD_BYTES}")
+    if queue.startswith("timer:"):
+        _usage(
+            f"{queue!r} is a timer's own queue: its schedule sends to it, nothing else may; "
+            "to run the timer function now, give it run_on_startup=True, or call its code "
+            "from a function of your own"
+        )
     with _opened_store(app, store) as opened:
         declared = [q.name for q in _run(opened.declared())]
         if queue not in declared:
