@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -110,6 +111,44 @@ def test_schedule_slots_follow_the_time_zone() -> None:
     every_ten_seconds = Schedule("*/10 * * * * *")
     assert every_ten_seconds.next_after(1_800_000_003.5) == 1_800_000_010.0
     assert every_ten_seconds.last_at_or_before(1_800_000_010.0) == 1_800_000_010.0
+
+
+def _local(schedule: Schedule, start: datetime, count: int) -> list[str]:
+    """The next ``count`` slots after ``start``, as wall-clock times in its zone."""
+    zone = ZoneInfo(schedule.tz)
+    slots, ts = [], start.timestamp()
+    for _ in range(count):
+        ts = schedule.next_after(ts)
+        slots.append(datetime.fromtimestamp(ts, zone).strftime("%m-%d %H:%M %Z"))
+    return slots
+
+
+def test_across_daylight_saving_changes_slots_run_as_cron_runs_them() -> None:
+    zone = "America/New_York"
+    autumn = datetime(2026, 10, 31, 23, 0, tzinfo=ZoneInfo(zone))  # 01:00-02:00 comes twice
+    # a schedule that names its hour runs once in the hour that repeats
+    assert _local(Schedule("30 1 * * *", zone), autumn, 2) == [
+        "11-01 01:30 EDT",
+        "11-02 01:30 EST",
+    ]
+    assert _local(Schedule("0 30 1 * * *", zone), autumn, 1) == ["11-01 01:30 EDT"]
+    # one that runs every hour runs in both
+    assert _local(Schedule("0 * * * *", zone), autumn, 4) == [
+        "11-01 00:00 EDT",
+        "11-01 01:00 EDT",
+        "11-01 01:00 EST",
+        "11-01 02:00 EST",
+    ]
+    # the latest slot before the second 01:45 is the first 01:30, not a second one
+    second = datetime(2026, 11, 1, 1, 45, fold=1, tzinfo=ZoneInfo(zone)).timestamp()
+    latest = Schedule("30 1 * * *", zone).last_at_or_before(second)
+    assert datetime.fromtimestamp(latest, ZoneInfo(zone)).strftime("%H:%M %Z") == "01:30 EDT"
+    # spring: 02:30 does not exist that night; it runs when the clocks land, at 03:00
+    spring = datetime(2026, 3, 7, 12, 0, tzinfo=ZoneInfo(zone))
+    assert _local(Schedule("30 2 * * *", zone), spring, 2) == [
+        "03-08 03:00 EDT",
+        "03-09 02:30 EDT",
+    ]
 
 
 def test_a_message_on_a_timers_queue_that_is_no_slot_is_dropped_and_said(tmp_path: Path) -> None:

@@ -2,7 +2,10 @@
 
 5 fields (minute hour day month weekday) or 6 with seconds first, as Azure Functions
 writes them: ``*/10 * * * * *`` is every ten seconds. Slots are computed in the
-schedule's time zone, so ``0 9 * * *`` with ``tz="Asia/Tokyo"`` is 09:00 in Tokyo.
+schedule's time zone, so ``0 9 * * *`` with ``tz="Asia/Tokyo"`` is 09:00 in Tokyo. Across
+a daylight saving change it does as cron does: a time the clocks skip (02:30 in spring) runs
+when they land (03:00), and one they go back over (01:30 in autumn) runs once, unless the
+schedule runs every hour anyway.
 """
 
 from __future__ import annotations
@@ -53,11 +56,28 @@ class Schedule:
 
     def next_after(self, ts: float) -> float:
         """The first slot strictly after ``ts`` (seconds since the epoch)."""
-        return float(self._iter(ts).get_next(float))
+        it = self._iter(ts)
+        slot = float(it.get_next(float))
+        while self._repeated(slot):
+            slot = float(it.get_next(float))
+        return slot
 
     def last_at_or_before(self, ts: float) -> float:
         """The latest slot at or before ``ts``."""
-        return float(self._iter(ts + 0.001).get_prev(float))
+        it = self._iter(ts + 0.001)
+        slot = float(it.get_prev(float))
+        while self._repeated(slot):
+            slot = float(it.get_prev(float))
+        return slot
+
+    def _repeated(self, slot: float) -> bool:
+        """``slot`` is a wall-clock time the clocks went back over (the autumn change: 01:30
+        comes twice), and the schedule names its hours: it ran at the first 01:30, so not
+        at the second, as cron does. One with every hour (``*``, ``*/2``) runs in both."""
+        hour = self.expression.split()[2 if self.has_seconds else 1]
+        return (
+            not hour.startswith("*") and datetime.fromtimestamp(slot, ZoneInfo(self.tz)).fold == 1
+        )
 
 
 @dataclass(frozen=True, slots=True)
