@@ -183,6 +183,19 @@ def test_a_mounted_app_streaming_to_a_slow_client_waits_for_it(host: Host) -> No
     assert line["cancel_reason"] == "client_disconnected"
 
 
+def test_a_mounted_app_waiting_on_receive_is_told_its_client_left(host: Host) -> None:
+    """A long poll or a stream that watches receive() (Starlette's is_disconnected) must
+    not run on to its timeout after its client has gone."""
+    addr, port = host.url.removeprefix("http://").split(":")
+    with socket.create_connection((addr, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /long-poll/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.3)
+    said = host.wait_for_log(msg="saw http.disconnect on /long-poll/x")
+    # it ended when told, answering no one: not a failure
+    line = host.wait_for_log(msg="invocation", invocation_id=said["invocation_id"])
+    assert (line["outcome"], line["cancel_reason"]) == ("cancelled", "client_disconnected")
+
+
 def test_django_mounted(host: Host) -> None:
     r = httpx.get(host.url + "/django/pages/hello-world?x=1&x=2")
     assert r.json() == {

@@ -119,6 +119,11 @@ def test_the_trace_continues_from_publisher_to_every_subscriber(host: Host, app_
     assert sent["deliveries"] == 2 and sent["duplicate"] is False
     wait_until(lambda: len(delivered(app_dir)) == 2)
     assert {d["trace_id"] for d in delivered(app_dir)} == {sent["trace_id"]}
+    # each subscriber's parent is the publisher's own span (its log line)
+    publisher = host.wait_for_log(msg="invocation", function="publish", trace_id=sent["trace_id"])
+    for fn in ("everything", "runs"):
+        line = host.wait_for_log(msg="invocation", function=fn, trace_id=sent["trace_id"])
+        assert line["parent_span_id"] == publisher["span_id"]
     # an incoming event's own traceparent extension is continued too
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     event = run_event(

@@ -66,7 +66,10 @@ def test_a_message_enqueued_over_http_is_processed_in_the_same_trace(
     assert rec["id"] == sent["id"] and rec["data"] == {"n": 1} and rec["attempt"] == 1
     assert rec["trace_id"] == sent["trace_id"]
     line = host.wait_for_log(function="on_order", outcome="ok")
-    assert line["trace_id"] == sent["trace_id"] and line["parent_span_id"]
+    producer = host.wait_for_log(msg="invocation", function="accept", trace_id=sent["trace_id"])
+    # the consumer's parent is the producer's own span (its log line), not one never logged
+    assert line["trace_id"] == sent["trace_id"]
+    assert line["parent_span_id"] == producer["span_id"]
     assert line["queue"] == "orders" and line["message_id"] == sent["id"]
     assert line["queue_latency_ms"] >= 0
 

@@ -111,15 +111,6 @@ def test_new_traces_are_distinct() -> None:
     assert len(ids) == 20
 
 
-def test_child_is_a_new_span_in_the_same_trace() -> None:
-    parent = continue_or_start(VALID)
-    child = parent.child()
-    assert child.trace_id == parent.trace_id
-    assert child.parent_span_id == parent.span_id
-    assert child.span_id != parent.span_id
-    assert child.sampled == parent.sampled
-
-
 def test_id_formats() -> None:
     assert HEX32.match(new_trace_id())
     assert HEX16.match(new_span_id())

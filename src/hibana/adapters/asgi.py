@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from hibana.context import Context
+from hibana.errors import Cancelled
 from hibana.requests import Request
 from hibana.responses import Response, StreamingResponse, check_status
 
@@ -139,6 +140,11 @@ class AsgiMount:
         def ended(task: asyncio.Task[None]) -> None:
             failed = None if task.cancelled() else task.exception()  # retrieved, always
             if not answer.done():
+                if failed is None and ctx.cancel_reason == "client_disconnected":
+                    # it stopped because its client left (receive() said so): no one to
+                    # answer, and nothing failed
+                    answer.set_exception(Cancelled("the client disconnected"))
+                    return
                 # the app raised before responding: a 500, like any function
                 answer.set_exception(
                     failed

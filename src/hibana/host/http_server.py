@@ -128,7 +128,8 @@ class _Request:
 
     async def receive(self) -> dict[str, str]:
         """ASGI's receive after the body was read: returns when the client disconnects
-        or the request has been answered (a mounted app waits on it)."""
+        (or half-closes: no one can tell the two apart) or the request has been answered
+        (a mounted app waits on it)."""
         if not self.answered:
             if self.gone is None:
                 self.gone = asyncio.get_running_loop().create_future()
@@ -345,6 +346,7 @@ class HttpProtocol(asyncio.Protocol):
         cancellation = active.scope.get("hibana.cancellation")
         if cancellation is not None:
             cancellation.set("client_disconnected")
+        active.finish()  # a mounted app waiting on receive() gets http.disconnect
         if self.started and self.task is not None and not self.task.done():
             self.task.cancel(_CLIENT_GONE)
 

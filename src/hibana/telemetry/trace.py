@@ -27,10 +27,6 @@ class TraceContext(NamedTuple):
         """The header value that carries this span on to the next hop."""
         return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
 
-    def child(self) -> TraceContext:
-        """A new span in the same trace, whose parent is this one."""
-        return TraceContext(self.trace_id, new_span_id(), self.span_id, self.sampled)
-
 
 def new_trace_id() -> str:
     return (_bits(128) or 1).to_bytes(16).hex()

@@ -117,7 +117,7 @@ class Outbox:
                 f"the message for queue {queue!r} is {len(body)} bytes of JSON, over the "
                 f"limit of {self.max_bytes}; store the data elsewhere and enqueue a reference"
             )
-        return NewMessage(queue, body, delay, idempotency_key, inv.trace.child().traceparent)
+        return NewMessage(queue, body, delay, idempotency_key, inv.trace.traceparent)
 
     async def send(self, message: NewMessage) -> Enqueued:
         result = await self.store.enqueue(message)
@@ -143,7 +143,7 @@ class Outbox:
         prepared = []
         for event in events:
             if "traceparent" not in event.extensions:
-                event.extensions["traceparent"] = inv.trace.child().traceparent
+                event.extensions["traceparent"] = inv.trace.traceparent
             body = event.to_json()
             if len(body) > self.max_bytes:
                 raise EventError(

@@ -157,12 +157,23 @@ urlpatterns = [path("pages/<slug:slug>", django_view, name="view")]
 
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 
+
+async def waits_for_disconnect(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A long poll: answers nothing until its client goes, as receive() says."""
+    if scope["type"] != "http":
+        return
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    print(f"saw http.disconnect on {scope['path']}")
+
+
 # -- the hibana app ---------------------------------------------------------------------------
 app = hibana.App()
 app.wsgi("/flask", flask_app)
 app.asgi("/api", api, timeout=3)  # streams run under it too: room for the slow client's
 app.wsgi("/django", get_wsgi_application())
 app.asgi("/raw-after", raw_after)
+app.asgi("/long-poll", waits_for_disconnect, timeout=30)
 
 
 @app.http("/native", methods=["GET"])
