@@ -276,6 +276,23 @@ def test_log_lines_stay_whole_when_stdout_falls_behind() -> None:
     assert len({r.text for r in answers}) == 2, "both workers wrote to the one pipe"
 
 
+def test_logging_keeps_the_hosts_level_and_a_bad_format_never_fails_the_function(
+    basic_host: Host,
+) -> None:
+    with basic_host.client() as client:
+        r = client.get("/library-logs")
+    assert (r.status_code, r.text) == (200, "logged")
+    inv = r.headers["x-invocation-id"]
+    line = basic_host.wait_for_log(logger="chatty.library", invocation_id=inv)
+    assert line["msg"] == (
+        "two places %s %s (its arguments (1,) did not format: TypeError: not enough "
+        "arguments for format string)"
+    )
+    basic_host.wait_for_log(msg="invocation", invocation_id=inv)
+    # the library's own DEBUG level does not lower the host's (info)
+    assert not [x for x in basic_host.logs() if x.get("msg") == "a debug line of the library"]
+
+
 def test_what_a_function_prints_or_logs_through_logging_is_a_line_of_its_invocation(
     basic_host: Host,
 ) -> None:

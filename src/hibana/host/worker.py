@@ -61,7 +61,7 @@ class _JsonLogHandler(logging.Handler):
         line: dict[str, Any] = {
             "ts": timestamp(),
             "level": record.levelname.lower(),
-            "msg": record.getMessage(),
+            "msg": _message(record),
             "logger": record.name,
             "worker": self.worker,
         }
@@ -74,6 +74,18 @@ class _JsonLogHandler(logging.Handler):
         if record.exc_info and record.exc_info[1] is not None:
             line.update(error_fields(record.exc_info[1]))  # log.exception(...)
         self.sink.emit(line)
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The record's message; one whose arguments do not fit its format (``log.info("%s
+    %s", 1)``) is logged as given, with why, as ``logging`` never fails its caller."""
+    try:
+        return record.getMessage()
+    except Exception as exc:
+        return (
+            f"{record.msg} (its arguments {record.args!r} did not format: "
+            f"{type(exc).__name__}: {exc})"
+        )
 
 
 #: A LogRecord's own attributes; any other was added by ``extra=`` and is a field.
@@ -164,6 +176,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         self.sink.attach(loop)
         handler = _JsonLogHandler(self.sink, self.index)
+        # --log-level holds for every logger, also one that sets a lower level of its own
+        handler.setLevel(config.log_level.upper())
         logger = logging.getLogger("hibana")
         logger.handlers = [handler]
         logger.propagate = False

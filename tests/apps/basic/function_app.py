@@ -39,6 +39,16 @@ def printing(req: hibana.Request, ctx: hibana.Context) -> str:
     return "printed"
 
 
+@app.http("/library-logs", methods=["GET"])
+def library_logs(req: hibana.Request, ctx: hibana.Context) -> str:
+    """A library that sets its own level, and a call whose arguments miss its format."""
+    chatty = logging.getLogger("chatty.library")
+    chatty.setLevel(logging.DEBUG)
+    chatty.debug("a debug line of the library")
+    chatty.info("two places %s %s", 1)
+    return "logged"
+
+
 @app.http("/form", methods=["POST"])
 def form(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
     files = req.files()
