@@ -598,3 +598,42 @@ def test_enqueue_on_lambda_says_there_is_no_store_there(lambda_handler: MakeHand
 
     said = lambda_handler(app)(v2_event("GET", "/send"), Ctx())["body"]
     assert "it runs outside hibana's host (hibana.aws.handler on Lambda has no store" in said
+
+
+def test_a_stream_on_lambda_comes_back_whole(
+    mounts: ModuleType, lambda_handler: MakeHandler
+) -> None:
+    """Starlette's StreamingResponse listens for a disconnect while it streams: Lambda's
+    client is there until the answer, so none may come before it."""
+    # FastAPI on its own, and mounted in the hibana app
+    for handle, path in (
+        (lambda_handler(mounts.api), "/events"),
+        (lambda_handler(mounts.app), "/api/events"),
+    ):
+        out = handle(v2_event("GET", path), Ctx())
+        assert out["statusCode"] == 200
+        assert out["body"] == "data: tick 0\n\ndata: tick 1\n\ndata: tick 2\n\n"
+
+
+def test_x_ray_root_without_a_parent_is_continued_on_lambda(
+    mounts: ModuleType, lambda_handler: MakeHandler
+) -> None:
+    handle = lambda_handler(mounts.app)
+    root = "Root=1-65f1a2b3-4c5d6e7f8a9b0c1d2e3f4a5b;Sampled=1"  # what an ALB sends
+    out = handle(v2_event("GET", "/native", headers={"x-amzn-trace-id": root}), Ctx())
+    assert out["headers"]["traceparent"].startswith("00-65f1a2b34c5d6e7f8a9b0c1d2e3f4a5b-")
+    assert out["headers"]["traceparent"].endswith("-01")
+    bad = handle(v2_event("GET", "/native", headers={"x-amzn-trace-id": "Root=1-zz-yy"}), Ctx())
+    assert bad["statusCode"] == 200  # a Root that does not read: a new trace
+
+
+def test_text_in_another_charset_goes_base64_on_lambda(lambda_handler: MakeHandler) -> None:
+    app = hibana.App()
+
+    @app.http("/latin")
+    def latin(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+        return hibana.Response(b"caf\xe9", content_type="text/plain; charset=iso-8859-1")
+
+    out = lambda_handler(app)(v2_event("GET", "/latin"), Ctx())
+    assert out["isBase64Encoded"] is True
+    assert base64.b64decode(out["body"]) == b"caf\xe9"

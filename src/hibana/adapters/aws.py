@@ -20,6 +20,7 @@ import asyncio
 import base64
 import inspect
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from hibana.adapters.asgi import ASGIApp, AsgiMount, wsgi_to_asgi
 from hibana.context import Context
 from hibana.requests import Request
 from hibana.responses import Response
+from hibana.telemetry.trace import TraceContext, continue_or_start, new_span_id
 
 EventFormat = Literal["apigw-v1", "apigw-v2", "alb"]
 EVENT_FORMATS: tuple[str, ...] = ("apigw-v1", "apigw-v2", "alb")
@@ -152,20 +154,28 @@ def _to_scope(event: dict[str, Any], shape: str, multi: bool) -> tuple[dict[str,
     return scope, raw_body
 
 
-def _traceparent(headers: list[tuple[str, str]]) -> str | None:
-    """``traceparent``, else X-Ray's ``X-Amzn-Trace-Id: Root=1-<8>-<24>;Parent=<16>;Sampled=1``."""
-    found = dict(headers)
-    if found.get("traceparent"):
-        return found["traceparent"]
-    amzn = found.get("x-amzn-trace-id")
+def _xray_trace(headers: list[tuple[str, str]]) -> TraceContext | None:
+    """The trace of X-Ray's ``X-Amzn-Trace-Id: Root=1-<8>-<24>;Parent=<16>;Sampled=1``:
+    its Root is the trace id, its Parent (when there is one: an ALB, API Gateway's own
+    requests send none) the caller's span. None without a Root that reads."""
+    amzn = dict(headers).get("x-amzn-trace-id")
     if not amzn:
         return None
     parts = dict(p.split("=", 1) for p in amzn.split(";") if "=" in p)
-    root, parent = parts.get("Root", ""), parts.get("Parent")
-    pieces = root.split("-")
-    if len(pieces) != 3 or not parent:
+    pieces = parts.get("Root", "").split("-")
+    if len(pieces) != 3:
         return None
-    return f"00-{pieces[1]}{pieces[2]}-{parent}-{'01' if parts.get('Sampled') == '1' else '00'}"
+    trace_id, parent = (pieces[1] + pieces[2]).lower(), parts.get("Parent")
+    sampled = parts.get("Sampled") == "1"
+    if parent:
+        trace = continue_or_start(f"00-{trace_id}-{parent.lower()}-{'01' if sampled else '00'}")
+        return trace if trace.trace_id == trace_id else None
+    if not _TRACE_ID(trace_id) or trace_id == "0" * 32:
+        return None
+    return TraceContext(trace_id, new_span_id(), None, sampled)
+
+
+_TRACE_ID = re.compile(r"[0-9a-f]{32}").fullmatch
 
 
 async def _run(
@@ -177,11 +187,16 @@ async def _run(
     headers: list[tuple[str, str]] = []
     chunks: list[bytes] = []
 
+    answered = asyncio.Event()
+
     async def receive() -> MutableMapping[str, Any]:
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
+        # Lambda's client stays until the answer: a disconnect now would make an app that
+        # listens for one (Starlette's StreamingResponse) stop its stream half way
+        await answered.wait()
         return {"type": "http.disconnect"}
 
     async def send(message: MutableMapping[str, Any]) -> None:
@@ -194,6 +209,8 @@ async def _run(
         elif message["type"] == "http.response.body":
             chunks.append(bytes(message.get("body", b"")))
             complete = not message.get("more_body", False)
+            if complete:
+                answered.set()
 
     try:
         await asgi(scope, receive, send)
@@ -207,6 +224,19 @@ async def _run(
     return status, headers, b"".join(chunks)
 
 
+def _as_text(body: bytes, content_type: str, text_types: Iterable[str]) -> str | None:
+    """``body`` as the text an event carries, or None: it goes base64-encoded (a binary
+    type, or text in a charset other than UTF-8, which a JSON string would garble)."""
+    if not body:
+        return ""
+    if not _is_text(content_type, text_types):
+        return None
+    try:
+        return body.decode()
+    except UnicodeDecodeError:
+        return None
+
+
 def _result(
     shape: str,
     multi: bool,
@@ -216,11 +246,11 @@ def _result(
     text_types: Iterable[str],
 ) -> dict[str, Any]:
     content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
-    binary = bool(body) and not _is_text(content_type, text_types)
+    text = _as_text(body, content_type, text_types)
     out: dict[str, Any] = {
         "statusCode": status,
-        "body": base64.b64encode(body).decode() if binary else body.decode("utf-8", "replace"),
-        "isBase64Encoded": binary,
+        "body": base64.b64encode(body).decode() if text is None else text,
+        "isBase64Encoded": text is None,
     }
     grouped: dict[str, list[str]] = {}
     for k, v in headers:
@@ -322,9 +352,9 @@ class LambdaHandler:
         remaining = getattr(context, "get_remaining_time_in_millis", None)
         if callable(remaining):
             given["deadline"] = time.monotonic() + remaining() / 1000.0
-        trace = _traceparent([(k.decode(), v.decode()) for k, v in scope["headers"]])
-        if trace:
-            given["traceparent"] = trace
+        trace = _xray_trace([(k.decode(), v.decode()) for k, v in scope["headers"]])
+        if trace is not None:
+            given["trace"] = trace  # a traceparent header, if there is one, goes first
         scope["hibana.given"] = given
         status, headers, out = loop.run_until_complete(_run(self._asgi, scope, body))
         return _result(shape, multi, status, headers, out, self._types)
@@ -387,12 +417,9 @@ class LambdaProxy:
 
     def build_event(self, req: Request, ctx: Context) -> dict[str, Any]:
         headers = req.headers.multi_items()
-        binary = bool(req.body) and not _is_text(
-            req.headers.get("content-type") or "", self.text_types
-        )
-        body = (
-            base64.b64encode(req.body).decode() if binary else req.body.decode("utf-8", "replace")
-        )
+        text = _as_text(req.body, req.headers.get("content-type") or "", self.text_types)
+        binary = text is None
+        body = base64.b64encode(req.body).decode() if text is None else text
         scope = req._scope
         raw_path = (scope.get("raw_path") or req.path.encode()).decode("latin-1")
         raw_query = req.query_string

@@ -405,13 +405,16 @@ class HttpFront:
         invocation_id = None
         latest = None
         given = scope.get("hibana.given")  # set by a caller that has them (the Lambda adapter)
+        trace = None
         if given is not None:
-            traceparent = traceparent or given.get("traceparent")
+            if traceparent is None:
+                trace = given.get("trace")  # X-Ray's, read by the adapter
             invocation_id = given.get("invocation_id")
             latest = given.get("deadline")
             if latest is not None:
                 deadline = min(deadline, latest)
-        trace = continue_or_start(traceparent)
+        if trace is None:
+            trace = continue_or_start(traceparent)
         inv = Invocation(
             invocation_id or new_invocation_id(),
             spec,
