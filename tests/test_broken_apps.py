@@ -73,3 +73,29 @@ def test_missing_app_file_names_the_fix(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "No function_app.py in" in result.stderr
     assert "hibana new" in result.stderr
+
+
+LIFESPAN_FAILS = """
+import hibana
+
+
+async def api(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "the database is not there"})
+
+
+app = hibana.App()
+app.asgi("/api", api)
+"""
+
+
+def test_a_mounted_app_whose_lifespan_startup_fails_stops_the_host(tmp_path: Path) -> None:
+    """Its workers could never start: replacing them for ever while requests wait is no
+    way to serve."""
+    (tmp_path / "function_app.py").write_text(LIFESPAN_FAILS)
+    result = run_cli("serve", str(tmp_path), "--port", "0", "--workers", "1")
+    assert result.returncode == 2, result.stderr
+    assert "error: a worker of the app exited with code 1 as it started" in result.stderr
+    assert "failed its lifespan startup: the database is not there" in result.stdout
+    assert "Listening on" not in result.stderr + result.stdout

@@ -211,6 +211,12 @@ class Supervisor:
             self.sel.register(self.admin.sock, selectors.EVENT_READ, "admin")
             self._tick()
             self._await_spawned(zygote)
+            if not self.config.reload and any(r.zygote is zygote for r in self.records):
+                # a worker that cannot start (a mounted app's lifespan startup raises, say)
+                # would be replaced for ever while requests wait: stop, as a broken app does
+                failed = self._await_ready(zygote, "the app")
+                if failed is not None and zygote.last_crash:
+                    raise AppLoadError(failed)
             self._banner(zygote)
             self.service_manager.ready(self._serving(zygote))
             return self._loop()
@@ -878,7 +884,7 @@ class Supervisor:
         except HostStartError as exc:
             self.report(f"error: {exc}")
 
-    def _await_ready(self, fresh: Zygote) -> str | None:
+    def _await_ready(self, fresh: Zygote, whose: str = "the new version") -> str | None:
         """Wait until every worker asked of ``fresh`` serves: None, or why that failed."""
         board = fresh.board
         assert board is not None
@@ -893,11 +899,11 @@ class Supervisor:
         if not self._wait_until(settled, IMPORT_TIMEOUT):
             if self.shutting_down:
                 return "the host is shutting down"
-            return f"the new version's workers did not start within {IMPORT_TIMEOUT:g}s"
+            return f"{whose}'s workers did not start within {IMPORT_TIMEOUT:g}s"
         if fresh.last_crash:
             return (
-                f"a worker of the new version exited with code {fresh.last_crash} as it "
-                "started (its log line 'worker crashed' says why)"
+                f"a worker of {whose} exited with code {fresh.last_crash} as it started "
+                "(its log line 'worker crashed' says why)"
             )
         return None
 
