@@ -9,6 +9,7 @@ import re
 import threading
 import time
 
+from hibana.telemetry.console import render
 from hibana.telemetry.logs import Logger, LogSink
 from tests.hosts import APPS, Host
 
@@ -127,3 +128,21 @@ def test_a_message_that_is_not_a_string_is_logged_as_its_str() -> None:
     with os.fdopen(read_end, "rb") as lines:
         messages = [json.loads(line)["msg"] for line in lines]
     assert messages == ["12345", "None", "{'a': 1}", "<Broken whose str raised>"]
+
+
+def test_the_console_format_writes_a_lines_control_characters_as_escapes() -> None:
+    """A message cannot forge a line of its own, nor send the terminal an escape."""
+    record = {
+        "ts": "2026-12-06T09:30:27.148Z",
+        "level": "info",
+        "msg": "line one\nFAKE 12:00:00.000 ERROR  injected\x1b[2J",
+        "who": "a\x1bb",
+        "traceback": "Traceback\n  raise ValueError('\x1b[31m')\n",
+    }
+    shown = render(record).split("\n")
+    assert len(shown) == 3  # the line and its two traceback lines
+    assert "line one\\nFAKE 12:00:00.000 ERROR  injected\\x1b[2J" in shown[0]
+    assert "who='a\\x1bb'" in shown[0]
+    assert shown[2] == "      raise ValueError('\\x1b[31m')"
+    assert "\x1b" not in "".join(shown)
+    assert "\x1b[41;1mCRIT " in render({**record, "level": "critical"}, color=True)

@@ -10,6 +10,7 @@ as it is.
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime
 from typing import Any
 
@@ -37,8 +38,25 @@ _HIDDEN = frozenset(
 _INVOCATION = frozenset(
     {"function", "invocation_id", "outcome", "status", "method", "path", "duration_ms", "attempt"}
 )
-_LEVELS = {"debug": "DEBUG", "info": "INFO ", "warning": "WARN ", "error": "ERROR"}
-_COLORS = {"debug": "2", "info": "32", "warning": "33", "error": "31;1"}
+_LEVELS = {
+    "debug": "DEBUG",
+    "info": "INFO ",
+    "warning": "WARN ",
+    "error": "ERROR",
+    "critical": "CRIT ",
+}
+_COLORS = {"debug": "2", "info": "32", "warning": "33", "error": "31;1", "critical": "41;1"}
+#: Control characters (line breaks, ESC): written as escapes, so what a line says cannot
+#: start a line of its own that looks like the host's, nor drive the terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _plain(text: str) -> str:
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 _decode = msgspec.json.Decoder().decode
 
 
@@ -71,14 +89,14 @@ def render(record: dict[str, Any], color: bool = False) -> str:
     fields = "  ".join(
         f"{k}={_value(v)}" for k, v in record.items() if k not in _HIDDEN and k not in skip
     )
-    line = head + " " + body
+    line = head + " " + _plain(body)
     if fields:
         line += "  " + paint(fields, "36")
     if where:
         line += "  " + paint(f"· {where}", "2")
     traceback = record.get("traceback")
     if isinstance(traceback, str) and traceback:
-        line += "\n" + "\n".join("    " + t for t in traceback.rstrip("\n").splitlines())
+        line += "\n" + "\n".join("    " + _plain(t) for t in traceback.rstrip("\n").split("\n"))
     return line
 
 
@@ -93,7 +111,8 @@ def _local_clock(ts: str) -> str:
 
 def _value(value: Any) -> str:
     if isinstance(value, str):
-        return value if value and " " not in value and "=" not in value else repr(value)
+        plain = value and " " not in value and "=" not in value and not _CONTROL.search(value)
+        return value if plain else repr(value)
     return msgspec.json.encode(value).decode()
 
 
