@@ -251,6 +251,14 @@ def test_requests_held_by_a_killed_worker_get_502_naming_their_invocation() -> N
             functions = {f["name"]: f for f in status["functions"]}
             assert functions["slow"]["inflight"] == 0
             assert functions["hello"]["invocations"] == 2  # /hello/idle (dead one's), /after
+            # what it was running failed with it: counted, and each id its client got is a
+            # line of the log, as any invocation's
+            assert (functions["slow"]["invocations"], functions["slow"]["errors"]) == (3, 3)
+            for given in ids:
+                line = host.wait_for_log(msg="invocation", invocation_id=given)
+                assert (line["level"], line["outcome"], line["status"]) == ("error", "error", 502)
+                assert line["error"].startswith("the worker running this invocation died")
+                assert (line["pid"], line["worker_exit"]) == (victim, "exit code -9")
     finally:
         host.stop()
 

@@ -132,21 +132,27 @@ class HeldConnections:
         board: Board | None,
         report: Callable[[str], None],
         stopped: bool = False,
+        lost: Callable[[str, int, str, bool], None] | None = None,
     ) -> int:
         """Answer 502 on the connections of dead worker ``pid`` that were running an
         invocation (503 if the host ``stopped`` it: a second signal), 503 on those whose
-        invocation had not started (it waited for a permit); close them all.
-        Returns how many were answered."""
+        invocation had not started (it waited for a permit); close them all. ``lost`` is
+        told each such invocation (its id, status, error, and whether it ran), answered or
+        not (its client may have gone). Returns how many were answered."""
         self.receive()  # its last words: connections it opened or closed just before
         ran = waited = 0
         for key in [k for k in self.held if k[0] == pid]:
             fd = self.held.pop(key)
             state, invocation = board.connection(slot, key[1]) if board is not None else (0, None)
-            if invocation is not None:
+            if invocation is not None and state in (CONN_BUSY, CONN_WAITING):
+                status, error = _lost(invocation, stopped, ran=state == CONN_BUSY)
+                written = _answer_lost(fd, invocation, status, error)
                 if state == CONN_BUSY:
-                    ran += _answer_lost(fd, invocation, stopped)
-                elif state == CONN_WAITING:
-                    waited += _answer_lost(fd, invocation, stopped, ran=False)
+                    ran += written
+                else:
+                    waited += written
+                if lost is not None:
+                    lost(invocation, status, error, state == CONN_BUSY)
             os.close(fd)
         if ran or waited:
             how = [f"{ran} with {'503 (stopped)' if stopped else '502'}"] if ran else []
@@ -172,8 +178,8 @@ class HeldConnections:
         self.worker_end.close()
 
 
-def _answer_lost(fd: int, invocation: str, stopped: bool = False, ran: bool = True) -> int:
-    """Write the answer for an invocation whose worker is gone: 502 (it died), or 503
+def _lost(invocation: str, stopped: bool, ran: bool) -> tuple[int, str]:
+    """The status and error of an invocation whose worker is gone: 502 (it died), or 503
     (the host was stopped at once, or the invocation never started)."""
     if not ran:
         what = (
@@ -181,25 +187,28 @@ def _answer_lost(fd: int, invocation: str, stopped: bool = False, ran: bool = Tr
             if stopped
             else "the worker holding this request died"
         )
-        error = (
+        return 503, (
             f"{what} while it waited for a max_concurrency permit; the function was not "
             "run: it is safe to send it again"
         )
-    else:
-        what = (
-            "the host was stopped at once (a second signal) before this invocation finished"
-            if stopped
-            else "the worker running this invocation died"
-        )
-        error = f"{what}; it may or may not have completed: retry if it is safe to"
-    body = json.dumps({"error": error, "invocation_id": invocation}).encode()
-    status = (
-        b"503 Service Unavailable\r\nretry-after: 1" if stopped or not ran else b"502 Bad Gateway"
+    what = (
+        "the host was stopped at once (a second signal) before this invocation finished"
+        if stopped
+        else "the worker running this invocation died"
     )
+    return (
+        503 if stopped else 502
+    ), f"{what}; it may or may not have completed: retry if it is safe to"
+
+
+def _answer_lost(fd: int, invocation: str, status: int, error: str) -> int:
+    """Write the answer ``_lost`` gave an invocation whose worker is gone: 1 if written."""
+    body = json.dumps({"error": error, "invocation_id": invocation}).encode()
+    line = b"503 Service Unavailable\r\nretry-after: 1" if status == 503 else b"502 Bad Gateway"
     head = (
         b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
         b"content-length: %d\r\nx-invocation-id: %s\r\nconnection: close\r\n\r\n"
-        % (status, len(body), invocation.encode())
+        % (line, len(body), invocation.encode())
     )
     try:
         with socket.socket(fileno=os.dup(fd)) as sock:

@@ -36,7 +36,7 @@ from hibana.host.scaling import Scaler, Scaling, WorkerView
 from hibana.host.service_manager import ServiceManager
 from hibana.host.store_duties import StoreDuties
 from hibana.store.base import Store
-from hibana.telemetry.logs import LogSink, ProcessOutput
+from hibana.telemetry.logs import LogSink, ProcessOutput, timestamp
 
 if TYPE_CHECKING:
     from hibana.telemetry.console import ConsoleLog
@@ -761,11 +761,15 @@ class Supervisor:
             died = code != 0 or not (record.retiring or self.stopping or stopped)
             if died:
                 self.connections.worker_died(
-                    message["pid"], record.slot, record.zygote.board, self.report
+                    message["pid"],
+                    record.slot,
+                    record.zygote.board,
+                    self.report,
+                    lost=self._lost_line(record, f"exit code {code}"),
                 )
             else:
                 self.connections.worker_exited(message["pid"])
-            self._remember(record)
+            self._remember(record, died)
             if record.permit_row >= 0:
                 self.permits.empty(record.permit_row)  # what it held goes to the others
             if record.zygote is not self.zygote:
@@ -775,8 +779,32 @@ class Supervisor:
                 if time.monotonic() - record.started < CRASH_LOOP_WINDOW:
                     self._hold_until = time.monotonic() + CRASH_LOOP_WINDOW
 
-    def _remember(self, record: WorkerRecord) -> None:
-        """Fold an exited worker's counters into the totals before its row is reused."""
+    def _lost_line(self, record: WorkerRecord, how: str) -> Callable[[str, int, str, bool], None]:
+        """What writes the log line of each invocation a dead worker took with it: its
+        worker wrote none, and the id its client got must be found in the log."""
+
+        def lost(invocation: str, status: int, error: str, ran: bool) -> None:
+            if self.output is not None:
+                self.output.emit(
+                    {
+                        "ts": timestamp(),
+                        "level": "error",
+                        "msg": "invocation",
+                        "invocation_id": invocation,
+                        "outcome": "error" if ran else "cancelled",
+                        "status": status,
+                        "error": error,
+                        "worker": record.slot,
+                        "pid": record.pid,
+                        "worker_exit": how,
+                    }
+                )
+
+        return lost
+
+    def _remember(self, record: WorkerRecord, died: bool = False) -> None:
+        """Fold an exited worker's counters into the totals before its row is reused;
+        what a dead one was running failed with it."""
         board = record.zygote.board
         if board is None:
             return
@@ -786,6 +814,8 @@ class Supervisor:
             )
             totals["invocations"] += board.function_get(record.slot, i, "invocations")
             totals["errors"] += board.function_get(record.slot, i, "errors")
+            if died:
+                totals["errors"] += board.function_get(record.slot, i, "inflight")
             if board.function_get(record.slot, i, "cold_starts"):
                 totals["cold_starts"] += board.function_get(record.slot, i, "cold_starts")
                 ready = board.get(record.slot, "ready_at")
@@ -1022,7 +1052,14 @@ class Supervisor:
             _wait_dead([pid for pid, _ in killed], 1.0)
             for pid, r in killed:
                 board = r.zygote.board
-                self.connections.worker_died(pid, r.slot, board, self.report, stopped=True)
+                self.connections.worker_died(
+                    pid,
+                    r.slot,
+                    board,
+                    self.report,
+                    True,
+                    self._lost_line(r, "killed: stopped at once"),
+                )
         self.records.clear()
         for zygote in [self.zygote, *self.retired]:
             if zygote is not None:

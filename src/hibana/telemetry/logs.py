@@ -519,6 +519,10 @@ class ProcessOutput:
         """Never write these secret values (see ``LogSink.redact``)."""
         self._sink.redact(values)
 
+    def emit(self, record: dict[str, Any]) -> None:
+        """A JSON line of the host's own, among the processes' (see ``LogSink.emit``)."""
+        self._sink.emit(record)
+
     def _take(self, lines: list[bytes]) -> None:
         for line in lines:
             self._log.info(line.decode("utf-8", "replace").removesuffix("\r"))
