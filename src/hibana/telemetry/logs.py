@@ -3,8 +3,10 @@
 Lines are buffered and written together once per loop iteration, so a busy worker makes
 one ``write`` for many invocations. Each write is a whole number of lines of at most
 ``PIPE_BUF`` bytes, which the kernel makes whole on a pipe: workers sharing stdout never
-interleave within a line, even when the pipe's reader falls behind and writes block
-(only a single line longer than that can be cut).
+interleave within a line, even when the pipe's reader falls behind and writes block.
+A single line longer than that is one write, which a full pipe may take in parts, with
+another process's line between them (a known limit: mending it needs a lock every
+writer takes).
 """
 
 from __future__ import annotations
