@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.hosts import APPS, run_cli
+from tests.hosts import APPS, run_cli, started
 
 
 @pytest.mark.parametrize(
@@ -99,3 +100,17 @@ def test_a_mounted_app_whose_lifespan_startup_fails_stops_the_host(tmp_path: Pat
     assert "error: a worker of the app exited with code 1 as it started" in result.stderr
     assert "failed its lifespan startup: the database is not there" in result.stdout
     assert "Listening on" not in result.stderr + result.stdout
+
+
+def test_at_zero_workers_a_request_gets_503_when_every_worker_dies_as_it_starts(
+    tmp_path: Path,
+) -> None:
+    """Scaled to zero, the host only finds out at the first request: that request, and
+    the ones after it, are answered rather than left waiting for a worker that never comes."""
+    (tmp_path / "function_app.py").write_text(LIFESPAN_FAILS)
+    for host in started(tmp_path, "--min-instances", "0"):
+        r = httpx.get(host.url + "/api/x", timeout=30)
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "5"
+        assert r.json()["error"].startswith("the app's workers fail as they start (3 in a row")
+        host.wait_for_stderr(r"answered 1 request\(s\) 503: the app's workers fail")

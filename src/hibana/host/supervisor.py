@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import json
 import os
 import select
 import selectors
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 IMPORT_TIMEOUT = 120.0
 #: A worker that dies sooner than this after starting is restarted after a pause, not at once.
 CRASH_LOOP_WINDOW = 1.0
+#: Workers in a row dead before they served, after which waiting requests get 503.
+START_CRASHES = 3
 #: Signals this close after the first are the same request to stop, delivered twice.
 SIGNAL_ECHO = 0.25
 #: How often the scaler looks at the board (a waiting connection wakes it at once).
@@ -77,6 +80,8 @@ class Zygote:
     loaded_at: float = 0.0
     #: The exit code of its last worker that exited with an error (0: none has).
     last_crash: int = 0
+    #: Workers in a row that exited with an error before they served.
+    start_crashes: int = 0
 
     def spawn(self, spawn: Spawn) -> None:
         self.channel.send(op="spawn", spawn=dataclasses.asdict(spawn))
@@ -135,6 +140,7 @@ def bind(host: str, port: int) -> socket.socket:
             fix = "pass --host an address of this machine (127.0.0.1, 0.0.0.0, ::)"
         raise HostStartError(f"cannot listen on {host}:{port}: {exc.strerror}; {fix}") from None
     sock.listen(2048)
+    sock.setblocking(False)  # as the workers have it; the supervisor accepts only to refuse
     sock.set_inheritable(True)
     return sock
 
@@ -594,6 +600,12 @@ class Supervisor:
         waiting = self._connection_waiting() or (self.duties is not None and self.duties.pending)
         if waiting and self._waiting_since is None:
             self._waiting_since = time.monotonic()
+        if (
+            waiting
+            and zygote.start_crashes >= START_CRASHES
+            and not any(r.pid is not None and board.get(r.slot, "ready_at") for r in mine)
+        ):
+            self._refuse_waiting(zygote)
         decision = scaler.decide(views, waiting)
         now = time.monotonic()
         # the fewest workers allowed, all idle: only a rise in load can change that
@@ -754,6 +766,9 @@ class Supervisor:
             code = message["code"]
             if code != 0 and not record.retiring:
                 zygote.last_crash = code
+                rows = record.zygote.board
+                served = rows is not None and rows.get(record.slot, "ready_at") > 0
+                zygote.start_crashes = 0 if served else zygote.start_crashes + 1
             # exit code 0 without having stopped accepting first (os._exit(0) in a
             # function) is a death all the same: its requests get their 502
             board = record.zygote.board
@@ -778,6 +793,37 @@ class Supervisor:
                 self.report(f"worker {record.slot} (pid {record.pid}) exited with code {code}")
                 if time.monotonic() - record.started < CRASH_LOOP_WINDOW:
                     self._hold_until = time.monotonic() + CRASH_LOOP_WINDOW
+
+    def _refuse_waiting(self, zygote: Zygote) -> None:
+        """Answer 503 to the connections waiting for a worker when every worker started
+        for them has died before it served (a mounted app's lifespan startup fails, say):
+        they would wait for ever, each new worker dying the same way."""
+        assert self.sock is not None
+        why = (
+            f"the app's workers fail as they start ({zygote.start_crashes} in a row, the last "
+            f"with exit code {zygote.last_crash}; the host's log line 'worker crashed' says "
+            "why): no worker can serve this request"
+        )
+        body = json.dumps({"error": why}).encode()
+        answer = (
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            b"retry-after: 5\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        ) + body
+        refused = 0
+        while _readable([self.sock], 0):
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # a worker took it, or it went: nothing left to answer
+                break
+            with conn:
+                conn.setblocking(False)
+                with contextlib.suppress(OSError):
+                    conn.recv(65536)  # the request, if it is here: read, so the close is clean
+                    conn.send(answer)
+                    conn.shutdown(socket.SHUT_WR)
+            refused += 1
+        if refused:
+            self.report(f"answered {refused} request(s) 503: {why}")
 
     def _lost_line(self, record: WorkerRecord, how: str) -> Callable[[str, int, str, bool], None]:
         """What writes the log line of each invocation a dead worker took with it: its
