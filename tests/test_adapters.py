@@ -566,6 +566,21 @@ def test_a_lambda_handler_behind_hibana_gets_a_real_v1_event(host: Host) -> None
     assert event["multiValueHeaders"]["x-h"] == ["x", "y"]
     assert got["request_id"] == r.headers["x-invocation-id"]
     assert 0 < got["remaining_ms"] <= 5000
+    # the attributes of the context object AWS documents for Python
+    documented = {
+        "aws_request_id",
+        "client_context",
+        "function_name",
+        "function_version",
+        "get_remaining_time_in_millis",
+        "identity",
+        "invoked_function_arn",
+        "log_group_name",
+        "log_stream_name",
+        "memory_limit_in_mb",
+    }
+    assert documented <= set(got["context"])
+    assert (got["identity"], got["client_context"]) == (None, None)
 
 
 def test_a_lambda_handler_behind_hibana_gets_a_real_v2_event(host: Host) -> None:

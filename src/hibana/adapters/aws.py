@@ -372,6 +372,9 @@ class LambdaContext:
     function_version: str = "$LATEST"
     log_group_name: str = "/aws/lambda/hibana"
     log_stream_name: str = "hibana"
+    #: Cognito identity and mobile client context: None, as Lambda gives an HTTP event.
+    identity: Any = None
+    client_context: Any = None
 
     @property
     def invoked_function_arn(self) -> str:

@@ -199,6 +199,10 @@ def legacy(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "event": event,
             "remaining_ms": context.get_remaining_time_in_millis(),
             "request_id": context.aws_request_id,
+            # every attribute AWS documents for the context object is there
+            "context": sorted(a for a in dir(context) if not a.startswith("_")),
+            "identity": context.identity,
+            "client_context": context.client_context,
         }
     )
     return {
