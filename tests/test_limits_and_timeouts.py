@@ -10,11 +10,12 @@ import select
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.hosts import APPS, Host, read_cut_short, started
+from tests.hosts import APPS, Host, copy_app, read_cut_short, run_cli, started
 
 
 @pytest.fixture(scope="module")
@@ -383,3 +384,35 @@ def test_an_async_function_deaf_to_cancellation_gets_its_504_when_its_worker_is_
     assert not [line for line in strict_host.logs() if line.get("msg") == "deaf function done"]
     with strict_host.client() as client:
         assert client.get("/hello/after").text == "Hello after"
+
+
+def test_hibana_status_at_the_supervisors_open_files_limit_does_not_stop_the_host(
+    tmp_path: Path,
+) -> None:
+    """The supervisor holds a duplicate of every worker's connection: it reaches its limit
+    before its workers do, and an admin call then must be told so, not kill the host."""
+    app_dir = copy_app("basic", tmp_path)
+    host = Host(app_dir, "--workers", "2", open_files=(64, 64)).wait_ready()
+    addr, port = host.url.removeprefix("http://").split(":")
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(120):
+            with contextlib.suppress(OSError):
+                idle.append(socket.create_connection((addr, int(port)), timeout=5))
+        time.sleep(0.5)  # the workers took them, and handed their duplicates over
+        said = run_cli("status", "--app", str(app_dir))
+        assert said.returncode == 1, said.stdout + said.stderr
+        assert "at its limit on open files" in said.stderr, said.stderr
+        assert host.proc.poll() is None, "\n".join(host.stderr_lines)
+        for sock in idle:
+            sock.close()
+        idle.clear()
+        deadline = time.monotonic() + 20
+        while run_cli("status", "--app", str(app_dir)).returncode != 0:
+            assert time.monotonic() < deadline, "status never answered again"
+            time.sleep(0.2)
+    finally:
+        for sock in idle:
+            sock.close()
+        host.stop()
+    assert host.proc.returncode == 0

@@ -367,6 +367,8 @@ def status(
     import json
 
     data = _ask_host(app, "GET", "/status", timeout=5)
+    if "error" in data and "workers" not in data:  # the host could not say (at its fd limit)
+        _fail(f"the host of {app} answered: {data['error']}", 1)
     if as_json:
         print(json.dumps(data, indent=2))
         return

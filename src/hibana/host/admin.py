@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import socket
@@ -42,6 +43,9 @@ class AdminEndpoint:
     def __init__(self, supervisor: Supervisor, port: int) -> None:
         self.supervisor = supervisor
         self.sock = socket.create_server(("127.0.0.1", port))
+        #: Kept open to be closed when the supervisor is at its limit on open files: a
+        #: caller is then told so instead of the accept failing again and again.
+        self._spare = os.open(os.devnull, os.O_RDONLY)
         self.sock.setblocking(False)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.file = host_file(supervisor.config.app_dir)
@@ -58,6 +62,11 @@ class AdminEndpoint:
         try:
             conn, _ = self.sock.accept()
         except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                return  # the caller went before it was taken
+            self._at_limit()
             return
         with conn:
             conn.settimeout(1.0)
@@ -98,7 +107,34 @@ class AdminEndpoint:
             return code, {"reloaded": False, "error": failed, **mine}
         return 404, {"error": "the admin endpoint serves GET /status and POST /reload", **mine}
 
+    def _at_limit(self) -> None:
+        """No descriptor is left for the caller (the supervisor holds a duplicate of every
+        connection of every worker): the one kept spare makes room to tell it so, and the
+        host serves on."""
+        os.close(self._spare)
+        try:
+            conn, _ = self.sock.accept()
+            with conn:
+                body = json.dumps(
+                    {
+                        "error": "the host is at its limit on open files (its supervisor "
+                        "holds a duplicate of every connection); raise it (ulimit -n, "
+                        "LimitNOFILE=) or try again when fewer clients are connected",
+                        **host_identity(self.supervisor),
+                    }
+                ).encode()
+                conn.settimeout(1.0)
+                conn.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+                )
+        except OSError:
+            pass
+        finally:
+            self._spare = os.open(os.devnull, os.O_RDONLY)
+
     def close(self) -> None:
+        os.close(self._spare)
         self.sock.close()
         if self.file is not None:
             with contextlib.suppress(OSError, ValueError):
