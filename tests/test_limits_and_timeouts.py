@@ -416,3 +416,30 @@ def test_hibana_status_at_the_supervisors_open_files_limit_does_not_stop_the_hos
             sock.close()
         host.stop()
     assert host.proc.returncode == 0
+
+
+def test_a_sync_invocation_whose_deadline_passed_while_it_queued_for_a_thread_never_runs(
+    tmp_path: Path,
+) -> None:
+    """Its client has had its 504; run later, it would repeat its side effects when the
+    client retries."""
+    for host in started(copy_app("basic", tmp_path), "--workers", "1"):
+        addr, port = host.url.removeprefix("http://").split(":")
+        # 60 at once on 40 threads: 20 wait for one, and their deadline passes there
+        socks = [socket.create_connection((addr, int(port)), timeout=10) for _ in range(60)]
+        try:
+            for sock in socks:
+                sock.sendall(b"GET /busy/0.6 HTTP/1.1\r\nHost: x\r\n\r\n")
+            heads = [sock.recv(64) for sock in socks]
+        finally:
+            for sock in socks:
+                sock.close()
+        assert all(head.startswith(b"HTTP/1.1 504 ") for head in heads), heads
+        time.sleep(1.5)  # the first 40 have returned: the others would have started by now
+        with httpx.Client() as client:
+            assert client.get(host.url + "/hello/after").status_code == 200
+        started_lines = [x for x in host.logs() if x.get("msg") == "busy started"]
+        # none started past its deadline (those that waited for a thread would start
+        # about 0.5 s late)
+        assert 40 <= len(started_lines) < 60, len(started_lines)
+        assert min(x["remaining"] for x in started_lines) > -0.05, started_lines

@@ -218,7 +218,11 @@ _reset_logger = current_logger.reset
 
 def _call_bound(fn: Callable[..., Any], inv: Invocation, ctx: Context) -> Any:
     """A sync function on a pool thread, with ``ctx.log`` as the thread's current logger
-    while it runs (what it prints or logs through ``logging`` carries its invocation)."""
+    while it runs (what it prints or logs through ``logging`` carries its invocation).
+    One whose deadline passed while it waited for a thread is not started: its caller
+    has had its answer (504), and a run now would repeat its side effects on a retry."""
+    if inv.cancellation.reason == "timeout":
+        raise Cancelled("its deadline passed before a thread was free to run it")
     bound = _set_logger(ctx.log)
     try:
         return fn(inv.payload, ctx)

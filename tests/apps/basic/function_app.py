@@ -228,6 +228,14 @@ async def sleep(req: hibana.Request, ctx: hibana.Context) -> str:
     return "slept"
 
 
+@app.http("/busy/{seconds:float}", timeout=0.1)
+def busy(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Sync work that outlives its timeout, and says when it starts."""
+    ctx.log.info("busy started", remaining=ctx.remaining)
+    time.sleep(req.params["seconds"])
+    return "done"
+
+
 @app.http("/work/{seconds:float}", timeout=30)
 def work(req: hibana.Request, ctx: hibana.Context) -> str:
     """Sync work that checks for cancellation, as long-running sync code should."""
