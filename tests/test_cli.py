@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 from pathlib import Path
@@ -238,3 +239,25 @@ def test_a_store_urls_password_is_never_shown(url: str, shown: str) -> None:
     assert result.returncode == 1
     assert f"cannot connect to the store {shown}:" in result.stderr
     assert "sekrit" not in result.stderr + result.stdout
+
+
+def test_a_second_host_on_one_app_folder_warns_and_hands_status_back_when_it_stops(
+    tmp_path: Path,
+) -> None:
+    app_dir = copy_app("basic", tmp_path)
+    first = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        second = Host(app_dir, "--workers", "1").wait_ready()
+        try:
+            second.wait_for_stderr(rf"warning: another host \(pid {first.proc.pid}\) serves")
+            assert json.loads(run_cli("status", "--json", "--app", str(app_dir)).stdout)["pid"] == (
+                second.proc.pid
+            )
+        finally:
+            second.stop()
+        # the first one is the app folder's host again
+        status = run_cli("status", "--json", "--app", str(app_dir))
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["pid"] == first.proc.pid
+    finally:
+        first.stop()

@@ -49,6 +49,19 @@ class AdminEndpoint:
         self.sock.setblocking(False)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.file = host_file(supervisor.config.app_dir)
+        #: What the file said of another host still running on this folder: it is its
+        #: again once this one stops.
+        self._displaced: str | None = None
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            before = self.file.read_text()
+            other = int(json.loads(before)["pid"])
+            if other != os.getpid() and _alive(other):
+                self._displaced = before
+                supervisor.report(
+                    f"warning: another host (pid {other}) serves {supervisor.config.app_dir} "
+                    "too; `hibana status` and `hibana reload` with --app reach this one "
+                    "until it stops, then that one again"
+                )
         try:
             make_state_dir(self.file.parent)
             self.file.write_text(
@@ -140,7 +153,21 @@ class AdminEndpoint:
             with contextlib.suppress(OSError, ValueError):
                 # another host may have started on this folder since: leave its address
                 if json.loads(self.file.read_text()).get("pid") == os.getpid():
-                    self.file.unlink()
+                    displaced = self._displaced
+                    if displaced is not None and _alive(int(json.loads(displaced)["pid"])):
+                        self.file.write_text(displaced)
+                    else:
+                        self.file.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's: alive
+    return True
 
 
 def host_identity(sup: Supervisor) -> dict[str, Any]:
