@@ -167,7 +167,7 @@ def wait_for_a_waiter(host: Host) -> None:
 def test_status_shows_how_long_the_oldest_invocation_has_waited(host: Host) -> None:
     (a, _), (b, _) = pinned(host, 2)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        first = pool.submit(a.get, "/one/1")
+        first = pool.submit(a.get, "/one/3")  # held past the CLI's start on a busy machine
         host.wait_inflight(1, "one")
         second = pool.submit(b.get, "/one/0")
         wait_for_a_waiter(host)

@@ -52,12 +52,14 @@ class AdminEndpoint:
         #: What the file said of another host still running on this folder: it is its
         #: again once this one stops.
         self._displaced: str | None = None
+        #: Said in the banner: another host serves this folder too.
+        self.warning: str | None = None
         with contextlib.suppress(OSError, ValueError, TypeError):
             before = self.file.read_text()
             other = int(json.loads(before)["pid"])
             if other != os.getpid() and _alive(other):
                 self._displaced = before
-                supervisor.report(
+                self.warning = (
                     f"warning: another host (pid {other}) serves {supervisor.config.app_dir} "
                     "too; `hibana status` and `hibana reload` with --app reach this one "
                     "until it stops, then that one again"

@@ -477,6 +477,8 @@ class Supervisor:
             lines += ["", f"Store: {self.store.display}"]
         if self.admin is not None:
             lines += ["", f"Admin (hibana status): {self.admin.url}"]
+            if self.admin.warning is not None:
+                lines += ["", self.admin.warning]
         if self.open_file_limit < open_files.LOW:
             lines += [
                 "",
