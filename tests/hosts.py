@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
 import re
@@ -269,3 +271,34 @@ def started(
         yield host.wait_ready()
     finally:
         host.stop()
+
+
+@contextlib.contextmanager
+def not_a_host(app_dir: Path, answer: bytes) -> Generator[str, None, None]:
+    """``app_dir``'s host.json naming an admin address where a server that is no hibana
+    host answers ``answer`` to any GET or POST (a stale file whose port another program
+    took). Yields that address."""
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def _send(self) -> None:
+            self.send_response(200)
+            self.send_header("content-length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        do_GET = do_POST = _send
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        admin = f"http://127.0.0.1:{other.server_address[1]}"
+        state = app_dir / ".hibana"
+        state.mkdir(exist_ok=True)
+        (state / "host.json").write_text(json.dumps({"pid": 1, "url": "", "admin": admin}))
+        yield admin
+    finally:
+        other.shutdown()
+        other.server_close()

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 import hibana
-from tests.hosts import APPS, Host, copy_app, run_cli
+from tests.hosts import APPS, Host, copy_app, not_a_host, run_cli
 
 
 def test_version() -> None:
@@ -188,34 +188,11 @@ def test_a_stale_host_file_never_reaches_another_apps_host(tmp_path: Path) -> No
 def test_an_admin_answer_that_names_no_host_is_not_trusted(tmp_path: Path) -> None:
     """What answers at host.json's address must say whose host it is (as every hibana
     host's answer does), or the command acts on nothing."""
-    import http.server
-    import json
-    import threading
-
     app_dir = _tiny_app(tmp_path, "app")
-    (app_dir / ".hibana").mkdir()
-
-    class Anonymous(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = json.dumps({"generation": 1, "workers": []}).encode()
-            self.send_response(200)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    other = http.server.HTTPServer(("127.0.0.1", 0), Anonymous)
-    threading.Thread(target=other.serve_forever, daemon=True).start()
-    try:
-        admin = f"http://127.0.0.1:{other.server_address[1]}"
-        where = app_dir / ".hibana" / "host.json"
-        where.write_text(json.dumps({"pid": 1, "url": "", "admin": admin}))
+    where = app_dir / ".hibana" / "host.json"
+    answer = json.dumps({"generation": 1, "workers": []}).encode()
+    with not_a_host(app_dir, answer) as admin:
         result = run_cli("status", "--app", str(app_dir))
-    finally:
-        other.shutdown()
-        other.server_close()
     assert (result.returncode, result.stderr.strip()) == (
         1,
         f"error: {admin} (named in {where}) does not say which app it serves: it is not a "

@@ -296,10 +296,16 @@ def version(name: str, limit: int | None = 1) -> str:
     return VERSION.replace("VERSION", name).replace("LIMIT", str(limit))
 
 
-def test_the_limit_holds_across_a_reload(tmp_path: Path) -> None:
+def versioned_app(tmp_path: Path, source: str) -> Path:
+    """An app folder whose function_app.py is ``source`` (a ``version``)."""
     app_dir = tmp_path / "app"
     app_dir.mkdir()
-    (app_dir / "function_app.py").write_text(version("v1"))
+    (app_dir / "function_app.py").write_text(source)
+    return app_dir
+
+
+def test_the_limit_holds_across_a_reload(tmp_path: Path) -> None:
+    app_dir = versioned_app(tmp_path, version("v1"))
     for host in serve(app_dir, "--concurrency-wait", "0.3"):
         with concurrent.futures.ThreadPoolExecutor(1) as pool, host.client() as client:
             old = pool.submit(client.get, "/one/4")
@@ -321,10 +327,11 @@ def test_the_limit_holds_across_a_reload(tmp_path: Path) -> None:
             assert fresh.get("/one/0").text == "v2"  # and get it once it is given back
 
 
-def test_a_limit_raised_by_a_reload_lets_in_the_old_versions_waiters(tmp_path: Path) -> None:
-    app_dir = tmp_path / "app"
-    app_dir.mkdir()
-    (app_dir / "function_app.py").write_text(version("v1", limit=1))
+@pytest.mark.parametrize("new_limit", [3, None], ids=["raised", "dropped"])
+def test_a_limit_raised_or_dropped_by_a_reload_lets_in_the_old_versions_waiters(
+    tmp_path: Path, new_limit: int | None
+) -> None:
+    app_dir = versioned_app(tmp_path, version("v1", limit=1))
     for host in serve(app_dir, "--concurrency-wait", "20"):
         with (
             concurrent.futures.ThreadPoolExecutor(2) as pool,
@@ -335,47 +342,21 @@ def test_a_limit_raised_by_a_reload_lets_in_the_old_versions_waiters(tmp_path: P
             host.wait_inflight(1, "one")
             waiter = pool.submit(b.get, "/one/0")  # the old version's, behind the holder
             wait_for_a_waiter(host)
-            (app_dir / "function_app.py").write_text(version("v2", limit=3))
+            (app_dir / "function_app.py").write_text(version("v2", limit=new_limit))
             reloaded = run_cli("reload", "--app", str(app_dir))
             assert reloaded.returncode == 0, reloaded.stderr
-            # the new version's limit is the host's now: the old waiter is let in under it
-            # while the holder still runs, rather than after it
+            # the new version's limit (or none) is the host's now: the old waiter is let
+            # in under it while the holder still runs, rather than after it
             assert waiter.result(timeout=4).text == "v1"
             with host.client() as fresh:
                 assert fresh.get("/one/0").text == "v2"
             assert not holder.done()
-            assert host.function_status("one")["max_concurrency"] == 3
-            assert holder.result().text == "v1"
-
-
-def test_a_limit_dropped_by_a_reload_lets_in_the_old_versions_waiters(tmp_path: Path) -> None:
-    app_dir = tmp_path / "app"
-    app_dir.mkdir()
-    (app_dir / "function_app.py").write_text(version("v1", limit=1))
-    for host in serve(app_dir, "--concurrency-wait", "20"):
-        with (
-            concurrent.futures.ThreadPoolExecutor(2) as pool,
-            host.client() as a,
-            host.client() as b,
-        ):
-            holder = pool.submit(a.get, "/one/8")
-            host.wait_inflight(1, "one")
-            waiter = pool.submit(b.get, "/one/0")
-            wait_for_a_waiter(host)
-            (app_dir / "function_app.py").write_text(version("v2", limit=None))
-            reloaded = run_cli("reload", "--app", str(app_dir))
-            assert reloaded.returncode == 0, reloaded.stderr
-            # the function the host serves has no limit now: not for the old version either
-            assert waiter.result(timeout=4).text == "v1"
-            assert not holder.done()
-            assert host.function_status("one")["max_concurrency"] is None
+            assert host.function_status("one")["max_concurrency"] == new_limit
             assert holder.result().text == "v1"
 
 
 def test_a_429_during_a_reload_names_the_limit_in_force(tmp_path: Path) -> None:
-    app_dir = tmp_path / "app"
-    app_dir.mkdir()
-    (app_dir / "function_app.py").write_text(version("v1", limit=2))
+    app_dir = versioned_app(tmp_path, version("v1", limit=2))
     for host in serve(app_dir, "--concurrency-wait", "5"):
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             clients = [host.client() for _ in range(3)]

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 import hibana
-from tests.hosts import Host, children, read_jsonl, run_cli
+from tests.hosts import Host, children, not_a_host, read_jsonl, run_cli
 
 V1 = """
 import time
@@ -414,9 +414,6 @@ def test_a_stop_asked_for_while_a_reload_imports_is_obeyed(tmp_path: Path) -> No
 
 
 def test_reload_with_a_host_file_that_names_no_host_says_so(tmp_path: Path) -> None:
-    import http.server
-    import json
-
     app_dir = _app(tmp_path)
     state = app_dir / ".hibana"
     state.mkdir()
@@ -427,24 +424,8 @@ def test_reload_with_a_host_file_that_names_no_host_says_so(tmp_path: Path) -> N
     assert "Traceback" not in result.stderr
 
     # a stale file whose admin address another server now answers, with HTML
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"<html>not hibana</html>")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    other = http.server.HTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=other.serve_forever, daemon=True).start()
-    try:
-        admin = f"http://127.0.0.1:{other.server_address[1]}"
-        (state / "host.json").write_text(json.dumps({"pid": 1, "url": "", "admin": admin}))
+    with not_a_host(app_dir, b"<html>not hibana</html>") as admin:
         result = run_cli("reload", "--app", str(app_dir))
-    finally:
-        other.shutdown()
-        other.server_close()
     assert result.returncode == 1
     assert f"{admin} (named in" in result.stderr
     assert "is not a hibana host's admin endpoint" in result.stderr
