@@ -126,6 +126,8 @@ class AdminEndpoint:
         """No descriptor is left for the caller (the supervisor holds a duplicate of every
         connection of every worker): the one kept spare makes room to tell it so, and the
         host serves on."""
+        if self._spare < 0:
+            return  # taken by another when it was freed last time: nothing to make room with
         os.close(self._spare)
         try:
             conn, _ = self.sock.accept()
@@ -146,10 +148,14 @@ class AdminEndpoint:
         except OSError:
             pass
         finally:
-            self._spare = os.open(os.devnull, os.O_RDONLY)
+            try:
+                self._spare = os.open(os.devnull, os.O_RDONLY)
+            except OSError:
+                self._spare = -1
 
     def close(self) -> None:
-        os.close(self._spare)
+        if self._spare >= 0:
+            os.close(self._spare)
         self.sock.close()
         if self.file is not None:
             with contextlib.suppress(OSError, ValueError):

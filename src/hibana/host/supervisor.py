@@ -819,8 +819,9 @@ class Supervisor:
                 break
             with conn:
                 conn.setblocking(False)
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError):  # BlockingIOError: nothing sent yet
                     conn.recv(65536)  # the request, if it is here: read, so the close is clean
+                with contextlib.suppress(OSError):
                     conn.send(answer)
                     conn.shutdown(socket.SHUT_WR)
             refused += 1
