@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.hosts import APPS, Host
+from tests.hosts import APPS, Host, children
 
 
 def _get(host: Host, path: str) -> httpx.Response:
@@ -86,6 +86,70 @@ def test_a_worker_retiring_after_a_reload_drains_on_sigterm_too(tmp_path: Path) 
             done = inflight.result(timeout=15)
             assert (done.status_code, done.text) == (200, "finished, cancelled=True")
         assert host.wait_exit(15) == 0
+    finally:
+        host.stop()
+
+
+SLOW_TO_START = """
+import asyncio
+
+import hibana
+
+
+async def api(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        await asyncio.sleep(5)  # a worker is started for the requests, and is slow to be ready
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"served"})
+
+
+app = hibana.App()
+app.asgi("/api", api)
+"""
+
+
+def test_sigterm_answers_503_to_requests_no_worker_took(tmp_path: Path) -> None:
+    """Requests waiting on the socket when the last worker has gone (here: scaled to zero,
+    the worker started for them is not ready yet) get the draining 503, not a reset."""
+    (tmp_path / "function_app.py").write_text(SLOW_TO_START)
+    host = Host(tmp_path, "--min-instances", "0").wait_ready()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            waiting = [pool.submit(_get, host, f"/api/{n}") for n in range(4)]
+            deadline = time.monotonic() + 20
+            while not host.worker_pids():  # forked for them: they are on the socket
+                assert time.monotonic() < deadline, "no worker was started for the requests"
+                time.sleep(0.02)
+            host.signal(signal.SIGTERM)
+            for future in waiting:
+                answer = future.result(timeout=20)
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["retry-after"] == "1"
+                assert answer.json() == {"error": "this host is shutting down; retry the request"}
+        assert host.wait_exit(20) == 0
+        host.wait_for_stderr(r"answered 4 waiting request\(s\) 503: this host is shutting down")
+    finally:
+        host.stop()
+
+
+def test_sigterm_while_the_app_imports_stops_with_exit_0(tmp_path: Path) -> None:
+    (tmp_path / "function_app.py").write_text(
+        "import time\n\nimport hibana\n\ntime.sleep(30)\napp = hibana.App()\n"
+    )
+    host = Host(tmp_path)
+    try:
+        deadline = time.monotonic() + 20
+        while not children(host.proc.pid):  # the zygote, importing the app
+            assert time.monotonic() < deadline, "the host never began to import the app"
+            time.sleep(0.02)
+        host.signal(signal.SIGTERM)
+        assert host.wait_exit(10) == 0
+        host.wait_for_stderr("Stopped before the app served")
     finally:
         host.stop()
 
@@ -319,7 +383,8 @@ def test_dev_waiting_for_a_fix_stops_on_ctrl_c(tmp_path: Path) -> None:
     try:
         host.wait_for_stderr("Waiting for a change to")
         host.signal(signal.SIGINT)
-        assert host.wait_exit(10) == 1
+        assert host.wait_exit(10) == 0
+        host.wait_for_stderr("Stopped before the app served")
     finally:
         host.stop()
 

@@ -20,6 +20,11 @@ from __future__ import annotations
 
 from hibana.responses import check_status
 
+#: The 503's error once the host has begun to stop: for a new request, for one still
+#: waiting for a max_concurrency permit (neither has run), and for one waiting on the
+#: socket when the last worker has gone.
+SHUTTING_DOWN = "this host is shutting down; retry the request"
+
 
 class HibanaError(Exception):
     """Base of every error hibana raises on purpose."""

@@ -1,4 +1,5 @@
-"""Answering for a worker that died: requests it held get a 502 naming their invocation.
+"""Answering for a worker that died: requests it held get a 502 naming their invocation;
+and for the requests no worker will take (see ``refuse_backlog``).
 
 A connection's socket belongs to the worker that accepted it; when that worker dies
 (``kill -9``, a segfault, the kernel's OOM killer) the kernel closes the socket and the
@@ -24,6 +25,7 @@ import os
 import socket
 import struct
 from collections.abc import Callable
+from http import HTTPStatus
 
 from hibana.host.board import CONN_BUSY, CONN_WAITING, Board
 
@@ -201,20 +203,54 @@ def _lost(invocation: str, stopped: bool, ran: bool) -> tuple[int, str]:
     ), f"{what}; it may or may not have completed: retry if it is safe to"
 
 
+def raw_answer(
+    status: int, error: str, invocation: str | None = None, retry_after: int = 1
+) -> bytes:
+    """A whole response the supervisor writes itself: ``{"error": ...}`` and the
+    invocation's id if there is one, closing the connection; a 503 says when to retry."""
+    fields = {"error": error}
+    head = [b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode())]
+    if invocation is not None:
+        fields["invocation_id"] = invocation
+        head.append(b"x-invocation-id: " + invocation.encode())
+    if status == 503:
+        head.append(b"retry-after: %d" % retry_after)
+    body = json.dumps(fields).encode()
+    head += [
+        b"content-type: application/json",
+        b"content-length: %d" % len(body),
+        b"connection: close",
+    ]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
 def _answer_lost(fd: int, invocation: str, status: int, error: str) -> int:
     """Write the answer ``_lost`` gave an invocation whose worker is gone: 1 if written."""
-    body = json.dumps({"error": error, "invocation_id": invocation}).encode()
-    line = b"503 Service Unavailable\r\nretry-after: 1" if status == 503 else b"502 Bad Gateway"
-    head = (
-        b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\nx-invocation-id: %s\r\nconnection: close\r\n\r\n"
-        % (line, len(body), invocation.encode())
-    )
     try:
         with socket.socket(fileno=os.dup(fd)) as sock:
             sock.setblocking(False)
-            sock.send(head + body)
+            sock.send(raw_answer(status, error, invocation))
             sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         return 0
     return 1
+
+
+def refuse_backlog(listening: socket.socket, answer: bytes) -> int:
+    """Accept every connection waiting on ``listening`` (non-blocking) and write
+    ``answer`` on each: what no worker will take (they all die as they start, or the host
+    stops) gets an answer, not a reset. Returns how many were accepted."""
+    refused = 0
+    while True:
+        try:
+            conn, _ = listening.accept()
+        except OSError:  # none left (BlockingIOError), a worker took it, or it went
+            return refused
+        with conn:
+            conn.setblocking(False)
+            with contextlib.suppress(OSError):  # BlockingIOError: nothing sent yet
+                conn.recv(65536)  # the request, if it is here: read, so the close is clean
+            with contextlib.suppress(OSError):
+                conn.send(answer)
+                conn.shutdown(socket.SHUT_WR)
+        refused += 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import json
 import os
 import select
 import selectors
@@ -26,13 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hibana.errors import AppLoadError, ConfigError, StoreError
+from hibana.errors import SHUTTING_DOWN, AppLoadError, ConfigError, StoreError
 from hibana.host import open_files
 from hibana.host.admin import AdminEndpoint, host_status
 from hibana.host.board import Board, Layout, PermitTable
 from hibana.host.config import HostConfig
 from hibana.host.control import Channel, Spawn, code_stamp
-from hibana.host.handoff import HeldConnections
+from hibana.host.handoff import HeldConnections, raw_answer, refuse_backlog
 from hibana.host.scaling import Scaler, Scaling, WorkerView
 from hibana.host.service_manager import ServiceManager
 from hibana.host.store_duties import StoreDuties
@@ -208,8 +207,10 @@ class Supervisor:
         self._open_output()
         try:
             zygote = self._first_zygote()
-            if zygote is None:
-                return 1  # interrupted while the app was importing, or broken in dev
+            if zygote is None:  # a signal to stop while the app imported, or was broken (dev)
+                self.report("Stopped before the app served")
+                self._refuse_on_stop()
+                return 0
             self._adopt(zygote)
             self._enforce_limits(zygote)
             self._start_duties(zygote)
@@ -806,25 +807,7 @@ class Supervisor:
             f"with exit code {zygote.last_crash}; the host's log line 'worker crashed' says "
             "why): no worker can serve this request"
         )
-        body = json.dumps({"error": why}).encode()
-        answer = (
-            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-            b"retry-after: 5\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
-        ) + body
-        refused = 0
-        while _readable([self.sock], 0):
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:  # a worker took it, or it went: nothing left to answer
-                break
-            with conn:
-                conn.setblocking(False)
-                with contextlib.suppress(OSError):  # BlockingIOError: nothing sent yet
-                    conn.recv(65536)  # the request, if it is here: read, so the close is clean
-                with contextlib.suppress(OSError):
-                    conn.send(answer)
-                    conn.shutdown(socket.SHUT_WR)
-            refused += 1
+        refused = refuse_backlog(self.sock, raw_answer(503, why, retry_after=5))
         if refused:
             self.report(f"answered {refused} request(s) 503: {why}")
 
@@ -1076,6 +1059,7 @@ class Supervisor:
                     ):
                         self.report("Second signal: stopping now")
                         self._kill_all(answer=True)
+                        self._refuse_on_stop()
                         return 1
                 elif key.data == "admin":
                     assert self.admin is not None
@@ -1089,7 +1073,18 @@ class Supervisor:
         if self.records:
             self.report(f"{len(self.records)} worker(s) did not stop in time; killing them")
         self._kill_all()
+        self._refuse_on_stop()
         return 0
+
+    def _refuse_on_stop(self) -> None:
+        """Once no worker is left to take them, the connections waiting on the socket get
+        the 503 a draining worker gives, not a reset; the socket is closed at once, so
+        those that come later are refused by the kernel, not left to wait."""
+        assert self.sock is not None
+        refused = refuse_backlog(self.sock, raw_answer(503, SHUTTING_DOWN))
+        self.sock.close()
+        if refused:
+            self.report(f"answered {refused} waiting request(s) 503: {SHUTTING_DOWN}")
 
     def _kill_all(self, answer: bool = False) -> None:
         """SIGKILL every worker; ``answer``: then write a 503 to each request they were

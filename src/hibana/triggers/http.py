@@ -22,7 +22,7 @@ import msgspec
 from hibana.app import App, FunctionSpec, HttpTrigger
 from hibana.context import Context, Invocation, Outbox
 from hibana.dispatcher import Dispatcher, Outcome
-from hibana.errors import Cancelled, HTTPError
+from hibana.errors import SHUTTING_DOWN, Cancelled, HTTPError
 from hibana.requests import Request
 from hibana.responses import Response, is_token, to_response
 from hibana.secrets import Secrets
@@ -41,10 +41,6 @@ _CLOSE = (b"connection", b"close")
 _NO_CONTENT = (b"content-length", b"0")
 #: The route table's answer: a Match, the methods the path allows (405), or None (404).
 Found = Match | list[str] | None
-
-#: The 503's error while the host drains: for a new request, and for one still waiting
-#: for a max_concurrency permit when the drain began (neither has run).
-SHUTTING_DOWN = "this host is shutting down; retry the request"
 
 
 class _BodyError(Exception):
