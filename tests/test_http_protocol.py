@@ -733,6 +733,20 @@ def test_a_pipelined_head_over_the_limit_gets_431(host: Host) -> None:
         assert "request headers are over the limit" in second.read().decode()
 
 
+def test_a_pipelined_request_line_over_the_limit_gets_414(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(
+            b"GET /hello/a HTTP/1.1\r\nHost: x\r\n\r\nGET /hello/"
+            + b"b" * 40_000
+            + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        first = conn.response()
+        assert (first.status, first.read()) == (200, b"Hello a")
+        second = conn.response()
+        assert second.status == 414
+        assert "request line (method, target and version) is over" in second.read().decode()
+
+
 @pytest.mark.parametrize("control", ["%01", "%0B", "%1B", "%7F"])
 def test_a_response_header_with_a_control_character_is_a_500(host: Host, control: str) -> None:
     with Connection(host) as conn:

@@ -32,12 +32,18 @@ def strict_host() -> Iterator[Host]:
     )  # fmt: skip
 
 
-def _raw(host: Host, data: bytes, wait: float = 0) -> bytes:
+def _raw(host: Host, data: bytes, wait: float = 0, *more: bytes) -> bytes:
+    """Send ``data`` (then each of ``more``, ``wait`` seconds apart, while the host
+    still reads) and read the answer to its end."""
     _, _, hostport = host.url.partition("://")
     addr, _, port = hostport.partition(":")
     with socket.create_connection((addr, int(port)), timeout=10) as sock:
         sock.sendall(data)
         if wait:
+            time.sleep(wait)
+        for part in more:
+            with contextlib.suppress(OSError):  # refused before it was sent: that is the answer
+                sock.sendall(part)
             time.sleep(wait)
         chunks = []
         while True:
@@ -76,6 +82,25 @@ def test_oversized_request_head_is_431(strict_host: Host) -> None:
         r = client.get("/hello/x", headers={"x-big": "z" * 5000})
     assert r.status_code == 431
     assert "over the limit of 4096 bytes" in r.json()["error"]
+
+
+@pytest.mark.parametrize("pieces", [1, 3])
+def test_a_request_line_over_the_head_limit_is_414(strict_host: Host, pieces: int) -> None:
+    """RFC 9112 3: a request-target longer than the server parses is 414 (URI Too Long);
+    the header fields' 431 would send its user looking in the wrong place."""
+    line = b"GET /hello/x?q=" + b"a" * 6000 + b" HTTP/1.1\r\n"
+    cut = len(line) // pieces
+    parts = [line[i * cut : (i + 1) * cut if i < pieces - 1 else None] for i in range(pieces)]
+    reply = _raw(strict_host, parts[0], 0.05, *parts[1:], b"Host: x\r\nConnection: close\r\n\r\n")
+    status, _, body = reply.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 414 "), reply[:200]
+    assert b"request line (method, target and version) is over the limit of 4096" in body
+
+
+def test_a_short_request_line_with_long_headers_is_still_431(strict_host: Host) -> None:
+    line = b"GET /hello/x HTTP/1.1\r\n"
+    reply = _raw(strict_host, line, 0.05, b"X-Pad: " + b"p" * 6000 + b"\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 431"), reply[:200]
 
 
 def test_head_under_the_limit_with_a_body_in_the_same_packet_is_served(strict_host: Host) -> None:

@@ -94,6 +94,13 @@ def _status_line(status: int) -> bytes:
     return line if line is not None else b"HTTP/1.1 %d \r\n" % status
 
 
+def _line_over(limit: int) -> str:
+    return (
+        f"the request line (method, target and version) is over the limit of {limit} bytes "
+        "(the host's --max-header-bytes); send long data in the body"
+    )
+
+
 def _error(status: int, message: str, invocation_id: str | None = None) -> bytes:
     """A whole response the protocol gives itself (the head or body was refused, or the
     function that should answer is stuck)."""
@@ -263,6 +270,8 @@ class HttpProtocol(asyncio.Protocol):
         self.parsing: _Request | None = None
         #: Bytes of the current head read so far; None while a body is being read.
         self.head_bytes: int | None = 0
+        #: The reads of the current head so far have not ended its request line.
+        self.line_open = True
         # requests parsed and waiting, and the one being answered
         self.waiting: deque[_Request] = deque()
         self.active: _Request | None = None
@@ -383,12 +392,15 @@ class HttpProtocol(asyncio.Protocol):
         if head is not None:
             if head == 0:  # a new head starts
                 self._expect(_HEAD, self.server.header_timeout)
+                self.line_open = True
             head += len(data)
             self.head_bytes = head
             limit = self.server.max_header_bytes
             if head > limit and self._head_size(data, head) > limit:
-                self._refuse(431, f"request headers are over the limit of {limit} bytes")
+                self._refuse(*self._over_limit(data, head, limit))
                 return
+            if self.line_open:
+                self.line_open = b"\n" not in data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -406,6 +418,15 @@ class HttpProtocol(asyncio.Protocol):
                     self._refuse(505, _NO_HTTP2)
                 else:
                     self._refuse(400, f"invalid HTTP request: {exc}")
+
+    def _over_limit(self, data: bytes, head: int, limit: int) -> tuple[int, str]:
+        """The refusal of a head over ``limit`` bytes: 414 if its request line alone is
+        (RFC 9112 3), 431 if its header fields are; ``data`` ends its first ``head`` bytes."""
+        if self.line_open:
+            end = data.find(b"\n")
+            if end == -1 or head - len(data) + end > limit:
+                return 414, _line_over(limit)
+        return 431, f"request headers are over the limit of {limit} bytes"
 
     @staticmethod
     def _head_size(data: bytes, counted: int) -> int:
@@ -464,6 +485,9 @@ class HttpProtocol(asyncio.Protocol):
         self.head_bytes = None
         if self.measure:
             limit = self.server.max_header_bytes
+            if len(self.url) > limit:
+                self._refuse(414, _line_over(limit))
+                return
             if len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) > limit:
                 self._refuse(431, f"request headers are over the limit of {limit} bytes")
                 return
