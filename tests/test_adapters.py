@@ -445,6 +445,26 @@ def test_a_bare_asgi_app_without_lifespan_runs_on_lambda(lambda_handler: MakeHan
     assert (out["statusCode"], out["body"]) == (200, "bare")
 
 
+async def _scope_keys(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": json.dumps(sorted(scope)).encode()})
+
+
+def test_a_bare_asgi_app_on_lambda_sees_only_asgi_keys_in_its_scope(
+    lambda_handler: MakeHandler,
+) -> None:
+    handle = lambda_handler(_scope_keys)
+    headers = {
+        "x-amzn-trace-id": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8"
+    }
+    out = handle(v2_event("GET", "/anything", headers=headers), Ctx())
+    keys = json.loads(out["body"])
+    assert [key for key in keys if key.startswith("hibana")] == [], keys
+    assert {"type", "method", "path", "headers", "query_string"} <= set(keys)
+
+
 async def _fails_after_answering(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return

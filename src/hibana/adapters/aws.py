@@ -318,7 +318,12 @@ class LambdaHandler:
     app's lifespan and the loop, for a process that goes on without it (tests, scripts)."""
 
     def __init__(self, app: Any, text_types: Iterable[str] = TEXT_TYPES) -> None:
+        from hibana.app import App
+
         self._asgi, self._mounts = _as_asgi(app)
+        #: The app is hibana's: it takes the invocation's id, deadline and trace from
+        #: Lambda (in the scope's ``hibana.given``). Another app's scope is ASGI's alone.
+        self._gives = isinstance(app, App)
         self._types = tuple(text_types)
         self._loop = asyncio.new_event_loop()
         self._started = False
@@ -345,19 +350,26 @@ class LambdaHandler:
                 if failed is not None:
                     raise RuntimeError(f"the app's lifespan startup failed: {failed}")
             self._started = True
-        given: dict[str, Any] = {}
-        request_id = getattr(context, "aws_request_id", None)
-        if request_id:
-            given["invocation_id"] = str(request_id).replace("-", "")
-        remaining = getattr(context, "get_remaining_time_in_millis", None)
-        if callable(remaining):
-            given["deadline"] = time.monotonic() + remaining() / 1000.0
-        trace = _xray_trace([(k.decode(), v.decode()) for k, v in scope["headers"]])
-        if trace is not None:
-            given["trace"] = trace  # a traceparent header, if there is one, goes first
-        scope["hibana.given"] = given
+        if self._gives:
+            scope["hibana.given"] = _given(scope, context)
         status, headers, out = loop.run_until_complete(_run(self._asgi, scope, body))
         return _result(shape, multi, status, headers, out, self._types)
+
+
+def _given(scope: dict[str, Any], context: Any) -> dict[str, Any]:
+    """What hibana's HTTP trigger takes from Lambda: the invocation's id, its deadline, and
+    the trace (an X-Ray header's, when no traceparent is given)."""
+    given: dict[str, Any] = {}
+    request_id = getattr(context, "aws_request_id", None)
+    if request_id:
+        given["invocation_id"] = str(request_id).replace("-", "")
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if callable(remaining):
+        given["deadline"] = time.monotonic() + remaining() / 1000.0
+    trace = _xray_trace([(k.decode(), v.decode()) for k, v in scope["headers"]])
+    if trace is not None:
+        given["trace"] = trace  # a traceparent header, if there is one, goes first
+    return given
 
 
 # -- hibana -> a Lambda handler ------------------------------------------------------------------
