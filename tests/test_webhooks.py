@@ -180,6 +180,48 @@ def test_github_bad_signatures_are_401_and_publish_nothing(
     assert all(d["id"] != delivery for d in delivered(app_dir))
 
 
+@pytest.mark.parametrize(
+    ("path", "header", "value"),
+    [
+        ("/webhooks/github", "x-hub-signature-256", "sha256=\u00e9" + "0" * 63),
+        ("/webhooks/slack/commands", "x-slack-signature", "v0=\u00e9" + "0" * 63),
+        ("/webhooks/std", "webhook-signature", "v1,\u00e9AAAA"),
+    ],
+)
+def test_a_signature_with_a_character_outside_ascii_is_401(
+    webhook_app: tuple[Host, Path], path: str, header: str, value: str
+) -> None:
+    host, _ = webhook_app
+    headers = {
+        "content-type": "application/json",
+        "x-github-event": "push",
+        "x-github-delivery": "non-ascii",
+        "x-slack-request-timestamp": str(int(time.time())),
+        "webhook-id": "msg_non_ascii",
+        "webhook-timestamp": str(int(time.time())),
+        header: value,
+    }
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()]  # UTF-8 on the wire
+    r = httpx.post(host.url + path, content=b"{}", headers=raw)
+    assert r.status_code == 401, r.text
+    assert r.json()["error"].endswith("match the body") or "matches the body" in r.json()["error"]
+
+
+def test_a_delivery_too_large_to_keep_is_413_naming_the_limit(
+    webhook_app: tuple[Host, Path],
+) -> None:
+    """GitHub sends up to 25 MB; an event is kept up to 256 KiB. The sender is told, and
+    its delivery log says why (it was a 500 with an id only)."""
+    host, app_dir = webhook_app
+    push = {"ref": "refs/heads/main", "commits": [{"message": "x" * 300_000}]}
+    r = github_post(host, "push", "too-large-1", push)
+    assert r.status_code == 413, r.text
+    assert r.json()["error"].startswith("event 'too-large-1' is ")
+    assert r.json()["error"].endswith("bytes of JSON, over the limit of 262144")
+    host.wait_for_log(msg="webhook rejected", status=413)
+    assert all(d["id"] != "too-large-1" for d in delivered(app_dir))
+
+
 def test_github_without_a_signature_is_401(webhook_app: tuple[Host, Path]) -> None:
     host, _ = webhook_app
     r = httpx.post(
@@ -210,6 +252,9 @@ def response_url() -> Iterator[str]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/commands/reply"
     server.shutdown()
+
+
+FORM = "application/x-www-form-urlencoded"
 
 
 def slack_post(
@@ -260,7 +305,7 @@ def test_slack_command_is_acknowledged_then_answered_through_response_url(
     r, sdk_ok = slack_post(
         host,
         command("94070", response_url, "13345224609.738474920.8088930838d88f008e0"),
-        "application/x-www-form-urlencoded",
+        FORM,
     )
     assert sdk_ok and r.status_code == 200, r.text
     assert r.json() == {"response_type": "ephemeral", "text": "Working on 94070"}
@@ -295,7 +340,7 @@ def test_slack_verification_agrees_with_slack_sdk(
         host.url + "/webhooks/slack/commands",
         content=sent,
         headers={
-            "content-type": "application/x-www-form-urlencoded",
+            "content-type": FORM,
             "x-slack-request-timestamp": str(timestamp),
             "x-slack-signature": sig,
         },
@@ -307,7 +352,45 @@ def test_slack_verification_agrees_with_slack_sdk(
     assert sdk_ok == (status == 200)
     if case == "stale":
         assert r.json()["error"].startswith("X-Slack-Request-Timestamp is 60")
-        assert r.json()["error"].endswith("s from now, over 300s: a replay?")
+        assert r.json()["error"].endswith("s ago, more than 300s from now: a replay?")
+
+
+def test_a_slash_command_with_no_text_keeps_its_empty_text(
+    webhook_app: tuple[Host, Path], response_url: str
+) -> None:
+    """Slack sends ``text=`` for a bare ``/weather``: its payload has ``text`` always."""
+    host, app_dir = webhook_app
+    r, sdk_ok = slack_post(host, command("", response_url, "trig-empty"), FORM)
+    assert sdk_ok and r.status_code == 200, r.text
+    assert r.json() == {"response_type": "ephemeral", "text": "Working on "}
+    wait_until(lambda: [d for d in delivered(app_dir, "slack") if d["id"] == "trig-empty"])
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "why"),
+    [
+        ("nan", "is not a whole number of seconds since the epoch"),
+        ("1e9", "is not a whole number of seconds since the epoch"),
+        ("+400", "s ahead of this host's clock, more than 300s from now"),
+    ],
+)
+def test_a_slack_timestamp_that_is_not_now_in_whole_seconds_is_401(
+    webhook_app: tuple[Host, Path], timestamp: str, why: str
+) -> None:
+    host, _ = webhook_app
+    if timestamp.startswith("+"):
+        timestamp = str(int(time.time()) + int(timestamp))
+    body = command("x", "http://127.0.0.1:9/", f"trig-ts-{timestamp}")
+    sig = SignatureVerifier(SLACK_SECRET).generate_signature(timestamp=timestamp, body=body)
+    assert sig is not None
+    headers = {
+        "content-type": FORM,
+        "x-slack-request-timestamp": timestamp,
+        "x-slack-signature": sig,
+    }
+    r = httpx.post(host.url + "/webhooks/slack/commands", content=body, headers=headers)
+    assert r.status_code == 401, r.text
+    assert why in r.json()["error"]
 
 
 def test_slack_url_verification(webhook_app: tuple[Host, Path]) -> None:
@@ -366,7 +449,7 @@ def test_slack_interactive_payload(webhook_app: tuple[Host, Path]) -> None:
         "actions": [{"action_id": "approve", "action_ts": "1548426417.840180"}],
     }
     body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
-    r, sdk_ok = slack_post(host, body, "application/x-www-form-urlencoded")
+    r, sdk_ok = slack_post(host, body, FORM)
     assert sdk_ok and r.status_code == 200
     wait_until(
         lambda: [

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from hibana.context import Context
-from hibana.events.cloudevent import CloudEvent
+from hibana.events.cloudevent import CloudEvent, EventError
 from hibana.requests import Request
 from hibana.responses import Response
 from hibana.webhooks import signatures
@@ -44,7 +44,13 @@ def handler(provider: Provider, secret: str, topic: str, path: str, ack: Ack | N
         if isinstance(result, Response):
             return result  # a handshake (ping, url_verification): nothing to publish
         event, answer = result
-        (published,) = await ctx.publish_events(topic, [event])
+        try:
+            (published,) = await ctx.publish_events(topic, [event])
+        except EventError as exc:  # too large to keep (413), say: the sender is told why
+            ctx.log.warning(
+                "webhook rejected", provider=provider, reason=exc.message, status=exc.status
+            )
+            return Response.json({"error": exc.message}, status=exc.status)
         ctx.log.info(
             "webhook accepted",
             provider=provider,
@@ -114,7 +120,9 @@ def _slack(secret: str, req: Request, body: bytes, path: str) -> tuple[CloudEven
             datacontenttype="application/json",
             data=payload,
         ), False
-    form = dict(urllib.parse.parse_qsl(body.decode("utf-8", errors="replace")))
+    form = dict(
+        urllib.parse.parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    )
     if "payload" in form:  # an interactive component: buttons, menus, modals
         interactive = _json(form["payload"].encode())
         kind = str(interactive.get("type", "unknown"))
@@ -176,6 +184,8 @@ def _json(body: bytes) -> dict[str, Any]:
 
 def _json_or_form_payload(req: Request, body: bytes) -> dict[str, Any]:
     if req.content_type.startswith("application/x-www-form-urlencoded"):
-        form = dict(urllib.parse.parse_qsl(body.decode("utf-8", errors="replace")))
+        form = dict(
+            urllib.parse.parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+        )
         return _json(form.get("payload", "").encode())
     return _json(body)

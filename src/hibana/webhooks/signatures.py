@@ -28,7 +28,7 @@ def github(secret: str, body: bytes, header: str | None) -> None:
     if scheme != "sha256" or not given:
         raise Rejected("X-Hub-Signature-256 is not of the form sha256=<hex>")
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, given.strip().lower()):
+    if not _same(expected, given.strip().lower()):
         raise Rejected("X-Hub-Signature-256 does not match the body")
 
 
@@ -40,7 +40,7 @@ def slack(secret: str, body: bytes, timestamp: str | None, header: str | None, n
     _fresh(timestamp, now, "X-Slack-Request-Timestamp")
     base = b"v0:" + timestamp.encode() + b":" + body
     expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, header.strip()):
+    if not _same(expected, header.strip()):
         raise Rejected("X-Slack-Signature does not match the body")
 
 
@@ -66,17 +66,24 @@ def standard(
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     for candidate in header.split():
         version, _, value = candidate.partition(",")
-        if version == "v1" and hmac.compare_digest(expected, value):
+        if version == "v1" and _same(expected, value):
             return
     raise Rejected("webhook-signature has no v1 signature that matches the body")
 
 
+def _same(expected: str, given: str) -> bool:
+    """Constant-time equality of a signature and what the request gave, whatever that
+    holds (``compare_digest`` refuses a str with characters outside ASCII)."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogateescape"))
+
+
 def _fresh(timestamp: str, now: float, header: str) -> None:
-    try:
-        sent = float(timestamp)
-    except ValueError:
-        raise Rejected(f"{header} is not a number of seconds") from None
-    if abs(now - sent) > TOLERANCE:
-        raise Rejected(
-            f"{header} is {abs(now - sent):.0f}s from now, over {TOLERANCE:.0f}s: a replay?"
-        )
+    """``timestamp`` is whole seconds since the epoch (as Slack and Standard Webhooks
+    send it), within ``TOLERANCE`` of ``now``."""
+    stripped = timestamp.strip()
+    if not stripped.isascii() or not stripped.isdigit():
+        raise Rejected(f"{header} is not a whole number of seconds since the epoch")
+    age = now - int(stripped)
+    if abs(age) > TOLERANCE:
+        when = f"{age:.0f}s ago" if age > 0 else f"{-age:.0f}s ahead of this host's clock"
+        raise Rejected(f"{header} is {when}, more than {TOLERANCE:.0f}s from now: a replay?")
