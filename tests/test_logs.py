@@ -146,3 +146,44 @@ def test_the_console_format_writes_a_lines_control_characters_as_escapes() -> No
     assert shown[2] == "      raise ValueError('\\x1b[31m')"
     assert "\x1b" not in "".join(shown)
     assert "\x1b[41;1mCRIT " in render({**record, "level": "critical"}, color=True)
+
+
+ODD_SECRET = 'p@ss\\w0rd"€x'  # a backslash, a quote and a character outside ASCII
+
+
+def test_a_secret_is_redacted_in_the_forms_code_writes_it_in() -> None:
+    """``KeyError(secret)`` says its repr, ``json.dumps`` escapes it, a bytes field was
+    written as base64: each of those leaked the value the plain match missed."""
+    read_end, write_end = os.pipe()
+    sink = LogSink(write_end)
+    sink.redact([ODD_SECRET, "Plain5ecretValue"])
+    log = Logger(sink, {"invocation_id": "abc"})
+    try:
+        raise KeyError(ODD_SECRET)
+    except KeyError as exc:
+        log.exception("lookup failed", exc)
+    log.info("request", body=json.dumps({"password": ODD_SECRET}))
+    log.info("ascii body", body=json.dumps({"password": ODD_SECRET}, ensure_ascii=False))
+    log.info("bytes repr", error=repr(ODD_SECRET.encode()))
+    log.info("upstream said", body=b'{"error": "token Plain5ecretValue expired"}')
+    log.info("raw bytes", body=bytearray(b"\xff token " + ODD_SECRET.encode()))
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as out:
+        raw = out.read()
+    lines = [json.loads(line) for line in raw.splitlines()]
+    text = "\n".join(json.dumps(line, ensure_ascii=False) for line in lines)
+    assert "w0rd" not in text and "Plain5ecret" not in text, text
+    assert lines[0]["error"] == "KeyError: '[REDACTED]'"
+    assert lines[1]["body"] == '{"password": "[REDACTED]"}'
+    assert lines[2]["body"] == '{"password": "[REDACTED]"}'
+    assert lines[3]["error"] == "b'[REDACTED]'"
+    # bytes are written as text (UTF-8, other bytes escaped), where the value is found
+    assert lines[4]["body"] == '{"error": "token [REDACTED] expired"}'
+    assert lines[5]["body"] == "\\xff token [REDACTED]"
+
+
+def test_scrub_replaces_the_escaped_forms_too() -> None:
+    sink = LogSink(1)
+    sink.redact([ODD_SECRET])
+    assert sink.scrub(f"KeyError: {ODD_SECRET!r}") == "KeyError: '[REDACTED]'"
+    assert sink.scrub(json.dumps([ODD_SECRET])) == '["[REDACTED]"]'

@@ -16,6 +16,7 @@ import codecs
 import contextlib
 import contextvars
 import io
+import json
 import os
 import select
 import threading
@@ -58,11 +59,12 @@ class LogSink:
 
     def redact(self, values: list[str]) -> None:
         """Never write any of ``values`` (granted secrets): wherever one appears in a line,
-        in a message, a field or a traceback, it is written as ``[REDACTED]``."""
+        in a message, a field or a traceback, it is written as ``[REDACTED]``; so are the
+        forms code writes it in (``repr``, a bytes repr, JSON: see ``_written_forms``)."""
+        forms = {form for v in values if v for form in _written_forms(v)}
         # Longest first, so a secret that contains another is replaced whole.
-        encoded = {_encode(v)[1:-1] for v in values if v}
-        self._redact = tuple(sorted(encoded, key=len, reverse=True))
-        self._values = tuple(sorted({v for v in values if v}, key=len, reverse=True))
+        self._values = tuple(sorted(forms, key=len, reverse=True))
+        self._redact = tuple(_encode(form)[1:-1] for form in self._values)
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret value given to ``redact`` replaced by ``[REDACTED]``:
@@ -161,6 +163,22 @@ class LogSink:
         return True
 
 
+def _written_forms(value: str) -> set[str]:
+    """``value`` and the escaped forms it takes in text that code writes: Python's
+    ``repr`` (what ``KeyError(value)`` and ``f"{value!r}"`` say), the repr of its UTF-8
+    bytes, and JSON with and without ASCII escapes (``json.dumps``). They are the same for
+    most tokens; a value with a backslash, a quote or a character outside ASCII differs."""
+    forms = {
+        value,
+        repr(value)[1:-1],
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+    }
+    with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate: no UTF-8 form
+        forms.add(repr(value.encode())[2:-1])
+    return {form for form in forms if form}
+
+
 def _forked(ref: weakref.ref[LogSink]) -> None:
     """In a child forked from a process whose sink is attached to its loop (a function's
     multiprocessing pool, say): there is no loop here, so the child writes its lines
@@ -230,6 +248,17 @@ def _loggable(value: Any) -> Any:
         return f"<{type(value).__name__} whose repr raised>"
 
 
+_BINARY = frozenset({bytes, bytearray, memoryview})
+
+
+def _bytes_as_text(record: dict[str, Any]) -> None:
+    """Bytes fields written as text (UTF-8, other bytes as ``\\xff`` escapes), not as
+    the JSON encoder's base64: readable, and a secret in them is found and redacted."""
+    for key, value in record.items():
+        if type(value) in _BINARY:
+            record[key] = bytes(value).decode("utf-8", "backslashreplace")
+
+
 def _renamed(fields: dict[str, Any]) -> dict[str, Any]:
     """``fields`` with any named like a line's own (ts, level, msg, and the invocation's
     ids) renamed with a ``_`` after it (``msg_``, ``invocation_id_``): a caller's
@@ -274,6 +303,10 @@ class Logger:
             if not _OWN.isdisjoint(fields):
                 fields = _renamed(fields)
             record.update(fields)
+            for value in fields.values():
+                if type(value) in _BINARY:
+                    _bytes_as_text(record)
+                    break
         self._sink.emit(record)
 
     def debug(self, msg: str, /, **fields: Any) -> None:
