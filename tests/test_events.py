@@ -214,6 +214,19 @@ def test_the_trace_continues_from_publisher_to_every_subscriber(host: Host, app_
             413,
             "over the limit of 262144",
         ),
+        (
+            {"ce-id": "x%00y", "ce-source": "s", "ce-specversion": "1.0", "ce-type": "t"},
+            b"",
+            400,
+            "attribute id holds '\\x00'; a CloudEvents string holds no control character",
+        ),
+        (
+            {"content-type": "application/cloudevents-batch+json"},
+            b'[{"id": "good", "source": "s", "specversion": "1.0", "type": "t"},'
+            b' {"id": "1", "source": "s\\u0007", "specversion": "1.0", "type": "t"}]',
+            400,
+            "event 1 of the batch: attribute source holds '\\x07'",
+        ),
     ],
 )
 def test_bad_events_are_refused_with_the_reason_and_nothing_stored(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import string
 import threading
 import time
 from collections.abc import Callable
@@ -135,6 +137,26 @@ def test_idempotency_keys(store: Store) -> None:
     assert not again.duplicate and again.id != short.id
     time.sleep(0.3)
     assert run(store.purge()) == 1
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "with\x00nul",
+        "".join(random.Random(7).choices(string.ascii_letters, k=5000)),  # not compressible
+        "\u00e9" * 2000,
+        "lone \udce9 surrogate",
+    ],
+    ids=["nul", "long", "long-utf8", "surrogate"],
+)
+def test_any_idempotency_key_works_alike_on_every_engine(store: Store, key: str) -> None:
+    """PostgreSQL's text holds no NUL and its index no key over 2,704 bytes: such keys
+    failed there (a StoreError) and worked on SQLite."""
+    first = run(store.enqueue(msg(idempotency_key=key)))
+    again = run(store.enqueue(msg(idempotency_key=key)))
+    assert (first.duplicate, again.duplicate, again.id) == (False, True, first.id)
+    near = run(store.enqueue(msg(idempotency_key=key + "x")))
+    assert not near.duplicate
 
 
 def test_concurrency_group_caps_leases_across_consumers(

@@ -108,6 +108,9 @@ def new_event(
         if name in KNOWN or name in _DATA:
             raise EventError(400, f"the event: {name} is a CloudEvents attribute, not an extension")
         checked[name] = _extension_value(name, value, "the event")
+    _check_strings(
+        {"id": id, "source": source, "type": type, "subject": subject, **checked}, "the event"
+    )
     return CloudEvent(
         id=id or uuid.uuid4().hex,
         source=source,
@@ -157,6 +160,7 @@ def from_structured(obj: Any, where: str) -> CloudEvent:
         _check_name(name, where)
         if name not in KNOWN:
             extensions[name] = _extension_value(name, value, where)
+    _check_strings(obj, where)
     time = _opt(obj, "time", where)
     if time is not None and not _is_timestamp(time):
         raise EventError(
@@ -177,7 +181,19 @@ def from_structured(obj: Any, where: str) -> CloudEvent:
     )
 
 
+def _check_strings(attributes: Mapping[str, Any], where: str) -> None:
+    for name, value in attributes.items():
+        if name not in _DATA and type(value) is str and (bad := _FORBIDDEN.search(value)):
+            raise EventError(
+                400,
+                f"{where}: attribute {name} holds {bad[0]!r}; a CloudEvents string holds no "
+                "control character or lone surrogate (CloudEvents 1.0, Type System: String)",
+            )
+
+
 _DATA = frozenset({"data", "data_base64"})
+#: What no CloudEvents string may hold: C0 and C1 controls, DEL, surrogate code points.
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _NAME = re.compile(r"[a-z0-9]+")
 _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
 _INT32 = range(-(2**31), 2**31)

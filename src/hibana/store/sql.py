@@ -6,6 +6,7 @@ Statements are written with ``?`` placeholders; the PostgreSQL engine rewrites t
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,24 @@ SCHEMA_VERSION = 2
 
 #: What a claim returns, in the order ``SqlEngine.claim`` reads it.
 CLAIMED_COLUMNS = "id, queue, body, attempt, enqueued_at, trace, errors, visible_at"
+
+
+#: Idempotency keys up to this many bytes of UTF-8 are kept as given.
+KEY_BYTES = 1024
+
+
+def stored_key(key: str) -> str:
+    """``key`` as the store keeps it: as given when it is at most ``KEY_BYTES`` of
+    UTF-8 without NUL; else its SHA-256. Both engines take any key alike so: PostgreSQL's
+    text holds no NUL, and its index no entry over 2,704 bytes."""
+    try:
+        raw = key.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        raw = key.encode("utf-8", "surrogatepass")
+    else:
+        if len(raw) <= KEY_BYTES and b"\0" not in raw:
+            return key
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 class SqlEngine(Engine):
@@ -175,20 +194,21 @@ class SqlEngine(Engine):
     def _remember_key(self, now: float, m: NewMessage, new_id: int) -> int | None:
         """None if the key is new (and now remembered for ``new_id``); else the id of the
         message it was first given to."""
+        assert m.idempotency_key is not None
+        key = stored_key(m.idempotency_key)
         self._exec(
             "DELETE FROM hibana_keys WHERE queue = ? AND key = ? AND expires_at <= ?",
-            (m.queue, m.idempotency_key, now),
+            (m.queue, key, now),
         )
         cur = self._exec(
             "INSERT INTO hibana_keys (queue, key, message_id, expires_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (queue, key) DO NOTHING",
-            (m.queue, m.idempotency_key, new_id, now + m.key_ttl),
+            (m.queue, key, new_id, now + m.key_ttl),
         )
         if cur.rowcount == 1:
             return None
         row = self._exec(
-            "SELECT message_id FROM hibana_keys WHERE queue = ? AND key = ?",
-            (m.queue, m.idempotency_key),
+            "SELECT message_id FROM hibana_keys WHERE queue = ? AND key = ?", (m.queue, key)
         ).fetchone()
         return int(row[0])
 
