@@ -131,6 +131,19 @@ def test_bad_secret_values_and_names(app_dir: Path) -> None:
     assert empty.returncode == 1 and "no value for nothing on stdin" in empty.stderr
     bad = set_secret(app_dir, "has space", "value-1234")
     assert bad.returncode == 2 and "secret name 'has space'" in bad.stderr
+    binary = subprocess.run(
+        [sys.executable, "-m", "hibana", "secrets", "set", "blob", "--app", str(app_dir)],
+        input=b"\x89PNG\r\n\x1a\n\xff\xfe binary",
+        capture_output=True,
+        timeout=60,
+    )
+    assert binary.returncode == 1, binary
+    assert binary.stderr.decode() == (
+        "error: the value of blob on stdin is not UTF-8 text (byte 0); a secret is text: "
+        "base64-encode a binary value first. Nothing was set\n"
+    )
+    listed = run_cli("secrets", "list", "--app", str(app_dir))
+    assert "blob" not in listed.stdout
 
 
 def test_secrets_are_not_in_the_environment_of_workers(app_dir: Path) -> None:

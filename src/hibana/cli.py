@@ -830,7 +830,15 @@ def secrets_set(
         if getpass.getpass("Again, to confirm: ") != value:
             _fail("the two values differ; nothing was set", 1)
     else:
-        value = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+        raw = sys.stdin.buffer.read()
+        try:
+            value = raw.decode().removesuffix("\n").removesuffix("\r")
+        except UnicodeDecodeError as exc:
+            _fail(
+                f"the value of {name} on stdin is not UTF-8 text (byte {exc.start}); a secret "
+                "is text: base64-encode a binary value first. Nothing was set",
+                1,
+            )
     if not value:
         _fail(f"no value for {name} on stdin; nothing was set", 1)
     try:

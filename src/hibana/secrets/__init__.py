@@ -78,8 +78,15 @@ def seal(key: bytes, name: str, value: str) -> bytes:
             f"the value of secret {name!r} is shorter than {MIN_LENGTH} characters; it "
             "could not be told apart in logs to redact it"
         )
+    try:
+        plain = value.encode()
+    except UnicodeEncodeError:
+        raise SecretError(
+            f"the value of secret {name!r} is not text (it holds a lone surrogate: bytes "
+            "that are not UTF-8); base64-encode a binary value first"
+        ) from None
     nonce = os.urandom(12)
-    return nonce + AESGCM(key).encrypt(nonce, value.encode(), name.encode())
+    return nonce + AESGCM(key).encrypt(nonce, plain, name.encode())
 
 
 def unseal(key: bytes, name: str, blob: bytes) -> str:
