@@ -227,6 +227,21 @@ def test_a_timer_slot_fires_once_across_hosts(open_stores: Callable[[], Store]) 
     assert [d.body for d in run(one.claim("timer:sweep", "w", 10, lease=30))] == [b"180"]
 
 
+def test_a_host_whose_clock_is_behind_never_fires_a_slot_again(
+    open_stores: Callable[[], Store],
+) -> None:
+    """The slots it sees as due were fired by a host ahead of it, and their records are
+    gone (the store keeps the latest 20): it fired them a second time."""
+    ahead, behind = open_stores(), open_stores()
+    first = 1_800_000_000.0
+    for n in range(25):
+        assert run(ahead.fire_timer("tick", first + n, msg("timer:tick"))) is True
+    for n in range(25):  # 25 s late: the first five slots' records are no longer kept
+        assert run(behind.fire_timer("tick", first + n, msg("timer:tick"))) is False
+    assert run(behind.fire_timer("tick", first + 25, msg("timer:tick"))) is True
+    assert run(ahead.fire_timer("other", first, msg("timer:other"))) is True  # its own
+
+
 def test_declared_queues(store: Store) -> None:
     run(store.declare([QueueInfo("orders", "on_order", 5), QueueInfo("emails", "send", 3)]))
     run(store.declare([QueueInfo("orders", "on_order", 7)]))

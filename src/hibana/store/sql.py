@@ -377,10 +377,13 @@ class SqlEngine(Engine):
         return int(cur.rowcount)
 
     def fire_timer(self, now: float, function: str, slot: float, message: NewMessage) -> bool:
+        # Once per slot; and never a slot before the latest fired (a host whose clock is
+        # behind the others' would fire again one whose record is no longer kept).
         cur = self._exec(
-            "INSERT INTO hibana_timer_fires (function, slot, fired_at) VALUES (?, ?, ?) "
+            "INSERT INTO hibana_timer_fires (function, slot, fired_at) SELECT ?, ?, ? "
+            "WHERE NOT EXISTS (SELECT 1 FROM hibana_timer_fires WHERE function = ? AND slot >= ?) "
             "ON CONFLICT (function, slot) DO NOTHING",
-            (function, slot, now),
+            (function, slot, now, function, slot),
         )
         if cur.rowcount != 1:
             return False
