@@ -10,6 +10,7 @@ import re
 import select
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -121,6 +122,34 @@ def test_reload_swaps_versions_without_a_dropped_request(tmp_path: Path) -> None
     switched = texts.index("two")
     assert set(texts[:switched]) == {"one"}
     assert set(texts[switched:]) == {"two"}, "an old worker answered after a new one had"
+
+
+def test_reloads_asked_for_at_once_each_happen_and_the_host_serves_on(tmp_path: Path) -> None:
+    """The second reload's request came in the same turn of the supervisor's loop as an
+    event of the version the first stopped: the host died on its closed socket."""
+    app_dir = _app(tmp_path)
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        for round_ in range(2):
+            _write(app_dir, V1.replace('"one"', f'"v{round_}"'))
+            reloads = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "hibana", "reload", "--app", str(app_dir)],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(3)
+            ]
+            for reload in reloads:
+                _, err = reload.communicate(timeout=60)
+                assert reload.returncode == 0, err
+            assert httpx.get(host.url + "/v", timeout=10).text == f"v{round_}"
+        assert host.proc.poll() is None, "\n".join(host.stderr_lines[-20:])
+        assert not any("Traceback" in line for line in host.stderr_lines)
+    finally:
+        host.stop()
+    assert host.proc.returncode == 0
 
 
 def test_status_shows_the_old_generation_finishing(tmp_path: Path) -> None:

@@ -540,15 +540,19 @@ class Supervisor:
     def _loop(self) -> int:
         while True:
             for key, _ in self.sel.select(timeout=self._tick_interval()):
+                # After a reload (a changed file, POST /reload), the rest of the events may
+                # name a version it has stopped and closed: select again instead.
                 if key.data == "signal":
                     self._take_signals()
                 elif key.data == "reload":
                     self._reload_r.recv(64)
                     self.report("Change detected; reloading the app")
                     self.reload()
+                    break
                 elif key.data == "admin":
                     assert self.admin is not None
                     self.admin.serve_one()
+                    break
                 elif key.data == "listen":
                     pass  # a connection waits and no worker runs: the tick starts one
                 elif key.data == "queues":
