@@ -137,6 +137,13 @@ def test_sigterm_answers_503_to_requests_no_worker_took(tmp_path: Path) -> None:
         host.stop()
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # it has exited
+        return b""
+
+
 def test_sigterm_while_the_app_imports_stops_with_exit_0(tmp_path: Path) -> None:
     (tmp_path / "function_app.py").write_text(
         "import time\n\nimport hibana\n\ntime.sleep(30)\napp = hibana.App()\n"
@@ -144,7 +151,9 @@ def test_sigterm_while_the_app_imports_stops_with_exit_0(tmp_path: Path) -> None
     host = Host(tmp_path)
     try:
         deadline = time.monotonic() + 20
-        while not children(host.proc.pid):  # the zygote, importing the app
+        while not any(  # the zygote, importing the app
+            b"hibana.host.zygote" in _cmdline(pid) for pid in children(host.proc.pid)
+        ):
             assert time.monotonic() < deadline, "the host never began to import the app"
             time.sleep(0.02)
         host.signal(signal.SIGTERM)

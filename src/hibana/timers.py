@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterError, croniter
+if TYPE_CHECKING:
+    from croniter import croniter
 
 
 class ScheduleError(ValueError):
@@ -39,6 +41,8 @@ class Schedule:
             raise ScheduleError(
                 f"time zone {self.tz!r} is unknown; use an IANA name like 'UTC' or 'Asia/Tokyo'"
             ) from None
+        from croniter import CroniterError
+
         try:
             self._iter(0.0).get_next(float)
         except (CroniterError, ValueError, KeyError) as exc:
@@ -51,6 +55,10 @@ class Schedule:
         return len(self.expression.split()) == 6
 
     def _iter(self, after: float) -> croniter:
+        # imported here, when an app has a timer: at its import, croniter runs `file` on
+        # the Python binary (platform.architecture), a process started by every CLI command
+        from croniter import croniter
+
         start = datetime.fromtimestamp(after, ZoneInfo(self.tz))
         return croniter(self.expression, start, second_at_beginning=self.has_seconds)
 
