@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 
@@ -187,3 +189,38 @@ def test_scrub_replaces_the_escaped_forms_too() -> None:
     sink.redact([ODD_SECRET])
     assert sink.scrub(f"KeyError: {ODD_SECRET!r}") == "KeyError: '[REDACTED]'"
     assert sink.scrub(json.dumps([ODD_SECRET])) == '["[REDACTED]"]'
+
+
+WRITER = """
+import os, sys
+from hibana.telemetry.logs import Logger, LogSink
+log = Logger(LogSink(int(sys.argv[1])), {"writer": sys.argv[2]})
+for i in range(200):
+    log.info("big", i=i, pad=sys.argv[2] * (50_000 if i % 2 == 0 else 300))
+"""
+
+
+def test_processes_sharing_a_pipe_that_falls_behind_never_cut_each_others_lines() -> None:
+    """A line longer than PIPE_BUF goes to a full pipe in parts; a line of another
+    process could land between them, breaking both (one in 20 with 200 KB lines)."""
+    read_end, write_end = os.pipe()
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(write_end), name], pass_fds=(write_end,)
+        )
+        for name in "abcd"
+    ]
+    os.close(write_end)
+    received = bytearray()
+    time.sleep(0.2)  # away while the pipe fills: every writer waits on it
+    while chunk := os.read(read_end, 1024):  # a slow reader: a little at a time
+        received.extend(chunk)
+    os.close(read_end)
+    for writer in writers:
+        assert writer.wait(30) == 0
+    lines = [json.loads(line) for line in bytes(received).splitlines()]  # none is cut
+    assert len(lines) == 800
+    for name in "abcd":
+        mine = [line for line in lines if line["writer"] == name]
+        assert [line["i"] for line in mine] == list(range(200))
+        assert all(set(line["pad"]) == {name} for line in mine)

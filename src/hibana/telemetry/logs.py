@@ -2,11 +2,10 @@
 
 Lines are buffered and written together once per loop iteration, so a busy worker makes
 one ``write`` for many invocations. Each write is a whole number of lines of at most
-``PIPE_BUF`` bytes, which the kernel makes whole on a pipe: workers sharing stdout never
-interleave within a line, even when the pipe's reader falls behind and writes block.
-A single line longer than that is one write, which a full pipe may take in parts, with
-another process's line between them (a known limit: mending it needs a lock every
-writer takes).
+``PIPE_BUF`` bytes where it can be (a longer line goes alone). When stdout is a pipe or a
+socket that other processes of the host write to as well, each flush holds a lock on it
+(``lockf``: two system calls a flush): a pipe whose reader falls behind takes a long
+write in parts, and without the lock another process's line could land between them.
 """
 
 from __future__ import annotations
@@ -15,10 +14,12 @@ import asyncio
 import codecs
 import contextlib
 import contextvars
+import fcntl
 import io
 import json
 import os
 import select
+import stat
 import threading
 import time
 import traceback
@@ -41,6 +42,8 @@ class LogSink:
 
     def __init__(self, fd: int = 1, level: Level = "info") -> None:
         self.fd = fd
+        #: fd is a pipe or a socket, which other processes may write to: writes lock it.
+        self._shared = _pipe_or_socket(fd)
         self.min_level = _LEVELS[level]
         #: Lines (without their newline) written on the loop's thread, and on others
         #: (sync functions' threads), which take the lock.
@@ -132,6 +135,21 @@ class LogSink:
         for secret in self._redact:
             if secret in data:
                 data = data.replace(secret, b"[REDACTED]")
+        if not self._shared:
+            self._write_lines(data)
+            return
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX)
+        except OSError:  # no locks here (ENOLCK), or fd is closed: write as it comes
+            self._write_lines(data)
+            return
+        try:
+            self._write_lines(data)
+        finally:
+            with contextlib.suppress(OSError):
+                fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
+    def _write_lines(self, data: bytes) -> None:
         size = len(data)
         if size <= _WHOLE:
             self._write_piece(data)
@@ -161,6 +179,14 @@ class LogSink:
                 return False
             view = view[n:]
         return True
+
+
+def _pipe_or_socket(fd: int) -> bool:
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def _written_forms(value: str) -> set[str]:
