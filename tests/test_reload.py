@@ -152,6 +152,30 @@ def test_reloads_asked_for_at_once_each_happen_and_the_host_serves_on(tmp_path: 
     assert host.proc.returncode == 0
 
 
+def test_an_edit_that_keeps_the_size_and_second_is_the_code_reloaded(tmp_path: Path) -> None:
+    """Python's bytecode cache matches a module by its size and modification time in
+    whole seconds: two saves in one second, "a1" then "b1", served "a1" again."""
+    app_dir = _app(
+        tmp_path,
+        "import hibana\nimport helper\n\napp = hibana.App()\n\n\n"
+        "@app.http('/v')\ndef v(req, ctx):\n    return helper.VALUE\n",
+    )
+    helper = app_dir / "helper.py"
+    helper.write_text('VALUE = "a1"\n')
+    stamp = helper.stat().st_mtime_ns
+    host = Host(app_dir, "--workers", "1", env={"PYTHONDONTWRITEBYTECODE": ""}).wait_ready()
+    try:
+        assert httpx.get(host.url + "/v", timeout=10).text == "a1"
+        helper.write_text('VALUE = "b1"\n')
+        os.utime(helper, ns=(stamp, stamp))  # saved within the same second
+        reloaded = run_cli("reload", "--app", str(app_dir))
+        assert reloaded.returncode == 0, reloaded.stderr
+        assert httpx.get(host.url + "/v", timeout=10).text == "b1"
+    finally:
+        host.stop()
+    assert not list(app_dir.rglob("*.pyc")), "the app's own modules are not cached"
+
+
 def test_status_shows_the_old_generation_finishing(tmp_path: Path) -> None:
     app_dir = _app(tmp_path)
     host = Host(app_dir, "--workers", "1").wait_ready()

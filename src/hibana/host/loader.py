@@ -3,11 +3,13 @@ the line and the fix instead of a traceback."""
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import os
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from hibana.app import App
 from hibana.errors import AppError, AppLoadError
@@ -25,6 +27,47 @@ def _rel(path: str | os.PathLike[str]) -> str:
     return rel if len(rel) < len(str(path)) else str(path)
 
 
+class _FromSource(importlib.machinery.SourceFileLoader):
+    """Compiles a module of the app from its source at every import, and caches no
+    bytecode: a cached ``.pyc`` is matched by its source's size and modification time in
+    whole seconds, so an edit saved within the second that keeps the size (``1`` to ``2``)
+    would reload the old code, under ``hibana dev`` and ``hibana reload`` alike."""
+
+    def path_stats(self, path: str) -> NoReturn:
+        raise OSError("the app's own modules are compiled from their source")
+
+
+class _AppModules:
+    """The path hook that imports the modules under ``folder`` (the app's, not those of
+    a virtualenv in it) with ``_FromSource``; the rest of ``sys.path`` goes on as Python's."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self._inside = folder + os.sep
+
+    def __call__(self, path: str) -> importlib.machinery.FileFinder:
+        if not (path == self.folder or path.startswith(self._inside)) or not _SITE.isdisjoint(
+            Path(path).parts
+        ):
+            raise ImportError(f"{path} is not the app's own code")
+        return importlib.machinery.FileFinder(
+            path,
+            (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
+            (_FromSource, importlib.machinery.SOURCE_SUFFIXES),
+            (importlib.machinery.SourcelessFileLoader, importlib.machinery.BYTECODE_SUFFIXES),
+        )
+
+
+def _import_from_source(folder: str) -> None:
+    if not any(isinstance(h, _AppModules) and h.folder == folder for h in sys.path_hooks):
+        sys.path_hooks.insert(0, _AppModules(folder))
+        sys.path_importer_cache.clear()  # found again, through the hook
+
+
+#: Folders of installed packages, where they are inside the app's folder (a ``.venv``).
+_SITE = frozenset({"site-packages", "dist-packages"})
+
+
 def load_app(app_dir: str | os.PathLike[str]) -> App:
     """The ``App`` defined by ``APP_DIR/function_app.py``.
 
@@ -40,7 +83,10 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
         )
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
-    spec = importlib.util.spec_from_file_location("function_app", path)
+    _import_from_source(str(folder))
+    spec = importlib.util.spec_from_file_location(
+        "function_app", path, loader=_FromSource("function_app", str(path))
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["function_app"] = module
