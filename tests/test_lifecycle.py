@@ -163,6 +163,40 @@ def test_sigterm_while_the_app_imports_stops_with_exit_0(tmp_path: Path) -> None
         host.stop()
 
 
+@pytest.mark.parametrize("prewarm", ["runtime", "none"])
+def test_a_host_stopped_while_it_checks_the_app_leaves_nothing_running(
+    tmp_path: Path, prewarm: str
+) -> None:
+    """Without the app imported in the zygote, a child of it imports the app to read its
+    functions; it went on after the host had gone, and printed a traceback later."""
+    (tmp_path / "function_app.py").write_text(
+        "import time\n\nimport hibana\n\ntime.sleep(30)\napp = hibana.App()\n"
+    )
+    host = Host(tmp_path, "--prewarm", prewarm)
+    try:
+        deadline = time.monotonic() + 20
+        while not (checking := _grandchildren(host.proc.pid)):
+            assert time.monotonic() < deadline, "the host never began to check the app"
+            time.sleep(0.02)
+        host.signal(signal.SIGTERM)
+        assert host.wait_exit(10) == 0
+        deadline = time.monotonic() + 5
+        while left := [pid for pid in checking if Path(f"/proc/{pid}").exists()]:
+            stat = Path(f"/proc/{left[0]}/stat").read_text().rpartition(")")[2].split()
+            if stat[0] == "Z":  # dead, waiting to be reaped by its new parent
+                checking.remove(left[0])
+                continue
+            assert time.monotonic() < deadline, f"still running the app's import: {left}"
+            time.sleep(0.05)
+    finally:
+        host.stop()
+
+
+def _grandchildren(pid: int) -> list[int]:
+    """Before the app has loaded: the zygote's child that imports it to read it."""
+    return [grandchild for child in children(pid) for grandchild in children(child)]
+
+
 def test_shutdown_timeout_bounds_the_wait() -> None:
     host = Host(APPS / "basic", "--workers", "1", "--shutdown-timeout", "1").wait_ready()
     try:

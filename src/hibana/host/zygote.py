@@ -79,16 +79,18 @@ def describe(app: App) -> list[dict[str, Any]]:
 def _probe(config: HostConfig) -> dict[str, Any]:
     """Load the app in a throwaway child: its functions and settings, or its error."""
     read_fd, write_fd = os.pipe()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         os.close(read_fd)
+        die_with_parent(parent, signal.SIGKILL)  # a host stopped mid-import takes it along
         try:
             app = load_app(config.app_dir)
             result: dict[str, Any] = {"functions": describe(app), "settings": app.settings}
         except AppError as exc:
             result = {"error": str(exc)}
-        with os.fdopen(write_fd, "w") as out:
-            out.write(json.dumps(result))
+        with contextlib.suppress(OSError), os.fdopen(write_fd, "w") as out:
+            out.write(json.dumps(result))  # OSError: the zygote stopped waiting (it is gone)
         os._exit(0)
     os.close(write_fd)
     with os.fdopen(read_fd) as pipe:
