@@ -39,14 +39,24 @@ def test_help_on_every_command(command: list[str]) -> None:
         (["serve", "/definitely/not/here"], "does not exist"),
         (["serve"], "Missing argument"),
         (["frobnicate"], "No such command"),
-        (["serve", str(APPS / "basic"), "--log-level", "loud"], "log_level='loud'"),
+        (
+            ["serve", str(APPS / "basic"), "--log-level", "loud"],
+            "--log-level 'loud' is not one of: debug, info, warning, error",
+        ),
+        (["serve", str(APPS / "basic"), "--host", ""], "--host is empty; give the address"),
+        (["serve", str(APPS / "basic"), "--host", " "], "--host is empty; give the address"),
+        (
+            ["serve", str(APPS / "basic"), "--min-instances", "3", "--max-instances", "1"],
+            "--min-instances 3 is over --max-instances 1",
+        ),
         (["dev", str(APPS / "basic"), "--log-format", "xml"], "--log-format 'xml' is not one of"),
     ],
 )
 def test_bad_arguments_exit_2_with_usage(args: list[str], fragment: str) -> None:
     result = run_cli(*args)
     assert result.returncode == 2
-    assert fragment in result.stderr
+    assert fragment in " ".join(result.stderr.replace("│", "").split()), result.stderr
+    assert "Usage:" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -196,6 +196,20 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
                     "pass one or the others"
                 )
             min_instances = max_instances = workers
+        elif (
+            min_instances is not None
+            and max_instances is not None
+            and min_instances > max_instances
+        ):
+            _usage(f"--min-instances {min_instances} is over --max-instances {max_instances}")
+        if not host.strip():
+            _usage(
+                "--host is empty; give the address to listen on: 127.0.0.1 (this machine "
+                "only, the default) or 0.0.0.0 (every interface)"
+            )
+        log_level = log_level.lower()
+        if log_level not in ("debug", "info", "warning", "error"):
+            _usage(f"--log-level {log_level!r} is not one of: debug, info, warning, error")
         if prewarm is not None and prewarm not in ("app", "runtime", "none"):
             _usage(f"--prewarm {prewarm!r} is not one of: app, runtime, none")
         log_format = log_format.lower()
@@ -223,7 +237,7 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
                 body_timeout=body_timeout,
                 min_body_rate=min_body_rate,
                 keep_alive_timeout=keep_alive_timeout,
-                log_level=log_level.lower(),  # type: ignore[arg-type]
+                log_level=log_level,  # type: ignore[arg-type]
                 log_format=log_format,  # type: ignore[arg-type]
                 reload=reload,
                 store=store,
