@@ -69,6 +69,69 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
     assert "Listening on" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (
+            {
+                "function_app.py": b"import hibana\n\napp = hibana.App()\nimport routes\n",
+                "routes.py": b"from function_app import app, missing\n",
+            },
+            "routes.py:1: importing function_app.py failed: ImportError: cannot import name "
+            "'missing' from partially initialized module 'function_app' (most likely due to a "
+            "circular import)",
+        ),
+        (
+            {
+                "function_app.py": b"import hibana\n\napp = hibana.App()\nimport routes\n",
+                "routes.py": b"from function_app import app, missing\n",
+            },
+            "    from function_app import app, missing\n    a module "
+            "function_app.py imports imports it back: declare that module's functions on a "
+            "hibana.Blueprint, and app.register(bp) in function_app.py",
+        ),
+        (
+            {"function_app.py": b"import hibana\napp = hibana.App()\x00\n"},
+            "function_app.py: SyntaxError: source code",  # "... cannot contain null bytes"
+        ),
+        (
+            {
+                "function_app.py": b"class Stop(BaseException):\n    pass\n\n\n"
+                b"raise Stop('not configured')\n"
+            },
+            "function_app.py:5: importing function_app.py failed: Stop: not configured",
+        ),
+        (
+            {
+                "function_app.py": b"class Odd(Exception):\n    def __str__(self):\n"
+                b"        raise RuntimeError('no str')\n\n\nraise Odd()\n"
+            },
+            "function_app.py:6: importing function_app.py failed: Odd: <Odd whose str raised>",
+        ),
+        (
+            {
+                "function_app.py": b"import hibana\napp = hibana.App()\n\n\n"
+                b"@app.queue('jobs')\ndef job(*, msg, ctx):\n    pass\n"
+            },
+            "(job) takes (*, msg, ctx), but is called with two positional arguments, its msg "
+            "and the Context: write `def job(msg, ctx)`",
+        ),
+    ],
+    ids=["circular", "circular-hint", "nul", "base-exception", "str-raises", "keyword-only"],
+)
+def test_more_broken_apps_get_one_clear_message(
+    tmp_path: Path, files: dict[str, bytes], expected: str
+) -> None:
+    for name, source in files.items():
+        (tmp_path / name).write_bytes(source)
+    result = run_cli("serve", str(tmp_path), "--port", "0", "--workers", "1")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: "), result.stderr
+    assert expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "None" not in result.stderr
+
+
 def test_missing_app_file_names_the_fix(tmp_path: Path) -> None:
     result = run_cli("serve", str(tmp_path), "--port", "0")
     assert result.returncode == 2

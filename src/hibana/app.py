@@ -86,6 +86,13 @@ class TimerTrigger:
 
 #: Every trigger kind is one dataclass here; later kinds (event, orchestration) join this union.
 Trigger = HttpTrigger | QueueTrigger | EventTrigger | TimerTrigger
+#: What a function's first argument is called in the examples, by trigger.
+_INPUT: dict[type, str] = {
+    HttpTrigger: "req",
+    QueueTrigger: "msg",
+    EventTrigger: "event",
+    TimerTrigger: "timer",
+}
 
 #: The host's own endpoint for publishing CloudEvents over HTTP; added to an app that
 #: has topics (see ``App.event``).
@@ -131,9 +138,10 @@ def _not_bare(first: object, decorator: str, example: str, decl_site: str) -> No
         )
 
 
-def _check_signature(fn: Callable[..., Any], name: str, where: str) -> None:
+def _check_signature(fn: Callable[..., Any], name: str, where: str, given: str) -> None:
     """Refuse a function that cannot be called the way every trigger calls it:
-    ``fn(input, ctx)`` (``req``, a message, an event or a timer's info; then the Context)."""
+    ``fn(input, ctx)``, two positional arguments (``given``: what its trigger calls the
+    input: ``req``, ``msg``, ``event``, ``timer``; then the Context)."""
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin or the like: left to the call
@@ -141,10 +149,13 @@ def _check_signature(fn: Callable[..., Any], name: str, where: str) -> None:
     try:
         signature.bind(None, None)
     except TypeError:
+        bare = signature.replace(  # its parameters as written, without their annotations
+            parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+            return_annotation=signature.empty,
+        )
         raise AppError(
-            f"function {where} takes ({', '.join(signature.parameters)}), but is called "
-            "with two arguments, its "
-            f"input and the Context: write `def {name}(req, ctx)`"
+            f"function {where} takes {bare}, but is called with two positional "
+            f"arguments, its {given} and the Context: write `def {name}({given}, ctx)`"
         ) from None
 
 
@@ -610,7 +621,7 @@ class Blueprint:
         where: str,
     ) -> None:
         """Record a decorated function."""
-        _check_signature(fn, name, where)
+        _check_signature(fn, name, where, _INPUT.get(type(trigger), "input"))
         self._add(
             FunctionSpec(
                 name=name,

@@ -68,6 +68,14 @@ def _import_from_source(folder: str) -> None:
 _SITE = frozenset({"site-packages", "dist-packages"})
 
 
+def _said(exc: BaseException) -> str:
+    """``str(exc)``, or what stands for it when that raises."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__} whose str raised>"
+
+
 def load_app(app_dir: str | os.PathLike[str]) -> App:
     """The ``App`` defined by ``APP_DIR/function_app.py``.
 
@@ -91,30 +99,40 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
     module = importlib.util.module_from_spec(spec)
     sys.modules["function_app"] = module
     try:
+        # as the import system marks it: a circular import is then said to be one
+        spec._initializing = True  # type: ignore[attr-defined]
         try:
             spec.loader.exec_module(module)
         except BaseException:
             sys.modules.pop("function_app", None)  # no half-imported module left behind
             raise
+        finally:
+            spec._initializing = False  # type: ignore[attr-defined]
     except AppError:
         raise
     except SyntaxError as exc:
-        where = f"{_rel(exc.filename or path)}:{exc.lineno}"
-        if exc.offset:
-            where += f":{exc.offset}"
+        where = _rel(exc.filename or path)
+        if exc.lineno is not None:  # none for a NUL byte in the source
+            where += f":{exc.lineno}" + (f":{exc.offset}" if exc.offset else "")
         text = f"\n    {exc.text.rstrip()}" if exc.text else ""
         raise AppLoadError(f"{where}: {type(exc).__name__}: {exc.msg}{text}") from None
-    except (Exception, SystemExit, KeyboardInterrupt) as exc:
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt and the app's own too
         frames = traceback.extract_tb(exc.__traceback__)
         inside = [f for f in frames if f.filename.startswith(str(folder))]
         frame = (inside or frames)[-1]
+        said = _said(exc)
         hint = ""
-        if isinstance(exc, ImportError) and "relative import" in str(exc):
+        if isinstance(exc, ImportError) and "relative import" in said:
             # function_app.py is imported as a top-level module, its folder on sys.path
             hint = f"\n    the app folder is on sys.path: import its modules by name ({_ABSOLUTE})"
+        elif isinstance(exc, ImportError) and "initialized module 'function_app'" in said:
+            hint = (
+                f"\n    a module {APP_FILE} imports imports it back: declare that module's "
+                "functions on a hibana.Blueprint, and app.register(bp) in " + APP_FILE
+            )
         raise AppLoadError(
             f"{_rel(frame.filename)}:{frame.lineno}: importing {APP_FILE} failed: "
-            f"{type(exc).__name__}: {exc}" + (f"\n    {frame.line}" if frame.line else "") + hint
+            f"{type(exc).__name__}: {said}" + (f"\n    {frame.line}" if frame.line else "") + hint
         ) from None
     apps = {name: value for name, value in vars(module).items() if isinstance(value, App)}
     if "app" in apps:
