@@ -399,6 +399,28 @@ def test_dev_reloads_on_change_and_keeps_serving_through_a_broken_edit(tmp_path:
     assert host.proc.returncode == 0
 
 
+def test_dev_does_not_reload_for_the_store_or_installed_packages(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    source = (
+        "import hibana\napp = hibana.App()\n\n@app.http('/v')\ndef v(req, ctx):\n    return 'one'\n"
+    )
+    (app_dir / "function_app.py").write_text(source)
+    host = Host(app_dir, command="dev").wait_ready()
+    try:
+        site = app_dir / "venv" / "lib" / "python3.11" / "site-packages" / "pkg"
+        site.mkdir(parents=True)
+        (site / "__init__.py").write_text("X = 1\n")  # a pip install into the app's venv
+        (app_dir / ".hibana" / "notes.py").write_text("X = 1\n")
+        time.sleep(1.0)  # past the watcher's debounce: a reload would have begun
+        (app_dir / "function_app.py").write_text(source.replace("'one'", "'two'"))
+        host.wait_for_stderr("Reloaded: generation 2")
+        assert _get(host, "/v").text == "two"
+        assert sum("Change detected" in line for line in host.stderr_lines) == 1
+    finally:
+        host.stop()
+
+
 def test_dev_on_a_broken_app_waits_for_the_fix(tmp_path: Path) -> None:
     # serve fails fast on an app that does not load; dev says why and loads the fix
     app_dir = tmp_path / "app"

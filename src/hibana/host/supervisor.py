@@ -525,9 +525,20 @@ class Supervisor:
     def _watch_for_changes(self) -> None:
         import watchfiles
 
+        class AppSources(watchfiles.PythonFilter):
+            """The app's own Python files: not its store's folder, nor the packages of a
+            virtualenv in it (a ``pip install`` there is no edit of the app)."""
+
+            ignore_dirs = (
+                *watchfiles.DefaultFilter.ignore_dirs,
+                ".hibana",
+                "site-packages",
+                "dist-packages",
+            )
+
         def watch() -> None:
             for _changes in watchfiles.watch(
-                self.config.app_dir, watch_filter=watchfiles.PythonFilter(), debounce=200
+                self.config.app_dir, watch_filter=AppSources(), debounce=200
             ):
                 try:
                     self._reload_w.send(b"r")
