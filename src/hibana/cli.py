@@ -32,6 +32,7 @@ cli = typer.Typer(
 AppDir = Annotated[
     Path,
     typer.Argument(
+        metavar="APP_DIR",
         help="The app folder (holds function_app.py).",
         exists=True,
         file_okay=False,
@@ -294,7 +295,9 @@ async def echo(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
 
 @cli.command()
 def new(
-    directory: Annotated[str, typer.Argument(help="Folder to create the app in.")],
+    directory: Annotated[
+        str, typer.Argument(metavar="DIRECTORY", help="Folder to create the app in.")
+    ],
 ) -> None:
     """Write a starter app into DIRECTORY that runs as is."""
     if not directory.strip():
@@ -621,7 +624,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 @queue_cli.command("send")
 def queue_send(
-    queue: Annotated[str, typer.Argument(help="The queue to send to.")],
+    queue: Annotated[str, typer.Argument(metavar="QUEUE", help="The queue to send to.")],
     data: Annotated[str, typer.Option("--data", help="The message: a JSON document.")],
     delay: Annotated[
         float, typer.Option(help="Seconds before it is delivered: 0 to 31536000 (365 days).")
@@ -692,7 +695,9 @@ def queue_stats(
 
 @queue_cli.command("dlq")
 def queue_dlq(
-    queue: Annotated[str, typer.Argument(help="The queue whose dead letters to list.")],
+    queue: Annotated[
+        str, typer.Argument(metavar="QUEUE", help="The queue whose dead letters to list.")
+    ],
     limit: Annotated[int, typer.Option(min=1, help="List at most this many.")] = 100,
     app: AppOpt = Path("."),
     store: StoreOpt = None,
@@ -736,7 +741,9 @@ def queue_dlq(
 
 @queue_cli.command("redrive")
 def queue_redrive(
-    queue: Annotated[str, typer.Argument(help="The queue whose dead letters to move back.")],
+    queue: Annotated[
+        str, typer.Argument(metavar="QUEUE", help="The queue whose dead letters to move back.")
+    ],
     ids: Annotated[
         list[int] | None, typer.Option("--id", help="Only this dead letter (repeatable).")
     ] = None,
@@ -763,7 +770,7 @@ cli.add_typer(events_cli, name="events")
 
 @events_cli.command("publish")
 def events_publish(
-    topic: Annotated[str, typer.Argument(help="The topic to publish to.")],
+    topic: Annotated[str, typer.Argument(metavar="TOPIC", help="The topic to publish to.")],
     type_: Annotated[str, typer.Option("--type", help="The event's type attribute.")],
     source: Annotated[str, typer.Option(help="The event's source attribute.")],
     data: Annotated[str | None, typer.Option("--data", help="The event's data: JSON.")] = None,
@@ -825,7 +832,9 @@ cli.add_typer(secrets_cli, name="secrets")
 
 @secrets_cli.command("set")
 def secrets_set(
-    name: Annotated[str, typer.Argument(help="The secret's name, as functions name it.")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="The secret's name, as functions name it.")
+    ],
     app: AppOpt = Path("."),
     store: StoreOpt = None,
 ) -> None:
@@ -874,7 +883,7 @@ def secrets_list(app: AppOpt = Path("."), store: StoreOpt = None) -> None:
 
 @secrets_cli.command("rm")
 def secrets_rm(
-    name: Annotated[str, typer.Argument(help="The secret to delete.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The secret to delete.")],
     app: AppOpt = Path("."),
     store: StoreOpt = None,
 ) -> None:
