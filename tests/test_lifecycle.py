@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 import shutil
 import signal
 import threading
@@ -429,9 +430,16 @@ def test_dev_on_a_broken_app_waits_for_the_fix(tmp_path: Path) -> None:
     (app_dir / "function_app.py").write_text(source + "    return undefined_name +\n")
     host = Host(app_dir, command="dev")
     try:
-        host.wait_for_stderr("Waiting for a change to")
+        waiting = host.wait_for_stderr("Waiting for a change to")
         assert any("SyntaxError" in line for line in host.stderr_lines)
         assert host.proc.poll() is None
+        url = re.search(r"until then (http://\S+) answers 503", waiting)
+        assert url is not None, waiting
+        meanwhile = httpx.get(url[1] + "/v", timeout=10)
+        assert meanwhile.status_code == 503
+        error = meanwhile.json()["error"]
+        assert error.startswith("the app does not load; hibana dev waits for a change that fixes")
+        assert "SyntaxError" in error
         (app_dir / "function_app.py").write_text(source + "    return 'fixed'\n")
         host.wait_ready()
         assert _get(host, "/v").text == "fixed"

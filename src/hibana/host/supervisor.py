@@ -501,13 +501,24 @@ class Supervisor:
                 return self._start_zygote()
             except AppLoadError as exc:
                 self.report(
-                    f"error: {exc}\nWaiting for a change to {self.config.app_dir} (Ctrl+C to stop)"
+                    f"error: {exc}\nWaiting for a change to {self.config.app_dir}; until then "
+                    f"{self.url} answers 503 (Ctrl+C to stop)"
                 )
-            if not self._await_change():
-                return None
+                why = str(exc)
+            self._watch_socket(True)
+            try:
+                if not self._await_change(why):
+                    return None
+            finally:
+                self._watch_socket(False)
 
-    def _await_change(self) -> bool:
-        """Wait for a change to the app's files (True), or a signal to stop (False)."""
+    def _await_change(self, why: str) -> bool:
+        """Wait for a change to the app's files (True), or a signal to stop (False);
+        meanwhile a request gets 503 saying ``why`` the app does not load."""
+        assert self.sock is not None
+        answer = raw_answer(
+            503, f"the app does not load; hibana dev waits for a change that fixes it: {why}"
+        )
         while not self._stop_asked:
             for key, _ in self.sel.select():
                 if key.data == "signal":
@@ -518,6 +529,8 @@ class Supervisor:
                 elif key.data == "reload":
                     self._reload_r.recv(64)
                     return not self._stop_asked
+                elif key.data == "listen":
+                    refuse_backlog(self.sock, answer)
                 elif key.data == "handoff":
                     self.connections.receive()
         return False
