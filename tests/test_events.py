@@ -115,10 +115,15 @@ def test_the_trace_continues_from_publisher_to_every_subscriber(host: Host, app_
         sent = client.post(
             "/publish",
             json={"type": "com.github.workflow_run", "source": "gh/app", "subject": "repo/r"},
+            headers={
+                "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                "tracestate": "vendor=abc",
+            },
         ).json()
     assert sent["deliveries"] == 2 and sent["duplicate"] is False
     wait_until(lambda: len(delivered(app_dir)) == 2)
     assert {d["trace_id"] for d in delivered(app_dir)} == {sent["trace_id"]}
+    assert {d["tracestate"] for d in delivered(app_dir)} == {"vendor=abc"}
     # each subscriber's parent is the publisher's own span (its log line)
     publisher = host.wait_for_log(msg="invocation", function="publish", trace_id=sent["trace_id"])
     for fn in ("everything", "runs"):
@@ -127,11 +132,16 @@ def test_the_trace_continues_from_publisher_to_every_subscriber(host: Host, app_
     # an incoming event's own traceparent extension is continued too
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     event = run_event(
-        id="traced", subject="repo/r", traceparent=f"00-{trace_id}-00f067aa0ba902b7-01"
+        id="traced",
+        subject="repo/r",
+        traceparent=f"00-{trace_id}-00f067aa0ba902b7-01",
+        tracestate="congo=t61rcWkgMzE",
     )
     assert post_event(host, event).status_code == 202
     wait_until(lambda: len([d for d in delivered(app_dir) if d["id"] == "traced"]) == 2)
     assert {d["trace_id"] for d in delivered(app_dir) if d["id"] == "traced"} == {trace_id}
+    traced = {d["tracestate"] for d in delivered(app_dir) if d["id"] == "traced"}
+    assert traced == {"congo=t61rcWkgMzE"}
     line = host.wait_for_log(function="runs", outcome="ok", trace_id=trace_id)
     assert line["parent_span_id"] == "00f067aa0ba902b7"
 

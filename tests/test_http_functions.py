@@ -214,6 +214,36 @@ def test_incoming_traceparent_is_continued_and_returned(basic_host: Host) -> Non
     assert fresh.headers["traceparent"].split("-")[1] == fresh.json()["trace_id"]
 
 
+def test_tracestate_goes_on_with_the_trace_it_came_with(basic_host: Host) -> None:
+    """W3C Trace Context 3.3: a continued trace passes its tracestate on (its several
+    header lines are one list); one whose traceparent is not continued is dropped."""
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    long_member = "big=" + "x" * 200
+    with basic_host.client() as client:
+        two_lines = client.get(
+            "/inspect",
+            headers=[
+                ("traceparent", parent),
+                ("tracestate", "rojo=00f067aa0ba902b7"),
+                ("tracestate", "congo=t61rcWkgMzE, bad key=1"),
+            ],
+        ).json()
+        too_long = client.get(
+            "/inspect",
+            headers={
+                "traceparent": parent,
+                "tracestate": ",".join([long_member] * 3 + [f"k{i}=v" for i in range(40)]),
+            },
+        ).json()
+        orphan = client.get(
+            "/inspect", headers={"traceparent": "garbage", "tracestate": "rojo=1"}
+        ).json()
+    assert two_lines["tracestate"] == "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
+    # the first 32 members, within 512 characters: those over 128 go first
+    assert too_long["tracestate"].split(",") == [f"k{i}=v" for i in range(29)]
+    assert orphan["tracestate"] == ""
+
+
 def test_two_traceparents_start_a_new_trace(basic_host: Host) -> None:
     """Two callers' contexts are no one trace to continue (the W3C test suite's
     duplicated-traceparent case): the host starts its own."""

@@ -57,14 +57,20 @@ def store(app_dir: Path) -> Iterator[Store]:
 def test_a_message_enqueued_over_http_is_processed_in_the_same_trace(
     host: Host, app_dir: Path
 ) -> None:
+    caller = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {
+        "traceparent": f"00-{caller}-00f067aa0ba902b7-01",
+        "tracestate": "rojo=00f0,congo=t61",
+    }
     with host.client() as client:
-        r = client.post("/orders", json={"data": {"n": 1}})
+        r = client.post("/orders", json={"data": {"n": 1}}, headers=headers)
     assert r.status_code == 202
     sent = r.json()
-    assert sent["duplicate"] is False
+    assert sent["duplicate"] is False and sent["trace_id"] == caller
     (rec,) = wait_until(lambda: records(app_dir, "order"), what="the order to be processed")
     assert rec["id"] == sent["id"] and rec["data"] == {"n": 1} and rec["attempt"] == 1
     assert rec["trace_id"] == sent["trace_id"]
+    assert rec["tracestate"] == "rojo=00f0,congo=t61"  # W3C: passed on with the traceparent
     line = host.wait_for_log(function="on_order", outcome="ok")
     producer = host.wait_for_log(msg="invocation", function="accept", trace_id=sent["trace_id"])
     # the consumer's parent is the producer's own span (its log line), not one never logged

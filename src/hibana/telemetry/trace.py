@@ -1,4 +1,5 @@
-"""W3C Trace Context: parse an incoming ``traceparent``, start or continue a trace."""
+"""W3C Trace Context: parse an incoming ``traceparent`` (and ``tracestate``), start or
+continue a trace, and carry both to the next hop (a queue message, an event)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,18 @@ class TraceContext(NamedTuple):
     span_id: str
     parent_span_id: str | None = None
     sampled: bool = True
+    #: The caller's ``tracestate`` (vendors' entries), passed on unchanged; "" if none.
+    tracestate: str = ""
 
     @property
     def traceparent(self) -> str:
         """The header value that carries this span on to the next hop."""
         return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
+
+    @property
+    def carried(self) -> str:
+        """What a queue message keeps of this span for its consumer (see ``carry``)."""
+        return carry(self.traceparent, self.tracestate)
 
 
 def new_trace_id() -> str:
@@ -46,11 +54,12 @@ _match_traceparent = _TRACEPARENT.fullmatch
 _NO_TRACE, _NO_SPAN = "0" * 32, "0" * 16
 
 
-def continue_or_start(traceparent: str | None) -> TraceContext:
+def continue_or_start(traceparent: str | None, tracestate: str | None = None) -> TraceContext:
     """A new span that continues ``traceparent`` when it is valid, or starts a new trace.
 
     A malformed header is ignored rather than rejected, as the W3C spec asks; so is one
-    with upper-case hex digits (the spec's ids are lower-case)."""
+    with upper-case hex digits (the spec's ids are lower-case). ``tracestate`` goes on
+    with a continued trace only (the spec: never without its traceparent)."""
     if traceparent:
         m = _match_traceparent(traceparent.strip())
         if m is not None:
@@ -61,5 +70,49 @@ def continue_or_start(traceparent: str | None) -> TraceContext:
                 and parent != _NO_SPAN
                 and (more is None or version != "00")
             ):
-                return TraceContext(trace_id, new_span_id(), parent, flags[1] in "13579bdf")
+                return TraceContext(
+                    trace_id,
+                    new_span_id(),
+                    parent,
+                    flags[1] in "13579bdf",
+                    _tracestate(tracestate) if tracestate else "",
+                )
     return TraceContext(new_trace_id(), new_span_id())
+
+
+def carry(traceparent: str, tracestate: str | None) -> str:
+    """The trace a queue message keeps for its consumer: the traceparent, and the
+    tracestate after a newline when there is one (read back by ``continue_carried``)."""
+    return f"{traceparent}\n{tracestate}" if tracestate else traceparent
+
+
+def continue_carried(carried: str | None) -> TraceContext:
+    """The span of a consumer of what ``TraceContext.carried`` wrote."""
+    if carried is None:
+        return continue_or_start(None)
+    parent, _, state = carried.partition("\n")
+    return continue_or_start(parent, state)
+
+
+#: One list member: key=value, printable ASCII without "," or "=" in the value.
+_MEMBER = re.compile(
+    r"[a-z0-9][a-z0-9_\-*/@]{0,255}=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+)
+#: What is passed on at most: the spec asks for 512 characters and 32 members at least.
+_STATE_CHARS = 512
+_STATE_MEMBERS = 32
+
+
+def _tracestate(value: str) -> str:
+    """``tracestate`` as passed on: its valid list members, in order, the first 32 of
+    them within 512 characters (members of over 128 go first, as the spec suggests);
+    "" if none is valid."""
+    members = [m.strip() for m in value.split(",")]
+    kept = [m for m in members if m and _MEMBER.fullmatch(m)][:_STATE_MEMBERS]
+    joined = ",".join(kept)
+    if len(joined) <= _STATE_CHARS:
+        return joined
+    kept = [m for m in kept if len(m) <= 128]
+    while kept and len(",".join(kept)) > _STATE_CHARS:
+        kept.pop()
+    return ",".join(kept)

@@ -391,11 +391,14 @@ class HttpFront:
         self, match: Match, scope: Scope, body: bytes, receive: Receive, out: Responder
     ) -> None:
         spec = match.spec
-        traceparent = None
+        traceparent = tracestate = None
         for name, value in scope["headers"]:
             if name == b"traceparent":
                 # two are no one trace to continue: a new one starts (W3C Trace Context)
                 traceparent = "" if traceparent is not None else value.decode("latin-1")
+            elif name == b"tracestate":  # several lines are one list (RFC 9110 5.3)
+                text = value.decode("latin-1")
+                tracestate = text if tracestate is None else f"{tracestate},{text}"
         started = time.monotonic()
         deadline = started + spec.timeout
         invocation_id = None
@@ -410,7 +413,7 @@ class HttpFront:
             if latest is not None:
                 deadline = min(deadline, latest)
         if trace is None:
-            trace = continue_or_start(traceparent)
+            trace = continue_or_start(traceparent, tracestate)
         inv = Invocation(
             invocation_id or new_invocation_id(),
             spec,

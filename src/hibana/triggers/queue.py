@@ -31,7 +31,7 @@ from hibana.messages import BatchFailed, Message
 from hibana.secrets import Secrets
 from hibana.store.base import ChangeWatcher, Delivery, Enqueued, NewMessage, Settle, Store
 from hibana.telemetry.logs import Logger, LogSink, millis
-from hibana.telemetry.trace import continue_or_start, new_invocation_id
+from hibana.telemetry.trace import carry, continue_carried, new_invocation_id
 from hibana.timers import TimerInfo
 
 #: Like SQS: a message body (JSON) may be at most this big.
@@ -117,7 +117,7 @@ class Outbox:
                 f"the message for queue {queue!r} is {len(body)} bytes of JSON, over the "
                 f"limit of {self.max_bytes}; store the data elsewhere and enqueue a reference"
             )
-        return NewMessage(queue, body, delay, idempotency_key, inv.trace.traceparent)
+        return NewMessage(queue, body, delay, idempotency_key, inv.trace.carried)
 
     async def send(self, message: NewMessage) -> Enqueued:
         result = await self.store.enqueue(message)
@@ -143,7 +143,10 @@ class Outbox:
         prepared = []
         for event in events:
             if "traceparent" not in event.extensions:
+                # CloudEvents' distributed tracing extension: both W3C headers
                 event.extensions["traceparent"] = inv.trace.traceparent
+                if inv.trace.tracestate:
+                    event.extensions["tracestate"] = inv.trace.tracestate
             body = event.to_json()
             if len(body) > self.max_bytes:
                 raise EventError(
@@ -186,10 +189,15 @@ def fan_out(
     """One delivery of ``event`` (encoded as ``body``) per subscription (topic, queue,
     filter) of ``topic`` that it passes; each carries the event's trace."""
     return [
-        NewMessage(queue, body, trace=event.traceparent)
+        NewMessage(queue, body, trace=_carried_by(event))
         for t, queue, flt in subscriptions
         if t == topic and (flt is None or flt.matches(event))
     ]
+
+
+def _carried_by(event: CloudEvent) -> str | None:
+    parent = event.traceparent
+    return None if parent is None else carry(parent, event.extensions.get("tracestate"))
 
 
 def event_key(event: CloudEvent) -> str:
@@ -441,7 +449,7 @@ class QueueConsumer:
         except Exception as exc:  # a body the function cannot be given: not worth retrying
             self._set_aside(spec, deliveries, now, f"cannot be delivered: {exc}")
             return
-        trace = continue_or_start(first.trace)
+        trace = continue_carried(first.trace)
         # the deadline never outlives the lease: past it, another worker may have the message
         latest = started + max(0.0, first.lease_until - now)
         inv = Invocation(

@@ -158,6 +158,7 @@ async def inspect(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
             "trace_id": ctx.trace.trace_id,
             "span_id": ctx.trace.span_id,
             "parent_span_id": ctx.trace.parent_span_id,
+            "tracestate": ctx.trace.tracestate,
         }
     )
 

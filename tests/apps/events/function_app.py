@@ -31,6 +31,7 @@ def seen(fn: str, event: hibana.CloudEvent, ctx: hibana.Context) -> None:
         subject=event.subject,
         data=event.data,
         trace_id=ctx.trace.trace_id,
+        tracestate=ctx.trace.tracestate,
         attempt=ctx.attempt,
     )
 

@@ -74,6 +74,7 @@ async def on_order(msg: hibana.Message, ctx: hibana.Context) -> None:
         attempt=msg.attempt,
         ctx_attempt=ctx.attempt,
         trace_id=ctx.trace.trace_id,
+        tracestate=ctx.trace.tracestate,
         errors=[e["error"] for e in msg.errors],
     )
     if isinstance(data, dict):
