@@ -239,7 +239,7 @@ def test_conflicting_scaling_flags_are_usage_errors() -> None:
         "serve", str(APPS / "scaling"), "--min-instances", "3", "--max-instances", "1"
     )
     assert inverted.returncode == 2
-    assert "min_instances=3 must be between 0 and max_instances=1" in inverted.stderr
+    assert "--min-instances 3 is over --max-instances 1" in inverted.stderr
 
 
 def test_a_worker_slower_to_start_than_the_idle_timeout_still_serves() -> None:
