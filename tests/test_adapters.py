@@ -86,6 +86,20 @@ def test_a_mounted_apps_own_root_is_served_at_its_prefix_with_a_slash(host: Host
     assert (flask.status_code, flask.json()) == (200, {"root": True, "url": "/flask/"})
 
 
+def test_what_a_flask_app_writes_to_wsgi_errors_is_an_error_line_of_its_invocation(
+    host: Host,
+) -> None:
+    r = httpx.get(host.url + "/flask/complain")
+    assert (r.status_code, r.text) == (200, "complained")
+    invocation = r.headers["x-invocation-id"]
+    # Flask's app.logger reaches Python logging, which hibana logs at the record's level
+    logged = host.wait_for_log(msg="the upstream said no", invocation_id=invocation)
+    assert (logged["level"], logged["logger"]) == ("error", "function_app")
+    # what the app writes to wsgi.errors itself is an error line too (it was info, stdout)
+    written = host.wait_for_log(msg="written to wsgi.errors", invocation_id=invocation)
+    assert (written["level"], written["stream"]) == ("error", "wsgi.errors")
+
+
 def test_flask_binary_body_and_two_cookies(host: Host) -> None:
     r = httpx.post(host.url + "/flask/echo", content=PNG)
     assert r.content == PNG

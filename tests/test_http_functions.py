@@ -244,6 +244,16 @@ def test_tracestate_goes_on_with_the_trace_it_came_with(basic_host: Host) -> Non
     assert orphan["tracestate"] == ""
 
 
+def test_a_stream_whose_client_read_it_all_and_left_is_ok(basic_host: Host) -> None:
+    """Its client had every byte its Content-Length declares and closed before the stream
+    itself ended (a mounted Flask app does so, its bridge finishing after the body): it
+    was answered, not cancelled."""
+    r = httpx.get(basic_host.url + "/stream-then-linger", timeout=10)
+    assert (r.status_code, r.content) == (200, b"whole")
+    line = basic_host.wait_for_log(msg="invocation", invocation_id=r.headers["x-invocation-id"])
+    assert (line["outcome"], line["status"]) == ("ok", 200), line
+
+
 def test_two_traceparents_start_a_new_trace(basic_host: Host) -> None:
     """Two callers' contexts are no one trace to continue (the W3C test suite's
     duplicated-traceparent case): the host starts its own."""

@@ -23,6 +23,7 @@ from hibana.context import Context
 from hibana.errors import Cancelled
 from hibana.requests import Request
 from hibana.responses import Response, StreamingResponse, check_status
+from hibana.telemetry.logs import ErrorLines, current_logger
 
 Message = MutableMapping[str, Any]
 #: Body chunks a mounted app may send ahead of what the client has taken.
@@ -225,4 +226,11 @@ class AsgiMount:
 def wsgi_to_asgi(wsgi_app: Any) -> ASGIApp:
     from a2wsgi import WSGIMiddleware
 
-    return WSGIMiddleware(wsgi_app)  # type: ignore[return-value]
+    def with_errors(environ: dict[str, Any], start_response: Any) -> Any:
+        # a2wsgi's wsgi.errors is sys.stdout: what the app wrote there became info lines
+        log = current_logger.get()  # the request's invocation (a2wsgi copies the context)
+        if log is not None:
+            environ["wsgi.errors"] = ErrorLines(log)
+        return wsgi_app(environ, start_response)
+
+    return WSGIMiddleware(with_errors)  # type: ignore[arg-type, return-value]

@@ -455,6 +455,34 @@ class PrintedLines(io.TextIOBase):
             line.out()
 
 
+class ErrorLines(io.TextIOBase):
+    """``wsgi.errors`` of a mounted WSGI app's request (Flask's ``app.logger`` writes
+    there): each line becomes an error line of ``log``, the request's invocation, with
+    ``"stream": "wsgi.errors"``. A line goes out once its newline is written, or at
+    ``flush()``."""
+
+    def __init__(self, log: Logger) -> None:
+        super().__init__()
+        self._log = log
+        self._text = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        *lines, self._text = (self._text + text).split("\n")
+        for line in lines:
+            self._log.error(line, stream="wsgi.errors")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._text:
+            text, self._text = self._text, ""
+            self._log.error(text, stream="wsgi.errors")
+
+
 class ScrubbedText(io.TextIOBase):
     """``sys.stderr`` in the workers: what is written there (a traceback a function
     prints, a warning) goes to ``stream`` with the granted secrets' values replaced by

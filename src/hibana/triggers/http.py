@@ -256,6 +256,8 @@ async def _send_stream(
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()  # a generator waiting at its yield: let it clean up
+        if length is not None and sent == length and exc.args == (CLIENT_GONE,):
+            return None  # its client had the whole body and went: it was answered
         if overdue:
             timeout = inv.function.timeout
             late = TimeoutError(f"the stream outlived its function's timeout of {timeout:g}s")

@@ -360,6 +360,18 @@ async def answer_stream(req: hibana.Request, ctx: hibana.Context) -> hibana.Resp
     return hibana.StreamingResponse(parts(), req.params["status"], _asked_headers(req))
 
 
+@app.http("/stream-then-linger")
+async def stream_then_linger(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    """All of its declared body, then a while before the stream ends (a mounted WSGI app
+    whose bridge finishes after the body has gone out)."""
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"whole"
+        await asyncio.sleep(1)
+
+    return hibana.StreamingResponse(parts(), headers={"content-length": "5"})
+
+
 @app.http("/cookie-from-query")
 def cookie_from_query(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     resp = hibana.Response.text("set")

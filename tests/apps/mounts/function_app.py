@@ -42,6 +42,13 @@ def flask_echo():  # type: ignore[no-untyped-def]
     return resp
 
 
+@flask_app.get("/complain")
+def flask_complain():  # type: ignore[no-untyped-def]
+    flask_app.logger.error("the upstream said no")  # Flask's handler writes to wsgi.errors
+    request.environ["wsgi.errors"].write("written to wsgi.errors\n")
+    return "complained"
+
+
 # -- FastAPI (ASGI) ---------------------------------------------------------------------------
 state: dict[str, int] = {"startups": 0, "shutdowns": 0}
 
