@@ -126,8 +126,14 @@ class AdminEndpoint:
         """No descriptor is left for the caller (the supervisor holds a duplicate of every
         connection of every worker): the one kept spare makes room to tell it so, and the
         host serves on."""
-        if self._spare < 0:
-            return  # taken by another when it was freed last time: nothing to make room with
+        if self._spare < 0:  # taken by another when it was freed last time: take it back
+            try:
+                self._spare = os.open(os.devnull, os.O_RDONLY)
+            except OSError:
+                # nothing to make room with, and the caller waits on the socket, which wakes
+                # the loop again at once: a pause, so that is no busy loop
+                time.sleep(0.01)
+                return
         os.close(self._spare)
         try:
             conn, _ = self.sock.accept()
