@@ -420,7 +420,15 @@ class Dispatcher:
         if self._watch is None or deadline < self._watch_at:
             self._watch_deadlines(deadline)
         if not spec.is_async:
-            return await self._run_sync(inv, ctx, gate, column)
+            # awaited here, not in a coroutine of its own: one fewer to make and to resume
+            waiter = self._start_sync(inv, ctx, gate, column)
+            try:
+                ended = await waiter
+            finally:
+                del self._interrupt[inv.id]
+            if ended is None:
+                return _interrupted(inv, None)
+            return _outcome(inv, *ended)
         # An async function runs in the caller's task: no task of its own, no extra loop
         # turn, and no coroutine between it and the caller.
         caller = _current_task(self._loop)
@@ -480,12 +488,13 @@ class Dispatcher:
         if nearest is not None:
             self._watch_deadlines(nearest)
 
-    async def _run_sync(
+    def _start_sync(
         self, inv: Invocation, ctx: Context, gate: Gate | None, column: int
-    ) -> Outcome:
-        # The caller waits on `waiter`, which the function's end resolves with its
-        # (value, exception), and the deadline or abandonment with None. The accounting is
-        # settled when the function really returns (a thread cannot be stopped, only told).
+    ) -> asyncio.Future[tuple[Any, BaseException | None] | None]:
+        """Start a sync function on a pool thread; the caller awaits the future returned,
+        which the function's end resolves with its (value, exception), and the deadline or
+        abandonment with None. The accounting is settled when the function really returns
+        (a thread cannot be stopped, only told)."""
         waiter: asyncio.Future[tuple[Any, BaseException | None] | None]
         waiter = self._loop.create_future()
 
@@ -503,13 +512,7 @@ class Dispatcher:
             self._finished(inv, gate, column)
             raise
         self._interrupt[inv.id] = waiter
-        try:
-            ended = await waiter
-        finally:
-            del self._interrupt[inv.id]
-        if ended is None:
-            return _interrupted(inv, None)
-        return _outcome(inv, *ended)
+        return waiter
 
     def hold(self, inv: Invocation, count: int = 1) -> None:
         """Count ``inv`` in flight again (1) or no more (-1) after its function returned:

@@ -37,6 +37,9 @@ WORKER_FIELDS = (
 FUNCTION_FIELDS = ("inflight", "invocations", "cold_starts", "last_cold_start_ms", "errors")
 _W = {name: i for i, name in enumerate(WORKER_FIELDS)}
 _F = {name: i for i, name in enumerate(FUNCTION_FIELDS)}
+#: Values per function in a worker's row (counted on each invocation: a constant, not a call).
+_PER_FN = len(FUNCTION_FIELDS)
+_fromhex = bytes.fromhex  # looked up once: on the type, each call would bind it anew
 
 
 #: Connection states in the connection table (one byte, then the invocation id's 16):
@@ -140,7 +143,7 @@ class WorkerRow:
     def conn_busy(self, conn: int, invocation_id: str) -> None:
         """Connection ``conn`` runs ``invocation_id``: a 502 naming it if the worker dies."""
         at = self._conn_base + conn * CONN_ENTRY
-        self._conns[at + 1 : at + CONN_ENTRY] = bytes.fromhex(invocation_id)
+        self._conns[at + 1 : at + CONN_ENTRY] = _fromhex(invocation_id)
         self._conns[at] = CONN_BUSY
 
     def conn_state(self, conn: int, state: int) -> None:
@@ -150,7 +153,7 @@ class WorkerRow:
         self._values[self._base + _W[field]] = value
 
     def started(self, fn: int, cold_start_ms: float | None) -> None:
-        v, b, f = self._values, self._base, self._fn_base + fn * len(FUNCTION_FIELDS)
+        v, b, f = self._values, self._base, self._fn_base + fn * _PER_FN
         v[b + 1] += 1  # inflight
         v[b + 2] += 1  # invocations
         v[b + 6] = time.monotonic()
@@ -167,14 +170,14 @@ class WorkerRow:
         v, b = self._values, self._base
         v[b + 1] += count
         v[b + 6] = time.monotonic()
-        v[self._fn_base + fn * len(FUNCTION_FIELDS)] += count
+        v[self._fn_base + fn * _PER_FN] += count
 
     def failed(self, fn: int) -> None:
-        self._values[self._fn_base + fn * len(FUNCTION_FIELDS) + 4] += 1  # errors
+        self._values[self._fn_base + fn * _PER_FN + 4] += 1  # errors
 
     def finished(self, fn: int, failed: bool = False) -> None:
         v, b = self._values, self._base
-        f = self._fn_base + fn * len(FUNCTION_FIELDS)
+        f = self._fn_base + fn * _PER_FN
         v[b + 1] -= 1
         v[b + 6] = time.monotonic()
         v[f] -= 1

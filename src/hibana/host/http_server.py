@@ -707,7 +707,7 @@ class HttpProtocol(asyncio.Protocol):
             if name == b"connection" and value.lower() == b"close":
                 req.keep_alive = False
                 continue
-            parts.append(name + b": " + value + b"\r\n")
+            parts += (name, b": ", value, b"\r\n")  # joined once, with the rest
         if not req.keep_alive or (self.closing and not self.waiting):
             req.keep_alive = False
             parts.append(b"connection: close\r\n")

@@ -4,7 +4,6 @@ threads (async ones run on its event loop, awaited by the dispatcher)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -69,8 +68,11 @@ class FunctionThreads:
                 ended: tuple[Any, BaseException | None] = (fn(*args), None)
             except BaseException as exc:  # handed to the awaiting side, which decides
                 ended = (None, exc)
-            with contextlib.suppress(RuntimeError):  # the loop has closed: the worker exits
+            # not contextlib.suppress, whose object and calls each sync invocation would pay
+            try:  # noqa: SIM105
                 loop.call_soon_threadsafe(then, *ended)
+            except RuntimeError:
+                pass  # the loop has closed: the worker exits
             del job, then, ended
             with lock:
                 self._free += 1

@@ -319,33 +319,38 @@ class Logger:
         return Logger(self._sink, {**self._fields, **fields})
 
     def log(self, level: Level, msg: str, /, **fields: Any) -> None:
+        self._line(level, msg, fields)
+
+    def _line(self, level: Level, msg: str, fields: dict[str, Any]) -> None:
+        """``log``'s work, with the call's fields as a dict: ``info`` and the others hand
+        theirs on as it is, rather than packed again into ``log``'s."""
         if _LEVELS[level] < self._sink.min_level:
             return
         if type(msg) is not str:
             msg = _message(msg)  # as logging does: ctx.log.info(count) says "12"
-        record: dict[str, Any] = {"ts": timestamp(), "level": level, "msg": msg}
-        record.update(self._fields)
         if fields:
             if not _OWN.isdisjoint(fields):
                 fields = _renamed(fields)
-            record.update(fields)
+            record = {"ts": timestamp(), "level": level, "msg": msg, **self._fields, **fields}
             for value in fields.values():
                 if type(value) in _BINARY:
                     _bytes_as_text(record)
                     break
+        else:
+            record = {"ts": timestamp(), "level": level, "msg": msg, **self._fields}
         self._sink.emit(record)
 
     def debug(self, msg: str, /, **fields: Any) -> None:
-        self.log("debug", msg, **fields)
+        self._line("debug", msg, fields)
 
     def info(self, msg: str, /, **fields: Any) -> None:
-        self.log("info", msg, **fields)
+        self._line("info", msg, fields)
 
     def warning(self, msg: str, /, **fields: Any) -> None:
-        self.log("warning", msg, **fields)
+        self._line("warning", msg, fields)
 
     def error(self, msg: str, /, **fields: Any) -> None:
-        self.log("error", msg, **fields)
+        self._line("error", msg, fields)
 
     def exception(self, msg: str, exc: BaseException, /, **fields: Any) -> None:
         """An error line carrying ``exc``'s type, message and traceback."""

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any, Protocol
 
 import msgspec
@@ -342,11 +342,19 @@ class HttpFront:
                 return
         await self.handle(found, scope, body, receive, out)
 
-    async def handle(
+    def handle(
         self, found: Found, scope: Scope, body: bytes, receive: Receive, out: Responder
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
         """Answer a request whose body has been read: ``found`` is the route table's
-        answer for its method and path."""
+        answer for its method and path. A request for a function gets the invocation's
+        own coroutine (one coroutine fewer between it and the server's task)."""
+        if type(found) is Match and not self.draining:
+            return self._invoke(found, scope, body, receive, out)
+        return self._unmatched(found, scope, out)
+
+    async def _unmatched(self, found: Found, scope: Scope, out: Responder) -> None:
+        """The answer to a request no function takes now: the host drains, the target is
+        ``*``, no route has the path (404) or none the method (405)."""
         if self.draining:
             await _send_json(
                 out,
@@ -355,9 +363,7 @@ class HttpFront:
                 [(b"retry-after", b"1"), _CLOSE],
             )
             return
-        if type(found) is Match:
-            await self._invoke(found, scope, body, receive, out)
-        elif found is None and scope["path"] == "*":
+        if found is None and scope["path"] == "*":
             # the request target of the host as a whole (RFC 9110, 9.3.7): OPTIONS only
             if scope["method"] == "OPTIONS":
                 allow = ", ".join([*(m for m in self.table.methods() if m != "OPTIONS"), "OPTIONS"])
@@ -522,12 +528,16 @@ class HttpFront:
             finally:
                 failed = response.status >= 500 or broke is not None
                 if failed or self.sink.min_level <= _INFO:
-                    # built whole here rather than through Logger.log: one dict, no copies
+                    # built whole here rather than through Logger.log: one dict, no copies;
+                    # the invocation's fields (``fields``) written out, which is cheaper
                     line: dict[str, Any] = {
                         "ts": timestamp(),
                         "level": "error" if failed else "info",
                         "msg": "invocation",
-                        **fields,
+                        "invocation_id": inv.id,
+                        "function": spec.name,
+                        "trace_id": trace.trace_id,
+                        "span_id": trace.span_id,
                         "duration_ms": millis(time.monotonic() - started),
                         "outcome": outcome.kind,
                         "status": response.status,
