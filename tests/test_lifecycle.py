@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import re
 import shutil
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -100,7 +102,7 @@ import hibana
 async def api(scope, receive, send):
     if scope["type"] == "lifespan":
         await receive()
-        await asyncio.sleep(5)  # a worker is started for the requests, and is slow to be ready
+        await asyncio.sleep(60)  # a worker is started for the requests, and is slow to be ready
         await send({"type": "lifespan.startup.complete"})
         await receive()
         await send({"type": "lifespan.shutdown.complete"})
@@ -116,25 +118,38 @@ app.asgi("/api", api)
 
 def test_sigterm_answers_503_to_requests_no_worker_took(tmp_path: Path) -> None:
     """Requests waiting on the socket when the last worker has gone (here: scaled to zero,
-    the worker started for them is not ready yet) get the draining 503, not a reset."""
+    the worker started for them is not ready yet, and stops at once) get the draining 503,
+    not a reset."""
     (tmp_path / "function_app.py").write_text(SLOW_TO_START)
     host = Host(tmp_path, "--min-instances", "0").wait_ready()
+    address = host.url.removeprefix("http://").split(":")
+    waiting = []
     try:
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            waiting = [pool.submit(_get, host, f"/api/{n}") for n in range(4)]
-            deadline = time.monotonic() + 20
-            while not host.worker_pids():  # forked for them: they are on the socket
-                assert time.monotonic() < deadline, "no worker was started for the requests"
-                time.sleep(0.02)
-            host.signal(signal.SIGTERM)
-            for future in waiting:
-                answer = future.result(timeout=20)
-                assert answer.status_code == 503, answer.text
-                assert answer.headers["retry-after"] == "1"
-                assert answer.json() == {"error": "this host is shutting down; retry the request"}
+        for n in range(4):  # connected: in the socket's queue, which no worker takes from
+            conn = socket.create_connection((address[0], int(address[1])), timeout=20)
+            conn.sendall(b"GET /api/%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)
+            waiting.append(conn)
+        deadline = time.monotonic() + 20
+        while not host.worker_pids():  # started for them, not ready
+            assert time.monotonic() < deadline, "no worker was started for the requests"
+            time.sleep(0.02)
+        host.signal(signal.SIGTERM)
+        for conn in waiting:
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503 "), answer
+            assert b"\r\nretry-after: 1\r\n" in head
+            assert json.loads(body) == {"error": "this host is shutting down; retry the request"}
         assert host.wait_exit(20) == 0
         host.wait_for_stderr(r"answered 4 waiting request\(s\) 503: this host is shutting down")
+        # the starting worker stopped when told to, not killed after the shutdown timeout
+        assert not any("did not stop in time" in line for line in host.stderr_lines)
+        assert not any('"worker crashed"' in line for line in host.stdout_lines)
     finally:
+        for conn in waiting:
+            conn.close()
         host.stop()
 
 

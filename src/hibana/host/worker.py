@@ -149,6 +149,8 @@ class Worker:
         #: Retiring or draining (no more work taken); draining: SIGTERM's shutdown began.
         self._stopping = False
         self._draining = False
+        #: The task starting the worker, until it serves (a SIGTERM meanwhile ends it).
+        self._starting: asyncio.Task[None] | None = None
 
     def run(self) -> NoReturn:
         """Serve until told to stop, then exit the process (stuck threads cannot hold it)."""
@@ -160,6 +162,13 @@ class Worker:
                 asyncio.run(self._serve())
             else:
                 uvloop.run(self._serve())
+        except asyncio.CancelledError as exc:
+            self.sink.detach()  # the loop is gone: write at once
+            if self._draining:  # SIGTERM before it served: there was nothing to drain
+                self.log.debug("worker stopped before it served")
+            else:
+                self.log.exception("worker crashed", exc)
+                code = 1
         except BaseException as exc:
             self.sink.detach()  # the loop is gone: write at once
             self.log.exception("worker crashed", exc)
@@ -174,6 +183,7 @@ class Worker:
     async def _serve(self) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
+        self._starting = asyncio.current_task()
         self.sink.attach(loop)
         handler = _JsonLogHandler(self.sink, self.index)
         # --log-level holds for every logger, also one that sets a lower level of its own
@@ -238,6 +248,7 @@ class Worker:
                     f"the app mounted at {mount.prefix or '/'} failed its lifespan startup: "
                     f"{failed}"
                 )
+        self._starting = None  # from here a SIGTERM drains: queue deliveries are taken
         if self.consumer is not None:
             self.consumer.start()
         await self.server.start(self.listener)
@@ -416,6 +427,11 @@ class Worker:
         if self._draining:
             return
         self._draining = self._stopping = True
+        if self._starting is not None:
+            # not serving yet (a mounted app's lifespan still starting): nothing to drain,
+            # and no reason to wait for it to start
+            self._starting.cancel()
+            return
         asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
