@@ -27,13 +27,15 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
 @pytest.mark.parametrize("what", sorted(RAISED))
 @pytest.mark.parametrize("kind", ["async", "sync"])
 def test_a_function_that_raises_a_base_exception_fails_alone(
-    host: Host, kind: str, what: str
+    host: Host, kind: str, what: str, tmp_path: Path
 ) -> None:
+    go = tmp_path / "go"
     with host.client() as client, ThreadPoolExecutor(1) as pool:
         before = client.get("/pid").text
-        beside = pool.submit(client.get, "/slow")  # in flight on the same worker
+        beside = pool.submit(client.get, "/slow", params={"until": str(go)})  # beside it
         host.wait_inflight(1, "slow")
         r = client.get(f"/{kind}/{what}")
+        go.touch()
         slow = beside.result()
         after = client.get("/pid").text
     assert r.status_code == 500
@@ -109,7 +111,7 @@ def test_a_function_that_ends_its_worker_with_exit_code_0_gets_502s(tmp_path: Pa
     try:
         with host.client() as client, ThreadPoolExecutor(1) as pool:
             before = client.get("/pid").text
-            beside = pool.submit(client.get, "/slow")
+            beside = pool.submit(client.get, "/slow", params={"until": str(tmp_path / "no")})
             host.wait_inflight(1, "slow")
             gone = client.get("/os-exit")
             assert (gone.status_code, beside.result().status_code) == (502, 502)

@@ -69,7 +69,12 @@ def os_exit(req: hibana.Request, ctx: hibana.Context) -> str:
 
 @app.http("/slow", methods=["GET"])
 async def slow(req: hibana.Request, ctx: hibana.Context) -> str:
-    await asyncio.sleep(1)
+    """Runs until the file ``?until=`` names exists (the test's say), 20 s at most."""
+    until = req.query.get("until")
+    for _ in range(2000):
+        if until is None or os.path.exists(until):  # noqa: ASYNC240 - one stat, local
+            break
+        await asyncio.sleep(0.01)
     return f"slow done by {os.getpid()}"
 
 
