@@ -438,3 +438,82 @@ def test_a_delay_that_would_park_a_message_for_good_is_refused(tmp_path: Path) -
         finally:
             opened.close()
         assert (stats.queue, stats.ready, stats.delayed) == ("work", 0, 2)
+
+
+OVERRUN = """
+import asyncio
+import json
+import os
+import time
+
+import hibana
+
+app = hibana.App()
+HERE = os.path.dirname(__file__)
+
+
+def note(event, msg):
+    line = json.dumps({"event": event, "id": msg.id, "attempt": msg.attempt, "t": time.time()})
+    fd = os.open(os.path.join(HERE, "runs.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, (line + "\\n").encode())
+    os.close(fd)
+
+
+@app.queue(
+    "charge", timeout=0.5, max_attempts=2, retry=hibana.Fixed(0),
+    concurrency_group="db", limit=1,
+)
+def charge(msg, ctx):
+    note("start", msg)
+    time.sleep(1.2)  # past its timeout: a thread cannot be stopped, only told
+    note("end", msg)
+
+
+@app.queue("rollback", visibility_timeout=1, max_attempts=2, retry=hibana.Fixed(0.3))
+async def rollback(msg, ctx):
+    note("start", msg)
+    try:
+        await asyncio.sleep(10)
+    except asyncio.CancelledError:
+        await asyncio.sleep(0.8)  # a rollback, after its lease's end
+        note("end", msg)
+        raise
+"""
+
+
+def _most_at_once(runs: list[dict[str, Any]]) -> int:
+    running = most = 0
+    for run in sorted(runs, key=lambda r: (r["t"], r["event"] == "start")):
+        running += 1 if run["event"] == "start" else -1
+        most = max(most, running)
+    return most
+
+
+@pytest.mark.parametrize("queue", ["charge", "rollback"])
+def test_a_function_running_past_its_timeout_is_not_delivered_again_meanwhile(
+    tmp_path: Path, queue: str
+) -> None:
+    """A timed-out sync function's thread goes on until it returns, and an async one may
+    take a while to give up; retried at once (sync), or claimed again when the lease ran
+    out (async), the same message ran twice at once, and its concurrency group's slot
+    was free for another."""
+    (tmp_path / "function_app.py").write_text(OVERRUN)
+    host = Host(tmp_path, "--workers", "1").wait_ready()
+    try:
+        count = 2 if queue == "charge" else 1
+        for n in range(count):
+            sent = run_cli("queue", "send", queue, "--data", str(n), "--app", str(tmp_path))
+            assert sent.returncode == 0, sent.stderr
+        wait_until(
+            lambda: len(read_jsonl(tmp_path / "runs.jsonl", event="end")) == 2 * count,
+            timeout=30,
+            what="every attempt to end",
+        )
+        runs = read_jsonl(tmp_path / "runs.jsonl")
+        assert _most_at_once(runs) == 1, runs  # one message of the group, one attempt
+        for message in {r["id"] for r in runs}:
+            mine = {(r["attempt"], r["event"]): r["t"] for r in runs if r["id"] == message}
+            assert mine[(2, "start")] >= mine[(1, "end")], mine
+        host.wait_for_log(function=queue, outcome="timeout", dead_lettered=True, timeout=20)
+    finally:
+        host.stop()

@@ -302,6 +302,8 @@ class Dispatcher:
         #: How to stop waiting for each in-flight invocation: its caller task (async
         #: functions run in it) or the future the caller awaits (sync functions).
         self._interrupt: dict[str, asyncio.Task[Any] | asyncio.Future[Any]] = {}
+        #: Resolved when a function that ``run`` stopped waiting for returns (``ended``).
+        self._ending: dict[str, asyncio.Future[None]] = {}
         #: Permits an invocation's trigger keeps past its function's return (it is still
         #: answering: a streamed body), by invocation id: given back by the last to let go.
         self._kept: dict[str, _Kept] = {}
@@ -559,10 +561,23 @@ class Dispatcher:
         elif not waiting.done():
             waiting.set_result(None)
 
+    def ended(self, inv: Invocation) -> asyncio.Future[None] | None:
+        """A future resolved when ``inv``'s function returns, if it is still running after
+        ``run`` came back (it timed out: a thread cannot be stopped, only told); else None."""
+        if inv.id not in self.inflight:
+            return None
+        ending = self._ending.get(inv.id)
+        if ending is None:
+            ending = self._ending[inv.id] = self._loop.create_future()
+        return ending
+
     def _finished(
         self, inv: Invocation, gate: Gate | None, column: int, failed: bool = False
     ) -> None:
         self.inflight.pop(inv.id, None)
+        ending = self._ending.pop(inv.id, None) if self._ending else None
+        if ending is not None and not ending.done():
+            ending.set_result(None)
         if self._meter is not None:
             self._meter.finished(column, failed)
         if gate is not None:

@@ -159,6 +159,19 @@ def test_any_idempotency_key_works_alike_on_every_engine(store: Store, key: str)
     assert not near.duplicate
 
 
+def test_a_lease_is_extended_while_its_function_runs(open_stores: Callable[[], Store]) -> None:
+    one, two = open_stores(), open_stores()
+    run(one.enqueue_many([msg(body=b"long"), msg(body=b"other")]))
+    (held, other) = run(one.claim("orders", "w1", 2, lease=0.2, group=("db", 2)))
+    run(one.settle(Settle("extend", held.id, held.attempt, delay=30)))
+    run(one.settle(Settle("release", other.id, other.attempt)))
+    run(one.settle(Settle("extend", other.id, other.attempt, delay=30)))  # not leased: no-op
+    time.sleep(0.3)  # past the first lease's end
+    again = run(two.claim("orders", "w2", 5, lease=30, group=("db", 2)))
+    assert [d.body for d in again] == [b"other"]  # the extended one is still leased
+    assert len(run(two.claim("orders", "w2", 5, lease=30, group=("db", 2)))) == 0
+
+
 def test_concurrency_group_caps_leases_across_consumers(
     open_stores: Callable[[], Store],
 ) -> None:

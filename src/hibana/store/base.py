@@ -69,10 +69,11 @@ class Settle:
     """What became of a delivery. A settlement whose lease was lost (the message was
     delivered again after the lease ran out) changes nothing."""
 
-    kind: Literal["ack", "retry", "dead", "release"]
+    kind: Literal["ack", "retry", "dead", "release", "extend"]
     id: int
     attempt: int
-    #: retry: seconds until the message is visible again.
+    #: retry: seconds until the message is visible again; extend: until its lease ends
+    #: (its function still runs, past its timeout: no other delivery meanwhile).
     delay: float = 0.0
     #: retry / dead: the error of this attempt.
     error: str | None = None

@@ -267,6 +267,13 @@ class SqlEngine(Engine):
                 "grp = NULL, errors = ? WHERE id = ? AND attempt = ?",
                 retries,
             )
+        extended = [(now + s.delay, s.id, s.attempt) for s in items if s.kind == "extend"]
+        if extended:
+            self._many(
+                "UPDATE hibana_messages SET visible_at = ? WHERE id = ? AND attempt = ? "
+                "AND leased = 1",
+                extended,
+            )
         releases = [(now, s.id, s.attempt) for s in items if s.kind == "release"]
         if releases:
             # Not the message's fault (the worker is stopping): this attempt does not count.

@@ -40,6 +40,8 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 IDLE_POLL_MAX = 0.05
 #: How long at most while the store's watcher wakes it at every commit.
 IDLE_WATCHED_MAX = 1.0
+#: How often the leases of deliveries still running are looked at (``_keep_leases``).
+LEASE_SWEEP = 0.1
 #: Deliveries claimed in one go at most.
 CLAIM_MAX = 256
 #: In-flight invocations per queue function and worker, unless max_concurrency says.
@@ -253,6 +255,10 @@ class QueueConsumer:
         self._watcher: ChangeWatcher | None = None
         self._watching = False
         self._idle_loops = 0
+        #: The deliveries of each invocation running, by its id: with when their lease
+        #: ends (monotonic), how long before that it is renewed, and for how long.
+        self._leases: dict[str, tuple[list[Delivery], float, float, float]] = {}
+        self._keeper: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         for spec in self.specs:
@@ -468,9 +474,23 @@ class QueueConsumer:
             "span_id": trace.span_id,
         }
         log = Logger(self.sink, fields)
-        outcome = await self.dispatcher.run(
-            inv, Context(inv, log, self.outbox, self.secrets.get(spec.name))
-        )
+        lease = trigger.visibility_timeout if isinstance(trigger, QueueTrigger) else spec.timeout
+        self._leases[inv.id] = (deliveries, latest, min(1.0, lease / 4), lease)
+        if self._keeper is None:
+            self._keeper = asyncio.create_task(self._keep_leases())
+        try:
+            outcome = await self.dispatcher.run(
+                inv, Context(inv, log, self.outbox, self.secrets.get(spec.name))
+            )
+            ending = self.dispatcher.ended(inv)
+            if ending is not None:
+                # it timed out and still runs (a sync function's thread, an async one
+                # that holds on to its cancellation): settled once it returns, so it is
+                # not delivered again (nor its concurrency group's slot freed) meanwhile.
+                # One still running after the grace is stuck: its worker is replaced.
+                await asyncio.wait([ending], timeout=self.dispatcher.cancel_grace + 1.0)
+        finally:
+            del self._leases[inv.id]
         settles, line = self._settle(spec, deliveries, outcome, log)
         self._add_settles(settles)
         line["duration_ms"] = millis(time.monotonic() - started)
@@ -486,6 +506,27 @@ class QueueConsumer:
             line["cold_start_ms"] = millis((inv.cold_start_ms or 0.0) / 1000)
         ok = line["outcome"] == "ok"
         log.log("info" if ok else "error", "invocation", **line)
+
+    async def _keep_leases(self) -> None:
+        """While an invocation runs, its deliveries' leases are renewed (for their
+        ``visibility_timeout`` again) shortly before they end: a function still running at
+        its lease's end (past its timeout, in its ``--cancel-grace``) is not delivered a
+        second time meanwhile. A worker that dies renews nothing: its leases run out."""
+        try:
+            while self._leases:
+                await asyncio.sleep(LEASE_SWEEP)
+                now = time.monotonic()
+                renew: list[Settle] = []
+                for key, (deliveries, until, margin, length) in list(self._leases.items()):
+                    if until - now < margin:
+                        renew += (
+                            Settle("extend", d.id, d.attempt, delay=length) for d in deliveries
+                        )
+                        self._leases[key] = (deliveries, now + length, margin, length)
+                if renew:
+                    self._add_settles(renew)
+        finally:
+            self._keeper = None
 
     def _add_settles(self, settles: list[Settle]) -> None:
         self._settles.extend(settles)
