@@ -116,8 +116,34 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
             "(job) takes (*, msg, ctx), but is called with two positional arguments, its msg "
             "and the Context: write `def job(msg, ctx)`",
         ),
+        (
+            {
+                "function_app.py": b"import hibana\napp = hibana.App()\n\n\n"
+                b"@app.queue('jobs', retry=hibana.Fixed(float('nan')))\ndef job(msg, ctx):\n"
+                b"    pass\n"
+            },
+            "importing function_app.py failed: ValueError: Fixed(seconds=nan): must be a "
+            "finite number of seconds, 0 or more",
+        ),
+        (
+            {
+                "function_app.py": b"import hibana\napp = hibana.App()\n\n\n"
+                b"@app.queue('jobs', retry=hibana.Exponential(1, float('inf')))\n"
+                b"def job(msg, ctx):\n    pass\n"
+            },
+            "ValueError: Exponential(max=inf): must be a finite number of seconds, 0 or more",
+        ),
     ],
-    ids=["circular", "circular-hint", "nul", "base-exception", "str-raises", "keyword-only"],
+    ids=[
+        "circular",
+        "circular-hint",
+        "nul",
+        "base-exception",
+        "str-raises",
+        "keyword-only",
+        "retry-nan",
+        "retry-inf",
+    ],
 )
 def test_more_broken_apps_get_one_clear_message(
     tmp_path: Path, files: dict[str, bytes], expected: str

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -89,8 +90,16 @@ class Exponential(RetryPolicy):
 
 
 def _non_negative(policy: str, name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ValueError(f"{policy}({name}={value!r}): must be a number of seconds, 0 or more")
+    # NaN is no number of seconds, and an infinite pause holds a message back for ever
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(
+            f"{policy}({name}={value!r}): must be a finite number of seconds, 0 or more"
+        )
 
 
 class BatchFailed(Exception):
