@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -159,6 +160,29 @@ def test_memory_cap_replaces_a_worker_after_its_work_ends() -> None:
         )
         # the new worker starts from the zygote's clean state
         assert _fresh_get(host, "/hoard/1").text == "holding 1 MiB"
+    finally:
+        host.stop()
+
+
+def test_a_worker_over_its_memory_cap_is_replaced_while_it_finishes_its_work() -> None:
+    """It stops accepting and finishes what it holds; its replacement serves meanwhile.
+    The scaler counted it as serving, so new requests waited for its work to end."""
+    host = Host(
+        APPS / "scaling", "--workers", "1", "--memory-limit-mb", "150", "--shutdown-timeout", "1"
+    ).wait_ready()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            long = pool.submit(_fresh_get, host, "/nap/30")  # in flight on that worker
+            host.wait_inflight(1, "nap")
+            assert _fresh_get(host, "/hoard/200").text == "holding 200 MiB"
+            host.wait_for_log(
+                msg="worker memory is over memory_limit_mb; replacing it once its work is done"
+            )
+            with httpx.Client(base_url=host.url, timeout=15) as client:
+                assert client.get("/hello/meanwhile").text == "Hello meanwhile"
+            assert not long.done(), "the work it held should still be running"
+            host.signal(signal.SIGTERM)  # the nap is cut at the shutdown timeout
+            long.result(timeout=30)
     finally:
         host.stop()
 

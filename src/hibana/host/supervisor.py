@@ -617,6 +617,11 @@ class Supervisor:
             return
         board = zygote.board
         mine = [r for r in self.records if r.zygote is zygote]
+        for r in mine:
+            if not r.retiring and r.pid is not None and board.get(r.slot, "stopped_at"):
+                # it retired itself (over its memory limit, a stuck function): it finishes
+                # what it holds, and a replacement takes the new work meanwhile
+                r.retiring = True
         views = [
             WorkerView(
                 r.slot,
@@ -679,7 +684,8 @@ class Supervisor:
         assert zygote.scaling is not None
         mine = [r for r in self.records if r.zygote is zygote]
         used = {r.slot for r in mine}
-        free = (i for i in range(zygote.scaling.max_instances) if i not in used)
+        slots = zygote.board.layout.slots if zygote.board is not None else 0
+        free = (i for i in range(slots) if i not in used)
         for slot, _ in zip(free, range(total - len(mine)), strict=False):
             self._spawn(zygote, slot, on_demand)
 

@@ -289,7 +289,9 @@ def main(argv: list[str]) -> int:
     if (too_low := _memory_limit_below_start(scaling, app is not None)) is not None:
         control.send(event="error", message=too_low)
         return 2
-    board = Board.create(Layout(slots=scaling.max_instances, functions=max(1, len(functions))))
+    # twice the most workers: a worker that retires (scale-in, over its memory limit, a
+    # stuck function) keeps its row until it exits, and its replacement needs one meanwhile
+    board = Board.create(Layout(slots=2 * scaling.max_instances, functions=max(1, len(functions))))
     # Objects that exist now are shared with every forked worker; keep the GC from touching
     # (and so copying) their pages in each child.
     gc.collect()
