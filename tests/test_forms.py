@@ -97,8 +97,20 @@ def test_preamble_epilogue_and_a_quoted_boundary_are_understood() -> None:
             b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\n\xff\r\n--x--',
             "form field 'a' is not valid utf-8 text",
         ),
-        ("application/x-www-form-urlencoded", b"a=%ff", "not valid percent-encoded UTF-8"),
-        ("application/x-www-form-urlencoded", b"a=\xe9", "not valid percent-encoded UTF-8"),
+        ("application/x-www-form-urlencoded", b"a=%ff", "not UTF-8 text, percent-encoded or not"),
+        ("application/x-www-form-urlencoded", b"a=\xe9", "not UTF-8 text, percent-encoded or not"),
+        (
+            "multipart/form-data; boundary=x",
+            b'--x\r\nContent-Disposition: form-data; name="a"'
+            + b"; x=y" * 3000
+            + b"\r\n\r\n1\r\n--x--",
+            "part's headers are over the limit of 8192 bytes",
+        ),
+        (
+            "multipart/form-data; boundary=x",
+            b"--x\r\nno colon here\r\n\r\n1\r\n--x--",
+            "header line 'no colon here' has no colon",
+        ),
         (
             "application/x-www-form-urlencoded",
             b"&".join(b"f%d=1" % i for i in range(MAX_FIELDS + 1)),
@@ -113,6 +125,51 @@ def test_a_form_that_does_not_parse_is_a_bad_request_naming_why(
         parse_form(content_type, body)
     assert caught.value.status == 400
     assert named in str(caught.value.detail)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data; boundary=x; c=" + "(" * 5000,  # the email parser recursed
+        "multipart/form-data; boundary=x" + ";" * 200_000 + "; z=1",
+        "multipart/form-data; boundary=x; " + "k=v; " * 20_000,
+    ],
+    ids=["nested-comments", "many-semicolons", "many-parameters"],
+)
+def test_a_content_type_built_to_be_slow_parses_at_once(content_type: str) -> None:
+    """Its boundary is found in one pass (the standard library's header parser recursed
+    on nested comments, and was quadratic in the parameters: hours for a 10 MiB body)."""
+    fields, _ = parse_form(
+        content_type, b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--x--'
+    )
+    assert fields.getlist("a") == ["1"]
+
+
+def test_names_are_what_browsers_send() -> None:
+    """HTML's multipart encoding escapes nothing with a backslash: a Windows path keeps
+    its own; ``\\"`` and ``\\\\`` are a quote and a backslash; an unquoted boundary may
+    hold "="; ``filename*`` wins over ``filename``."""
+    body = (
+        b"--==_Part_0\r\n"
+        b'Content-Disposition: form-data; name="dir\\name"; filename="C:\\Users\\me\\a.txt"\r\n'
+        b"\r\nx\r\n--==_Part_0\r\n"
+        b'Content-Disposition: form-data; name="q\\"uote"\r\n\r\ny\r\n--==_Part_0\r\n'
+        b"Content-Disposition: form-data; name=f; filename=plain.txt; "
+        b"filename*=UTF-8''na%C3%AFve.txt\r\nContent-Type: Text/Plain; charset=utf-8\r\n\r\n"
+        b"z\r\n--==_Part_0--"
+    )
+    fields, files = parse_form("multipart/form-data; boundary===_Part_0", body)
+    (windows,) = files.getlist("dir\\name")
+    assert windows.filename == "C:\\Users\\me\\a.txt"
+    assert fields.getlist('q"uote') == ["y"]
+    (naive,) = files.getlist("f")
+    assert (naive.filename, naive.content_type) == ("na\u00efve.txt", "text/plain")
+
+
+def test_a_urlencoded_body_of_raw_utf8_is_read() -> None:
+    """What ``curl -d 'name=José'`` sends: browsers percent-encode, curl does not."""
+    fields, _ = parse_form("application/x-www-form-urlencoded", "name=José&city=Zürich".encode())
+    assert (fields.get("name"), fields.get("city")) == ("José", "Zürich")
 
 
 def test_httpx_bodies_round_trip_through_the_parser() -> None:

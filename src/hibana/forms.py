@@ -3,22 +3,26 @@
 up to ``--max-body-bytes``). A body that does not parse is a ``BadRequest`` naming why.
 
 Multipart is split on its boundary with ``bytes.find``, so a large file costs a few
-copies, not a pass of Python over its lines; each part's few header lines are read with
-the standard library's header parser, which knows the quoting rules.
+copies, not a pass of Python over its lines. A part's headers (8 KiB at most) and the
+parameters of ``Content-Type`` and ``Content-Disposition`` are read in one pass each, as
+browsers write them (HTML's multipart/form-data encoding): a quoted value ends at its
+closing quote, ``\\"`` and ``\\\\`` in it are a quote and a backslash, and any other
+backslash is itself (a Windows path in a ``filename``). The standard library's header parser
+is not used: it recurses on nested comments and is quadratic in a header's parameters, so
+a body built for it could take hours.
 """
 
 from __future__ import annotations
 
-from email.parser import BytesHeaderParser
-from email.policy import HTTP
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from hibana.datastructures import Files, FormData, UploadedFile
 from hibana.errors import BadRequest
 
 #: Fields a form may hold: a guard against bodies built to make the parse slow.
 MAX_FIELDS = 1000
-_headers = BytesHeaderParser(policy=HTTP).parsebytes
+#: The most bytes of headers one part may have.
+MAX_PART_HEAD = 8192
 _FORM_TYPES = "application/x-www-form-urlencoded or multipart/form-data"
 
 
@@ -37,19 +41,19 @@ def parse_form(content_type: str, body: bytes) -> tuple[FormData, Files]:
 
 def _urlencoded(body: bytes) -> FormData:
     try:
-        text = body.decode("ascii")  # percent-encoded: anything else is not this type
+        # percent-encoded as a browser sends it, or raw UTF-8 as curl -d does
+        text = body.decode("utf-8")
         pairs = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=MAX_FIELDS)
     except UnicodeDecodeError as exc:
-        raise BadRequest(f"form body is not valid percent-encoded UTF-8: {exc}") from None
+        raise BadRequest(f"form body is not UTF-8 text, percent-encoded or not: {exc}") from None
     except ValueError as exc:  # more than MAX_FIELDS fields
         raise BadRequest(f"form body is over the limit of {MAX_FIELDS} fields: {exc}") from None
     return FormData(pairs)
 
 
 def _multipart(content_type: str, body: bytes) -> tuple[FormData, Files]:
-    declared = _headers(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n")
-    value = declared.get_param("boundary")
-    if not isinstance(value, str) or not 0 < len(value) <= 70:
+    value = _options(content_type)[1].get("boundary")
+    if value is None or not 0 < len(value) <= 70:
         raise BadRequest(
             "multipart/form-data body has no boundary of 1 to 70 characters in its "
             "Content-Type (multipart/form-data; boundary=...)"
@@ -85,26 +89,122 @@ def _multipart(content_type: str, body: bytes) -> tuple[FormData, Files]:
 def _part(
     part: bytes, fields: list[tuple[str, str]], files: list[tuple[str, UploadedFile]]
 ) -> None:
-    head_end = part.find(b"\r\n\r\n")
+    head_end = part.find(b"\r\n\r\n", 0, MAX_PART_HEAD + 4)
     if part.startswith(b"\r\n"):
         head, data = b"", part[2:]
     elif head_end == -1:
+        if len(part) > MAX_PART_HEAD and part.find(b"\r\n\r\n") != -1:
+            raise BadRequest(
+                f"a multipart/form-data part's headers are over the limit of {MAX_PART_HEAD} bytes"
+            )
         raise BadRequest("a multipart/form-data part has no blank line after its headers")
     else:
         head, data = part[:head_end], part[head_end + 4 :]
-    headers = _headers(head + b"\r\n\r\n")
-    name = headers.get_param("name", header="content-disposition")
-    if not isinstance(name, str):
+    headers = _part_headers(head)
+    disposition, params = _options(headers.get("content-disposition", ""))
+    name = params.get("name")
+    if disposition != "form-data" or name is None:
         raise BadRequest(
             "a multipart/form-data part has no Content-Disposition: form-data; name=..."
         )
-    filename = headers.get_filename()
+    filename = _filename(params)
+    kind, type_params = _options(headers.get("content-type", ""))
     if filename is not None:
-        kind = headers.get_content_type() if "content-type" in headers else ""
         files.append((name, UploadedFile(filename, kind or "application/octet-stream", data)))
         return
-    charset = headers.get_content_charset() or "utf-8"
+    charset = type_params.get("charset") or "utf-8"
     try:
         fields.append((name, data.decode(charset)))
     except (LookupError, UnicodeDecodeError) as exc:
         raise BadRequest(f"form field {name!r} is not valid {charset} text: {exc}") from None
+
+
+def _part_headers(head: bytes) -> dict[str, str]:
+    """A part's header fields, by lower-cased name (the first of each): UTF-8, as browsers
+    send a file's name, or else Latin-1."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = head.decode("latin-1")
+    headers: dict[str, str] = {}
+    last = ""
+    for line in text.split("\r\n"):
+        if line[:1] in (" ", "\t") and last:  # a folded line goes on the one before
+            headers[last] += " " + line.strip()
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise BadRequest(f"a multipart/form-data part's header line {line[:60]!r} has no colon")
+        last = name.strip().lower()
+        headers.setdefault(last, value.strip())
+    return headers
+
+
+def _options(value: str) -> tuple[str, dict[str, str]]:
+    """A header value's main part, lower-cased, and its parameters by lower-cased name
+    (the first of each): ``form-data; name="a"; filename="C:\\x.txt"``. One pass."""
+    main, _, rest = value.partition(";")
+    params: dict[str, str] = {}
+    at, end = 0, len(rest)
+    while at < end:
+        semicolon = rest.find(";", at)
+        equals = rest.find("=", at, end if semicolon == -1 else semicolon)
+        if equals == -1:  # a parameter without a value
+            if semicolon == -1:
+                break
+            at = semicolon + 1
+            continue
+        key = rest[at:equals].strip().lower()
+        at = equals + 1
+        while at < end and rest[at] in " \t":
+            at += 1
+        if at < end and rest[at] == '"':
+            text, at = _quoted(rest, at + 1)
+        else:
+            stop = rest.find(";", at)
+            stop = end if stop == -1 else stop
+            text, at = rest[at:stop].strip(), stop
+        if key:
+            params.setdefault(key, text)
+        semicolon = rest.find(";", at)
+        at = end if semicolon == -1 else semicolon + 1
+    return main.strip().lower(), params
+
+
+def _quoted(text: str, at: int) -> tuple[str, int]:
+    """The quoted string that starts at ``at`` (past its opening quote), and where it
+    ends (past its closing quote): ``\\"`` and ``\\\\`` are a quote and a backslash; any
+    other backslash stays, as browsers do not escape (a Windows path keeps its own)."""
+    out: list[str] = []
+    while True:
+        quote = text.find('"', at)
+        slash = text.find("\\", at, None if quote == -1 else quote)
+        if slash == -1:
+            if quote == -1:  # no closing quote: the rest is the value
+                out.append(text[at:])
+                return "".join(out), len(text)
+            out.append(text[at:quote])
+            return "".join(out), quote + 1
+        out.append(text[at:slash])
+        following = text[slash + 1 : slash + 2]
+        if following in ('"', "\\"):
+            out.append(following)
+            at = slash + 2
+        else:
+            out.append("\\")
+            at = slash + 1
+
+
+def _filename(params: dict[str, str]) -> str | None:
+    """A part's file name: ``filename*`` (RFC 5987: ``UTF-8''na%C3%AFve.txt``) when it
+    decodes, else ``filename``; None for a part that is no file."""
+    extended = params.get("filename*")
+    if extended is not None:
+        charset, quote, rest = extended.partition("'")
+        _language, quote2, encoded = rest.partition("'")
+        if quote and quote2:
+            try:
+                return unquote(encoded, encoding=charset or "utf-8", errors="strict")
+            except (LookupError, UnicodeDecodeError):
+                pass  # then the plain filename, if there is one
+    return params.get("filename")
