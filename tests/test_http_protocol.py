@@ -516,6 +516,10 @@ def test_205_reset_content_carries_no_content(host: Host) -> None:
         conn.send(b"GET /answer-stream/205 HTTP/1.1\r\nHost: x\r\n\r\n")
         resp = conn.response()
         assert (resp.status, resp.getheader("content-length"), resp.read()) == (205, "0", b"")
+        # a streamed one whose function declared a length: the client waited for its bytes
+        conn.send(b"GET /answer-stream/205?h=Content-Length:5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert (resp.status, resp.getheader("content-length"), resp.read()) == (205, "0", b"")
         conn.hello("next")
 
 

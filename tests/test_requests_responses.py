@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -265,6 +266,43 @@ def test_delete_cookie_expires_it_now() -> None:
     (value,) = header(r, "set-cookie")
     assert value.startswith("session=; Max-Age=0; Expires=")
     assert value.endswith(" GMT; Path=/; SameSite=Lax")
+
+
+def test_a_prefixed_cookie_is_deleted_with_its_attributes() -> None:
+    """Browsers ignore a __Host- or __Secure- cookie without Secure (RFC 6265bis 4.1.3):
+    deleting one without it deleted nothing."""
+    r = Response()
+    r.delete_cookie("__Host-sid")
+    r.delete_cookie("other", secure=True, httponly=True, samesite="strict")
+    host, other = header(r, "set-cookie")
+    assert host.startswith("__Host-sid=; Max-Age=0;") and host.endswith(
+        "; Path=/; Secure; SameSite=Lax"
+    )
+    assert other.endswith("; Path=/; Secure; HttpOnly; SameSite=Strict")
+
+
+def test_cookie_max_age_is_whole_seconds_or_a_timedelta() -> None:
+    r = Response()
+    r.set_cookie("a", "1", max_age=timedelta(hours=1))
+    assert header(r, "set-cookie") == ["a=1; Max-Age=3600; Path=/; SameSite=Lax"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "why"),
+    [
+        ({"max_age": 1.5}, "max_age=1.5; give whole seconds (an int) or a datetime.timedelta"),
+        ({"max_age": "3600"}, "max_age='3600'; give whole seconds"),
+        ({"samesite": "bogus"}, "samesite='bogus'; give 'lax', 'strict' or 'none'"),
+        ({"samesite": "none"}, "samesite='none' without secure=True: browsers drop it"),
+    ],
+)
+def test_a_cookie_attribute_a_browser_would_ignore_is_refused(
+    kwargs: dict[str, Any], why: str
+) -> None:
+    """RFC 6265 5.2.2: a Max-Age that is not digits is ignored, and the cookie silently
+    lives for the session; an unknown SameSite is ignored too."""
+    with pytest.raises(ValueError, match=re.escape(why)):
+        Response().set_cookie("a", "1", **kwargs)
 
 
 @pytest.mark.parametrize("status", [99, 600, 0, -200, True, "200", 200.0, None])

@@ -102,7 +102,7 @@ class Response:
         key: str,
         value: str = "",
         *,
-        max_age: int | None = None,
+        max_age: int | timedelta | None = None,
         expires: datetime | None = None,
         path: str | None = "/",
         domain: str | None = None,
@@ -123,6 +123,22 @@ class Response:
                 f"cookie {key!r} has a value with a character a cookie cannot hold "
                 f"(space, quote, comma, semicolon, backslash or a control): {value!r}; "
                 "percent-encode it with urllib.parse.quote"
+            )
+        if isinstance(max_age, timedelta):
+            max_age = int(max_age.total_seconds())
+        if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int)):
+            # RFC 6265 5.2.2: a Max-Age that is not digits is ignored: a session cookie
+            raise ValueError(
+                f"cookie {key!r} has max_age={max_age!r}; give whole seconds (an int) or a "
+                "datetime.timedelta"
+            )
+        if samesite is not None and str(samesite).lower() not in ("lax", "strict", "none"):
+            raise ValueError(
+                f"cookie {key!r} has samesite={samesite!r}; give 'lax', 'strict' or 'none'"
+            )
+        if samesite is not None and samesite.lower() == "none" and not secure:
+            raise ValueError(
+                f"cookie {key!r} has samesite='none' without secure=True: browsers drop it"
             )
         for attribute, given in (("path", path), ("domain", domain)):
             if given is not None and not _COOKIE_ATTRIBUTE(given):
@@ -146,7 +162,18 @@ class Response:
             parts.append(f"SameSite={samesite.capitalize()}")
         self.headers.append(("set-cookie", "; ".join(parts)))
 
-    def delete_cookie(self, key: str, *, path: str = "/", domain: str | None = None) -> None:
+    def delete_cookie(
+        self,
+        key: str,
+        *,
+        path: str = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: Literal["lax", "strict", "none"] | None = "lax",
+    ) -> None:
+        """A ``Set-Cookie`` that ends cookie ``key``: give the attributes it was set with
+        (a ``__Host-`` or ``__Secure-`` cookie needs ``secure=True``, or browsers ignore it)."""
         self.set_cookie(
             key,
             "",
@@ -154,6 +181,9 @@ class Response:
             expires=datetime.now(UTC) - timedelta(days=1),
             path=path,
             domain=domain,
+            secure=secure or key.startswith(("__Host-", "__Secure-")),
+            httponly=httponly,
+            samesite=samesite,
         )
 
     def __repr__(self) -> str:

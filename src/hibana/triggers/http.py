@@ -490,7 +490,8 @@ class HttpFront:
                     headers.append(declared)  # a HEAD answer that says what GET would send
                 else:
                     headers.append((b"content-length", b"%d" % len(body)))
-            elif declared is not None and status != 204:  # RFC 9110 8.6: not on a 204
+            elif declared is not None and status != 204 and status != 205:
+                # RFC 9110 8.6: none on a 204; a 205 says it has no content (below)
                 headers.append(declared)
                 if status != 205 and status != 304 and scope["method"] != "HEAD":
                     length = int(declared[1])  # a body of this many bytes, or it is cut short
