@@ -40,6 +40,12 @@ def test_unknown_route_is_404_and_wrong_method_is_405_with_allow(basic_host: Hos
     with basic_host.client() as client:
         missing = client.get("/no/such/route")
         wrong = client.delete("/items/1")
+        unknown = client.request("PROPFIND", "/items/1")
+    # RFC 9110 9.1: a method no function of the app takes, and no standard one, is 501
+    assert unknown.status_code == 501
+    assert unknown.json()["error"] == (
+        "no function of this app takes PROPFIND (this path allows GET, HEAD, PUT)"
+    )
     assert missing.status_code == 404
     assert "GET /no/such/route" in missing.json()["error"]
     assert wrong.status_code == 405

@@ -43,6 +43,12 @@ _NO_CONTENT = (b"content-length", b"0")
 Found = Match | list[str] | None
 
 
+#: RFC 9110 9.3's methods and PATCH: known to every server, so a path without one is 405.
+_STANDARD_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+
+
 class _BodyError(Exception):
     def __init__(self, status: int, detail: str) -> None:
         self.status = status
@@ -378,7 +384,14 @@ class HttpFront:
             await _send_json(out, 404, {"error": error})
         else:
             allow = ", ".join(found)  # type: ignore[arg-type]
-            error = f"{scope['path']} does not allow {scope['method']}; it allows {allow}"
+            method = scope["method"]
+            if method not in _STANDARD_METHODS and method not in self.table.methods():
+                # RFC 9110 9.1: a method the server does not know of is 501, not 405
+                error = f"no function of this app takes {method} (this path allows {allow})"
+                self._unserved(501, error)
+                await _send_json(out, 501, {"error": error}, [(b"allow", allow.encode())])
+                return
+            error = f"{scope['path']} does not allow {method}; it allows {allow}"
             self._unserved(405, error)
             await _send_json(out, 405, {"error": error}, [(b"allow", allow.encode())])
 
