@@ -57,6 +57,22 @@ def test_unknown_route_is_404_and_wrong_method_is_405_with_allow(basic_host: Hos
         assert line["status"] == answer.status_code
 
 
+def test_a_path_with_or_without_the_routes_trailing_slash_is_redirected(
+    basic_host: Host,
+) -> None:
+    """308, so a POST is sent again as a POST with its body (as Starlette redirects)."""
+    with basic_host.client() as client:
+        extra = client.get("/items/7/?tag=a")
+        posted = client.post("/echo/", content=b"kept")
+        followed = client.post("/echo/", content=b"kept", follow_redirects=True)
+        wrong = client.delete("/items/7/")  # no function takes DELETE there: 404, as before
+    assert (extra.status_code, extra.headers["location"]) == (308, "/items/7?tag=a")
+    assert extra.json() == {"error": "/items/7/ is served at /items/7?tag=a"}
+    assert (posted.status_code, posted.headers["location"]) == (308, "/echo")
+    assert (followed.status_code, followed.content) == (200, b"kept")
+    assert wrong.status_code == 404
+
+
 def test_repeated_query_parameters_and_headers_keep_every_value(basic_host: Host) -> None:
     with basic_host.client() as client:
         r = client.get(

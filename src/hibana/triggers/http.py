@@ -379,6 +379,14 @@ class HttpFront:
                 self._unserved(400, error)
                 await _send_json(out, 400, {"error": error})
         elif found is None:
+            twin = self._slash_twin(scope)
+            if twin is not None:
+                # /items for a route /items/ (or the other way round): where it is served,
+                # with the method and the body kept (308), as Starlette does
+                error = f"{scope['path']} is served at {twin.decode('latin-1')}"
+                self._unserved(308, error)
+                await _send_json(out, 308, {"error": error}, [(b"location", twin)])
+                return
             error = f"no function serves {scope['method']} {scope['path']}"
             self._unserved(404, error)
             await _send_json(out, 404, {"error": error})
@@ -394,6 +402,20 @@ class HttpFront:
             error = f"{scope['path']} does not allow {method}; it allows {allow}"
             self._unserved(405, error)
             await _send_json(out, 405, {"error": error}, [(b"allow", allow.encode())])
+
+    def _slash_twin(self, scope: Scope) -> bytes | None:
+        """The target, with its path's trailing slash added or taken away, when a
+        function serves that path for the request's method."""
+        path: str = scope["path"]
+        if path == "/" or path == "*":
+            return None
+        twin = path[:-1] if path.endswith("/") else path + "/"
+        if type(self.table.lookup(scope["method"], twin)) is not Match:
+            return None
+        raw: bytes = scope.get("raw_path") or path.encode()
+        target = raw[:-1] if raw.endswith(b"/") else raw + b"/"
+        query: bytes = scope.get("query_string", b"")
+        return target + b"?" + query if query else target
 
     def _unserved(self, status: int, error: str) -> None:
         """The line for a request no function was found for (no invocation line will say)."""
