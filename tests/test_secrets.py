@@ -90,7 +90,13 @@ def test_functions_read_granted_secrets_and_logs_never_show_them(app_dir: Path) 
     everything = "\n".join(host.stdout_lines + host.stderr_lines)
     assert API_TOKEN not in everything
     # what the function wrote to stderr went out, redacted
-    for written in ("ValueError: printed token", "UserWarning: warned token", "raw token"):
+    written_by = (
+        "ValueError: printed token",
+        "UserWarning: warned token",
+        "raw token",
+        "child token",
+    )
+    for written in written_by:
         assert f"{written} [REDACTED]" in everything
 
 

@@ -384,6 +384,7 @@ class Supervisor:
             ),
             stdin=subprocess.DEVNULL,
             stdout=self.output.write_fd,
+            stderr=self.output.errors_fd,
         )
         theirs.close()
         zygote = Zygote(proc, Channel(ours))

@@ -596,18 +596,23 @@ class LinePipe:
 
 
 class ProcessOutput:
-    """File descriptor 1 of the processes the host starts: a pipe whose lines become JSON
-    lines (``"stream": "stdout"``) on the host's stdout.
+    """File descriptors 1 and 2 of the processes the host starts. fd 1 is a pipe whose
+    lines become JSON lines (``"stream": "stdout"``) on the host's stdout; fd 2 one whose
+    lines go to the host's stderr as they are, with the granted secrets' values redacted.
 
     What goes to fd 1 without passing through ``sys.stdout`` (a function's subprocess, a
     C library, ``os.write(1, ...)``) would otherwise land raw between the JSON lines. It
-    carries no invocation's fields: a pipe does not say who wrote to it."""
+    carries no invocation's fields: a pipe does not say who wrote to it. What goes to fd 2
+    that way (a subprocess's errors) would otherwise skip the redaction ``sys.stderr`` has."""
 
-    def __init__(self, sink: LogSink) -> None:
+    def __init__(self, sink: LogSink, errors_fd: int = 2) -> None:
         self._sink = sink
         self._log = Logger(sink, {"stream": "stdout"})
         self._pipe = LinePipe(self._take, "hibana-output", _LONGEST)
         self.write_fd = self._pipe.write_fd
+        self._errors_fd = errors_fd
+        self._errors = LinePipe(self._take_errors, "hibana-errors", _LONGEST)
+        self.errors_fd = self._errors.write_fd
 
     def redact(self, values: list[str]) -> None:
         """Never write these secret values (see ``LogSink.redact``)."""
@@ -621,5 +626,16 @@ class ProcessOutput:
         for line in lines:
             self._log.info(line.decode("utf-8", "replace").removesuffix("\r"))
 
+    def _take_errors(self, lines: list[bytes]) -> None:
+        scrub = self._sink.scrub
+        text = "".join(scrub(line.decode("utf-8", "surrogateescape")) + "\n" for line in lines)
+        data = memoryview(text.encode("utf-8", "surrogateescape"))  # the bytes as they came
+        while data:
+            try:
+                data = data[os.write(self._errors_fd, data) :]
+            except OSError:  # stderr closed or gone: nobody to tell
+                return
+
     def close(self, timeout: float = 1.0) -> None:
         self._pipe.close(timeout)
+        self._errors.close(timeout)
