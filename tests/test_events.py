@@ -5,6 +5,7 @@ deduplication, trace continuity, and bad input."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,35 @@ def test_the_trace_continues_from_publisher_to_every_subscriber(host: Host, app_
     assert line["parent_span_id"] == "00f067aa0ba902b7"
 
 
+def test_text_data_in_its_own_charset_and_a_traceparent_that_is_none(
+    host: Host, app_dir: Path
+) -> None:
+    """Latin-1 text came out as 'caf\ufffd'; an extension traceparent of "garbage" was kept,
+    and each subscriber started a trace of its own."""
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    r = httpx.post(
+        host.url + "/runtime/events/github",
+        headers={
+            "ce-id": "latin",
+            "ce-source": "gh/hooks",
+            "ce-specversion": "1.0",
+            "ce-type": "com.github.workflow_run",
+            "ce-subject": "repo/r",
+            "ce-traceparent": "garbage",
+            "ce-tracestate": "stale=1",
+            "content-type": "text/plain; charset=iso-8859-1",
+            "traceparent": f"00-{trace_id}-b7ad6b7169203331-01",
+        },
+        content="café".encode("latin-1"),
+    )
+    assert r.status_code == 202, r.text
+    wait_until(lambda: len([d for d in delivered(app_dir) if d["id"] == "latin"]) == 2)
+    got = [d for d in delivered(app_dir) if d["id"] == "latin"]
+    assert {d["data"] for d in got} == {"café"}
+    assert {d["trace_id"] for d in got} == {trace_id}  # the request's, for every subscriber
+    assert {d["tracestate"] for d in got} == {""}  # the invalid one's tracestate went with it
+
+
 @pytest.mark.parametrize(
     ("headers", "body", "status", "problem"),
     [
@@ -225,6 +255,24 @@ def test_the_trace_continues_from_publisher_to_every_subscriber(host: Host, app_
             "over the limit of 262144",
         ),
         (
+            {"content-type": "application/cloudevents+json"},
+            b'{"id": "1", "source": "s", "specversion": "1.0", "type": "t", "subject": ""}',
+            400,
+            "attribute subject is empty; leave it out instead",
+        ),
+        (
+            {
+                "ce-id": "1",
+                "ce-source": "s",
+                "ce-specversion": "1.0",
+                "ce-type": "t",
+                "content-type": "text/plain; charset=no-such-charset",
+            },
+            b"caf\xe9",
+            400,
+            "the event data's charset 'no-such-charset' is unknown",
+        ),
+        (
             {"ce-id": "x%00y", "ce-source": "s", "ce-specversion": "1.0", "ce-type": "t"},
             b"",
             400,
@@ -267,6 +315,11 @@ def test_an_unknown_topic_is_404(shared_host: tuple[Host, Path]) -> None:
     r = post_to(host, "nope", run_event(id="x"))
     assert r.status_code == 404
     assert r.json()["error"].startswith("no topic 'nope' in this app (topics: github)")
+    # and the abuse-protection handshake grants no sender a topic that takes nothing
+    asked = httpx.options(
+        host.url + "/runtime/events/nope", headers={"WebHook-Request-Origin": "example.com"}
+    )
+    assert asked.status_code == 404 and "webhook-allowed-origin" not in asked.headers
 
 
 def post_to(host: Host, topic: str, event: CloudEvent) -> httpx.Response:
@@ -308,8 +361,14 @@ def test_events_publish_from_the_shell(host: Host, app_dir: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     # everything, runs (workflow_run on repo/...) and flaky (the source is not gh...)
-    assert out.stdout.strip() == "Published event from-cli to 3 subscription(s) of github"
+    printed = re.fullmatch(
+        r"Published event from-cli to 3 subscription\(s\) of github \(trace ([0-9a-f]{32})\)",
+        out.stdout.strip(),
+    )
+    assert printed is not None, out.stdout
     wait_until(lambda: len(delivered(app_dir)) == 3)
+    # one trace for all its subscribers, the one it printed
+    assert {d["trace_id"] for d in delivered(app_dir)} == {printed[1]}
     again = run_cli(
         "events",
         "publish",

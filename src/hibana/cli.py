@@ -786,6 +786,7 @@ def events_publish(
 
     from hibana.events.cloudevent import EventError, new_event
     from hibana.events.filters import Filter
+    from hibana.telemetry.trace import continue_or_start
     from hibana.triggers.queue import DEDUPE_WINDOW, MAX_PAYLOAD_BYTES, event_key, fan_out
 
     for option, value in [
@@ -802,6 +803,9 @@ def events_publish(
         event = new_event(type=type_, source=source, data=payload, subject=subject, id=event_id)
     except EventError as exc:
         _usage(exc.message)
+    # one trace for every subscriber's invocation, as ctx.publish gives them
+    trace = continue_or_start(None)
+    event.extensions["traceparent"] = trace.traceparent
     body = event.to_json()
     if len(body) > MAX_PAYLOAD_BYTES:
         _usage(f"the event is {len(body)} bytes, over the limit of {MAX_PAYLOAD_BYTES}")
@@ -820,7 +824,10 @@ def events_publish(
     if not fresh:
         print(f"Duplicate: event {event.id!r} from {event.source!r} was published already")
     else:
-        print(f"Published event {event.id} to {len(deliveries)} subscription(s) of {topic}")
+        print(
+            f"Published event {event.id} to {len(deliveries)} subscription(s) of {topic} "
+            f"(trace {trace.trace_id})"
+        )
 
 
 secrets_cli = typer.Typer(

@@ -237,6 +237,8 @@ def _opt(obj: dict[str, Any], name: str, where: str) -> str | None:
     value = obj.get(name)
     if value is not None and not isinstance(value, str):
         raise EventError(400, f"{where}: attribute {name} must be a string")
+    if value == "":  # CloudEvents 1.0: an optional attribute, if present, is non-empty
+        raise EventError(400, f"{where}: attribute {name} is empty; leave it out instead")
     return value
 
 
@@ -275,7 +277,7 @@ def from_http(headers: Iterable[tuple[str, str]], body: bytes) -> list[CloudEven
         if _is_json(content_type):
             data = _parse_json(body, "the event data")
         elif media.startswith("text/"):
-            data = body.decode("utf-8", errors="replace")
+            data = _text(body, content_type)
         else:
             data = body
     obj: dict[str, Any] = dict(ce)
@@ -284,6 +286,21 @@ def from_http(headers: Iterable[tuple[str, str]], body: bytes) -> list[CloudEven
     event = from_structured(obj, where="the event (ce-* headers)")
     event.data = data
     return [event]
+
+
+def _text(body: bytes, content_type: str) -> str:
+    """Text data in the charset its content type names (UTF-8 if it names none)."""
+    charset = "utf-8"
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            charset = value.strip().strip('"')
+    try:
+        return body.decode(charset)
+    except LookupError:
+        raise EventError(400, f"the event data's charset {charset!r} is unknown") from None
+    except UnicodeDecodeError as exc:
+        raise EventError(400, f"the event data is not {charset} text: {exc}") from None
 
 
 def _parse_json(body: bytes, what: str) -> Any:

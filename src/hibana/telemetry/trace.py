@@ -61,23 +61,33 @@ def continue_or_start(traceparent: str | None, tracestate: str | None = None) ->
     with upper-case hex digits (the spec's ids are lower-case). ``tracestate`` goes on
     with a continued trace only (the spec: never without its traceparent)."""
     if traceparent:
-        m = _match_traceparent(traceparent.strip())
-        if m is not None:
-            version, trace_id, parent, flags, more = m.groups()
-            if (
-                version != "ff"
-                and trace_id != _NO_TRACE
-                and parent != _NO_SPAN
-                and (more is None or version != "00")
-            ):
-                return TraceContext(
-                    trace_id,
-                    new_span_id(),
-                    parent,
-                    flags[1] in "13579bdf",
-                    _tracestate(tracestate) if tracestate else "",
-                )
+        caller = _parent(traceparent)
+        if caller is not None:
+            trace_id, parent, sampled = caller
+            state = _tracestate(tracestate) if tracestate else ""
+            return TraceContext(trace_id, new_span_id(), parent, sampled, state)
     return TraceContext(new_trace_id(), new_span_id())
+
+
+def is_traceparent(value: object) -> bool:
+    """``value`` is a traceparent that ``continue_or_start`` would continue."""
+    return isinstance(value, str) and _parent(value) is not None
+
+
+def _parent(traceparent: str) -> tuple[str, str, bool] | None:
+    """The trace id, parent span id and sampled flag of a valid ``traceparent``."""
+    m = _match_traceparent(traceparent.strip())
+    if m is None:
+        return None
+    version, trace_id, parent, flags, more = m.groups()
+    if (
+        version == "ff"
+        or trace_id == _NO_TRACE
+        or parent == _NO_SPAN
+        or (more is not None and version == "00")
+    ):
+        return None
+    return trace_id, parent, flags[1] in "13579bdf"
 
 
 def carry(traceparent: str, tracestate: str | None) -> str:

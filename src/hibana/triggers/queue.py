@@ -31,7 +31,7 @@ from hibana.messages import BatchFailed, Message
 from hibana.secrets import Secrets
 from hibana.store.base import ChangeWatcher, Delivery, Enqueued, NewMessage, Settle, Store
 from hibana.telemetry.logs import Logger, LogSink, millis
-from hibana.telemetry.trace import carry, continue_carried, new_invocation_id
+from hibana.telemetry.trace import carry, continue_carried, is_traceparent, new_invocation_id
 from hibana.timers import TimerInfo
 
 #: Like SQS: a message body (JSON) may be at most this big.
@@ -144,9 +144,12 @@ class Outbox:
             )
         prepared = []
         for event in events:
-            if "traceparent" not in event.extensions:
-                # CloudEvents' distributed tracing extension: both W3C headers
+            if not is_traceparent(event.extensions.get("traceparent")):
+                # CloudEvents' distributed tracing extension: both W3C headers; one that
+                # holds no traceparent is replaced by this invocation's (W3C: an invalid
+                # traceparent is ignored, and its tracestate with it)
                 event.extensions["traceparent"] = inv.trace.traceparent
+                event.extensions.pop("tracestate", None)
                 if inv.trace.tracestate:
                     event.extensions["tracestate"] = inv.trace.tracestate
             body = event.to_json()
