@@ -588,6 +588,36 @@ def test_the_events_hibana_builds_have_every_field_aws_documents(host: Host) -> 
 
 
 # -- Lambda handlers served by hibana ------------------------------------------------------------
+def test_a_lambda_result_whose_body_is_no_string_is_a_500_naming_it(host: Host) -> None:
+    r = httpx.get(host.url + "/v2/dict-body")
+    assert r.status_code == 500
+    line = host.wait_for_log(msg="function raised", invocation_id=r.headers["x-invocation-id"])
+    assert (
+        "the Lambda handler's result has a dict body; a apigw-v2 integration takes a string"
+        in (line["error"])
+    )
+
+
+async def _header_echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    value = dict(scope["headers"])[b"x-name"]
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": value})
+
+
+def test_a_header_value_outside_latin1_reaches_the_app_on_lambda(
+    lambda_handler: MakeHandler,
+) -> None:
+    """API Gateway hands over the UTF-8 it decoded: the handler failed before the app ran."""
+    handle = lambda_handler(_header_echo)
+    out = handle(v2_event("GET", "/anything", headers={"x-name": "日本"}), Ctx())
+    assert out["statusCode"] == 200
+    body = out["body"]
+    sent = base64.b64decode(body) if out.get("isBase64Encoded") else body.encode()
+    assert sent == "日本".encode()
+
+
 def test_a_lambda_handler_behind_hibana_gets_a_real_v1_event(host: Host) -> None:
     r = httpx.get(host.url + "/legacy/orders/7?a=1&a=2", headers=[("X-H", "x"), ("X-H", "y")])
     assert r.status_code == 201
@@ -597,7 +627,11 @@ def test_a_lambda_handler_behind_hibana_gets_a_real_v1_event(host: Host) -> None
     event = got["event"]
     assert event["httpMethod"] == "GET" and event["path"] == "/legacy/orders/7"
     assert event["multiValueQueryStringParameters"] == {"a": ["1", "2"]}
-    assert event["multiValueHeaders"]["x-h"] == ["x", "y"]
+    # a REST API keeps names' case (as clients write them), and adds the forwarding ones
+    assert event["multiValueHeaders"]["X-H"] == ["x", "y"]
+    assert event["headers"]["X-Forwarded-For"] == "127.0.0.1"
+    assert event["headers"]["X-Forwarded-Proto"] == "http"
+    assert event["headers"]["X-Forwarded-Port"] == host.url.rsplit(":", 1)[1]
     assert got["request_id"] == r.headers["x-invocation-id"]
     assert 0 < got["remaining_ms"] <= 5000
     # the attributes of the context object AWS documents for Python

@@ -147,11 +147,20 @@ def _to_scope(event: dict[str, Any], shape: str, multi: bool) -> tuple[dict[str,
         "raw_path": raw_path.encode(),
         "root_path": "",
         "query_string": query.encode(),
-        "headers": [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in headers],
+        "headers": [(k.encode("latin-1"), _value_bytes(str(v))) for k, v in headers],
         "client": (client, 0) if client else None,
         "server": (host.split(":")[0], 443 if scheme == "https" else 80),
     }
     return scope, raw_body
+
+
+def _value_bytes(value: str) -> bytes:
+    """A header value as the client sent it: Latin-1, as HTTP has it, or the UTF-8 that
+    API Gateway decoded (``x-name: 日本``)."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")
 
 
 def _xray_trace(headers: list[tuple[str, str]]) -> TraceContext | None:
@@ -372,6 +381,11 @@ def _given(scope: dict[str, Any], context: Any) -> dict[str, Any]:
     return given
 
 
+def _capitalized(name: str) -> str:
+    """``content-type`` as clients write it: ``Content-Type``."""
+    return "-".join(part[:1].upper() + part[1:] for part in name.split("-"))
+
+
 # -- hibana -> a Lambda handler ------------------------------------------------------------------
 @dataclass
 class LambdaContext:
@@ -444,6 +458,14 @@ class LambdaProxy:
         grouped: dict[str, list[str]] = {}
         for k, v in headers:
             grouped.setdefault(k.lower(), []).append(v)
+        # what API Gateway and ALB add for every request: the address they had it from
+        # appended, the scheme and the port it came in on
+        peer = (scope.get("client") or (source_ip,))[0]
+        grouped["x-forwarded-for"] = [", ".join([*grouped.get("x-forwarded-for", []), peer])]
+        scheme = scope.get("scheme", "http")
+        grouped.setdefault("x-forwarded-proto", [scheme])
+        port = (scope.get("server") or ("", 443 if scheme == "https" else 80))[1]
+        grouped.setdefault("x-forwarded-port", [str(port)])
         query: dict[str, list[str]] = {}
         for k, v in parse_qsl(raw_query, keep_blank_values=True):
             query.setdefault(k, []).append(v)
@@ -487,12 +509,15 @@ class LambdaProxy:
                 event["body"] = body
             return event
         if self.event == "apigw-v1":
+            # a REST API keeps the names' case; the HTTP server had them lower-cased (ASGI),
+            # so they go as most clients write them: Content-Type, X-Forwarded-For
+            named = {_capitalized(k): vs for k, vs in grouped.items()}
             return {
                 "resource": "/{proxy+}",
                 "path": req.path,
                 "httpMethod": req.method,
-                "headers": {k: vs[-1] for k, vs in grouped.items()},
-                "multiValueHeaders": grouped,
+                "headers": {k: vs[-1] for k, vs in named.items()},
+                "multiValueHeaders": named,
                 "queryStringParameters": {k: vs[-1] for k, vs in query.items()} or None,
                 "multiValueQueryStringParameters": query or None,
                 "pathParameters": {"proxy": req.path.lstrip("/")},
@@ -558,5 +583,11 @@ class LambdaProxy:
             headers.extend((str(k), str(v)) for v in vs if str(v) not in seen)
         headers.extend(("set-cookie", str(c)) for c in result.get("cookies") or ())
         body = result.get("body") or ""
-        raw = base64.b64decode(body) if result.get("isBase64Encoded") else str(body).encode()
+        if not isinstance(body, str):
+            raise TypeError(
+                f"the Lambda handler's result has a {type(body).__name__} body; a "
+                f"{self.event} integration takes a string (json.dumps it, or base64 with "
+                "isBase64Encoded)"
+            )
+        raw = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode()
         return Response(raw, int(result["statusCode"]), headers)

@@ -230,6 +230,8 @@ def legacy_v2(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "body": base64.b64encode(PNG).decode(),
             "isBase64Encoded": True,
         }
+    if event["rawPath"].endswith("/dict-body"):
+        return {"statusCode": 200, "body": {"a": 1}}  # not a string: AWS would refuse it
     return {"got": event}  # a bare value: HTTP APIs answer 200 with it as JSON
 
 
