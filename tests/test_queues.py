@@ -340,6 +340,43 @@ def test_shutdown_gives_unfinished_messages_back_without_counting_the_attempt(
     assert (again.id, again.attempt) == (sent.id, 1)
 
 
+STUBBORN = """
+import os
+import time
+
+import hibana
+
+app = hibana.App()
+
+
+@app.queue("jobs", visibility_timeout=60)
+def job(msg, ctx):
+    open(os.path.join(os.path.dirname(__file__), "started"), "w").close()
+    time.sleep(30)  # deaf to its cancellation: a thread cannot be stopped
+"""
+
+
+def test_shutdown_gives_back_a_message_whose_sync_function_still_runs(tmp_path: Path) -> None:
+    """Its thread is left to die with the worker, and the message goes back at once, its
+    attempt not counted (it stayed leased, and the host took the cancel grace longer)."""
+    (tmp_path / "function_app.py").write_text(STUBBORN)
+    store = open_store(None, tmp_path)
+    try:
+        host = Host(tmp_path, "--workers", "1", "--shutdown-timeout", "0.5").wait_ready()
+        try:
+            (sent,) = run(store.enqueue_many([NewMessage("jobs", b"{}")]))
+            wait_until(lambda: (tmp_path / "started").exists(), what="the job to start")
+            host.signal(signal.SIGTERM)
+            assert host.wait_exit() == 0
+            host.wait_for_log(function="job", outcome="cancelled", released=True)
+        finally:
+            host.stop()
+        (again,) = run(store.claim("jobs", "test", 1, lease=30))
+        assert (again.id, again.attempt) == (sent.id, 1)
+    finally:
+        store.close()
+
+
 def test_queue_cli_errors_are_named(app_dir: Path, store: Store) -> None:
     run(store.declare([]))
     no_queue = run_cli("queue", "send", "nope", "--data", "{}", "--app", str(app_dir))

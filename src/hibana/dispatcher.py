@@ -335,6 +335,11 @@ class Dispatcher:
         self._abandoning = True
         for inv_id in list(self._interrupt):
             self._wake(inv_id)
+        # whoever waits for a timed-out function to end waits no more: it dies with us
+        for ending in self._ending.values():
+            if not ending.done():
+                ending.set_result(None)
+        self._ending.clear()
 
     def _gate(self, spec: FunctionSpec, limit: int) -> Gate:
         gate = self._gates.get(spec.name)
@@ -564,8 +569,8 @@ class Dispatcher:
     def ended(self, inv: Invocation) -> asyncio.Future[None] | None:
         """A future resolved when ``inv``'s function returns, if it is still running after
         ``run`` came back (it timed out: a thread cannot be stopped, only told); else None."""
-        if inv.id not in self.inflight:
-            return None
+        if inv.id not in self.inflight or self._abandoning:
+            return None  # ended; or the worker stops, and the function dies with it
         ending = self._ending.get(inv.id)
         if ending is None:
             ending = self._ending[inv.id] = self._loop.create_future()

@@ -370,10 +370,11 @@ class QueueConsumer:
     async def _consume(self, spec: FunctionSpec, queue: str) -> None:
         trigger = spec.trigger
         assert isinstance(trigger, QueueTrigger | TimerTrigger)
+        lease = _lease(spec)
         if isinstance(trigger, QueueTrigger):
-            lease, batch, group = trigger.visibility_timeout, trigger.batch_size, trigger.group
+            batch, group = trigger.batch_size, trigger.group
         else:
-            lease, batch, group = spec.timeout + 5.0, 1, None
+            batch, group = 1, None
         # A sync queue function takes at most half the thread pool unless it says
         # otherwise, so a backlog cannot starve the worker's sync HTTP functions.
         limit = spec.max_concurrency or (
@@ -477,8 +478,15 @@ class QueueConsumer:
             "span_id": trace.span_id,
         }
         log = Logger(self.sink, fields)
-        lease = trigger.visibility_timeout if isinstance(trigger, QueueTrigger) else spec.timeout
-        self._leases[inv.id] = (deliveries, latest, min(1.0, lease / 4), lease)
+        # renewed once half of it is left (no sooner than two sweeps before its end): the
+        # renewal is written well before another worker could claim the message
+        lease = _lease(spec)
+        self._leases[inv.id] = (
+            deliveries,
+            latest,
+            max(min(lease / 2, 5.0), 2 * LEASE_SWEEP),
+            lease,
+        )
         if self._keeper is None:
             self._keeper = asyncio.create_task(self._keep_leases())
         try:
@@ -487,10 +495,11 @@ class QueueConsumer:
             )
             ending = self.dispatcher.ended(inv)
             if ending is not None:
-                # it timed out and still runs (a sync function's thread, an async one
-                # that holds on to its cancellation): settled once it returns, so it is
-                # not delivered again (nor its concurrency group's slot freed) meanwhile.
-                # One still running after the grace is stuck: its worker is replaced.
+                # a sync function timed out and its thread still runs: settled once it
+                # returns, so it is not delivered again (nor its concurrency group's slot
+                # freed) meanwhile; its lease is renewed. One still running after the grace
+                # is stuck: its worker is replaced. (An async one is awaited by ``run``,
+                # its lease renewed the same way.)
                 await asyncio.wait([ending], timeout=self.dispatcher.cancel_grace + 1.0)
         finally:
             del self._leases[inv.id]
@@ -635,6 +644,13 @@ class QueueConsumer:
         if dead:
             line["dead_lettered"] = dead if trigger.batch_size > 1 else True  # type: ignore[union-attr]
         return settles, line
+
+
+def _lease(spec: FunctionSpec) -> float:
+    """How long a claim of ``spec``'s messages holds them: a queue's visibility timeout;
+    a timer's run gets its timeout and a margin."""
+    trigger = spec.trigger
+    return trigger.visibility_timeout if isinstance(trigger, QueueTrigger) else spec.timeout + 5.0
 
 
 def _payload(trigger: QueueTrigger | TimerTrigger, deliveries: list[Delivery]) -> Any:
