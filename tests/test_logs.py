@@ -224,3 +224,35 @@ def test_processes_sharing_a_pipe_that_falls_behind_never_cut_each_others_lines(
         mine = [line for line in lines if line["writer"] == name]
         assert [line["i"] for line in mine] == list(range(200))
         assert all(set(line["pad"]) == {name} for line in mine)
+
+
+def test_threads_writing_one_sink_on_a_pipe_that_falls_behind_cut_no_line() -> None:
+    """lockf's lock is the process's: two threads of one process (the supervisor's) both
+    held it, and one's unlock let another in on the other's long line."""
+    read_end, write_end = os.pipe()
+    sink = LogSink(write_end)  # attached to no loop: each line is written at once
+    received = bytearray()
+
+    def reader() -> None:
+        while chunk := os.read(read_end, 4096):  # a slow reader: a page at a time
+            received.extend(chunk)
+            time.sleep(0.0005)
+
+    def writer(tag: str) -> None:
+        for i in range(20):
+            sink.emit({"msg": tag * 100_000, "i": i})
+
+    pump = threading.Thread(target=reader)
+    pump.start()
+    threads = [threading.Thread(target=writer, args=(tag,)) for tag in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    os.close(write_end)
+    pump.join(30)
+    os.close(read_end)
+    lines = [json.loads(line) for line in bytes(received).splitlines()]  # none is cut
+    assert sorted((line["msg"][0], line["i"]) for line in lines) == sorted(
+        (tag, i) for tag in "ab" for i in range(20)
+    )

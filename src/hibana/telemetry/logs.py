@@ -42,8 +42,10 @@ class LogSink:
 
     def __init__(self, fd: int = 1, level: Level = "info") -> None:
         self.fd = fd
-        #: fd is a pipe or a socket, which other processes may write to: writes lock it.
+        #: fd is a pipe or a socket, which other processes may write to: writes lock it,
+        #: one thread of this process at a time.
         self._shared = _pipe_or_socket(fd)
+        self._writing = threading.Lock()
         self.min_level = _LEVELS[level]
         #: Lines (without their newline) written on the loop's thread, and on others
         #: (sync functions' threads), which take the lock.
@@ -138,16 +140,19 @@ class LogSink:
         if not self._shared:
             self._write_lines(data)
             return
-        try:
-            fcntl.lockf(self.fd, fcntl.LOCK_EX)
-        except OSError:  # no locks here (ENOLCK), or fd is closed: write as it comes
-            self._write_lines(data)
-            return
-        try:
-            self._write_lines(data)
-        finally:
-            with contextlib.suppress(OSError):
-                fcntl.lockf(self.fd, fcntl.LOCK_UN)
+        # lockf's lock is the process's: two threads writing here (the supervisor's) would
+        # both hold it, and one's unlock would let another process in on the other's line
+        with self._writing:
+            try:
+                fcntl.lockf(self.fd, fcntl.LOCK_EX)
+            except OSError:  # no locks here (ENOLCK), or fd is closed: write as it comes
+                self._write_lines(data)
+                return
+            try:
+                self._write_lines(data)
+            finally:
+                with contextlib.suppress(OSError):
+                    fcntl.lockf(self.fd, fcntl.LOCK_UN)
 
     def _write_lines(self, data: bytes) -> None:
         size = len(data)
@@ -216,6 +221,7 @@ def _forked(ref: weakref.ref[LogSink]) -> None:
         sink._foreign = []
         sink._flush_scheduled = False
         sink._lock = threading.Lock()  # another thread may have held it at the fork
+        sink._writing = threading.Lock()
 
 
 _second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
