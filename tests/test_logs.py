@@ -169,6 +169,8 @@ def test_a_secret_is_redacted_in_the_forms_code_writes_it_in() -> None:
     log.info("bytes repr", error=repr(ODD_SECRET.encode()))
     log.info("upstream said", body=b'{"error": "token Plain5ecretValue expired"}')
     log.info("raw bytes", body=bytearray(b"\xff token " + ODD_SECRET.encode()))
+    log.bind(token=b"Plain5ecretValue").info("bound bytes")
+    log.info("nested bytes", headers={"auth": b"Plain5ecretValue"}, parts=(b"Plain5ecretValue",))
     os.close(write_end)
     with os.fdopen(read_end, "rb") as out:
         raw = out.read()
@@ -182,6 +184,8 @@ def test_a_secret_is_redacted_in_the_forms_code_writes_it_in() -> None:
     # bytes are written as text (UTF-8, other bytes escaped), where the value is found
     assert lines[4]["body"] == '{"error": "token [REDACTED] expired"}'
     assert lines[5]["body"] == "\\xff token [REDACTED]"
+    assert lines[6]["token"] == "[REDACTED]"  # bound to the logger
+    assert (lines[7]["headers"], lines[7]["parts"]) == ({"auth": "[REDACTED]"}, ["[REDACTED]"])
 
 
 def test_scrub_replaces_the_escaped_forms_too() -> None:

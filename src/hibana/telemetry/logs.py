@@ -281,14 +281,28 @@ def _loggable(value: Any) -> Any:
 
 
 _BINARY = frozenset({bytes, bytearray, memoryview})
+#: What a field's value may hold bytes in: itself, or inside it.
+_MAY_HOLD_BYTES = _BINARY | {dict, list, tuple}
 
 
 def _bytes_as_text(record: dict[str, Any]) -> None:
-    """Bytes fields written as text (UTF-8, other bytes as ``\\xff`` escapes), not as
-    the JSON encoder's base64: readable, and a secret in them is found and redacted."""
+    """Bytes in fields written as text (UTF-8, other bytes as ``\\xff`` escapes), not as
+    the JSON encoder's base64: readable, and a secret in them is found and redacted. Also
+    inside a field's dicts and lists (copied, not changed: they are the caller's)."""
     for key, value in record.items():
-        if type(value) in _BINARY:
-            record[key] = bytes(value).decode("utf-8", "backslashreplace")
+        if type(value) in _MAY_HOLD_BYTES:
+            record[key] = _as_text(value)
+
+
+def _as_text(value: Any) -> Any:
+    kind = type(value)
+    if kind in _BINARY:
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if kind is dict:
+        return {k: _as_text(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [_as_text(v) for v in value]
+    return value
 
 
 def _renamed(fields: dict[str, Any]) -> dict[str, Any]:
@@ -322,7 +336,9 @@ class Logger:
         """A logger that adds ``fields`` to every line."""
         if not _OWN.isdisjoint(fields):
             fields = _renamed(fields)
-        return Logger(self._sink, {**self._fields, **fields})
+        bound = {**self._fields, **fields}
+        _bytes_as_text(bound)
+        return Logger(self._sink, bound)
 
     def log(self, level: Level, msg: str, /, **fields: Any) -> None:
         self._line(level, msg, fields)
@@ -339,7 +355,7 @@ class Logger:
                 fields = _renamed(fields)
             record = {"ts": timestamp(), "level": level, "msg": msg, **self._fields, **fields}
             for value in fields.values():
-                if type(value) in _BINARY:
+                if type(value) in _MAY_HOLD_BYTES:
                     _bytes_as_text(record)
                     break
         else:
