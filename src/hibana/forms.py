@@ -14,6 +14,7 @@ a body built for it could take hours.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, unquote
 
 from hibana.datastructures import Files, FormData, UploadedFile
@@ -174,25 +175,16 @@ def _options(value: str) -> tuple[str, dict[str, str]]:
 def _quoted(text: str, at: int) -> tuple[str, int]:
     """The quoted string that starts at ``at`` (past its opening quote), and where it
     ends (past its closing quote): ``\\"`` and ``\\\\`` are a quote and a backslash; any
-    other backslash stays, as browsers do not escape (a Windows path keeps its own)."""
-    out: list[str] = []
-    while True:
-        quote = text.find('"', at)
-        slash = text.find("\\", at, None if quote == -1 else quote)
-        if slash == -1:
-            if quote == -1:  # no closing quote: the rest is the value
-                out.append(text[at:])
-                return "".join(out), len(text)
-            out.append(text[at:quote])
-            return "".join(out), quote + 1
-        out.append(text[at:slash])
-        following = text[slash + 1 : slash + 2]
-        if following in ('"', "\\"):
-            out.append(following)
-            at = slash + 2
-        else:
-            out.append("\\")
-            at = slash + 1
+    other backslash stays, as browsers do not escape (a Windows path keeps its own). One
+    scan: the pattern has no nesting that could make it go back over the text."""
+    match = _QUOTED.match(text, at)
+    assert match is not None  # it matches the empty string
+    end = match.end()
+    return _ESCAPED.sub(r"\1", match.group()), end + 1 if end < len(text) else end
+
+
+_QUOTED = re.compile(r'(?:[^"\\]+|\\["\\]|\\)*')
+_ESCAPED = re.compile(r'\\(["\\])')
 
 
 def _filename(params: dict[str, str]) -> str | None:
