@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,42 @@ def test_sibling_modules_are_importable(write_app: WriteApp) -> None:
     app = load_app(folder)
     assert [s.name for s in app.functions] == ["helper"]
     assert app.functions[0].source == "app/hibana_test_helpers.py:6"
+
+
+def test_a_zip_and_a_vendored_folder_in_the_app_import_as_python_has_them(
+    write_app: WriteApp,
+) -> None:
+    """The app's own modules compile from their source (no stale .pyc); a zip on sys.path
+    stays zipimport's (it was claimed, and its modules not found), and packages installed
+    into a folder of the app (pip install -t vendor) keep their bytecode cache."""
+    folder = write_app(
+        """\
+        import os
+        import sys
+
+        here = os.path.dirname(__file__)
+        sys.path.insert(0, os.path.join(here, "deps.zip"))
+        sys.path.insert(0, os.path.join(here, "vendor"))
+        import zipped
+        import vendored
+
+        import hibana
+
+        app = hibana.App()
+        VALUES = (zipped.X, vendored.Y)
+        """
+    )
+    with zipfile.ZipFile(folder / "deps.zip", "w") as deps:
+        deps.writestr("zipped.py", "X = 'from the zip'\n")
+    vendor = folder / "vendor"
+    vendor.mkdir()
+    (vendor / "vendored.py").write_text("Y = 'vendored'\n")
+    (vendor / "vendored-1.0.dist-info").mkdir()
+    load_app(folder)
+    module = sys.modules["function_app"]
+    assert module.VALUES == ("from the zip", "vendored")
+    loaders = {name: type(sys.modules[name].__loader__).__name__ for name in ("zipped", "vendored")}
+    assert loaders == {"zipped": "zipimporter", "vendored": "SourceFileLoader"}
 
 
 def test_a_single_app_under_another_name_is_found(write_app: WriteApp) -> None:

@@ -46,8 +46,11 @@ class _AppModules:
         self._inside = folder + os.sep
 
     def __call__(self, path: str) -> importlib.machinery.FileFinder:
-        if not (path == self.folder or path.startswith(self._inside)) or not _SITE.isdisjoint(
-            Path(path).parts
+        if (
+            not (path == self.folder or path.startswith(self._inside))
+            or not os.path.isdir(path)  # a .zip on sys.path is zipimport's
+            or not _SITE.isdisjoint(Path(path).parts)
+            or self._installed(path)
         ):
             raise ImportError(f"{path} is not the app's own code")
         return importlib.machinery.FileFinder(
@@ -57,6 +60,19 @@ class _AppModules:
             (importlib.machinery.SourcelessFileLoader, importlib.machinery.BYTECODE_SUFFIXES),
         )
 
+    def _installed(self, path: str) -> bool:
+        """``path`` is in a folder packages were installed into (``pip install -t vendor``:
+        it holds their ``.dist-info``), between it and the app's folder."""
+        here = Path(path)
+        while str(here).startswith(self._inside):
+            try:
+                if any(name.endswith((".dist-info", ".egg-info")) for name in os.listdir(here)):
+                    return True
+            except OSError:
+                return False
+            here = here.parent
+        return False
+
 
 def _import_from_source(folder: str) -> None:
     if not any(isinstance(h, _AppModules) and h.folder == folder for h in sys.path_hooks):
@@ -65,7 +81,7 @@ def _import_from_source(folder: str) -> None:
 
 
 #: Folders of installed packages, where they are inside the app's folder (a ``.venv``).
-_SITE = frozenset({"site-packages", "dist-packages"})
+_SITE = frozenset({"site-packages", "dist-packages", "__pypackages__"})
 
 
 def _said(exc: BaseException) -> str:
