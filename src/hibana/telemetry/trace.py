@@ -104,9 +104,11 @@ def continue_carried(carried: str | None) -> TraceContext:
     return continue_or_start(parent, state)
 
 
-#: One list member: key=value, printable ASCII without "," or "=" in the value.
+#: One list member (W3C Trace Context 3.3.1): a simple or a multi-tenant key, "=", a value of
+#: printable ASCII without "," or "=".
 _MEMBER = re.compile(
-    r"[a-z0-9][a-z0-9_\-*/@]{0,255}=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+    r"(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
+    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
 )
 #: What is passed on at most: the spec asks for 512 characters and 32 members at least.
 _STATE_CHARS = 512
