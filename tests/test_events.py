@@ -16,6 +16,7 @@ from cloudevents.conversion import to_binary, to_dict, to_structured
 from cloudevents.http import CloudEvent
 
 import hibana
+from hibana.events.cloudevent import CloudEvent as CloudEventIn
 from tests.hosts import Host, copy_app, read_jsonl, run_cli, started
 from tests.test_queues import wait_until
 
@@ -383,6 +384,20 @@ def test_events_publish_from_the_shell(host: Host, app_dir: Path) -> None:
         str(app_dir),
     )
     assert "Duplicate" in again.stdout
+    empty = run_cli(
+        "events",
+        "publish",
+        "github",
+        "--type",
+        "x",
+        "--source",
+        "y",
+        "--subject",
+        "",
+        "--app",
+        str(app_dir),
+    )  # refused when published, not dead-lettered when delivered
+    assert empty.returncode == 2 and "subject='': leave it out (None) instead" in empty.stderr
     unknown = run_cli(
         "events", "publish", "nope", "--type", "x", "--source", "y", "--app", str(app_dir)
     )
@@ -474,3 +489,13 @@ def test_a_message_on_a_subscriptions_queue_that_is_no_event_is_a_dead_letter(
     # the subscription serves on
     assert post_event(host, run_event()).status_code in (200, 202)
     wait_until(lambda: delivered(app_dir, "everything"), what="the next event")
+
+
+def test_an_event_stored_by_rules_of_before_is_still_delivered() -> None:
+    """What came in is checked then; read back from the store, an empty subject or a
+    control character (allowed by an older hibana) does not make it undeliverable."""
+    stored = CloudEventIn.from_json(
+        b'{"specversion": "1.0", "id": "1", "source": "s", "type": "t", "subject": "",'
+        b' "dataschema": "", "note": "a\\u0007b"}'
+    )
+    assert (stored.subject, stored.extensions["note"]) == ("", "a\x07b")

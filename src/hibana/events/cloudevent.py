@@ -82,7 +82,8 @@ class CloudEvent:
 
     @classmethod
     def from_json(cls, body: bytes) -> CloudEvent:
-        return from_structured(_decode(body), where="the event")
+        # as it was stored: checked when it came in (by the rules of the hibana of then)
+        return from_structured(_decode(body), where="the event", stored=True)
 
 
 def new_event(
@@ -102,6 +103,9 @@ def new_event(
     for name, value in (("type", type), ("source", source)):
         if not isinstance(value, str) or not value:
             raise EventError(400, f"{name}={value!r}: a CloudEvent needs a non-empty {name}")
+    for optional, given in (("id", id), ("subject", subject), ("time", time)):
+        if given == "":  # CloudEvents 1.0: an optional attribute, if present, is non-empty
+            raise EventError(400, f"{optional}='': leave it out (None) instead")
     checked: dict[str, str] = {}
     for name, value in (extensions or {}).items():
         _check_name(name, "the event")
@@ -130,7 +134,7 @@ def _is_json(content_type: str | None) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
-def from_structured(obj: Any, where: str) -> CloudEvent:
+def from_structured(obj: Any, where: str, stored: bool = False) -> CloudEvent:
     if not isinstance(obj, dict):
         raise EventError(400, f"{where} is not a JSON object")
     missing = [name for name in REQUIRED if not obj.get(name)]
@@ -160,8 +164,9 @@ def from_structured(obj: Any, where: str) -> CloudEvent:
         _check_name(name, where)
         if name not in KNOWN:
             extensions[name] = _extension_value(name, value, where)
-    _check_strings(obj, where)
-    time = _opt(obj, "time", where)
+    if not stored:
+        _check_strings(obj, where)
+    time = _opt(obj, "time", where, stored)
     if time is not None and not _is_timestamp(time):
         raise EventError(
             400,
@@ -172,10 +177,10 @@ def from_structured(obj: Any, where: str) -> CloudEvent:
         source=obj["source"],
         type=obj["type"],
         specversion="1.0",
-        subject=_opt(obj, "subject", where),
+        subject=_opt(obj, "subject", where, stored),
         time=time,
-        datacontenttype=_opt(obj, "datacontenttype", where),
-        dataschema=_opt(obj, "dataschema", where),
+        datacontenttype=_opt(obj, "datacontenttype", where, stored),
+        dataschema=_opt(obj, "dataschema", where, stored),
         data=data,
         extensions=extensions,
     )
@@ -233,11 +238,12 @@ def _extension_value(name: str, value: Any, where: str) -> str:
     )
 
 
-def _opt(obj: dict[str, Any], name: str, where: str) -> str | None:
+def _opt(obj: dict[str, Any], name: str, where: str, stored: bool = False) -> str | None:
     value = obj.get(name)
     if value is not None and not isinstance(value, str):
         raise EventError(400, f"{where}: attribute {name} must be a string")
-    if value == "":  # CloudEvents 1.0: an optional attribute, if present, is non-empty
+    if value == "" and not stored:
+        # CloudEvents 1.0: an optional attribute, if present, is non-empty
         raise EventError(400, f"{where}: attribute {name} is empty; leave it out instead")
     return value
 
