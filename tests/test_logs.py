@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import subprocess
 import sys
 import threading
@@ -260,3 +261,28 @@ def test_threads_writing_one_sink_on_a_pipe_that_falls_behind_cut_no_line() -> N
     assert sorted((line["msg"][0], line["i"]) for line in lines) == sorted(
         (tag, i) for tag in "ab" for i in range(20)
     )
+
+
+def test_fd2_of_the_hosts_processes_is_redacted_whole_and_passed_on_as_written() -> None:
+    """A secret across the cut of a line over 64 KiB went out in the clear, with a newline
+    added mid-line; an unfinished line (a prompt) waited for a newline that never came."""
+    from hibana.telemetry.logs import ProcessOutput
+
+    read_end, write_end = os.pipe()
+    output = ProcessOutput(LogSink(os.open(os.devnull, os.O_WRONLY)), errors_fd=write_end)
+    secret = "s3cr3t-TOKEN-abcdef0123456789"
+    output.redact([secret])
+    os.write(output.errors_fd, b"x" * 70_000 + secret[:10].encode())
+    time.sleep(0.2)  # the pipe's reader takes the first piece alone
+    os.write(output.errors_fd, secret[10:].encode() + b" end\n")
+    os.write(output.errors_fd, b"Password: ")  # no newline: it still goes out
+    deadline = time.monotonic() + 10
+    got = b""
+    while not got.endswith(b"Password: "):
+        assert time.monotonic() < deadline, got[-100:]
+        if select.select([read_end], [], [], 0.1)[0]:
+            got += os.read(read_end, 1 << 20)
+    output.close()
+    os.close(write_end)
+    os.close(read_end)
+    assert got == b"x" * 70_000 + b"[REDACTED] end\nPassword: "

@@ -463,9 +463,9 @@ class LambdaProxy:
         peer = (scope.get("client") or (source_ip,))[0]
         grouped["x-forwarded-for"] = [", ".join([*grouped.get("x-forwarded-for", []), peer])]
         scheme = scope.get("scheme", "http")
-        grouped.setdefault("x-forwarded-proto", [scheme])
+        grouped["x-forwarded-proto"] = [scheme]  # set by AWS, whatever the client sent
         port = (scope.get("server") or ("", 443 if scheme == "https" else 80))[1]
-        grouped.setdefault("x-forwarded-port", [str(port)])
+        grouped["x-forwarded-port"] = [str(port)]
         query: dict[str, list[str]] = {}
         for k, v in parse_qsl(raw_query, keep_blank_values=True):
             query.setdefault(k, []).append(v)

@@ -66,7 +66,9 @@ class _AppModules:
         here = Path(path)
         while str(here).startswith(self._inside):
             try:
-                if any(name.endswith((".dist-info", ".egg-info")) for name in os.listdir(here)):
+                # .dist-info, as pip install -t writes it (an .egg-info is a project's own,
+                # from an editable install of the app: its code is the app's)
+                if any(name.endswith(".dist-info") for name in os.listdir(here)):
                     return True
             except OSError:
                 return False

@@ -127,7 +127,8 @@ class ConsoleLog:
         self.write_fd = self._pipe.write_fd
 
     def _take(self, lines: list[bytes]) -> None:
-        text = "".join(self._line(line) + "\n" for line in lines if line)
+        stripped = (line.removesuffix(b"\n") for line in lines)
+        text = "".join(self._line(line) + "\n" for line in stripped if line)
         data = memoryview(text.encode())
         while data:
             try:

@@ -71,6 +71,10 @@ class LogSink:
         self._values = tuple(sorted(forms, key=len, reverse=True))
         self._redact = tuple(_encode(form)[1:-1] for form in self._values)
 
+    def longest_secret(self) -> int:
+        """The length of the longest form of a secret ``scrub`` replaces (0: none)."""
+        return len(self._values[0]) if self._values else 0
+
     def scrub(self, text: str) -> str:
         """``text`` with every secret value given to ``redact`` replaced by ``[REDACTED]``:
         for what is kept or written other than as a log line (a dead letter's error,
@@ -576,19 +580,28 @@ _utf8 = codecs.getincrementaldecoder("utf-8")
 #: The longest unfinished line ``ProcessOutput`` holds: past it, what it has goes out (a
 #: program's output need not have newlines; the JSON lines ConsoleLog reads all do).
 _LONGEST = 64 * 1024
+#: How long an unfinished line on fd 2 (a prompt, a progress bar) waits for its end.
+_ERRORS_IDLE = 0.05
 
 
 class LinePipe:
-    """A pipe, and a thread of the supervisor's that hands ``take`` the lines written to
-    it (without their newlines) as they come: a line goes out when its newline arrives,
-    when it grows past ``longest`` bytes (if given), or when the last writer closes the
-    pipe."""
+    """A pipe, and a thread of the supervisor's that hands ``take`` what is written to it,
+    a line at a time (each with its newline), as it comes: a line goes out when its
+    newline arrives, or when the last writer closes the pipe. A line longer than
+    ``longest`` bytes (if given) goes in pieces (without a newline but the last's); with
+    ``idle``, an unfinished line also goes once nothing more came for that many seconds
+    (a prompt, a progress bar)."""
 
     def __init__(
-        self, take: Callable[[list[bytes]], None], name: str, longest: int | None = None
+        self,
+        take: Callable[[list[bytes]], None],
+        name: str,
+        longest: int | None = None,
+        idle: float | None = None,
     ) -> None:
         self._take = take
         self._longest = longest
+        self._idle = idle
         self._read, self.write_fd = os.pipe()
         self._thread = threading.Thread(target=self._pump, name=name, daemon=True)
         self._thread.start()
@@ -596,25 +609,40 @@ class LinePipe:
     def _pump(self) -> None:
         rest = b""
         while True:
+            if rest and self._idle is not None and not _readable(self._read, self._idle):
+                self._hand([rest])
+                rest = b""
+                continue
             try:
                 data = os.read(self._read, 65536)
             except OSError:
                 data = b""
-            *lines, rest = (rest + data).split(b"\n")
+            rest += data
+            end = rest.rfind(b"\n") + 1
+            lines = [line + b"\n" for line in rest[:end].split(b"\n")[:-1]]
+            rest = rest[end:]
             if (not data and rest) or (self._longest and len(rest) > self._longest):
-                lines.append(rest)
+                lines.append(rest)  # the end of the last line, or a piece of a long one
                 rest = b""
             if lines:
-                self._take(lines)
+                self._hand(lines)
             if not data:
                 os.close(self._read)
                 return
+
+    def _hand(self, lines: list[bytes]) -> None:
+        with contextlib.suppress(Exception):  # the pump goes on, or every writer blocks
+            self._take(lines)
 
     def close(self, timeout: float) -> None:
         """Close our end, and hand over what the processes still had to say (a writer
         that outlives them, still holding the pipe, is not waited for past ``timeout``)."""
         os.close(self.write_fd)
         self._thread.join(timeout)
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    return bool(select.select([fd], [], [], timeout)[0])
 
 
 class ProcessOutput:
@@ -633,7 +661,10 @@ class ProcessOutput:
         self._pipe = LinePipe(self._take, "hibana-output", _LONGEST)
         self.write_fd = self._pipe.write_fd
         self._errors_fd = errors_fd
-        self._errors = LinePipe(self._take_errors, "hibana-errors", _LONGEST)
+        #: The end of what came on fd 2 without its newline yet, not written: a secret
+        #: may go on in what comes next (see ``_take_errors``).
+        self._held = ""
+        self._errors = LinePipe(self._take_errors, "hibana-errors", _LONGEST, idle=_ERRORS_IDLE)
         self.errors_fd = self._errors.write_fd
 
     def redact(self, values: list[str]) -> None:
@@ -646,11 +677,18 @@ class ProcessOutput:
 
     def _take(self, lines: list[bytes]) -> None:
         for line in lines:
-            self._log.info(line.decode("utf-8", "replace").removesuffix("\r"))
+            self._log.info(line.decode("utf-8", "replace").removesuffix("\n").removesuffix("\r"))
 
     def _take_errors(self, lines: list[bytes]) -> None:
-        scrub = self._sink.scrub
-        text = "".join(scrub(line.decode("utf-8", "surrogateescape")) + "\n" for line in lines)
+        """Write what came, redacted. A piece of a line longer than ``_LONGEST`` keeps
+        back as many characters as the longest secret has but one: a secret that starts
+        in it and goes on in the next piece is then whole, and replaced, in that one."""
+        text = self._held + "".join(line.decode("utf-8", "surrogateescape") for line in lines)
+        text = self._sink.scrub(text)
+        self._held = ""
+        longest = self._sink.longest_secret()
+        if not text.endswith("\n") and longest > 1 and len(lines[-1]) > _LONGEST:
+            text, self._held = text[: 1 - longest], text[1 - longest :]
         data = memoryview(text.encode("utf-8", "surrogateescape"))  # the bytes as they came
         while data:
             try:
