@@ -36,6 +36,7 @@ def test_exported_names() -> None:
         "Response",
         "RetryPolicy",
         "RouteError",
+        "SecretError",
         "StoreError",
         "StreamingResponse",
         "TimerInfo",

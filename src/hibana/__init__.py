@@ -22,6 +22,7 @@ from hibana.events.filters import Filter
 from hibana.messages import BatchFailed, Exponential, Fixed, Message, RetryPolicy
 from hibana.requests import Request
 from hibana.responses import Response, StreamingResponse
+from hibana.secrets import SecretError
 from hibana.store.base import Enqueued
 from hibana.timers import TimerInfo
 
@@ -57,6 +58,7 @@ __all__ = [
     "Response",
     "RetryPolicy",
     "RouteError",
+    "SecretError",
     "StoreError",
     "StreamingResponse",
     "TimerInfo",
