@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -343,22 +344,13 @@ def test_the_abuse_protection_handshake(shared_host: tuple[Host, Path]) -> None:
 
 
 def test_events_publish_from_the_shell(host: Host, app_dir: Path) -> None:
-    out = run_cli(
-        "events",
-        "publish",
+    def publish(topic: str, *options: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("events", "publish", topic, *options, "--app", str(app_dir))
+
+    out = publish(
         "github",
-        "--type",
-        "com.github.workflow_run",
-        "--source",
-        "cli",
-        "--subject",
-        "repo/z",
-        "--id",
-        "from-cli",
-        "--data",
-        '{"k": 1}',
-        "--app",
-        str(app_dir),
+        *("--type", "com.github.workflow_run", "--source", "cli", "--subject", "repo/z"),
+        *("--id", "from-cli", "--data", '{"k": 1}'),
     )
     assert out.returncode == 0, out.stderr
     # everything, runs (workflow_run on repo/...) and flaky (the source is not gh...)
@@ -370,37 +362,12 @@ def test_events_publish_from_the_shell(host: Host, app_dir: Path) -> None:
     wait_until(lambda: len(delivered(app_dir)) == 3)
     # one trace for all its subscribers, the one it printed
     assert {d["trace_id"] for d in delivered(app_dir)} == {printed[1]}
-    again = run_cli(
-        "events",
-        "publish",
-        "github",
-        "--type",
-        "x",
-        "--source",
-        "cli",
-        "--id",
-        "from-cli",
-        "--app",
-        str(app_dir),
-    )
+    again = publish("github", "--type", "x", "--source", "cli", "--id", "from-cli")
     assert "Duplicate" in again.stdout
-    empty = run_cli(
-        "events",
-        "publish",
-        "github",
-        "--type",
-        "x",
-        "--source",
-        "y",
-        "--subject",
-        "",
-        "--app",
-        str(app_dir),
-    )  # refused when published, not dead-lettered when delivered
+    # refused when published, not dead-lettered when delivered
+    empty = publish("github", "--type", "x", "--source", "y", "--subject", "")
     assert empty.returncode == 2 and "subject='': leave it out (None) instead" in empty.stderr
-    unknown = run_cli(
-        "events", "publish", "nope", "--type", "x", "--source", "y", "--app", str(app_dir)
-    )
+    unknown = publish("nope", "--type", "x", "--source", "y")
     assert unknown.returncode == 1 and "topics: github" in unknown.stderr
 
 

@@ -386,13 +386,21 @@ def test_requests_held_by_a_killed_worker_get_502_naming_their_invocation() -> N
         host.stop()
 
 
-def test_dev_reloads_on_change_and_keeps_serving_through_a_broken_edit(tmp_path: Path) -> None:
+DEV_SOURCE = (
+    "import hibana\napp = hibana.App()\n\n@app.http('/v')\ndef v(req, ctx):\n    return 'one'\n"
+)
+
+
+def _dev_app(tmp_path: Path) -> Path:
+    """An app folder of ``DEV_SOURCE``: its /v answers "one"."""
     app_dir = tmp_path / "app"
     app_dir.mkdir()
-    source = (
-        "import hibana\napp = hibana.App()\n\n@app.http('/v')\ndef v(req, ctx):\n    return 'one'\n"
-    )
-    (app_dir / "function_app.py").write_text(source)
+    (app_dir / "function_app.py").write_text(DEV_SOURCE)
+    return app_dir
+
+
+def test_dev_reloads_on_change_and_keeps_serving_through_a_broken_edit(tmp_path: Path) -> None:
+    app_dir, source = _dev_app(tmp_path), DEV_SOURCE
     host = Host(app_dir, command="dev").wait_ready()
     try:
         assert "1..2 workers" in host.stderr_lines[0] or "1 worker " in host.stderr_lines[0]
@@ -416,12 +424,7 @@ def test_dev_reloads_on_change_and_keeps_serving_through_a_broken_edit(tmp_path:
 
 
 def test_dev_does_not_reload_for_the_store_or_installed_packages(tmp_path: Path) -> None:
-    app_dir = tmp_path / "app"
-    app_dir.mkdir()
-    source = (
-        "import hibana\napp = hibana.App()\n\n@app.http('/v')\ndef v(req, ctx):\n    return 'one'\n"
-    )
-    (app_dir / "function_app.py").write_text(source)
+    app_dir, source = _dev_app(tmp_path), DEV_SOURCE
     host = Host(app_dir, command="dev").wait_ready()
     try:
         site = app_dir / "venv" / "lib" / "python3.11" / "site-packages" / "pkg"
