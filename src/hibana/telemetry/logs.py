@@ -642,7 +642,11 @@ class LinePipe:
 
 
 def _readable(fd: int, timeout: float) -> bool:
-    return bool(select.select([fd], [], [], timeout)[0])
+    """``fd`` has something to read within ``timeout`` seconds (poll: a raised limit on
+    open files gives numbers select cannot take)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout * 1000))
 
 
 class ProcessOutput:
