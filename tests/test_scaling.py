@@ -218,6 +218,11 @@ def test_app_settings_apply_and_runtime_prewarm_imports_after_the_fork() -> None
         body = _fresh_get(host, "/who").json()
         # the module was imported by the worker itself, not inherited from the zygote
         assert body["imported_by"] == body["serving"]
+        # and twice in all: the zygote that read the settings hands what it found to the
+        # zygote it becomes, which does not import the app again to check it
+        printed = [r["msg"] for r in host.logs() if r["msg"].startswith("imported ")]
+        assert len(printed) == 2, printed
+        assert printed[-1] == f"imported {body['serving']}"
     finally:
         host.stop()
 

@@ -76,6 +76,11 @@ def describe(app: App) -> list[dict[str, Any]]:
     return out
 
 
+#: The app's functions and settings, handed by a zygote that imported the app to the one
+#: it execs into when the app asks for ``prewarm`` "runtime" or "none".
+_LOADED = "_HIBANA_ZYGOTE_LOADED"
+
+
 def _probe(config: HostConfig) -> dict[str, Any]:
     """Load the app in a throwaway child: its functions and settings, or its error."""
     read_fd, write_fd = os.pipe()
@@ -270,13 +275,17 @@ def main(argv: list[str]) -> int:
         functions, settings = describe(app), app.settings
         if config.prewarm is None and settings.get("prewarm") not in (None, "app"):
             # The app asks for a zygote without the app in it: start over as one.
+            # What it found goes along, so the new zygote need not import the app again to
+            # check it (an import's side effects, such as a connection made, happen once less).
             fresh = dataclasses.replace(config, prewarm=settings["prewarm"])
+            os.environ[_LOADED] = json.dumps({"functions": functions, "settings": settings})
             os.execv(
                 sys.executable,
                 [sys.executable, "-m", "hibana.host.zygote", fresh.to_json(), *argv[2:]],
             )
     else:
-        probe = _probe(config)
+        loaded = os.environ.pop(_LOADED, None)
+        probe = json.loads(loaded) if loaded is not None else _probe(config)
         if "error" in probe:
             control.send(event="error", message=probe["error"])
             return 2

@@ -6,6 +6,7 @@ import hibana
 
 app = hibana.App(prewarm="runtime", min_instances=1, max_instances=1)
 IMPORTED_BY = os.getpid()
+print("imported", IMPORTED_BY)  # once in the zygote that reads it, once in the worker
 
 
 @app.http("/who")
