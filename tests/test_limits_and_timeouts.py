@@ -184,6 +184,19 @@ def test_async_timeout_gives_504_and_cancels_the_function(strict_host: Host) -> 
     assert after.text == "slept"
 
 
+def test_an_async_function_that_blocks_its_loop_past_its_timeout_gets_504(
+    strict_host: Host,
+) -> None:
+    # It returns before the deadline's timer gets a turn of the loop: it is late all the same
+    with strict_host.client() as client:
+        r = client.get("/block-loop-briefly")
+    assert r.status_code == 504
+    inv = r.headers["x-invocation-id"]
+    assert r.json()["invocation_id"] == inv
+    line = strict_host.wait_for_log(msg="invocation", invocation_id=inv)
+    assert line["outcome"] == "timeout" and line["status"] == 504
+
+
 def test_sync_function_can_poll_for_cancellation(strict_host: Host) -> None:
     with strict_host.client() as client:
         r = client.get("/cooperative")

@@ -246,6 +246,13 @@ def _outcome(inv: Invocation, value: Any, exc: BaseException | None) -> Outcome:
     return Outcome("error", error=exc)
 
 
+def _overran(inv: Invocation) -> None:
+    """An async function that blocked the loop past its deadline ended before the deadline
+    timer could run: it timed out all the same (a 504, a retry), as a sync one would."""
+    if inv.cancellation.reason != "timeout" and time.monotonic() >= inv.deadline:
+        inv.cancellation.set("timeout")
+
+
 def _counts_as_failure(inv: Invocation, exc: BaseException) -> bool:
     """An exception that counts as the function failing: not a cancellation it obeyed,
     nor an HTTPError answering a client error (4xx)."""
@@ -459,9 +466,11 @@ class Dispatcher:
         except BaseException as exc:
             # SystemExit and KeyboardInterrupt too: the function's own (a worker takes its
             # signals on the loop), and out of the task they would stop the worker's loop
+            _overran(inv)
             failed = _counts_as_failure(inv, exc)
             return _outcome(inv, None, exc)
         else:
+            _overran(inv)
             failed = inv.cancellation.reason == "timeout"
             return _outcome(inv, value, None)
         finally:

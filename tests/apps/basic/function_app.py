@@ -276,6 +276,13 @@ async def slow(req: hibana.Request, ctx: hibana.Context) -> str:
     return f"finished, cancelled={ctx.cancelled}"
 
 
+@app.http("/block-loop-briefly", timeout=0.3)
+async def block_loop_briefly(req: hibana.Request, ctx: hibana.Context) -> str:
+    # past the timeout, but back before --cancel-grace more: the deadline's timer never ran
+    time.sleep(0.45)  # noqa: ASYNC251 - blocking call in async code, on purpose
+    return "too late"
+
+
 @app.http("/block-loop", timeout=0.3)
 async def block_loop(req: hibana.Request, ctx: hibana.Context) -> str:
     time.sleep(3600)  # noqa: ASYNC251 - blocking call in async code, on purpose
