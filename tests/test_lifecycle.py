@@ -265,6 +265,8 @@ def test_a_stream_that_ignores_shutdown_is_cut_at_the_shutdown_timeout() -> None
             waited = time.monotonic() - started
         assert host.wait_exit(15) == 0
         assert waited >= 1  # it had its shutdown_timeout
+        # and no more: it was not left the 2 s that finished answers get to be written
+        assert waited < 2.5, waited
         line = host.wait_for_log(msg="invocation", function="ticker")
         assert (line["outcome"], line["cancel_reason"]) == ("cancelled", "shutdown")
         assert host.wait_for_log(msg="ticker stopped")["reason"] == "shutdown"

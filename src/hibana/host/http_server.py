@@ -231,6 +231,14 @@ class HttpServer:
                 conn.transport.write(_error(504, message, invocation_id))
                 conn.transport.close()
 
+    def cut(self, cancellation: object) -> None:
+        """Close now the connection of the invocation whose cancellation this is (a
+        response still streaming when the shutdown timeout is over): it is cut short."""
+        for conn in list(self.connections):
+            req = conn.active
+            if req is not None and req.scope.get("hibana.cancellation") is cancellation:
+                conn.abort()
+
     def abort(self) -> None:
         """Close every connection now (a second signal, or the grace period is over)."""
         if self._server is not None:

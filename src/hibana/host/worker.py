@@ -454,6 +454,11 @@ class Worker:
             # Their clients get 503 + Retry-After now; the functions die with the process.
             self.dispatcher.abandon_all()
             await asyncio.sleep(0.05)
+        if self.front.streaming:
+            # streams still going are cut short now, not once the write grace is over too
+            assert self.server is not None
+            for inv in list(self.front.streaming.values()):
+                self.server.cut(inv.cancellation)
         if self._stop is not None and self._stop.done():
             # it was retiring (a reload, scale-in), with a longer grace: shutdown's counts
             await asyncio.sleep(_WRITE_GRACE)
