@@ -417,6 +417,29 @@ def test_dot_segments_are_resolved_before_routing(host: Host) -> None:
         assert conn.closed_by_server()
 
 
+@pytest.mark.parametrize(
+    ("target", "location"),
+    [
+        # the path resolved is /hello/x/: the redirect names /hello/x, not the target as
+        # sent, which a client that does not resolve dots (curl --path-as-is) takes off
+        # the host
+        (b"//evil.example/../../hello/x/", "/hello/x"),
+        (b"/\\evil.example/../hello/x/", "/hello/x"),  # read as //evil.example by browsers
+        (b"/hello/x/.", "/hello/x"),  # not /hello/x/./, which redirected back here
+        (b"/hello/x%2F", "/hello/x"),  # not /hello/x%2F/, a 404
+        (b"/hello/caf%C3%A9/?q=1", "/hello/caf%C3%A9?q=1"),
+    ],
+)
+def test_the_trailing_slash_redirect_names_the_resolved_path(
+    host: Host, target: bytes, location: str
+) -> None:
+    with Connection(host) as conn:
+        conn.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target)
+        resp = conn.response()
+        resp.read()
+        assert (resp.status, resp.getheader("location")) == (308, location)
+
+
 def test_http_2_with_prior_knowledge_is_told_to_speak_http_1_1(host: Host) -> None:
     # what `curl --http2-prior-knowledge` and gRPC clients send first
     with Connection(host) as conn:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import re
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any, Protocol
 
@@ -181,6 +182,10 @@ STOPPING = "shutdown"
 #: ... and the one its own deadline gives it: the stream outlived its function's timeout
 #: by the grace period.
 OVERDUE = "timeout"
+
+
+#: What a path keeps as it is in a Location (RFC 3986 3.3: pchar and "/").
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 class _StreamDeadline:
@@ -412,8 +417,11 @@ class HttpFront:
         twin = path[:-1] if path.endswith("/") else path + "/"
         if type(self.table.lookup(scope["method"], twin)) is not Match:
             return None
-        raw: bytes = scope.get("raw_path") or path.encode()
-        target = raw[:-1] if raw.endswith(b"/") else raw + b"/"
+        # from the path as resolved (dot segments, %2F), never the target as sent: that
+        # could send the client off the host (``//evil.example/../../items/``), or back
+        target = urllib.parse.quote(twin, safe=_PATH_SAFE).encode("ascii")
+        if target.startswith(b"//"):
+            return None  # a network-path reference: another host, for a client
         query: bytes = scope.get("query_string", b"")
         return target + b"?" + query if query else target
 
