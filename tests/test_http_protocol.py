@@ -156,6 +156,27 @@ def test_a_streamed_body_is_chunked_for_http_1_1_and_ends_with_the_close_for_1_0
         assert conn.closed_by_server()
 
 
+def test_each_request_on_a_connection_is_read_in_its_own_http_version(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.hello("first")  # HTTP/1.1
+        # then HTTP/1.0: no chunks, no Host needed, and the close ends the stream
+        conn.send(b"GET /stream/2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        resp = conn.response()
+        assert resp.status == 200
+        assert resp.getheader("transfer-encoding") is None
+        assert resp.read() == b"part 0\npart 1\n"
+        assert conn.closed_by_server()
+    with Connection(host) as conn:
+        conn.send(b"GET /hello/old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        resp = conn.response()
+        assert (resp.status, resp.read()) == (200, b"Hello old")
+        # then HTTP/1.1 without Host: RFC 9112 3.2, a 400
+        conn.send(b"GET /hello/new HTTP/1.1\r\n\r\n")
+        resp = conn.response()
+        assert resp.status == 400
+        assert "Host header" in resp.read().decode()
+
+
 def test_a_stream_that_fails_is_cut_short_so_the_client_can_tell(host: Host) -> None:
     with Connection(host) as conn:
         conn.send(

@@ -273,7 +273,7 @@ class HttpProtocol(asyncio.Protocol):
         self.host_ok = b""  # the last Host value found valid on this connection
         self.bad_host: bytes | None = None  # a Host value that is not one
         self.coding: bytes | None = None  # a transfer coding other than chunked
-        #: The connection's HTTP version ("1.1"), read from its first request.
+        #: The HTTP version ("1.1") of the last request read; "" before the first.
         self.http_version = ""
         self.parsing: _Request | None = None
         #: Bytes of the current head read so far; None while a body is being read.
@@ -504,15 +504,14 @@ class HttpProtocol(asyncio.Protocol):
         method = _METHODS.get(raw) or raw.decode("ascii")
         url = self.url
         headers = self.headers
-        version = self.http_version
-        if not version:
-            version = self.http_version = parser.get_http_version()
-            if version != "1.1" and version != "1.0":
-                if version.startswith("2"):
-                    self._refuse(505, _NO_HTTP2)
-                else:
-                    self._refuse(505, f"HTTP/{version} is not spoken here; send HTTP/1.1")
-                return
+        # each request's own: a connection may carry HTTP/1.0 and 1.1 requests both
+        version = self.http_version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            if version.startswith("2"):
+                self._refuse(505, _NO_HTTP2)
+            else:
+                self._refuse(505, f"HTTP/{version} is not spoken here; send HTTP/1.1")
+            return
         if url[:1] == b"/":
             raw_path, _, query = url.partition(b"?")
         else:  # absolute form (through a proxy), "*", or no target hibana serves
