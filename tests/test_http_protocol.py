@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -223,6 +224,18 @@ def test_a_stream_stops_when_its_client_goes_away(host: Host) -> None:
         assert client.get("/hello/again").text == "Hello again"
     ticker = [f for f in host.status()["functions"] if f["name"] == "ticker"]
     assert ticker[0]["inflight"] == 0
+
+
+def test_a_stream_that_never_awaits_stops_when_its_client_resets(host: Host) -> None:
+    with Connection(host) as conn:
+        conn.send(b"GET /flood HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.response().read(1000) == b"x" * 1000
+        # a reset, not a close: the worker's writes fail at once
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    stopped = host.wait_for_log(msg="flood stopped")
+    line = host.wait_for_log(msg="invocation", invocation_id=stopped["invocation_id"])
+    assert (line["outcome"], line["cancel_reason"]) == ("cancelled", "client_disconnected")
+    assert stopped["chunks"] < 2000  # not run to its end, writing to no one
 
 
 def test_connection_close_from_the_client_closes_after_the_answer(host: Host) -> None:

@@ -753,7 +753,13 @@ class HttpProtocol(asyncio.Protocol):
 
     async def chunk(self, data: bytes) -> None:
         """A piece of a streamed body; waits while the client is behind."""
-        if self.lost or self.active is None or self.active.head or not data:
+        if self.lost or self.transport.is_closing():
+            # the client has gone (its connection_lost may be queued behind this task):
+            # a turn of the loop, for the cancellation it gives the task to land, even in
+            # a stream that never awaits, which would run to its end writing to no one
+            await asyncio.sleep(0)
+            return
+        if self.active is None or self.active.head or not data:
             return
         if self.chunked:
             self.transport.write(b"%x\r\n%s\r\n" % (len(data), data))

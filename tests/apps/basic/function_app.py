@@ -299,6 +299,20 @@ async def stream(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     return hibana.StreamingResponse(parts(), content_type="text/plain")
 
 
+@app.http("/flood")
+async def flood(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    async def parts() -> AsyncIterator[bytes]:
+        sent = 0
+        try:
+            while sent < 2000:  # 125 MiB, and never an await of its own
+                sent += 1
+                yield b"x" * 65536
+        finally:
+            ctx.log.info("flood stopped", chunks=sent)
+
+    return hibana.StreamingResponse(parts())
+
+
 @app.http("/broken-stream")
 async def broken_stream(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     async def parts() -> AsyncIterator[bytes]:
