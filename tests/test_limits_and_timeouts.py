@@ -161,6 +161,47 @@ def test_a_body_trickled_a_byte_a_pause_is_cut_off_with_408(strict_host: Host) -
     assert b"under the 240 bytes/s a body taking over 0.5s must average" in reply
 
 
+def test_a_client_that_pipelines_and_never_reads_is_held_to_one_answer_then_cut_off(
+    strict_host: Host,
+) -> None:
+    _, _, hostport = strict_host.url.partition("://")
+    addr, _, port = hostport.partition(":")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(20)
+        sock.connect((addr, int(port)))
+        # six 16 MiB answers asked for, none read: they would all sit in the worker's memory
+        sock.sendall(b"GET /large/16 HTTP/1.1\r\nHost: x\r\n\r\n" * 6)
+        cut = strict_host.wait_for_log(msg="connection cut off: its client read none of its answer")
+        assert cut["seconds"] == 0.5 and cut["unsent_bytes"] > 0
+        with contextlib.suppress(ConnectionResetError):
+            while sock.recv(1 << 20):
+                pass  # what the kernel held, then the end
+    answered = [r for r in strict_host.logs() if r.get("function") == "large"]
+    assert len(answered) == 1, answered  # the next waited for the client to read this one
+
+
+def test_a_client_reading_slowly_gets_its_pipelined_answers_whole() -> None:
+    # a client reading at all is not cut off, however long its answers take (here about
+    # twice --body-timeout, which a loaded machine cannot stall a reader for)
+    gen = started("basic", "--workers", "1", "--body-timeout", "2")
+    host = next(gen)
+    _, _, hostport = host.url.partition("://")
+    addr, _, port = hostport.partition(":")
+    with contextlib.closing(gen), socket.create_connection((addr, int(port)), timeout=20) as sock:
+        sock.sendall(b"GET /large/4 HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        got = 0
+        while got < 8 << 20:  # two 4 MiB bodies
+            piece = sock.recv(65536)
+            assert piece, f"cut off after {got} bytes"
+            got += len(piece) - piece.count(b"HTTP/1.1 200 OK")  # near enough: heads
+            time.sleep(0.015)
+        sock.sendall(b"GET /hello/after HTTP/1.1\r\nHost: x\r\n\r\n")  # and it serves on
+        rest = b""
+        while b"Hello after" not in rest:
+            rest = (rest + sock.recv(65536))[-64:]
+
+
 def test_malformed_request_is_400(strict_host: Host) -> None:
     assert _raw(strict_host, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400")
 

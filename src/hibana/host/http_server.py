@@ -13,7 +13,9 @@ What a public endpoint needs, and what it costs per request:
   (408) and for an idle keep-alive connection (closed). One timer per connection checks
   one deadline, which each state change moves: a float written, no timer re-armed.
 * Keep-alive and pipelining: requests on one connection are answered in order; a
-  connection with many waiting stops being read until they are answered.
+  connection with many waiting stops being read until they are answered, and the next
+  is answered only once the client has read enough of the last (one that reads nothing
+  of it for the body timeout is cut off), so answers never pile up in memory.
 * ``Expect: 100-continue``, HEAD (the head without the body), HTTP/1.0 (no chunks; the
   connection closes unless it asked to be kept), ``Connection: close`` either way,
   ``Upgrade`` answered as plain HTTP/1.1 (then closed), and a client that half-closes
@@ -296,6 +298,10 @@ class HttpProtocol(asyncio.Protocol):
         self.aborted = False  # closed by the worker stopping now, not by the client
         self.paused_reading = False
         self.writable: asyncio.Future[None] | None = None
+        #: The next request waits for the client to read the answers written so far.
+        self.held = False
+        #: While writes are paused: the check that the client reads.
+        self.reading: asyncio.TimerHandle | None = None
         # the one deadline and the timer that watches it
         self.deadline: float | None = None
         self.on_deadline = _IDLE
@@ -331,6 +337,9 @@ class HttpProtocol(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.reading is not None:
+            self.reading.cancel()
+            self.reading = None
         if self.conn is not None and self.server.handoff is not None:
             self.server.handoff.closed(self.conn)
             self.conn = None
@@ -352,6 +361,9 @@ class HttpProtocol(asyncio.Protocol):
         apart until the answer is written), and a stream stops."""
         active = self.active
         if active is None:
+            if self.waiting:  # held until the client reads what it was sent (``_answered``)
+                self.closing = True
+                return True
             return False  # nothing asked (or a request cut off): the transport closes
         self.closing = True  # the answers to what was read, then the close
         self._client_gone(active)
@@ -369,11 +381,40 @@ class HttpProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writable = self.loop.create_future()
+        # a client that stops reading is cut off, or its answers would stay in memory
+        self.reading = self.loop.call_later(
+            self.server.body_timeout, self._check_reading, self.transport.get_write_buffer_size()
+        )
 
     def resume_writing(self) -> None:
         if self.writable is not None and not self.writable.done():
             self.writable.set_result(None)
         self.writable = None
+        if self.reading is not None:
+            self.reading.cancel()
+            self.reading = None
+        if self.held and not self.lost:  # the next answer waited for the client to read
+            self.held = False
+            self._next()
+
+    def _check_reading(self, size: int) -> None:
+        """While writes are paused: cut the connection off if the client read nothing of
+        its answers for ``body_timeout`` (what is left to write is ``size`` bytes or more)."""
+        self.reading = None
+        if self.writable is None or self.lost:
+            return  # it has gone
+        left = self.transport.get_write_buffer_size()
+        if left < size:  # reading, however slowly
+            self.reading = self.loop.call_later(self.server.body_timeout, self._check_reading, left)
+            return
+        client = self.client[0] if self.client is not None else None
+        self.server.log.info(
+            "connection cut off: its client read none of its answer",
+            seconds=self.server.body_timeout,
+            unsent_bytes=left,
+            client=client,
+        )
+        self.transport.abort()
 
     def shutdown(self) -> None:
         """Close once the requests read are answered, the last answer saying
@@ -643,7 +684,7 @@ class HttpProtocol(asyncio.Protocol):
         self.parsing = None
         self.head_bytes = 0
         self.deadline = None  # the dispatcher has the request's deadline now
-        if self.active is None:
+        if self.active is None and not self.waiting:  # waiting: held (``_answered``)
             self._answer(req)
         else:
             self.waiting.append(req)
@@ -685,6 +726,15 @@ class HttpProtocol(asyncio.Protocol):
         if (self.closing and not self.waiting) or not req.keep_alive:
             self.transport.close()
             return
+        if self.writable is not None and self.waiting:
+            # the client is behind with this answer: the next waits until it reads (a
+            # client pipelining requests it never reads cannot fill the worker's memory)
+            self.held = True
+            return
+        self._next()
+
+    def _next(self) -> None:
+        """What the connection does once an answer is written: the next request's."""
         if self.waiting:
             self._answer(self.waiting.popleft())
             if self.paused_reading and len(self.waiting) < _PIPELINE_LIMIT // 2:

@@ -299,6 +299,11 @@ async def stream(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     return hibana.StreamingResponse(parts(), content_type="text/plain")
 
 
+@app.http("/large/{mb:int}")
+def large(req: hibana.Request, ctx: hibana.Context) -> bytes:
+    return b"x" * (req.params["mb"] << 20)
+
+
 @app.http("/flood")
 async def flood(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     async def parts() -> AsyncIterator[bytes]:
