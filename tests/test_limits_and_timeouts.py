@@ -202,6 +202,36 @@ def test_a_client_reading_slowly_gets_its_pipelined_answers_whole() -> None:
             rest = (rest + sock.recv(65536))[-64:]
 
 
+def test_a_body_the_host_holds_back_is_not_timed_against_the_client(strict_host: Host) -> None:
+    # behind a request slower than --body-timeout (0.5 s), a POST that waits for its
+    # 100 Continue gets it once that one is answered, not a 408 for the body it held back
+    waited = _raw(
+        strict_host,
+        b"GET /slow/1 HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n"
+        b"Connection: close\r\n\r\n",
+        1.2,  # sent about when the 100 Continue comes (or before: a client may not wait)
+        b"body",
+    )
+    assert b" 408 " not in waited
+    assert waited.count(b"HTTP/1.1 100 Continue\r\n") == 1
+    assert waited.endswith(b"\r\n\r\nbody")
+    # behind 20 pipelined requests taking 1 s in all, the host stops reading: the body
+    # still on its way is not timed while it does
+    piped = _raw(
+        strict_host,
+        b"GET /slow/0.05 HTTP/1.1\r\nHost: x\r\n\r\n"
+        * 20
+        + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n"
+        b"\r\nbo",
+        0.2,
+        b"dy",
+    )
+    assert b" 408 " not in piped
+    assert piped.count(b"HTTP/1.1 200 OK\r\n") == 21
+    assert piped.endswith(b"\r\n\r\nbody")
+
+
 def test_malformed_request_is_400(strict_host: Host) -> None:
     assert _raw(strict_host, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400")
 

@@ -619,10 +619,15 @@ class HttpProtocol(asyncio.Protocol):
         elif declared > 0 and parser.should_upgrade():
             self._refuse(400, "a request that asks to upgrade the protocol cannot carry a body")
         elif declared > 0 or self.chunked_body:
-            self._expect(_BODY, self.server.body_timeout)
             if version == "1.0":
                 self.expect_continue = False  # RFC 9110 10.1.1: no 1xx to an HTTP/1.0 client
-            elif self.expect_continue and self.active is None and not self.waiting:
+            if self.expect_continue and (self.active is not None or self.waiting):
+                # the client waits for the 100 Continue, which goes (and the body's time
+                # starts) once the requests ahead of it are answered
+                self.deadline = None
+                return
+            self._expect(_BODY, self.server.body_timeout)
+            if self.expect_continue and self.active is None and not self.waiting:
                 self.expect_continue = False
                 if type(self.parsing.found) is Match:
                     self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -740,6 +745,9 @@ class HttpProtocol(asyncio.Protocol):
             if self.paused_reading and len(self.waiting) < _PIPELINE_LIMIT // 2:
                 self.paused_reading = False
                 self.transport.resume_reading()
+                if self.deadline is not None and self.on_deadline != _IDLE:
+                    # a head or body cut off by the pause: its time starts again now
+                    self._expect(self.on_deadline, self._timeout(self.on_deadline))
             return
         if self.refusal is not None:
             self.transport.write(self.refusal)
@@ -857,6 +865,10 @@ class HttpProtocol(asyncio.Protocol):
             self.timer_at = deadline
             self.timer = self.loop.call_at(deadline, self._check_deadline)
 
+    def _timeout(self, what: int) -> float:
+        server = self.server
+        return server.header_timeout if what == _HEAD else server.body_timeout
+
     def _check_deadline(self) -> None:
         self.timer = None
         deadline = self.deadline
@@ -865,6 +877,11 @@ class HttpProtocol(asyncio.Protocol):
         if self.loop.time() < deadline:
             self.timer_at = deadline
             self.timer = self.loop.call_at(deadline, self._check_deadline)
+            return
+        if self.paused_reading and self.on_deadline != _IDLE and self.refusal is None:
+            # the host stopped reading (requests pipelined ahead): what has not arrived
+            # is held back by it, not by the client; the time starts again on resuming
+            self._expect(self.on_deadline, self._timeout(self.on_deadline))
             return
         self.deadline = None
         if self.on_deadline == _IDLE:
