@@ -316,6 +316,25 @@ def test_an_upgrade_request_is_answered_as_plain_http_then_closed(host: Host) ->
 
 
 @pytest.mark.parametrize(
+    "framing",
+    [b"Content-Length: 4\r\n\r\nbody", b"Transfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n"],
+)
+def test_an_upgrade_request_with_a_body_is_refused_not_run_without_it(
+    host: Host, framing: bytes
+) -> None:
+    # what curl --http2 sends over plain http: its body would be read as HTTP/2's
+    with Connection(host) as conn:
+        conn.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n"
+            b"Connection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n"
+            + framing
+        )
+        resp = conn.response()
+        assert resp.status == 400
+        assert "--http1.1" in resp.read().decode()
+
+
+@pytest.mark.parametrize(
     ("request_bytes", "named"),
     [
         (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n", "Content-Length"),

@@ -616,8 +616,14 @@ class HttpProtocol(asyncio.Protocol):
             self._refuse(501, f"transfer coding {coding!r} is not supported; send chunked alone")
         elif declared > limit:
             self._refuse(413, f"request body of {declared} bytes is over the limit of {limit}")
-        elif declared > 0 and parser.should_upgrade():
-            self._refuse(400, "a request that asks to upgrade the protocol cannot carry a body")
+        elif (declared > 0 or self.chunked_body) and parser.should_upgrade():
+            # the parser reads what follows the head of an upgrade as the new protocol's,
+            # not as a body: refused, rather than run with its body lost
+            self._refuse(
+                400,
+                "a request that asks to upgrade the protocol (Upgrade) cannot carry a body "
+                "here; send it without Upgrade (curl: --http1.1, not --http2)",
+            )
         elif declared > 0 or self.chunked_body:
             if version == "1.0":
                 self.expect_continue = False  # RFC 9110 10.1.1: no 1xx to an HTTP/1.0 client
