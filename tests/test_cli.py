@@ -50,6 +50,8 @@ def test_help_on_every_command(command: list[str]) -> None:
             "--min-instances 3 is over --max-instances 1",
         ),
         (["dev", str(APPS / "basic"), "--log-format", "xml"], "--log-format 'xml' is not one of"),
+        (["serve", str(APPS / "basic"), "--idle-timeout", "0"], "--idle-timeout 0 must be over 0"),
+        (["serve", str(APPS / "basic"), "--idle-timeout", "nan"], "--idle-timeout nan must be"),
     ],
 )
 def test_bad_arguments_exit_2_with_usage(args: list[str], fragment: str) -> None:
@@ -116,6 +118,12 @@ def test_new_refuses_a_file_an_existing_app_and_an_empty_name(tmp_path: Path) ->
     assert again.returncode == 2 and "function_app.py already exists" in again.stderr
     empty = run_cli("new", "", cwd=tmp_path)
     assert empty.returncode == 2 and "DIRECTORY is empty" in empty.stderr
+
+
+def test_new_says_how_to_run_a_folder_whose_name_the_shell_would_split(tmp_path: Path) -> None:
+    result = run_cli("new", "my app", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[-1] == "Run it:  hibana dev 'my app'"
 
 
 TINY = """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -62,9 +63,7 @@ MaxInstances = Annotated[
 ]
 IdleTimeout = Annotated[
     float | None,
-    typer.Option(
-        min=0, help="Seconds without work after which a worker above the minimum exits (60)."
-    ),
+    typer.Option(help="Seconds without work after which a worker above the minimum exits (60)."),
 ]
 PrewarmOpt = Annotated[
     str | None,
@@ -203,6 +202,8 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
             and min_instances > max_instances
         ):
             _usage(f"--min-instances {min_instances} is over --max-instances {max_instances}")
+        if idle_timeout is not None and not idle_timeout > 0:  # nan too
+            _usage(f"--idle-timeout {idle_timeout:g} must be over 0 seconds")
         if not host.strip():
             _usage(
                 "--host is empty; give the address to listen on: 127.0.0.1 (this machine "
@@ -313,7 +314,7 @@ def new(
         target.write_text(STARTER)
     except OSError as exc:
         _fail(f"cannot write {target}: {exc.strerror}", 1)
-    print(f"Created {target}\nRun it:  hibana dev {folder}")
+    print(f"Created {target}\nRun it:  hibana dev {shlex.quote(str(folder))}")
 
 
 RunningApp = Annotated[Path, typer.Option("--app", help="The app folder of the running host.")]
