@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -189,6 +190,54 @@ def test_a_mounted_app_whose_lifespan_startup_fails_stops_the_host(tmp_path: Pat
     assert "error: a worker of the app exited with code 1 as it started" in result.stderr
     assert "failed its lifespan startup: the database is not there" in result.stdout
     assert "Listening on" not in result.stderr + result.stdout
+
+
+LIFESPAN_FAILS_WHILE_FLAGGED = """
+import pathlib
+
+import hibana
+
+FLAG = pathlib.Path(__file__).with_name("down")
+
+
+async def api(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        if FLAG.exists():
+            await send({"type": "lifespan.startup.failed", "message": "the database is down"})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"up"})
+
+
+app = hibana.App()
+app.asgi("/api", api)
+"""
+
+
+def test_once_what_failed_the_workers_is_back_requests_are_served_again(tmp_path: Path) -> None:
+    (tmp_path / "function_app.py").write_text(LIFESPAN_FAILS_WHILE_FLAGGED)
+    (tmp_path / "down").write_text("")
+    for host in started(tmp_path, "--min-instances", "0", "--idle-timeout", "0.5"):
+        with host.client() as client:
+            assert client.get("/api/x").status_code == 503  # three workers died starting
+            (tmp_path / "down").unlink()  # the database is back
+            deadline = time.monotonic() + 30
+            while (r := client.get("/api/x")).status_code == 503:
+                assert time.monotonic() < deadline, r.text
+                time.sleep(0.5)
+            assert r.text == "up"
+            # and it stays so after its worker has gone idle and exited with code 0,
+            # scaled to zero: it was answered 503 for ever
+            while host.worker_pids():
+                assert time.monotonic() < deadline, "the idle worker did not exit"
+                time.sleep(0.1)
+            again = client.get("/api/x")
+            assert (again.status_code, again.text) == (200, "up")
 
 
 def test_at_zero_workers_a_request_gets_503_when_every_worker_dies_as_it_starts(

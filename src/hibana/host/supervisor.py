@@ -45,8 +45,11 @@ if TYPE_CHECKING:
 IMPORT_TIMEOUT = 120.0
 #: A worker that dies sooner than this after starting is restarted after a pause, not at once.
 CRASH_LOOP_WINDOW = 1.0
-#: Workers in a row dead before they served, after which waiting requests get 503.
+#: Workers in a row dead before they served, after which waiting requests get 503 ...
 START_CRASHES = 3
+#: ... for this long after the last died: then a request waits for a new worker again
+#: (what failed them, a database down, may have come back).
+START_CRASHES_HELD = 10.0
 #: Signals this close after the first are the same request to stop, delivered twice.
 SIGNAL_ECHO = 0.25
 #: How often the scaler looks at the board (a waiting connection wakes it at once).
@@ -79,8 +82,10 @@ class Zygote:
     loaded_at: float = 0.0
     #: The exit code of its last worker that exited with an error (0: none has).
     last_crash: int = 0
-    #: Workers in a row that exited with an error before they served.
+    #: Workers in a row that exited with an error before they served; none since one did.
     start_crashes: int = 0
+    #: When the last of those exited (``time.monotonic()``).
+    start_crashed_at: float = 0.0
 
     def spawn(self, spawn: Spawn) -> None:
         self.channel.send(op="spawn", spawn=dataclasses.asdict(spawn))
@@ -637,10 +642,14 @@ class Supervisor:
         waiting = self._connection_waiting() or (self.duties is not None and self.duties.pending)
         if waiting and self._waiting_since is None:
             self._waiting_since = time.monotonic()
+        if zygote.start_crashes and any(
+            r.pid is not None and board.get(r.slot, "ready_at") for r in mine
+        ):
+            zygote.start_crashes = 0  # a worker serves: the app starts again
         if (
             waiting
             and zygote.start_crashes >= START_CRASHES
-            and not any(r.pid is not None and board.get(r.slot, "ready_at") for r in mine)
+            and time.monotonic() - zygote.start_crashed_at < START_CRASHES_HELD
         ):
             self._refuse_waiting(zygote)
         decision = scaler.decide(views, waiting)
@@ -802,11 +811,15 @@ class Supervisor:
                 return
             self.records.remove(record)
             code = message["code"]
+            rows = record.zygote.board
+            served = rows is not None and rows.get(record.slot, "ready_at") > 0
+            if served:
+                zygote.start_crashes = 0  # however it ended, the app started
+            elif code != 0 and not record.retiring:
+                zygote.start_crashes += 1
+                zygote.start_crashed_at = time.monotonic()
             if code != 0 and not record.retiring:
                 zygote.last_crash = code
-                rows = record.zygote.board
-                served = rows is not None and rows.get(record.slot, "ready_at") > 0
-                zygote.start_crashes = 0 if served else zygote.start_crashes + 1
             # exit code 0 without having stopped accepting first (os._exit(0) in a
             # function) is a death all the same: its requests get their 502
             board = record.zygote.board
