@@ -114,6 +114,43 @@ def test_a_value_json_cannot_carry_is_logged_escaped_and_never_fails_the_caller(
     assert line["invocation_id"] == "abc"
 
 
+def test_a_lone_surrogate_beside_a_dict_with_a_tuple_key_is_logged(basic_host: Host) -> None:
+    """Either alone was written; together, the escaping fallback turned the tuple key into
+    a list, which no dict can hold: the function failed with a 500."""
+    with basic_host.client() as client:
+        r = client.get("/log-odd")
+    assert (r.status_code, r.text) == (200, "logged")
+    inv = r.headers["x-invocation-id"]
+    for msg in ("upload", "bound upload"):
+        line = basic_host.wait_for_log(msg=msg, invocation_id=inv)
+        assert line["filename"] == "caf\\udce9.txt"
+        assert line["sizes"] == {"(640, 480)": "vga"}  # the key's repr, as the encoder writes it
+
+
+def test_a_line_whose_fields_cannot_be_written_at_all_still_goes_out() -> None:
+    """The last resort: a dict that holds itself cannot be escaped either; the line keeps
+    its own fields and says why the rest is missing, and the caller goes on."""
+    loop: dict[str, object] = {}
+    loop["self"] = loop
+    read_end, write_end = os.pipe()
+    log = Logger(LogSink(write_end), {"invocation_id": "abc"})
+    log.info("caf\udce9", loop=loop)
+    log.bind(loop=loop).warning("bound")
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as out:
+        lines = [json.loads(line) for line in out]
+    assert [(x["msg"], x["level"], x["invocation_id"]) for x in lines] == [
+        ("caf\\udce9", "info", "abc"),
+        ("bound", "warning", "abc"),
+    ]
+    for line in lines:
+        assert "loop" not in line
+        assert line["log_error"] == (
+            "the fields of this line could not be written as JSON (RecursionError); "
+            "log plain values: str, numbers, lists and dicts of them"
+        )
+
+
 def test_a_message_that_is_not_a_string_is_logged_as_its_str() -> None:
     """``ctx.log.info(count)``, as ``logging.info(count)`` would: the line's ``msg`` is
     always a string, so whatever reads the lines can rely on its type."""

@@ -103,7 +103,7 @@ class LogSink:
         try:
             line = _encode(record)
         except Exception:  # a lone surrogate, a repr that raises: logging never fails a caller
-            line = _encode(_loggable(record))
+            line = _escaped(record)
         loop = self._loop
         if loop is None:
             self._write(line + b"\n")
@@ -266,20 +266,41 @@ def _message(value: object) -> str:
         return f"<{type(value).__name__} whose str raised>"
 
 
+def _escaped(record: dict[str, Any]) -> bytes:
+    """``record`` as a JSON line, made encodable (``_loggable``); if even that fails (a
+    dict that holds itself), a line of its own fields that says why: never an exception."""
+    try:
+        return _encode(_loggable(record))
+    except Exception as exc:
+        kept = {k: _loggable(v) for k, v in record.items() if k in _OWN and type(v) is str}
+        kept["log_error"] = (
+            f"the fields of this line could not be written as JSON ({type(exc).__name__}); "
+            "log plain values: str, numbers, lists and dicts of them"
+        )
+        return _encode(kept)
+
+
 def _loggable(value: Any) -> Any:
     """``value`` made encodable: a string's lone surrogates (a file name that is not
-    UTF-8, decoded with ``surrogateescape``) as ``\\udcff`` escapes, and anything whose
+    UTF-8, decoded with ``surrogateescape``) as ``\\udcff`` escapes, a dict's keys that
+    are not strings as their ``repr`` (as the encoder writes them), and anything whose
     ``repr`` raises named by its type."""
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, dict):
-        return {_loggable(k): _loggable(v) for k, v in value.items()}
+        return {
+            _loggable(k if isinstance(k, str) else _repr(k)): _loggable(v) for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [_loggable(v) for v in value]
     if value is None or isinstance(value, bool | int | float):
         return value
+    return _loggable(_repr(value))
+
+
+def _repr(value: object) -> str:
     try:
-        return _loggable(repr(value))
+        return repr(value)
     except Exception:
         return f"<{type(value).__name__} whose repr raised>"
 
@@ -295,7 +316,9 @@ def _bytes_as_text(record: dict[str, Any]) -> None:
     inside a field's dicts and lists (copied, not changed: they are the caller's)."""
     for key, value in record.items():
         if type(value) in _MAY_HOLD_BYTES:
-            record[key] = _as_text(value)
+            # a dict that holds itself is left as it is: emit's line says it could not be written
+            with contextlib.suppress(RecursionError):
+                record[key] = _as_text(value)
 
 
 def _as_text(value: Any) -> Any:

@@ -126,6 +126,14 @@ def hello(req: hibana.Request, ctx: hibana.Context) -> str:
     return f"Hello {req.params['name']}"
 
 
+@app.http("/log-odd", methods=["GET"])
+def log_odd(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Logs a lone surrogate (a file name that is not UTF-8) beside a dict with a tuple key."""
+    ctx.log.info("upload", filename="caf\udce9.txt", sizes={(640, 480): "vga"})
+    ctx.log.bind(filename="caf\udce9.txt", sizes={(640, 480): "vga"}).info("bound upload")
+    return "logged"
+
+
 @app.http("/chatty/{lines:int}", methods=["GET"])
 def chatty(req: hibana.Request, ctx: hibana.Context) -> str:
     """Logs ``lines`` lines of about 1 KB each (a function that logs a lot)."""
