@@ -151,6 +151,39 @@ def test_a_line_whose_fields_cannot_be_written_at_all_still_goes_out() -> None:
         )
 
 
+def test_a_field_named_like_a_renamed_one_or_an_exceptions_is_kept(basic_host: Host) -> None:
+    """``msg=`` was renamed ``msg_`` over the caller's own ``msg_``, losing one of them
+    silently; ``ctx.log.exception(..., error=...)`` raised (the function answered 500)."""
+    with basic_host.client() as client:
+        clash = client.get("/log-clash/msg")
+        exception = client.get("/log-clash/exception")
+    assert (clash.status_code, clash.text) == (200, "logged")
+    line = basic_host.wait_for_log(invocation_id=clash.headers["x-invocation-id"], msg="clash")
+    assert (line["msg_"], line["msg__"]) == ("other", "kept?")
+    assert (exception.status_code, exception.text) == (200, "logged")
+    line = basic_host.wait_for_log(
+        invocation_id=exception.headers["x-invocation-id"], msg="upload failed"
+    )
+    assert line["level"] == "error"
+    assert line["error"] == "ValueError: the upload is empty"
+    assert 'raise ValueError("the upload is empty")' in line["traceback"]
+    assert line["error_"] == "mine"
+
+
+def test_a_line_at_a_level_that_is_none_of_the_four_names_them(basic_host: Host) -> None:
+    """A programming error, so it raises; it was a bare ``KeyError: 'fatal'``."""
+    with basic_host.client() as client:
+        r = client.get("/log-clash/fatal")
+    assert r.status_code == 500
+    line = basic_host.wait_for_log(
+        invocation_id=r.headers["x-invocation-id"], msg="function raised"
+    )
+    assert line["error"] == (
+        "ValueError: log level 'fatal' is not one of 'debug', 'info', 'warning', 'error'; "
+        "call ctx.log.log() with one of those, or ctx.log.error(...) and the like"
+    )
+
+
 def test_a_message_that_is_not_a_string_is_logged_as_its_str() -> None:
     """``ctx.log.info(count)``, as ``logging.info(count)`` would: the line's ``msg`` is
     always a string, so whatever reads the lines can rely on its type."""

@@ -332,16 +332,27 @@ def _as_text(value: Any) -> Any:
     return value
 
 
-def _renamed(fields: dict[str, Any]) -> dict[str, Any]:
-    """``fields`` with any named like a line's own (ts, level, msg, and the invocation's
-    ids) renamed with a ``_`` after it (``msg_``, ``invocation_id_``): a caller's
-    ``msg=text`` is kept without hiding the line's message, ``level=`` cannot make an
-    error line look like info, and ``invocation_id=`` cannot put the line on another
+def _renamed(fields: dict[str, Any], own: frozenset[str] | None = None) -> dict[str, Any]:
+    """``fields`` with any named like a line's own (``own``: ts, level, msg, and the
+    invocation's ids) renamed with a ``_`` after it (``msg_``, ``invocation_id_``), or as
+    many as it takes to find a name no other field has: a caller's ``msg=text`` is kept
+    without hiding the line's message (nor a ``msg_=`` of its own), ``level=`` cannot make
+    an error line look like info, and ``invocation_id=`` cannot put the line on another
     invocation's account."""
-    return {(f"{k}_" if k in _OWN else k): v for k, v in fields.items()}
+    own = _OWN if own is None else own
+    renamed: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key in own:
+            key += "_"
+            while key in fields or key in renamed:
+                key += "_"
+        renamed[key] = value
+    return renamed
 
 
 _OWN = frozenset({"ts", "level", "msg", "invocation_id", "function", "trace_id", "span_id"})
+#: The names of a line's own fields and of those ``Logger.exception`` adds.
+_OWN_AND_ERROR = _OWN | {"error", "traceback"}
 
 
 class Logger:
@@ -368,6 +379,13 @@ class Logger:
         return Logger(self._sink, bound)
 
     def log(self, level: Level, msg: str, /, **fields: Any) -> None:
+        """A line at ``level``: "debug", "info", "warning" or "error" (another is a
+        ValueError: a line whose level no reader knows would be missed)."""
+        if level not in _LEVELS:
+            raise ValueError(
+                f"log level {level!r} is not one of {', '.join(map(repr, _LEVELS))}; "
+                "call ctx.log.log() with one of those, or ctx.log.error(...) and the like"
+            )
         self._line(level, msg, fields)
 
     def _line(self, level: Level, msg: str, fields: dict[str, Any]) -> None:
@@ -402,8 +420,16 @@ class Logger:
         self._line("error", msg, fields)
 
     def exception(self, msg: str, exc: BaseException, /, **fields: Any) -> None:
-        """An error line carrying ``exc``'s type, message and traceback."""
-        self.log("error", msg, **error_fields(exc), **fields)
+        """An error line carrying ``exc``'s type, message and traceback (``error`` and
+        ``traceback``: a field of the caller's named so is kept renamed, as ``error_``)."""
+        told: dict[str, Any] = error_fields(exc)
+        if fields:
+            told.update(
+                _renamed(fields, _OWN_AND_ERROR)
+                if "error" in fields or "traceback" in fields
+                else fields
+            )
+        self._line("error", msg, told)
 
 
 def error_fields(exc: BaseException) -> dict[str, str]:

@@ -134,6 +134,22 @@ def log_odd(req: hibana.Request, ctx: hibana.Context) -> str:
     return "logged"
 
 
+@app.http("/log-clash/{case}", methods=["GET"])
+def log_clash(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Logs fields whose names a line or its renaming already uses, or at no level."""
+    case = req.params["case"]
+    if case == "msg":
+        ctx.log.info("clash", msg="kept?", msg_="other")
+    elif case == "exception":
+        try:
+            raise ValueError("the upload is empty")
+        except ValueError as exc:
+            ctx.log.exception("upload failed", exc, error="mine")
+    else:
+        ctx.log.log(case, "at a level of its own")
+    return "logged"
+
+
 @app.http("/chatty/{lines:int}", methods=["GET"])
 def chatty(req: hibana.Request, ctx: hibana.Context) -> str:
     """Logs ``lines`` lines of about 1 KB each (a function that logs a lot)."""
