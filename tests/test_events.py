@@ -275,6 +275,18 @@ def test_text_data_in_its_own_charset_and_a_traceparent_that_is_none(
             "the event data's charset 'no-such-charset' is unknown",
         ),
         (
+            {
+                "ce-id": "1",
+                "ce-source": "s",
+                "ce-specversion": "1.0",
+                "ce-type": "t",
+                "content-type": "text/plain; charset=idna",  # it raises UnicodeError
+            },
+            b"xn--zz",
+            400,
+            "the event data is not idna text: decoding with 'idna' codec failed",
+        ),
+        (
             {"ce-id": "x%00y", "ce-source": "s", "ce-specversion": "1.0", "ce-type": "t"},
             b"",
             400,

@@ -62,6 +62,29 @@ def test_a_body_that_is_not_a_form_is_a_400_naming_the_type(basic_host: Host) ->
     )
 
 
+def test_a_charset_whose_codec_raises_unicode_error_is_a_400_or_falls_back(
+    basic_host: Host,
+) -> None:
+    """idna and punycode raise UnicodeError, not its UnicodeDecodeError: a field in one
+    answered 500, and so did a ``filename*`` in one rather than give way to ``filename``."""
+    head = b"--x\r\nContent-Disposition: form-data; "
+    field = head + b'name="q"\r\nContent-Type: text/plain; charset=idna\r\n\r\nxn--zz\r\n--x--'
+    named = head + (
+        b'name="f"; filename="plain.txt"; filename*=punycode\'\'%78%6E%2D%2D%7A%7A\r\n'
+        b"\r\ndata\r\n--x--"
+    )
+    multipart = {"content-type": "multipart/form-data; boundary=x"}
+    with basic_host.client() as client:
+        bad = client.post("/form", content=field, headers=multipart)
+        fallback = client.post("/form", content=named, headers=multipart)
+    assert bad.status_code == 400
+    assert bad.json()["error"].startswith(
+        "form field 'q' is not valid idna text: decoding with 'idna' codec failed"
+    )
+    assert fallback.status_code == 200, fallback.text
+    assert [f[:2] for f in fallback.json()["files"]] == [["f", "plain.txt"]]
+
+
 def test_preamble_epilogue_and_a_quoted_boundary_are_understood() -> None:
     body = (
         b"a preamble to ignore\r\n--b o\r\n"

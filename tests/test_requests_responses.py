@@ -10,6 +10,7 @@ import pytest
 
 from hibana import BadRequest, HTTPError, Request, Response, StreamingResponse
 from hibana.responses import to_response
+from tests.hosts import Host
 
 
 def make_request(
@@ -179,6 +180,21 @@ def test_text_with_an_unknown_charset_is_a_bad_request() -> None:
     req = make_request(headers=[(b"content-type", b"text/plain; charset=klingon")], body=b"x")
     with pytest.raises(BadRequest, match="request body is not valid klingon text"):
         req.text()
+
+
+@pytest.mark.parametrize("charset", ["idna", "punycode"])
+def test_text_in_a_charset_whose_codec_raises_unicode_error_is_a_400(
+    basic_host: Host, charset: str
+) -> None:
+    """Those codecs raise UnicodeError, not its UnicodeDecodeError: it answered 500."""
+    with basic_host.client() as client:
+        r = client.post(
+            "/text", content=b"xn--zz", headers={"content-type": f"text/plain; charset={charset}"}
+        )
+    assert r.status_code == 400
+    assert r.json()["error"].startswith(
+        f"request body is not valid {charset} text: decoding with '{charset}' codec failed"
+    )
 
 
 # --- Response ------------------------------------------------------------------------------

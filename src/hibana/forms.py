@@ -116,7 +116,7 @@ def _part(
     charset = type_params.get("charset") or "utf-8"
     try:
         fields.append((name, data.decode(charset)))
-    except (LookupError, UnicodeDecodeError) as exc:
+    except (LookupError, UnicodeError) as exc:  # idna and punycode raise UnicodeError
         raise BadRequest(f"form field {name!r} is not valid {charset} text: {exc}") from None
 
 
@@ -197,6 +197,6 @@ def _filename(params: dict[str, str]) -> str | None:
         if quote and quote2:
             try:
                 return unquote(encoded, encoding=charset or "utf-8", errors="strict")
-            except (LookupError, UnicodeDecodeError):
+            except (LookupError, UnicodeError):  # idna and punycode raise UnicodeError
                 pass  # then the plain filename, if there is one
     return params.get("filename")

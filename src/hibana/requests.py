@@ -135,7 +135,8 @@ class Request:
                 charset = value.strip().strip('"')
         try:
             return self.body.decode(charset)
-        except (LookupError, UnicodeDecodeError) as exc:
+        # UnicodeError: what idna and punycode raise, not its UnicodeDecodeError
+        except (LookupError, UnicodeError) as exc:
             raise BadRequest(f"request body is not valid {charset} text: {exc}") from None
 
     def json(self) -> Any:

@@ -305,7 +305,7 @@ def _text(body: bytes, content_type: str) -> str:
         return body.decode(charset)
     except LookupError:
         raise EventError(400, f"the event data's charset {charset!r} is unknown") from None
-    except UnicodeDecodeError as exc:
+    except UnicodeError as exc:  # UnicodeDecodeError, or what idna and punycode raise
         raise EventError(400, f"the event data is not {charset} text: {exc}") from None
 
 

@@ -193,6 +193,11 @@ def echo(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     return hibana.Response(req.body, status=200, content_type=ctype)
 
 
+@app.http("/text", methods=["POST"])
+def text(req: hibana.Request, ctx: hibana.Context) -> str:
+    return req.text()
+
+
 @app.http("/json", methods=["POST"])
 async def json_echo(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     return hibana.Response.json({"got": req.json()}, status=201)
