@@ -527,6 +527,39 @@ def test_a_forged_response_header_is_a_500_and_never_reaches_the_wire(host: Host
     assert "x-note" in line["error"] and "line break" in line["error"]
 
 
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("to=999", "999"),
+        ("to=0", "0"),
+        ("to=-5", "-5"),
+        ("to=101", "101"),
+        ("to=404&as=str", "'404'"),
+    ],
+)
+def test_a_status_set_after_the_response_was_made_is_checked(
+    host: Host, query: str, said: str
+) -> None:
+    """It went on the wire as it was (``HTTP/1.1 999``); a str gave an empty reply, with
+    no invocation line and no error counted."""
+    errors = host.function_status("set_status")["errors"]
+    with host.client() as client:
+        r = client.get(f"/set-status?{query}")
+        fine = client.get("/set-status?to=404")
+    assert r.status_code == 500
+    assert fine.status_code == 404 and fine.text == "body"
+    line = host.wait_for_log(invocation_id=r.json()["invocation_id"], msg="invocation")
+    assert (line["level"], line["status"], line["outcome"]) == ("error", 500, "error")
+    assert line["error"].startswith(
+        f"ValueError: function 'set_status' returned a Response whose status is {said}: "
+        f"HTTP status {said} is not an integer from 200 to 599"
+    )
+    assert line["error"].endswith(
+        "; set response.status to an int from 200 to 599 (or an http.HTTPStatus)"
+    )
+    assert host.function_status("set_status")["errors"] == errors + 1
+
+
 def test_a_functions_framing_headers_give_way_to_the_hosts(host: Host) -> None:
     """Headers copied from an upstream response (a proxying function) would otherwise
     contradict the host's own and split the response on a kept-alive connection."""

@@ -209,6 +209,9 @@ def to_response(value: Any, function: str) -> Response:
     if kind is dict or kind is list:
         return _plain(_returned_json(value, function), 200, "application/json")
     if isinstance(value, Response):
+        status = value.status
+        if type(status) is not int or not 200 <= status <= 599:
+            _check_set_status(status, function)  # an HTTPStatus passes
         return value
     if isinstance(value, str):
         return _plain(value.encode(), 200, "text/plain; charset=utf-8")
@@ -222,6 +225,18 @@ def to_response(value: Any, function: str) -> Response:
         f"function {function!r} returned {type(value).__name__}; "
         "return a hibana.Response, str, bytes, dict, list or None"
     )
+
+
+def _check_set_status(status: object, function: str) -> None:
+    """Refuse a status set on a Response after it was made (the constructor checks its
+    own): it would go on the wire as it is (``HTTP/1.1 999``), or break the answer."""
+    try:
+        check_status(status)
+    except ValueError as exc:
+        raise ValueError(
+            f"function {function!r} returned a Response whose status is {status!r}: {exc}; "
+            "set response.status to an int from 200 to 599 (or an http.HTTPStatus)"
+        ) from None
 
 
 def _returned_json(value: dict[Any, Any] | list[Any], function: str) -> bytes:

@@ -395,6 +395,15 @@ def forged_header(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     return hibana.Response("x", headers={"x-note": "a\r\nset-cookie: stolen=1"})
 
 
+@app.http("/set-status")
+def set_status(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    """A status set after the Response was made (``?to=999``; ``&as=str``: the text)."""
+    response = hibana.Response("body")
+    to = req.query.get("to", "200")
+    response.status = to if req.query.get("as") == "str" else int(to)  # type: ignore[assignment]
+    return response
+
+
 def _asked_headers(req: hibana.Request) -> list[tuple[str, str]]:
     """The headers in the query (``?h=Name:Value``, repeatable): what an app copying an
     upstream response's headers would return."""
