@@ -134,6 +134,15 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
             },
             "ValueError: Exponential(max=inf): must be a finite number of seconds, 0 or more",
         ),
+        (
+            {
+                "function_app.py": b"import hibana\napp = hibana.App()\n\n\n"
+                b"@app.http('/feed')\nasync def feed(req, ctx):\n    yield b'news'\n"
+            },
+            "function_app.py:5 (feed) is an async generator (an async def with yield): it "
+            "is called for its result, not iterated; to stream an HTTP answer, move the "
+            "yields into an inner async generator and return hibana.StreamingResponse(parts())",
+        ),
     ],
     ids=[
         "circular",
@@ -144,6 +153,7 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
         "keyword-only",
         "retry-nan",
         "retry-inf",
+        "async-generator",
     ],
 )
 def test_more_broken_apps_get_one_clear_message(

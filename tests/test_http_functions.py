@@ -25,6 +25,35 @@ def test_route_parameter_and_text_response(basic_host: Host) -> None:
     assert line["invocation_id"] == r.headers["x-invocation-id"]
 
 
+def test_an_object_with_an_async_call_is_an_async_function(basic_host: Host) -> None:
+    """It was taken for a sync one: every request failed, "returned coroutine"."""
+    with basic_host.client() as client:
+        r = client.get("/callable-object")
+    assert (r.status_code, r.text) == (200, "greeted by a Greeter")
+
+
+def test_a_plain_def_that_returns_a_coroutine_is_a_500_naming_the_fix(basic_host: Host) -> None:
+    """A decorator whose wrapper is a plain def, around an async def."""
+    with basic_host.client() as client:
+        r = client.get("/wrapped-async")
+    assert r.status_code == 500
+    line = basic_host.wait_for_log(invocation_id=r.json()["invocation_id"], msg="invocation")
+    assert line["error"].startswith("TypeError: function 'wrapped_async' (")
+    # where: the wrapper, the code to change
+    assert line["error"].endswith(
+        f"function_app.py:{_line_of('    @functools.wraps(fn)')}) is a plain def that returned a "
+        "coroutine, so its body never ran: a decorator whose wrapper is a plain def around "
+        "an async def does this; make the wrapper `async def` and `return await fn(...)` "
+        "in it (functools.wraps alone does not make it async)"
+    )
+
+
+def _line_of(text: str) -> int:
+    """The line of the basic app's function_app.py that starts with ``text``."""
+    lines = (APPS / "basic" / "function_app.py").read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if line.startswith(text))
+
+
 def test_typed_route_parameter_is_converted_and_mismatch_is_404(basic_host: Host) -> None:
     with basic_host.client() as client:
         ok = client.put("/items/42")

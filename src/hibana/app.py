@@ -6,6 +6,7 @@ runtimes read it. Nothing here starts a server or touches a global.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import sys
@@ -157,6 +158,23 @@ def _check_signature(fn: Callable[..., Any], name: str, where: str, given: str) 
             f"function {where} takes {bare}, but is called with two positional "
             f"arguments, its {given} and the Context: write `def {name}({given}, ctx)`"
         ) from None
+
+
+def _is_async(fn: Callable[..., Any], where: str) -> bool:
+    """Whether calling ``fn`` gives a coroutine to await: an ``async def``, a
+    ``functools.partial`` of one, or an object whose class has an ``async def __call__``
+    (as Starlette's ``is_async_callable`` tells). An async generator function is refused:
+    calling it gives no coroutine, and its body would never run."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    call = type(fn).__call__  # an instance's: a function's own is no coroutine function
+    if inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(call):
+        raise AppError(
+            f"function {where} is an async generator (an async def with yield): it is "
+            "called for its result, not iterated; to stream an HTTP answer, move the yields "
+            "into an inner async generator and return hibana.StreamingResponse(parts())"
+        )
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
 def _caller(depth: int) -> str:
@@ -627,7 +645,7 @@ class Blueprint:
                 name=name,
                 handler=fn,
                 trigger=trigger,
-                is_async=inspect.iscoroutinefunction(fn),
+                is_async=_is_async(fn, where),
                 timeout=float(timeout),
                 max_concurrency=max_concurrency,
                 source=source,

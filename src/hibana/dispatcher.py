@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import types
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -225,9 +226,19 @@ def _call_bound(fn: Callable[..., Any], inv: Invocation, ctx: Context) -> Any:
         raise Cancelled("its deadline passed before a thread was free to run it")
     bound = _set_logger(ctx.log)
     try:
-        return fn(inv.payload, ctx)
+        value = fn(inv.payload, ctx)
     finally:
         _reset_logger(bound)
+    if type(value) is types.CoroutineType:
+        value.close()  # never to be awaited: no "was never awaited" warning on top
+        spec = inv.function
+        raise TypeError(
+            f"function {spec.name!r} ({spec.source}) is a plain def that returned a "
+            "coroutine, so its body never ran: a decorator whose wrapper is a plain def "
+            "around an async def does this; make the wrapper `async def` and `return await "
+            "fn(...)` in it (functools.wraps alone does not make it async)"
+        )
+    return value
 
 
 def _resolve(fut: asyncio.Future[bool], value: bool) -> None:

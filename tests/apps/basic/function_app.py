@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import contextvars
+import functools
 import hashlib
 import logging
 import os
@@ -10,7 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import hibana
 
@@ -402,6 +404,34 @@ def set_status(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     to = req.query.get("to", "200")
     response.status = to if req.query.get("as") == "str" else int(to)  # type: ignore[assignment]
     return response
+
+
+class Greeter:
+    """An object whose class has an ``async def __call__``: an async function."""
+
+    async def __call__(self, req: hibana.Request, ctx: hibana.Context) -> str:
+        await asyncio.sleep(0)
+        return f"greeted by a {type(self).__name__}"
+
+
+app.http("/callable-object", name="callable_object")(Greeter())
+
+
+def _traced(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A decorator whose wrapper is a plain def: around an async def, it returns the
+    coroutine without awaiting it."""
+
+    @functools.wraps(fn)
+    def wrapper(req: hibana.Request, ctx: hibana.Context) -> Any:
+        return fn(req, ctx)
+
+    return wrapper
+
+
+@app.http("/wrapped-async")
+@_traced
+async def wrapped_async(req: hibana.Request, ctx: hibana.Context) -> str:
+    return "never"
 
 
 def _asked_headers(req: hibana.Request) -> list[tuple[str, str]]:
