@@ -12,6 +12,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
+import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 
@@ -103,3 +106,50 @@ def drop_schema(dsn: str, schema: str) -> None:
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+class StallingProxy:
+    """A TCP forwarder to a PostgreSQL server that can stop passing bytes on, its
+    connections left open: a server that stops answering (a network partition, a hung
+    machine), which no reset or error reveals."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.stalled = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, store_url: str) -> str:
+        """``store_url`` (host and port of the target) through this proxy."""
+        parts = urllib.parse.urlsplit(store_url)
+        netloc = parts.netloc.replace(
+            f"{self.target[0]}:{self.target[1]}", f"127.0.0.1:{self.port}"
+        )
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            self._open += (client, server)
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                while self.stalled.is_set():
+                    time.sleep(0.05)  # held: not passed on, not refused
+                dst.sendall(data)
+
+    def close(self) -> None:
+        self.stalled.clear()
+        self._listener.close()
+        for sock in self._open:
+            with contextlib.suppress(OSError):
+                sock.close()

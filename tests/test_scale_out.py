@@ -3,12 +3,17 @@ never processed by two of them at once, nor lost."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import urllib.parse
 from collections import Counter
 from pathlib import Path
 
 from hibana.store import NewMessage, open_store
+from hibana.store.postgres import PostgresEngine
 from tests.hosts import copy_app, started
+from tests.pg import StallingProxy
 from tests.test_queues import records, run, wait_until
 from tests.test_timers import fired
 
@@ -118,3 +123,47 @@ def test_the_host_rides_out_lost_postgresql_connections(
             # new connections, not the old ones: the engine reconnected
             after = backends()
             assert after and not after & before
+
+
+def test_sigterm_ends_the_host_when_postgresql_stops_answering(
+    tmp_path: Path, pg_store_url: str
+) -> None:
+    """A server that stops answering (a partition: no reset, no error) holds the host's
+    last writes for ever: it exits all the same, saying what it left."""
+    import httpx
+
+    target = urllib.parse.urlsplit(pg_store_url)
+    proxy = StallingProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    app_dir = copy_app("queues", tmp_path)
+    gen = started(
+        app_dir, "--workers", "1", "--store", proxy.url(pg_store_url), "--shutdown-timeout", "1"
+    )
+    host = next(gen)
+    try:
+        with host.client() as client:
+            assert client.post("/orders", json={"data": {"n": 1}}).status_code == 202
+            wait_until(lambda: len(records(app_dir, "order")) == 1)
+            proxy.stalled.set()
+            # an enqueue, and the host's own work, now wait on a server that says nothing
+            with contextlib.suppress(httpx.TimeoutException):
+                client.post("/orders", json={"data": {"n": 2}}, timeout=1)
+        host.signal(signal.SIGTERM)
+        assert host.wait_exit(30) == 0
+        assert host.wait_for_stderr(r"did not answer within 5s; exiting without what was left")
+    finally:
+        gen.close()
+        proxy.close()
+
+
+def test_a_store_url_passes_libpq_parameters_with_spaces_as_given(pg_store_url: str) -> None:
+    # libpq reads no "+" as a space: the URL's %20 must reach it as one
+    url = f"{pg_store_url}&options=-c%20statement_timeout%3D4321&application_name=my%20app"
+    engine = PostgresEngine(url)
+    engine.connect()
+    try:
+        settings = engine.conn.execute(
+            "SELECT current_setting('statement_timeout'), current_setting('application_name')"
+        ).fetchone()
+        assert settings == ("4321ms", "my app")
+    finally:
+        engine.close()

@@ -35,7 +35,7 @@ from hibana.host.handoff import HeldConnections, raw_answer, refuse_backlog
 from hibana.host.scaling import Scaler, Scaling, WorkerView
 from hibana.host.service_manager import ServiceManager
 from hibana.host.store_duties import StoreDuties
-from hibana.store.base import Store
+from hibana.store.base import CLOSE_TIMEOUT, Store
 from hibana.telemetry.logs import LogSink, ProcessOutput, timestamp
 
 if TYPE_CHECKING:
@@ -235,8 +235,12 @@ class Supervisor:
         finally:
             self.connections.close()
             self._stop_duties()
-            if self.store is not None:
-                self.store.close()
+            if self.store is not None and not self.store.close(CLOSE_TIMEOUT):
+                self.report(
+                    f"the store {self.store.display} did not answer within "
+                    f"{CLOSE_TIMEOUT:g}s; exiting without what was left to write "
+                    "(leases run out and their messages are delivered again)"
+                )
             if self.admin is not None:
                 self.admin.close()
             self.sock.close()

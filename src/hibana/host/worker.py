@@ -34,7 +34,7 @@ from hibana.host.lifeline import die_with_parent
 from hibana.host.loader import load_app
 from hibana.host.open_files import connections_before_limit
 from hibana.runtimes.python import FunctionThreads
-from hibana.store.base import Store
+from hibana.store.base import CLOSE_TIMEOUT, Store
 from hibana.telemetry.logs import (
     Logger,
     LogSink,
@@ -173,8 +173,13 @@ class Worker:
             self.sink.detach()  # the loop is gone: write at once
             self.log.exception("worker crashed", exc)
             code = 1
-        if self.store is not None:
-            self.store.close()  # every settlement asked for is written before we go
+        if self.store is not None and not self.store.close(CLOSE_TIMEOUT):
+            # every settlement asked for is written before we go; unless the database
+            # stopped answering: what they were is left to run out (delivered again)
+            self.log.error(
+                "the store did not answer; exiting without the settlements left to write",
+                seconds=CLOSE_TIMEOUT,
+            )
         self.sink.detach()  # the loop is gone: write at once
         if isinstance(sys.stdout, PrintedLines):
             sys.stdout.flush_all()  # printed text that never got its newline

@@ -264,6 +264,11 @@ class _Op:
     done: Callable[[Any, BaseException | None], None]
 
 
+#: How long the last writes may take as a host process exits with ``Store.close``: a
+#: database that stopped answering must not keep it from exiting.
+CLOSE_TIMEOUT = 5.0
+
+
 class Store:
     """The async interface to a store engine. Safe to use from several event loops and
     threads at once; every call is answered after its transaction commits."""
@@ -303,15 +308,20 @@ class Store:
             )
             self._thread.start()
 
-    def close(self) -> None:
-        """Finish every operation already asked for, then disconnect."""
+    def close(self, timeout: float | None = None) -> bool:
+        """Finish every operation already asked for, then disconnect. False if they did not
+        finish within ``timeout`` seconds (a database that stopped answering): they are
+        left to the writer thread, which dies with the process, and nothing is closed."""
         with self._lock:
             if self._thread is None or self._closed:
-                return
+                return True
             self._closed = True
             self._ops.put(None)
-        self._thread.join()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return False
         self.engine.close()
+        return True
 
     # operations
     async def declare(self, queues: Sequence[QueueInfo]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from hibana.errors import StoreError
 from hibana.store.base import ChangeWatcher
@@ -68,7 +68,8 @@ def split_url(url: str) -> tuple[str, str | None]:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     schema = next((v for k, v in query if k == "schema"), None)
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    # quote, not quote_plus: libpq reads no "+" as a space (options=-c%20statement_timeout)
+    rest = urlencode([(k, v) for k, v in query if k != "schema"], quote_via=quote)
     if schema is not None and not schema.replace("_", "").isalnum():
         raise StoreError(
             f"schema={schema!r} in the store URL must be letters, digits and underscores"
@@ -85,8 +86,21 @@ def _redacted(url: str) -> str:
     query = parse_qsl(parts.query, keep_blank_values=True)
     if any(k == "password" for k, _ in query):
         hidden = [(k, "***" if k == "password" else v) for k, v in query]
-        parts = parts._replace(query=urlencode(hidden, safe="*"))
+        parts = parts._replace(query=urlencode(hidden, safe="*", quote_via=quote))
     return urlunsplit(parts)
+
+
+#: libpq's connection parameters for noticing a dead server: a connection attempt gives up
+#: after 10 s; an idle one is probed after 30 s; one whose data goes unacknowledged for
+#: 60 s fails (and is made again), rather than waiting for TCP's 15 minutes.
+_LIVENESS: dict[str, int] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,
+}
 
 
 class PostgresEngine(SqlEngine):
@@ -97,6 +111,10 @@ class PostgresEngine(SqlEngine):
         self.display = _redacted(url)
         self.conn: Any = None
         self._sql: dict[str, str] = {}
+        given = {k for k, _ in parse_qsl(urlsplit(url).query)}
+        #: What finds a connection to a server that has gone away (a network partition:
+        #: no reset, nothing sent back), unless the URL says otherwise.
+        self._liveness: dict[str, Any] = {k: v for k, v in _LIVENESS.items() if k not in given}
 
     def connect(self) -> None:
         try:
@@ -106,7 +124,7 @@ class PostgresEngine(SqlEngine):
                 "the PostgreSQL store needs psycopg: pip install 'psycopg[binary]'"
             ) from None
         try:
-            self.conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            self.conn = psycopg.connect(self.url, autocommit=True, **self._liveness)
         except psycopg.Error as exc:
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreError(
