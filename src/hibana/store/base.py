@@ -78,6 +78,8 @@ class Settle:
     #: retry / dead: the error of this attempt.
     error: str | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
+    #: dead: this delivery was not run (set aside as it was claimed): it is no attempt.
+    unrun: bool = False
 
 
 @dataclass(frozen=True, slots=True)

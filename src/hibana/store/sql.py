@@ -282,12 +282,16 @@ class SqlEngine(Engine):
                 "grp = NULL, attempt = attempt - 1 WHERE id = ? AND attempt = ?",
                 releases,
             )
-        dead = [(dump_errors(s.errors), now, s.id, s.attempt) for s in items if s.kind == "dead"]
+        dead = [
+            (int(s.unrun), dump_errors(s.errors), now, s.id, s.attempt)
+            for s in items
+            if s.kind == "dead"
+        ]
         if dead:
             self._many(
                 "INSERT INTO hibana_dead "
                 "(id, queue, body, trace, enqueued_at, attempts, errors, died_at) "
-                "SELECT id, queue, body, trace, enqueued_at, attempt, ?, ? "
+                "SELECT id, queue, body, trace, enqueued_at, attempt - ?, ?, ? "
                 "FROM hibana_messages WHERE id = ? AND attempt = ?",
                 dead,
             )

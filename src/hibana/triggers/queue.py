@@ -570,16 +570,22 @@ class QueueConsumer:
                 )
             else:
                 error = self.sink.scrub(why)
-            errors = [*d.errors, {"attempt": d.attempt, "error": error, "at": round(now, 3)}]
+            # the claim that found it is no attempt: it did not run. The dead letter counts
+            # the attempts that ran; this note is on the last of them, as its death's is.
+            unrun = why is None
+            attempt = d.attempt - 1 if unrun else d.attempt
+            errors = [*d.errors, {"attempt": attempt, "error": error, "at": round(now, 3)}]
             if keeps:
-                settles.append(Settle("dead", d.id, d.attempt, error=error, errors=errors))
+                settles.append(
+                    Settle("dead", d.id, d.attempt, error=error, errors=errors, unrun=unrun)
+                )
             else:
                 settles.append(Settle("ack", d.id, d.attempt))
             Logger(self.sink, {**self.log.fields, "function": spec.name}).error(
                 "dead letter, not run" if keeps else "timer slot dropped, not run",
                 queue=d.queue,
                 message_id=d.id,
-                attempt=d.attempt,
+                attempt=attempt,
                 error=error,
             )
         if settles:
