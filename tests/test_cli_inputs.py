@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +45,41 @@ def _refused(args: list[str], message: str) -> None:
     assert result.returncode == 2, result
     assert f"Invalid value: {message}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_queue_send_reads_a_message_too_large_for_the_command_line_from_a_file_or_stdin(
+    app_dir: Path, store: Store, tmp_path: Path
+) -> None:
+    # 200 KB: under the 256 KiB a message holds, over the 128 KiB an argument does
+    document = json.dumps({"p": "x" * 200_000})
+    (tmp_path / "big.json").write_text(document)
+    from_file = run_cli(
+        "queue", "send", "orders", "--data", f"@{tmp_path / 'big.json'}", "--app", str(app_dir)
+    )
+    assert from_file.returncode == 0, from_file.stderr
+    from_stdin = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hibana",
+            "queue",
+            "send",
+            "orders",
+            "--data",
+            "@-",
+            "--app",
+            str(app_dir),
+        ],
+        input=document.encode(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    messages = asyncio.run(store.claim("orders", "test", 2, lease=30))
+    assert [json.loads(m.body) for m in messages] == [{"p": "x" * 200_000}] * 2
+    missing = run_cli("queue", "send", "orders", "--data", "@/no/such.json", "--app", str(app_dir))
+    assert missing.returncode == 2
+    assert "--data @/no/such.json: cannot read it: No such file or directory" in missing.stderr
 
 
 @pytest.mark.parametrize(

@@ -581,12 +581,27 @@ def _finite(number: str) -> float:
     return value
 
 
+def _read_document(option: str, source: str) -> str:
+    """What ``option @FILE`` (or ``@-``, standard input) names: a document too large for
+    the command line (an argument holds 128 KiB at most on Linux)."""
+    try:
+        if source == "-":
+            return sys.stdin.buffer.read().decode()
+        return Path(source).read_bytes().decode()
+    except OSError as exc:
+        _usage(f"{option} @{source}: cannot read it: {exc.strerror or exc}")
+    except UnicodeDecodeError as exc:
+        _usage(f"{option} @{source} is not UTF-8 text: {exc}")
+
+
 def _json_option(option: str, text: str) -> Any:
     """The JSON document ``text`` holds; a usage error naming ``option`` unless it is one
     that any JSON reader reads back as sent: Python's own reader takes NaN and Infinity,
     and lone surrogates (``"\\ud800"``), which become null and an encoding error later."""
     import json
 
+    if text.startswith("@"):
+        text = _read_document(option, text[1:])
     _text(option, text)
     try:
         document = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
@@ -626,7 +641,12 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 @queue_cli.command("send")
 def queue_send(
     queue: Annotated[str, typer.Argument(metavar="QUEUE", help="The queue to send to.")],
-    data: Annotated[str, typer.Option("--data", help="The message: a JSON document.")],
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data", help="The message: a JSON document, or @FILE, or @- to read standard input."
+        ),
+    ],
     delay: Annotated[
         float, typer.Option(help="Seconds before it is delivered: 0 to 31536000 (365 days).")
     ] = 0.0,
@@ -774,7 +794,10 @@ def events_publish(
     topic: Annotated[str, typer.Argument(metavar="TOPIC", help="The topic to publish to.")],
     type_: Annotated[str, typer.Option("--type", help="The event's type attribute.")],
     source: Annotated[str, typer.Option(help="The event's source attribute.")],
-    data: Annotated[str | None, typer.Option("--data", help="The event's data: JSON.")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="The event's data: JSON, or @FILE, or @- for standard input."),
+    ] = None,
     subject: Annotated[str | None, typer.Option(help="The event's subject.")] = None,
     event_id: Annotated[
         str | None, typer.Option("--id", help="The event's id (default: a new one).")
