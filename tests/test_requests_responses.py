@@ -248,6 +248,16 @@ def test_headers_as_a_list_keep_repeats() -> None:
     assert header(r, "vary") == ["accept", "cookie"]
 
 
+def test_a_header_value_is_text_a_number_or_bytes_and_never_none() -> None:
+    r = Response(b"", headers={"x-count": 3, "x-raw": b"caf\xe9", "x-text": "t"})  # type: ignore[arg-type]
+    assert [header(r, n) for n in ("x-count", "x-raw", "x-text")] == [["3"], ["caf\xe9"], ["t"]]
+    with pytest.raises(TypeError) as raised:
+        Response("x", headers={"ETag": None})  # type: ignore[arg-type]
+    assert str(raised.value) == (
+        "header 'ETag' is None; leave the header out, or give its value as a str"
+    )
+
+
 def test_set_cookie_twice_keeps_both() -> None:
     r = Response("ok")
     r.set_cookie("session", "abc")

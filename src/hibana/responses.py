@@ -62,7 +62,9 @@ class Response:
         #: Chunks sent as they come instead of ``body`` (see ``StreamingResponse``).
         self.stream: AsyncIterator[bytes | str] | None = None
         items = headers.items() if isinstance(headers, Mapping) else (headers or ())
-        self.headers: list[tuple[str, str]] = [(str(k), str(v)) for k, v in items]
+        self.headers: list[tuple[str, str]] = [
+            (str(k), v if type(v) is str else _header_text(k, v)) for k, v in items
+        ]
         if content_type is not None and not self.has_header("content-type"):
             self.headers.append(("content-type", content_type))
 
@@ -237,6 +239,18 @@ def _check_set_status(status: object, function: str) -> None:
             f"function {function!r} returned a Response whose status is {status!r}: {exc}; "
             "set response.status to an int from 200 to 599 (or an http.HTTPStatus)"
         ) from None
+
+
+def _header_text(name: object, value: object) -> str:
+    """A header value given as something else than text: a number as its digits, bytes as
+    Latin-1 (as they go on the wire); None is refused, not sent as the word ``None``."""
+    if value is None:
+        raise TypeError(
+            f"header {name!r} is None; leave the header out, or give its value as a str"
+        )
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("latin-1")
+    return str(value)
 
 
 def _returned_json(value: dict[Any, Any] | list[Any], function: str) -> bytes:
