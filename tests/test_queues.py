@@ -556,3 +556,17 @@ def test_a_function_running_past_its_timeout_is_not_delivered_again_meanwhile(
         host.wait_for_log(function=queue, outcome="timeout", dead_lettered=True, timeout=20)
     finally:
         host.stop()
+
+
+def test_a_store_file_deleted_under_the_host_is_named_not_written_into_the_void(
+    host: Host, app_dir: Path
+) -> None:
+    with host.client() as client:
+        assert client.post("/orders", json={"data": {"n": 1}}).status_code == 202
+        for name in ("state.db", "state.db-wal", "state.db-shm"):
+            (app_dir / ".hibana" / name).unlink(missing_ok=True)
+        time.sleep(1.1)  # the file is checked once a second at most
+        lost = client.post("/orders", json={"data": {"n": 2}})
+    assert lost.status_code == 500  # not a 202 for a message nothing will ever see
+    line = host.wait_for_log(msg="function raised", invocation_id=lost.json()["invocation_id"])
+    assert "store file" in line["error"] and "was deleted or replaced" in line["error"]

@@ -64,10 +64,16 @@ _CLAIM = (
 )
 
 
+#: Seconds between the checks that the store file is still the one opened.
+_FILE_CHECK = 1.0
+
+
 class SqliteEngine(SqlEngine):
     migrations = _MIGRATIONS
 
     def __init__(self, path: str | Path) -> None:
+        self._file: tuple[int, int] | None = None
+        self._check_at = 0.0
         self.path = Path(path)
         self.display = f"sqlite:///{self.path}"
         self.conn: sqlite3.Connection | None = None
@@ -95,7 +101,26 @@ class SqliteEngine(SqlEngine):
                 "and writable?"
             ) from None
         self.conn = conn
+        self._file = self._identity()
+        self._check_at = time.monotonic() + _FILE_CHECK
         self._migrate()
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _check_file(self) -> None:
+        """Refuse to go on with a file that is no longer the store's: deleted, or replaced
+        (what this connection writes would be lost, or go where no other process looks)."""
+        if self._identity() != self._file:
+            raise StoreError(
+                f"the store file {self.path} was deleted or replaced while this process "
+                "had it open, so what it writes now would be lost; stop the host, then "
+                "put the file back (or start it afresh, without what the store held)"
+            )
 
     def close(self) -> None:
         if self.conn is not None:
@@ -106,6 +131,11 @@ class SqliteEngine(SqlEngine):
     def transaction(self, write: bool) -> Iterator[float]:
         conn = self.conn
         assert conn is not None
+        if write:
+            clock = time.monotonic()
+            if clock >= self._check_at:  # once a second at most: a stat call
+                self._check_at = clock + _FILE_CHECK
+                self._check_file()
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             yield time.time()
