@@ -152,4 +152,5 @@ class StallingProxy:
         self._listener.close()
         for sock in self._open:
             with contextlib.suppress(OSError):
-                sock.close()
+                sock.shutdown(socket.SHUT_RDWR)  # a close alone leaves a blocked recv's open
+            sock.close()

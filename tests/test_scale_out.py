@@ -126,18 +126,19 @@ def test_the_host_rides_out_lost_postgresql_connections(
 
 
 def test_sigterm_ends_the_host_when_postgresql_stops_answering(
-    tmp_path: Path, pg_store_url: str
+    tmp_path: Path, pg_store_url: str, postgres_dsn: str
 ) -> None:
     """A server that stops answering (a partition: no reset, no error) holds the host's
     last writes for ever: it exits all the same, saying what it left."""
     import httpx
+    import psycopg
 
+    name = f"hibana_{tmp_path.name[-12:]}".replace("-", "_")
     target = urllib.parse.urlsplit(pg_store_url)
     proxy = StallingProxy(target.hostname or "127.0.0.1", target.port or 5432)
     app_dir = copy_app("queues", tmp_path)
-    gen = started(
-        app_dir, "--workers", "1", "--store", proxy.url(pg_store_url), "--shutdown-timeout", "1"
-    )
+    url = f"{proxy.url(pg_store_url)}&application_name={name}"
+    gen = started(app_dir, "--workers", "1", "--store", url, "--shutdown-timeout", "1")
     host = next(gen)
     try:
         with host.client() as client:
@@ -153,6 +154,14 @@ def test_sigterm_ends_the_host_when_postgresql_stops_answering(
     finally:
         gen.close()
         proxy.close()
+        # the server's side of what the host left mid-transaction, or the schema's drop
+        # would wait on its locks
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (name,),
+            )
 
 
 def test_a_store_url_passes_libpq_parameters_with_spaces_as_given(pg_store_url: str) -> None:
