@@ -148,9 +148,12 @@ def test_dead_letter_after_max_attempts_then_redrive_succeeds(host: Host, app_di
     assert "broken-flag exists" in table.stdout
     # the bug is fixed: move it back, and it goes through
     (app_dir / "broken-flag").unlink()
-    redrive = run_cli("queue", "redrive", "orders", "--id", str(sent["id"]), "--app", str(app_dir))
+    redrive = run_cli(
+        "queue", "redrive", "orders", "--id", str(sent["id"]), "--id", str(sent["id"]),
+        "--app", str(app_dir),
+    )  # fmt: skip
     assert redrive.returncode == 0, redrive.stderr
-    assert "Moved 1 message(s) back to orders" in redrive.stdout
+    assert "Moved 1 message(s) back to orders" in redrive.stdout  # the id twice is one
     host.wait_for_log(function="on_order", outcome="ok", message_id=sent["id"], timeout=20)
     assert records(app_dir, "order")[-1]["attempt"] == 1
     assert run_cli("queue", "dlq", "orders", "--app", str(app_dir), "--json").stdout.strip() == "[]"

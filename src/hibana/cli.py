@@ -772,6 +772,8 @@ def queue_redrive(
     store: StoreOpt = None,
 ) -> None:
     """Move dead letters back into their queue, with their attempts reset."""
+    if ids:
+        ids = list(dict.fromkeys(ids))  # an id given twice is one message
     with _opened_store(app, store) as opened:
         moved = _run(opened.redrive(queue, ids or None))
         if not moved:
