@@ -6,13 +6,15 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import subprocess
+import sys
 import urllib.parse
 from collections import Counter
 from pathlib import Path
 
 from hibana.store import NewMessage, open_store
 from hibana.store.postgres import PostgresEngine
-from tests.hosts import copy_app, started
+from tests.hosts import copy_app, run_cli, started
 from tests.pg import StallingProxy
 from tests.test_queues import records, run, wait_until
 from tests.test_timers import fired
@@ -176,3 +178,29 @@ def test_a_store_url_passes_libpq_parameters_with_spaces_as_given(pg_store_url: 
         assert settings == ("4321ms", "my app")
     finally:
         engine.close()
+
+
+def test_reading_a_store_no_host_has_made_leaves_nothing_behind(
+    pg_store_url: str, postgres_dsn: str
+) -> None:
+    # a mistyped schema: named, and not created with its tables as a side effect
+    import psycopg
+
+    schema = urllib.parse.parse_qs(urllib.parse.urlsplit(pg_store_url).query)["schema"][0]
+    result = run_cli("queue", "stats", "--store", pg_store_url)
+    assert result.returncode == 1
+    assert f"no host has used it yet (schema {schema!r} has no hibana tables)" in result.stderr
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (schema,)
+        ).fetchone()
+    assert found is None
+    # what writes (a secret set before the first start) still makes it
+    made = subprocess.run(
+        [sys.executable, "-m", "hibana", "secrets", "set", "token", "--store", pg_store_url],
+        input=b"s3cret-value",
+        capture_output=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    assert run_cli("queue", "stats", "--store", pg_store_url).returncode == 0

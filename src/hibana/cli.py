@@ -539,7 +539,7 @@ def _opened_store(app: Path, store: str | None, *, create: bool = False) -> Iter
                 1,
             )
     try:
-        opened = open_store(store, app)
+        opened = open_store(store, app, create=create)
     except HibanaError as exc:
         _fail(str(exc), 1)
     try:

@@ -50,12 +50,13 @@ def resolve_url(url: str | None, app_dir: str | os.PathLike[str]) -> str:
     return chosen
 
 
-def engine_for(url: str) -> Engine:
-    """The engine a store URL names; StoreError naming the accepted forms otherwise."""
+def engine_for(url: str, create: bool = True) -> Engine:
+    """The engine a store URL names; StoreError naming the accepted forms otherwise.
+    ``create``: a PostgreSQL store not there yet is made (else its absence is the error)."""
     if url.startswith(("postgresql://", "postgres://")):
         from hibana.store.postgres import PostgresEngine
 
-        return PostgresEngine(url)
+        return PostgresEngine(url, create=create)
     if url.startswith("sqlite:///"):
         from hibana.store.sqlite import SqliteEngine
 
@@ -69,8 +70,11 @@ def engine_for(url: str) -> Engine:
     )
 
 
-def open_store(url: str | None = None, app_dir: str | os.PathLike[str] = ".") -> Store:
-    """An opened store (schema created or migrated); StoreError if it cannot be."""
-    store = Store(engine_for(resolve_url(url, app_dir)))
+def open_store(
+    url: str | None = None, app_dir: str | os.PathLike[str] = ".", *, create: bool = True
+) -> Store:
+    """An opened store (schema created or migrated); StoreError if it cannot be, or if it
+    is not there yet on PostgreSQL and not ``create``."""
+    store = Store(engine_for(resolve_url(url, app_dir), create))
     store.open()
     return store

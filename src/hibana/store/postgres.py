@@ -106,7 +106,8 @@ _LIVENESS: dict[str, int] = {
 class PostgresEngine(SqlEngine):
     migrations = _MIGRATIONS
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, create: bool = True) -> None:
+        self.create = create
         self.url, self.schema = split_url(url)
         self.display = _redacted(url)
         self.conn: Any = None
@@ -131,6 +132,17 @@ class PostgresEngine(SqlEngine):
                 f"cannot connect to the store {self.display}: {message}; is PostgreSQL "
                 "running there, and does the database exist?"
             ) from None
+        if not self.create:
+            # a read (hibana queue stats) of a store no host has made: a mistyped URL, most
+            # likely, which must not leave a schema and its tables behind
+            table = f'"{self.schema}".hibana_schema' if self.schema else "hibana_schema"
+            if self.conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
+                self.close()
+                where = f"schema {self.schema!r}" if self.schema else "its public schema"
+                raise StoreError(
+                    f"no store at {self.display}: no host has used it yet ({where} has no "
+                    "hibana tables); check the URL, or start a host with it"
+                )
         if self.schema is not None:
             self.conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             self.conn.execute(f'SET search_path TO "{self.schema}"')
