@@ -143,6 +143,14 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
             "is called for its result, not iterated; to stream an HTTP answer, move the "
             "yields into an inner async generator and return hibana.StreamingResponse(parts())",
         ),
+        (
+            {
+                "function_app.py": b"import hibana\napp = hibana.App()\n\n\n"
+                b"@app.http('/feed')\ndef feed(req, ctx):\n    yield b'news'\n"
+            },
+            "function_app.py:5 (feed) is a generator (a def with yield): it is called for its "
+            "result, not iterated;",
+        ),
     ],
     ids=[
         "circular",
@@ -154,6 +162,7 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
         "retry-nan",
         "retry-inf",
         "async-generator",
+        "generator",
     ],
 )
 def test_more_broken_apps_get_one_clear_message(

@@ -163,8 +163,8 @@ def _check_signature(fn: Callable[..., Any], name: str, where: str, given: str) 
 def _is_async(fn: Callable[..., Any], where: str) -> bool:
     """Whether calling ``fn`` gives a coroutine to await: an ``async def``, a
     ``functools.partial`` of one, or an object whose class has an ``async def __call__``
-    (as Starlette's ``is_async_callable`` tells). An async generator function is refused:
-    calling it gives no coroutine, and its body would never run."""
+    (as Starlette's ``is_async_callable`` tells). A generator function, async or not, is
+    refused: calling it gives no result, and its body would never run."""
     while isinstance(fn, functools.partial):
         fn = fn.func
     call = type(fn).__call__  # an instance's: a function's own is no coroutine function
@@ -173,6 +173,12 @@ def _is_async(fn: Callable[..., Any], where: str) -> bool:
             f"function {where} is an async generator (an async def with yield): it is "
             "called for its result, not iterated; to stream an HTTP answer, move the yields "
             "into an inner async generator and return hibana.StreamingResponse(parts())"
+        )
+    if inspect.isgeneratorfunction(fn) or inspect.isgeneratorfunction(call):
+        raise AppError(
+            f"function {where} is a generator (a def with yield): it is called for its "
+            "result, not iterated; to stream an HTTP answer, move the yields into an inner "
+            "async generator and return hibana.StreamingResponse(parts())"
         )
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
