@@ -20,7 +20,7 @@ from hibana.messages import Exponential, RetryPolicy
 from hibana.proxies import parse_networks
 from hibana.secrets import grants
 from hibana.timers import Schedule, ScheduleError
-from hibana.triggers.routes import CompiledRoute, compile_route, shadows
+from hibana.triggers.routes import CompiledRoute, compile_route
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -795,18 +795,6 @@ class App(Blueprint):
                         f'is already served by "{theirs}" in {clash.source} '
                         f"({clash.name}); change one route or method"
                     )
-                for (_, theirs_method), other in self._routes.items():
-                    if theirs_method != method:
-                        continue
-                    for theirs in other.trigger.routes:  # type: ignore[union-attr]
-                        if shadows(theirs, route):
-                            raise RouteError(
-                                f'Route "{route.pattern}" {method} in {spec.source} '
-                                f'({spec.name}) can never be reached: "{theirs.pattern}" in '
-                                f"{other.source} ({other.name}) takes every path it does, "
-                                "and routes with parameters are tried in the order they are "
-                                f'declared; declare "{route.pattern}" before it'
-                            )
         for route in trigger.routes:
             for method in trigger.methods:
                 self._routes[(route.shape, method)] = spec

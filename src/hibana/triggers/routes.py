@@ -124,28 +124,6 @@ def compile_route(pattern: str, where: str) -> CompiledRoute:
     )
 
 
-def _covers(earlier: str, later: str) -> bool:
-    """Every text the segment ``later`` of a route shape matches, ``earlier`` does."""
-    if earlier == later:
-        return True  # the same text, or the same type
-    return earlier == "{str}" and later != "" and "{path}" not in later
-
-
-def shadows(earlier: CompiledRoute, later: CompiledRoute) -> bool:
-    """Every path ``later`` matches, ``earlier`` does: tried first, it leaves ``later``
-    nothing. (Certain cases only: no false alarm, some shadows not seen.)"""
-    if earlier.regex is None or later.regex is None:
-        return False  # a route without parameters is looked up before any other
-    a, b = earlier.shape.split("/"), later.shape.split("/")
-    if "{path}" in earlier.shape:
-        if a[-1] != "{path}" or "{path}" in earlier.shape[: -len("{path}")]:
-            return False
-        n = len(a) - 1
-        # {rest:path} takes any rest but an empty one
-        return len(b) > n and b[n:] != [""] and all(map(_covers, a[:n], b))
-    return len(a) == len(b) and all(map(_covers, a, b))
-
-
 def remove_dot_segments(path: str) -> str | None:
     """``path`` (percent-decoded, so ``%2e%2e`` is ``..`` here) with its ``.`` and ``..``
     segments resolved (RFC 3986 5.2.4), or None if a ``..`` climbs above the root. A
