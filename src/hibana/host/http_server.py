@@ -27,7 +27,9 @@ What a public endpoint needs, and what it costs per request:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import sys
 import time
 import urllib.parse
 from collections import deque
@@ -44,6 +46,14 @@ from hibana.triggers.http import CLIENT_GONE as _CLIENT_GONE
 from hibana.triggers.http import STOPPING as _STOPPING
 from hibana.triggers.http import HttpFront
 from hibana.triggers.routes import Match, remove_dot_segments
+
+try:  # the kernel's count of a socket's bytes sent and not yet acknowledged (SIOCOUTQ)
+    import fcntl
+    import termios
+
+    _OUTQ: int | None = termios.TIOCOUTQ if sys.platform == "linux" else None
+except (ImportError, AttributeError):  # pragma: no cover - not Linux
+    _OUTQ = None
 
 _STATUS_LINES = {
     int(s): b"HTTP/1.1 %d %s\r\n" % (s, s.phrase.encode("latin-1")) for s in HTTPStatus
@@ -383,8 +393,21 @@ class HttpProtocol(asyncio.Protocol):
         self.writable = self.loop.create_future()
         # a client that stops reading is cut off, or its answers would stay in memory
         self.reading = self.loop.call_later(
-            self.server.body_timeout, self._check_reading, self.transport.get_write_buffer_size()
+            self.server.body_timeout, self._check_reading, self._unsent()
         )
+
+    def _unsent(self) -> int:
+        """Bytes written and not yet taken by the client: the transport's buffer, and the
+        kernel's send queue where it tells (Linux), which drains between the transport's
+        wake-ups (a third of a send buffer of megabytes each) as a slow client reads."""
+        unsent = self.transport.get_write_buffer_size()
+        if _OUTQ is not None:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    queued = fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0")
+                    unsent += int.from_bytes(queued, sys.byteorder)
+        return unsent
 
     def resume_writing(self) -> None:
         if self.writable is not None and not self.writable.done():
@@ -403,7 +426,7 @@ class HttpProtocol(asyncio.Protocol):
         self.reading = None
         if self.writable is None or self.lost:
             return  # it has gone
-        left = self.transport.get_write_buffer_size()
+        left = self._unsent()
         if left < size:  # reading, however slowly
             self.reading = self.loop.call_later(self.server.body_timeout, self._check_reading, left)
             return
@@ -629,8 +652,10 @@ class HttpProtocol(asyncio.Protocol):
                 self.expect_continue = False  # RFC 9110 10.1.1: no 1xx to an HTTP/1.0 client
             if self.expect_continue and (self.active is not None or self.waiting):
                 # the client waits for the 100 Continue, which goes (and the body's time
-                # starts) once the requests ahead of it are answered
+                # starts) once the requests ahead of it are answered; or sends the body
+                # before, tired of waiting: its rate is measured from its first bytes
                 self.deadline = None
+                self.body_from = -1.0
                 return
             self._expect(_BODY, self.server.body_timeout)
             if self.expect_continue and self.active is None and not self.waiting:
@@ -678,6 +703,9 @@ class HttpProtocol(asyncio.Protocol):
         server = self.server
         now = self.loop.time()
         self.deadline = now + server.body_timeout
+        if self.body_from < 0:  # its 100 Continue not sent yet (``on_headers_complete``)
+            self.body_from = now
+            self.on_deadline = _BODY
         took = now - self.body_from
         if took > server.body_timeout and req.size < server.min_body_rate * took:
             # a pause each short of the timeout, a byte each: the connection held for ever
@@ -695,8 +723,12 @@ class HttpProtocol(asyncio.Protocol):
         self.parsing = None
         self.head_bytes = 0
         self.deadline = None  # the dispatcher has the request's deadline now
-        if self.active is None and not self.waiting:  # waiting: held (``_answered``)
+        if self.active is None and not self.waiting and self.writable is None:
             self._answer(req)
+        elif self.active is None and not self.waiting:
+            # the client is behind with the last answer: this one waits until it reads
+            self.waiting.append(req)
+            self.held = True
         else:
             self.waiting.append(req)
             if len(self.waiting) >= _PIPELINE_LIMIT and not self.paused_reading:
