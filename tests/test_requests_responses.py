@@ -249,8 +249,13 @@ def test_headers_as_a_list_keep_repeats() -> None:
 
 
 def test_a_header_value_is_text_a_number_or_bytes_and_never_none() -> None:
-    r = Response(b"", headers={"x-count": 3, "x-raw": b"caf\xe9", "x-text": "t"})  # type: ignore[arg-type]
-    assert [header(r, n) for n in ("x-count", "x-raw", "x-text")] == [["3"], ["caf\xe9"], ["t"]]
+    r = Response(b"", headers={"x-count": 3, "x-raw": b"caf\xe9", "x-text": "t", b"x-b": "n"})  # type: ignore[arg-type]
+    assert [header(r, n) for n in ("x-count", "x-raw", "x-text", "x-b")] == [
+        ["3"],
+        ["caf\xe9"],
+        ["t"],
+        ["n"],
+    ]
     with pytest.raises(TypeError) as raised:
         Response("x", headers={"ETag": None})  # type: ignore[arg-type]
     assert str(raised.value) == (

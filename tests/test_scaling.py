@@ -283,3 +283,21 @@ def test_a_worker_slower_to_start_than_the_idle_timeout_still_serves() -> None:
         assert not any("exited with code" in line for line in host.stderr_lines)
     finally:
         host.stop()
+
+
+def test_an_app_of_many_functions_asking_for_runtime_prewarm_starts(tmp_path: Path) -> None:
+    # what the zygote that read its settings hands on is over what an environment string
+    # holds (128 KiB): the new zygote checks the app itself instead
+    (tmp_path / "function_app.py").write_text(
+        "import hibana\n"
+        "app = hibana.App(prewarm='runtime')\n"
+        "for i in range(1500):\n"
+        "    def f(req, ctx):\n"
+        "        return 'x'\n"
+        "    app.http(f'/api/v1/resources/item{i}', methods=['GET', 'POST'], name=f'item_{i}')(f)\n"
+    )
+    host = Host(tmp_path).wait_ready(60)
+    try:
+        assert _fresh_get(host, "/api/v1/resources/item1499").text == "x"
+    finally:
+        host.stop()

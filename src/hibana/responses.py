@@ -63,7 +63,11 @@ class Response:
         self.stream: AsyncIterator[bytes | str] | None = None
         items = headers.items() if isinstance(headers, Mapping) else (headers or ())
         self.headers: list[tuple[str, str]] = [
-            (str(k), v if type(v) is str else _header_text(k, v)) for k, v in items
+            (
+                k if type(k) is str else _header_name(k),
+                v if type(v) is str else _header_text(k, v),
+            )
+            for k, v in items
         ]
         if content_type is not None and not self.has_header("content-type"):
             self.headers.append(("content-type", content_type))
@@ -239,6 +243,13 @@ def _check_set_status(status: object, function: str) -> None:
             f"function {function!r} returned a Response whose status is {status!r}: {exc}; "
             "set response.status to an int from 200 to 599 (or an http.HTTPStatus)"
         ) from None
+
+
+def _header_name(name: object) -> str:
+    """A header name given as bytes, as Latin-1 (not as its repr, ``b'x-id'``)."""
+    if isinstance(name, bytes | bytearray):
+        return bytes(name).decode("latin-1")
+    return str(name)
 
 
 def _header_text(name: object, value: object) -> str:

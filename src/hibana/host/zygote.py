@@ -79,6 +79,9 @@ def describe(app: App) -> list[dict[str, Any]]:
 #: The app's functions and settings, handed by a zygote that imported the app to the one
 #: it execs into when the app asks for ``prewarm`` "runtime" or "none".
 _LOADED = "_HIBANA_ZYGOTE_LOADED"
+#: The most it carries: Linux holds one environment string to 128 KiB (an app of about a
+#: thousand functions, more than that).
+_LOADED_MAX = 96 * 1024
 
 
 def _probe(config: HostConfig) -> dict[str, Any]:
@@ -278,7 +281,9 @@ def main(argv: list[str]) -> int:
             # What it found goes along, so the new zygote need not import the app again to
             # check it (an import's side effects, such as a connection made, happen once less).
             fresh = dataclasses.replace(config, prewarm=settings["prewarm"])
-            os.environ[_LOADED] = json.dumps({"functions": functions, "settings": settings})
+            handed = json.dumps({"functions": functions, "settings": settings})
+            if len(handed) <= _LOADED_MAX:  # else the new zygote checks the app itself
+                os.environ[_LOADED] = handed
             os.execv(
                 sys.executable,
                 [sys.executable, "-m", "hibana.host.zygote", fresh.to_json(), *argv[2:]],

@@ -224,7 +224,7 @@ class NotifyWatcher(ChangeWatcher):
         import psycopg
 
         try:
-            conn = psycopg.connect(engine.url, autocommit=True, connect_timeout=10)
+            conn = psycopg.connect(engine.url, autocommit=True, **engine._liveness)
             conn.execute(f'LISTEN "{engine.channel}"')
         except psycopg.Error:
             return None
