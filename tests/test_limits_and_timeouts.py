@@ -220,11 +220,14 @@ def test_a_client_reading_slowly_gets_its_pipelined_answers_whole() -> None:
 def test_a_body_the_host_holds_back_is_not_timed_against_the_client(strict_host: Host) -> None:
     # behind a request slower than --body-timeout (0.5 s), a POST that waits for its
     # 100 Continue gets it once that one is answered, not a 408 for the body it held back
-    waited = _raw(
-        strict_host,
+    behind_slow = (
         b"GET /slow/1 HTTP/1.1\r\nHost: x\r\n\r\n"
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n"
-        b"Connection: close\r\n\r\n",
+        b"Connection: close\r\n\r\n"
+    )
+    waited = _raw(
+        strict_host,
+        behind_slow,
         1.2,  # sent about when the 100 Continue comes (or before: a client may not wait)
         b"body",
     )
@@ -249,9 +252,7 @@ def test_a_body_the_host_holds_back_is_not_timed_against_the_client(strict_host:
     # after 1 s): its rate is measured from then, not from the epoch of the loop's clock
     early = _raw(
         strict_host,
-        b"GET /slow/1 HTTP/1.1\r\nHost: x\r\n\r\n"
-        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n"
-        b"Connection: close\r\n\r\n",
+        behind_slow,
         0.2,
         b"body",
     )
