@@ -221,15 +221,57 @@ def test_static_route_wins_over_a_dynamic_one_declared_first() -> None:
     assert found.spec is new
 
 
-def test_dynamic_routes_are_tried_in_declaration_order() -> None:
+@pytest.mark.parametrize("typed_first", [True, False])
+def test_a_typed_route_wins_over_a_plain_one_whichever_is_declared_first(
+    typed_first: bool,
+) -> None:
     app = hibana.App()
-    by_id = add(app, "/items/{id:int}", ("GET",), "by_id")
-    by_slug = add(app, "/items/{slug}", ("GET",), "by_slug")
+    if typed_first:
+        by_id = add(app, "/items/{id:int}", ("GET",), "by_id")
+        by_slug = add(app, "/items/{slug}", ("GET",), "by_slug")
+    else:
+        by_slug = add(app, "/items/{slug}", ("GET",), "by_slug")
+        by_id = add(app, "/items/{id:int}", ("GET",), "by_id")
     table = table_of(app)
     found = matched(table.lookup("GET", "/items/12"))
     assert (found.spec, found.params) == (by_id, {"id": 12})
     found = matched(table.lookup("GET", "/items/twelve"))
     assert (found.spec, found.params) == (by_slug, {"slug": "twelve"})
+
+
+def test_a_typed_route_of_another_method_declared_first_does_not_change_the_order() -> None:
+    app = hibana.App()
+    add(app, "/items/{id:int}", ("DELETE",), "remove")
+    by_slug = add(app, "/items/{slug}", ("GET",), "by_slug")
+    by_id = add(app, "/items/{num:int}", ("GET",), "by_id")
+    table = table_of(app)
+    assert matched(table.lookup("GET", "/items/7")).params == {"num": 7}
+    assert matched(table.lookup("GET", "/items/7")).spec is by_id
+    assert matched(table.lookup("GET", "/items/seven")).spec is by_slug
+    assert table.lookup("DELETE", "/items/seven") == ["GET", "HEAD"]
+
+
+def test_a_literal_segment_wins_over_a_parameter_and_a_path_goes_last() -> None:
+    app = hibana.App()
+    rest = add(app, "/files/{rest:path}", ("GET",), "rest")
+    edit = add(app, "/files/{rest:path}/edit", ("GET",), "edit")
+    one = add(app, "/files/{name}", ("GET",), "one")
+    mine = add(app, "/files/{owner}/mine", ("GET",), "mine")
+    raw = add(app, "/files/{name}.raw", ("GET",), "raw")
+    table = table_of(app)
+    assert matched(table.lookup("GET", "/files/a/b/c")).spec is rest
+    assert matched(table.lookup("GET", "/files/a/b/edit")).spec is edit
+    assert matched(table.lookup("GET", "/files/a")).spec is one
+    assert matched(table.lookup("GET", "/files/a/mine")).spec is mine
+    found = matched(table.lookup("GET", "/files/a.raw"))
+    assert (found.spec, found.params) == (raw, {"name": "a"})
+
+
+def test_routes_equally_specific_are_tried_in_declaration_order() -> None:
+    app = hibana.App()
+    first = add(app, "/n/{x:int}", ("GET",), "first")
+    add(app, "/n/{x:float}", ("GET",), "second")
+    assert matched(table_of(app).lookup("GET", "/n/5")).spec is first
 
 
 def test_path_no_route_serves_is_none() -> None:

@@ -143,6 +143,25 @@ def remove_dot_segments(path: str) -> str | None:
     return "/" + "/".join(out)
 
 
+def precedence(shape: str) -> tuple[int, ...]:
+    """How specific a route of this shape is, segment by segment (smaller goes first): a
+    literal segment beats one that mixes text and parameters or holds a typed one
+    (``{id:int}``), which beats a plain ``{name}``, which beats a ``{rest:path}``. The end of
+    a route ranks last, so ``/a/{rest:path}/edit`` goes before ``/a/{rest:path}``."""
+    ranks = []
+    for segment in shape.split("/")[1:]:
+        if "{" not in segment:
+            ranks.append(0)
+        elif "{path}" in segment:
+            ranks.append(3)
+        elif segment == "{str}":
+            ranks.append(2)
+        else:
+            ranks.append(1)
+    ranks.append(4)
+    return tuple(ranks)
+
+
 # Not frozen: one is made for each request, and a frozen one costs twice as much to make.
 @dataclass(slots=True)
 class Match:
@@ -153,7 +172,9 @@ class Match:
 class RouteTable:
     """Finds the function for (method, path); says which methods a path allows when none match.
 
-    Routes without parameters are one dict lookup; the rest are tried in declaration order."""
+    Routes without parameters are one dict lookup; the rest are tried most specific first
+    (``precedence``), so ``/items/{id:int}`` answers ``/items/5`` whichever of it and
+    ``/items/{slug}`` is declared first. Routes equally specific go in declaration order."""
 
     def __init__(self, routes: Iterable[tuple[CompiledRoute, tuple[str, ...], FunctionSpec]]):
         self._static: dict[str, dict[str, FunctionSpec]] = {}
@@ -179,6 +200,7 @@ class RouteTable:
                 table[method] = spec
                 if method == "GET":
                     table.setdefault("HEAD", spec)
+        self._dynamic.sort(key=lambda entry: precedence(entry[0].shape))
 
     def methods(self) -> list[str]:
         """Every method some route accepts (what ``OPTIONS *`` answers)."""
