@@ -333,6 +333,20 @@ def test_head_is_served_for_get_routes(basic_host: Host) -> None:
     assert r.headers["content-length"] == str(len("Hello head"))
 
 
+def test_head_of_a_streamed_response_does_not_run_the_stream(basic_host: Host) -> None:
+    """A HEAD of a large download or an event stream answers with the head at once: the
+    stream is closed unread, not produced for its bytes to be dropped."""
+    with basic_host.client() as client:
+        r = client.head("/flood")
+    assert (r.status_code, r.content) == (200, b"")
+    inv = r.headers["x-invocation-id"]
+    line = basic_host.wait_for_log(msg="invocation", invocation_id=inv)
+    assert (line["outcome"], line["method"]) == ("ok", "HEAD"), line
+    # a worker's lines are in order: had the stream run, its line would be here by now
+    ran = [ln for ln in basic_host.logs() if ln.get("msg") == "flood stopped"]
+    assert [ln for ln in ran if ln.get("invocation_id") == inv] == []
+
+
 def test_keep_alive_connection_serves_many_requests(basic_host: Host) -> None:
     with httpx.Client(base_url=basic_host.url) as client:
         ids = {client.get(f"/hello/{i}").headers["x-invocation-id"] for i in range(50)}

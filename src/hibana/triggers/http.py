@@ -40,6 +40,8 @@ _encode = msgspec.json.encode
 _JSON = (b"content-type", b"application/json")
 _CLOSE = (b"connection", b"close")
 _NO_CONTENT = (b"content-length", b"0")
+#: Statuses whose responses carry no content (RFC 9110 6.4.1).
+_BODILESS = frozenset((204, 205, 304))
 #: The route table's answer: a Match, the methods the path allows (405), or None (404).
 Found = Match | list[str] | None
 
@@ -219,12 +221,23 @@ class _WrongLength(ValueError):
     """A streamed body that is not as long as its own Content-Length says."""
 
 
+async def _aclose(stream: AsyncIterator[bytes | str]) -> None:
+    """Close a stream that will not be read to its end, so a generator's ``finally`` runs;
+    what it raises as it closes is not the response's concern."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()
+
+
 async def _send_stream(
     out: Responder,
     stream: AsyncIterator[bytes | str],
     log: Logger,
     inv: Invocation,
     length: int | None = None,
+    *,
+    unread: bool = False,
 ) -> Outcome | None:
     """A streamed body, each chunk as it comes, then its end. None if it all went out;
     else what stopped it: an error (the caller cuts the body short, once it has noted
@@ -234,7 +247,15 @@ async def _send_stream(
     ``length``: the body's Content-Length. A chunk that would send more is not sent, and a
     stream that ends short of it fails: either way the client must see the body cut
     short, or it would read the rest as the next response (or wait for bytes that never
-    come)."""
+    come).
+
+    ``unread``: the response has no body to send (an answer to HEAD, a 204, 205 or 304),
+    so the stream is closed unread: a HEAD of a large download or an event stream does not
+    produce it only for the host to drop it."""
+    if unread:
+        await _aclose(stream)
+        await out.end()
+        return None
     sent = 0
     try:
         async for chunk in stream:
@@ -263,10 +284,7 @@ async def _send_stream(
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()  # a generator waiting at its yield: let it clean up
+        await _aclose(stream)  # a generator waiting at its yield: let it clean up
         if length is not None and sent == length and exc.args == (CLIENT_GONE,):
             return None  # its client had the whole body and went: it was answered
         if overdue:
@@ -279,10 +297,8 @@ async def _send_stream(
         return Outcome("cancelled")
     except BaseException as exc:  # SystemExit too: the stream's failure, not the worker's
         log.exception("the response stream failed; the response is cut short", exc)
-        aclose = getattr(stream, "aclose", None)
-        if isinstance(exc, _WrongLength) and aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()  # stopped at a yield: its finally runs now
+        if isinstance(exc, _WrongLength):
+            await _aclose(stream)  # stopped at a yield: its finally runs now
         return Outcome("error", error=exc)
     await out.end()
     return None
@@ -552,7 +568,14 @@ class HttpFront:
                     self.dispatcher.hold(inv)
                     watch = _StreamDeadline(inv, self.dispatcher.cancel_grace)
                     try:
-                        stopped = await _send_stream(out, stream, log, inv, length)
+                        stopped = await _send_stream(
+                            out,
+                            stream,
+                            log,
+                            inv,
+                            length,
+                            unread=scope["method"] == "HEAD" or status in _BODILESS,
+                        )
                     finally:
                         watch.cancel()
                         del self.streaming[inv.id]
