@@ -205,6 +205,21 @@ def _frames(traceback: str) -> list[tuple[str, str]]:
     return re.findall(r'^  File "([^"]+)", line \d+, in (\w+)$', traceback, re.MULTILINE)
 
 
+def test_a_coroutine_returned_unawaited_is_a_500_that_says_to_await_it(
+    basic_host: Host,
+) -> None:
+    with basic_host.client() as client:
+        r = client.get("/forgot-await")
+    assert r.status_code == 500
+    inv = r.headers["x-invocation-id"]
+    line = basic_host.wait_for_log(msg="function raised", invocation_id=inv)
+    assert "returned coroutine" in line["error"], line
+    assert "without awaiting it, so it never ran: write `return await ...`" in line["error"]
+    basic_host.wait_for_log(msg="invocation", invocation_id=inv)
+    never_awaited = [text for text in basic_host.stderr_lines if "never awaited" in text]
+    assert never_awaited == []
+
+
 def test_unsupported_return_type_is_a_500_that_names_the_type(basic_host: Host) -> None:
     with basic_host.client() as client:
         r = client.get("/bad-return")

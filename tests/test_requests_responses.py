@@ -422,6 +422,11 @@ def test_other_return_types_are_a_type_error_naming_them(value: Any, type_name: 
     )
 
 
+def test_a_generator_returned_is_a_type_error_pointing_at_streaming_response() -> None:
+    with pytest.raises(TypeError, match=r"returned a generator; .* hibana.StreamingResponse"):
+        to_response((part for part in [b"x"]), "get_item")
+
+
 @pytest.mark.parametrize(
     "value", ["v; Domain=evil.example", "a b", "x,y", 'q"', "back\\slash", "\x01"]
 )

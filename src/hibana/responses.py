@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -227,6 +229,18 @@ def to_response(value: Any, function: str) -> Response:
         return _plain(b"", 204, None)
     if isinstance(value, bytes | bytearray | memoryview):
         return _plain(bytes(value), 200, "application/octet-stream")
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()  # never to be awaited: no "was never awaited" warning on top
+        raise TypeError(
+            f"function {function!r} returned {type(value).__name__} {value!r} without "
+            "awaiting it, so it never ran: write `return await ...`"
+        )
+    if inspect.isgenerator(value) or inspect.isasyncgen(value):
+        raise TypeError(
+            f"function {function!r} returned a generator; to send a body as it is made, "
+            "return hibana.StreamingResponse(an async generator)"
+        )
     raise TypeError(
         f"function {function!r} returned {type(value).__name__}; "
         "return a hibana.Response, str, bytes, dict, list or None"

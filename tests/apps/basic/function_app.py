@@ -250,6 +250,11 @@ def bad_return(req: hibana.Request, ctx: hibana.Context) -> object:
     return 42
 
 
+@app.http("/forgot-await")
+async def forgot_await(req: hibana.Request, ctx: hibana.Context) -> object:
+    return asyncio.sleep(0, "never")  # no await: a coroutine, not its result
+
+
 @app.http("/sleep/{seconds:float}", timeout=0.5)
 async def sleep(req: hibana.Request, ctx: hibana.Context) -> str:
     try:
