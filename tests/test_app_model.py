@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -324,13 +325,19 @@ def test_blueprint_name_clash_is_found_when_registered() -> None:
         app.register(bp)
 
 
-def test_registering_a_blueprint_twice_clashes() -> None:
+def test_registering_a_blueprint_twice_names_both_places() -> None:
     bp = hibana.Blueprint()
     bp.http("/b")(create)
     app = hibana.App()
     app.register(bp)
-    with pytest.raises(AppError, match=r'Two functions are named "create"'):
+    first = sys._getframe().f_lineno - 1
+    with pytest.raises(AppError) as info:
         app.register(bp)
+    here = os.path.relpath(__file__)
+    assert str(info.value) == (
+        f"A Blueprint is registered twice on this App: at {here}:{first} and at "
+        f"{here}:{first + 3}; register it once"
+    )
 
 
 def test_an_app_cannot_register_itself() -> None:

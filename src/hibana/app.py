@@ -732,6 +732,8 @@ class App(Blueprint):
         }
         self._names: dict[str, FunctionSpec] = {}
         self._routes: dict[tuple[str, str], FunctionSpec] = {}
+        #: id -> (the Blueprint, where it was registered): kept, so an id is not reused
+        self._registered: dict[int, tuple[Blueprint, str]] = {}
 
     def _add_events_endpoint(self) -> None:
         from hibana.triggers.event import ingest
@@ -752,6 +754,14 @@ class App(Blueprint):
         """Add every function declared on ``blueprint`` to this app."""
         if blueprint is self:
             raise AppError("An App cannot register itself")
+        where = _caller(1)
+        seen = self._registered.get(id(blueprint))
+        if seen is not None:
+            raise AppError(
+                f"A Blueprint is registered twice on this App: at {seen[1]} and at {where}; "
+                "register it once"
+            )
+        self._registered[id(blueprint)] = (blueprint, where)
         for spec in blueprint.functions:
             self._add(spec)
         self._webhook_topics.extend(blueprint._webhook_topics)
