@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-
 import re
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
