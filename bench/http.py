@@ -1,12 +1,15 @@
 """HTTP throughput of hibana beside its peers, on this machine, one server at a time.
 
-Four servers answer the same hello function:
+Four servers answer the same hello function, and a fifth answers without one:
 
 * hibana (sync): examples/hello, a sync function run on the worker's thread pool;
 * hibana (async): bench/apps/hello_async, the same function as ``async def``;
 * raw ASGI: bench/apps/raw_asgi.py under uvicorn with hibana's settings (httptools,
   uvloop, access log off, same worker count): the ceiling for hibana's HTTP path;
-* functions-framework: Google's, serving bench/apps/ff_hello.py the way its CLI does.
+* functions-framework: Google's, serving bench/apps/ff_hello.py the way its CLI does;
+* canned: bench/apps/canned.py, which parses nothing and answers every request with the
+  same bytes on uvloop: the most a Python server reaches under this load on this machine,
+  since wrk shares its cores (what wrk's own CPU per request says too).
 
 Each is started on a free port, checked with one GET, loaded with wrk (a warm-up run,
 then the measured one) and stopped before the next starts, so they never compete.
@@ -89,6 +92,8 @@ class Load:
     cpu_us: float = 0.0
     #: Cores' worth of CPU the rest of the machine (not the server, not wrk) used meanwhile.
     other_cores: float = 0.0
+    #: CPU time wrk itself used per request, in microseconds.
+    wrk_us: float = 0.0
 
 
 @dataclass
@@ -187,6 +192,16 @@ def make_servers(workers: int) -> list[Server]:
                 f"its production server, gthread workers",
                 f"WORKERS={workers} (env; its default is 1), THREADS={ff_threads} "
                 "(its default: 4 x cpu_count)",
+            ],
+        ),
+        Server(
+            "canned",
+            "canned bytes",
+            [py, str(APPS / "canned.py"), "{port}", str(workers)],
+            "Hello world",
+            notes=[
+                f"uvloop {_version('uvloop')}; no HTTP parsing, no ASGI, no function: "
+                "the same bytes for every request"
             ],
         ),
     ]
@@ -427,6 +442,7 @@ def measure(server: Server, row: Row, args: argparse.Namespace, wrk: str) -> Non
             cpu = sum(after[pid] - before.get(pid, 0.0) for pid in after)
             load.cpu_us = cpu / max(load.requests, 1) * 1e6
             load.other_cores = max(0.0, busy - cpu - wrk_cpu) / wall
+            load.wrk_us = wrk_cpu / max(load.requests, 1) * 1e6
             if proc.poll() is not None:
                 raise BenchError(
                     f"{server.name} exited with code {proc.returncode} during the load; "
@@ -492,7 +508,7 @@ def print_table(
     )
     header = (
         f"{'server':<22}{'requests/s':>12}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'CPU us/req':>12}{'errors':>8}{'procs':>7}{'other':>7}"
+        f"{'CPU us/req':>12}{'wrk us':>8}{'errors':>8}{'procs':>7}{'other':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -500,12 +516,14 @@ def print_table(
         load = row.load
         print(
             f"{row.server.name:<22}{load.rps:>12,.0f}{load.p50_ms:>9.2f}{load.p99_ms:>9.2f}"
-            f"{load.cpu_us:>12.0f}{load.errors:>8}{row.processes:>7}{load.other_cores:>7.2f}"
+            f"{load.cpu_us:>12.0f}{load.wrk_us:>8.0f}{load.errors:>8}{row.processes:>7}"
+            f"{load.other_cores:>7.2f}"
         )
     print(
         "\nCPU us/req: user + system CPU time of all the server's processes during the "
         "measured run, per\n  request (wrk shares the cores, so requests/s depends on its "
         "share too).\n"
+        "wrk us: wrk's own CPU time per request, on the same cores.\n"
         "errors: wrk's socket errors plus non-2xx answers.\n"
         "procs: the server's processes (hibana: supervisor, zygote, workers; uvicorn: main,\n"
         "  multiprocessing's resource tracker, workers; gunicorn: arbiter, workers).\n"
@@ -567,8 +585,25 @@ def print_ratios(rows: list[Row]) -> None:
     if lines:
         print("\nratios (requests/s)")
         print("\n".join(lines))
-    raw = by_key.get("raw")
+    ff, canned = by_key.get("ff"), by_key.get("canned")
     hibanas = [by_key[key] for key in ("sync", "async") if key in by_key]
+    if ff is not None and ff.load.cpu_us > 0:
+        print("\nratios (CPU per request: what each costs the machine, whatever wrk's share)")
+        for row in [*hibanas, *([by_key["raw"]] if "raw" in by_key else [])]:
+            times = ff.load.cpu_us / row.load.cpu_us
+            label = f"{ff.server.name} / {row.server.name}"
+            print(
+                f"{label:<38}{times:>6.2f}x   ({ff.load.cpu_us:.0f} us / {row.load.cpu_us:.0f} us)"
+            )
+    if ff is not None and canned is not None:
+        need = ff.load.rps * FF_TARGET
+        print(
+            f"\n{FF_TARGET:g}x {ff.server.name} is {need:,.0f} requests/s here; "
+            f"{canned.server.name}, which does no work, reached {canned.load.rps:,.0f}\n  "
+            f"({canned.load.rps / ff.load.rps:.1f}x {ff.server.name}), with wrk using "
+            f"{canned.load.wrk_us:.0f} us of CPU a request on the same cores"
+        )
+    raw = by_key.get("raw")
     if raw is not None and hibanas and raw.load.cpu_us > 0:
         budget = raw.load.cpu_us / RAW_ASGI_TARGET
         print(
