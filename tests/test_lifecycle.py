@@ -28,7 +28,7 @@ def test_sigterm_lets_inflight_finish_refuses_new_work_and_exits_0() -> None:
     host = Host(APPS / "basic", "--workers", "1", "--shutdown-timeout", "10").wait_ready()
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            inflight = pool.submit(_get, host, "/slow/1.5")
+            inflight = pool.submit(_get, host, "/finish-after-cancel")
             polite = pool.submit(_get, host, "/work/20")
             host.wait_inflight(2)
             host.signal(signal.SIGTERM)
@@ -61,7 +61,7 @@ def test_sigterm_to_every_process_of_the_host_is_one_graceful_shutdown() -> None
     host = Host(APPS / "basic", "--workers", "1").wait_ready()
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            inflight = pool.submit(_get, host, "/slow/1.5")
+            inflight = pool.submit(_get, host, "/finish-after-cancel")
             host.wait_inflight(1)
             (worker,) = host.worker_pids()
             os.kill(worker, signal.SIGTERM)
@@ -81,7 +81,7 @@ def test_a_worker_retiring_after_a_reload_drains_on_sigterm_too(tmp_path: Path) 
     host = Host(app_dir, "--workers", "1").wait_ready()
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            inflight = pool.submit(_get, host, "/slow/1.5")
+            inflight = pool.submit(_get, host, "/finish-after-cancel")
             host.wait_inflight(1)
             host.signal(signal.SIGHUP)
             host.wait_for_stderr("Reloaded: generation 2")

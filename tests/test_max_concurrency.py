@@ -164,10 +164,12 @@ def wait_for_a_waiter(host: Host) -> None:
         time.sleep(0.02)
 
 
-def test_status_shows_how_long_the_oldest_invocation_has_waited(host: Host) -> None:
+def test_status_shows_how_long_the_oldest_invocation_has_waited(host: Host, tmp_path: Path) -> None:
     (a, _), (b, _) = pinned(host, 2)
+    released = tmp_path / "released"
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        first = pool.submit(a.get, "/one/3")  # held past the CLI's start on a busy machine
+        # held until the checks are done, however long the CLI takes to start
+        first = pool.submit(a.get, "/one/20", params={"until": str(released)})
         host.wait_inflight(1, "one")
         second = pool.submit(b.get, "/one/0")
         wait_for_a_waiter(host)
@@ -180,6 +182,7 @@ def test_status_shows_how_long_the_oldest_invocation_has_waited(host: Host) -> N
         cells = [cell.strip() for cell in row.split("│")[1:-1]]
         assert cells[3] == "1/1"  # in flight, of its limit
         assert float(cells[4]) >= 0  # how long the oldest has waited
+        released.touch()
         assert first.result().status_code == 200 and second.result().status_code == 200
     one = host.function_status("one")
     assert one["oldest_wait_s"] is None  # no one waits any more

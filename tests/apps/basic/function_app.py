@@ -312,6 +312,17 @@ async def slow(req: hibana.Request, ctx: hibana.Context) -> str:
     return f"finished, cancelled={ctx.cancelled}"
 
 
+@app.http("/finish-after-cancel", timeout=30)
+async def finish_after_cancel(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Runs until it is cancelled (20 s at most), then on for a while: shutdown must let
+    it finish within shutdown_timeout. Unlike a fixed sleep, it is still running when a
+    signal sent late on a loaded machine arrives."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(ctx.wait_cancelled(), 20)
+    await asyncio.sleep(0.5)
+    return f"finished, cancelled={ctx.cancelled}"
+
+
 @app.http("/block-loop-briefly", timeout=0.3)
 async def block_loop_briefly(req: hibana.Request, ctx: hibana.Context) -> str:
     # past the timeout, but back before --cancel-grace more: the deadline's timer never ran

@@ -26,7 +26,14 @@ def pid(req: hibana.Request, ctx: hibana.Context) -> dict[str, int]:
 @app.http("/one/{seconds:float}", max_concurrency=1)
 async def one(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
     start = time.time()
-    await asyncio.sleep(req.params["seconds"])
+    until = req.query.get("until")  # held until this file exists (``seconds`` at most)
+    if until:
+        # another process (the test) makes the file: nothing in this one to wait on
+        end = start + req.params["seconds"]
+        while not os.path.exists(until) and time.time() < end:  # noqa: ASYNC110, ASYNC240
+            await asyncio.sleep(0.02)
+    else:
+        await asyncio.sleep(req.params["seconds"])
     if req.query.get("die"):
         os.kill(os.getpid(), signal.SIGKILL)  # dies holding the only permit
     return {"pid": os.getpid(), "start": start, "end": time.time(), "tag": req.query.get("tag")}
