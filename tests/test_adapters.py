@@ -210,6 +210,87 @@ def test_a_mounted_app_waiting_on_receive_is_told_its_client_left(host: Host) ->
     assert (line["outcome"], line["cancel_reason"]) == ("cancelled", "client_disconnected")
 
 
+def test_a_flask_stream_whose_client_leaves_is_closed_and_frees_its_thread(host: Host) -> None:
+    """Its generator's finally runs (PEP 3333: close() is called), and clients that left
+    mid-stream, more of them than the bridge has threads, leave the app serving."""
+    tags = [f"left-{i}" for i in range(40)]
+    for tag in tags:
+        with httpx.stream("GET", host.url + "/flask/gen", params={"tag": tag}, timeout=10) as r:
+            assert r.status_code == 200
+            next(r.iter_bytes())  # one part, then away
+    r = httpx.get(host.url + "/flask/items/3", timeout=10)
+    assert r.status_code == 200 and r.json()["id"] == 3
+    deadline = time.monotonic() + 10
+    while True:
+        states = httpx.get(host.url + "/flask/streams", timeout=10).json()
+        if all(states.get(tag) == "started, closed" for tag in tags):
+            break
+        assert time.monotonic() < deadline, states
+        time.sleep(0.1)
+
+
+def test_heads_of_a_django_stream_close_it_and_leave_the_app_serving(host: Host) -> None:
+    """Django leaves a HEAD's body to the server: the stream is closed, not run to its end
+    nor left waiting, however many come."""
+    tags = [f"head-{i}" for i in range(40)]
+    for tag in tags:
+        r = httpx.head(host.url + "/django/stream", params={"tag": tag}, timeout=10)
+        assert (r.status_code, r.content) == (200, b"")
+    r = httpx.get(host.url + "/django/pages/after-heads", timeout=10)
+    assert r.status_code == 200 and r.json()["slug"] == "after-heads"
+    deadline = time.monotonic() + 10
+    while True:
+        states = httpx.get(host.url + "/flask/streams", timeout=10).json()
+        # a stream the HEAD never started is closed all the same: it never ran
+        if all(states.get(tag, "started, closed") == "started, closed" for tag in tags):
+            break
+        assert time.monotonic() < deadline, states
+        time.sleep(0.1)
+
+
+def test_a_wsgi_app_may_change_its_status_until_its_body_starts(host: Host) -> None:
+    # PEP 3333: start_response again with exc_info, before any of the body went out
+    r = httpx.get(host.url + "/late-error/", timeout=10)
+    assert (r.status_code, r.text) == (503, "sorry")
+
+
+def test_the_wsgi_environ_of_a_request() -> None:
+    from hibana.adapters.wsgi import environ
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "root_path": "/flask",
+        "path": "/flask/caf\u00e9/x",
+        "query_string": b"a=1&a=2",
+        "http_version": "1.1",
+        "scheme": "https",
+        "server": ("example.com", 443),
+        "client": ("203.0.113.9", 5000),
+        "headers": [
+            (b"host", b"example.com"),
+            (b"x-user", b"alice"),
+            (b"x_user", b"mallory"),  # would pass for X-User in HTTP_X_USER
+            (b"x-multi", b"1"),
+            (b"x-multi", b"2"),
+            (b"content-type", b"text/plain"),
+            (b"content-length", b"4"),
+        ],
+    }
+    env = environ(scope, b"body")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/flask", "/caf\u00c3\u00a9/x")
+    assert env["QUERY_STRING"] == "a=1&a=2"
+    assert (env["HTTP_X_USER"], env["HTTP_X_MULTI"]) == ("alice", "1,2")
+    assert (env["CONTENT_TYPE"], env["CONTENT_LENGTH"]) == ("text/plain", "4")
+    assert (env["SERVER_NAME"], env["SERVER_PORT"], env["wsgi.url_scheme"]) == (
+        "example.com",
+        "443",
+        "https",
+    )
+    assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("203.0.113.9", "5000")
+    assert env["wsgi.input"].read() == b"body"
+
+
 def test_django_mounted(host: Host) -> None:
     r = httpx.get(host.url + "/django/pages/hello-world?x=1&x=2")
     assert r.json() == {

@@ -501,8 +501,9 @@ class Blueprint:
         secrets: Iterable[str] = (),
     ) -> None:
         """Serve a whole WSGI app (Flask, Django...) under ``prefix``, with
-        ``SCRIPT_NAME=prefix``; it runs on a thread pool through the a2wsgi bridge."""
-        from hibana.adapters.asgi import AsgiMount, wsgi_to_asgi
+        ``SCRIPT_NAME=prefix``; it runs on a pool of threads (``hibana.adapters.wsgi``)."""
+        from hibana.adapters.asgi import AsgiMount
+        from hibana.adapters.wsgi import wsgi_to_asgi
 
         where = _caller(1)
         if not callable(wsgi_app):

@@ -8,22 +8,21 @@ building works, and ``path`` as the client sent it. Its response streams through
 produced (server-sent events included); the deadline covers the app until it starts its
 response. Its lifespan (startup/shutdown) runs once per worker.
 
-WSGI apps go through ``a2wsgi``'s WSGI-to-ASGI bridge, which runs them on its thread
-pool: one ASGI core, WSGI a thin wrapper.
+WSGI apps go through ``hibana.adapters.wsgi``'s bridge, which runs them on a pool of
+threads: one ASGI core, WSGI a thin wrapper.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from hibana.context import Context
 from hibana.errors import Cancelled
 from hibana.requests import Request
 from hibana.responses import Response, StreamingResponse, check_status
-from hibana.telemetry.logs import ErrorLines, current_logger
 
 Message = MutableMapping[str, Any]
 #: Body chunks a mounted app may send ahead of what the client has taken.
@@ -55,6 +54,42 @@ def _whole(status: int, raw: list[tuple[bytes, bytes]], body: bytes) -> Response
     return response
 
 
+class _AppStream:
+    """A mounted app's streamed body: the chunks its ``send`` queues, then its end (or
+    its failure). Closed before its end (its client left, a HEAD's body that is not sent,
+    the deadline), it cancels the app; ended, it leaves the app's task to finish what it
+    does after its answer."""
+
+    __slots__ = ("_chunks", "_task", "ended")
+
+    def __init__(self, chunks: asyncio.Queue[bytes | None], task: asyncio.Task[None]) -> None:
+        self._chunks = chunks
+        self._task = task
+        #: All of it went out: what the app does from here, no client sees.
+        self.ended = False
+
+    def __aiter__(self) -> _AppStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunks, task = self._chunks, self._task
+        if not (chunks.empty() and task.done()):
+            chunk = await chunks.get()
+            if chunk is not None:
+                return chunk
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+        self.ended = True
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        task = self._task
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
 class AsgiMount:
     """The handler of a mount: runs the ASGI app for one request."""
 
@@ -64,6 +99,8 @@ class AsgiMount:
         self._lifespan: asyncio.Task[None] | None = None
         self._lifespan_queue: asyncio.Queue[Message] | None = None
         self._lifespan_done: asyncio.Queue[Message] | None = None
+        #: The app's tasks still running, answered or not.
+        self.running: set[asyncio.Task[None]] = set()
 
     async def __call__(self, req: Request, ctx: Context) -> Response:
         scope = dict(req._scope)
@@ -94,12 +131,15 @@ class AsgiMount:
         # while the client is behind, so a big body is never held in memory whole.
         chunks: asyncio.Queue[bytes | None] | None = None
 
+        body: _AppStream | None = None
+
         def streamed() -> None:
             # the head came alone (the app is about to stream, or awaited between them)
-            nonlocal chunks
+            nonlocal chunks, body
             if not answer.done() and head:
                 chunks = asyncio.Queue(_CHUNKS_AHEAD)
-                answer.set_result(StreamingResponse(stream(chunks), head[0], _str_headers(head[1])))
+                body = _AppStream(chunks, task)
+                answer.set_result(StreamingResponse(body, head[0], _str_headers(head[1])))
 
         async def send(message: Message) -> None:
             kind = message["type"]
@@ -151,28 +191,17 @@ class AsgiMount:
                     failed
                     or RuntimeError(f"the app mounted at {self.prefix or '/'} sent no response")
                 )
-            elif failed is not None and chunks is None:
+            elif failed is not None and (body is None or body.ended):
                 # a stream's failure cuts it short and is logged then; this one the client
                 # never sees, so the log is the one place it is told
                 ctx.log.exception("the mounted app raised after its whole response", failed)
 
-        async def stream(chunks: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
-            try:
-                while not (chunks.empty() and task.done()):
-                    chunk = await chunks.get()
-                    if chunk is None:
-                        break
-                    yield chunk
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
-            finally:
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
-
         task = loop.create_task(run())
         task.add_done_callback(ended)
+        # an app's task may outlive its answer (Starlette's background tasks run after the
+        # body): the worker lets these finish before it stops
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
         try:
             return await answer
         except asyncio.CancelledError:
@@ -221,16 +250,3 @@ class AsgiMount:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._lifespan_done.get(), 5)
         self._lifespan = None
-
-
-def wsgi_to_asgi(wsgi_app: Any) -> ASGIApp:
-    from a2wsgi import WSGIMiddleware
-
-    def with_errors(environ: dict[str, Any], start_response: Any) -> Any:
-        # a2wsgi's wsgi.errors is sys.stdout: what the app wrote there became info lines
-        log = current_logger.get()  # the request's invocation (a2wsgi copies the context)
-        if log is not None:
-            environ["wsgi.errors"] = ErrorLines(log)
-        return wsgi_app(environ, start_response)
-
-    return WSGIMiddleware(with_errors)  # type: ignore[arg-type, return-value]

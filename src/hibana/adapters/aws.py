@@ -28,7 +28,8 @@ from http import HTTPStatus
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
-from hibana.adapters.asgi import ASGIApp, AsgiMount, wsgi_to_asgi
+from hibana.adapters.asgi import ASGIApp, AsgiMount
+from hibana.adapters.wsgi import wsgi_to_asgi
 from hibana.context import Context
 from hibana.requests import Request
 from hibana.responses import Response

@@ -1,7 +1,9 @@
 """Flask, FastAPI and Django apps mounted in one hibana app, beside a hibana function."""
 
 import asyncio
-from collections.abc import AsyncIterator
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -47,6 +49,43 @@ def flask_complain():  # type: ignore[no-untyped-def]
     flask_app.logger.error("the upstream said no")  # Flask's handler writes to wsgi.errors
     request.environ["wsgi.errors"].write("written to wsgi.errors\n")
     return "complained"
+
+
+#: What each streamed WSGI body (/flask/gen, /django/stream) did, by its ?tag: "closed"
+#: once its generator ended, whole or not.
+wsgi_streams: dict[str, str] = {}
+
+
+def wsgi_parts(tag: str) -> Iterator[str]:
+    wsgi_streams[tag] = "started"
+    try:
+        for i in range(50):
+            yield f"{i}\n" * 1000
+            time.sleep(0.1)
+        wsgi_streams[tag] = "ended"
+    finally:
+        wsgi_streams[tag] += ", closed"
+
+
+@flask_app.get("/gen")
+def flask_gen():  # type: ignore[no-untyped-def]
+    return flask_app.response_class(wsgi_parts(request.args.get("tag", "")), mimetype="text/plain")
+
+
+@flask_app.get("/streams")
+def flask_stream_states():  # type: ignore[no-untyped-def]
+    return jsonify(wsgi_streams)
+
+
+def late_error(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A bare WSGI app that starts a 200, then fails before its body: PEP 3333 lets it
+    send an error page instead (start_response again, with exc_info)."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    try:
+        raise LookupError("the record vanished")
+    except LookupError:
+        start_response("503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
+    return [b"sorry"]
 
 
 # -- FastAPI (ASGI) ---------------------------------------------------------------------------
@@ -150,7 +189,7 @@ if not settings.configured:
     )
     django.setup()
 
-from django.http import HttpRequest, JsonResponse  # noqa: E402
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse  # noqa: E402
 from django.urls import path, reverse  # noqa: E402
 
 
@@ -160,7 +199,14 @@ def django_view(request: HttpRequest, slug: str) -> JsonResponse:
     )
 
 
-urlpatterns = [path("pages/<slug:slug>", django_view, name="view")]
+def django_stream(request: HttpRequest) -> StreamingHttpResponse:
+    return StreamingHttpResponse(wsgi_parts(request.GET.get("tag", "")))
+
+
+urlpatterns = [
+    path("pages/<slug:slug>", django_view, name="view"),
+    path("stream", django_stream),
+]
 
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 
@@ -177,6 +223,7 @@ async def waits_for_disconnect(scope: dict[str, Any], receive: Any, send: Any) -
 # -- the hibana app ---------------------------------------------------------------------------
 app = hibana.App()
 app.wsgi("/flask", flask_app)
+app.wsgi("/late-error", late_error)
 app.asgi("/api", api, timeout=3)  # streams run under it too: room for the slow client's
 app.wsgi("/django", get_wsgi_application())
 app.asgi("/raw-after", raw_after)
