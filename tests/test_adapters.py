@@ -9,6 +9,7 @@ import base64
 import importlib.util
 import json
 import logging
+import signal
 import socket
 import sys
 import time
@@ -120,6 +121,29 @@ def test_fastapi_mounted_with_root_path_lifespan_and_a_deadline(host: Host) -> N
     assert slow.status_code == 504  # the mount's timeout=3 applies to the mounted app
     assert slow.json()["invocation_id"] == slow.headers["x-invocation-id"]
     host.wait_for_log(function="asgi_api", outcome="timeout")
+
+
+def test_background_tasks_of_a_mounted_app_finish_before_sigterm_exits() -> None:
+    host = Host(APPS / "mounts", "--workers", "1").wait_ready()
+    try:
+        r = httpx.post(host.url + "/api/job/j1", timeout=10)
+        assert r.json() == {"queued": "j1"}
+        host.wait_for_log(msg="background j1 started")
+        host.signal(signal.SIGTERM)
+        assert host.wait_exit(20) == 0
+        host.wait_for_log(msg="background j1 done", timeout=1)
+    finally:
+        host.stop()
+
+
+def test_what_a_lifespan_startup_stores_reaches_each_request(
+    host: Host, mounts: ModuleType, lambda_handler: MakeHandler
+) -> None:
+    # ASGI's lifespan state: FastAPI's lifespan yields it, request.state holds it
+    r = httpx.get(host.url + "/api/db", timeout=10)
+    assert (r.status_code, r.json()) == (200, {"db": "connected-db"})
+    on_lambda = lambda_handler(mounts.api)(v2_event("GET", "/db"), None)
+    assert (on_lambda["statusCode"], json.loads(on_lambda["body"])) == (200, {"db": "connected-db"})
 
 
 def test_a_mounted_apps_whole_response_is_framed_once_and_head_keeps_its_length(

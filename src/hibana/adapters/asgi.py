@@ -99,12 +99,16 @@ class AsgiMount:
         self._lifespan: asyncio.Task[None] | None = None
         self._lifespan_queue: asyncio.Queue[Message] | None = None
         self._lifespan_done: asyncio.Queue[Message] | None = None
+        #: What the app's lifespan startup stores (``yield {"db": ...}`` in Starlette's):
+        #: each request's scope gets a copy of it.
+        self._state: dict[str, Any] = {}
         #: The app's tasks still running, answered or not.
         self.running: set[asyncio.Task[None]] = set()
 
     async def __call__(self, req: Request, ctx: Context) -> Response:
         scope = dict(req._scope)
         scope["root_path"] = scope.get("root_path", "") + self.prefix
+        scope["state"] = self.request_state()
         for key in ("hibana.conn", "hibana.given", "hibana.cancellation"):
             scope.pop(key, None)
         body_sent = False
@@ -210,6 +214,10 @@ class AsgiMount:
             raise
 
     # -- lifespan -------------------------------------------------------------------------
+    def request_state(self) -> dict[str, Any]:
+        """A request's ``scope["state"]``: a copy of what the lifespan stored (ASGI)."""
+        return self._state.copy()
+
     async def startup(self) -> str | None:
         """Run the app's lifespan startup; an error message if it failed. An app that
         does not speak lifespan is left alone."""
@@ -220,7 +228,7 @@ class AsgiMount:
         async def run() -> None:
             try:
                 await self.app(
-                    {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                    {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self._state},
                     inbox.get,
                     outbox.put,
                 )

@@ -334,6 +334,8 @@ class LambdaHandler:
         #: The app is hibana's: it takes the invocation's id, deadline and trace from
         #: Lambda (in the scope's ``hibana.given``). Another app's scope is ASGI's alone.
         self._gives = isinstance(app, App)
+        #: A bare ASGI app's own lifespan, whose state its requests get.
+        self._own = next((m for m in self._mounts if m.app is self._asgi), None)
         self._types = tuple(text_types)
         self._loop = asyncio.new_event_loop()
         self._started = False
@@ -362,6 +364,8 @@ class LambdaHandler:
             self._started = True
         if self._gives:
             scope["hibana.given"] = _given(scope, context)
+        elif self._own is not None:
+            scope["state"] = self._own.request_state()
         status, headers, out = loop.run_until_complete(_run(self._asgi, scope, body))
         return _result(shape, multi, status, headers, out, self._types)
 

@@ -142,6 +142,9 @@ class Worker:
         #: Set when the worker should stop serving: ``grace`` is how long connections
         #: get to finish their answers.
         self._stop: asyncio.Future[float] | None = None
+        #: When a SIGTERM's drain ends (its shutdown_timeout): mounted apps' work after
+        #: their answers gets until then too.
+        self._drain_deadline: float | None = None
         self.front: HttpFront | None = None
         self.dispatcher: Dispatcher | None = None
         self.store: Store | None = None
@@ -275,12 +278,31 @@ class Worker:
             # workers take the queues now); what is held is finished below
             await self.consumer.stop()
         await self.server.shutdown(grace)
+        await self._finish_mounts(mounts)
         for mount in mounts:
             await mount.shutdown()
         if self.consumer is not None:
             await self.consumer.stop()
             await self.consumer.drained()
         self.log.debug("worker stopped")
+
+    async def _finish_mounts(self, mounts: list[AsgiMount]) -> None:
+        """Let what mounted apps do after their answers (Starlette's background tasks)
+        finish, within the drain's shutdown_timeout; what is left then is cancelled."""
+        running = {task for mount in mounts for task in mount.running}
+        if not running:
+            return
+        deadline = self._drain_deadline or time.monotonic() + self.config.shutdown_timeout
+        _, left = await asyncio.wait(running, timeout=max(0.0, deadline - time.monotonic()))
+        if left:
+            self.log.warning(
+                "shutdown_timeout passed with mounted apps' work still running after their "
+                "answers (background tasks); cancelling it",
+                tasks=len(left),
+            )
+            for task in left:
+                task.cancel()
+            await asyncio.wait(left, timeout=1.0)
 
     def _mounts(self) -> list[AsgiMount]:
         return [s.handler for s in self.app.functions if isinstance(s.handler, AsgiMount)]
@@ -446,7 +468,7 @@ class Worker:
             await self.consumer.stop()  # claim nothing new; what is held finishes or goes back
         self.dispatcher.cancel_all()
         self.front.cancel_streams()
-        deadline = time.monotonic() + self.config.shutdown_timeout
+        deadline = self._drain_deadline = time.monotonic() + self.config.shutdown_timeout
         while (self.dispatcher.inflight or self.front.streaming) and (  # noqa: ASYNC110
             time.monotonic() < deadline
         ):

@@ -9,7 +9,7 @@ from typing import Any
 
 import django
 from django.conf import settings
-from fastapi import FastAPI, Request
+from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.responses import StreamingResponse
 from flask import Flask, jsonify, request, url_for
 
@@ -93,9 +93,9 @@ state: dict[str, int] = {"startups": 0, "shutdowns": 0}
 
 
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, str]]:
     state["startups"] += 1
-    yield
+    yield {"db": "connected-db"}  # the lifespan state: each request's request.state
     state["shutdowns"] += 1
 
 
@@ -105,6 +105,23 @@ api = FastAPI(lifespan=lifespan)
 @api.get("/")
 async def api_root(request: Request) -> dict[str, object]:
     return {"root": True, "url": str(request.url_for("api_root"))}
+
+
+async def after_answer(job: str) -> None:
+    print(f"background {job} started")
+    await asyncio.sleep(1)
+    print(f"background {job} done")
+
+
+@api.post("/job/{job}")
+async def api_job(job: str, tasks: BackgroundTasks) -> dict[str, str]:
+    tasks.add_task(after_answer, job)  # runs after the answer, in the app's own call
+    return {"queued": job}
+
+
+@api.get("/db")
+async def api_db(request: Request) -> dict[str, str]:
+    return {"db": request.state.db}
 
 
 @api.get("/hello/{name}")
