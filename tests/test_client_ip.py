@@ -15,6 +15,12 @@ TRUSTED = parse_networks(["10.0.0.0/8", "127.0.0.1"], "test")
 
 
 def request(peer: str | None, headers: list[tuple[str, str]], trusted: Any = TRUSTED) -> str | None:
+    return make(peer, headers, trusted).client_ip
+
+
+def make(
+    peer: str | None, headers: list[tuple[str, str]], trusted: Any = TRUSTED
+) -> hibana.Request:
     scope: dict[str, Any] = {
         "type": "http",
         "method": "GET",
@@ -22,8 +28,9 @@ def request(peer: str | None, headers: list[tuple[str, str]], trusted: Any = TRU
         "query_string": b"",
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
         "client": (peer, 5000) if peer else None,
+        "scheme": "http",
     }
-    return hibana.Request(scope, b"", {}, trusted).client_ip
+    return hibana.Request(scope, b"", {}, trusted)
 
 
 def test_without_trusted_proxies_the_socket_peer_is_the_client() -> None:
@@ -93,3 +100,44 @@ def test_through_the_host_spoofing_is_ignored(proxied: Host) -> None:
     assert direct["client_ip"] == "127.0.0.1"
     assert spoofed["client_ip"] == "198.51.100.7"
     assert spoofed["peer"][0] == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("peer", "headers", "scheme"),
+    [
+        ("127.0.0.1", [("X-Forwarded-Proto", "https")], "https"),
+        ("203.0.113.9", [("X-Forwarded-Proto", "https")], "http"),  # not a proxy we trust
+        ("127.0.0.1", [("X-Forwarded-Proto", "http, https")], "https"),  # the nearest's
+        ("127.0.0.1", [("Forwarded", 'for=1.2.3.4;proto="https"')], "https"),
+        # Forwarded wins over X-Forwarded-Proto, as it does for the client's address
+        ("127.0.0.1", [("Forwarded", "for=1.2.3.4"), ("X-Forwarded-Proto", "https")], "http"),
+        ("127.0.0.1", [("X-Forwarded-Proto", "gopher")], "http"),  # not a scheme of ours
+        ("127.0.0.1", [], "http"),
+    ],
+)
+def test_the_scheme_a_trusted_proxy_forwards(
+    peer: str, headers: list[tuple[str, str]], scheme: str
+) -> None:
+    assert make(peer, headers).scheme == scheme
+    assert make(peer, headers, trusted=()).scheme == "http"
+
+
+def test_through_the_host_urls_and_mounted_apps_follow_the_proxy(proxied: Host) -> None:
+    forwarded = {
+        "Host": "app.example.com",
+        "X-Forwarded-For": "203.0.113.9",
+        "X-Forwarded-Proto": "https",
+    }
+    with proxied.client() as client:
+        own = client.get("/url", headers=forwarded).json()
+        flask = client.get("/flask/info", headers=forwarded).json()
+        fastapi = client.get("/api/info", headers=forwarded).json()
+        direct = client.get("/flask/info").json()
+    assert own == {"url": "https://app.example.com/url", "scheme": "https"}
+    assert flask == {
+        "url": "https://app.example.com/flask/info",
+        "remote_addr": "203.0.113.9",
+        "scheme": "https",
+    }
+    assert fastapi == {"url": "https://app.example.com/api/info", "client": "203.0.113.9"}
+    assert (direct["scheme"], direct["remote_addr"]) == ("http", "127.0.0.1")

@@ -58,12 +58,34 @@ def forwarded_chain(forwarded: Sequence[str], x_forwarded_for: Sequence[str]) ->
     return [hop for header in x_forwarded_for for hop in header.split(",")]
 
 
+def forwarded_proto(forwarded: Sequence[str], x_forwarded_proto: Sequence[str]) -> str | None:
+    """The scheme the nearest proxy says the request came in on: the right-most
+    ``Forwarded: proto=`` when that header is present, else the right-most
+    ``X-Forwarded-Proto``; None unless it is ``http`` or ``https``."""
+    protos = []
+    if forwarded:
+        for header in forwarded:
+            for element in header.split(","):
+                for pair in element.split(";"):
+                    key, _, value = pair.partition("=")
+                    if key.strip().lower() == "proto":
+                        protos.append(value)
+    else:
+        protos = [proto for header in x_forwarded_proto for proto in header.split(",")]
+    proto = protos[-1].strip().strip('"').lower() if protos else ""
+    return proto if proto in ("http", "https") else None
+
+
+def is_trusted(peer: str | None, trusted: Sequence[Network]) -> bool:
+    """Whether ``peer`` (the socket's other end) is one of the ``trusted`` proxies."""
+    address = None if peer is None else _address(peer)
+    return address is not None and any(address in net for net in trusted)
+
+
 def client_ip(peer: str | None, chain: list[str], trusted: Sequence[Network]) -> str | None:
     """The right-most address in ``chain`` that is not a trusted proxy, when ``peer`` (the
     socket's other end) is one; otherwise ``peer`` itself."""
-    if peer is None or not trusted:
-        return peer
-    current = _address(peer)
+    current = None if peer is None else _address(peer)
     if current is None or not any(current in net for net in trusted):
         return peer
     for hop in reversed(chain):

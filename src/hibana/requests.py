@@ -12,7 +12,7 @@ import msgspec
 from hibana.datastructures import Files, FormData, Headers, QueryParams
 from hibana.errors import BadRequest
 from hibana.forms import parse_form
-from hibana.proxies import Network, client_ip, forwarded_chain
+from hibana.proxies import Network, client_ip, forwarded_chain, forwarded_proto, is_trusted
 
 _decode_json = msgspec.json.decode
 
@@ -72,7 +72,22 @@ class Request:
         host = self.headers.get("host") or "localhost"
         raw_path = bytes(self._scope.get("raw_path") or b"").decode("latin-1") or self.path
         qs = self.query_string
-        return f"{self._scope.get('scheme', 'http')}://{host}{raw_path}" + (f"?{qs}" if qs else "")
+        return f"{self.scheme}://{host}{raw_path}" + (f"?{qs}" if qs else "")
+
+    @property
+    def scheme(self) -> str:
+        """``http`` or ``https``: the connection's, or, when the socket peer is one of the
+        App's ``trusted_proxies``, the one it forwards (``Forwarded: proto=``, else
+        ``X-Forwarded-Proto``; the right-most, which the nearest proxy wrote)."""
+        scheme = str(self._scope.get("scheme", "http"))
+        if not self._trusted:
+            return scheme
+        client = self._scope.get("client")
+        if not is_trusted(str(client[0]) if client else None, self._trusted):
+            return scheme
+        headers = self.headers
+        forwarded = headers.getlist("forwarded")
+        return forwarded_proto(forwarded, headers.getlist("x-forwarded-proto")) or scheme
 
     @property
     def query(self) -> QueryParams:

@@ -109,6 +109,13 @@ class AsgiMount:
         scope = dict(req._scope)
         scope["root_path"] = scope.get("root_path", "") + self.prefix
         scope["state"] = self.request_state()
+        if req._trusted:
+            # behind a proxy the App trusts: the client and scheme it forwards, as uvicorn's
+            # and gunicorn's proxy settings give an app (its url_for, its redirects)
+            scope["scheme"] = req.scheme
+            client = req.client_ip
+            if client is not None and client != (scope.get("client") or ("",))[0]:
+                scope["client"] = (client, 0)
         for key in ("hibana.conn", "hibana.given", "hibana.cancellation"):
             scope.pop(key, None)
         body_sent = False
