@@ -354,17 +354,22 @@ import hibana
 app = hibana.App()
 
 
-@app.queue("jobs", visibility_timeout=60)
+@app.queue("jobs", visibility_timeout=60{limit})
 def job(msg, ctx):
     open(os.path.join(os.path.dirname(__file__), "started"), "w").close()
     time.sleep(30)  # deaf to its cancellation: a thread cannot be stopped
 """
 
 
-def test_shutdown_gives_back_a_message_whose_sync_function_still_runs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("limit", ["", ", max_concurrency=1"])
+def test_shutdown_gives_back_a_message_whose_sync_function_still_runs(
+    tmp_path: Path, limit: str
+) -> None:
     """Its thread is left to die with the worker, and the message goes back at once, its
-    attempt not counted (it stayed leased, and the host took the cancel grace longer)."""
-    (tmp_path / "function_app.py").write_text(STUBBORN)
+    attempt not counted (it stayed leased, and the host took the cancel grace longer).
+    A function at its max_concurrency too: its claim loop, waiting for room, held up the
+    drain until the worker was killed, with the message still leased."""
+    (tmp_path / "function_app.py").write_text(STUBBORN.replace("{limit}", limit))
     store = open_store(None, tmp_path)
     try:
         host = Host(tmp_path, "--workers", "1", "--shutdown-timeout", "0.5").wait_ready()

@@ -248,6 +248,9 @@ class QueueConsumer:
         self.secrets: dict[str, Secrets] = {}
         self._sync_concurrency = sync_concurrency
         self._wake: dict[str, asyncio.Event] = {}
+        #: Set when one of a queue's invocations ends (or the consumer stops): its claim
+        #: loop, waiting for room under its limit, looks again.
+        self._freed: dict[str, asyncio.Event] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -267,6 +270,7 @@ class QueueConsumer:
         for spec in self.specs:
             queue = spec.trigger.queue  # type: ignore[union-attr]
             self._wake[queue] = asyncio.Event()
+            self._freed[queue] = asyncio.Event()
             self._loops.append(asyncio.create_task(self._consume(spec, queue)))
         # Wake at once when anyone (another worker, host or the CLI) enqueues; the polls
         # remain, in case a wake-up is lost. Watched only while some loop is idle: a busy
@@ -339,8 +343,8 @@ class QueueConsumer:
         """Claim no more; return once the claim loops have ended (work in flight goes on)."""
         self._stopping = True
         self._unwatch()
-        for event in self._wake.values():
-            event.set()
+        for event in (*self._wake.values(), *self._freed.values()):
+            event.set()  # a loop waiting for a message, or for room under its limit, ends
         if self._loops:
             await asyncio.gather(*self._loops, return_exceptions=True)
 
@@ -381,7 +385,7 @@ class QueueConsumer:
             ASYNC_DEFAULT_CONCURRENCY if spec.is_async else max(1, self._sync_concurrency // 2)
         )
         mine: set[asyncio.Task[None]] = set()
-        freed = asyncio.Event()
+        freed = self._freed[queue]
         wake = self._wake[queue]
         idle = 0.001
         failures = 0
@@ -395,7 +399,7 @@ class QueueConsumer:
                 free = min(free, self.dispatcher.room(spec) or 0)
             if free < refill and mine:
                 freed.clear()
-                await freed.wait()
+                await freed.wait()  # an invocation ended, or the consumer stops
                 continue
             if free <= 0:  # other workers run all it may: look again soon
                 await asyncio.sleep(PERMIT_POLL)
