@@ -390,6 +390,27 @@ def test_async_function_blocking_the_loop_gets_its_worker_replaced() -> None:
         gen.close()
 
 
+def test_a_sync_function_holding_the_gil_gets_its_worker_killed_from_outside() -> None:
+    """A runaway regex holds the GIL: the worker can neither time it out nor replace
+    itself. The supervisor sees its watchdog stop, and kills it once the deadline and the
+    grace have passed: the request gets its 502, the permit is free, the host serves on."""
+    gen = started("basic", "--workers", "1", "--cancel-grace", "0.5")
+    host = next(gen)
+    try:
+        before = host.worker_pids()
+        with host.client(timeout=60) as client:
+            lost = client.get("/runaway-regex")
+            assert lost.status_code == 502
+            assert lost.json()["invocation_id"] == lost.headers["x-invocation-id"]
+            assert host.wait_for_stderr(r"stopped responding for .* killing it")
+            assert client.get("/hello/after").text == "Hello after"
+        assert host.worker_pids() != before
+        line = host.wait_for_log(msg="invocation", invocation_id=lost.headers["x-invocation-id"])
+        assert (line["status"], line["worker_exit"]) == (502, "exit code -9")
+    finally:
+        gen.close()
+
+
 _BLOCKED = "event loop blocked; an async function is calling blocking code; replacing this worker"
 
 

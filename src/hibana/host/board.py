@@ -33,6 +33,8 @@ WORKER_FIELDS = (
     "last_active",  # time.monotonic() of the last invocation start or end
     "rss_mb",
     "stopped_at",  # time.monotonic() when it stopped accepting (retiring or draining)
+    "watched_at",  # time.monotonic() of its watchdog thread's last round
+    "overdue_at",  # ... and then, when its earliest deadline's grace ends (0: none runs)
 )
 FUNCTION_FIELDS = ("inflight", "invocations", "cold_starts", "last_cold_start_ms", "errors")
 _W = {name: i for i, name in enumerate(WORKER_FIELDS)}

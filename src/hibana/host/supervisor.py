@@ -56,6 +56,9 @@ SIGNAL_ECHO = 0.25
 TICK = 0.05
 #: How often when there is nothing for the scaler to decide (see _tick_interval).
 IDLE_TICK = 1.0
+#: Seconds a worker's watchdog may miss, past an invocation's deadline and grace, before
+#: the supervisor kills the worker (its own watchdog could not).
+UNRESPONSIVE_AFTER = 3.0
 #: How often while the fewest workers allowed are all idle: a burst of load adds workers
 #: this much later at most.
 QUIET_TICK = 0.25
@@ -112,6 +115,8 @@ class WorkerRecord:
     retiring: bool = False
     #: Its row of the permit table (-1: none was free).
     permit_row: int = -1
+    #: Killed from here: it stopped answering with an invocation past its deadline.
+    killed: bool = False
 
 
 def _changed(version: object) -> str:
@@ -620,8 +625,49 @@ class Supervisor:
             return IDLE_TICK
         return QUIET_TICK if self._quiet else TICK
 
+    def _kill_unresponsive(self) -> None:
+        """Kill a worker whose watchdog thread has stopped (``UNRESPONSIVE_AFTER``) while
+        one of its invocations is past its deadline and grace: a sync function holding the
+        GIL in C code (a runaway regex), or a worker stopped with SIGSTOP. It cannot
+        enforce that deadline itself; its requests get their 502 as from any dead worker,
+        and its permits go to the others."""
+        now = time.monotonic()
+        for r in self.records:
+            board = r.zygote.board
+            if r.pid is None or r.killed or board is None:
+                continue
+            watched = board.get(r.slot, "watched_at")
+            if not watched or now - watched <= UNRESPONSIVE_AFTER:
+                continue
+            # what its watchdog last saw: the earliest deadline's grace end; and, for an
+            # invocation that started after that look, the longest timeout of the
+            # functions it runs (it started before the watchdog stopped, at the latest)
+            overdue = board.get(r.slot, "overdue_at")
+            longest = max(
+                (
+                    float(fn.get("timeout") or 0.0)
+                    for i, fn in enumerate(r.zygote.functions)
+                    if board.function_get(r.slot, i, "inflight") > 0
+                ),
+                default=None,
+            )
+            late = (overdue and now > overdue + UNRESPONSIVE_AFTER) or (
+                longest is not None
+                and now - watched > longest + self.config.cancel_grace + UNRESPONSIVE_AFTER
+            )
+            if late:
+                r.killed = True
+                self.report(
+                    f"worker {r.slot} (pid {r.pid}) stopped responding for "
+                    f"{now - watched:.1f}s with an invocation past its timeout and "
+                    f"--cancel-grace (a function holding the GIL in C code, such as a "
+                    f"runaway regex, or a stopped process); killing it"
+                )
+                _signal(r.pid, signal.SIGKILL)
+
     def _tick(self) -> None:
         """One scaling cycle: keep the minimum, follow the load, retire idle workers."""
+        self._kill_unresponsive()
         zygote, scaler = self.zygote, self.scaler
         if zygote is None or scaler is None or self.stopping or zygote.board is None:
             return
@@ -1124,7 +1170,7 @@ class Supervisor:
             self.records = [r for r in self.records if r.pid is not None]
         if self.records:
             self.report(f"{len(self.records)} worker(s) did not stop in time; killing them")
-        self._kill_all()
+        self._kill_all(answer=True)  # their requests get a 503, not an empty reply
         self._refuse_on_stop()
         return 0
 

@@ -389,15 +389,26 @@ class Worker:
             self.sink.flush()
             loop.call_later(period, tick)
 
-        def overdue() -> list[str]:
+        def running() -> list[Invocation]:
             # Read from another thread while the loop is frozen; if it is not frozen after
             # all and the dict changes under us, the next round looks again.
-            now = time.monotonic()
             try:
-                running = list(self.dispatcher.inflight.values()) if self.dispatcher else []
+                return list(self.dispatcher.inflight.values()) if self.dispatcher else []
             except RuntimeError:
                 return []
-            return [inv.id for inv in running if now > inv.deadline + grace]
+
+        def overdue() -> list[str]:
+            now = time.monotonic()
+            return [inv.id for inv in running() if now > inv.deadline + grace]
+
+        def watched() -> None:
+            # for the supervisor: a worker whose watchdog stops too (a function holding
+            # the GIL in C code, a SIGSTOP) cannot replace itself; it is killed from
+            # outside once an invocation's deadline and grace have passed meanwhile
+            if self.row is not None:
+                invs = running()
+                self.row.set("overdue_at", min(i.deadline for i in invs) + grace if invs else 0)
+                self.row.set("watched_at", time.monotonic())
 
         limit_mb = self.spawn.memory_limit_mb
         # opened once: at its open-files limit (a burst of connections) the worker can
@@ -414,6 +425,7 @@ class Worker:
             next_reading = time.monotonic() + 1.0
             while True:
                 time.sleep(beat[1])
+                watched()
                 rss = None
                 if time.monotonic() >= next_reading:
                     next_reading += 1.0
@@ -441,6 +453,7 @@ class Worker:
                     os._exit(70)
 
         tick()
+        watched()  # from here, before it serves: a stall from its first request on is seen
         threading.Thread(target=watch, name="hibana-watchdog", daemon=True).start()
 
     def _stop_serving(self, grace: float) -> None:

@@ -53,6 +53,7 @@ def describe(app: App) -> list[dict[str, Any]]:
             "kind": "http",
             "secrets": list(spec.secrets),
             "max_concurrency": spec.max_concurrency,
+            "timeout": spec.timeout,
         }
         if isinstance(trigger, EventTrigger):
             fn.update(

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -321,6 +322,13 @@ async def finish_after_cancel(req: hibana.Request, ctx: hibana.Context) -> str:
         await asyncio.wait_for(ctx.wait_cancelled(), 20)
     await asyncio.sleep(0.5)
     return f"finished, cancelled={ctx.cancelled}"
+
+
+@app.http("/runaway-regex", timeout=0.5, max_concurrency=1)
+def runaway_regex(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Holds the GIL in C code for ever (catastrophic backtracking): nothing in its worker
+    runs again, its watchdog thread neither."""
+    return str(bool(re.match(r"(a+)+$", "a" * 64 + "b")))
 
 
 @app.http("/block-loop-briefly", timeout=0.3)
