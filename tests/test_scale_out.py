@@ -101,16 +101,13 @@ def test_the_host_rides_out_lost_postgresql_connections(
             wait_until(lambda: len(records(app_dir, "order")) == 1)
             before = backends()
             assert drop_connections() >= 2  # the worker's and the host's
-            # the next enqueues may meet a dead connection once; none may be lost
+            # the next enqueue meets a dead connection: it is made again and the transaction
+            # run once more (its COMMIT had not gone out), so no request fails, none is lost
             sent = []
             for i in range(2, 12):
-                for _ in range(3):
-                    r = client.post("/orders", json={"data": {"n": i}})
-                    if r.status_code == 202:
-                        sent.append(i)
-                        break
-            # a lost connection is reconnected and the transaction retried: no 5xx at all
-            assert sent == list(range(2, 12))
+                r = client.post("/orders", json={"data": {"n": i}})
+                assert r.status_code == 202, r.text
+                sent.append(i)
             expected = {1, *sent}
 
             def all_processed(expected: set[int] = expected) -> bool:

@@ -163,6 +163,12 @@ class Engine:
         the transaction did not happen here, and is worth one retry on a new one."""
         return False
 
+    def connection_failed(self, exc: BaseException) -> bool:
+        """``exc`` is the connection's failure, not one operation's (it cannot be made, it
+        was cut, it went during a COMMIT): every operation of the batch gets it. Run one by
+        one they would only wait on it again, or run twice what may have committed."""
+        return False
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -493,13 +499,14 @@ class Store:
                 with self.engine.transaction(write) as now:
                     results = [(op, self._apply(now, op)) for op in _merged(batch)]
         except Exception as exc:
-            if len(batch) > 1:
+            if len(batch) > 1 and not self.engine.connection_failed(exc):
                 # One bad operation must not fail the others: run each on its own.
                 for op in batch:
                     self._run([op])
                 return
             error = exc if isinstance(exc, StoreError) else _store_error(self.engine, exc)
-            batch[0].done(None, error)
+            for op in batch:
+                op.done(None, error)
             return
         for op, result in results:
             op.done(result, None)

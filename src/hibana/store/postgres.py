@@ -4,6 +4,10 @@ Claims lock the rows they take with ``FOR UPDATE SKIP LOCKED``, so hosts never w
 each other's messages; a concurrency group is one row that claims of that group lock;
 the clock is the database's, so hosts with skewed clocks still agree on visibility and
 leases. ``?schema=NAME`` in the URL keeps hibana's tables in a schema of their own.
+
+A transaction that loses its connection before its COMMIT was sent did not happen (the
+server rolls back what it never saw committed), so ``Store`` runs it once more on a new
+connection; one that loses it during the COMMIT may have happened, and fails.
 """
 
 from __future__ import annotations
@@ -116,6 +120,13 @@ class PostgresEngine(SqlEngine):
         #: What finds a connection to a server that has gone away (a network partition:
         #: no reset, nothing sent back), unless the URL says otherwise.
         self._liveness: dict[str, Any] = {k: v for k, v in _LIVENESS.items() if k not in given}
+        #: The transaction has sent its COMMIT: if the connection goes now, it may have
+        #: happened.
+        self._committing = False
+        #: The last error that was the connection's (not a statement's), and whether the
+        #: transaction it ended surely did not happen (see ``lost_connection``).
+        self._broken_by: BaseException | None = None
+        self._retry = False
 
     def connect(self) -> None:
         try:
@@ -127,9 +138,8 @@ class PostgresEngine(SqlEngine):
         try:
             self.conn = psycopg.connect(self.url, autocommit=True, **self._liveness)
         except psycopg.Error as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreError(
-                f"cannot connect to the store {self.display}: {message}; is PostgreSQL "
+                f"cannot connect to the store {self.display}: {_first_line(exc)}; is PostgreSQL "
                 "running there, and does the database exist?"
             ) from None
         if not self.create:
@@ -152,26 +162,67 @@ class PostgresEngine(SqlEngine):
         self._exec("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
 
     def close(self) -> None:
-        if self.conn is not None:
+        self._drop()
+
+    def _drop(self) -> None:
+        """Forget the connection (the next transaction makes a new one)."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
             with contextlib.suppress(Exception):
-                self.conn.close()
-            self.conn = None
+                conn.close()
+
+    def lost_connection(self, exc: BaseException) -> bool:
+        # Only a transaction whose COMMIT was not sent: the server rolls back what it never
+        # saw committed.
+        return exc is self._broken_by and self._retry
+
+    def connection_failed(self, exc: BaseException) -> bool:
+        return exc is self._broken_by
 
     @contextlib.contextmanager
     def transaction(self, write: bool) -> Iterator[float]:
         import psycopg
 
-        if self.conn is None or self.conn.closed or self.conn.broken:
-            self.close()
-            self.connect()  # the server restarted or the connection dropped
+        self._broken_by, self._committing = None, False
         conn = self.conn
+        if conn is None or conn.closed or conn.broken:
+            conn = self._reconnect()  # the server restarted or the connection dropped
+            self._committing = False  # (the migration's COMMIT went well)
         try:
             with conn.transaction():
-                now = conn.execute("SELECT extract(epoch from clock_timestamp())").fetchone()[0]
-                yield float(now)
-        except psycopg.OperationalError:
-            self.close()  # reconnect on the next transaction
-            raise
+                now = conn.execute("SELECT extract(epoch from clock_timestamp())").fetchone()
+                yield float(now[0])
+                self._committing = True  # psycopg sends the COMMIT as this block ends
+        except psycopg.Error as exc:
+            if not (conn.closed or conn.broken):
+                raise  # a statement's own error (statement_timeout): the connection serves
+            self._drop()
+            raise self._lost(exc, retry=True) from exc
+
+    def _reconnect(self) -> Any:
+        self._drop()
+        try:
+            self.connect()
+        except Exception as exc:
+            self._drop()
+            error = self._lost(exc, retry=False)
+            if error is exc:
+                raise
+            raise error from exc
+        return self.conn
+
+    def _lost(self, exc: Exception, retry: bool) -> Exception:
+        """What to raise for ``exc``, which ended the transaction's connection; remembered
+        for ``lost_connection`` (``retry``: it may be run again, if it had not sent its
+        COMMIT)."""
+        error = exc
+        if self._committing and not isinstance(exc, StoreError):
+            error = StoreError(
+                f"the store {self.display} lost its connection during a COMMIT "
+                f"({_first_line(exc)})" + _IN_DOUBT
+            )
+        self._broken_by, self._retry = error, retry and error is exc
+        return error
 
     def _q(self, sql: str) -> str:
         converted = self._sql.get(sql)
@@ -209,6 +260,17 @@ class PostgresEngine(SqlEngine):
     def _lock_group(self, name: str) -> None:
         self._exec("INSERT INTO hibana_groups (name) VALUES (?) ON CONFLICT DO NOTHING", (name,))
         self._exec("SELECT name FROM hibana_groups WHERE name = ? FOR UPDATE", (name,))
+
+
+_IN_DOUBT = (
+    ": what it wrote may or may not have been stored (the server may have committed it "
+    "before the connection went), so it is not run again"
+)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class NotifyWatcher(ChangeWatcher):
