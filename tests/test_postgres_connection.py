@@ -1,17 +1,21 @@
 """The PostgreSQL store's connection going wrong under a running store: one that drops (a
 restart, an ended backend) is made again and the transaction run once more, unless its
-COMMIT had gone out."""
+COMMIT had gone out; one that stops answering (a partition, a proxy that holds the bytes)
+is cut after the URL's operation_timeout, and the next operation makes a new one."""
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from hibana.errors import StoreError
-from hibana.store import NewMessage, Settle, Store, open_store
+from hibana.store import NewMessage, Settle, Store, engine_for, open_store
 from hibana.store.postgres import PostgresEngine
+from tests.pg import StallingProxy
 from tests.test_queues import run, wait_until
 
 
@@ -40,6 +44,20 @@ def end_backend(dsn: str, pid: int) -> None:
 
 def ready(store: Store, queue: str) -> int:
     return sum(s.ready for s in run(store.stats()) if s.queue == queue)
+
+
+@pytest.fixture
+def ended_by_name(pg_store_url: str, postgres_dsn: str) -> Iterator[str]:
+    """An application_name for the test's store connections; whatever of them is left
+    (a backend a cut connection left in a transaction) is ended afterwards, or the
+    schema's drop would wait on its locks."""
+    name = f"hibana_{schema_of(pg_store_url)}"
+    yield name
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (name,),
+        )
 
 
 def test_a_connection_ended_between_operations_is_made_again_with_nothing_lost(
@@ -104,3 +122,126 @@ def test_a_connection_lost_during_its_commit_fails_and_is_not_run_again(
         assert only.body == b"second"  # the first was not run again (here it did not commit)
     finally:
         store.close()
+
+
+def test_an_operation_on_a_stalled_connection_is_cut_and_the_next_one_reconnects(
+    pg_store_url: str, ended_by_name: str
+) -> None:
+    target = urllib.parse.urlsplit(pg_store_url)
+    open_store(pg_store_url).close()  # made directly: the migration is not the point here
+    proxy = StallingProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    url = f"{proxy.url(pg_store_url)}&operation_timeout=5&password=s3cret"
+    store = Store(engine_for(f"{url}&application_name={ended_by_name}"))
+    store.open()
+    try:
+        run(store.enqueue(NewMessage("orders", b"before")))
+        before = backend(store)
+        proxy.stalled.set()  # the server's bytes go nowhere now; nothing says so
+
+        async def enqueue_stalled() -> None:
+            # without a bound of its own it waits for ever (the proxy ACKs every byte)
+            await asyncio.wait_for(store.enqueue(NewMessage("orders", b"stalled")), 60)
+
+        with pytest.raises(StoreError) as err:
+            run(enqueue_stalled())
+        message = str(err.value)
+        assert message.startswith(f"the store {store.display} did not answer for ")
+        assert "password=***" in message and "s3cret" not in message
+        assert "(operation_timeout=5s): its connection was cut" in message
+        assert "?operation_timeout=SECONDS" in message
+        assert "may or may not" not in message  # it was cut before its COMMIT
+        proxy.stalled.clear()
+        # the next operation makes a new connection; what was cut did not happen
+        (only,) = run(store.claim("orders", "w1", 10, lease=30))
+        assert only.body == b"before"
+        assert backend(store) != before
+    finally:
+        store.close(5)
+        proxy.close()
+
+
+def test_a_batch_cut_during_its_commit_fails_whole_and_is_not_run_again(
+    pg_store_url: str, postgres_dsn: str, ended_by_name: str
+) -> None:
+    # A COMMIT that waits past operation_timeout, then happens: every operation of its
+    # batch is told it may have been stored, and none is run again (each would then be
+    # stored twice). The server holds the COMMIT on an advisory lock the test holds.
+    schema = schema_of(pg_store_url)
+    hold_key, commit_key = (int(schema[2:9], 16) * 2 + i for i in (0, 1))
+    store = Store(
+        engine_for(f"{pg_store_url}&operation_timeout=5&application_name={ended_by_name}")
+    )
+    store.open()
+    locks = psycopg.connect(postgres_dsn, autocommit=True)
+    try:
+        locks.execute(f'SET search_path TO "{schema}"')
+        locks.execute("CREATE SEQUENCE test_commits")
+        # an enqueue to "hold" waits (as it inserts) on the first lock: the writer is busy
+        locks.execute(
+            "CREATE FUNCTION test_hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.queue = 'hold' THEN PERFORM pg_advisory_xact_lock({hold_key}); END IF;"
+            " RETURN NULL; END $$"
+        )
+        locks.execute(
+            "CREATE TRIGGER test_hold AFTER INSERT ON hibana_messages"
+            " FOR EACH ROW EXECUTE FUNCTION test_hold()"
+        )
+        # the first commit of "orders" waits (as it commits) on the second
+        locks.execute(
+            "CREATE FUNCTION test_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.queue = 'orders' AND nextval('\"{schema}\".test_commits') = 1 THEN"
+            f" PERFORM pg_advisory_xact_lock({commit_key}); END IF; RETURN NULL; END $$"
+        )
+        locks.execute(
+            "CREATE CONSTRAINT TRIGGER test_commit AFTER INSERT ON hibana_messages"
+            " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_commit()"
+        )
+        locks.execute("SELECT pg_advisory_lock(%s), pg_advisory_lock(%s)", (hold_key, commit_key))
+
+        def waiting_on(key: int) -> list[int]:
+            with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND ((classid::bigint << 32) | objid::bigint) = %s",
+                    (key,),
+                ).fetchall()
+            return [int(r[0]) for r in rows]
+
+        async def scenario() -> list[BaseException | object]:
+            hold = asyncio.ensure_future(store.enqueue(NewMessage("hold", b"")))
+            await asyncio.to_thread(wait_until, lambda: waiting_on(hold_key), 30, "the hold")
+            batch = [
+                asyncio.ensure_future(store.enqueue(NewMessage("orders", b"%d" % i)))
+                for i in range(2)
+            ]
+            # both wait behind the hold, so the writer takes them as one batch
+            await asyncio.to_thread(wait_until, lambda: store._ops.qsize() == 2, 30, "queued")
+            locks.execute("SELECT pg_advisory_unlock(%s)", (hold_key,))
+            await hold
+            return list(await asyncio.gather(*batch, return_exceptions=True))
+
+        results = run(scenario())
+        (committing,) = waiting_on(commit_key)  # the batch's COMMIT, still held
+        for result in results:
+            assert isinstance(result, StoreError), result
+            message = str(result)
+            assert "did not answer for" in message and "during its COMMIT" in message
+            assert "may or may not have been stored" in message
+        locks.execute("SELECT pg_advisory_unlock(%s)", (commit_key,))
+        wait_until(lambda: gone(postgres_dsn, committing), what="the held COMMIT to end")
+        # it did commit, once: the two are there, not four
+        assert ready(store, "orders") == 2
+        assert ready(store, "hold") == 1
+    finally:
+        locks.close()
+        store.close(5)
+
+
+@pytest.mark.parametrize("given", ["soon", "0", "-1", "inf"])
+def test_an_operation_timeout_that_is_not_seconds_is_refused_naming_it(given: str) -> None:
+    with pytest.raises(StoreError) as err:
+        engine_for(f"postgresql://app@db.internal/app?operation_timeout={given}")
+    assert str(err.value) == (
+        f"operation_timeout={given!r} in the store URL must be a number of seconds over 0 "
+        "(the default is 30)"
+    )

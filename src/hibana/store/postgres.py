@@ -7,12 +7,17 @@ leases. ``?schema=NAME`` in the URL keeps hibana's tables in a schema of their o
 
 A transaction that loses its connection before its COMMIT was sent did not happen (the
 server rolls back what it never saw committed), so ``Store`` runs it once more on a new
-connection; one that loses it during the COMMIT may have happened, and fails.
+connection; one that loses it during the COMMIT may have happened, and fails. An
+operation that waits on the server longer than ``OPERATION_TIMEOUT`` has its connection
+cut by the engine's watchdog thread, and fails.
 """
 
 from __future__ import annotations
 
 import contextlib
+import socket
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -67,18 +72,45 @@ _CLAIM = (
 _MIGRATION_LOCK = 0x68_69_62_61
 
 
-def split_url(url: str) -> tuple[str, str | None]:
-    """(the libpq URL, hibana's schema) from ``postgresql://...?schema=NAME``."""
+#: Seconds a store operation may wait on PostgreSQL before the engine cuts its connection
+#: and fails it: a server that stops answering with no reset (a partition, a proxy that
+#: holds the bytes) held it until tcp_user_timeout (60 s), or for ever. The URL's
+#: ``?operation_timeout=SECONDS`` sets another bound.
+OPERATION_TIMEOUT = 30.0
+
+#: The URL's parameters that are hibana's, not libpq's.
+_OWN = ("schema", "operation_timeout")
+
+
+def split_url(url: str) -> tuple[str, str | None, float]:
+    """(the libpq URL, hibana's schema, the operation timeout) from
+    ``postgresql://...?schema=NAME&operation_timeout=SECONDS``."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     schema = next((v for k, v in query if k == "schema"), None)
+    timeout = next((v for k, v in query if k == "operation_timeout"), None)
     # quote, not quote_plus: libpq reads no "+" as a space (options=-c%20statement_timeout)
-    rest = urlencode([(k, v) for k, v in query if k != "schema"], quote_via=quote)
+    rest = urlencode([(k, v) for k, v in query if k not in _OWN], quote_via=quote)
     if schema is not None and not schema.replace("_", "").isalnum():
         raise StoreError(
             f"schema={schema!r} in the store URL must be letters, digits and underscores"
         )
-    return urlunsplit(parts._replace(query=rest)), schema
+    return urlunsplit(parts._replace(query=rest)), schema, _seconds(timeout)
+
+
+def _seconds(text: str | None) -> float:
+    if text is None:
+        return OPERATION_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise StoreError(
+            f"operation_timeout={text!r} in the store URL must be a number of seconds "
+            f"over 0 (the default is {OPERATION_TIMEOUT:g})"
+        )
+    return value
 
 
 def _redacted(url: str) -> str:
@@ -112,7 +144,7 @@ class PostgresEngine(SqlEngine):
 
     def __init__(self, url: str, create: bool = True) -> None:
         self.create = create
-        self.url, self.schema = split_url(url)
+        self.url, self.schema, self.timeout = split_url(url)
         self.display = _redacted(url)
         self.conn: Any = None
         self._sql: dict[str, str] = {}
@@ -120,13 +152,21 @@ class PostgresEngine(SqlEngine):
         #: What finds a connection to a server that has gone away (a network partition:
         #: no reset, nothing sent back), unless the URL says otherwise.
         self._liveness: dict[str, Any] = {k: v for k, v in _LIVENESS.items() if k not in given}
-        #: The transaction has sent its COMMIT: if the connection goes now, it may have
-        #: happened.
+        #: When (monotonic) the operation now waiting on the server began; the watchdog
+        #: cuts its connection once it has waited ``timeout``.
+        self._busy_since: float | None = None
+        #: (when the operation began, how long it had waited): the watchdog cut it.
+        self._cut: tuple[float, float] | None = None
+        #: The operation has sent its COMMIT: if the connection goes now, it may have happened.
         self._committing = False
         #: The last error that was the connection's (not a statement's), and whether the
         #: transaction it ended surely did not happen (see ``lost_connection``).
         self._broken_by: BaseException | None = None
         self._retry = False
+        #: Held to swap ``conn`` and to cut it: the watchdog never touches a closed one.
+        self._conn_lock = threading.Lock()
+        self._watchdog: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def connect(self) -> None:
         try:
@@ -136,44 +176,52 @@ class PostgresEngine(SqlEngine):
                 "the PostgreSQL store needs psycopg: pip install 'psycopg[binary]'"
             ) from None
         try:
-            self.conn = psycopg.connect(self.url, autocommit=True, **self._liveness)
+            conn = psycopg.connect(self.url, autocommit=True, **self._liveness)
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot connect to the store {self.display}: {_first_line(exc)}; is PostgreSQL "
                 "running there, and does the database exist?"
             ) from None
-        if not self.create:
-            # a read (hibana queue stats) of a store no host has made: a mistyped URL, most
-            # likely, which must not leave a schema and its tables behind
-            table = f'"{self.schema}".hibana_schema' if self.schema else "hibana_schema"
-            if self.conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] is None:
-                self.close()
-                where = f"schema {self.schema!r}" if self.schema else "its public schema"
-                raise StoreError(
-                    f"no store at {self.display}: no host has used it yet ({where} has no "
-                    "hibana tables); check the URL, or start a host with it"
-                )
-        if self.schema is not None:
-            self.conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            self.conn.execute(f'SET search_path TO "{self.schema}"')
-        self._migrate()
+        with self._conn_lock:
+            self.conn = conn
+        self._watch()
+        with self._watched():
+            if not self.create:
+                # a read (hibana queue stats) of a store no host has made: a mistyped URL,
+                # most likely, which must not leave a schema and its tables behind
+                table = f'"{self.schema}".hibana_schema' if self.schema else "hibana_schema"
+                row = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+                if row is None or row[0] is None:
+                    self.close()
+                    where = f"schema {self.schema!r}" if self.schema else "its public schema"
+                    raise StoreError(
+                        f"no store at {self.display}: no host has used it yet ({where} has "
+                        "no hibana tables); check the URL, or start a host with it"
+                    )
+            if self.schema is not None:
+                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                conn.execute(f'SET search_path TO "{self.schema}"')
+            self._migrate()
 
     def _migration_lock(self) -> None:
         self._exec("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
 
     def close(self) -> None:
+        self._stop.set()
+        self._watchdog = None
         self._drop()
 
     def _drop(self) -> None:
         """Forget the connection (the next transaction makes a new one)."""
-        conn, self.conn = self.conn, None
+        with self._conn_lock:
+            conn, self.conn = self.conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
 
     def lost_connection(self, exc: BaseException) -> bool:
         # Only a transaction whose COMMIT was not sent: the server rolls back what it never
-        # saw committed.
+        # saw committed. One cut for not answering is not run again (it would wait again).
         return exc is self._broken_by and self._retry
 
     def connection_failed(self, exc: BaseException) -> bool:
@@ -183,46 +231,116 @@ class PostgresEngine(SqlEngine):
     def transaction(self, write: bool) -> Iterator[float]:
         import psycopg
 
-        self._broken_by, self._committing = None, False
-        conn = self.conn
-        if conn is None or conn.closed or conn.broken:
-            conn = self._reconnect()  # the server restarted or the connection dropped
-            self._committing = False  # (the migration's COMMIT went well)
+        began = self._busy_since
+        outer = began is None  # else one that ``connect`` runs as it reconnects: watched
+        if began is None:
+            began = self._busy_since = time.monotonic()
+            self._broken_by, self._committing = None, False
         try:
-            with conn.transaction():
-                now = conn.execute("SELECT extract(epoch from clock_timestamp())").fetchone()
-                yield float(now[0])
-                self._committing = True  # psycopg sends the COMMIT as this block ends
-        except psycopg.Error as exc:
-            if not (conn.closed or conn.broken):
-                raise  # a statement's own error (statement_timeout): the connection serves
-            self._drop()
-            raise self._lost(exc, retry=True) from exc
+            conn = self.conn
+            if conn is None or conn.closed or conn.broken:
+                conn = self._reconnect(began)  # the server restarted or the connection dropped
+                self._committing = False  # (the migration's COMMIT went well)
+            try:
+                with conn.transaction():
+                    now = conn.execute("SELECT extract(epoch from clock_timestamp())").fetchone()
+                    yield float(now[0])
+                    self._committing = True  # psycopg sends the COMMIT as this block ends
+            except psycopg.Error as exc:
+                if not (conn.closed or conn.broken):
+                    raise  # a statement's own error (statement_timeout): the connection serves
+                self._drop()
+                if not outer:
+                    raise  # ``_reconnect`` names it
+                raise self._lost(exc, began, retry=True) from exc
+        finally:
+            if outer:
+                self._busy_since = None
 
-    def _reconnect(self) -> Any:
+    def _reconnect(self, began: float) -> Any:
         self._drop()
         try:
             self.connect()
         except Exception as exc:
             self._drop()
-            error = self._lost(exc, retry=False)
+            error = self._lost(exc, began, retry=False)
             if error is exc:
                 raise
             raise error from exc
         return self.conn
 
-    def _lost(self, exc: Exception, retry: bool) -> Exception:
-        """What to raise for ``exc``, which ended the transaction's connection; remembered
-        for ``lost_connection`` (``retry``: it may be run again, if it had not sent its
-        COMMIT)."""
+    def _lost(self, exc: Exception, began: float, retry: bool) -> Exception:
+        """What to raise for ``exc``, which ended the connection of the transaction begun
+        at ``began``; remembered for ``lost_connection`` (``retry``: it may be run again,
+        if it had not sent its COMMIT)."""
         error = exc
-        if self._committing and not isinstance(exc, StoreError):
+        committing = " during its COMMIT" if self._committing else ""
+        if self._cut is not None and self._cut[0] == began:
+            error = StoreError(
+                f"the store {self.display} did not answer for {self._cut[1]:.1f}s{committing} "
+                f"(operation_timeout={self.timeout:g}s): its connection was cut, and the "
+                "next operation makes a new one"
+                + (_IN_DOUBT if committing else "")
+                + "; a server that is only slow takes a longer ?operation_timeout=SECONDS "
+                "in the store URL"
+            )
+        elif committing and not isinstance(exc, StoreError):
             error = StoreError(
                 f"the store {self.display} lost its connection during a COMMIT "
                 f"({_first_line(exc)})" + _IN_DOUBT
             )
         self._broken_by, self._retry = error, retry and error is exc
         return error
+
+    # the watchdog
+    def _watch(self) -> None:
+        if self._watchdog is not None and self._watchdog.is_alive():
+            return
+        self._stop = threading.Event()
+        self._watchdog = threading.Thread(
+            target=self._watch_loop, args=(self._stop,), name="hibana-store-watchdog", daemon=True
+        )
+        self._watchdog.start()
+
+    def _watch_loop(self, stop: threading.Event) -> None:
+        """Cut the connection of an operation that waits past ``timeout``: one thread per
+        engine, waking every quarter of it while idle (nothing per query)."""
+        idle = self.timeout / 4
+        while not stop.is_set():
+            began = self._busy_since
+            wait = idle
+            if began is not None and (self._cut is None or self._cut[0] != began):
+                wait = began + self.timeout - time.monotonic()
+                if wait <= 0:
+                    if self._cut_off(began):
+                        continue
+                    wait = idle
+            stop.wait(wait)
+
+    def _cut_off(self, began: float) -> bool:
+        """Cut the connection of the operation begun at ``began``; False if it has ended,
+        or has no connection to cut yet (it is making one, bounded by connect_timeout)."""
+        # shutdown, not close: a close from this thread leaves the writer's recv blocked
+        with self._conn_lock:
+            if self.conn is None or self._busy_since != began:
+                return False
+            self._cut = (began, time.monotonic() - began)
+            with contextlib.suppress(Exception):
+                fd = self.conn.pgconn.socket
+                with socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)
+            return True
+
+    @contextlib.contextmanager
+    def _watched(self) -> Iterator[None]:
+        if self._busy_since is not None:
+            yield  # a reconnect, within a watched transaction
+            return
+        self._busy_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self._busy_since = None
 
     def _q(self, sql: str) -> str:
         converted = self._sql.get(sql)
