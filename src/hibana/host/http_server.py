@@ -83,6 +83,9 @@ _IDLE = 1  # nothing sent yet, or keep-alive between requests: close quietly
 _HEAD = 2  # a head is arriving: 408
 _BODY = 3  # a body is arriving: 408
 
+#: The name of every request's task (in asyncio's debug output and repr).
+_TASK_NAME = "hibana-request"
+
 #: Statuses whose responses carry no content (RFC 9110 15.3.5, 15.3.6, 15.4.5).
 _NO_BODY = frozenset((204, 205, 304))
 
@@ -741,7 +744,9 @@ class HttpProtocol(asyncio.Protocol):
     def _answer(self, req: _Request) -> None:
         self.active = req
         self.started = False
-        self.task = self.loop.create_task(self._run(req))
+        # a Task of its own making, named: the loop's create_task has each one format a
+        # "Task-<n>" name first, which costs more than the request's route lookup
+        self.task = asyncio.Task(self._run(req), loop=self.loop, name=_TASK_NAME)
 
     async def _run(self, req: _Request) -> None:
         chunks = req.chunks
