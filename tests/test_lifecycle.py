@@ -54,6 +54,33 @@ def test_sigterm_lets_inflight_finish_refuses_new_work_and_exits_0() -> None:
         host.stop()
 
 
+def test_a_body_sent_after_sigterm_is_not_asked_for() -> None:
+    """A request with Expect: 100-continue that arrives while the worker drains gets its
+    503 at once: no 100 Continue, for a body it would only refuse."""
+    host = Host(APPS / "basic", "--workers", "1").wait_ready()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            inflight = pool.submit(_get, host, "/finish-after-cancel")
+            host.wait_inflight(1)
+            host.signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while _get(host, "/hello/late").status_code != 503:
+                assert time.monotonic() < deadline, "new requests were never refused"
+                time.sleep(0.02)
+            addr, port = host.url.removeprefix("http://").split(":")
+            with socket.create_connection((addr, int(port)), timeout=10) as sock:
+                sock.sendall(
+                    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n"
+                    b"Expect: 100-continue\r\n\r\n"
+                )
+                first = sock.recv(65536).split(b"\r\n")[0]
+            assert first == b"HTTP/1.1 503 Service Unavailable"
+            assert inflight.result(timeout=15).status_code == 200
+        assert host.wait_exit(15) == 0
+    finally:
+        host.stop()
+
+
 def test_sigterm_to_every_process_of_the_host_is_one_graceful_shutdown() -> None:
     # systemd (KillMode=control-group, its default) signals every process of the service,
     # and the supervisor then passes the signal on: a worker gets it twice, apart. Before,

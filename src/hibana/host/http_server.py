@@ -665,11 +665,12 @@ class HttpProtocol(asyncio.Protocol):
             self._expect(_BODY, self.server.body_timeout)
             if self.expect_continue and self.active is None and not self.waiting:
                 self.expect_continue = False
-                if type(self.parsing.found) is Match:
+                if type(self.parsing.found) is Match and not self.front.draining:
                     self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 else:
-                    # no function takes it: the 404 or 405 now, and the body the client
-                    # waits to send is spared (RFC 9110 10.1.1); the connection closes
+                    # no function takes it (or the worker is shutting down): the 404, 405
+                    # or 503 now, and the body the client waits to send is spared (RFC
+                    # 9110 10.1.1); the connection closes
                     req, self.parsing = self.parsing, None
                     self.closing = True
                     self.deadline = None
