@@ -509,3 +509,50 @@ def test_a_reload_prints_the_new_versions_functions_not_the_whole_banner(
     # the address, the store and the admin endpoint did not change: said once
     assert printed.count("Listening on") == 1
     assert printed.count(f"hibana {hibana.__version__} · app") == 1
+
+
+SLOW_IMPORT = """
+import os
+import time
+
+import hibana
+
+here = os.path.dirname(__file__)
+while os.path.exists(os.path.join(here, "hold")):  # a reload that loads a model, say
+    time.sleep(0.05)
+
+app = hibana.App()
+
+
+@app.http("/v")
+def v(req, ctx):
+    return "{version}"
+
+
+@app.http("/die")
+def die(req, ctx):
+    os._exit(1)
+"""
+
+
+def test_the_serving_version_serves_on_while_a_new_one_imports(tmp_path: Path) -> None:
+    """The supervisor goes on with its work while the new version imports: a cold start
+    from zero, and a dead worker's 502 and its replacement, come at once, not after it."""
+    app_dir = _app(tmp_path, SLOW_IMPORT.replace("{version}", "one"))
+    host = Host(app_dir, "--min-instances", "0", "--idle-timeout", "30").wait_ready()
+    try:
+        hold = app_dir / "hold"
+        hold.touch()
+        _write(app_dir, SLOW_IMPORT.replace("{version}", "two"))
+        host.signal(signal.SIGHUP)
+        host.wait_for_stderr("SIGHUP: reloading the app")
+        with httpx.Client(base_url=host.url, timeout=20) as client:
+            assert client.get("/v").text == "one"  # a worker of the version that serves
+            assert client.get("/die").status_code == 502
+            assert client.get("/v").text == "one"  # and another one after it died
+        assert not any("Reloaded" in line for line in host.stderr_lines)  # still importing
+        hold.unlink()
+        host.wait_for_stderr("Reloaded: generation 2")
+        assert httpx.get(host.url + "/v", timeout=10).text == "two"
+    finally:
+        host.stop()

@@ -169,6 +169,10 @@ class Supervisor:
         self.sel = selectors.DefaultSelector()
         self._signal_r, self._signal_w = socket.socketpair()
         self._reload_r, self._reload_w = socket.socketpair()
+        #: A new version of the app is importing (``_start_zygote``): the serving one's
+        #: zygote, if it dies meanwhile, is started again after that import.
+        self._importing = False
+        self._replace_after_import = False
         self._hold_until = 0.0
         #: Set by the signals (and a changed file under ``hibana dev``); acted on by the loop.
         self._stop_asked = False
@@ -407,7 +411,20 @@ class Supervisor:
         waiter.register(self._signal_r, selectors.EVENT_READ, "signal")
         # closes of connections wait on us (we hold duplicates): keep taking them
         waiter.register(self.connections.sock, selectors.EVENT_READ, "handoff")
+        # the version that serves keeps serving while this one imports (a reload of an
+        # app that loads a model, say): its workers' exits and their 502s, a cold start
+        # from zero, the scaler's ticks; not the admin endpoint (a POST /reload now would
+        # start another import inside this one)
+        watched = self._watched_socks()  # a zygote that died is not: it is being replaced
+        serving = {
+            z.channel.sock: z
+            for z in [self.zygote, *self.retired]
+            if z is not None and z.channel.sock in watched
+        }
+        for sock, old in serving.items():
+            waiter.register(sock, selectors.EVENT_READ, old)
         deadline = time.monotonic() + IMPORT_TIMEOUT
+        self._importing = True
         try:
             while True:
                 left = deadline - time.monotonic()
@@ -418,9 +435,21 @@ class Supervisor:
                         f"importing the app in {self.config.app_dir} took over "
                         f"{IMPORT_TIMEOUT:g}s; is module-level code waiting on something?"
                     )
-                for key, _ in waiter.select(timeout=left):
+                ready = waiter.select(timeout=min(left, TICK))
+                if self.zygote is not None and self.zygote.channel.sock in serving:
+                    self._tick()
+                for key, _ in ready:
                     if key.data == "handoff":
                         self.connections.receive()
+                        continue
+                    if isinstance(key.data, Zygote):
+                        self._on_zygote(key.data)
+                        for sock in list(serving):
+                            if sock.fileno() < 0 or sock not in self._watched_socks():
+                                # it died, or its workers all exited: dealt with, not ours
+                                with contextlib.suppress(KeyError, ValueError):
+                                    waiter.unregister(sock)
+                                del serving[sock]
                         continue
                     if key.data == "signal":
                         self._take_signals()
@@ -456,6 +485,7 @@ class Supervisor:
                             self.sel.register(ours, selectors.EVENT_READ, zygote)
                             return zygote
         finally:
+            self._importing = False
             waiter.close()
 
     def _await_spawned(self, zygote: Zygote, timeout: float = 10.0) -> None:
@@ -820,6 +850,9 @@ class Supervisor:
         rows = [r.permit_row for r in self.records if r.pid is not None and r.permit_row >= 0]
         return [w for row in rows if (w := self.permits.waiting_since(row, column))]
 
+    def _watched_socks(self) -> set[Any]:
+        return {key.fileobj for key in self.sel.get_map().values()}
+
     def _connection_waiting(self) -> bool:
         assert self.sock is not None
         return bool(_readable([self.sock], 0))
@@ -844,7 +877,10 @@ class Supervisor:
             self.records = [r for r in self.records if r.zygote is not zygote]
             if zygote is self.zygote and not self.stopping:
                 self.report("error: the zygote process died; restarting it")
-                self._replace_zygote()
+                if self._importing:
+                    self._replace_after_import = True  # one import at a time: after this one
+                else:
+                    self._replace_zygote()
             return
         for message in messages:
             self._on_event(zygote, message)
@@ -986,7 +1022,12 @@ class Supervisor:
         try:
             fresh = self._start_zygote()
         except AppLoadError as exc:
+            if self._replace_after_import:
+                # the version that served died while this one imported: start it again
+                self._replace_after_import = False
+                self._replace_zygote()
             return self._kept(str(exc))
+        self._replace_after_import = False  # the fresh one takes over
         if fresh is None:
             return "the host is shutting down"
         try:
