@@ -4,6 +4,7 @@ deduplication, trace continuity, and bad input."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from cloudevents.conversion import to_binary, to_dict, to_structured
-from cloudevents.http import CloudEvent
+from cloudevents.http import CloudEvent, from_http
 
 import hibana
 from hibana.events.cloudevent import CloudEvent as CloudEventIn
@@ -403,6 +404,25 @@ def test_filters_match_like_the_subscriptions_api() -> None:
     }
     with pytest.raises(ValueError, match="needs at least one attribute"):
         F.exact()
+
+
+def test_binary_mode_data_without_a_content_type_is_json_if_it_decodes_else_bytes(
+    host: Host, app_dir: Path
+) -> None:
+    """The SDK's to_binary sends bytes data with no Content-Type (and JSON data so too):
+    a PNG got 400 'the event data is not valid JSON', which the SDK's from_http accepts."""
+    png = b"\x89PNG\r\n\x1a\n\x00\xff"
+    headers, body = to_binary(run_event(id="png", subject="repo/x", data=png))
+    assert not {k.lower() for k in headers} & {"content-type", "ce-datacontenttype"}
+    assert from_http(headers, body).data == png  # what the SDK reads there
+    r = httpx.post(host.url + "/runtime/events/github", headers=headers, content=body)
+    assert r.status_code == 202 and r.json()["deliveries"] == 2, r.text
+    # JSON the SDK sent so (post_event's dict data) still arrives decoded
+    assert post_event(host, run_event(id="json", subject="repo/x")).status_code == 202
+    wait_until(lambda: len(delivered(app_dir, "runs")) == 2, what="both events")
+    got = {d["id"]: d for d in delivered(app_dir, "runs")}
+    assert base64.b64decode(got["png"]["data_base64"]) == png and got["png"]["data"] is None
+    assert got["json"]["data"] == {"conclusion": "success"}
 
 
 def test_binary_mode_attribute_values_are_percent_decoded(host: Host, app_dir: Path) -> None:

@@ -36,8 +36,9 @@ class EventError(HibanaError):
 
 @dataclass(slots=True)
 class CloudEvent:
-    """One CloudEvent. ``data`` is decoded JSON when the content type is JSON, ``str`` for
-    text, ``bytes`` otherwise; ``extensions`` holds the other attributes (``traceparent``...)."""
+    """One CloudEvent. ``data`` is decoded JSON when the content type is JSON (or, sent in
+    binary mode with none, when it decodes as JSON), ``str`` for text, ``bytes`` otherwise;
+    ``extensions`` holds the other attributes (``traceparent``...)."""
 
     id: str
     source: str
@@ -127,10 +128,7 @@ def new_event(
     )
 
 
-def _is_json(content_type: str | None) -> bool:
-    if not content_type:
-        return True  # the spec's default for data in structured mode
-    media = content_type.split(";", 1)[0].strip().lower()
+def _is_json(media: str) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
@@ -280,7 +278,9 @@ def from_http(headers: Iterable[tuple[str, str]], body: bytes) -> list[CloudEven
         )
     data: Any = None
     if body:
-        if _is_json(content_type):
+        if not media:
+            data = _json_or_bytes(body)
+        elif _is_json(media):
             data = _parse_json(body, "the event data")
         elif media.startswith("text/"):
             data = _text(body, content_type)
@@ -292,6 +292,18 @@ def from_http(headers: Iterable[tuple[str, str]], body: bytes) -> list[CloudEven
     event = from_structured(obj, where="the event (ce-* headers)")
     event.data = data
     return [event]
+
+
+def _json_or_bytes(body: bytes) -> Any:
+    """Binary-mode data that no Content-Type describes. "No datacontenttype means JSON" is
+    the JSON event format's rule (structured mode), not the HTTP binding's: such a body may
+    be anything (RFC 9110 8.3 lets a receiver take it as application/octet-stream). The
+    cloudevents SDK sends JSON data this way, and reads it back as JSON if it decodes, as
+    bytes if not: so does hibana (an image or a gzip sent so was refused as bad JSON)."""
+    try:
+        return _decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return body
 
 
 def _text(body: bytes, content_type: str) -> str:

@@ -2,6 +2,7 @@
 filters, one of which fails until a flag file is removed; each delivery appends a line to
 delivered.jsonl beside this file."""
 
+import base64
 import json
 import os
 import time
@@ -24,12 +25,14 @@ def record(**fields: object) -> None:
 
 
 def seen(fn: str, event: hibana.CloudEvent, ctx: hibana.Context) -> None:
+    raw = isinstance(event.data, bytes)  # a JSON line holds it as base64
     record(
         fn=fn,
         id=event.id,
         type=event.type,
         subject=event.subject,
-        data=event.data,
+        data=None if raw else event.data,
+        data_base64=base64.b64encode(event.data).decode() if raw else None,
         trace_id=ctx.trace.trace_id,
         tracestate=ctx.trace.tracestate,
         attempt=ctx.attempt,
