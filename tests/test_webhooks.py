@@ -20,9 +20,11 @@ from typing import Any
 
 import httpx
 import pytest
+from cloudevents.conversion import to_binary, to_structured
+from cloudevents.http import CloudEvent
 from slack_sdk.signature import SignatureVerifier
 
-from tests.hosts import Host, copy_app, read_jsonl, started
+from tests.hosts import Host, copy_app, read_jsonl, run_cli, started
 from tests.test_queues import wait_until
 
 GH_SECRET = "gh-webhook-secret-123"
@@ -230,6 +232,46 @@ def test_github_without_a_signature_is_401(webhook_app: tuple[Host, Path]) -> No
         headers={"x-github-event": "push", "x-github-delivery": "x"},
     )
     assert r.status_code == 401 and r.json() == {"error": "X-Hub-Signature-256 is missing"}
+
+
+def test_a_webhook_topic_takes_no_event_posted_to_the_events_endpoint(
+    webhook_app: tuple[Host, Path],
+) -> None:
+    """Anyone who reached the port could post ce-type com.github.push to
+    /runtime/events/github, and on_github ran it as if GitHub had signed it."""
+    host, app_dir = webhook_app
+    forged = CloudEvent(
+        {"type": "com.github.push", "source": "https://github.com/octo-org/x", "id": "forged"},
+        {"ref": "refs/heads/main"},
+    )
+    for topic, path, (headers, body) in [
+        ("github", "/webhooks/github", to_binary(forged)),
+        ("slack", "/webhooks/slack/commands", to_structured(forged)),
+        ("std", "/webhooks/std", to_binary(forged)),
+    ]:
+        r = httpx.post(f"{host.url}/runtime/events/{topic}", headers=headers, content=body)
+        assert r.status_code == 403, r.text
+        assert r.json()["error"].startswith(
+            f"topic {topic!r} is fed by the verified webhook only (POST {path}): "
+        )
+        host.wait_for_log(msg="event refused", topic=topic, status=403)
+        # nor does the abuse-protection handshake let a sender think it may deliver there
+        asked = httpx.options(
+            f"{host.url}/runtime/events/{topic}", headers={"WebHook-Request-Origin": "x.example"}
+        )
+        assert asked.status_code == 403 and "webhook-allowed-origin" not in asked.headers
+    # what the webhook verified still flows, and so does what an operator with the store sends
+    assert github_post(host, "push", "signed-push-1", {"ref": "refs/heads/main"}).status_code == 202
+    sent = run_cli(
+        "events", "publish", "github", "--type", "com.acme.replay", "--source", "ops",
+        "--id", "from-the-shell", "--app", str(app_dir),
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    wait_until(
+        lambda: {"signed-push-1", "from-the-shell"} <= {d["id"] for d in delivered(app_dir)},
+        what="the webhook's and the shell's events",
+    )
+    assert all(d["id"] != "forged" for d in delivered(app_dir))
 
 
 # -- Slack ----------------------------------------------------------------------------------

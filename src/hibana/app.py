@@ -264,7 +264,8 @@ class Blueprint:
 
     def __init__(self) -> None:
         self._functions: list[FunctionSpec] = []
-        self._webhook_topics: list[str] = []
+        #: (topic, path) of each webhook: what feeds each topic its verified events
+        self._webhooks: list[tuple[str, str]] = []
 
     @property
     def functions(self) -> tuple[FunctionSpec, ...]:
@@ -456,7 +457,7 @@ class Blueprint:
                         for spec in self._functions
                         if isinstance(spec.trigger, EventTrigger)
                     ),
-                    *self._webhook_topics,
+                    *(topic for topic, _ in self._webhooks),
                 ]
             )
         )
@@ -620,7 +621,7 @@ class Blueprint:
         fn_name = name or "webhook" + "".join(c if c.isalnum() else "_" for c in path)
         route = compile_route(path, where)
         granted = grants((secret,), where)
-        self._webhook_topics.append(topic)
+        self._webhooks.append((topic, path))
         self._add(
             FunctionSpec(
                 name=fn_name,
@@ -737,12 +738,13 @@ class App(Blueprint):
         self._registered: dict[int, tuple[Blueprint, str]] = {}
 
     def _add_events_endpoint(self) -> None:
-        from hibana.triggers.event import ingest
+        from hibana.triggers.event import Ingest
 
         self._add(
             FunctionSpec(
                 name=EVENTS_FUNCTION,
-                handler=ingest,
+                # read at each request: webhooks declared (or registered) after it count too
+                handler=Ingest(lambda: self._webhooks),
                 trigger=HttpTrigger(compile_route(EVENTS_ROUTE, "hibana"), ("POST", "OPTIONS")),
                 is_async=True,
                 timeout=30.0,
@@ -765,7 +767,7 @@ class App(Blueprint):
         self._registered[id(blueprint)] = (blueprint, where)
         for spec in blueprint.functions:
             self._add(spec)
-        self._webhook_topics.extend(blueprint._webhook_topics)
+        self._webhooks.extend(blueprint._webhooks)
 
     def _add(self, spec: FunctionSpec) -> None:
         other = self._names.get(spec.name)

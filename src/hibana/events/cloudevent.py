@@ -26,7 +26,8 @@ _encode = msgspec.json.encode
 
 
 class EventError(HibanaError):
-    """An event that cannot be accepted; ``status`` is the HTTP answer (400, 404, 413)."""
+    """An event that cannot be accepted; ``status`` is the HTTP answer (400, 403, 404,
+    413)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
