@@ -703,6 +703,34 @@ def test_a_lambda_result_whose_body_is_no_string_is_a_500_naming_it(host: Host) 
     )
 
 
+def test_a_lambda_result_is_read_as_its_integration_reads_it(host: Host) -> None:
+    """A str returned for an HTTP API came back as 'hello' labelled application/json; AWS
+    JSON-encodes it. A result a REST API or an ALB cannot read was hibana's 500, not AWS's
+    502."""
+    with host.client() as client:
+        for case, body in [("str", b'"hello"'), ("none", b"null"), ("no-status", None)]:
+            r = client.get(f"/bare-apigw-v2/{case}")
+            assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+            assert r.content == (body or json.dumps({"body": "no statusCode"}).encode())
+        for case, why in [
+            ("str", "the Lambda handler returned str, not a dict with statusCode"),
+            ("none", "the Lambda handler returned NoneType, not a dict with statusCode"),
+            ("no-status", "the Lambda handler returned dict, not a dict with statusCode"),
+            ("dict-body", "the Lambda handler's result has a dict body"),
+        ]:
+            rest = client.get(f"/bare-apigw-v1/{case}")
+            assert rest.status_code == 502, rest.text
+            assert rest.json() == {"message": "Internal server error"}  # API Gateway's own
+            alb = client.get(f"/bare-alb/{case}")
+            assert alb.status_code == 502 and alb.headers["content-type"].startswith("text/html")
+            assert "<title>502 Bad Gateway</title>" in alb.text
+            for r in (rest, alb):  # the log says why, as API Gateway's execution log does
+                line = host.wait_for_log(
+                    msg="malformed Lambda result", invocation_id=r.headers["x-invocation-id"]
+                )
+                assert line["error"].startswith(why)
+
+
 async def _header_echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return

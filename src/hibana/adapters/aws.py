@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import inspect
+import json
 import logging
 import re
 import time
@@ -447,7 +448,14 @@ class LambdaProxy:
         event = self.build_event(req, ctx)
         context = LambdaContext(ctx.function_name, ctx.invocation_id, ctx.deadline)
         result = self.fn(event, context)
-        return self.to_response(result)
+        try:
+            return self.to_response(result)
+        except MalformedResult as exc:
+            if self.event == "apigw-v2":
+                raise  # an HTTP API answers 500, as hibana does for a function that fails
+            # a REST API's 'Malformed Lambda proxy response', an ALB's own 502 page
+            ctx.log.error("malformed Lambda result", error=str(exc), status=502)
+            return _MALFORMED[self.event]()
 
     def build_event(self, req: Request, ctx: Context) -> dict[str, Any]:
         headers = req.headers.multi_items()
@@ -571,12 +579,13 @@ class LambdaProxy:
         }
 
     def to_response(self, result: Any) -> Response:
+        """The response AWS makes of ``result``; MalformedResult if it would refuse it."""
         if not isinstance(result, dict) or "statusCode" not in result:
-            if self.event == "apigw-v2":  # HTTP API: a bare value is a 200 JSON body
-                if isinstance(result, str):
-                    return Response(result, 200, content_type="application/json")
-                return Response.json(result, 200)
-            raise TypeError(
+            if self.event == "apigw-v2":
+                # HTTP API: a value without statusCode is a 200 whose body is that value as
+                # the Lambda runtime encoded it (a str is "hello", quotes and all)
+                return Response(json.dumps(result, ensure_ascii=False), 200, None, _JSON)
+            raise MalformedResult(
                 f"the Lambda handler returned {type(result).__name__}, not a dict with "
                 f"statusCode, as a {self.event} integration needs"
             )
@@ -589,10 +598,37 @@ class LambdaProxy:
         headers.extend(("set-cookie", str(c)) for c in result.get("cookies") or ())
         body = result.get("body") or ""
         if not isinstance(body, str):
-            raise TypeError(
+            raise MalformedResult(
                 f"the Lambda handler's result has a {type(body).__name__} body; a "
                 f"{self.event} integration takes a string (json.dumps it, or base64 with "
                 "isBase64Encoded)"
             )
-        raw = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode()
-        return Response(raw, int(result["statusCode"]), headers)
+        try:
+            status = int(result["statusCode"])
+        except (TypeError, ValueError):
+            raise MalformedResult(
+                f"the Lambda handler's statusCode {result['statusCode']!r} is not a number"
+            ) from None
+        try:
+            raw = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode()
+        except ValueError as exc:  # binascii.Error
+            raise MalformedResult(
+                f"the Lambda handler's body is not base64, yet isBase64Encoded: {exc}"
+            ) from None
+        return Response(raw, status, headers)
+
+
+class MalformedResult(TypeError):
+    """A Lambda handler's result that its integration cannot turn into a response."""
+
+
+_JSON = "application/json"
+#: What AWS answers for a MalformedResult, by integration (an HTTP API's is a 500).
+_MALFORMED: dict[str, Callable[[], Response]] = {
+    "apigw-v1": lambda: Response.json({"message": "Internal server error"}, 502),
+    "alb": lambda: Response.html(
+        "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+        "<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n",
+        502,
+    ),
+}

@@ -299,6 +299,21 @@ def legacy_v2(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"got": event}  # a bare value: HTTP APIs answer 200 with it as JSON
 
 
+def bare(event: dict[str, Any], context: Any) -> Any:
+    """Results an integration reads its own way: HTTP APIs take a value without statusCode
+    for the body; REST APIs and ALBs refuse it (502)."""
+    case = (event.get("rawPath") or event["path"]).rsplit("/", 1)[1]
+    return {
+        "str": "hello",
+        "none": None,
+        "no-status": {"body": "no statusCode"},
+        "dict-body": {"statusCode": 200, "body": {"a": 1}},
+    }[case]
+
+
 app.lambda_handler("/legacy", legacy, event="apigw-v1", timeout=5)
+app.lambda_handler("/bare-apigw-v1", bare, event="apigw-v1")
+app.lambda_handler("/bare-apigw-v2", bare, event="apigw-v2")
+app.lambda_handler("/bare-alb", bare, event="alb")
 app.lambda_handler("/alb", legacy, event="alb")
 app.lambda_handler("/v2", legacy_v2, event="apigw-v2")
