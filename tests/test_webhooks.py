@@ -449,6 +449,34 @@ def test_slack_url_verification(webhook_app: tuple[Host, Path]) -> None:
     assert r.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}
 
 
+def test_slack_ssl_check_and_app_rate_limited_are_acknowledged(
+    webhook_app: tuple[Host, Path],
+) -> None:
+    """Both were 400 ('neither a slash command...', 'a Slack event without event_id'):
+    Slack asks for a 200 to its ssl_check, and app_rate_limited is a notice, not an event."""
+    host, _ = webhook_app
+    ssl_check = urllib.parse.urlencode({"ssl_check": "1", "token": "gIkuvaNzQIHg97ATvDxqgjtO"})
+    r, sdk_ok = slack_post(host, ssl_check.encode(), FORM)
+    assert sdk_ok and r.status_code == 200, r.text
+    notice = {
+        "token": "Jhj5dZrVaK7ZwHHjRyZWjbDl",
+        "type": "app_rate_limited",
+        "team_id": "T123456",
+        "minute_rate_limited": 1518467820,
+        "api_app_id": "A123456",
+    }
+    r, sdk_ok = slack_post(host, json.dumps(notice).encode(), "application/json")
+    assert sdk_ok and r.status_code == 200, r.text
+    line = host.wait_for_log(
+        msg="slack app rate-limited", invocation_id=r.headers["x-invocation-id"]
+    )
+    assert line["level"] == "warning"
+    assert (line["team_id"], line["minute_rate_limited"]) == ("T123456", 1518467820)
+    # a forged one is refused like any other unsigned delivery
+    r, sdk_ok = slack_post(host, json.dumps(notice).encode(), "application/json", secret="no")
+    assert not sdk_ok and r.status_code == 401
+
+
 def test_slack_retries_of_an_event_are_processed_once(webhook_app: tuple[Host, Path]) -> None:
     host, app_dir = webhook_app
     body = json.dumps(

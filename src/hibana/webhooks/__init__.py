@@ -14,6 +14,7 @@ import json
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from hibana.context import Context
@@ -29,6 +30,15 @@ Ack = Callable[[dict[str, Any]], Any]
 Handler = Callable[[Request, Context], Awaitable[Response]]
 
 
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A verified delivery that carries no event, only news for the log (a warning), and
+    is acknowledged with a 200: Slack's app_rate_limited."""
+
+    message: str
+    fields: dict[str, Any]
+
+
 def handler(provider: Provider, secret: str, topic: str, path: str, ack: Ack | None) -> Handler:
     parse = {"github": _github, "slack": _slack, "standard": _standard}[provider]
 
@@ -42,7 +52,10 @@ def handler(provider: Provider, secret: str, topic: str, path: str, ack: Ack | N
             )
             return Response.json({"error": exc.reason}, status=exc.status)
         if isinstance(result, Response):
-            return result  # a handshake (ping, url_verification): nothing to publish
+            return result  # a handshake (ping, url_verification, ssl_check): nothing to publish
+        if isinstance(result, Notice):
+            ctx.log.warning(result.message, provider=provider, **result.fields)
+            return Response.json({}, status=200)
         event, answer = result
         try:
             (published,) = await ctx.publish_events(topic, [event])
@@ -97,7 +110,9 @@ def _github(
     ), True
 
 
-def _slack(secret: str, req: Request, body: bytes, path: str) -> tuple[CloudEvent, bool] | Response:
+def _slack(
+    secret: str, req: Request, body: bytes, path: str
+) -> tuple[CloudEvent, bool] | Response | Notice:
     signatures.slack(
         secret,
         body,
@@ -109,6 +124,17 @@ def _slack(secret: str, req: Request, body: bytes, path: str) -> tuple[CloudEven
         payload = _json(body)
         if payload.get("type") == "url_verification":
             return Response.json({"challenge": payload.get("challenge")}, status=200)
+        if payload.get("type") == "app_rate_limited":
+            # the app went over the Events API's limit and Slack holds its events back for
+            # a while; it wants a 200 (no event_id: nothing to publish, only to know)
+            return Notice(
+                "slack app rate-limited",
+                {
+                    "team_id": payload.get("team_id"),
+                    "api_app_id": payload.get("api_app_id"),
+                    "minute_rate_limited": payload.get("minute_rate_limited"),
+                },
+            )
         inner = payload.get("event") or {}
         event_id = payload.get("event_id")
         if not event_id:
@@ -123,6 +149,9 @@ def _slack(secret: str, req: Request, body: bytes, path: str) -> tuple[CloudEven
     form = dict(
         urllib.parse.parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)
     )
+    if form.get("ssl_check") == "1":
+        # Slack checking the certificate of a slash command's URL: it wants a 200
+        return Response(b"", status=200)
     if "payload" in form:  # an interactive component: buttons, menus, modals
         interactive = _json(form["payload"].encode())
         kind = str(interactive.get("type", "unknown"))
