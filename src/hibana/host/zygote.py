@@ -219,6 +219,15 @@ class Zygote:
         wake.setblocking(False)
         signal.set_wakeup_fd(wake.fileno(), warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        try:
+            return self._serve(exits)
+        finally:
+            # workers may exit while this process does: their SIGCHLD must not go to a
+            # wakeup fd closed under it ("Exception ignored ... Bad file descriptor")
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    def _serve(self, exits: socket.socket) -> int:
         sel = selectors.DefaultSelector()
         sel.register(self.control.sock, selectors.EVENT_READ, "control")
         sel.register(exits, selectors.EVENT_READ, "exits")
