@@ -123,6 +123,18 @@ def test_the_host_rides_out_lost_postgresql_connections(
             after = backends()
             assert after and not after & before
 
+            def listening() -> set[int]:
+                with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+                    rows = conn.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+                        " AND query LIKE 'LISTEN %%'",
+                        (name,),
+                    ).fetchall()
+                return {int(r[0]) for r in rows} - before
+
+            # and the worker listens again for enqueues (else its idle loops poll for good)
+            wait_until(lambda: bool(listening()), timeout=30, what="a new LISTEN connection")
+
 
 def test_sigterm_ends_the_host_when_postgresql_stops_answering(
     tmp_path: Path, pg_store_url: str, postgres_dsn: str

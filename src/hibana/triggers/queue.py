@@ -40,6 +40,9 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 IDLE_POLL_MAX = 0.05
 #: How long at most while the store's watcher wakes it at every commit.
 IDLE_WATCHED_MAX = 1.0
+#: Seconds between attempts to make the store's watcher again once it broke (its
+#: PostgreSQL LISTEN connection dropped): until then, idle loops poll every IDLE_POLL_MAX.
+REWATCH_EVERY = 5.0
 #: How often the leases of deliveries still running are looked at (``_keep_leases``).
 LEASE_SWEEP = 0.1
 #: Deliveries claimed in one go at most.
@@ -260,6 +263,10 @@ class QueueConsumer:
         self._flushing: asyncio.Task[None] | None = None
         self._watcher: ChangeWatcher | None = None
         self._watching = False
+        #: The store has a watcher (it had one at start): a broken one is made again.
+        self._watchable = False
+        self._rewatching = False
+        self._rewatch_at = 0.0
         self._idle_loops = 0
         #: The deliveries of each invocation running, by its id: with when their lease
         #: ends (monotonic), how long before that it is renewed, and for how long.
@@ -276,12 +283,41 @@ class QueueConsumer:
         # remain, in case a wake-up is lost. Watched only while some loop is idle: a busy
         # store writes all the time, and every write would wake this thread.
         self._watcher = self.store.watcher()
+        self._watchable = self._watcher is not None
+
+    def _rewatch(self) -> None:
+        """Make the watcher again after it broke, off the loop (a connect may wait), at
+        most every ``REWATCH_EVERY`` seconds: a PostgreSQL restart would otherwise leave
+        every idle loop polling the store for good."""
+        now = time.monotonic()
+        if not self._watchable or self._rewatching or self._stopping or now < self._rewatch_at:
+            return
+        self._rewatch_at = now + REWATCH_EVERY
+        self._rewatching = True
+        made = asyncio.get_running_loop().run_in_executor(None, self.store.watcher)
+
+        def done(future: asyncio.Future[ChangeWatcher | None]) -> None:
+            self._rewatching = False
+            watcher = None if future.cancelled() or future.exception() else future.result()
+            if watcher is None:
+                return
+            if self._stopping or self._watcher is not None:
+                watcher.close()
+                return
+            self._watcher = watcher
+            if self._idle_loops > 0:
+                self._idle_loops -= 1
+                self._idle(True)  # watched from now on, as if the loop had just gone idle
+
+        made.add_done_callback(done)
 
     def _idle(self, on: bool) -> None:
         """A claim loop starts (or stops) waiting for messages."""
         self._idle_loops += 1 if on else -1
         watcher = self._watcher
         if watcher is None:
+            if on:
+                self._rewatch()
             return
         loop = asyncio.get_running_loop()
         try:
