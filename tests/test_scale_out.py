@@ -123,7 +123,7 @@ def test_the_host_rides_out_lost_postgresql_connections(
             after = backends()
             assert after and not after & before
 
-            def listening() -> set[int]:
+            def listening(before: set[int] = before) -> set[int]:
                 with psycopg.connect(postgres_dsn, autocommit=True) as conn:
                     rows = conn.execute(
                         "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
