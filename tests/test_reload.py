@@ -561,3 +561,32 @@ def test_the_serving_version_serves_on_while_a_new_one_imports(tmp_path: Path) -
         assert httpx.get(host.url + "/v", timeout=10).text == "two"
     finally:
         host.stop()
+
+
+def test_a_zygote_that_dies_while_a_reload_imports_is_replaced(tmp_path: Path) -> None:
+    """The serving version's zygote killed during the import: the host does not fall over
+    (it crashed on the dead zygote's socket), and the new version takes over."""
+    app_dir = _app(tmp_path, SLOW_IMPORT.replace("{version}", "one"))
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        assert httpx.get(host.url + "/v", timeout=10).text == "one"
+        zygotes = [
+            pid
+            for pid in children(host.proc.pid)
+            if b"hibana.host.zygote" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        (serving,) = zygotes
+        hold = app_dir / "hold"
+        hold.touch()
+        _write(app_dir, SLOW_IMPORT.replace("{version}", "two"))
+        host.signal(signal.SIGHUP)
+        host.wait_for_stderr("SIGHUP: reloading the app")
+        os.kill(serving, signal.SIGKILL)
+        host.wait_for_stderr("the zygote process died")
+        hold.unlink()
+        host.wait_for_stderr("Reloaded: generation 2")
+        host.wait_for_stderr("Generation 1 of the app has exited")  # seen off, not a crash
+        assert httpx.get(host.url + "/v", timeout=10).text == "two"
+        assert host.proc.poll() is None
+    finally:
+        host.stop()

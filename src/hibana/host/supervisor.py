@@ -89,6 +89,8 @@ class Zygote:
     start_crashes: int = 0
     #: When the last of those exited (``time.monotonic()``).
     start_crashed_at: float = 0.0
+    #: Its process died (its channel ended): it forks no more workers.
+    dead: bool = False
 
     def spawn(self, spawn: Spawn) -> None:
         self.channel.send(op="spawn", spawn=dataclasses.asdict(spawn))
@@ -172,7 +174,6 @@ class Supervisor:
         #: A new version of the app is importing (``_start_zygote``): the serving one's
         #: zygote, if it dies meanwhile, is started again after that import.
         self._importing = False
-        self._replace_after_import = False
         self._hold_until = 0.0
         #: Set by the signals (and a changed file under ``hibana dev``); acted on by the loop.
         self._stop_asked = False
@@ -880,6 +881,7 @@ class Supervisor:
         try:
             messages = zygote.channel.receive()
         except (EOFError, ConnectionError):
+            zygote.dead = True
             self.sel.unregister(zygote.channel.sock)
             for r in self.records:
                 if r.zygote is zygote and r.permit_row >= 0:
@@ -887,9 +889,7 @@ class Supervisor:
             self.records = [r for r in self.records if r.zygote is not zygote]
             if zygote is self.zygote and not self.stopping:
                 self.report("error: the zygote process died; restarting it")
-                if self._importing:
-                    self._replace_after_import = True  # one import at a time: after this one
-                else:
+                if not self._importing:  # else once that import ends (``_swap``)
                     self._replace_zygote()
             return
         for message in messages:
@@ -1030,14 +1030,19 @@ class Supervisor:
     def _swap(self, old: Zygote) -> str | None:
         """``reload`` from ``old`` to a fresh import of the app."""
         try:
+            return self._swap_to_fresh(old)
+        finally:
+            serving = self.zygote
+            if serving is not None and serving.dead and not self.shutting_down:
+                # the version that served died while the new one imported, and the new one
+                # did not take over: start one again (one import at a time: only now)
+                self._replace_zygote()
+
+    def _swap_to_fresh(self, old: Zygote) -> str | None:
+        try:
             fresh = self._start_zygote()
         except AppLoadError as exc:
-            if self._replace_after_import:
-                # the version that served died while this one imported: start it again
-                self._replace_after_import = False
-                self._replace_zygote()
             return self._kept(str(exc))
-        self._replace_after_import = False  # the fresh one takes over
         if fresh is None:
             return "the host is shutting down"
         try:
@@ -1174,7 +1179,8 @@ class Supervisor:
         for old in list(self.retired):
             if not any(r.zygote is old for r in self.records):
                 self.retired.remove(old)
-                self.sel.unregister(old.channel.sock)
+                with contextlib.suppress(KeyError):  # one that died is unregistered already
+                    self.sel.unregister(old.channel.sock)
                 self.report(f"Generation {old.generation} of the app has exited")
                 old.stop()
 
