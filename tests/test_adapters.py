@@ -123,17 +123,30 @@ def test_fastapi_mounted_with_root_path_lifespan_and_a_deadline(host: Host) -> N
     host.wait_for_log(function="asgi_api", outcome="timeout")
 
 
-def test_background_tasks_of_a_mounted_app_finish_before_sigterm_exits() -> None:
+def test_background_tasks_of_a_mounted_app_finish_before_sigterm_exits(tmp_path: Path) -> None:
     host = Host(APPS / "mounts", "--workers", "1").wait_ready()
+    until = tmp_path / "go"
     try:
-        r = httpx.post(host.url + "/api/job/j1", timeout=10)
+        r = httpx.post(host.url + "/api/job/j1", params={"until": str(until)}, timeout=10)
         assert r.json() == {"queued": "j1"}
         host.wait_for_log(msg="background j1 started")
         host.signal(signal.SIGTERM)
+        host.wait_for_stderr("Shutting down")
+        until.touch()  # the task can end only now, while the worker drains
         assert host.wait_exit(20) == 0
         host.wait_for_log(msg="background j1 done", timeout=1)
     finally:
         host.stop()
+
+
+def test_background_tasks_of_a_head_request_run_on(host: Host, tmp_path: Path) -> None:
+    # a HEAD's body is not sent, and its stream closed unread: the app's work after it is not
+    until = tmp_path / "go"
+    r = httpx.head(host.url + "/api/job/h1", params={"until": str(until)}, timeout=10)
+    assert r.status_code == 200
+    host.wait_for_log(msg="background h1 started")
+    until.touch()
+    host.wait_for_log(msg="background h1 done")
 
 
 def test_what_a_lifespan_startup_stores_reaches_each_request(

@@ -60,13 +60,14 @@ class _AppStream:
     the deadline), it cancels the app; ended, it leaves the app's task to finish what it
     does after its answer."""
 
-    __slots__ = ("_chunks", "_task", "ended")
+    __slots__ = ("_chunks", "_task", "finished")
 
     def __init__(self, chunks: asyncio.Queue[bytes | None], task: asyncio.Task[None]) -> None:
         self._chunks = chunks
         self._task = task
-        #: All of it went out: what the app does from here, no client sees.
-        self.ended = False
+        #: The app has sent its last part (or it was read to its end): what the app does
+        #: from here (its background tasks), no client sees, and closing does not stop.
+        self.finished = False
 
     def __aiter__(self) -> _AppStream:
         return self
@@ -79,12 +80,12 @@ class _AppStream:
                 return chunk
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
-        self.ended = True
+        self.finished = True
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
         task = self._task
-        if not task.done():
+        if not task.done() and not self.finished:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -171,6 +172,8 @@ class AsgiMount:
                 if chunk:
                     await chunks.put(bytes(chunk))
                 if not more:
+                    if body is not None:
+                        body.finished = True  # a HEAD closes it unread: its tasks run on
                     await chunks.put(None)
 
         async def run() -> None:
@@ -202,7 +205,7 @@ class AsgiMount:
                     failed
                     or RuntimeError(f"the app mounted at {self.prefix or '/'} sent no response")
                 )
-            elif failed is not None and (body is None or body.ended):
+            elif failed is not None and (body is None or body.finished):
                 # a stream's failure cuts it short and is logged then; this one the client
                 # never sees, so the log is the one place it is told
                 ctx.log.exception("the mounted app raised after its whole response", failed)

@@ -1,6 +1,7 @@
 """Flask, FastAPI and Django apps mounted in one hibana app, beside a hibana function."""
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -107,15 +108,17 @@ async def api_root(request: Request) -> dict[str, object]:
     return {"root": True, "url": str(request.url_for("api_root"))}
 
 
-async def after_answer(job: str) -> None:
+async def after_answer(job: str, until: str) -> None:
     print(f"background {job} started")
-    await asyncio.sleep(1)
+    # the test makes the file (another process): never before it has checked
+    while not os.path.exists(until):  # noqa: ASYNC110, ASYNC240
+        await asyncio.sleep(0.02)
     print(f"background {job} done")
 
 
-@api.post("/job/{job}")
-async def api_job(job: str, tasks: BackgroundTasks) -> dict[str, str]:
-    tasks.add_task(after_answer, job)  # runs after the answer, in the app's own call
+@api.api_route("/job/{job}", methods=["POST", "HEAD"])
+async def api_job(job: str, until: str, tasks: BackgroundTasks) -> dict[str, str]:
+    tasks.add_task(after_answer, job, until)  # runs after the answer, in the app's own call
     return {"queued": job}
 
 
