@@ -109,8 +109,13 @@ def test_through_the_host_spoofing_is_ignored(proxied: Host) -> None:
         ("203.0.113.9", [("X-Forwarded-Proto", "https")], "http"),  # not a proxy we trust
         ("127.0.0.1", [("X-Forwarded-Proto", "http, https")], "https"),  # the nearest's
         ("127.0.0.1", [("Forwarded", 'for=1.2.3.4;proto="https"')], "https"),
-        # Forwarded wins over X-Forwarded-Proto, as it does for the client's address
+        # only the nearest proxy's element counts: a proto further left is the client's
+        ("127.0.0.1", [("Forwarded", "proto=https, for=198.51.100.7")], "http"),
+        ("127.0.0.1", [("Forwarded", "proto=https"), ("Forwarded", "for=1.2.3.4")], "http"),
+        # the two headers disagree: one came from the client, and which cannot be told
+        ("127.0.0.1", [("Forwarded", "proto=https"), ("X-Forwarded-Proto", "http")], "http"),
         ("127.0.0.1", [("Forwarded", "for=1.2.3.4"), ("X-Forwarded-Proto", "https")], "http"),
+        ("127.0.0.1", [("Forwarded", "proto=https"), ("X-Forwarded-Proto", "https")], "https"),
         ("127.0.0.1", [("X-Forwarded-Proto", "gopher")], "http"),  # not a scheme of ours
         ("127.0.0.1", [], "http"),
     ],

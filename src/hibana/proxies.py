@@ -59,20 +59,27 @@ def forwarded_chain(forwarded: Sequence[str], x_forwarded_for: Sequence[str]) ->
 
 
 def forwarded_proto(forwarded: Sequence[str], x_forwarded_proto: Sequence[str]) -> str | None:
-    """The scheme the nearest proxy says the request came in on: the right-most
-    ``Forwarded: proto=`` when that header is present, else the right-most
-    ``X-Forwarded-Proto``; None unless it is ``http`` or ``https``."""
-    protos = []
+    """The scheme the nearest proxy says the request came in on, or None. Only what that
+    proxy can have written counts: the right-most element of ``Forwarded`` (a ``proto``
+    in an element further left, or in one without it, may be the client's own) and the
+    right-most ``X-Forwarded-Proto``. When both headers are there and disagree, one of them
+    passed through from the client, and which cannot be told: None. Only ``http`` and
+    ``https`` count."""
+    said = []
     if forwarded:
-        for header in forwarded:
-            for element in header.split(","):
-                for pair in element.split(";"):
-                    key, _, value = pair.partition("=")
-                    if key.strip().lower() == "proto":
-                        protos.append(value)
-    else:
-        protos = [proto for header in x_forwarded_proto for proto in header.split(",")]
-    proto = protos[-1].strip().strip('"').lower() if protos else ""
+        last = forwarded[-1].split(",")[-1]
+        proto = ""
+        for pair in last.split(";"):
+            key, _, value = pair.partition("=")
+            if key.strip().lower() == "proto":
+                proto = value
+        said.append(proto)
+    if x_forwarded_proto:
+        said.append(x_forwarded_proto[-1].split(",")[-1])
+    protos = {p.strip().strip('"').lower() for p in said}
+    if len(protos) != 1:
+        return None
+    (proto,) = protos
     return proto if proto in ("http", "https") else None
 
 
