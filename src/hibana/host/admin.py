@@ -114,13 +114,6 @@ class AdminEndpoint:
             if any(asked.get(k, [str(v)]) != [str(v)] for k, v in mine.items()):
                 error = f"this is the host (pid {mine['pid']}) of {mine['app']}, not of that app"
                 return 409, {"reloaded": False, "error": error, **mine}
-            if sup.importing:
-                # asked while a version imports (this endpoint answers then too): one at a time
-                error = (
-                    "a new version of the app is importing now (a reload or a restart of the "
-                    "zygote); run `hibana reload` again once it has loaded"
-                )
-                return 409, {"reloaded": False, "error": error, **mine}
             # answered once the new version serves, or could not: the caller learns which
             failed = sup.reload()
             if failed is None:

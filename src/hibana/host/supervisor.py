@@ -414,9 +414,8 @@ class Supervisor:
         waiter.register(self.connections.sock, selectors.EVENT_READ, "handoff")
         # the version that serves keeps serving while this one imports (a reload of an
         # app that loads a model, say): its workers' exits and their 502s, a cold start
-        # from zero, the scaler's ticks, the admin endpoint (which refuses a reload now)
-        if self.admin is not None:
-            waiter.register(self.admin.sock, selectors.EVENT_READ, "admin")
+        # from zero, the scaler's ticks; not the admin endpoint (a POST /reload now would
+        # start another import inside this one)
         watched = self._watched_socks()  # a zygote that died is not: it is being replaced
         serving = {
             z.channel.sock: z
@@ -443,10 +442,6 @@ class Supervisor:
                 for key, _ in ready:
                     if key.data == "handoff":
                         self.connections.receive()
-                        continue
-                    if key.data == "admin":
-                        assert self.admin is not None
-                        self.admin.serve_one()
                         continue
                     if isinstance(key.data, Zygote):
                         self._on_zygote(key.data)
@@ -855,11 +850,6 @@ class Supervisor:
         (time.monotonic()), of the workers with one waiting."""
         rows = [r.permit_row for r in self.records if r.pid is not None and r.permit_row >= 0]
         return [w for row in rows if (w := self.permits.waiting_since(row, column))]
-
-    @property
-    def importing(self) -> bool:
-        """A new version of the app is importing (a reload, a zygote's restart)."""
-        return self._importing
 
     def _watched_socks(self) -> set[Any]:
         return {key.fileobj for key in self.sel.get_map().values()}
