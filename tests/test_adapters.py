@@ -285,6 +285,11 @@ def test_heads_of_a_django_stream_close_it_and_leave_the_app_serving(host: Host)
         time.sleep(0.1)
 
 
+def test_what_a_wsgi_app_writes_goes_out_in_order_with_its_parts(host: Host) -> None:
+    r = httpx.get(host.url + "/write-between/", timeout=10)
+    assert (r.status_code, r.text) == (200, "<aWRITTENb>")
+
+
 def test_a_wsgi_app_may_change_its_status_until_its_body_starts(host: Host) -> None:
     # PEP 3333: start_response again with exc_info, before any of the body went out
     r = httpx.get(host.url + "/late-error/", timeout=10)

@@ -84,19 +84,21 @@ class _Exchange:
         that part (what ``write`` got before it too), or ``_END``."""
         self.result = self.app(self.environ, self.start_response)
         self.parts = iter(self.result)
-        first = self.step()
-        if self.written:
-            written, self.written = b"".join(self.written), []
-            return written + (b"" if first is _END else first)  # type: ignore[operator]
-        return first
+        return self.step()
 
     def step(self) -> bytes | object:
-        """The body's next part that is not empty, or ``_END``."""
+        """The body's next part that is not empty, after what ``write()`` was given
+        meanwhile; or ``_END``."""
         assert self.parts is not None
-        for part in self.parts:
-            if part:
-                return bytes(part)
-        return _END
+        part: bytes | object = _END
+        for chunk in self.parts:
+            if chunk:
+                part = bytes(chunk)
+                break
+        if self.written:
+            written, self.written = b"".join(self.written), []
+            return written + (b"" if part is _END else part)  # type: ignore[operator]
+        return part
 
     def close(self) -> None:
         close = getattr(self.result, "close", None)

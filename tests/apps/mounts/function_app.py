@@ -89,6 +89,16 @@ def late_error(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [b"sorry"]
 
 
+def write_between(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    """A bare WSGI app that uses write() (PEP 3333's legacy way) between its parts."""
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    write(b"<")
+    yield b"a"
+    write(b"WRITTEN")
+    yield b"b"
+    write(b">")
+
+
 # -- FastAPI (ASGI) ---------------------------------------------------------------------------
 state: dict[str, int] = {"startups": 0, "shutdowns": 0}
 
@@ -244,6 +254,7 @@ async def waits_for_disconnect(scope: dict[str, Any], receive: Any, send: Any) -
 app = hibana.App()
 app.wsgi("/flask", flask_app)
 app.wsgi("/late-error", late_error)
+app.wsgi("/write-between", write_between)
 app.asgi("/api", api, timeout=3)  # streams run under it too: room for the slow client's
 app.wsgi("/django", get_wsgi_application())
 app.asgi("/raw-after", raw_after)
