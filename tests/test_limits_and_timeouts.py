@@ -7,6 +7,7 @@ import contextlib
 import os
 import resource
 import select
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.hosts import APPS, Host, copy_app, read_cut_short, run_cli, started
+from tests.hosts import APPS, Host, children, copy_app, read_cut_short, run_cli, started
 
 
 @pytest.fixture(scope="module")
@@ -407,6 +408,33 @@ def test_a_sync_function_holding_the_gil_gets_its_worker_killed_from_outside() -
         assert host.worker_pids() != before
         line = host.wait_for_log(msg="invocation", invocation_id=lost.headers["x-invocation-id"])
         assert (line["status"], line["worker_exit"]) == (502, "exit code -9")
+    finally:
+        gen.close()
+
+
+def test_a_host_stopped_whole_and_resumed_kills_no_worker() -> None:
+    """docker pause, or Ctrl-Z then fg: every process of the host stopped, an invocation's
+    deadline passing meanwhile. Resumed (the supervisor first), the worker times the
+    invocation out itself: the supervisor, stopped too, took its watchdog's silence for a
+    worker that had stopped answering and killed it."""
+    gen = started("basic", "--workers", "1", "--cancel-grace", "0.5")
+    host = next(gen)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            overdue = pool.submit(lambda: httpx.get(host.url + "/overdue-soon", timeout=30))
+            host.wait_inflight(1)
+            (worker,) = host.worker_pids()
+            others = [*children(host.proc.pid), worker]
+            for pid in [host.proc.pid, *others]:
+                os.kill(pid, signal.SIGSTOP)
+            time.sleep(8)  # past the deadline (3 s), the grace and the supervisor's 3 s
+            os.kill(host.proc.pid, signal.SIGCONT)
+            time.sleep(1.5)  # a tick of the supervisor's while the worker still sleeps
+            for pid in others:
+                os.kill(pid, signal.SIGCONT)
+            assert overdue.result(timeout=30).status_code == 504
+        assert host.worker_pids() == {worker}
+        assert not any("stopped responding" in line for line in host.stderr_lines)
     finally:
         gen.close()
 

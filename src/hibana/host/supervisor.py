@@ -171,6 +171,10 @@ class Supervisor:
         self.sel = selectors.DefaultSelector()
         self._signal_r, self._signal_w = socket.socketpair()
         self._reload_r, self._reload_w = socket.socketpair()
+        #: When ``_kill_unresponsive`` last looked, and since when it judges (after a gap
+        #: of its own, from the end of it).
+        self._looked_at = time.monotonic()
+        self._judge_from = 0.0
         #: A new version of the app is importing (``_start_zygote``): the serving one's
         #: zygote, if it dies meanwhile, is started again after that import.
         self._importing = False
@@ -663,11 +667,16 @@ class Supervisor:
         enforce that deadline itself; its requests get their 502 as from any dead worker,
         and its permits go to the others."""
         now = time.monotonic()
+        if now - self._looked_at > UNRESPONSIVE_AFTER:
+            # this process was not running either (the whole host was stopped: docker
+            # pause, Ctrl-Z): what a worker's watchdog missed meanwhile says nothing
+            self._judge_from = now
+        self._looked_at = now
         for r in self.records:
             board = r.zygote.board
             if r.pid is None or r.killed or board is None:
                 continue
-            watched = board.get(r.slot, "watched_at")
+            watched = max(board.get(r.slot, "watched_at"), self._judge_from)
             if not watched or now - watched <= UNRESPONSIVE_AFTER:
                 continue
             # what its watchdog last saw: the earliest deadline's grace end; and, for an

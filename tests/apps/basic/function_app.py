@@ -324,6 +324,12 @@ async def finish_after_cancel(req: hibana.Request, ctx: hibana.Context) -> str:
     return f"finished, cancelled={ctx.cancelled}"
 
 
+@app.http("/overdue-soon", timeout=3)
+async def overdue_soon(req: hibana.Request, ctx: hibana.Context) -> str:
+    await asyncio.sleep(30)  # cancelled at its deadline: a 504
+    return "never"
+
+
 @app.http("/runaway-regex", timeout=0.5, max_concurrency=1)
 def runaway_regex(req: hibana.Request, ctx: hibana.Context) -> str:
     """Holds the GIL in C code for ever (catastrophic backtracking): nothing in its worker
