@@ -234,7 +234,7 @@ class PostgresEngine(SqlEngine):
         began = self._busy_since
         outer = began is None  # else one that ``connect`` runs as it reconnects: watched
         if began is None:
-            began = self._busy_since = time.monotonic()
+            began = self._busy(time.monotonic())
             self._broken_by, self._committing = None, False
         try:
             conn = self.conn
@@ -252,10 +252,20 @@ class PostgresEngine(SqlEngine):
                 self._drop()
                 if not outer:
                     raise  # ``_reconnect`` names it
-                raise self._lost(exc, began, retry=True) from exc
+                error = self._lost(exc, began, retry=True)
+                if error is exc:
+                    raise
+                raise error from exc
         finally:
             if outer:
-                self._busy_since = None
+                self._busy(None)
+
+    def _busy(self, since: float | None) -> float:
+        """Note when the operation under way began (None: it ended), under the lock the
+        watchdog cuts with: it never cuts the next operation for the last one's wait."""
+        with self._conn_lock:
+            self._busy_since = since
+        return since or 0.0
 
     def _reconnect(self, began: float) -> Any:
         self._drop()
@@ -336,11 +346,11 @@ class PostgresEngine(SqlEngine):
         if self._busy_since is not None:
             yield  # a reconnect, within a watched transaction
             return
-        self._busy_since = time.monotonic()
+        self._busy(time.monotonic())
         try:
             yield
         finally:
-            self._busy_since = None
+            self._busy(None)
 
     def _q(self, sql: str) -> str:
         converted = self._sql.get(sql)
