@@ -42,9 +42,9 @@ import msgspec
 from hibana.host.handoff import Handoff
 from hibana.host.open_files import limit as open_file_limit
 from hibana.telemetry.logs import Logger
+from hibana.triggers.http import BODILESS, HttpFront
 from hibana.triggers.http import CLIENT_GONE as _CLIENT_GONE
 from hibana.triggers.http import STOPPING as _STOPPING
-from hibana.triggers.http import HttpFront
 from hibana.triggers.routes import Match, remove_dot_segments
 
 try:  # the kernel's count of a socket's bytes sent and not yet acknowledged (SIOCOUTQ)
@@ -85,9 +85,6 @@ _BODY = 3  # a body is arriving: 408
 
 #: The name of every request's task (in asyncio's debug output and repr).
 _TASK_NAME = "hibana-request"
-
-#: Statuses whose responses carry no content (RFC 9110 15.3.5, 15.3.6, 15.4.5).
-_NO_BODY = frozenset((204, 205, 304))
 
 _date: list[Any] = [-1, b""]
 
@@ -845,7 +842,7 @@ class HttpProtocol(asyncio.Protocol):
         assert req is not None
         framed = any(name == b"content-length" for name, _ in headers)
         self.chunked = False
-        if status in _NO_BODY:
+        if status in BODILESS:
             req.head = True  # whatever the stream yields, it has no content to carry
         elif not framed and not req.head:
             if req.scope["http_version"] == "1.0":

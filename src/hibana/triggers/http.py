@@ -40,8 +40,8 @@ _encode = msgspec.json.encode
 _JSON = (b"content-type", b"application/json")
 _CLOSE = (b"connection", b"close")
 _NO_CONTENT = (b"content-length", b"0")
-#: Statuses whose responses carry no content (RFC 9110 6.4.1).
-_BODILESS = frozenset((204, 205, 304))
+#: Statuses whose responses carry no content (RFC 9110 15.3.5, 15.3.6, 15.4.5).
+BODILESS = frozenset((204, 205, 304))
 #: The route table's answer: a Match, the methods the path allows (405), or None (404).
 Found = Match | list[str] | None
 
@@ -574,7 +574,7 @@ class HttpFront:
                             log,
                             inv,
                             length,
-                            unread=scope["method"] == "HEAD" or status in _BODILESS,
+                            unread=scope["method"] == "HEAD" or status in BODILESS,
                         )
                     finally:
                         watch.cancel()
