@@ -99,6 +99,9 @@ _RECORD_ATTRIBUTES = frozenset(
 #: past its deadline and grace.
 _BEAT = 0.1
 _IDLE_BEAT = 1.0
+#: Seconds past its beat the watchdog thread may oversleep before it takes the process
+#: for stopped and resumed (not its loop for blocked).
+_FROZEN = 1.0
 #: Seconds connections get to finish writing their answers once the worker stops serving.
 _WRITE_GRACE = 2.0
 
@@ -423,8 +426,15 @@ class Worker:
 
         def watch() -> None:
             next_reading = time.monotonic() + 1.0
+            looked = resumed = time.monotonic()
             while True:
                 time.sleep(beat[1])
+                now = time.monotonic()
+                if now - looked > beat[1] + _FROZEN:
+                    # this thread overslept: the process was stopped (docker pause, Ctrl-Z,
+                    # SIGSTOP) or starved, the loop with it; its stall counts from now
+                    resumed = now
+                looked = now
                 watched()
                 rss = None
                 if time.monotonic() >= next_reading:
@@ -441,7 +451,7 @@ class Worker:
                             memory_limit_mb=limit_mb,
                         )
                         loop.call_soon_threadsafe(self.retire)
-                stalled = time.monotonic() - beat[0]
+                stalled = time.monotonic() - max(beat[0], resumed)
                 if stalled > beat[1] + 0.4 and (late := overdue()):
                     self.log.error(
                         "event loop blocked; an async function is calling blocking code; "
