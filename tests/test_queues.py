@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from hibana.errors import StoreError
 from hibana.store import NewMessage, QueueInfo, Store, open_store
 from tests.hosts import Host, copy_app, read_jsonl, run_cli, started
 
@@ -578,3 +579,29 @@ def test_a_store_file_deleted_under_the_host_is_named_not_written_into_the_void(
     assert lost.status_code == 500  # not a 202 for a message nothing will ever see
     line = host.wait_for_log(msg="function raised", invocation_id=lost.json()["invocation_id"])
     assert "store file" in line["error"] and "was deleted or replaced" in line["error"]
+
+
+def test_after_its_file_is_found_deleted_no_write_of_the_store_goes_into_the_void(
+    tmp_path: Path,
+) -> None:
+    """Writes that come together are one batch: once the file check fails it, each is run
+    again on its own, within the second in which the file is not looked at again. They went
+    into the deleted file (a 202 for a message nothing would see, now and then)."""
+    store = open_store(None, tmp_path)
+    try:
+        run(store.declare([QueueInfo("orders", "on_order", 3)]))
+        run(store.enqueue(NewMessage("orders", b"{}")))
+        for path in (tmp_path / ".hibana").glob("state.db*"):
+            path.unlink()
+        time.sleep(1.1)  # the file is looked at once a second at most
+
+        async def together() -> list[Any]:
+            sends = [store.enqueue(NewMessage("orders", b"{}")) for _ in range(5)]
+            return await asyncio.gather(*sends, return_exceptions=True)
+
+        results = run(together())
+        assert all("was deleted or replaced" in str(r) for r in results), results
+        with pytest.raises(StoreError, match="was deleted or replaced"):
+            run(store.enqueue(NewMessage("orders", b"{}")))  # and every write after them
+    finally:
+        store.close()

@@ -73,6 +73,8 @@ class SqliteEngine(SqlEngine):
 
     def __init__(self, path: str | Path) -> None:
         self._file: tuple[int, int] | None = None
+        #: Why the store file is no longer this store's, once a check has found it so.
+        self._file_lost: str | None = None
         self._check_at = 0.0
         self.path = Path(path)
         self.display = f"sqlite:///{self.path}"
@@ -102,6 +104,7 @@ class SqliteEngine(SqlEngine):
             ) from None
         self.conn = conn
         self._file = self._identity()
+        self._file_lost = None
         self._check_at = time.monotonic() + _FILE_CHECK
         self._migrate()
 
@@ -116,11 +119,12 @@ class SqliteEngine(SqlEngine):
         """Refuse to go on with a file that is no longer the store's: deleted, or replaced
         (what this connection writes would be lost, or go where no other process looks)."""
         if self._identity() != self._file:
-            raise StoreError(
+            self._file_lost = (
                 f"the store file {self.path} was deleted or replaced while this process "
                 "had it open, so what it writes now would be lost; stop the host, then "
                 "put the file back (or start it afresh, without what the store held)"
             )
+            raise StoreError(self._file_lost)
 
     def close(self) -> None:
         if self.conn is not None:
@@ -132,6 +136,10 @@ class SqliteEngine(SqlEngine):
         conn = self.conn
         assert conn is not None
         if write:
+            if self._file_lost is not None:
+                # for good: the writes that follow a failed check within its second (a batch
+                # run again op by op) went into the lost file
+                raise StoreError(self._file_lost)
             clock = time.monotonic()
             if clock >= self._check_at:  # once a second at most: a stat call
                 self._check_at = clock + _FILE_CHECK
