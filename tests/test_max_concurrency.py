@@ -282,6 +282,7 @@ def test_at_shutdown_a_waiter_gets_503_and_the_holder_finishes(app_dir: Path) ->
 
 VERSION = """
 import asyncio
+import os
 
 import hibana
 
@@ -290,7 +291,13 @@ app = hibana.App()
 
 @app.http("/one/{seconds:float}", max_concurrency=LIMIT)
 async def one(req, ctx):
-    await asyncio.sleep(req.params["seconds"])
+    until = req.query.get("until")  # held until this file exists (``seconds`` at most)
+    end = asyncio.get_running_loop().time() + req.params["seconds"]
+    if until:
+        while not os.path.exists(until) and asyncio.get_running_loop().time() < end:
+            await asyncio.sleep(0.02)
+    else:
+        await asyncio.sleep(req.params["seconds"])
     return "VERSION"
 """
 
@@ -309,9 +316,11 @@ def versioned_app(tmp_path: Path, source: str) -> Path:
 
 def test_the_limit_holds_across_a_reload(tmp_path: Path) -> None:
     app_dir = versioned_app(tmp_path, version("v1"))
+    released = tmp_path / "released"
     for host in serve(app_dir, "--concurrency-wait", "0.3"):
         with concurrent.futures.ThreadPoolExecutor(1) as pool, host.client() as client:
-            old = pool.submit(client.get, "/one/4")
+            # held until the checks are done, however long the reload takes
+            old = pool.submit(client.get, "/one/30", params={"until": str(released)})
             host.wait_inflight(1, "one")
             before = host.function_status("one")
             (app_dir / "function_app.py").write_text(version("v2"))
@@ -325,6 +334,7 @@ def test_the_limit_holds_across_a_reload(tmp_path: Path) -> None:
             during = host.function_status("one")
             assert during["inflight"] == 1, during
             assert during["invocations"] >= before["invocations"] >= 1
+            released.touch()
             assert old.result().text == "v1"
         with host.client() as fresh:
             assert fresh.get("/one/0").text == "v2"  # and get it once it is given back
