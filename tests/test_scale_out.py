@@ -78,10 +78,11 @@ def test_the_host_rides_out_lost_postgresql_connections(
     url = f"{pg_store_url}&application_name={name}"
     app_dir = copy_app("queues", tmp_path)
 
-    def backends() -> set[int]:
+    def backends(also: str = "") -> set[int]:
+        """The host's connections (``also``: a further condition on them)."""
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:
             rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (name,)
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s" + also, (name,)
             ).fetchall()
         return {int(r[0]) for r in rows}
 
@@ -124,13 +125,7 @@ def test_the_host_rides_out_lost_postgresql_connections(
             assert after and not after & before
 
             def listening(before: set[int] = before) -> set[int]:
-                with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-                    rows = conn.execute(
-                        "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
-                        " AND query LIKE 'LISTEN %%'",
-                        (name,),
-                    ).fetchall()
-                return {int(r[0]) for r in rows} - before
+                return backends(" AND query LIKE 'LISTEN %%'") - before
 
             # and the worker listens again for enqueues (else its idle loops poll for good)
             wait_until(lambda: bool(listening()), timeout=30, what="a new LISTEN connection")
