@@ -4,6 +4,7 @@ start is refused and the running one goes on serving."""
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -554,6 +555,99 @@ def test_the_serving_version_serves_on_while_a_new_one_imports(tmp_path: Path) -
         hold.unlink()
         host.wait_for_stderr("Reloaded: generation 2")
         assert httpx.get(host.url + "/v", timeout=10).text == "two"
+    finally:
+        host.stop()
+
+
+MARKED_SLOW_IMPORT = SLOW_IMPORT.replace(
+    "while os.path.exists",
+    'open(os.path.join(here, "importing-{version}"), "w").close()\nwhile os.path.exists',
+)
+
+
+def _wait_for_waiting_reload(app_dir: Path) -> None:
+    """Until the host holds a `hibana reload` for the reload after the one under way."""
+    deadline = time.monotonic() + 30
+    while True:
+        data = json.loads(run_cli("status", "--app", str(app_dir), "--json").stdout)
+        assert data["reloading_s"] is not None, data
+        if data["reloads_waiting"]:
+            return
+        assert time.monotonic() < deadline, "the host took no reload to do after this one"
+        time.sleep(0.1)
+
+
+def test_status_answers_and_a_reload_asked_for_waits_for_the_next_while_one_imports(
+    tmp_path: Path,
+) -> None:
+    """During a slow import `hibana status` answers at once and says a reload is under way
+    (it timed out: the admin endpoint waited for the import). A `hibana reload` asked for
+    meanwhile is not answered with that import's outcome: the caller's edit came after it
+    read the files, so the host reloads once more, after it, and the edit goes live."""
+    app_dir = _app(tmp_path, MARKED_SLOW_IMPORT.replace("{version}", "one"))
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        hold = app_dir / "hold"
+        hold.touch()
+        _write(app_dir, MARKED_SLOW_IMPORT.replace("{version}", "two"))
+        host.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while not (app_dir / "importing-two").exists():  # it has read version two
+            assert time.monotonic() < deadline, "the reload's import did not begin"
+            time.sleep(0.05)
+        done = run_cli("status", "--app", str(app_dir))
+        assert done.returncode == 0, done.stderr
+        assert "reloading: a new version of the app has been loading for" in done.stdout
+        assert "generation 1 serves until it is ready" in done.stdout
+        _write(app_dir, MARKED_SLOW_IMPORT.replace("{version}", "three"))
+        reload = subprocess.Popen(
+            [sys.executable, "-m", "hibana", "reload", "--app", str(app_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_for_waiting_reload(app_dir)
+        done = run_cli("status", "--app", str(app_dir))
+        assert "generation 1 serves until it is ready; 1 more asked for meanwhile" in done.stdout
+        assert httpx.get(host.url + "/v", timeout=10).text == "one"
+        assert reload.poll() is None, "answered before the import under way ended"
+        hold.unlink()
+        _, err = reload.communicate(timeout=120)
+        assert reload.returncode == 0, err
+        assert httpx.get(host.url + "/v", timeout=10).text == "three"
+        data = json.loads(run_cli("status", "--app", str(app_dir), "--json").stdout)
+        assert data["generation"] == 3 and data["reloading_s"] is None
+        assert host.proc.poll() is None
+    finally:
+        host.stop()
+    assert host.proc.returncode == 0
+
+
+def test_a_reload_waiting_for_the_next_is_told_when_the_host_stops_instead(
+    tmp_path: Path,
+) -> None:
+    app_dir = _app(tmp_path, MARKED_SLOW_IMPORT.replace("{version}", "one"))
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        (app_dir / "hold").touch()
+        _write(app_dir, MARKED_SLOW_IMPORT.replace("{version}", "two"))
+        host.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while not (app_dir / "importing-two").exists():
+            assert time.monotonic() < deadline, "the reload's import did not begin"
+            time.sleep(0.05)
+        reload = subprocess.Popen(
+            [sys.executable, "-m", "hibana", "reload", "--app", str(app_dir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_for_waiting_reload(app_dir)
+        host.signal(signal.SIGTERM)
+        _, err = reload.communicate(timeout=60)
+        assert reload.returncode == 1
+        assert "kept the previous version" in err and "the host is shutting down" in err
+        assert host.wait_exit(timeout=30) == 0
     finally:
         host.stop()
 

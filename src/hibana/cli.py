@@ -398,6 +398,13 @@ def status(
         f"workers {scaling.get('min_instances')}..{scaling.get('max_instances')} "
         f"· prewarm {scaling.get('prewarm')} · idle timeout {scaling.get('idle_timeout')}s"
     )
+    if (reloading := data.get("reloading_s")) is not None:
+        waiting = data["reloads_waiting"]
+        console.print(
+            f"reloading: a new version of the app has been loading for {reloading:.0f}s; "
+            f"generation {data['generation']} serves until it is ready"
+            + (f"; {waiting} more asked for meanwhile" if waiting else "")
+        )
     functions = _table(
         "function",
         "trigger",
@@ -490,7 +497,9 @@ def reload(app: RunningApp = Path(".")) -> None:
     this exits 1 with the reason. (SIGHUP to the host does the same, for service managers.)"""
     from hibana.host.supervisor import IMPORT_TIMEOUT
 
-    answer = _ask_host(app, "POST", "/reload", timeout=IMPORT_TIMEOUT + 30)
+    # one asked for during a reload waits for it, then has its own: each imports the app
+    # and then starts its workers, each within IMPORT_TIMEOUT
+    answer = _ask_host(app, "POST", "/reload", timeout=4 * IMPORT_TIMEOUT + 30)
     if not answer.get("reloaded"):
         _fail(
             f"the host kept the previous version of {app}: "

@@ -54,6 +54,8 @@ class AdminEndpoint:
         self._displaced: str | None = None
         #: Said in the banner: another host serves this folder too.
         self.warning: str | None = None
+        #: Callers of POST /reload held until the next reload (see ``serve_one``).
+        self.waiting: list[socket.socket] = []
         with contextlib.suppress(OSError, ValueError, TypeError):
             before = self.file.read_text()
             other = int(json.loads(before)["pid"])
@@ -72,8 +74,13 @@ class AdminEndpoint:
         except OSError:
             self.file = None  # type: ignore[assignment]  # a read-only app folder: no status by --app
 
-    def serve_one(self) -> None:
-        """Answer one waiting connection; a slow or odd client is dropped, never waited on."""
+    def serve_one(self, busy: bool = False) -> None:
+        """Answer one waiting connection; a slow or odd client is dropped, never waited on.
+
+        ``busy``: the supervisor is in the middle of a reload (or of importing the app
+        again): a ``POST /reload`` waits for the next one (``reload_waiting``), which
+        starts once this one is done, since the caller's edit may have come after this
+        import read the files; ``GET /status`` is answered at once."""
         try:
             conn, _ = self.sock.accept()
         except BlockingIOError:
@@ -83,26 +90,32 @@ class AdminEndpoint:
                 return  # the caller went before it was taken
             self._at_limit()
             return
-        with conn:
+        kept = False
+        try:
             conn.settimeout(1.0)
-            try:
-                head = b""
-                while b"\r\n\r\n" not in head and len(head) < 8192:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        return
-                    head += chunk
-                method, target = head.split(b" ", 2)[:2] if head.count(b" ") >= 2 else (b"", b"")
-                status, answer = self._answer(method, target)
-                body = json.dumps(answer).encode()
-                conn.sendall(
-                    b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                    b"connection: close\r\n\r\n%s" % (status, _REASONS[status], len(body), body)
-                )
-            except OSError:
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 8192:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            method, target = head.split(b" ", 2)[:2] if head.count(b" ") >= 2 else (b"", b"")
+            answer = self._answer(method, target, busy)
+            if answer is None:
+                self.waiting.append(conn)
+                kept = True
                 return
+            _send(conn, *answer)
+        except OSError:
+            return
+        finally:
+            if not kept:
+                conn.close()
 
-    def _answer(self, method: bytes, target: bytes) -> tuple[int, dict[str, Any]]:
+    def _answer(
+        self, method: bytes, target: bytes, busy: bool
+    ) -> tuple[int, dict[str, Any]] | None:
+        """The status and body to answer; None for a reload that waits for the next one."""
         sup = self.supervisor
         parts = urlsplit(target.decode("latin-1"))
         mine = host_identity(sup)
@@ -114,13 +127,28 @@ class AdminEndpoint:
             if any(asked.get(k, [str(v)]) != [str(v)] for k, v in mine.items()):
                 error = f"this is the host (pid {mine['pid']}) of {mine['app']}, not of that app"
                 return 409, {"reloaded": False, "error": error, **mine}
+            if busy and not sup.shutting_down:
+                return None
             # answered once the new version serves, or could not: the caller learns which
-            failed = sup.reload()
-            if failed is None:
-                return 200, {"reloaded": True, **sup.status()}
-            code = 503 if sup.shutting_down else 422
-            return code, {"reloaded": False, "error": failed, **mine}
+            return self._reloaded(sup.reload())
         return 404, {"error": "the admin endpoint serves GET /status and POST /reload", **mine}
+
+    def _reloaded(self, failed: str | None) -> tuple[int, dict[str, Any]]:
+        """The answer to a POST /reload, from what ``Supervisor.reload`` returned."""
+        sup = self.supervisor
+        if failed is None:
+            return 200, {"reloaded": True, **sup.status()}
+        code = 503 if sup.shutting_down else 422
+        return code, {"reloaded": False, "error": failed, **host_identity(sup)}
+
+    def reload_waiting(self) -> None:
+        """Reload once for every POST /reload that came during the last reload, and answer
+        each of them with how it went (the ones that come during this one wait for the next)."""
+        waiting, self.waiting = self.waiting, []
+        answer = self._reloaded(self.supervisor.reload())
+        for conn in waiting:
+            with conn, contextlib.suppress(OSError):  # a caller gone meanwhile
+                _send(conn, *answer)
 
     def _at_limit(self) -> None:
         """No descriptor is left for the caller (the supervisor holds a duplicate of every
@@ -138,19 +166,13 @@ class AdminEndpoint:
         try:
             conn, _ = self.sock.accept()
             with conn:
-                body = json.dumps(
-                    {
-                        "error": "the host is at its limit on open files (its supervisor "
-                        "holds a duplicate of every connection); raise it (ulimit -n, "
-                        "LimitNOFILE=) or try again when fewer clients are connected",
-                        **host_identity(self.supervisor),
-                    }
-                ).encode()
                 conn.settimeout(1.0)
-                conn.sendall(
-                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-                    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+                error = (
+                    "the host is at its limit on open files (its supervisor holds a duplicate "
+                    "of every connection); raise it (ulimit -n, LimitNOFILE=) or try again "
+                    "when fewer clients are connected"
                 )
+                _send(conn, 503, {"error": error, **host_identity(self.supervisor)})
         except OSError:
             pass
         finally:
@@ -160,6 +182,11 @@ class AdminEndpoint:
                 self._spare = -1
 
     def close(self) -> None:
+        stopping = {"reloaded": False, "error": "the host is shutting down"}
+        for conn in self.waiting:
+            with conn, contextlib.suppress(OSError):
+                _send(conn, 503, {**stopping, **host_identity(self.supervisor)})
+        self.waiting = []
         if self._spare >= 0:
             os.close(self._spare)
         self.sock.close()
@@ -172,6 +199,14 @@ class AdminEndpoint:
                         self.file.write_text(displaced)
                     else:
                         self.file.unlink()
+
+
+def _send(conn: socket.socket, status: int, answer: dict[str, Any]) -> None:
+    body = json.dumps(answer).encode()
+    conn.sendall(
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n\r\n%s" % (status, _REASONS[status], len(body), body)
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -273,6 +308,10 @@ def host_status(sup: Supervisor) -> dict[str, Any]:
         "uptime_s": round(time.time() - sup.started_at, 3),
         "generation": zygote.generation if zygote is not None else 0,
         "loaded_s": round(time.time() - zygote.loaded_at, 3) if zygote is not None else None,
+        # a new version of the app imports, or its workers start: the one above serves
+        "reloading_s": round(now - since, 3) if (since := sup.reloading_since) else None,
+        # `hibana reload`s asked for meanwhile: one more reload, after it, for all of them
+        "reloads_waiting": len(sup.admin.waiting) if sup.admin is not None else 0,
         "scaling": dataclasses.asdict(zygote.scaling) if zygote and zygote.scaling else None,
         "workers": workers,
         "functions": functions,

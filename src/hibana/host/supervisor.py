@@ -178,6 +178,8 @@ class Supervisor:
         #: A new version of the app is importing (``_start_zygote``): the serving one's
         #: zygote, if it dies meanwhile, is started again after that import.
         self._importing = False
+        #: When the reload under way began (``hibana status`` says so).
+        self.reloading_since: float | None = None
         self._hold_until = 0.0
         #: Set by the signals (and a changed file under ``hibana dev``); acted on by the loop.
         self._stop_asked = False
@@ -418,8 +420,10 @@ class Supervisor:
         waiter.register(self.connections.sock, selectors.EVENT_READ, "handoff")
         # the version that serves keeps serving while this one imports (a reload of an
         # app that loads a model, say): its workers' exits and their 502s, a cold start
-        # from zero, the scaler's ticks; not the admin endpoint (a POST /reload now would
-        # start another import inside this one)
+        # from zero, the scaler's ticks, `hibana status` (a POST /reload waits for the
+        # next reload: one now would start another import inside this one)
+        if self.admin is not None:
+            waiter.register(self.admin.sock, selectors.EVENT_READ, "admin")
         watched = self._watched_socks()  # a zygote that died is not: it is being replaced
         serving = {
             z.channel.sock: z
@@ -446,6 +450,10 @@ class Supervisor:
                 for key, _ in ready:
                     if key.data == "handoff":
                         self.connections.receive()
+                        continue
+                    if key.data == "admin":
+                        assert self.admin is not None
+                        self.admin.serve_one(busy=True)
                         continue
                     if isinstance(key.data, Zygote):
                         self._on_zygote(key.data)
@@ -635,9 +643,15 @@ class Supervisor:
                     self.connections.receive()
                 else:
                     self._on_zygote(key.data)
-            if self._reload_asked and not self._stop_asked:
-                self.report("SIGHUP: reloading the app")
-                self.reload()
+            waiting = self.admin is not None and bool(self.admin.waiting)
+            if (self._reload_asked or waiting) and not self._stop_asked:
+                if self._reload_asked:
+                    self.report("SIGHUP: reloading the app")
+                if waiting:
+                    assert self.admin is not None
+                    self.admin.reload_waiting()  # that SIGHUP's reload too
+                else:
+                    self.reload()
             if self._stop_asked:
                 return self._shutdown()
             self._tick()
@@ -1014,7 +1028,11 @@ class Supervisor:
         if self.shutting_down or old is None:
             return "the host is shutting down"
         self.service_manager.reloading()
-        failed = self._swap(old)
+        self.reloading_since = time.monotonic()
+        try:
+            failed = self._swap(old)
+        finally:
+            self.reloading_since = None
         if not self.shutting_down:
             serving = self._serving(self.zygote)  # type: ignore[arg-type]
             if failed is not None:
@@ -1155,11 +1173,15 @@ class Supervisor:
                 return False
             zygotes = {z.channel.sock: z for z in [self.zygote, *self.retired] if z is not None}
             watched = [*zygotes, self.connections.sock, self._signal_r]
+            if self.admin is not None:
+                watched.append(self.admin.sock)
             for sock in _readable(watched, 0.01):
                 if sock is self._signal_r:
                     self._take_signals()
                 elif sock is self.connections.sock:
                     self.connections.receive()
+                elif self.admin is not None and sock is self.admin.sock:
+                    self.admin.serve_one(busy=True)
                 else:
                     self._on_zygote(zygotes[sock])
         return True
