@@ -621,7 +621,9 @@ class Supervisor:
     # -- running ----------------------------------------------------------------------
     def _loop(self) -> int:
         while True:
-            for key, _ in self.sel.select(timeout=self._tick_interval()):
+            # a reload asked for during the last one (SIGHUP, POST /reload) starts now
+            pending = self._reload_asked or (self.admin is not None and bool(self.admin.waiting))
+            for key, _ in self.sel.select(timeout=0 if pending else self._tick_interval()):
                 # After a reload (a changed file, POST /reload), the rest of the events may
                 # name a version it has stopped and closed: select again instead.
                 if key.data == "signal":
