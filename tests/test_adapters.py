@@ -749,6 +749,24 @@ def test_a_lambda_result_is_read_as_its_integration_reads_it(host: Host) -> None
                 assert line["error"].startswith(why)
 
 
+def test_decimals_in_an_http_api_result_are_numbers_as_the_lambda_runtime_writes_them(
+    host: Host,
+) -> None:
+    """DynamoDB reads numbers as Decimal: the Lambda runtime writes them as JSON numbers,
+    digit for digit; hibana's json.dumps refused them (a 500)."""
+    r = httpx.get(host.url + "/bare-apigw-v2/decimal")
+    assert (r.status_code, r.headers["content-type"]) == (200, "application/json")
+    assert r.text == '{"item": {"price": 19.90, "stock": 3}}'
+    # what the runtime cannot encode either is a 500 whose log line names it
+    bad = httpx.get(host.url + "/bare-apigw-v2/a-set")
+    assert bad.status_code == 500
+    line = host.wait_for_log(msg="function raised", invocation_id=bad.headers["x-invocation-id"])
+    assert (
+        "the Lambda handler returned a dict holding a set, which the Lambda runtime"
+        in (line["error"])
+    )
+
+
 async def _header_echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return

@@ -22,9 +22,11 @@ import inspect
 import json
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
+from decimal import Decimal
 from http import HTTPStatus
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode
@@ -584,7 +586,7 @@ class LambdaProxy:
             if self.event == "apigw-v2":
                 # HTTP API: a value without statusCode is a 200 whose body is that value as
                 # the Lambda runtime encoded it (a str is "hello", quotes and all)
-                return Response(json.dumps(result, ensure_ascii=False), 200, None, _JSON)
+                return Response(_runtime_json(result), 200, None, _JSON)
             raise MalformedResult(
                 f"the Lambda handler returned {type(result).__name__}, not a dict with "
                 f"statusCode, as a {self.event} integration needs"
@@ -616,6 +618,29 @@ class LambdaProxy:
                 f"the Lambda handler's body is not base64, yet isBase64Encoded: {exc}"
             ) from None
         return Response(raw, status, headers)
+
+
+def _runtime_json(value: Any) -> str:
+    """``value`` as the Lambda Python runtime encodes a handler's result: ``json.dumps``'
+    text, with a ``Decimal`` (what DynamoDB reads numbers as) the number it holds, digit
+    for digit (``Decimal("19.90")`` is ``19.90``), and a NaN one ``NaN``."""
+    numbers: list[str] = []
+    mark = f"decimal-{secrets.token_hex(8)}-"  # no string of the value's own holds it
+
+    def placeholder(obj: Any) -> str:
+        if not isinstance(obj, Decimal):
+            raise TypeError(
+                f"the Lambda handler returned a {type(value).__name__} holding a "
+                f"{type(obj).__name__}, which the Lambda runtime cannot encode as JSON "
+                "(Runtime.MarshalError); make it a str, number, list or dict"
+            )
+        numbers.append("NaN" if obj.is_nan() else str(obj))
+        return f"{mark}{len(numbers) - 1}"
+
+    text = json.dumps(value, ensure_ascii=False, default=placeholder)
+    if not numbers:
+        return text
+    return re.sub(f'"{mark}([0-9]+)"', lambda m: numbers[int(m[1])], text)
 
 
 class MalformedResult(TypeError):

@@ -274,6 +274,7 @@ async def remaining(req: hibana.Request, ctx: hibana.Context) -> dict[str, float
 # -- AWS Lambda handlers served by hibana --------------------------------------------------------
 import base64  # noqa: E402
 import json  # noqa: E402
+from decimal import Decimal  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
 
@@ -322,6 +323,9 @@ def bare(event: dict[str, Any], context: Any) -> Any:
         "none": None,
         "no-status": {"body": "no statusCode"},
         "dict-body": {"statusCode": 200, "body": {"a": 1}},
+        # an item as DynamoDB reads it: its numbers are Decimals
+        "decimal": {"item": {"price": Decimal("19.90"), "stock": Decimal("3")}},
+        "a-set": {"tags": {"a"}},
     }[case]
 
 
