@@ -749,6 +749,32 @@ def test_a_lambda_result_is_read_as_its_integration_reads_it(host: Host) -> None
                 assert line["error"].startswith(why)
 
 
+def test_a_lambda_result_answered_502_is_a_failed_invocation(host: Host) -> None:
+    """The handler returned, but its integration could not read what: the invocation
+    failed. Its line said "outcome": "ok" and no error was counted."""
+
+    def errors() -> dict[str, int]:
+        functions = host.status()["functions"]
+        return {f["name"]: f["errors"] for f in functions if f["name"].startswith("lambda_bare")}
+
+    before = errors()
+    for event, function in [("apigw-v1", "lambda_bare_apigw_v1"), ("alb", "lambda_bare_alb")]:
+        r = httpx.get(f"{host.url}/bare-{event}/str")
+        assert r.status_code == 502
+        line = host.wait_for_log(msg="invocation", invocation_id=r.headers["x-invocation-id"])
+        assert (line["function"], line["level"], line["outcome"], line["status"]) == (
+            function,
+            "error",
+            "error",
+            502,
+        )
+        assert line["error"] == (
+            "MalformedResult: the Lambda handler returned str, not a dict with statusCode, "
+            f"as a {event} integration needs"
+        )
+        assert errors()[function] == before[function] + 1
+
+
 def test_decimals_in_an_http_api_result_are_numbers_as_the_lambda_runtime_writes_them(
     host: Host,
 ) -> None:

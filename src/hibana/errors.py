@@ -10,7 +10,8 @@ One tree, one base::
     ├── StoreError              the store cannot be opened or used (its URL, its schema)
     ├── QueueError              an enqueue names an unknown queue or carries too large a payload
     └── HTTPError               raise in a function to answer with a status and a message
-        └── BadRequest          400: the request body or a parameter is malformed
+        ├── BadRequest          400: the request body or a parameter is malformed
+        └── FailedWith          (internal) the function failed; an adapter's own error page
 
 Control signals that user code must not swallow derive from BaseException, like
 ``asyncio.CancelledError`` does: see ``Cancelled``.
@@ -18,7 +19,7 @@ Control signals that user code must not swallow derive from BaseException, like
 
 from __future__ import annotations
 
-from hibana.responses import check_status
+from hibana.responses import Response, check_status
 
 #: The 503's error once the host has begun to stop: for a new request, for one still
 #: waiting for a max_concurrency permit (neither has run), and for one waiting on the
@@ -76,6 +77,17 @@ class BadRequest(HTTPError):
 
     def __init__(self, detail: str):
         super().__init__(400, detail)
+
+
+class FailedWith(HTTPError):
+    """The function failed, and its client gets ``response``: the page the platform an
+    adapter stands in for answers with (API Gateway's 502 for a result it cannot read).
+    ``why`` is the invocation line's ``error``. Not exported: adapters raise it, the HTTP
+    trigger answers it."""
+
+    def __init__(self, response: Response, why: str):
+        super().__init__(response.status, why)
+        self.response = response
 
 
 class Cancelled(BaseException):

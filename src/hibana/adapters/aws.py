@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 from hibana.adapters.asgi import ASGIApp, AsgiMount
 from hibana.adapters.wsgi import wsgi_to_asgi
 from hibana.context import Context
+from hibana.errors import FailedWith
 from hibana.requests import Request
 from hibana.responses import Response
 from hibana.telemetry.trace import TraceContext, continue_or_start, new_span_id
@@ -455,9 +456,10 @@ class LambdaProxy:
         except MalformedResult as exc:
             if self.event == "apigw-v2":
                 raise  # an HTTP API answers 500, as hibana does for a function that fails
-            # a REST API's 'Malformed Lambda proxy response', an ALB's own 502 page
+            # a REST API's 'Malformed Lambda proxy response', an ALB's own 502 page: the
+            # invocation failed, though the handler returned
             ctx.log.error("malformed Lambda result", error=str(exc), status=502)
-            return _MALFORMED[self.event]()
+            raise FailedWith(_MALFORMED[self.event](), f"MalformedResult: {exc}") from None
 
     def build_event(self, req: Request, ctx: Context) -> dict[str, Any]:
         headers = req.headers.multi_items()

@@ -23,7 +23,7 @@ import msgspec
 from hibana.app import App, FunctionSpec, HttpTrigger
 from hibana.context import Context, Invocation, Outbox
 from hibana.dispatcher import Dispatcher, Outcome
-from hibana.errors import SHUTTING_DOWN, Cancelled, HTTPError
+from hibana.errors import SHUTTING_DOWN, Cancelled, FailedWith, HTTPError
 from hibana.requests import Request
 from hibana.responses import Response, is_token, to_response
 from hibana.secrets import Secrets
@@ -640,6 +640,8 @@ class HttpFront:
                 outcome.kind, outcome.value, outcome.error = "error", None, exc
         if outcome.kind == "error" and isinstance(outcome.error, HTTPError):
             err = outcome.error
+            if isinstance(err, FailedWith):
+                return err.response, {"error": str(err)}
             return Response.json(
                 {"error": err.detail or str(err.status), "invocation_id": inv.id},
                 err.status,
