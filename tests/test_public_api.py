@@ -62,3 +62,17 @@ def test_exception_tree_has_one_base() -> None:
     # a control signal: `except Exception` in user code must not swallow it
     assert not issubclass(hibana.Cancelled, Exception)
     assert issubclass(hibana.Cancelled, BaseException)
+
+
+def test_aws_exported_names() -> None:
+    import hibana.aws
+
+    assert sorted(hibana.aws.__all__) == [
+        "LambdaContext",
+        "LambdaHandler",
+        "TEXT_TYPES",
+        "UnknownEvent",
+        "handler",
+    ]
+    for name in hibana.aws.__all__:
+        assert hasattr(hibana.aws, name), name

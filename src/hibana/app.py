@@ -535,7 +535,7 @@ class Blueprint:
         becomes the event API Gateway (``"apigw-v1"``, ``"apigw-v2"``) or an ALB
         (``"alb"``) would send, and its result the HTTP response. It runs on the thread
         pool; ``context.get_remaining_time_in_millis()`` follows the invocation's deadline."""
-        from hibana.adapters.aws import EVENT_FORMATS, LambdaProxy
+        from hibana.adapters.lambda_on_hibana import EVENT_FORMATS, LambdaProxy
 
         where = _caller(1)
         if event not in EVENT_FORMATS:

@@ -1,7 +1,6 @@
-"""AWS Lambda, both ways.
+"""``hibana.aws.handler(app)``: a hibana App, an ASGI app or a WSGI app on AWS Lambda.
 
-``hibana.aws.handler(app)`` is a Lambda handler for a hibana App, an ASGI app or a WSGI
-app. It understands the events of API Gateway REST APIs (v1, and HTTP APIs' payload
+The handler understands the events of API Gateway REST APIs (v1, and HTTP APIs' payload
 1.0), HTTP APIs (payload 2.0), Lambda Function URLs and Application Load Balancers (with
 and without multi-value headers), and answers in the shape each expects. Repeated query
 parameters, repeated headers and several ``Set-Cookie`` survive both ways; bodies whose
@@ -9,9 +8,7 @@ content type is not text travel base64-encoded; paths and queries are decoded ex
 once. The Lambda context's remaining time becomes the invocation's deadline, its request
 id the invocation id, and ``traceparent`` or ``X-Amzn-Trace-Id`` is continued.
 
-``app.lambda_handler("/legacy", module.handler, event="apigw-v2")`` does the reverse: it
-serves an existing ``handler(event, context)`` behind hibana's HTTP trigger, building the
-event a real API Gateway or ALB would, so a Lambda function runs and is tested locally.
+The reverse, a Lambda handler served by hibana, is ``hibana.adapters.lambda_on_hibana``.
 """
 
 from __future__ import annotations
@@ -19,28 +16,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import inspect
-import json
 import logging
 import re
-import secrets
 import time
-from collections.abc import Callable, Iterable, MutableMapping
-from dataclasses import dataclass
-from decimal import Decimal
+from collections.abc import Iterable, MutableMapping
 from http import HTTPStatus
-from typing import Any, Literal
-from urllib.parse import parse_qsl, quote, unquote, urlencode
+from typing import Any
+from urllib.parse import quote, unquote, urlencode
 
 from hibana.adapters.asgi import ASGIApp, AsgiMount
 from hibana.adapters.wsgi import wsgi_to_asgi
-from hibana.context import Context
-from hibana.errors import FailedWith
-from hibana.requests import Request
-from hibana.responses import Response
 from hibana.telemetry.trace import TraceContext, continue_or_start, new_span_id
 
-EventFormat = Literal["apigw-v1", "apigw-v2", "alb"]
-EVENT_FORMATS: tuple[str, ...] = ("apigw-v1", "apigw-v2", "alb")
 #: Content types sent as text; anything else is base64-encoded (images, PDFs, archives).
 TEXT_TYPES: tuple[str, ...] = (
     "text/",
@@ -64,7 +51,8 @@ class UnknownEvent(ValueError):
     """An event that is none of the HTTP event shapes hibana understands."""
 
 
-def _is_text(content_type: str, text_types: Iterable[str]) -> bool:
+def is_text(content_type: str, text_types: Iterable[str]) -> bool:
+    """Whether a body of ``content_type`` travels as text (else base64)."""
     media = content_type.split(";", 1)[0].strip().lower()
     if not media:
         return True
@@ -76,7 +64,19 @@ def _is_text(content_type: str, text_types: Iterable[str]) -> bool:
     )
 
 
-# -- Lambda -> hibana / ASGI -------------------------------------------------------------------
+def as_text(body: bytes, content_type: str, text_types: Iterable[str]) -> str | None:
+    """``body`` as the text an event carries, or None: it goes base64-encoded (a binary
+    type, or text in a charset other than UTF-8, which a JSON string would garble)."""
+    if not body:
+        return ""
+    if not is_text(content_type, text_types):
+        return None
+    try:
+        return body.decode()
+    except UnicodeDecodeError:
+        return None
+
+
 def _shape(event: Any) -> tuple[str, bool]:
     """(format, multi-value) of an event, or UnknownEvent naming the shapes understood."""
     if not isinstance(event, dict):
@@ -238,19 +238,6 @@ async def _run(
     return status, headers, b"".join(chunks)
 
 
-def _as_text(body: bytes, content_type: str, text_types: Iterable[str]) -> str | None:
-    """``body`` as the text an event carries, or None: it goes base64-encoded (a binary
-    type, or text in a charset other than UTF-8, which a JSON string would garble)."""
-    if not body:
-        return ""
-    if not _is_text(content_type, text_types):
-        return None
-    try:
-        return body.decode()
-    except UnicodeDecodeError:
-        return None
-
-
 def _result(
     shape: str,
     multi: bool,
@@ -260,7 +247,7 @@ def _result(
     text_types: Iterable[str],
 ) -> dict[str, Any]:
     content_type = next((v for k, v in headers if k.lower() == "content-type"), "")
-    text = _as_text(body, content_type, text_types)
+    text = as_text(body, content_type, text_types)
     out: dict[str, Any] = {
         "statusCode": status,
         "body": base64.b64encode(body).decode() if text is None else text,
@@ -388,274 +375,3 @@ def _given(scope: dict[str, Any], context: Any) -> dict[str, Any]:
     if trace is not None:
         given["trace"] = trace  # a traceparent header, if there is one, goes first
     return given
-
-
-def _capitalized(name: str) -> str:
-    """``content-type`` as clients write it: ``Content-Type``."""
-    return "-".join(part[:1].upper() + part[1:] for part in name.split("-"))
-
-
-# -- hibana -> a Lambda handler ------------------------------------------------------------------
-@dataclass
-class LambdaContext:
-    """What a Lambda handler gets as ``context``, filled from the invocation."""
-
-    function_name: str
-    aws_request_id: str
-    _deadline: float
-    memory_limit_in_mb: int = 1024
-    function_version: str = "$LATEST"
-    log_group_name: str = "/aws/lambda/hibana"
-    log_stream_name: str = "hibana"
-    #: Cognito identity and mobile client context: None, as Lambda gives an HTTP event.
-    identity: Any = None
-    client_context: Any = None
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:local:000000000000:function:{self.function_name}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.time()) * 1000))
-
-
-#: The caller's identity fields API Gateway sends as null for an unauthenticated request.
-_V1_IDENTITY_UNSET = (
-    "accessKey",
-    "accountId",
-    "caller",
-    "cognitoAuthenticationProvider",
-    "cognitoAuthenticationType",
-    "cognitoIdentityId",
-    "cognitoIdentityPoolId",
-    "principalOrgId",
-    "user",
-    "userArn",
-)
-
-
-class LambdaProxy:
-    """The handler of ``app.lambda_handler``: a Lambda handler behind hibana's HTTP trigger."""
-
-    def __init__(
-        self,
-        fn: Callable[[dict[str, Any], Any], Any],
-        event: EventFormat,
-        text_types: Iterable[str] = TEXT_TYPES,
-    ) -> None:
-        self.fn = fn
-        self.event = event
-        self.text_types = tuple(text_types)
-
-    def __call__(self, req: Request, ctx: Context) -> Response:
-        event = self.build_event(req, ctx)
-        context = LambdaContext(ctx.function_name, ctx.invocation_id, ctx.deadline)
-        result = self.fn(event, context)
-        try:
-            return self.to_response(result)
-        except MalformedResult as exc:
-            if self.event == "apigw-v2":
-                raise  # an HTTP API answers 500, as hibana does for a function that fails
-            # a REST API's 'Malformed Lambda proxy response', an ALB's own 502 page: the
-            # invocation failed, though the handler returned
-            ctx.log.error("malformed Lambda result", error=str(exc), status=502)
-            raise FailedWith(_MALFORMED[self.event](), f"MalformedResult: {exc}") from None
-
-    def build_event(self, req: Request, ctx: Context) -> dict[str, Any]:
-        headers = req.headers.multi_items()
-        text = _as_text(req.body, req.headers.get("content-type") or "", self.text_types)
-        binary = text is None
-        body = base64.b64encode(req.body).decode() if text is None else text
-        scope = req._scope
-        raw_path = (scope.get("raw_path") or req.path.encode()).decode("latin-1")
-        raw_query = req.query_string
-        now = time.time()
-        source_ip = req.client_ip or "127.0.0.1"
-        user_agent = req.headers.get("user-agent") or ""
-        grouped: dict[str, list[str]] = {}
-        for k, v in headers:
-            grouped.setdefault(k.lower(), []).append(v)
-        # what API Gateway and ALB add for every request: the address they had it from
-        # appended, the scheme and the port it came in on
-        peer = (scope.get("client") or (source_ip,))[0]
-        grouped["x-forwarded-for"] = [", ".join([*grouped.get("x-forwarded-for", []), peer])]
-        scheme = scope.get("scheme", "http")
-        grouped["x-forwarded-proto"] = [scheme]  # set by AWS, whatever the client sent
-        port = (scope.get("server") or ("", 443 if scheme == "https" else 80))[1]
-        grouped["x-forwarded-port"] = [str(port)]
-        query: dict[str, list[str]] = {}
-        for k, v in parse_qsl(raw_query, keep_blank_values=True):
-            query.setdefault(k, []).append(v)
-        host = req.headers.get("host") or "localhost"
-        domain_prefix = host.split(".", 1)[0].split(":", 1)[0]
-        if self.event == "apigw-v2":
-            cookies = [
-                c.strip() for c in ";".join(grouped.pop("cookie", [])).split(";") if c.strip()
-            ]
-            event: dict[str, Any] = {
-                "version": "2.0",
-                "routeKey": "$default",
-                "rawPath": raw_path,
-                "rawQueryString": raw_query,
-                "headers": {k: ",".join(vs) for k, vs in grouped.items()},
-                "requestContext": {
-                    "accountId": "000000000000",
-                    "apiId": "hibana",
-                    "domainName": host,
-                    "domainPrefix": domain_prefix,
-                    "http": {
-                        "method": req.method,
-                        "path": req.path,
-                        "protocol": "HTTP/1.1",
-                        "sourceIp": source_ip,
-                        "userAgent": user_agent,
-                    },
-                    "requestId": ctx.invocation_id,
-                    "routeKey": "$default",
-                    "stage": "$default",
-                    "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
-                    "timeEpoch": int(now * 1000),
-                },
-                "isBase64Encoded": binary,
-            }
-            if cookies:
-                event["cookies"] = cookies
-            if query:
-                event["queryStringParameters"] = {k: ",".join(vs) for k, vs in query.items()}
-            if req.body:
-                event["body"] = body
-            return event
-        if self.event == "apigw-v1":
-            # a REST API keeps the names' case; the HTTP server had them lower-cased (ASGI),
-            # so they go as most clients write them: Content-Type, X-Forwarded-For
-            named = {_capitalized(k): vs for k, vs in grouped.items()}
-            return {
-                "resource": "/{proxy+}",
-                "path": req.path,
-                "httpMethod": req.method,
-                "headers": {k: vs[-1] for k, vs in named.items()},
-                "multiValueHeaders": named,
-                "queryStringParameters": {k: vs[-1] for k, vs in query.items()} or None,
-                "multiValueQueryStringParameters": query or None,
-                "pathParameters": {"proxy": req.path.lstrip("/")},
-                "stageVariables": None,
-                "requestContext": {
-                    "accountId": "000000000000",
-                    "apiId": "hibana",
-                    "domainName": host,
-                    "domainPrefix": domain_prefix,
-                    "extendedRequestId": ctx.invocation_id,
-                    "httpMethod": req.method,
-                    "identity": {
-                        **dict.fromkeys(_V1_IDENTITY_UNSET),
-                        "sourceIp": source_ip,
-                        "userAgent": user_agent,
-                    },
-                    "path": req.path,
-                    "protocol": "HTTP/1.1",
-                    "requestId": ctx.invocation_id,
-                    "requestTime": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
-                    "requestTimeEpoch": int(now * 1000),
-                    "resourceId": "hibana",
-                    "resourcePath": "/{proxy+}",
-                    "stage": "$default",
-                },
-                "body": body if req.body else None,
-                "isBase64Encoded": binary,
-            }
-        raw_params: dict[str, list[str]] = {}
-        for part in raw_query.split("&") if raw_query else ():
-            k, _, v = part.partition("=")
-            raw_params.setdefault(k, []).append(v)
-        return {
-            "requestContext": {
-                "elb": {
-                    "targetGroupArn": "arn:aws:elasticloadbalancing:local:"
-                    "000000000000:targetgroup/hibana/0000000000000000"
-                }
-            },
-            "httpMethod": req.method,
-            "path": raw_path,
-            "queryStringParameters": {k: vs[-1] for k, vs in raw_params.items()},
-            "headers": {k: vs[-1] for k, vs in grouped.items()},
-            "body": body,
-            "isBase64Encoded": binary,
-        }
-
-    def to_response(self, result: Any) -> Response:
-        """The response AWS makes of ``result``; MalformedResult if it would refuse it."""
-        if not isinstance(result, dict) or "statusCode" not in result:
-            if self.event == "apigw-v2":
-                # HTTP API: a value without statusCode is a 200 whose body is that value as
-                # the Lambda runtime encoded it (a str is "hello", quotes and all)
-                return Response(_runtime_json(result), 200, None, _JSON)
-            raise MalformedResult(
-                f"the Lambda handler returned {type(result).__name__}, not a dict with "
-                f"statusCode, as a {self.event} integration needs"
-            )
-        headers: list[tuple[str, str]] = [
-            (str(k), str(v)) for k, v in (result.get("headers") or {}).items()
-        ]
-        for k, vs in (result.get("multiValueHeaders") or {}).items():
-            seen = {v for hk, v in headers if hk.lower() == str(k).lower()}
-            headers.extend((str(k), str(v)) for v in vs if str(v) not in seen)
-        headers.extend(("set-cookie", str(c)) for c in result.get("cookies") or ())
-        body = result.get("body") or ""
-        if not isinstance(body, str):
-            raise MalformedResult(
-                f"the Lambda handler's result has a {type(body).__name__} body; a "
-                f"{self.event} integration takes a string (json.dumps it, or base64 with "
-                "isBase64Encoded)"
-            )
-        try:
-            status = int(result["statusCode"])
-        except (TypeError, ValueError):
-            raise MalformedResult(
-                f"the Lambda handler's statusCode {result['statusCode']!r} is not a number"
-            ) from None
-        try:
-            raw = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode()
-        except ValueError as exc:  # binascii.Error
-            raise MalformedResult(
-                f"the Lambda handler's body is not base64, yet isBase64Encoded: {exc}"
-            ) from None
-        return Response(raw, status, headers)
-
-
-def _runtime_json(value: Any) -> str:
-    """``value`` as the Lambda Python runtime encodes a handler's result: ``json.dumps``'
-    text, with a ``Decimal`` (what DynamoDB reads numbers as) the number it holds, digit
-    for digit (``Decimal("19.90")`` is ``19.90``), and a NaN one ``NaN``."""
-    numbers: list[str] = []
-    mark = f"decimal-{secrets.token_hex(8)}-"  # no string of the value's own holds it
-
-    def placeholder(obj: Any) -> str:
-        if not isinstance(obj, Decimal):
-            raise TypeError(
-                f"the Lambda handler returned a {type(value).__name__} holding a "
-                f"{type(obj).__name__}, which the Lambda runtime cannot encode as JSON "
-                "(Runtime.MarshalError); make it a str, number, list or dict"
-            )
-        numbers.append("NaN" if obj.is_nan() else str(obj))
-        return f"{mark}{len(numbers) - 1}"
-
-    text = json.dumps(value, ensure_ascii=False, default=placeholder)
-    if not numbers:
-        return text
-    return re.sub(f'"{mark}([0-9]+)"', lambda m: numbers[int(m[1])], text)
-
-
-class MalformedResult(TypeError):
-    """A Lambda handler's result that its integration cannot turn into a response."""
-
-
-_JSON = "application/json"
-#: What AWS answers for a MalformedResult, by integration (an HTTP API's is a 500).
-_MALFORMED: dict[str, Callable[[], Response]] = {
-    "apigw-v1": lambda: Response.json({"message": "Internal server error"}, 502),
-    "alb": lambda: Response.html(
-        "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
-        "<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n",
-        502,
-    ),
-}
