@@ -793,6 +793,29 @@ def test_decimals_in_an_http_api_result_are_numbers_as_the_lambda_runtime_writes
     )
 
 
+@pytest.mark.parametrize(
+    ("event", "cookies", "ignored", "fix"),
+    [
+        ("apigw-v2", ["from-cookies=1"], "multiValueHeaders", "put each Set-Cookie in cookies"),
+        ("apigw-v1", ["from-multi=1", "from-multi=2"], "cookies", "in multiValueHeaders"),
+        ("alb", ["from-multi=1", "from-multi=2"], "cookies", "in multiValueHeaders"),
+    ],
+)
+def test_a_result_field_its_integration_ignores_is_ignored_and_named(
+    host: Host, event: str, cookies: list[str], ignored: str, fix: str
+) -> None:
+    """An HTTP API reads cookies and no multiValueHeaders, a REST API and an ALB the
+    reverse: both were honoured, so cookies set here were lost on AWS."""
+    r = httpx.get(f"{host.url}/bare-{event}/both-cookie-fields")
+    assert (r.status_code, r.text) == (200, "ok")
+    assert r.headers.get_list("set-cookie") == cookies
+    line = host.wait_for_log(level="warning", invocation_id=r.headers["x-invocation-id"])
+    assert line["msg"].startswith(
+        f"the Lambda handler's result has {ignored}, which an {event} integration ignores; "
+    )
+    assert fix in line["msg"]
+
+
 async def _header_echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return

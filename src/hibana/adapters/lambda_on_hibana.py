@@ -92,6 +92,15 @@ class LambdaProxy:
         event = self.build_event(req, ctx)
         context = LambdaContext(ctx.function_name, ctx.invocation_id, ctx.deadline)
         result = self.fn(event, context)
+        if isinstance(result, dict):
+            for field in _IGNORED[self.event]:
+                if result.get(field):
+                    # AWS drops it without a word: what works here would not work there
+                    ctx.log.warning(
+                        f"the Lambda handler's result has {field}, which an {self.event} "
+                        f"integration ignores; {_HEADERS_HOW[self.event]}",
+                        ignored=field,
+                    )
         try:
             return self.to_response(result)
         except MalformedResult as exc:
@@ -237,10 +246,12 @@ class LambdaProxy:
         headers: list[tuple[str, str]] = [
             (str(k), str(v)) for k, v in (result.get("headers") or {}).items()
         ]
-        for k, vs in (result.get("multiValueHeaders") or {}).items():
-            seen = {v for hk, v in headers if hk.lower() == str(k).lower()}
-            headers.extend((str(k), str(v)) for v in vs if str(v) not in seen)
-        headers.extend(("set-cookie", str(c)) for c in result.get("cookies") or ())
+        if self.event == "apigw-v2":  # payload 2.0 has no multiValueHeaders: cookies instead
+            headers.extend(("set-cookie", str(c)) for c in result.get("cookies") or ())
+        else:  # and payload 1.0 and an ALB have no cookies
+            for k, vs in (result.get("multiValueHeaders") or {}).items():
+                seen = {v for hk, v in headers if hk.lower() == str(k).lower()}
+                headers.extend((str(k), str(v)) for v in vs if str(v) not in seen)
         body = result.get("body") or ""
         if not isinstance(body, str):
             raise MalformedResult(
@@ -291,6 +302,19 @@ class MalformedResult(TypeError):
 
 
 _JSON = "application/json"
+#: The fields of a result an integration does not read, and how to say it instead.
+_IGNORED: dict[str, tuple[str, ...]] = {
+    "apigw-v1": ("cookies",),
+    "apigw-v2": ("multiValueHeaders",),
+    "alb": ("cookies",),
+}
+_HEADERS_HOW = {
+    "apigw-v1": "put each Set-Cookie in multiValueHeaders",
+    "apigw-v2": "put each Set-Cookie in cookies, and other repeated values in headers, "
+    "joined with commas",
+    "alb": "put each Set-Cookie in multiValueHeaders (with the target group's multi-value "
+    "headers on)",
+}
 #: What AWS answers for a MalformedResult, by integration (an HTTP API's is a 500).
 _MALFORMED: dict[str, Callable[[], Response]] = {
     "apigw-v1": lambda: Response.json({"message": "Internal server error"}, 502),

@@ -326,6 +326,13 @@ def bare(event: dict[str, Any], context: Any) -> Any:
         # an item as DynamoDB reads it: its numbers are Decimals
         "decimal": {"item": {"price": Decimal("19.90"), "stock": Decimal("3")}},
         "a-set": {"tags": {"a"}},
+        # each integration reads one of the two ways to set several cookies, not both
+        "both-cookie-fields": {
+            "statusCode": 200,
+            "cookies": ["from-cookies=1"],
+            "multiValueHeaders": {"set-cookie": ["from-multi=1", "from-multi=2"]},
+            "body": "ok",
+        },
     }[case]
 
 
