@@ -735,6 +735,14 @@ def test_a_lambda_result_is_read_as_its_integration_reads_it(host: Host) -> None
             ("none", "the Lambda handler returned NoneType, not a dict with statusCode"),
             ("no-status", "the Lambda handler returned dict, not a dict with statusCode"),
             ("dict-body", "the Lambda handler's result has a dict body"),
+            # these were a Set-Cookie for each character, a header ['a', 'b'], hibana's 500
+            (
+                "multi-value-str",
+                "the Lambda handler's multiValueHeaders['Set-Cookie'] is a str, not a list of "
+                "strings (write ['a=1'])",
+            ),
+            ("header-list", "the Lambda handler's headers['x-tags'] is a list, not a string"),
+            ("status-999", "the Lambda handler's statusCode 999 is not an HTTP status from 200"),
         ]:
             rest = client.get(f"/bare-apigw-v1/{case}")
             assert rest.status_code == 502, rest.text

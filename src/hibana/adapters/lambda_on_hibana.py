@@ -243,13 +243,23 @@ class LambdaProxy:
                 f"the Lambda handler returned {type(result).__name__}, not a dict with "
                 f"statusCode, as a {self.event} integration needs"
             )
-        headers: list[tuple[str, str]] = [
-            (str(k), str(v)) for k, v in (result.get("headers") or {}).items()
-        ]
+        headers: list[tuple[str, str]] = []
+        for k, v in _field(result, "headers", dict).items():
+            if isinstance(v, list | dict):
+                raise MalformedResult(
+                    f"the Lambda handler's headers[{k!r}] is a {type(v).__name__}, not a "
+                    f"string; {_HEADERS_HOW[self.event]}"
+                )
+            headers.append((str(k), str(v)))
         if self.event == "apigw-v2":  # payload 2.0 has no multiValueHeaders: cookies instead
-            headers.extend(("set-cookie", str(c)) for c in result.get("cookies") or ())
+            headers.extend(("set-cookie", str(c)) for c in _field(result, "cookies", list))
         else:  # and payload 1.0 and an ALB have no cookies
-            for k, vs in (result.get("multiValueHeaders") or {}).items():
+            for k, vs in _field(result, "multiValueHeaders", dict).items():
+                if not isinstance(vs, list):
+                    raise MalformedResult(
+                        f"the Lambda handler's multiValueHeaders[{k!r}] is a "
+                        f"{type(vs).__name__}, not a list of strings (write [{vs!r}])"
+                    )
                 seen = {v for hk, v in headers if hk.lower() == str(k).lower()}
                 headers.extend((str(k), str(v)) for v in vs if str(v) not in seen)
         body = result.get("body") or ""
@@ -265,6 +275,11 @@ class LambdaProxy:
             raise MalformedResult(
                 f"the Lambda handler's statusCode {result['statusCode']!r} is not a number"
             ) from None
+        if not 200 <= status <= 599:
+            raise MalformedResult(
+                f"the Lambda handler's statusCode {result['statusCode']!r} is not an HTTP "
+                "status from 200 to 599"
+            )
         try:
             raw = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode()
         except ValueError as exc:  # binascii.Error
@@ -295,6 +310,20 @@ def _runtime_json(value: Any) -> str:
     if not numbers:
         return text
     return re.sub(f'"{mark}([0-9]+)"', lambda m: numbers[int(m[1])], text)
+
+
+def _field(result: dict[str, Any], name: str, kind: type[dict[Any, Any] | list[Any]]) -> Any:
+    """``result[name]``, an empty one if it is missing or null; MalformedResult if it is
+    not a ``kind`` (a JSON object or array)."""
+    value = result.get(name)
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        shape = "an object" if kind is dict else "a list"
+        raise MalformedResult(
+            f"the Lambda handler's {name} is a {type(value).__name__}, not {shape}"
+        )
+    return value
 
 
 class MalformedResult(TypeError):

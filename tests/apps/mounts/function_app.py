@@ -326,6 +326,9 @@ def bare(event: dict[str, Any], context: Any) -> Any:
         # an item as DynamoDB reads it: its numbers are Decimals
         "decimal": {"item": {"price": Decimal("19.90"), "stock": Decimal("3")}},
         "a-set": {"tags": {"a"}},
+        "multi-value-str": {"statusCode": 200, "multiValueHeaders": {"Set-Cookie": "a=1"}},
+        "header-list": {"statusCode": 200, "headers": {"x-tags": ["a", "b"]}},
+        "status-999": {"statusCode": 999, "body": "?"},
         # each integration reads one of the two ways to set several cookies, not both
         "both-cookie-fields": {
             "statusCode": 200,
