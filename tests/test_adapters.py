@@ -824,6 +824,28 @@ def test_a_result_field_its_integration_ignores_is_ignored_and_named(
     assert fix in line["msg"]
 
 
+def test_a_lambda_handler_that_raises_is_answered_as_its_integration_answers(
+    host: Host,
+) -> None:
+    """A REST API and an ALB answer 502 for a Lambda that failed (an HTTP API 500): it was
+    hibana's 500 for all three."""
+    with host.client() as client:
+        rest = client.get("/bare-apigw-v1/raises")
+        alb = client.get("/bare-alb/raises")
+        http_api = client.get("/bare-apigw-v2/raises")
+    assert (rest.status_code, rest.json()) == (502, {"message": "Internal server error"})
+    assert alb.status_code == 502 and "<title>502 Bad Gateway</title>" in alb.text
+    assert http_api.status_code == 500
+    for r in (rest, alb, http_api):
+        invocation_id = r.headers["x-invocation-id"]
+        raised = host.wait_for_log(msg="function raised", invocation_id=invocation_id)
+        assert raised["error"] == "RuntimeError: the orders table is gone"
+        assert 'raise RuntimeError("the orders table is gone")' in raised["traceback"]
+        line = host.wait_for_log(msg="invocation", invocation_id=invocation_id)
+        assert (line["outcome"], line["status"]) == ("error", r.status_code)
+        assert line["error"] == "RuntimeError: the orders table is gone"
+
+
 async def _header_echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return

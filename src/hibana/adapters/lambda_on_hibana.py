@@ -91,7 +91,15 @@ class LambdaProxy:
     def __call__(self, req: Request, ctx: Context) -> Response:
         event = self.build_event(req, ctx)
         context = LambdaContext(ctx.function_name, ctx.invocation_id, ctx.deadline)
-        result = self.fn(event, context)
+        try:
+            result = self.fn(event, context)
+        except Exception as exc:
+            if self.event == "apigw-v2":
+                raise  # an HTTP API answers 500, as hibana does for a function that fails
+            # a REST API and an ALB answer a Lambda that failed as one whose result they
+            # cannot read: 502, their own page
+            ctx.log.exception("function raised", exc)
+            raise FailedWith(_BAD_GATEWAY[self.event](), f"{type(exc).__name__}: {exc}") from None
         if isinstance(result, dict):
             for field in _IGNORED[self.event]:
                 if result.get(field):
@@ -109,7 +117,7 @@ class LambdaProxy:
             # a REST API's 'Malformed Lambda proxy response', an ALB's own 502 page: the
             # invocation failed, though the handler returned
             ctx.log.error("malformed Lambda result", error=str(exc), status=502)
-            raise FailedWith(_MALFORMED[self.event](), f"MalformedResult: {exc}") from None
+            raise FailedWith(_BAD_GATEWAY[self.event](), f"MalformedResult: {exc}") from None
 
     def build_event(self, req: Request, ctx: Context) -> dict[str, Any]:
         headers = req.headers.multi_items()
@@ -344,8 +352,9 @@ _HEADERS_HOW = {
     "alb": "put each Set-Cookie in multiValueHeaders (with the target group's multi-value "
     "headers on)",
 }
-#: What AWS answers for a MalformedResult, by integration (an HTTP API's is a 500).
-_MALFORMED: dict[str, Callable[[], Response]] = {
+#: What AWS answers for a Lambda that raised or a MalformedResult, by integration (an
+#: HTTP API's is a 500).
+_BAD_GATEWAY: dict[str, Callable[[], Response]] = {
     "apigw-v1": lambda: Response.json({"message": "Internal server error"}, 502),
     "alb": lambda: Response.html(
         "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"

@@ -318,6 +318,8 @@ def bare(event: dict[str, Any], context: Any) -> Any:
     """Results an integration reads its own way: HTTP APIs take a value without statusCode
     for the body; REST APIs and ALBs refuse it (502)."""
     case = (event.get("rawPath") or event["path"]).rsplit("/", 1)[1]
+    if case == "raises":
+        raise RuntimeError("the orders table is gone")
     return {
         "str": "hello",
         "none": None,
