@@ -538,6 +538,43 @@ def test_django_on_lambda_behind_an_alb(
     assert ("multiValueHeaders" in out) is multi and ("headers" in out) is not multi
 
 
+async def _repeats_headers(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    headers = [(b"vary", b"accept"), (b"vary", b"cookie"), (b"set-cookie", b"a=1")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def test_repeated_headers_behind_an_alb_without_multi_value_headers_are_joined(
+    lambda_handler: MakeHandler, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Such an ALB takes one value a name: all but the last Vary was lost; several
+    cookies cannot be joined, and that only the last is sent is said."""
+    handle = lambda_handler(_repeats_headers)
+    out = handle(alb_event("GET", "/", [], False, [("host", "lb.example.com")]), Ctx())
+    assert out["headers"]["vary"] == "accept, cookie"
+    assert out["headers"]["set-cookie"] == "a=1"
+    assert not [r for r in caplog.records if r.name == "hibana.aws"]  # one cookie is fine
+    multi = handle(alb_event("GET", "/", [], True, [("host", "lb.example.com")]), Ctx())
+    assert multi["multiValueHeaders"]["vary"] == ["accept", "cookie"]
+
+
+def test_cookies_an_alb_without_multi_value_headers_cannot_pass_are_named(
+    mounts: ModuleType, lambda_handler: MakeHandler, caplog: pytest.LogCaptureFixture
+) -> None:
+    handle = lambda_handler(mounts.flask_app)  # /echo sets two cookies
+    with caplog.at_level(logging.WARNING, logger="hibana.aws"):
+        out = handle(alb_event("POST", "/echo", [], False, [("host", "lb.example.com")]), Ctx())
+    assert out["headers"]["set-cookie"] == "b=2; Path=/"
+    (record,) = [r for r in caplog.records if r.name == "hibana.aws"]
+    assert record.getMessage() == (
+        "the response sets 2 cookies, and an ALB target group without multi-value headers "
+        "passes one: only the last is sent; turn on the target group's "
+        "lambda.multi_value_headers.enabled to send all"
+    )
+
+
 def test_a_hibana_app_on_lambda_gets_deadline_request_id_and_trace(
     mounts: ModuleType, lambda_handler: MakeHandler
 ) -> None:

@@ -272,7 +272,18 @@ def _result(
         if multi:
             out["multiValueHeaders"] = grouped
         else:
-            out["headers"] = {k: vs[-1] for k, vs in grouped.items()}
+            # one value a name: repeated ones joined, as RFC 9110 allows for all but cookies
+            cookies = grouped.pop("set-cookie", None)
+            out["headers"] = {k: ", ".join(vs) for k, vs in grouped.items()}
+            if cookies is not None:
+                out["headers"]["set-cookie"] = cookies[-1]
+                if len(cookies) > 1:
+                    logging.getLogger("hibana.aws").warning(
+                        "the response sets %d cookies, and an ALB target group without "
+                        "multi-value headers passes one: only the last is sent; turn on "
+                        "the target group's lambda.multi_value_headers.enabled to send all",
+                        len(cookies),
+                    )
     return out
 
 
