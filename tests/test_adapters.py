@@ -5,6 +5,7 @@ and Lambda handlers served by hibana, whose events have every field AWS document
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import importlib.util
 import json
@@ -590,6 +591,39 @@ def test_a_hibana_app_on_lambda_gets_deadline_request_id_and_trace(
     # the mounts inside the hibana app work on Lambda too
     flask = handle(v2_event("GET", "/flask/items/9", "tag=x"), Ctx())
     assert json.loads(flask["body"])["self_url"] == "/flask/items/9"
+
+
+class ShortCtx(Ctx):
+    """A Lambda invocation with a fifth of a second left."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 200
+
+
+def test_a_function_cut_off_by_lambdas_deadline_says_so_not_its_own_timeout(
+    lambda_handler: MakeHandler, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Lambda's time left, not the function's 60 s timeout, ended it: both the 504 and the
+    log line said "timed out after 60s"."""
+    app = hibana.App()
+
+    @app.http("/wait")
+    async def wait(req: hibana.Request, ctx: hibana.Context) -> str:
+        await asyncio.Event().wait()  # never set: only the deadline ends it
+        return "never"
+
+    out = lambda_handler(app)(v2_event("GET", "/wait"), ShortCtx())
+    assert out["statusCode"] == 504
+    assert json.loads(out["body"])["error"] == (
+        "function 'wait' did not finish by its caller's deadline (on AWS Lambda, the time "
+        "the invocation had left), which came before its timeout of 60s"
+    )
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line]
+    (line,) = [r for r in lines if r["msg"] == "invocation"]
+    assert (line["outcome"], line["error"]) == (
+        "timeout",
+        "timed out at its caller's deadline, before its 60s timeout",
+    )
 
 
 def test_a_stream_that_breaks_off_on_lambda_fails_the_invocation(

@@ -648,6 +648,19 @@ class HttpFront:
                 err.headers,
             ), {}
         if outcome.kind == "timeout":
+            if inv.deadline >= inv.latest:  # its caller's came first: Lambda's time left
+                return Response.json(
+                    {
+                        "error": f"function {spec.name!r} did not finish by its caller's "
+                        "deadline (on AWS Lambda, the time the invocation had left), which "
+                        f"came before its timeout of {spec.timeout:g}s",
+                        "invocation_id": inv.id,
+                    },
+                    504,
+                ), {
+                    "error": "timed out at its caller's deadline, before its "
+                    f"{spec.timeout:g}s timeout"
+                }
             return Response.json(
                 {
                     "error": timed_out(spec),
