@@ -306,10 +306,11 @@ def _runtime_json(value: Any) -> str:
 
     def placeholder(obj: Any) -> str:
         if not isinstance(obj, Decimal):
+            held = "" if obj is value else f" holding a {type(obj).__name__}"
             raise TypeError(
-                f"the Lambda handler returned a {type(value).__name__} holding a "
-                f"{type(obj).__name__}, which the Lambda runtime cannot encode as JSON "
-                "(Runtime.MarshalError); make it a str, number, list or dict"
+                f"the Lambda handler returned a {type(value).__name__}{held}, which the "
+                "Lambda runtime cannot encode as JSON (Runtime.MarshalError); make it a "
+                "str, number, list or dict"
             )
         numbers.append("NaN" if obj.is_nan() else str(obj))
         return f"{mark}{len(numbers) - 1}"

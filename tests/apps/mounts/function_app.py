@@ -328,6 +328,7 @@ def bare(event: dict[str, Any], context: Any) -> Any:
         # an item as DynamoDB reads it: its numbers are Decimals
         "decimal": {"item": {"price": Decimal("19.90"), "stock": Decimal("3")}},
         "a-set": {"tags": {"a"}},
+        "only-a-set": {"a"},
         "multi-value-str": {"statusCode": 200, "multiValueHeaders": {"Set-Cookie": "a=1"}},
         "header-list": {"statusCode": 200, "headers": {"x-tags": ["a", "b"]}},
         "status-999": {"statusCode": 999, "body": "?"},
