@@ -245,3 +245,49 @@ def test_an_operation_timeout_that_is_not_seconds_is_refused_naming_it(given: st
         f"operation_timeout={given!r} in the store URL must be a number of seconds over 0 "
         "(the default is 30)"
     )
+
+
+def test_a_transaction_a_silent_host_left_open_is_ended_and_its_message_claimed(
+    pg_store_url: str, postgres_dsn: str, ended_by_name: str
+) -> None:
+    # A host that goes silent in the middle of a transaction (its machine loses power, a
+    # partition, `kill -STOP`) kept the rows it had locked until the server's TCP gave up
+    # on it, 2 hours by default: every other host's claims stepped over its messages. The
+    # server now ends a transaction left idle for the operation timeout.
+    silent = Store(
+        engine_for(f"{pg_store_url}&operation_timeout=2&application_name={ended_by_name}")
+    )
+    silent.open()
+    other = open_store(pg_store_url)
+    try:
+        run(other.enqueue(NewMessage("orders", b"only")))
+        assert isinstance(silent.engine, PostgresEngine)
+        conn = silent.engine.conn
+        settings = dict(conn.execute("SELECT name, setting FROM pg_settings").fetchall())
+        assert settings["idle_in_transaction_session_timeout"] == "2000"
+        assert settings["tcp_keepalives_idle"] == "30"
+        conn.execute("BEGIN")
+        locked = conn.execute("SELECT id FROM hibana_messages FOR UPDATE").fetchall()
+        assert len(locked) == 1
+        # from here on it sends nothing, as a host that lost its power
+        assert run(other.claim("orders", "w2", 10, lease=30)) == []  # locked: stepped over
+        (claimed,) = wait_until(
+            lambda: run(other.claim("orders", "w2", 10, lease=30)),
+            60,
+            "the silent host's transaction to be ended and its message claimed",
+        )
+        assert claimed.body == b"only"
+    finally:
+        other.close()
+        silent.close(5)
+
+
+def test_what_the_url_sets_on_the_server_is_kept(pg_store_url: str) -> None:
+    options = urllib.parse.quote("-c idle_in_transaction_session_timeout=0")
+    store = open_store(f"{pg_store_url}&options={options}")
+    try:
+        assert isinstance(store.engine, PostgresEngine)
+        row = store.engine.conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()
+        assert row == ("0",)
+    finally:
+        store.close()

@@ -15,6 +15,7 @@ cut by the engine's watchdog thread, and fails.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -139,6 +140,20 @@ _LIVENESS: dict[str, int] = {
 }
 
 
+#: The server's side of the same, set on each of our connections: a backend whose client
+#: went silent (a host that lost power, a partition) keeps its connection slot, and the row
+#: locks of a transaction it was in, which other hosts' claims step over (SKIP LOCKED: its
+#: messages wait), until the server's TCP gives up on it, 2 hours by default. Its client is
+#: probed as ours probe the server, and a transaction left idle for the operation timeout is
+#: ended (see ``server_liveness``).
+_SERVER_LIVENESS: dict[str, str] = {
+    "tcp_keepalives_idle": "30",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "60000",  # PostgreSQL 12 and later
+}
+
+
 class PostgresEngine(SqlEngine):
     migrations = _MIGRATIONS
 
@@ -152,6 +167,16 @@ class PostgresEngine(SqlEngine):
         #: What finds a connection to a server that has gone away (a network partition:
         #: no reset, nothing sent back), unless the URL says otherwise.
         self._liveness: dict[str, Any] = {k: v for k, v in _LIVENESS.items() if k not in given}
+        # what the URL's options (``options=-c name=value``) set is the user's choice
+        options = " ".join(v for k, v in parse_qsl(urlsplit(url).query) if k == "options")
+        chosen = set(re.findall(r"(?:-c\s*|--)([A-Za-z_.]+)\s*=", options))
+        settings = {
+            **_SERVER_LIVENESS,
+            # none of our transactions waits on us between statements; one that waits for
+            # as long as we would wait on the server has lost its client
+            "idle_in_transaction_session_timeout": str(max(1, round(self.timeout * 1000))),
+        }
+        self._server_liveness = {k: v for k, v in settings.items() if k not in chosen}
         #: When (monotonic) the operation now waiting on the server began; the watchdog
         #: cuts its connection once it has waited ``timeout``.
         self._busy_since: float | None = None
@@ -186,6 +211,7 @@ class PostgresEngine(SqlEngine):
             self.conn = conn
         self._watch()
         with self._watched():
+            self.server_liveness(conn)
             if not self.create:
                 # a read (hibana queue stats) of a store no host has made: a mistyped URL,
                 # most likely, which must not leave a schema and its tables behind
@@ -202,6 +228,17 @@ class PostgresEngine(SqlEngine):
                 conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                 conn.execute(f'SET search_path TO "{self.schema}"')
             self._migrate()
+
+    def server_liveness(self, conn: Any) -> None:
+        """Set the server's side of noticing a silent client on ``conn`` (``_SERVER_LIVENESS``)."""
+        settings = {
+            k: v
+            for k, v in self._server_liveness.items()
+            if k != "tcp_user_timeout" or conn.info.server_version >= 120000
+        }
+        if settings:
+            calls = ", ".join("set_config(%s, %s, false)" for _ in settings)
+            conn.execute(f"SELECT {calls}", [x for kv in settings.items() for x in kv])
 
     def _migration_lock(self) -> None:
         self._exec("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
@@ -415,6 +452,7 @@ class NotifyWatcher(ChangeWatcher):
 
         try:
             conn = psycopg.connect(engine.url, autocommit=True, **engine._liveness)
+            engine.server_liveness(conn)
             conn.execute(f'LISTEN "{engine.channel}"')
         except psycopg.Error:
             return None
