@@ -186,6 +186,40 @@ def test_jobs_submitted_together_run_together_when_one_thread_is_idle() -> None:
     assert len(threads._threads) == 2
 
 
+def test_jobs_one_after_another_share_one_thread_and_many_at_once_are_capped() -> None:
+    # a job that finds a thread back from its last one takes it; many at once start no
+    # more than max_threads, and the ones past it wait for a thread, none lost
+    threads = FunctionThreads(3, name="test-reuse")
+    gate = threading.Event()
+
+    async def main() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        ended: list[Any] = []
+
+        def then(value: Any, exc: BaseException | None) -> None:
+            ended.append(exc if exc is not None else value)
+
+        for i in range(5):
+            threads.submit(loop, then, lambda i=i: i)
+            count = i + 1
+            await wait_until(lambda: len(ended) == count)  # noqa: B023
+            await asyncio.sleep(0.01)  # the thread is back waiting for a job
+        assert len(threads._threads) == 1
+        for i in range(8):
+            threads.submit(loop, then, lambda i=i: gate.wait(5) and i + 10)
+        gate.set()
+        await wait_until(lambda: len(ended) == 13, timeout=10)
+        return ended
+
+    try:
+        ended = run(main())
+    finally:
+        threads.shutdown(wait=True)
+    assert ended[:5] == [0, 1, 2, 3, 4]
+    assert sorted(ended[5:]) == list(range(10, 18))
+    assert len(threads._threads) == 3
+
+
 def test_sync_function_runs_on_the_pool_and_returns_ok(pool: FunctionThreads) -> None:
     seen: dict[str, Any] = {}
 

@@ -522,8 +522,9 @@ class Dispatcher:
         which the function's end resolves with its (value, exception), and the deadline or
         abandonment with None. The accounting is settled when the function really returns
         (a thread cannot be stopped, only told)."""
+        loop = self._loop
         waiter: asyncio.Future[tuple[Any, BaseException | None] | None]
-        waiter = self._loop.create_future()
+        waiter = loop.create_future()
 
         def done(value: Any, exc: BaseException | None) -> None:
             failed = inv.cancellation.reason == "timeout" or (
@@ -534,7 +535,7 @@ class Dispatcher:
                 waiter.set_result((value, exc))
 
         try:
-            self._pool.submit(self._loop, done, _call_bound, inv.function.handler, inv, ctx)
+            self._pool.submit(loop, done, _call_bound, inv.function.handler, inv, ctx)
         except BaseException:
             self._finished(inv, gate, column)
             raise
