@@ -356,3 +356,51 @@ def test_fd2_of_the_hosts_processes_is_redacted_whole_and_passed_on_as_written()
     os.close(write_end)
     os.close(read_end)
     assert got == b"x" * 70_000 + b"[REDACTED] end\nPassword: "
+
+
+def test_lines_of_threads_beside_an_attached_loop_are_all_written_in_their_order() -> None:
+    """Sync functions' threads add their lines while the loop flushes, without a lock
+    unless the loop is idle: none is lost, each thread's come in its order, and a line
+    from a thread goes out before the loop's line that follows it."""
+    import asyncio
+
+    read_end, write_end = os.pipe()
+    sink = LogSink(write_end)
+    received = bytearray()
+
+    def reader() -> None:
+        while chunk := os.read(read_end, 65536):
+            received.extend(chunk)
+
+    pump = threading.Thread(target=reader)
+    pump.start()
+
+    async def main() -> None:
+        sink.attach(asyncio.get_running_loop())
+
+        def writer(tag: str) -> None:
+            sink.prompt = tag == "c"  # one thread's lines each ask for a flush of their own
+            for i in range(300):
+                sink.emit({"msg": tag, "i": i})
+
+        threads = [threading.Thread(target=writer, args=(tag,)) for tag in "abc"]
+        for thread in threads:
+            thread.start()
+        while any(thread.is_alive() for thread in threads):
+            sink.flush()
+            await asyncio.sleep(0)
+        for thread in threads:
+            thread.join()
+        sink.emit({"msg": "loop", "i": 0})  # after every thread's line
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    sink.detach()
+    os.close(write_end)
+    pump.join(10)
+    os.close(read_end)
+    lines = [json.loads(line) for line in bytes(received).splitlines()]
+    for tag in "abc":
+        assert [line["i"] for line in lines if line["msg"] == tag] == list(range(300))
+    assert lines[-1]["msg"] == "loop"
+    assert len(lines) == 901

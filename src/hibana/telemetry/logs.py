@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import collections
 import contextlib
 import contextvars
 import fcntl
@@ -48,10 +49,14 @@ class LogSink:
         self._writing = threading.Lock()
         self.min_level = _LEVELS[level]
         #: Lines (without their newline) written on the loop's thread, and on others
-        #: (sync functions' threads), which take the lock.
+        #: (sync functions' threads). Those go on a deque that is never replaced, only
+        #: emptied from its left, so a thread appends without a lock and its line cannot
+        #: land on a list already written.
         self._lines: list[bytes] = []
-        self._foreign: list[bytes] = []
-        self._lock = threading.Lock()
+        self._foreign: collections.deque[bytes] = collections.deque()
+        #: A thread has asked the loop for a flush (``prompt``) that has not begun yet.
+        self._nudged = False
+        self._lock = threading.Lock()  # two flushes (the loop's, the watchdog's) at once
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._flush_scheduled = False
@@ -113,10 +118,11 @@ class LogSink:
                 self._flush_scheduled = True
                 loop.call_soon(self.flush)
         else:
-            with self._lock:
-                self._foreign.append(line)
-                nudge = self.prompt and len(self._foreign) == 1
-            if nudge:
+            self._foreign.append(line)
+            # one flush asked for at a time: a thread that finds one asked for appended
+            # before it begins (it clears the flag first), so that flush takes its line
+            if self.prompt and not self._nudged:
+                self._nudged = True
                 with contextlib.suppress(RuntimeError):  # the loop has closed
                     loop.call_soon_threadsafe(self.flush)
 
@@ -124,13 +130,15 @@ class LogSink:
         """Write what is buffered. Called on the loop's thread, or by the worker's watchdog
         while that thread is stuck (and so not adding lines)."""
         self._flush_scheduled = False
+        self._nudged = False
         lines = self._lines
-        if self._foreign:
+        foreign = self._foreign
+        if foreign:
             # first: a sync function's lines come before the invocation line that the
             # loop writes once the function has returned
             with self._lock:
-                lines = self._foreign + lines
-                self._foreign = []
+                take = foreign.popleft
+                lines = [take() for _ in range(len(foreign))] + lines
         if lines:
             self._lines = []
             self._write(b"\n".join(lines) + b"\n")
@@ -222,8 +230,9 @@ def _forked(ref: weakref.ref[LogSink]) -> None:
     if sink is not None:
         sink._loop = None
         sink._lines = []
-        sink._foreign = []
+        sink._foreign = collections.deque()
         sink._flush_scheduled = False
+        sink._nudged = False
         sink._lock = threading.Lock()  # another thread may have held it at the fork
         sink._writing = threading.Lock()
 
