@@ -404,3 +404,24 @@ def test_lines_of_threads_beside_an_attached_loop_are_all_written_in_their_order
         assert [line["i"] for line in lines if line["msg"] == tag] == list(range(300))
     assert lines[-1]["msg"] == "loop"
     assert len(lines) == 901
+
+
+def test_a_struct_line_leaves_out_its_unset_fields_also_when_it_must_be_escaped() -> None:
+    import msgspec
+
+    class Line(msgspec.Struct):
+        msg: str
+        error: str | msgspec.UnsetType = msgspec.UNSET
+        reason: str | msgspec.UnsetType | None = msgspec.UNSET
+
+    read_end, write_end = os.pipe()
+    sink = LogSink(write_end)
+    sink.emit(Line("plain"))
+    sink.emit(Line("escaped", error="OSError: no file '\udcff'", reason=None))
+    os.close(write_end)
+    lines = [json.loads(line) for line in os.read(read_end, 65536).splitlines()]
+    os.close(read_end)
+    assert lines == [
+        {"msg": "plain"},
+        {"msg": "escaped", "error": "OSError: no file '\\udcff'", "reason": None},
+    ]

@@ -104,10 +104,17 @@ class LogSink:
         self.flush()
         self._loop = None
 
-    def emit(self, record: dict[str, Any]) -> None:
+    def emit(self, record: dict[str, Any] | msgspec.Struct) -> None:
+        """Write ``record`` as a line: a dict, or a struct (its unset fields left out)."""
         try:
             line = _encode(record)
         except Exception:  # a lone surrogate, a repr that raises: logging never fails a caller
+            if not isinstance(record, dict):
+                record = {
+                    k: v
+                    for k, v in msgspec.structs.asdict(record).items()
+                    if v is not msgspec.UNSET
+                }
             line = _escaped(record)
         loop = self._loop
         if loop is None:

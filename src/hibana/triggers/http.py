@@ -121,6 +121,31 @@ _HEADERS: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 _INFO = 20
 
 
+class _InvocationLine(msgspec.Struct):
+    """The line each invocation ends with, in this order; the fields left unset are left
+    out. A struct rather than a dict: a third of the instructions to make, and its keys
+    are encoded once, not for each line."""
+
+    ts: str
+    level: str
+    msg: str
+    invocation_id: str
+    function: str
+    trace_id: str
+    span_id: str
+    duration_ms: float
+    outcome: str
+    status: int
+    method: str
+    path: str
+    attempt: int
+    parent_span_id: str | msgspec.UnsetType = msgspec.UNSET
+    cold_start: bool | msgspec.UnsetType = msgspec.UNSET
+    cold_start_ms: float | msgspec.UnsetType = msgspec.UNSET
+    error: str | msgspec.UnsetType = msgspec.UNSET
+    cancel_reason: str | msgspec.UnsetType | None = msgspec.UNSET
+
+
 def timed_out(spec: FunctionSpec) -> str:
     """What a 504 says: the front's, and the worker's for a function deaf to its deadline."""
     return f"function {spec.name!r} did not finish within its timeout of {spec.timeout:g}s"
@@ -595,34 +620,35 @@ class HttpFront:
             finally:
                 failed = response.status >= 500 or broke is not None
                 if failed or self.sink.min_level <= _INFO:
-                    # built whole here rather than through Logger.log: one dict, no copies;
-                    # the invocation's fields (``fields``) written out, which is cheaper
-                    line: dict[str, Any] = {
-                        "ts": timestamp(),
-                        "level": "error" if failed else "info",
-                        "msg": "invocation",
-                        "invocation_id": inv.id,
-                        "function": spec.name,
-                        "trace_id": trace.trace_id,
-                        "span_id": trace.span_id,
-                        "duration_ms": millis(time.monotonic() - started),
-                        "outcome": outcome.kind,
-                        "status": response.status,
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "attempt": inv.attempt,
-                    }
+                    # built whole here rather than through Logger.log: no copies; the
+                    # invocation's fields (``fields``) written out, which is cheaper
+                    line = _InvocationLine(
+                        timestamp(),
+                        "error" if failed else "info",
+                        "invocation",
+                        inv.id,
+                        spec.name,
+                        trace.trace_id,
+                        trace.span_id,
+                        millis(time.monotonic() - started),
+                        outcome.kind,
+                        response.status,
+                        scope["method"],
+                        scope["path"],
+                        inv.attempt,
+                    )
                     if trace.parent_span_id is not None:
-                        line["parent_span_id"] = trace.parent_span_id
+                        line.parent_span_id = trace.parent_span_id
                     if inv.cold_start:
-                        line["cold_start"] = True
-                        line["cold_start_ms"] = millis((inv.cold_start_ms or 0.0) / 1000)
+                        line.cold_start = True
+                        line.cold_start_ms = millis((inv.cold_start_ms or 0.0) / 1000)
                     if extra:
-                        line.update(extra)
+                        for key, value in extra.items():  # "error" or "cancel_reason"
+                            setattr(line, key, value)
                     elif inv.cancellation.reason == "client_disconnected":
                         # it finished all the same: its answer went to a client that had gone
                         # (or half-closed, and got it)
-                        line["cancel_reason"] = "client_disconnected"
+                        line.cancel_reason = "client_disconnected"
                     self.sink.emit(line)
         finally:
             self.dispatcher.let_go(inv)
