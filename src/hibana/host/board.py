@@ -25,8 +25,6 @@ from fcntl import LOCK_EX, LOCK_UN, lockf
 
 WORKER_FIELDS = (
     "pid",
-    "inflight",
-    "invocations",
     "started_at",  # time.monotonic() when the worker was asked for
     "ready_at",  # ... and when it started serving
     "cold_start_ms",  # request waiting -> first invocation started, for the first invocation
@@ -38,6 +36,10 @@ WORKER_FIELDS = (
 )
 FUNCTION_FIELDS = ("inflight", "invocations", "cold_starts", "last_cold_start_ms", "errors")
 _W = {name: i for i, name in enumerate(WORKER_FIELDS)}
+#: A worker's invocations in flight and in all: the sums of its functions' columns, so
+#: an invocation counts in its function's cells alone (two fewer writes to the map).
+_SUMMED = frozenset({"inflight", "invocations"})
+_COLD_START_MS, _LAST_ACTIVE = _W["cold_start_ms"], _W["last_active"]
 _F = {name: i for i, name in enumerate(FUNCTION_FIELDS)}
 #: Values per function in a worker's row (counted on each invocation: a constant, not a call).
 _PER_FN = len(FUNCTION_FIELDS)
@@ -95,6 +97,9 @@ class Board:
         return WorkerRow(self, slot)
 
     def get(self, slot: int, field: str) -> float:
+        if field in _SUMMED:
+            fns = range(self.layout.functions)
+            return sum(self.function_get(slot, fn, field) for fn in fns)
         return float(self.values[slot * self.layout.row + _W[field]])
 
     def function_get(self, slot: int, fn: int, field: str) -> float:
@@ -155,33 +160,28 @@ class WorkerRow:
         self._values[self._base + _W[field]] = value
 
     def started(self, fn: int, cold_start_ms: float | None) -> None:
-        v, b, f = self._values, self._base, self._fn_base + fn * _PER_FN
-        v[b + 1] += 1  # inflight
-        v[b + 2] += 1  # invocations
-        v[b + 6] = time.monotonic()
-        v[f] += 1
-        v[f + 1] += 1
+        v, f = self._values, self._fn_base + fn * _PER_FN
+        v[self._base + _LAST_ACTIVE] = time.monotonic()
+        v[f] += 1  # inflight
+        v[f + 1] += 1  # invocations
         if cold_start_ms is not None:
-            v[b + 5] = cold_start_ms
+            v[self._base + _COLD_START_MS] = cold_start_ms
             v[f + 2] += 1
             v[f + 3] = cold_start_ms
 
     def hold(self, fn: int, count: int) -> None:
         """``count`` (1 or -1) more invocations of ``fn`` busy past their function's
         return (a streaming response): in flight, so the worker is not idle."""
-        v, b = self._values, self._base
-        v[b + 1] += count
-        v[b + 6] = time.monotonic()
+        v = self._values
+        v[self._base + _LAST_ACTIVE] = time.monotonic()
         v[self._fn_base + fn * _PER_FN] += count
 
     def failed(self, fn: int) -> None:
         self._values[self._fn_base + fn * _PER_FN + 4] += 1  # errors
 
     def finished(self, fn: int, failed: bool = False) -> None:
-        v, b = self._values, self._base
-        f = self._fn_base + fn * _PER_FN
-        v[b + 1] -= 1
-        v[b + 6] = time.monotonic()
+        v, f = self._values, self._fn_base + fn * _PER_FN
+        v[self._base + _LAST_ACTIVE] = time.monotonic()
         v[f] -= 1
         if failed:
             v[f + 4] += 1
