@@ -272,6 +272,8 @@ class HttpProtocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.address: tuple[str, int] | None = None
         self.conn: int | None = None
+        #: What every request's scope on this connection starts as (``_scope``).
+        self.scope_base: dict[str, Any] = {}
         # the request being parsed
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -337,6 +339,24 @@ class HttpProtocol(asyncio.Protocol):
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 self.conn = handoff.opened(sock.fileno())
+        # a copy of a dict is cheaper to make than a dict of as many entries, and a
+        # request's scope differs from this one in six of them
+        self.scope_base = {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": "1.1",
+            "server": self.address,
+            "client": self.client,
+            "scheme": "http",
+            "method": "GET",
+            "root_path": "",
+            "path": "/",
+            "raw_path": b"/",
+            "query_string": b"",
+            "headers": [],
+        }
+        if self.conn is not None:
+            self.scope_base["hibana.conn"] = self.conn
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -607,22 +627,13 @@ class HttpProtocol(asyncio.Protocol):
                 self._refuse(400, f"the path {path[:200]!r} climbs above the root with '..'")
                 return
             path = resolved
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": _ASGI,
-            "http_version": version,
-            "server": self.address,
-            "client": self.client,
-            "scheme": "http",
-            "method": method,
-            "root_path": "",
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "headers": headers,
-        }
-        if self.conn is not None:
-            scope["hibana.conn"] = self.conn
+        scope = self.scope_base.copy()
+        scope["http_version"] = version
+        scope["method"] = method
+        scope["path"] = path
+        scope["raw_path"] = raw_path
+        scope["query_string"] = query
+        scope["headers"] = headers
         keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
         self.parsing = _Request(scope, self.lookup(method, path), keep_alive, method == "HEAD")
         declared = self.declared
