@@ -93,7 +93,10 @@ class Zygote:
     dead: bool = False
 
     def spawn(self, spawn: Spawn) -> None:
-        self.channel.send(op="spawn", spawn=dataclasses.asdict(spawn))
+        # a zygote that has just died (its channel's end not read yet): the worker asked
+        # for is dropped with the zygote's other records once its end is read
+        with contextlib.suppress(OSError):
+            self.channel.send(op="spawn", spawn=dataclasses.asdict(spawn))
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):
@@ -727,6 +730,8 @@ class Supervisor:
         zygote, scaler = self.zygote, self.scaler
         if zygote is None or scaler is None or self.stopping or zygote.board is None:
             return
+        if zygote.dead:
+            return  # it is replaced once the reload under way ends (see ``_swap``)
         board = zygote.board
         mine = [r for r in self.records if r.zygote is zygote]
         for r in mine:
