@@ -62,6 +62,81 @@ def test_a_host_that_was_down_fires_the_missed_slot_once_past_due(tmp_path: Path
     assert late[0]["slot"] > stopped + 2  # the latest missed slot, not the first
 
 
+HELD = """
+import asyncio, json, os, time
+from pathlib import Path
+
+import hibana
+
+HERE = Path(__file__).parent
+app = hibana.App()
+
+
+@app.timer("* * * * * *")
+def tick(timer: hibana.TimerInfo, ctx: hibana.Context) -> None:
+    line = json.dumps({"fn": "tick", "t": time.time(), "slot": timer.scheduled_ts,
+                       "past_due": timer.past_due}) + "\\n"
+    fd = os.open(HERE / "fired.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+async def held(scope, receive, send):
+    # a worker starts serving (and taking timer slots) once this lifespan has started:
+    # while the file "hold" is there, it has not
+    assert scope["type"] == "lifespan"
+    await receive()
+    while (HERE / "hold").exists():
+        await asyncio.sleep(0.01)
+    await send({"type": "lifespan.startup.complete"})
+    await receive()
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+app.asgi("/held", held)
+"""
+
+
+def test_a_missed_slot_waiting_for_a_worker_past_the_next_slot_is_still_run_past_due(
+    tmp_path: Path,
+) -> None:
+    """The host starts under load: its worker is not serving yet when the slot after the
+    missed one comes. The run that stands for them both says the host was down."""
+    app_dir = tmp_path / "held"
+    app_dir.mkdir()
+    (app_dir / "function_app.py").write_text(HELD)
+    for _host in started(app_dir, "--workers", "1"):
+        wait_until(lambda: fired(app_dir, "tick"), timeout=20, what="a tick")
+    stopped = time.time()
+    time.sleep(3.2)  # three slots pass with no host
+    ran = len(fired(app_dir, "tick"))
+    (app_dir / "hold").touch()
+    host = Host(app_dir, "--workers", "1")
+    try:
+        store = open_store(None, app_dir)
+        try:
+
+            def last_fire() -> float:
+                return asyncio.run(store.last_fire("tick")) or 0.0
+
+            missed = wait_until(lambda: last_fire() > stopped and last_fire(), 30, "the fire")
+            wait_until(lambda: last_fire() > missed, 30, "the next slot's fire")
+        finally:
+            store.close()
+        assert len(fired(app_dir, "tick")) == ran  # no worker took a slot meanwhile
+        (app_dir / "hold").unlink()
+        host.wait_ready()
+        wait_until(lambda: len(fired(app_dir, "tick")) >= ran + 2, 30, "2 ticks")
+    finally:
+        host.stop()
+    restarted = fired(app_dir, "tick")[ran:]
+    assert restarted[0]["past_due"], restarted
+    assert restarted[0]["slot"] > missed  # one run, of the latest slot
+    assert [t for t in restarted if t["past_due"]] == restarted[:1]
+
+
 def test_run_on_startup(tmp_path: Path) -> None:
     app_dir = tmp_path / "app"
     app_dir.mkdir()

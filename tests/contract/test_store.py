@@ -223,21 +223,28 @@ def test_group_commit_answers_every_caller(store: Store) -> None:
     assert s.oldest_age is not None and s.oldest_age >= 0
 
 
+def fire(store: Store, function: str, slot: float, body: bytes = b"{}") -> bool:
+    """``store.fire_timer`` of a slot whose message is ``body``, or ``body`` + b" late" in
+    the place of one still waiting."""
+    return run(store.fire_timer(function, slot, msg(f"timer:{function}", body), body + b" late"))
+
+
 def test_a_timer_slot_fires_once_across_hosts(open_stores: Callable[[], Store]) -> None:
     one, two = open_stores(), open_stores()
     slot = 1_800_000_000.0
     assert run(one.last_fire("sweep")) is None
-    assert run(one.fire_timer("sweep", slot, msg("timer:sweep"))) is True
-    assert run(two.fire_timer("sweep", slot, msg("timer:sweep"))) is False
-    assert run(two.fire_timer("sweep", slot + 60, msg("timer:sweep", b"60"))) is True
+    assert fire(one, "sweep", slot) is True
+    assert fire(two, "sweep", slot) is False
+    assert fire(two, "sweep", slot + 60, b"60") is True
     assert run(one.last_fire("sweep")) == slot + 60
-    # the first slot's message still waited: it became the second's (one waits at most)
+    # the first slot's message still waited: it became the second's (one waits at most),
+    # with the body the timer gives a slot that takes a waiting one's place
     (running,) = run(one.claim("timer:sweep", "w", 10, lease=30))
-    assert running.body == b"60"
-    # one being run is not touched: the next slot waits behind it
-    assert run(two.fire_timer("sweep", slot + 120, msg("timer:sweep", b"120"))) is True
-    assert run(two.fire_timer("sweep", slot + 180, msg("timer:sweep", b"180"))) is True
-    assert [d.body for d in run(one.claim("timer:sweep", "w", 10, lease=30))] == [b"180"]
+    assert running.body == b"60 late"
+    # one being run is not touched: the next slot waits behind it, as its own message
+    assert fire(two, "sweep", slot + 120, b"120") is True
+    assert fire(two, "sweep", slot + 180, b"180") is True
+    assert [d.body for d in run(one.claim("timer:sweep", "w", 10, lease=30))] == [b"180 late"]
 
 
 def test_a_host_whose_clock_is_behind_never_fires_a_slot_again(
@@ -248,11 +255,11 @@ def test_a_host_whose_clock_is_behind_never_fires_a_slot_again(
     ahead, behind = open_stores(), open_stores()
     first = 1_800_000_000.0
     for n in range(25):
-        assert run(ahead.fire_timer("tick", first + n, msg("timer:tick"))) is True
+        assert fire(ahead, "tick", first + n) is True
     for n in range(25):  # 25 s late: the first five slots' records are no longer kept
-        assert run(behind.fire_timer("tick", first + n, msg("timer:tick"))) is False
-    assert run(behind.fire_timer("tick", first + 25, msg("timer:tick"))) is True
-    assert run(ahead.fire_timer("other", first, msg("timer:other"))) is True  # its own
+        assert fire(behind, "tick", first + n) is False
+    assert fire(behind, "tick", first + 25) is True
+    assert fire(ahead, "other", first) is True  # its own
 
 
 def test_declared_queues(store: Store) -> None:

@@ -217,7 +217,9 @@ class Engine:
     def redrive(self, now: float, queue: str, ids: Sequence[int] | None) -> int:
         raise NotImplementedError
 
-    def fire_timer(self, now: float, function: str, slot: float, message: NewMessage) -> bool:
+    def fire_timer(
+        self, now: float, function: str, slot: float, message: NewMessage, replacing: bytes
+    ) -> bool:
         raise NotImplementedError
 
     def last_fire(self, now: float, function: str) -> float | None:
@@ -396,10 +398,14 @@ class Store:
         result: int = await self._call("redrive", queue, None if ids is None else tuple(ids))
         return result
 
-    async def fire_timer(self, function: str, slot: float, message: NewMessage) -> bool:
+    async def fire_timer(
+        self, function: str, slot: float, message: NewMessage, replacing: bytes
+    ) -> bool:
         """Record that ``function``'s ``slot`` fired and enqueue ``message``, atomically;
-        False (and nothing enqueued) if some host fired that slot already."""
-        result: bool = await self._call("fire_timer", function, slot, message)
+        False (and nothing enqueued) if some host fired that slot already. When an earlier
+        slot's message still waits unclaimed, it is not run: it takes ``replacing`` as its
+        body instead of a second message being enqueued."""
+        result: bool = await self._call("fire_timer", function, slot, message, replacing)
         return result
 
     async def last_fire(self, function: str) -> float | None:

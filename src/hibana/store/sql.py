@@ -387,7 +387,9 @@ class SqlEngine(Engine):
             self._enqueued({queue})
         return int(cur.rowcount)
 
-    def fire_timer(self, now: float, function: str, slot: float, message: NewMessage) -> bool:
+    def fire_timer(
+        self, now: float, function: str, slot: float, message: NewMessage, replacing: bytes
+    ) -> bool:
         # Once per slot; and never a slot before the latest fired (a host whose clock is
         # behind the others' would fire again one whose record is no longer kept).
         cur = self._exec(
@@ -398,12 +400,13 @@ class SqlEngine(Engine):
         )
         if cur.rowcount != 1:
             return False
-        # A slot still waiting (the run before it is slower than the period) becomes this
-        # one: one waits at most. Not one being run (leased), nor one delivered again.
+        # A slot still waiting (the run before it is slower than the period, or no worker
+        # has started yet) becomes this one, as ``replacing``: one waits at most. Not one
+        # being run (leased), nor one delivered again.
         waiting = self._exec(
             "UPDATE hibana_messages SET body = ?, trace = ? WHERE id = (SELECT MIN(id) FROM "
             "hibana_messages WHERE queue = ? AND leased = 0) AND leased = 0",
-            (message.body, message.trace, message.queue),
+            (replacing, message.trace, message.queue),
         )
         if waiting.rowcount != 1:
             self.enqueue(now, [message])

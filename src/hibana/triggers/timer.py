@@ -1,8 +1,8 @@
 """The timer trigger's scheduler. It runs in the host (supervisor), never in a worker:
 at each slot it records the fire in the store and enqueues a message on the timer's own
 queue, in one transaction (or, when one still waits there, behind a run that takes longer
-than the period, makes that one the new slot: a slow timer has one run waiting, not a
-backlog that grows for ever). The fire record is unique per (function, slot), so a slot
+than the period, makes that one the new slot, past due: a slow timer has one run waiting,
+not a backlog that grows for ever). The fire record is unique per (function, slot), so a slot
 fires once across every host sharing the store, whichever gets there first; a worker
 (started from zero if need be) consumes the message like any queue message.
 """
@@ -73,6 +73,13 @@ class TimerScheduler:
         return max(0.0, min(t.next_slot for t in self.timers) - self.clock())
 
     async def _fire(self, t: TimerSpec, slot: float, past_due: bool) -> None:
+        # A slot whose message takes the place of one still waiting stands for a slot that
+        # is skipped, so it is past due, as one fired after the host fell behind is; and a
+        # past-due slot waiting (for the first worker of a host that was down) keeps the
+        # mark when the next slot comes before a worker takes it.
         await self.store.fire_timer(
-            t.function, slot, NewMessage(t.queue, timer_body(slot, past_due=past_due))
+            t.function,
+            slot,
+            NewMessage(t.queue, timer_body(slot, past_due=past_due)),
+            replacing=timer_body(slot, past_due=True),
         )
