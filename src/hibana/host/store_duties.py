@@ -168,10 +168,12 @@ class StoreDuties:
                     started = True
                 until_timer = await self.scheduler.tick()
                 waiting = await self.store.ready(self.queues) > 0 if self.queues else False
-                if waiting and not self.pending:
+                was, self.pending = self.pending, waiting
+                if waiting and not was:
+                    # after ``pending`` is set: woken, the supervisor reads it at once (had
+                    # it read False, it slept its idle tick, 1 s, before starting a worker)
                     with contextlib.suppress(OSError):
                         self.wake.send(b"q")
-                self.pending = waiting
                 if time.monotonic() >= next_stats:
                     began = time.monotonic()
                     mine = set(self.queues)
