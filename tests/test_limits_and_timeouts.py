@@ -123,6 +123,21 @@ def test_slow_headers_are_cut_off_with_408(strict_host: Host) -> None:
     assert time.monotonic() - started_at < 5
 
 
+def test_a_pipelined_head_sent_in_part_is_cut_off_with_408_after_the_answer_before_it(
+    strict_host: Host,
+) -> None:
+    # the second head begins in the packet that ends the first request: once the first
+    # is answered it has the header timeout to finish, as a first request would (it used
+    # to be taken for an idle connection, and closed unanswered at the keep-alive timeout)
+    reply = _raw(
+        strict_host, b"GET /hello/a HTTP/1.1\r\nHost: x\r\n\r\nGET /hello/b HTTP/1.1\r\nHo"
+    )
+    first, _, rest = reply.partition(b"Hello a")
+    assert first.startswith(b"HTTP/1.1 200 "), reply[:300]
+    assert rest.startswith(b"HTTP/1.1 408 "), reply[:600]
+    assert b"request headers did not arrive within 0.5s" in rest
+
+
 def test_idle_connection_that_sends_nothing_is_closed(strict_host: Host) -> None:
     started_at = time.monotonic()
     assert _raw(strict_host, b"") == b""

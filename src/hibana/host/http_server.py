@@ -533,6 +533,10 @@ class HttpProtocol(asyncio.Protocol):
         #: This head began inside a read that held the end of the one before (pipelining):
         #: the bytes counted as they arrive missed its start, so it is measured whole.
         self.measure = self.head_bytes == 0
+        if self.measure:
+            # and it has begun: once the answers ahead of it are written, the rest of it
+            # has the header timeout to arrive (``_next``), not the keep-alive one
+            self.head_bytes = 1
         self.url = b""
         self.headers = []
         self.declared = -1
