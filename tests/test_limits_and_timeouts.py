@@ -79,6 +79,33 @@ def test_chunked_body_over_the_limit_is_413(strict_host: Host) -> None:
     assert "over the limit of 1000 bytes" in r.json()["error"]
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["with-the-head", "after-the-head"])
+def test_a_chunk_declared_over_the_limit_is_413_before_its_bytes_come(
+    strict_host: Host, split: bool
+) -> None:
+    # its size line alone says it is too big: the client is told at once, not after the
+    # body timeout (the bytes it declares never come here)
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunks = b"10\r\n" + b"a" * 16 + b"\r\n7d0;note=x\r\nonly a few bytes"
+    reply = _raw(strict_host, head, 0.05, chunks) if split else _raw(strict_host, head + chunks)
+    assert reply.startswith(b"HTTP/1.1 413 "), reply[:300]
+    assert b"a chunk of 2000 bytes takes the request body over the limit of 1000 bytes" in reply
+
+
+def test_a_chunk_extension_split_from_its_size_line_is_no_size(strict_host: Host) -> None:
+    # the packet that ends the size line begins with an extension's value that would be
+    # a size over the limit, read on its own
+    reply = _raw(
+        strict_host,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;n=",
+        0.05,
+        b"fffff\r\nabc",
+        b"\r\n0\r\n\r\n",
+    )
+    assert reply.startswith(b"HTTP/1.1 200 "), reply[:300]
+    assert reply.endswith(b"\r\n\r\nabc")
+
+
 def test_oversized_request_head_is_431(strict_host: Host) -> None:
     with strict_host.client() as client:
         r = client.get("/hello/x", headers={"x-big": "z" * 5000})

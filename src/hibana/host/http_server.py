@@ -9,9 +9,10 @@ The front answers through the protocol's ``Responder`` methods: a whole response
 What a public endpoint needs, and what it costs per request:
 
 * Limits: the head's size (431) and the body's (413, from Content-Length before any body
-  arrives, or as chunks add up), a deadline for the head (408), for each pause in the body
-  (408) and for an idle keep-alive connection (closed). One timer per connection checks
-  one deadline, which each state change moves: a float written, no timer re-armed.
+  arrives, from a chunk's size line before its data does, or as chunks add up), a
+  deadline for the head (408), for each pause in the body (408) and for an idle
+  keep-alive connection (closed). One timer per connection checks one deadline, which
+  each state change moves: a float written, no timer re-armed.
 * Keep-alive and pipelining: requests on one connection are answered in order; a
   connection with many waiting stops being read until they are answered, and the next
   is answered only once the client has read enough of the last (one that reads nothing
@@ -287,6 +288,13 @@ class HttpProtocol(asyncio.Protocol):
         self.host_ok = b""  # the last Host value found valid on this connection
         self.bad_host: bytes | None = None  # a Host value that is not one
         self.coding: bytes | None = None  # a transfer coding other than chunked
+        #: A chunk's size line was read in the packet being parsed and its data has not
+        #: all come: the size it declares is checked against the limit (``_chunk_size``).
+        self.new_chunk = False
+        #: The body's size when that chunk's data began.
+        self.chunk_from = 0
+        #: The last packet of a chunked body ended a line: the next begins a size line.
+        self.line_ended = False
         #: The HTTP version ("1.1") of the last request read; "" before the first.
         self.http_version = ""
         self.parsing: _Request | None = None
@@ -497,6 +505,8 @@ class HttpProtocol(asyncio.Protocol):
                 self.line_open = data.find(b"\n") == -1
         try:
             self.parser.feed_data(data)
+            if self.chunked_body:
+                self._chunk_size(data)
         except httptools.HttpParserUpgrade:
             pass  # answered as plain HTTP/1.1, then closed (see on_headers_complete)
         except httptools.HttpParserCallbackError as exc:
@@ -732,6 +742,47 @@ class HttpProtocol(asyncio.Protocol):
                 f"the request body arrives at {req.size / took:.0f} bytes/s, under the "
                 f"{server.min_body_rate} bytes/s a body taking over {server.body_timeout:g}s "
                 "must average",
+            )
+
+    def on_chunk_header(self) -> None:
+        req = self.parsing
+        if req is not None:
+            self.new_chunk = True
+            self.chunk_from = req.size
+
+    def on_chunk_complete(self) -> None:
+        self.new_chunk = False  # all its data came: counted as it did (``on_body``)
+
+    def _chunk_size(self, data: bytes) -> None:
+        """After a packet of a chunked body: refuse at once (413) a chunk whose size line,
+        read in ``data``, says more than the limit has room for, rather than wait for its
+        bytes and count them. ``data`` then ends inside the chunk's data, of which the
+        ``got`` bytes at its end came so far; its size line ends just before them. One
+        whose size line began in an earlier packet is left to the count."""
+        line_ended = self.line_ended
+        self.line_ended = data.endswith(b"\n")
+        if not self.new_chunk:
+            return
+        self.new_chunk = False
+        req = self.parsing
+        if req is None or self.refusal is not None:
+            return
+        got = req.size - self.chunk_from
+        end = len(data) - got  # where the chunk's data began: its size line ends there
+        if end < 2 or data[end - 2 : end] != b"\r\n":
+            return  # the packet ended after its data, in the CRLF; or split the size line's
+        start = data.rfind(b"\n", 0, end - 2) + 1
+        if start == 0 and not line_ended:
+            return  # the size line began in an earlier packet
+        try:
+            size = int(data[start : end - 2].partition(b";")[0], 16)
+        except ValueError:
+            return
+        limit = self.server.max_body_bytes
+        if self.chunk_from + size > limit:
+            self._refuse(
+                413,
+                f"a chunk of {size} bytes takes the request body over the limit of {limit} bytes",
             )
 
     def on_message_complete(self) -> None:
