@@ -453,6 +453,25 @@ def test_an_absolute_form_target_names_the_host_asked_for(host: Host) -> None:
         assert json.loads(resp.read())["url"] == "http://[::1]:7071/inspect"
 
 
+def test_an_absolute_form_target_with_an_empty_port_is_served(host: Host) -> None:
+    """RFC 3986 3.2.3: an empty port is the scheme's default; it used to be a 400 that
+    called the URL no http URL."""
+    with Connection(host) as conn:
+        conn.send(b"GET http://example.com:/inspect?tag=t1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert resp.status == 200
+        body = json.loads(resp.read())
+        assert body["url"] == "http://example.com/inspect?tag=t1"
+        assert body["tags"] == ["t1"]
+        conn.send(b"GET http://[::1]:/hello/v6 HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert (resp.status, resp.read()) == (200, b"Hello v6")
+        conn.send(b"GET http://example.com:x/inspect HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = conn.response()
+        assert resp.status == 400
+        assert "is not a path or an http URL" in json.loads(resp.read())["error"]
+
+
 def test_dot_segments_are_resolved_before_routing(host: Host) -> None:
     """As a browser would resolve them, and as nginx does: no function gets a ``..``
     in a parameter, encoded (``%2e%2e``) or not."""

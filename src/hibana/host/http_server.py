@@ -128,6 +128,28 @@ def _error(status: int, message: str, invocation_id: str | None = None) -> bytes
     return _status_line(status) + _date_line() + head % len(body) + b"\r\n" + body
 
 
+def _absolute(url: bytes) -> Any:
+    """``url`` parsed by httptools, or None if it is not a URL. An empty port
+    (``http://host:/x``) is none, the scheme's default (RFC 3986 3.2.3), which httptools
+    alone refuses."""
+    try:
+        return httptools.parse_url(url)
+    except httptools.HttpParserInvalidURLError:
+        pass
+    scheme, sep, rest = url.partition(b"://")
+    end = len(rest)
+    for stop in (b"/", b"?"):
+        at = rest.find(stop)
+        if at != -1 and at < end:
+            end = at
+    if not sep or not rest[:end].endswith(b":"):
+        return None
+    try:
+        return httptools.parse_url(scheme + sep + rest[: end - 1] + rest[end:])
+    except httptools.HttpParserInvalidURLError:
+        return None
+
+
 class _Request:
     """One request on a connection, from its head to its answer."""
 
@@ -619,7 +641,7 @@ class HttpProtocol(asyncio.Protocol):
             if refused is not None:
                 self._refuse(*refused)
                 return
-            parsed = httptools.parse_url(url)
+            parsed = _absolute(url)
             raw_path, query = parsed.path or b"/", parsed.query or b""
             if parsed.host:
                 # RFC 9112 3.2.2: the target's authority is the host asked for, not Host
@@ -708,10 +730,7 @@ class HttpProtocol(asyncio.Protocol):
             return None
         if method == "CONNECT":
             return 501, "this host serves functions; it does not open tunnels (CONNECT)"
-        try:
-            parsed = httptools.parse_url(url)
-        except httptools.HttpParserInvalidURLError:
-            parsed = None
+        parsed = _absolute(url)
         if parsed is None or not parsed.schema or parsed.schema.lower() not in (b"http", b"https"):
             target = url[:200].decode("latin-1")
             return 400, f"the request target {target!r} is not a path or an http URL"
