@@ -170,6 +170,30 @@ def test_a_field_named_like_a_renamed_one_or_an_exceptions_is_kept(basic_host: H
     assert line["error_"] == "mine"
 
 
+def test_an_exceptions_fields_keep_a_bound_or_extra_field_named_like_them(
+    basic_host: Host,
+) -> None:
+    """``ctx.log.bind(error=...)`` then ``.exception(...)``, and ``logging``'s
+    ``extra={"error": ...}`` with a traceback: both the exception's ``error`` and the
+    caller's value are on the line (the caller's used to be replaced without a word)."""
+    with basic_host.client() as client:
+        bound = client.get("/log-clash/bound")
+        library = client.get("/log-clash/logging")
+    assert (bound.status_code, library.status_code) == (200, 200)
+    line = basic_host.wait_for_log(
+        invocation_id=bound.headers["x-invocation-id"], msg="bound failed"
+    )
+    assert line["error"] == "ValueError: the upload is empty"
+    assert 'raise ValueError("the upload is empty")' in line["traceback"]
+    assert (line["error_"], line["traceback_"]) == ("bound", "mine too")
+    line = basic_host.wait_for_log(
+        invocation_id=library.headers["x-invocation-id"], msg="library failed"
+    )
+    assert line["error"] == "ValueError: the library broke"
+    assert line["ts"].endswith("Z")
+    assert (line["error_"], line["error__"], line["ts_"]) == ("second", "first", "then")
+
+
 def test_a_line_at_a_level_that_is_none_of_the_four_names_them(basic_host: Host) -> None:
     """A programming error, so it raises; it was a bare ``KeyError: 'fatal'``."""
     with basic_host.client() as client:

@@ -68,11 +68,15 @@ class _JsonLogHandler(logging.Handler):
         bound = current_logger.get()
         if bound is not None:  # logged by a function: its invocation's fields too
             line.update(bound.fields)
-        for key, value in record.__dict__.items():  # what extra={...} added
-            if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
-                line[key + "_" if key in line else key] = value
         if record.exc_info and record.exc_info[1] is not None:
             line.update(error_fields(record.exc_info[1]))  # log.exception(...)
+        for key, value in record.__dict__.items():  # what extra={...} added
+            if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
+                # one named like the line's own (``error``, ``ts``), or like one renamed
+                # so, is kept under a name no other field has, as ctx.log keeps it
+                while key in line:
+                    key += "_"
+                line[key] = value
         self.sink.emit(line)
 
 

@@ -437,7 +437,16 @@ class Logger:
 
     def exception(self, msg: str, exc: BaseException, /, **fields: Any) -> None:
         """An error line carrying ``exc``'s type, message and traceback (``error`` and
-        ``traceback``: a field of the caller's named so is kept renamed, as ``error_``)."""
+        ``traceback``: a field of the caller's named so, given here or bound, is kept
+        renamed, as ``error_``)."""
+        bound = self._fields
+        if "error" in bound or "traceback" in bound:
+            # bound by the caller (``bind(error=...)``): kept renamed, as a call's field
+            # named so is, rather than replaced by the exception's
+            own = {k: v for k, v in bound.items() if k in _OWN}
+            theirs = {k: v for k, v in bound.items() if k not in _OWN}
+            Logger(self._sink, own).exception(msg, exc, **{**theirs, **fields})
+            return
         told: dict[str, Any] = error_fields(exc)
         if fields:
             told.update(

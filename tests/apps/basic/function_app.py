@@ -148,6 +148,18 @@ def log_clash(req: hibana.Request, ctx: hibana.Context) -> str:
             raise ValueError("the upload is empty")
         except ValueError as exc:
             ctx.log.exception("upload failed", exc, error="mine")
+    elif case == "bound":
+        try:
+            raise ValueError("the upload is empty")
+        except ValueError as exc:
+            ctx.log.bind(error="bound", traceback="mine too").exception("bound failed", exc)
+    elif case == "logging":
+        try:
+            raise ValueError("the library broke")
+        except ValueError:
+            logging.getLogger("some.library").exception(
+                "library failed", extra={"error_": "second", "error": "first", "ts": "then"}
+            )
     else:
         ctx.log.log(case, "at a level of its own")
     return "logged"
