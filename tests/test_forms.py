@@ -204,3 +204,47 @@ def test_httpx_bodies_round_trip_through_the_parser() -> None:
     upload = files["f"]
     assert (upload.filename, upload.content_type) == ("a.bin", "application/x-thing")
     assert upload.data == bytes(range(256)) * 64
+
+
+def test_a_forms_charset_field_says_how_its_text_is_encoded(basic_host: Host) -> None:
+    """HTML fills a hidden ``_charset_`` field with the charset it sent the form in (a
+    page served as windows-1252, a form with ``accept-charset``); RFC 7578 4.6 makes it
+    the charset of a multipart text field that names none. Such a form used to be a 400
+    saying it was not UTF-8."""
+    latin = (
+        b'--x\r\nContent-Disposition: form-data; name="_charset_"\r\n\r\nwindows-1252\r\n'
+        b'--x\r\nContent-Disposition: form-data; name="dish"\r\n\r\ncr\xe8me br\xfbl\xe9e\r\n'
+        b'--x\r\nContent-Disposition: form-data; name="own"\r\n'
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nna\xc3\xafve\r\n--x--\r\n"
+    )
+    with basic_host.client() as client:
+        urlencoded = client.post(
+            "/form",
+            content=b"_charset_=windows-1252&dish=cr%E8me+br%FBl%E9e&raw=caf\xe9",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        multipart = client.post(
+            "/form", content=latin, headers={"content-type": "multipart/form-data; boundary=x"}
+        )
+        unknown = client.post(
+            "/form",
+            content=b"a=1&_charset_=utf-16",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+    assert urlencoded.status_code == 200, urlencoded.text
+    assert urlencoded.json()["fields"] == [
+        ["_charset_", "windows-1252"],
+        ["dish", "crème brûlée"],
+        ["raw", "café"],
+    ]
+    assert multipart.status_code == 200, multipart.text
+    assert multipart.json()["fields"] == [
+        ["_charset_", "windows-1252"],
+        ["dish", "crème brûlée"],
+        ["own", "naïve"],
+    ]
+    assert unknown.status_code == 400
+    assert unknown.json()["error"] == (
+        "form field _charset_ names 'utf-16', which is not a charset forms are sent in; "
+        "send UTF-8 (and _charset_=UTF-8, or no _charset_ field)"
+    )

@@ -10,10 +10,15 @@ closing quote, ``\\"`` and ``\\\\`` in it are a quote and a backslash, and any o
 backslash is itself (a Windows path in a ``filename``). The standard library's header parser
 is not used: it recurses on nested comments and is quadratic in a header's parameters, so
 a body built for it could take hours.
+
+A form's ``_charset_`` field (HTML fills in a hidden one with the charset the browser sent
+the form in) says how the form's text is encoded: a urlencoded body's percent-escapes and
+bytes, and a multipart text field that names no charset of its own (RFC 7578 4.6).
 """
 
 from __future__ import annotations
 
+import codecs
 import re
 from urllib.parse import parse_qsl, unquote
 
@@ -41,15 +46,46 @@ def parse_form(content_type: str, body: bytes) -> tuple[FormData, Files]:
 
 
 def _urlencoded(body: bytes) -> FormData:
+    declared = _CHARSET_FIELD(body)
+    charset = _charset(unquote(declared[1].decode("latin-1"))) if declared else "utf-8"
     try:
-        # percent-encoded as a browser sends it, or raw UTF-8 as curl -d does
-        text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=MAX_FIELDS)
-    except UnicodeDecodeError as exc:
-        raise BadRequest(f"form body is not UTF-8 text, percent-encoded or not: {exc}") from None
+        # percent-encoded as a browser sends it, or raw text (UTF-8) as curl -d does
+        text = body.decode(charset)
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            encoding=charset,
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
+    except UnicodeError as exc:
+        named = "UTF-8" if charset == "utf-8" else charset
+        raise BadRequest(f"form body is not {named} text, percent-encoded or not: {exc}") from None
     except ValueError as exc:  # more than MAX_FIELDS fields
         raise BadRequest(f"form body is over the limit of {MAX_FIELDS} fields: {exc}") from None
     return FormData(pairs)
+
+
+#: A urlencoded body's ``_charset_`` field, and its value.
+_CHARSET_FIELD = re.compile(rb"(?:^|&)_charset_=([^&]*)").search
+
+
+def _charset(name: str) -> str:
+    """The charset a form's ``_charset_`` field names (UTF-8 if it is empty), checked: a
+    text encoding Python has, which writes ASCII as ASCII (the form's names, ``=``, ``&``)."""
+    if not name.strip():
+        return "utf-8"
+    try:
+        codec = codecs.lookup(name.strip())
+        ascii_compatible = "_charset_=&%+".encode(codec.name) == b"_charset_=&%+"
+    except (LookupError, UnicodeError, ValueError):  # rot13, base64: no text encodings
+        ascii_compatible = False
+    if not ascii_compatible:
+        raise BadRequest(
+            f"form field _charset_ names {name[:60]!r}, which is not a charset forms are "
+            "sent in; send UTF-8 (and _charset_=UTF-8, or no _charset_ field)"
+        )
+    return codec.name
 
 
 def _multipart(content_type: str, body: bytes) -> tuple[FormData, Files]:
@@ -68,7 +104,8 @@ def _multipart(content_type: str, body: bytes) -> tuple[FormData, Files]:
         if at == -1:
             raise BadRequest(f"multipart/form-data body has no boundary line {value!r}")
         start = at + 2 + len(delimiter)
-    fields: list[tuple[str, str]] = []
+    #: A text field: its name, its bytes, and the charset its part names (None: none).
+    fields: list[tuple[str, bytes, str | None]] = []
     files: list[tuple[str, UploadedFile]] = []
     separator = b"\r\n" + delimiter
     while True:
@@ -84,11 +121,27 @@ def _multipart(content_type: str, body: bytes) -> tuple[FormData, Files]:
         if len(fields) + len(files) > MAX_FIELDS:
             raise BadRequest(f"form body is over the limit of {MAX_FIELDS} fields")
         start = end + len(separator)
-    return FormData(fields), Files(files)
+    default = "utf-8"
+    for name, data, _ in fields:
+        if name == "_charset_":  # RFC 7578 4.6: the charset of the fields that name none
+            default = _charset(data.decode("latin-1"))
+            break
+    return FormData(
+        [_text(name, data, charset or default) for name, data, charset in fields]
+    ), Files(files)
+
+
+def _text(name: str, data: bytes, charset: str) -> tuple[str, str]:
+    try:
+        return name, data.decode(charset)
+    except (LookupError, UnicodeError) as exc:  # idna and punycode raise UnicodeError
+        raise BadRequest(f"form field {name!r} is not valid {charset} text: {exc}") from None
 
 
 def _part(
-    part: bytes, fields: list[tuple[str, str]], files: list[tuple[str, UploadedFile]]
+    part: bytes,
+    fields: list[tuple[str, bytes, str | None]],
+    files: list[tuple[str, UploadedFile]],
 ) -> None:
     head_end = part.find(b"\r\n\r\n", 0, MAX_PART_HEAD + 4)
     if part.startswith(b"\r\n"):
@@ -113,11 +166,7 @@ def _part(
     if filename is not None:
         files.append((name, UploadedFile(filename, kind or "application/octet-stream", data)))
         return
-    charset = type_params.get("charset") or "utf-8"
-    try:
-        fields.append((name, data.decode(charset)))
-    except (LookupError, UnicodeError) as exc:  # idna and punycode raise UnicodeError
-        raise BadRequest(f"form field {name!r} is not valid {charset} text: {exc}") from None
+    fields.append((name, data, type_params.get("charset") or None))
 
 
 def _part_headers(head: bytes) -> dict[str, str]:
