@@ -120,6 +120,11 @@ def test_no_cookies() -> None:
     assert make_request().cookies == {}
 
 
+def test_only_the_quotes_around_a_cookie_value_are_taken_off() -> None:
+    req = make_request(headers=[(b"cookie", b'pair="ab"; twice=""x""; end=ab"; lone="')])
+    assert req.cookies == {"pair": "ab", "twice": '"x"', "end": 'ab"', "lone": '"'}
+
+
 def test_cookie_value_may_contain_equals() -> None:
     req = make_request(headers=[(b"cookie", b"token=a=b==")])
     assert req.cookies == {"token": "a=b=="}

@@ -114,7 +114,10 @@ class Request:
                     key, sep, value = chunk.partition("=")
                     key = key.strip()
                     if sep and key:
-                        cookies.setdefault(key, value.strip().strip('"'))
+                        value = value.strip()
+                        if len(value) > 1 and value[0] == value[-1] == '"':
+                            value = value[1:-1]  # one pair around it (RFC 6265), no more
+                        cookies.setdefault(key, value)
             self._cookies = cookies
         return self._cookies
 
