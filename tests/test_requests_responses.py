@@ -296,6 +296,16 @@ def test_set_cookie_expires_and_no_defaults() -> None:
     assert header(r, "set-cookie") == ["a=1; Expires=Wed, 02 Jan 2030 03:04:05 GMT"]
 
 
+def test_set_cookie_expires_without_a_time_zone_is_refused_naming_the_fix() -> None:
+    # naive is local time to Python but UTC to whoever wrote datetime.utcnow(): off by the
+    # host's offset from UTC either way
+    with pytest.raises(ValueError, match="without a time zone") as err:
+        Response().set_cookie("a", "1", expires=datetime(2030, 1, 2, 3, 4, 5))
+    message = str(err.value)
+    assert "cookie 'a' has expires=datetime.datetime(2030, 1, 2, 3, 4, 5)" in message
+    assert "without a time zone; give an aware one (datetime.now(timezone.utc)" in message
+
+
 def test_delete_cookie_expires_it_now() -> None:
     r = Response()
     r.delete_cookie("session")

@@ -147,6 +147,13 @@ class Response:
             raise ValueError(
                 f"cookie {key!r} has samesite='none' without secure=True: browsers drop it"
             )
+        if expires is not None and expires.utcoffset() is None:
+            # naive: local time to Python, UTC to whoever wrote datetime.utcnow(); a guess
+            # either way, off by the host's offset from UTC
+            raise ValueError(
+                f"cookie {key!r} has expires={expires!r}, a datetime without a time zone; "
+                "give an aware one (datetime.now(timezone.utc) + timedelta(days=1)) or max_age"
+            )
         for attribute, given in (("path", path), ("domain", domain)):
             if given is not None and not _COOKIE_ATTRIBUTE(given):
                 raise ValueError(
