@@ -151,6 +151,11 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
             "function_app.py:5 (feed) is a generator (a def with yield): it is called for its "
             "result, not iterated;",
         ),
+        (
+            {"function_app.py": b"import hibana\n\napp = hibana.App(max_instances=10**20)\n"},
+            "function_app.py:3 is over 1024, the most "
+            "workers a host runs; run several hosts on one store to go past it",
+        ),
     ],
     ids=[
         "circular",
@@ -163,6 +168,7 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
         "retry-inf",
         "async-generator",
         "generator",
+        "too-many-workers",
     ],
 )
 def test_more_broken_apps_get_one_clear_message(

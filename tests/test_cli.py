@@ -36,6 +36,14 @@ def test_help_on_every_command(command: list[str]) -> None:
         (["serve", str(APPS / "basic"), "--port", "abc"], "Invalid value for '--port'"),
         (["serve", str(APPS / "basic"), "--port", "70000"], "less than or equal to 65535"),
         (["serve", str(APPS / "basic"), "--workers", "0"], "Invalid value for '--workers'"),
+        (  # past what the zygote's board can hold: it was a traceback from the zygote
+            ["serve", str(APPS / "basic"), "--workers", "99999999999999999999"],
+            "Invalid value for '--workers' / '-w': Input should be less than or equal to 1024",
+        ),
+        (
+            ["serve", str(APPS / "basic"), "--max-instances", "1025"],
+            "Invalid value for '--max-instances': Input should be less than or equal to 1024",
+        ),
         (["serve", "/definitely/not/here"], "does not exist"),
         (["serve"], "Missing argument"),
         (["frobnicate"], "No such command"),

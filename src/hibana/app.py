@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 from hibana.errors import AppError, RouteError
 from hibana.events.filters import Filter
+from hibana.host.scaling import MAX_INSTANCES
 from hibana.messages import Exponential, RetryPolicy
 from hibana.proxies import parse_networks
 from hibana.secrets import grants
@@ -720,6 +721,12 @@ class App(Blueprint):
             raise AppError(
                 f"min_instances={min_instances!r} in {where} must be a whole number >= 0"
             )
+        for name, value in (("min_instances", min_instances), ("max_instances", max_instances)):
+            if value is not None and value > MAX_INSTANCES:
+                raise AppError(
+                    f"{name}={value!r} in {where} is over {MAX_INSTANCES}, the most workers "
+                    "a host runs; run several hosts on one store to go past it"
+                )
         if idle_timeout is not None:
             _check_positive(idle_timeout, "idle_timeout", where)
         if prewarm is not None and prewarm not in ("app", "runtime", "none"):

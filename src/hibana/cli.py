@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from hibana.errors import AppError, ConfigError, HibanaError
+from hibana.host.scaling import MAX_INSTANCES
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -51,15 +52,21 @@ Workers = Annotated[
         "--workers",
         "-w",
         min=1,
+        max=MAX_INSTANCES,
         help="A fixed number of workers: --min-instances = --max-instances = N.",
     ),
 ]
 MinInstances = Annotated[
     int | None,
-    typer.Option(min=0, help="Workers always running; 0 scales to zero (default: 0 serve, 1 dev)."),
+    typer.Option(
+        min=0,
+        max=MAX_INSTANCES,
+        help="Workers always running; 0 scales to zero (default: 0 serve, 1 dev).",
+    ),
 ]
 MaxInstances = Annotated[
-    int | None, typer.Option(min=1, help="Most workers under load (default: one per core).")
+    int | None,
+    typer.Option(min=1, max=MAX_INSTANCES, help="Most workers under load (default: one per core)."),
 ]
 IdleTimeout = Annotated[
     float | None,

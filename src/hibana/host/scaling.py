@@ -14,6 +14,9 @@ from hibana.errors import ConfigError
 
 Prewarm = Literal["app", "runtime", "none"]
 PREWARM_MODES: tuple[Prewarm, ...] = ("app", "runtime", "none")
+#: The most workers a host runs: each is a process, and the board the zygote makes has
+#: rows for twice as many (a number past the machine's makes a board it cannot map).
+MAX_INSTANCES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,11 @@ class Scaling:
     def __post_init__(self) -> None:
         if self.max_instances < 1:
             raise ConfigError(f"max_instances={self.max_instances} must be at least 1")
+        if self.max_instances > MAX_INSTANCES:
+            raise ConfigError(
+                f"max_instances={self.max_instances} is over {MAX_INSTANCES}, the most "
+                "workers a host runs; run several hosts on one store to go past it"
+            )
         if not 0 <= self.min_instances <= self.max_instances:
             raise ConfigError(
                 f"min_instances={self.min_instances} must be between 0 and "
