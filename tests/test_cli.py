@@ -70,6 +70,35 @@ def test_bad_arguments_exit_2_with_usage(args: list[str], fragment: str) -> None
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "command", [["serve", str(APPS / "queues"), "--port", "0"], ["queue", "stats"]]
+)
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql://u:sekrit@[::1/db", "the store URL is malformed (Invalid IPv6 URL)"),
+        (
+            "postgresql://u:sekrit@127.0.0.1:99999/db",
+            "the store URL postgresql://u:***@127.0.0.1:99999/db has port '99999', not a number "
+            "in 1..65535",
+        ),
+        (
+            "postgresql://u:sekrit@127.0.0.1/db?schema=s1&colour=red",
+            "postgresql://u:***@127.0.0.1/db?schema=s1&colour=red is malformed: invalid URI "
+            'query parameter: "colour"',
+        ),
+    ],
+)
+def test_a_malformed_store_url_is_a_usage_error(command: list[str], url: str, problem: str) -> None:
+    """Not a traceback, nor a host that tries to connect and says the server is down."""
+    result = run_cli(*command, "--store", url)
+    said = " ".join(result.stderr.replace("│", "").split())
+    assert result.returncode == 2, result.stderr
+    assert "Usage:" in said and problem in said, result.stderr
+    assert "fix the URL given to --store (or $HIBANA_STORE)" in said
+    assert "Traceback" not in said and "sekrit" not in said
+
+
 def test_port_in_use_names_the_port_and_the_fix() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

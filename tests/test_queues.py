@@ -397,7 +397,7 @@ def test_queue_cli_errors_are_named(app_dir: Path, store: Store) -> None:
     bad_json = run_cli("queue", "send", "orders", "--data", "{oops", "--app", str(app_dir))
     assert bad_json.returncode == 2 and "--data is not JSON" in bad_json.stderr
     bad_store = run_cli("queue", "stats", "--store", "redis://localhost")
-    assert bad_store.returncode == 1 and "unknown store URL 'redis://localhost'" in bad_store.stderr
+    assert bad_store.returncode == 2 and "unknown store URL 'redis://localhost'" in bad_store.stderr
     run(store.declare([QueueInfo("orders", "on_order", 3)]))
     partial = run_cli("queue", "redrive", "orders", "--id", "12345", "--app", str(app_dir))
     assert partial.returncode == 1 and "Moved 0 of 1 message(s)" in partial.stdout

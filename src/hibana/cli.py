@@ -148,6 +148,19 @@ def _usage(message: str) -> NoReturn:
     raise typer.BadParameter(message)
 
 
+def _check_store(store: str | None) -> None:
+    """A usage error unless ``store`` (``--store`` or ``$HIBANA_STORE``) is a URL hibana
+    reads: one it cannot is the command's mistake, not a store that failed."""
+    from hibana.errors import StoreError
+    from hibana.store import engine_for
+
+    if store is not None:
+        try:
+            engine_for(store)
+        except StoreError as exc:
+            _usage(str(exc))
+
+
 def _version(value: bool) -> None:
     if value:
         from hibana import __version__
@@ -226,6 +239,7 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
             _usage(f"--log-format {log_format!r} is not one of: auto, json, console")
         if log_format == "auto":
             log_format = "console" if reload and sys.stdout.isatty() else "json"
+        _check_store(store)
         try:
             config = HostConfig(
                 app_dir=str(app_dir),
@@ -539,6 +553,7 @@ def _opened_store(app: Path, store: str | None, *, create: bool = False) -> Iter
     from hibana.host.loader import APP_FILE
     from hibana.store import STORE_ENV, open_store, resolve_url
 
+    _check_store(store)
     url = resolve_url(store, app)
     if not (store or os.environ.get(STORE_ENV)) and not (app / APP_FILE).is_file():
         _fail(

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from hibana.errors import StoreError
 from hibana.store.base import ChangeWatcher
@@ -86,7 +86,7 @@ _OWN = ("schema", "operation_timeout")
 def split_url(url: str) -> tuple[str, str | None, float]:
     """(the libpq URL, hibana's schema, the operation timeout) from
     ``postgresql://...?schema=NAME&operation_timeout=SECONDS``."""
-    parts = urlsplit(url)
+    parts = _parsed(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     schema = next((v for k, v in query if k == "schema"), None)
     timeout = next((v for k, v in query if k == "operation_timeout"), None)
@@ -96,7 +96,42 @@ def split_url(url: str) -> tuple[str, str | None, float]:
         raise StoreError(
             f"schema={schema!r} in the store URL must be letters, digits and underscores"
         )
-    return urlunsplit(parts._replace(query=rest)), schema, _seconds(timeout)
+    libpq_url = urlunsplit(parts._replace(query=rest))
+    _check_libpq(libpq_url, url)
+    return libpq_url, schema, _seconds(timeout)
+
+
+_FIX = "fix the URL given to --store (or $HIBANA_STORE): postgresql://USER@HOST:PORT/DATABASE"
+
+
+def _parsed(url: str) -> SplitResult:
+    """``url``'s parts; StoreError if it is not a URL at all (an unclosed ``[``)."""
+    try:
+        parts = urlsplit(url)
+        _redacted(url)  # what later errors show of the URL
+    except ValueError as exc:
+        raise StoreError(f"the store URL is malformed ({exc}); {_FIX}") from None
+    return parts
+
+
+def _check_libpq(libpq_url: str, url: str) -> None:
+    """StoreError naming what libpq would not read in ``libpq_url`` (``url`` without
+    hibana's parameters): else each connection fails as if the server were not there."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        ports = conninfo_to_dict(libpq_url).get("port")
+    except ProgrammingError as exc:
+        # libpq's message quotes the whole URL, password included: cut at the quote
+        said = str(exc).strip().split(" in URI: ")[0]
+        raise StoreError(f"the store URL {_redacted(url)} is malformed: {said}; {_FIX}") from None
+    for port in str(ports or "").split(","):
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise StoreError(
+                f"the store URL {_redacted(url)} has port {port!r}, not a number in "
+                f"1..65535; {_FIX}"
+            )
 
 
 def _seconds(text: str | None) -> float:
