@@ -156,6 +156,21 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
             "function_app.py:3 is over 1024, the most "
             "workers a host runs; run several hosts on one store to go past it",
         ),
+        (
+            {"function_app.py": b"import hibana\n\napp = hibana.App\n"},
+            "function_app.py:3: `app` is the class hibana.App, not an App: call it, "
+            "`app = hibana.App()`",
+        ),
+        (
+            {"function_app.py": b"import hibana\n\n\napp = hibana.Blueprint()\n"},
+            "function_app.py:4: `app` is a hibana.Blueprint, not an App: write "
+            "`app = hibana.App()` and `app.register(bp)` with the Blueprint",
+        ),
+        (
+            {"function_app.py": b"import hibana\n\n\ndef app(req, ctx):\n    return 'hi'\n"},
+            "function_app.py:4: `app` is app (function), not a hibana.App; the app to serve "
+            "is `app = hibana.App()`",
+        ),
     ],
     ids=[
         "circular",
@@ -169,6 +184,9 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
         "async-generator",
         "generator",
         "too-many-workers",
+        "app-is-the-class",
+        "app-is-a-blueprint",
+        "app-is-a-function",
     ],
 )
 def test_more_broken_apps_get_one_clear_message(

@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 from typing import NoReturn
 
-from hibana.app import App
+from hibana.app import App, Blueprint
 from hibana.errors import AppError, AppLoadError
 
 APP_FILE = "function_app.py"
@@ -94,6 +94,50 @@ def _said(exc: BaseException) -> str:
         return f"<{type(exc).__name__} whose str raised>"
 
 
+def _where_app_is_set(path: Path) -> str:
+    """``function_app.py:LINE`` of the last top-level statement that sets ``app``, or the
+    file alone when none does (a ``globals()`` update)."""
+    import ast
+
+    line = None
+    try:
+        for node in ast.parse(path.read_bytes()).body:
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            if isinstance(node, ast.AnnAssign | ast.AugAssign):
+                targets = [node.target]
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                targets = [ast.Name(node.name)]
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                targets = [ast.Name(a.asname or a.name) for a in node.names]
+            if any(isinstance(t, ast.Name) and t.id == "app" for t in targets):
+                line = node.lineno
+    except (OSError, SyntaxError, ValueError):
+        pass
+    return _rel(path) + (f":{line}" if line is not None else "")
+
+
+def _not_an_app(value: object) -> str:
+    """Why ``app = value`` is not an app to serve, and the fix."""
+    if value is App:
+        return "`app` is the class hibana.App, not an App: call it, `app = hibana.App()`"
+    if isinstance(value, Blueprint):
+        return (
+            "`app` is a hibana.Blueprint, not an App: write `app = hibana.App()` and "
+            "`app.register(bp)` with the Blueprint"
+        )
+    try:
+        name = getattr(value, "__qualname__", None) if callable(value) else None
+        shown = name if isinstance(name, str) else repr(value)  # no address for a function
+    except Exception:
+        shown = "a value"
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return (
+        f"`app` is {shown} ({type(value).__name__}), not a hibana.App; the app to serve is "
+        "`app = hibana.App()`"
+    )
+
+
 def load_app(app_dir: str | os.PathLike[str]) -> App:
     """The ``App`` defined by ``APP_DIR/function_app.py``.
 
@@ -167,6 +211,8 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
         return apps["app"]
     if len(apps) == 1:
         return next(iter(apps.values()))
+    if not apps and "app" in vars(module):
+        raise AppLoadError(f"{_where_app_is_set(path)}: {_not_an_app(vars(module)['app'])}")
     if not apps:
         raise AppLoadError(
             f"{_rel(path)} defines no hibana.App; add `app = hibana.App()` and declare "
