@@ -171,6 +171,17 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
             "function_app.py:4: `app` is app (function), not a hibana.App; the app to serve "
             "is `app = hibana.App()`",
         ),
+        (
+            {"function_app.py": b"import hibana\n\napp = hibana.App()\nNAME = 'caf\xe9'\n"},
+            "SyntaxError: (unicode error) 'utf-8' codec can't decode byte "
+            "0xe9 in position 3: unexpected end of data\n    NAME = 'caf\ufffd'\n    the file is "
+            "not UTF-8 text, which is how Python reads source: save it as UTF-8",
+        ),
+        (
+            {"function_app.py": "import hibana\napp = hibana.App()\n".encode("utf-16")},
+            "null bytes\n    the file is not UTF-8 text, which is how Python reads source: "
+            "save it as UTF-8",
+        ),
     ],
     ids=[
         "circular",
@@ -187,6 +198,8 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
         "app-is-the-class",
         "app-is-a-blueprint",
         "app-is-a-function",
+        "latin-1",
+        "utf-16",
     ],
 )
 def test_more_broken_apps_get_one_clear_message(

@@ -177,6 +177,12 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
         if exc.lineno is not None:  # none for a NUL byte in the source
             where += f":{exc.lineno}" + (f":{exc.offset}" if exc.offset else "")
         text = f"\n    {exc.text.rstrip()}" if exc.text else ""
+        if "codec can't decode" in exc.msg or "null bytes" in exc.msg:
+            # a file saved in Latin-1, or as UTF-16 (PowerShell's `>` does that)
+            text += (
+                "\n    the file is not UTF-8 text, which is how Python reads source: save it "
+                "as UTF-8 (in an editor: its encoding setting)"
+            )
         raise AppLoadError(f"{where}: {type(exc).__name__}: {exc.msg}{text}") from None
     except BaseException as exc:  # SystemExit, KeyboardInterrupt and the app's own too
         frames = traceback.extract_tb(exc.__traceback__)
