@@ -182,6 +182,16 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
             "null bytes\n    the file is not UTF-8 text, which is how Python reads source: "
             "save it as UTF-8",
         ),
+        (
+            {"function_app.py": b"import sys\n\nsys.exit()\n"},
+            "function_app.py:3: importing function_app.py failed: SystemExit: sys.exit() was "
+            "called as the app was imported\n    sys.exit()\n",
+        ),
+        (
+            {"function_app.py": b"raise KeyboardInterrupt\n"},
+            "function_app.py:1: importing function_app.py failed: KeyboardInterrupt\n"
+            "    raise KeyboardInterrupt\n",
+        ),
     ],
     ids=[
         "circular",
@@ -200,6 +210,8 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
         "app-is-a-function",
         "latin-1",
         "utf-16",
+        "sys-exit",
+        "keyboard-interrupt",
     ],
 )
 def test_more_broken_apps_get_one_clear_message(

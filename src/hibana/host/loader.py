@@ -198,9 +198,13 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
                 f"\n    a module {APP_FILE} imports imports it back: declare that module's "
                 "functions on a hibana.Blueprint, and app.register(bp) in " + APP_FILE
             )
+        elif isinstance(exc, SystemExit) and exc.code is None:
+            said = "sys.exit() was called as the app was imported"
+        what = f"{type(exc).__name__}: {said}" if said else type(exc).__name__
         raise AppLoadError(
-            f"{_rel(frame.filename)}:{frame.lineno}: importing {APP_FILE} failed: "
-            f"{type(exc).__name__}: {said}" + (f"\n    {frame.line}" if frame.line else "") + hint
+            f"{_rel(frame.filename)}:{frame.lineno}: importing {APP_FILE} failed: {what}"
+            + (f"\n    {frame.line}" if frame.line else "")
+            + hint
         ) from None
     apps = {name: value for name, value in vars(module).items() if isinstance(value, App)}
     if "app" in apps:
