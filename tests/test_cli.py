@@ -30,6 +30,15 @@ def test_help_on_every_command(command: list[str]) -> None:
             assert name in result.stdout
 
 
+def test_dev_help_says_what_dev_does() -> None:
+    """Not 'one worker by default': it keeps one warm and scales as serve does."""
+    result = run_cli("dev", "--help")
+    said = " ".join(result.stdout.replace("│", "").split())
+    assert result.returncode == 0
+    assert "Like serve, for development: one worker kept warm, a reload when a .py file" in said
+    assert "an app that does not load is waited on (requests get 503 saying why)" in said
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

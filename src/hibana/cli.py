@@ -291,7 +291,9 @@ cli.command("serve")(
 cli.command("dev")(
     _host_command(
         True,
-        "Like serve, with one worker by default, reloading when a .py file in APP_DIR changes.",
+        "Like serve, for development: one worker kept warm, a reload when a .py file in "
+        "APP_DIR changes, readable log lines on a terminal; an app that does not load is "
+        "waited on (requests get 503 saying why) until a change fixes it.",
     )
 )
 
