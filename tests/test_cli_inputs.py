@@ -189,3 +189,31 @@ def test_queue_send_to_a_timers_queue_says_the_schedule_owns_it(
     assert result.returncode == 2
     assert "'timer:hourly' is a timer's own queue: its schedule sends to it" in result.stderr
     assert "Traceback" not in result.stderr and _nothing_sent(store)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["dlq", "orders", "--limit", "99999999999999999999"],
+            "Invalid value for '--limit': Input should be less than or equal to "
+            "9223372036854775807",
+        ),
+        (
+            ["redrive", "orders", "--id", "99999999999999999999"],
+            "Invalid value for '--id': Input should be less than or equal to 9223372036854775807",
+        ),
+        (
+            ["redrive", "orders", "--id", "3", "--id", "-5"],
+            "Invalid value for '--id': Input should be greater than or equal to 1",
+        ),
+    ],
+)
+def test_queue_ids_and_limits_past_what_a_store_holds_are_usage_errors(
+    app_dir: Path, store: Store, args: list[str], message: str
+) -> None:
+    """Not 'the store failed: OverflowError' (exit 1), as if the store were broken."""
+    result = run_cli("queue", *args, "--app", str(app_dir))
+    assert result.returncode == 2, result.stderr
+    assert message in " ".join(result.stderr.replace("│", "").split()), result.stderr
+    assert "store" not in result.stderr and "Traceback" not in result.stderr

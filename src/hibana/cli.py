@@ -133,6 +133,8 @@ StoreOpt = Annotated[
         show_envvar=True,
     ),
 ]
+#: The largest message id and count a store takes: a 64-bit integer, in SQLite and PostgreSQL.
+MAX_ID = 2**63 - 1
 AppOpt = Annotated[
     Path,
     typer.Option("--app", help="The app folder whose store to use (default: here)."),
@@ -752,7 +754,7 @@ def queue_dlq(
     queue: Annotated[
         str, typer.Argument(metavar="QUEUE", help="The queue whose dead letters to list.")
     ],
-    limit: Annotated[int, typer.Option(min=1, help="List at most this many.")] = 100,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_ID, help="List at most this many.")] = 100,
     app: AppOpt = Path("."),
     store: StoreOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -799,7 +801,8 @@ def queue_redrive(
         str, typer.Argument(metavar="QUEUE", help="The queue whose dead letters to move back.")
     ],
     ids: Annotated[
-        list[int] | None, typer.Option("--id", help="Only this dead letter (repeatable).")
+        list[int] | None,
+        typer.Option("--id", min=1, max=MAX_ID, help="Only this dead letter (repeatable)."),
     ] = None,
     app: AppOpt = Path("."),
     store: StoreOpt = None,
