@@ -53,7 +53,18 @@ def test_dev_help_says_what_dev_does() -> None:
             ["serve", str(APPS / "basic"), "--max-instances", "1025"],
             "Invalid value for '--max-instances': Input should be less than or equal to 1024",
         ),
-        (["serve", "/definitely/not/here"], "does not exist"),
+        (
+            ["serve", "/definitely/not/here"],
+            "Invalid value for 'APP_DIR': folder /definitely/not/here does not exist; check the "
+            "path, or write a starter app there with `hibana new /definitely/not/here`",
+        ),
+        (  # the app's file, not its folder: a new user's first try
+            ["dev", str(APPS / "basic" / "function_app.py")],
+            f"Invalid value for 'APP_DIR': {APPS / 'basic' / 'function_app.py'} is a file; pass "
+            "the folder that holds the app's function_app.py: "
+            f"`hibana dev {APPS / 'basic'}`",
+        ),
+        (["serve", "/dev/null"], "/dev/null is not a folder; pass the app's folder"),
         (["serve"], "Missing argument"),
         (["frobnicate"], "No such command"),
         (

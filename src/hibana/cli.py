@@ -31,15 +31,32 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _app_dir(ctx: typer.Context, folder: Path) -> Path:
+    """``folder``, if it is a folder; else a usage error saying which to pass."""
+    command = ctx.info_name or "serve"
+    if folder.is_file():
+        parent = shlex.quote(str(folder.parent))
+        raise typer.BadParameter(
+            f"{folder} is a file; pass the folder that holds the app's function_app.py: "
+            f"`hibana {command} {parent}`"
+        )
+    if folder.exists() and not folder.is_dir():
+        raise typer.BadParameter(f"{folder} is not a folder; pass the app's folder")
+    if not folder.is_dir():
+        raise typer.BadParameter(
+            f"folder {folder} does not exist; check the path, or write a starter app "
+            f"there with `hibana new {shlex.quote(str(folder))}`"
+        )
+    return folder
+
+
 AppDir = Annotated[
     Path,
     typer.Argument(
         metavar="APP_DIR",
         help="The app folder (holds function_app.py).",
-        exists=True,
-        file_okay=False,
-        dir_okay=True,
-        resolve_path=False,
+        callback=_app_dir,
     ),
 ]
 Port = Annotated[
