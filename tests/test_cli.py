@@ -79,6 +79,10 @@ def test_dev_help_says_what_dev_does() -> None:
         ),
         (["dev", str(APPS / "basic"), "--log-format", "xml"], "--log-format 'xml' is not one of"),
         (["serve", str(APPS / "basic"), "--idle-timeout", "0"], "--idle-timeout 0 must be over 0"),
+        (  # not a host that imports the app, then fails to bind the second socket (exit 1)
+            ["serve", str(APPS / "basic"), "--port", "18999", "--admin-port", "18999"],
+            "--admin-port 18999 is --port too: the admin endpoint needs a port of its own",
+        ),
         (["serve", str(APPS / "basic"), "--idle-timeout", "nan"], "--idle-timeout nan must be"),
     ],
 )

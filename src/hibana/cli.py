@@ -241,6 +241,11 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
             and min_instances > max_instances
         ):
             _usage(f"--min-instances {min_instances} is over --max-instances {max_instances}")
+        if admin_port and admin_port == port:
+            _usage(
+                f"--admin-port {admin_port} is --port too: the admin endpoint needs a port of "
+                "its own; pass another, or leave --admin-port out (a free one is picked)"
+            )
         if idle_timeout is not None and not idle_timeout > 0:  # nan too
             _usage(f"--idle-timeout {idle_timeout:g} must be over 0 seconds")
         if not host.strip():
