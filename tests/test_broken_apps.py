@@ -320,3 +320,28 @@ def test_at_zero_workers_a_request_gets_503_when_every_worker_dies_as_it_starts(
         assert r.headers["retry-after"] == "5"
         assert r.json()["error"].startswith("the app's workers fail as they start (3 in a row")
         host.wait_for_stderr(r"answered 1 request\(s\) 503: the app's workers fail")
+
+
+REGISTERED_APP = """
+import hibana
+
+app = hibana.App()
+admin = hibana.App()
+
+
+@admin.http("/stats")
+def stats(req, ctx):
+    return "stats of admin"
+
+
+app.register(admin)
+"""
+
+
+def test_a_second_app_registered_on_app_is_served_not_refused(tmp_path: Path) -> None:
+    """Its functions are `app`'s: the error for a second App whose functions would not be
+    served is not this one's."""
+    (tmp_path / "function_app.py").write_text(REGISTERED_APP)
+    for host in started(tmp_path, "--workers", "1"):
+        r = httpx.get(host.url + "/stats", timeout=30)
+        assert (r.status_code, r.text) == (200, "stats of admin")

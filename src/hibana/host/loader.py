@@ -208,11 +208,15 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
         ) from None
     apps = {name: value for name, value in vars(module).items() if isinstance(value, App)}
     if "app" in apps:
-        dropped = [
-            name for name, other in apps.items() if other is not apps["app"] and other.functions
-        ]
+        served = {id(fn) for fn in apps["app"].functions}  # a registered App's are too
+        unserved = {
+            name: [fn.name for fn in other.functions if id(fn) not in served]
+            for name, other in apps.items()
+            if other is not apps["app"]
+        }
+        dropped = [name for name, names in unserved.items() if names]
         if dropped:
-            names = ", ".join(fn.name for fn in apps[dropped[0]].functions)
+            names = ", ".join(unserved[dropped[0]])
             raise AppLoadError(
                 f"{_rel(path)} defines a second App, {dropped[0]}, whose functions ({names}) "
                 "would not be served: only `app` is; declare them on `app`, or on a "
