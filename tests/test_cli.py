@@ -187,6 +187,14 @@ def test_new_says_how_to_run_a_folder_whose_name_the_shell_would_split(tmp_path:
     assert result.stdout.splitlines()[-1] == "Run it:  hibana dev 'my app'"
 
 
+def test_new_says_how_to_run_a_folder_whose_name_starts_with_a_dash(tmp_path: Path) -> None:
+    """`hibana dev -app` would read it as an option: the command printed must run as is."""
+    result = run_cli("new", "--", "-app", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "Run it:  hibana dev ./-app"
+    assert (tmp_path / "-app" / "function_app.py").is_file()
+
+
 TINY = """
 import hibana
 

@@ -361,7 +361,10 @@ def new(
         target.write_text(STARTER)
     except OSError as exc:
         _fail(f"cannot write {target}: {exc.strerror}", 1)
-    print(f"Created {target}\nRun it:  hibana dev {shlex.quote(str(folder))}")
+    shown = str(folder)
+    if shown.startswith("-"):  # else the command printed reads it as an option
+        shown = f".{os.sep}{shown}"
+    print(f"Created {target}\nRun it:  hibana dev {shlex.quote(shown)}")
 
 
 RunningApp = Annotated[Path, typer.Option("--app", help="The app folder of the running host.")]
