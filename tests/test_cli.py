@@ -163,7 +163,10 @@ def test_new_into_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("")
     result = run_cli("new", str(blocker / "app"))
     assert result.returncode == 1
-    assert "cannot write" in result.stderr
+    assert result.stderr == (
+        f"error: cannot write {blocker / 'app' / 'function_app.py'}: Not a directory; choose a "
+        "folder you can write to\n"
+    )
 
 
 def test_new_refuses_a_file_an_existing_app_and_an_empty_name(tmp_path: Path) -> None:

@@ -360,7 +360,7 @@ def new(
         folder.mkdir(parents=True, exist_ok=True)
         target.write_text(STARTER)
     except OSError as exc:
-        _fail(f"cannot write {target}: {exc.strerror}", 1)
+        _fail(f"cannot write {target}: {exc.strerror}; choose a folder you can write to", 1)
     shown = str(folder)
     if shown.startswith("-"):  # else the command printed reads it as an option
         shown = f".{os.sep}{shown}"
