@@ -227,6 +227,24 @@ def test_more_broken_apps_get_one_clear_message(
     assert "None" not in result.stderr
 
 
+def test_the_line_named_is_the_apps_own_not_a_sibling_folders(tmp_path: Path) -> None:
+    # a module of a folder beside the app whose name the app's begins ("app2" beside
+    # "app") raised: its line was taken for the app's own
+    app_dir, sibling = tmp_path / "app", tmp_path / "app2"
+    app_dir.mkdir()
+    sibling.mkdir()
+    (sibling / "settings.py").write_text("raise RuntimeError('DATABASE_URL is not set')\n")
+    (app_dir / "function_app.py").write_text(
+        f"import sys\nsys.path.append({str(sibling)!r})\nimport settings\n"
+    )
+    result = run_cli("serve", str(app_dir), "--port", "0", "--workers", "1")
+    assert result.returncode == 2, result.stderr
+    assert (
+        "function_app.py:3: importing function_app.py failed: RuntimeError: DATABASE_URL is "
+        "not set" in result.stderr
+    ), result.stderr
+
+
 def test_missing_app_file_names_the_fix(tmp_path: Path) -> None:
     result = run_cli("serve", str(tmp_path), "--port", "0")
     assert result.returncode == 2

@@ -186,7 +186,9 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
         raise AppLoadError(f"{where}: {type(exc).__name__}: {exc.msg}{text}") from None
     except BaseException as exc:  # SystemExit, KeyboardInterrupt and the app's own too
         frames = traceback.extract_tb(exc.__traceback__)
-        inside = [f for f in frames if f.filename.startswith(str(folder))]
+        # the app's own frames: in its folder, not in a sibling whose name begins the same
+        ours = str(folder) + os.sep
+        inside = [f for f in frames if f.filename.startswith(ours)]
         frame = (inside or frames)[-1]
         said = _said(exc)
         hint = ""
