@@ -833,7 +833,8 @@ class HttpProtocol(asyncio.Protocol):
 
     async def _run(self, req: _Request) -> None:
         chunks = req.chunks
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        # most requests have no body: b"" itself, not the join of an empty list
+        body = (chunks[0] if len(chunks) == 1 else b"".join(chunks)) if chunks else b""
         try:
             await self.front.handle(req.found, req.scope, body, req.receive, self)
         except asyncio.CancelledError:
