@@ -730,29 +730,32 @@ def test_responses_carry_a_date_header(host: Host) -> None:
     assert r.headers["date"].endswith(" GMT")
 
 
+class Transport(asyncio.Transport):
+    """What a protocol fed in-process writes to: the bytes kept, and whether it closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 5), "sockname": ("127.0.0.1", 7)}.get(name)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
 def test_a_failure_inside_the_server_is_a_logged_500_not_the_clients_400() -> None:
     """A bug in hibana while reading a request must not be blamed on the request."""
 
     def broken_lookup(method: str, path: str) -> None:
         raise RuntimeError("route table exploded")
-
-    class Transport(asyncio.Transport):
-        def __init__(self) -> None:
-            super().__init__()
-            self.written = b""
-            self.closed = False
-
-        def get_extra_info(self, name: str, default: Any = None) -> Any:
-            return {"peername": ("127.0.0.1", 5), "sockname": ("127.0.0.1", 7)}.get(name)
-
-        def write(self, data: bytes | bytearray | memoryview) -> None:
-            self.written += bytes(data)
-
-        def is_closing(self) -> bool:
-            return self.closed
-
-        def close(self) -> None:
-            self.closed = True
 
     read_end, write_end = os.pipe()
     front = SimpleNamespace(table=SimpleNamespace(lookup=broken_lookup))
@@ -784,6 +787,54 @@ def test_a_failure_inside_the_server_is_a_logged_500_not_the_clients_400() -> No
     assert transport.closed
     assert line["msg"] == "the HTTP server failed to read a request"
     assert "route table exploded" in line["error"]
+
+
+def test_each_request_is_read_in_its_own_http_version_however_its_bytes_are_split() -> None:
+    """The version a request line ends with is read from the read that begins its head;
+    in a read that goes on with a head begun before (pipelined behind another request), a
+    header line that ends in " HTTP/1.1" is no request line."""
+    reads = [
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n",
+        b"X-Note: HTTP/1.1\r\n\r\nGET /c HTTP/1.0\r\n\r\n",
+        b"GET /d HTTP/1.",
+        b"1\r\nHost: x\r\n\r\n",
+        b"GET /e HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    ]
+    seen: list[tuple[str, str]] = []
+
+    async def handle(found: object, scope: Any, body: bytes, receive: object, out: Any) -> None:
+        seen.append((scope["path"], scope["http_version"]))
+        await out.whole(200, [(b"content-length", b"0")], b"")
+
+    front = SimpleNamespace(
+        table=SimpleNamespace(lookup=lambda method, path: None), handle=handle, draining=False
+    )
+    read_end, write_end = os.pipe()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = HttpServer(
+            front,  # type: ignore[arg-type]
+            Logger(LogSink(write_end), {}),
+            max_body_bytes=1000,
+            max_header_bytes=4096,
+            header_timeout=5,
+            body_timeout=5,
+            keep_alive_timeout=5,
+        )
+        for packets in (reads[:2], reads[2:]):
+            protocol = HttpProtocol(server, loop)
+            protocol.connection_made(Transport())
+            for data in packets:
+                protocol.data_received(data)
+                for _ in range(20):  # the answers' tasks run
+                    await asyncio.sleep(0)
+            protocol.connection_lost(None)
+
+    asyncio.run(main())
+    os.close(write_end)
+    os.close(read_end)
+    assert seen == [("/a", "1.1"), ("/b", "1.1"), ("/c", "1.0"), ("/d", "1.1"), ("/e", "1.0")]
 
 
 @pytest.mark.parametrize(

@@ -324,6 +324,11 @@ class HttpProtocol(asyncio.Protocol):
         self.head_bytes: int | None = 0
         #: The reads of the current head so far have not ended its request line.
         self.line_open = True
+        #: This read began a head whose request line it ends with " HTTP/1.1" (see
+        #: ``data_received``); taken by the request that begins in it, and so the current
+        #: request's (``line_11``): its version known without asking the parser.
+        self.read_11 = False
+        self.line_11 = False
         # requests parsed and waiting, and the one being answered
         self.waiting: deque[_Request] = deque()
         self.active: _Request | None = None
@@ -512,7 +517,8 @@ class HttpProtocol(asyncio.Protocol):
             return  # refused, or shutting down: what was read is answered, nothing more
         head = self.head_bytes
         if head is not None:
-            if head == 0:  # a new head starts
+            fresh = head == 0
+            if fresh:  # a new head starts
                 self._expect(_HEAD, self.server.header_timeout)
                 self.line_open = True
             head += len(data)
@@ -524,7 +530,12 @@ class HttpProtocol(asyncio.Protocol):
             if self.line_open:
                 # find, not in: bytes' `in` tries its operand as an int first, and the
                 # TypeError it makes and drops costs more than the search (as below)
-                self.line_open = data.find(b"\n") == -1
+                end = data.find(b"\n")
+                self.line_open = end == -1
+                # a head this read begins, its request line the first line in it: the line
+                # ends with the version as the parser reads it (get_http_version formats it
+                # anew for each request, a str.format)
+                self.read_11 = fresh and end >= 10 and data[end - 10 : end] == b" HTTP/1.1\r"
         try:
             self.parser.feed_data(data)
             if self.chunked_body:
@@ -569,6 +580,9 @@ class HttpProtocol(asyncio.Protocol):
             # and it has begun: once the answers ahead of it are written, the rest of it
             # has the header timeout to arrive (``_next``), not the keep-alive one
             self.head_bytes = 1
+        # the request line checked is this request's if its read began its head; one that
+        # began in an earlier read ends its head (on_headers_complete) before another begins
+        self.line_11 = self.read_11
         self.url = b""
         self.headers = []
         self.declared = -1
@@ -613,6 +627,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.refusal is not None:
             return  # the rest of a packet after a refusal: nothing more is answered
         self.head_bytes = None
+        self.read_11 = False
         if self.measure:
             limit = self.server.max_header_bytes
             if len(self.url) > limit:
@@ -627,7 +642,7 @@ class HttpProtocol(asyncio.Protocol):
         url = self.url
         headers = self.headers
         # each request's own: a connection may carry HTTP/1.0 and 1.1 requests both
-        version = self.http_version = parser.get_http_version()
+        version = self.http_version = "1.1" if self.line_11 else parser.get_http_version()
         if version != "1.1" and version != "1.0":
             if version.startswith("2"):
                 self._refuse(505, _NO_HTTP2)
