@@ -92,6 +92,24 @@ def test_scales_from_zero_on_the_first_request_and_back_to_zero_when_idle(tmp_pa
     assert host.proc.returncode == 0
 
 
+def test_a_worker_running_an_invocation_is_not_idle_and_is_not_retired(tmp_path: Path) -> None:
+    """``idle_s`` counts from a worker's last invocation's end; while one runs it is 0."""
+    host = Host(copy_app("scaling", tmp_path), "--min-instances", "0", "--idle-timeout", "0.3")
+    host.wait_ready()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            napping = pool.submit(_fresh_get, host, "/nap/1.5")  # several idle timeouts
+            host.wait_inflight(1)
+            pids = host.worker_pids()
+            time.sleep(0.5)  # past the idle timeout, which a start marked as activity hid
+            [worker] = host.status()["workers"]
+            assert (worker["state"], worker["inflight"], worker["idle_s"]) == ("ready", 1, 0.0)
+            assert host.worker_pids() == pids  # not retired under it
+            assert napping.result().text == "rested"
+    finally:
+        host.stop()
+
+
 def test_burst_of_100_concurrent_first_requests_at_zero_workers_all_succeed() -> None:
     host = Host(APPS / "scaling").wait_ready()
     try:

@@ -229,6 +229,14 @@ def _total(rows: list[tuple[Board, int, int]], field: str) -> float:
     return sum(board.function_get(slot, i, field) for board, slot, i in rows)
 
 
+def _idle(board: Board, slot: int, started: float, now: float) -> float:
+    """Seconds since worker ``slot`` last had work: 0 while it has an invocation in flight
+    (the board marks an invocation's end, not its start)."""
+    if board.get(slot, "inflight") > 0:
+        return 0.0
+    return round(now - max(board.get(slot, "last_active"), started), 3)
+
+
 def host_status(sup: Supervisor) -> dict[str, Any]:
     """What ``hibana status`` shows: per worker and per function, read off the board."""
     zygote = sup.zygote
@@ -251,7 +259,7 @@ def host_status(sup: Supervisor) -> dict[str, Any]:
                     "inflight": int(old.board.get(r.slot, "inflight")),
                     "invocations": int(old.board.get(r.slot, "invocations")),
                     "cold_start_ms": round(old.board.get(r.slot, "cold_start_ms"), 3),
-                    "idle_s": round(now - max(old.board.get(r.slot, "last_active"), r.started), 3),
+                    "idle_s": _idle(old.board, r.slot, r.started, now),
                     "rss_mb": round(old.board.get(r.slot, "rss_mb"), 1),
                 }
             )

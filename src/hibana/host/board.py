@@ -28,7 +28,7 @@ WORKER_FIELDS = (
     "started_at",  # time.monotonic() when the worker was asked for
     "ready_at",  # ... and when it started serving
     "cold_start_ms",  # request waiting -> first invocation started, for the first invocation
-    "last_active",  # time.monotonic() of the last invocation start or end
+    "last_active",  # time.monotonic() of the last invocation's end (or stream's step)
     "rss_mb",
     "stopped_at",  # time.monotonic() when it stopped accepting (retiring or draining)
     "watched_at",  # time.monotonic() of its watchdog thread's last round
@@ -160,8 +160,9 @@ class WorkerRow:
         self._values[self._base + _W[field]] = value
 
     def started(self, fn: int, cold_start_ms: float | None) -> None:
+        # no last_active: its readers (the scaler, idle_s) take a worker with an
+        # invocation in flight as active, and the invocation's end writes it
         v, f = self._values, self._fn_base + fn * _PER_FN
-        v[self._base + _LAST_ACTIVE] = time.monotonic()
         v[f] += 1  # inflight
         v[f + 1] += 1  # invocations
         if cold_start_ms is not None:
