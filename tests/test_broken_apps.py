@@ -152,6 +152,14 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
             "result, not iterated;",
         ),
         (
+            {
+                "function_app.py": b"import hibana\napp = hibana.App()\n\n\n"
+                b"@app.queue('jobs')\nasync def job(msg, ctx):\n    yield msg\n"
+            },
+            "function_app.py:5 (job) is an async generator (an async def with yield): it is "
+            "called for its result, not iterated; write it as a def or an async def that returns",
+        ),
+        (
             {"function_app.py": b"import hibana\n\napp = hibana.App(max_instances=10**20)\n"},
             "function_app.py:3 is over 1024, the most "
             "workers a host runs; run several hosts on one store to go past it",
@@ -204,6 +212,7 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
         "retry-inf",
         "async-generator",
         "generator",
+        "queue-async-generator",
         "too-many-workers",
         "app-is-the-class",
         "app-is-a-blueprint",

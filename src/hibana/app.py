@@ -161,25 +161,30 @@ def _check_signature(fn: Callable[..., Any], name: str, where: str, given: str) 
         ) from None
 
 
-def _is_async(fn: Callable[..., Any], where: str) -> bool:
+def _is_async(fn: Callable[..., Any], where: str, http: bool) -> bool:
     """Whether calling ``fn`` gives a coroutine to await: an ``async def``, a
     ``functools.partial`` of one, or an object whose class has an ``async def __call__``
     (as Starlette's ``is_async_callable`` tells). A generator function, async or not, is
-    refused: calling it gives no result, and its body would never run."""
+    refused: calling it gives no result, and its body would never run. ``http``: it
+    answers HTTP requests, and the error says how to stream an answer."""
     while isinstance(fn, functools.partial):
         fn = fn.func
     call = type(fn).__call__  # an instance's: a function's own is no coroutine function
+    fix = (
+        "to stream an HTTP answer, move the yields into an inner async generator and return "
+        "hibana.StreamingResponse(parts())"
+        if http
+        else "write it as a def or an async def that returns"
+    )
     if inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(call):
         raise AppError(
             f"function {where} is an async generator (an async def with yield): it is "
-            "called for its result, not iterated; to stream an HTTP answer, move the yields "
-            "into an inner async generator and return hibana.StreamingResponse(parts())"
+            f"called for its result, not iterated; {fix}"
         )
     if inspect.isgeneratorfunction(fn) or inspect.isgeneratorfunction(call):
         raise AppError(
             f"function {where} is a generator (a def with yield): it is called for its "
-            "result, not iterated; to stream an HTTP answer, move the yields into an inner "
-            "async generator and return hibana.StreamingResponse(parts())"
+            f"result, not iterated; {fix}"
         )
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
@@ -654,7 +659,7 @@ class Blueprint:
                 name=name,
                 handler=fn,
                 trigger=trigger,
-                is_async=_is_async(fn, where),
+                is_async=_is_async(fn, where, isinstance(trigger, HttpTrigger)),
                 timeout=float(timeout),
                 max_concurrency=max_concurrency,
                 source=source,
