@@ -130,6 +130,25 @@ def test_a_failing_message_is_retried_until_it_succeeds(host: Host, app_dir: Pat
     assert first_column == "".join(functions), narrow
 
 
+def test_an_exception_whose_str_fails_is_retried_and_told_not_taken_for_a_death(
+    host: Host, app_dir: Path
+) -> None:
+    """Telling of it failed: the message was never settled, nothing was logged, and its
+    lease ran out: it ran again, noted as an attempt whose worker died in it."""
+    with host.client() as client:
+        sent = client.post("/orders", json={"data": {"unprintable_until": 1}}).json()
+    said = "Unprintable: <exception str() failed>"
+    failed = host.wait_for_log(function="on_order", outcome="error", message_id=sent["id"])
+    assert (failed["attempt"], failed["error"], failed["retry_in_s"]) == (1, said, 0.2)
+    raised = host.wait_for_log(msg="function raised", invocation_id=failed["invocation_id"])
+    assert raised["error"] == said and "raise Unprintable" in raised["traceback"]
+    host.wait_for_log(function="on_order", outcome="ok", message_id=sent["id"], attempt=2)
+    assert [(r["attempt"], r["errors"]) for r in records(app_dir, "order")] == [
+        (1, []),
+        (2, [said]),
+    ]
+
+
 def test_dead_letter_after_max_attempts_then_redrive_succeeds(host: Host, app_dir: Path) -> None:
     (app_dir / "broken-flag").write_text("x")
     with host.client() as client:

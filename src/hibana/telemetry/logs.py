@@ -465,9 +465,21 @@ def error_fields(exc: BaseException) -> dict[str, str]:
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_OWN_CODE):
         tb = tb.tb_next
     return {
-        "error": f"{type(exc).__name__}: {exc}",
+        "error": error_text(exc),
         "traceback": "".join(traceback.format_exception(type(exc), exc, tb or first)),
     }
+
+
+def error_text(exc: BaseException) -> str:
+    """``Type: message``: how a log line, a dead letter and the next attempt's
+    ``msg.errors`` tell of ``exc``. One whose ``str()`` fails (a ``__str__`` that returns
+    None, or raises) is told as the traceback module tells it, rather than failing the
+    code that reports it."""
+    try:
+        said = str(exc)
+    except Exception:
+        said = "<exception str() failed>"
+    return f"{type(exc).__name__}: {said}"
 
 
 #: Where hibana's own modules are (``src/hibana/``).

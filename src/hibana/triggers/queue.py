@@ -30,7 +30,7 @@ from hibana.events.filters import Filter
 from hibana.messages import BatchFailed, Message
 from hibana.secrets import Secrets
 from hibana.store.base import ChangeWatcher, Delivery, Enqueued, NewMessage, Settle, Store
-from hibana.telemetry.logs import Logger, LogSink, millis
+from hibana.telemetry.logs import Logger, LogSink, error_text, millis
 from hibana.telemetry.trace import carry, continue_carried, is_traceparent, new_invocation_id
 from hibana.timers import TimerInfo
 
@@ -652,15 +652,11 @@ class QueueConsumer:
         elif isinstance(error, BatchFailed):
             failed &= error.failed
             cause = error.error
-            text = (
-                f"{type(cause).__name__}: {cause}"
-                if isinstance(cause, BaseException)
-                else str(cause) or "failed"
-            )
+            text = error_text(cause) if isinstance(cause, BaseException) else str(cause) or "failed"
             line["failed"] = sorted(failed)
         else:
             assert error is not None
-            text = f"{type(error).__name__}: {error}"
+            text = error_text(error)
             log.exception("function raised", error)
         text = self.sink.scrub(text)  # kept in the store, shown by `hibana queue dlq`
         line["error"] = text

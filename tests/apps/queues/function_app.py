@@ -22,6 +22,13 @@ def record(kind: str, **fields: object) -> None:
         os.close(fd)
 
 
+class Unprintable(Exception):
+    """An exception whose str() fails, as one whose __str__ returns a None field does."""
+
+    def __str__(self) -> str:
+        return None  # type: ignore[return-value]
+
+
 @app.http("/orders", methods=["POST"])
 async def accept(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     body = req.json()
@@ -80,6 +87,8 @@ async def on_order(msg: hibana.Message, ctx: hibana.Context) -> None:
     if isinstance(data, dict):
         if data.get("fail_until", 0) >= msg.attempt:
             raise RuntimeError(f"failing attempt {msg.attempt} on purpose")
+        if data.get("unprintable_until", 0) >= msg.attempt:
+            raise Unprintable
         if data.get("fail_while") and (HERE / data["fail_while"]).exists():
             raise RuntimeError(f"{data['fail_while']} exists")
         if data.get("sleep"):
