@@ -205,6 +205,18 @@ def test_idempotency_keys_make_one_message(host: Host, app_dir: Path) -> None:
         ),
         ("type", "TypeError", "Encoding objects of type object is unsupported"),
         ("big", "QueueError", "over the limit of 262144"),
+        (
+            "nan",
+            "TypeError",
+            "the message for queue 'orders' holds the float nan, which JSON has no value for "
+            "(it would reach the consumer as None); send None, or the number as a string",
+        ),
+        (
+            "surrogate",
+            "TypeError",
+            "the message for queue 'orders' holds a string with a lone surrogate ('\\udce9': "
+            "half of a UTF-16 pair, not a character), which JSON in UTF-8 cannot hold",
+        ),
     ],
 )
 def test_bad_enqueues_raise_clear_errors_and_write_nothing(

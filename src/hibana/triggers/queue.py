@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -214,15 +215,49 @@ def event_key(event: CloudEvent) -> str:
 
 
 def encode_payload(queue: str, data: Any) -> bytes:
-    """JSON for a queue message, or TypeError naming what could not be encoded."""
+    """JSON for a queue message, or TypeError naming what could not be encoded: also what
+    JSON has no value for, which would reach the consumer as something else."""
     try:
-        return _encode(data)
+        body = _encode(data)
     except (TypeError, msgspec.EncodeError) as exc:
         raise TypeError(
             f"the message for queue {queue!r} is not JSON-serialisable: {exc} "
             f"(the payload is a {type(data).__name__}); send dicts, lists, strings, "
             "numbers, booleans and None"
         ) from None
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise TypeError(
+            f"the message for queue {queue!r} holds a string with a lone surrogate "
+            f"({bad!r}: half of a UTF-16 pair, not a character), which JSON in UTF-8 "
+            "cannot hold; decode the text it came from with errors='replace', or send "
+            "both halves of the pair as the one character they make"
+        ) from None
+    # msgspec writes a NaN or an infinity as null: look for one only where a null is
+    if b"null" in body:
+        odd = _not_finite(data)
+        if odd is not None:
+            raise TypeError(
+                f"the message for queue {queue!r} holds the float {odd!r}, which JSON has "
+                "no value for (it would reach the consumer as None); send None, or the "
+                "number as a string"
+            )
+    return body
+
+
+def _not_finite(data: Any) -> float | None:
+    """The first NaN or infinity in ``data``; None if it holds none."""
+    pending = [msgspec.to_builtins(data)]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return item
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None
 
 
 class QueueConsumer:

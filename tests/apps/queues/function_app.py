@@ -59,6 +59,10 @@ async def bad_enqueue(req: hibana.Request, ctx: hibana.Context) -> dict[str, str
             await ctx.enqueue("orders", {"when": object()})
         elif what == "big":
             await ctx.enqueue("orders", "x" * (300 * 1024))
+        elif what == "nan":
+            await ctx.enqueue("orders", {"price": None, "items": [{"weight": float("nan")}]})
+        elif what == "surrogate":
+            await ctx.enqueue("orders", {"name": "caf\udce9"})  # from errors="surrogateescape"
     except (hibana.QueueError, TypeError) as exc:
         return {"error_type": type(exc).__name__, "error": str(exc)}
     return {"error": "none"}
