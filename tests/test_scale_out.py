@@ -10,12 +10,15 @@ import subprocess
 import sys
 import urllib.parse
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from hibana.store import NewMessage, open_store
 from hibana.store.postgres import PostgresEngine
 from tests.hosts import copy_app, run_cli, started
-from tests.pg import StallingProxy
+from tests.pg import StallingProxy, drop_schema, with_schema
 from tests.test_queues import records, run, wait_until
 from tests.test_timers import fired
 
@@ -208,3 +211,43 @@ def test_reading_a_store_no_host_has_made_leaves_nothing_behind(
     )
     assert made.returncode == 0, made.stderr
     assert run_cli("queue", "stats", "--store", pg_store_url).returncode == 0
+
+
+@pytest.fixture
+def store_behind(postgres_dsn: str | None) -> Iterator[str]:
+    """A store URL on a PostgreSQL whose clock is a minute behind this machine's: its
+    tables go in a schema of their own, first on the search path, whose clock_timestamp()
+    (the engine's clock) is the server's less 60 s."""
+    import psycopg
+
+    if postgres_dsn is None:
+        pytest.skip("NO POSTGRESQL: set HIBANA_TEST_POSTGRES_DSN or install initdb/pg_ctl")
+    _, schema = with_schema(postgres_dsn)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(
+            f'CREATE FUNCTION "{schema}".clock_timestamp() RETURNS timestamptz LANGUAGE sql '
+            "AS $$ SELECT pg_catalog.clock_timestamp() - interval '60 seconds' $$"
+        )
+    options = urllib.parse.quote(f"-c search_path={schema},pg_catalog")
+    yield f"{postgres_dsn}{'&' if '?' in postgres_dsn else '?'}options={options}"
+    drop_schema(postgres_dsn, schema)
+
+
+def test_a_host_whose_clock_is_ahead_of_postgresqls_runs_its_messages(
+    tmp_path: Path, store_behind: str
+) -> None:
+    """The deadline was the lease's end on the database's clock less the time on the
+    host's: a host a lease (3 s here) or more ahead timed out every message at once,
+    unrun, and dead-lettered it; its latency was the skew."""
+    app_dir = copy_app("queues", tmp_path)
+    store = open_store(store_behind)
+    try:
+        for host in started(app_dir, "--workers", "1", "--store", store_behind):
+            (sent,) = run(store.enqueue_many([NewMessage("orders", b'{"n": 1}')]))
+            line = host.wait_for_log(function="on_order", message_id=sent.id, timeout=20)
+            assert (line["outcome"], line["attempt"]) == ("ok", 1), line
+            assert line["queue_latency_ms"] < 30_000  # not the minute between the clocks
+    finally:
+        store.close()
+    assert [(r["id"], r["attempt"]) for r in records(app_dir, "order")] == [(sent.id, 1)]

@@ -476,6 +476,9 @@ class QueueConsumer:
                 await asyncio.sleep(PERMIT_POLL)
                 continue
             wake.clear()  # a poke from here on wakes the wait below
+            # a claim's leases end ``lease`` after this, or a little later: on this host's
+            # clock, whatever the store's says (PostgreSQL keeps its own)
+            claimed = time.monotonic()
             try:
                 if idle > 0.001 and not await self.store.ready((queue,)):
                     # Idle: look with a read (no write lock) before claiming with a write.
@@ -507,7 +510,9 @@ class QueueConsumer:
                 continue
             idle = 0.001
             for i in range(0, len(deliveries), batch):
-                task = asyncio.create_task(self._handle(spec, deliveries[i : i + batch]))
+                task = asyncio.create_task(
+                    self._handle(spec, deliveries[i : i + batch], claimed + lease)
+                )
                 mine.add(task)
                 self._running.add(task)
 
@@ -518,7 +523,11 @@ class QueueConsumer:
 
                 task.add_done_callback(done)
 
-    async def _handle(self, spec: FunctionSpec, deliveries: list[Delivery]) -> None:
+    async def _handle(
+        self, spec: FunctionSpec, deliveries: list[Delivery], leased_until: float
+    ) -> None:
+        """Run ``deliveries`` (one, or a batch), leased until ``leased_until`` (monotonic),
+        and settle them by the outcome."""
         trigger = spec.trigger
         started = time.monotonic()
         now = time.time()
@@ -535,8 +544,10 @@ class QueueConsumer:
             self._set_aside(spec, deliveries, now, f"cannot be delivered: {exc}")
             return
         trace = continue_carried(first.trace)
-        # the deadline never outlives the lease: past it, another worker may have the message
-        latest = started + max(0.0, first.lease_until - now)
+        # the deadline never outlives the lease: past it, another worker may have the
+        # message. Not ``first.lease_until``: that is the store's clock, which PostgreSQL
+        # keeps, and a host whose clock is ahead of it by the lease ran nothing
+        latest = max(started, leased_until)
         inv = Invocation(
             new_invocation_id(),
             spec,
@@ -585,7 +596,9 @@ class QueueConsumer:
         batched = isinstance(trigger, QueueTrigger) and trigger.batch_size > 1
         line["message_id"] = [d.id for d in deliveries] if batched else first.id
         line["attempt"] = first.attempt
-        line["queue_latency_ms"] = millis(max(0.0, now - first.enqueued_at))
+        # from its enqueue to its claim, both on the store's clock
+        claimed_at = first.lease_until - lease
+        line["queue_latency_ms"] = millis(max(0.0, claimed_at - first.enqueued_at))
         if trace.parent_span_id is not None:
             line["parent_span_id"] = trace.parent_span_id
         if inv.cold_start:
