@@ -347,19 +347,25 @@ def test_an_app_cannot_register_itself() -> None:
 
 
 @pytest.mark.parametrize(
-    ("declare", "kind"),
+    ("declare", "kind", "problem"),
     [
-        (lambda app: app.queue("a b"), "queue"),
-        (lambda app: app.event(""), "topic"),
-        (lambda app: app.event("a/b"), "topic"),
+        (lambda app: app.queue("a b"), "queue", "' ' (a space) is not one"),
+        (lambda app: app.queue("注文"), "queue", "'注' is not one"),
+        (lambda app: app.queue("q" * 201), "queue", "it is 201 characters long"),
+        (lambda app: app.event(""), "topic", "it is empty"),
+        (lambda app: app.event("a/b"), "topic", "'/' is not one"),
     ],
 )
-def test_a_bad_queue_or_topic_name_is_named_as_what_it_is(
-    declare: Callable[[hibana.App], Callable[[Any], Any]], kind: str
+def test_a_bad_queue_or_topic_name_is_named_as_what_it_is_with_its_problem(
+    declare: Callable[[hibana.App], Callable[[Any], Any]], kind: str, problem: str
 ) -> None:
+    """The problem was left to guess: 'must be letters' said to a name of letters."""
     app = hibana.App()
 
     def fn(item: Any, ctx: Context) -> None: ...
 
-    with pytest.raises(AppError, match=f"the {kind} name must be 1 to 200 letters"):
+    with pytest.raises(AppError) as raised:
         declare(app)(fn)
+    assert str(raised.value).endswith(
+        f"(fn): the {kind} name must be 1 to 200 ASCII letters, digits, '-', '_' or '.'; " + problem
+    )

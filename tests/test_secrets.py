@@ -137,6 +137,13 @@ def test_bad_secret_values_and_names(app_dir: Path) -> None:
     assert empty.returncode == 1 and "no value for nothing on stdin" in empty.stderr
     bad = set_secret(app_dir, "has space", "value-1234")
     assert bad.returncode == 2 and "secret name 'has space'" in bad.stderr
+    assert "; ' ' (a space) is not one" in bad.stderr
+    accented = run_cli("secrets", "set", "clé", "--app", str(app_dir))  # named before the value
+    assert accented.returncode == 2, accented
+    assert (
+        "secret name 'clé': use 1 to 200 ASCII letters, digits, '-', '_' or '.'; 'é' is not one"
+        in accented.stderr
+    )
     binary = subprocess.run(
         [sys.executable, "-m", "hibana", "secrets", "set", "blob", "--app", str(app_dir)],
         input=b"\x89PNG\r\n\x1a\n\xff\xfe binary",

@@ -18,6 +18,7 @@ from hibana.errors import AppError, RouteError
 from hibana.events.filters import Filter
 from hibana.host.scaling import MAX_INSTANCES
 from hibana.messages import Exponential, RetryPolicy
+from hibana.names import NAME_RULE, name_problem
 from hibana.proxies import parse_networks
 from hibana.secrets import grants
 from hibana.timers import Schedule, ScheduleError
@@ -100,9 +101,6 @@ _INPUT: dict[type, str] = {
 #: has topics (see ``App.event``).
 EVENTS_ROUTE = "/runtime/events/{topic}"
 EVENTS_FUNCTION = "runtime_events"
-
-#: Queue names are shown in URLs-free places (CLI, logs) but kept simple for all engines.
-_QUEUE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,13 +246,9 @@ def _delivery(
 
 def _check_queue_name(queue: object, what: str, kind: str = "queue") -> None:
     """``kind``: what the name names (a queue, a topic)."""
-    if (
-        not isinstance(queue, str)
-        or not queue
-        or len(queue) > 200
-        or not set(queue) <= _QUEUE_NAME_CHARS
-    ):
-        raise AppError(f"{what}: the {kind} name must be 1 to 200 letters, digits, '-', '_' or '.'")
+    problem = name_problem(queue)
+    if problem is not None:
+        raise AppError(f"{what}: the {kind} name must be {NAME_RULE}; {problem}")
 
 
 def _check_positive(value: object, what: str, where: str, integer: bool = False) -> None:

@@ -17,11 +17,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from hibana.errors import HibanaError
+from hibana.names import NAME_RULE, name_problem
 
 KEY_ENV = "HIBANA_SECRET_KEY_FILE"
 #: Values shorter than this could not be redacted from logs without mangling them.
 MIN_LENGTH = 4
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 class SecretError(HibanaError):
@@ -66,8 +66,9 @@ def load_key(create: bool = False) -> bytes:
 
 
 def check_name(name: str) -> None:
-    if not name or len(name) > 200 or not set(name) <= _NAME_CHARS:
-        raise SecretError(f"secret name {name!r}: use 1 to 200 letters, digits, '-', '_' or '.'")
+    problem = name_problem(name)
+    if problem is not None:
+        raise SecretError(f"secret name {name!r}: use {NAME_RULE}; {problem}")
 
 
 def seal(key: bytes, name: str, value: str) -> bytes:
