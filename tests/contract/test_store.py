@@ -392,3 +392,60 @@ def test_a_watcher_hears_enqueues_from_another_connection(
         assert watcher.drain() is True
     finally:
         watcher.close()
+
+
+def test_a_dead_letter_written_while_a_redrive_runs_is_kept(
+    pg_store_url: str, postgres_dsn: str
+) -> None:
+    """PostgreSQL only (SQLite runs one writer at a time): another host dead-letters a
+    message while ``hibana queue redrive`` is half way. The redrive copied the dead letters,
+    then deleted them, and its delete saw the new one, which it had not copied: lost.
+
+    The redrive is held half way by a trigger that waits on a lock the test holds."""
+    import psycopg
+
+    schema = pg_store_url.rsplit("schema=", 1)[1]
+    dying, redriving = open_store(pg_store_url), open_store(pg_store_url)
+    try:
+        first, second = run(dying.enqueue_many([msg(body=b"[1]"), msg(body=b"[2]")]))
+        one, two = run(dying.claim("orders", "w1", 2, lease=30))
+        run(dying.settle(Settle("dead", one.id, one.attempt, error="bad")))
+        with psycopg.connect(postgres_dsn, autocommit=True) as held:
+            held.execute(f'SET search_path TO "{schema}"')
+            held.execute("CREATE TABLE holding (on_ boolean)")
+            held.execute(
+                "CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF EXISTS (SELECT 1 FROM holding) THEN PERFORM pg_advisory_xact_lock(4242); "
+                "END IF; RETURN NULL; END $$"
+            )
+            for table in ("hibana_messages", "hibana_dead"):  # whichever it writes first
+                held.execute(
+                    f"CREATE TRIGGER hold AFTER INSERT OR DELETE ON {table} "
+                    "FOR EACH STATEMENT EXECUTE FUNCTION hold()"
+                )
+            held.execute("INSERT INTO holding VALUES (true)")
+            held.execute("SELECT pg_advisory_lock(4242)")
+            moved: list[int] = []
+            redrive = threading.Thread(
+                target=lambda: moved.append(run(redriving.redrive("orders")))
+            )
+            redrive.start()
+            deadline = time.monotonic() + 30
+            while not held.execute(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND objid = 4242"
+            ).fetchone():
+                assert time.monotonic() < deadline, "the redrive never reached the trigger"
+                time.sleep(0.01)
+            held.execute("DELETE FROM holding")  # the dying host's writes go through
+            run(dying.settle(Settle("dead", two.id, two.attempt, error="bad")))
+            held.execute("SELECT pg_advisory_unlock(4242)")
+            redrive.join(timeout=30)
+        # the second is still a dead letter (it was in neither table), the first moved back
+        assert [d.id for d in run(dying.dead_letters("orders"))] == [second.id]
+        assert moved == [1]
+        (back,) = run(dying.claim("orders", "w1", 5, lease=30))
+        assert back.id == first.id
+    finally:
+        dying.close()
+        redriving.close()

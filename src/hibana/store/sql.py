@@ -376,16 +376,23 @@ class SqlEngine(Engine):
                 return 0
             where += f" AND id IN ({', '.join('?' for _ in ids)})"
             params += [int(i) for i in ids]
-        self._exec(
-            "INSERT INTO hibana_messages "
-            "(id, queue, body, trace, enqueued_at, visible_at, attempt, leased) "
-            f"SELECT id, queue, body, trace, enqueued_at, ?, 0, 0 FROM hibana_dead WHERE {where}",
-            [now, *params],
-        )
-        cur = self._exec(f"DELETE FROM hibana_dead WHERE {where}", params)
-        if cur.rowcount:
+        # What is deleted is what is moved: one statement. A copy, then a delete, would see
+        # the dead letters at two moments on PostgreSQL (each statement of a transaction
+        # reads what is committed when it starts), and delete one that another host wrote
+        # in between without having copied it.
+        moved = self._exec(
+            f"DELETE FROM hibana_dead WHERE {where} RETURNING id, queue, body, trace, enqueued_at",
+            params,
+        ).fetchall()
+        if moved:
+            self._many(
+                "INSERT INTO hibana_messages "
+                "(id, queue, body, trace, enqueued_at, visible_at, attempt, leased) "
+                "VALUES (?, ?, ?, ?, ?, ?, 0, 0)",
+                [(*row, now) for row in moved],
+            )
             self._enqueued({queue})
-        return int(cur.rowcount)
+        return len(moved)
 
     def fire_timer(
         self, now: float, function: str, slot: float, message: NewMessage, replacing: bytes
