@@ -7,13 +7,16 @@ import random
 import string
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
 from hibana.errors import StoreError
 from hibana.store import NewMessage, QueueInfo, Settle, Store, engine_for, open_store
 from tests.contract.conftest import run
+
+T = TypeVar("T")
 
 
 def msg(queue: str = "orders", body: bytes = b"{}", **kw: object) -> NewMessage:
@@ -394,53 +397,73 @@ def test_a_watcher_hears_enqueues_from_another_connection(
         watcher.close()
 
 
+class HalfWay:
+    """Holds a PostgreSQL transaction between two of its statements: the first write to
+    ``tables`` that a session makes while the hold is on waits at the end of its statement
+    (a trigger waits on an advisory lock the test holds), until ``release``."""
+
+    LOCK = 4242
+
+    def __init__(self, postgres_dsn: str, store_url: str, tables: tuple[str, ...]) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(postgres_dsn, autocommit=True)
+        self.conn.execute(f'SET search_path TO "{store_url.rsplit("schema=", 1)[1]}"')
+        self.conn.execute("CREATE TABLE holding (on_ boolean)")
+        self.conn.execute(
+            "CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF EXISTS (SELECT 1 FROM holding) THEN PERFORM pg_advisory_xact_lock({self.LOCK}); "
+            "END IF; RETURN NULL; END $$"
+        )
+        for table in tables:
+            self.conn.execute(
+                f"CREATE TRIGGER hold AFTER INSERT OR UPDATE OR DELETE ON {table} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION hold()"
+            )
+        self.conn.execute("INSERT INTO holding VALUES (true)")
+        self.conn.execute(f"SELECT pg_advisory_lock({self.LOCK})")
+
+    def wait_held(self) -> None:
+        """Return once a transaction waits half way; let the writes after it through."""
+        deadline = time.monotonic() + 30
+        while not self.conn.execute(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = %s",
+            (self.LOCK,),
+        ).fetchone():
+            assert time.monotonic() < deadline, "no transaction reached the trigger"
+            time.sleep(0.01)
+        self.conn.execute("DELETE FROM holding")
+
+    def release(self) -> None:
+        self.conn.execute(f"SELECT pg_advisory_unlock({self.LOCK})")
+        self.conn.close()
+
+
+def in_thread(coro: Coroutine[Any, Any, T]) -> tuple[threading.Thread, list[T]]:
+    """``coro`` run on a thread of its own (started); its result goes in the list."""
+    result: list[T] = []
+    thread = threading.Thread(target=lambda: result.append(run(coro)))
+    thread.start()
+    return thread, result
+
+
 def test_a_dead_letter_written_while_a_redrive_runs_is_kept(
     pg_store_url: str, postgres_dsn: str
 ) -> None:
     """PostgreSQL only (SQLite runs one writer at a time): another host dead-letters a
     message while ``hibana queue redrive`` is half way. The redrive copied the dead letters,
-    then deleted them, and its delete saw the new one, which it had not copied: lost.
-
-    The redrive is held half way by a trigger that waits on a lock the test holds."""
-    import psycopg
-
-    schema = pg_store_url.rsplit("schema=", 1)[1]
+    then deleted them, and its delete saw the new one, which it had not copied: lost."""
     dying, redriving = open_store(pg_store_url), open_store(pg_store_url)
     try:
         first, second = run(dying.enqueue_many([msg(body=b"[1]"), msg(body=b"[2]")]))
         one, two = run(dying.claim("orders", "w1", 2, lease=30))
         run(dying.settle(Settle("dead", one.id, one.attempt, error="bad")))
-        with psycopg.connect(postgres_dsn, autocommit=True) as held:
-            held.execute(f'SET search_path TO "{schema}"')
-            held.execute("CREATE TABLE holding (on_ boolean)")
-            held.execute(
-                "CREATE FUNCTION hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                "IF EXISTS (SELECT 1 FROM holding) THEN PERFORM pg_advisory_xact_lock(4242); "
-                "END IF; RETURN NULL; END $$"
-            )
-            for table in ("hibana_messages", "hibana_dead"):  # whichever it writes first
-                held.execute(
-                    f"CREATE TRIGGER hold AFTER INSERT OR DELETE ON {table} "
-                    "FOR EACH STATEMENT EXECUTE FUNCTION hold()"
-                )
-            held.execute("INSERT INTO holding VALUES (true)")
-            held.execute("SELECT pg_advisory_lock(4242)")
-            moved: list[int] = []
-            redrive = threading.Thread(
-                target=lambda: moved.append(run(redriving.redrive("orders")))
-            )
-            redrive.start()
-            deadline = time.monotonic() + 30
-            while not held.execute(
-                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                " AND objid = 4242"
-            ).fetchone():
-                assert time.monotonic() < deadline, "the redrive never reached the trigger"
-                time.sleep(0.01)
-            held.execute("DELETE FROM holding")  # the dying host's writes go through
-            run(dying.settle(Settle("dead", two.id, two.attempt, error="bad")))
-            held.execute("SELECT pg_advisory_unlock(4242)")
-            redrive.join(timeout=30)
+        hold = HalfWay(postgres_dsn, pg_store_url, ("hibana_messages", "hibana_dead"))
+        redrive, moved = in_thread(redriving.redrive("orders"))
+        hold.wait_held()
+        run(dying.settle(Settle("dead", two.id, two.attempt, error="bad")))
+        hold.release()
+        redrive.join(timeout=30)
         # the second is still a dead letter (it was in neither table), the first moved back
         assert [d.id for d in run(dying.dead_letters("orders"))] == [second.id]
         assert moved == [1]
@@ -449,3 +472,29 @@ def test_a_dead_letter_written_while_a_redrive_runs_is_kept(
     finally:
         dying.close()
         redriving.close()
+
+
+def test_a_message_claimed_again_while_it_is_dead_lettered_is_one_or_the_other(
+    pg_store_url: str, postgres_dsn: str
+) -> None:
+    """PostgreSQL only: a message whose lease has run out is dead-lettered by its worker
+    while another host claims it. The dead letter was copied, then the message deleted by
+    its lease (attempt), which the claim had moved on: it was a dead letter and in flight
+    at once, run again, and its next death (or a redrive) failed on the id held twice."""
+    dying, claiming = open_store(pg_store_url), open_store(pg_store_url)
+    try:
+        (sent,) = run(dying.enqueue_many([msg()]))
+        (leased,) = run(dying.claim("orders", "w1", 1, lease=0.01))  # run out at once
+        hold = HalfWay(postgres_dsn, pg_store_url, ("hibana_messages", "hibana_dead"))
+        settle, _ = in_thread(dying.settle(Settle("dead", sent.id, leased.attempt, error="x")))
+        hold.wait_held()
+        again = run(claiming.claim("orders", "w2", 1, lease=30))
+        hold.release()
+        settle.join(timeout=30)
+        dead = run(claiming.dead_letters("orders"))
+        (stats,) = run(claiming.stats())
+        # the settlement held the message: the claim passed it by, and it is a dead letter
+        assert ([d.id for d in dead], again, stats.in_flight) == ([sent.id], [], 0)
+    finally:
+        dying.close()
+        claiming.close()

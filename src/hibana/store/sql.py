@@ -282,22 +282,25 @@ class SqlEngine(Engine):
                 "grp = NULL, attempt = attempt - 1 WHERE id = ? AND attempt = ?",
                 releases,
             )
-        dead = [
-            (int(s.unrun), dump_errors(s.errors), now, s.id, s.attempt)
-            for s in items
-            if s.kind == "dead"
-        ]
+        # A dead letter is what its delete returns: one statement. A copy, then a delete,
+        # would see the message at two moments on PostgreSQL, and a host that claimed it
+        # in between (its lease ran out) left it both a dead letter and in flight.
+        dead: list[tuple[Any, ...]] = []
+        for s in items:
+            if s.kind == "dead":
+                row = self._exec(
+                    "DELETE FROM hibana_messages WHERE id = ? AND attempt = ? "
+                    "RETURNING id, queue, body, trace, enqueued_at",
+                    (s.id, s.attempt),
+                ).fetchone()
+                if row is not None:
+                    dead.append((*row, s.attempt - int(s.unrun), dump_errors(s.errors), now))
         if dead:
             self._many(
                 "INSERT INTO hibana_dead "
                 "(id, queue, body, trace, enqueued_at, attempts, errors, died_at) "
-                "SELECT id, queue, body, trace, enqueued_at, attempt - ?, ?, ? "
-                "FROM hibana_messages WHERE id = ? AND attempt = ?",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 dead,
-            )
-            self._many(
-                "DELETE FROM hibana_messages WHERE id = ? AND attempt = ?",
-                [(s.id, s.attempt) for s in items if s.kind == "dead"],
             )
 
     def ready(self, now: float, queues: Sequence[str]) -> int:
