@@ -65,6 +65,12 @@ def test_functions_read_granted_secrets_and_logs_never_show_them(app_dir: Path) 
         with host.client() as client:
             got = client.get("/uses-token").json()
             failed = client.get("/uses-token", params={"fail": "1"})
+            ungranted = client.get("/no-grants").json()
+        assert ungranted == {
+            "refused": "function 'no_grants' may not read secret 'api-token': it names no "
+            "secrets; add 'api-token' to secrets=[...] in its decorator",
+            "names": [],
+        }
         assert got["length"] == len(API_TOKEN) and got["names"] == ["api-token"]
         assert got["refused"].startswith(
             "function 'uses_token' may not read secret 'gh-secret': it names only api-token"

@@ -116,10 +116,11 @@ class Secrets(Mapping[str, str]):
         try:
             return self._values[name]
         except KeyError:
-            granted = ", ".join(sorted(self._values)) or "none"
+            granted = ", ".join(sorted(self._values))
+            names = f"it names only {granted}" if granted else "it names no secrets"
             raise SecretError(
-                f"function {self._function!r} may not read secret {name!r}: it names only "
-                f"{granted}; add {name!r} to secrets=[...] in its decorator"
+                f"function {self._function!r} may not read secret {name!r}: {names}; add "
+                f"{name!r} to secrets=[...] in its decorator"
             ) from None
 
     def __iter__(self) -> Iterator[str]:

@@ -97,3 +97,11 @@ def uses_token(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
 @app.queue("token-jobs", max_attempts=1, secrets=["api-token"])
 def token_job(msg: hibana.Message, ctx: hibana.Context) -> None:
     raise RuntimeError(f"the job's token {ctx.secrets['api-token']} was refused")
+
+
+@app.http("/no-grants", methods=["GET"])
+def no_grants(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
+    try:
+        return {"read": ctx.secrets["api-token"]}
+    except hibana.HibanaError as exc:
+        return {"refused": str(exc), "names": sorted(ctx.secrets)}
