@@ -106,6 +106,39 @@ def test_functions_read_granted_secrets_and_logs_never_show_them(app_dir: Path) 
         assert f"{written} [REDACTED]" in everything
 
 
+NUMERIC_APP = """
+import hibana
+
+app = hibana.App()
+
+
+@app.http("/account", methods=["GET"], secrets=["account-id"])
+def account(req, ctx):
+    number = int(ctx.secrets["account-id"])
+    ctx.log.info("charging", account=number, accounts=[number, {"id": number}], inside=number * 10)
+    return "ok"
+"""
+
+
+def test_a_secret_a_logged_number_holds_is_redacted_and_the_line_stays_json(
+    tmp_path: Path, key_file: Path
+) -> None:
+    """A secret that is digits (an account number, a PIN) logged as a number was replaced
+    where it stood, outside any string: "account":[REDACTED], a stdout line that is no
+    JSON, which a log shipper drops or chokes on."""
+    (tmp_path / "function_app.py").write_text(NUMERIC_APP)
+    assert set_secret(tmp_path, "account-id", "84920173").returncode == 0
+    for host in started(tmp_path, "--workers", "1"):
+        with host.client() as client:
+            assert client.get("/account").text == "ok"
+        line = host.wait_for_log(msg="charging")  # every stdout line is read as JSON
+        assert line["account"] == "[REDACTED]"
+        assert line["accounts"] == ["[REDACTED]", {"id": "[REDACTED]"}]
+        assert line["inside"] == "[REDACTED]0"
+        assert host.wait_for_log(msg="invocation", function="account")["status"] == 200
+    assert "84920173" not in "\n".join(host.stdout_lines + host.stderr_lines)
+
+
 def test_a_missing_secret_stops_the_start_naming_it(app_dir: Path) -> None:
     assert set_secret(app_dir, "gh-secret", GH_SECRET).returncode == 0
     host = Host(app_dir)

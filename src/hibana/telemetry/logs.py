@@ -62,6 +62,7 @@ class LogSink:
         self._flush_scheduled = False
         #: Secret values as they appear inside JSON strings; replaced before any write.
         self._redact: tuple[bytes, ...] = ()
+        self._bare: tuple[bytes, ...] = ()
         self._values: tuple[str, ...] = ()
         #: The owner's flush timer is slow now (nothing is running): a line from another
         #: thread asks the loop for a flush of its own.
@@ -75,6 +76,9 @@ class LogSink:
         # Longest first, so a secret that contains another is replaced whole.
         self._values = tuple(sorted(forms, key=len, reverse=True))
         self._redact = tuple(_encode(form)[1:-1] for form in self._values)
+        #: Those a number, true, false or null can hold: found outside a string too, where
+        #: ``[REDACTED]`` would leave the line no JSON; such values go as strings (``emit``).
+        self._bare = tuple(form for form in self._redact if _bare_able(form))
 
     def longest_secret(self) -> int:
         """The length of the longest form of a secret ``scrub`` replaces (0: none)."""
@@ -106,16 +110,12 @@ class LogSink:
 
     def emit(self, record: dict[str, Any] | msgspec.Struct) -> None:
         """Write ``record`` as a line: a dict, or a struct (its unset fields left out)."""
+        if self._bare:
+            record = _quoted(_as_dict(record), self._bare)
         try:
             line = _encode(record)
         except Exception:  # a lone surrogate, a repr that raises: logging never fails a caller
-            if not isinstance(record, dict):
-                record = {
-                    k: v
-                    for k, v in msgspec.structs.asdict(record).items()
-                    if v is not msgspec.UNSET
-                }
-            line = _escaped(record)
+            line = _escaped(_as_dict(record))
         loop = self._loop
         if loop is None:
             self._write(line + b"\n")
@@ -211,6 +211,46 @@ def _pipe_or_socket(fd: int) -> bool:
     except OSError:
         return False
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def _as_dict(record: dict[str, Any] | msgspec.Struct) -> dict[str, Any]:
+    """A line's record as a dict: a struct's fields, those left unset left out."""
+    if isinstance(record, dict):
+        return record
+    return {k: v for k, v in msgspec.structs.asdict(record).items() if v is not msgspec.UNSET}
+
+
+#: What a bare JSON number is written with.
+_NUMBER_BYTES = frozenset(b"0123456789+-.eE")
+
+
+def _bare_able(form: bytes) -> bool:
+    """A secret's form can be (part of) a JSON value written bare: a number, or a literal."""
+    return set(form) <= _NUMBER_BYTES or any(form in word for word in (b"true", b"false", b"null"))
+
+
+def _quoted(record: dict[str, Any], secrets: tuple[bytes, ...]) -> dict[str, Any]:
+    """``record`` with each number, bool and None (in it, and in its dicts and lists) whose
+    JSON holds one of ``secrets`` as a string of that JSON, where the secret can be
+    replaced; copied, not changed where the caller's."""
+    try:
+        quoted: dict[str, Any] = _quoted_value(record, secrets)
+    except RecursionError:  # a dict that holds itself: emit's line says it cannot be written
+        return record
+    return quoted
+
+
+def _quoted_value(value: Any, secrets: tuple[bytes, ...]) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return {k: _quoted_value(v, secrets) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [_quoted_value(v, secrets) for v in value]
+    if value is None or isinstance(value, int | float):
+        text = _encode(value)
+        if any(secret in text for secret in secrets):
+            return text.decode()
+    return value
 
 
 def _written_forms(value: str) -> set[str]:
