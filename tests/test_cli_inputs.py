@@ -106,6 +106,12 @@ def test_queue_send_reads_a_message_too_large_for_the_command_line_from_a_file_o
             "--idempotency-key b'\\xff\\xfe' is not UTF-8 text; pass it in UTF-8",
         ),
         (
+            ["--data", "1", "--idempotency-key", ""],
+            "--idempotency-key '' is empty: every message sent with it within 24 h would be "
+            "one, the rest dropped as duplicates; pass None (or leave it out) for a message "
+            "with no key",
+        ),
+        (
             ["--data", "1", "--delay", "inf"],
             f"--delay inf {DELAY_BOUND}; for work due later, keep it elsewhere and let an "
             "@app.timer function enqueue it",

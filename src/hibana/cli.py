@@ -717,7 +717,7 @@ def queue_send(
     store: StoreOpt = None,
 ) -> None:
     """Put a message on a queue of the app."""
-    from hibana.context import checked_delay
+    from hibana.context import checked_delay, checked_key
     from hibana.errors import QueueError
     from hibana.store.base import NewMessage
     from hibana.triggers.queue import MAX_PAYLOAD_BYTES, encode_payload
@@ -730,6 +730,10 @@ def queue_send(
         _usage(str(exc))
     if idempotency_key is not None:
         _text("--idempotency-key", idempotency_key)
+        try:
+            checked_key(idempotency_key, f"--idempotency-key {idempotency_key!r}")
+        except QueueError as exc:
+            _usage(str(exc))
     body = encode_payload(queue, payload)
     if len(body) > MAX_PAYLOAD_BYTES:
         _usage(f"--data is {len(body)} bytes, over the limit of {MAX_PAYLOAD_BYTES}")

@@ -41,6 +41,22 @@ def checked_delay(delay: object, shown: str) -> float:
     return float(delay)
 
 
+def checked_key(key: object, shown: str) -> str | None:
+    """``key`` as an idempotency key (None: none); QueueError naming it as ``shown`` unless
+    it is a string, and one with something in it: every message sent with an empty one
+    (a header sent blank, a variable never set) would be one message, the rest dropped."""
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        raise QueueError(f"{shown} must be a string (or None), not {type(key).__name__}")
+    if not key:
+        raise QueueError(
+            f"{shown} is empty: every message sent with it within 24 h would be one, the "
+            "rest dropped as duplicates; pass None (or leave it out) for a message with no key"
+        )
+    return key
+
+
 #: What a function is: ``fn(payload, ctx)``, sync or async.
 Handler = Callable[[Any, "Context"], Any] | Callable[[Any, "Context"], Awaitable[Any]]
 

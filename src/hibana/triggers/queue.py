@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from hibana.app import App, EventTrigger, FunctionSpec, QueueTrigger, TimerTrigger
-from hibana.context import Context, Invocation, checked_delay
+from hibana.context import Context, Invocation, checked_delay, checked_key
 from hibana.dispatcher import PERMIT_POLL, Dispatcher, Outcome
 from hibana.errors import QueueError, StoreError
 from hibana.events.cloudevent import CloudEvent, EventError
@@ -112,11 +112,7 @@ class Outbox:
                 f"{self._declared}"
             )
         delay = checked_delay(delay, f"delay={delay!r}")
-        if idempotency_key is not None and not isinstance(idempotency_key, str):
-            raise QueueError(
-                f"idempotency_key={idempotency_key!r} must be a string (or None), "
-                f"not {type(idempotency_key).__name__}"
-            )
+        idempotency_key = checked_key(idempotency_key, f"idempotency_key={idempotency_key!r}")
         body = encode_payload(queue, data)
         if len(body) > self.max_bytes:
             raise QueueError(

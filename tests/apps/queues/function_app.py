@@ -59,6 +59,8 @@ async def bad_enqueue(req: hibana.Request, ctx: hibana.Context) -> dict[str, str
             await ctx.enqueue("orders", {"when": object()})
         elif what == "big":
             await ctx.enqueue("orders", "x" * (300 * 1024))
+        elif what == "empty-key":
+            await ctx.enqueue("orders", {}, idempotency_key=req.headers.get("Idempotency-Key"))
         elif what == "nan":
             await ctx.enqueue("orders", {"price": None, "items": [{"weight": float("nan")}]})
         elif what == "surrogate":
