@@ -149,6 +149,24 @@ def test_an_exception_whose_str_fails_is_retried_and_told_not_taken_for_a_death(
     ]
 
 
+def test_a_function_that_raises_cancelled_unasked_is_retried_per_its_policy(
+    host: Host, app_dir: Path
+) -> None:
+    """hibana.Cancelled from a function no one cancelled was taken for a shutdown's: the
+    message was released with its attempt uncounted, claimed again at once, and ran
+    thousands of times a second for good, never retried by its policy nor dead-lettered."""
+    with host.client() as client:
+        sent = client.post("/orders", json={"data": {"give_up_until": 1}}).json()
+    said = "Cancelled: giving up on this one"
+    failed = host.wait_for_log(function="on_order", outcome="error", message_id=sent["id"])
+    assert (failed["attempt"], failed["error"], failed["retry_in_s"]) == (1, said, 0.2)
+    host.wait_for_log(function="on_order", outcome="ok", message_id=sent["id"], attempt=2)
+    assert [(r["attempt"], r["errors"]) for r in records(app_dir, "order")] == [
+        (1, []),
+        (2, [said]),
+    ]
+
+
 def test_dead_letter_after_max_attempts_then_redrive_succeeds(host: Host, app_dir: Path) -> None:
     (app_dir / "broken-flag").write_text("x")
     with host.client() as client:

@@ -95,6 +95,8 @@ async def on_order(msg: hibana.Message, ctx: hibana.Context) -> None:
             raise RuntimeError(f"failing attempt {msg.attempt} on purpose")
         if data.get("unprintable_until", 0) >= msg.attempt:
             raise Unprintable
+        if data.get("give_up_until", 0) >= msg.attempt:
+            raise hibana.Cancelled("giving up on this one")  # unasked: no one cancelled it
         if data.get("fail_while") and (HERE / data["fail_while"]).exists():
             raise RuntimeError(f"{data['fail_while']} exists")
         if data.get("sleep"):
