@@ -224,6 +224,12 @@ def test_idempotency_keys_make_one_message(host: Host, app_dir: Path) -> None:
         ("type", "TypeError", "Encoding objects of type object is unsupported"),
         ("big", "QueueError", "over the limit of 262144"),
         (
+            "itself",
+            "TypeError",
+            "the message for queue 'orders' nests too deeply to encode (about 1000 levels at "
+            "most), or holds itself (the payload is a dict); flatten it",
+        ),
+        (
             "empty-key",
             "QueueError",
             "idempotency_key='' is empty: every message sent with it within 24 h would be one, "

@@ -221,6 +221,11 @@ def encode_payload(queue: str, data: Any) -> bytes:
             f"(the payload is a {type(data).__name__}); send dicts, lists, strings, "
             "numbers, booleans and None"
         ) from None
+    except RecursionError:
+        raise TypeError(
+            f"the message for queue {queue!r} nests too deeply to encode (about 1000 levels "
+            f"at most), or holds itself (the payload is a {type(data).__name__}); flatten it"
+        ) from None
     except UnicodeEncodeError as exc:
         bad = exc.object[exc.start : exc.end]
         raise TypeError(

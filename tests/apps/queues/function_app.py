@@ -59,6 +59,10 @@ async def bad_enqueue(req: hibana.Request, ctx: hibana.Context) -> dict[str, str
             await ctx.enqueue("orders", {"when": object()})
         elif what == "big":
             await ctx.enqueue("orders", "x" * (300 * 1024))
+        elif what == "itself":
+            looped: dict[str, object] = {"id": 7}
+            looped["parent"] = looped
+            await ctx.enqueue("orders", looped)
         elif what == "empty-key":
             await ctx.enqueue("orders", {}, idempotency_key=req.headers.get("Idempotency-Key"))
         elif what == "nan":
