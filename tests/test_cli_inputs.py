@@ -223,3 +223,31 @@ def test_queue_ids_and_limits_past_what_a_store_holds_are_usage_errors(
     assert result.returncode == 2, result.stderr
     assert message in " ".join(result.stderr.replace("│", "").split()), result.stderr
     assert "store" not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ('{"order": 7}', "--data lacks the required attributes id, source, specversion, type"),
+        ("[1, 2]", "--data is not a JSON object"),
+    ],
+)
+def test_queue_send_to_a_subscriptions_queue_takes_only_a_cloudevent(
+    app_dir: Path, store: Store, data: str, problem: str
+) -> None:
+    """What its subscriber is given is a CloudEvent: anything else was written, and became
+    a dead letter at once, unrun ('cannot be delivered')."""
+    asyncio.run(store.declare([QueueInfo("event:on_event", "on_event", 3)]))
+    _refused(
+        ["queue", "send", "event:on_event", "--data", data, "--app", str(app_dir)],
+        f"'event:on_event' takes CloudEvents, and {problem}; publish with `hibana events "
+        "publish`, or send a whole event to replay it to this subscriber",
+    )
+    assert _nothing_sent(store)
+    # a whole event goes to that subscriber alone: a replay
+    event = {"specversion": "1.0", "id": "e-1", "source": "/test", "type": "com.test.replay"}
+    sent = run_cli(
+        "queue", "send", "event:on_event", "--data", json.dumps(event), "--app", str(app_dir)
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert [q.ready for q in asyncio.run(store.stats()) if q.queue == "event:on_event"] == [1]

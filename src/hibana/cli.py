@@ -743,6 +743,18 @@ def queue_send(
             "to run the timer function now, give it run_on_startup=True, or call its code "
             "from a function of your own"
         )
+    if queue.startswith("event:"):
+        # what its subscriber is given is a CloudEvent: anything else would be a dead letter
+        # at once, unrun
+        from hibana.events.cloudevent import EventError, from_structured
+
+        try:
+            from_structured(payload, where="--data")
+        except EventError as exc:
+            _usage(
+                f"{queue!r} takes CloudEvents, and {exc.message}; publish with `hibana events "
+                "publish`, or send a whole event to replay it to this subscriber"
+            )
     with _opened_store(app, store) as opened:
         declared = [q.name for q in _run(opened.declared())]
         if queue not in declared:
