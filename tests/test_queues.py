@@ -305,6 +305,28 @@ def test_a_batch_function_gets_a_list_and_only_failed_items_are_retried(
     assert dead.id == bad_id and dead.errors[-1]["error"] == "bad items"
 
 
+def test_a_batch_failed_that_names_no_message_of_the_batch_retries_all_of_it(
+    app_dir: Path, store: Store
+) -> None:
+    """BatchFailed given ids that are not the batch's (the orders' own ids, from the
+    payloads) retried none: every message was acknowledged, the failed ones lost."""
+    bodies = [{"order": 9001}, {"order": 9002}]
+    sent = run(store.enqueue_many([NewMessage("batches", json.dumps(b).encode()) for b in bodies]))
+    ids = [s.id for s in sent]
+    for host in started(app_dir, "--workers", "1"):
+        failed = host.wait_for_log(function="on_batch", outcome="error", timeout=20)
+        assert failed["error"] == (
+            "out of stock (BatchFailed named 9001, 9002, no message of this batch: all of it "
+            "is retried; name its messages, or their msg.id)"
+        )
+        assert failed["failed"] == ids and failed["retry_in_s"] == 0.1
+        host.wait_for_log(function="on_batch", outcome="ok", attempt=2, timeout=20)
+    assert [(b["ids"], b["attempts"]) for b in records(app_dir, "batch")] == [
+        (ids, [1, 1]),
+        (ids, [2, 2]),
+    ]
+
+
 def test_a_concurrency_group_caps_functions_together(app_dir: Path, store: Store) -> None:
     run(
         store.enqueue_many(

@@ -703,9 +703,19 @@ class QueueConsumer:
         if outcome.kind == "timeout":
             text = f"timed out after {spec.timeout:g}s"
         elif isinstance(error, BatchFailed):
-            failed &= error.failed
             cause = error.error
             text = error_text(cause) if isinstance(cause, BaseException) else str(cause) or "failed"
+            strangers = error.failed - failed
+            if strangers:
+                # which of the batch failed is not known (ids from the payloads, say):
+                # acknowledging the rest would lose those that did
+                text += (
+                    f" (BatchFailed named {', '.join(map(str, sorted(strangers)))}, no "
+                    "message of this batch: all of it is retried; name its messages, or "
+                    "their msg.id)"
+                )
+            else:
+                failed &= error.failed
             line["failed"] = sorted(failed)
         else:
             assert error is not None

@@ -120,6 +120,9 @@ def on_batch(msgs: list[hibana.Message], ctx: hibana.Context) -> None:
     bad = [m for m in msgs if isinstance(m.data, dict) and m.data.get("bad")]
     if bad:
         raise hibana.BatchFailed(bad, "bad items")
+    mistaken = [m.data["order"] for m in msgs if isinstance(m.data, dict) and "order" in m.data]
+    if mistaken and msgs[0].attempt == 1:
+        raise hibana.BatchFailed(mistaken, "out of stock")  # the orders' ids: not the messages'
 
 
 @app.queue("warehouse-a", concurrency_group="warehouse", limit=2, visibility_timeout=10)
