@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from hibana.errors import StoreError
-from hibana.store.base import ChangeWatcher
+from hibana.store.base import ChangeWatcher, Settle, dump_errors
 from hibana.store.sql import CLAIMED_COLUMNS, SqlEngine
 
 _MIGRATIONS: dict[int, list[str]] = {
@@ -445,6 +445,30 @@ class PostgresEngine(SqlEngine):
 
     def _claim_sql(self) -> str:
         return _CLAIM
+
+    def _bury(self, now: float, dead: Sequence[Settle]) -> None:
+        # one statement: the row is locked as it is deleted (a claim skips it) and what
+        # is deleted is what becomes the dead letter
+        self._many(
+            "WITH gone AS (DELETE FROM hibana_messages WHERE id = ? AND attempt = ? "
+            "RETURNING id, queue, body, trace, enqueued_at, attempt) "
+            "INSERT INTO hibana_dead "
+            "(id, queue, body, trace, enqueued_at, attempts, errors, died_at) "
+            "SELECT id, queue, body, trace, enqueued_at, attempt - ?, ?, ? FROM gone",
+            [(s.id, s.attempt, int(s.unrun), dump_errors(s.errors), now) for s in dead],
+        )
+
+    def _revive(self, now: float, where: str, params: Sequence[Any]) -> int:
+        # one statement: what is deleted is what is moved, seen at one moment
+        cur = self._exec(
+            f"WITH moved AS (DELETE FROM hibana_dead WHERE {where} "
+            "RETURNING id, queue, body, trace, enqueued_at) "
+            "INSERT INTO hibana_messages "
+            "(id, queue, body, trace, enqueued_at, visible_at, attempt, leased) "
+            "SELECT id, queue, body, trace, enqueued_at, ?, 0, 0 FROM moved",
+            [*params, now],
+        )
+        return int(cur.rowcount)
 
     @property
     def channel(self) -> str:

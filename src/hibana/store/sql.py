@@ -282,26 +282,27 @@ class SqlEngine(Engine):
                 "grp = NULL, attempt = attempt - 1 WHERE id = ? AND attempt = ?",
                 releases,
             )
-        # A dead letter is what its delete returns: one statement. A copy, then a delete,
-        # would see the message at two moments on PostgreSQL, and a host that claimed it
-        # in between (its lease ran out) left it both a dead letter and in flight.
-        dead: list[tuple[Any, ...]] = []
-        for s in items:
-            if s.kind == "dead":
-                row = self._exec(
-                    "DELETE FROM hibana_messages WHERE id = ? AND attempt = ? "
-                    "RETURNING id, queue, body, trace, enqueued_at",
-                    (s.id, s.attempt),
-                ).fetchone()
-                if row is not None:
-                    dead.append((*row, s.attempt - int(s.unrun), dump_errors(s.errors), now))
+        dead = [s for s in items if s.kind == "dead"]
         if dead:
-            self._many(
-                "INSERT INTO hibana_dead "
-                "(id, queue, body, trace, enqueued_at, attempts, errors, died_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                dead,
-            )
+            self._bury(now, dead)
+
+    def _bury(self, now: float, dead: Sequence[Settle]) -> None:
+        """Move the messages of ``dead`` (those whose lease it still holds) to the dead
+        letters. A copy, then a delete: right only where one writer runs at a time
+        (SQLite). Where each statement reads what is committed when it starts, a host
+        that claimed a message between the two (its lease ran out) left it both a dead
+        letter and in flight: PostgreSQL moves it in one statement."""
+        self._many(
+            "INSERT INTO hibana_dead "
+            "(id, queue, body, trace, enqueued_at, attempts, errors, died_at) "
+            "SELECT id, queue, body, trace, enqueued_at, attempt - ?, ?, ? "
+            "FROM hibana_messages WHERE id = ? AND attempt = ?",
+            [(int(s.unrun), dump_errors(s.errors), now, s.id, s.attempt) for s in dead],
+        )
+        self._many(
+            "DELETE FROM hibana_messages WHERE id = ? AND attempt = ?",
+            [(s.id, s.attempt) for s in dead],
+        )
 
     def ready(self, now: float, queues: Sequence[str]) -> int:
         total = 0
@@ -379,23 +380,24 @@ class SqlEngine(Engine):
                 return 0
             where += f" AND id IN ({', '.join('?' for _ in ids)})"
             params += [int(i) for i in ids]
-        # What is deleted is what is moved: one statement. A copy, then a delete, would see
-        # the dead letters at two moments on PostgreSQL (each statement of a transaction
-        # reads what is committed when it starts), and delete one that another host wrote
-        # in between without having copied it.
-        moved = self._exec(
-            f"DELETE FROM hibana_dead WHERE {where} RETURNING id, queue, body, trace, enqueued_at",
-            params,
-        ).fetchall()
+        moved = self._revive(now, where, params)
         if moved:
-            self._many(
-                "INSERT INTO hibana_messages "
-                "(id, queue, body, trace, enqueued_at, visible_at, attempt, leased) "
-                "VALUES (?, ?, ?, ?, ?, ?, 0, 0)",
-                [(*row, now) for row in moved],
-            )
             self._enqueued({queue})
-        return len(moved)
+        return moved
+
+    def _revive(self, now: float, where: str, params: Sequence[Any]) -> int:
+        """Move the dead letters ``where`` selects back into their queue; how many moved.
+        A copy, then a delete: right only where one writer runs at a time (SQLite). Where
+        each statement reads what is committed when it starts, the delete also took a dead
+        letter another host wrote between the two, never copied: PostgreSQL moves them in
+        one statement."""
+        self._exec(
+            "INSERT INTO hibana_messages "
+            "(id, queue, body, trace, enqueued_at, visible_at, attempt, leased) "
+            f"SELECT id, queue, body, trace, enqueued_at, ?, 0, 0 FROM hibana_dead WHERE {where}",
+            [now, *params],
+        )
+        return int(self._exec(f"DELETE FROM hibana_dead WHERE {where}", params).rowcount)
 
     def fire_timer(
         self, now: float, function: str, slot: float, message: NewMessage, replacing: bytes
