@@ -116,6 +116,10 @@ class StallingProxy:
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.stalled = threading.Event()
+        #: Set: a new connection is closed as it comes (a server restarting, away).
+        self.refusing = threading.Event()
+        #: How many connections were closed so.
+        self.refused = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._open: list[socket.socket] = []
@@ -135,6 +139,10 @@ class StallingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self.refusing.is_set():
+                client.close()
+                self.refused += 1
+                continue
             server = socket.create_connection(self.target)
             self._open += (client, server)
             for a, b in ((client, server), (server, client)):
@@ -147,10 +155,15 @@ class StallingProxy:
                     time.sleep(0.05)  # held: not passed on, not refused
                 dst.sendall(data)
 
-    def close(self) -> None:
-        self.stalled.clear()
-        self._listener.close()
-        for sock in self._open:
+    def cut(self) -> None:
+        """End every connection through it, as a server that goes down ends them."""
+        open_now, self._open = self._open, []
+        for sock in open_now:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # a close alone leaves a blocked recv's open
             sock.close()
+
+    def close(self) -> None:
+        self.stalled.clear()
+        self._listener.close()
+        self.cut()

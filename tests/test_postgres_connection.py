@@ -160,6 +160,45 @@ def test_an_operation_on_a_stalled_connection_is_cut_and_the_next_one_reconnects
         proxy.close()
 
 
+def test_an_enqueue_waits_out_a_server_that_is_away_for_a_while(
+    pg_store_url: str, ended_by_name: str
+) -> None:
+    """A restart, a failover: the connection drops and, for a while, no new one can be
+    made. The one reconnect was made at once, and failed: every enqueue then (an HTTP
+    function's ctx.enqueue, answered 500) failed too. It is tried again, ever less often,
+    within the operation timeout."""
+    import threading
+
+    target = urllib.parse.urlsplit(pg_store_url)
+    open_store(pg_store_url).close()  # made directly: the migration is not the point here
+    proxy = StallingProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    store = open_store(f"{proxy.url(pg_store_url)}&application_name={ended_by_name}")
+    try:
+        run(store.enqueue(NewMessage("orders", b"before")))
+        proxy.refusing.set()  # the server goes away: its connections end, none is taken
+        proxy.cut()
+        outcome: list[object] = []
+
+        def enqueue() -> None:
+            try:
+                outcome.append(run(store.enqueue(NewMessage("orders", b"while away"))))
+            except StoreError as exc:
+                outcome.append(exc)
+
+        sending = threading.Thread(target=enqueue)
+        sending.start()
+        wait_until(lambda: proxy.refused >= 2 or outcome, what="two refused reconnects")
+        proxy.refusing.clear()  # and it is back
+        sending.join(timeout=60)
+        (sent,) = outcome
+        assert not isinstance(sent, StoreError), sent
+        bodies = sorted(d.body for d in run(store.claim("orders", "w1", 10, lease=30)))
+        assert bodies == [b"before", b"while away"]
+    finally:
+        store.close(5)
+        proxy.close()
+
+
 def test_a_batch_cut_during_its_commit_fails_whole_and_is_not_run_again(
     pg_store_url: str, postgres_dsn: str, ended_by_name: str
 ) -> None:

@@ -7,7 +7,8 @@ leases. ``?schema=NAME`` in the URL keeps hibana's tables in a schema of their o
 
 A transaction that loses its connection before its COMMIT was sent did not happen (the
 server rolls back what it never saw committed), so ``Store`` runs it once more on a new
-connection; one that loses it during the COMMIT may have happened, and fails. An
+connection (made again and again while the server cannot be reached, within the
+operation timeout); one that loses it during the COMMIT may have happened, and fails. An
 operation that waits on the server longer than ``OPERATION_TIMEOUT`` has its connection
 cut by the engine's watchdog thread, and fails.
 """
@@ -78,6 +79,11 @@ _MIGRATION_LOCK = 0x68_69_62_61
 #: holds the bytes) held it until tcp_user_timeout (60 s), or for ever. The URL's
 #: ``?operation_timeout=SECONDS`` sets another bound.
 OPERATION_TIMEOUT = 30.0
+
+#: Seconds between a reconnect's attempts while the server cannot be reached: the first
+#: pause, doubled after each failure up to the last.
+RECONNECT_FIRST = 0.05
+RECONNECT_MAX = 1.0
 
 #: The URL's parameters that are hibana's, not libpq's.
 _OWN = ("schema", "operation_timeout")
@@ -340,16 +346,26 @@ class PostgresEngine(SqlEngine):
         return since or 0.0
 
     def _reconnect(self, began: float) -> Any:
-        self._drop()
-        try:
-            self.connect()
-        except Exception as exc:
+        """A new connection for the operation begun at ``began``. A server that cannot be
+        reached (it is restarting, failing over) is tried again, ever less often, until
+        the operation timeout has passed since the operation began: an enqueue waits out a
+        restart rather than failing at once."""
+        pause = RECONNECT_FIRST
+        while True:
             self._drop()
-            error = self._lost(exc, began, retry=False)
-            if error is exc:
-                raise
-            raise error from exc
-        return self.conn
+            try:
+                self.connect()
+            except Exception as exc:
+                self._drop()
+                if time.monotonic() + pause < began + self.timeout and not self._stop.is_set():
+                    time.sleep(pause)
+                    pause = min(pause * 2, RECONNECT_MAX)
+                    continue
+                error = self._lost(exc, began, retry=False)
+                if error is exc:
+                    raise
+                raise error from exc
+            return self.conn
 
     def _lost(self, exc: Exception, began: float, retry: bool) -> Exception:
         """What to raise for ``exc``, which ended the connection of the transaction begun
