@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -510,6 +511,24 @@ def test_dead_letter_commands_name_an_unknown_queue(app_dir: Path, store: Store)
         assert "no queue 'ordres'" in result.stderr and "queues: orders" in result.stderr
     empty = run_cli("queue", "dlq", "orders", "--app", str(app_dir))
     assert empty.returncode == 0 and "no dead letters in orders" in empty.stdout
+
+
+def test_dlq_json_shows_a_body_that_is_no_json_as_its_bytes(app_dir: Path, store: Store) -> None:
+    """Code may write any bytes through hibana.store; such a dead letter made
+    `hibana queue dlq --json` end in a JSONDecodeError traceback, listing none."""
+    from hibana.store import Settle
+
+    run(store.declare([QueueInfo("orders", "on_order", 3)]))
+    raw = b"\xff\x00 not json"
+    sent = run(store.enqueue_many([NewMessage("orders", raw), NewMessage("orders", b'{"n": 1}')]))
+    for d in run(store.claim("orders", "w1", 2, lease=30)):
+        run(store.settle(Settle("dead", d.id, d.attempt, error="x")))
+    listed = run_cli("queue", "dlq", "orders", "--app", str(app_dir), "--json")
+    assert listed.returncode == 0, listed.stderr
+    shown = {d["id"]: d for d in json.loads(listed.stdout)}
+    assert base64.b64decode(shown[sent[0].id]["body_base64"]) == raw
+    assert "data" not in shown[sent[0].id]
+    assert shown[sent[1].id]["data"] == {"n": 1} and "body_base64" not in shown[sent[1].id]
 
 
 DELAYS_APP = """

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from hibana.store.base import Store
+    from hibana.store.base import DeadLetter, Store
 
 T = TypeVar("T")
 
@@ -809,23 +809,7 @@ def queue_dlq(
         if not dead:
             _check_queue(opened, queue)
     if as_json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "id": d.id,
-                        "queue": d.queue,
-                        "data": json.loads(d.body),
-                        "attempts": d.attempts,
-                        "errors": d.errors,
-                        "enqueued_at": d.enqueued_at,
-                        "died_at": d.died_at,
-                    }
-                    for d in dead
-                ],
-                indent=2,
-            )
-        )
+        print(json.dumps([_dead_letter(d) for d in dead], indent=2))
         return
     table = _table("id", "attempts", "died", "last error", "data")
     for d in dead:
@@ -834,6 +818,26 @@ def queue_dlq(
         text = d.body.decode(errors="replace")
         table.add_row(str(d.id), str(d.attempts), died, last, text[:60])
     _console().print(table if dead else f"no dead letters in {queue}")
+
+
+def _dead_letter(d: DeadLetter) -> dict[str, Any]:
+    """A dead letter for ``queue dlq --json``: its payload as ``data``, or, for a body that
+    is no JSON (code may write any bytes through ``hibana.store``), as ``body_base64``."""
+    import base64
+    import json
+
+    shown: dict[str, Any] = {"id": d.id, "queue": d.queue}
+    try:
+        shown["data"] = json.loads(d.body, parse_constant=_no_constant)
+    except ValueError:  # not UTF-8 either, or NaN: what any JSON reader would refuse
+        shown["body_base64"] = base64.b64encode(d.body).decode()
+    return {
+        **shown,
+        "attempts": d.attempts,
+        "errors": d.errors,
+        "enqueued_at": d.enqueued_at,
+        "died_at": d.died_at,
+    }
 
 
 @queue_cli.command("redrive")
