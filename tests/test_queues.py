@@ -670,6 +670,54 @@ def test_a_function_running_past_its_timeout_is_not_delivered_again_meanwhile(
         host.stop()
 
 
+BLOCKING = """
+import json
+import os
+import time
+
+import hibana
+
+app = hibana.App()
+
+
+@app.queue("stuck", timeout=0.5, visibility_timeout=60, max_attempts=2, retry=hibana.Fixed(0))
+async def stuck(msg, ctx):
+    line = json.dumps({"attempt": msg.attempt, "errors": [e["error"] for e in msg.errors]})
+    with open(os.path.join(os.path.dirname(__file__), "runs.jsonl"), "a") as out:
+        out.write(line + "\\n")
+    if msg.attempt == 1:
+        time.sleep(3600)  # blocks the event loop: its worker is replaced
+"""
+
+
+def test_a_message_whose_function_blocks_the_event_loop_is_retried_as_timed_out(
+    tmp_path: Path,
+) -> None:
+    """The worker whose loop it blocked past its deadline and grace exits; its message came
+    back only once its lease ran out (60 s here), noted as a worker's death, and its last
+    attempt's would have made it a dead letter 'not run again'."""
+    (tmp_path / "function_app.py").write_text(BLOCKING)
+    for host in started(tmp_path, "--workers", "1", "--cancel-grace", "0.5"):
+        sent = run_cli("queue", "send", "stuck", "--data", "1", "--app", str(tmp_path))
+        assert sent.returncode == 0, sent.stderr
+        host.wait_for_log(
+            msg="event loop blocked; an async function is calling blocking code; "
+            "replacing this worker",
+            timeout=20,
+        )
+        line = host.wait_for_log(msg="invocation", function="stuck", attempt=1, timeout=20)
+        assert (line["outcome"], line["error"], line["retry_in_s"]) == (
+            "timeout",
+            "timed out after 0.5s",
+            0,
+        )
+        host.wait_for_log(msg="invocation", function="stuck", attempt=2, outcome="ok", timeout=30)
+    assert read_jsonl(tmp_path / "runs.jsonl") == [
+        {"attempt": 1, "errors": []},
+        {"attempt": 2, "errors": ["timed out after 0.5s"]},
+    ]
+
+
 def test_a_store_file_deleted_under_the_host_is_named_not_written_into_the_void(
     host: Host, app_dir: Path
 ) -> None:

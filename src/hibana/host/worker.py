@@ -106,6 +106,9 @@ _IDLE_BEAT = 1.0
 #: Seconds past its beat the watchdog thread may oversleep before it takes the process
 #: for stopped and resumed (not its loop for blocked).
 _FROZEN = 1.0
+#: Seconds a worker whose loop is blocked waits for the store to take its timed-out queue
+#: messages' retries before it exits (their leases run out if it does not).
+FROZEN_SETTLE = 2.0
 #: Seconds connections get to finish writing their answers once the worker stops serving.
 _WRITE_GRACE = 2.0
 
@@ -375,6 +378,18 @@ class Worker:
                     {n: values[n] for n in spec.secrets}, spec.name
                 )
 
+    def _settle_frozen(self, late: list[str]) -> None:
+        """The queue messages of ``late`` (invocations past their deadline and grace, on a
+        frozen loop) retried per their policy as timed out, before the worker exits: from
+        the watchdog's thread, waiting for the store ``FROZEN_SETTLE`` seconds at most."""
+        consumer, store = self.consumer, self.store
+        if consumer is None or store is None:
+            return
+        settles = consumer.frozen(late)
+        if settles:
+            with contextlib.suppress(Exception):  # then their leases run out, as before
+                asyncio.run(asyncio.wait_for(store.settle_many(settles), FROZEN_SETTLE))
+
     def _start_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
         """Exit if the event loop stops turning while an invocation is past its deadline
         and ``cancel_grace``.
@@ -463,6 +478,7 @@ class Worker:
                         blocked_s=round(stalled, 3),
                         invocations=late,
                     )
+                    self._settle_frozen(late)
                     self.sink.flush()
                     os._exit(70)
 

@@ -307,6 +307,8 @@ class QueueConsumer:
         #: The deliveries of each invocation running, by its id: with when their lease
         #: ends (monotonic), how long before that it is renewed, and for how long.
         self._leases: dict[str, tuple[list[Delivery], float, float, float]] = {}
+        #: The function, deliveries and logger of each invocation running, by its id.
+        self._invocations: dict[str, tuple[FunctionSpec, list[Delivery], Logger]] = {}
         self._keeper: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -574,6 +576,7 @@ class QueueConsumer:
             max(min(lease / 2, 5.0), 2 * LEASE_SWEEP),
             lease,
         )
+        self._invocations[inv.id] = (spec, deliveries, log)
         if self._keeper is None:
             self._keeper = asyncio.create_task(self._keep_leases())
         try:
@@ -590,6 +593,7 @@ class QueueConsumer:
                 await asyncio.wait([ending], timeout=self.dispatcher.cancel_grace + 1.0)
         finally:
             del self._leases[inv.id]
+            del self._invocations[inv.id]
         if outcome.kind == "cancelled" and not inv.cancellation.is_set() and outcome.error:
             # hibana.Cancelled raised by the function of its own, unasked: a failure like
             # any other. Released uncounted, it was claimed again at once, and for ever.
@@ -611,6 +615,28 @@ class QueueConsumer:
             line["cold_start_ms"] = millis((inv.cold_start_ms or 0.0) / 1000)
         ok = line["outcome"] == "ok"
         log.log("info" if ok else "error", "invocation", **line)
+
+    def frozen(self, invocations: Sequence[str]) -> list[Settle]:
+        """Timed out, each of ``invocations`` that is this consumer's, settled per its
+        policy and logged: for the watchdog of a worker whose event loop a function blocks
+        past its deadline and grace, which exits with them running. Their messages came
+        back only when their leases ran out, taken for a worker's death (a dead letter
+        'not run again' on the last attempt). Called from that thread, the loop frozen."""
+        settles: list[Settle] = []
+        running = dict(self._invocations)
+        for inv_id in invocations:
+            if inv_id not in running:
+                continue
+            spec, deliveries, log = running[inv_id]
+            settled, line = self._settle(spec, deliveries, Outcome("timeout"), log)
+            settles += settled
+            first = deliveries[0]
+            batched = len(deliveries) > 1
+            line["queue"] = first.queue
+            line["message_id"] = [d.id for d in deliveries] if batched else first.id
+            line["attempt"] = first.attempt
+            log.error("invocation", **line)
+        return settles
 
     async def _keep_leases(self) -> None:
         """While an invocation runs, its deliveries' leases are renewed (for their
