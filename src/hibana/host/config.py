@@ -1,4 +1,5 @@
-"""``HostConfig``: every knob of a running host, validated when built."""
+"""``HostConfig``: every knob of a running host, validated when built; and
+``HostStartError``, what a host that cannot start with them raises."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from typing import Any, Literal
 from hibana.errors import ConfigError
 
 LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class HostStartError(ConfigError):
+    """The host could not start (the port is taken, say)."""
 
 
 def default_workers() -> int:

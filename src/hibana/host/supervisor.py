@@ -1,6 +1,13 @@
 """The supervisor: owns the listening socket, starts the zygote, keeps the workers
 running, reloads the app and runs the shutdown sequence.
 
+This module holds its loops: the main one (signals, the admin endpoint, the zygotes'
+events, the scaler's ticks) and the waits inside a start, a reload and a shutdown. The
+steps they take live in rooms of their own: ``zygote_handle`` (a zygote process and its
+import), ``worker_records`` (what is kept of each worker, the unresponsive-worker check),
+``reload`` (moving to a new version of the app and back), ``shutdown`` (what ends the
+drain) and ``banner`` (what the host prints of the version it serves).
+
 It never imports the user's app: a broken app cannot take it down, and a reload swaps in a
 new version of the app without dropping the socket or a request. A reload is asked for by
 SIGHUP (``systemctl reload``), ``hibana reload`` (the admin endpoint) or, under
@@ -17,32 +24,41 @@ import select
 import selectors
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hibana.errors import SHUTTING_DOWN, AppLoadError, ConfigError, StoreError
+from hibana.errors import AppLoadError, StoreError
 from hibana.host import open_files
 from hibana.host.admin import AdminEndpoint, host_status
-from hibana.host.board import Board, Layout, PermitTable
-from hibana.host.config import HostConfig
-from hibana.host.control import Channel, Spawn, code_stamp
+from hibana.host.banner import banner
+from hibana.host.board import PermitTable
+from hibana.host.config import HostConfig, HostStartError
+from hibana.host.control import Spawn, code_stamp
 from hibana.host.handoff import HeldConnections, raw_answer, refuse_backlog
-from hibana.host.scaling import Scaler, Scaling, WorkerView
+from hibana.host.reload import await_ready, reap_retired, replace_zygote, swap
+from hibana.host.scaling import Scaler, WorkerView
 from hibana.host.service_manager import ServiceManager
+from hibana.host.shutdown import STOP_SIGNALS, kill_all, refuse_on_stop, second_stop
 from hibana.host.store_duties import StoreDuties
+from hibana.host.worker_records import (
+    Unresponsive,
+    WorkerRecord,
+    lost_line,
+    remember,
+    signal_worker,
+)
+from hibana.host.zygote_handle import IMPORT_TIMEOUT, Zygote, import_too_slow, launch
 from hibana.store.base import CLOSE_TIMEOUT, Store
-from hibana.telemetry.logs import LogSink, ProcessOutput, timestamp
+from hibana.telemetry.logs import LogSink, ProcessOutput
 
 if TYPE_CHECKING:
     from hibana.telemetry.console import ConsoleLog
 
-#: How long a freshly started zygote may take to import the app.
-IMPORT_TIMEOUT = 120.0
+#: What other modules import from here, some of it from the rooms it was split into.
+__all__ = ["IMPORT_TIMEOUT", "HostStartError", "Supervisor", "WorkerRecord", "Zygote", "bind"]
+
 #: A worker that dies sooner than this after starting is restarted after a pause, not at once.
 CRASH_LOOP_WINDOW = 1.0
 #: Workers in a row dead before they served, after which waiting requests get 503 ...
@@ -50,89 +66,13 @@ START_CRASHES = 3
 #: ... for this long after the last died: then a request waits for a new worker again
 #: (what failed them, a database down, may have come back).
 START_CRASHES_HELD = 10.0
-#: Signals this close after the first are the same request to stop, delivered twice.
-SIGNAL_ECHO = 0.25
 #: How often the scaler looks at the board (a waiting connection wakes it at once).
 TICK = 0.05
 #: How often when there is nothing for the scaler to decide (see _tick_interval).
 IDLE_TICK = 1.0
-#: Seconds a worker's watchdog may miss, past an invocation's deadline and grace, before
-#: the supervisor kills the worker (its own watchdog could not).
-UNRESPONSIVE_AFTER = 3.0
 #: How often while the fewest workers allowed are all idle: a burst of load adds workers
 #: this much later at most.
 QUIET_TICK = 0.25
-#: How long a reload waits for the old version's workers to stop accepting connections.
-RETIRE_ACK_TIMEOUT = 5.0
-#: The signals that ask the host to stop; SIGHUP asks it to reload the app.
-STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
-
-
-class HostStartError(ConfigError):
-    """The host could not start (the port is taken, say)."""
-
-
-@dataclass
-class Zygote:
-    proc: subprocess.Popen[bytes]
-    channel: Channel
-    functions: list[dict[str, str]] = field(default_factory=list)
-    scaling: Scaling | None = None
-    board: Board | None = None
-    #: Which load of the app this is: 1 at start, one more at each reload.
-    generation: int = 0
-    #: When it started serving (``time.time()``).
-    loaded_at: float = 0.0
-    #: The exit code of its last worker that exited with an error (0: none has).
-    last_crash: int = 0
-    #: Workers in a row that exited with an error before they served; none since one did.
-    start_crashes: int = 0
-    #: When the last of those exited (``time.monotonic()``).
-    start_crashed_at: float = 0.0
-    #: Its process died (its channel ended): it forks no more workers.
-    dead: bool = False
-
-    def spawn(self, spawn: Spawn) -> None:
-        # a zygote that has just died (its channel's end not read yet): the worker asked
-        # for is dropped with the zygote's other records once its end is read
-        with contextlib.suppress(OSError):
-            self.channel.send(op="spawn", spawn=dataclasses.asdict(spawn))
-
-    def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.channel.send(op="stop")
-        try:
-            self.proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.channel.close()
-        if self.board is not None:
-            self.board.close()
-
-
-@dataclass
-class WorkerRecord:
-    zygote: Zygote
-    slot: int
-    started: float
-    pid: int | None = None  # None until the zygote says it exists
-    retiring: bool = False
-    #: Its row of the permit table (-1: none was free).
-    permit_row: int = -1
-    #: Killed from here: it stopped answering with an invocation past its deadline.
-    killed: bool = False
-
-
-def _changed(version: object) -> str:
-    from hibana import __version__
-
-    now = f"hibana {version} is installed now" if version != __version__ else "its files changed"
-    return (
-        f"hibana itself changed since this host started (it runs hibana {__version__}; "
-        f"{now}): `hibana reload` loads a new version of the app, not of hibana; restart "
-        "the host to run the new hibana"
-    )
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -174,11 +114,8 @@ class Supervisor:
         self.sel = selectors.DefaultSelector()
         self._signal_r, self._signal_w = socket.socketpair()
         self._reload_r, self._reload_w = socket.socketpair()
-        #: When ``_kill_unresponsive`` last looked, and since when it judges (after a gap
-        #: of its own, from the end of it).
-        self._looked_at = time.monotonic()
-        self._judge_from = 0.0
-        #: A new version of the app is importing (``_start_zygote``): the serving one's
+        self._unresponsive = Unresponsive(config.cancel_grace, report)
+        #: A new version of the app is importing (``start_zygote``): the serving one's
         #: zygote, if it dies meanwhile, is started again after that import.
         self._importing = False
         #: When the reload under way began (``hibana status`` says so).
@@ -235,20 +172,25 @@ class Supervisor:
                 self.report("Stopped before the app served")
                 self._refuse_on_stop()
                 return 0
-            self._adopt(zygote)
-            self._enforce_limits(zygote)
+            self.adopt(zygote)
+            self.enforce_limits(zygote)
             self._start_duties(zygote)
             self.admin = self._admin_endpoint()
             self.sel.register(self.admin.sock, selectors.EVENT_READ, "admin")
-            self._tick()
+            self.tick()
             self._await_spawned(zygote)
             if not self.config.reload and any(r.zygote is zygote for r in self.records):
                 # a worker that cannot start (a mounted app's lifespan startup raises, say)
                 # would be replaced for ever while requests wait: stop, as a broken app does
-                failed = self._await_ready(zygote, "the app")
+                failed = await_ready(self, zygote, "the app")
                 if failed is not None and zygote.last_crash:
                     raise AppLoadError(failed)
-            self._banner(zygote)
+            store = None if self.store is None else self.store.display
+            self.report(
+                banner(
+                    zygote, self.config.app_dir, self.url, store, self.admin, self.open_file_limit
+                )
+            )
             self.service_manager.ready(self._serving(zygote))
             return self._loop()
         finally:
@@ -303,14 +245,14 @@ class Supervisor:
     def _start_duties(self, zygote: Zygote) -> None:
         """Check the app's secrets; open the store and start the timers and the queue
         watch, if the app has any."""
-        self._check_secrets(zygote)
+        self.check_secrets(zygote)
         if not any(fn["kind"] in ("queue", "timer", "event") for fn in zygote.functions):
             return
         store = self._open_store()
         self.duties = StoreDuties(store, zygote.functions, self._queues_w, self.report)
         self.duties.start()
 
-    def _check_secrets(self, zygote: Zygote) -> None:
+    def check_secrets(self, zygote: Zygote) -> None:
         """Every secret a function names exists and the key opens: fail at start, not in
         a worker at its first request."""
         wanted = {(fn["name"], name) for fn in zygote.functions for name in fn["secrets"]}
@@ -377,7 +319,7 @@ class Supervisor:
             elif sig == signal.SIGHUP:
                 self._reload_asked = True
 
-    def _adopt(self, zygote: Zygote) -> None:
+    def adopt(self, zygote: Zygote) -> None:
         assert zygote.scaling is not None
         self.generation += 1
         zygote.generation = self.generation
@@ -385,37 +327,15 @@ class Supervisor:
         self.zygote = zygote
         self.scaler = Scaler(zygote.scaling)
 
-    def _start_zygote(self) -> Zygote | None:
+    def start_zygote(self) -> Zygote | None:
         """A zygote that has imported the app, or raises AppLoadError with the reason."""
         assert self.sock is not None
         assert self.output is not None
-        ours, theirs = socket.socketpair()
         config = dataclasses.replace(self.config, log_fd=self._log_fd)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hibana.host.zygote",
-                config.to_json(),
-                str(self.sock.fileno()),
-                str(theirs.fileno()),
-                str(os.getpid()),
-                str(self.connections.worker_end.fileno()),
-                str(self.permits.fd),
-            ],
-            pass_fds=(
-                self.sock.fileno(),
-                theirs.fileno(),
-                self.connections.worker_end.fileno(),
-                self._log_fd,
-                self.permits.fd,
-            ),
-            stdin=subprocess.DEVNULL,
-            stdout=self.output.write_fd,
-            stderr=self.output.errors_fd,
+        zygote = launch(
+            config, self.sock, self.connections.worker_end, self.permits.fd, self.output
         )
-        theirs.close()
-        zygote = Zygote(proc, Channel(ours))
+        ours = zygote.channel.sock
         waiter = selectors.DefaultSelector()
         waiter.register(ours, selectors.EVENT_READ, "zygote")
         waiter.register(self._signal_r, selectors.EVENT_READ, "signal")
@@ -441,15 +361,11 @@ class Supervisor:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    zygote.proc.kill()
-                    zygote.proc.wait()
-                    raise AppLoadError(
-                        f"importing the app in {self.config.app_dir} took over "
-                        f"{IMPORT_TIMEOUT:g}s; is module-level code waiting on something?"
-                    )
+                    zygote.kill()
+                    raise import_too_slow(self.config.app_dir)
                 ready = waiter.select(timeout=min(left, TICK))
                 if self.zygote is not None and self.zygote.channel.sock in serving:
-                    self._tick()
+                    self.tick()
                 for key, _ in ready:
                     if key.data == "handoff":
                         self.connections.receive()
@@ -471,95 +387,30 @@ class Supervisor:
                         self._take_signals()
                         if not self._stop_asked:
                             continue  # a reload asked for meanwhile: done once this ends
-                        zygote.proc.kill()
-                        zygote.proc.wait()
+                        zygote.kill()
                         return None
-                    try:
-                        messages = zygote.channel.receive()
-                    except (EOFError, ConnectionError):
-                        code = zygote.proc.wait()
-                        raise AppLoadError(
-                            f"the process importing the app exited with code {code} before "
-                            "saying whether the app loaded (see its output above)"
-                        ) from None
-                    for message in messages:
-                        if message["event"] == "error":
-                            zygote.proc.wait()
-                            zygote.channel.close()
-                            raise AppLoadError(message["message"])
-                        if message["event"] == "ready":
-                            if message.get("code") != self.code:
-                                zygote.proc.kill()
-                                zygote.proc.wait()
-                                zygote.channel.close()
-                                raise AppLoadError(_changed(message.get("version")))
-                            zygote.functions = message["functions"]
-                            zygote.scaling = Scaling(**message["scaling"])
-                            board = dict(message["board"])
-                            fd = board.pop("fd")
-                            zygote.board = Board.open(proc.pid, fd, Layout(**board))
-                            self.sel.register(ours, selectors.EVENT_READ, zygote)
-                            return zygote
+                    if zygote.imported(self.code):
+                        self.sel.register(ours, selectors.EVENT_READ, zygote)
+                        return zygote
         finally:
             self._importing = False
             waiter.close()
 
     def _await_spawned(self, zygote: Zygote, timeout: float = 10.0) -> None:
         """Process the zygote's events until every worker asked of it exists."""
-        self._wait_until(
+        self.wait_until(
             lambda: all(r.pid is not None for r in self.records if r.zygote is zygote), timeout
         )
-
-    def _functions(self, zygote: Zygote) -> list[str]:
-        """The banner's lines for the functions: each one's URL or trigger."""
-        lines = []
-        if not zygote.functions:
-            lines.append("    (none: declare one with @app.http(...) in function_app.py)")
-        for fn in zygote.functions:
-            if fn["kind"] != "http":
-                lines.append(f"    {fn['name']}: {fn['trigger']}")
-                continue
-            methods, *routes = fn["trigger"].split(" ")  # a mount serves several
-            urls = ", ".join(self.url + route for route in routes)
-            lines.append(f"    {fn['name']}: {methods} {urls}")
-        return lines
-
-    def _banner(self, zygote: Zygote) -> None:
-        from hibana import __version__
-
-        assert zygote.scaling is not None
-        lines = [
-            f"hibana {__version__} · app {self.config.app_dir} · {zygote.scaling.describe()} "
-            f"(prewarm {zygote.scaling.prewarm}) · pid {os.getpid()}",
-            "",
-            "Functions:",
-            *self._functions(zygote),
-        ]
-        if self.store is not None:
-            lines += ["", f"Store: {self.store.display}"]
-        if self.admin is not None:
-            lines += ["", f"Admin (hibana status): {self.admin.url}"]
-            if self.admin.warning is not None:
-                lines += ["", self.admin.warning]
-        if self.open_file_limit < open_files.LOW:
-            lines += [
-                "",
-                f"warning: the limit on open files is {self.open_file_limit}, the most this "
-                "process could have: a worker holds fewer connections than that, the rest "
-                "are closed unanswered; raise it (`ulimit -Hn`, LimitNOFILE= in a systemd unit)",
-            ]
-        lines += ["", f"Listening on {self.url} (Ctrl+C to stop)"]
-        self.report("\n".join(lines))
 
     def _first_zygote(self) -> Zygote | None:
         """The app's first version. ``serve`` fails fast on an app that does not load;
         ``dev`` reports why and tries again at each change to the app's files."""
         if not self.config.reload:
-            return self._start_zygote()
+            return self.start_zygote()
         self._watch_for_changes()
         while True:
             try:
-                return self._start_zygote()
+                return self.start_zygote()
             except AppLoadError as exc:
                 self.report(
                     f"error: {exc}\nWaiting for a change to {self.config.app_dir}; until then "
@@ -659,7 +510,7 @@ class Supervisor:
                     self.reload()
             if self._stop_asked:
                 return self._shutdown()
-            self._tick()
+            self.tick()
 
     def _tick_interval(self) -> float:
         """TICK while the scaler has something to watch; IDLE_TICK when nothing can
@@ -679,59 +530,14 @@ class Supervisor:
             return IDLE_TICK
         return QUIET_TICK if self._quiet else TICK
 
-    def _kill_unresponsive(self) -> None:
-        """Kill a worker whose watchdog thread has stopped (``UNRESPONSIVE_AFTER``) while
-        one of its invocations is past its deadline and grace: a sync function holding the
-        GIL in C code (a runaway regex), or a worker stopped with SIGSTOP. It cannot
-        enforce that deadline itself; its requests get their 502 as from any dead worker,
-        and its permits go to the others."""
-        now = time.monotonic()
-        if now - self._looked_at > UNRESPONSIVE_AFTER:
-            # this process was not running either (the whole host was stopped: docker
-            # pause, Ctrl-Z): what a worker's watchdog missed meanwhile says nothing
-            self._judge_from = now
-        self._looked_at = now
-        for r in self.records:
-            board = r.zygote.board
-            if r.pid is None or r.killed or board is None:
-                continue
-            watched = max(board.get(r.slot, "watched_at"), self._judge_from)
-            if not watched or now - watched <= UNRESPONSIVE_AFTER:
-                continue
-            # what its watchdog last saw: the earliest deadline's grace end; and, for an
-            # invocation that started after that look, the longest timeout of the
-            # functions it runs (it started before the watchdog stopped, at the latest)
-            overdue = board.get(r.slot, "overdue_at")
-            longest = max(
-                (
-                    float(fn.get("timeout") or 0.0)
-                    for i, fn in enumerate(r.zygote.functions)
-                    if board.function_get(r.slot, i, "inflight") > 0
-                ),
-                default=None,
-            )
-            late = (overdue and now > overdue + UNRESPONSIVE_AFTER) or (
-                longest is not None
-                and now - watched > longest + self.config.cancel_grace + UNRESPONSIVE_AFTER
-            )
-            if late:
-                r.killed = True
-                self.report(
-                    f"worker {r.slot} (pid {r.pid}) stopped responding for "
-                    f"{now - watched:.1f}s with an invocation past its timeout and "
-                    f"--cancel-grace (a function holding the GIL in C code, such as a "
-                    f"runaway regex, or a stopped process); killing it"
-                )
-                _signal(r.pid, signal.SIGKILL)
-
-    def _tick(self) -> None:
+    def tick(self) -> None:
         """One scaling cycle: keep the minimum, follow the load, retire idle workers."""
-        self._kill_unresponsive()
+        self._unresponsive.kill(self.records)
         zygote, scaler = self.zygote, self.scaler
         if zygote is None or scaler is None or self.stopping or zygote.board is None:
             return
         if zygote.dead:
-            return  # it is replaced once the reload under way ends (see ``_swap``)
+            return  # it is replaced once the reload under way ends (see ``reload.swap``)
         board = zygote.board
         mine = [r for r in self.records if r.zygote is zygote]
         for r in mine:
@@ -775,14 +581,14 @@ class Supervisor:
         )
         if decision.spawn and now >= self._hold_until:
             busy = waiting or any(v.inflight for v in views)
-            self._spawn_more(zygote, len(mine) + decision.spawn, on_demand=busy)
+            self.spawn_more(zygote, len(mine) + decision.spawn, on_demand=busy)
         if not waiting:
             self._waiting_since = None
         for slot in decision.retire:
             for r in mine:
                 if r.slot == slot and r.pid is not None:
                     r.retiring = True
-                    _signal(r.pid, signal.SIGUSR1)
+                    signal_worker(r.pid, signal.SIGUSR1)
         for r in self.records:
             # a worker of an older version that was still starting when told to retire
             # ignored it (it was not serving yet); told again, it stops accepting now
@@ -794,13 +600,13 @@ class Supervisor:
                 and theirs.get(r.slot, "ready_at")
                 and not theirs.get(r.slot, "stopped_at")
             ):
-                _signal(r.pid, signal.SIGUSR1)
+                signal_worker(r.pid, signal.SIGUSR1)
         active = any(not r.retiring for r in self.records if r.zygote is zygote)
         self._watch_socket(not active)
         if self.duties is not None:
             self.duties.watch_closely(not active)
 
-    def _spawn_more(self, zygote: Zygote, total: int, on_demand: bool) -> None:
+    def spawn_more(self, zygote: Zygote, total: int, on_demand: bool) -> None:
         """Ask ``zygote`` for workers in free slots until it has ``total``."""
         assert zygote.scaling is not None
         mine = [r for r in self.records if r.zygote is zygote]
@@ -859,7 +665,7 @@ class Supervisor:
                 "one is picked)"
             ) from None
 
-    def _enforce_limits(self, zygote: Zygote) -> None:
+    def enforce_limits(self, zygote: Zygote) -> None:
         """``zygote``'s version serves: its functions' ``max_concurrency`` are the limits
         every version's workers keep to (by function name); one it runs without a limit
         has none for an older version's workers either."""
@@ -909,8 +715,8 @@ class Supervisor:
             self.records = [r for r in self.records if r.zygote is not zygote]
             if zygote is self.zygote and not self.stopping:
                 self.report("error: the zygote process died; restarting it")
-                if not self._importing:  # else once that import ends (``_swap``)
-                    self._replace_zygote()
+                if not self._importing:  # else once that import ends (``reload.swap``)
+                    replace_zygote(self)
             return
         for message in messages:
             self._on_event(zygote, message)
@@ -947,15 +753,15 @@ class Supervisor:
                     record.slot,
                     record.zygote.board,
                     self.report,
-                    lost=self._lost_line(record, f"exit code {code}"),
+                    lost=lost_line(self.output, record, f"exit code {code}"),
                 )
             else:
                 self.connections.worker_exited(message["pid"])
-            self._remember(record, died)
+            remember(self.past, record, died)
             if record.permit_row >= 0:
                 self.permits.empty(record.permit_row)  # what it held goes to the others
             if record.zygote is not self.zygote:
-                self._reap_retired()
+                reap_retired(self)
             elif died and not record.retiring and not self.stopping:
                 self.report(f"worker {record.slot} (pid {record.pid}) exited with code {code}")
                 if time.monotonic() - record.started < CRASH_LOOP_WINDOW:
@@ -975,52 +781,6 @@ class Supervisor:
         if refused:
             self.report(f"answered {refused} request(s) 503: {why}")
 
-    def _lost_line(self, record: WorkerRecord, how: str) -> Callable[[str, int, str, bool], None]:
-        """What writes the log line of each invocation a dead worker took with it: its
-        worker wrote none, and the id its client got must be found in the log."""
-
-        def lost(invocation: str, status: int, error: str, ran: bool) -> None:
-            if self.output is not None:
-                self.output.emit(
-                    {
-                        "ts": timestamp(),
-                        "level": "error",
-                        "msg": "invocation",
-                        "invocation_id": invocation,
-                        "outcome": "error" if ran else "cancelled",
-                        "status": status,
-                        "error": error,
-                        "worker": record.slot,
-                        "pid": record.pid,
-                        "worker_exit": how,
-                    }
-                )
-
-        return lost
-
-    def _remember(self, record: WorkerRecord, died: bool = False) -> None:
-        """Fold an exited worker's counters into the totals before its row is reused;
-        what a dead one was running failed with it."""
-        board = record.zygote.board
-        if board is None:
-            return
-        for i, fn in enumerate(record.zygote.functions):
-            totals = self.past.setdefault(
-                fn["name"], {"invocations": 0.0, "cold_starts": 0.0, "errors": 0.0}
-            )
-            totals["invocations"] += board.function_get(record.slot, i, "invocations")
-            totals["errors"] += board.function_get(record.slot, i, "errors")
-            if died:
-                totals["errors"] += board.function_get(record.slot, i, "inflight")
-            if board.function_get(record.slot, i, "cold_starts"):
-                totals["cold_starts"] += board.function_get(record.slot, i, "cold_starts")
-                ready = board.get(record.slot, "ready_at")
-                if ready >= totals.get("cold_at", 0.0):
-                    totals["cold_at"] = ready
-                    totals["last_cold_start_ms"] = board.function_get(
-                        record.slot, i, "last_cold_start_ms"
-                    )
-
     def reload(self) -> str | None:
         """Import the app afresh and move to it without a dropped request: the new
         version's workers start on the same socket (at least as many as the old version
@@ -1037,7 +797,7 @@ class Supervisor:
         self.service_manager.reloading()
         self.reloading_since = time.monotonic()
         try:
-            failed = self._swap(old)
+            failed = swap(self, old)
         finally:
             self.reloading_since = None
         if not self.shutting_down:
@@ -1051,72 +811,7 @@ class Supervisor:
         """One line on what the host serves, for the service manager."""
         return f"serving generation {zygote.generation} of {self.config.app_dir} on {self.url}"
 
-    def _swap(self, old: Zygote) -> str | None:
-        """``reload`` from ``old`` to a fresh import of the app."""
-        try:
-            return self._swap_to_fresh(old)
-        finally:
-            serving = self.zygote
-            if serving is not None and serving.dead and not self.shutting_down:
-                # the version that served died while the new one imported, and the new one
-                # did not take over: start one again (one import at a time: only now)
-                self._replace_zygote()
-
-    def _swap_to_fresh(self, old: Zygote) -> str | None:
-        try:
-            fresh = self._start_zygote()
-        except AppLoadError as exc:
-            return self._kept(str(exc))
-        if fresh is None:
-            return "the host is shutting down"
-        try:
-            self._check_secrets(fresh)
-        except HostStartError as exc:
-            self.sel.unregister(fresh.channel.sock)
-            fresh.stop()
-            return self._kept(str(exc))
-        running = sum(1 for r in self.records if r.zygote is old and not r.retiring)
-        self._adopt(fresh)
-        self._restart_duties(fresh)
-        self._tick()
-        assert fresh.scaling is not None
-        self._spawn_more(fresh, min(max(1, running), fresh.scaling.max_instances), False)
-        failed = self._await_ready(fresh)
-        if failed is not None:
-            self._roll_back(old, fresh)
-            return self._kept(failed) if not self.shutting_down else failed
-        self._enforce_limits(fresh)  # the old version's waiters too are let in under them
-        # what the new version serves; the rest of the banner (store, admin, address) holds
-        assert old.scaling is not None and fresh.scaling is not None
-        lines = [f"Functions of generation {fresh.generation}:", *self._functions(fresh)]
-        if fresh.scaling != old.scaling:
-            lines.append(
-                f"Workers: {fresh.scaling.describe()} (prewarm {fresh.scaling.prewarm}), "
-                f"was {old.scaling.describe()} (prewarm {old.scaling.prewarm})"
-            )
-        self.report("\n".join(lines))
-        self.retired.append(old)
-        finishing = 0
-        for r in self.records:
-            if r.zygote is old and r.pid is not None:
-                # retire, not shut down: the old version finishes its requests and
-                # stops accepting; new ones go to the new workers, never a 503
-                r.retiring = True
-                finishing += 1
-                _signal(r.pid, signal.SIGUSR1)
-        self._wait_until(lambda: self._accepts_no_more(old), RETIRE_ACK_TIMEOUT)
-        self.report(
-            f"Reloaded: generation {fresh.generation} of the app serves; "
-            f"{finishing} worker(s) of generation {old.generation} finish their work and exit"
-        )
-        self._reap_retired()
-        return None
-
-    def _kept(self, why: str) -> str:
-        self.report(f"error: {why}\nStill serving the previous version of the app.")
-        return why
-
-    def _restart_duties(self, zygote: Zygote) -> None:
+    def restart_duties(self, zygote: Zygote) -> None:
         """The timers and queue watch of ``zygote``'s version of the app."""
         self._stop_duties()
         try:
@@ -1124,54 +819,7 @@ class Supervisor:
         except HostStartError as exc:
             self.report(f"error: {exc}")
 
-    def _await_ready(self, fresh: Zygote, whose: str = "the new version") -> str | None:
-        """Wait until every worker asked of ``fresh`` serves: None, or why that failed."""
-        board = fresh.board
-        assert board is not None
-
-        def settled() -> bool:
-            return fresh.last_crash != 0 or all(
-                r.pid is not None and board.get(r.slot, "ready_at")
-                for r in self.records
-                if r.zygote is fresh
-            )
-
-        if not self._wait_until(settled, IMPORT_TIMEOUT):
-            if self.shutting_down:
-                return "the host is shutting down"
-            return f"{whose}'s workers did not start within {IMPORT_TIMEOUT:g}s"
-        if fresh.last_crash:
-            return (
-                f"a worker of {whose} exited with code {fresh.last_crash} as it started "
-                "(its log line 'worker crashed' says why)"
-            )
-        return None
-
-    def _roll_back(self, old: Zygote, fresh: Zygote) -> None:
-        """Go back to serving ``old``: ``fresh``'s workers that started finish what they
-        took and exit."""
-        self.records = [r for r in self.records if r.zygote is not fresh or r.pid is not None]
-        for r in self.records:
-            if r.zygote is fresh:
-                r.retiring = True
-                _signal(r.pid, signal.SIGUSR1)  # type: ignore[arg-type]
-        self.retired.append(fresh)
-        self.zygote = old
-        assert old.scaling is not None
-        self.scaler = Scaler(old.scaling)
-        self._restart_duties(old)
-        self._reap_retired()
-
-    def _accepts_no_more(self, zygote: Zygote) -> bool:
-        """Every worker of ``zygote`` has stopped accepting connections, or exited."""
-        board = zygote.board
-        return board is None or all(
-            board.get(r.slot, "stopped_at")
-            for r in self.records
-            if r.zygote is zygote and r.pid is not None
-        )
-
-    def _wait_until(self, done: Callable[[], bool], timeout: float) -> bool:
+    def wait_until(self, done: Callable[[], bool], timeout: float) -> bool:
         """Process the zygotes' events (and the connection handoffs and signals) until
         ``done()``; False if ``timeout`` passed first or a stop was asked for."""
         deadline = time.monotonic() + timeout
@@ -1193,25 +841,6 @@ class Supervisor:
                     self._on_zygote(zygotes[sock])
         return True
 
-    def _replace_zygote(self) -> None:
-        try:
-            fresh = self._start_zygote()
-        except AppLoadError as exc:
-            self.report(f"error: {exc}")
-            return
-        if fresh is not None:
-            self._adopt(fresh)
-            self._enforce_limits(fresh)
-
-    def _reap_retired(self) -> None:
-        for old in list(self.retired):
-            if not any(r.zygote is old for r in self.records):
-                self.retired.remove(old)
-                with contextlib.suppress(KeyError):  # one that died is unregistered already
-                    self.sel.unregister(old.channel.sock)
-                self.report(f"Generation {old.generation} of the app has exited")
-                old.stop()
-
     def status(self) -> dict[str, Any]:
         """What ``hibana status`` shows: per worker and per function."""
         return host_status(self)
@@ -1227,7 +856,7 @@ class Supervisor:
             f"up to {self.config.shutdown_timeout:g}s"
         )
         for r in live:
-            _signal(r.pid, signal.SIGTERM)  # type: ignore[arg-type]
+            signal_worker(r.pid, signal.SIGTERM)  # type: ignore[arg-type]
         began = time.monotonic()
         deadline = began + self.config.shutdown_timeout + 5
         while self.records and time.monotonic() < deadline:
@@ -1236,10 +865,7 @@ class Supervisor:
                     # One signal sent twice at once (to the process and to its group, as
                     # `timeout` does) is not a second request to stop; a SIGHUP is none.
                     signals = self._signal_r.recv(64)
-                    if (
-                        any(s in STOP_SIGNALS for s in signals)
-                        and time.monotonic() - began > SIGNAL_ECHO
-                    ):
+                    if second_stop(signals, began):
                         self.report("Second signal: stopping now")
                         self._kill_all(answer=True)
                         self._refuse_on_stop()
@@ -1260,58 +886,18 @@ class Supervisor:
         return 0
 
     def _refuse_on_stop(self) -> None:
-        """Once no worker is left to take them, the connections waiting on the socket get
-        the 503 a draining worker gives, not a reset; the socket is closed at once, so
-        those that come later are refused by the kernel, not left to wait."""
         assert self.sock is not None
-        refused = refuse_backlog(self.sock, raw_answer(503, SHUTTING_DOWN))
-        self.sock.close()
-        if refused:
-            self.report(f"answered {refused} waiting request(s) 503: {SHUTTING_DOWN}")
+        refuse_on_stop(self.sock, self.report)
 
     def _kill_all(self, answer: bool = False) -> None:
-        """SIGKILL every worker; ``answer``: then write a 503 to each request they were
-        running (from the supervisor's duplicates), so no client is left with nothing."""
-        killed = [(r.pid, r) for r in self.records if r.pid is not None]
-        for pid, _ in killed:
-            _signal(pid, signal.SIGKILL)
-        if answer:
-            _wait_dead([pid for pid, _ in killed], 1.0)
-            for pid, r in killed:
-                board = r.zygote.board
-                self.connections.worker_died(
-                    pid,
-                    r.slot,
-                    board,
-                    self.report,
-                    True,
-                    self._lost_line(r, "killed: stopped at once"),
-                )
-        self.records.clear()
-        for zygote in [self.zygote, *self.retired]:
-            if zygote is not None:
-                zygote.stop()
-
-
-def _wait_dead(pids: list[int], timeout: float) -> None:
-    """Wait up to ``timeout`` seconds for ``pids`` to be dead (gone, or zombies their
-    parent has not reaped): what they wrote is written, nothing more will be."""
-    deadline = time.monotonic() + timeout
-    for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                with open(f"/proc/{pid}/stat") as file:
-                    stat = file.read()
-            except OSError:
-                break
-            if stat.rpartition(")")[2].split()[0] == "Z":
-                break
-            time.sleep(0.005)
-
-
-def _signal(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
+        kill_all(
+            self.records,
+            [self.zygote, *self.retired],
+            self.connections,
+            self.report,
+            self.output,
+            answer,
+        )
 
 
 def _readable(socks: list[socket.socket], timeout: float) -> list[socket.socket]:

@@ -1,0 +1,153 @@
+"""The supervisor's handle on a zygote process: starting one, reading its answer to the
+import of the app, asking it for workers, stopping it.
+
+The zygote's own side is ``hibana.host.zygote``; this is what the supervisor holds of it.
+It is separate from the supervisor because it needs nothing of the supervisor's state:
+what a zygote is given (the socket, the handoff end, the permit table, the output) is
+passed in, and what it answers is kept on the handle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+from hibana.errors import AppLoadError
+from hibana.host.board import Board, Layout
+from hibana.host.config import HostConfig
+from hibana.host.control import Channel, Spawn
+from hibana.host.scaling import Scaling
+from hibana.telemetry.logs import ProcessOutput
+
+#: How long a freshly started zygote may take to import the app.
+IMPORT_TIMEOUT = 120.0
+
+
+@dataclass
+class Zygote:
+    proc: subprocess.Popen[bytes]
+    channel: Channel
+    functions: list[dict[str, str]] = field(default_factory=list)
+    scaling: Scaling | None = None
+    board: Board | None = None
+    #: Which load of the app this is: 1 at start, one more at each reload.
+    generation: int = 0
+    #: When it started serving (``time.time()``).
+    loaded_at: float = 0.0
+    #: The exit code of its last worker that exited with an error (0: none has).
+    last_crash: int = 0
+    #: Workers in a row that exited with an error before they served; none since one did.
+    start_crashes: int = 0
+    #: When the last of those exited (``time.monotonic()``).
+    start_crashed_at: float = 0.0
+    #: Its process died (its channel ended): it forks no more workers.
+    dead: bool = False
+
+    def imported(self, code: str) -> bool:
+        """Read what the zygote said: True once it has imported the app (its functions,
+        scaling and board are then set); raises AppLoadError if the app did not load, the
+        process exited first, or it runs other hibana code than ``code``."""
+        try:
+            messages = self.channel.receive()
+        except (EOFError, ConnectionError):
+            exit_code = self.proc.wait()
+            raise AppLoadError(
+                f"the process importing the app exited with code {exit_code} before "
+                "saying whether the app loaded (see its output above)"
+            ) from None
+        for message in messages:
+            if message["event"] == "error":
+                self.proc.wait()
+                self.channel.close()
+                raise AppLoadError(message["message"])
+            if message["event"] == "ready":
+                if message.get("code") != code:
+                    self.kill()
+                    self.channel.close()
+                    raise AppLoadError(_changed(message.get("version")))
+                self.functions = message["functions"]
+                self.scaling = Scaling(**message["scaling"])
+                board = dict(message["board"])
+                fd = board.pop("fd")
+                self.board = Board.open(self.proc.pid, fd, Layout(**board))
+                return True
+        return False
+
+    def spawn(self, spawn: Spawn) -> None:
+        # a zygote that has just died (its channel's end not read yet): the worker asked
+        # for is dropped with the zygote's other records once its end is read
+        with contextlib.suppress(OSError):
+            self.channel.send(op="spawn", spawn=dataclasses.asdict(spawn))
+
+    def kill(self) -> None:
+        """SIGKILL the process (an import given up on) and reap it."""
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.channel.send(op="stop")
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.channel.close()
+        if self.board is not None:
+            self.board.close()
+
+
+def launch(
+    config: HostConfig,
+    listen: socket.socket,
+    handoff: socket.socket,
+    permits_fd: int,
+    output: ProcessOutput,
+) -> Zygote:
+    """A zygote process started on ``listen``, importing the app: ``imported`` says when
+    it has. ``handoff`` is the workers' end of the held connections; the process writes
+    its log lines to ``config.log_fd`` and the rest of what it prints to ``output``."""
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hibana.host.zygote",
+            config.to_json(),
+            str(listen.fileno()),
+            str(theirs.fileno()),
+            str(os.getpid()),
+            str(handoff.fileno()),
+            str(permits_fd),
+        ],
+        pass_fds=(listen.fileno(), theirs.fileno(), handoff.fileno(), config.log_fd, permits_fd),
+        stdin=subprocess.DEVNULL,
+        stdout=output.write_fd,
+        stderr=output.errors_fd,
+    )
+    theirs.close()
+    return Zygote(proc, Channel(ours))
+
+
+def import_too_slow(app_dir: str) -> AppLoadError:
+    """The error for an import that took over ``IMPORT_TIMEOUT``."""
+    return AppLoadError(
+        f"importing the app in {app_dir} took over "
+        f"{IMPORT_TIMEOUT:g}s; is module-level code waiting on something?"
+    )
+
+
+def _changed(version: object) -> str:
+    from hibana import __version__
+
+    now = f"hibana {version} is installed now" if version != __version__ else "its files changed"
+    return (
+        f"hibana itself changed since this host started (it runs hibana {__version__}; "
+        f"{now}): `hibana reload` loads a new version of the app, not of hibana; restart "
+        "the host to run the new hibana"
+    )
