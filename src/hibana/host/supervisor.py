@@ -3,10 +3,12 @@ running, reloads the app and runs the shutdown sequence.
 
 This module holds its loops: the main one (signals, the admin endpoint, the zygotes'
 events, the scaler's ticks) and the waits inside a start, a reload and a shutdown. The
-steps they take live in rooms of their own: ``zygote_handle`` (a zygote process and its
-import), ``worker_records`` (what is kept of each worker, the unresponsive-worker check),
-``reload`` (moving to a new version of the app and back), ``shutdown`` (what ends the
-drain) and ``banner`` (what the host prints of the version it serves).
+steps they take live in rooms of their own: ``listen`` (the socket), ``zygote_handle`` (a
+zygote process and its import), ``worker_records`` (what is kept of each worker, the
+unresponsive-worker check), ``concurrency_limits`` (the permit table's rows and columns),
+``app_store`` (the store, the duties and the secrets), ``reload`` (moving to a new version
+of the app and back), ``shutdown`` (what ends the drain), ``file_watch`` (``hibana dev``'s
+watch) and ``banner`` (what the host prints of the version it serves).
 
 It never imports the user's app: a broken app cannot take it down, and a reload swaps in a
 new version of the app without dropping the socket or a request. A reload is asked for by
@@ -18,25 +20,27 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import os
 import select
 import selectors
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from hibana.errors import AppLoadError, StoreError
+from hibana.errors import AppLoadError
 from hibana.host import open_files
 from hibana.host.admin import AdminEndpoint, host_status
+from hibana.host.app_store import AppStore
 from hibana.host.banner import banner
 from hibana.host.board import PermitTable
+from hibana.host.concurrency_limits import ConcurrencyLimits
 from hibana.host.config import HostConfig, HostStartError
 from hibana.host.control import Spawn, code_stamp
+from hibana.host.file_watch import watch_app_files
 from hibana.host.handoff import HeldConnections, raw_answer, refuse_backlog
+from hibana.host.listen import bind
 from hibana.host.reload import await_ready, reap_retired, replace_zygote, swap
 from hibana.host.scaling import Scaler, WorkerView
 from hibana.host.service_manager import ServiceManager
@@ -50,7 +54,7 @@ from hibana.host.worker_records import (
     signal_worker,
 )
 from hibana.host.zygote_handle import IMPORT_TIMEOUT, Zygote, import_too_slow, launch
-from hibana.store.base import CLOSE_TIMEOUT, Store
+from hibana.store.base import Store
 from hibana.telemetry.logs import LogSink, ProcessOutput
 
 if TYPE_CHECKING:
@@ -61,11 +65,6 @@ __all__ = ["IMPORT_TIMEOUT", "HostStartError", "Supervisor", "WorkerRecord", "Zy
 
 #: A worker that dies sooner than this after starting is restarted after a pause, not at once.
 CRASH_LOOP_WINDOW = 1.0
-#: Workers in a row dead before they served, after which waiting requests get 503 ...
-START_CRASHES = 3
-#: ... for this long after the last died: then a request waits for a new worker again
-#: (what failed them, a database down, may have come back).
-START_CRASHES_HELD = 10.0
 #: How often the scaler looks at the board (a waiting connection wakes it at once).
 TICK = 0.05
 #: How often when there is nothing for the scaler to decide (see _tick_interval).
@@ -73,30 +72,6 @@ IDLE_TICK = 1.0
 #: How often while the fewest workers allowed are all idle: a burst of load adds workers
 #: this much later at most.
 QUIET_TICK = 0.25
-
-
-def bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            fix = (
-                "is another host running there? Pass --port to choose another port "
-                "(0 picks a free one)"
-            )
-        elif exc.errno == errno.EACCES:
-            fix = "ports below 1024 need privileges; pass --port 1024 or above"
-        else:
-            fix = "pass --host an address of this machine (127.0.0.1, 0.0.0.0, ::)"
-        raise HostStartError(f"cannot listen on {host}:{port}: {exc.strerror}; {fix}") from None
-    sock.listen(2048)
-    sock.setblocking(False)  # as the workers have it; the supervisor accepts only to refuse
-    sock.set_inheritable(True)
-    return sock
 
 
 class Supervisor:
@@ -135,15 +110,12 @@ class Supervisor:
         self.started_at = time.time()
         self.sock: socket.socket | None = None
         self.admin: AdminEndpoint | None = None
-        #: Opened when the app has queue or timer functions.
-        self.store: Store | None = None
-        self.duties: StoreDuties | None = None
-        self._queues_r, self._queues_w = socket.socketpair()
+        self.app_store = AppStore(config, report, self._redact, self.sel)
         #: Every worker's max_concurrency permits, of every version of the app: one
         #: column per function with a limit, by name, so a reload's old and new workers
         #: share a function's limit.
         self.permits = PermitTable.create()
-        self._permit_columns: dict[str, int] = {}
+        self.limits = ConcurrencyLimits(self.permits, report)
         #: Duplicates of the workers' connections, to answer 502 for a worker that dies.
         self.connections = HeldConnections()
         self.sel.register(self.connections.sock, selectors.EVENT_READ, "handoff")
@@ -154,8 +126,6 @@ class Supervisor:
         self._log_fd = -1
         #: Renders the processes' JSON lines for a terminal (``--log-format console``).
         self.console: ConsoleLog | None = None
-        #: Values of the secrets the app's versions name: never written by the output.
-        self._secret_values: set[str] = set()
         #: Our limit on open files, raised by run() (the processes we start inherit it).
         self.open_file_limit = open_files.limit()
 
@@ -174,7 +144,7 @@ class Supervisor:
                 return 0
             self.adopt(zygote)
             self.enforce_limits(zygote)
-            self._start_duties(zygote)
+            self.app_store.start_duties(zygote)
             self.admin = self._admin_endpoint()
             self.sel.register(self.admin.sock, selectors.EVENT_READ, "admin")
             self.tick()
@@ -195,13 +165,8 @@ class Supervisor:
             return self._loop()
         finally:
             self.connections.close()
-            self._stop_duties()
-            if self.store is not None and not self.store.close(CLOSE_TIMEOUT):
-                self.report(
-                    f"the store {self.store.display} did not answer within "
-                    f"{CLOSE_TIMEOUT:g}s; exiting without what was left to write "
-                    "(leases run out and their messages are delivered again)"
-                )
+            self.app_store.stop_duties()
+            self.app_store.close()
             if self.admin is not None:
                 self.admin.close()
             self.sock.close()
@@ -229,64 +194,21 @@ class Supervisor:
             else:
                 os.close(self._log_fd)
 
-    def _open_store(self) -> Store:
-        if self.store is None:
-            from hibana.store import engine_for
-
-            store = Store(engine_for(self.config.store_url))
-            try:
-                store.open()
-            except StoreError as exc:
-                raise HostStartError(str(exc)) from None
-            self.store = store
-            self.sel.register(self._queues_r, selectors.EVENT_READ, "queues")
-        return self.store
-
-    def _start_duties(self, zygote: Zygote) -> None:
-        """Check the app's secrets; open the store and start the timers and the queue
-        watch, if the app has any."""
-        self.check_secrets(zygote)
-        if not any(fn["kind"] in ("queue", "timer", "event") for fn in zygote.functions):
-            return
-        store = self._open_store()
-        self.duties = StoreDuties(store, zygote.functions, self._queues_w, self.report)
-        self.duties.start()
+    def _redact(self, values: list[str]) -> None:
+        if self.output is not None:
+            self.output.redact(values)
 
     def check_secrets(self, zygote: Zygote) -> None:
-        """Every secret a function names exists and the key opens: fail at start, not in
-        a worker at its first request."""
-        wanted = {(fn["name"], name) for fn in zygote.functions for name in fn["secrets"]}
-        if not wanted:
-            return
-        import asyncio
+        """Every secret ``zygote``'s functions name is set (raises HostStartError)."""
+        self.app_store.check_secrets(zygote)
 
-        from hibana.secrets import SecretError, load_key, unseal
+    @property
+    def store(self) -> Store | None:
+        return self.app_store.store
 
-        store = self._open_store()
-        try:
-            key = load_key()
-            sealed = asyncio.run(store.secrets(sorted({name for _, name in wanted})))
-            for function, name in sorted(wanted):
-                if name not in sealed:
-                    # the store this host was given, or the command would set it elsewhere
-                    where = "" if self.config.store is None else f" --store '{store.display}'"
-                    if "***" in where:
-                        where += " (with the password for ***)"
-                    raise SecretError(
-                        f"function {function!r} names secret {name!r}, which is not set in "
-                        f"{store.display}; set it with: hibana secrets set {name} "
-                        f"--app {self.config.app_dir}{where}"
-                    )
-                self._secret_values.add(unseal(key, name, sealed[name]))
-        except (SecretError, StoreError) as exc:
-            raise HostStartError(str(exc)) from None
-        if self.output is not None:  # what a function's subprocess prints is redacted too
-            self.output.redact(sorted(self._secret_values))
-
-    def _stop_duties(self) -> None:
-        if self.duties is not None:
-            self.duties.stop()
-            self.duties = None
+    @property
+    def duties(self) -> StoreDuties | None:
+        return self.app_store.duties
 
     @property
     def shutting_down(self) -> bool:
@@ -407,7 +329,7 @@ class Supervisor:
         ``dev`` reports why and tries again at each change to the app's files."""
         if not self.config.reload:
             return self.start_zygote()
-        self._watch_for_changes()
+        watch_app_files(self.config.app_dir, self._reload_w)
         while True:
             try:
                 return self.start_zygote()
@@ -447,31 +369,6 @@ class Supervisor:
                     self.connections.receive()
         return False
 
-    def _watch_for_changes(self) -> None:
-        import watchfiles
-
-        class AppSources(watchfiles.PythonFilter):
-            """The app's own Python files: not its store's folder, nor the packages of a
-            virtualenv in it (a ``pip install`` there is no edit of the app)."""
-
-            ignore_dirs = (
-                *watchfiles.DefaultFilter.ignore_dirs,
-                ".hibana",
-                "site-packages",
-                "dist-packages",
-            )
-
-        def watch() -> None:
-            for _changes in watchfiles.watch(
-                self.config.app_dir, watch_filter=AppSources(), debounce=200
-            ):
-                try:
-                    self._reload_w.send(b"r")
-                except OSError:
-                    return
-
-        threading.Thread(target=watch, name="hibana-reload", daemon=True).start()
-
     # -- running ----------------------------------------------------------------------
     def _loop(self) -> int:
         while True:
@@ -494,7 +391,7 @@ class Supervisor:
                 elif key.data == "listen":
                     pass  # a connection waits and no worker runs: the tick starts one
                 elif key.data == "queues":
-                    self._queues_r.recv(64)  # messages wait: the tick starts a worker
+                    self.app_store.wake.recv(64)  # messages wait: the tick starts a worker
                 elif key.data == "handoff":
                     self.connections.receive()
                 else:
@@ -563,11 +460,7 @@ class Supervisor:
             r.pid is not None and board.get(r.slot, "ready_at") for r in mine
         ):
             zygote.start_crashes = 0  # a worker serves: the app starts again
-        if (
-            waiting
-            and zygote.start_crashes >= START_CRASHES
-            and time.monotonic() - zygote.start_crashed_at < START_CRASHES_HELD
-        ):
+        if waiting and zygote.failing_to_start():
             self._refuse_waiting(zygote)
         decision = scaler.decide(views, waiting)
         now = time.monotonic()
@@ -619,40 +512,12 @@ class Supervisor:
     def _spawn(self, zygote: Zygote, slot: int, on_demand: bool) -> None:
         assert zygote.scaling is not None
         now = time.monotonic()
-        used = {r.permit_row for r in self.records}
-        row = next((i for i in range(self.permits.rows) if i not in used), -1)
-        if row >= 0:
-            self.permits.empty(row)  # a worker's that went without a word (its zygote died)
-        else:
-            self.report(
-                f"warning: more than {self.permits.rows} workers at once: the new one's "
-                "max_concurrency limits are its own, not the host's"
-            )
+        row = self.limits.free_row({r.permit_row for r in self.records})
         self.records.append(WorkerRecord(zygote, slot, now, permit_row=row))
         # An on-demand worker's cold start counts from when the request began to wait.
         since = (self._waiting_since or now) if on_demand else now
         limit = zygote.scaling.memory_limit_mb
-        zygote.spawn(Spawn(slot, since, on_demand, limit, row, self._columns_of(zygote)))
-
-    def _columns_of(self, zygote: Zygote) -> tuple[int, ...]:
-        """The permit table's column of each of ``zygote``'s functions, by name (-1: it
-        has no max_concurrency, or the table has no column left)."""
-        columns = self._permit_columns
-        for fn in zygote.functions:
-            name = fn["name"]
-            if fn.get("max_concurrency") and name not in columns:
-                if len(columns) < self.permits.columns:
-                    columns[name] = len(columns)
-                else:
-                    columns[name] = -1  # said once
-                    self.report(
-                        f"warning: more than {self.permits.columns} functions with a "
-                        f"max_concurrency: {name}'s limit is each worker's, not the host's"
-                    )
-        return tuple(
-            columns.get(fn["name"], -1) if fn.get("max_concurrency") else -1
-            for fn in zygote.functions
-        )
+        zygote.spawn(Spawn(slot, since, on_demand, limit, row, self.limits.columns_of(zygote)))
 
     def _admin_endpoint(self) -> AdminEndpoint:
         port = self.config.admin_port
@@ -666,26 +531,18 @@ class Supervisor:
             ) from None
 
     def enforce_limits(self, zygote: Zygote) -> None:
-        """``zygote``'s version serves: its functions' ``max_concurrency`` are the limits
-        every version's workers keep to (by function name); one it runs without a limit
-        has none for an older version's workers either."""
-        self._columns_of(zygote)  # a column for each of its functions with a limit
-        for fn in zygote.functions:
-            column = self._permit_columns.get(fn["name"], -1)
-            if column >= 0:
-                limit = fn.get("max_concurrency")
-                self.permits.enforce(column, None if limit is None else int(limit))
+        """``zygote``'s version serves: its limits are every version's (``limits.enforce``)."""
+        self.limits.enforce(zygote)
 
     def permit_column(self, function: str) -> int | None:
         """``function``'s column in the permit table (None: it has none)."""
-        column = self._permit_columns.get(function, -1)
-        return column if column >= 0 else None
+        return self.limits.column(function)
 
     def permit_waits(self, column: int) -> list[float]:
         """When each worker's oldest invocation waiting for a permit of ``column`` arrived
         (time.monotonic()), of the workers with one waiting."""
         rows = [r.permit_row for r in self.records if r.pid is not None and r.permit_row >= 0]
-        return [w for row in rows if (w := self.permits.waiting_since(row, column))]
+        return self.limits.waits(rows, column)
 
     def _watched_socks(self) -> set[Any]:
         return {key.fileobj for key in self.sel.get_map().values()}
@@ -735,13 +592,7 @@ class Supervisor:
             code = message["code"]
             rows = record.zygote.board
             served = rows is not None and rows.get(record.slot, "ready_at") > 0
-            if served:
-                zygote.start_crashes = 0  # however it ended, the app started
-            elif code != 0 and not record.retiring:
-                zygote.start_crashes += 1
-                zygote.start_crashed_at = time.monotonic()
-            if code != 0 and not record.retiring:
-                zygote.last_crash = code
+            zygote.worker_exited(code, served, record.retiring)
             # exit code 0 without having stopped accepting first (os._exit(0) in a
             # function) is a death all the same: its requests get their 502
             board = record.zygote.board
@@ -772,11 +623,7 @@ class Supervisor:
         for them has died before it served (a mounted app's lifespan startup fails, say):
         they would wait for ever, each new worker dying the same way."""
         assert self.sock is not None
-        why = (
-            f"the app's workers fail as they start ({zygote.start_crashes} in a row, the last "
-            f"with exit code {zygote.last_crash}; the host's log line 'worker crashed' says "
-            "why): no worker can serve this request"
-        )
+        why = f"{zygote.start_failure()}: no worker can serve this request"
         refused = refuse_backlog(self.sock, raw_answer(503, why, retry_after=5))
         if refused:
             self.report(f"answered {refused} request(s) 503: {why}")
@@ -812,12 +659,7 @@ class Supervisor:
         return f"serving generation {zygote.generation} of {self.config.app_dir} on {self.url}"
 
     def restart_duties(self, zygote: Zygote) -> None:
-        """The timers and queue watch of ``zygote``'s version of the app."""
-        self._stop_duties()
-        try:
-            self._start_duties(zygote)
-        except HostStartError as exc:
-            self.report(f"error: {exc}")
+        self.app_store.restart_duties(zygote)
 
     def wait_until(self, done: Callable[[], bool], timeout: float) -> bool:
         """Process the zygotes' events (and the connection handoffs and signals) until
@@ -849,7 +691,7 @@ class Supervisor:
     def _shutdown(self) -> int:
         self.stopping = True
         self.service_manager.stopping()
-        self._stop_duties()
+        self.app_store.stop_duties()
         live = [r for r in self.records if r.pid is not None]
         self.report(
             f"Shutting down: draining {len(live)} worker(s), "

@@ -1,5 +1,6 @@
 """The supervisor's handle on a zygote process: starting one, reading its answer to the
-import of the app, asking it for workers, stopping it.
+import of the app, asking it for workers, counting its workers that die as they start,
+stopping it.
 
 The zygote's own side is ``hibana.host.zygote``; this is what the supervisor holds of it.
 It is separate from the supervisor because it needs nothing of the supervisor's state:
@@ -15,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 
 from hibana.errors import AppLoadError
@@ -26,6 +28,11 @@ from hibana.telemetry.logs import ProcessOutput
 
 #: How long a freshly started zygote may take to import the app.
 IMPORT_TIMEOUT = 120.0
+#: Workers in a row dead before they served, after which waiting requests get 503 ...
+START_CRASHES = 3
+#: ... for this long after the last died: then a request waits for a new worker again
+#: (what failed them, a database down, may have come back).
+START_CRASHES_HELD = 10.0
 
 
 @dataclass
@@ -77,6 +84,33 @@ class Zygote:
                 self.board = Board.open(self.proc.pid, fd, Layout(**board))
                 return True
         return False
+
+    def worker_exited(self, code: int, served: bool, retiring: bool) -> None:
+        """Count the exit, with ``code``, of one of its workers: one that ``served``
+        shows the app starts; one that was not ``retiring`` and failed is a crash."""
+        if served:
+            self.start_crashes = 0  # however it ended, the app started
+        elif code != 0 and not retiring:
+            self.start_crashes += 1
+            self.start_crashed_at = time.monotonic()
+        if code != 0 and not retiring:
+            self.last_crash = code
+
+    def failing_to_start(self) -> bool:
+        """Its workers die as they start: ``START_CRASHES`` in a row, the last less than
+        ``START_CRASHES_HELD`` ago."""
+        return (
+            self.start_crashes >= START_CRASHES
+            and time.monotonic() - self.start_crashed_at < START_CRASHES_HELD
+        )
+
+    def start_failure(self) -> str:
+        """Why a request waiting for one of its workers is refused."""
+        return (
+            f"the app's workers fail as they start ({self.start_crashes} in a row, the last "
+            f"with exit code {self.last_crash}; the host's log line 'worker crashed' says "
+            "why)"
+        )
 
     def spawn(self, spawn: Spawn) -> None:
         # a zygote that has just died (its channel's end not read yet): the worker asked
