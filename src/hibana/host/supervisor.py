@@ -6,9 +6,10 @@ events, the scaler's ticks) and the waits inside a start, a reload and a shutdow
 steps they take live in rooms of their own: ``listen`` (the socket), ``zygote_handle`` (a
 zygote process and its import), ``worker_records`` (what is kept of each worker, the
 unresponsive-worker check), ``concurrency_limits`` (the permit table's rows and columns),
-``app_store`` (the store, the duties and the secrets), ``reload`` (moving to a new version
-of the app and back), ``shutdown`` (what ends the drain), ``file_watch`` (``hibana dev``'s
-watch) and ``banner`` (what the host prints of the version it serves).
+``app_store`` (the store, the duties and the secrets), ``log_output`` (where the processes
+write), ``reload`` (moving to a new version of the app and back), ``shutdown`` (what ends
+the drain), ``file_watch`` (``hibana dev``'s watch) and ``banner`` (what the host prints of
+the version it serves).
 
 It never imports the user's app: a broken app cannot take it down, and a reload swaps in a
 new version of the app without dropping the socket or a request. A reload is asked for by
@@ -20,14 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import select
 import selectors
 import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hibana.errors import AppLoadError
 from hibana.host import open_files
@@ -41,6 +41,7 @@ from hibana.host.control import Spawn, code_stamp
 from hibana.host.file_watch import watch_app_files
 from hibana.host.handoff import HeldConnections, raw_answer, refuse_backlog
 from hibana.host.listen import bind
+from hibana.host.log_output import LogOutput
 from hibana.host.reload import await_ready, reap_retired, replace_zygote, swap
 from hibana.host.scaling import Scaler, WorkerView
 from hibana.host.service_manager import ServiceManager
@@ -55,10 +56,7 @@ from hibana.host.worker_records import (
 )
 from hibana.host.zygote_handle import IMPORT_TIMEOUT, Zygote, import_too_slow, launch
 from hibana.store.base import Store
-from hibana.telemetry.logs import LogSink, ProcessOutput
-
-if TYPE_CHECKING:
-    from hibana.telemetry.console import ConsoleLog
+from hibana.telemetry.logs import ProcessOutput
 
 #: What other modules import from here, some of it from the rooms it was split into.
 __all__ = ["IMPORT_TIMEOUT", "HostStartError", "Supervisor", "WorkerRecord", "Zygote", "bind"]
@@ -120,12 +118,8 @@ class Supervisor:
         self.connections = HeldConnections()
         self.sel.register(self.connections.sock, selectors.EVENT_READ, "handoff")
         self.service_manager = ServiceManager()
-        #: fd 1 of the processes we start (see ProcessOutput), and a duplicate of our
-        #: stdout, where their log lines go; opened by run().
-        self.output: ProcessOutput | None = None
-        self._log_fd = -1
-        #: Renders the processes' JSON lines for a terminal (``--log-format console``).
-        self.console: ConsoleLog | None = None
+        #: Where the processes we start write; opened by run().
+        self._logs: LogOutput | None = None
         #: Our limit on open files, raised by run() (the processes we start inherit it).
         self.open_file_limit = open_files.limit()
 
@@ -173,26 +167,17 @@ class Supervisor:
             self._close_output()
 
     def _open_output(self) -> None:
-        if self.config.log_format == "console":
-            from hibana.telemetry.console import ConsoleLog
-
-            self.console = ConsoleLog(1, color=os.isatty(1))
-            self._log_fd = self.console.write_fd
-        else:
-            try:
-                self._log_fd = os.dup(1)
-            except OSError:  # stdout closed: the lines have nowhere to go
-                self._log_fd = os.open(os.devnull, os.O_WRONLY)
-        self.output = ProcessOutput(LogSink(self._log_fd, self.config.log_level))
+        self._logs = LogOutput(self.config)
 
     def _close_output(self) -> None:
-        if self.output is not None:
-            self.output.close()  # what the processes wrote last goes out first
-            self.output = None
-            if self.console is not None:
-                self.console.close()
-            else:
-                os.close(self._log_fd)
+        if self._logs is not None:
+            self._logs.close()
+            self._logs = None
+
+    @property
+    def output(self) -> ProcessOutput | None:
+        """fd 1 and 2 of the processes we start (None: not open)."""
+        return None if self._logs is None else self._logs.output
 
     def _redact(self, values: list[str]) -> None:
         if self.output is not None:
@@ -252,10 +237,10 @@ class Supervisor:
     def start_zygote(self) -> Zygote | None:
         """A zygote that has imported the app, or raises AppLoadError with the reason."""
         assert self.sock is not None
-        assert self.output is not None
-        config = dataclasses.replace(self.config, log_fd=self._log_fd)
+        assert self._logs is not None
+        config = dataclasses.replace(self.config, log_fd=self._logs.fd)
         zygote = launch(
-            config, self.sock, self.connections.worker_end, self.permits.fd, self.output
+            config, self.sock, self.connections.worker_end, self.permits.fd, self._logs.output
         )
         ours = zygote.channel.sock
         waiter = selectors.DefaultSelector()
