@@ -22,6 +22,8 @@ from hibana.store.base import CLOSE_TIMEOUT, Store
 
 
 class AppStore:
+    """The store of the app (once opened), its duties, and its secrets' values."""
+
     def __init__(
         self,
         config: HostConfig,

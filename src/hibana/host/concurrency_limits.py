@@ -16,6 +16,8 @@ from hibana.host.zygote_handle import Zygote
 
 
 class ConcurrencyLimits:
+    """The columns and rows of ``table`` as the host deals them out."""
+
     def __init__(self, table: PermitTable, report: Callable[[str], None]) -> None:
         self.table = table
         self.report = report

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 
 class LogOutput:
+    """The processes' output and log descriptor, opened for ``config``."""
+
     def __init__(self, config: HostConfig) -> None:
         #: Renders the processes' JSON lines for a terminal (``--log-format console``).
         self.console: ConsoleLog | None = None

@@ -2,8 +2,8 @@
 leaves behind when it exits, the log lines of the invocations a dead one took with it, and
 the check that kills one whose watchdog has stopped.
 
-All of it reads a worker's row of its zygote's board and nothing else of the supervisor,
-so it lives apart from the loop that starts and retires workers.
+All of it needs a worker's record, its zygote's board and what is passed in, nothing else
+of the supervisor, so it lives apart from the loop that starts and retires workers.
 """
 
 from __future__ import annotations
