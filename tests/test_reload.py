@@ -565,6 +565,24 @@ MARKED_SLOW_IMPORT = SLOW_IMPORT.replace(
 )
 
 
+def _reload_in_background(app_dir: Path) -> subprocess.Popen[str]:
+    """`hibana reload` of ``app_dir``, running; its answer is read with communicate()."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "hibana", "reload", "--app", str(app_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_import(app_dir: Path, version: str) -> None:
+    """Until the import of ``version`` (a MARKED_SLOW_IMPORT) has read the app's file."""
+    deadline = time.monotonic() + 30
+    while not (app_dir / f"importing-{version}").exists():
+        assert time.monotonic() < deadline, "the reload's import did not begin"
+        time.sleep(0.05)
+
+
 def _wait_for_waiting_reload(app_dir: Path) -> None:
     """Until the host holds a `hibana reload` for the reload after the one under way."""
     deadline = time.monotonic() + 30
@@ -591,21 +609,13 @@ def test_status_answers_and_a_reload_asked_for_waits_for_the_next_while_one_impo
         hold.touch()
         _write(app_dir, MARKED_SLOW_IMPORT.replace("{version}", "two"))
         host.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 30
-        while not (app_dir / "importing-two").exists():  # it has read version two
-            assert time.monotonic() < deadline, "the reload's import did not begin"
-            time.sleep(0.05)
+        _wait_for_import(app_dir, "two")
         done = run_cli("status", "--app", str(app_dir))
         assert done.returncode == 0, done.stderr
         assert "reloading: a new version of the app has been loading for" in done.stdout
         assert "generation 1 serves until it is ready" in done.stdout
         _write(app_dir, MARKED_SLOW_IMPORT.replace("{version}", "three"))
-        reload = subprocess.Popen(
-            [sys.executable, "-m", "hibana", "reload", "--app", str(app_dir)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        reload = _reload_in_background(app_dir)
         _wait_for_waiting_reload(app_dir)
         done = run_cli("status", "--app", str(app_dir))
         assert "generation 1 serves until it is ready; 1 more asked for meanwhile" in done.stdout
@@ -632,16 +642,8 @@ def test_a_reload_waiting_for_the_next_is_told_when_the_host_stops_instead(
         (app_dir / "hold").touch()
         _write(app_dir, MARKED_SLOW_IMPORT.replace("{version}", "two"))
         host.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 30
-        while not (app_dir / "importing-two").exists():
-            assert time.monotonic() < deadline, "the reload's import did not begin"
-            time.sleep(0.05)
-        reload = subprocess.Popen(
-            [sys.executable, "-m", "hibana", "reload", "--app", str(app_dir)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        _wait_for_import(app_dir, "two")
+        reload = _reload_in_background(app_dir)
         _wait_for_waiting_reload(app_dir)
         host.signal(signal.SIGTERM)
         _, err = reload.communicate(timeout=60)

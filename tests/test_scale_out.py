@@ -220,7 +220,7 @@ def store_behind(postgres_dsn: str | None) -> Iterator[str]:
     (the engine's clock) is the server's less 60 s."""
     import psycopg
 
-    if postgres_dsn is None:
+    if postgres_dsn is None:  # as pg_store_url: only with no server at all, never in CI
         pytest.skip("NO POSTGRESQL: set HIBANA_TEST_POSTGRES_DSN or install initdb/pg_ctl")
     _, schema = with_schema(postgres_dsn)
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
