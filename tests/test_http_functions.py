@@ -200,6 +200,53 @@ def test_exception_gives_500_with_only_the_invocation_id(basic_host: Host) -> No
     assert _frames(line["traceback"]) == [(app_file, "boom_async"), (app_file, "fail_deeper")]
 
 
+def test_an_exception_whose_str_fails_is_the_documented_500(basic_host: Host) -> None:
+    """Its ``str()`` raised while its invocation line was written: the client got the
+    front's "the host failed to answer" without an invocation id, and no line was written."""
+    for path in ("/unprintable", "/unprintable-async"):
+        with basic_host.client() as client:
+            r = client.get(path)
+        assert r.status_code == 500
+        assert r.json() == {"invocation_id": r.headers["x-invocation-id"]}
+        line = basic_host.wait_for_log(invocation_id=r.json()["invocation_id"], msg="invocation")
+        assert (line["outcome"], line["status"]) == ("error", 500)
+        assert line["error"] == "_Unprintable: <exception str() failed>"
+
+
+def test_a_server_error_raised_as_http_error_says_what_on_its_line(basic_host: Host) -> None:
+    """Every other failure's invocation line carries ``error``; a 5xx HTTPError's had none."""
+    with basic_host.client() as client:
+        r = client.get("/unavailable")
+        tea = client.get("/teapot")
+    assert r.status_code == 503
+    assert r.json()["error"] == "the ledger is down for a bit"
+    line = basic_host.wait_for_log(invocation_id=r.json()["invocation_id"], msg="invocation")
+    assert line["outcome"] == "error"
+    assert line["error"] == "HTTPError: the ledger is down for a bit"
+    # a client error is the client's: its line stays without one
+    line = basic_host.wait_for_log(invocation_id=tea.json()["invocation_id"], msg="invocation")
+    assert "error" not in line
+
+
+def test_cancelled_raised_unasked_is_a_500_counted_as_an_error(basic_host: Host) -> None:
+    """No one cancelled it: it was a 503 "the invocation was cancelled" with Retry-After,
+    telling the client to send again what would fail again, and not counted as a failure."""
+    with basic_host.client() as client:
+        r = client.get("/cancels-itself")
+    assert r.status_code == 500
+    assert r.json() == {"invocation_id": r.headers["x-invocation-id"]}
+    assert "retry-after" not in r.headers
+    line = basic_host.wait_for_log(invocation_id=r.json()["invocation_id"], msg="invocation")
+    assert (line["outcome"], line["status"]) == ("error", 500)
+    assert line["error"] == "Cancelled: giving up of its own"
+    assert "cancel_reason" not in line
+    # the board counts it as the invocation ends, which may be just after its answer
+    give_up = time.monotonic() + 10
+    while basic_host.function_status("cancels_itself")["errors"] == 0:
+        assert time.monotonic() < give_up, "hibana status never counted it as an error"
+        time.sleep(0.05)
+
+
 def _frames(traceback: str) -> list[tuple[str, str]]:
     """The (file, function) of each frame of a formatted traceback."""
     return re.findall(r'^  File "([^"]+)", line \d+, in (\w+)$', traceback, re.MULTILINE)

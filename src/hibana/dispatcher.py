@@ -252,8 +252,9 @@ def _outcome(inv: Invocation, value: Any, exc: BaseException | None) -> Outcome:
         return Outcome("timeout", error=exc)  # too late, whatever it did
     if exc is None:
         return Outcome("ok", value)
-    if isinstance(exc, Cancelled):
+    if isinstance(exc, Cancelled) and inv.cancellation.is_set():
         return Outcome("cancelled", error=exc)
+    # an exception, or hibana.Cancelled raised of the function's own, unasked: a failure
     return Outcome("error", error=exc)
 
 
@@ -270,7 +271,7 @@ def _counts_as_failure(inv: Invocation, exc: BaseException) -> bool:
     if inv.cancellation.reason == "timeout":
         return True
     if isinstance(exc, Cancelled):
-        return False
+        return not inv.cancellation.is_set()  # obeyed, or raised of its own unasked
     status = getattr(exc, "status", None)
     return not (isinstance(exc, HTTPError) and isinstance(status, int) and status < 500)
 

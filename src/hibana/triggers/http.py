@@ -27,7 +27,7 @@ from hibana.errors import SHUTTING_DOWN, Cancelled, FailedWith, HTTPError
 from hibana.requests import Request
 from hibana.responses import Response, is_token, to_response
 from hibana.secrets import Secrets
-from hibana.telemetry.logs import Logger, LogSink, millis, timestamp
+from hibana.telemetry.logs import Logger, LogSink, error_text, millis, timestamp
 from hibana.telemetry.trace import continue_or_start, new_invocation_id
 from hibana.triggers.routes import Match, RouteTable
 
@@ -613,7 +613,7 @@ class HttpFront:
                         if stopped.error is not None:
                             broke = stopped.error
                             self.dispatcher.count_failure(inv)
-                            extra = {"error": f"{type(broke).__name__}: {broke}"}
+                            extra = {"error": error_text(broke)}
                             await out.end(complete=False)
                         else:
                             extra = {"cancel_reason": inv.cancellation.reason}
@@ -668,11 +668,12 @@ class HttpFront:
             err = outcome.error
             if isinstance(err, FailedWith):
                 return err.response, {"error": str(err)}
+            # a server error says on its invocation line what it was, as any failure does
             return Response.json(
                 {"error": err.detail or str(err.status), "invocation_id": inv.id},
                 err.status,
                 err.headers,
-            ), {}
+            ), ({"error": error_text(err)} if err.status >= 500 else {})
         if outcome.kind == "timeout":
             if inv.deadline >= inv.latest:  # its caller's came first: Lambda's time left
                 return Response.json(
@@ -718,9 +719,7 @@ class HttpFront:
         error = outcome.error
         assert error is not None
         log.exception("function raised", error)
-        return Response.json({"invocation_id": inv.id}, 500), {
-            "error": f"{type(error).__name__}: {error}"
-        }
+        return Response.json({"invocation_id": inv.id}, 500), {"error": error_text(error)}
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.max_body_bytes

@@ -594,10 +594,6 @@ class QueueConsumer:
         finally:
             del self._leases[inv.id]
             del self._invocations[inv.id]
-        if outcome.kind == "cancelled" and not inv.cancellation.is_set() and outcome.error:
-            # hibana.Cancelled raised by the function of its own, unasked: a failure like
-            # any other. Released uncounted, it was claimed again at once, and for ever.
-            outcome = Outcome("error", error=outcome.error)
         settles, line = self._settle(spec, deliveries, outcome, log)
         self._add_settles(settles)
         line["duration_ms"] = millis(time.monotonic() - started)

@@ -256,6 +256,33 @@ async def teapot(req: hibana.Request, ctx: hibana.Context) -> str:
     raise hibana.HTTPError(418, "short and stout")
 
 
+@app.http("/unavailable")
+def unavailable(req: hibana.Request, ctx: hibana.Context) -> str:
+    raise hibana.HTTPError(503, "the ledger is down for a bit")
+
+
+class _Unprintable(Exception):
+    """An exception whose ``str()`` itself raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this one")
+
+
+@app.http("/unprintable")
+def unprintable(req: hibana.Request, ctx: hibana.Context) -> str:
+    raise _Unprintable()
+
+
+@app.http("/unprintable-async")
+async def unprintable_async(req: hibana.Request, ctx: hibana.Context) -> str:
+    raise _Unprintable()
+
+
+@app.http("/cancels-itself")
+def cancels_itself(req: hibana.Request, ctx: hibana.Context) -> str:
+    raise hibana.Cancelled("giving up of its own")  # unasked: no one cancelled it
+
+
 @app.http("/bad-return")
 def bad_return(req: hibana.Request, ctx: hibana.Context) -> object:
     if req.query.get("in") == "dict":
