@@ -263,6 +263,22 @@ def test_expect_100_continue_gets_continue_then_the_answer(host: Host) -> None:
         assert (resp.status, resp.read()) == (200, b"body")
 
 
+def test_an_expectation_other_than_100_continue_is_417(host: Host) -> None:
+    """RFC 9110 10.1.1: it was ignored, and the client went on as if it had been met."""
+    with Connection(host) as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 200-ok\r\n\r\n")
+        resp = conn.response()
+        assert resp.status == 417
+        assert json.loads(resp.read())["error"] == (
+            "Expect: '200-ok' is not met here; the only one is 100-continue"
+        )
+    with Connection(host) as conn:  # the same words in another case are the one it meets
+        conn.send(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-Continue\r\n\r\n"
+        )
+        assert conn.stream.reader.readline() == b"HTTP/1.1 100 Continue\r\n"
+
+
 @pytest.mark.parametrize(("target", "status"), [(b"/no-such-function", 404), (b"/hello/x", 405)])
 def test_expect_100_continue_for_no_function_is_answered_at_once(
     host: Host, target: bytes, status: int

@@ -310,6 +310,7 @@ class HttpProtocol(asyncio.Protocol):
         self.host_ok = b""  # the last Host value found valid on this connection
         self.bad_host: bytes | None = None  # a Host value that is not one
         self.coding: bytes | None = None  # a transfer coding other than chunked
+        self.expectation: bytes | None = None  # an Expect other than 100-continue
         #: A chunk's size line was read in the packet being parsed and its data has not
         #: all come: the size it declares is checked against the limit (``_chunk_size``).
         self.new_chunk = False
@@ -591,6 +592,7 @@ class HttpProtocol(asyncio.Protocol):
         self.hosts = 0
         self.bad_host = None
         self.coding = None
+        self.expectation = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -612,8 +614,11 @@ class HttpProtocol(asyncio.Protocol):
             self.chunked_body = True
             if value.lower() != b"chunked" and self.coding is None:
                 self.coding = value  # httptools checks that chunked comes last, not the rest
-        elif name == b"expect" and value.lower() == b"100-continue":
-            self.expect_continue = True
+        elif name == b"expect":
+            if value.lower() == b"100-continue":
+                self.expect_continue = True
+            else:
+                self.expectation = value
         elif name == b"host":
             self.hosts += 1
             if value != self.host_ok:
@@ -701,6 +706,11 @@ class HttpProtocol(asyncio.Protocol):
         elif self.coding is not None:
             coding = self.coding.decode("latin-1")
             self._refuse(501, f"transfer coding {coding!r} is not supported; send chunked alone")
+        elif self.expectation is not None:
+            # RFC 9110 10.1.1: an expectation the server cannot meet is refused, not
+            # ignored (the client would go on as if it had been met)
+            said = self.expectation.decode("latin-1")[:200]
+            self._refuse(417, f"Expect: {said!r} is not met here; the only one is 100-continue")
         elif declared > limit:
             self._refuse(413, f"request body of {declared} bytes is over the limit of {limit}")
         elif (declared > 0 or self.chunked_body) and parser.should_upgrade():
