@@ -454,6 +454,31 @@ def test_extension_values_keep_their_canonical_form() -> None:
 
 
 @pytest.mark.parametrize(
+    ("what", "problem"),
+    [
+        (
+            "nan",
+            "the data of event 'bad-nan' holds the float nan, which JSON has no value for "
+            "(it would reach the consumer as None)",
+        ),
+        (
+            "object",
+            "the data of event 'bad-object' is not JSON-serialisable: Encoding objects of type "
+            "object is unsupported",
+        ),
+    ],
+)
+def test_ctx_publish_of_data_json_cannot_hold_raises_type_error(
+    host: Host, app_dir: Path, what: str, problem: str
+) -> None:
+    """A NaN reached the subscribers as null; an object was a bare msgspec error."""
+    with host.client() as client:
+        got = client.post(f"/publish-bad/{what}").json()
+    assert got["error_type"] == "TypeError"
+    assert problem in got["error"]
+
+
+@pytest.mark.parametrize(
     ("extensions", "problem"),
     [
         ({"Trace-Flag": "x"}, "attribute name 'Trace-Flag' is not valid"),

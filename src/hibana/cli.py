@@ -719,8 +719,9 @@ def queue_send(
     """Put a message on a queue of the app."""
     from hibana.context import checked_delay, checked_key
     from hibana.errors import QueueError
+    from hibana.messages import encode_json
     from hibana.store.base import NewMessage
-    from hibana.triggers.queue import MAX_PAYLOAD_BYTES, encode_payload
+    from hibana.triggers.queue import MAX_PAYLOAD_BYTES
 
     _text("QUEUE", queue)
     payload = _json_option("--data", data)
@@ -734,7 +735,7 @@ def queue_send(
             checked_key(idempotency_key, f"--idempotency-key {idempotency_key!r}")
         except QueueError as exc:
             _usage(str(exc))
-    body = encode_payload(queue, payload)
+    body = encode_json(payload, f"the message for queue {queue!r}")
     if len(body) > MAX_PAYLOAD_BYTES:
         _usage(f"--data is {len(body)} bytes, over the limit of {MAX_PAYLOAD_BYTES}")
     if queue.startswith("timer:"):

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 _decode = msgspec.json.Decoder().decode
+_encode_json = msgspec.json.encode
 
 
 @dataclass(slots=True)
@@ -112,3 +113,55 @@ class BatchFailed(Exception):
         self.failed = frozenset(m.id if isinstance(m, Message) else int(m) for m in failed)
         self.error = error
         super().__init__(f"{len(self.failed)} message(s) of the batch failed: {error}")
+
+
+def encode_json(data: Any, what: str) -> bytes:
+    """JSON for what a function sends on (``what``: "the message for queue 'q'", "the data
+    of event 'e'"), or TypeError naming what could not be encoded: also what JSON has no
+    value for, which would reach the consumer as something else."""
+    try:
+        body = _encode_json(data)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise TypeError(
+            f"{what} is not JSON-serialisable: {exc} "
+            f"(the payload is a {type(data).__name__}); send dicts, lists, strings, "
+            "numbers, booleans and None"
+        ) from None
+    except RecursionError:
+        raise TypeError(
+            f"{what} nests too deeply to encode (about 1000 levels "
+            f"at most), or holds itself (the payload is a {type(data).__name__}); flatten it"
+        ) from None
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise TypeError(
+            f"{what} holds a string with a lone surrogate "
+            f"({bad!r}: half of a UTF-16 pair, not a character), which JSON in UTF-8 "
+            "cannot hold; decode the text it came from with errors='replace', or send "
+            "both halves of the pair as the one character they make"
+        ) from None
+    # msgspec writes a NaN or an infinity as null: look for one only where a null is
+    if b"null" in body:
+        odd = _not_finite(data)
+        if odd is not None:
+            raise TypeError(
+                f"{what} holds the float {odd!r}, which JSON has "
+                "no value for (it would reach the consumer as None); send None, or the "
+                "number as a string"
+            )
+    return body
+
+
+def _not_finite(data: Any) -> float | None:
+    """The first NaN or infinity in ``data``; None if it holds none."""
+    pending = [msgspec.to_builtins(data)]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return item
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return None

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from hibana.errors import HibanaError
+from hibana.messages import encode_json
 
 REQUIRED = ("id", "source", "specversion", "type")
 #: Context attributes of the spec; anything else is an extension.
@@ -79,7 +80,9 @@ class CloudEvent:
         if isinstance(self.data, bytes):
             out["data_base64"] = base64.b64encode(self.data).decode()
         elif self.data is not None:
-            out["data"] = self.data
+            # checked as a message's payload is: a NaN or a set raises TypeError naming it
+            # (a NaN was written as null), encoded once
+            out["data"] = msgspec.Raw(encode_json(self.data, f"the data of event {self.id!r}"))
         return _encode(out)
 
     @classmethod

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import threading
 import time
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from hibana.dispatcher import PERMIT_POLL, Dispatcher, Outcome
 from hibana.errors import QueueError, StoreError
 from hibana.events.cloudevent import CloudEvent, EventError
 from hibana.events.filters import Filter
-from hibana.messages import BatchFailed, Message
+from hibana.messages import BatchFailed, Message, encode_json
 from hibana.secrets import Secrets
 from hibana.store.base import ChangeWatcher, Delivery, Enqueued, NewMessage, Settle, Store
 from hibana.telemetry.logs import Logger, LogSink, error_text, millis
@@ -113,7 +112,7 @@ class Outbox:
             )
         delay = checked_delay(delay, f"delay={delay!r}")
         idempotency_key = checked_key(idempotency_key, f"idempotency_key={idempotency_key!r}")
-        body = encode_payload(queue, data)
+        body = encode_json(data, f"the message for queue {queue!r}")
         if len(body) > self.max_bytes:
             raise QueueError(
                 f"the message for queue {queue!r} is {len(body)} bytes of JSON, over the "
@@ -208,57 +207,6 @@ def _carried_by(event: CloudEvent) -> str | None:
 def event_key(event: CloudEvent) -> str:
     """What deduplicates an event: its source and id, as the CloudEvents spec says."""
     return f"{event.source}\n{event.id}"
-
-
-def encode_payload(queue: str, data: Any) -> bytes:
-    """JSON for a queue message, or TypeError naming what could not be encoded: also what
-    JSON has no value for, which would reach the consumer as something else."""
-    try:
-        body = _encode(data)
-    except (TypeError, msgspec.EncodeError) as exc:
-        raise TypeError(
-            f"the message for queue {queue!r} is not JSON-serialisable: {exc} "
-            f"(the payload is a {type(data).__name__}); send dicts, lists, strings, "
-            "numbers, booleans and None"
-        ) from None
-    except RecursionError:
-        raise TypeError(
-            f"the message for queue {queue!r} nests too deeply to encode (about 1000 levels "
-            f"at most), or holds itself (the payload is a {type(data).__name__}); flatten it"
-        ) from None
-    except UnicodeEncodeError as exc:
-        bad = exc.object[exc.start : exc.end]
-        raise TypeError(
-            f"the message for queue {queue!r} holds a string with a lone surrogate "
-            f"({bad!r}: half of a UTF-16 pair, not a character), which JSON in UTF-8 "
-            "cannot hold; decode the text it came from with errors='replace', or send "
-            "both halves of the pair as the one character they make"
-        ) from None
-    # msgspec writes a NaN or an infinity as null: look for one only where a null is
-    if b"null" in body:
-        odd = _not_finite(data)
-        if odd is not None:
-            raise TypeError(
-                f"the message for queue {queue!r} holds the float {odd!r}, which JSON has "
-                "no value for (it would reach the consumer as None); send None, or the "
-                "number as a string"
-            )
-    return body
-
-
-def _not_finite(data: Any) -> float | None:
-    """The first NaN or infinity in ``data``; None if it holds none."""
-    pending = [msgspec.to_builtins(data)]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, float):
-            if not math.isfinite(item):
-                return item
-        elif isinstance(item, dict):
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return None
 
 
 class QueueConsumer:

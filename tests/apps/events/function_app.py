@@ -63,6 +63,19 @@ async def flaky(event: hibana.CloudEvent, ctx: hibana.Context) -> None:
         raise RuntimeError("flaky subscriber fails")
 
 
+@app.http("/publish-bad/{what}", methods=["POST"])
+async def publish_bad(req: hibana.Request, ctx: hibana.Context) -> dict[str, str]:
+    """Publishes data JSON has no value for; answers what the call raised."""
+    data = {"nan": {"ratio": float("nan")}, "object": {"tags": object()}}[req.params["what"]]
+    try:
+        await ctx.publish(
+            "github", type="t", source="/bad", id=f"bad-{req.params['what']}", data=data
+        )
+    except Exception as exc:
+        return {"error_type": type(exc).__name__, "error": str(exc)}
+    return {"error_type": "", "error": "published"}
+
+
 @app.http("/publish", methods=["POST"])
 async def publish(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
     body = req.json()
