@@ -263,6 +263,16 @@ def test_expect_100_continue_gets_continue_then_the_answer(host: Host) -> None:
         assert (resp.status, resp.read()) == (200, b"body")
 
 
+def test_a_path_holding_a_percent_encoded_nul_is_a_400(host: Host) -> None:
+    """``%00`` reached ``req.params`` and ``req.path`` as a NUL character."""
+    with httpx.Client(base_url=host.url) as client:
+        r = client.get("/hello/a%00b")
+        other = client.get("/hello/a%0Ab")  # other characters stay the function's to judge
+    assert r.status_code == 400
+    assert r.json()["error"] == "the path holds %00 (NUL), which no path may hold"
+    assert other.status_code == 200
+
+
 def test_an_expectation_other_than_100_continue_is_417(host: Host) -> None:
     """RFC 9110 10.1.1: it was ignored, and the client went on as if it had been met."""
     with Connection(host) as conn:

@@ -677,6 +677,11 @@ class HttpProtocol(asyncio.Protocol):
         path = raw_path.decode("latin-1")
         if "%" in path:
             path = urllib.parse.unquote(path)
+            if "\x00" in path:
+                # a NUL ends a string in C, and so a file name or a query built from a
+                # route parameter, where what came after it is silently lost
+                self._refuse(400, "the path holds %00 (NUL), which no path may hold")
+                return
         if "/." in path:
             resolved = remove_dot_segments(path)
             if resolved is None:
