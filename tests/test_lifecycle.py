@@ -590,3 +590,41 @@ def test_the_webhooks_example_starts_once_its_secrets_are_set(
         assert unsigned.status_code == 401
     finally:
         host.stop()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_change_seen_while_dev_drains_does_not_spin_the_supervisor(tmp_path: Path) -> None:
+    """The drain's loop never read the file watcher's wake-up byte, so every select
+    returned at once: the supervisor spun a whole core until the drain ended."""
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    source = (
+        "import time\nimport hibana\napp = hibana.App()\n\n@app.http('/slow')\n"
+        "def slow(req, ctx):\n    time.sleep(5)  # deaf to the shutdown's cancellation\n"
+        "    return 'done'\n"
+    )
+    (app_dir / "function_app.py").write_text(source)
+    host = Host(app_dir, "--shutdown-timeout", "20", command="dev").wait_ready()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            inflight = pool.submit(_get, host, "/slow")
+            host.wait_inflight(1)
+            host.signal(signal.SIGTERM)
+            host.wait_for_stderr("Shutting down: draining 1 worker")
+            (app_dir / "function_app.py").write_text(source + "# an edit\n")
+            time.sleep(0.5)  # the watcher's poll sees it
+            before = _cpu_seconds(host.proc.pid)
+            time.sleep(2)
+            used = _cpu_seconds(host.proc.pid) - before
+            # spinning, it used well over a second of these two (a whole core); waiting,
+            # a few hundredths
+            assert used < 0.5, f"the supervisor used {used:.2f}s of CPU in 2s of drain"
+            assert inflight.result(timeout=20).text == "done"
+        assert host.wait_exit(15) == 0
+    finally:
+        host.stop()

@@ -684,6 +684,9 @@ class Supervisor:
         )
         for r in live:
             signal_worker(r.pid, signal.SIGTERM)  # type: ignore[arg-type]
+        # a connection waiting now is answered 503 at the end (refuse_on_stop), not a
+        # worker to start: watched, it would wake every select of the drain at once
+        self._watch_socket(False)
         began = time.monotonic()
         deadline = began + self.config.shutdown_timeout + 5
         while self.records and time.monotonic() < deadline:
@@ -702,6 +705,10 @@ class Supervisor:
                     self.admin.serve_one()
                 elif key.data == "handoff":
                     self.connections.receive()
+                elif key.data == "reload" or key.data == "queues":
+                    # a changed file, or messages waiting: nothing to do now, but read, or
+                    # every select of the drain returns at once (the loop spun a core)
+                    key.fileobj.recv(64)  # type: ignore[union-attr]
                 elif isinstance(key.data, Zygote):
                     self._on_zygote(key.data)
             # a worker asked for but never reported cannot be waited for
