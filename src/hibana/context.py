@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from hibana.errors import Cancelled, QueueError
+from hibana.events.cloudevent import new_event
+from hibana.secrets import Secrets
 from hibana.telemetry.logs import Logger
 from hibana.telemetry.trace import TraceContext
 
 if TYPE_CHECKING:
     from hibana.app import FunctionSpec
     from hibana.events.cloudevent import CloudEvent
-    from hibana.secrets import Secrets
     from hibana.store.base import Enqueued, NewMessage
     from hibana.triggers.queue import Published
 
@@ -170,8 +171,6 @@ class Context:
         """The secrets this function named in ``secrets=[...]``: ``ctx.secrets["name"]``.
         Reading one it did not name raises SecretError."""
         if self._secrets is None:
-            from hibana.secrets import Secrets
-
             self._secrets = Secrets({}, self._inv.function.name)
         return self._secrets
 
@@ -279,8 +278,6 @@ class Context:
         id: str | None,
         extensions: dict[str, str] | None,
     ) -> list[tuple[CloudEvent, list[NewMessage]]]:
-        from hibana.events.cloudevent import new_event
-
         event = new_event(
             type=type, source=source, data=data, subject=subject, id=id, extensions=extensions
         )
@@ -288,8 +285,6 @@ class Context:
 
     def _need_outbox(self) -> Outbox:
         if self._outbox is None:
-            from hibana.errors import QueueError
-
             raise QueueError(
                 "there is no queue here to enqueue or publish to: this app declares no "
                 "queue, event or timer functions (declare one with @app.queue(...) or "
