@@ -183,6 +183,22 @@ def test_bad_max_concurrency(limit: Any) -> None:
     )
 
 
+def test_a_batch_size_over_the_most_a_batch_holds_is_refused() -> None:
+    """It was taken for 256 without a word: a function written for batches of 500 got
+    batches of 256."""
+
+    def load(msgs: list[hibana.Message], ctx: hibana.Context) -> None: ...
+
+    app = hibana.App()
+    app.queue("rows", batch_size=256)(load)  # the most
+    with pytest.raises(AppError) as info:
+        hibana.App().queue("rows", batch_size=500)(load)
+    assert str(info.value) == (
+        f"batch_size=500 in {at(load)} is over the most a batch holds, 256; pass 256 or "
+        "fewer (it was taken for 256 without a word)"
+    )
+
+
 # --- clashes -------------------------------------------------------------------------------
 
 

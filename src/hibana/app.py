@@ -28,6 +28,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 DEFAULT_TIMEOUT = 60.0
+#: The most messages one batch of a queue function holds (and a worker claims at once).
+MAX_BATCH_SIZE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +344,12 @@ class Blueprint:
             location, where, fn_name = self._describe(fn, name, decl_site)
             _check_queue_name(queue, f"app.queue({queue!r}) in {where}")
             _check_positive(batch_size, "batch_size", where, integer=True)
+            if batch_size > MAX_BATCH_SIZE:
+                raise AppError(
+                    f"batch_size={batch_size!r} in {where} is over the most a batch holds, "
+                    f"{MAX_BATCH_SIZE}; pass {MAX_BATCH_SIZE} or fewer (it was taken for "
+                    f"{MAX_BATCH_SIZE} without a word)"
+                )
             trigger, run_for = _delivery(
                 QueueTrigger,
                 where,

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from hibana.app import App, EventTrigger, FunctionSpec, QueueTrigger, TimerTrigger
+from hibana.app import MAX_BATCH_SIZE, App, EventTrigger, FunctionSpec, QueueTrigger, TimerTrigger
 from hibana.context import Context, Invocation, checked_delay, checked_key
 from hibana.dispatcher import PERMIT_POLL, Dispatcher, Outcome
 from hibana.errors import QueueError, StoreError
@@ -45,8 +45,8 @@ IDLE_WATCHED_MAX = 1.0
 REWATCH_EVERY = 5.0
 #: How often the leases of deliveries still running are looked at (``_keep_leases``).
 LEASE_SWEEP = 0.1
-#: Deliveries claimed in one go at most.
-CLAIM_MAX = 256
+#: Deliveries claimed in one go at most: a batch's most, so a whole batch is one claim.
+CLAIM_MAX = MAX_BATCH_SIZE
 #: In-flight invocations per queue function and worker, unless max_concurrency says.
 ASYNC_DEFAULT_CONCURRENCY = 256
 
