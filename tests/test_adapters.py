@@ -1044,3 +1044,13 @@ def test_text_in_another_charset_goes_base64_on_lambda(lambda_handler: MakeHandl
     out = lambda_handler(app)(v2_event("GET", "/latin"), Ctx())
     assert out["isBase64Encoded"] is True
     assert base64.b64decode(out["body"]) == b"caf\xe9"
+
+
+def test_a_lambda_handlers_time_left_does_not_follow_a_step_of_the_wall_clock(
+    host: Host,
+) -> None:
+    """The context kept a wall-clock deadline: once the clock stepped an hour on, the
+    handler was told it had no time left (and one stepped back, an hour too much)."""
+    r = httpx.get(host.url + "/clock-step/now")
+    assert r.status_code == 200
+    assert 0 < r.json()["remaining_ms"] <= 5000

@@ -39,7 +39,9 @@ def _capitalized(name: str) -> str:
 
 @dataclass
 class LambdaContext:
-    """What a Lambda handler gets as ``context``, filled from the invocation."""
+    """What a Lambda handler gets as ``context``, filled from the invocation. Its deadline
+    is on the monotonic clock (``time.monotonic()``), as the invocation's is: a step of the
+    wall clock (NTP, a VM resumed) does not change the time it has left."""
 
     function_name: str
     aws_request_id: str
@@ -57,7 +59,7 @@ class LambdaContext:
         return f"arn:aws:lambda:local:000000000000:function:{self.function_name}"
 
     def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.time()) * 1000))
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
 #: The caller's identity fields API Gateway sends as null for an unauthenticated request.
@@ -90,7 +92,9 @@ class LambdaProxy:
 
     def __call__(self, req: Request, ctx: Context) -> Response:
         event = self.build_event(req, ctx)
-        context = LambdaContext(ctx.function_name, ctx.invocation_id, ctx.deadline)
+        context = LambdaContext(
+            ctx.function_name, ctx.invocation_id, time.monotonic() + ctx.remaining
+        )
         try:
             result = self.fn(event, context)
         except Exception as exc:

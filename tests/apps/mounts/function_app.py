@@ -348,3 +348,19 @@ app.lambda_handler("/bare-apigw-v2", bare, event="apigw-v2")
 app.lambda_handler("/bare-alb", bare, event="alb")
 app.lambda_handler("/alb", legacy, event="alb")
 app.lambda_handler("/v2", legacy_v2, event="apigw-v2")
+
+
+def clock_step(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Reads its time left across a step of the wall clock an hour on (NTP, a VM resumed)."""
+    import time as clock
+
+    wall = clock.time
+    clock.time = lambda: wall() + 3600  # type: ignore[assignment]
+    try:
+        left = context.get_remaining_time_in_millis()
+    finally:
+        clock.time = wall  # type: ignore[assignment]
+    return {"statusCode": 200, "body": json.dumps({"remaining_ms": left})}
+
+
+app.lambda_handler("/clock-step", clock_step, event="apigw-v2", timeout=5)
