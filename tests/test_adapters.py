@@ -1054,3 +1054,25 @@ def test_a_lambda_handlers_time_left_does_not_follow_a_step_of_the_wall_clock(
     r = httpx.get(host.url + "/clock-step/now")
     assert r.status_code == 200
     assert 0 < r.json()["remaining_ms"] <= 5000
+
+
+def test_a_null_header_value_in_a_lambda_event_is_no_header(lambda_handler: MakeHandler) -> None:
+    """It reached the function as the text "None" (and a null Host failed the request)."""
+    app = hibana.App()
+
+    @app.http("/seen")
+    def seen(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
+        return {"x-tenant": req.headers.getlist("x-tenant"), "host": req.url}
+
+    handle = lambda_handler(app)
+    v2 = v2_event("GET", "/seen")
+    v2["headers"].update({"x-tenant": None, "host": None})
+    out = handle(v2, Ctx())
+    assert out["statusCode"] == 200, out
+    assert json.loads(out["body"])["x-tenant"] == []
+    v1 = v1_event("GET", "/seen")
+    v1["headers"]["x-tenant"] = None
+    v1["multiValueHeaders"]["x-tenant"] = [None]
+    out = handle(v1, Ctx())
+    assert out["statusCode"] == 200, out
+    assert json.loads(out["body"])["x-tenant"] == []

@@ -136,6 +136,9 @@ def _to_scope(event: dict[str, Any], shape: str, multi: bool) -> tuple[dict[str,
             client = forwarded[-1].rsplit(",", 1)[-1].strip() if forwarded else None
         else:
             client = (event["requestContext"].get("identity") or {}).get("sourceIp")
+    # a header whose value is null (a hand-written test event, a proxy's mapping of a
+    # header it lacks) is no header: it became the text "None"
+    headers = [(k, v) for k, v in headers if v is not None]
     body = event.get("body") or ""
     raw_body = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
     if raw_body and not any(k == "content-length" for k, _ in headers):
