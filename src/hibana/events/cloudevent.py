@@ -80,8 +80,8 @@ class CloudEvent:
         if isinstance(self.data, bytes):
             out["data_base64"] = base64.b64encode(self.data).decode()
         elif self.data is not None:
-            # checked as a message's payload is: a NaN or a set raises TypeError naming it
-            # (a NaN was written as null), encoded once
+            # checked as a message's payload is: a NaN, or a type JSON has no form for,
+            # raises TypeError naming it (a NaN was written as null); encoded once
             out["data"] = msgspec.Raw(encode_json(self.data, f"the data of event {self.id!r}"))
         return _encode(out)
 
