@@ -712,6 +712,27 @@ def test_an_unknown_event_is_named(mounts: ModuleType, lambda_handler: MakeHandl
         handle({"Records": [{"eventSource": "aws:sqs"}]}, Ctx())
 
 
+def test_an_authorizer_event_is_not_served_as_a_request(
+    mounts: ModuleType, lambda_handler: MakeHandler
+) -> None:
+    """A REQUEST authorizer's event carries the request, so it was served as a v1 or v2
+    request, and its statusCode and body were no policy API Gateway could read."""
+    handle = lambda_handler(mounts.flask_app)
+    rest = v1_event("GET", "/hello/x")
+    rest.update(type="REQUEST", methodArn="arn:aws:execute-api:us-east-1:1:abc/prod/GET/hello/x")
+    http = v2_event("GET", "/hello/x")
+    http.update(type="REQUEST", routeArn="arn:aws:execute-api:us-east-1:1:abc/$default/GET/hello/x")
+    token = {"type": "TOKEN", "authorizationToken": "Bearer x", "methodArn": rest["methodArn"]}
+    for event, kind in ((rest, "REQUEST"), (http, "REQUEST"), (token, "TOKEN")):
+        with pytest.raises(hibana.aws.UnknownEvent) as info:
+            handle(event, Ctx())
+        assert str(info.value).startswith(
+            f"an API Gateway Lambda authorizer event (type {kind}) is not an HTTP request to "
+            "serve: hibana.aws.handler answers proxy integrations ("
+        )
+        assert "write the authorizer as a Lambda handler of its own" in str(info.value)
+
+
 async def _echo_request(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """A bare ASGI app that answers with what it was asked."""
     if scope["type"] != "http":

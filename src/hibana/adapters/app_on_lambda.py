@@ -83,6 +83,15 @@ def _shape(event: Any) -> tuple[str, bool]:
         raise UnknownEvent(
             f"a Lambda event of type {type(event).__name__}; hibana understands {_SHAPES}"
         )
+    if event.get("type") in ("REQUEST", "TOKEN") and ("methodArn" in event or "routeArn" in event):
+        # an API Gateway Lambda authorizer's event carries the request too (REQUEST), so it
+        # was served as one, and its answer (statusCode, body) was no policy API Gateway reads
+        raise UnknownEvent(
+            f"an API Gateway Lambda authorizer event (type {event['type']}) is not an HTTP "
+            "request to serve: hibana.aws.handler answers proxy integrations "
+            f"({_SHAPES}); write the authorizer as a Lambda handler of its own, returning a "
+            "policy document (or {'isAuthorized': ...} for an HTTP API's simple responses)"
+        )
     context = event.get("requestContext")
     if isinstance(context, dict) and "elb" in context:
         return "alb", "multiValueHeaders" in event
