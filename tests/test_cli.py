@@ -308,6 +308,16 @@ def test_a_store_urls_password_is_never_shown(url: str, shown: str) -> None:
     assert "sekrit" not in result.stderr + result.stdout
 
 
+def test_a_store_named_for_an_app_without_queues_is_checked_at_start(tmp_path: Path) -> None:
+    """The store was opened only for queue, timer and event functions: a host given a URL
+    that cannot connect served on, saying nothing, until one was added."""
+    app_dir = _tiny_app(tmp_path, "app")
+    url = "postgresql://127.0.0.1:1/db"
+    result = run_cli("serve", str(app_dir), "--port", "0", "--store", url, timeout=30)
+    assert result.returncode == 1
+    assert f"error: cannot connect to the store {url}:" in result.stderr
+
+
 def test_a_second_host_on_one_app_folder_warns_and_hands_status_back_when_it_stops(
     tmp_path: Path,
 ) -> None:

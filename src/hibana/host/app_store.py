@@ -69,6 +69,11 @@ class AppStore:
         watch, if the app has any."""
         self.check_secrets(zygote)
         if not any(fn["kind"] in ("queue", "timer", "event") for fn in zygote.functions):
+            if self.config.store is not None:
+                # named on the command line: one that does not open is told at start (it
+                # was never opened, so a typo or a server down went unsaid until a queue
+                # function was added)
+                self.open()
             return
         store = self.open()
         self.duties = StoreDuties(store, zygote.functions, self._wake_w, self.report)
