@@ -1097,3 +1097,26 @@ def test_a_null_header_value_in_a_lambda_event_is_no_header(lambda_handler: Make
     out = handle(v1, Ctx())
     assert out["statusCode"] == 200, out
     assert json.loads(out["body"])["x-tenant"] == []
+
+
+def test_is_base64_encoded_as_a_string_and_null_query_values(lambda_handler: MakeHandler) -> None:
+    """``"isBase64Encoded": "false"`` (a templated test event) decoded a plain body as base64;
+    a null query value reached the function as the text "None"."""
+    app = hibana.App()
+
+    @app.http("/seen", methods=["POST"])
+    def seen(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
+        return {"body": req.body.decode(), "tag": req.query.getlist("tag")}
+
+    handle = lambda_handler(app)
+    v1 = v1_event("POST", "/seen", body=b"plain text")
+    v1["isBase64Encoded"] = "false"
+    v1["queryStringParameters"] = {"tag": None}
+    v1["multiValueQueryStringParameters"] = {"tag": [None]}
+    out = handle(v1, Ctx())
+    assert out["statusCode"] == 200, out
+    assert json.loads(out["body"]) == {"body": "plain text", "tag": []}
+    v2 = v2_event("POST", "/seen", body=base64.b64encode(b"sent as base64"))
+    v2["isBase64Encoded"] = "true"
+    out = handle(v2, Ctx())
+    assert json.loads(out["body"])["body"] == "sent as base64"

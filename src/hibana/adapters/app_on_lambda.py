@@ -126,14 +126,19 @@ def _to_scope(event: dict[str, Any], shape: str, multi: bool) -> tuple[dict[str,
             params = event.get("multiValueQueryStringParameters") if multi else None
             if params is None:
                 params = {k: [v] for k, v in (event.get("queryStringParameters") or {}).items()}
-            query = "&".join(f"{k}={v}" for k, vs in params.items() for v in vs)
+            query = "&".join(
+                f"{k}={v}" for k, vs in params.items() for v in vs or () if v is not None
+            )
         else:  # API Gateway decoded them; encode once for the raw forms
             path = event.get("path") or "/"
             raw_path = quote(path)
             params = event.get("multiValueQueryStringParameters")
             if params is None:
                 params = {k: [v] for k, v in (event.get("queryStringParameters") or {}).items()}
-            query = urlencode([(k, v) for k, vs in params.items() for v in vs])
+            # a null value (a hand-written test event) is no parameter: it became "None"
+            query = urlencode(
+                [(k, v) for k, vs in params.items() for v in vs or () if v is not None]
+            )
         multi_headers = event.get("multiValueHeaders") if multi else None
         if multi_headers:
             headers = [(k.lower(), v) for k, vs in multi_headers.items() for v in vs or ()]
@@ -149,7 +154,10 @@ def _to_scope(event: dict[str, Any], shape: str, multi: bool) -> tuple[dict[str,
     # header it lacks) is no header: it became the text "None"
     headers = [(k, v) for k, v in headers if v is not None]
     body = event.get("body") or ""
-    raw_body = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
+    encoded = event.get("isBase64Encoded")
+    if isinstance(encoded, str):  # a hand-written or templated event's "false" is no yes
+        encoded = encoded.strip().lower() == "true"
+    raw_body = base64.b64decode(body) if encoded else body.encode()
     if raw_body and not any(k == "content-length" for k, _ in headers):
         headers.append(("content-length", str(len(raw_body))))  # WSGI apps read by it
     host = next((v for k, v in headers if k == "host"), "lambda")
