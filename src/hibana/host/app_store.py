@@ -35,7 +35,7 @@ class AppStore:
         self.report = report
         self._redact = redact
         self._sel = sel
-        #: Opened when the app has queue or timer functions.
+        #: Opened when the app has queue, timer or event functions, or ``--store`` names one.
         self.store: Store | None = None
         self.duties: StoreDuties | None = None
         #: A byte arrives on ``wake`` when messages wait (the loop's "queues").
@@ -66,7 +66,7 @@ class AppStore:
 
     def start_duties(self, zygote: Zygote) -> None:
         """Check the app's secrets; open the store and start the timers and the queue
-        watch, if the app has any."""
+        watch, if the app has any; open a store named by ``--store`` in any case."""
         self.check_secrets(zygote)
         if not any(fn["kind"] in ("queue", "timer", "event") for fn in zygote.functions):
             if self.config.store is not None:
