@@ -960,6 +960,21 @@ def test_a_header_value_outside_latin1_reaches_the_app_on_lambda(
     assert sent == "日本".encode()
 
 
+def test_a_latin1_header_value_reaches_a_hibana_app_on_lambda(
+    lambda_handler: MakeHandler,
+) -> None:
+    """Every header was decoded as UTF-8 to look for X-Ray's: ``café`` (Latin-1, as HTTP
+    has it) raised UnicodeDecodeError and the invocation failed before the app ran."""
+    app = hibana.App()
+
+    @app.http("/name")
+    def name(req: hibana.Request, ctx: hibana.Context) -> str:
+        return req.headers.get("x-name") or ""
+
+    out = lambda_handler(app)(v2_event("GET", "/name", headers={"x-name": "café"}), Ctx())
+    assert (out["statusCode"], out["body"]) == (200, "café")
+
+
 def test_a_lambda_handler_behind_hibana_gets_a_real_v1_event(host: Host) -> None:
     r = httpx.get(
         host.url + "/legacy/orders/7?a=1&a=2",

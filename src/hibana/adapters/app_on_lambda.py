@@ -188,11 +188,10 @@ def _value_bytes(value: str) -> bytes:
         return value.encode("utf-8")
 
 
-def _xray_trace(headers: list[tuple[str, str]]) -> TraceContext | None:
+def _xray_trace(amzn: str | None) -> TraceContext | None:
     """The trace of X-Ray's ``X-Amzn-Trace-Id: Root=1-<8>-<24>;Parent=<16>;Sampled=1``:
     its Root is the trace id, its Parent (when there is one: an ALB, API Gateway's own
     requests send none) the caller's span. None without a Root that reads."""
-    amzn = dict(headers).get("x-amzn-trace-id")
     if not amzn:
         return None
     parts = dict(p.split("=", 1) for p in amzn.split(";") if "=" in p)
@@ -402,7 +401,9 @@ def _given(scope: dict[str, Any], context: Any) -> dict[str, Any]:
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if callable(remaining):
         given["deadline"] = time.monotonic() + remaining() / 1000.0
-    trace = _xray_trace([(k.decode(), v.decode()) for k, v in scope["headers"]])
+    # only this header is read: another's value may be Latin-1 (café), no UTF-8 to decode
+    amzn = [v for k, v in scope["headers"] if k == b"x-amzn-trace-id"]
+    trace = _xray_trace(amzn[-1].decode("latin-1") if amzn else None)
     if trace is not None:
         given["trace"] = trace  # a traceparent header, if there is one, goes first
     return given
