@@ -1070,6 +1070,41 @@ def test_x_ray_root_without_a_parent_is_continued_on_lambda(
     assert bad["statusCode"] == 200  # a Root that does not read: a new trace
 
 
+@pytest.mark.parametrize(
+    "root",
+    [
+        "1-5759e98-8bd862e3fe1be46a994272793",  # 7 and 25 digits: 32 hex, cut wrong
+        "1-5759e988b-d862e3fe1be46a994272793",  # 9 and 23
+        "2-5759e988-bd862e3fe1be46a994272793",  # a version X-Ray does not have
+        "-5759e988-bd862e3fe1be46a994272793",
+    ],
+)
+def test_an_x_ray_root_not_of_its_documented_shape_starts_a_new_trace_on_lambda(
+    root: str, mounts: ModuleType, lambda_handler: MakeHandler
+) -> None:
+    """A Root is ``1-`` and 8 and 24 hex digits: one cut elsewhere, or of another version,
+    was read as the trace id its 32 digits make."""
+    handle = lambda_handler(mounts.app)
+    made = root.split("-", 1)[1].replace("-", "")
+    for amzn in (f"Root={root}", f"Root={root};Parent=53995c3f42cd8ad8;Sampled=1"):
+        out = handle(v2_event("GET", "/native", headers={"x-amzn-trace-id": amzn}), Ctx())
+        assert out["statusCode"] == 200
+        trace_id = out["headers"]["traceparent"].split("-")[1]
+        assert len(trace_id) == 32 and trace_id != made
+
+
+def test_an_x_ray_parent_that_does_not_read_keeps_its_root_on_lambda(
+    mounts: ModuleType, lambda_handler: MakeHandler
+) -> None:
+    """A Parent of 15 digits lost the whole trace: the Root, which reads, is the trace."""
+    handle = lambda_handler(mounts.app)
+    root = "Root=1-5759E988-BD862E3FE1BE46A994272793"  # hex in capitals reads too
+    for parent in (";Parent=53995c3f42cd8ad", ";Parent=0000000000000000", ";Parent="):
+        amzn = f"{root}{parent};Sampled=1"
+        out = handle(v2_event("GET", "/native", headers={"x-amzn-trace-id": amzn}), Ctx())
+        assert out["headers"]["traceparent"].startswith("00-5759e988bd862e3fe1be46a994272793-")
+
+
 def test_text_in_another_charset_goes_base64_on_lambda(lambda_handler: MakeHandler) -> None:
     app = hibana.App()
 

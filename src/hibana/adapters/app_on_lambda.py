@@ -26,7 +26,7 @@ from urllib.parse import quote, unquote, urlencode
 
 from hibana.adapters.asgi import ASGIApp, AsgiMount
 from hibana.adapters.wsgi import wsgi_to_asgi
-from hibana.telemetry.trace import TraceContext, continue_or_start, new_span_id
+from hibana.telemetry.trace import TraceContext, new_span_id
 
 #: Content types sent as text; anything else is base64-encoded (images, PDFs, archives).
 TEXT_TYPES: tuple[str, ...] = (
@@ -191,24 +191,29 @@ def _value_bytes(value: str) -> bytes:
 def _xray_trace(amzn: str | None) -> TraceContext | None:
     """The trace of X-Ray's ``X-Amzn-Trace-Id: Root=1-<8>-<24>;Parent=<16>;Sampled=1``:
     its Root is the trace id, its Parent (when there is one: an ALB, API Gateway's own
-    requests send none) the caller's span. None without a Root that reads."""
+    requests send none) the caller's span. None without a Root of exactly that shape."""
     if not amzn:
         return None
-    parts = dict(p.split("=", 1) for p in amzn.split(";") if "=" in p)
-    pieces = parts.get("Root", "").split("-")
-    if len(pieces) != 3:
+    parts: dict[str, str] = {}
+    for part in amzn.split(";"):
+        key, has, value = part.partition("=")
+        if has:
+            parts[key.strip()] = value.strip()
+    root = _ROOT(parts.get("Root", ""))
+    if root is None:  # "1-5759e98-8bd8...", "2-...": no X-Ray trace id to go on with
         return None
-    trace_id, parent = (pieces[1] + pieces[2]).lower(), parts.get("Parent")
-    sampled = parts.get("Sampled") == "1"
-    if parent:
-        trace = continue_or_start(f"00-{trace_id}-{parent.lower()}-{'01' if sampled else '00'}")
-        return trace if trace.trace_id == trace_id else None
-    if not _TRACE_ID(trace_id) or trace_id == "0" * 32:
+    trace_id = (root[1] + root[2]).lower()
+    if trace_id == "0" * 32:
         return None
-    return TraceContext(trace_id, new_span_id(), None, sampled)
+    parent = parts.get("Parent", "").lower()
+    # a Parent that does not read is none: the trace goes on from its Root
+    caller = parent if _SPAN_ID(parent) and parent != "0" * 16 else None
+    return TraceContext(trace_id, new_span_id(), caller, parts.get("Sampled") == "1")
 
 
-_TRACE_ID = re.compile(r"[0-9a-f]{32}").fullmatch
+#: X-Ray's trace id: version 1, the epoch seconds in 8 hex digits, 24 random ones.
+_ROOT = re.compile(r"1-([0-9a-fA-F]{8})-([0-9a-fA-F]{24})").fullmatch
+_SPAN_ID = re.compile(r"[0-9a-fA-F]{16}").fullmatch
 
 
 async def _run(
