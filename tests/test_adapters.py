@@ -1070,6 +1070,32 @@ def test_x_ray_root_without_a_parent_is_continued_on_lambda(
     assert bad["statusCode"] == 200  # a Root that does not read: a new trace
 
 
+def test_the_lambda_runtimes_x_ray_trace_is_continued_when_no_traceparent_is_given(
+    mounts: ModuleType, lambda_handler: MakeHandler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime sets _X_AMZN_TRACE_ID before each invocation; it was never read, so a
+    request without an X-Amzn-Trace-Id header (a direct invocation, a Function URL's test)
+    started a trace of its own, apart from Lambda's."""
+    handle = lambda_handler(mounts.app)
+    runtime = "Root=1-6571c9a0-0123456789abcdef01234567;Parent=1a2b3c4d5e6f7a8b;Sampled=1"
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", runtime)
+    out = handle(v2_event("GET", "/native"), Ctx())
+    assert out["headers"]["traceparent"].startswith("00-6571c9a00123456789abcdef01234567-")
+    # it is the trace of this very invocation, Lambda's segment its parent: before the
+    # request's header, which names the caller Lambda continued from
+    header = {"x-amzn-trace-id": "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"}
+    out = handle(v2_event("GET", "/native", headers=header), Ctx())
+    assert out["headers"]["traceparent"].startswith("00-6571c9a00123456789abcdef01234567-")
+    # a traceparent the request carries goes first
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    out = handle(v2_event("GET", "/native", headers={"traceparent": traceparent}), Ctx())
+    assert out["headers"]["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    # and one that does not read leaves the request's header to go on from
+    monkeypatch.setenv("_X_AMZN_TRACE_ID", "Root=1-zz-yy")
+    out = handle(v2_event("GET", "/native", headers=header), Ctx())
+    assert out["headers"]["traceparent"].startswith("00-5759e988bd862e3fe1be46a994272793-")
+
+
 @pytest.mark.parametrize(
     "root",
     [

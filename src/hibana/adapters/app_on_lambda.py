@@ -6,7 +6,8 @@ and without multi-value headers), and answers in the shape each expects. Repeate
 parameters, repeated headers and several ``Set-Cookie`` survive both ways; bodies whose
 content type is not text travel base64-encoded; paths and queries are decoded exactly
 once. The Lambda context's remaining time becomes the invocation's deadline, its request
-id the invocation id, and ``traceparent`` or ``X-Amzn-Trace-Id`` is continued.
+id the invocation id, and ``traceparent`` is continued, or else the X-Ray trace the Lambda
+runtime gives the invocation (``_X_AMZN_TRACE_ID``), or else the request's ``X-Amzn-Trace-Id``.
 
 The reverse, a Lambda handler served by hibana, is ``hibana.adapters.lambda_on_hibana``.
 """
@@ -17,6 +18,7 @@ import asyncio
 import base64
 import inspect
 import logging
+import os
 import re
 import time
 from collections.abc import Iterable, MutableMapping
@@ -398,7 +400,7 @@ class LambdaHandler:
 
 def _given(scope: dict[str, Any], context: Any) -> dict[str, Any]:
     """What hibana's HTTP trigger takes from Lambda: the invocation's id, its deadline, and
-    the trace (an X-Ray header's, when no traceparent is given)."""
+    the trace (X-Ray's, when no traceparent is given)."""
     given: dict[str, Any] = {}
     request_id = getattr(context, "aws_request_id", None)
     if request_id:
@@ -408,7 +410,12 @@ def _given(scope: dict[str, Any], context: Any) -> dict[str, Any]:
         given["deadline"] = time.monotonic() + remaining() / 1000.0
     # only this header is read: another's value may be Latin-1 (café), no UTF-8 to decode
     amzn = [v for k, v in scope["headers"] if k == b"x-amzn-trace-id"]
-    trace = _xray_trace(amzn[-1].decode("latin-1") if amzn else None)
+    # the runtime sets this one before each invocation (and removes it for one without):
+    # the trace Lambda continued from the request's header, or started; with active
+    # tracing its Parent is Lambda's own segment, nearer than the header's caller
+    trace = _xray_trace(os.environ.get("_X_AMZN_TRACE_ID")) or _xray_trace(
+        amzn[-1].decode("latin-1") if amzn else None
+    )
     if trace is not None:
         given["trace"] = trace  # a traceparent header, if there is one, goes first
     return given
