@@ -482,6 +482,46 @@ def test_flask_on_lambda_with_api_gateway_v1(
     assert "set-cookie" not in echo["headers"]
 
 
+def test_an_app_on_a_rest_apis_execute_api_url_is_served_under_its_stage(
+    mounts: ModuleType, lambda_handler: MakeHandler
+) -> None:
+    """There the client asks for /prod/items/3 and the event's path is /items/3: the app
+    built its URLs (url_for, redirects, FastAPI's docs) without /prod, which is no URL
+    of the API. requestContext.path holds what was asked."""
+    host = [("Host", "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com")]
+    flask = lambda_handler(mounts.flask_app)(v1_event("GET", "/items/3", headers=host), Ctx())
+    seen = json.loads(flask["body"])
+    assert (seen["id"], seen["self_url"], seen["script_name"], seen["path_info"]) == (
+        3,
+        "/prod/items/3",
+        "/prod",
+        "/items/3",
+    )
+    api = lambda_handler(mounts.api)(v1_event("GET", "/hello/ann", headers=host), Ctx())
+    body = json.loads(api["body"])
+    assert (body["hello"], body["root_path"]) == ("ann", "/prod")
+    assert body["url"] == "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/prod/hello/ann"
+    # a hibana app routes on what follows the stage, and so do its mounts
+    app = hibana.App()
+
+    @app.http("/where/")
+    def where(req: hibana.Request, ctx: hibana.Context) -> str:
+        return req.url
+
+    handle = lambda_handler(app)
+    out = handle(v1_event("GET", "/where/", headers=host), Ctx())
+    assert out["body"] == "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/prod/where/"
+    moved = handle(v1_event("GET", "/where", headers=host), Ctx())
+    assert (moved["statusCode"], moved["headers"]["location"]) == (308, "/prod/where/")
+    mounted = lambda_handler(mounts.app)(v1_event("GET", "/flask/items/4", headers=host), Ctx())
+    assert json.loads(mounted["body"])["self_url"] == "/prod/flask/items/4"
+    # at a custom domain the two paths are one: no stage to serve under
+    custom = v1_event("GET", "/items/3", headers=[("Host", "api.example.com")])
+    custom["requestContext"]["path"] = "/items/3"
+    seen = json.loads(lambda_handler(mounts.flask_app)(custom, Ctx())["body"])
+    assert (seen["self_url"], seen["script_name"]) == ("/items/3", "")
+
+
 def test_fastapi_on_lambda_with_http_api_v2_and_function_urls(
     mounts: ModuleType, lambda_handler: MakeHandler
 ) -> None:
@@ -740,6 +780,7 @@ async def _echo_request(scope: dict[str, Any], receive: Any, send: Any) -> None:
     seen = {
         "method": scope["method"],
         "path": scope["path"],
+        "root_path": scope["root_path"],
         "query": scope["query_string"].decode(),
         "headers": [[k.decode(), v.decode()] for k, v in scope["headers"]],
         "client": scope["client"],
@@ -764,7 +805,10 @@ def test_each_documented_event_shape_reaches_the_app_whole(
     out = lambda_handler(_echo_request)(aws_event(name), Ctx())
     assert out["statusCode"] == 200
     seen = json.loads(out["body"])
-    assert (seen["method"], seen["path"]) == ("GET", "/items/9")
+    # a REST API's execute-api URL has the stage first (/prod/items/9): the app is served
+    # under it, so the URLs it builds keep it
+    root = "/prod" if name == "apigw-rest-v1" else ""
+    assert (seen["method"], seen["path"], seen["root_path"]) == ("GET", root + "/items/9", root)
     query = parse_qs(seen["query"])
     assert query == {"tag": tags, "q": ["green tea"]}  # decoded exactly once
     headers = seen["headers"]

@@ -109,6 +109,7 @@ def _shape(event: Any) -> tuple[str, bool]:
 
 def _to_scope(event: dict[str, Any], shape: str, multi: bool) -> tuple[dict[str, Any], bytes]:
     headers: list[tuple[str, str]] = []
+    root_path = ""
     if shape == "apigw-v2":
         http = event["requestContext"]["http"]
         method = http["method"]
@@ -133,6 +134,8 @@ def _to_scope(event: dict[str, Any], shape: str, multi: bool) -> tuple[dict[str,
             )
         else:  # API Gateway decoded them; encode once for the raw forms
             path = event.get("path") or "/"
+            root_path = _stage_prefix(event["requestContext"].get("path"), path)
+            path = root_path + path  # as ASGI has it: the path holds its root_path
             raw_path = quote(path)
             params = event.get("multiValueQueryStringParameters")
             if params is None:
@@ -172,13 +175,32 @@ def _to_scope(event: dict[str, Any], shape: str, multi: bool) -> tuple[dict[str,
         "scheme": scheme,
         "path": path,
         "raw_path": raw_path.encode(),
-        "root_path": "",
+        "root_path": root_path,
         "query_string": query.encode(),
         "headers": [(k.encode("latin-1"), _value_bytes(str(v))) for k, v in headers],
         "client": (client, 0) if client else None,
         "server": (host.split(":")[0], 443 if scheme == "https" else 80),
     }
     return scope, raw_body
+
+
+def _stage_prefix(asked: Any, path: str) -> str:
+    """What the path the client asked for (``requestContext.path``: ``/prod/items/9`` at a
+    REST API's execute-api URL) has before the ``path`` the event routes on (``/items/9``):
+    the stage, which the app is served under, so that the URLs it builds (redirects,
+    ``url_for``, FastAPI's docs) keep it. "" at a custom domain, whose two paths are one."""
+    if not isinstance(asked, str) or asked == path:
+        return ""
+    for form in (asked, unquote(asked)):
+        if form.endswith(path):
+            prefix = form[: -len(path)]
+        elif path == "/":  # the stage's own root: /prod, not /prod/
+            prefix = form
+        else:
+            continue
+        if prefix.startswith("/") and not prefix.endswith("/"):
+            return prefix
+    return ""
 
 
 def _value_bytes(value: str) -> bytes:

@@ -215,6 +215,16 @@ OVERDUE = "timeout"
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
+def _route_path(scope: Scope) -> str:
+    """The path the route table is asked for: the scope's, less the ``root_path`` the app
+    is served under (on Lambda, a REST API stage's ``/prod``), which ASGI's path holds."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path") or ""
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :] or "/"
+    return path
+
+
 class _StreamDeadline:
     """A streamed body runs under its invocation's deadline too. When it passes, the
     invocation is cancelled (reason "timeout"): a stream that watches ``ctx.cancelled``
@@ -384,7 +394,7 @@ class HttpFront:
                 await self._lifespan(receive, send)
             return
         out = AsgiResponder(send)
-        found = self.table.lookup(scope["method"], scope["path"])
+        found = self.table.lookup(scope["method"], _route_path(scope))
         body = b""
         if type(found) is Match and not self.draining:
             try:
@@ -452,7 +462,7 @@ class HttpFront:
     def _slash_twin(self, scope: Scope) -> bytes | None:
         """The target, with its path's trailing slash added or taken away, when a
         function serves that path for the request's method."""
-        path: str = scope["path"]
+        path = _route_path(scope)
         if path == "/" or path == "*":
             return None
         twin = path[:-1] if path.endswith("/") else path + "/"
@@ -460,7 +470,8 @@ class HttpFront:
             return None
         # from the path as resolved (dot segments, %2F), never the target as sent: that
         # could send the client off the host (``//evil.example/../../items/``), or back
-        target = urllib.parse.quote(twin, safe=_PATH_SAFE).encode("ascii")
+        root: str = scope.get("root_path") or ""
+        target = urllib.parse.quote(root + twin, safe=_PATH_SAFE).encode("ascii")
         if target.startswith(b"//"):
             return None  # a network-path reference: another host, for a client
         query: bytes = scope.get("query_string", b"")
