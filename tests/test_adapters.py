@@ -687,6 +687,25 @@ async def _bare_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"bare"})
 
 
+def test_a_head_request_on_lambda_is_answered_without_a_body(
+    mounts: ModuleType, lambda_handler: MakeHandler
+) -> None:
+    """A hibana app's GET body went back, though HTTP has none for HEAD: a client sizing a
+    large download with HEAD had the invocation fail at Lambda's 6 MB result limit."""
+    for handle, path in (
+        (lambda_handler(mounts.flask_app), "/items/3"),
+        (lambda_handler(mounts.app), "/native"),
+    ):
+        got = handle(v2_event("GET", path), Ctx())
+        head = handle(v2_event("HEAD", path), Ctx())
+        assert (head["statusCode"], head["body"], head["isBase64Encoded"]) == (200, "", False)
+        assert head["headers"]["content-length"] == str(len(got["body"].encode()))
+    alb = lambda_handler(mounts.flask_app)(
+        alb_event("HEAD", "/items/3", [], True, [("host", "lb.example.com")]), Ctx()
+    )
+    assert alb["body"] == "" and alb["multiValueHeaders"]["content-length"] != ["0"]
+
+
 def test_a_bare_asgi_app_without_lifespan_runs_on_lambda(lambda_handler: MakeHandler) -> None:
     handle = lambda_handler(_bare_asgi)
     out = handle(v2_event("GET", "/anything"), Ctx())

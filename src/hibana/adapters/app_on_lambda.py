@@ -417,6 +417,11 @@ class LambdaHandler:
         elif self._own is not None:
             scope["state"] = self._own.request_state()
         status, headers, out = loop.run_until_complete(_run(self._asgi, scope, body))
+        if scope["method"] == "HEAD":
+            # no body answers a HEAD (RFC 9110 9.3.2), whatever the app wrote; its
+            # Content-Length, the GET's, stays: a client sizes a download by it, and a
+            # large one would have failed the invocation (Lambda's 6 MB result)
+            out = b""
         return _result(shape, multi, status, headers, out, self._types)
 
 
