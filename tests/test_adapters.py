@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, unquote
 
+import flask
 import httpx
 import pytest
 
@@ -1021,6 +1022,24 @@ def test_a_header_value_outside_latin1_reaches_the_app_on_lambda(
     body = out["body"]
     sent = base64.b64decode(body) if out.get("isBase64Encoded") else body.encode()
     assert sent == "日本".encode()
+
+
+def test_several_cookie_headers_in_a_rest_api_event_are_one_on_lambda(
+    lambda_handler: MakeHandler,
+) -> None:
+    """multiValueHeaders' Cookie ["a=1", "b=2"] reached a WSGI app as HTTP_COOKIE a=1,b=2,
+    one cookie a of "1,b=2", and an ASGI app as two headers, of which Starlette reads one."""
+    flask_app = flask.Flask("cookies")
+
+    @flask_app.get("/cookies")
+    def cookies() -> dict[str, str]:
+        return dict(flask.request.cookies)
+
+    event = v1_event("GET", "/cookies", headers=[("Cookie", "a=1"), ("Cookie", "b=2; c=3")])
+    out = lambda_handler(flask_app)(event, Ctx())
+    assert json.loads(out["body"]) == {"a": "1", "b": "2", "c": "3"}
+    seen = json.loads(lambda_handler(_echo_request)(event, Ctx())["body"])
+    assert [v for k, v in seen["headers"] if k == "cookie"] == ["a=1; b=2; c=3"]
 
 
 def test_a_latin1_header_value_reaches_a_hibana_app_on_lambda(

@@ -158,6 +158,13 @@ def _to_scope(event: dict[str, Any], shape: str, multi: bool) -> tuple[dict[str,
     # a header whose value is null (a hand-written test event, a proxy's mapping of a
     # header it lacks) is no header: it became the text "None"
     headers = [(k, v) for k, v in headers if v is not None]
+    cookies = [v for k, v in headers if k == "cookie"]
+    if len(cookies) > 1:
+        # a REST API's multiValueHeaders may hold several: one header of them all, joined
+        # as v2's cookies are (RFC 9113 8.2.3); a WSGI environ joined them with commas
+        # (a=1,b=2 is one cookie), and Starlette reads the first
+        headers = [(k, v) for k, v in headers if k != "cookie"]
+        headers.append(("cookie", "; ".join(cookies)))
     body = event.get("body") or ""
     encoded = event.get("isBase64Encoded")
     if isinstance(encoded, str):  # a hand-written or templated event's "false" is no yes
