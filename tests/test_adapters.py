@@ -1278,3 +1278,17 @@ def test_is_base64_encoded_as_a_string_and_null_query_values(lambda_handler: Mak
     v2["isBase64Encoded"] = "true"
     out = handle(v2, Ctx())
     assert json.loads(out["body"])["body"] == "sent as base64"
+
+
+def test_an_event_whose_body_is_no_string_is_named(lambda_handler: MakeHandler) -> None:
+    """A hand-written event's ``"body": {"name": "x"}`` failed with AttributeError: 'dict'
+    object has no attribute 'encode'."""
+    handle = lambda_handler(_echo_request)
+    for event in (v1_event("POST", "/things"), v2_event("POST", "/things")):
+        event["body"] = {"name": "x"}
+        with pytest.raises(hibana.aws.UnknownEvent) as info:
+            handle(event, Ctx())
+        assert str(info.value) == (
+            "the event's body is a dict, not the string API Gateway and ALB send: write it "
+            "as JSON text (json.dumps), or base64 with isBase64Encoded"
+        )

@@ -166,6 +166,11 @@ def _to_scope(event: dict[str, Any], shape: str, multi: bool) -> tuple[dict[str,
         headers = [(k, v) for k, v in headers if k != "cookie"]
         headers.append(("cookie", "; ".join(cookies)))
     body = event.get("body") or ""
+    if not isinstance(body, str):  # a hand-written event's {"name": "x"}; AWS sends text
+        raise UnknownEvent(
+            f"the event's body is a {type(body).__name__}, not the string API Gateway and "
+            "ALB send: write it as JSON text (json.dumps), or base64 with isBase64Encoded"
+        )
     encoded = event.get("isBase64Encoded")
     if isinstance(encoded, str):  # a hand-written or templated event's "false" is no yes
         encoded = encoded.strip().lower() == "true"
