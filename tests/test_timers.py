@@ -75,7 +75,7 @@ app = hibana.App()
 @app.timer("* * * * * *")
 def tick(timer: hibana.TimerInfo, ctx: hibana.Context) -> None:
     line = json.dumps({"fn": "tick", "t": time.time(), "slot": timer.scheduled_ts,
-                       "past_due": timer.past_due}) + "\\n"
+                       "past_due": timer.past_due, "on_startup": timer.on_startup}) + "\\n"
     fd = os.open(HERE / "fired.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
         os.write(fd, line.encode())
@@ -135,6 +135,43 @@ def test_a_missed_slot_waiting_for_a_worker_past_the_next_slot_is_still_run_past
     assert restarted[0]["past_due"], restarted
     assert restarted[0]["slot"] > missed  # one run, of the latest slot
     assert [t for t in restarted if t["past_due"]] == restarted[:1]
+
+
+def test_a_startup_run_waiting_for_a_worker_past_the_next_slot_is_still_run(
+    tmp_path: Path,
+) -> None:
+    """The next slot fired while the startup run waited for the first worker: it took the
+    startup run's place, and no run said it was the startup run."""
+    app_dir = tmp_path / "held"
+    app_dir.mkdir()
+    (app_dir / "function_app.py").write_text(
+        HELD.replace('@app.timer("* * * * * *")', '@app.timer("* * * * * *", run_on_startup=True)')
+    )
+    (app_dir / "hold").touch()
+    host = Host(app_dir, "--workers", "1")
+    try:
+        store = open_store(None, app_dir)
+        try:
+
+            def last_fire() -> float:
+                return asyncio.run(store.last_fire("tick")) or 0.0
+
+            first = wait_until(last_fire, 30, "a slot's fire")
+            wait_until(lambda: last_fire() > first, 30, "the next slot's fire")
+        finally:
+            store.close()
+        assert not (app_dir / "fired.jsonl").exists()  # no worker took a run meanwhile
+        (app_dir / "hold").unlink()
+        host.wait_ready()
+        wait_until(lambda: len(fired(app_dir, "tick")) >= 3, 30, "3 runs")
+    finally:
+        host.stop()
+    runs = fired(app_dir, "tick")
+    startup = [t for t in runs if t["on_startup"]]
+    assert len(startup) == 1, runs
+    assert not startup[0]["past_due"]
+    # beside it, the slots that came while no worker served are one run, past due
+    assert [t["past_due"] for t in runs if not t["on_startup"]][:1] == [True], runs
 
 
 def test_run_on_startup(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import string
 import threading
@@ -498,3 +499,28 @@ def test_a_message_claimed_again_while_it_is_dead_lettered_is_one_or_the_other(
     finally:
         dying.close()
         claiming.close()
+
+
+def test_a_waiting_startup_run_is_not_made_the_next_slots(store: Store) -> None:
+    """``run_on_startup``'s run waited for a worker when the next slot fired: the slot
+    took its place, and no run said it was the startup run."""
+    from hibana.timers import Schedule
+    from hibana.triggers.timer import TimerScheduler, TimerSpec
+
+    now = [1_800_000_000.5]
+    spec = TimerSpec("tick", "timer:tick", Schedule("* * * * * *"), run_on_startup=True)
+    scheduler = TimerScheduler(store, [spec], report=print, clock=lambda: now[0])
+    run(scheduler.start())
+    now[0] += 1.0
+    run(scheduler.tick())
+    got = run(store.claim("timer:tick", "w", 10, lease=30))
+    runs = sorted((json.loads(d.body)["on_startup"], json.loads(d.body)["slot"]) for d in got)
+    assert runs == [(False, 1_800_000_001.0), (True, 1_800_000_000.5)]
+    # and the slots after it still make one wait at most, beside it
+    run(store.settle_many([Settle("release", d.id, d.attempt) for d in got]))
+    for _ in range(3):
+        now[0] += 1.0
+        run(scheduler.tick())
+    got = run(store.claim("timer:tick", "w", 10, lease=30))
+    runs = sorted((json.loads(d.body)["on_startup"], json.loads(d.body)["slot"]) for d in got)
+    assert runs == [(False, 1_800_000_004.0), (True, 1_800_000_000.5)]

@@ -27,6 +27,10 @@ from hibana.errors import StoreError
 #: Rows kept per timer in the fire record (only the latest matters; a few help debugging).
 TIMER_FIRES_KEPT = 20
 
+#: How the body of a timer's startup run (``run_on_startup``) begins: ``fire_timer`` never
+#: makes it a slot's, so the run flagged as the startup run is not lost to the next slot.
+STARTUP_RUN_PREFIX = b'{"on_startup":true,'
+
 
 # -- what goes in and out -------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
@@ -404,7 +408,8 @@ class Store:
         """Record that ``function``'s ``slot`` fired and enqueue ``message``, atomically;
         False (and nothing enqueued) if some host fired that slot already. When an earlier
         slot's message still waits unclaimed, it is not run: it takes ``replacing`` as its
-        body instead of a second message being enqueued."""
+        body instead of a second message being enqueued. A startup run (its body begins
+        with ``STARTUP_RUN_PREFIX``) is no slot's: it is never replaced."""
         result: bool = await self._call("fire_timer", function, slot, message, replacing)
         return result
 

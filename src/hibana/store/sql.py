@@ -12,6 +12,7 @@ from typing import Any
 
 from hibana.errors import StoreError
 from hibana.store.base import (
+    STARTUP_RUN_PREFIX,
     TIMER_FIRES_KEPT,
     DeadLetter,
     Delivery,
@@ -32,6 +33,11 @@ SCHEMA_VERSION = 2
 
 #: What a claim returns, in the order ``SqlEngine.claim`` reads it.
 CLAIMED_COLUMNS = "id, queue, body, attempt, enqueued_at, trace, errors, visible_at"
+
+
+#: A message that is not a timer's startup run (substr of a BLOB and of a BYTEA is bytes
+#: on both engines).
+_NOT_STARTUP = f"substr(body, 1, {len(STARTUP_RUN_PREFIX)}) <> ?"
 
 
 #: Idempotency keys up to this many bytes of UTF-8 are kept as given.
@@ -414,11 +420,14 @@ class SqlEngine(Engine):
             return False
         # A slot still waiting (the run before it is slower than the period, or no worker
         # has started yet) becomes this one, as ``replacing``: one waits at most. Not one
-        # being run (leased), nor one delivered again.
+        # being run (leased), nor the startup run: that is no slot's, and the user asked for
+        # it. The test of ``leased`` is made again on the row itself: on PostgreSQL a claim
+        # that took it meanwhile is seen once its lock is let go, and a new message is sent.
         waiting = self._exec(
             "UPDATE hibana_messages SET body = ?, trace = ? WHERE id = (SELECT MIN(id) FROM "
-            "hibana_messages WHERE queue = ? AND leased = 0) AND leased = 0",
-            (replacing, message.trace, message.queue),
+            f"hibana_messages WHERE queue = ? AND leased = 0 AND {_NOT_STARTUP}) "
+            "AND leased = 0",
+            (replacing, message.trace, message.queue, STARTUP_RUN_PREFIX),
         )
         if waiting.rowcount != 1:
             self.enqueue(now, [message])

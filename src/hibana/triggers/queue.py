@@ -775,4 +775,8 @@ LATE_AFTER = 5.0
 
 
 def timer_body(slot: float, past_due: bool, on_startup: bool = False) -> bytes:
-    return _encode({"slot": slot, "past_due": past_due, "on_startup": on_startup})
+    """A timer message's body; a startup run's begins with ``STARTUP_RUN_PREFIX``, so the
+    store tells it from a slot's (and never makes it the next slot's)."""
+    if on_startup:
+        return _encode({"on_startup": True, "slot": slot, "past_due": past_due})
+    return _encode({"slot": slot, "past_due": past_due, "on_startup": False})
