@@ -524,3 +524,17 @@ def test_a_waiting_startup_run_is_not_made_the_next_slots(store: Store) -> None:
     got = run(store.claim("timer:tick", "w", 10, lease=30))
     runs = sorted((json.loads(d.body)["on_startup"], json.loads(d.body)["slot"]) for d in got)
     assert runs == [(False, 1_800_000_004.0), (True, 1_800_000_000.5)]
+
+
+def test_a_timer_slot_given_back_by_its_worker_waits_as_one_never_taken(store: Store) -> None:
+    """A worker that stops (or is throttled) releases the slot it took: the next slot
+    takes its place, past due, as it takes a waiting one's. Kept, the released slots of a
+    timer throttled run after run would pile up."""
+    assert fire(store, "sweep", 1_800_000_000.0, b"0") is True
+    (taken,) = run(store.claim("timer:sweep", "w", 10, lease=30))
+    run(store.settle(Settle("release", taken.id, taken.attempt)))
+    assert fire(store, "sweep", 1_800_000_060.0, b"60") is True
+    (s,) = [s for s in run(store.stats()) if s.queue == "timer:sweep"]
+    assert (s.ready, s.in_flight) == (1, 0)
+    (again,) = run(store.claim("timer:sweep", "w", 10, lease=30))
+    assert (again.id, again.attempt, again.body) == (taken.id, 1, b"60 late")

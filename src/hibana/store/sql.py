@@ -419,10 +419,14 @@ class SqlEngine(Engine):
         if cur.rowcount != 1:
             return False
         # A slot still waiting (the run before it is slower than the period, or no worker
-        # has started yet) becomes this one, as ``replacing``: one waits at most. Not one
-        # being run (leased), nor the startup run: that is no slot's, and the user asked for
-        # it. The test of ``leased`` is made again on the row itself: on PostgreSQL a claim
-        # that took it meanwhile is seen once its lock is let go, and a new message is sent.
+        # has started yet) becomes this one, as ``replacing``: one waits at most. So does
+        # one a worker gave back (its host stops, or max_concurrency kept it from running):
+        # it waits as a slot never taken does, and were it kept, a timer whose runs are
+        # throttled would pile up a backlog of them; the run that stands for it is past due,
+        # as one for a slot missed while the host was down is. Not one being run (leased),
+        # nor the startup run: that is no slot's, and the user asked for it. The test of
+        # ``leased`` is made again on the row itself: on PostgreSQL a claim that took it
+        # meanwhile is seen once its lock is let go, and a new message is sent.
         waiting = self._exec(
             "UPDATE hibana_messages SET body = ?, trace = ? WHERE id = (SELECT MIN(id) FROM "
             f"hibana_messages WHERE queue = ? AND leased = 0 AND {_NOT_STARTUP}) "
