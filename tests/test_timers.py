@@ -213,6 +213,27 @@ def test_bad_schedules_are_named_at_declaration(schedule: str, tz: str, problem:
     assert "test_timers.py" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("schedule", "day", "month"),
+    [("0 0 30 2 *", "30", "2"), ("0 0 0 31 4,6,9,11 *", "31", "4,6,9,11")],
+)
+def test_a_schedule_that_never_fires_is_named_at_declaration(
+    schedule: str, day: str, month: str
+) -> None:
+    """It parses, and no date matches it: the error said only "failed to find next date"."""
+    app = hibana.App()
+    with pytest.raises(hibana.AppError) as err:
+
+        @app.timer(schedule)
+        def leap_day(timer: hibana.TimerInfo, ctx: hibana.Context) -> None: ...
+
+    assert str(err.value).endswith(
+        f"(leap_day): cron expression {schedule!r} never fires: no month it names ({month}) "
+        f"has the day it names ({day}): February has no 30th, April no 31st; fix its day or "
+        "month field"
+    )
+
+
 def test_schedule_slots_follow_the_time_zone() -> None:
     nine_in_tokyo = Schedule("0 9 * * *", "Asia/Tokyo")
     start = datetime(2026, 11, 23, 0, 30, tzinfo=UTC).timestamp()  # 09:30 in Tokyo

@@ -41,10 +41,18 @@ class Schedule:
             raise ScheduleError(
                 f"time zone {self.tz!r} is unknown; use an IANA name like 'UTC' or 'Asia/Tokyo'"
             ) from None
-        from croniter import CroniterError
+        from croniter import CroniterBadDateError, CroniterError
 
         try:
             self._iter(0.0).get_next(float)
+        except CroniterBadDateError:
+            # it parses, and no date in 50 years matches: a day its months never have
+            day, month = fields[-3], fields[-2]
+            raise ScheduleError(
+                f"cron expression {self.expression!r} never fires: no month it names "
+                f"({month}) has the day it names ({day}): February has no 30th, April no 31st; "
+                "fix its day or month field"
+            ) from None
         except (CroniterError, ValueError, KeyError) as exc:
             raise ScheduleError(
                 f"cron expression {self.expression!r} does not parse: {exc}"
