@@ -538,3 +538,44 @@ def test_a_timer_slot_given_back_by_its_worker_waits_as_one_never_taken(store: S
     assert (s.ready, s.in_flight) == (1, 0)
     (again,) = run(store.claim("timer:sweep", "w", 10, lease=30))
     assert (again.id, again.attempt, again.body) == (taken.id, 1, b"60 late")
+
+
+def test_a_host_starting_as_a_slot_comes_fires_it_on_time_not_past_due(
+    open_stores: Callable[[], Store],
+) -> None:
+    """A second host starts a moment after a slot, before the running host has fired it:
+    it fires it itself. Nothing was missed, and its run said it was past due."""
+    from hibana.timers import Schedule
+    from hibana.triggers.timer import TimerScheduler, TimerSpec
+
+    one, two = open_stores(), open_stores()
+    now = [1_800_000_000.5]
+
+    def scheduler(store: Store) -> TimerScheduler:
+        spec = TimerSpec("tick", "timer:tick", Schedule("* * * * * *"), run_on_startup=False)
+        return TimerScheduler(store, [spec], report=print, clock=lambda: now[0])
+
+    running, starting = scheduler(one), scheduler(two)
+    run(running.start())
+    now[0] = 1_800_000_001.01
+    run(running.tick())
+    (first,) = run(one.claim("timer:tick", "w", 10, lease=30))
+    now[0] = 1_800_000_002.01
+    run(starting.start())
+    run(running.tick())  # too late: the slot is fired
+    (second,) = run(one.claim("timer:tick", "w", 10, lease=30))
+    assert [
+        (json.loads(d.body)["slot"], json.loads(d.body)["past_due"]) for d in (first, second)
+    ] == [
+        (1_800_000_001.0, False),
+        (1_800_000_002.0, False),
+    ]
+    run(one.settle_many([Settle("ack", d.id, d.attempt) for d in (first, second)]))
+    # a host that starts after slots passed with none fired still says so
+    now[0] = 1_800_000_005.01
+    run(scheduler(two).start())
+    (late,) = run(one.claim("timer:tick", "w", 10, lease=30))
+    assert (json.loads(late.body)["slot"], json.loads(late.body)["past_due"]) == (
+        1_800_000_005.0,
+        True,
+    )

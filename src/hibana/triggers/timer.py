@@ -42,14 +42,19 @@ class TimerScheduler:
         self.clock = clock
 
     async def start(self) -> None:
-        """Fire the one missed slot of each timer that missed some (``past_due``), and the
-        startup runs; then wait for the next slots."""
+        """Fire the one missed slot of each timer that missed some (``past_due``, unless
+        it is the one slot since the last fire, and only just come), and the startup runs;
+        then wait for the next slots."""
         now = self.clock()
         for t in self.timers:
             last = await self.store.last_fire(t.function)
             latest = t.schedule.last_at_or_before(now)
             if last is not None and last < latest:
-                await self._fire(t, latest, past_due=True)
+                # past due as ``tick`` tells it: slots before it went unfired, or it is
+                # late. Not a slot that came a moment ago, which the host running the
+                # timer had yet to fire (this one starts beside it): that one is on time.
+                skipped = t.schedule.next_after(last) < latest
+                await self._fire(t, latest, past_due=skipped or now - latest > LATE_AFTER)
             if t.run_on_startup:
                 await self.store.enqueue(
                     NewMessage(t.queue, timer_body(now, past_due=False, on_startup=True))
