@@ -579,3 +579,38 @@ def test_a_host_starting_as_a_slot_comes_fires_it_on_time_not_past_due(
         1_800_000_005.0,
         True,
     )
+
+
+def test_a_host_whose_store_fails_as_it_starts_its_timers_runs_each_startup_run_once(
+    pg_store_url: str, postgres_dsn: str
+) -> None:
+    """PostgreSQL only (it can fail one write and not the one before): the first timer's
+    startup run was sent, the second timer's missed slot could not be. The host tries its
+    start again, and the first timer's startup run was sent again: it ran twice."""
+    from hibana.errors import StoreError
+    from hibana.timers import Schedule
+    from hibana.triggers.timer import TimerScheduler, TimerSpec
+
+    store = open_store(pg_store_url + "&operation_timeout=0.5")
+    try:
+        now = 1_800_000_060.5
+        assert fire(store, "later", 1_800_000_000.0)  # it missed the slots since
+        run(store.claim("timer:later", "w", 10, lease=30))
+        timers = [
+            TimerSpec("first", "timer:first", Schedule("0 0 1 1 *"), run_on_startup=True),
+            TimerSpec("later", "timer:later", Schedule("* * * * * *"), run_on_startup=False),
+        ]
+        scheduler = TimerScheduler(store, timers, report=print, clock=lambda: now)
+        hold = HalfWay(postgres_dsn, pg_store_url, ("hibana_timer_fires",))
+        try:
+            with pytest.raises(StoreError, match="operation_timeout"):
+                run(scheduler.start())
+        finally:
+            hold.release()
+        run(scheduler.start())  # the host's store duties try again
+        startup = run(store.claim("timer:first", "w", 10, lease=30))
+        assert [json.loads(d.body)["on_startup"] for d in startup] == [True]
+        (missed,) = run(store.claim("timer:later", "w", 10, lease=30))
+        assert json.loads(missed.body)["slot"] == now - 0.5
+    finally:
+        store.close()

@@ -26,6 +26,9 @@ class TimerSpec:
     schedule: Schedule
     run_on_startup: bool
     next_slot: float = 0.0
+    #: Its missed slot and startup run are sent: ``start`` tried again (the store failed
+    #: on a later timer's) does not send its startup run twice.
+    started: bool = False
 
 
 class TimerScheduler:
@@ -47,6 +50,8 @@ class TimerScheduler:
         then wait for the next slots."""
         now = self.clock()
         for t in self.timers:
+            if t.started:
+                continue
             last = await self.store.last_fire(t.function)
             latest = t.schedule.last_at_or_before(now)
             if last is not None and last < latest:
@@ -60,6 +65,7 @@ class TimerScheduler:
                     NewMessage(t.queue, timer_body(now, past_due=False, on_startup=True))
                 )
             t.next_slot = t.schedule.next_after(now)
+            t.started = True
 
     async def tick(self) -> float:
         """Fire every slot that is due; returns the seconds until the next one."""
