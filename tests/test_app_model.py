@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -385,3 +386,48 @@ def test_a_bad_queue_or_topic_name_is_named_as_what_it_is_with_its_problem(
     assert str(raised.value).endswith(
         f"(fn): the {kind} name must be 1 to 200 ASCII letters, digits, '-', '_' or '.'; " + problem
     )
+
+
+def consume(msg: hibana.Message, ctx: Context) -> None: ...
+
+
+def on_tick(timer: hibana.TimerInfo, ctx: Context) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("declare", "fn", "problem"),
+    [
+        (
+            lambda app: app.queue("jobs", visibility_timeout=math.inf),
+            consume,
+            "visibility_timeout=inf in {} must be a finite number of seconds: a message whose "
+            "worker dies is delivered again once it passes, and never would be; give the "
+            "longest a run may take",
+        ),
+        (
+            lambda app: app.event("orders", visibility_timeout=math.inf, timeout=5),
+            consume,
+            "visibility_timeout=inf in {} must be a finite number of seconds: a message whose "
+            "worker dies is delivered again once it passes, and never would be; give the "
+            "longest a run may take",
+        ),
+        (
+            lambda app: app.timer("* * * * *", timeout=math.inf),
+            on_tick,
+            "timeout=inf in {} must be a finite number of seconds: a slot whose worker dies "
+            "is held until it passes, and never would be; give the longest a run may take",
+        ),
+    ],
+    ids=["queue", "event", "timer"],
+)
+def test_a_lease_that_never_ends_is_refused(
+    declare: Callable[[hibana.App], Callable[[Any], Any]],
+    fn: Callable[..., Any],
+    problem: str,
+) -> None:
+    """A worker that dies holding it would hold it for ever: the message was never
+    delivered again (it was lost, with kill -9), and its lease never counted as run out."""
+    app = hibana.App()
+    with pytest.raises(AppError) as info:
+        declare(app)(fn)
+    assert str(info.value) == problem.format(at(fn))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -213,6 +214,12 @@ def _delivery(
     trigger, and the function's timeout."""
     _check_positive(max_attempts, "max_attempts", where, integer=True)
     _check_positive(visibility_timeout, "visibility_timeout", where)
+    if not math.isfinite(visibility_timeout):
+        raise AppError(
+            f"visibility_timeout={visibility_timeout!r} in {where} must be a finite number of "
+            "seconds: a message whose worker dies is delivered again once it passes, and "
+            "never would be; give the longest a run may take"
+        )
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise AppError(
             f"retry={retry!r} in {where} must be hibana.Fixed(...) or hibana.Exponential(...)"
@@ -391,6 +398,13 @@ class Blueprint:
             except ScheduleError as exc:
                 raise AppError(f"app.timer in {where}: {exc}") from None
             _check_positive(timeout, "timeout", where)
+            if not math.isfinite(timeout):
+                # a run's lease is its timeout and a margin
+                raise AppError(
+                    f"timeout={timeout!r} in {where} must be a finite number of seconds: a "
+                    "slot whose worker dies is held until it passes, and never would be; give "
+                    "the longest a run may take"
+                )
             trigger = TimerTrigger(parsed, bool(run_on_startup), f"timer:{fn_name}")
             self._declare(fn, fn_name, trigger, timeout, 1, location, secrets, where)
             return fn
