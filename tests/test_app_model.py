@@ -431,3 +431,21 @@ def test_a_lease_that_never_ends_is_refused(
     with pytest.raises(AppError) as info:
         declare(app)(fn)
     assert str(info.value) == problem.format(at(fn))
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [lambda: hibana.Fixed(1e300), lambda: hibana.Exponential(1, 365 * 86400 + 1)],
+    ids=["fixed", "exponential"],
+)
+def test_a_retry_pause_longer_than_a_message_may_wait_is_refused(
+    policy: Callable[[], hibana.RetryPolicy],
+) -> None:
+    """A delay over 365 days is refused (a mistake, not a plan); a retry's pause over it
+    parked the message as that delay would have, counted as delayed."""
+    with pytest.raises(ValueError, match=r"a retry would wait over 31536000 seconds") as info:
+        policy()
+    assert str(info.value).endswith(
+        "(365 days), longer than a message may be held back; give a pause in seconds "
+        "(not milliseconds) of at most that"
+    )

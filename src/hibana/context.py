@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from hibana.errors import Cancelled, QueueError
 from hibana.events.cloudevent import new_event
+from hibana.messages import MAX_DELAY
 from hibana.secrets import Secrets
 from hibana.telemetry.logs import Logger
 from hibana.telemetry.trace import TraceContext
@@ -24,11 +25,6 @@ if TYPE_CHECKING:
     from hibana.events.cloudevent import CloudEvent
     from hibana.store.base import Enqueued, NewMessage
     from hibana.triggers.queue import Published
-
-#: The longest a message may be held back (``delay``): 365 days. Anything longer is a
-#: mistake, not a plan (``math.inf`` for "never", milliseconds given as seconds): such a
-#: message would sit unseen, counted as delayed, for longer than any code that reads it.
-MAX_DELAY = 365 * 24 * 3600.0
 
 
 def checked_delay(delay: object, shown: str) -> float:

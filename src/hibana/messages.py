@@ -12,6 +12,12 @@ from typing import Any
 
 import msgspec
 
+#: The longest a message may be held back (``delay``, a retry's pause): 365 days. Anything
+#: longer is a mistake, not a plan (``math.inf`` for "never", milliseconds given as
+#: seconds): such a message would sit unseen, counted as delayed, for longer than any code
+#: that reads it.
+MAX_DELAY = 365 * 24 * 3600.0
+
 _decode = msgspec.json.Decoder().decode
 _encode_json = msgspec.json.encode
 
@@ -100,6 +106,13 @@ def _non_negative(policy: str, name: str, value: object) -> None:
     ):
         raise ValueError(
             f"{policy}({name}={value!r}): must be a finite number of seconds, 0 or more"
+        )
+    if value > MAX_DELAY:
+        # a retry that waits this long parks its message as a delay over the bound would
+        raise ValueError(
+            f"{policy}({name}={value!r}): a retry would wait over {MAX_DELAY:.0f} seconds "
+            "(365 days), longer than a message may be held back; give a pause in seconds "
+            "(not milliseconds) of at most that"
         )
 
 
