@@ -398,39 +398,43 @@ def on_tick(timer: hibana.TimerInfo, ctx: Context) -> None: ...
     ("declare", "fn", "problem"),
     [
         (
-            lambda app: app.queue("jobs", visibility_timeout=math.inf),
+            lambda app, t: app.queue("jobs", visibility_timeout=t),
             consume,
-            "visibility_timeout=inf in {} must be a finite number of seconds: a message whose "
-            "worker dies is delivered again once it passes, and never would be; give the "
-            "longest a run may take",
+            "visibility_timeout={} in {} must be at most 31536000 seconds (365 days): a "
+            "message whose worker dies is delivered again once it passes; give the longest a "
+            "run may take, in seconds",
         ),
         (
-            lambda app: app.event("orders", visibility_timeout=math.inf, timeout=5),
+            lambda app, t: app.event("orders", visibility_timeout=t, timeout=5),
             consume,
-            "visibility_timeout=inf in {} must be a finite number of seconds: a message whose "
-            "worker dies is delivered again once it passes, and never would be; give the "
-            "longest a run may take",
+            "visibility_timeout={} in {} must be at most 31536000 seconds (365 days): a "
+            "message whose worker dies is delivered again once it passes; give the longest a "
+            "run may take, in seconds",
         ),
         (
-            lambda app: app.timer("* * * * *", timeout=math.inf),
+            lambda app, t: app.timer("* * * * *", timeout=t),
             on_tick,
-            "timeout=inf in {} must be a finite number of seconds: a slot whose worker dies "
-            "is held until it passes, and never would be; give the longest a run may take",
+            "timeout={} in {} must be at most 31536000 seconds (365 days): a slot whose "
+            "worker dies is held until it passes; give the longest a run may take, in seconds",
         ),
     ],
     ids=["queue", "event", "timer"],
 )
+@pytest.mark.parametrize("lease", [math.inf, 1e300, 365 * 86400 + 1])
 def test_a_lease_that_never_ends_is_refused(
-    declare: Callable[[hibana.App], Callable[[Any], Any]],
+    declare: Callable[[hibana.App, float], Callable[[Any], Any]],
     fn: Callable[..., Any],
     problem: str,
+    lease: float,
 ) -> None:
-    """A worker that dies holding it would hold it for ever: the message was never
-    delivered again (it was lost, with kill -9), and its lease never counted as run out."""
+    """A worker that dies holding it would hold it for ever (or for longer than a message
+    may be held back): the message was not delivered again (with kill -9, lost), its lease
+    never counted as run out."""
     app = hibana.App()
     with pytest.raises(AppError) as info:
-        declare(app)(fn)
-    assert str(info.value) == problem.format(at(fn))
+        declare(app, lease)(fn)
+    assert str(info.value) == problem.format(repr(lease), at(fn))
+    declare(hibana.App(), 365 * 86400)(fn)  # a year is the most
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -18,7 +17,7 @@ from typing import Any, Literal, TypeVar
 from hibana.errors import AppError, RouteError
 from hibana.events.filters import Filter
 from hibana.host.scaling import MAX_INSTANCES
-from hibana.messages import Exponential, RetryPolicy
+from hibana.messages import MAX_DELAY, Exponential, RetryPolicy
 from hibana.names import NAME_RULE, name_problem
 from hibana.proxies import parse_networks
 from hibana.secrets import grants
@@ -214,11 +213,11 @@ def _delivery(
     trigger, and the function's timeout."""
     _check_positive(max_attempts, "max_attempts", where, integer=True)
     _check_positive(visibility_timeout, "visibility_timeout", where)
-    if not math.isfinite(visibility_timeout):
+    if not visibility_timeout <= MAX_DELAY:
         raise AppError(
-            f"visibility_timeout={visibility_timeout!r} in {where} must be a finite number of "
-            "seconds: a message whose worker dies is delivered again once it passes, and "
-            "never would be; give the longest a run may take"
+            f"visibility_timeout={visibility_timeout!r} in {where} must be at most "
+            f"{MAX_DELAY:.0f} seconds (365 days): a message whose worker dies is delivered "
+            "again once it passes; give the longest a run may take, in seconds"
         )
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise AppError(
@@ -398,12 +397,12 @@ class Blueprint:
             except ScheduleError as exc:
                 raise AppError(f"app.timer in {where}: {exc}") from None
             _check_positive(timeout, "timeout", where)
-            if not math.isfinite(timeout):
+            if not timeout <= MAX_DELAY:
                 # a run's lease is its timeout and a margin
                 raise AppError(
-                    f"timeout={timeout!r} in {where} must be a finite number of seconds: a "
-                    "slot whose worker dies is held until it passes, and never would be; give "
-                    "the longest a run may take"
+                    f"timeout={timeout!r} in {where} must be at most {MAX_DELAY:.0f} seconds "
+                    "(365 days): a slot whose worker dies is held until it passes; give the "
+                    "longest a run may take, in seconds"
                 )
             trigger = TimerTrigger(parsed, bool(run_on_startup), f"timer:{fn_name}")
             self._declare(fn, fn_name, trigger, timeout, 1, location, secrets, where)
