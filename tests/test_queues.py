@@ -756,3 +756,38 @@ def test_after_its_file_is_found_deleted_no_write_of_the_store_goes_into_the_voi
             run(store.enqueue(NewMessage("orders", b"{}")))  # and every write after them
     finally:
         store.close()
+
+
+HUGE_ERROR_APP = """
+import hibana
+
+app = hibana.App()
+
+
+@app.queue("fetch", max_attempts=2, retry=hibana.Fixed(0))
+def fetch(msg, ctx):
+    raise ValueError("the server answered " + "x" * 100_000)
+"""
+
+
+def test_the_error_an_attempt_keeps_with_its_message_is_bounded(tmp_path: Path) -> None:
+    """Each attempt's error was kept whole with the message: an exception that holds a
+    response of megabytes grew the message (whose body is held to 256 KiB) by as much at
+    every retry, and its dead letter with it."""
+    app_dir = tmp_path / "huge"
+    app_dir.mkdir()
+    (app_dir / "function_app.py").write_text(HUGE_ERROR_APP)
+    for host in started(app_dir, "--workers", "1"):
+        sent = run_cli("queue", "send", "fetch", "--data", "1", "--app", str(app_dir))
+        assert sent.returncode == 0, sent.stderr
+        line = host.wait_for_log(function="fetch", dead_lettered=True, timeout=20)
+        assert len(line["error"]) == 100_032  # the log line has it whole
+    store = open_store(None, app_dir)
+    try:
+        (dead,) = run(store.dead_letters("fetch"))
+    finally:
+        store.close()
+    kept = "ValueError: the server answered " + "x" * (4096 - 32)
+    assert [e["error"] for e in dead.errors] == [
+        f"{kept}... (100032 characters; the log line has them all)"
+    ] * 2

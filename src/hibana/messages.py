@@ -34,7 +34,8 @@ class Message:
     attempt: int
     #: When it was enqueued (seconds since the epoch).
     enqueued_ts: float
-    #: The errors of earlier attempts: {"attempt", "error", "at"} each.
+    #: The errors of earlier attempts: {"attempt", "error", "at"} each (of a long error,
+    #: its first 4096 characters).
     errors: list[dict[str, Any]] = field(default_factory=list)
     _data: Any = None
     _decoded: bool = False

@@ -691,8 +691,10 @@ class QueueConsumer:
             assert error is not None
             text = error_text(error)
             log.exception("function raised", error)
-        text = self.sink.scrub(text)  # kept in the store, shown by `hibana queue dlq`
+        text = self.sink.scrub(text)
         line["error"] = text
+        # what the store keeps with the message, each attempt's, shown by `hibana queue dlq`
+        kept = kept_error(text)
         trigger = spec.trigger
         settles: list[Settle] = []
         retried: list[float] = []
@@ -702,16 +704,16 @@ class QueueConsumer:
             if d.id not in failed:
                 settles.append(Settle("ack", d.id, d.attempt))
                 continue
-            errors = [*d.errors, {"attempt": d.attempt, "error": text, "at": round(now, 3)}]
+            errors = [*d.errors, {"attempt": d.attempt, "error": kept, "at": round(now, 3)}]
             if not isinstance(trigger, QueueTrigger) or not trigger.dead_letters:
                 settles.append(Settle("ack", d.id, d.attempt))  # a timer: the schedule goes on
             elif d.attempt >= trigger.max_attempts:
-                settles.append(Settle("dead", d.id, d.attempt, error=text, errors=errors))
+                settles.append(Settle("dead", d.id, d.attempt, error=kept, errors=errors))
                 dead.append(d.id)
             else:
                 delay = trigger.retry.delay(d.attempt)
                 settles.append(
-                    Settle("retry", d.id, d.attempt, delay=delay, error=text, errors=errors)
+                    Settle("retry", d.id, d.attempt, delay=delay, error=kept, errors=errors)
                 )
                 retried.append(delay)
         if retried:
@@ -767,6 +769,20 @@ def _note_unsettled(d: Delivery, now: float) -> None:
         if n not in seen
     )
     d.errors.sort(key=lambda e: int(e.get("attempt") or 0))
+
+
+#: The most of an attempt's error kept with its message: the body is held to
+#: MAX_PAYLOAD_BYTES, and the errors of its attempts, each in full, were not (an exception
+#: that holds a response of megabytes grew the message by as much at every retry).
+MAX_ERROR_CHARS = 4096
+
+
+def kept_error(text: str) -> str:
+    """``text``, or its first ``MAX_ERROR_CHARS`` and how long it was: what the store
+    keeps of an attempt's error (the invocation's log line has it whole)."""
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    return f"{text[:MAX_ERROR_CHARS]}... ({len(text)} characters; the log line has them all)"
 
 
 #: A timer's slot run later than this is past due (the host was busy or asleep, or the
