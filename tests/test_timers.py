@@ -214,6 +214,30 @@ def test_bad_schedules_are_named_at_declaration(schedule: str, tz: str, problem:
 
 
 @pytest.mark.parametrize(
+    ("schedule", "problem"),
+    [
+        ("@daily", "is a nickname hibana does not take; write it as '0 0 * * *'"),
+        ("@HOURLY", "is a nickname hibana does not take; write it as '0 * * * *'"),
+        (
+            "@reboot",
+            "is no schedule here; for a run when the host starts, pass run_on_startup=True "
+            "beside a schedule",
+        ),
+    ],
+)
+def test_a_cron_nickname_is_named_with_what_to_write(schedule: str, problem: str) -> None:
+    """It was told it "has 1 fields; use 5": true, and no help to one who wrote cron's
+    @daily."""
+    app = hibana.App()
+    with pytest.raises(hibana.AppError) as err:
+
+        @app.timer(schedule)
+        def nightly(timer: hibana.TimerInfo, ctx: hibana.Context) -> None: ...
+
+    assert str(err.value).endswith(f"(nightly): cron expression {schedule!r} {problem}")
+
+
+@pytest.mark.parametrize(
     ("schedule", "day", "month"),
     [("0 0 30 2 *", "30", "2"), ("0 0 0 31 4,6,9,11 *", "31", "4,6,9,11")],
 )

@@ -19,6 +19,18 @@ if TYPE_CHECKING:
     from croniter import croniter
 
 
+#: Cron's nicknames, and the schedule each stands for.
+_NICKNAMES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
 class ScheduleError(ValueError):
     """A cron expression or time zone that does not parse; the message says why."""
 
@@ -30,6 +42,17 @@ class Schedule:
 
     def __post_init__(self) -> None:
         fields = self.expression.split()
+        nickname = self.expression.strip().lower()
+        if nickname == "@reboot":
+            raise ScheduleError(
+                f"cron expression {self.expression!r} is no schedule here; for a run when the "
+                "host starts, pass run_on_startup=True beside a schedule"
+            )
+        if nickname in _NICKNAMES:
+            raise ScheduleError(
+                f"cron expression {self.expression!r} is a nickname hibana does not take; "
+                f"write it as {_NICKNAMES[nickname]!r}"
+            )
         if len(fields) not in (5, 6):
             raise ScheduleError(
                 f"cron expression {self.expression!r} has {len(fields)} fields; use 5 "
