@@ -614,3 +614,40 @@ def test_a_host_whose_store_fails_as_it_starts_its_timers_runs_each_startup_run_
         assert json.loads(missed.body)["slot"] == now - 0.5
     finally:
         store.close()
+
+
+def waiting_on_the_claim(hold: HalfWay, statement: str) -> None:
+    """Return once a session runs ``statement`` and waits for a lock."""
+    deadline = time.monotonic() + 30
+    while not hold.conn.execute(
+        "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+        (statement + "%",),
+    ).fetchone():
+        assert time.monotonic() < deadline, f"no session waits in {statement!r}"
+        time.sleep(0.01)
+
+
+def test_a_slot_claimed_while_the_next_fires_is_run_and_the_next_waits(
+    pg_store_url: str, postgres_dsn: str
+) -> None:
+    """PostgreSQL only (SQLite runs one writer at a time): a worker's claim of the waiting
+    slot is half way when the next slot fires. The fire's replacing update waits for the
+    claim's lock, sees the row leased once it is let go, and sends its own message."""
+    firing, claiming = open_store(pg_store_url), open_store(pg_store_url)
+    try:
+        assert fire(firing, "sweep", 1_800_000_000.0, b"0")
+        hold = HalfWay(postgres_dsn, pg_store_url, ("hibana_messages",))
+        claim, claimed = in_thread(claiming.claim("timer:sweep", "w", 10, lease=30))
+        hold.wait_held()  # the claim has leased the row, and not committed
+        fired, _ = in_thread(
+            firing.fire_timer("sweep", 1_800_000_060.0, msg("timer:sweep", b"60"), b"60 late")
+        )
+        waiting_on_the_claim(hold, "UPDATE hibana_messages SET body")
+        hold.release()
+        claim.join(timeout=30)
+        fired.join(timeout=30)
+        assert [d.body for d in claimed[0]] == [b"0"]
+        assert [d.body for d in run(firing.claim("timer:sweep", "w", 10, lease=30))] == [b"60"]
+    finally:
+        firing.close()
+        claiming.close()
