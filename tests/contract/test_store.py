@@ -651,3 +651,34 @@ def test_a_slot_claimed_while_the_next_fires_is_run_and_the_next_waits(
     finally:
         firing.close()
         claiming.close()
+
+
+def test_a_startup_run_waiting_is_the_next_host_starts_too(
+    open_stores: Callable[[], Store],
+) -> None:
+    """A startup run given back by its worker (its host stopped) still waited when the
+    host started again, and that start sent one more: two startup runs, back to back. As
+    with slots, one waits at most; one being run does not stand for a start after it."""
+    from hibana.timers import Schedule
+    from hibana.triggers.timer import TimerScheduler, TimerSpec
+
+    one, two = open_stores(), open_stores()
+
+    def start(store: Store) -> None:
+        spec = TimerSpec("yearly", "timer:yearly", Schedule("0 0 1 1 *"), run_on_startup=True)
+        run(TimerScheduler(store, [spec], report=print, clock=lambda: 1_800_000_000.5).start())
+
+    def startup_runs() -> list[int]:
+        got = run(one.claim("timer:yearly", "w", 10, lease=30))
+        assert all(json.loads(d.body)["on_startup"] for d in got)
+        return [d.id for d in got]
+
+    start(one)
+    (taken,) = run(one.claim("timer:yearly", "w", 10, lease=30))
+    run(one.settle(Settle("release", taken.id, taken.attempt)))  # its host stops
+    start(two)
+    start(one)  # two hosts start while it waits: it is their startup run
+    assert startup_runs() == [taken.id]
+    start(two)  # while it runs: a start after it gets a run of its own
+    (after,) = startup_runs()
+    assert after != taken.id

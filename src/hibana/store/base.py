@@ -226,6 +226,9 @@ class Engine:
     ) -> bool:
         raise NotImplementedError
 
+    def startup_run(self, now: float, message: NewMessage) -> bool:
+        raise NotImplementedError
+
     def last_fire(self, now: float, function: str) -> float | None:
         raise NotImplementedError
 
@@ -411,6 +414,13 @@ class Store:
         body instead of a second message being enqueued. A startup run (its body begins
         with ``STARTUP_RUN_PREFIX``) is no slot's: it is never replaced."""
         result: bool = await self._call("fire_timer", function, slot, message, replacing)
+        return result
+
+    async def startup_run(self, message: NewMessage) -> bool:
+        """Enqueue ``message``, a timer's startup run (its body begins with
+        ``STARTUP_RUN_PREFIX``), unless one waits unclaimed on its queue already: that one
+        runs after this start too. False then, and nothing enqueued."""
+        result: bool = await self._call("startup_run", message)
         return result
 
     async def last_fire(self, function: str) -> float | None:

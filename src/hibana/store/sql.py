@@ -35,9 +35,9 @@ SCHEMA_VERSION = 2
 CLAIMED_COLUMNS = "id, queue, body, attempt, enqueued_at, trace, errors, visible_at"
 
 
-#: A message that is not a timer's startup run (substr of a BLOB and of a BYTEA is bytes
-#: on both engines).
-_NOT_STARTUP = f"substr(body, 1, {len(STARTUP_RUN_PREFIX)}) <> ?"
+#: What a message's body begins with, to compare with STARTUP_RUN_PREFIX: a timer's
+#: startup run or not (substr of a BLOB and of a BYTEA is bytes on both engines).
+_BODY_START = f"substr(body, 1, {len(STARTUP_RUN_PREFIX)})"
 
 
 #: Idempotency keys up to this many bytes of UTF-8 are kept as given.
@@ -429,7 +429,7 @@ class SqlEngine(Engine):
         # meanwhile is seen once its lock is let go, and a new message is sent.
         waiting = self._exec(
             "UPDATE hibana_messages SET body = ?, trace = ? WHERE id = (SELECT MIN(id) FROM "
-            f"hibana_messages WHERE queue = ? AND leased = 0 AND {_NOT_STARTUP}) "
+            f"hibana_messages WHERE queue = ? AND leased = 0 AND {_BODY_START} <> ?) "
             "AND leased = 0",
             (replacing, message.trace, message.queue, STARTUP_RUN_PREFIX),
         )
@@ -441,6 +441,19 @@ class SqlEngine(Engine):
             "ORDER BY slot DESC LIMIT ?) AS kept)",
             (function, function, TIMER_FIRES_KEPT),
         )
+        return True
+
+    def startup_run(self, now: float, message: NewMessage) -> bool:
+        # Two hosts that start at once on PostgreSQL may both find none waiting, and send
+        # one each: a run more than needed, none lost.
+        waiting = self._exec(
+            "SELECT 1 FROM hibana_messages WHERE queue = ? AND leased = 0 AND "
+            f"{_BODY_START} = ? LIMIT 1",
+            (message.queue, STARTUP_RUN_PREFIX),
+        ).fetchone()
+        if waiting is not None:
+            return False
+        self.enqueue(now, [message])
         return True
 
     def last_fire(self, now: float, function: str) -> float | None:

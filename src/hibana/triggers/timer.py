@@ -46,8 +46,9 @@ class TimerScheduler:
 
     async def start(self) -> None:
         """Fire the one missed slot of each timer that missed some (``past_due``, unless
-        it is the one slot since the last fire, and only just come), and the startup runs;
-        then wait for the next slots."""
+        it is the one slot since the last fire, and only just come), and the startup runs
+        (none where one waits unclaimed: it runs after this start too); then wait for the
+        next slots."""
         now = self.clock()
         for t in self.timers:
             if t.started:
@@ -61,7 +62,7 @@ class TimerScheduler:
                 skipped = t.schedule.next_after(last) < latest
                 await self._fire(t, latest, past_due=skipped or now - latest > LATE_AFTER)
             if t.run_on_startup:
-                await self.store.enqueue(
+                await self.store.startup_run(
                     NewMessage(t.queue, timer_body(now, past_due=False, on_startup=True))
                 )
             t.next_slot = t.schedule.next_after(now)
