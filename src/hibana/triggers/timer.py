@@ -3,9 +3,9 @@ at each slot it records the fire in the store and enqueues a message on the time
 queue, in one transaction (or, when one still waits there, behind a run that takes longer
 than the period, makes that one the new slot, past due: a slow timer has one run waiting,
 not a backlog that grows for ever; a startup run waiting there is no slot's, and is run as
-well). The fire record is unique per (function, slot), so a slot
-fires once across every host sharing the store, whichever gets there first; a worker
-(started from zero if need be) consumes the message like any queue message.
+well). The fire record is unique per (function, slot), so a slot fires once across every
+host sharing the store, whichever gets there first; a worker (started from zero if need be)
+consumes the message like any queue message.
 """
 
 from __future__ import annotations
