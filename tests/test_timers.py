@@ -270,6 +270,20 @@ def test_schedule_slots_follow_the_time_zone() -> None:
     assert every_ten_seconds.last_at_or_before(1_800_000_010.0) == 1_800_000_010.0
 
 
+@pytest.mark.parametrize(("expression", "period"), [("* * * * * *", 1.0), ("*/5 * * * *", 300.0)])
+def test_the_latest_slot_at_or_before_a_time_is_never_after_it(
+    expression: str, period: float
+) -> None:
+    """Within a millisecond before a slot, the slot itself was given: a host whose tick
+    came a moment before it took it for the latest slot, fired it early and skipped the
+    one before."""
+    schedule = Schedule(expression)
+    slot = 1_800_000_000.0
+    assert schedule.last_at_or_before(slot - 0.0005) == slot - period
+    assert schedule.last_at_or_before(slot) == slot
+    assert schedule.last_at_or_before(slot + 0.0005) == slot
+
+
 def _local(schedule: Schedule, start: datetime, count: int) -> list[str]:
     """The next ``count`` slots after ``start``, as wall-clock times in its zone."""
     zone = ZoneInfo(schedule.tz)

@@ -103,9 +103,11 @@ class Schedule:
 
     def last_at_or_before(self, ts: float) -> float:
         """The latest slot at or before ``ts``."""
+        # from a moment after ``ts``, so a slot at ``ts`` itself is found; and past one
+        # that moment holds (``ts`` is up to a millisecond before a slot)
         it = self._iter(ts + 0.001)
         slot = float(it.get_prev(float))
-        while self._repeated(slot):
+        while slot > ts or self._repeated(slot):
             slot = float(it.get_prev(float))
         return slot
 

@@ -682,3 +682,23 @@ def test_a_startup_run_waiting_is_the_next_host_starts_too(
     start(two)  # while it runs: a start after it gets a run of its own
     (after,) = startup_runs()
     assert after != taken.id
+
+
+def test_a_tick_a_moment_before_the_next_slot_fires_the_one_due(store: Store) -> None:
+    """The host's tick came late, a millisecond before the slot after the one due: it took
+    that later slot for the latest, fired it early, past due, and skipped the one due."""
+    from hibana.timers import Schedule
+    from hibana.triggers.timer import TimerScheduler, TimerSpec
+
+    now = [1_800_000_000.5]
+    spec = TimerSpec("tick", "timer:tick", Schedule("* * * * * *"), run_on_startup=False)
+    scheduler = TimerScheduler(store, [spec], report=print, clock=lambda: now[0])
+    run(scheduler.start())
+    now[0] = 1_800_000_001.9995
+    run(scheduler.tick())
+    (due,) = run(store.claim("timer:tick", "w", 10, lease=30))
+    assert (json.loads(due.body)["slot"], json.loads(due.body)["past_due"]) == (
+        1_800_000_001.0,
+        False,
+    )
+    assert spec.next_slot == 1_800_000_002.0
