@@ -323,7 +323,7 @@ def slack_post(
         sdk_ok = SignatureVerifier(SLACK_SECRET).is_valid(
             body=body, timestamp=timestamp, signature=sig
         )
-    except ValueError:  # a timestamp it cannot read ("nan")
+    except (ValueError, OverflowError):  # a timestamp it cannot read ("nan", 400 digits)
         sdk_ok = False
     return r, sdk_ok
 
@@ -420,7 +420,11 @@ def test_a_slash_command_with_no_text_keeps_its_empty_text(
         ("nan", "is not a whole number of seconds since the epoch"),
         ("1e9", "is not a whole number of seconds since the epoch"),
         ("+400", "s ahead of this host's clock, more than 300s from now"),
+        # too large for a float (now - it overflowed), or for int() to read
+        ("9" * 400, "is 400 digits long, far ahead of this host's clock, more than 300s"),
+        ("9" * 5000, "is 5000 digits long, far ahead of this host's clock, more than 300s"),
     ],
+    ids=["nan", "1e9", "ahead", "400-digits", "5000-digits"],
 )
 def test_a_slack_timestamp_that_is_not_now_in_whole_seconds_is_401(
     webhook_app: tuple[Host, Path], timestamp: str, why: str

@@ -9,6 +9,8 @@ import hmac
 
 #: Slack and Standard Webhooks refuse requests signed longer ago than this (replay).
 TOLERANCE = 300.0
+#: Digits of a timestamp past any clock's now (the year 33658): read no further.
+_DIGITS = 12
 
 
 class Rejected(Exception):
@@ -83,7 +85,15 @@ def _fresh(timestamp: str, now: float, header: str) -> None:
     stripped = timestamp.strip()
     if not stripped.isascii() or not stripped.isdigit():
         raise Rejected(f"{header} is not a whole number of seconds since the epoch")
-    age = now - int(stripped)
+    digits = stripped.lstrip("0")
+    if len(digits) > _DIGITS:
+        # no clock is near it; as a float (for ``now - ``) it would overflow past 308
+        # digits, and int() refuses a string of more than 4300
+        raise Rejected(
+            f"{header} is {len(digits)} digits long, far ahead of this host's clock, more "
+            f"than {TOLERANCE:.0f}s from now: a replay?"
+        )
+    age = now - int(digits or "0")
     if abs(age) > TOLERANCE:
         when = f"{age:.0f}s ago" if age > 0 else f"{-age:.0f}s ahead of this host's clock"
         raise Rejected(f"{header} is {when}, more than {TOLERANCE:.0f}s from now: a replay?")
