@@ -345,6 +345,18 @@ def test_django_mounted(host: Host) -> None:
     assert httpx.get(host.url + "/native").text == "native"  # hibana's own, beside mounts
 
 
+def test_a_chunked_body_reaches_a_django_app_whole(host: Host) -> None:
+    # Django reads CONTENT_LENGTH bytes of wsgi.input (none without one); hibana has the
+    # whole body before the app runs, so it says how long it is
+    def parts() -> Iterator[bytes]:
+        yield b"first part, "
+        yield b"second part"
+
+    r = httpx.post(host.url + "/django/echo", content=parts(), timeout=10)
+    assert r.request.headers["transfer-encoding"] == "chunked"
+    assert (r.status_code, r.content) == (200, b"first part, second part")
+
+
 # -- Lambda events ------------------------------------------------------------------------------
 class Ctx:
     aws_request_id = "5d37a5b7-8d1a-4a3c-9d7e-3f1f3a1d2c4b"

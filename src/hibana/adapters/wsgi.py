@@ -188,9 +188,10 @@ def _whole(first: bytes, result: Any, headers: list[tuple[bytes, bytes]]) -> boo
 def environ(scope: MutableMapping[str, Any], body: bytes) -> dict[str, Any]:
     """The WSGI environ of an ASGI HTTP request (PEP 3333): ``SCRIPT_NAME`` is the scope's
     ``root_path``, ``PATH_INFO`` the rest of its path, both as latin-1 "bytes in a str" of
-    their UTF-8. A repeated header's values are joined with commas; a header whose name
-    holds an ``_`` is left out, as gunicorn and nginx do: ``X_User`` would otherwise land
-    in the same ``HTTP_X_USER`` key as ``X-User`` and pass for it."""
+    their UTF-8. ``CONTENT_LENGTH`` is the body's length when it came chunked (it is whole
+    here). A repeated header's values are joined with commas; a header whose name holds an
+    ``_`` is left out, as gunicorn and nginx do: ``X_User`` would otherwise land in the
+    same ``HTTP_X_USER`` key as ``X-User`` and pass for it."""
     script_name = scope.get("root_path", "")
     path = scope["path"]
     if script_name and path.startswith(script_name):
@@ -228,6 +229,9 @@ def environ(scope: MutableMapping[str, Any], body: bytes) -> dict[str, Any]:
             key = "HTTP_" + name.upper().replace("-", "_")
         value = raw_value.decode("latin-1")
         env[key] = f"{env[key]},{value}" if key in env else value
+    if body and "CONTENT_LENGTH" not in env:
+        # a chunked body, here whole: Django reads CONTENT_LENGTH bytes, and none without
+        env["CONTENT_LENGTH"] = str(len(body))
     return env
 
 

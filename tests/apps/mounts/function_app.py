@@ -219,7 +219,12 @@ if not settings.configured:
     )
     django.setup()
 
-from django.http import HttpRequest, JsonResponse, StreamingHttpResponse  # noqa: E402
+from django.http import (  # noqa: E402
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.urls import path, reverse  # noqa: E402
 
 
@@ -233,9 +238,15 @@ def django_stream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(wsgi_parts(request.GET.get("tag", "")))
 
 
+def django_echo(request: HttpRequest) -> HttpResponse:
+    """Its body back: Django reads as much of wsgi.input as CONTENT_LENGTH says."""
+    return HttpResponse(request.body, content_type="application/octet-stream")
+
+
 urlpatterns = [
     path("pages/<slug:slug>", django_view, name="view"),
     path("stream", django_stream),
+    path("echo", django_echo),
 ]
 
 from django.core.wsgi import get_wsgi_application  # noqa: E402
