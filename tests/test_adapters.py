@@ -141,6 +141,50 @@ def test_background_tasks_of_a_mounted_app_finish_before_sigterm_exits(tmp_path:
         host.stop()
 
 
+LIFESPAN_RAISES = """
+import hibana
+
+
+async def db_app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        raise ConnectionRefusedError("the database refused us")
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"served"})
+
+
+async def http_only(scope, receive, send):
+    if scope["type"] != "http":  # as Django's ASGI app: no lifespan spoken
+        raise ValueError("only HTTP here")
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"http only"})
+
+
+app = hibana.App()
+app.asgi("/db", db_app)
+app.asgi("/plain", http_only)
+"""
+
+
+def test_a_lifespan_startup_that_raises_is_logged_and_the_app_served(tmp_path: Path) -> None:
+    # the ASGI spec: a server goes on without lifespan; the error is the one clue the
+    # user gets that their startup never ran
+    (tmp_path / "function_app.py").write_text(LIFESPAN_RAISES)
+    for host in started(tmp_path, "--workers", "1"):
+        assert httpx.get(host.url + "/db/").text == "served"
+        assert httpx.get(host.url + "/plain/").text == "http only"
+        line = host.wait_for_log(
+            level="warning", error="ConnectionRefusedError: the database refused us"
+        )
+        assert line["msg"].startswith(
+            "the app mounted at /db raised in its lifespan startup; it is served without its "
+            "lifespan (to stop the start instead, catch the error and send "
+            "lifespan.startup.failed)"
+        )
+        # one that never took the startup message does not speak lifespan: nothing to say
+        assert not [r for r in host.logs() if "/plain" in str(r.get("msg"))]
+
+
 def test_background_tasks_of_a_head_request_run_on(host: Host, tmp_path: Path) -> None:
     # a HEAD's body is not sent, and its stream closed unread: the app's work after it is not
     until = tmp_path / "go"

@@ -103,6 +103,9 @@ class AsgiMount:
         #: What the app's lifespan startup stores (``yield {"db": ...}`` in Starlette's):
         #: each request's scope gets a copy of it.
         self._state: dict[str, Any] = {}
+        #: What the app raised in its lifespan startup, when it raised instead of
+        #: answering (served without its lifespan then).
+        self.lifespan_error: str | None = None
         #: The app's tasks still running, answered or not.
         self.running: set[asyncio.Task[None]] = set()
 
@@ -230,22 +233,34 @@ class AsgiMount:
 
     async def startup(self) -> str | None:
         """Run the app's lifespan startup; an error message if it failed. An app that
-        does not speak lifespan is left alone."""
+        does not speak lifespan is left alone; one that raised once it took the startup
+        message is served without its lifespan too (the ASGI spec asks it), and
+        ``lifespan_error`` says what it raised."""
         inbox: asyncio.Queue[Message] = asyncio.Queue()
         outbox: asyncio.Queue[Message] = asyncio.Queue()
         self._lifespan_queue, self._lifespan_done = inbox, outbox
+        taken = False
+
+        async def receive() -> Message:
+            nonlocal taken
+            message = await inbox.get()
+            taken = True
+            return message
 
         async def run() -> None:
             try:
                 await self.app(
                     {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self._state},
-                    inbox.get,
+                    receive,
                     outbox.put,
                 )
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # SystemExit too: out of the task, it would stop the loop
-                await outbox.put({"type": "hibana.unsupported", "error": repr(exc)})
+                # raised before it took the startup message: it does not speak lifespan
+                # (Django's ASGI app refuses the scope); after: its startup failed
+                error = f"{type(exc).__name__}: {exc}" if taken else None
+                await outbox.put({"type": "hibana.unsupported", "error": error})
             else:
                 # it returned: done with its lifespan, or (answering nothing) it has none,
                 # as many bare ASGI apps do (`if scope["type"] != "http": return`)
@@ -258,6 +273,7 @@ class AsgiMount:
             return str(reply.get("message") or "lifespan startup failed")
         if reply["type"] == "hibana.unsupported":
             self._lifespan = None
+            self.lifespan_error = reply.get("error")
         return None
 
     async def shutdown(self) -> None:

@@ -266,6 +266,13 @@ class Worker:
                     f"the app mounted at {mount.prefix or '/'} failed its lifespan startup: "
                     f"{failed}"
                 )
+            if mount.lifespan_error is not None:
+                self.log.warning(
+                    f"the app mounted at {mount.prefix or '/'} raised in its lifespan startup; "
+                    "it is served without its lifespan (to stop the start instead, catch the "
+                    "error and send lifespan.startup.failed)",
+                    error=mount.lifespan_error,
+                )
         self._starting = None  # from here a SIGTERM drains: queue deliveries are taken
         if self.consumer is not None:
             self.consumer.start()
