@@ -342,6 +342,31 @@ def test_a_wsgi_app_may_change_its_status_until_its_body_starts(host: Host) -> N
     assert (r.status_code, r.text) == (503, "sorry")
 
 
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        (
+            "/str-body/",
+            "TypeError: the WSGI app's body holds a str 'hello', not bytes (PEP 3333): "
+            "encode it, as in text.encode()",
+        ),
+        (
+            "/int-header/",
+            "TypeError: the WSGI app's header ('Content-Length', 2) is not a (name, value) "
+            "tuple of two str (PEP 3333): write its value as text, as in ('Content-Length', "
+            "str(len(body)))",
+        ),
+    ],
+)
+def test_a_wsgi_app_giving_other_than_pep_3333_asks_is_a_500_naming_it(
+    host: Host, path: str, error: str
+) -> None:
+    r = httpx.get(host.url + path, timeout=10)
+    assert r.status_code == 500
+    line = host.wait_for_log(msg="function raised", invocation_id=r.headers["x-invocation-id"])
+    assert line["error"] == error
+
+
 def test_the_wsgi_environ_of_a_request() -> None:
     from hibana.adapters.wsgi import environ
 

@@ -71,13 +71,25 @@ class _Exchange:
             )
         if not isinstance(status, str) or not status[:3].isdigit():
             raise ValueError(f"the WSGI app's status {status!r} is not like '200 OK'")
-        self.status, self.headers = status, list(headers)
+        headers = list(headers)
+        for header in headers:
+            if not (
+                isinstance(header, (tuple, list))  # a list too, as gunicorn takes it
+                and len(header) == 2
+                and all(isinstance(part, str) for part in header)
+            ):
+                raise TypeError(
+                    f"the WSGI app's header {header!r} is not a (name, value) tuple of two "
+                    "str (PEP 3333): write its value as text, as in ('Content-Length', "
+                    "str(len(body)))"
+                )
+        self.status, self.headers = status, headers
         return self.write
 
     def write(self, data: bytes) -> None:
         if self.headers is None:
             raise RuntimeError("write() was called before start_response (PEP 3333)")
-        self.written.append(bytes(data))
+        self.written.append(_bytes(data, "write() was given"))
 
     def begin(self) -> bytes | object:
         """Call the app, then take its body up to the first part that is not empty:
@@ -93,7 +105,7 @@ class _Exchange:
         part: bytes | object = _END
         for chunk in self.parts:
             if chunk:
-                part = bytes(chunk)
+                part = _bytes(chunk, "body holds")
                 break
         if self.written:
             written, self.written = b"".join(self.written), []
@@ -172,6 +184,17 @@ class WsgiBridge:
                 pool.submit(context.run, exchange.close)
             else:
                 pending.add_done_callback(lambda _: pool.submit(context.run, exchange.close))
+
+
+def _bytes(data: Any, what: str) -> bytes:
+    """``data``, bytes as PEP 3333 asks of a body: a ``TypeError`` naming it if not."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    shown = repr(data[:40] if isinstance(data, str) else data)[:60]
+    raise TypeError(
+        f"the WSGI app's {what} a {type(data).__name__} {shown}, not bytes (PEP 3333): "
+        "encode it, as in text.encode()"
+    )
 
 
 def _whole(first: bytes, result: Any, headers: list[tuple[bytes, bytes]]) -> bool:

@@ -99,6 +99,18 @@ def write_between(environ: dict[str, Any], start_response: Any) -> Iterator[byte
     write(b">")
 
 
+def str_body(environ: dict[str, Any], start_response: Any) -> list[str]:
+    """A bare WSGI app that gives text, where PEP 3333 asks for bytes."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return ["hello"]
+
+
+def int_header(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A bare WSGI app whose Content-Length is a number, where PEP 3333 asks for text."""
+    start_response("200 OK", [("Content-Length", 2)])
+    return [b"hi"]
+
+
 # -- FastAPI (ASGI) ---------------------------------------------------------------------------
 state: dict[str, int] = {"startups": 0, "shutdowns": 0}
 
@@ -266,6 +278,8 @@ app = hibana.App()
 app.wsgi("/flask", flask_app)
 app.wsgi("/late-error", late_error)
 app.wsgi("/write-between", write_between)
+app.wsgi("/str-body", str_body)
+app.wsgi("/int-header", int_header)
 app.asgi("/api", api, timeout=3)  # streams run under it too: room for the slow client's
 app.wsgi("/django", get_wsgi_application())
 app.asgi("/raw-after", raw_after)
