@@ -513,6 +513,45 @@ def test_slack_retries_of_an_event_are_processed_once(webhook_app: tuple[Host, P
     assert len(seen) == 1 and seen[0]["type"] == "com.slack.event.app_mention"
 
 
+@pytest.mark.parametrize(
+    ("content_type", "payload", "error"),
+    [
+        (
+            "application/json",
+            {"type": "event_callback", "event_id": "Ev-shape", "event": "app_mention"},
+            'the Slack event\'s event is "app_mention", not a JSON object',
+        ),
+        (
+            FORM,
+            {"type": "block_actions", "trigger_id": "t-shape", "team": "T9TK3CUKW"},
+            'the Slack interactive payload\'s team is "T9TK3CUKW", not a JSON object',
+        ),
+        (
+            FORM,
+            {"type": "block_actions", "actions": "approve"},
+            'the Slack interactive payload\'s actions is "approve", not a JSON array',
+        ),
+        (
+            FORM,
+            {"type": "block_actions", "actions": ["approve"]},
+            'the Slack interactive payload\'s first action is "approve", not a JSON object',
+        ),
+    ],
+    ids=["event", "team", "actions", "action"],
+)
+def test_a_signed_slack_delivery_of_another_shape_is_a_400_naming_it(
+    webhook_app: tuple[Host, Path], content_type: str, payload: dict[str, Any], error: str
+) -> None:
+    host, _ = webhook_app
+    if content_type == FORM:
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+    else:
+        body = json.dumps(payload).encode()
+    r, sdk_ok = slack_post(host, body, content_type)
+    assert sdk_ok
+    assert (r.status_code, r.json()) == (400, {"error": error})
+
+
 def test_slack_interactive_payload(webhook_app: tuple[Host, Path]) -> None:
     host, app_dir = webhook_app
     payload = {

@@ -135,7 +135,7 @@ def _slack(
                     "minute_rate_limited": payload.get("minute_rate_limited"),
                 },
             )
-        inner = payload.get("event") or {}
+        inner = _object(payload.get("event") or {}, "the Slack event's event")
         event_id = payload.get("event_id")
         if not event_id:
             raise Rejected("a Slack event without event_id", 400)
@@ -156,10 +156,17 @@ def _slack(
         interactive = _json(form["payload"].encode())
         kind = str(interactive.get("type", "unknown"))
         actions = interactive.get("actions") or [{}]
-        ident = interactive.get("trigger_id") or actions[0].get("action_ts") or ""
+        if not isinstance(actions, list):
+            shown = json.dumps(actions)[:40]
+            raise Rejected(
+                f"the Slack interactive payload's actions is {shown}, not a JSON array", 400
+            )
+        first = _object(actions[0], "the Slack interactive payload's first action")
+        team = _object(interactive.get("team") or {}, "the Slack interactive payload's team")
+        ident = interactive.get("trigger_id") or first.get("action_ts") or ""
         return CloudEvent(
             id=str(ident) or f"{kind}-{time.time_ns()}",
-            source=f"https://slack.com/{(interactive.get('team') or {}).get('id', '')}",
+            source=f"https://slack.com/{team.get('id', '')}",
             type=f"com.slack.interactive.{kind}",
             datacontenttype="application/json",
             data=interactive,
@@ -208,6 +215,13 @@ def _json(body: bytes) -> dict[str, Any]:
         raise Rejected("the body is JSON nested too deeply to decode", 400) from None
     if not isinstance(value, dict):
         raise Rejected("the body is not a JSON object", 400)
+    return value
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    """``value``, a JSON object where a signed delivery of another shape is a 400."""
+    if not isinstance(value, dict):
+        raise Rejected(f"{what} is {json.dumps(value)[:40]}, not a JSON object", 400)
     return value
 
 
