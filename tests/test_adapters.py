@@ -232,6 +232,27 @@ def test_a_mounted_app_failing_after_its_answer_is_logged(host: Host) -> None:
     assert line["invocation_id"] == r.headers["x-invocation-id"]
 
 
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        (
+            "/str-headers/",
+            "TypeError: the app mounted at /str-headers sent the response header ('x-a', "
+            '\'1\'): ASGI headers are pairs of bytes, as in (b"content-type", b"text/plain")',
+        ),
+        ("/bad-status/", "ValueError: HTTP status 999 is not an integer from 200 to 599"),
+    ],
+)
+def test_an_asgi_response_start_of_another_shape_fails_the_apps_send_naming_it(
+    host: Host, path: str, error: str
+) -> None:
+    # it waited for its deadline (a 504), the error lost in a callback of the loop
+    r = httpx.get(host.url + path, timeout=10)
+    assert r.status_code == 500
+    line = host.wait_for_log(msg="function raised", invocation_id=r.headers["x-invocation-id"])
+    assert line["error"] == error
+
+
 def test_server_sent_events_stream_through(host: Host) -> None:
     arrivals: list[tuple[float, str]] = []
     with httpx.stream("GET", host.url + "/api/events", timeout=10) as r:

@@ -43,6 +43,21 @@ def _str_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
 
 
+def _checked_headers(headers: Any, prefix: str) -> list[tuple[bytes, bytes]]:
+    """An app's ``http.response.start`` headers as pairs of bytes; a ``TypeError`` naming
+    the header that is not one (a str, a name alone)."""
+    checked = []
+    for header in headers:
+        pair = tuple(header) if isinstance(header, (tuple, list)) else ()
+        if len(pair) != 2 or not all(isinstance(part, (bytes, bytearray)) for part in pair):
+            raise TypeError(
+                f"the app mounted at {prefix or '/'} sent the response header {header!r}: "
+                'ASGI headers are pairs of bytes, as in (b"content-type", b"text/plain")'
+            )
+        checked.append((bytes(pair[0]), bytes(pair[1])))
+    return checked
+
+
 def _whole(status: int, raw: list[tuple[bytes, bytes]], body: bytes) -> Response:
     """A whole response from an app's head and body."""
     check_status(status)
@@ -159,7 +174,11 @@ class AsgiMount:
         async def send(message: Message) -> None:
             kind = message["type"]
             if kind == "http.response.start":
-                head[:] = (int(message["status"]), message.get("headers", []))
+                # checked here, so that the app's send raises: in ``streamed`` (a callback)
+                # an error would reach no one, and the request would wait for its deadline
+                status = message.get("status")
+                check_status(status)
+                head[:] = (status, _checked_headers(message.get("headers", []), self.prefix))
                 loop.call_soon(streamed)
             elif kind == "http.response.body":
                 chunk = message.get("body", b"")

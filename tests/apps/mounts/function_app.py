@@ -219,6 +219,25 @@ async def raw_after(scope: dict[str, Any], receive: Any, send: Any) -> None:
     raise RuntimeError("failed after the answer")
 
 
+async def str_headers(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A bare ASGI app that gives its headers as str, where ASGI asks for bytes, then
+    takes its time over the body."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [("x-a", "1")]})
+    await asyncio.sleep(30)
+    await send({"type": "http.response.body", "body": b"late"})
+
+
+async def bad_status(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A bare ASGI app that starts a response with a status no client can take."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 999, "headers": []})
+    await asyncio.sleep(30)
+    await send({"type": "http.response.body", "body": b"late"})
+
+
 # -- Django (WSGI) ----------------------------------------------------------------------------
 if not settings.configured:
     settings.configure(
@@ -283,6 +302,8 @@ app.wsgi("/int-header", int_header)
 app.asgi("/api", api, timeout=3)  # streams run under it too: room for the slow client's
 app.wsgi("/django", get_wsgi_application())
 app.asgi("/raw-after", raw_after)
+app.asgi("/str-headers", str_headers, timeout=3)
+app.asgi("/bad-status", bad_status, timeout=3)
 app.asgi("/long-poll", waits_for_disconnect, timeout=30)
 
 
