@@ -246,7 +246,7 @@ def test_a_webhook_topic_takes_no_event_posted_to_the_events_endpoint(
     )
     for topic, path, (headers, body) in [
         ("github", "/webhooks/github", to_binary(forged)),
-        ("slack", "/webhooks/slack/commands", to_structured(forged)),
+        ("slack", "/webhooks/slack/commands or POST /webhooks/slack/async", to_structured(forged)),
         ("std", "/webhooks/std", to_binary(forged)),
     ]:
         r = httpx.post(f"{host.url}/runtime/events/{topic}", headers=headers, content=body)
@@ -306,6 +306,7 @@ def slack_post(
     ts: int | str | None = None,
     secret: str = SLACK_SECRET,
     extra: dict[str, str] | None = None,
+    path: str = "/webhooks/slack/commands",
 ) -> tuple[httpx.Response, bool]:
     """Signs like Slack (with slack_sdk), posts, and says whether slack_sdk would accept.
     ``ts``: the timestamp header, now if not given (a string is sent as it is)."""
@@ -318,7 +319,7 @@ def slack_post(
         "x-slack-signature": sig,
         **(extra or {}),
     }
-    r = httpx.post(host.url + "/webhooks/slack/commands", content=body, headers=headers)
+    r = httpx.post(host.url + path, content=body, headers=headers)
     try:
         sdk_ok = SignatureVerifier(SLACK_SECRET).is_valid(
             body=body, timestamp=timestamp, signature=sig
@@ -368,6 +369,16 @@ def test_slack_command_is_acknowledged_then_answered_through_response_url(
         and d["id"] == "13345224609.738474920.8088930838d88f008e0"
     ]
     assert seen["subject"] == "/weather"
+
+
+def test_an_async_ack_is_awaited_for_the_reply(
+    webhook_app: tuple[Host, Path], response_url: str
+) -> None:
+    host, _ = webhook_app
+    body = command("94070", response_url, "trig-async-ack")
+    r, sdk_ok = slack_post(host, body, FORM, path="/webhooks/slack/async")
+    assert sdk_ok and r.status_code == 200, r.text
+    assert r.json() == {"response_type": "ephemeral", "text": "Async on 94070"}
 
 
 @pytest.mark.parametrize(

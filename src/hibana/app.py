@@ -625,8 +625,8 @@ class Blueprint:
         """An endpoint that verifies a provider's webhook with the secret named
         ``secret``, publishes it to ``topic`` as a CloudEvent and answers at once
         (``provider``: "github", "slack" or "standard" for Standard Webhooks). For Slack,
-        ``ack(command)`` returns the immediate reply's JSON; the subscriber of ``topic``
-        does the slow work."""
+        ``ack(command)`` (a function or an ``async def``) returns the immediate reply's
+        JSON; the subscriber of ``topic`` does the slow work."""
         from hibana.webhooks import PROVIDERS, handler
 
         where = _caller(1)

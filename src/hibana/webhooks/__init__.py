@@ -10,6 +10,7 @@ slow work, with retries and dead letters.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 import urllib.parse
@@ -74,6 +75,8 @@ def handler(provider: Provider, secret: str, topic: str, path: str, ack: Ack | N
         if provider == "slack":
             # Slack wants a slash command's reply in the acknowledgement itself.
             reply = ack(event.data) if ack is not None and answer else None
+            if inspect.isawaitable(reply):  # an async def ack
+                reply = await reply
             return Response.json(reply if reply is not None else {}, status=200)
         return Response.json(
             {"accepted": not published.duplicate, "duplicate": published.duplicate, "id": event.id},

@@ -30,6 +30,16 @@ app.webhook(
 app.webhook("/webhooks/std", provider="standard", secret="std-secret", topic="std")
 
 
+async def async_ack(cmd: dict[str, str]) -> dict[str, str]:
+    await asyncio.sleep(0)
+    return {"response_type": "ephemeral", "text": f"Async on {cmd['text']}"}
+
+
+app.webhook(
+    "/webhooks/slack/async", provider="slack", secret="slack-secret", topic="slack", ack=async_ack
+)
+
+
 def record(**fields: object) -> None:
     line = json.dumps({"pid": os.getpid(), "t": time.time(), **fields}) + "\n"
     fd = os.open(HERE / "delivered.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
