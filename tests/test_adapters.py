@@ -388,6 +388,31 @@ def test_a_wsgi_app_giving_other_than_pep_3333_asks_is_a_500_naming_it(
     assert line["error"] == error
 
 
+@pytest.mark.parametrize(
+    ("target", "path_info"),
+    [
+        ("/path-info/caf%C3%A9/%FF%FE", b"/caf\xc3\xa9/\xff\xfe"),  # not UTF-8: as sent
+        ("/path-info/a%2Fb%3F", b"/a/b?"),
+    ],
+)
+def test_path_info_holds_the_bytes_the_client_escaped(
+    host: Host, target: str, path_info: bytes
+) -> None:
+    # PEP 3333's PATH_INFO: bytes as latin-1; a %FF was U+FFFD, the app could not tell
+    # which bytes the client sent (gunicorn gives "\xff")
+    with httpx.Client(base_url=host.url) as client:
+        r = client.send(client.build_request("GET", host.url + target))
+    assert (r.status_code, r.content) == (200, path_info)
+
+
+def test_path_info_of_a_path_whose_dot_segments_the_front_resolved_is_that_path() -> None:
+    from hibana.adapters.wsgi import environ
+
+    # its raw_path still climbs: PATH_INFO is made from the resolved path, never from it
+    scope = {"method": "GET", "root_path": "/w", "path": "/w/\ufffd", "raw_path": b"/w/x/../%FF"}
+    assert environ(scope, b"")["PATH_INFO"] == "/\xef\xbf\xbd"
+
+
 def test_the_wsgi_environ_of_a_request() -> None:
     from hibana.adapters.wsgi import environ
 

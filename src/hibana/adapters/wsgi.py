@@ -19,6 +19,7 @@ import asyncio
 import contextvars
 import io
 import sys
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -211,19 +212,21 @@ def _whole(first: bytes, result: Any, headers: list[tuple[bytes, bytes]]) -> boo
 def environ(scope: MutableMapping[str, Any], body: bytes) -> dict[str, Any]:
     """The WSGI environ of an ASGI HTTP request (PEP 3333): ``SCRIPT_NAME`` is the scope's
     ``root_path``, ``PATH_INFO`` the rest of its path, both as latin-1 "bytes in a str" of
-    their UTF-8. ``CONTENT_LENGTH`` is the body's length when it came chunked (it is whole
-    here). A repeated header's values are joined with commas; a header whose name holds an
-    ``_`` is left out, as gunicorn and nginx do: ``X_User`` would otherwise land in the
-    same ``HTTP_X_USER`` key as ``X-User`` and pass for it."""
-    script_name = scope.get("root_path", "")
-    path = scope["path"]
+    the bytes the client's percent-escapes stand for (``%FF`` is ``"\xff"``, as gunicorn
+    gives it, where ASGI's ``path`` holds U+FFFD). ``CONTENT_LENGTH`` is the body's
+    length when it came chunked (it is whole here). A repeated header's values are joined
+    with commas; a header whose name holds an ``_`` is left out, as gunicorn and nginx do:
+    ``X_User`` would otherwise land in the same ``HTTP_X_USER`` key as ``X-User`` and pass
+    for it."""
+    script_name = scope.get("root_path", "").encode("utf-8")
+    path = _path_bytes(scope)
     if script_name and path.startswith(script_name):
         path = path[len(script_name) :]
     server = scope.get("server") or ("localhost", 80)
     env: dict[str, Any] = {
         "REQUEST_METHOD": scope["method"],
-        "SCRIPT_NAME": script_name.encode("utf-8").decode("latin-1"),
-        "PATH_INFO": path.encode("utf-8").decode("latin-1"),
+        "SCRIPT_NAME": script_name.decode("latin-1"),
+        "PATH_INFO": path.decode("latin-1"),
         "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
         "SERVER_NAME": str(server[0]),
         "SERVER_PORT": str(server[1] or 80),
@@ -256,6 +259,21 @@ def environ(scope: MutableMapping[str, Any], body: bytes) -> dict[str, Any]:
         # a chunked body, here whole: Django reads CONTENT_LENGTH bytes, and none without
         env["CONTENT_LENGTH"] = str(len(body))
     return env
+
+
+def _path_bytes(scope: MutableMapping[str, Any]) -> bytes:
+    """The scope's path as bytes: those its ``raw_path`` percent-decodes to, when the
+    ``path`` was made from it as hibana's HTTP front makes it (unquoted as UTF-8, and no
+    ``..`` resolved: that one is taken as it is); else the ``path``'s UTF-8."""
+    path: str = scope["path"]
+    raw = scope.get("raw_path")
+    if (
+        isinstance(raw, bytes)
+        and (b"%" in raw or not raw.isascii())
+        and urllib.parse.unquote(raw.decode("latin-1")) == path
+    ):
+        return urllib.parse.unquote_to_bytes(raw)
+    return path.encode("utf-8")
 
 
 def _errors() -> io.TextIOBase:

@@ -99,6 +99,12 @@ def write_between(environ: dict[str, Any], start_response: Any) -> Iterator[byte
     write(b">")
 
 
+def path_info(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """A bare WSGI app that answers its PATH_INFO's bytes."""
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [environ["PATH_INFO"].encode("latin-1")]
+
+
 def str_body(environ: dict[str, Any], start_response: Any) -> list[str]:
     """A bare WSGI app that gives text, where PEP 3333 asks for bytes."""
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -297,6 +303,7 @@ app = hibana.App()
 app.wsgi("/flask", flask_app)
 app.wsgi("/late-error", late_error)
 app.wsgi("/write-between", write_between)
+app.wsgi("/path-info", path_info)
 app.wsgi("/str-body", str_body)
 app.wsgi("/int-header", int_header)
 app.asgi("/api", api, timeout=3)  # streams run under it too: room for the slow client's
