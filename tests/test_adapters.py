@@ -185,6 +185,57 @@ def test_a_lifespan_startup_that_raises_is_logged_and_the_app_served(tmp_path: P
         assert not [r for r in host.logs() if "/plain" in str(r.get("msg"))]
 
 
+LIFESPAN_SHUTDOWN_FAILS = """
+import hibana
+
+
+def lifespan(on_shutdown):
+    async def asgi(scope, receive, send):
+        if scope["type"] == "lifespan":
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await on_shutdown(send)
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"up"})
+
+    return asgi
+
+
+async def says_failed(send):
+    await send({"type": "lifespan.shutdown.failed", "message": "the cache could not be flushed"})
+
+
+async def raises(send):
+    raise OSError("the disk went away")
+
+
+app = hibana.App()
+app.asgi("/says", lifespan(says_failed))
+app.asgi("/raises", lifespan(raises))
+"""
+
+
+def test_a_lifespan_shutdown_that_fails_or_raises_is_logged(tmp_path: Path) -> None:
+    (tmp_path / "function_app.py").write_text(LIFESPAN_SHUTDOWN_FAILS)
+    host = Host(tmp_path, "--workers", "1").wait_ready()
+    try:
+        assert httpx.get(host.url + "/says/").text == "up"
+        host.signal(signal.SIGTERM)
+        assert host.wait_exit(20) == 0
+        for prefix, error in [
+            ("/says", "the cache could not be flushed"),
+            ("/raises", "it raised OSError: the disk went away"),
+        ]:
+            line = host.wait_for_log(
+                msg=f"the app mounted at {prefix} failed its lifespan shutdown", timeout=1
+            )
+            assert (line["level"], line["error"]) == ("warning", error)
+    finally:
+        host.stop()
+
+
 def test_background_tasks_of_a_head_request_run_on(host: Host, tmp_path: Path) -> None:
     # a HEAD's body is not sent, and its stream closed unread: the app's work after it is not
     until = tmp_path / "go"

@@ -27,6 +27,8 @@ from hibana.responses import Response, StreamingResponse, check_status
 Message = MutableMapping[str, Any]
 #: Body chunks a mounted app may send ahead of what the client has taken.
 _CHUNKS_AHEAD = 4
+#: Seconds a mounted app's lifespan shutdown may take.
+SHUTDOWN_WAIT = 5.0
 ASGIApp = Callable[
     [
         MutableMapping[str, Any],
@@ -295,11 +297,20 @@ class AsgiMount:
             self.lifespan_error = reply.get("error")
         return None
 
-    async def shutdown(self) -> None:
+    async def shutdown(self) -> str | None:
+        """Run the app's lifespan shutdown; what went wrong, if it failed, raised or did
+        not answer within ``SHUTDOWN_WAIT`` seconds."""
         if self._lifespan is None or self._lifespan_queue is None:
-            return
+            return None
         await self._lifespan_queue.put({"type": "lifespan.shutdown"})
         assert self._lifespan_done is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._lifespan_done.get(), 5)
         self._lifespan = None
+        try:
+            reply = await asyncio.wait_for(self._lifespan_done.get(), SHUTDOWN_WAIT)
+        except TimeoutError:
+            return f"it did not answer lifespan.shutdown within {SHUTDOWN_WAIT:.0f}s"
+        if reply["type"] == "lifespan.shutdown.failed":
+            return str(reply.get("message") or "lifespan shutdown failed")
+        if reply["type"] == "hibana.unsupported" and reply.get("error") is not None:
+            return f"it raised {reply['error']}"
+        return None

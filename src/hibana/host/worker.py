@@ -297,7 +297,12 @@ class Worker:
         await self.server.shutdown(grace)
         await self._finish_mounts(mounts)
         for mount in mounts:
-            await mount.shutdown()
+            failed = await mount.shutdown()
+            if failed is not None:
+                self.log.warning(
+                    f"the app mounted at {mount.prefix or '/'} failed its lifespan shutdown",
+                    error=failed,
+                )
         if self.consumer is not None:
             await self.consumer.stop()
             await self.consumer.drained()
