@@ -70,6 +70,9 @@ def test_functions_read_granted_secrets_and_logs_never_show_them(app_dir: Path) 
             "refused": "function 'no_grants' may not read secret 'api-token': it names no "
             "secrets; add 'api-token' to secrets=[...] in its decorator",
             "names": [],
+            # a Mapping's `in` and get() answer, where they raised that SecretError
+            "in": False,
+            "get": "none",
         }
         assert got["length"] == len(API_TOKEN) and got["names"] == ["api-token"]
         assert got["refused"].startswith(

@@ -15,6 +15,7 @@ import os
 import stat
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from hibana.errors import HibanaError
 from hibana.names import NAME_RULE, name_problem
@@ -122,6 +123,14 @@ class Secrets(Mapping[str, str]):
                 f"function {self._function!r} may not read secret {name!r}: {names}; add "
                 f"{name!r} to secrets=[...] in its decorator"
             ) from None
+
+    def __contains__(self, name: object) -> bool:
+        # Mapping's would read the value, and a name not granted raises SecretError
+        return name in self._values
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The value of ``name`` if the function was granted it, else ``default``."""
+        return self._values.get(name, default)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)

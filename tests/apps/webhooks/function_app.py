@@ -111,7 +111,8 @@ def token_job(msg: hibana.Message, ctx: hibana.Context) -> None:
 
 @app.http("/no-grants", methods=["GET"])
 def no_grants(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
+    asked = {"in": "api-token" in ctx.secrets, "get": ctx.secrets.get("api-token", "none")}
     try:
         return {"read": ctx.secrets["api-token"]}
     except hibana.HibanaError as exc:
-        return {"refused": str(exc), "names": sorted(ctx.secrets)}
+        return {"refused": str(exc), "names": sorted(ctx.secrets), **asked}
