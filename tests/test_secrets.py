@@ -142,6 +142,43 @@ def test_a_secret_a_logged_number_holds_is_redacted_and_the_line_stays_json(
     assert "84920173" not in "\n".join(host.stdout_lines + host.stderr_lines)
 
 
+URL_APP = """
+import httpx
+
+import hibana
+
+app = hibana.App()
+
+
+@app.http("/blob", methods=["GET"], secrets=["sas-sig"])
+def blob(req, ctx):
+    sig = ctx.secrets["sas-sig"]
+    url = httpx.Request("GET", "https://acct.blob.example/c/b", params={"sig": sig}).url
+    ctx.log.info("fetching", url=str(url))
+    raise RuntimeError(f"GET {url} answered 403")
+"""
+
+
+def test_a_secret_percent_encoded_in_a_url_is_redacted(tmp_path: Path, key_file: Path) -> None:
+    """A base64 signature (an Azure SAS token's sig=) holds + / =, which a URL holds as
+    %2B %2F %3D: the URL an HTTP client logs or names in its error showed it whole."""
+    (tmp_path / "function_app.py").write_text(URL_APP)
+    sig = "Zm9v+YmFy/YmF6=="
+    assert set_secret(tmp_path, "sas-sig", sig).returncode == 0
+    for host in started(tmp_path, "--workers", "1"):
+        with host.client() as client:
+            assert client.get("/blob").status_code == 500
+        assert host.wait_for_log(msg="fetching")["url"] == (
+            "https://acct.blob.example/c/b?sig=[REDACTED]"
+        )
+        error = host.wait_for_log(msg="function raised")["error"]
+        assert (
+            error == "RuntimeError: GET https://acct.blob.example/c/b?sig=[REDACTED] answered 403"
+        )
+    everything = "\n".join(host.stdout_lines + host.stderr_lines)
+    assert "Zm9v%2BYmFy%2FYmF6%3D%3D" not in everything and sig not in everything
+
+
 def test_a_missing_secret_stops_the_start_naming_it(app_dir: Path) -> None:
     assert set_secret(app_dir, "gh-secret", GH_SECRET).returncode == 0
     host = Host(app_dir)

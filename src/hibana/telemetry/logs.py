@@ -24,6 +24,7 @@ import stat
 import threading
 import time
 import traceback
+import urllib.parse
 import weakref
 from collections.abc import Callable
 from typing import IO, Any, Literal
@@ -256,14 +257,22 @@ def _quoted_value(value: Any, secrets: tuple[bytes, ...]) -> Any:
 def _written_forms(value: str) -> set[str]:
     """``value`` and the escaped forms it takes in text that code writes: Python's
     ``repr`` (what ``KeyError(value)`` and ``f"{value!r}"`` say), the repr of its UTF-8
-    bytes, and JSON with and without ASCII escapes (``json.dumps``). They are the same for
-    most tokens; a value with a backslash, a quote or a character outside ASCII differs."""
+    bytes, JSON with and without ASCII escapes (``json.dumps``), and percent-encoded as a
+    URL holds it (a SAS token's ``sig=`` in the URL an HTTP error names). They are the
+    same for most tokens; a value with a backslash, a quote, a ``+``, ``/`` or ``=`` (base64)
+    or a character outside ASCII differs."""
     forms = {
         value,
         repr(value)[1:-1],
         json.dumps(value)[1:-1],
         json.dumps(value, ensure_ascii=False)[1:-1],
     }
+    with contextlib.suppress(UnicodeEncodeError):
+        forms |= {
+            urllib.parse.quote(value, safe=""),  # a query's value, as httpx and urlencode write it
+            urllib.parse.quote(value),  # a path's segments
+            urllib.parse.quote_plus(value),  # a form's value: a space as +
+        }
     with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate: no UTF-8 form
         forms.add(repr(value.encode())[2:-1])
     return {form for form in forms if form}
