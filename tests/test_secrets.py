@@ -207,6 +207,16 @@ def test_a_missing_or_wrong_key_is_named(
     other.chmod(0o644)
     listed = set_secret(app_dir, "x-secret", "value-1234")
     assert listed.returncode == 1 and "chmod 600" in listed.stderr
+    # the folder the key is in, not the key: its mode is no matter (chmod 600 it was told)
+    key_file.parent.chmod(0o755)
+    monkeypatch.setenv("HIBANA_SECRET_KEY_FILE", str(key_file.parent))
+    named = set_secret(app_dir, "x-secret", "value-1234")
+    assert named.returncode == 1
+    assert (
+        f"the secrets key file {key_file.parent} is a directory; point HIBANA_SECRET_KEY_FILE "
+        f"at the key file (the one the first `hibana secrets set` made, {key_file} if it was "
+        "made there)"
+    ) in named.stderr
 
 
 def test_bad_secret_values_and_names(app_dir: Path) -> None:

@@ -52,6 +52,13 @@ def load_key(create: bool = False) -> bytes:
         with os.fdopen(fd, "w") as out:
             out.write(base64.b64encode(os.urandom(32)).decode() + "\n")
     mode = path.stat().st_mode
+    if stat.S_ISDIR(mode):
+        # chmod 600, as a directory's mode would have it said, is no fix for that
+        raise SecretError(
+            f"the secrets key file {path} is a directory; point {KEY_ENV} at the key file "
+            f"(the one the first `hibana secrets set` made, {path / 'key'} if it was made "
+            "there)"
+        )
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SecretError(
             f"the secrets key file {path} can be read by other users (mode "
