@@ -423,6 +423,12 @@ def test_a_wsgi_app_may_change_its_status_until_its_body_starts(host: Host) -> N
             "encode it, as in text.encode()",
         ),
         (
+            # iterated, b"hello" gave 104 NUL bytes for its "h", and so on
+            "/bare-bytes/",
+            "TypeError: the WSGI app returned b'hello', not an iterable of bytes (PEP 3333): "
+            "return [body], a list of its one part",
+        ),
+        (
             "/int-header/",
             "TypeError: the WSGI app's header ('Content-Length', 2) is not a (name, value) "
             "tuple of two str (PEP 3333): write its value as text, as in ('Content-Length', "

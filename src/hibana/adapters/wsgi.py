@@ -96,6 +96,13 @@ class _Exchange:
         """Call the app, then take its body up to the first part that is not empty:
         that part (what ``write`` got before it too), or ``_END``."""
         self.result = self.app(self.environ, self.start_response)
+        if self.result is None or isinstance(self.result, (bytes, bytearray, str)):
+            # iterated, bytes are ints (each int was as many NUL bytes) and str characters
+            shown = repr(self.result)[:60]
+            raise TypeError(
+                f"the WSGI app returned {shown}, not an iterable of bytes (PEP 3333): return "
+                "[body], a list of its one part"
+            )
         self.parts = iter(self.result)
         return self.step()
 

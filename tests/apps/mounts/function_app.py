@@ -111,6 +111,12 @@ def str_body(environ: dict[str, Any], start_response: Any) -> list[str]:
     return ["hello"]
 
 
+def bare_bytes(environ: dict[str, Any], start_response: Any) -> bytes:
+    """A bare WSGI app that returns its body itself, not in a list."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return b"hello"
+
+
 def int_header(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """A bare WSGI app whose Content-Length is a number, where PEP 3333 asks for text."""
     start_response("200 OK", [("Content-Length", 2)])
@@ -305,6 +311,7 @@ app.wsgi("/late-error", late_error)
 app.wsgi("/write-between", write_between)
 app.wsgi("/path-info", path_info)
 app.wsgi("/str-body", str_body)
+app.wsgi("/bare-bytes", bare_bytes)
 app.wsgi("/int-header", int_header)
 app.asgi("/api", api, timeout=3)  # streams run under it too: room for the slow client's
 app.wsgi("/django", get_wsgi_application())
