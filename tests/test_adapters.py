@@ -412,6 +412,9 @@ def test_a_wsgi_app_may_change_its_status_until_its_body_starts(host: Host) -> N
     # PEP 3333: start_response again with exc_info, before any of the body went out
     r = httpx.get(host.url + "/late-error/", timeout=10)
     assert (r.status_code, r.text) == (503, "sorry")
+    # what it wrote before is the half of a page it replaced: not the error page's start
+    r = httpx.get(host.url + "/late-error-after-write/", timeout=10)
+    assert (r.status_code, r.text) == (503, "sorry")
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,8 @@ class _Exchange:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None  # no cycle through the traceback
+            # what write() was given (not sent yet) was the body of the response replaced
+            self.written = []
         elif self.headers is not None:
             raise RuntimeError(
                 "start_response was called a second time without exc_info (PEP 3333)"

@@ -89,6 +89,17 @@ def late_error(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [b"sorry"]
 
 
+def late_error_after_write(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """As late_error, once it wrote a part of its page with write()."""
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    write(b"<html>half a page")
+    try:
+        raise LookupError("the record vanished")
+    except LookupError:
+        start_response("503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
+    return [b"sorry"]
+
+
 def write_between(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
     """A bare WSGI app that uses write() (PEP 3333's legacy way) between its parts."""
     write = start_response("200 OK", [("Content-Type", "text/plain")])
@@ -308,6 +319,7 @@ async def waits_for_disconnect(scope: dict[str, Any], receive: Any, send: Any) -
 app = hibana.App()
 app.wsgi("/flask", flask_app)
 app.wsgi("/late-error", late_error)
+app.wsgi("/late-error-after-write", late_error_after_write)
 app.wsgi("/write-between", write_between)
 app.wsgi("/path-info", path_info)
 app.wsgi("/str-body", str_body)
