@@ -4,6 +4,7 @@ own SignatureVerifier must agree with hibana on every request."""
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import hashlib
 import hmac
 import http.server
@@ -246,7 +247,12 @@ def test_a_webhook_topic_takes_no_event_posted_to_the_events_endpoint(
     )
     for topic, path, (headers, body) in [
         ("github", "/webhooks/github", to_binary(forged)),
-        ("slack", "/webhooks/slack/commands or POST /webhooks/slack/async", to_structured(forged)),
+        (
+            "slack",
+            "/webhooks/slack/commands or POST /webhooks/slack/async or POST "
+            "/webhooks/slack/blocking",
+            to_structured(forged),
+        ),
         ("std", "/webhooks/std", to_binary(forged)),
     ]:
         r = httpx.post(f"{host.url}/runtime/events/{topic}", headers=headers, content=body)
@@ -379,6 +385,21 @@ def test_an_async_ack_is_awaited_for_the_reply(
     r, sdk_ok = slack_post(host, body, FORM, path="/webhooks/slack/async")
     assert sdk_ok and r.status_code == 200, r.text
     assert r.json() == {"response_type": "ephemeral", "text": "Async on 94070"}
+
+
+def test_a_sync_ack_runs_off_the_workers_loop(
+    webhook_app: tuple[Host, Path], response_url: str
+) -> None:
+    # on the loop, it held up every request of the worker: the one it waited for too
+    host, app_dir = webhook_app
+    body = command("x", response_url, "trig-blocking-ack")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        replied = pool.submit(slack_post, host, body, FORM, path="/webhooks/slack/blocking")
+        wait_until(lambda: (app_dir / "ack-waiting").exists(), what="the ack to wait")
+        assert httpx.post(host.url + "/ack-flag", timeout=10).text == "set"
+        r, sdk_ok = replied.result()
+    assert sdk_ok and r.status_code == 200, r.text
+    assert r.json() == {"text": "flag seen"}
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ slow work, with retries and dead letters.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import time
@@ -74,9 +75,14 @@ def handler(provider: Provider, secret: str, topic: str, path: str, ack: Ack | N
         )
         if provider == "slack":
             # Slack wants a slash command's reply in the acknowledgement itself.
-            reply = ack(event.data) if ack is not None and answer else None
-            if inspect.isawaitable(reply):  # an async def ack
-                reply = await reply
+            reply = None
+            if ack is not None and answer:
+                # a plain function runs on a thread, as a sync function does: a slow one
+                # (a lookup) would hold up every request on this worker's loop
+                sync = not inspect.iscoroutinefunction(ack)
+                reply = await asyncio.to_thread(ack, event.data) if sync else ack(event.data)
+                if inspect.isawaitable(reply):  # an async def ack, or what returns one
+                    reply = await reply
             return Response.json(reply if reply is not None else {}, status=200)
         return Response.json(
             {"accepted": not published.duplicate, "duplicate": published.duplicate, "id": event.id},

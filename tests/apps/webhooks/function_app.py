@@ -40,6 +40,30 @@ app.webhook(
 )
 
 
+def blocking_ack(cmd: dict[str, str]) -> dict[str, str]:
+    """An ack that waits (a lookup, say) for what another request does meanwhile."""
+    (HERE / "ack-waiting").touch()
+    deadline = time.monotonic() + 3
+    while not (HERE / "ack-flag").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return {"text": "flag seen" if (HERE / "ack-flag").exists() else "no flag"}
+
+
+app.webhook(
+    "/webhooks/slack/blocking",
+    provider="slack",
+    secret="slack-secret",
+    topic="slack",
+    ack=blocking_ack,
+)
+
+
+@app.http("/ack-flag", methods=["POST"])
+async def ack_flag(req: hibana.Request, ctx: hibana.Context) -> str:
+    (HERE / "ack-flag").touch()
+    return "set"
+
+
 def record(**fields: object) -> None:
     line = json.dumps({"pid": os.getpid(), "t": time.time(), **fields}) + "\n"
     fd = os.open(HERE / "delivered.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
