@@ -103,6 +103,12 @@ def test_what_a_flask_app_writes_to_wsgi_errors_is_an_error_line_of_its_invocati
     assert (written["level"], written["stream"]) == ("error", "wsgi.errors")
 
 
+def test_cookies_of_two_cookie_headers_reach_flask_apart(host: Host) -> None:
+    # as a proxy sends an HTTP/2 client's cookie crumbs (RFC 9113 8.2.3: "; " joins them)
+    r = httpx.get(host.url + "/flask/cookies", headers=[("cookie", "a=1; b=2"), ("cookie", "c=3")])
+    assert r.json() == {"a": "1", "b": "2", "c": "3"}
+
+
 def test_flask_binary_body_and_two_cookies(host: Host) -> None:
     r = httpx.post(host.url + "/flask/echo", content=PNG)
     assert r.content == PNG

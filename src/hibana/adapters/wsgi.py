@@ -224,9 +224,9 @@ def environ(scope: MutableMapping[str, Any], body: bytes) -> dict[str, Any]:
     the bytes the client's percent-escapes stand for (``%FF`` is ``"\xff"``, as gunicorn
     gives it, where ASGI's ``path`` holds U+FFFD). ``CONTENT_LENGTH`` is the body's
     length when it came chunked (it is whole here). A repeated header's values are joined
-    with commas; a header whose name holds an ``_`` is left out, as gunicorn and nginx do:
-    ``X_User`` would otherwise land in the same ``HTTP_X_USER`` key as ``X-User`` and pass
-    for it."""
+    with commas (a Cookie's with "; "); a header whose name holds an ``_`` is left out, as
+    gunicorn and nginx do: ``X_User`` would otherwise land in the same ``HTTP_X_USER`` key
+    as ``X-User`` and pass for it."""
     script_name = scope.get("root_path", "").encode("utf-8")
     path = _path_bytes(scope)
     if script_name and path.startswith(script_name):
@@ -263,7 +263,11 @@ def environ(scope: MutableMapping[str, Any], body: bytes) -> dict[str, Any]:
         else:
             key = "HTTP_" + name.upper().replace("-", "_")
         value = raw_value.decode("latin-1")
-        env[key] = f"{env[key]},{value}" if key in env else value
+        if key in env:
+            # RFC 6265's cookies are split on "; " (Werkzeug's, Django's parsers): joined
+            # with a comma, a second Cookie header's went into the first one's last value
+            value = f"{env[key]}{'; ' if key == 'HTTP_COOKIE' else ','}{value}"
+        env[key] = value
     if body and "CONTENT_LENGTH" not in env:
         # a chunked body, here whole: Django reads CONTENT_LENGTH bytes, and none without
         env["CONTENT_LENGTH"] = str(len(body))

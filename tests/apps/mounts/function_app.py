@@ -45,6 +45,11 @@ def flask_echo():  # type: ignore[no-untyped-def]
     return resp
 
 
+@flask_app.get("/cookies")
+def flask_cookies():  # type: ignore[no-untyped-def]
+    return jsonify(request.cookies.to_dict())
+
+
 @flask_app.get("/complain")
 def flask_complain():  # type: ignore[no-untyped-def]
     flask_app.logger.error("the upstream said no")  # Flask's handler writes to wsgi.errors
