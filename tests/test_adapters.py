@@ -479,6 +479,17 @@ def test_path_info_of_a_path_whose_dot_segments_the_front_resolved_is_that_path(
     assert environ(scope, b"")["PATH_INFO"] == "/\xef\xbf\xbd"
 
 
+def test_a_wsgi_body_whose_close_raises_is_logged_in_its_invocation(host: Host) -> None:
+    # close() runs on a pool thread once the body is out; what it raised went nowhere
+    r = httpx.get(host.url + "/fails-to-close/", timeout=10)
+    assert (r.status_code, r.text) == (200, "answered")
+    line = host.wait_for_log(
+        msg="the WSGI app's body raised in its close()",
+        invocation_id=r.headers["x-invocation-id"],
+    )
+    assert (line["level"], line["error"]) == ("error", "RuntimeError: the session could not commit")
+
+
 def test_the_wsgi_environ_of_a_request() -> None:
     from hibana.adapters.wsgi import environ
 

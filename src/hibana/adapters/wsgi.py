@@ -19,6 +19,7 @@ import asyncio
 import contextvars
 import io
 import sys
+import traceback
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -124,8 +125,17 @@ class _Exchange:
 
     def close(self) -> None:
         close = getattr(self.result, "close", None)
-        if close is not None:
+        if close is None:
+            return
+        try:
             close()
+        except Exception as exc:
+            # on a pool thread whose future nobody reads: said here, or never
+            log = current_logger.get()
+            if log is None:
+                traceback.print_exc()
+            else:
+                log.exception("the WSGI app's body raised in its close()", exc)
 
 
 class WsgiBridge:

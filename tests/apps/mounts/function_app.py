@@ -121,6 +121,21 @@ def path_info(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [environ["PATH_INFO"].encode("latin-1")]
 
 
+class FailsToClose:
+    """A body whose close() raises, as a session's commit in it might."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"answered"
+
+    def close(self) -> None:
+        raise RuntimeError("the session could not commit")
+
+
+def fails_to_close(environ: dict[str, Any], start_response: Any) -> FailsToClose:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return FailsToClose()
+
+
 def str_body(environ: dict[str, Any], start_response: Any) -> list[str]:
     """A bare WSGI app that gives text, where PEP 3333 asks for bytes."""
     start_response("200 OK", [("Content-Type", "text/plain")])
@@ -328,6 +343,7 @@ app.wsgi("/late-error-after-write", late_error_after_write)
 app.wsgi("/write-between", write_between)
 app.wsgi("/path-info", path_info)
 app.wsgi("/str-body", str_body)
+app.wsgi("/fails-to-close", fails_to_close)
 app.wsgi("/bare-bytes", bare_bytes)
 app.wsgi("/int-header", int_header)
 app.asgi("/api", api, timeout=3)  # streams run under it too: room for the slow client's
