@@ -634,3 +634,23 @@ def test_standard_webhooks(webhook_app: tuple[Host, Path]) -> None:
     )
     assert bad.status_code == 401
     assert bad.json() == {"error": "webhook-signature has no v1 signature that matches the body"}
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_standard_webhook_holding_nan_is_a_400_naming_it(
+    webhook_app: tuple[Host, Path], constant: str
+) -> None:
+    # Python's json.dumps writes a float('nan') so; no JSON holds it, nor could the event
+    host, _ = webhook_app
+    body = b'{"type": "sensor.read", "data": {"value": %s}}' % constant.encode()
+    msg_id, ts = f"msg_{constant}", str(int(time.time()))
+    key = base64.b64decode(STD_SECRET.removeprefix("whsec_"))
+    sig = base64.b64encode(
+        hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+    ).decode()
+    headers = {"webhook-id": msg_id, "webhook-timestamp": ts, "webhook-signature": f"v1,{sig}"}
+    r = httpx.post(host.url + "/webhooks/std", content=body, headers=headers)
+    assert (r.status_code, r.json()) == (
+        400,
+        {"error": f"the body is not JSON: {constant} is no JSON number"},
+    )

@@ -217,7 +217,9 @@ def _standard(
 
 def _json(body: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_constant=_no_constant)
+    except _NotJson as exc:
+        raise Rejected(f"the body is not JSON: {exc}", 400) from None
     except ValueError:
         raise Rejected("the body is not JSON", 400) from None
     except RecursionError:
@@ -225,6 +227,16 @@ def _json(body: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Rejected("the body is not a JSON object", 400)
     return value
+
+
+class _NotJson(Exception):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    """``json.loads`` takes NaN and Infinity (Python's ``json.dumps`` writes them); no JSON
+    holds them, and the event made of them could not be kept (a 500, it was)."""
+    raise _NotJson(f"{name} is no JSON number")
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:
