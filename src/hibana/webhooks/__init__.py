@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import math
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -217,7 +218,7 @@ def _standard(
 
 def _json(body: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(body, parse_constant=_no_constant)
+        value = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
     except _NotJson as exc:
         raise Rejected(f"the body is not JSON: {exc}", 400) from None
     except ValueError:
@@ -237,6 +238,14 @@ def _no_constant(name: str) -> Any:
     """``json.loads`` takes NaN and Infinity (Python's ``json.dumps`` writes them); no JSON
     holds them, and the event made of them could not be kept (a 500, it was)."""
     raise _NotJson(f"{name} is no JSON number")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; one past a float's range (``1e400``) would be infinity."""
+    value = float(text)
+    if math.isinf(value):
+        raise _NotJson(f"{text[:40]} is past the range of a number")
+    return value
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:
