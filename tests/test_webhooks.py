@@ -636,6 +636,28 @@ def test_standard_webhooks(webhook_app: tuple[Host, Path]) -> None:
     assert bad.json() == {"error": "webhook-signature has no v1 signature that matches the body"}
 
 
+def std_post(host: Host, msg_id: str, body: bytes) -> httpx.Response:
+    """Posts ``body`` signed as a Standard Webhooks sender signs it."""
+    ts = str(int(time.time()))
+    key = base64.b64decode(STD_SECRET.removeprefix("whsec_"))
+    sig = base64.b64encode(
+        hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+    ).decode()
+    headers = {"webhook-id": msg_id, "webhook-timestamp": ts, "webhook-signature": f"v1,{sig}"}
+    return httpx.post(host.url + "/webhooks/std", content=body, headers=headers)
+
+
+def test_an_emoji_written_as_its_surrogate_pair_is_taken(webhook_app: tuple[Host, Path]) -> None:
+    # Python's json.dumps writes one so (ensure_ascii)
+    host, app_dir = webhook_app
+    body = json.dumps({"type": "chat.said", "data": {"text": "hi \U0001f600"}}).encode()
+    assert b"\\ud83d\\ude00" in body
+    assert std_post(host, "msg_emoji", body).status_code == 202
+    wait_until(lambda: [d for d in delivered(app_dir, "std") if d["id"] == "msg_emoji"])
+    (seen,) = [d for d in delivered(app_dir, "std") if d["id"] == "msg_emoji"]
+    assert seen["data"] == {"text": "hi \U0001f600"}
+
+
 @pytest.mark.parametrize(
     ("constant", "why"),
     [
@@ -643,21 +665,20 @@ def test_standard_webhooks(webhook_app: tuple[Host, Path]) -> None:
         ("Infinity", "Infinity is no JSON number"),
         ("-Infinity", "-Infinity is no JSON number"),
         ("1e400", "1e400 is past the range of a number"),  # read as infinity
+        (
+            '"\\ud83d cut"',  # an emoji cut in half, as a sender slicing UTF-16 leaves it
+            "'\\ud83d' is half of a UTF-16 surrogate pair, not a character",
+        ),
     ],
+    ids=["nan", "infinity", "-infinity", "1e400", "lone-surrogate"],
 )
-def test_a_standard_webhook_holding_nan_is_a_400_naming_it(
+def test_a_standard_webhook_holding_what_no_event_can_is_a_400_naming_it(
     webhook_app: tuple[Host, Path], constant: str, why: str
 ) -> None:
     # Python's json.dumps writes a float('nan') so; no JSON holds it, nor could the event
     host, _ = webhook_app
     body = b'{"type": "sensor.read", "data": {"value": %s}}' % constant.encode()
-    msg_id, ts = f"msg_{constant}", str(int(time.time()))
-    key = base64.b64decode(STD_SECRET.removeprefix("whsec_"))
-    sig = base64.b64encode(
-        hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
-    ).decode()
-    headers = {"webhook-id": msg_id, "webhook-timestamp": ts, "webhook-signature": f"v1,{sig}"}
-    r = httpx.post(host.url + "/webhooks/std", content=body, headers=headers)
+    r = std_post(host, f"msg_{len(constant)}_{constant[:3]}", body)
     assert (r.status_code, r.json()) == (
         400,
         {"error": f"the body is not JSON: {why}"},

@@ -227,6 +227,17 @@ def _json(body: bytes) -> dict[str, Any]:
         raise Rejected("the body is JSON nested too deeply to decode", 400) from None
     if not isinstance(value, dict):
         raise Rejected("the body is not a JSON object", 400)
+    if b"\\ud" in body or b"\\uD" in body:
+        # an escaped surrogate: a lone one decodes to a str that no UTF-8 (the event's
+        # JSON) can hold, and the event could not be kept (a 500, it was)
+        try:
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError as exc:
+            bad = ascii(exc.object[exc.start : exc.end])
+            raise Rejected(
+                f"the body is not JSON: {bad} is half of a UTF-16 surrogate pair, not a character",
+                400,
+            ) from None
     return value
 
 
