@@ -721,7 +721,7 @@ def queue_send(
     from hibana.errors import QueueError
     from hibana.messages import encode_json
     from hibana.store.base import NewMessage
-    from hibana.triggers.queue import MAX_PAYLOAD_BYTES
+    from hibana.triggers.outbox import MAX_PAYLOAD_BYTES
 
     _text("QUEUE", queue)
     payload = _json_option("--data", data)
@@ -895,7 +895,7 @@ def events_publish(
     from hibana.events.cloudevent import EventError, new_event
     from hibana.events.filters import Filter
     from hibana.telemetry.trace import continue_or_start
-    from hibana.triggers.queue import DEDUPE_WINDOW, MAX_PAYLOAD_BYTES, event_key, fan_out
+    from hibana.triggers.outbox import DEDUPE_WINDOW, MAX_PAYLOAD_BYTES, event_key, fan_out
 
     for option, value in [
         ("TOPIC", topic),

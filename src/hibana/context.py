@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from hibana.app import FunctionSpec
     from hibana.events.cloudevent import CloudEvent
     from hibana.store.base import Enqueued, NewMessage
-    from hibana.triggers.queue import Published
+    from hibana.triggers.outbox import Published
 
 
 def checked_delay(delay: object, shown: str) -> float:
@@ -120,7 +120,7 @@ class Invocation:
 
 
 class Outbox(Protocol):
-    """Where ``ctx.enqueue`` sends messages (the worker's store, see triggers.queue)."""
+    """Where ``ctx.enqueue`` sends messages (the worker's store, see triggers.outbox)."""
 
     def message(
         self,

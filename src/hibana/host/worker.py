@@ -45,7 +45,8 @@ from hibana.telemetry.logs import (
     timestamp,
 )
 from hibana.triggers.http import HttpFront, timed_out
-from hibana.triggers.queue import Outbox, QueueConsumer
+from hibana.triggers.outbox import Outbox
+from hibana.triggers.queue import QueueConsumer
 
 
 class _JsonLogHandler(logging.Handler):
