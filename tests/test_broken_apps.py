@@ -97,6 +97,17 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
         ),
         (
             {
+                "function_app.py": b"import hibana\n\napp = hibana.App()\n"
+                b"app.webhook('/hooks/gh', provider='github', secret='s', topic='gihub')\n"
+                b"@app.event('github')\nasync def build(event, ctx):\n    pass\n"
+            },
+            # after "app.webhook('/hooks/gh', topic='gihub') in /tmp/..."
+            "function_app.py:4 publishes to a topic no function subscribes to, so each "
+            "delivery would be acknowledged to its sender and reach no one; subscribe one "
+            "with @app.event('gihub'), or publish to a topic one subscribes to (github)",
+        ),
+        (
+            {
                 "function_app.py": b"class Stop(BaseException):\n    pass\n\n\n"
                 b"raise Stop('not configured')\n"
             },
@@ -205,6 +216,7 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
         "circular",
         "circular-hint",
         "nul",
+        "webhook-unheard",
         "base-exception",
         "str-raises",
         "keyword-only",

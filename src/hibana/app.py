@@ -272,8 +272,9 @@ class Blueprint:
 
     def __init__(self) -> None:
         self._functions: list[FunctionSpec] = []
-        #: (topic, path) of each webhook: what feeds each topic its verified events
-        self._webhooks: list[tuple[str, str]] = []
+        #: (topic, path, where declared) of each webhook: what feeds each topic its
+        #: verified events
+        self._webhooks: list[tuple[str, str, str]] = []
 
     @property
     def functions(self) -> tuple[FunctionSpec, ...]:
@@ -478,10 +479,19 @@ class Blueprint:
                         for spec in self._functions
                         if isinstance(spec.trigger, EventTrigger)
                     ),
-                    *(topic for topic, _ in self._webhooks),
+                    *(topic for topic, _, _ in self._webhooks),
                 ]
             )
         )
+
+    def unheard_webhooks(self) -> list[tuple[str, str, str]]:
+        """(topic, path, where declared) of each webhook whose topic no function of this
+        app subscribes to: its deliveries would be verified, acknowledged and reach no one
+        (an event goes to the subscriptions of the app that publishes it)."""
+        heard = {
+            spec.trigger.topic for spec in self._functions if isinstance(spec.trigger, EventTrigger)
+        }
+        return [webhook for webhook in self._webhooks if webhook[0] not in heard]
 
     def asgi(
         self,
@@ -642,7 +652,7 @@ class Blueprint:
         fn_name = name or "webhook" + "".join(c if c.isalnum() else "_" for c in path)
         route = compile_route(path, where)
         granted = grants((secret,), where)
-        self._webhooks.append((topic, path))
+        self._webhooks.append((topic, path, where))
         self._add(
             FunctionSpec(
                 name=fn_name,

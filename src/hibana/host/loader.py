@@ -138,6 +138,22 @@ def _not_an_app(value: object) -> str:
     )
 
 
+def _heard(app: App) -> App:
+    """``app``, unless a webhook of it publishes to a topic none of its functions
+    subscribes to: every delivery would be acknowledged to its sender and then dropped."""
+    unheard = app.unheard_webhooks()
+    if unheard:
+        topic, route, where = unheard[0]
+        subscribed = ", ".join(t for t in app.topics if t not in {u[0] for u in unheard})
+        raise AppLoadError(
+            f"app.webhook({route!r}, topic={topic!r}) in {where} publishes to a topic no "
+            "function subscribes to, so each delivery would be acknowledged to its sender "
+            f"and reach no one; subscribe one with @app.event({topic!r}), or publish to a "
+            f"topic one subscribes to ({subscribed or 'none does yet'})"
+        )
+    return app
+
+
 def load_app(app_dir: str | os.PathLike[str]) -> App:
     """The ``App`` defined by ``APP_DIR/function_app.py``.
 
@@ -224,9 +240,9 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
                 "would not be served: only `app` is; declare them on `app`, or on a "
                 "hibana.Blueprint registered with app.register(bp)"
             )
-        return apps["app"]
+        return _heard(apps["app"])
     if len(apps) == 1:
-        return next(iter(apps.values()))
+        return _heard(next(iter(apps.values())))
     if not apps and "app" in vars(module):
         raise AppLoadError(f"{_where_app_is_set(path)}: {_not_an_app(vars(module)['app'])}")
     if not apps:

@@ -27,7 +27,7 @@ class Ingest:
     """The handler of ``/runtime/events/{topic}``; ``webhooks()`` gives the app's webhooks
     as (topic, path), read at each request."""
 
-    def __init__(self, webhooks: Callable[[], Sequence[tuple[str, str]]]) -> None:
+    def __init__(self, webhooks: Callable[[], Sequence[tuple[str, str, str]]]) -> None:
         self.webhooks = webhooks
 
     async def __call__(self, req: Request, ctx: Context) -> Response:
@@ -58,7 +58,7 @@ class Ingest:
         )
 
     def _not_fed_by_a_webhook(self, topic: str) -> None:
-        paths = [path for fed, path in self.webhooks() if fed == topic]
+        paths = [path for fed, path, _ in self.webhooks() if fed == topic]
         if paths:
             raise EventError(
                 403,
