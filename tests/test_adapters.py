@@ -310,6 +310,49 @@ def test_an_asgi_response_start_of_another_shape_fails_the_apps_send_naming_it(
     assert line["error"] == error
 
 
+def test_an_asgi_body_sent_before_its_start_fails_the_apps_send_naming_it(host: Host) -> None:
+    # it was dropped without a word: the client got 200 "the rest", the body sent first lost
+    r = httpx.get(f"{host.url}/out-of-order/body-first", timeout=10)
+    assert r.status_code == 500
+    line = host.wait_for_log(msg="function raised", invocation_id=r.headers["x-invocation-id"])
+    assert line["error"] == (
+        "RuntimeError: the app mounted at /out-of-order sent http.response.body before "
+        "http.response.start: a response begins with its start (status, headers)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        (
+            "two-starts",
+            "http.response.start a second time: a response has one start (status, "
+            "headers), then its body",
+        ),
+        (
+            "trailers",
+            "a message of type 'http.response.trailers', which no HTTP response here has: "
+            "send http.response.start, then http.response.body",
+        ),
+    ],
+)
+def test_an_asgi_message_out_of_place_after_the_start_cuts_the_answer_naming_it(
+    host: Host, kind: str, error: str
+) -> None:
+    # each was dropped without a word, and the answer went out whole as if it were fine:
+    # a second start's status replaced the first's, trailers vanished. The head is out
+    # by then (it goes as the app streams), so the answer is cut short, as a stream
+    # that breaks off is, and its invocation line names what broke it
+    with httpx.stream("GET", f"{host.url}/out-of-order/{kind}", timeout=10) as r:
+        assert r.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            r.read()
+        invocation = r.headers["x-invocation-id"]
+    line = host.wait_for_log(msg="invocation", invocation_id=invocation)
+    assert line["outcome"] == "error"
+    assert line["error"] == "RuntimeError: the app mounted at /out-of-order sent " + error
+
+
 def test_server_sent_events_stream_through(host: Host) -> None:
     arrivals: list[tuple[float, str]] = []
     with httpx.stream("GET", host.url + "/api/events", timeout=10) as r:

@@ -173,16 +173,37 @@ class AsgiMount:
                 body = _AppStream(chunks, task)
                 answer.set_result(StreamingResponse(body, head[0], _str_headers(head[1])))
 
+        started = False
+
         async def send(message: Message) -> None:
+            nonlocal started
             kind = message["type"]
             if kind == "http.response.start":
+                if started:
+                    raise RuntimeError(
+                        f"the app mounted at {self.prefix or '/'} sent http.response.start a "
+                        "second time: a response has one start (status, headers), then its body"
+                    )
                 # checked here, so that the app's send raises: in ``streamed`` (a callback)
                 # an error would reach no one, and the request would wait for its deadline
                 status = message.get("status")
                 check_status(status)
                 head[:] = (status, _checked_headers(message.get("headers", []), self.prefix))
+                started = True
                 loop.call_soon(streamed)
-            elif kind == "http.response.body":
+            elif kind != "http.response.body":
+                raise RuntimeError(
+                    f"the app mounted at {self.prefix or '/'} sent a message of type {kind!r}, "
+                    "which no HTTP response here has: send http.response.start, then "
+                    "http.response.body"
+                )
+            elif not started:
+                # it was dropped, and the body the client got lacked it
+                raise RuntimeError(
+                    f"the app mounted at {self.prefix or '/'} sent http.response.body before "
+                    "http.response.start: a response begins with its start (status, headers)"
+                )
+            else:
                 chunk = message.get("body", b"")
                 more = message.get("more_body", False)
                 if not answer.done() and head:
@@ -192,7 +213,7 @@ class AsgiMount:
                         return
                     streamed()
                 if chunks is None:
-                    return  # after a whole response (or before a head): nowhere to go
+                    return  # after a whole response: nowhere to go
                 if chunk:
                     await chunks.put(bytes(chunk))
                 if not more:

@@ -281,6 +281,25 @@ async def bad_status(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"late"})
 
 
+async def out_of_order(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A bare ASGI app that sends what no response is made of, by the path's last part: a
+    body before its start, a second start, a message of a type HTTP has not."""
+    if scope["type"] != "http":
+        return
+    start = {"type": "http.response.start", "status": 200, "headers": []}
+    kind = scope["path"].rsplit("/", 1)[-1]
+    if kind == "body-first":
+        await send({"type": "http.response.body", "body": b"lost ", "more_body": True})
+        await send(start)
+    elif kind == "two-starts":
+        await send(start)
+        await send({**start, "status": 201})
+    else:
+        await send(start)
+        await send({"type": "http.response.trailers", "headers": []})
+    await send({"type": "http.response.body", "body": b"the rest"})
+
+
 # -- Django (WSGI) ----------------------------------------------------------------------------
 if not settings.configured:
     settings.configure(
@@ -351,6 +370,7 @@ app.wsgi("/django", get_wsgi_application())
 app.asgi("/raw-after", raw_after)
 app.asgi("/str-headers", str_headers, timeout=3)
 app.asgi("/bad-status", bad_status, timeout=3)
+app.asgi("/out-of-order", out_of_order, timeout=3)
 app.asgi("/long-poll", waits_for_disconnect, timeout=30)
 
 
