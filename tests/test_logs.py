@@ -73,6 +73,7 @@ def test_console_format_renders_the_json_lines_for_a_person() -> None:
         with host.client() as client:
             hello = client.get("/hello/x").headers["x-invocation-id"][:8]
             boom = client.get("/boom").headers["x-invocation-id"][:8]
+            mine = client.get("/log-clash/invocation").headers["x-invocation-id"][:8]
         host.wait_for_stdout(r"GET /boom → 500  error in [0-9.]+ ms")
     finally:
         host.stop()
@@ -82,6 +83,17 @@ def test_console_format_renders_the_json_lines_for_a_person() -> None:
     assert re.search(rf"^[0-9:.]{{12}} INFO  greeting  name=x  · hello {hello}$", out, re.M), out
     assert re.search(
         rf" INFO  hello  GET /hello/x → 200  ok in [0-9.]+ ms  .*· {hello}$", out, re.M
+    )
+    # a function's own "invocation" lines, with an outcome of theirs, are not drawn as the
+    # host's: theirs is written outcome_ (ctx.log and logging alike)
+    assert re.search(
+        rf" INFO  invocation  outcome_=declined  status=402  · log_clash {mine}$", out, re.M
+    ), out
+    assert re.search(
+        rf" INFO  invocation  logger=payments  outcome_=declined  · log_clash {mine}$", out, re.M
+    ), out
+    assert re.search(
+        rf" INFO  log_clash  GET /log-clash/invocation → 200  ok in .*· {mine}$", out, re.M
     )
     # an error line, and under it its traceback, indented, from the function on
     (at,) = [i for i, line in enumerate(lines) if " ERROR function raised  " in line]

@@ -36,6 +36,7 @@ from hibana.host.open_files import connections_before_limit
 from hibana.runtimes.python import FunctionThreads
 from hibana.store.base import CLOSE_TIMEOUT, Store
 from hibana.telemetry.logs import (
+    OWN_FIELDS,
     Logger,
     LogSink,
     PrintedLines,
@@ -73,9 +74,10 @@ class _JsonLogHandler(logging.Handler):
             line.update(error_fields(record.exc_info[1]))  # log.exception(...)
         for key, value in record.__dict__.items():  # what extra={...} added
             if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
-                # one named like the line's own (``error``, ``ts``), or like one renamed
-                # so, is kept under a name no other field has, as ctx.log keeps it
-                while key in line:
+                # one named like the line's own (``error``, ``ts``, ``outcome``), or like
+                # one renamed so, is kept under a name no other field has, as ctx.log
+                # keeps it
+                while key in line or key in OWN_FIELDS:
                     key += "_"
                 line[key] = value
         self.sink.emit(line)

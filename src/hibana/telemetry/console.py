@@ -73,6 +73,8 @@ def render(record: dict[str, Any], color: bool = False) -> str:
     )
     msg = str(record.get("msg", ""))
     invocation = str(record.get("invocation_id", ""))[:8]
+    # only the host's invocation line has an ``outcome``: a function's field named so is
+    # written renamed (``outcome_``: see telemetry.logs.OWN_FIELDS)
     if msg == "invocation" and "outcome" in record:
         body = str(record.get("function", "?"))
         if "method" in record:

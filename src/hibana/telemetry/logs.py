@@ -337,7 +337,7 @@ def _escaped(record: dict[str, Any]) -> bytes:
     try:
         return _encode(_loggable(record))
     except Exception as exc:
-        kept = {k: _loggable(v) for k, v in record.items() if k in _OWN and type(v) is str}
+        kept = {k: _loggable(v) for k, v in record.items() if k in OWN_FIELDS and type(v) is str}
         kept["log_error"] = (
             f"the fields of this line could not be written as JSON ({type(exc).__name__}); "
             "log plain values: str, numbers, lists and dicts of them"
@@ -404,7 +404,7 @@ def _renamed(fields: dict[str, Any], own: frozenset[str] | None = None) -> dict[
     without hiding the line's message (nor a ``msg_=`` of its own), ``level=`` cannot make
     an error line look like info, and ``invocation_id=`` cannot put the line on another
     invocation's account."""
-    own = _OWN if own is None else own
+    own = OWN_FIELDS if own is None else own
     renamed: dict[str, Any] = {}
     for key, value in fields.items():
         if key in own:
@@ -415,9 +415,14 @@ def _renamed(fields: dict[str, Any], own: frozenset[str] | None = None) -> dict[
     return renamed
 
 
-_OWN = frozenset({"ts", "level", "msg", "invocation_id", "function", "trace_id", "span_id"})
+#: A line's own fields, which a caller's are renamed around. ``outcome`` is the host's
+#: invocation line's (``invocation_line``): only that line has one, so a function's
+#: ``ctx.log.info("invocation", outcome=...)`` is not taken for it (the console draws it).
+OWN_FIELDS = frozenset(
+    {"ts", "level", "msg", "invocation_id", "function", "trace_id", "span_id", "outcome"}
+)
 #: The names of a line's own fields and of those ``Logger.exception`` adds.
-_OWN_AND_ERROR = _OWN | {"error", "traceback"}
+_OWN_AND_ERROR = OWN_FIELDS | {"error", "traceback"}
 
 
 class Logger:
@@ -437,7 +442,7 @@ class Logger:
 
     def bind(self, **fields: Any) -> Logger:
         """A logger that adds ``fields`` to every line."""
-        if not _OWN.isdisjoint(fields):
+        if not OWN_FIELDS.isdisjoint(fields):
             fields = _renamed(fields)
         bound = {**self._fields, **fields}
         _bytes_as_text(bound)
@@ -461,7 +466,7 @@ class Logger:
         if type(msg) is not str:
             msg = _message(msg)  # as logging does: ctx.log.info(count) says "12"
         if fields:
-            if not _OWN.isdisjoint(fields):
+            if not OWN_FIELDS.isdisjoint(fields):
                 fields = _renamed(fields)
             record = {"ts": timestamp(), "level": level, "msg": msg, **self._fields, **fields}
             for value in fields.values():
@@ -492,8 +497,8 @@ class Logger:
         if "error" in bound or "traceback" in bound:
             # bound by the caller (``bind(error=...)``): kept renamed, as a call's field
             # named so is, rather than replaced by the exception's
-            own = {k: v for k, v in bound.items() if k in _OWN}
-            theirs = {k: v for k, v in bound.items() if k not in _OWN}
+            own = {k: v for k, v in bound.items() if k in OWN_FIELDS}
+            theirs = {k: v for k, v in bound.items() if k not in OWN_FIELDS}
             Logger(self._sink, own).exception(msg, exc, **{**theirs, **fields})
             return
         told: dict[str, Any] = error_fields(exc)
@@ -504,6 +509,15 @@ class Logger:
                 else fields
             )
         self._line("error", msg, told)
+
+
+def invocation_line(log: Logger, level: Level, fields: dict[str, Any]) -> None:
+    """The host's line that ends an invocation (``"msg": "invocation"``), on ``log``'s
+    account: ``fields`` (its ``outcome`` first) written as given, none renamed."""
+    if _LEVELS[level] >= log._sink.min_level:
+        log._sink.emit(
+            {"ts": timestamp(), "level": level, "msg": "invocation", **log._fields, **fields}
+        )
 
 
 def error_fields(exc: BaseException) -> dict[str, str]:

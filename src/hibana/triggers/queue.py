@@ -27,7 +27,7 @@ from hibana.events.cloudevent import CloudEvent
 from hibana.messages import BatchFailed, Message
 from hibana.secrets import Secrets
 from hibana.store.base import ChangeWatcher, Delivery, Settle, Store
-from hibana.telemetry.logs import Logger, LogSink, error_text, millis
+from hibana.telemetry.logs import Logger, LogSink, error_text, invocation_line, millis
 from hibana.telemetry.trace import continue_carried, new_invocation_id
 from hibana.timers import TimerInfo
 from hibana.triggers.outbox import Outbox
@@ -399,7 +399,7 @@ class QueueConsumer:
             line["cold_start"] = True
             line["cold_start_ms"] = millis((inv.cold_start_ms or 0.0) / 1000)
         ok = line["outcome"] == "ok"
-        log.log("info" if ok else "error", "invocation", **line)
+        invocation_line(log, "info" if ok else "error", line)
 
     def frozen(self, invocations: Sequence[str]) -> list[Settle]:
         """Timed out, each of ``invocations`` that is this consumer's, settled per its
@@ -420,7 +420,7 @@ class QueueConsumer:
             line["queue"] = first.queue
             line["message_id"] = [d.id for d in deliveries] if batched else first.id
             line["attempt"] = first.attempt
-            log.error("invocation", **line)
+            invocation_line(log, "error", line)
         return settles
 
     async def _keep_leases(self) -> None:

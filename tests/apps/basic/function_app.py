@@ -160,6 +160,10 @@ def log_clash(req: hibana.Request, ctx: hibana.Context) -> str:
             logging.getLogger("some.library").exception(
                 "library failed", extra={"error_": "second", "error": "first", "ts": "then"}
             )
+    elif case == "invocation":
+        # a function's own line about an invocation (a payment's, say), not the host's
+        ctx.log.info("invocation", outcome="declined", status=402)
+        logging.getLogger("payments").info("invocation", extra={"outcome": "declined"})
     else:
         ctx.log.log(case, "at a level of its own")
     return "logged"
