@@ -228,6 +228,30 @@ def test_a_server_error_raised_as_http_error_says_what_on_its_line(basic_host: H
     assert "error" not in line
 
 
+def test_an_http_error_whose_headers_are_no_headers_fails_where_it_is_raised(
+    basic_host: Host,
+) -> None:
+    """They were read once the function had ended, in the host's front: a 500 without
+    the invocation's id ("the host failed to answer"), no invocation line, and an error
+    that named neither the function nor the line that raised it."""
+    for how, error in [
+        ("none", "TypeError: header 'retry-after' is None; leave the header out"),
+        ("text", "TypeError: headers 'retry-after: 1' are not a mapping nor (name, value) pairs"),
+    ]:
+        with basic_host.client() as client:
+            r = client.get(f"/http-error-headers/{how}")
+        assert r.status_code == 500
+        assert r.json() == {"invocation_id": r.headers["x-invocation-id"]}
+        inv = r.headers["x-invocation-id"]
+        raised = basic_host.wait_for_log(msg="function raised", invocation_id=inv)
+        assert raised["error"].startswith(error), raised
+        assert ("function_app.py", "http_error_headers") in [
+            (file.rsplit("/", 1)[-1], fn) for file, fn in _frames(raised["traceback"])
+        ]
+        line = basic_host.wait_for_log(msg="invocation", invocation_id=inv)
+        assert (line["outcome"], line["status"]) == ("error", 500)
+
+
 def test_cancelled_raised_unasked_is_a_500_counted_as_an_error(basic_host: Host) -> None:
     """No one cancelled it: it was a 503 "the invocation was cancelled" with Retry-After,
     telling the client to send again what would fail again, and not counted as a failure."""

@@ -19,7 +19,9 @@ Control signals that user code must not swallow derive from BaseException, like
 
 from __future__ import annotations
 
-from hibana.responses import Response, check_status
+from collections.abc import Mapping
+
+from hibana.responses import HeadersArg, Response, check_status, header_list
 
 #: The 503's error once the host has begun to stop: for a new request, for one still
 #: waiting for a max_concurrency permit (neither has run), and for one waiting on the
@@ -59,7 +61,7 @@ class QueueError(HibanaError):
 class HTTPError(HibanaError):
     """Raise from a function to answer with ``status`` and a JSON body naming ``detail``."""
 
-    def __init__(self, status: int, detail: str = "", headers: dict[str, str] | None = None):
+    def __init__(self, status: int, detail: str = "", headers: HeadersArg = None):
         check_status(status)
         if status < 400:
             raise ValueError(
@@ -69,7 +71,13 @@ class HTTPError(HibanaError):
         super().__init__(detail or str(status))
         self.status = status
         self.detail = detail
-        self.headers = headers or {}
+        # checked here, where the function raises it: the answer is made after the
+        # function has ended, where a header that is no header failed the host's front
+        # (a 500 without the invocation's id, and no invocation line)
+        pairs = header_list(headers)
+        self.headers: Mapping[str, str] | list[tuple[str, str]] = (
+            headers or {} if headers is None or isinstance(headers, Mapping) else pairs
+        )
 
 
 class BadRequest(HTTPError):

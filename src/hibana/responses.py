@@ -62,14 +62,7 @@ class Response:
         self.status = status
         #: Chunks sent as they come instead of ``body`` (see ``StreamingResponse``).
         self.stream: AsyncIterator[bytes | str] | None = None
-        items = headers.items() if isinstance(headers, Mapping) else (headers or ())
-        self.headers: list[tuple[str, str]] = [
-            (
-                k if type(k) is str else _header_name(k),
-                v if type(v) is str else _header_text(k, v),
-            )
-            for k, v in items
-        ]
+        self.headers: list[tuple[str, str]] = header_list(headers)
         if content_type is not None and not self.has_header("content-type"):
             self.headers.append(("content-type", content_type))
 
@@ -262,6 +255,27 @@ def _check_set_status(status: object, function: str) -> None:
         raise ValueError(
             f"function {function!r} returned a Response whose status is {status!r}: {exc}; "
             "set response.status to an int from 200 to 599 (or an http.HTTPStatus)"
+        ) from None
+
+
+def header_list(headers: HeadersArg) -> list[tuple[str, str]]:
+    """``headers`` (a mapping, or (name, value) pairs) as a list of (name, value) strings;
+    what is neither is a TypeError that says what to give."""
+    items = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    try:
+        return [
+            (
+                k if type(k) is str else _header_name(k),
+                v if type(v) is str else _header_text(k, v),
+            )
+            for k, v in items
+        ]
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, TypeError) and str(exc).startswith("header "):
+            raise  # _header_text's own: it names the header
+        raise TypeError(
+            f"headers {headers!r} are not a mapping nor (name, value) pairs ({exc}); "
+            'give {"retry-after": "1"} or [("retry-after", "1")]'
         ) from None
 
 

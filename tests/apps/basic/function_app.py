@@ -255,6 +255,14 @@ def fail_deeper() -> str:
     raise RuntimeError("secret detail from a helper")
 
 
+@app.http("/http-error-headers/{how}")
+def http_error_headers(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Raises an HTTPError whose headers are no headers: a None value, or a line of text."""
+    if req.params["how"] == "none":
+        raise hibana.HTTPError(429, "slow down", headers={"retry-after": None})  # type: ignore[dict-item]
+    raise hibana.HTTPError(429, "slow down", headers="retry-after: 1")  # type: ignore[arg-type]
+
+
 @app.http("/teapot")
 async def teapot(req: hibana.Request, ctx: hibana.Context) -> str:
     raise hibana.HTTPError(418, "short and stout")
