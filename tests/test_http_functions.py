@@ -228,15 +228,19 @@ def test_a_server_error_raised_as_http_error_says_what_on_its_line(basic_host: H
     assert "error" not in line
 
 
-def test_an_http_error_whose_headers_are_no_headers_fails_where_it_is_raised(
-    basic_host: Host,
-) -> None:
-    """They were read once the function had ended, in the host's front: a 500 without
-    the invocation's id ("the host failed to answer"), no invocation line, and an error
-    that named neither the function nor the line that raised it."""
+def test_an_http_error_the_host_cannot_send_fails_where_it_is_raised(basic_host: Host) -> None:
+    """Its headers and detail were read once the function had ended, in the host's front:
+    a 500 without the invocation's id ("the host failed to answer"), no invocation line,
+    and an error that named neither the function nor the line that raised it."""
     for how, error in [
         ("none", "TypeError: header 'retry-after' is None; leave the header out"),
         ("text", "TypeError: headers 'retry-after: 1' are not a mapping nor (name, value) pairs"),
+        (
+            "exception",
+            'TypeError: HTTPError detail ValueError("invalid literal for int() with base 10: '
+            "'x'\") cannot be sent as JSON (TypeError: Encoding objects of type ValueError "
+            "is unsupported); give str(exc)",
+        ),
     ]:
         with basic_host.client() as client:
             r = client.get(f"/http-error-headers/{how}")

@@ -21,7 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import msgspec
+
 from hibana.responses import HeadersArg, Response, check_status, header_list
+
+_encode_json = msgspec.json.encode
 
 #: The 503's error once the host has begun to stop: for a new request, for one still
 #: waiting for a max_concurrency permit (neither has run), and for one waiting on the
@@ -68,12 +72,21 @@ class HTTPError(HibanaError):
                 f"HTTPError({status}) answers with an error body; an error status is 400 to "
                 "599 (return a hibana.Response for any other)"
             )
+        # detail and headers are checked here, where the function raises it: the answer
+        # is made once the function has ended, where a detail JSON cannot carry (an
+        # exception, ``BadRequest(exc)``) or a header that is no header failed the host's
+        # front (a 500 without the invocation's id, and no invocation line)
+        try:
+            _encode_json(detail)
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            fix = "str(exc)" if isinstance(detail, BaseException) else "a str, or JSON data"
+            raise TypeError(
+                f"HTTPError detail {detail!r} cannot be sent as JSON "
+                f"({type(exc).__name__}: {exc}); give {fix}"
+            ) from None
         super().__init__(detail or str(status))
         self.status = status
         self.detail = detail
-        # checked here, where the function raises it: the answer is made after the
-        # function has ended, where a header that is no header failed the host's front
-        # (a 500 without the invocation's id, and no invocation line)
         pairs = header_list(headers)
         self.headers: Mapping[str, str] | list[tuple[str, str]] = (
             headers or {} if headers is None or isinstance(headers, Mapping) else pairs

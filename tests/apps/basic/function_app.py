@@ -257,10 +257,18 @@ def fail_deeper() -> str:
 
 @app.http("/http-error-headers/{how}")
 def http_error_headers(req: hibana.Request, ctx: hibana.Context) -> str:
-    """Raises an HTTPError whose headers are no headers: a None value, or a line of text."""
-    if req.params["how"] == "none":
+    """Raises an HTTPError whose headers are no headers (a None value, a line of text), or
+    whose detail JSON cannot carry (an exception)."""
+    how = req.params["how"]
+    if how == "none":
         raise hibana.HTTPError(429, "slow down", headers={"retry-after": None})  # type: ignore[dict-item]
-    raise hibana.HTTPError(429, "slow down", headers="retry-after: 1")  # type: ignore[arg-type]
+    if how == "text":
+        raise hibana.HTTPError(429, "slow down", headers="retry-after: 1")  # type: ignore[arg-type]
+    try:
+        int(req.query.get("id", "x"))
+    except ValueError as exc:
+        raise hibana.BadRequest(exc) from exc  # type: ignore[arg-type]
+    return "a number"
 
 
 @app.http("/teapot")
