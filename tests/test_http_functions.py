@@ -256,6 +256,33 @@ def test_an_http_error_the_host_cannot_send_fails_where_it_is_raised(basic_host:
         assert (line["outcome"], line["status"]) == ("error", 500)
 
 
+def test_a_response_whose_headers_or_body_were_set_wrong_is_a_500_naming_them(
+    basic_host: Host,
+) -> None:
+    """A header appended that is no pair of strs, or a str body set after the Response
+    was made, failed the host's front once the function had ended: its client got a 500
+    without the invocation's id (a str body: no answer at all), and no line said why."""
+    for how, error in [
+        ("count", "header ('x-count', 5) is not a pair of strs; give its name and value as str"),
+        ("line", "header 'x-count: 5' is not a (name, value) pair"),
+        ("text", "body is str 'set after'; set response.body to bytes (text.encode())"),
+    ]:
+        with basic_host.client() as client:
+            r = client.get(f"/set-after/{how}")
+        assert r.status_code == 500
+        assert r.json() == {"invocation_id": r.headers["x-invocation-id"]}
+        inv = r.headers["x-invocation-id"]
+        raised = basic_host.wait_for_log(msg="function raised", invocation_id=inv)
+        assert raised["error"].startswith(
+            f"TypeError: function 'set_after' returned a Response whose {error}"
+        ), raised
+        line = basic_host.wait_for_log(msg="invocation", invocation_id=inv)
+        assert (line["outcome"], line["status"]) == ("error", 500)
+    with basic_host.client() as client:
+        r = client.get("/set-after/bytearray")  # bytes all the same: sent
+    assert (r.status_code, r.text) == (200, "set after")
+
+
 def test_cancelled_raised_unasked_is_a_500_counted_as_an_error(basic_host: Host) -> None:
     """No one cancelled it: it was a 503 "the invocation was cancelled" with Retry-After,
     telling the client to send again what would fail again, and not counted as a failure."""

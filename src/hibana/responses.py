@@ -219,6 +219,8 @@ def to_response(value: Any, function: str) -> Response:
         status = value.status
         if type(status) is not int or not 200 <= status <= 599:
             _check_set_status(status, function)  # an HTTPStatus passes
+        if type(value.body) is not bytes:
+            _check_set_body(value, function)
         return value
     if isinstance(value, str):
         return _plain(value.encode(), 200, "text/plain; charset=utf-8")
@@ -277,6 +279,37 @@ def header_list(headers: HeadersArg) -> list[tuple[str, str]]:
             f"headers {headers!r} are not a mapping nor (name, value) pairs ({exc}); "
             'give {"retry-after": "1"} or [("retry-after", "1")]'
         ) from None
+
+
+def _check_set_body(response: Response, function: str) -> None:
+    """Take a body set on a Response after it was made as bytes (a bytearray, a
+    memoryview), or refuse it: the server can send nothing else, and failed on it once
+    the function had ended (its client got no answer)."""
+    body = response.body
+    if isinstance(body, bytes | bytearray | memoryview):
+        response.body = bytes(body)
+        return
+    raise TypeError(
+        f"function {function!r} returned a Response whose body is {type(body).__name__} "
+        f"{body!r:.60}; set response.body to bytes (text.encode()), or make the Response "
+        "with it: Response(text), Response.json(data)"
+    )
+
+
+def header_problem(headers: list[tuple[str, str]]) -> str | None:
+    """What is wrong with the first entry of a Response's ``headers`` that is not a pair
+    of strs (one appended to the list after the Response was made), or None."""
+    for entry in headers:
+        if not isinstance(entry, tuple | list) or len(entry) != 2:
+            return f'header {entry!r:.80} is not a (name, value) pair; append ("x-count", "5")'
+        name, value = entry
+        if type(name) is not str or type(value) is not str:
+            return (
+                f"header ({name!r:.60}, {value!r:.60}) is not a pair of strs; give "
+                "its name and value as str (Response(headers=...) converts numbers and "
+                "bytes), or leave a header of no value out"
+            )
+    return None
 
 
 def _header_name(name: object) -> str:

@@ -25,7 +25,7 @@ from hibana.context import Context, Invocation, Outbox
 from hibana.dispatcher import Dispatcher, Outcome
 from hibana.errors import SHUTTING_DOWN, Cancelled, FailedWith, HTTPError
 from hibana.requests import Request
-from hibana.responses import Response, is_token, to_response
+from hibana.responses import Response, header_problem, is_token, to_response
 from hibana.secrets import Secrets
 from hibana.telemetry.logs import Logger, LogSink, error_text, millis, timestamp
 from hibana.telemetry.trace import continue_or_start, new_invocation_id
@@ -566,10 +566,17 @@ class HttpFront:
                         declared = header
                     else:
                         headers.append(header)
-            except ValueError as exc:  # a forged header: a 500, and the log line says why
+            except (TypeError, ValueError) as exc:  # a forged header, or no header at all
+                problem = header_problem(response.headers)
+                # the 500's log line says which header, not that a str is no bytes
+                error: Exception = (
+                    exc
+                    if problem is None
+                    else TypeError(f"function {spec.name!r} returned a Response whose {problem}")
+                )
                 if response.status < 500:
                     self.dispatcher.count_failure(inv)  # not counted when the function ended
-                outcome = Outcome("error", error=exc)
+                outcome = Outcome("error", error=error)
                 response, extra = self._respond(outcome, inv, log)
                 headers, declared = [_JSON], None
             stream = response.stream

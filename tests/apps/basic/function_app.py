@@ -271,6 +271,22 @@ def http_error_headers(req: hibana.Request, ctx: hibana.Context) -> str:
     return "a number"
 
 
+@app.http("/set-after/{how}")
+def set_after(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    """Returns a Response whose headers or body were set after it was made."""
+    how = req.params["how"]
+    response = hibana.Response("made")
+    if how == "count":
+        response.headers.append(("x-count", 5))  # type: ignore[arg-type]
+    elif how == "line":
+        response.headers.append("x-count: 5")  # type: ignore[arg-type]
+    elif how == "text":
+        response.body = "set after"  # type: ignore[assignment]
+    elif how == "bytearray":
+        response.body = bytearray(b"set after")  # type: ignore[assignment]
+    return response
+
+
 @app.http("/teapot")
 async def teapot(req: hibana.Request, ctx: hibana.Context) -> str:
     raise hibana.HTTPError(418, "short and stout")
