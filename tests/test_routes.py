@@ -113,6 +113,33 @@ def test_route_must_start_with_a_slash(pattern: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("pattern", "error"),
+    [
+        (
+            "/search?q={q}",
+            'has a query ("?"), but a route matches the path alone; write "/search" and read '
+            "the query string from req.query",
+        ),
+        ("/docs#intro", 'has a fragment ("#"), but a route matches the path alone; write "/docs"'),
+        (
+            "/caf%C3%A9/{x}",
+            'is percent-encoded ("%C3"), but a route matches the path as decoded; write '
+            '"/café/{x}"',
+        ),
+    ],
+)
+def test_a_route_no_request_can_reach_is_an_error(pattern: str, error: str) -> None:
+    """Each was a 404 for every request, with nothing to say why."""
+    with pytest.raises(RouteError) as info:
+        compile_route(pattern, WHERE)
+    assert str(info.value).startswith(f'Route "{pattern}" in function_app.py:12 (create) {error}')
+
+
+def test_a_route_with_a_percent_sign_of_its_own_is_fine() -> None:
+    assert compile_route("/100%", WHERE).match("/100%") == {}
+
+
 def test_route_that_is_not_a_string() -> None:
     with pytest.raises(RouteError, match=r"Route None in function_app.py:12 \(create\) is not"):
         compile_route(None, WHERE)  # type: ignore[arg-type]

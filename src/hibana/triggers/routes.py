@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ def compile_route(pattern: str, where: str) -> CompiledRoute:
         raise RouteError(
             f'Route "{pattern}" in {where} does not start with "/"; write "/{pattern}"'
         )
+    _check_matchable(pattern, where)
     regex_parts: list[str] = []
     shape_parts: list[str] = []
     converters: list[tuple[str, Callable[[str], Any]]] = []
@@ -122,6 +124,29 @@ def compile_route(pattern: str, where: str) -> CompiledRoute:
         "".join(shape_parts),
         plain=all(conv is str for _, conv in converters),
     )
+
+
+#: A percent-escape (``%C3``): routes match the path as decoded, which holds none.
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}").search
+
+
+def _check_matchable(pattern: str, where: str) -> None:
+    """Refuse a route no request can reach: one with a query or a fragment in it (a
+    route matches the path alone), or one percent-encoded (it matches the path as
+    decoded). Either was a 404 for every request, with nothing to say why."""
+    for mark, what in (("?", "a query"), ("#", "a fragment")):
+        if mark in pattern:
+            raise RouteError(
+                f'Route "{pattern}" in {where} has {what} ("{mark}"), but a route matches '
+                f'the path alone; write "{pattern.partition(mark)[0]}" and read the query '
+                "string from req.query"
+            )
+    escape = _ESCAPE(pattern)
+    if escape is not None:
+        raise RouteError(
+            f'Route "{pattern}" in {where} is percent-encoded ("{escape.group()}"), but a '
+            f'route matches the path as decoded; write "{urllib.parse.unquote(pattern)}"'
+        )
 
 
 def remove_dot_segments(path: str) -> str | None:
