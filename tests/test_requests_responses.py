@@ -327,6 +327,40 @@ def test_a_prefixed_cookie_is_deleted_with_its_attributes() -> None:
     assert other.endswith("; Path=/; Secure; HttpOnly; SameSite=Strict")
 
 
+def test_a_prefixed_cookie_that_breaks_its_prefix_is_refused() -> None:
+    """Browsers drop it without a word (RFC 6265bis 4.1.3), so a session never stuck."""
+    r = Response()
+    with pytest.raises(ValueError, match="browsers drop it") as err:
+        r.set_cookie("__Host-sid", "v")
+    assert str(err.value) == (
+        "cookie '__Host-sid' has a __Host- name but not secure=True: browsers drop it; "
+        "pass secure=True (the site must be served over HTTPS)"
+    )
+    with pytest.raises(ValueError, match="has a __Secure- name but not secure=True"):
+        r.set_cookie("__Secure-sid", "v")
+    with pytest.raises(ValueError, match="has a __secure- name but not secure=True"):
+        r.set_cookie("__secure-sid", "v")  # browsers read the prefix in any case
+    with pytest.raises(ValueError, match="browsers drop it") as err:
+        r.set_cookie("__Host-sid", "v", secure=True, path="/app")
+    assert str(err.value) == (
+        "cookie '__Host-sid' has a __Host- name but path='/app', domain=None: browsers drop "
+        "it; a __Host- cookie has path='/' and no domain"
+    )
+    with pytest.raises(ValueError, match=r"has a __Host- name but path='/', domain='x\.example'"):
+        r.set_cookie("__Host-sid", "v", secure=True, domain="x.example")
+    with pytest.raises(ValueError, match="has a __host- name but path=None"):
+        r.delete_cookie("__host-sid", path=None)  # type: ignore[arg-type]
+    assert header(r, "set-cookie") == []
+    r.set_cookie("__Host-sid", "v", secure=True)
+    r.set_cookie("__Secure-sid", "v", secure=True, path="/app", domain="x.example")
+    r.delete_cookie("__host-old")
+    assert header(r, "set-cookie")[:2] == [
+        "__Host-sid=v; Path=/; Secure; SameSite=Lax",
+        "__Secure-sid=v; Path=/app; Domain=x.example; Secure; SameSite=Lax",
+    ]
+    assert header(r, "set-cookie")[2].endswith("; Path=/; Secure; SameSite=Lax")
+
+
 def test_cookie_max_age_is_whole_seconds_or_a_timedelta() -> None:
     r = Response()
     r.set_cookie("a", "1", max_age=timedelta(hours=1))

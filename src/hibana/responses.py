@@ -140,6 +140,19 @@ class Response:
             raise ValueError(
                 f"cookie {key!r} has samesite='none' without secure=True: browsers drop it"
             )
+        # RFC 6265bis 4.1.3: a name's prefix is a promise browsers hold it to; one that
+        # breaks it is dropped without a word (a session that never sticks)
+        lowered = key.lower()
+        if lowered.startswith(("__secure-", "__host-")) and not secure:
+            raise ValueError(
+                f"cookie {key!r} has a {key[: key.index('-') + 1]} name but not secure=True: "
+                "browsers drop it; pass secure=True (the site must be served over HTTPS)"
+            )
+        if lowered.startswith("__host-") and (path != "/" or domain is not None):
+            raise ValueError(
+                f"cookie {key!r} has a {key[:7]} name but path={path!r}, domain={domain!r}: "
+                "browsers drop it; a __Host- cookie has path='/' and no domain"
+            )
         if expires is not None and expires.utcoffset() is None:
             # naive: local time to Python, UTC to whoever wrote datetime.utcnow(); a guess
             # either way, off by the host's offset from UTC
@@ -188,7 +201,7 @@ class Response:
             expires=datetime.now(UTC) - timedelta(days=1),
             path=path,
             domain=domain,
-            secure=secure or key.startswith(("__Host-", "__Secure-")),
+            secure=secure or key.lower().startswith(("__host-", "__secure-")),
             httponly=httponly,
             samesite=samesite,
         )
