@@ -283,6 +283,39 @@ def test_a_response_whose_headers_or_body_were_set_wrong_is_a_500_naming_them(
     assert (r.status_code, r.text) == (200, "set after")
 
 
+def test_reading_what_the_client_did_not_send_is_a_400_naming_it(basic_host: Host) -> None:
+    """``req.query["page"]`` (a header, a form's field or file) of a key the client left
+    out was a KeyError: a 500 counted against the function, and nothing told the client
+    what it had left out."""
+    with basic_host.client() as client:
+        answers = {
+            "page": client.get("/needs/page"),
+            "key": client.get("/needs/key"),
+            "field": client.post("/needs/field", data={"other": "x"}),
+            "file": client.post("/needs/file", files={"other": ("a.txt", b"x")}),
+            "urlencoded file": client.post("/needs/file", data={"upload": "a.txt"}),
+        }
+        optional = client.get("/needs/optional")
+        sent = client.get("/needs/page", params={"page": "2"}, headers={"x-api-key": "k"})
+    file_error = (
+        "file 'upload' is missing; send it as a multipart/form-data part with a filename "
+        "(a field without one is in req.form())"
+    )
+    assert {what: (r.status_code, r.json()["error"]) for what, r in answers.items()} == {
+        "page": (400, "query parameter 'page' is missing; send ?page=..."),
+        "key": (400, "header 'X-Api-Key' is missing; send it"),
+        "field": (400, "form field 'name' is missing; send it"),
+        "file": (400, file_error),
+        "urlencoded file": (400, file_error),
+    }
+    for r in answers.values():
+        line = basic_host.wait_for_log(msg="invocation", invocation_id=r.headers["x-invocation-id"])
+        assert (line["outcome"], line["status"]) == ("error", 400)
+    # a KeyError all the same, for code that does without the key
+    assert (optional.status_code, optional.json()) == (200, {"page": None})
+    assert (sent.status_code, sent.json()) == (200, {"page": "2"})
+
+
 def test_cancelled_raised_unasked_is_a_500_counted_as_an_error(basic_host: Host) -> None:
     """No one cancelled it: it was a 503 "the invocation was cancelled" with Retry-After,
     telling the client to send again what would fail again, and not counted as a failure."""

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
+
+from hibana.errors import MissingField
 
 _T = TypeVar("_T")
 _V = TypeVar("_V")
+_M = TypeVar("_M", bound="MultiDict[Any]")
 
 
 class MultiDict(Mapping[str, _V], Generic[_V]):
     """An immutable mapping whose keys may repeat: ``get`` gives the first value,
     ``getlist`` all of them, in the order they arrived."""
 
-    __slots__ = ("_items", "_first")
+    __slots__ = ("_items", "_first", "_missing")
 
     def __init__(self, items: Iterable[tuple[str, _V]] = ()) -> None:
         self._items: list[tuple[str, _V]] = list(items)
@@ -23,13 +26,21 @@ class MultiDict(Mapping[str, _V], Generic[_V]):
         for key, value in self._items:
             first.setdefault(self._norm(key), value)
         self._first = first
+        #: What ``[key]`` says of a key that is not here, for a request's own (see
+        #: ``of_request``); None: a plain KeyError.
+        self._missing: str | None = None
 
     @staticmethod
     def _norm(key: str) -> str:
         return key
 
     def __getitem__(self, key: str) -> _V:
-        return self._first[self._norm(key)]
+        try:
+            return self._first[self._norm(key)]
+        except KeyError:
+            if self._missing is None:
+                raise
+            raise MissingField(self._missing.format(key=key), key) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._first)
@@ -68,6 +79,15 @@ class MultiDict(Mapping[str, _V], Generic[_V]):
         return super().__eq__(other)
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def of_request(kind: type[_M], items: Iterable[tuple[str, Any]], missing: str) -> _M:
+    """A ``kind`` of the request's (``req.query``, ``req.headers``, a form's fields or
+    files), whose ``[key]`` for a key the client did not send answers 400 with
+    ``missing`` (``{key}`` in it: the key), not a 500: the client left it out."""
+    made = kind(items)
+    made._missing = missing
+    return made
 
 
 class QueryParams(MultiDict[str]):

@@ -11,6 +11,7 @@ One tree, one base::
     ├── QueueError              an enqueue names an unknown queue or carries too large a payload
     └── HTTPError               raise in a function to answer with a status and a message
         ├── BadRequest          400: the request body or a parameter is malformed
+        │   └── MissingField    (a KeyError too) req.query["page"] of a key not sent
         └── FailedWith          (internal) the function failed; an adapter's own error page
 
 Control signals that user code must not swallow derive from BaseException, like
@@ -98,6 +99,18 @@ class BadRequest(HTTPError):
 
     def __init__(self, detail: str):
         super().__init__(400, detail)
+
+
+class MissingField(BadRequest, KeyError):
+    """400: ``req.query["page"]``, ``req.headers[...]``, ``req.form()[...]`` or
+    ``req.files()[...]`` of a key the client did not send. A KeyError too, so code that
+    catches one for a key it does without goes on working. Not exported."""
+
+    def __init__(self, detail: str, key: object) -> None:
+        super().__init__(detail)
+        self.key = key
+
+    __str__ = Exception.__str__  # the detail, not KeyError's repr of it
 
 
 class FailedWith(HTTPError):

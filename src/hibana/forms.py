@@ -22,7 +22,7 @@ import codecs
 import re
 from urllib.parse import parse_qsl, unquote
 
-from hibana.datastructures import Files, FormData, UploadedFile
+from hibana.datastructures import Files, FormData, UploadedFile, of_request
 from hibana.errors import BadRequest
 
 #: Fields a form may hold: a guard against bodies built to make the parse slow.
@@ -30,13 +30,19 @@ MAX_FIELDS = 1000
 #: The most bytes of headers one part may have.
 MAX_PART_HEAD = 8192
 _FORM_TYPES = "application/x-www-form-urlencoded or multipart/form-data"
+#: The 400s of ``req.form()[name]`` and ``req.files()[name]`` for a name not sent.
+_NO_FIELD = "form field {key!r} is missing; send it"
+_NO_FILE = (
+    "file {key!r} is missing; send it as a multipart/form-data part with a filename "
+    "(a field without one is in req.form())"
+)
 
 
 def parse_form(content_type: str, body: bytes) -> tuple[FormData, Files]:
     """The fields and files of ``body``, whose ``Content-Type`` header is ``content_type``."""
     kind = content_type.split(";")[0].strip().lower()
     if kind == "application/x-www-form-urlencoded":
-        return _urlencoded(body), Files()
+        return _urlencoded(body), of_request(Files, (), _NO_FILE)
     if kind == "multipart/form-data":
         return _multipart(content_type, body)
     raise BadRequest(
@@ -63,7 +69,7 @@ def _urlencoded(body: bytes) -> FormData:
         raise BadRequest(f"form body is not {named} text, percent-encoded or not: {exc}") from None
     except ValueError as exc:  # more than MAX_FIELDS fields
         raise BadRequest(f"form body is over the limit of {MAX_FIELDS} fields: {exc}") from None
-    return FormData(pairs)
+    return of_request(FormData, pairs, _NO_FIELD)
 
 
 #: A urlencoded body's ``_charset_`` field, and its value.
@@ -126,9 +132,8 @@ def _multipart(content_type: str, body: bytes) -> tuple[FormData, Files]:
         if name == "_charset_":  # RFC 7578 4.6: the charset of the fields that name none
             default = _charset(data.decode("latin-1"))
             break
-    return FormData(
-        [_text(name, data, charset or default) for name, data, charset in fields]
-    ), Files(files)
+    texts = [_text(name, data, charset or default) for name, data, charset in fields]
+    return of_request(FormData, texts, _NO_FIELD), of_request(Files, files, _NO_FILE)
 
 
 def _text(name: str, data: bytes, charset: str) -> tuple[str, str]:

@@ -9,12 +9,15 @@ from urllib.parse import parse_qsl
 
 import msgspec
 
-from hibana.datastructures import Files, FormData, Headers, QueryParams
+from hibana.datastructures import Files, FormData, Headers, QueryParams, of_request
 from hibana.errors import BadRequest
 from hibana.forms import parse_form
 from hibana.proxies import Network, client_ip, forwarded_chain, forwarded_proto, is_trusted
 
 _decode_json = msgspec.json.decode
+#: The 400s of ``req.query[name]`` and ``req.headers[name]`` for a name not sent.
+_NO_PARAMETER = "query parameter {key!r} is missing; send ?{key}=..."
+_NO_HEADER = "header {key!r} is missing; send it"
 
 
 class Request:
@@ -93,15 +96,18 @@ class Request:
     def query(self) -> QueryParams:
         """Query parameters; repeated ones keep every value (``getlist``)."""
         if self._query is None:
-            self._query = QueryParams(parse_qsl(self.query_string, keep_blank_values=True))
+            pairs = parse_qsl(self.query_string, keep_blank_values=True)
+            self._query = of_request(QueryParams, pairs, _NO_PARAMETER)
         return self._query
 
     @property
     def headers(self) -> Headers:
         """Request headers, case-insensitive; repeated ones keep every value (``getlist``)."""
         if self._headers is None:
-            self._headers = Headers(
-                (k.decode("latin-1"), v.decode("latin-1")) for k, v in self._scope["headers"]
+            self._headers = of_request(
+                Headers,
+                ((k.decode("latin-1"), v.decode("latin-1")) for k, v in self._scope["headers"]),
+                _NO_HEADER,
             )
         return self._headers
 

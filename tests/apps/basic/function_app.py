@@ -287,6 +287,24 @@ def set_after(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     return response
 
 
+@app.http("/needs/{what}", methods=["GET", "POST"])
+def needs(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
+    """Reads with [] what the client may have left out; or does without it (``optional``)."""
+    what = req.params["what"]
+    if what == "optional":
+        try:
+            return {"page": req.query["page"]}
+        except KeyError:
+            return {"page": None}
+    if what == "page":
+        return {"page": req.query["page"]}
+    if what == "key":
+        return {"key": req.headers["X-Api-Key"]}
+    if what == "field":
+        return {"name": req.form()["name"]}
+    return {"upload": req.files()["upload"].filename}
+
+
 @app.http("/teapot")
 async def teapot(req: hibana.Request, ctx: hibana.Context) -> str:
     raise hibana.HTTPError(418, "short and stout")
