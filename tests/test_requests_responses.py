@@ -241,6 +241,25 @@ def test_text_and_html_responses() -> None:
     assert header(r, "content-type") == ["text/html; charset=utf-8"]
 
 
+@pytest.mark.parametrize("status", [200, 304, 300, 404, "302"])
+def test_a_redirect_has_a_status_browsers_follow(status: Any) -> None:
+    """A redirect with another (200, 304) sent its Location to a browser that ignored it."""
+    with pytest.raises(ValueError, match="browsers follow") as info:
+        Response.redirect("/login", status=status)
+    assert str(info.value) == (
+        f"Response.redirect('/login', status={status!r}): a redirect's status is 301, 302, "
+        "303, 307 or 308 (browsers follow a Location on no other); for another, make a "
+        "Response with a location header"
+    )
+    assert [Response.redirect("/", s).status for s in (301, 302, 303, 307, 308)] == [
+        301,
+        302,
+        303,
+        307,
+        308,
+    ]
+
+
 def test_redirect() -> None:
     r = Response.redirect("/items/a b?x=1")
     assert r.status == 307

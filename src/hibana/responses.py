@@ -22,6 +22,8 @@ _COOKIE_VALUE = re.compile(
 _COOKIE_ATTRIBUTE = re.compile(r"[^\x00-\x1f\x7f;]*\Z").match
 
 HeadersArg = Mapping[str, str] | Iterable[tuple[str, str]] | None
+#: The statuses a browser follows a Location on (RFC 9110 15.4).
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 def check_status(status: object) -> None:
@@ -82,7 +84,15 @@ class Response:
     @classmethod
     def redirect(cls, location: str, status: int = 307) -> Response:
         """A redirect to ``location``: its path and query percent-encoded, a host name
-        that is not ASCII in its IDNA form (``xn--``)."""
+        that is not ASCII in its IDNA form (``xn--``). ``status`` is a redirect's: 301,
+        302, 303, 307 or 308 (307 keeps the method and the body; 303 turns them into a
+        GET), else a ValueError: browsers follow a Location on no other."""
+        if status not in _REDIRECTS:
+            raise ValueError(
+                f"Response.redirect({location!r}, status={status!r}): a redirect's status is "
+                "301, 302, 303, 307 or 308 (browsers follow a Location on no other); for "
+                "another, make a Response with a location header"
+            )
         if not location.isascii():
             parts = urlsplit(location)
             userinfo, at, hostport = parts.netloc.rpartition("@")
