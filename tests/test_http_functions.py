@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from tests.hosts import APPS, Host, started
 
@@ -314,6 +315,18 @@ def test_reading_what_the_client_did_not_send_is_a_400_naming_it(basic_host: Hos
     # a KeyError all the same, for code that does without the key
     assert (optional.status_code, optional.json()) == (200, {"page": None})
     assert (sent.status_code, sent.json()) == (200, {"page": "2"})
+
+
+def test_a_stream_that_yields_no_bytes_nor_str_says_what_it_yielded(basic_host: Host) -> None:
+    """Its line said "object of type 'int' has no len()", naming neither it nor the fix."""
+    with basic_host.client() as client, pytest.raises(httpx.RemoteProtocolError):
+        client.get("/stream-odd")  # cut short after its first part
+    line = basic_host.wait_for_log(msg="invocation", function="stream_odd")
+    assert (line["status"], line["outcome"]) == (200, "error")
+    assert line["error"] == (
+        "TypeError: the stream of function 'stream_odd' yielded int 5; yield bytes or str "
+        "(json.dumps(...) for data)"
+    )
 
 
 def test_cancelled_raised_unasked_is_a_500_counted_as_an_error(basic_host: Host) -> None:

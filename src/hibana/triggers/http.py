@@ -292,6 +292,7 @@ async def _send_stream(
         await out.end()
         return None
     sent = 0
+    chunk: object = b""
     try:
         async for chunk in stream:
             if chunk:
@@ -331,8 +332,18 @@ async def _send_stream(
         await out.end(complete=False)
         return Outcome("cancelled")
     except BaseException as exc:  # SystemExit too: the stream's failure, not the worker's
+        unsendable = isinstance(exc, TypeError) and not isinstance(
+            chunk, bytes | bytearray | memoryview | str
+        )
+        if unsendable:
+            # what failed is sending what it yielded: say so, not that an int has no len()
+            exc = TypeError(
+                f"the stream of function {inv.function.name!r} yielded "
+                f"{type(chunk).__name__} {chunk!r:.60}; yield bytes or str (json.dumps(...) "
+                "for data)"
+            )
         log.exception("the response stream failed; the response is cut short", exc)
-        if isinstance(exc, _WrongLength):
+        if unsendable or isinstance(exc, _WrongLength):
             await _aclose(stream)  # stopped at a yield: its finally runs now
         return Outcome("error", error=exc)
     await out.end()

@@ -481,6 +481,15 @@ async def broken_stream(req: hibana.Request, ctx: hibana.Context) -> hibana.Resp
     return hibana.StreamingResponse(parts(), content_type="text/plain")
 
 
+@app.http("/stream-odd")
+async def stream_odd(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"counted: "
+        yield 5  # type: ignore[misc]
+
+    return hibana.StreamingResponse(parts(), content_type="text/plain")
+
+
 @app.http("/wait-for-client", timeout=10)
 async def wait_for_client(req: hibana.Request, ctx: hibana.Context) -> str:
     await asyncio.wait_for(ctx.wait_cancelled(), 5)
