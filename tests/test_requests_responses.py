@@ -157,6 +157,43 @@ def test_malformed_json_is_a_bad_request_naming_the_problem(body: bytes) -> None
     assert info.value.__cause__ is None
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body", "said"),
+    [
+        (
+            b"application/x-www-form-urlencoded",
+            b"name=widget",
+            "; it was sent as application/x-www-form-urlencoded: send JSON, with "
+            "Content-Type application/json",
+        ),
+        (
+            b"text/plain; charset=utf-8",
+            b"widget",
+            "; it was sent as text/plain: send JSON, with Content-Type application/json",
+        ),
+        (
+            b"application/json; charset=UTF-16",
+            '{"a": 1}'.encode("utf-16"),
+            "; it was sent as charset=utf-16, but JSON is UTF-8 (RFC 8259): send UTF-8",
+        ),
+        (b"application/json; charset=utf-8", b"{bad", ""),
+        (b"application/problem+json", b"{bad", ""),
+    ],
+)
+def test_a_body_that_is_no_json_says_what_it_was_sent_as(
+    content_type: bytes, body: bytes, said: str
+) -> None:
+    """A form posted to a JSON function was "not valid JSON: invalid character (byte 0)"."""
+    req = make_request(headers=[(b"content-type", content_type)], body=body)
+    with pytest.raises(BadRequest) as info:
+        req.json()
+    assert info.value.detail.startswith("request body is not valid JSON: ")
+    if said:
+        assert info.value.detail.endswith(said)
+    else:
+        assert "sent as" not in info.value.detail
+
+
 def test_text_defaults_to_utf8() -> None:
     assert make_request(body="café ☕".encode()).text() == "café ☕"
 

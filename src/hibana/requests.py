@@ -170,9 +170,25 @@ class Request:
         try:
             return _decode_json(self.body)
         except msgspec.DecodeError as exc:
-            raise BadRequest(f"request body is not valid JSON: {exc}") from None
+            raise BadRequest(f"request body is not valid JSON: {exc}{self._not_json()}") from None
         except RecursionError:
             raise BadRequest("request body is JSON nested too deeply to decode") from None
+
+    def _not_json(self) -> str:
+        """Why a body that did not decode may be no JSON: the type or the charset it was
+        sent with ("" if those say JSON in UTF-8)."""
+        declared = self.headers.get("content-type") or ""
+        kind = declared.split(";")[0].strip().lower()
+        if kind and kind != "application/json" and not kind.endswith("+json"):
+            return f"; it was sent as {kind}: send JSON, with Content-Type application/json"
+        for part in declared.split(";")[1:]:
+            key, _, value = part.partition("=")
+            charset = value.strip().strip('"').lower()
+            if key.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+                return (
+                    f"; it was sent as charset={charset}, but JSON is UTF-8 (RFC 8259): send UTF-8"
+                )
+        return ""
 
     def form(self) -> FormData:
         """The fields of a form body (``application/x-www-form-urlencoded`` or
