@@ -257,6 +257,28 @@ def test_the_console_format_writes_a_lines_control_characters_as_escapes() -> No
     assert "\x1b[41;1mCRIT " in render({**record, "level": "critical"}, color=True)
 
 
+def test_the_console_draws_the_line_of_an_invocation_a_dead_worker_took_with_it() -> None:
+    """The supervisor's 502 line knows no function, request or duration: it was drawn as
+    "? error in ? ms", without its 502."""
+    record = {
+        "ts": "2026-12-06T09:30:27.148Z",
+        "level": "error",
+        "msg": "invocation",
+        "invocation_id": "53de27e8aa",
+        "outcome": "error",
+        "status": 502,
+        "error": "the worker died",
+        "worker": 0,
+        "pid": 4242,
+        "worker_exit": "killed by SIGKILL",
+    }
+    line = render(record)
+    assert line.endswith(
+        " ERROR invocation  → 502  error  error='the worker died'  "
+        "worker_exit='killed by SIGKILL'  · 53de27e8"
+    ), line
+
+
 ODD_SECRET = 'p@ss\\w0rd"€x'  # a backslash, a quote and a character outside ASCII
 
 

@@ -76,10 +76,16 @@ def render(record: dict[str, Any], color: bool = False) -> str:
     # only the host's invocation line has an ``outcome``: a function's field named so is
     # written renamed (``outcome_``: see telemetry.logs.OWN_FIELDS)
     if msg == "invocation" and "outcome" in record:
-        body = str(record.get("function", "?"))
+        # the supervisor's line for an invocation a dead worker took with it (a 502) knows
+        # no function, request or duration: it says what it knows, and no "?"
+        body = str(record.get("function", "invocation"))
         if "method" in record:
             body += f"  {record['method']} {record.get('path', '')} → {record.get('status', '')}"
-        body += f"  {record.get('outcome')} in {record.get('duration_ms', '?')} ms"
+        elif "status" in record:
+            body += f"  → {record['status']}"
+        body += f"  {record.get('outcome')}"
+        if "duration_ms" in record:
+            body += f" in {record['duration_ms']} ms"
         if record.get("attempt", 1) != 1:
             body += f", attempt {record['attempt']}"
         skip = _INVOCATION
