@@ -168,6 +168,26 @@ def test_timeout_nan_is_rejected() -> None:
         app.http("/items", timeout=float("nan"))(create)
 
 
+def test_a_timeout_or_lease_without_end_is_rejected() -> None:
+    """``inf`` was taken: a queue message leased for ever was never delivered again once
+    its worker died, a timer's fire neither, and no deadline was enforced. An int too
+    large for a float failed the import with a bare OverflowError."""
+    app = hibana.App()
+    endless = "must be a finite number of seconds; for work that runs long, give as many"
+    with pytest.raises(AppError) as info:
+        app.http("/items", timeout=float("inf"))(create)
+    assert str(info.value).startswith(f"timeout=inf in {at(create)} {endless}")
+    with pytest.raises(AppError, match=f"visibility_timeout=inf in .* {endless}"):
+        app.queue("orders", visibility_timeout=float("inf"))(create)
+    with pytest.raises(AppError, match=f"timeout=inf in .* {endless}"):
+        app.timer("* * * * *", timeout=float("inf"))(create)
+    with pytest.raises(AppError, match=f"timeout=1000000000000000000000000.* {endless}"):
+        app.http("/items", timeout=10**400)(create)
+    with pytest.raises(AppError, match=f"idle_timeout=inf in .* {endless}"):
+        hibana.App(idle_timeout=float("inf"))
+    assert app.functions == ()
+
+
 def test_fractional_timeout_is_fine() -> None:
     app = hibana.App()
     app.http("/items", timeout=0.25)(create)

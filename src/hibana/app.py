@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -263,8 +264,23 @@ def _check_positive(value: object, what: str, where: str, integer: bool = False)
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
         raise AppError(
-            f"{what}={value!r} in {where} must be a positive {'integer' if integer else 'number'}"
+            f"{what}={value!r:.60} in {where} must be a positive "
+            f"{'integer' if integer else 'number'}"
         )
+    if not integer and not _finite(value):
+        # a lease of inf never ends: a message whose worker died would never be delivered
+        # again; and no deadline would ever be enforced
+        raise AppError(
+            f"{what}={value!r:.60} in {where} must be a finite number of seconds; for work "
+            "that runs long, give as many as it needs (86400 is a day)"
+        )
+
+
+def _finite(value: object) -> bool:
+    try:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 class Blueprint:
