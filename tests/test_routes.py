@@ -44,6 +44,22 @@ def add(app: hibana.App, route: str, methods: tuple[str, ...], name: str) -> Fun
     return app.functions[-1]
 
 
+def test_a_mounted_app_gets_every_path_below_its_prefix() -> None:
+    """Its app reads the path itself (no parameter of it is joined onto a folder): one
+    with a slash after the prefix reaches it too, as it did."""
+
+    def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    app = hibana.App()
+    app.asgi("/api", asgi_app)
+    app.asgi("", asgi_app, name="root")
+    table = table_of(app)
+    for path in ("/api/x", "/api//x", "/api", "/api/"):
+        assert matched(table.lookup("GET", path)).spec.name == "asgi_api", path
+    assert matched(table.lookup("GET", "//x")).spec.name == "root"
+
+
 # --- syntax errors -------------------------------------------------------------------------
 
 
@@ -210,6 +226,10 @@ def test_typed_parameters_are_converted(pattern: str, path: str, params: dict[st
         ("/items/{id}", "/items/"),
         ("/items/{id}", "/items/1/"),
         ("/files/{rest:path}", "/files/"),
+        # what /files//etc/passwd (or /files/%2Fetc/passwd) asks for: joined onto a folder,
+        # "/etc/passwd" would be taken from the root
+        ("/files/{rest:path}", "/files//etc/passwd"),
+        ("/a/{rest:path}/edit", "/a//etc/edit"),
     ],
 )
 def test_path_that_does_not_fit_the_type_does_not_match(pattern: str, path: str) -> None:

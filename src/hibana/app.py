@@ -23,7 +23,7 @@ from hibana.names import NAME_RULE, name_problem
 from hibana.proxies import parse_networks
 from hibana.secrets import grants
 from hibana.timers import Schedule, ScheduleError
-from hibana.triggers.routes import CompiledRoute, compile_route
+from hibana.triggers.routes import CompiledRoute, compile_mount, compile_route
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -620,10 +620,11 @@ class Blueprint:
         fn_name = name or kind + ("".join(c if c.isalnum() else "_" for c in base) or "_root")
         granted = grants(secrets, where)
         # one function, so one max_concurrency, one line in status, one name in the logs
-        routes = [base + "/{path:path}", base or "/"]
+        first = compile_mount(base, where)
+        roots = [base or "/"]
         if base:  # the app's own root: GET /api/ is a FastAPI app's "/" (a path is not empty)
-            routes.append(base + "/")
-        first, *also = (compile_route(route, where) for route in routes)
+            roots.append(base + "/")
+        also = [compile_route(route, where) for route in roots]
         self._add(
             FunctionSpec(
                 name=fn_name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import urllib.parse
 import uuid
@@ -33,7 +34,9 @@ CONVERTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
         r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
         uuid.UUID,
     ),
-    "path": (r".+", str),
+    # not one that starts with "/" (what "//" in a path puts there): joined onto a folder,
+    # os.path.join and pathlib would take it for a path from the root (/etc/passwd)
+    "path": (r"[^/].*", str),
 }
 
 
@@ -147,6 +150,14 @@ def _check_matchable(pattern: str, where: str) -> None:
             f'Route "{pattern}" in {where} is percent-encoded ("{escape.group()}"), but a '
             f'route matches the path as decoded; write "{urllib.parse.unquote(pattern)}"'
         )
+
+
+def compile_mount(base: str, where: str) -> CompiledRoute:
+    """``{base}/{path:path}`` for a mounted app (ASGI, WSGI, Lambda): any path below
+    ``base``, one with a slash after it (``/api//x``) too. The app reads the path itself:
+    no parameter of it is joined onto a folder."""
+    route = compile_route(base + "/{path:path}", where)
+    return dataclasses.replace(route, regex=re.compile(re.escape(base + "/") + r"(?P<path>.+)\Z"))
 
 
 def remove_dot_segments(path: str) -> str | None:
