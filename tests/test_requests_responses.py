@@ -383,6 +383,30 @@ def test_a_prefixed_cookie_is_deleted_with_its_attributes() -> None:
     assert other.endswith("; Path=/; Secure; HttpOnly; SameSite=Strict")
 
 
+def test_a_cookie_of_no_text_says_what_to_give() -> None:
+    """``set_cookie("count", 5)`` failed with "expected string or bytes-like object, got
+    'int'", and an expires given as text with "'str' object has no attribute 'utcoffset'"."""
+    r = Response()
+    with pytest.raises(TypeError) as info:
+        r.set_cookie("count", 5)  # type: ignore[arg-type]
+    assert (
+        str(info.value) == "cookie 'count' has a value of int 5; give a str (str(5) for a number)"
+    )
+    with pytest.raises(TypeError, match="cookie 'a' has a path of int 1; give a str"):
+        r.set_cookie("a", "1", path=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cookie 7 has a name of int 7; give a str"):
+        r.set_cookie(7, "1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError) as info:
+        r.set_cookie("a", "1", expires="Wed, 21 Oct 2026 07:28:00 GMT")  # type: ignore[arg-type]
+    assert str(info.value).startswith(
+        "cookie 'a' has expires='Wed, 21 Oct 2026 07:28:00 GMT', which is no datetime; give "
+        "an aware one"
+    )
+    assert header(r, "set-cookie") == []
+    r.set_cookie("a", "1", path=None, domain=None)
+    assert header(r, "set-cookie") == ["a=1; SameSite=Lax"]
+
+
 def test_a_prefixed_cookie_that_breaks_its_prefix_is_refused() -> None:
     """Browsers drop it without a word (RFC 6265bis 4.1.3), so a session never stuck."""
     r = Response()

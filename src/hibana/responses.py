@@ -126,6 +126,17 @@ class Response:
         no space, ``"``, ``,``, ``;`` or ``\\``): else a ValueError, so that a value taken
         from a request cannot add attributes (``v; Domain=evil.example``). Percent-encode
         such a value (``urllib.parse.quote``)."""
+        for part, given in (("name", key), ("value", value), ("path", path), ("domain", domain)):
+            if not isinstance(given, str) and (given is not None or part in ("name", "value")):
+                raise TypeError(
+                    f"cookie {key!r} has a {part} of {type(given).__name__} {given!r:.60}; "
+                    f"give a str (str({given!r:.20}) for a number)"
+                )
+        if expires is not None and not isinstance(expires, datetime):
+            raise TypeError(
+                f"cookie {key!r} has expires={expires!r:.60}, which is no datetime; give an "
+                "aware one (datetime.now(timezone.utc) + timedelta(days=1)) or max_age"
+            )
         if not is_token(key):
             raise ValueError(f"cookie name {key!r} is not an HTTP token")
         if not _COOKIE_VALUE(value):
