@@ -285,13 +285,14 @@ def test_a_response_whose_headers_or_body_were_set_wrong_is_a_500_naming_them(
 
 
 def test_reading_what_the_client_did_not_send_is_a_400_naming_it(basic_host: Host) -> None:
-    """``req.query["page"]`` (a header, a form's field or file) of a key the client left
+    """``req.query["page"]`` (a header, a cookie, a form's field or file) of a key the client left
     out was a KeyError: a 500 counted against the function, and nothing told the client
     what it had left out."""
     with basic_host.client() as client:
         answers = {
             "page": client.get("/needs/page"),
             "key": client.get("/needs/key"),
+            "cookie": client.get("/needs/cookie", headers={"cookie": "other=1"}),
             "field": client.post("/needs/field", data={"other": "x"}),
             "file": client.post("/needs/file", files={"other": ("a.txt", b"x")}),
             "urlencoded file": client.post("/needs/file", data={"upload": "a.txt"}),
@@ -305,6 +306,7 @@ def test_reading_what_the_client_did_not_send_is_a_400_naming_it(basic_host: Hos
     assert {what: (r.status_code, r.json()["error"]) for what, r in answers.items()} == {
         "page": (400, "query parameter 'page' is missing; send ?page=..."),
         "key": (400, "header 'X-Api-Key' is missing; send it"),
+        "cookie": (400, "cookie 'session' is missing; send it"),
         "field": (400, "form field 'name' is missing; send it"),
         "file": (400, file_error),
         "urlencoded file": (400, file_error),

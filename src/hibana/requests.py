@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from hibana.datastructures import Files, FormData, Headers, QueryParams, of_request
-from hibana.errors import BadRequest
+from hibana.errors import BadRequest, MissingField
 from hibana.forms import parse_form
 from hibana.proxies import Network, client_ip, forwarded_chain, forwarded_proto, is_trusted
 
@@ -18,6 +18,17 @@ _decode_json = msgspec.json.decode
 #: The 400s of ``req.query[name]`` and ``req.headers[name]`` for a name not sent.
 _NO_PARAMETER = "query parameter {key!r} is missing; send ?{key}=..."
 _NO_HEADER = "header {key!r} is missing; send it"
+_NO_COOKIE = "cookie {key!r} is missing; send it"
+
+
+class _Cookies(dict[str, str]):
+    """``req.cookies``: a dict whose ``[name]`` for a cookie the client did not send
+    answers 400 naming it (a KeyError too), as ``req.query[name]`` does."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> str:
+        raise MissingField(_NO_COOKIE.format(key=key), key)
 
 
 class Request:
@@ -114,7 +125,7 @@ class Request:
     @property
     def cookies(self) -> dict[str, str]:
         if self._cookies is None:
-            cookies: dict[str, str] = {}
+            cookies: dict[str, str] = _Cookies()
             for header in self.headers.getlist("cookie"):
                 for chunk in header.split(";"):
                     key, sep, value = chunk.partition("=")

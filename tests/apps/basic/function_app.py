@@ -302,6 +302,8 @@ def needs(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
         return {"key": req.headers["X-Api-Key"]}
     if what == "field":
         return {"name": req.form()["name"]}
+    if what == "cookie":
+        return {"session": req.cookies["session"]}
     return {"upload": req.files()["upload"].filename}
 
 
