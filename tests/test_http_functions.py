@@ -390,6 +390,21 @@ def test_unsupported_return_type_is_a_500_that_names_the_type(basic_host: Host) 
         "TypeError: function 'bad_return' returned a dict that is not JSON: Encoding objects "
         "of type object is unsupported"
     )
+    with basic_host.client() as client:
+        # a cycle failed the front (no invocation id, no line); a lone surrogate named no one
+        cycle = client.get("/bad-return", params={"in": "cycle"})
+        surrogate = client.get("/bad-return", params={"in": "surrogate"})
+    for r, error in [
+        (cycle, "holds itself, or is nested too deeply to write as JSON; return data without"),
+        (surrogate, "is not JSON: 'utf-8' codec can't encode character '\\udce9'"),
+    ]:
+        assert r.status_code == 500
+        line = basic_host.wait_for_log(
+            msg="function raised", invocation_id=r.headers["x-invocation-id"]
+        )
+        assert line["error"].startswith(
+            f"TypeError: function 'bad_return' returned a dict that {error}"
+        ), line
 
 
 def test_every_invocation_logs_one_structured_line(basic_host: Host) -> None:

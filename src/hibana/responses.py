@@ -368,7 +368,13 @@ def _header_text(name: object, value: object) -> str:
 def _returned_json(value: dict[Any, Any] | list[Any], function: str) -> bytes:
     try:
         return _encode_json(value)
-    except (TypeError, msgspec.EncodeError) as exc:
+    except RecursionError:
+        # the front answers the TypeErrors of what a function returned; this one failed it
+        raise TypeError(
+            f"function {function!r} returned a {type(value).__name__} that holds itself, or "
+            "is nested too deeply to write as JSON; return data without cycles"
+        ) from None
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:  # ValueError: a lone surrogate
         raise TypeError(
             f"function {function!r} returned a {type(value).__name__} that is not JSON: {exc}; "
             "convert what is in it to JSON types first, or return a hibana.Response"

@@ -343,6 +343,12 @@ def cancels_itself(req: hibana.Request, ctx: hibana.Context) -> str:
 def bad_return(req: hibana.Request, ctx: hibana.Context) -> object:
     if req.query.get("in") == "dict":
         return {"when": object()}  # a dict, but not all of it JSON
+    if req.query.get("in") == "cycle":
+        order: dict[str, object] = {"id": 1}
+        order["self"] = order  # a dict that holds itself
+        return order
+    if req.query.get("in") == "surrogate":
+        return {"file": "caf\udce9.txt"}  # a file name that is not UTF-8
     return 42
 
 
