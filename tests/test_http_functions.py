@@ -331,6 +331,32 @@ def test_a_stream_that_yields_no_bytes_nor_str_says_what_it_yielded(basic_host: 
     )
 
 
+def test_an_http_error_spoilt_by_its_raiser_is_a_500_naming_it(basic_host: Host) -> None:
+    """A subclass whose __init__ skips HTTPError's, or a status set to text, failed the
+    host's front: a 500 without the invocation's id, and no invocation line."""
+    for how, error in [
+        ("init", "AttributeError: 'NotFound' object has no attribute 'detail'"),
+        ("status", "ValueError: HTTP status '404' is not an integer from 200 to 599"),
+    ]:
+        with basic_host.client() as client:
+            r = client.get(f"/spoilt-http-error/{how}")
+        assert r.status_code == 500
+        assert r.json() == {"invocation_id": r.headers["x-invocation-id"]}
+        inv = r.headers["x-invocation-id"]
+        raised = basic_host.wait_for_log(msg="function raised", invocation_id=inv)
+        kind = "NotFound" if how == "init" else "HTTPError"
+        assert raised["error"] == (
+            f"TypeError: function 'spoilt_http_error' raised {kind}, which cannot be answered: "
+            f"{error}; a subclass's __init__ must call super().__init__(status, detail), and "
+            "leave status an int"
+        )
+        assert ("function_app.py", "spoilt_http_error") in [
+            (file.rsplit("/", 1)[-1], fn) for file, fn in _frames(raised["traceback"])
+        ]
+        line = basic_host.wait_for_log(msg="invocation", invocation_id=inv)
+        assert (line["outcome"], line["status"]) == ("error", 500)
+
+
 def test_cancelled_raised_unasked_is_a_500_counted_as_an_error(basic_host: Host) -> None:
     """No one cancelled it: it was a 503 "the invocation was cancelled" with Retry-After,
     telling the client to send again what would fail again, and not counted as a failure."""

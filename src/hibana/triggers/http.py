@@ -697,12 +697,26 @@ class HttpFront:
             err = outcome.error
             if isinstance(err, FailedWith):
                 return err.response, {"error": str(err)}
-            # a server error says on its invocation line what it was, as any failure does
-            return Response.json(
-                {"error": err.detail or str(err.status), "invocation_id": inv.id},
-                err.status,
-                err.headers,
-            ), ({"error": error_text(err)} if err.status >= 500 else {})
+            try:
+                # a server error says on its invocation line what it was, as any failure does
+                return Response.json(
+                    {"error": err.detail or str(err.status), "invocation_id": inv.id},
+                    err.status,
+                    err.headers,
+                ), ({"error": error_text(err)} if err.status >= 500 else {})
+            except (AttributeError, TypeError, ValueError, msgspec.EncodeError) as exc:
+                # one its raiser spoilt (a subclass whose __init__ skips HTTPError's, a
+                # status set to text): the function's failure, not the front's
+                status = getattr(err, "status", None)
+                if isinstance(status, int) and status < 500:
+                    self.dispatcher.count_failure(inv)  # a client error was not counted
+                spoilt = TypeError(
+                    f"function {spec.name!r} raised {type(err).__name__}, which cannot be "
+                    f"answered: {error_text(exc)}; a subclass's __init__ must call "
+                    "super().__init__(status, detail), and leave status an int"
+                )
+                spoilt.__cause__ = err  # its traceback shows where it was raised
+                outcome.error = spoilt
         if outcome.kind == "timeout":
             if inv.deadline >= inv.latest:  # its caller's came first: Lambda's time left
                 return Response.json(

@@ -307,6 +307,22 @@ def needs(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
     return {"upload": req.files()["upload"].filename}
 
 
+class NotFound(hibana.HTTPError):
+    """An HTTPError of the app's own whose __init__ forgets HTTPError's."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+
+@app.http("/spoilt-http-error/{how}")
+def spoilt_http_error(req: hibana.Request, ctx: hibana.Context) -> str:
+    if req.params["how"] == "init":
+        raise NotFound("order 7")
+    err = hibana.HTTPError(404, "no order 7")
+    err.status = "404"  # type: ignore[assignment]
+    raise err
+
+
 @app.http("/teapot")
 async def teapot(req: hibana.Request, ctx: hibana.Context) -> str:
     raise hibana.HTTPError(418, "short and stout")
