@@ -267,6 +267,8 @@ def test_a_response_whose_headers_or_body_were_set_wrong_is_a_500_naming_them(
         ("count", "header ('x-count', 5) is not a pair of strs; give its name and value as str"),
         ("line", "header 'x-count: 5' is not a (name, value) pair"),
         ("text", "body is str 'set after'; set response.body to bytes (text.encode())"),
+        ("replaced", "headers are dict {'x-count': '5'}, not a list of (name, value) pairs"),
+        ("cleared", "headers are NoneType None, not a list of (name, value) pairs"),
     ]:
         with basic_host.client() as client:
             r = client.get(f"/set-after/{how}")

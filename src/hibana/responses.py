@@ -333,6 +333,11 @@ def _check_set_body(response: Response, function: str) -> None:
 def header_problem(headers: list[tuple[str, str]]) -> str | None:
     """What is wrong with the first entry of a Response's ``headers`` that is not a pair
     of strs (one appended to the list after the Response was made), or None."""
+    if not isinstance(headers, list | tuple):  # replaced, by None or a dict
+        return (
+            f"headers are {type(headers).__name__} {headers!r:.60}, not a list of (name, "
+            "value) pairs; append to response.headers, or give headers= to the Response"
+        )
     for entry in headers:
         if not isinstance(entry, tuple | list) or len(entry) != 2:
             return f'header {entry!r:.80} is not a (name, value) pair; append ("x-count", "5")'

@@ -282,6 +282,10 @@ def set_after(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
         response.headers.append("x-count: 5")  # type: ignore[arg-type]
     elif how == "text":
         response.body = "set after"  # type: ignore[assignment]
+    elif how == "replaced":
+        response.headers = {"x-count": "5"}  # type: ignore[assignment]
+    elif how == "cleared":
+        response.headers = None  # type: ignore[assignment]
     elif how == "bytearray":
         response.body = bytearray(b"set after")  # type: ignore[assignment]
     return response
