@@ -689,9 +689,16 @@ class HttpFront:
         if outcome.kind == "ok":
             try:
                 return to_response(outcome.value, spec.name), {}
-            except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            # AttributeError: a Response subclass whose __init__ skips Response's
+            except (AttributeError, TypeError, ValueError, msgspec.EncodeError) as exc:
                 # what it returned is no response: it failed after all, and says so
                 self.dispatcher.count_failure(inv)
+                if isinstance(exc, AttributeError):
+                    exc = TypeError(
+                        f"function {spec.name!r} returned a {type(outcome.value).__name__} "
+                        f"that is half a Response ({exc}); its __init__ must call "
+                        "super().__init__(body, status, headers)"
+                    )
                 outcome.kind, outcome.value, outcome.error = "error", None, exc
         if outcome.kind == "error" and isinstance(outcome.error, HTTPError):
             err = outcome.error

@@ -271,6 +271,13 @@ def http_error_headers(req: hibana.Request, ctx: hibana.Context) -> str:
     return "a number"
 
 
+class Page(hibana.Response):
+    """A Response of the app's own whose __init__ forgets Response's."""
+
+    def __init__(self, html: str) -> None:
+        self.html = html
+
+
 @app.http("/set-after/{how}")
 def set_after(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     """Returns a Response whose headers or body were set after it was made."""
@@ -286,6 +293,8 @@ def set_after(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
         response.headers = {"x-count": "5"}  # type: ignore[assignment]
     elif how == "cleared":
         response.headers = None  # type: ignore[assignment]
+    elif how == "half":
+        return Page("<p>made</p>")
     elif how == "bytearray":
         response.body = bytearray(b"set after")  # type: ignore[assignment]
     return response
