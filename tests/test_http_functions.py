@@ -429,6 +429,15 @@ def test_unsupported_return_type_is_a_500_that_names_the_type(basic_host: Host) 
         # a cycle failed the front (no invocation id, no line); a lone surrogate named no one
         cycle = client.get("/bad-return", params={"in": "cycle"})
         surrogate = client.get("/bad-return", params={"in": "surrogate"})
+        pair = client.get("/bad-return", params={"in": "tuple"})
+    line = basic_host.wait_for_log(
+        msg="function raised", invocation_id=pair.headers["x-invocation-id"]
+    )
+    assert line["error"] == (
+        "TypeError: function 'bad_return' returned a tuple ({'id': 7}, 201); to answer with a "
+        "status of your own, return hibana.Response(text, status) or "
+        "hibana.Response.json(data, status)"
+    )
     for r, error in [
         (cycle, "holds itself, or is nested too deeply to write as JSON; return data without"),
         (surrogate, "is not JSON: 'utf-8' codec can't encode character '\\udce9'"),

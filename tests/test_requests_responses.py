@@ -540,7 +540,7 @@ def test_a_response_is_returned_as_is() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "type_name"), [((1, 2), "tuple"), (42, "int"), ({1, 2}, "set"), (1.5, "float")]
+    ("value", "type_name"), [(("a", "b"), "tuple"), (42, "int"), ({1, 2}, "set"), (1.5, "float")]
 )
 def test_other_return_types_are_a_type_error_naming_them(value: Any, type_name: str) -> None:
     with pytest.raises(TypeError) as info:

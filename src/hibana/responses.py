@@ -276,6 +276,13 @@ def to_response(value: Any, function: str) -> Response:
             f"function {function!r} returned a generator; to send a body as it is made, "
             "return hibana.StreamingResponse(an async generator)"
         )
+    if isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[1], int):
+        # Flask's (body, status[, headers]): a status of its own is a Response's
+        raise TypeError(
+            f"function {function!r} returned a tuple {value!r:.60}; to answer with a status "
+            "of your own, return hibana.Response(text, status) or "
+            "hibana.Response.json(data, status)"
+        )
     raise TypeError(
         f"function {function!r} returned {type(value).__name__}; "
         "return a hibana.Response, str, bytes, dict, list or None"

@@ -372,6 +372,8 @@ def cancels_itself(req: hibana.Request, ctx: hibana.Context) -> str:
 def bad_return(req: hibana.Request, ctx: hibana.Context) -> object:
     if req.query.get("in") == "dict":
         return {"when": object()}  # a dict, but not all of it JSON
+    if req.query.get("in") == "tuple":
+        return {"id": 7}, 201  # as Flask has it
     if req.query.get("in") == "cycle":
         order: dict[str, object] = {"id": 1}
         order["self"] = order  # a dict that holds itself
