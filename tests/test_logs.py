@@ -239,6 +239,32 @@ def test_a_message_that_is_not_a_string_is_logged_as_its_str() -> None:
     assert messages == ["12345", "None", "{'a': 1}", "<Broken whose str raised>"]
 
 
+def test_an_exception_line_takes_the_exception_being_handled_and_never_fails() -> None:
+    """``ctx.log.exception("failed")`` in an except block was a TypeError (exc is
+    required), and one given text an AttributeError: logging failed the function."""
+    read_end, write_end = os.pipe()
+    log = Logger(LogSink(write_end), {"invocation_id": "abc"})
+    try:
+        raise ValueError("the upload is empty")
+    except ValueError:
+        log.exception("upload failed", order=7)
+    log.exception("charge failed", "card declined")  # type: ignore[arg-type]
+    log.exception("nothing to tell")
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as out:
+        handled, text, nothing = (json.loads(line) for line in out.read().splitlines())
+    assert (handled["msg"], handled["level"], handled["order"]) == ("upload failed", "error", 7)
+    assert handled["error"] == "ValueError: the upload is empty"
+    assert handled["traceback"].endswith("ValueError: the upload is empty\n")
+    assert (text["error"], text["log_error"]) == (
+        "card declined",
+        "ctx.log.exception() takes an exception, not str: pass the exception, or log the text "
+        "with ctx.log.error(msg, detail=...)",
+    )
+    assert nothing["log_error"].startswith("ctx.log.exception() was called outside an except")
+    assert nothing["level"] == "error" and "traceback" not in nothing
+
+
 def test_the_console_format_writes_a_lines_control_characters_as_escapes() -> None:
     """A message cannot forge a line of its own, nor send the terminal an escape."""
     record = {

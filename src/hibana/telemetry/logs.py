@@ -21,6 +21,7 @@ import json
 import os
 import select
 import stat
+import sys
 import threading
 import time
 import traceback
@@ -489,10 +490,11 @@ class Logger:
     def error(self, msg: str, /, **fields: Any) -> None:
         self._line("error", msg, fields)
 
-    def exception(self, msg: str, exc: BaseException, /, **fields: Any) -> None:
+    def exception(self, msg: str, exc: BaseException | None = None, /, **fields: Any) -> None:
         """An error line carrying ``exc``'s type, message and traceback (``error`` and
         ``traceback``: a field of the caller's named so, given here or bound, is kept
-        renamed, as ``error_``)."""
+        renamed, as ``error_``). Without ``exc``, the exception being handled (in an
+        ``except`` block), as ``logging``'s ``exception`` takes it."""
         bound = self._fields
         if "error" in bound or "traceback" in bound:
             # bound by the caller (``bind(error=...)``): kept renamed, as a call's field
@@ -501,7 +503,11 @@ class Logger:
             theirs = {k: v for k, v in bound.items() if k not in OWN_FIELDS}
             Logger(self._sink, own).exception(msg, exc, **{**theirs, **fields})
             return
-        told: dict[str, Any] = error_fields(exc)
+        if exc is None:
+            exc = sys.exc_info()[1]
+        told: dict[str, Any] = (
+            error_fields(exc) if isinstance(exc, BaseException) else _no_exception(exc)
+        )
         if fields:
             told.update(
                 _renamed(fields, _OWN_AND_ERROR)
@@ -509,6 +515,21 @@ class Logger:
                 else fields
             )
         self._line("error", msg, told)
+
+
+def _no_exception(given: object) -> dict[str, Any]:
+    """What an exception line says that was given no exception: logging never fails its
+    caller, not even for that; the line says what to pass."""
+    if given is None:
+        return {
+            "log_error": "ctx.log.exception() was called outside an except block, with no "
+            "exception: pass the exception, ctx.log.exception(msg, exc)"
+        }
+    return {
+        "error": _message(given),
+        "log_error": f"ctx.log.exception() takes an exception, not {type(given).__name__}: "
+        "pass the exception, or log the text with ctx.log.error(msg, detail=...)",
+    }
 
 
 def invocation_line(log: Logger, level: Level, fields: dict[str, Any]) -> None:
