@@ -225,6 +225,13 @@ def _route_path(scope: Scope) -> str:
     return path
 
 
+def _client_error(error: BaseException | None) -> bool:
+    """``error`` is an HTTPError of a client error (4xx), which the dispatcher does not
+    count as the function failing."""
+    status = getattr(error, "status", None) if isinstance(error, HTTPError) else None
+    return isinstance(status, int) and status < 500
+
+
 class _StreamDeadline:
     """A streamed body runs under its invocation's deadline too. When it passes, the
     invocation is cancelled (reason "timeout"): a stream that watches ``ctx.cancelled``
@@ -564,7 +571,16 @@ class HttpFront:
             if conn is not None:
                 # the answer is ours from here: a worker that dies now gets no 502 written over it
                 table.conn_state(conn, _CONN_RESPONDING)  # type: ignore[union-attr]
-            response, extra = self._respond(outcome, inv, log)
+            try:
+                response, extra = self._respond(outcome, inv, log)
+            except Exception as exc:
+                # what the function gave broke the making of its answer in a way not
+                # foreseen (a property of a Response subclass that raises): its failure,
+                # answered 500 with its id and line, not the front's
+                if outcome.kind == "ok" or _client_error(outcome.error):
+                    self.dispatcher.count_failure(inv)  # not counted as the function ended
+                outcome = Outcome("error", error=exc)
+                response, extra = self._respond(outcome, inv, log)
             headers: list[tuple[bytes, bytes]] = []
             declared = None  # the function's own Content-Length
             length = None  # ... which a streamed body must keep to

@@ -278,6 +278,18 @@ class Page(hibana.Response):
         self.html = html
 
 
+class Undecided(hibana.Response):
+    """A Response whose status is a property that raises when it is read."""
+
+    @property  # type: ignore[override]
+    def status(self) -> int:
+        raise LookupError("the status is not decided yet")
+
+    @status.setter
+    def status(self, value: int) -> None:
+        pass
+
+
 @app.http("/set-after/{how}")
 def set_after(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     """Returns a Response whose headers or body were set after it was made."""
@@ -295,6 +307,8 @@ def set_after(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
         response.headers = None  # type: ignore[assignment]
     elif how == "half":
         return Page("<p>made</p>")
+    elif how == "undecided":
+        return Undecided("made")
     elif how == "bytearray":
         response.body = bytearray(b"set after")  # type: ignore[assignment]
     return response
