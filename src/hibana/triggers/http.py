@@ -709,7 +709,7 @@ class HttpFront:
             except (AttributeError, TypeError, ValueError, msgspec.EncodeError) as exc:
                 # what it returned is no response: it failed after all, and says so
                 self.dispatcher.count_failure(inv)
-                if isinstance(exc, AttributeError):
+                if isinstance(exc, AttributeError) and isinstance(outcome.value, Response):
                     exc = TypeError(
                         f"function {spec.name!r} returned a {type(outcome.value).__name__} "
                         f"that is half a Response ({exc}); its __init__ must call "
@@ -730,8 +730,7 @@ class HttpFront:
             except (AttributeError, TypeError, ValueError, msgspec.EncodeError) as exc:
                 # one its raiser spoilt (a subclass whose __init__ skips HTTPError's, a
                 # status set to text): the function's failure, not the front's
-                status = getattr(err, "status", None)
-                if isinstance(status, int) and status < 500:
+                if _client_error(err):
                     self.dispatcher.count_failure(inv)  # a client error was not counted
                 spoilt = TypeError(
                     f"function {spec.name!r} raised {type(err).__name__}, which cannot be "
