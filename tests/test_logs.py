@@ -283,6 +283,32 @@ def test_the_console_format_writes_a_lines_control_characters_as_escapes() -> No
     assert "\x1b[41;1mCRIT " in render({**record, "level": "critical"}, color=True)
 
 
+def test_the_console_shows_a_functions_fields_named_like_the_hosts() -> None:
+    """A function's ``pid`` (of a child it started), ``worker`` or ``stream`` was hidden,
+    taken for the host's own; the host's stay hidden."""
+    mine = {
+        "ts": "2026-12-06T09:30:27.148Z",
+        "level": "info",
+        "msg": "spawned",
+        "invocation_id": "53de27e8aa",
+        "function": "convert",
+        "pid": 4242,
+        "worker": "alice",
+        "stream": "orders",
+    }
+    assert render(mine).endswith(
+        " INFO  spawned  pid=4242  worker=alice  stream=orders  · convert 53de27e8"
+    )
+    printed = {k: v for k, v in mine.items() if k not in ("pid", "worker")}
+    printed.update(msg="printed", stream="stdout")
+    own = {"ts": mine["ts"], "level": "info", "msg": "worker ready", "worker": 0, "pid": 7}
+    library = {**printed, "msg": "library", "logger": "lib", "worker": 0}
+    del library["stream"]
+    assert render(printed).endswith(" INFO  printed  · convert 53de27e8")
+    assert render(own).endswith(" INFO  worker ready")
+    assert render(library).endswith(" INFO  library  logger=lib  · convert 53de27e8")
+
+
 def test_the_console_draws_the_line_of_an_invocation_a_dead_worker_took_with_it() -> None:
     """The supervisor's 502 line knows no function, request or duration: it was drawn as
     "? error in ? ms", without its 502."""

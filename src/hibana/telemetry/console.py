@@ -19,21 +19,14 @@ import msgspec
 from hibana.telemetry.logs import LinePipe
 
 #: Fields a person does not read on every line: the trace ids (``--log-format json`` has
-#: them), the worker's slot and pid, and that a line was printed.
-_HIDDEN = frozenset(
-    {
-        "ts",
-        "level",
-        "msg",
-        "trace_id",
-        "span_id",
-        "parent_span_id",
-        "worker",
-        "pid",
-        "traceback",
-        "stream",
-    }
-)
+#: them), and those drawn in words of their own.
+_HIDDEN = frozenset({"ts", "level", "msg", "trace_id", "span_id", "parent_span_id", "traceback"})
+#: ... and the host's process fields: on its own lines (no invocation's), a worker's slot
+#: and pid; on a printed line, that it was printed. A function's field named so (a child
+#: process's ``pid``) is shown: it is the function's to read.
+_HOST_ONLY = frozenset({"worker", "pid"})
+_LOGGING = frozenset({"worker"})
+_PRINTED = frozenset({"stdout", "wsgi.errors"})
 #: Fields the invocation line says in words of its own.
 _INVOCATION = frozenset(
     {"function", "invocation_id", "outcome", "status", "method", "path", "duration_ms", "attempt"}
@@ -94,8 +87,19 @@ def render(record: dict[str, Any], color: bool = False) -> str:
         body = msg
         skip = frozenset({"function", "invocation_id"})
         where = f"{record.get('function', '')} {invocation}".strip()
+    if "invocation_id" not in record or "worker_exit" in record:
+        host_only = _HOST_ONLY  # the host's own line, or its line for a dead worker's
+    elif "logger" in record:
+        host_only = _LOGGING  # logging's line: the host adds the worker's slot
+    else:
+        host_only = frozenset()
     fields = "  ".join(
-        f"{k}={_value(v)}" for k, v in record.items() if k not in _HIDDEN and k not in skip
+        f"{k}={_value(v)}"
+        for k, v in record.items()
+        if k not in _HIDDEN
+        and k not in skip
+        and k not in host_only
+        and not (k == "stream" and v in _PRINTED)
     )
     line = head + " " + _plain(body)
     if fields:
