@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hibana import BadRequest, HTTPError, Request, Response, StreamingResponse
+from hibana import BadRequest, Headers, HTTPError, Request, Response, StreamingResponse
 from hibana.responses import to_response
 from tests.hosts import Host
 
@@ -295,6 +295,16 @@ def test_a_redirect_has_a_status_browsers_follow(status: Any) -> None:
         307,
         308,
     ]
+
+
+def test_headers_given_as_a_multi_dict_keep_every_value() -> None:
+    """A Headers (or httpx's) given as a Response's headers kept the first Set-Cookie
+    alone: its items() gives one value a name."""
+    upstream = Headers([("set-cookie", "a=1"), ("x-id", "7"), ("set-cookie", "b=2")])
+    r = Response("x", headers=upstream)
+    assert header(r, "set-cookie") == ["a=1", "b=2"]
+    assert header(r, "x-id") == ["7"]
+    assert header(Response("x", headers={"x-id": "7"}), "x-id") == ["7"]
 
 
 def test_redirect() -> None:

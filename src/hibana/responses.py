@@ -303,8 +303,17 @@ def _check_set_status(status: object, function: str) -> None:
 
 def header_list(headers: HeadersArg) -> list[tuple[str, str]]:
     """``headers`` (a mapping, or (name, value) pairs) as a list of (name, value) strings;
-    what is neither is a TypeError that says what to give."""
-    items = headers.items() if isinstance(headers, Mapping) else (headers or ())
+    what is neither is a TypeError that says what to give. A multi-dict (``req.headers``,
+    httpx's ``Headers``) gives every value of a repeated name (each Set-Cookie), not the
+    first alone, as its ``items()`` would."""
+    items: Iterable[tuple[str, str]]
+    if type(headers) is dict:
+        items = headers.items()
+    elif isinstance(headers, Mapping):
+        multi = getattr(headers, "multi_items", None)
+        items = multi() if callable(multi) else headers.items()
+    else:
+        items = headers or ()
     try:
         return [
             (
