@@ -316,9 +316,23 @@ def test_a_literal_segment_wins_over_a_parameter_and_a_path_goes_last() -> None:
 
 def test_routes_equally_specific_are_tried_in_declaration_order() -> None:
     app = hibana.App()
-    first = add(app, "/n/{x:int}", ("GET",), "first")
-    add(app, "/n/{x:float}", ("GET",), "second")
-    assert matched(table_of(app).lookup("GET", "/n/5")).spec is first
+    first = add(app, "/n/{name}.json", ("GET",), "first")
+    second = add(app, "/n/{name}.{ext}", ("GET",), "second")
+    table = table_of(app)
+    assert matched(table.lookup("GET", "/n/x.json")).spec is first
+    assert matched(table.lookup("GET", "/n/x.csv")).spec is second
+
+
+def test_an_int_route_goes_before_a_float_one_declared_first() -> None:
+    """Every int is a float too: declared after a ``{x:float}``, the ``{x:int}`` was never
+    reached, its integers served by the float route as 5.0."""
+    app = hibana.App()
+    real = add(app, "/n/{x:float}", ("GET",), "real")
+    whole = add(app, "/n/{x:int}", ("GET",), "whole")
+    table = table_of(app)
+    found = matched(table.lookup("GET", "/n/5"))
+    assert (found.spec, found.params) == (whole, {"x": 5})
+    assert matched(table.lookup("GET", "/n/5.5")).spec is real
 
 
 def test_path_no_route_serves_is_none() -> None:

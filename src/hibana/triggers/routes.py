@@ -182,19 +182,23 @@ def remove_dot_segments(path: str) -> str | None:
 def precedence(shape: str) -> tuple[int, ...]:
     """How specific a route of this shape is, segment by segment (smaller goes first): a
     literal segment beats one that mixes text and parameters or holds a typed one
-    (``{id:int}``), which beats a plain ``{name}``, which beats a ``{rest:path}``. The end of
-    a route ranks last, so ``/a/{rest:path}/edit`` goes before ``/a/{rest:path}``."""
+    (``{id:int}``), which beats a plain ``{name}``, which beats a ``{rest:path}``; a
+    ``{x:float}`` goes after the other typed ones, as every ``{x:int}`` is one too (the int
+    route declared after it was never reached). The end of a route ranks last, so
+    ``/a/{rest:path}/edit`` goes before ``/a/{rest:path}``."""
     ranks = []
     for segment in shape.split("/")[1:]:
         if "{" not in segment:
             ranks.append(0)
         elif "{path}" in segment:
-            ranks.append(3)
+            ranks.append(4)
         elif segment == "{str}":
+            ranks.append(3)
+        elif segment == "{float}":
             ranks.append(2)
         else:
             ranks.append(1)
-    ranks.append(4)
+    ranks.append(5)
     return tuple(ranks)
 
 
