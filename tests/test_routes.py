@@ -323,6 +323,24 @@ def test_routes_equally_specific_are_tried_in_declaration_order() -> None:
     assert matched(table.lookup("GET", "/n/x.csv")).spec is second
 
 
+def test_a_path_parameter_holds_a_newline_as_a_plain_one_does() -> None:
+    """``%0A`` decoded: a ``{rest:path}`` (and a mount) did not match it, a 404, where a
+    ``{name}`` took it; what to make of it is the function's to judge, either way."""
+
+    def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    app = hibana.App()
+    rest = add(app, "/files/{rest:path}", ("GET",), "rest")
+    one = add(app, "/one/{name}", ("GET",), "one")
+    app.asgi("/api", asgi_app)
+    table = table_of(app)
+    found = matched(table.lookup("GET", "/files/a\nb/c\n"))
+    assert (found.spec, found.params) == (rest, {"rest": "a\nb/c\n"})
+    assert matched(table.lookup("GET", "/one/a\nb")).spec is one
+    assert matched(table.lookup("GET", "/api/x\ny")).spec.name == "asgi_api"
+
+
 def test_an_int_route_goes_before_a_float_one_declared_first() -> None:
     """Every int is a float too: declared after a ``{x:float}``, the ``{x:int}`` was never
     reached, its integers served by the float route as 5.0."""

@@ -36,7 +36,8 @@ CONVERTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     ),
     # not one that starts with "/" (what "//" in a path puts there): joined onto a folder,
     # os.path.join and pathlib would take it for a path from the root (/etc/passwd)
-    "path": (r"[^/].*", str),
+    # (?s): a newline (%0A) is a character like any other, as it is to a plain {name}
+    "path": (r"[^/](?s:.*)", str),
 }
 
 
@@ -157,7 +158,9 @@ def compile_mount(base: str, where: str) -> CompiledRoute:
     ``base``, one with a slash after it (``/api//x``) too. The app reads the path itself:
     no parameter of it is joined onto a folder."""
     route = compile_route(base + "/{path:path}", where)
-    return dataclasses.replace(route, regex=re.compile(re.escape(base + "/") + r"(?P<path>.+)\Z"))
+    return dataclasses.replace(
+        route, regex=re.compile(re.escape(base + "/") + r"(?P<path>(?s:.+))\Z")
+    )
 
 
 def remove_dot_segments(path: str) -> str | None:
