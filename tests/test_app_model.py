@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from collections.abc import Callable
@@ -440,7 +439,7 @@ def on_tick(timer: hibana.TimerInfo, ctx: Context) -> None: ...
     ],
     ids=["queue", "event", "timer"],
 )
-@pytest.mark.parametrize("lease", [math.inf, 1e300, 365 * 86400 + 1])
+@pytest.mark.parametrize("lease", [1e300, 365 * 86400 + 1])  # inf: the finite-seconds test
 def test_a_lease_that_never_ends_is_refused(
     declare: Callable[[hibana.App, float], Callable[[Any], Any]],
     fn: Callable[..., Any],
