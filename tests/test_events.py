@@ -296,6 +296,13 @@ def test_text_data_in_its_own_charset_and_a_traceparent_that_is_none(
             "attribute id holds '\\x00'; a CloudEvents string holds no control character",
         ),
         (
+            # an overlong UTF-8 space: the binding says to refuse it (it was taken as U+FFFD)
+            {"ce-id": "1", "ce-source": "s%C0%A0", "ce-specversion": "1.0", "ce-type": "t"},
+            b"",
+            400,
+            "header ce-source: 's%C0%A0' is not UTF-8 once percent-decoded (byte 0xC0",
+        ),
+        (
             {"content-type": "application/cloudevents-batch+json"},
             b'[{"id": "good", "source": "s", "specversion": "1.0", "type": "t"},'
             b' {"id": "1", "source": "s\\u0007", "specversion": "1.0", "type": "t"}]',
@@ -440,6 +447,29 @@ def test_binary_mode_attribute_values_are_percent_decoded(host: Host, app_dir: P
     assert r.status_code == 202 and r.json()["deliveries"] == 2, r.text
     wait_until(lambda: len(delivered(app_dir, "runs")) == 1)
     assert delivered(app_dir, "runs")[0]["subject"] == "repo/caf\u00e9 100%"
+
+
+def test_binary_mode_attribute_values_sent_as_raw_utf8_are_read_as_utf8(
+    host: Host, app_dir: Path
+) -> None:
+    """The SDK's to_binary leaves a subject's "é" and "€" as they are, and a client that
+    sends them so (curl, Go's net/http) sends their UTF-8: the request's Latin-1 made the
+    subject 'cafÃ©', and "€" (whose UTF-8 holds 0x82) a 400 for a control character."""
+    headers, body = to_binary(run_event(id="utf8", subject="repo/café €"))
+    assert headers["ce-subject"] == "repo/café €"
+    raw = {name.encode(): value.encode() for name, value in headers.items()}
+    r = httpx.post(host.url + "/runtime/events/github", headers=raw, content=body)
+    assert r.status_code == 202 and r.json()["deliveries"] == 2, r.text
+    wait_until(lambda: len(delivered(app_dir, "runs")) == 1)
+    assert delivered(app_dir, "runs")[0]["subject"] == "repo/café €"
+    # bytes that are no UTF-8 are named, with the fix, not taken as Latin-1
+    raw[b"ce-id"], raw[b"ce-subject"] = b"latin", "repo/café".encode("latin-1")
+    r = httpx.post(host.url + "/runtime/events/github", headers=raw, content=body)
+    assert r.status_code == 400
+    assert r.json()["error"].startswith(
+        "header ce-subject: 'repo/caf\xe9' is not UTF-8 once percent-decoded (byte 0xE9"
+    )
+    assert "percent-encode the UTF-8 bytes" in r.json()["error"]
 
 
 def test_extension_values_keep_their_canonical_form() -> None:
