@@ -449,6 +449,18 @@ def test_binary_mode_attribute_values_are_percent_decoded(host: Host, app_dir: P
     assert delivered(app_dir, "runs")[0]["subject"] == "repo/caf\u00e9 100%"
 
 
+def test_binary_mode_attribute_values_in_quotes_are_unquoted(host: Host, app_dir: Path) -> None:
+    """HTTP binding 3.1.3.2: a value is unquoted first (what senders of the binding's first
+    versions send, which did not percent-encode a space); its quotes were kept, and the
+    subject '"repo/..."' matched no filter on "repo/"."""
+    headers, body = to_binary(run_event(id="quoted"))
+    headers["ce-subject"] = '"repo/a \\"b\\" caf%C3%A9"'
+    r = httpx.post(host.url + "/runtime/events/github", headers=headers, content=body)
+    assert r.status_code == 202 and r.json()["deliveries"] == 2, r.text
+    wait_until(lambda: len(delivered(app_dir, "runs")) == 1)
+    assert delivered(app_dir, "runs")[0]["subject"] == 'repo/a "b" caf\u00e9'
+
+
 def test_binary_mode_attribute_values_sent_as_raw_utf8_are_read_as_utf8(
     host: Host, app_dir: Path
 ) -> None:

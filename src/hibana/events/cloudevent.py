@@ -297,16 +297,23 @@ def from_http(headers: Iterable[tuple[str, str]], body: bytes) -> list[CloudEven
     return [event]
 
 
-#: A header value that is its attribute's value as it is: printable ASCII without "%".
-_PLAIN = re.compile(r"[\x20-\x24\x26-\x7e]*").fullmatch
+#: A header value that is its attribute's value as it is: printable ASCII without a
+#: percent sign or a double quote.
+_PLAIN = re.compile(r"[\x20\x21\x23\x24\x26-\x7e]*").fullmatch
+#: RFC 9110 5.6.4: a quoted string, and the quoted pairs in it.
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S).fullmatch
+_QUOTED_PAIR = re.compile(r"\\(.)", re.S)
 
 
 def _header_value(header: str, value: str) -> str:
-    """The attribute a ``ce-*`` header's value holds: percent-decoded, and the bytes read
-    as UTF-8 (HTTP binding 3.1.3.2). A byte outside ASCII sent as it is (``curl -H
-    'ce-subject: café'``) is read as UTF-8 too, where the request's Latin-1 made it
-    'cafÃ©'; bytes that are no UTF-8 are refused, as the binding asks (they were taken
-    as U+FFFD)."""
+    """The attribute a ``ce-*`` header's value holds (HTTP binding 3.1.3.2): a quoted
+    string unquoted (what senders of the binding's first versions send: it kept its
+    quotes), then percent-decoded, and the bytes read as UTF-8. A byte outside ASCII sent
+    as it is (``curl -H 'ce-subject: café'``) is read as UTF-8 too, where the request's
+    Latin-1 made it 'cafÃ©'; bytes that are no UTF-8 are refused, as the binding asks
+    (they were taken as U+FFFD)."""
+    if quoted := _QUOTED(value):
+        value = _QUOTED_PAIR.sub(r"\1", quoted[1])
     try:
         raw = value.encode("latin-1")  # the header's bytes as they came
     except UnicodeEncodeError:  # not read off the wire: already text
