@@ -179,6 +179,42 @@ def test_a_secret_percent_encoded_in_a_url_is_redacted(tmp_path: Path, key_file:
     assert "Zm9v%2BYmFy%2FYmF6%3D%3D" not in everything and sig not in everything
 
 
+LOGGING_APP = """
+import logging
+
+import hibana
+
+app = hibana.App()
+
+
+@app.http("/call", methods=["GET"], secrets=["api-token"])
+def call(req, ctx):
+    sent = f"Authorization: Bearer {ctx.secrets['api-token']}".encode()
+    logging.getLogger("some.client").info(
+        "sent", extra={"head": sent, "parts": [sent, {"raw": bytearray(b"caf\\xc3\\xa9")}]}
+    )
+    return "ok"
+"""
+
+
+def test_bytes_a_library_logs_through_logging_are_text_with_the_secret_redacted(
+    tmp_path: Path, key_file: Path
+) -> None:
+    """``logging``'s ``extra=`` with bytes (a request's head an HTTP client logs) was
+    written as the JSON encoder's base64, a granted token in it unredacted; ctx.log has
+    written bytes as text for a while."""
+    (tmp_path / "function_app.py").write_text(LOGGING_APP)
+    assert set_secret(tmp_path, "api-token", API_TOKEN).returncode == 0
+    for host in started(tmp_path, "--workers", "1"):
+        with host.client() as client:
+            assert client.get("/call").text == "ok"
+        line = host.wait_for_log(msg="sent", logger="some.client")
+        assert line["head"] == "Authorization: Bearer [REDACTED]"
+        assert line["parts"] == ["Authorization: Bearer [REDACTED]", {"raw": "café"}]
+    everything = "\n".join(host.stdout_lines + host.stderr_lines)
+    assert API_TOKEN not in everything
+
+
 def test_a_missing_secret_stops_the_start_naming_it(app_dir: Path) -> None:
     assert set_secret(app_dir, "gh-secret", GH_SECRET).returncode == 0
     host = Host(app_dir)

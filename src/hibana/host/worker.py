@@ -36,11 +36,13 @@ from hibana.host.open_files import connections_before_limit
 from hibana.runtimes.python import FunctionThreads
 from hibana.store.base import CLOSE_TIMEOUT, Store
 from hibana.telemetry.logs import (
+    MAY_HOLD_BYTES,
     OWN_FIELDS,
     Logger,
     LogSink,
     PrintedLines,
     ScrubbedText,
+    bytes_as_text,
     current_logger,
     error_fields,
     timestamp,
@@ -72,6 +74,7 @@ class _JsonLogHandler(logging.Handler):
             line.update(bound.fields)
         if record.exc_info and record.exc_info[1] is not None:
             line.update(error_fields(record.exc_info[1]))  # log.exception(...)
+        held = False  # an extra= field holds bytes
         for key, value in record.__dict__.items():  # what extra={...} added
             if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
                 # one named like the line's own (``error``, ``ts``, ``outcome``), or like
@@ -80,6 +83,10 @@ class _JsonLogHandler(logging.Handler):
                 while key in line or key in OWN_FIELDS:
                     key += "_"
                 line[key] = value
+                if type(value) in MAY_HOLD_BYTES:
+                    held = True
+        if held:
+            bytes_as_text(line)  # as ctx.log writes them: text, a secret in them redacted
         self.sink.emit(line)
 
 

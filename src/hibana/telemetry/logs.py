@@ -373,15 +373,15 @@ def _repr(value: object) -> str:
 
 _BINARY = frozenset({bytes, bytearray, memoryview})
 #: What a field's value may hold bytes in: itself, or inside it.
-_MAY_HOLD_BYTES = _BINARY | {dict, list, tuple}
+MAY_HOLD_BYTES = _BINARY | {dict, list, tuple}
 
 
-def _bytes_as_text(record: dict[str, Any]) -> None:
+def bytes_as_text(record: dict[str, Any]) -> None:
     """Bytes in fields written as text (UTF-8, other bytes as ``\\xff`` escapes), not as
     the JSON encoder's base64: readable, and a secret in them is found and redacted. Also
     inside a field's dicts and lists (copied, not changed: they are the caller's)."""
     for key, value in record.items():
-        if type(value) in _MAY_HOLD_BYTES:
+        if type(value) in MAY_HOLD_BYTES:
             # a dict that holds itself is left as it is: emit's line says it could not be written
             with contextlib.suppress(RecursionError):
                 record[key] = _as_text(value)
@@ -446,7 +446,7 @@ class Logger:
         if not OWN_FIELDS.isdisjoint(fields):
             fields = _renamed(fields)
         bound = {**self._fields, **fields}
-        _bytes_as_text(bound)
+        bytes_as_text(bound)
         return Logger(self._sink, bound)
 
     def log(self, level: Level, msg: str, /, **fields: Any) -> None:
@@ -471,8 +471,8 @@ class Logger:
                 fields = _renamed(fields)
             record = {"ts": timestamp(), "level": level, "msg": msg, **self._fields, **fields}
             for value in fields.values():
-                if type(value) in _MAY_HOLD_BYTES:
-                    _bytes_as_text(record)
+                if type(value) in MAY_HOLD_BYTES:
+                    bytes_as_text(record)
                     break
         else:
             record = {"ts": timestamp(), "level": level, "msg": msg, **self._fields}
