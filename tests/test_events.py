@@ -415,6 +415,27 @@ def test_filters_match_like_the_subscriptions_api() -> None:
         F.exact()
 
 
+@pytest.mark.parametrize(
+    ("attributes", "problem"),
+    [
+        (
+            {"event_type": "com.github.push"},
+            "Filter.exact(event_type='com.github.push'): no event has an attribute named "
+            "'event_type' (CloudEvents attribute names are lower-case letters a-z and digits "
+            "only), so this filter would match none; name one that events carry: type, "
+            "source, subject, or an extension as they spell it (eventtype)",
+        ),
+        ({"data": "x"}, "Filter.exact(data='x'): data is the event's payload, not an attribute"),
+    ],
+)
+def test_a_filter_on_an_attribute_no_event_can_have_is_refused(
+    attributes: dict[str, str], problem: str
+) -> None:
+    """It matched nothing, for ever, without a word: the subscription stayed quiet."""
+    with pytest.raises(ValueError, match=f"^{re.escape(problem)}"):
+        hibana.Filter.exact(**attributes)
+
+
 def test_binary_mode_data_without_a_content_type_is_json_if_it_decodes_else_bytes(
     host: Host, app_dir: Path
 ) -> None:

@@ -216,6 +216,11 @@ def _is_timestamp(text: str) -> bool:
     return True
 
 
+def is_attribute_name(name: str) -> bool:
+    """``name`` can name an event's context attribute or extension."""
+    return _NAME.fullmatch(name) is not None
+
+
 def _check_name(name: str, where: str) -> None:
     if not _NAME.fullmatch(name):
         raise EventError(

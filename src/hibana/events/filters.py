@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hibana.events.cloudevent import CloudEvent
+from hibana.events.cloudevent import CloudEvent, is_attribute_name
 
 Dialect = Literal["exact", "prefix", "suffix", "all", "any", "not"]
 
@@ -81,7 +81,8 @@ class Filter:
             raise ValueError(f"a filter is an object with one dialect key, not {obj!r}")
         ((dialect, value),) = obj.items()
         if dialect in ("exact", "prefix", "suffix"):
-            return Filter(dialect, _pairs(dialect, value))  # type: ignore[arg-type]
+            # as stored by the app when it started, and checked then
+            return Filter(dialect, _pairs(dialect, value, stored=True))  # type: ignore[arg-type]
         if dialect in ("all", "any"):
             return Filter(dialect, filters=tuple(Filter.from_dict(v) for v in value))  # type: ignore[arg-type]
         if dialect == "not":
@@ -91,13 +92,38 @@ class Filter:
         )
 
 
-def _pairs(dialect: str, attributes: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+def _pairs(
+    dialect: str, attributes: dict[str, Any], stored: bool = False
+) -> tuple[tuple[str, str], ...]:
     if not attributes:
         raise ValueError(f"Filter.{dialect}() needs at least one attribute=value")
     for k, v in attributes.items():
         if not isinstance(v, str):
             raise ValueError(f"Filter.{dialect}({k}={v!r}): the value must be a string")
+        if not stored:
+            _check_attribute(dialect, k, v)
     return tuple(sorted((k.lower(), v) for k, v in attributes.items()))
+
+
+def _check_attribute(dialect: str, name: str, value: str) -> None:
+    """``name`` can be an event's attribute: a filter on one that cannot never matches
+    (``event_type=``, a keyword argument's natural spelling, or ``data``), and the
+    subscription it guards would be quiet for ever."""
+    lower = name.lower()
+    if lower == "data":
+        raise ValueError(
+            f"Filter.{dialect}({name}={value!r}): data is the event's payload, not an "
+            "attribute; a filter matches context attributes (type, source, subject...) "
+            "and extensions: test the data in the function"
+        )
+    if not is_attribute_name(lower):
+        spelled = "".join(c for c in lower if c.isascii() and c.isalnum()) or "myext"
+        raise ValueError(
+            f"Filter.{dialect}({name}={value!r}): no event has an attribute named {name!r} "
+            "(CloudEvents attribute names are lower-case letters a-z and digits only), so "
+            "this filter would match none; name one that events carry: type, source, "
+            f"subject, or an extension as they spell it ({spelled})"
+        )
 
 
 def _filters(dialect: str, filters: tuple[Any, ...]) -> tuple[Filter, ...]:
