@@ -334,6 +334,51 @@ def shared_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host
         yield host, app_dir
 
 
+BINARY = [("ce-id", "1"), ("ce-source", "s"), ("ce-specversion", "1.0"), ("ce-type", "t")]
+
+
+@pytest.mark.parametrize(
+    ("headers", "problem"),
+    [
+        (
+            [*BINARY, ("ce-id", "2")],
+            "header ce-id is sent more than once; an attribute has one value: send it once",
+        ),
+        (
+            [*BINARY, ("ce-data_base64", "aGk=")],
+            "header ce-data_base64: in binary mode the event's data is the body; send it there",
+        ),
+        (
+            [*BINARY, ("ce-datacontenttype", "text/plain"), ("content-type", "application/json")],
+            "header ce-datacontenttype: 'text/plain' is not the Content-Type 'application/json';"
+            " in binary mode the data's type is the Content-Type header: send it there alone",
+        ),
+    ],
+)
+def test_binary_mode_headers_that_say_two_things_are_refused(
+    shared_host: tuple[Host, Path], headers: list[tuple[str, str]], problem: str
+) -> None:
+    """The last of two ce-id headers was the event's id; data_base64 in a header was read
+    (and then replaced by the body); a ce-datacontenttype beside a Content-Type saying
+    another thing was dropped without a word."""
+    host, app_dir = shared_host
+    r = httpx.post(host.url + "/runtime/events/github", headers=headers, content=b'{"a": 1}')
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith(problem)
+    assert delivered(app_dir) == []
+
+
+def test_ce_headers_beside_a_structured_event_are_not_read(host: Host, app_dir: Path) -> None:
+    """Structured mode may carry binary mode's headers too (HTTP binding 3.2.3): the body
+    is the event, so one that is no UTF-8 once percent-decoded does not refuse it."""
+    headers, body = to_structured(run_event(id="structured", subject="repo/s"))
+    headers = {**headers, "ce-id": "%C0", "ce-source": "other"}
+    r = httpx.post(host.url + "/runtime/events/github", headers=headers, content=body)
+    assert r.status_code == 202 and r.json()["accepted"] == 1, r.text
+    wait_until(lambda: len(delivered(app_dir, "runs")) == 1)
+    assert delivered(app_dir, "runs")[0]["id"] == "structured"
+
+
 def test_an_unknown_topic_is_404(shared_host: tuple[Host, Path]) -> None:
     host, _ = shared_host
     r = post_to(host, "nope", run_event(id="x"))
@@ -468,6 +513,19 @@ def test_binary_mode_attribute_values_are_percent_decoded(host: Host, app_dir: P
     assert r.status_code == 202 and r.json()["deliveries"] == 2, r.text
     wait_until(lambda: len(delivered(app_dir, "runs")) == 1)
     assert delivered(app_dir, "runs")[0]["subject"] == "repo/caf\u00e9 100%"
+
+
+def test_binary_mode_datacontenttype_in_a_ce_header_is_the_datas_type(
+    host: Host, app_dir: Path
+) -> None:
+    """Binary mode puts it in Content-Type; a sender that sent ce-datacontenttype instead
+    got its text delivered as bytes (the type said text/plain, the data was base64)."""
+    headers, _ = to_binary(run_event(id="declared", subject="repo/d"))
+    headers["ce-datacontenttype"] = "text/plain; charset=utf-8"
+    r = httpx.post(host.url + "/runtime/events/github", headers=headers, content="café".encode())
+    assert r.status_code == 202, r.text
+    wait_until(lambda: len(delivered(app_dir, "runs")) == 1)
+    assert delivered(app_dir, "runs")[0]["data"] == "café"
 
 
 def test_binary_mode_attribute_values_in_quotes_are_unquoted(host: Host, app_dir: Path) -> None:

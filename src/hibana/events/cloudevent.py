@@ -260,12 +260,15 @@ def from_http(headers: Iterable[tuple[str, str]], body: bytes) -> list[CloudEven
     (``application/cloudevents+json``) or batch mode (``application/cloudevents-batch+json``)."""
     content_type = ""
     ce: dict[str, str] = {}
+    repeated = None
     for name, value in headers:
         lower = name.lower()
         if lower == "content-type":
             content_type = value
         elif lower.startswith("ce-"):
-            ce[lower[3:]] = value if _PLAIN(value) else _header_value(lower, value)
+            if lower[3:] in ce:
+                repeated = lower
+            ce[lower[3:]] = value
     media = content_type.split(";", 1)[0].strip().lower()
     if media == STRUCTURED:
         return [from_structured(_parse_json(body, "the body"), where="the event")]
@@ -284,6 +287,32 @@ def from_http(headers: Iterable[tuple[str, str]], body: bytes) -> list[CloudEven
             "no CloudEvent in the request: send ce-id, ce-source, ce-specversion and ce-type "
             f"headers (binary mode), or Content-Type {STRUCTURED} or {BATCH}",
         )
+    if repeated is not None:
+        raise EventError(
+            400,
+            f"header {repeated} is sent more than once; an attribute has one value: send it once",
+        )
+    for attribute, value in ce.items():
+        if not _PLAIN(value):
+            ce[attribute] = _header_value(f"ce-{attribute}", value)
+    if data_headers := sorted(_DATA & ce.keys()):
+        raise EventError(
+            400,
+            f"header ce-{data_headers[0]}: in binary mode the event's data is the body; send it "
+            "there (its type as Content-Type), or the whole event in structured mode",
+        )
+    if (declared := ce.pop("datacontenttype", None)) is not None:
+        # binary mode's datacontenttype is Content-Type (HTTP binding 3.1.1); a sender that
+        # put it in a ce- header says what its data is all the same (its text was bytes)
+        if content_type and declared != content_type:
+            raise EventError(
+                400,
+                f"header ce-datacontenttype: {declared!r} is not the Content-Type "
+                f"{content_type!r}; in binary mode the data's type is the Content-Type "
+                "header: send it there alone",
+            )
+        content_type = declared
+        media = content_type.split(";", 1)[0].strip().lower()
     data: Any = None
     if body:
         if not media:
