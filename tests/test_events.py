@@ -191,6 +191,19 @@ def test_text_data_in_its_own_charset_and_a_traceparent_that_is_none(
             "lacks the required attribute id",
         ),
         (
+            # present, but empty or no string: it said the attribute was missing
+            {"content-type": "application/cloudevents+json"},
+            b'{"id": "", "source": "s", "specversion": "1.0", "type": "t"}',
+            400,
+            "the event: attribute id is empty; a CloudEvent's id is non-empty",
+        ),
+        (
+            {"content-type": "application/cloudevents-batch+json"},
+            b'[{"id": 0, "source": "s", "specversion": "1.0", "type": "t"}]',
+            400,
+            "event 0 of the batch: attribute id is 0; it must be a string",
+        ),
+        (
             {"content-type": "application/cloudevents+json"},
             b'{"id": "1", "source": "s", "specversion": "0.3", "type": "t"}',
             400,

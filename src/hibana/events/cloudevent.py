@@ -139,7 +139,7 @@ def _is_json(media: str) -> bool:
 def from_structured(obj: Any, where: str, stored: bool = False) -> CloudEvent:
     if not isinstance(obj, dict):
         raise EventError(400, f"{where} is not a JSON object")
-    missing = [name for name in REQUIRED if not obj.get(name)]
+    missing = [name for name in REQUIRED if obj.get(name) is None]
     if missing:
         raise EventError(
             400,
@@ -148,7 +148,13 @@ def from_structured(obj: Any, where: str, stored: bool = False) -> CloudEvent:
         )
     for name in REQUIRED:
         if not isinstance(obj[name], str):
-            raise EventError(400, f"{where}: attribute {name} must be a string")
+            raise EventError(
+                400, f"{where}: attribute {name} is {obj[name]!r}; it must be a string"
+            )
+        if not obj[name]:
+            raise EventError(
+                400, f"{where}: attribute {name} is empty; a CloudEvent's {name} is non-empty"
+            )
     if obj["specversion"] != "1.0":
         raise EventError(400, f"{where} has specversion {obj['specversion']!r}; hibana accepts 1.0")
     data: Any = obj.get("data")
