@@ -541,6 +541,27 @@ def test_binary_mode_datacontenttype_in_a_ce_header_is_the_datas_type(
     assert delivered(app_dir, "runs")[0]["data"] == "café"
 
 
+def test_binary_mode_data_of_any_json_media_type_is_json(host: Host, app_dir: Path) -> None:
+    """JSON event format 3.1.1: */json and */*+json declare JSON; text/json came as the
+    text of the JSON, a str, where application/json gave its value."""
+    event = CloudEvent(
+        {
+            "type": "com.github.workflow_run",
+            "source": "gh/hooks",
+            "id": "text-json",
+            "subject": "repo/j",
+            "datacontenttype": "text/json; charset=utf-8",
+        },
+        {"conclusion": "success"},
+    )
+    headers, body = to_binary(event)
+    assert headers["content-type"] == "text/json; charset=utf-8"
+    r = httpx.post(host.url + "/runtime/events/github", headers=headers, content=body)
+    assert r.status_code == 202, r.text
+    wait_until(lambda: len(delivered(app_dir, "runs")) == 1)
+    assert delivered(app_dir, "runs")[0]["data"] == {"conclusion": "success"}
+
+
 def test_binary_mode_attribute_values_in_quotes_are_unquoted(host: Host, app_dir: Path) -> None:
     """HTTP binding 3.1.3.2: a value is unquoted first (what senders of the binding's first
     versions send, which did not percent-encode a space); its quotes were kept, and the

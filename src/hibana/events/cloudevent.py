@@ -133,7 +133,9 @@ def new_event(
 
 
 def _is_json(media: str) -> bool:
-    return media == "application/json" or media.endswith("+json")
+    """``media`` (lower-case, no parameters) declares JSON: ``*/json`` or ``*/*+json``
+    (JSON event format 3.1.1; text/json was read as text)."""
+    return media.endswith(("/json", "+json"))
 
 
 def from_structured(obj: Any, where: str, stored: bool = False) -> CloudEvent:
