@@ -191,6 +191,15 @@ def test_text_data_in_its_own_charset_and_a_traceparent_that_is_none(
             "lacks the required attribute id",
         ),
         (
+            # JSON event format 3.1.2: data of a type that is not JSON is a string of it
+            {"content-type": "application/cloudevents+json"},
+            b'{"id": "1", "source": "s", "specversion": "1.0", "type": "t",'
+            b' "datacontenttype": "text/plain", "data": {"a": 1}}',
+            400,
+            "the event: datacontenttype 'text/plain' is not JSON, and data is an object; data"
+            " of such a type is a string of that content (JSON event format 3.1.2)",
+        ),
+        (
             # present, but empty or no string: it said the attribute was missing
             {"content-type": "application/cloudevents+json"},
             b'{"id": "", "source": "s", "specversion": "1.0", "type": "t"}',
@@ -631,6 +640,16 @@ def test_ctx_publish_of_data_json_cannot_hold_raises_type_error(
         got = client.post(f"/publish-bad/{what}").json()
     assert got["error_type"] == "TypeError"
     assert problem in got["error"]
+
+
+def test_a_published_event_whose_data_is_not_of_its_content_type_is_refused_at_the_call() -> None:
+    """ctx.publish(datacontenttype="text/plain", data={...}) was stored, and each subscriber
+    was handed a dict its event called text."""
+    from hibana.events.cloudevent import EventError, new_event
+
+    with pytest.raises(EventError, match="datacontenttype 'text/csv' is not JSON, and data is an"):
+        new_event(type="t", source="s", datacontenttype="text/csv", data=[["a", 1]])
+    assert new_event(type="t", source="s", datacontenttype="text/csv", data="a,1").data == "a,1"
 
 
 @pytest.mark.parametrize(

@@ -120,6 +120,8 @@ def new_event(
     _check_strings(
         {"id": id, "source": source, "type": type, "subject": subject, **checked}, "the event"
     )
+    if data is not None and not isinstance(data, str | bytes):
+        _check_data_is_json(datacontenttype, data, "the event")
     return CloudEvent(
         id=id or uuid.uuid4().hex,
         source=source,
@@ -167,6 +169,8 @@ def from_structured(obj: Any, where: str, stored: bool = False) -> CloudEvent:
             data = base64.b64decode(obj["data_base64"], validate=True)
         except (ValueError, TypeError):
             raise EventError(400, f"{where}: data_base64 is not base64") from None
+    elif data is not None and not stored and not isinstance(data, str):
+        _check_data_is_json(obj.get("datacontenttype"), data, where)
     extensions: dict[str, str] = {}
     for name, value in obj.items():
         if name in _DATA or value is None:  # null is the same as absent (JSON format 2.2)
@@ -193,6 +197,32 @@ def from_structured(obj: Any, where: str, stored: bool = False) -> CloudEvent:
         dataschema=_opt(obj, "dataschema", where, stored),
         data=data,
         extensions=extensions,
+    )
+
+
+def _check_data_is_json(content_type: object, data: Any, where: str) -> None:
+    """``data``, a JSON value that is no string, is what ``content_type`` declares: JSON.
+    Of any other type, data is a string of that content (JSON event format 3.1.2); a
+    subscriber would be handed a dict it takes for text or XML."""
+    if not isinstance(content_type, str):
+        return  # none (JSON, as the format says), or one that is no string: refused below
+    if _is_json(content_type.split(";", 1)[0].strip().lower()):
+        return
+    if isinstance(data, dict):
+        kind = "an object"
+    elif isinstance(data, list | tuple):
+        kind = "an array"
+    elif isinstance(data, bool):
+        kind = "true" if data else "false"
+    elif isinstance(data, int | float):
+        kind = f"the number {data!r}"
+    else:
+        kind = f"a {type(data).__name__}"
+    raise EventError(
+        400,
+        f"{where}: datacontenttype {content_type!r} is not JSON, and data is {kind}; data "
+        "of such a type is a string of that content (JSON event format 3.1.2): send it as "
+        "a string, bytes as data_base64, or JSON with datacontenttype application/json",
     )
 
 
