@@ -11,10 +11,11 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from hibana.telemetry.console import render
 from hibana.telemetry.logs import Logger, LogSink
-from tests.hosts import APPS, Host
+from tests.hosts import APPS, Host, started
 
 
 def test_a_full_non_blocking_pipe_loses_no_line_and_cuts_none() -> None:
@@ -535,3 +536,35 @@ def test_a_struct_line_leaves_out_its_unset_fields_also_when_it_must_be_escaped(
         {"msg": "plain"},
         {"msg": "escaped", "error": "OSError: no file '\\udcff'", "reason": None},
     ]
+
+
+STACK_APP = """
+import logging
+
+import hibana
+
+app = hibana.App()
+
+
+def where_it_was_asked():
+    logging.getLogger("some.library").warning("how did we get here", stack_info=True)
+
+
+@app.http("/stack", methods=["GET"])
+def stack(req, ctx):
+    where_it_was_asked()
+    return "ok"
+"""
+
+
+def test_logging_with_stack_info_writes_the_stack(tmp_path: Path) -> None:
+    """``logging``'s ``stack_info=True`` asks for the stack that led to the call (logging
+    appends it to the message); the line went out without it."""
+    (tmp_path / "function_app.py").write_text(STACK_APP)
+    for host in started(tmp_path, "--workers", "1"):
+        with host.client() as client:
+            assert client.get("/stack").text == "ok"
+        line = host.wait_for_log(msg="how did we get here", logger="some.library")
+        assert line["stack"].startswith("Stack (most recent call last):\n")
+        assert "in where_it_was_asked" in line["stack"]
+        assert line["function"] == "stack"

@@ -74,6 +74,8 @@ class _JsonLogHandler(logging.Handler):
             line.update(bound.fields)
         if record.exc_info and record.exc_info[1] is not None:
             line.update(error_fields(record.exc_info[1]))  # log.exception(...)
+        if record.stack_info:  # stack_info=True: where the call was made from
+            line["stack"] = record.stack_info
         held = False  # an extra= field holds bytes
         for key, value in record.__dict__.items():  # what extra={...} added
             if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
