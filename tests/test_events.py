@@ -642,6 +642,19 @@ def test_ctx_publish_of_data_json_cannot_hold_raises_type_error(
     assert problem in got["error"]
 
 
+def test_a_published_event_of_bytes_is_not_called_json() -> None:
+    """ctx.publish(data=png) went out as datacontenttype application/json with data_base64:
+    a subscriber that reads the type to know how to read the data took a PNG for JSON."""
+    from hibana.events.cloudevent import new_event
+
+    png = b"\x89PNG\r\n\x1a\n"
+    sent = json.loads(new_event(type="t", source="s", data=png).to_json())
+    assert sent["datacontenttype"] == "application/octet-stream"
+    assert base64.b64decode(sent["data_base64"]) == png
+    sent = json.loads(new_event(type="t", source="s", data={"a": 1}).to_json())
+    assert sent["datacontenttype"] == "application/json"
+
+
 def test_a_published_event_whose_data_is_not_of_its_content_type_is_refused_at_the_call() -> None:
     """ctx.publish(datacontenttype="text/plain", data={...}) was stored, and each subscriber
     was handed a dict its event called text."""

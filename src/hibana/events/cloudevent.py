@@ -128,10 +128,19 @@ def new_event(
         type=type,
         subject=subject,
         time=time or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        datacontenttype=datacontenttype or ("application/json" if data is not None else None),
+        datacontenttype=datacontenttype or _type_of(data),
         data=data,
         extensions=checked,
     )
+
+
+def _type_of(data: Any) -> str | None:
+    """The datacontenttype of data published without one: bytes are no JSON (JSON event
+    format 3.1.1: it "MUST reflect the format of the original binary data"; they went as
+    application/json, and a subscriber that trusts it parses a PNG)."""
+    if data is None:
+        return None
+    return "application/octet-stream" if isinstance(data, bytes | bytearray) else "application/json"
 
 
 def _is_json(media: str) -> bool:
