@@ -191,6 +191,26 @@ def test_text_data_in_its_own_charset_and_a_traceparent_that_is_none(
             "lacks the required attribute id",
         ),
         (
+            # JSON is UTF-8: a body in UTF-16 or data in Latin-1 was "invalid character"
+            {"content-type": "application/cloudevents+json"},
+            '{"id": "1", "source": "s", "specversion": "1.0", "type": "t"}'.encode("utf-16"),
+            400,
+            "the body is not UTF-8 (byte 0xFF at offset 0: invalid start byte); JSON is UTF-8"
+            " (RFC 8259 8.1): encode it so",
+        ),
+        (
+            {
+                "ce-id": "1",
+                "ce-source": "s",
+                "ce-specversion": "1.0",
+                "ce-type": "t",
+                "content-type": "application/json",
+            },
+            '{"city": "Zürich"}'.encode("latin-1"),
+            400,
+            "the event data is not UTF-8 (byte 0xFC at offset 11: invalid start byte)",
+        ),
+        (
             # JSON event format 3.1.2: data of a type that is not JSON is a string of it
             {"content-type": "application/cloudevents+json"},
             b'{"id": "1", "source": "s", "specversion": "1.0", "type": "t",'
@@ -569,6 +589,18 @@ def test_binary_mode_data_of_any_json_media_type_is_json(host: Host, app_dir: Pa
     assert r.status_code == 202, r.text
     wait_until(lambda: len(delivered(app_dir, "runs")) == 1)
     assert delivered(app_dir, "runs")[0]["data"] == {"conclusion": "success"}
+
+
+def test_a_structured_event_after_a_utf8_byte_order_mark_is_read(host: Host, app_dir: Path) -> None:
+    """What PowerShell's -Encoding UTF8 writes first: RFC 8259 8.1 lets a parser ignore it,
+    and it was 400 'invalid character (byte 0)'."""
+    headers, body = to_structured(run_event(id="bom", subject="repo/b"))
+    r = httpx.post(
+        host.url + "/runtime/events/github", headers=headers, content=b"\xef\xbb\xbf" + body
+    )
+    assert r.status_code == 202, r.text
+    wait_until(lambda: len(delivered(app_dir, "runs")) == 1)
+    assert delivered(app_dir, "runs")[0]["id"] == "bom"
 
 
 def test_binary_mode_attribute_values_in_quotes_are_unquoted(host: Host, app_dir: Path) -> None:

@@ -4,6 +4,7 @@ batch mode. Errors name the attribute or the part of the request that is wrong."
 from __future__ import annotations
 
 import base64
+import codecs
 import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
@@ -443,6 +444,19 @@ def _parse_json(body: bytes, what: str) -> Any:
     try:
         return _decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        if body.startswith(codecs.BOM_UTF8):
+            # what Windows tools write first (PowerShell's UTF8): RFC 8259 8.1 lets a
+            # parser ignore it, and msgspec does not
+            return _parse_json(body[len(codecs.BOM_UTF8) :], what)
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as not_utf8:
+            raise EventError(
+                400,
+                f"{what} is not UTF-8 (byte 0x{body[not_utf8.start]:02X} at offset "
+                f"{not_utf8.start}: {not_utf8.reason}); JSON is UTF-8 (RFC 8259 8.1): "
+                "encode it so",
+            ) from None
         raise EventError(400, f"{what} is not valid JSON: {exc}") from None
     except RecursionError:
         raise EventError(400, f"{what} is JSON nested too deeply to decode") from None
