@@ -376,6 +376,24 @@ def shared_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Host
         yield host, app_dir
 
 
+def test_a_refusal_quotes_a_huge_value_cut_short(shared_host: tuple[Host, Path]) -> None:
+    """A 200 KB specversion was quoted whole in the answer and in the host's log line, for
+    every request that sent one."""
+    host, _ = shared_host
+    event = {"id": "huge", "source": "s", "specversion": "x" * 200_000, "type": "t"}
+    r = httpx.post(
+        host.url + "/runtime/events/github",
+        headers={"content-type": "application/cloudevents+json"},
+        content=json.dumps(event),
+    )
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error == (
+        f"the event has specversion '{'x' * 99}... (199902 characters more); hibana accepts 1.0"
+    )
+    assert host.wait_for_log(msg="event refused", error=error)["status"] == 400
+
+
 BINARY = [("ce-id", "1"), ("ce-source", "s"), ("ce-specversion", "1.0"), ("ce-type", "t")]
 
 

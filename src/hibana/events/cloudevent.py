@@ -163,14 +163,16 @@ def from_structured(obj: Any, where: str, stored: bool = False) -> CloudEvent:
     for name in REQUIRED:
         if not isinstance(obj[name], str):
             raise EventError(
-                400, f"{where}: attribute {name} is {obj[name]!r}; it must be a string"
+                400, f"{where}: attribute {name} is {_shown(obj[name])}; it must be a string"
             )
         if not obj[name]:
             raise EventError(
                 400, f"{where}: attribute {name} is empty; a CloudEvent's {name} is non-empty"
             )
     if obj["specversion"] != "1.0":
-        raise EventError(400, f"{where} has specversion {obj['specversion']!r}; hibana accepts 1.0")
+        raise EventError(
+            400, f"{where} has specversion {_shown(obj['specversion'])}; hibana accepts 1.0"
+        )
     data: Any = obj.get("data")
     if obj.get("data_base64") is not None:
         if data is not None:
@@ -194,7 +196,8 @@ def from_structured(obj: Any, where: str, stored: bool = False) -> CloudEvent:
     if time is not None and not _is_timestamp(time):
         raise EventError(
             400,
-            f"{where}: time {time!r} is not an RFC 3339 timestamp (like 2026-12-04T11:30:00Z)",
+            f"{where}: time {_shown(time)} is not an RFC 3339 timestamp (like "
+            "2026-12-04T11:30:00Z)",
         )
     return CloudEvent(
         id=obj["id"],
@@ -230,10 +233,23 @@ def _check_data_is_json(content_type: object, data: Any, where: str) -> None:
         kind = f"a {type(data).__name__}"
     raise EventError(
         400,
-        f"{where}: datacontenttype {content_type!r} is not JSON, and data is {kind}; data "
+        f"{where}: datacontenttype {_shown(content_type)} is not JSON, and data is {kind}; data "
         "of such a type is a string of that content (JSON event format 3.1.2): send it as "
         "a string, bytes as data_base64, or JSON with datacontenttype application/json",
     )
+
+
+#: The most characters of a sender's value an error quotes: a refused request's answer
+#: and its log line stay short, whatever it sent (a 200 KB specversion was quoted whole).
+_SHOWN = 100
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut to ``_SHOWN`` characters (and how many more there were)."""
+    text = repr(value)
+    if len(text) <= _SHOWN:
+        return text
+    return f"{text[:_SHOWN]}... ({len(text) - _SHOWN} characters more)"
 
 
 def _check_strings(attributes: Mapping[str, Any], where: str) -> None:
@@ -273,7 +289,7 @@ def _check_name(name: str, where: str) -> None:
     if not _NAME.fullmatch(name):
         raise EventError(
             400,
-            f"{where}: attribute name {name!r} is not valid; CloudEvents attribute names "
+            f"{where}: attribute name {_shown(name)} is not valid; CloudEvents attribute names "
             "are lower-case letters a-z and digits only",
         )
 
@@ -288,8 +304,8 @@ def _extension_value(name: str, value: Any, where: str) -> str:
         return str(value)
     raise EventError(
         400,
-        f"{where}: extension {name} is {value!r}; an attribute's value is a string, a boolean "
-        "or a 32-bit integer",
+        f"{where}: extension {name} is {_shown(value)}; an attribute's value is a string, a "
+        "boolean or a 32-bit integer",
     )
 
 
@@ -355,8 +371,8 @@ def from_http(headers: Iterable[tuple[str, str]], body: bytes) -> list[CloudEven
         if content_type and declared != content_type:
             raise EventError(
                 400,
-                f"header ce-datacontenttype: {declared!r} is not the Content-Type "
-                f"{content_type!r}; in binary mode the data's type is the Content-Type "
+                f"header ce-datacontenttype: {_shown(declared)} is not the Content-Type "
+                f"{_shown(content_type)}; in binary mode the data's type is the Content-Type "
                 "header: send it there alone",
             )
         content_type = declared
@@ -406,7 +422,7 @@ def _header_value(header: str, value: str) -> str:
     except UnicodeDecodeError as exc:
         raise EventError(
             400,
-            f"header {header}: {value!r} is not UTF-8 once percent-decoded (byte "
+            f"header {header}: {_shown(value)} is not UTF-8 once percent-decoded (byte "
             f"0x{decoded[exc.start]:02X}: {exc.reason}); percent-encode the UTF-8 bytes of each "
             "character outside printable ASCII, as caf%C3%A9 for café (CloudEvents HTTP "
             "binding 3.1.3.2)",
@@ -435,7 +451,7 @@ def _text(body: bytes, content_type: str) -> str:
     try:
         return body.decode(charset)
     except LookupError:
-        raise EventError(400, f"the event data's charset {charset!r} is unknown") from None
+        raise EventError(400, f"the event data's charset {_shown(charset)} is unknown") from None
     except UnicodeError as exc:  # UnicodeDecodeError, or what idna and punycode raise
         raise EventError(400, f"the event data is not {charset} text: {exc}") from None
 
