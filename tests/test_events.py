@@ -656,6 +656,16 @@ def test_binary_mode_attribute_values_sent_as_raw_utf8_are_read_as_utf8(
     assert "percent-encode the UTF-8 bytes" in r.json()["error"]
 
 
+@pytest.mark.parametrize("time", ["2016-12-31T23:59:60Z", "2017-01-01T08:59:60.5+09:00"])
+def test_a_leap_second_is_an_rfc3339_time(time: str) -> None:
+    """RFC 3339 5.7 allows a 60th second; it was refused as 'not an RFC 3339 timestamp'."""
+    from hibana.events.cloudevent import from_http
+
+    event = {"id": "1", "source": "s", "specversion": "1.0", "type": "t", "time": time}
+    headers = [("content-type", "application/cloudevents+json")]
+    assert from_http(headers, json.dumps(event).encode())[0].time == time
+
+
 def test_extension_values_keep_their_canonical_form() -> None:
     from hibana.events.cloudevent import from_http
 

@@ -273,6 +273,8 @@ _INT32 = range(-(2**31), 2**31)
 def _is_timestamp(text: str) -> bool:
     if not _TIMESTAMP.fullmatch(text):
         return False
+    if text[17:19] == "60":  # a leap second (RFC 3339 5.7), which datetime cannot hold
+        text = f"{text[:17]}59{text[19:]}"
     try:
         datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
     except ValueError:  # the right shape, but a 13th month or a 61st minute
