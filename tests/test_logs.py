@@ -568,3 +568,42 @@ def test_logging_with_stack_info_writes_the_stack(tmp_path: Path) -> None:
         assert line["stack"].startswith("Stack (most recent call last):\n")
         assert "in where_it_was_asked" in line["stack"]
         assert line["function"] == "stack"
+
+
+PARTLY_APP = """
+import sys
+
+import hibana
+
+app = hibana.App()
+
+
+@app.http("/sync", methods=["GET"])
+def sync_print(req, ctx):
+    print("sync result: 42", end="")
+    return "ok"
+
+
+@app.http("/async", methods=["GET"])
+async def async_print(req, ctx):
+    sys.stdout.write("first line\\nasync result: 43")
+    return "ok"
+"""
+
+
+def test_text_printed_without_a_newline_goes_out_when_its_invocation_ends(
+    tmp_path: Path,
+) -> None:
+    """``print(..., end="")`` or ``sys.stdout.write(...)`` without a newline last was held
+    until the worker stopped (or its thread printed for another invocation)."""
+    (tmp_path / "function_app.py").write_text(PARTLY_APP)
+    for host in started(tmp_path, "--workers", "1"):
+        with host.client() as client:
+            sync = client.get("/sync")
+            asynchronous = client.get("/async")
+        assert (sync.text, asynchronous.text) == ("ok", "ok")
+        line = host.wait_for_log(msg="sync result: 42", stream="stdout")
+        assert line["invocation_id"] == sync.headers["x-invocation-id"]
+        line = host.wait_for_log(msg="async result: 43", stream="stdout")
+        assert line["invocation_id"] == asynchronous.headers["x-invocation-id"]
+        assert host.wait_for_log(msg="first line")["function"] == "async_print"

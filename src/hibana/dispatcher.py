@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from hibana.context import Cancellation, Context, Invocation
 from hibana.errors import Cancelled, HTTPError
 from hibana.runtimes.python import FunctionThreads
-from hibana.telemetry.logs import current_logger
+from hibana.telemetry.logs import current_logger, finish_printed
 
 if TYPE_CHECKING:
     from hibana.app import FunctionSpec
@@ -228,6 +228,7 @@ def _call_bound(fn: Callable[..., Any], inv: Invocation, ctx: Context) -> Any:
     try:
         value = fn(inv.payload, ctx)
     finally:
+        finish_printed(ctx.log)
         _reset_logger(bound)
     if type(value) is types.CoroutineType:
         value.close()  # never to be awaited: no "was never awaited" warning on top
@@ -486,6 +487,7 @@ class Dispatcher:
             failed = inv.cancellation.reason == "timeout"
             return _outcome(inv, value, None)
         finally:
+            finish_printed(ctx.log)
             _reset_logger(bound)
             del self._interrupt[inv.id]
             self._finished(inv, gate, column, failed)

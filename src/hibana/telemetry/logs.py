@@ -608,6 +608,9 @@ class PrintedLines(io.TextIOBase):
         self._local = threading.local()
         self._unfinished: weakref.WeakSet[_Unfinished] = weakref.WeakSet()
         self._bytes = _PrintedBytes(self)
+        #: Some thread has left printed text without its newline: only then does the end
+        #: of an invocation look for its own (``finish``).
+        self.partly = False
 
     def writable(self) -> bool:
         return True
@@ -638,11 +641,21 @@ class PrintedLines(io.TextIOBase):
             line.log = log
         if "\n" not in text:
             line.text += text
+            self.partly = True
             return len(text)
         *lines, line.text = (line.text + text).split("\n")
         for done in lines:
             log.info(done, stream="stdout")
+        if line.text:
+            self.partly = True
         return len(text)
+
+    def finish(self, log: Logger) -> None:
+        """Write what ``log``'s invocation printed on this thread without a newline: it has
+        ended, and nothing else would write the text until the process ends."""
+        line: _Unfinished | None = getattr(self._local, "line", None)
+        if line is not None and line.log is log:
+            line.out()
 
     def flush(self) -> None:
         """Write this thread's unfinished line."""
@@ -654,6 +667,15 @@ class PrintedLines(io.TextIOBase):
         """Write every thread's unfinished line (the process ends)."""
         for line in list(self._unfinished):
             line.out()
+
+
+def finish_printed(log: Logger) -> None:
+    """At the end of ``log``'s invocation, on the thread that ran it: what it printed
+    without a newline goes out as its line (``sys.stdout.write("result: 42")`` was held
+    until the worker stopped)."""
+    out = sys.stdout
+    if type(out) is PrintedLines and out.partly:
+        out.finish(log)
 
 
 class ErrorLines(io.TextIOBase):
