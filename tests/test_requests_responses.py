@@ -138,6 +138,13 @@ def test_json_body() -> None:
     assert req.json() == {"name": "widget", "tags": [1, 2]}
 
 
+def test_a_json_body_after_a_utf8_byte_order_mark_is_read() -> None:
+    """PowerShell's and Notepad's UTF-8 begins with one; RFC 8259 lets a parser ignore it.
+    It was a 400, "invalid character"."""
+    req = make_request(body=b'\xef\xbb\xbf{"name": "widget"}')
+    assert req.json() == {"name": "widget"}
+
+
 def test_empty_body_json_is_a_bad_request() -> None:
     with pytest.raises(BadRequest) as info:
         make_request(body=b"").json()

@@ -15,6 +15,7 @@ from hibana.forms import parse_form
 from hibana.proxies import Network, client_ip, forwarded_chain, forwarded_proto, is_trusted
 
 _decode_json = msgspec.json.decode
+_BOM = b"\xef\xbb\xbf"
 #: The 400s of ``req.query[name]`` and ``req.headers[name]`` for a name not sent.
 _NO_PARAMETER = "query parameter {key!r} is missing; send ?{key}=..."
 _NO_HEADER = "header {key!r} is missing; send it"
@@ -178,8 +179,13 @@ class Request:
         """The body parsed as JSON; a malformed body answers 400 naming the problem."""
         if not self.body:
             raise BadRequest("request body is empty; expected JSON")
+        body = self.body
+        if body.startswith(_BOM):
+            # RFC 8259 8.1: a parser may ignore a UTF-8 byte order mark (what PowerShell
+            # and Notepad write before UTF-8)
+            body = body[len(_BOM) :]
         try:
-            return _decode_json(self.body)
+            return _decode_json(body)
         except msgspec.DecodeError as exc:
             raise BadRequest(f"request body is not valid JSON: {exc}{self._not_json()}") from None
         except RecursionError:
