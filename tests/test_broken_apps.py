@@ -299,6 +299,47 @@ def test_a_mounted_app_whose_lifespan_startup_fails_stops_the_host(tmp_path: Pat
     assert "Listening on" not in result.stderr + result.stdout
 
 
+SECOND_LIFESPAN_FAILS = """
+import pathlib
+
+import hibana
+
+CLOSED = pathlib.Path(__file__).with_name("pool-closed")
+
+
+async def pool(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        CLOSED.write_text("closed")
+        await send({"type": "lifespan.shutdown.complete"})
+
+
+async def api(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "the database is not there"})
+
+
+app = hibana.App()
+app.asgi("/pool", pool)
+app.asgi("/api", api)
+"""
+
+
+def test_the_mounts_started_before_one_whose_lifespan_fails_are_shut_down(
+    tmp_path: Path,
+) -> None:
+    """What the first mount's lifespan opened (a pool, a client) is closed, not left to
+    the worker's exit."""
+    (tmp_path / "function_app.py").write_text(SECOND_LIFESPAN_FAILS)
+    result = run_cli("serve", str(tmp_path), "--port", "0", "--workers", "1")
+    assert result.returncode == 2, result.stderr
+    assert "the app mounted at /api failed its lifespan startup" in result.stdout
+    assert (tmp_path / "pool-closed").read_text() == "closed"
+
+
 LIFESPAN_FAILS_WHILE_FLAGGED = """
 import pathlib
 

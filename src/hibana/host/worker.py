@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 from hibana.adapters.asgi import AsgiMount
@@ -271,9 +272,12 @@ class Worker:
             self.row.set("pid", os.getpid())
             self.row.set("started_at", self.spawn.requested_at)
         mounts = list({id(m): m for m in self._mounts()}.values())
-        for mount in mounts:
+        for started, mount in enumerate(mounts):
             failed = await mount.startup()
             if failed is not None:
+                # the mounts started before it have opened what their lifespans hold (a
+                # pool, a client): they are shut down before the worker goes
+                await self._shut_down_mounts(reversed(mounts[:started]))
                 raise RuntimeError(
                     f"the app mounted at {mount.prefix or '/'} failed its lifespan startup: "
                     f"{failed}"
@@ -308,13 +312,7 @@ class Worker:
             await self.consumer.stop()
         await self.server.shutdown(grace)
         await self._finish_mounts(mounts)
-        for mount in mounts:
-            failed = await mount.shutdown()
-            if failed is not None:
-                self.log.warning(
-                    f"the app mounted at {mount.prefix or '/'} failed its lifespan shutdown",
-                    error=failed,
-                )
+        await self._shut_down_mounts(mounts)
         if self.consumer is not None:
             await self.consumer.stop()
             await self.consumer.drained()
@@ -337,6 +335,16 @@ class Worker:
             for task in left:
                 task.cancel()
             await asyncio.wait(left, timeout=1.0)
+
+    async def _shut_down_mounts(self, mounts: Iterable[AsgiMount]) -> None:
+        """Run the lifespan shutdown of each of ``mounts``; what fails is logged."""
+        for mount in mounts:
+            failed = await mount.shutdown()
+            if failed is not None:
+                self.log.warning(
+                    f"the app mounted at {mount.prefix or '/'} failed its lifespan shutdown",
+                    error=failed,
+                )
 
     def _mounts(self) -> list[AsgiMount]:
         return [s.handler for s in self.app.functions if isinstance(s.handler, AsgiMount)]
