@@ -206,6 +206,44 @@ def test_sigterm_while_the_app_imports_stops_with_exit_0(tmp_path: Path) -> None
         host.stop()
 
 
+SLOW_LIFESPAN = """
+import asyncio
+
+import hibana
+
+
+async def api(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        await asyncio.sleep(30)
+        await send({"type": "lifespan.startup.complete"})
+
+
+app = hibana.App()
+app.asgi("/api", api)
+"""
+
+
+def test_sigterm_while_the_workers_start_stops_without_announcing_the_host(
+    tmp_path: Path,
+) -> None:
+    """A signal while a mounted app's lifespan starts: the host is not reported (nor told
+    to its service manager) as listening just before it shuts down."""
+    (tmp_path / "function_app.py").write_text(SLOW_LIFESPAN)
+    host = Host(tmp_path, "--workers", "1")
+    try:
+        deadline = time.monotonic() + 20
+        while not host.worker_pids():
+            assert time.monotonic() < deadline, "the host never started its worker"
+            time.sleep(0.02)
+        host.signal(signal.SIGTERM)
+        assert host.wait_exit(20) == 0
+        host.wait_for_stderr("Stopped before the app served", 1)
+        assert not [line for line in host.stderr_lines if "Listening on" in line]
+    finally:
+        host.stop()
+
+
 @pytest.mark.parametrize("prewarm", ["runtime", "none"])
 def test_a_host_stopped_while_it_checks_the_app_leaves_nothing_running(
     tmp_path: Path, prewarm: str

@@ -149,6 +149,11 @@ class Supervisor:
                 failed = await_ready(self, zygote, "the app")
                 if failed is not None and zygote.last_crash:
                     raise AppLoadError(failed)
+            if self._stop_asked:
+                # a signal while the workers started (a mounted app's slow lifespan
+                # startup): they are drained, and the host is not announced as serving
+                self.report("Stopped before the app served")
+                return self._shutdown()
             store = None if self.store is None else self.store.display
             self.report(
                 banner(
