@@ -452,6 +452,54 @@ def test_reload_without_a_running_host_says_so(tmp_path: Path) -> None:
     assert f"hibana serve {app_dir}" in result.stderr
 
 
+UNTIL_READY = """
+import pathlib
+
+import hibana
+
+if pathlib.Path(__file__).with_name("ready.txt").read_text() != "yes":
+    raise RuntimeError("ready.txt does not say yes")
+app = hibana.App()
+
+
+@app.http("/v")
+def v(req, ctx):
+    return "up"
+"""
+
+
+def test_status_and_reload_reach_a_dev_host_waiting_for_a_fix(tmp_path: Path) -> None:
+    """It is running: "no running host found; start one" sent the user to start a
+    second one, which would not get the port."""
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "function_app.py").write_text(UNTIL_READY)
+    (app_dir / "ready.txt").write_text("no")
+    host = Host(app_dir, command="dev")
+    try:
+        host.wait_for_stderr("Waiting for a change to")
+        why = "RuntimeError: ready.txt does not say yes"
+        status = run_cli("status", "--app", str(app_dir))
+        assert status.returncode == 1, status.stderr
+        assert "the app does not load; hibana dev waits for a change that fixes it" in (
+            status.stderr
+        )
+        assert why in status.stderr
+        tried = run_cli("reload", "--app", str(app_dir))
+        assert tried.returncode == 1, tried.stderr
+        assert f"error: the host of {app_dir} tried again: the app does not load" in tried.stderr
+        assert why in tried.stderr
+        # what it reads is no .py file: only `hibana reload` makes it try again
+        (app_dir / "ready.txt").write_text("yes")
+        loaded = run_cli("reload", "--app", str(app_dir))
+        assert loaded.returncode == 0, loaded.stderr
+        assert f"Reloaded {app_dir}: generation 1 serves (v)" in loaded.stdout
+        host.wait_ready()
+        assert httpx.get(host.url + "/v", timeout=10).text == "up"
+    finally:
+        host.stop()
+
+
 def test_a_stop_asked_for_while_a_reload_imports_is_obeyed(tmp_path: Path) -> None:
     app_dir = _app(tmp_path)
     host = Host(app_dir, "--workers", "1").wait_ready()

@@ -550,6 +550,8 @@ def reload(app: RunningApp = Path(".")) -> None:
     # one asked for during a reload waits for it, then has its own: each imports the app
     # and then starts its workers, each within IMPORT_TIMEOUT
     answer = _ask_host(app, "POST", "/reload", timeout=4 * IMPORT_TIMEOUT + 30)
+    if answer.get("serving") is False:  # `hibana dev` waiting for a fix: none to keep
+        _fail(f"the host of {app} tried again: {answer.get('error')}", 1)
     if not answer.get("reloaded"):
         _fail(
             f"the host kept the previous version of {app}: "

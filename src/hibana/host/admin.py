@@ -120,6 +120,8 @@ class AdminEndpoint:
         parts = urlsplit(target.decode("latin-1"))
         mine = host_identity(sup)
         if (method, parts.path) == (b"GET", "/status"):
+            if sup.zygote is None:  # `hibana dev` before its app first loads
+                return 503, {"error": _not_loaded(sup), **mine}
             return 200, sup.status()
         if (method, parts.path) == (b"POST", "/reload"):
             # a path's bytes that are not UTF-8 come back as the surrogates fsdecode gives
@@ -127,7 +129,9 @@ class AdminEndpoint:
             if any(asked.get(k, [str(v)]) != [str(v)] for k, v in mine.items()):
                 error = f"this is the host (pid {mine['pid']}) of {mine['app']}, not of that app"
                 return 409, {"reloaded": False, "error": error, **mine}
-            if busy and not sup.shutting_down:
+            if (busy or sup.zygote is None) and not sup.shutting_down:
+                # no version serves yet (`hibana dev` waiting for a fix): answered once
+                # the import it makes try again now is done
                 return None
             # answered once the new version serves, or could not: the caller learns which
             return self._reloaded(sup.reload())
@@ -140,6 +144,27 @@ class AdminEndpoint:
             return 200, {"reloaded": True, **sup.status()}
         code = 503 if sup.shutting_down else 422
         return code, {"reloaded": False, "error": failed, **host_identity(sup)}
+
+    def answer_waiting(self, failed: str | None) -> None:
+        """Tell the callers of POST /reload held while no version served how the app's
+        first load went: ``failed`` says why it did not."""
+        waiting, self.waiting = self.waiting, []
+        if failed is None:
+            answer = self._reloaded(None)
+        else:
+            error = _not_loaded(self.supervisor)
+            answer = (
+                422,
+                {
+                    "reloaded": False,
+                    "serving": False,
+                    "error": error,
+                    **host_identity(self.supervisor),
+                },
+            )
+        for conn in waiting:
+            with conn, contextlib.suppress(OSError):  # a caller gone meanwhile
+                _send(conn, *answer)
 
     def reload_waiting(self) -> None:
         """Reload once for every POST /reload that came during the last reload, and answer
@@ -217,6 +242,16 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's: alive
     return True
+
+
+def _not_loaded(sup: Supervisor) -> str:
+    """Why no version of the app serves yet."""
+    if sup.load_error is None:
+        return "the app is loading for the first time; try again once it serves"
+    return (
+        "the app does not load; hibana dev waits for a change that fixes it (each change "
+        f"to a .py file, or `hibana reload`, tries again): {sup.load_error}"
+    )
 
 
 def host_identity(sup: Supervisor) -> dict[str, Any]:

@@ -108,6 +108,8 @@ class Supervisor:
         self.started_at = time.time()
         self.sock: socket.socket | None = None
         self.admin: AdminEndpoint | None = None
+        #: Why the app does not load, while ``hibana dev`` waits for a change that fixes it.
+        self.load_error: str | None = None
         self.app_store = AppStore(config, report, self._redact, self.sel)
         #: Every worker's max_concurrency permits, of every version of the app: one
         #: column per function with a limit, by name, so a reload's old and new workers
@@ -131,6 +133,10 @@ class Supervisor:
         self._install_signals()
         self._open_output()
         try:
+            if self.config.reload:
+                # `hibana status` and `hibana reload` reach a dev host waiting for a fix
+                # too: it is running, and another one started would not get the port
+                self._open_admin()
             zygote = self._first_zygote()
             if zygote is None:  # a signal to stop while the app imported, or was broken (dev)
                 self.report("Stopped before the app served")
@@ -139,8 +145,8 @@ class Supervisor:
             self.adopt(zygote)
             self.enforce_limits(zygote)
             self.app_store.start_duties(zygote)
-            self.admin = self._admin_endpoint()
-            self.sel.register(self.admin.sock, selectors.EVENT_READ, "admin")
+            if self.admin is None:
+                self._open_admin()
             self.tick()
             self._await_spawned(zygote)
             if not self.config.reload and any(r.zygote is zygote for r in self.records):
@@ -161,6 +167,8 @@ class Supervisor:
                 )
             )
             self.service_manager.ready(self._serving(zygote))
+            if self.admin is not None and self.admin.waiting:
+                self.admin.answer_waiting(None)  # a `hibana reload` that made it try again
             return self._loop()
         finally:
             self.connections.close()
@@ -328,7 +336,9 @@ class Supervisor:
                     f"error: {exc}\nWaiting for a change to {self.config.app_dir}; until then "
                     f"{self.url} answers 503 (Ctrl+C to stop)"
                 )
-                why = str(exc)
+                why = self.load_error = str(exc)
+                if self.admin is not None and self.admin.waiting:
+                    self.admin.answer_waiting(why)
             self._watch_socket(True)
             try:
                 if not self._await_change(why):
@@ -357,6 +367,11 @@ class Supervisor:
                     refuse_backlog(self.sock, answer)
                 elif key.data == "handoff":
                     self.connections.receive()
+                elif key.data == "admin":
+                    assert self.admin is not None
+                    self.admin.serve_one()
+                    if self.admin.waiting:  # `hibana reload`: try again now
+                        return True
         return False
 
     # -- running ----------------------------------------------------------------------
@@ -508,6 +523,10 @@ class Supervisor:
         since = (self._waiting_since or now) if on_demand else now
         limit = zygote.scaling.memory_limit_mb
         zygote.spawn(Spawn(slot, since, on_demand, limit, row, self.limits.columns_of(zygote)))
+
+    def _open_admin(self) -> None:
+        self.admin = self._admin_endpoint()
+        self.sel.register(self.admin.sock, selectors.EVENT_READ, "admin")
 
     def _admin_endpoint(self) -> AdminEndpoint:
         port = self.config.admin_port
