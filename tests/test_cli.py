@@ -65,6 +65,15 @@ def test_dev_help_says_what_dev_does() -> None:
             f"`hibana dev {APPS / 'basic'}`",
         ),
         (["serve", "/dev/null"], "/dev/null is not a folder; pass the app's folder"),
+        *(  # --app the app's file: its .hibana was looked for inside it (exit 1, the fix
+            # named `hibana serve` on the file)
+            (
+                [*command, "--app", str(APPS / "queues" / "function_app.py")],
+                f"Invalid value for '--app': {APPS / 'queues' / 'function_app.py'} is a file; "
+                f"pass the folder that holds the app's function_app.py: --app {APPS / 'queues'}",
+            )
+            for command in (["status"], ["reload"], ["queue", "stats"], ["secrets", "list"])
+        ),
         (["serve"], "Missing argument"),
         (["frobnicate"], "No such command"),
         (

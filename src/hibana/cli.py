@@ -51,6 +51,17 @@ def _app_dir(ctx: typer.Context, folder: Path) -> Path:
     return folder
 
 
+def _app_option(folder: Path) -> Path:
+    """``--app``'s folder; a usage error if it names a file (the app's function_app.py):
+    its ``.hibana`` would be looked for inside the file, and the fix named would fail."""
+    if folder.is_file():
+        raise typer.BadParameter(
+            f"{folder} is a file; pass the folder that holds the app's function_app.py: "
+            f"--app {shlex.quote(str(folder.parent))}"
+        )
+    return folder
+
+
 AppDir = Annotated[
     Path,
     typer.Argument(
@@ -154,7 +165,9 @@ StoreOpt = Annotated[
 MAX_ID = 2**63 - 1
 AppOpt = Annotated[
     Path,
-    typer.Option("--app", help="The app folder whose store to use (default: here)."),
+    typer.Option(
+        "--app", help="The app folder whose store to use (default: here).", callback=_app_option
+    ),
 ]
 
 
@@ -367,7 +380,10 @@ def new(
     print(f"Created {target}\nRun it:  hibana dev {shlex.quote(shown)}")
 
 
-RunningApp = Annotated[Path, typer.Option("--app", help="The app folder of the running host.")]
+RunningApp = Annotated[
+    Path,
+    typer.Option("--app", help="The app folder of the running host.", callback=_app_option),
+]
 
 
 def _ask_host(app: Path, method: str, path: str, timeout: float) -> dict[str, Any]:
