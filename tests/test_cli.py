@@ -93,6 +93,14 @@ def test_dev_help_says_what_dev_does() -> None:
             "--admin-port 18999 is --port too: the admin endpoint needs a port of its own",
         ),
         (["serve", str(APPS / "basic"), "--idle-timeout", "nan"], "--idle-timeout nan must be"),
+        (["serve", str(APPS / "basic"), "--idle-timeout", "inf"], "--idle-timeout inf must be"),
+        *(  # a hung function's worker never replaced; a client's half-sent head held for ever
+            (
+                ["serve", str(APPS / "basic"), f"--{flag}", "inf"],
+                f"--{flag} inf must be a finite number of seconds",
+            )
+            for flag in ("cancel-grace", "shutdown-timeout", "header-timeout")
+        ),
     ],
 )
 def test_bad_arguments_exit_2_with_usage(args: list[str], fragment: str) -> None:

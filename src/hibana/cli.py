@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shlex
 import sys
@@ -259,8 +260,26 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
                 f"--admin-port {admin_port} is --port too: the admin endpoint needs a port of "
                 "its own; pass another, or leave --admin-port out (a free one is picked)"
             )
-        if idle_timeout is not None and not idle_timeout > 0:  # nan too
-            _usage(f"--idle-timeout {idle_timeout:g} must be over 0 seconds")
+        for flag, seconds in (
+            ("--shutdown-timeout", shutdown_timeout),
+            ("--cancel-grace", cancel_grace),
+            ("--concurrency-wait", concurrency_wait),
+            ("--header-timeout", header_timeout),
+            ("--body-timeout", body_timeout),
+            ("--keep-alive-timeout", keep_alive_timeout),
+        ):
+            if not math.isfinite(seconds):
+                # --cancel-grace inf: a hung function's worker never replaced; a header
+                # timeout of inf: a client that never finishes its head holds its place
+                _usage(
+                    f"{flag} {seconds:g} must be a finite number of seconds; for a long wait, "
+                    "give it in seconds (86400 is a day)"
+                )
+        if idle_timeout is not None and not 0 < idle_timeout < math.inf:  # nan too
+            _usage(
+                f"--idle-timeout {idle_timeout:g} must be over 0 seconds, and finite (for "
+                "workers that never retire, give --min-instances as many as --max-instances)"
+            )
         if not host.strip():
             _usage(
                 "--host is empty; give the address to listen on: 127.0.0.1 (this machine "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -93,6 +94,8 @@ class HostConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 raise ConfigError(f"{name}={value!r} must be a number of seconds, 0 or more")
+            if not math.isfinite(value):  # the CLI says so first, naming the option
+                raise ConfigError(f"{name}={value!r} must be a finite number of seconds")
         for name in ("min_instances", "max_instances", "memory_limit_mb"):
             value = getattr(self, name)
             floor = 0 if name == "min_instances" else 1
