@@ -95,6 +95,7 @@ def measure(server: Server, args: argparse.Namespace, wrk: str) -> Result:
     port = free_port()
     with tempfile.TemporaryFile() as log:
         proc = start(server, port, log)
+        load: subprocess.Popen[bytes] | None = None
         try:
             wait_ready(server, proc, port, log)
             url = f"http://127.0.0.1:{port}{server.path}"
@@ -122,6 +123,9 @@ def measure(server: Server, args: argparse.Namespace, wrk: str) -> Result:
                 )
             return result
         finally:
+            if load is not None and load.poll() is None:  # a failed reload, Ctrl+C
+                load.kill()
+                load.wait()
             stop(proc)
 
 
