@@ -114,7 +114,7 @@ def _scaling_to_zero(server: Server) -> Server:
         "--min-instances", "0",
         "--idle-timeout", str(IDLE_TIMEOUT),
     ]  # fmt: skip
-    return dataclasses.replace(server, argv=argv)
+    return dataclasses.replace(server, name="hibana (scaled to 0 workers)", argv=argv)
 
 
 def main(argv: list[str]) -> int:
@@ -138,8 +138,7 @@ def main(argv: list[str]) -> int:
     print(f"\n{'server':<42}{'CPU % of a core':>16}{'wake-ups/s':>12}{'procs':>7}")
     print("-" * 77)
     for server, cpu, wakeups, procs in rows:
-        name = "hibana (scaled to 0 workers)" if server.key == "sync" else server.name
-        print(f"{name:<42}{cpu:>16.2f}{wakeups:>12.1f}{procs:>7}")
+        print(f"{server.name:<42}{cpu:>16.2f}{wakeups:>12.1f}{procs:>7}")
     print()
     for server, *_ in rows:
         print(f"{server.name}: $ {shlex.join(server.command('PORT'))}   (from {ROOT})")
