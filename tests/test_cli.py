@@ -74,6 +74,14 @@ def test_dev_help_says_what_dev_does() -> None:
             )
             for command in (["status"], ["reload"], ["queue", "stats"], ["secrets", "list"])
         ),
+        *(
+            (
+                [*command, "--app", "/definitely/not/here"],
+                "Invalid value for '--app': folder /definitely/not/here does not exist; pass "
+                "the folder that holds the app's function_app.py",
+            )
+            for command in (["status"], ["reload"], ["queue", "stats"])
+        ),
         (["serve"], "Missing argument"),
         (["frobnicate"], "No such command"),
         (

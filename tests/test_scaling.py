@@ -270,9 +270,12 @@ def test_status_table_and_errors(tmp_path: Path) -> None:
     gone = run_cli("status", "--app", str(app_dir))
     assert gone.returncode == 1
     assert "no running host found" in gone.stderr
+    # a folder that does not exist: a usage error (it said to `hibana serve` it, which fails)
     nowhere = run_cli("status", "--app", str(tmp_path / "elsewhere"))
-    assert nowhere.returncode == 1
-    assert "hibana serve" in nowhere.stderr
+    assert nowhere.returncode == 2
+    assert f"folder {tmp_path / 'elsewhere'} does not exist" in " ".join(
+        nowhere.stderr.replace("│", "").split()
+    )
 
 
 def test_conflicting_scaling_flags_are_usage_errors() -> None:

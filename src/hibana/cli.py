@@ -54,7 +54,12 @@ def _app_dir(ctx: typer.Context, folder: Path) -> Path:
 
 def _app_option(folder: Path) -> Path:
     """``--app``'s folder; a usage error if it names a file (the app's function_app.py):
-    its ``.hibana`` would be looked for inside the file, and the fix named would fail."""
+    its ``.hibana`` would be looked for inside the file, and the fix named would fail. So
+    is a folder that does not exist (a typo): no host can run there, nor a store be."""
+    if not folder.exists():
+        raise typer.BadParameter(
+            f"folder {folder} does not exist; pass the folder that holds the app's function_app.py"
+        )
     if folder.is_file():
         raise typer.BadParameter(
             f"{folder} is a file; pass the folder that holds the app's function_app.py: "
