@@ -36,15 +36,18 @@ class Host:
         env: dict[str, str] | None = None,
         stdout_pause: float = 0.0,
         open_files: tuple[int, int] | None = None,
+        launcher: list[str] | None = None,
     ) -> None:
         """``stdout_pause``: seconds the reader of the host's stdout rests after each
         line, like a log shipper that falls behind (the pipe fills up). ``open_files``:
         the host's (soft, hard) limit on open files as it starts, as a shell's
-        ``ulimit -n`` sets it."""
+        ``ulimit -n`` sets it. ``launcher``: what starts it in place of ``python -m hibana
+        COMMAND APP_DIR`` (``scripts/serve``), given ``--port 0`` and ``args``."""
         self.app_dir = app_dir
         self.stdout_pause = stdout_pause
+        started = launcher or [sys.executable, "-m", "hibana", command, str(app_dir)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hibana", command, str(app_dir), "--port", "0", *args],
+            [*started, "--port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,

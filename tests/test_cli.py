@@ -39,6 +39,20 @@ def test_dev_help_says_what_dev_does() -> None:
     assert "an app that does not load is waited on (requests get 503 saying why)" in said
 
 
+def test_scripts_serve_given_options_alone_serves_the_example_with_them() -> None:
+    """The README's first command, with a port of its own: `scripts/serve --port 8080`
+    passed the options as the APP_DIR (a usage error), where no APP_DIR is the example."""
+    root = Path(__file__).parent.parent
+    host = Host(
+        root / "examples" / "hello", "--workers", "1", launcher=[str(root / "scripts" / "serve")]
+    ).wait_ready()
+    try:
+        r = httpx.get(host.url + "/hello/you", timeout=10)
+        assert (r.status_code, r.text) == (200, "Hello you")
+    finally:
+        host.stop()
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
