@@ -451,6 +451,7 @@ def test_requests_held_by_a_killed_worker_get_502_naming_their_invocation() -> N
                 assert (line["level"], line["outcome"], line["status"]) == ("error", "error", 502)
                 assert line["error"].startswith("the worker running this invocation died")
                 assert (line["pid"], line["worker_exit"]) == (victim, "exit code -9")
+                assert line["function"] == "slow"
     finally:
         host.stop()
 

@@ -450,6 +450,7 @@ def test_a_sync_function_holding_the_gil_gets_its_worker_killed_from_outside() -
         assert host.worker_pids() != before
         line = host.wait_for_log(msg="invocation", invocation_id=lost.headers["x-invocation-id"])
         assert (line["status"], line["worker_exit"]) == (502, "exit code -9")
+        assert line["function"] == "runaway_regex"  # what killed it: it was not said
     finally:
         gen.close()
 

@@ -46,10 +46,11 @@ _PER_FN = len(FUNCTION_FIELDS)
 _fromhex = bytes.fromhex  # looked up once: on the type, each call would bind it anew
 
 
-#: Connection states in the connection table (one byte, then the invocation id's 16):
-#: no invocation, one running, its response being written, one waiting for a permit.
+#: Connection states in the connection table (one byte, then the invocation id's 16, then
+#: its function's column in two, low byte first): no invocation, one running, its
+#: response being written, one waiting for a permit.
 CONN_IDLE, CONN_BUSY, CONN_RESPONDING, CONN_WAITING = 0, 1, 2, 3
-CONN_ENTRY = 17
+CONN_ENTRY = 19
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +114,14 @@ class Board:
         size = self.layout.connections * CONN_ENTRY
         self.conns[slot * size : (slot + 1) * size] = bytes(size)
 
-    def connection(self, slot: int, conn: int) -> tuple[int, str | None]:
-        """(state, invocation id) of worker ``slot``'s connection ``conn``."""
+    def connection(self, slot: int, conn: int) -> tuple[int, str | None, int]:
+        """(state, invocation id, its function's column) of worker ``slot``'s connection
+        ``conn``."""
         at = (slot * self.layout.connections + conn) * CONN_ENTRY
         state = self.conns[at]
-        ident = bytes(self.conns[at + 1 : at + CONN_ENTRY]).hex()
-        return state, ident if state != CONN_IDLE else None
+        ident = bytes(self.conns[at + 1 : at + 17]).hex()
+        column = self.conns[at + 17] | self.conns[at + 18] << 8
+        return state, ident if state != CONN_IDLE else None, column
 
     def close(self) -> None:
         self.values.release()
@@ -147,11 +150,15 @@ class WorkerRow:
         self.connections = board.layout.connections
         self._conn_base = slot * board.layout.connections * CONN_ENTRY
 
-    def conn_busy(self, conn: int, invocation_id: str) -> None:
-        """Connection ``conn`` runs ``invocation_id``: a 502 naming it if the worker dies."""
+    def conn_busy(self, conn: int, invocation_id: str, column: int) -> None:
+        """Connection ``conn`` runs ``invocation_id``, of the function in ``column``: a 502
+        naming it if the worker dies, and a line naming both."""
         at = self._conn_base + conn * CONN_ENTRY
-        self._conns[at + 1 : at + CONN_ENTRY] = _fromhex(invocation_id)
-        self._conns[at] = CONN_BUSY
+        conns = self._conns
+        conns[at + 1 : at + 17] = _fromhex(invocation_id)
+        conns[at + 17] = column & 0xFF
+        conns[at + 18] = column >> 8
+        conns[at] = CONN_BUSY
 
     def conn_state(self, conn: int, state: int) -> None:
         self._conns[self._conn_base + conn * CONN_ENTRY] = state

@@ -134,18 +134,21 @@ class HeldConnections:
         board: Board | None,
         report: Callable[[str], None],
         stopped: bool = False,
-        lost: Callable[[str, int, str, bool], None] | None = None,
+        lost: Callable[[str, int, str, bool, int], None] | None = None,
     ) -> int:
         """Answer 502 on the connections of dead worker ``pid`` that were running an
         invocation (503 if the host ``stopped`` it: a second signal), 503 on those whose
         invocation had not started (it waited for a permit); close them all. ``lost`` is
         told each such invocation (its id, status, error, and whether it ran), answered or
-        not (its client may have gone). Returns how many were answered."""
+        not (its client may have gone), and its function's column. Returns how many were
+        answered."""
         self.receive()  # its last words: connections it opened or closed just before
         ran = waited = 0
         for key in [k for k in self.held if k[0] == pid]:
             fd = self.held.pop(key)
-            state, invocation = board.connection(slot, key[1]) if board is not None else (0, None)
+            state, invocation, column = (
+                board.connection(slot, key[1]) if board is not None else (0, None, 0)
+            )
             if invocation is not None and state in (CONN_BUSY, CONN_WAITING):
                 status, error = _lost(invocation, stopped, ran=state == CONN_BUSY)
                 written = _answer_lost(fd, invocation, status, error)
@@ -154,7 +157,7 @@ class HeldConnections:
                 else:
                     waited += written
                 if lost is not None:
-                    lost(invocation, status, error, state == CONN_BUSY)
+                    lost(invocation, status, error, state == CONN_BUSY, column)
             os.close(fd)
         if ran or waited:
             how = [f"{ran} with {'503 (stopped)' if stopped else '502'}"] if ran else []

@@ -68,18 +68,22 @@ def remember(past: dict[str, dict[str, float]], record: WorkerRecord, died: bool
 
 def lost_line(
     output: ProcessOutput | None, record: WorkerRecord, how: str
-) -> Callable[[str, int, str, bool], None]:
+) -> Callable[[str, int, str, bool, int], None]:
     """What writes the log line of each invocation a dead worker took with it: its
-    worker wrote none, and the id its client got must be found in the log."""
+    worker wrote none, and the id its client got must be found in the log, with the
+    function that was running (which may be what killed it)."""
+    functions = record.zygote.functions
 
-    def lost(invocation: str, status: int, error: str, ran: bool) -> None:
+    def lost(invocation: str, status: int, error: str, ran: bool, column: int) -> None:
         if output is not None:
+            named = {"function": functions[column]["name"]} if column < len(functions) else {}
             output.emit(
                 {
                     "ts": timestamp(),
                     "level": "error",
                     "msg": "invocation",
                     "invocation_id": invocation,
+                    **named,
                     "outcome": "error" if ran else "cancelled",
                     "status": status,
                     "error": error,

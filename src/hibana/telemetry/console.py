@@ -70,7 +70,7 @@ def render(record: dict[str, Any], color: bool = False) -> str:
     # written renamed (``outcome_``: see telemetry.logs.OWN_FIELDS)
     if msg == "invocation" and "outcome" in record:
         # the supervisor's line for an invocation a dead worker took with it (a 502) knows
-        # no function, request or duration: it says what it knows, and no "?"
+        # its function but no request or duration: it says what it knows, and no "?"
         body = str(record.get("function", "invocation"))
         if "method" in record:
             body += f"  {record['method']} {record.get('path', '')} → {record.get('status', '')}"

@@ -360,7 +360,7 @@ async def _send_stream(
 class ConnectionTable(Protocol):
     """The board row's connection table (see hibana.host.board)."""
 
-    def conn_busy(self, conn: int, invocation_id: str) -> None: ...
+    def conn_busy(self, conn: int, invocation_id: str, column: int) -> None: ...
     def conn_state(self, conn: int, state: int) -> None: ...
 
 
@@ -396,6 +396,9 @@ class HttpFront:
         #: This worker's board row: which connection runs which invocation, so the
         #: supervisor can answer 502 for them if the worker dies.
         self.connections: ConnectionTable | None = None
+        #: Each function's column on the board (its place in the app): the connection
+        #: table keeps it beside the invocation, so a dead worker's line names it.
+        self._columns = {spec.name: i for i, spec in enumerate(app.functions)}
         #: Invocations whose function has returned and whose response is still streaming.
         self.streaming: dict[str, Invocation] = {}
 
@@ -557,7 +560,7 @@ class HttpFront:
         conn = scope.get("hibana.conn") if table is not None else None
         waiting = None
         if table is not None and conn is not None:
-            table.conn_busy(conn, inv.id)
+            table.conn_busy(conn, inv.id, self._columns[spec.name])
             if spec.max_concurrency is not None:
                 marks = table
 
