@@ -25,7 +25,7 @@ from hibana.responses import Response
 
 class Ingest:
     """The handler of ``/runtime/events/{topic}``; ``webhooks()`` gives the app's webhooks
-    as (topic, path), read at each request."""
+    as (topic, path, where declared), read at each request."""
 
     def __init__(self, webhooks: Callable[[], Sequence[tuple[str, str, str]]]) -> None:
         self.webhooks = webhooks
