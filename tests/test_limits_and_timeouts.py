@@ -673,3 +673,32 @@ def test_a_sync_invocation_whose_deadline_passed_while_it_queued_for_a_thread_ne
         # about 0.5 s late)
         assert 40 <= len(started_lines) < 60, len(started_lines)
         assert min(x["remaining"] for x in started_lines) > -0.05, started_lines
+
+
+def test_a_sync_invocation_queued_for_a_thread_past_its_deadline_does_not_replace_its_worker(
+    tmp_path: Path,
+) -> None:
+    """Every thread is busy with work well within its timeout: one more request waits for a
+    thread, gets its 504, and never runs. It is not stuck (nothing of it runs), so its
+    worker, busy and healthy, is not replaced when its grace is over."""
+    for host in started(copy_app("basic", tmp_path), "--workers", "1", "--cancel-grace", "0.2"):
+        before = host.worker_pids()
+        addr, port = host.url.removeprefix("http://").split(":")
+        # 40 threads, each on a function with 4 s to go and a timeout of 30 s
+        socks = [socket.create_connection((addr, int(port)), timeout=30) for _ in range(40)]
+        try:
+            for sock in socks:
+                sock.sendall(b"GET /work/4 HTTP/1.1\r\nHost: x\r\n\r\n")
+            host.wait_inflight(40, "work")
+            with httpx.Client(base_url=host.url, timeout=30) as client:
+                late = client.get("/busy/0")  # a timeout of 0.1 s, spent waiting for a thread
+            heads = [sock.recv(64) for sock in socks]  # by now its grace is long over
+        finally:
+            for sock in socks:
+                sock.close()
+        assert late.status_code == 504
+        assert all(head.startswith(b"HTTP/1.1 200 ") for head in heads), heads
+        with httpx.Client(base_url=host.url) as client:
+            assert client.get("/hello/after").text == "Hello after"
+        assert host.worker_pids() == before
+        assert not [x for x in host.logs() if "replacing this worker" in x.get("msg", "")]

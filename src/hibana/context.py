@@ -117,6 +117,9 @@ class Invocation:
     #: a wait for a ``max_concurrency`` permit moves the deadline on by as long as it
     #: waited, but never past this (its lease's end, a caller's own deadline).
     latest: float = math.inf
+    #: A sync function's pool thread took it up (one still queued for a thread when its
+    #: deadline passed never runs: it is not stuck, only behind busy threads).
+    on_thread: bool = False
 
 
 class Outbox(Protocol):

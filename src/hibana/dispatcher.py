@@ -224,6 +224,7 @@ def _call_bound(fn: Callable[..., Any], inv: Invocation, ctx: Context) -> Any:
     has had its answer (504), and a run now would repeat its side effects on a retry."""
     if inv.cancellation.reason == "timeout":
         raise Cancelled("its deadline passed before a thread was free to run it")
+    inv.on_thread = True
     bound = _set_logger(ctx.log)
     try:
         value = fn(inv.payload, ctx)
@@ -613,5 +614,7 @@ class Dispatcher:
             self._give_back(inv.id, gate)
 
     def _check_stuck(self, inv: Invocation) -> None:
-        if inv.id in self.inflight:
+        # a sync one still queued for a thread is not stuck: the threads are busy with
+        # others (each watched on its own), and it ends unrun as soon as one is free
+        if inv.id in self.inflight and (inv.on_thread or inv.function.is_async):
             self._on_stuck(inv)
