@@ -702,3 +702,36 @@ def test_a_sync_invocation_queued_for_a_thread_past_its_deadline_does_not_replac
             assert client.get("/hello/after").text == "Hello after"
         assert host.worker_pids() == before
         assert not [x for x in host.logs() if "replacing this worker" in x.get("msg", "")]
+
+
+def test_a_request_waiting_for_a_permit_on_a_retiring_worker_is_answered() -> None:
+    """A stuck function makes its worker retire while a request on it waits for the
+    permit of a function with a max_concurrency: it may wait its --concurrency-wait and
+    then run its timeout, and its answer comes, not a connection closed under it."""
+    gen = started("retiring", "--workers", "1", "--cancel-grace", "0.1", "--concurrency-wait", "30")
+    host = next(gen)
+    try:
+        with (
+            host.client() as first,
+            host.client() as second,
+            concurrent.futures.ThreadPoolExecutor(2) as pool,
+        ):
+            holder = pool.submit(first.get, "/hold/4.5")
+            host.wait_inflight(1, "hold")
+            waiter = pool.submit(second.get, "/hold/4.5")
+            deadline = time.monotonic() + 20
+            while not host.function_status("hold")["oldest_wait_s"]:
+                assert time.monotonic() < deadline, "the second request never waited"
+                time.sleep(0.02)
+            with host.client() as client:
+                assert client.get("/hang").status_code == 504
+            host.wait_for_log(
+                msg="function did not return after its timeout and cancellation; "
+                "replacing this worker"
+            )
+            assert holder.result().text == "held"
+            assert waiter.result().text == "held"
+        with host.client() as client:
+            assert client.get("/hold/0").text == "held"  # served by the new worker
+    finally:
+        gen.close()

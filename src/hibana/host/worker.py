@@ -578,6 +578,10 @@ class Worker:
         if self.front is not None:
             self.front.cancel_streams()
         longest = max((spec.timeout for spec in self.app.functions), default=0.0)
+        if any(spec.max_concurrency is not None for spec in self.app.functions):
+            # a request waiting for a permit runs its timeout once it has one (its
+            # deadline moves on by the wait): it may wait all of concurrency_wait first
+            longest += self.config.concurrency_wait
         self._stop_serving(longest + self.config.cancel_grace + _WRITE_GRACE)
 
     def _on_stuck(self, inv: Invocation) -> None:
