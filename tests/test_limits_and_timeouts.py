@@ -735,3 +735,30 @@ def test_a_request_waiting_for_a_permit_on_a_retiring_worker_is_answered() -> No
             assert client.get("/hold/0").text == "held"  # served by the new worker
     finally:
         gen.close()
+
+
+def test_a_sync_invocation_whose_client_left_while_it_queued_for_a_thread_never_runs(
+    tmp_path: Path,
+) -> None:
+    """As one whose client leaves while it waits for a max_concurrency permit: it is no
+    one's to run, and its client, gone, sends it again."""
+    for host in started(copy_app("basic", tmp_path), "--workers", "1"):
+        addr, port = host.url.removeprefix("http://").split(":")
+        socks = [socket.create_connection((addr, int(port)), timeout=30) for _ in range(40)]
+        try:
+            for sock in socks:
+                sock.sendall(b"GET /work/3 HTTP/1.1\r\nHost: x\r\n\r\n")
+            host.wait_inflight(40, "work")  # every thread is busy
+            with socket.create_connection((addr, int(port)), timeout=30) as gone:
+                gone.sendall(b"GET /hello/gone HTTP/1.1\r\nHost: x\r\n\r\n")
+                host.wait_inflight(1, "hello")  # it waits for a thread
+            heads = [sock.recv(64) for sock in socks]
+        finally:
+            for sock in socks:
+                sock.close()
+        assert all(head.startswith(b"HTTP/1.1 200 ") for head in heads), heads
+        line = host.wait_for_log(msg="invocation", path="/hello/gone")
+        assert (line["outcome"], line["cancel_reason"]) == ("cancelled", "client_disconnected")
+        with httpx.Client(base_url=host.url) as client:
+            assert client.get("/hello/after").text == "Hello after"
+        assert not [x for x in host.logs() if x.get("msg") == "greeting" and x["name"] == "gone"]

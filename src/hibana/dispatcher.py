@@ -221,9 +221,14 @@ def _call_bound(fn: Callable[..., Any], inv: Invocation, ctx: Context) -> Any:
     """A sync function on a pool thread, with ``ctx.log`` as the thread's current logger
     while it runs (what it prints or logs through ``logging`` carries its invocation).
     One whose deadline passed while it waited for a thread is not started: its caller
-    has had its answer (504), and a run now would repeat its side effects on a retry."""
-    if inv.cancellation.reason == "timeout":
-        raise Cancelled("its deadline passed before a thread was free to run it")
+    has had its answer (504), and a run now would repeat its side effects on a retry.
+    Nor is one whose client left meanwhile, as one waiting for a permit is not: it is no
+    one's to run, and the client that left retries it."""
+    reason = inv.cancellation.reason
+    if reason is not None and reason != "shutdown":
+        if reason == "timeout":
+            raise Cancelled("its deadline passed before a thread was free to run it")
+        raise Cancelled("its client left before a thread was free to run it")
     inv.on_thread = True
     bound = _set_logger(ctx.log)
     try:
