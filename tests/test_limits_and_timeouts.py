@@ -17,7 +17,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.hosts import APPS, Host, children, copy_app, read_cut_short, run_cli, started
+from tests.hosts import (
+    APPS,
+    Host,
+    children,
+    copy_app,
+    read_cut_short,
+    read_jsonl,
+    run_cli,
+    started,
+)
 
 
 @pytest.fixture(scope="module")
@@ -762,3 +771,32 @@ def test_a_sync_invocation_whose_client_left_while_it_queued_for_a_thread_never_
         with httpx.Client(base_url=host.url) as client:
             assert client.get("/hello/after").text == "Hello after"
         assert not [x for x in host.logs() if x.get("msg") == "greeting" and x["name"] == "gone"]
+
+
+def test_a_queue_message_whose_deadline_passed_while_it_waited_for_a_thread_is_run_later(
+    tmp_path: Path,
+) -> None:
+    """Every thread is busy with sync HTTP functions: a sync queue function's message waits
+    for one past its timeout and is not run then. That is no attempt of its own: it is
+    delivered again and runs, where it became a dead letter (its only attempt timed out)."""
+    app_dir = copy_app("busy_threads", tmp_path)
+    for host in started(app_dir, "--workers", "1", "--cancel-grace", "0.2"):
+        addr, port = host.url.removeprefix("http://").split(":")
+        socks = [socket.create_connection((addr, int(port)), timeout=30) for _ in range(40)]
+        try:
+            for sock in socks:
+                sock.sendall(b"GET /work/3 HTTP/1.1\r\nHost: x\r\n\r\n")
+            host.wait_inflight(40, "work")  # every thread is busy
+            with host.client() as client:
+                assert client.post("/enqueue").status_code == 204
+            heads = [sock.recv(64) for sock in socks]
+        finally:
+            for sock in socks:
+                sock.close()
+        assert all(head.startswith(b"HTTP/1.1 200 ") for head in heads), heads
+        line = host.wait_for_log(msg="invocation", function="later", outcome="ok", timeout=20)
+        assert line["attempt"] == 1
+        assert read_jsonl(app_dir / "ran.jsonl") == [{"data": {"n": 1}, "attempt": 1}]
+        unrun = host.wait_for_log(msg="invocation", function="later", outcome="cancelled")
+        assert unrun["released"] is True
+        assert unrun["error"] == "its deadline passed before a thread was free to run it"

@@ -383,7 +383,14 @@ class QueueConsumer:
         finally:
             del self._leases[inv.id]
             del self._invocations[inv.id]
+        unrun = outcome.kind == "timeout" and not spec.is_async and not inv.on_thread
+        if unrun:
+            # every thread was busy (sync HTTP functions, say) until its deadline passed,
+            # and it never ran: not the message's fault, so no attempt of its own
+            outcome = Outcome("cancelled")
         settles, line = self._settle(spec, deliveries, outcome, log)
+        if unrun:
+            line["error"] = "its deadline passed before a thread was free to run it"
         self._add_settles(settles)
         line["duration_ms"] = millis(time.monotonic() - started)
         line["queue"] = first.queue
