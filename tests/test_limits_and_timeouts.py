@@ -707,6 +707,12 @@ def test_a_sync_invocation_queued_for_a_thread_past_its_deadline_does_not_replac
                 sock.close()
         assert late.status_code == 504
         assert all(head.startswith(b"HTTP/1.1 200 ") for head in heads), heads
+        # its line says why, not only that it took too long: it never ran
+        line = host.wait_for_log(msg="invocation", invocation_id=late.headers["x-invocation-id"])
+        assert line["error"] == (
+            "timed out after 0.1s waiting for a thread (every one of the worker's was busy): "
+            "it did not run"
+        )
         with httpx.Client(base_url=host.url) as client:
             assert client.get("/hello/after").text == "Hello after"
         assert host.worker_pids() == before

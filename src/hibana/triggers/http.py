@@ -151,6 +151,14 @@ def timed_out(spec: FunctionSpec) -> str:
     return f"function {spec.name!r} did not finish within its timeout of {spec.timeout:g}s"
 
 
+def _unrun(inv: Invocation) -> str:
+    """What a timed-out invocation's line adds if it never ran: a sync function's that
+    waited for a thread of the worker's pool, every one busy, until its deadline."""
+    if inv.function.is_async or inv.on_thread:
+        return ""
+    return " waiting for a thread (every one of the worker's was busy): it did not run"
+
+
 #: Response headers that frame the message or the connection: the host writes its own,
 #: and a function's are left out (headers copied from an upstream response, say, would
 #: otherwise contradict the host's and split the response). ``Connection: close`` is
@@ -762,7 +770,7 @@ class HttpFront:
                     "invocation_id": inv.id,
                 },
                 504,
-            ), {"error": f"timed out after {spec.timeout:g}s"}
+            ), {"error": f"timed out after {spec.timeout:g}s{_unrun(inv)}"}
         if outcome.kind == "throttled":
             return Response.json(
                 {
