@@ -806,3 +806,33 @@ def test_a_queue_message_whose_deadline_passed_while_it_waited_for_a_thread_is_r
         unrun = host.wait_for_log(msg="invocation", function="later", outcome="cancelled")
         assert unrun["released"] is True
         assert unrun["error"] == "its deadline passed before a thread was free to run it"
+
+
+def test_a_loop_blocked_within_its_functions_timeout_is_not_blamed_on_one_waiting_for_a_thread(
+    tmp_path: Path,
+) -> None:
+    """The event loop is blocked for a while by an async function well within its timeout,
+    while a sync invocation that waits for a thread (every one busy) is past its deadline
+    and grace: that one never ran and blocks nothing, so the worker is not killed for it
+    (its 40 requests in flight were 502s)."""
+    app_dir = copy_app("busy_threads", tmp_path)
+    for host in started(app_dir, "--workers", "1", "--cancel-grace", "0.2"):
+        before = host.worker_pids()
+        addr, port = host.url.removeprefix("http://").split(":")
+        socks = [socket.create_connection((addr, int(port)), timeout=30) for _ in range(42)]
+        try:
+            for sock in socks[:40]:
+                sock.sendall(b"GET /work/5 HTTP/1.1\r\nHost: x\r\n\r\n")
+            host.wait_inflight(40, "work")  # every thread is busy
+            socks[40].sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+            host.wait_inflight(1, "quick")  # it waits for a thread
+            socks[41].sendall(b"GET /block-loop/3 HTTP/1.1\r\nHost: x\r\n\r\n")
+            heads = [sock.recv(64) for sock in socks]
+        finally:
+            for sock in socks:
+                sock.close()
+        assert all(head.startswith(b"HTTP/1.1 200 ") for head in heads[:40]), heads
+        assert heads[40].startswith(b"HTTP/1.1 504 ")
+        assert heads[41].startswith(b"HTTP/1.1 200 ")
+        assert host.worker_pids() == before
+        assert not [x for x in host.logs() if "event loop blocked" in x.get("msg", "")]

@@ -452,8 +452,14 @@ class Worker:
                 return []
 
         def overdue() -> list[str]:
+            """Those past their deadline and grace that ran, if one is an async function's
+            (what blocks the loop): a sync function runs on a thread of its own, or waits
+            for one, and blocks no loop. Empty if no async function's is overdue."""
             now = time.monotonic()
-            return [inv.id for inv in running() if now > inv.deadline + grace]
+            late = [inv for inv in running() if now > inv.deadline + grace]
+            if not any(inv.function.is_async for inv in late):
+                return []
+            return [inv.id for inv in late if inv.function.is_async or inv.on_thread]
 
         def watched() -> None:
             # for the supervisor: a worker whose watchdog stops too (a function holding

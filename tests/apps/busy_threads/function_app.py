@@ -1,5 +1,6 @@
-"""A sync queue function behind sync HTTP functions that can take every thread of a
-worker: what it ran is appended to ran.jsonl beside this file."""
+"""Sync HTTP functions that can take every thread of a worker, and what waits behind them:
+a sync queue function (what it ran is appended to ran.jsonl beside this file), a sync HTTP
+function with a short timeout, an async one that blocks the event loop for a while."""
 
 import json
 import time
@@ -15,6 +16,17 @@ app = hibana.App()
 def work(req: hibana.Request, ctx: hibana.Context) -> str:
     time.sleep(req.params["seconds"])
     return "worked"
+
+
+@app.http("/quick", timeout=0.1)
+def quick(req: hibana.Request, ctx: hibana.Context) -> str:
+    return "quick"
+
+
+@app.http("/block-loop/{seconds:float}", timeout=30)
+async def block_loop(req: hibana.Request, ctx: hibana.Context) -> str:
+    time.sleep(req.params["seconds"])  # noqa: ASYNC251 - blocking call in async code, on purpose
+    return "blocked"
 
 
 @app.http("/enqueue", methods=["POST"])
