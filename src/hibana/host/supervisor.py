@@ -592,6 +592,11 @@ class Supervisor:
             for r in self.records:
                 if r.zygote is zygote and r.slot == message["slot"] and r.pid is None:
                     r.pid = message["pid"]
+                    if self.stopping:
+                        # forked before the stop, told of after it: the drain's SIGTERM
+                        # went to the workers known then, and this one would be waited
+                        # for until the shutdown timeout, then killed
+                        signal_worker(r.pid, signal.SIGTERM)
                     break
         elif message["event"] == "exited":
             record = next((r for r in self.records if r.pid == message["pid"]), None)

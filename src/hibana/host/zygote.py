@@ -191,8 +191,12 @@ class Zygote:
             )
             return proc.pid
         zygote = os.getpid()  # before the fork: if the zygote exits first, getppid() says 1
+        # held, not ignored (the zygote's own way with it), from the fork until the child
+        # takes it as a worker does: one sent the child at once is kept, not lost
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         pid = os.fork()
         if pid:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             return pid
         # The child: a worker. Nothing of the zygote's loop runs here again.
         try:
@@ -202,6 +206,7 @@ class Zygote:
                 sock.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             # a scale-in signal before the worker serves is moot: it is not idle yet
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)
             die_with_parent(zygote)
