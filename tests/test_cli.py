@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import shutil
 import socket
@@ -37,6 +38,45 @@ def test_dev_help_says_what_dev_does() -> None:
     assert result.returncode == 0
     assert "Like serve, for development: one worker kept warm, a reload when a .py file" in said
     assert "an app that does not load is waited on (requests get 503 saying why)" in said
+
+
+THREAD_NAMES = """
+import threading
+import time
+
+import hibana
+
+app = hibana.App()
+
+
+@app.http("/thread")
+def thread(req: hibana.Request, ctx: hibana.Context) -> str:
+    time.sleep(0.2)  # blocks, as a call to a slow service does: the next one needs a thread
+    return threading.current_thread().name
+"""
+
+
+@pytest.mark.parametrize(("args", "most"), [(["--threads", "1"], 1), ([], 8)])
+def test_threads_sets_how_many_sync_functions_a_worker_runs_at_once(
+    tmp_path: Path, args: list[str], most: int
+) -> None:
+    """A user whose sync functions block on I/O needs more than the 40 threads a worker
+    had, or fewer; the pool's size could not be set."""
+    (tmp_path / "function_app.py").write_text(THREAD_NAMES)
+    host = Host(tmp_path, "--workers", "1", *args).wait_ready()
+    try:
+        with (
+            httpx.Client(base_url=host.url, timeout=30) as client,
+            concurrent.futures.ThreadPoolExecutor(8) as pool,
+        ):
+            names = list(pool.map(lambda _: client.get("/thread").text, range(8)))
+        assert all(name.startswith("hibana-fn-") for name in names), names
+        if most == 1:
+            assert set(names) == {"hibana-fn-0"}
+        else:
+            assert len(set(names)) > 1  # eight at once, each blocking: several threads
+    finally:
+        host.stop()
 
 
 def test_scripts_serve_given_options_alone_serves_the_example_with_them() -> None:

@@ -128,6 +128,14 @@ ConcurrencyWait = Annotated[
     float,
     typer.Option(min=0, help="Seconds a request waits for a max_concurrency slot before 429."),
 ]
+Threads = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        max=1024,
+        help="Threads per worker for sync functions (more for ones that block on I/O).",
+    ),
+]
 MaxBody = Annotated[int, typer.Option(min=1, help="Largest request body in bytes (413 above).")]
 MaxHeader = Annotated[
     int, typer.Option(min=1, help="Largest request head (line + headers) in bytes (431 above).")
@@ -234,6 +242,7 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
         shutdown_timeout: ShutdownTimeout = 10.0,
         cancel_grace: CancelGrace = 5.0,
         concurrency_wait: ConcurrencyWait = 5.0,
+        threads: Threads = 40,
         max_body_bytes: MaxBody = 10 * 1024 * 1024,
         max_header_bytes: MaxHeader = 32 * 1024,
         header_timeout: HeaderTimeout = 10.0,
@@ -315,6 +324,7 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
                 shutdown_timeout=shutdown_timeout,
                 cancel_grace=cancel_grace,
                 concurrency_wait=concurrency_wait,
+                threads=threads,
                 max_body_bytes=max_body_bytes,
                 max_header_bytes=max_header_bytes,
                 header_timeout=header_timeout,
