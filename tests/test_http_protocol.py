@@ -459,6 +459,24 @@ def test_a_client_that_half_closes_still_gets_its_answers(host: Host) -> None:
     assert (line["outcome"], line["cancel_reason"]) == ("ok", "client_disconnected")
 
 
+def test_an_http_1_0_request_with_transfer_encoding_is_refused(host: Host) -> None:
+    """RFC 9112 6.1: its framing is faulty. It was read as chunked and the connection kept,
+    while an HTTP/1.0 proxy in front reads no chunks: the bytes after the head (a request
+    smuggled in the "body") are requests to one and a body to the other."""
+    with Connection(host) as conn:
+        conn.send(
+            b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n"
+            b"\r\n5\r\nhello\r\n0\r\n\r\nGET /hello/smuggled HTTP/1.0\r\n\r\n"
+        )
+        resp = conn.response("POST")
+        assert resp.status == 400
+        assert json.loads(resp.read())["error"] == (
+            "an HTTP/1.0 request cannot carry Transfer-Encoding (RFC 9112 6.1): send "
+            "HTTP/1.1, or the body with a Content-Length"
+        )
+        assert conn.closed_by_server()
+
+
 def test_an_http_1_0_client_is_not_sent_100_continue(host: Host) -> None:
     """RFC 9110 15.2: an HTTP/1.0 client would take a 1xx for the answer."""
     with Connection(host) as conn:

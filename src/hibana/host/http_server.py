@@ -711,6 +711,14 @@ class HttpProtocol(asyncio.Protocol):
         elif self.coding is not None:
             coding = self.coding.decode("latin-1")
             self._refuse(501, f"transfer coding {coding!r} is not supported; send chunked alone")
+        elif self.chunked_body and version == "1.0":
+            # RFC 9112 6.1: faulty framing; a proxy of HTTP/1.0 in front reads no chunks,
+            # so it and hibana would split the connection into requests two ways
+            self._refuse(
+                400,
+                "an HTTP/1.0 request cannot carry Transfer-Encoding (RFC 9112 6.1): send "
+                "HTTP/1.1, or the body with a Content-Length",
+            )
         elif self.expectation is not None:
             # RFC 9110 10.1.1: an expectation the server cannot meet is refused, not
             # ignored (the client would go on as if it had been met)
