@@ -746,19 +746,26 @@ class HttpProtocol(asyncio.Protocol):
                 return
             self._expect(_BODY, self.server.body_timeout)
             if self.expect_continue and self.active is None and not self.waiting:
-                self.expect_continue = False
-                if type(self.parsing.found) is Match and not self.front.draining:
-                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                else:
-                    # no function takes it (or the worker is shutting down): the 404, 405
-                    # or 503 now, and the body the client waits to send is spared (RFC
-                    # 9110 10.1.1); the connection closes
-                    req, self.parsing = self.parsing, None
-                    self.closing = True
-                    self.deadline = None
-                    self._answer(req)
+                self._continue()
         else:
             self.deadline = None
+
+    def _continue(self) -> None:
+        """Answer the ``Expect: 100-continue`` of the request being read, the first on the
+        connection still to be answered: 100 Continue if a function takes its body."""
+        self.expect_continue = False
+        req = self.parsing
+        assert req is not None
+        if type(req.found) is Match and not self.front.draining:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        else:
+            # no function takes it (or the worker is shutting down): the 404, 405 or 503
+            # now, and the body the client waits to send is spared (RFC 9110 10.1.1); the
+            # connection closes
+            self.parsing = None
+            self.closing = True
+            self.deadline = None
+            self._answer(req)
 
     @staticmethod
     def _other_target(method: str, url: bytes) -> tuple[int, str] | None:
@@ -921,10 +928,9 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
             return
         if self.parsing is not None:  # the next request's head is in; its body may follow
-            if self.expect_continue:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                self.expect_continue = False
             self._expect(_BODY, self.server.body_timeout)
+            if self.expect_continue:
+                self._continue()
         elif self.head_bytes:
             self._expect(_HEAD, self.server.header_timeout)
         else:
