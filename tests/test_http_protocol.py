@@ -517,6 +517,25 @@ def test_an_absolute_form_target_names_the_host_asked_for(host: Host) -> None:
         assert json.loads(resp.read())["url"] == "http://[::1]:7071/inspect"
 
 
+@pytest.mark.parametrize(
+    "target", [b"http://trusted.example@evil.example/inspect", b"http://@evil.example/inspect"]
+)
+def test_an_absolute_form_target_naming_a_user_is_a_400(host: Host, target: bytes) -> None:
+    """RFC 9110 4.2.4: userinfo is an error. It was dropped and the request served as
+    for the host after the @, which the user before it is there to hide."""
+    with Connection(host) as conn:
+        conn.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target)
+        resp = conn.response()
+        assert resp.status == 400
+        assert json.loads(resp.read())["error"] == (
+            f"the request target {target.decode()!r} names a user before its host "
+            "(user@host), which an http URL may not (RFC 9110 4.2.4); send it without"
+        )
+    with Connection(host) as conn:  # an @ in the path is the path's
+        conn.send(b"GET http://example.com/hello/a@b HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.response().read() == b"Hello a@b"
+
+
 def test_an_absolute_form_target_with_an_empty_port_is_served(host: Host) -> None:
     """RFC 3986 3.2.3: an empty port is the scheme's default; it used to be a 400 that
     called the URL no http URL."""

@@ -76,6 +76,9 @@ _HOST_VALUE = re.compile(
     rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?\Z"
 ).match
 
+#: An absolute URL's authority, from after its "://": what comes before the path or query.
+_AUTHORITY_END = re.compile(rb"[/?]").split
+
 #: How long an idle keep-alive connection stays open once the worker stops accepting.
 _DRAIN_IDLE = 0.25
 
@@ -779,6 +782,14 @@ class HttpProtocol(asyncio.Protocol):
         if parsed is None or not parsed.schema or parsed.schema.lower() not in (b"http", b"https"):
             target = url[:200].decode("latin-1")
             return 400, f"the request target {target!r} is not a path or an http URL"
+        if parsed.userinfo is not None or b"@" in _AUTHORITY_END(url.partition(b"://")[2], 1)[0]:
+            # RFC 9110 4.2.4: userinfo is an error, most often there to hide the host
+            # asked for (http://trusted.example@evil.example/)
+            target = url[:200].decode("latin-1")
+            return 400, (
+                f"the request target {target!r} names a user before its host (user@host), "
+                "which an http URL may not (RFC 9110 4.2.4); send it without"
+            )
         return None
 
     def on_body(self, body: bytes) -> None:
