@@ -23,6 +23,7 @@ import pytest
 
 from hibana.host.http_server import HttpProtocol, HttpServer
 from hibana.telemetry.logs import Logger, LogSink
+from hibana.triggers.routes import Match
 from tests.hosts import Host, started
 
 
@@ -820,6 +821,7 @@ class Transport(asyncio.Transport):
         super().__init__()
         self.written = b""
         self.closed = False
+        self.reading = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"peername": ("127.0.0.1", 5), "sockname": ("127.0.0.1", 7)}.get(name)
@@ -832,6 +834,12 @@ class Transport(asyncio.Transport):
 
     def close(self) -> None:
         self.closed = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
 
 def test_a_failure_inside_the_server_is_a_logged_500_not_the_clients_400() -> None:
@@ -918,6 +926,58 @@ def test_each_request_is_read_in_its_own_http_version_however_its_bytes_are_spli
     os.close(write_end)
     os.close(read_end)
     assert seen == [("/a", "1.1"), ("/b", "1.1"), ("/c", "1.0"), ("/d", "1.1"), ("/e", "1.0")]
+
+
+def test_bodies_pipelined_up_to_the_body_limit_stop_the_reading() -> None:
+    """Requests pipelined behind one being answered were read until sixteen waited,
+    whatever their bodies: sixteen each just under --max-body-bytes were all kept, one
+    connection holding sixteen times the memory the limit means to allow."""
+    seen: list[tuple[str, int]] = []
+
+    async def handle(found: object, scope: Any, body: bytes, receive: object, out: Any) -> None:
+        if scope["path"] == "/slow":
+            await release.wait()
+        seen.append((scope["path"], len(body)))
+        await out.whole(200, [(b"content-length", b"0")], b"")
+
+    found = Match(None, {})  # type: ignore[arg-type]  # a function takes each body: kept
+    front = SimpleNamespace(
+        table=SimpleNamespace(lookup=lambda method, path: found), handle=handle, draining=False
+    )
+    post = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 600\r\n\r\n" + b"x" * 600
+    read_end, write_end = os.pipe()
+    reading: list[bool] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = HttpServer(
+            front,  # type: ignore[arg-type]
+            Logger(LogSink(write_end), {}),
+            max_body_bytes=1000,
+            max_header_bytes=4096,
+            header_timeout=5,
+            body_timeout=5,
+            keep_alive_timeout=5,
+        )
+        protocol = HttpProtocol(server, loop)
+        transport = Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + post)
+        reading.append(transport.reading)  # one body waits, under the limit
+        protocol.data_received(post)
+        reading.append(transport.reading)  # two: 1200 bytes, over it
+        release.set()
+        for _ in range(20):  # the answers' tasks run
+            await asyncio.sleep(0)
+        reading.append(transport.reading)  # answered: read again
+        protocol.connection_lost(None)
+
+    release = asyncio.Event()
+    asyncio.run(main())
+    os.close(write_end)
+    os.close(read_end)
+    assert reading == [True, False, True]
+    assert seen == [("/slow", 0), ("/echo", 600), ("/echo", 600)]
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,10 @@ What a public endpoint needs, and what it costs per request:
   keep-alive connection (closed). One timer per connection checks one deadline, which
   each state change moves: a float written, no timer re-armed.
 * Keep-alive and pipelining: requests on one connection are answered in order; a
-  connection with many waiting stops being read until they are answered, and the next
-  is answered only once the client has read enough of the last (one that reads nothing
-  of it for the body timeout is cut off), so answers never pile up in memory.
+  connection with many waiting, or bodies waiting of the body limit's size, stops being
+  read until they are answered, and the next is answered only once the client has read
+  enough of the last (one that reads nothing of it for the body timeout is cut off), so
+  neither requests nor answers pile up in memory.
 * ``Expect: 100-continue``, HEAD (the head without the body), HTTP/1.0 (no chunks; the
   connection closes unless it asked to be kept), ``Connection: close`` either way,
   ``Upgrade`` answered as plain HTTP/1.1 (then closed), and a client that half-closes
@@ -62,7 +63,9 @@ _STATUS_LINES = {
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
 #: Complete requests waiting on one connection beyond which it is not read until they
-#: are answered (a client pipelining without end cannot fill the worker's memory).
+#: are answered (a client pipelining without end cannot fill the worker's memory); and
+#: the same once their bodies come to the body limit (``--max-body-bytes``), or sixteen
+#: bodies each just under it would be kept.
 _PIPELINE_LIMIT = 16
 
 _NO_HTTP2 = (
@@ -335,6 +338,8 @@ class HttpProtocol(asyncio.Protocol):
         self.line_11 = False
         # requests parsed and waiting, and the one being answered
         self.waiting: deque[_Request] = deque()
+        #: The bytes of their bodies.
+        self.waiting_bytes = 0
         self.active: _Request | None = None
         self.task: asyncio.Task[None] | None = None
         #: Chunked transfer coding for the active streamed response.
@@ -872,10 +877,15 @@ class HttpProtocol(asyncio.Protocol):
         elif self.active is None and not self.waiting:
             # the client is behind with the last answer: this one waits until it reads
             self.waiting.append(req)
+            self.waiting_bytes = req.size
             self.held = True
         else:
             self.waiting.append(req)
-            if len(self.waiting) >= _PIPELINE_LIMIT and not self.paused_reading:
+            self.waiting_bytes += req.size
+            if (
+                len(self.waiting) >= _PIPELINE_LIMIT
+                or self.waiting_bytes >= self.server.max_body_bytes
+            ) and not self.paused_reading:
                 self.paused_reading = True
                 self.transport.pause_reading()
 
@@ -926,8 +936,14 @@ class HttpProtocol(asyncio.Protocol):
     def _next(self) -> None:
         """What the connection does once an answer is written: the next request's."""
         if self.waiting:
-            self._answer(self.waiting.popleft())
-            if self.paused_reading and len(self.waiting) < _PIPELINE_LIMIT // 2:
+            req = self.waiting.popleft()
+            self.waiting_bytes -= req.size
+            self._answer(req)
+            if (
+                self.paused_reading
+                and len(self.waiting) < _PIPELINE_LIMIT // 2
+                and self.waiting_bytes < self.server.max_body_bytes
+            ):
                 self.paused_reading = False
                 self.transport.resume_reading()
                 if self.deadline is not None and self.on_deadline != _IDLE:
