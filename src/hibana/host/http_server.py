@@ -642,11 +642,14 @@ class HttpProtocol(asyncio.Protocol):
         self.head_bytes = None
         self.read_11 = False
         if self.measure:
+            # as a head counted as it arrives is: "METHOD TARGET HTTP/1.1\r" for the line,
+            # each field as "name: value\r\n", and the blank line
             limit = self.server.max_header_bytes
-            if len(self.url) > limit:
+            line = len(self.parser.get_method()) + len(self.url) + 11
+            if line > limit:
                 self._refuse(414, _line_over(limit))
                 return
-            if len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) > limit:
+            if line + 3 + sum(len(n) + len(v) + 4 for n, v in self.headers) > limit:
                 self._refuse(431, f"request headers are over the limit of {limit} bytes")
                 return
         parser = self.parser
