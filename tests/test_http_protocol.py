@@ -129,6 +129,27 @@ def test_head_gets_the_head_and_no_body(host: Host) -> None:
         conn.hello("after")
 
 
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"HEAD /hello/a HTTP/1.1\r\n\r\n", 400),  # no Host
+        (b"HEAD /hello/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", 413),
+    ],
+)
+def test_a_refused_head_request_gets_the_head_and_no_body(
+    host: Host, request_bytes: bytes, status: int
+) -> None:
+    """RFC 9110 9.3.2: the refusal's JSON came after its head, bytes a client reading no
+    body for a HEAD takes for the next response's."""
+    with Connection(host) as conn:
+        conn.send(request_bytes)
+        answer = conn.stream.reader.read()  # raw, all of it: the connection closes
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status)
+    assert b"content-length: " in head and b"connection: close" in head
+    assert body == b""
+
+
 def test_http_1_0_is_answered_then_closed_unless_it_asks_for_keep_alive(host: Host) -> None:
     with Connection(host) as conn:
         conn.send(b"GET /hello/old HTTP/1.0\r\n\r\n")

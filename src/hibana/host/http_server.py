@@ -120,18 +120,22 @@ def _line_over(limit: int) -> str:
     )
 
 
-def _error(status: int, message: str, invocation_id: str | None = None) -> bytes:
+def _error(
+    status: int, message: str, invocation_id: str | None = None, head: bool = False
+) -> bytes:
     """A whole response the protocol gives itself (the head or body was refused, or the
-    function that should answer is stuck)."""
+    function that should answer is stuck); ``head``: to a HEAD request, without its body
+    (RFC 9110 9.3.2), its length said."""
     body = msgspec.json.encode(
         {"error": message}
         if invocation_id is None
         else {"error": message, "invocation_id": invocation_id}
     )
-    head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n"
+    fields = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n"
     if invocation_id is not None:
-        head += b"x-invocation-id: %s\r\n" % invocation_id.encode()
-    return _status_line(status) + _date_line() + head % len(body) + b"\r\n" + body
+        fields += b"x-invocation-id: %s\r\n" % invocation_id.encode()
+    framing = fields % len(body) + b"\r\n"
+    return _status_line(status) + _date_line() + framing + (b"" if head else body)
 
 
 def _absolute(url: bytes) -> Any:
@@ -269,7 +273,7 @@ class HttpServer:
                 continue
             if req.scope.get("hibana.cancellation") is cancellation:
                 conn.started = True  # the function's answer, if it ever comes, is not sent
-                conn.transport.write(_error(504, message, invocation_id))
+                conn.transport.write(_error(504, message, invocation_id, req.head))
                 conn.transport.close()
 
     def cut(self, cancellation: object) -> None:
@@ -910,13 +914,17 @@ class HttpProtocol(asyncio.Protocol):
             # the worker stopping now (abort), or a cancellation nothing caught: either
             # way no answer comes, and a connection left open would wait for one for ever
             if not self.started and not self.lost and not self.aborted:
-                self.transport.write(_error(500, "the host failed to answer this request"))
+                self.transport.write(
+                    _error(500, "the host failed to answer this request", None, req.head)
+                )
             self.transport.close()
             raise
         except Exception as exc:
             self.server.log.exception("the HTTP front failed on a request", exc)
             if not self.started and not self.lost:
-                self.transport.write(_error(500, "the host failed to answer this request"))
+                self.transport.write(
+                    _error(500, "the host failed to answer this request", None, req.head)
+                )
             self.closing = True
         self._answered(req)
 
@@ -1042,7 +1050,9 @@ class HttpProtocol(asyncio.Protocol):
     def _refuse(self, status: int, message: str) -> None:
         """Answer ``status`` and close: now, or after the requests ahead of this one.
         A line says so: no function ran, so no invocation line will."""
-        self.refusal = _error(status, message)
+        # a HEAD's, once its head is read (and its method known): no body either
+        head = self.head_bytes is None and self.parser.get_method() == b"HEAD"
+        self.refusal = _error(status, message, None, head)
         client = self.client[0] if self.client is not None else None
         self.server.log.info("request refused", status=status, error=message, client=client)
         self.parsing = None
