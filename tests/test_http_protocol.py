@@ -431,6 +431,8 @@ def test_an_upgrade_request_with_a_body_is_refused_not_run_without_it(
         (b"GET /hello/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "must carry one Host"),
         (b"GET /hello/x HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n", "must carry one Host"),
         (b"GET /hello/x HTTP/1.1\r\nHost: a b/c\r\n\r\n", "Host header 'a b/c' is not"),
+        # no port past 65535, as none in an absolute-form target (req.url would carry it)
+        (b"GET /hello/x HTTP/1.1\r\nHost: x:65536\r\n\r\n", "Host header 'x:65536' is not"),
         (b"GET /hello/x#top HTTP/1.1\r\nHost: x\r\n\r\n", "has a fragment"),
         (b"GET ftp://example.com/hello/x HTTP/1.1\r\nHost: x\r\n\r\n", "not a path or an http"),
         (b"GET example.com:80 HTTP/1.1\r\nHost: x\r\n\r\n", "invalid HTTP request"),

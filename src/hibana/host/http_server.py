@@ -74,9 +74,11 @@ _NO_HTTP2 = (
 )
 _HOST_HEADERS = "an HTTP/1.1 request must carry one Host header, and no request two"
 #: A Host value (RFC 9112 3.2, RFC 3986 3.2.2): a name or IPv4 address, or an IP literal in
-#: brackets, then an optional port; empty is allowed (a target with no authority).
+#: brackets, then an optional port (up to 65535, as in an absolute-form target); empty is
+#: allowed (a target with no authority).
 _HOST_VALUE = re.compile(
-    rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?\Z"
+    rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)"
+    rb"(?::(?:[0-9]{0,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?\Z"
 ).match
 
 #: An absolute URL's authority, from after its "://": what comes before the path or query.
