@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -251,3 +252,49 @@ def test_queue_send_to_a_subscriptions_queue_takes_only_a_cloudevent(
     )
     assert sent.returncode == 0, sent.stderr
     assert [q.ready for q in asyncio.run(store.stats()) if q.queue == "event:on_event"] == [1]
+
+
+def _run_with_stdin_closed(*args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI started with its fd 0 closed, as `hibana ... <&-` starts it: Python then
+    has no ``sys.stdin`` at all."""
+    return subprocess.run(
+        [sys.executable, "-m", "hibana", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "250"},
+        preexec_fn=lambda: os.close(0),
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["queue", "send", "orders"],
+        ["events", "publish", "github", "--type", "t.x", "--source", "/s"],
+    ],
+)
+def test_data_from_a_closed_stdin_is_a_usage_error(
+    app_dir: Path, store: Store, command: list[str]
+) -> None:
+    """Not a traceback (AttributeError: 'NoneType' object has no attribute 'buffer')."""
+    result = _run_with_stdin_closed(*command, "--data", "@-", "--app", str(app_dir))
+    assert result.returncode == 2, result
+    assert (
+        "Invalid value: --data @-: standard input is closed; pipe the document in, or pass "
+        "@FILE" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert _nothing_sent(store)
+
+
+def test_secrets_set_with_stdin_closed_says_where_the_value_comes_from(
+    app_dir: Path, store: Store
+) -> None:
+    result = _run_with_stdin_closed("secrets", "set", "api-token", "--app", str(app_dir))
+    assert result.returncode == 1, result
+    assert result.stderr == (
+        "error: no value for api-token: standard input is closed; pipe the value in, or run "
+        "the command in a terminal to be asked for it. Nothing was set\n"
+    )
+    assert asyncio.run(store.secrets()) == {}

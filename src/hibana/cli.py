@@ -696,6 +696,8 @@ def _finite(number: str) -> float:
 def _read_document(option: str, source: str) -> str:
     """What ``option @FILE`` (or ``@-``, standard input) names: a document too large for
     the command line (an argument holds 128 KiB at most on Linux)."""
+    if source == "-" and sys.stdin is None:  # started with fd 0 closed (`<&-`)
+        _usage(f"{option} @-: standard input is closed; pipe the document in, or pass @FILE")
     try:
         if source == "-":
             return sys.stdin.buffer.read().decode()
@@ -1015,6 +1017,12 @@ def secrets_set(
         check_name(name)
     except SecretError as exc:
         _usage(str(exc))
+    if sys.stdin is None:  # started with fd 0 closed (`<&-`)
+        _fail(
+            f"no value for {name}: standard input is closed; pipe the value in, or run the "
+            "command in a terminal to be asked for it. Nothing was set",
+            1,
+        )
     if sys.stdin.isatty():
         value = getpass.getpass(f"Value of {name}: ")
         if getpass.getpass("Again, to confirm: ") != value:
