@@ -298,3 +298,17 @@ def test_secrets_set_with_stdin_closed_says_where_the_value_comes_from(
         "the command in a terminal to be asked for it. Nothing was set\n"
     )
     assert asyncio.run(store.secrets()) == {}
+
+
+@pytest.mark.parametrize(
+    ("command", "argument"),
+    [(["queue", "dlq"], "QUEUE"), (["queue", "redrive"], "QUEUE"), (["secrets", "rm"], "NAME")],
+)
+def test_names_that_are_not_utf8_are_usage_errors_where_they_are_looked_up(
+    app_dir: Path, store: Store, command: list[str], argument: str
+) -> None:
+    """Not 'the store ... failed: UnicodeEncodeError' (exit 1), as if the store were broken."""
+    _refused(
+        [*command, NOT_UTF8, "--app", str(app_dir)],
+        f"{argument} b'\\xff' is not UTF-8 text; pass it in UTF-8",
+    )

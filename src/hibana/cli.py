@@ -859,6 +859,7 @@ def queue_dlq(
     import json
     import time
 
+    _text("QUEUE", queue)
     with _opened_store(app, store) as opened:
         dead = _run(opened.dead_letters(queue, limit))
         if not dead:
@@ -908,6 +909,7 @@ def queue_redrive(
     store: StoreOpt = None,
 ) -> None:
     """Move dead letters back into their queue, with their attempts reset."""
+    _text("QUEUE", queue)
     if ids:
         ids = list(dict.fromkeys(ids))  # an id given twice is one message
     with _opened_store(app, store) as opened:
@@ -1063,6 +1065,7 @@ def secrets_rm(
     store: StoreOpt = None,
 ) -> None:
     """Delete a secret."""
+    _text("NAME", name)
     with _opened_store(app, store) as opened:
         removed = _run(opened.delete_secret(name))
     if not removed:
