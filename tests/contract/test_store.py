@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import sqlite3
 import string
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -315,6 +317,33 @@ def test_bad_store_urls_are_named(url: str, problem: str) -> None:
 def test_an_unreachable_postgresql_is_named() -> None:
     with pytest.raises(StoreError, match=r"cannot connect to the store postgresql://u:\*\*\*@"):
         open_store("postgresql://u:secret@127.0.0.1:1/nope")
+
+
+def test_a_sqlite_database_of_another_program_is_refused_untouched(tmp_path: Path) -> None:
+    """hibana's tables were added to it (and it was switched to WAL mode), even by a
+    command that only reads, `hibana queue stats --store sqlite:///their.db`."""
+    theirs = tmp_path / "their.db"
+    conn = sqlite3.connect(theirs)
+    conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError) as refused:
+        open_store(f"sqlite:///{theirs}")
+    assert str(refused.value) == (
+        f"{theirs} is a SQLite database of another program (its tables: customers, "
+        "invoices), not a hibana store; hibana would add its tables to it. Pass --store "
+        "sqlite:///PATH (or $HIBANA_STORE) naming a file of its own"
+    )
+    conn = sqlite3.connect(theirs)
+    tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    assert sorted(tables) == [("customers",), ("invoices",)]
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    conn.close()
+    # an empty file is a new store: what `touch` made, or a store's first open
+    (tmp_path / "empty.db").touch()
+    open_store(f"sqlite:///{tmp_path / 'empty.db'}").close()
+    open_store(f"sqlite:///{tmp_path / 'empty.db'}").close()
 
 
 def test_publish_fans_out_once_per_source_and_id(store: Store) -> None:

@@ -94,6 +94,15 @@ class SqliteEngine(SqlEngine):
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
+            foreign = _foreign_tables(conn)
+            if foreign:
+                conn.close()
+                raise StoreError(
+                    f"{self.path} is a SQLite database of another program (its tables: "
+                    f"{', '.join(foreign)}), not a hibana store; hibana would add its tables "
+                    "to it. Pass --store sqlite:///PATH (or $HIBANA_STORE) naming a file of "
+                    "its own"
+                )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
@@ -170,6 +179,21 @@ class SqliteEngine(SqlEngine):
 
     def watcher(self) -> ChangeWatcher | None:
         return WalWatcher.open(self.path) if sys.platform == "linux" else None
+
+
+def _foreign_tables(conn: sqlite3.Connection) -> list[str]:
+    """The tables of a database that holds no hibana store (some, at most 5, named):
+    checked before anything is written, the switch to WAL mode too."""
+    names = [
+        str(row[0])
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            " ORDER BY name"
+        )
+    ]
+    if not names or "hibana_schema" in names:
+        return []
+    return names[:5] + (["..."] if len(names) > 5 else [])
 
 
 class WalWatcher(ChangeWatcher):
