@@ -346,6 +346,28 @@ def test_a_sqlite_database_of_another_program_is_refused_untouched(tmp_path: Pat
     open_store(f"sqlite:///{tmp_path / 'empty.db'}").close()
 
 
+def test_a_sqlite_store_path_that_is_a_directory_or_under_a_file_is_named(
+    tmp_path: Path,
+) -> None:
+    """They said 'unable to open database file; is it a hibana store file, and writable?'
+    and 'cannot create ... for the store: File exists'."""
+    (tmp_path / "state.db").mkdir()
+    with pytest.raises(StoreError) as folder:
+        open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    assert str(folder.value) == (
+        f"the store sqlite:///{tmp_path / 'state.db'} is a directory, not a file: name a "
+        f"file, as sqlite:///{tmp_path / 'state.db' / 'state.db'}"
+    )
+    (tmp_path / "notes").write_text("")
+    under = tmp_path / "notes" / "sub" / "state.db"
+    with pytest.raises(StoreError) as file:
+        open_store(f"sqlite:///{under}")
+    assert str(file.value) == (
+        f"the store sqlite:///{under} cannot be made: {tmp_path / 'notes'} is a file, not a "
+        "folder; name a path in a folder"
+    )
+
+
 def test_publish_fans_out_once_per_source_and_id(store: Store) -> None:
     from hibana.store import SubscriptionInfo
 

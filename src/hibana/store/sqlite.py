@@ -81,6 +81,19 @@ class SqliteEngine(SqlEngine):
         self.conn: sqlite3.Connection | None = None
 
     def connect(self) -> None:
+        if self.path.is_dir():
+            raise StoreError(
+                f"the store {self.display} is a directory, not a file: name a file, as "
+                f"sqlite:///{self.path / 'state.db'}"
+            )
+        for folder in self.path.parents:
+            if folder.exists():
+                if not folder.is_dir():
+                    raise StoreError(
+                        f"the store {self.display} cannot be made: {folder} is a file, not a "
+                        "folder; name a path in a folder"
+                    )
+                break
         try:
             if self.path.parent.name == STATE_DIR:
                 make_state_dir(self.path.parent)
