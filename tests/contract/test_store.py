@@ -17,6 +17,7 @@ import pytest
 
 from hibana.errors import StoreError
 from hibana.store import NewMessage, QueueInfo, Settle, Store, engine_for, open_store
+from hibana.store.sqlite import SqliteEngine
 from tests.contract.conftest import run
 
 T = TypeVar("T")
@@ -366,6 +367,39 @@ def test_a_sqlite_store_path_that_is_a_directory_or_under_a_file_is_named(
         f"the store sqlite:///{under} cannot be made: {tmp_path / 'notes'} is a file, not a "
         "folder; name a path in a folder"
     )
+
+
+def test_a_sqlite_store_locked_by_another_process_is_named_with_the_fix(tmp_path: Path) -> None:
+    """It said 'cannot open the store ...: database is locked' and 'the store ... failed:
+    OperationalError: database is locked', naming neither the lock's holder nor the fix."""
+    path = tmp_path / "state.db"
+    open_store(f"sqlite:///{path}").close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # what a `sqlite3` shell in a transaction holds
+    locked = (
+        f"the store sqlite:///{path} is locked: another process has held its write lock for "
+        f"over 0.2 s (a program with the file open in a transaction, a `sqlite3` shell say; "
+        f"`fuser {path}` names it); end that transaction, then try again"
+    )
+    engine = SqliteEngine(path)
+    engine.busy_timeout = 0.2
+    with pytest.raises(StoreError) as opening:
+        Store(engine).open()
+    assert str(opening.value) == locked
+    holder.execute("ROLLBACK")
+    engine = SqliteEngine(path)
+    engine.busy_timeout = 0.2
+    store = Store(engine)
+    store.open()
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StoreError) as writing:
+        run(store.put_secret("api-token", b"sealed"))
+    assert str(writing.value) == locked
+    holder.execute("ROLLBACK")
+    run(store.put_secret("api-token", b"sealed"))
+    assert run(store.secrets()) == {"api-token": b"sealed"}
+    store.close()
+    holder.close()
 
 
 def test_publish_fans_out_once_per_source_and_id(store: Store) -> None:

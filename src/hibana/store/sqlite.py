@@ -70,6 +70,8 @@ _FILE_CHECK = 1.0
 
 class SqliteEngine(SqlEngine):
     migrations = _MIGRATIONS
+    #: Seconds a write waits for another process's write lock before it fails.
+    busy_timeout = 30.0
 
     def __init__(self, path: str | Path) -> None:
         self._file: tuple[int, int] | None = None
@@ -105,7 +107,10 @@ class SqliteEngine(SqlEngine):
             ) from None
         try:
             conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self.busy_timeout,
             )
             foreign = _foreign_tables(conn)
             if foreign:
@@ -118,7 +123,7 @@ class SqliteEngine(SqlEngine):
                 )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         except sqlite3.Error as exc:
             raise StoreError(
                 f"cannot open the store {self.display}: {exc}; is it a hibana store file, "
@@ -166,7 +171,17 @@ class SqliteEngine(SqlEngine):
             if clock >= self._check_at:  # once a second at most: a stat call
                 self._check_at = clock + _FILE_CHECK
                 self._check_file()
-        conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise
+            raise StoreError(
+                f"the store {self.display} is locked: another process has held its write "
+                f"lock for over {self.busy_timeout:g} s (a program with the file open in a "
+                f"transaction, a `sqlite3` shell say; `fuser {self.path}` names it); end "
+                "that transaction, then try again"
+            ) from None
         try:
             yield time.time()
         except BaseException:
