@@ -17,6 +17,7 @@ import pytest
 
 from hibana.errors import StoreError
 from hibana.store import NewMessage, QueueInfo, Settle, Store, engine_for, open_store
+from hibana.store.base import _Op
 from hibana.store.sqlite import SqliteEngine
 from tests.contract.conftest import run
 
@@ -395,6 +396,21 @@ def test_a_sqlite_store_locked_by_another_process_is_named_with_the_fix(tmp_path
     with pytest.raises(StoreError) as writing:
         run(store.put_secret("api-token", b"sealed"))
     assert str(writing.value) == locked
+    # a batch waits for the lock once, not once more for each of its operations
+    tries: list[str] = []
+    assert engine.conn is not None
+    engine.conn.set_trace_callback(lambda sql: tries.append(sql) if "BEGIN" in sql else None)
+
+    failed: list[str] = []
+    store._run(  # one batch, as the writer takes three callers' writes at once
+        [
+            _Op("put_secret", (f"s{i}", b"sealed"), lambda _, exc: failed.append(str(exc)))
+            for i in range(3)
+        ]
+    )
+    assert failed == [locked] * 3
+    assert tries == ["BEGIN IMMEDIATE"]
+    engine.conn.set_trace_callback(None)
     holder.execute("ROLLBACK")
     run(store.put_secret("api-token", b"sealed"))
     assert run(store.secrets()) == {"api-token": b"sealed"}

@@ -64,6 +64,10 @@ _CLAIM = (
 )
 
 
+class _Locked(StoreError):
+    """Another process held the store's write lock for longer than ``busy_timeout``."""
+
+
 #: Seconds between the checks that the store file is still the one opened.
 _FILE_CHECK = 1.0
 
@@ -153,6 +157,10 @@ class SqliteEngine(SqlEngine):
             )
             raise StoreError(self._file_lost)
 
+    def connection_failed(self, exc: BaseException) -> bool:
+        # every operation of a batch would wait out the lock again, one after another
+        return isinstance(exc, _Locked)
+
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
@@ -176,7 +184,7 @@ class SqliteEngine(SqlEngine):
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 raise
-            raise StoreError(
+            raise _Locked(
                 f"the store {self.display} is locked: another process has held its write "
                 f"lock for over {self.busy_timeout:g} s (a program with the file open in a "
                 f"transaction, a `sqlite3` shell say; `fuser {self.path}` names it); end "
