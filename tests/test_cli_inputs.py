@@ -312,3 +312,25 @@ def test_names_that_are_not_utf8_are_usage_errors_where_they_are_looked_up(
         [*command, NOT_UTF8, "--app", str(app_dir)],
         f"{argument} b'\\xff' is not UTF-8 text; pass it in UTF-8",
     )
+
+
+def test_data_from_an_endless_file_or_stdin_is_read_only_so_far(
+    app_dir: Path, store: Store
+) -> None:
+    """/dev/zero (or `yes |`) was read until memory ran out; a file far past what a message
+    holds was read whole, then its size refused."""
+    _refused(
+        ["queue", "send", "orders", "--data", "@/dev/zero", "--app", str(app_dir)],
+        "--data @/dev/zero holds more than 4194304 bytes; a message holds 256 KiB of JSON at most",
+    )
+    command = ["queue", "send", "orders", "--data", "@-", "--app", str(app_dir)]
+    piped = subprocess.run(
+        [sys.executable, "-m", "hibana", *command],
+        input=b" " * (4 * 1024 * 1024 + 1),
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    assert piped.returncode == 2, piped
+    assert b"--data @- holds more than 4194304 bytes" in piped.stderr
+    assert _nothing_sent(store)

@@ -693,6 +693,11 @@ def _finite(number: str) -> float:
     return value
 
 
+#: Bytes of a document read from @FILE or @- at most: 16 times what a message holds, room
+#: for any indentation, while /dev/zero or `yes |` is not read until memory runs out.
+MAX_DOCUMENT_BYTES = 16 * 256 * 1024
+
+
 def _read_document(option: str, source: str) -> str:
     """What ``option @FILE`` (or ``@-``, standard input) names: a document too large for
     the command line (an argument holds 128 KiB at most on Linux)."""
@@ -700,8 +705,16 @@ def _read_document(option: str, source: str) -> str:
         _usage(f"{option} @-: standard input is closed; pipe the document in, or pass @FILE")
     try:
         if source == "-":
-            return sys.stdin.buffer.read().decode()
-        return Path(source).read_bytes().decode()
+            raw = sys.stdin.buffer.read(MAX_DOCUMENT_BYTES + 1)
+        else:
+            with Path(source).open("rb") as f:
+                raw = f.read(MAX_DOCUMENT_BYTES + 1)
+        if len(raw) > MAX_DOCUMENT_BYTES:
+            _usage(
+                f"{option} @{source} holds more than {MAX_DOCUMENT_BYTES} bytes; a message "
+                "holds 256 KiB of JSON at most"
+            )
+        return raw.decode()
     except OSError as exc:
         _usage(f"{option} @{source}: cannot read it: {exc.strerror or exc}")
     except UnicodeDecodeError as exc:
