@@ -284,6 +284,26 @@ def test_bad_secret_values_and_names(app_dir: Path) -> None:
     assert "blob" not in listed.stdout
 
 
+def test_a_secret_value_is_64_kib_at_most(app_dir: Path) -> None:
+    """Any size was taken: every log line is searched for every value, and `yes |` was read
+    until memory ran out."""
+    assert set_secret(app_dir, "cert", "a" * 65536 + "\n").returncode == 0
+    over = set_secret(app_dir, "cert-2", "a" * 65537)
+    assert over.returncode == 1, over
+    assert over.stderr == (
+        "error: the value of secret 'cert-2' is over 65536 bytes (64 KiB); keep a large file "
+        "elsewhere, and the key that opens it as the secret\n"
+    )
+    endless = set_secret(app_dir, "cert-3", "a" * 10_000_000)
+    assert endless.returncode == 1, endless
+    assert endless.stderr == (
+        "error: the value of cert-3 on stdin is over 65536 bytes (64 KiB); keep a large file "
+        "elsewhere, and the key that opens it as the secret. Nothing was set\n"
+    )
+    listed = run_cli("secrets", "list", "--app", str(app_dir))
+    assert listed.stdout.split() == ["cert"]
+
+
 def test_secrets_are_not_in_the_environment_of_workers(app_dir: Path) -> None:
     set_all(app_dir)
     for host in started(app_dir, "--workers", "1"):

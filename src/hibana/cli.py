@@ -1026,7 +1026,7 @@ def secrets_set(
     command line, which shell history and `ps` would show."""
     import getpass
 
-    from hibana.secrets import SecretError, check_name, load_key, seal
+    from hibana.secrets import MAX_VALUE_BYTES, SecretError, check_name, load_key, seal
 
     try:
         check_name(name)
@@ -1043,7 +1043,15 @@ def secrets_set(
         if getpass.getpass("Again, to confirm: ") != value:
             _fail("the two values differ; nothing was set", 1)
     else:
-        raw = sys.stdin.buffer.read()
+        # past the limit, and a line end, is enough to refuse: `yes |` never ends
+        raw = sys.stdin.buffer.read(MAX_VALUE_BYTES + 3)
+        if len(raw) > MAX_VALUE_BYTES + 2:
+            _fail(
+                f"the value of {name} on stdin is over {MAX_VALUE_BYTES} bytes (64 KiB); keep "
+                "a large file elsewhere, and the key that opens it as the secret. Nothing "
+                "was set",
+                1,
+            )
         try:
             value = raw.decode().removesuffix("\n").removesuffix("\r")
         except UnicodeDecodeError as exc:

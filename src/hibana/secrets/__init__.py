@@ -23,6 +23,9 @@ from hibana.names import NAME_RULE, name_problem
 KEY_ENV = "HIBANA_SECRET_KEY_FILE"
 #: Values shorter than this could not be redacted from logs without mangling them.
 MIN_LENGTH = 4
+#: Like AWS Secrets Manager: a value may be at most this many bytes (UTF-8). Every log
+#: line is searched for every value, to redact it; a large file is no secret to log.
+MAX_VALUE_BYTES = 64 * 1024
 
 
 class SecretError(HibanaError):
@@ -94,6 +97,11 @@ def seal(key: bytes, name: str, value: str) -> bytes:
             f"the value of secret {name!r} is not text (it holds a lone surrogate: bytes "
             "that are not UTF-8); base64-encode a binary value first"
         ) from None
+    if len(plain) > MAX_VALUE_BYTES:
+        raise SecretError(
+            f"the value of secret {name!r} is over {MAX_VALUE_BYTES} bytes (64 KiB); keep a "
+            "large file elsewhere, and the key that opens it as the secret"
+        )
     nonce = os.urandom(12)
     return nonce + AESGCM(key).encrypt(nonce, plain, name.encode())
 
