@@ -418,6 +418,24 @@ def test_a_sqlite_store_locked_by_another_process_is_named_with_the_fix(tmp_path
     holder.close()
 
 
+def test_a_sqlite_store_locked_in_exclusive_mode_is_named_as_locked(tmp_path: Path) -> None:
+    """A program holding the file in exclusive locking mode keeps readers out too: it said
+    'database is locked; is it a hibana store file, and writable?'."""
+    path = tmp_path / "state.db"
+    open_store(f"sqlite:///{path}").close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    engine = SqliteEngine(path)
+    engine.busy_timeout = 0.2
+    with pytest.raises(StoreError) as opening:
+        Store(engine).open()
+    assert str(opening.value).startswith(
+        f"the store sqlite:///{path} is locked: another process has held its write lock"
+    )
+    holder.close()
+
+
 def test_publish_fans_out_once_per_source_and_id(store: Store) -> None:
     from hibana.store import SubscriptionInfo
 

@@ -129,6 +129,8 @@ class SqliteEngine(SqlEngine):
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         except sqlite3.Error as exc:
+            if _busy(exc):  # a program that holds the file's lock in exclusive mode
+                raise self._locked() from None
             raise StoreError(
                 f"cannot open the store {self.display}: {exc}; is it a hibana store file, "
                 "and writable?"
@@ -157,6 +159,14 @@ class SqliteEngine(SqlEngine):
             )
             raise StoreError(self._file_lost)
 
+    def _locked(self) -> StoreError:
+        return _Locked(
+            f"the store {self.display} is locked: another process has held its write "
+            f"lock for over {self.busy_timeout:g} s (a program with the file open in a "
+            f"transaction, a `sqlite3` shell say; `fuser {self.path}` names it); end "
+            "that transaction, then try again"
+        )
+
     def connection_failed(self, exc: BaseException) -> bool:
         # every operation of a batch would wait out the lock again, one after another
         return isinstance(exc, _Locked)
@@ -182,14 +192,9 @@ class SqliteEngine(SqlEngine):
         try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            if not _busy(exc):
                 raise
-            raise _Locked(
-                f"the store {self.display} is locked: another process has held its write "
-                f"lock for over {self.busy_timeout:g} s (a program with the file open in a "
-                f"transaction, a `sqlite3` shell say; `fuser {self.path}` names it); end "
-                "that transaction, then try again"
-            ) from None
+            raise self._locked() from None
         try:
             yield time.time()
         except BaseException:
@@ -215,6 +220,10 @@ class SqliteEngine(SqlEngine):
 
     def watcher(self) -> ChangeWatcher | None:
         return WalWatcher.open(self.path) if sys.platform == "linux" else None
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _foreign_tables(conn: sqlite3.Connection) -> list[str]:
