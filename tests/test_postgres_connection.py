@@ -330,3 +330,40 @@ def test_what_the_url_sets_on_the_server_is_kept(pg_store_url: str) -> None:
         assert row == ("0",)
     finally:
         store.close()
+
+
+def test_a_role_that_may_not_create_the_tables_is_told_the_grant(
+    pg_store_url: str, postgres_dsn: str
+) -> None:
+    """It said 'cannot open the store ...: permission denied for schema public', then the
+    SQL of the statement over two more lines, and no fix."""
+    import uuid
+
+    role = f"hibana_test_{uuid.uuid4().hex[:12]}"
+    admin = urllib.parse.urlsplit(postgres_dsn)
+    as_role = admin._replace(netloc=f"{role}@{admin.hostname}:{admin.port or 5432}")
+    database = admin.path.lstrip("/")
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        in_public = urllib.parse.urlunsplit(as_role._replace(query=""))
+        with pytest.raises(StoreError) as public:
+            open_store(in_public)
+        assert str(public.value) == (
+            f"the store {in_public} cannot be made: the role {role!r} may not create "
+            "hibana's tables (permission denied for schema public); as an owner of the "
+            f'database, run GRANT CREATE ON SCHEMA public TO "{role}", or start a host once '
+            "with a role that may"
+        )
+        in_schema = urllib.parse.urlunsplit(as_role._replace(query="schema=hibana_x"))
+        with pytest.raises(StoreError) as schema:
+            open_store(in_schema)
+        assert str(schema.value) == (
+            f"the store {in_schema} cannot be made: the role {role!r} may not create "
+            f"hibana's tables (permission denied for database {database}); as an owner of "
+            f'the database, run GRANT CREATE ON DATABASE "{database}" TO "{role}", or start '
+            "a host once with a role that may"
+        )
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE "{role}"')

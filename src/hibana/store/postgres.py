@@ -265,10 +265,24 @@ class PostgresEngine(SqlEngine):
                         f"no store at {self.display}: no host has used it yet ({where} has "
                         "no hibana tables); check the URL, or start a host with it"
                     )
-            if self.schema is not None:
-                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-                conn.execute(f'SET search_path TO "{self.schema}"')
-            self._migrate()
+            try:
+                if self.schema is not None:
+                    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                    conn.execute(f'SET search_path TO "{self.schema}"')
+                self._migrate()
+            except psycopg.errors.InsufficientPrivilege as exc:
+                role, database = conn.info.user, conn.info.dbname
+                self.close()
+                grant = (
+                    f'GRANT CREATE ON DATABASE "{database}" TO "{role}"'
+                    if self.schema is not None
+                    else f'GRANT CREATE ON SCHEMA public TO "{role}"'
+                )
+                raise StoreError(
+                    f"the store {self.display} cannot be made: the role {role!r} may not "
+                    f"create hibana's tables ({_first_line(exc)}); as an owner of the "
+                    f"database, run {grant}, or start a host once with a role that may"
+                ) from None
 
     def server_liveness(self, conn: Any) -> None:
         """Set the server's side of noticing a silent client on ``conn`` (``_SERVER_LIVENESS``)."""
