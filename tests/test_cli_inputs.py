@@ -334,3 +334,19 @@ def test_data_from_an_endless_file_or_stdin_is_read_only_so_far(
     assert piped.returncode == 2, piped
     assert b"--data @- holds more than 4194304 bytes" in piped.stderr
     assert _nothing_sent(store)
+
+
+@pytest.mark.parametrize(
+    ("option", "left_out"),
+    [("--subject", "for an event with no subject"), ("--id", "for a new id")],
+)
+def test_events_publish_names_an_empty_subject_or_id_as_an_option(
+    app_dir: Path, store: Store, option: str, left_out: str
+) -> None:
+    """It said "id='': leave it out (None) instead": the library's words, not the CLI's."""
+    attributes = ["--type", "t.x", "--source", "/s", option, ""]
+    _refused(
+        ["events", "publish", "github", *attributes, "--app", str(app_dir)],
+        f"{option} '' is empty: leave {option} out {left_out}",
+    )
+    assert _nothing_sent(store)

@@ -975,6 +975,12 @@ def events_publish(
     ]:
         if value is not None:
             _text(option, value)
+    for option, value, left_out in [
+        ("--subject", subject, "for an event with no subject"),
+        ("--id", event_id, "for a new id"),
+    ]:
+        if value == "":  # the library's message names None, which no command line passes
+            _usage(f"{option} '' is empty: leave {option} out {left_out}")
     payload = None if data is None else _json_option("--data", data)
     try:
         event = new_event(type=type_, source=source, data=payload, subject=subject, id=event_id)
