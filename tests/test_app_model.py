@@ -376,6 +376,28 @@ def test_registering_a_blueprint_twice_names_both_places() -> None:
     )
 
 
+def test_a_function_declared_on_a_blueprint_after_it_was_registered_is_refused() -> None:
+    bp = hibana.Blueprint()
+    bp.http("/early")(create)
+    first, second = hibana.App(), hibana.App()
+    first.register(bp)
+    registered = _line() - 1
+    second.register(bp)  # the same Blueprint on two Apps: each takes its functions
+    with pytest.raises(AppError) as info:
+
+        @bp.http("/late")
+        def late(req: Request, ctx: Context) -> str:
+            return "late"
+
+    assert str(info.value) == (
+        f'function "late" at {FILE}:{registered + 5} is declared on a Blueprint that was '
+        f"registered at {FILE}:{registered}, and an App takes a Blueprint's functions when "
+        "it registers it: this one would never be served; declare every function of the "
+        "Blueprint before app.register(...)"
+    )
+    assert [s.name for s in first.functions] == [s.name for s in second.functions] == ["create"]
+
+
 def test_an_app_cannot_register_itself() -> None:
     app = hibana.App()
     with pytest.raises(AppError, match="An App cannot register itself"):

@@ -291,6 +291,9 @@ class Blueprint:
         #: (topic, path, where declared) of each webhook: what feeds each topic its
         #: verified events
         self._webhooks: list[tuple[str, str, str]] = []
+        #: Where an App first registered it: an App copies its functions then, so one
+        #: declared later would be served by none
+        self._registered_at: str | None = None
 
     @property
     def functions(self) -> tuple[FunctionSpec, ...]:
@@ -724,6 +727,13 @@ class Blueprint:
         return location, f"{location} ({fn_name})", fn_name
 
     def _add(self, spec: FunctionSpec) -> None:
+        if self._registered_at is not None:
+            raise AppError(
+                f'function "{spec.name}" at {spec.source} is declared on a Blueprint that was '
+                f"registered at {self._registered_at}, and an App takes a Blueprint's "
+                "functions when it registers it: this one would never be served; declare "
+                "every function of the Blueprint before app.register(...)"
+            )
         self._functions.append(spec)
 
 
@@ -819,6 +829,8 @@ class App(Blueprint):
                 "register it once"
             )
         self._registered[id(blueprint)] = (blueprint, where)
+        if blueprint._registered_at is None:
+            blueprint._registered_at = where
         for spec in blueprint.functions:
             self._add(spec)
         self._webhooks.extend(blueprint._webhooks)
