@@ -92,6 +92,34 @@ def test_name_overrides_the_function_name() -> None:
     assert app.functions[0].name == "make_item"
 
 
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("", "it is empty"),
+        ("send mail", "' ' (a space) is not one"),
+        ("a\nb", "'\\n' is not one"),
+        ("timer:nightly", "':' is not one"),
+        (7, "it is of type int, not str"),
+    ],
+)
+def test_a_name_that_is_no_name_is_refused(name: Any, problem: str) -> None:
+    app = hibana.App()
+    rule = "1 to 200 ASCII letters, digits, '-', '_' or '.'"
+    with pytest.raises(AppError) as info:
+        app.timer("0 * * * *", name=name)(create)
+    assert str(info.value) == (
+        f"name={name!r} of the decorator at {FILE}:{_line() - 2}: a function's name must "
+        f"be {rule}; {problem}"
+    )
+    with pytest.raises(AppError) as info:
+        app.asgi("/api", create, name=name)
+    assert str(info.value) == (
+        f"name={name!r} of app.asgi('/api') at {FILE}:{_line() - 2}: a function's name "
+        f"must be {rule}; {problem}"
+    )
+    assert app.functions == ()
+
+
 def test_a_callable_object_can_be_a_function() -> None:
     class Handler:
         def __call__(self, req: Request, ctx: Context) -> str:

@@ -190,6 +190,20 @@ def _is_async(fn: Callable[..., Any], where: str, http: bool) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
+def _checked_name(name: str | None, what: str) -> str | None:
+    """``name`` (a ``name=`` given to ``what``, "app.http at function_app.py:12"), or
+    AppError unless it is a name: it keys the function's secrets, its timer's or
+    subscription's queue, its line in ``hibana status`` and every log line it writes."""
+    if name is None:
+        return None
+    problem = name_problem(name)
+    if problem is not None:
+        raise AppError(
+            f"name={name!r:.60} of {what}: a function's name must be {NAME_RULE}; {problem}"
+        )
+    return name
+
+
 def _caller(depth: int) -> str:
     frame = sys._getframe(depth + 1)
     return _where(frame.f_code.co_filename, frame.f_lineno)
@@ -617,6 +631,7 @@ class Blueprint:
         if not isinstance(prefix, str) or not (prefix == "" or prefix.startswith("/")):
             raise AppError(f"app.{kind}({prefix!r}, ...) in {where}: the prefix must start with /")
         base = prefix.rstrip("/")
+        name = _checked_name(name, f"app.{kind}({prefix!r}) at {where}")
         _check_positive(timeout, "timeout", where)
         if max_concurrency is not None:
             _check_positive(max_concurrency, "max_concurrency", where, integer=True)
@@ -669,6 +684,7 @@ class Blueprint:
         if ack is not None and not callable(ack):
             raise AppError(f"app.webhook({path!r}) in {where}: ack must be callable")
         _check_positive(timeout, "timeout", where)
+        name = _checked_name(name, f"app.webhook({path!r}) at {where}")
         fn_name = name or "webhook" + "".join(c if c.isalnum() else "_" for c in path)
         route = compile_route(path, where)
         granted = grants((secret,), where)
@@ -722,6 +738,7 @@ class Blueprint:
                 "which is not callable; put it directly above a `def`"
             )
         code = getattr(fn, "__code__", None)
+        name = _checked_name(name, f"the decorator at {decl_site}")
         fn_name = str(name or getattr(fn, "__name__", type(fn).__name__))
         location = decl_site if code is None else _where(code.co_filename, code.co_firstlineno)
         return location, f"{location} ({fn_name})", fn_name
