@@ -120,6 +120,29 @@ def test_a_name_that_is_no_name_is_refused(name: Any, problem: str) -> None:
     assert app.functions == ()
 
 
+def test_a_mount_prefix_no_request_reaches_as_written_is_refused() -> None:
+    app = hibana.App()
+    with pytest.raises(AppError) as info:
+        app.asgi("/shops/{shop}/api", create)
+    assert str(info.value) == (
+        f"app.asgi('/shops/{{shop}}/api', ...) in {FILE}:{_line() - 2}: a prefix is matched "
+        "as written, so '{shop}' in it is no parameter (only its bare root took it for "
+        "one); mount the app at '/shops' and let it route the rest of the path"
+    )
+    with pytest.raises(AppError) as info:
+        app.wsgi("/api/../v2", create)
+    assert str(info.value) == (
+        f"app.wsgi('/api/../v2', ...) in {FILE}:{_line() - 2}: the prefix holds a '.' or "
+        "'..' segment, which every request's path has resolved away before it is routed, "
+        "so none would reach the app; write the path it stands for"
+    )
+    with pytest.raises(AppError, match=r"'\.' or '\.\.' segment"):
+        app.lambda_handler("/.", lambda event, context: {})
+    assert not app.functions
+    app.asgi("//", create)  # the root, as "/" is
+    assert [s.name for s in app.functions] == ["asgi_root"]
+
+
 def test_a_callable_object_can_be_a_function() -> None:
     class Handler:
         def __call__(self, req: Request, ctx: Context) -> str:

@@ -23,7 +23,12 @@ from hibana.names import NAME_RULE, name_problem
 from hibana.proxies import parse_networks
 from hibana.secrets import grants
 from hibana.timers import Schedule, ScheduleError
-from hibana.triggers.routes import CompiledRoute, compile_mount, compile_route
+from hibana.triggers.routes import (
+    CompiledRoute,
+    compile_mount,
+    compile_route,
+    remove_dot_segments,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -202,6 +207,27 @@ def _checked_name(name: str | None, what: str) -> str | None:
             f"name={name!r:.60} of {what}: a function's name must be {NAME_RULE}; {problem}"
         )
     return name
+
+
+def _check_prefix(prefix: str, base: str, what: str) -> None:
+    """Refuse a mount's prefix that no request path reaches as it is written: one with a
+    ``{parameter}`` (the prefix is matched as it is; only its bare root took the
+    parameter), or with a ``.`` or ``..`` segment (resolved away in every request)."""
+    segments = base.split("/")[1:]
+    fixed = next((i for i, s in enumerate(segments) if "{" in s or "}" in s), None)
+    if fixed is not None:
+        above = "/" + "/".join(segments[:fixed])
+        raise AppError(
+            f"{what}: a prefix is matched as written, so {segments[fixed]!r} in it is no "
+            f"parameter (only its bare root took it for one); mount the app at {above!r} "
+            "and let it route the rest of the path"
+        )
+    if remove_dot_segments(base or "/") != (base or "/"):
+        raise AppError(
+            f"{what}: the prefix holds a '.' or '..' segment, which every request's path "
+            "has resolved away before it is routed, so none would reach the app; write "
+            "the path it stands for"
+        )
 
 
 def _caller(depth: int) -> str:
@@ -631,6 +657,7 @@ class Blueprint:
         if not isinstance(prefix, str) or not (prefix == "" or prefix.startswith("/")):
             raise AppError(f"app.{kind}({prefix!r}, ...) in {where}: the prefix must start with /")
         base = prefix.rstrip("/")
+        _check_prefix(prefix, base, f"app.{kind}({prefix!r}, ...) in {where}")
         name = _checked_name(name, f"app.{kind}({prefix!r}) at {where}")
         _check_positive(timeout, "timeout", where)
         if max_concurrency is not None:
