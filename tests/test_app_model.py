@@ -449,6 +449,23 @@ def test_a_function_declared_on_a_blueprint_after_it_was_registered_is_refused()
     assert [s.name for s in first.functions] == [s.name for s in second.functions] == ["create"]
 
 
+def test_a_function_named_as_the_events_endpoint_clashes_with_it() -> None:
+    app = hibana.App()
+    app.http("/feed", name="runtime_events")(create)
+    with pytest.raises(AppError) as info:
+        app.event("orders")(create)
+    assert str(info.value) == (
+        f'Two functions are named "runtime_events": {FILE}:{create.__code__.co_firstlineno} '
+        "and hibana/triggers/event.py; rename one, or pass name= to the decorator"
+    )
+    inner = hibana.App()  # an App registered on another brings its endpoint along
+    inner.event("orders")(create)
+    outer = hibana.App()
+    outer.register(inner)
+    outer.event("invoices", name="invoices")(create)
+    assert [s.name for s in outer.functions] == ["create", "runtime_events", "invoices"]
+
+
 def test_an_app_cannot_register_itself() -> None:
     app = hibana.App()
     with pytest.raises(AppError, match="An App cannot register itself"):

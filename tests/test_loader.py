@@ -105,6 +105,29 @@ def test_sibling_modules_are_importable(write_app: WriteApp) -> None:
     assert app.functions[0].source == "app/hibana_test_helpers.py:6"
 
 
+def test_an_app_with_subscriptions_registered_on_app_is_served_with_one_events_endpoint(
+    write_app: WriteApp,
+) -> None:
+    folder = write_app(
+        """\
+        import hibana
+
+        billing = hibana.App()
+
+
+        @billing.event("invoices")
+        def invoiced(event, ctx):
+            pass
+
+
+        app = hibana.App()
+        app.register(billing)
+        """
+    )
+    app = load_app(folder)
+    assert [s.name for s in app.functions] == ["invoiced", "runtime_events"]
+
+
 def test_a_zip_and_a_vendored_folder_in_the_app_import_as_python_has_them(
     write_app: WriteApp,
 ) -> None:

@@ -109,6 +109,7 @@ _INPUT: dict[type, str] = {
 #: has topics (see ``App.event``).
 EVENTS_ROUTE = "/runtime/events/{topic}"
 EVENTS_FUNCTION = "runtime_events"
+EVENTS_SOURCE = "hibana/triggers/event.py"
 
 
 @dataclass(frozen=True, slots=True)
@@ -857,7 +858,7 @@ class App(Blueprint):
                 is_async=True,
                 timeout=30.0,
                 max_concurrency=None,
-                source="hibana/triggers/event.py",
+                source=EVENTS_SOURCE,
             )
         )
 
@@ -876,7 +877,8 @@ class App(Blueprint):
         if blueprint._registered_at is None:
             blueprint._registered_at = where
         for spec in blueprint.functions:
-            self._add(spec)
+            if spec.source != EVENTS_SOURCE:  # a registered App's: this one adds its own
+                self._add(spec)
         self._webhooks.extend(blueprint._webhooks)
 
     def _add(self, spec: FunctionSpec) -> None:
@@ -901,8 +903,11 @@ class App(Blueprint):
         if not isinstance(trigger, HttpTrigger):
             self._names[spec.name] = spec
             super()._add(spec)
-            if isinstance(trigger, EventTrigger) and EVENTS_FUNCTION not in self._names:
-                self._add_events_endpoint()
+            if isinstance(trigger, EventTrigger):
+                served = self._names.get(EVENTS_FUNCTION)
+                if served is None or served.source != EVENTS_SOURCE:
+                    # one of the app's own functions by its name: the clash is told
+                    self._add_events_endpoint()
             return
         for route in trigger.routes:
             for method in trigger.methods:

@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 from typing import NoReturn
 
-from hibana.app import App, Blueprint
+from hibana.app import EVENTS_SOURCE, App, Blueprint
 from hibana.errors import AppError, AppLoadError
 
 APP_FILE = "function_app.py"
@@ -228,7 +228,12 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
     if "app" in apps:
         served = {id(fn) for fn in apps["app"].functions}  # a registered App's are too
         unserved = {
-            name: [fn.name for fn in other.functions if id(fn) not in served]
+            # the events endpoint of an App registered on it: `app` serves its own
+            name: [
+                fn.name
+                for fn in other.functions
+                if id(fn) not in served and fn.source != EVENTS_SOURCE
+            ]
             for name, other in apps.items()
             if other is not apps["app"]
         }
