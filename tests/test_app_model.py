@@ -143,6 +143,37 @@ def test_a_mount_prefix_no_request_reaches_as_written_is_refused() -> None:
     assert [s.name for s in app.functions] == ["asgi_root"]
 
 
+def test_a_lambda_handler_lambda_could_not_call_is_refused() -> None:
+    app = hibana.App()
+
+    def one(event: Any) -> Any:
+        return {}
+
+    async def later(event: Any, context: Any) -> Any:
+        return {}
+
+    def parts(event: Any, context: Any) -> Any:
+        yield {}
+
+    with pytest.raises(AppError) as info:
+        app.lambda_handler("/one", one)  # type: ignore[arg-type]
+    assert str(info.value) == (
+        f"app.lambda_handler('/one', ...) in {FILE}:{_line() - 2}: one takes (event), but "
+        "Lambda calls a handler with two positional arguments: write `def "
+        "one(event, context)`"
+    )
+    for handler, kind in ((later, "an async def"), (parts, "a generator (a def with yield)")):
+        with pytest.raises(AppError) as info:
+            app.lambda_handler("/x", handler)
+        assert str(info.value) == (
+            f"app.lambda_handler('/x', ...) in {FILE}:{_line() - 2}: {handler.__name__} is "
+            f"{kind}, but Lambda calls a handler for its result and awaits or iterates "
+            "nothing; write it as a def that returns (running async work in it with "
+            "asyncio.run), or declare it with @app.http"
+        )
+    assert not app.functions
+
+
 def test_a_callable_object_can_be_a_function() -> None:
     class Handler:
         def __call__(self, req: Request, ctx: Context) -> str:

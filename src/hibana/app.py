@@ -158,14 +158,18 @@ def _check_signature(fn: Callable[..., Any], name: str, where: str, given: str) 
     try:
         signature.bind(None, None)
     except TypeError:
-        bare = signature.replace(  # its parameters as written, without their annotations
-            parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
-            return_annotation=signature.empty,
-        )
         raise AppError(
-            f"function {where} takes {bare}, but is called with two positional "
+            f"function {where} takes {_bare(signature)}, but is called with two positional "
             f"arguments, its {given} and the Context: write `def {name}({given}, ctx)`"
         ) from None
+
+
+def _bare(signature: inspect.Signature) -> inspect.Signature:
+    """``signature``'s parameters as written, without their annotations."""
+    return signature.replace(
+        parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+        return_annotation=signature.empty,
+    )
 
 
 def _is_async(fn: Callable[..., Any], where: str, http: bool) -> bool:
@@ -194,6 +198,38 @@ def _is_async(fn: Callable[..., Any], where: str, http: bool) -> bool:
             f"result, not iterated; {fix}"
         )
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+def _check_lambda_handler(handler: Callable[..., Any], what: str) -> None:
+    """Refuse a handler Lambda could not call as it calls one, ``handler(event, context)``
+    for its result: one that takes other arguments, or an ``async def`` or a generator
+    (its coroutine or iterator is no result: Lambda's Python runtime awaits nothing)."""
+    name = getattr(handler, "__name__", "handler")
+    fn = handler
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    for test, kind in (
+        (inspect.iscoroutinefunction, "an async def"),
+        (inspect.isasyncgenfunction, "an async generator"),
+        (inspect.isgeneratorfunction, "a generator (a def with yield)"),
+    ):
+        if test(fn) or test(type(fn).__call__):
+            raise AppError(
+                f"{what}: {name} is {kind}, but Lambda calls a handler for its result and "
+                "awaits or iterates nothing; write it as a def that returns (running async "
+                "work in it with asyncio.run), or declare it with @app.http"
+            )
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):  # a builtin or the like: left to the call
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        raise AppError(
+            f"{what}: {name} takes {_bare(signature)}, but Lambda calls a handler with two "
+            f"positional arguments: write `def {name}(event, context)`"
+        ) from None
 
 
 def _checked_name(name: str | None, what: str) -> str | None:
@@ -638,6 +674,7 @@ class Blueprint:
             raise AppError(
                 f"app.lambda_handler({prefix!r}) in {where}: {handler!r} is not callable"
             )
+        _check_lambda_handler(handler, f"app.lambda_handler({prefix!r}, ...) in {where}")
         proxy = LambdaProxy(handler, event)  # type: ignore[arg-type]
         self._mount(
             prefix, proxy, where, timeout, max_concurrency, name, secrets, "lambda", is_async=False
