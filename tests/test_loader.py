@@ -128,6 +128,33 @@ def test_an_app_with_subscriptions_registered_on_app_is_served_with_one_events_e
     assert [s.name for s in app.functions] == ["invoiced", "runtime_events"]
 
 
+def test_a_function_declared_after_the_app_was_loaded_is_refused(write_app: WriteApp) -> None:
+    folder = write_app(
+        """\
+        import hibana
+
+        app = hibana.App()
+        """
+    )
+    app = load_app(folder)
+    late = hibana.Blueprint()  # as a function would build one at its first request
+
+    @late.http("/later")
+    def later(req: hibana.Request, ctx: hibana.Context) -> str:
+        return "late"
+
+    for declare in (lambda: app.register(late), lambda: app.http("/later")(later)):
+        with pytest.raises(AppError) as info:
+            declare()
+        assert str(info.value) == (
+            f'function "later" at {late.functions[0].source} is declared after the host '
+            "loaded the app from app/function_app.py, and the host reads its functions as "
+            "it loads it: this one would never be served; declare it as "
+            "app/function_app.py is imported, not later (in a function, say)"
+        )
+    assert not app.functions
+
+
 def test_a_zip_and_a_vendored_folder_in_the_app_import_as_python_has_them(
     write_app: WriteApp,
 ) -> None:

@@ -368,9 +368,10 @@ class Blueprint:
         #: (topic, path, where declared) of each webhook: what feeds each topic its
         #: verified events
         self._webhooks: list[tuple[str, str, str]] = []
-        #: Where an App first registered it: an App copies its functions then, so one
+        #: Why no function may be declared on it any more, and what to do instead: an App
+        #: registered it (and copied its functions then), or the host loaded it; one
         #: declared later would be served by none
-        self._registered_at: str | None = None
+        self._closed: tuple[str, str] | None = None
 
     @property
     def functions(self) -> tuple[FunctionSpec, ...]:
@@ -809,14 +810,16 @@ class Blueprint:
         return location, f"{location} ({fn_name})", fn_name
 
     def _add(self, spec: FunctionSpec) -> None:
-        if self._registered_at is not None:
-            raise AppError(
-                f'function "{spec.name}" at {spec.source} is declared on a Blueprint that was '
-                f"registered at {self._registered_at}, and an App takes a Blueprint's "
-                "functions when it registers it: this one would never be served; declare "
-                "every function of the Blueprint before app.register(...)"
-            )
+        self._check_open(spec)
         self._functions.append(spec)
+
+    def _check_open(self, spec: FunctionSpec) -> None:
+        if self._closed is not None:
+            why, fix = self._closed
+            raise AppError(
+                f'function "{spec.name}" at {spec.source} is declared {why}: this one would '
+                f"never be served; {fix}"
+            )
 
 
 class App(Blueprint):
@@ -899,6 +902,15 @@ class App(Blueprint):
             )
         )
 
+    def loaded(self, source: str) -> None:
+        """Mark this App as loaded by the host from ``source`` (its ``function_app.py``):
+        its functions are read once, so declaring or registering one later is an error."""
+        self._closed = (
+            f"after the host loaded the app from {source}, and the host reads its functions "
+            "as it loads it",
+            f"declare it as {source} is imported, not later (in a function, say)",
+        )
+
     def register(self, blueprint: Blueprint) -> None:
         """Add every function declared on ``blueprint`` to this app."""
         if blueprint is self:
@@ -911,14 +923,19 @@ class App(Blueprint):
                 "register it once"
             )
         self._registered[id(blueprint)] = (blueprint, where)
-        if blueprint._registered_at is None:
-            blueprint._registered_at = where
+        if blueprint._closed is None:
+            blueprint._closed = (
+                f"on a Blueprint that was registered at {where}, and an App takes a "
+                "Blueprint's functions when it registers it",
+                "declare every function of the Blueprint before app.register(...)",
+            )
         for spec in blueprint.functions:
             if spec.source != EVENTS_SOURCE:  # a registered App's: this one adds its own
                 self._add(spec)
         self._webhooks.extend(blueprint._webhooks)
 
     def _add(self, spec: FunctionSpec) -> None:
+        self._check_open(spec)
         other = self._names.get(spec.name)
         if other is not None:
             raise AppError(

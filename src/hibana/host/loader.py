@@ -154,6 +154,11 @@ def _heard(app: App) -> App:
     return app
 
 
+def _loaded(app: App, path: Path) -> App:
+    app.loaded(_rel(path))
+    return app
+
+
 def load_app(app_dir: str | os.PathLike[str]) -> App:
     """The ``App`` defined by ``APP_DIR/function_app.py``.
 
@@ -245,9 +250,9 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
                 "would not be served: only `app` is; declare them on `app`, or on a "
                 "hibana.Blueprint registered with app.register(bp)"
             )
-        return _heard(apps["app"])
+        return _loaded(_heard(apps["app"]), path)
     if len(apps) == 1:
-        return _heard(next(iter(apps.values())))
+        return _loaded(_heard(next(iter(apps.values()))), path)
     if not apps and "app" in vars(module):
         raise AppLoadError(f"{_where_app_is_set(path)}: {_not_an_app(vars(module)['app'])}")
     if not apps:
