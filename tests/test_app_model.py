@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -495,6 +496,34 @@ def test_a_function_named_as_the_events_endpoint_clashes_with_it() -> None:
     outer.register(inner)
     outer.event("invoices", name="invoices")(create)
     assert [s.name for s in outer.functions] == ["create", "runtime_events", "invoices"]
+
+
+def test_registering_what_is_no_blueprint_says_what_to_register() -> None:
+    app = hibana.App()
+    orders = types.ModuleType("shop.orders")
+    orders.routes = hibana.Blueprint()  # type: ignore[attr-defined]
+
+    def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    head = "app.register() at {}:{} takes a hibana.Blueprint, not"
+    for given, told in (
+        (
+            orders,
+            "the module shop.orders; register the Blueprint it holds: app.register(orders.routes)",
+        ),
+        (types.ModuleType("empty"), "the module empty, which holds none"),
+        (
+            asgi_app,
+            "a function; to serve an ASGI or WSGI app (FastAPI, Flask...), mount "
+            "it: app.asgi('/prefix', it) or app.wsgi('/prefix', it)",
+        ),
+        (None, "None"),
+    ):
+        with pytest.raises(AppError) as info:
+            app.register(given)  # type: ignore[arg-type]
+        assert str(info.value) == f"{head.format(FILE, _line() - 1)} {told}"
+    assert not app.functions
 
 
 def test_an_app_cannot_register_itself() -> None:

@@ -232,6 +232,25 @@ def _check_lambda_handler(handler: Callable[..., Any], what: str) -> None:
         ) from None
 
 
+def _not_a_blueprint(given: object, where: str) -> str:
+    """What ``app.register(given)`` at ``where`` is told when ``given`` is no Blueprint."""
+    head = f"app.register() at {where} takes a hibana.Blueprint"
+    if inspect.ismodule(given):
+        held = [n for n, v in vars(given).items() if isinstance(v, Blueprint)]
+        if held:
+            return (
+                f"{head}, not the module {given.__name__}; register the Blueprint it holds: "
+                f"app.register({given.__name__.rpartition('.')[2]}.{held[0]})"
+            )
+        return f"{head}, not the module {given.__name__}, which holds none"
+    if callable(given):
+        return (
+            f"{head}, not a {type(given).__name__}; to serve an ASGI or WSGI app (FastAPI, "
+            "Flask...), mount it: app.asgi('/prefix', it) or app.wsgi('/prefix', it)"
+        )
+    return f"{head}, not {'None' if given is None else 'a ' + type(given).__name__}"
+
+
 def _checked_name(name: str | None, what: str) -> str | None:
     """``name`` (a ``name=`` given to ``what``, "app.http at function_app.py:12"), or
     AppError unless it is a name: it keys the function's secrets, its timer's or
@@ -916,6 +935,8 @@ class App(Blueprint):
         if blueprint is self:
             raise AppError("An App cannot register itself")
         where = _caller(1)
+        if not isinstance(blueprint, Blueprint):
+            raise AppError(_not_a_blueprint(blueprint, where))
         seen = self._registered.get(id(blueprint))
         if seen is not None:
             raise AppError(
