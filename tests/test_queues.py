@@ -532,13 +532,15 @@ def test_dlq_json_shows_a_body_that_is_no_json_as_its_bytes(app_dir: Path, store
 
 
 DELAYS_APP = """
+import datetime
 import math
 
 import hibana
 
 app = hibana.App()
 DELAYS = {"inf": math.inf, "nan": math.nan, "huge": 1e300, "over": 365 * 86400 + 1,
-          "year": 365 * 86400}
+          "year": 365 * 86400, "past": -0.5, "wait": datetime.timedelta(seconds=5),
+          "when": datetime.datetime(2030, 1, 1)}
 
 
 @app.queue("work")
@@ -589,6 +591,42 @@ def test_a_delay_that_would_park_a_message_for_good_is_refused(tmp_path: Path) -
         finally:
             opened.close()
         assert (stats.queue, stats.ready, stats.delayed) == ("work", 0, 2)
+
+
+def test_a_delay_below_0_or_given_as_a_timedelta_or_a_datetime_says_what_to_pass(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "function_app.py").write_text(DELAYS_APP)
+    bound = "must be a number of seconds from 0 to 31536000 (365 days)"
+    for host in started(tmp_path, "--workers", "1"):
+        with host.client() as client:
+            for kind in ("async", "sync"):
+                for name, told in [
+                    (
+                        "past",
+                        f"delay=-0.5 {bound}; a message cannot be due before it is sent: for "
+                        "a time that may have passed, pass max(0, seconds)",
+                    ),
+                    (
+                        "wait",
+                        f"delay=datetime.timedelta(seconds=5) {bound}, not a timedelta; pass "
+                        "its seconds: delay.total_seconds()",
+                    ),
+                    (
+                        "when",
+                        f"delay=datetime.datetime(2030, 1, 1, 0, 0) {bound}, not a datetime "
+                        "(a time, not a wait); pass the seconds until it: "
+                        "max(0, (when - datetime.now(UTC)).total_seconds())",
+                    ),
+                ]:
+                    answer = client.post(f"/{kind}/{name}").json()
+                    assert answer == {"error": told}, (kind, name)
+        opened = open_store(None, tmp_path)
+        try:
+            (stats,) = run(opened.stats())
+        finally:
+            opened.close()
+        assert (stats.queue, stats.ready, stats.delayed) == ("work", 0, 0)  # nothing sent
 
 
 OVERRUN = """

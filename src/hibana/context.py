@@ -7,6 +7,7 @@ wrappers around this one shape (see ``hibana.dispatcher``), not parallel stacks.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -32,10 +33,29 @@ def checked_delay(delay: object, shown: str) -> float:
     inf``) unless it is a number from 0 to ``MAX_DELAY``."""
     if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= MAX_DELAY:
         raise QueueError(
-            f"{shown} must be a number of seconds from 0 to {MAX_DELAY:.0f} (365 days); "
-            "for work due later, keep it elsewhere and let an @app.timer function enqueue it"
+            f"{shown} must be a number of seconds from 0 to {MAX_DELAY:.0f} (365 days)"
+            + _delay_fix(delay)
         )
     return float(delay)
+
+
+def _delay_fix(delay: object) -> str:
+    """How to mend ``delay``, refused as a delay: what it is, and what to pass instead."""
+    if isinstance(delay, datetime.datetime):
+        return (
+            ", not a datetime (a time, not a wait); pass the seconds until it: "
+            "max(0, (when - datetime.now(UTC)).total_seconds())"
+        )
+    if isinstance(delay, datetime.timedelta):
+        return ", not a timedelta; pass its seconds: delay.total_seconds()"
+    if isinstance(delay, bool) or not isinstance(delay, int | float):
+        return f", not a {type(delay).__name__}"
+    if delay < 0:
+        return (
+            "; a message cannot be due before it is sent: for a time that may have "
+            "passed, pass max(0, seconds)"
+        )
+    return "; for work due later, keep it elsewhere and let an @app.timer function enqueue it"
 
 
 def checked_key(key: object, shown: str) -> str | None:
