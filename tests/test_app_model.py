@@ -373,10 +373,33 @@ def test_duplicate_function_names() -> None:
         app.http("/orders")(second)
     assert str(info.value) == (
         f'Two functions are named "handler": {FILE}:{first.__code__.co_firstlineno} and '
-        f"{FILE}:{second.__code__.co_firstlineno}; rename one, or pass name= to the decorator"
+        f"{FILE}:{second.__code__.co_firstlineno}; rename one, or give one a name of its own "
+        "with name="
     )
     app.http("/orders", name="orders")(second)
     assert [s.name for s in app.functions] == ["handler", "orders"]
+
+
+def test_a_def_declared_twice_or_two_mounts_named_alike_are_told_how_to_name_them() -> None:
+    app = hibana.App()
+    with pytest.raises(AppError) as info:
+
+        @app.http("/users", methods=["POST"])
+        @app.http("/people", methods=["POST"])
+        def add_user(req: Request, ctx: Context) -> str:
+            return "added"
+
+    assert str(info.value) == (
+        f'function "add_user" at {FILE}:{_line() - 6} is declared twice, and each '
+        "declaration is a function with a name of its own; pass name= to one of them"
+    )
+    app.asgi("/a-b", create)
+    with pytest.raises(AppError) as info:
+        app.asgi("/a_b", create)  # no decorator to pass a name= to
+    assert str(info.value) == (
+        f'Two functions are named "asgi_a_b": {FILE}:{_line() - 4} and {FILE}:{_line() - 2}; '
+        "rename one, or give one a name of its own with name="
+    )
 
 
 def test_name_given_twice_clashes() -> None:
@@ -488,7 +511,7 @@ def test_a_function_named_as_the_events_endpoint_clashes_with_it() -> None:
         app.event("orders")(create)
     assert str(info.value) == (
         f'Two functions are named "runtime_events": {FILE}:{create.__code__.co_firstlineno} '
-        "and hibana/triggers/event.py; rename one, or pass name= to the decorator"
+        "and hibana/triggers/event.py; rename one, or give one a name of its own with name="
     )
     inner = hibana.App()  # an App registered on another brings its endpoint along
     inner.event("orders")(create)

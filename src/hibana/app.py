@@ -959,9 +959,18 @@ class App(Blueprint):
         self._check_open(spec)
         other = self._names.get(spec.name)
         if other is not None:
+            if other.handler is spec.handler and spec.name == getattr(
+                spec.handler, "__name__", None
+            ):
+                # two decorators on one def (two routes, say), named by it: two functions
+                raise AppError(
+                    f'function "{spec.name}" at {spec.source} is declared twice, and each '
+                    "declaration is a function with a name of its own; pass name= to one "
+                    "of them"
+                )
             raise AppError(
                 f'Two functions are named "{spec.name}": {other.source} and {spec.source}; '
-                "rename one, or pass name= to the decorator"
+                "rename one, or give one a name of its own with name="
             )
         trigger = spec.trigger
         if isinstance(trigger, QueueTrigger):
