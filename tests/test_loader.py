@@ -152,7 +152,10 @@ def test_a_function_declared_after_the_app_was_loaded_is_refused(write_app: Writ
             "it loads it: this one would never be served; declare it as "
             "app/function_app.py is imported, not later (in a function, say)"
         )
+    with pytest.raises(AppError, match="after the host loaded the app"):
+        app.webhook("/hooks/gh", provider="github", secret="gh", topic="pushes")
     assert not app.functions
+    assert app.topics == ()  # the refused webhook feeds no topic
 
 
 def test_a_zip_and_a_vendored_folder_in_the_app_import_as_python_has_them(

@@ -773,7 +773,6 @@ class Blueprint:
         fn_name = name or "webhook" + "".join(c if c.isalnum() else "_" for c in path)
         route = compile_route(path, where)
         granted = grants((secret,), where)
-        self._webhooks.append((topic, path, where))
         self._add(
             FunctionSpec(
                 name=fn_name,
@@ -786,6 +785,8 @@ class Blueprint:
                 secrets=granted,
             )
         )
+        # once it is declared: a refused one (a route clash) feeds no topic
+        self._webhooks.append((topic, path, where))
 
     def _declare(
         self,
