@@ -743,6 +743,31 @@ def test_a_published_event_with_a_bad_extension_is_refused_at_the_call(
         new_event(type="t", source="s", extensions=extensions)
 
 
+@pytest.mark.parametrize(
+    ("attribute", "problem"),
+    [
+        ({"id": 5}, "id=5: a CloudEvents attribute is a string; pass one"),
+        ({"subject": 7}, "subject=7: a CloudEvents attribute is a string; pass one"),
+        (
+            {"time": "yesterday"},
+            "time='yesterday' is not an RFC 3339 timestamp (like 2026-12-04T11:30:00Z); "
+            "leave it out for the time of publishing",
+        ),
+    ],
+)
+def test_a_published_event_its_subscribers_could_not_read_is_refused_at_the_call(
+    attribute: dict[str, Any], problem: str
+) -> None:
+    """It was stored, and each subscription's delivery of it, unreadable, set aside."""
+    from hibana.events.cloudevent import CloudEvent, EventError, new_event
+
+    with pytest.raises(EventError) as info:
+        new_event(type="t", source="s", **attribute)
+    assert str(info.value) == problem
+    sent = new_event(type="t", source="s", id="5", subject="7", time="2026-12-04T11:30:00Z")
+    assert CloudEvent.from_json(sent.to_json()) == sent
+
+
 def test_a_message_on_a_subscriptions_queue_that_is_no_event_is_a_dead_letter(
     host: Host, app_dir: Path
 ) -> None:

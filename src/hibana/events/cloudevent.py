@@ -112,6 +112,17 @@ def new_event(
     for optional, given in (("id", id), ("subject", subject), ("time", time)):
         if given == "":  # CloudEvents 1.0: an optional attribute, if present, is non-empty
             raise EventError(400, f"{optional}='': leave it out (None) instead")
+        if given is not None and not isinstance(given, str):
+            # stored as it is, each subscriber's delivery could not be read back: set aside
+            raise EventError(
+                400, f"{optional}={given!r:.60}: a CloudEvents attribute is a string; pass one"
+            )
+    if time is not None and not _is_timestamp(time):
+        raise EventError(
+            400,
+            f"time={time!r:.60} is not an RFC 3339 timestamp (like 2026-12-04T11:30:00Z); "
+            "leave it out for the time of publishing",
+        )
     checked: dict[str, str] = {}
     for name, value in (extensions or {}).items():
         _check_name(name, "the event")
