@@ -151,17 +151,26 @@ def _check_signature(fn: Callable[..., Any], name: str, where: str, given: str) 
     """Refuse a function that cannot be called the way every trigger calls it:
     ``fn(input, ctx)``, two positional arguments (``given``: what its trigger calls the
     input: ``req``, ``msg``, ``event``, ``timer``; then the Context)."""
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # a builtin or the like: left to the call
-        return
-    try:
-        signature.bind(None, None)
-    except TypeError:
+    signature = _not_two(fn)
+    if signature is not None:
         raise AppError(
             f"function {where} takes {_bare(signature)}, but is called with two positional "
             f"arguments, its {given} and the Context: write `def {name}({given}, ctx)`"
-        ) from None
+        )
+
+
+def _not_two(fn: Callable[..., Any]) -> inspect.Signature | None:
+    """``fn``'s signature if two positional arguments do not bind to it; None if they do,
+    or it has none to read (a builtin or the like: left to the call)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        return signature
+    return None
 
 
 def _bare(signature: inspect.Signature) -> inspect.Signature:
@@ -219,17 +228,12 @@ def _check_lambda_handler(handler: Callable[..., Any], what: str) -> None:
                 "awaits or iterates nothing; write it as a def that returns (running async "
                 "work in it with asyncio.run), or declare it with @app.http"
             )
-    try:
-        signature = inspect.signature(handler)
-    except (TypeError, ValueError):  # a builtin or the like: left to the call
-        return
-    try:
-        signature.bind(None, None)
-    except TypeError:
+    signature = _not_two(handler)
+    if signature is not None:
         raise AppError(
             f"{what}: {name} takes {_bare(signature)}, but Lambda calls a handler with two "
             f"positional arguments: write `def {name}(event, context)`"
-        ) from None
+        )
 
 
 def _not_a_blueprint(given: object, where: str) -> str:
