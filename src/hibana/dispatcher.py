@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from hibana.context import Cancellation, Context, Invocation
-from hibana.errors import Cancelled, HTTPError
+from hibana.errors import Cancelled, is_client_error
 from hibana.runtimes.python import FunctionThreads
 from hibana.telemetry.logs import current_logger, finish_printed
 
@@ -279,8 +279,7 @@ def _counts_as_failure(inv: Invocation, exc: BaseException) -> bool:
         return True
     if isinstance(exc, Cancelled):
         return not inv.cancellation.is_set()  # obeyed, or raised of its own unasked
-    status = getattr(exc, "status", None)
-    return not (isinstance(exc, HTTPError) and isinstance(status, int) and status < 500)
+    return not is_client_error(exc)
 
 
 def _interrupted(inv: Invocation, exc: BaseException | None) -> Outcome:

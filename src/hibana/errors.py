@@ -94,6 +94,13 @@ class HTTPError(HibanaError):
         )
 
 
+def is_client_error(exc: BaseException | None) -> bool:
+    """``exc`` is an HTTPError answering a client error (4xx): the client's fault, not a
+    failure of the function that raised it (not counted as one)."""
+    status = getattr(exc, "status", None) if isinstance(exc, HTTPError) else None
+    return isinstance(status, int) and status < 500
+
+
 class BadRequest(HTTPError):
     """400: the request is malformed (a body that is not JSON, say)."""
 

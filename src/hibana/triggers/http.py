@@ -23,7 +23,7 @@ import msgspec
 from hibana.app import App, FunctionSpec, HttpTrigger
 from hibana.context import Context, Invocation, Outbox
 from hibana.dispatcher import Dispatcher, Outcome
-from hibana.errors import SHUTTING_DOWN, Cancelled, FailedWith, HTTPError
+from hibana.errors import SHUTTING_DOWN, Cancelled, FailedWith, HTTPError, is_client_error
 from hibana.requests import Request
 from hibana.responses import Response, header_problem, is_token, to_response
 from hibana.secrets import Secrets
@@ -231,13 +231,6 @@ def _route_path(scope: Scope) -> str:
     if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
         return path[len(root) :] or "/"
     return path
-
-
-def _client_error(error: BaseException | None) -> bool:
-    """``error`` is an HTTPError of a client error (4xx), which the dispatcher does not
-    count as the function failing."""
-    status = getattr(error, "status", None) if isinstance(error, HTTPError) else None
-    return isinstance(status, int) and status < 500
 
 
 class _StreamDeadline:
@@ -588,7 +581,7 @@ class HttpFront:
                 # what the function gave broke the making of its answer in a way not
                 # foreseen (a property of a Response subclass that raises): its failure,
                 # answered 500 with its id and line, not the front's
-                if outcome.kind == "ok" or _client_error(outcome.error):
+                if outcome.kind == "ok" or is_client_error(outcome.error):
                     self.dispatcher.count_failure(inv)  # not counted as the function ended
                 outcome = Outcome("error", error=exc)
                 response, extra = self._respond(outcome, inv, log)
@@ -741,7 +734,7 @@ class HttpFront:
             except (AttributeError, TypeError, ValueError, msgspec.EncodeError) as exc:
                 # one its raiser spoilt (a subclass whose __init__ skips HTTPError's, a
                 # status set to text): the function's failure, not the front's
-                if _client_error(err):
+                if is_client_error(err):
                     self.dispatcher.count_failure(inv)  # a client error was not counted
                 spoilt = TypeError(
                     f"function {spec.name!r} raised {type(err).__name__}, which cannot be "
