@@ -40,6 +40,28 @@ def test_dev_help_says_what_dev_does() -> None:
     assert "an app that does not load is waited on (requests get 503 saying why)" in said
 
 
+@pytest.mark.parametrize("command", ["serve", "dev"])
+def test_help_states_every_options_default(command: str) -> None:
+    """--prewarm, --memory-limit-mb and --workers said nothing of what they are when not
+    given; each option's help states it (typer's `[default: ...]`, or the help's words)."""
+    import typer.main
+    from typer.core import TyperGroup, TyperOption
+
+    from hibana.cli import cli
+
+    group = typer.main.get_command(cli)
+    assert isinstance(group, TyperGroup)
+    silent = [
+        param.opts[0]
+        for param in group.commands[command].params
+        if isinstance(param, TyperOption)
+        and param.opts[0] != "--help"
+        and param.default is None
+        and "default" not in (param.help or "")
+    ]
+    assert silent == []
+
+
 THREAD_NAMES = """
 import threading
 import time

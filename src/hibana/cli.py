@@ -87,7 +87,8 @@ Workers = Annotated[
         "-w",
         min=1,
         max=MAX_INSTANCES,
-        help="A fixed number of workers: --min-instances = --max-instances = N.",
+        help="A fixed number of workers: --min-instances = --max-instances = N "
+        "(default: none; the pool scales between those two).",
     ),
 ]
 MinInstances = Annotated[
@@ -95,23 +96,38 @@ MinInstances = Annotated[
     typer.Option(
         min=0,
         max=MAX_INSTANCES,
-        help="Workers always running; 0 scales to zero (default: 0 serve, 1 dev).",
+        help="Workers always running; 0 scales to zero (default: the App's, else 0 serve, 1 dev).",
     ),
 ]
 MaxInstances = Annotated[
     int | None,
-    typer.Option(min=1, max=MAX_INSTANCES, help="Most workers under load (default: one per core)."),
+    typer.Option(
+        min=1,
+        max=MAX_INSTANCES,
+        help="Most workers under load (default: the App's, else one per core).",
+    ),
 ]
 IdleTimeout = Annotated[
     float | None,
-    typer.Option(help="Seconds without work after which a worker above the minimum exits (60)."),
+    typer.Option(
+        help="Seconds without work after which a worker above the minimum exits "
+        "(default: the App's, else 60)."
+    ),
 ]
 PrewarmOpt = Annotated[
     str | None,
-    typer.Option(help="What a new worker starts from: app (fastest), runtime, or none."),
+    typer.Option(
+        help="What a new worker starts from: app (fastest), runtime, or none "
+        "(default: the App's, else app)."
+    ),
 ]
 MemoryLimit = Annotated[
-    int | None, typer.Option(min=1, help="Replace a worker whose memory grows past this many MiB.")
+    int | None,
+    typer.Option(
+        min=1,
+        help="Replace a worker whose memory grows past this many MiB "
+        "(default: the App's, else no limit).",
+    ),
 ]
 AdminPort = Annotated[
     int, typer.Option(min=0, max=65535, help="Loopback port for `hibana status` (0: any free).")
