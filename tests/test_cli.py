@@ -40,26 +40,35 @@ def test_dev_help_says_what_dev_does() -> None:
     assert "an app that does not load is waited on (requests get 503 saying why)" in said
 
 
-@pytest.mark.parametrize("command", ["serve", "dev"])
-def test_help_states_every_options_default(command: str) -> None:
-    """--prewarm, --memory-limit-mb and --workers said nothing of what they are when not
-    given; each option's help states it (typer's `[default: ...]`, or the help's words)."""
+def test_help_states_every_options_default() -> None:
+    """--prewarm, --memory-limit-mb, --workers, --idempotency-key, --id... said nothing of
+    what they are when not given; each option's help of every command states it (typer's
+    `[default: ...]`, or the help's words), unless the option is required."""
     import typer.main
     from typer.core import TyperGroup, TyperOption
 
     from hibana.cli import cli
 
-    group = typer.main.get_command(cli)
-    assert isinstance(group, TyperGroup)
-    silent = [
-        param.opts[0]
-        for param in group.commands[command].params
-        if isinstance(param, TyperOption)
-        and param.opts[0] != "--help"
-        and param.default is None
-        and "default" not in (param.help or "")
-    ]
-    assert silent == []
+    def silent(group: TyperGroup, prefix: str) -> list[str]:
+        found = []
+        for name, command in group.commands.items():
+            if isinstance(command, TyperGroup):
+                found += silent(command, f"{prefix}{name} ")
+                continue
+            found += [
+                f"{prefix}{name} {param.opts[0]}"
+                for param in command.params
+                if isinstance(param, TyperOption)
+                and param.opts[0] != "--help"
+                and not param.required
+                and param.default is None
+                and "default" not in (param.help or "")
+            ]
+        return found
+
+    root = typer.main.get_command(cli)
+    assert isinstance(root, TyperGroup)
+    assert silent(root, "") == []
 
 
 THREAD_NAMES = """

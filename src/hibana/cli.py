@@ -794,7 +794,8 @@ def queue_send(
         float, typer.Option(help="Seconds before it is delivered: 0 to 31536000 (365 days).")
     ] = 0.0,
     idempotency_key: Annotated[
-        str | None, typer.Option(help="The same key twice within 24 h is one message.")
+        str | None,
+        typer.Option(help="The same key twice within 24 h is one message (default: none)."),
     ] = None,
     app: AppOpt = Path("."),
     store: StoreOpt = None,
@@ -932,7 +933,12 @@ def queue_redrive(
     ],
     ids: Annotated[
         list[int] | None,
-        typer.Option("--id", min=1, max=MAX_ID, help="Only this dead letter (repeatable)."),
+        typer.Option(
+            "--id",
+            min=1,
+            max=MAX_ID,
+            help="Only this dead letter (repeatable; default: every one of QUEUE).",
+        ),
     ] = None,
     app: AppOpt = Path("."),
     store: StoreOpt = None,
@@ -965,9 +971,14 @@ def events_publish(
     source: Annotated[str, typer.Option(help="The event's source attribute.")],
     data: Annotated[
         str | None,
-        typer.Option("--data", help="The event's data: JSON, or @FILE, or @- for standard input."),
+        typer.Option(
+            "--data",
+            help="The event's data: JSON, or @FILE, or @- for standard input (default: none).",
+        ),
     ] = None,
-    subject: Annotated[str | None, typer.Option(help="The event's subject.")] = None,
+    subject: Annotated[
+        str | None, typer.Option(help="The event's subject (default: none).")
+    ] = None,
     event_id: Annotated[
         str | None, typer.Option("--id", help="The event's id (default: a new one).")
     ] = None,
