@@ -109,7 +109,7 @@ def test_queue_send_reads_a_message_too_large_for_the_command_line_from_a_file_o
         (
             ["--data", "1", "--idempotency-key", ""],
             "--idempotency-key '' is empty: every message sent with it within 24 h would be "
-            "one, the rest dropped as duplicates; pass None (or leave it out) for a message "
+            "one, the rest dropped as duplicates; leave --idempotency-key out for a message "
             "with no key",
         ),
         (

@@ -816,7 +816,11 @@ def queue_send(
     if idempotency_key is not None:
         _text("--idempotency-key", idempotency_key)
         try:
-            checked_key(idempotency_key, f"--idempotency-key {idempotency_key!r}")
+            checked_key(
+                idempotency_key,
+                f"--idempotency-key {idempotency_key!r}",
+                "leave --idempotency-key out",
+            )
         except QueueError as exc:
             _usage(str(exc))
     body = encode_json(payload, f"the message for queue {queue!r}")

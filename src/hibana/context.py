@@ -58,10 +58,11 @@ def _delay_fix(delay: object) -> str:
     return "; for work due later, keep it elsewhere and let an @app.timer function enqueue it"
 
 
-def checked_key(key: object, shown: str) -> str | None:
+def checked_key(key: object, shown: str, no_key: str = "pass None (or leave it out)") -> str | None:
     """``key`` as an idempotency key (None: none); QueueError naming it as ``shown`` unless
     it is a string, and one with something in it: every message sent with an empty one
-    (a header sent blank, a variable never set) would be one message, the rest dropped."""
+    (a header sent blank, a variable never set) would be one message, the rest dropped.
+    ``no_key`` says how the caller sends a message with no key."""
     if key is None:
         return None
     if not isinstance(key, str):
@@ -69,7 +70,7 @@ def checked_key(key: object, shown: str) -> str | None:
     if not key:
         raise QueueError(
             f"{shown} is empty: every message sent with it within 24 h would be one, the "
-            "rest dropped as duplicates; pass None (or leave it out) for a message with no key"
+            f"rest dropped as duplicates; {no_key} for a message with no key"
         )
     return key
 
