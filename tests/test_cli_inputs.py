@@ -118,7 +118,7 @@ def test_queue_send_reads_a_message_too_large_for_the_command_line_from_a_file_o
             "@app.timer function enqueue it",
         ),
         (["--data", "1", "--delay", "1e300"], f"--delay 1e+300 {DELAY_BOUND}"),
-        (["--data", "1", "--delay", "31536001"], f"--delay 3.1536e+07 {DELAY_BOUND}"),
+        (["--data", "1", "--delay", "31536001"], f"--delay 31536001 {DELAY_BOUND}"),
         (["--data", "1", "--delay", "nan"], f"--delay nan {DELAY_BOUND}"),
         (["--data", "1", "--delay", "-1"], f"--delay -1 {DELAY_BOUND}"),
     ],

@@ -810,7 +810,8 @@ def queue_send(
     _text("QUEUE", queue)
     payload = _json_option("--data", data)
     try:
-        checked_delay(delay, f"--delay {delay:g}")
+        # as typed: 31536001, not 3.1536e+07
+        checked_delay(delay, f"--delay {delay:.15g}")
     except QueueError as exc:
         _usage(str(exc))
     if idempotency_key is not None:
