@@ -11,6 +11,7 @@ import asyncio
 import http.client
 import json
 import os
+import signal
 import socket
 import struct
 import time
@@ -24,7 +25,7 @@ import pytest
 from hibana.host.http_server import HttpProtocol, HttpServer
 from hibana.telemetry.logs import Logger, LogSink
 from hibana.triggers.routes import Match
-from tests.hosts import Host, started
+from tests.hosts import APPS, Host, started
 
 
 @pytest.fixture(scope="module")
@@ -1126,3 +1127,55 @@ def test_a_response_header_with_a_control_character_is_a_500(host: Host, control
         conn.hello("next")
     line = host.wait_for_log(invocation_id=invocation_id, msg="invocation")
     assert "response header 'X-V' has a control character" in line["error"]
+
+
+def test_a_worker_killed_while_it_reads_a_body_leaves_its_client_a_503() -> None:
+    """The connection was marked on the board only once its invocation started: a worker
+    killed while a request's body arrived left its client an empty reply."""
+    host = Host(APPS / "basic", "--workers", "1").wait_ready()
+    try:
+        with Connection(host) as conn:
+            conn.send(
+                b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            # the head is read and the body awaited
+            assert conn.stream.reader.readline() == b"HTTP/1.1 100 Continue\r\n"
+            assert conn.stream.reader.readline() == b"\r\n"
+            conn.send(b"x" * 10)
+            (victim,) = host.worker_pids()
+            os.kill(victim, signal.SIGKILL)
+            resp = conn.response("POST")
+            assert (resp.status, resp.getheader("retry-after")) == (503, "1")
+            assert json.loads(resp.read()) == {
+                "error": "the worker died while it read this request's body; the function "
+                "was not run: it is safe to send it again"
+            }
+            assert conn.closed_by_server()
+        host.wait_for_stderr(
+            r"answered 1 request\(s\) of the dead worker 0 \(pid \d+\): "
+            r"1 with 503 \(not run: its body was being read\)"
+        )
+    finally:
+        host.stop()
+
+
+def test_a_keep_alive_connection_idle_after_bodies_is_closed_unanswered_when_its_worker_dies() -> (
+    None
+):
+    """The mark a body's reading leaves is gone once it is answered, whatever answered it:
+    a worker that dies later closes the idle connection, with no answer to a request the
+    client never sent (it would read it as the answer to its next one)."""
+    host = Host(APPS / "basic", "--workers", "1").wait_ready()
+    try:
+        with Connection(host) as conn:
+            for target, status in ((b"/echo", 200), (b"/missing", 404), (b"/hello/x", 405)):
+                conn.send(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody" % target)
+                resp = conn.response("POST")
+                assert resp.status == status
+                resp.read()
+            (victim,) = host.worker_pids()
+            os.kill(victim, signal.SIGKILL)
+            assert conn.closed_by_server()
+    finally:
+        host.stop()

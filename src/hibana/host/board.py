@@ -48,8 +48,9 @@ _fromhex = bytes.fromhex  # looked up once: on the type, each call would bind it
 
 #: Connection states in the connection table (one byte, then the invocation id's 16, then
 #: its function's column in two, low byte first): no invocation, one running, its
-#: response being written, one waiting for a permit.
-CONN_IDLE, CONN_BUSY, CONN_RESPONDING, CONN_WAITING = 0, 1, 2, 3
+#: response being written, one waiting for a permit, and a request's body being read for
+#: a function (no invocation yet: the id is a past one's).
+CONN_IDLE, CONN_BUSY, CONN_RESPONDING, CONN_WAITING, CONN_READING = 0, 1, 2, 3, 4
 CONN_ENTRY = 19
 
 
@@ -121,7 +122,7 @@ class Board:
         state = self.conns[at]
         ident = bytes(self.conns[at + 1 : at + 17]).hex()
         column = self.conns[at + 17] | self.conns[at + 18] << 8
-        return state, ident if state != CONN_IDLE else None, column
+        return state, ident if state != CONN_IDLE and state != CONN_READING else None, column
 
     def close(self) -> None:
         self.values.release()

@@ -8,12 +8,14 @@ the supervisor a duplicate of every connection it accepts (``SCM_RIGHTS`` over a
 socket) and says when it has closed it; in between, the board's connection table says
 whether the connection is running an invocation and which. When a worker dies, the
 supervisor writes ``502`` with that invocation's id on each connection that was running
-one, and closes the rest.
+one, ``503`` on each whose request's body was being read for a function (not run yet),
+and closes the rest.
 
 Per connection that is one ``sendmsg`` at accept and one ``send`` at close; per request,
-two writes to shared memory. A handoff that cannot be sent at once (the supervisor is
-behind) is skipped for an open, so the worker never waits, and retried for a close, so
-the supervisor's duplicate never keeps a connection open that the worker has closed.
+two writes to shared memory (three for one with a body, marked while it is read). A
+handoff that cannot be sent at once (the supervisor is behind) is skipped for an open, so
+the worker never waits, and retried for a close, so the supervisor's duplicate never
+keeps a connection open that the worker has closed.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import struct
 from collections.abc import Callable
 from http import HTTPStatus
 
-from hibana.host.board import CONN_BUSY, CONN_WAITING, Board
+from hibana.host.board import CONN_BUSY, CONN_READING, CONN_WAITING, Board
 
 _MESSAGE = struct.Struct("!ciI")  # b"o"pen / b"c"lose, worker pid, connection slot
 
@@ -138,18 +140,21 @@ class HeldConnections:
     ) -> int:
         """Answer 502 on the connections of dead worker ``pid`` that were running an
         invocation (503 if the host ``stopped`` it: a second signal), 503 on those whose
-        invocation had not started (it waited for a permit); close them all. ``lost`` is
+        invocation had not started (it waited for a permit, or the request's body was
+        still being read); close them all. ``lost`` is
         told each such invocation (its id, status, error, and whether it ran), answered or
         not (its client may have gone), and its function's column. Returns how many were
         answered."""
         self.receive()  # its last words: connections it opened or closed just before
-        ran = waited = 0
+        ran = waited = read = 0
         for key in [k for k in self.held if k[0] == pid]:
             fd = self.held.pop(key)
             state, invocation, column = (
                 board.connection(slot, key[1]) if board is not None else (0, None, 0)
             )
-            if invocation is not None and state in (CONN_BUSY, CONN_WAITING):
+            if state == CONN_READING:
+                read += _answer(fd, raw_answer(503, _unread(stopped), retry_after=1))
+            elif invocation is not None and state in (CONN_BUSY, CONN_WAITING):
                 status, error = _lost(invocation, stopped, ran=state == CONN_BUSY)
                 written = _answer_lost(fd, invocation, status, error)
                 if state == CONN_BUSY:
@@ -159,15 +164,17 @@ class HeldConnections:
                 if lost is not None:
                     lost(invocation, status, error, state == CONN_BUSY, column)
             os.close(fd)
-        if ran or waited:
+        if ran or waited or read:
             how = [f"{ran} with {'503 (stopped)' if stopped else '502'}"] if ran else []
             if waited:
                 how.append(f"{waited} with 503 (not run: it waited for a permit)")
+            if read:
+                how.append(f"{read} with 503 (not run: its body was being read)")
             report(
-                f"answered {ran + waited} request(s) of the dead worker {slot} (pid {pid}): "
-                + ", ".join(how)
+                f"answered {ran + waited + read} request(s) of the dead worker {slot} "
+                f"(pid {pid}): " + ", ".join(how)
             )
-        return ran + waited
+        return ran + waited + read
 
     def worker_exited(self, pid: int) -> None:
         """A worker that stopped on its own closed its connections: drop what is left."""
@@ -227,12 +234,33 @@ def raw_answer(
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
+def _unread(stopped: bool) -> str:
+    """The error of a request whose worker is gone while it read the request's body."""
+    what = "the host was stopped at once (a second signal)" if stopped else "the worker died"
+    return (
+        f"{what} while it read this request's body; the function was not run: it is safe "
+        "to send it again"
+    )
+
+
 def _answer_lost(fd: int, invocation: str, status: int, error: str) -> int:
     """Write the answer ``_lost`` gave an invocation whose worker is gone: 1 if written."""
+    return _answer(fd, raw_answer(status, error, invocation))
+
+
+def _answer(fd: int, answer: bytes) -> int:
+    """Write ``answer`` on the connection ``fd`` of a worker that is gone, and close it
+    for reading and writing: 1 if written. What the client sent that is still unread (a
+    body being read) is read first: a socket closed with unread bytes is reset, and the
+    client may lose the answer."""
     try:
         with socket.socket(fileno=os.dup(fd)) as sock:
             sock.setblocking(False)
-            sock.send(raw_answer(status, error, invocation))
+            with contextlib.suppress(OSError):  # BlockingIOError: nothing left
+                for _ in range(16):
+                    if not sock.recv(65536):
+                        break
+            sock.send(answer)
             sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         return 0

@@ -41,10 +41,11 @@ from typing import Any
 import httptools
 import msgspec
 
+from hibana.host.board import CONN_IDLE, CONN_READING
 from hibana.host.handoff import Handoff
 from hibana.host.open_files import limit as open_file_limit
 from hibana.telemetry.logs import Logger
-from hibana.triggers.http import BODILESS, HttpFront
+from hibana.triggers.http import BODILESS, ConnectionTable, HttpFront
 from hibana.triggers.http import CLIENT_GONE as _CLIENT_GONE
 from hibana.triggers.http import STOPPING as _STOPPING
 from hibana.triggers.routes import Match, remove_dot_segments
@@ -307,6 +308,8 @@ class HttpProtocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.address: tuple[str, int] | None = None
         self.conn: int | None = None
+        #: The board's connection table, if this connection has a slot in it (``conn``).
+        self.board: ConnectionTable | None = None
         #: What every request's scope on this connection starts as (``_scope``).
         self.scope_base: dict[str, Any] = {}
         # the request being parsed
@@ -389,6 +392,8 @@ class HttpProtocol(asyncio.Protocol):
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 self.conn = handoff.opened(sock.fileno())
+                if self.conn is not None:
+                    self.board = self.front.connections
         # a copy of a dict is cheaper to make than a dict of as many entries, and a
         # request's scope differs from this one in six of them
         self.scope_base = {
@@ -421,8 +426,13 @@ class HttpProtocol(asyncio.Protocol):
             self.reading.cancel()
             self.reading = None
         if self.conn is not None and self.server.handoff is not None:
+            if self.board is not None and self.active is None:
+                # a body it was reading (``_reading``) is no one's now; the next connection
+                # given this slot must not inherit a 503 to write
+                self.board.conn_state(self.conn, CONN_IDLE)
             self.server.handoff.closed(self.conn)
             self.conn = None
+            self.board = None
         active = self.active
         if active is not None and not self.aborted:
             # nobody to answer: its answer, if it finishes, is dropped
@@ -762,10 +772,21 @@ class HttpProtocol(asyncio.Protocol):
                 self.body_from = -1.0
                 return
             self._expect(_BODY, self.server.body_timeout)
-            if self.expect_continue and self.active is None and not self.waiting:
-                self._continue()
+            if self.active is None and not self.waiting:
+                self._reading()
+                if self.expect_continue:
+                    self._continue()
         else:
             self.deadline = None
+
+    def _reading(self) -> None:
+        """The body of the request being read, the first on the connection still to be
+        answered, is awaited: if it is a function's, a worker that dies before it is read
+        leaves the supervisor a 503 to write (the function was not run), not an empty
+        reply. Its invocation's start overwrites the mark, and so does the connection's
+        close; any other answer closes the connection (a refusal, or a drain's 503)."""
+        if self.board is not None and type(self.parsing.found) is Match:  # type: ignore[union-attr]
+            self.board.conn_state(self.conn, CONN_READING)  # type: ignore[arg-type]
 
     def _continue(self) -> None:
         """Answer the ``Expect: 100-continue`` of the request being read, the first on the
@@ -969,6 +990,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.parsing is not None:  # the next request's head is in; its body may follow
             self._expect(_BODY, self.server.body_timeout)
+            self._reading()
             if self.expect_continue:
                 self._continue()
         elif self.head_bytes:
@@ -1060,6 +1082,8 @@ class HttpProtocol(asyncio.Protocol):
         self.parsing = None
         self.deadline = None
         if self.active is None and not self.waiting:
+            if self.board is not None:
+                self.board.conn_state(self.conn, CONN_IDLE)  # type: ignore[arg-type]  # a body's
             self.transport.write(self.refusal)
             self.transport.close()
         elif not self.paused_reading:
