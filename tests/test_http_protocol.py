@@ -1117,6 +1117,31 @@ def test_a_head_is_held_to_the_limit_to_the_byte_alone_or_pipelined(
             assert conn.response().status == status
 
 
+@pytest.mark.parametrize("pipelined", [False, True], ids=["alone", "pipelined"])
+def test_a_request_with_over_100_header_fields_is_a_431_naming_the_limit(
+    host: Host, pipelined: bool
+) -> None:
+    """Only --max-header-bytes bounded them: 8,000 empty fields in its 32 KiB were each
+    read, milliseconds of the worker's time for one request."""
+    for fields, status in ((100, 200), (101, 431), (8000, 431)):  # Host is one
+        head = b"GET /hello/b HTTP/1.1\r\nHost: x\r\n" + b"a:\r\n" * (fields - 1) + b"\r\n"
+        with Connection(host) as conn:
+            if pipelined:
+                conn.send(b"GET /hello/a HTTP/1.1\r\nHost: x\r\n\r\n" + head)
+                assert conn.response().read() == b"Hello a"
+            else:
+                conn.send(head)
+            resp = conn.response()
+            assert resp.status == status, fields
+            if status == 431:
+                assert json.loads(resp.read()) == {
+                    "error": "the request has over 100 header fields, the most this host "
+                    "reads; send fewer (a field sent several times can be one, its values "
+                    "joined with commas)"
+                }
+                assert conn.closed_by_server()
+
+
 @pytest.mark.parametrize("control", ["%01", "%0B", "%1B", "%7F"])
 def test_a_response_header_with_a_control_character_is_a_500(host: Host, control: str) -> None:
     with Connection(host) as conn:
