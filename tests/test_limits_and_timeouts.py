@@ -101,6 +101,22 @@ def test_a_chunk_declared_over_the_limit_is_413_before_its_bytes_come(
     assert b"a chunk of 2000 bytes takes the request body over the limit of 1000 bytes" in reply
 
 
+def test_trailer_fields_over_the_head_limit_are_431(strict_host: Host) -> None:
+    """No limit held them: httptools gathered a trailer field without end in memory,
+    copying it whole for each packet, until the body timeout (30 s by default)."""
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    reply = _raw(strict_host, head + b"4\r\nbody\r\n0\r\n", 0.05, b"X-Big: ", *[b"a" * 1500] * 4)
+    assert reply.startswith(b"HTTP/1.1 431 "), reply[:300]
+    assert (
+        b"the chunked body's trailer fields (or size lines) are over the limit of 4096 bytes "
+        b"(the host's --max-header-bytes)" in reply
+    )
+    # trailers within it are read as ever
+    closing = head.replace(b"Host: x", b"Host: x\r\nConnection: close")
+    ok = _raw(strict_host, closing + b"4\r\nbody\r\n0\r\n", 0.05, b"X-Small: 1\r\n\r\n")
+    assert ok.startswith(b"HTTP/1.1 200 ") and ok.endswith(b"\r\n\r\nbody"), ok[:300]
+
+
 def test_a_chunk_extension_split_from_its_size_line_is_no_size(strict_host: Host) -> None:
     # the packet that ends the size line begins with an extension's value that would be
     # a size over the limit, read on its own

@@ -348,6 +348,10 @@ class HttpProtocol(asyncio.Protocol):
         self.chunk_from = 0
         #: The last packet of a chunked body ended a line: the next begins a size line.
         self.line_ended = False
+        #: The body's size after the last packet of a chunked body that carried data, and
+        #: the bytes since then, which carried none (``_chunk_size``).
+        self.body_seen = -1
+        self.framing = 0
         #: The HTTP version ("1.1") of the last request read; "" before the first.
         self.http_version = ""
         self.parsing: _Request | None = None
@@ -782,6 +786,7 @@ class HttpProtocol(asyncio.Protocol):
                 "here; send it without Upgrade (curl: --http1.1, not --http2)",
             )
         elif declared > 0 or self.chunked_body:
+            self.body_seen = -1  # the packet that ends the head is never counted as framing
             if version == "1.0":
                 self.expect_continue = False  # RFC 9110 10.1.1: no 1xx to an HTTP/1.0 client
             if self.expect_continue and (self.active is not None or self.waiting):
@@ -884,19 +889,38 @@ class HttpProtocol(asyncio.Protocol):
         self.new_chunk = False  # all its data came: counted as it did (``on_body``)
 
     def _chunk_size(self, data: bytes) -> None:
-        """After a packet of a chunked body: refuse at once (413) a chunk whose size line,
-        read in ``data``, says more than the limit has room for, rather than wait for its
-        bytes and count them. ``data`` then ends inside the chunk's data, of which the
-        ``got`` bytes at its end came so far; its size line ends just before them. One
-        whose size line began in an earlier packet is left to the count."""
+        """After a packet of a chunked body: refuse (431) packets carrying no data that
+        add up to over the head's limit (a trailer field without end); and refuse at once
+        (413) a chunk whose size line, read in ``data``, says more than the limit has room
+        for, rather than wait for its bytes and count them. ``data`` then ends inside the
+        chunk's data, of which the ``got`` bytes at its end came so far; its size line ends
+        just before them. One whose size line began in an earlier packet is left to the
+        count."""
         line_ended = self.line_ended
         self.line_ended = data.endswith(b"\n")
+        req = self.parsing
+        if req is None or self.refusal is not None:
+            self.new_chunk = False
+            return
+        if req.size != self.body_seen:
+            self.body_seen = req.size
+            self.framing = 0
+        else:
+            # packets of no data: size lines, extensions, or the trailer fields, which no
+            # other limit holds and httptools gathers in memory, copying each field's bytes
+            # so far for each packet of it
+            self.framing += len(data)
+            limit = self.server.max_header_bytes
+            if self.framing > limit:
+                self._refuse(
+                    431,
+                    f"the chunked body's trailer fields (or size lines) are over the limit "
+                    f"of {limit} bytes (the host's --max-header-bytes)",
+                )
+                return
         if not self.new_chunk:
             return
         self.new_chunk = False
-        req = self.parsing
-        if req is None or self.refusal is not None:
-            return
         got = req.size - self.chunk_from
         end = len(data) - got  # where the chunk's data began: its size line ends there
         if end < 2 or data[end - 2 : end] != b"\r\n":
