@@ -1204,3 +1204,28 @@ def test_a_keep_alive_connection_idle_after_bodies_is_closed_unanswered_when_its
             assert conn.closed_by_server()
     finally:
         host.stop()
+
+
+def test_a_connection_given_the_slot_of_one_whose_invocation_runs_on_gets_no_502_of_it() -> None:
+    """A connection's slot on the board went to the next connection as soon as it closed,
+    while its invocation ran on and wrote its state there: a worker that died then had the
+    supervisor answer 502 naming that invocation on the new connection, which asked
+    nothing (or wrote nothing for the new one's own invocation)."""
+    host = Host(APPS / "basic", "--workers", "1").wait_ready()
+    try:
+        with Connection(host) as other:
+            other.hello("first")  # its slot taken before the one to be freed is
+            gone = Connection(host)
+            gone.send(b"GET /slow/20 HTTP/1.1\r\nHost: x\r\n\r\n")
+            host.wait_inflight(1, "slow")
+            # a reset, not a close: its connection is lost at once, not once answered
+            gone.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            gone.close()
+            other.hello("after")  # the worker has seen it go
+            with Connection(host) as idle:
+                other.hello("accepted")  # ... and has taken this one
+                (victim,) = host.worker_pids()
+                os.kill(victim, signal.SIGKILL)
+                assert idle.closed_by_server()
+    finally:
+        host.stop()

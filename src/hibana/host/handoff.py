@@ -58,9 +58,15 @@ class Handoff:
             return None
         return conn
 
-    def closed(self, conn: int) -> None:
-        self._free.append(conn)
+    def closed(self, conn: int, free: bool = True) -> None:
+        """Connection slot ``conn``'s connection is closed: the supervisor drops its
+        duplicate. ``free=False``: the slot is given to no other until ``free(conn)``."""
+        if free:
+            self._free.append(conn)
         self._send(_MESSAGE.pack(b"c", self.pid, conn))
+
+    def free(self, conn: int) -> None:
+        self._free.append(conn)
 
     def _send(self, message: bytes) -> None:
         if self._pending:

@@ -178,6 +178,14 @@ def _absolute(url: bytes) -> Any:
         return None
 
 
+def _free_slot(handoff: Handoff, board: ConnectionTable | None, conn: int) -> None:
+    """Give back the slot of a closed connection whose last invocation has ended, its
+    state idle: the next connection given it inherits no 502 to write."""
+    if board is not None:
+        board.conn_state(conn, CONN_IDLE)
+    handoff.free(conn)
+
+
 class _Request:
     """One request on a connection, from its head to its answer."""
 
@@ -444,12 +452,21 @@ class HttpProtocol(asyncio.Protocol):
         if self.reading is not None:
             self.reading.cancel()
             self.reading = None
-        if self.conn is not None and self.server.handoff is not None:
-            if self.board is not None and self.active is None:
-                # a body it was reading (``_reading``) is no one's now; the next connection
-                # given this slot must not inherit a 503 to write
-                self.board.conn_state(self.conn, CONN_IDLE)
-            self.server.handoff.closed(self.conn)
+        handoff = self.server.handoff
+        if self.conn is not None and handoff is not None:
+            task, board, slot = self.task, self.board, self.conn
+            if task is None:
+                if board is not None:
+                    # a body it was reading (``_reading``) is no one's now: the next
+                    # connection given the slot must not inherit a 503 to write
+                    board.conn_state(slot, CONN_IDLE)
+                handoff.closed(slot)
+            else:
+                # its invocation may run on, writing its state to the slot: the slot goes
+                # to another connection once it has ended, or a worker that dies would have
+                # the supervisor answer 502 for it there (or answer nothing for the other's)
+                handoff.closed(slot, free=False)
+                task.add_done_callback(lambda _: _free_slot(handoff, board, slot))
             self.conn = None
             self.board = None
         active = self.active
