@@ -131,6 +131,10 @@ def _status_line(status: int) -> bytes:
     return line if line is not None else b"HTTP/1.1 %d \r\n" % status
 
 
+def _headers_over(limit: int) -> str:
+    return f"request headers are over the limit of {limit} bytes (the host's --max-header-bytes)"
+
+
 def _line_over(limit: int) -> str:
     return (
         f"the request line (method, target and version) is over the limit of {limit} bytes "
@@ -626,7 +630,7 @@ class HttpProtocol(asyncio.Protocol):
             end = data.find(b"\n")
             if end == -1 or head - len(data) + end > limit:
                 return 414, _line_over(limit)
-        return 431, f"request headers are over the limit of {limit} bytes"
+        return 431, _headers_over(limit)
 
     @staticmethod
     def _head_size(data: bytes, counted: int) -> int:
@@ -707,7 +711,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._refuse(414, _line_over(limit))
                 return
             if line + 3 + sum(len(n) + len(v) + 4 for n, v in self.headers) > limit:
-                self._refuse(431, f"request headers are over the limit of {limit} bytes")
+                self._refuse(431, _headers_over(limit))
                 return
         parser = self.parser
         raw = self.parser.get_method()
@@ -793,7 +797,11 @@ class HttpProtocol(asyncio.Protocol):
             said = self.expectation.decode("latin-1")[:200]
             self._refuse(417, f"Expect: {said!r} is not met here; the only one is 100-continue")
         elif declared > limit:
-            self._refuse(413, f"request body of {declared} bytes is over the limit of {limit}")
+            self._refuse(
+                413,
+                f"request body of {declared} bytes is over the limit of {limit} "
+                "(the host's --max-body-bytes)",
+            )
         elif (declared > 0 or self.chunked_body) and parser.should_upgrade():
             # the parser reads what follows the head of an upgrade as the new protocol's,
             # not as a body: refused, rather than run with its body lost
@@ -876,7 +884,10 @@ class HttpProtocol(asyncio.Protocol):
         req.size += len(body)
         limit = self.server.max_body_bytes
         if req.size > limit:
-            self._refuse(413, f"request body is over the limit of {limit} bytes")
+            self._refuse(
+                413,
+                f"request body is over the limit of {limit} bytes (the host's --max-body-bytes)",
+            )
             return
         if type(req.found) is Match:  # a body for no function (404, 405) is not kept
             req.chunks.append(body)
@@ -953,7 +964,8 @@ class HttpProtocol(asyncio.Protocol):
         if self.chunk_from + size > limit:
             self._refuse(
                 413,
-                f"a chunk of {size} bytes takes the request body over the limit of {limit} bytes",
+                f"a chunk of {size} bytes takes the request body over the limit of {limit} bytes "
+                "(the host's --max-body-bytes)",
             )
 
     def on_message_complete(self) -> None:
