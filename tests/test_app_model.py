@@ -121,6 +121,31 @@ def test_a_name_that_is_no_name_is_refused(name: Any, problem: str) -> None:
     assert app.functions == ()
 
 
+def test_a_name_made_for_a_function_is_held_to_the_rule_of_name() -> None:
+    app = hibana.App()
+    rule = "1 to 200 ASCII letters, digits, '-', '_' or '.'"
+    with pytest.raises(AppError) as info:
+        app.http("/a")(lambda req, ctx: "a")
+    assert str(info.value) == (
+        f"the decorator at {FILE}:{_line() - 2} names its function '<lambda>' (its "
+        f"__name__), but a function's name must be {rule}; '<' is not one; give it a name "
+        "of its own with name="
+    )
+    with pytest.raises(AppError) as info:
+        app.asgi("/café", create)
+    assert str(info.value) == (
+        f"app.asgi('/café') at {FILE}:{_line() - 2} names its function 'asgi_café' (made "
+        f"of its prefix), but a function's name must be {rule}; 'é' is not one; give it a "
+        "name of its own with name="
+    )
+    with pytest.raises(AppError, match=r"'webhook_hooks_ü' \(made of its path\)"):
+        app.webhook("/hooks/ü", provider="github", secret="gh", topic="pushes")
+    assert [spec.name for spec in app.functions] == []
+    app.http("/a", name="a")(lambda req, ctx: "a")
+    app.asgi("/café", create, name="cafe")
+    assert [spec.name for spec in app.functions] == ["a", "cafe"]
+
+
 def test_a_mount_prefix_no_request_reaches_as_written_is_refused() -> None:
     app = hibana.App()
     with pytest.raises(AppError) as info:

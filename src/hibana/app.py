@@ -269,6 +269,19 @@ def _checked_name(name: str | None, what: str) -> str | None:
     return name
 
 
+def _derived_name(derived: str, what: str, source: str) -> str:
+    """``derived``, the name ``what`` gives a function that has no ``name=`` (``source``:
+    what it is made of, "its __name__"), or AppError unless it is a name: one the rule of
+    ``name=`` refuses (a lambda's ``<lambda>``, a prefix's "é") would be keyed as it is."""
+    problem = name_problem(derived)
+    if problem is not None:
+        raise AppError(
+            f"{what} names its function {derived!r:.60} ({source}), but a function's name "
+            f"must be {NAME_RULE}; {problem}; give it a name of its own with name="
+        )
+    return derived
+
+
 def _check_prefix(prefix: str, base: str, what: str) -> None:
     """Refuse a mount's prefix that no request path reaches as it is written: one with a
     ``{parameter}`` (the prefix is matched as it is; only its bare root took the
@@ -724,7 +737,11 @@ class Blueprint:
         _check_positive(timeout, "timeout", where)
         if max_concurrency is not None:
             _check_positive(max_concurrency, "max_concurrency", where, integer=True)
-        fn_name = name or kind + ("".join(c if c.isalnum() else "_" for c in base) or "_root")
+        fn_name = name or _derived_name(
+            kind + ("".join(c if c.isalnum() else "_" for c in base) or "_root"),
+            f"app.{kind}({prefix!r}) at {where}",
+            "made of its prefix",
+        )
         granted = grants(secrets, where)
         # one function, so one max_concurrency, one line in status, one name in the logs
         first = compile_mount(base, where)
@@ -774,8 +791,12 @@ class Blueprint:
             raise AppError(f"app.webhook({path!r}) in {where}: ack must be callable")
         _check_positive(timeout, "timeout", where)
         name = _checked_name(name, f"app.webhook({path!r}) at {where}")
-        fn_name = name or "webhook" + "".join(c if c.isalnum() else "_" for c in path)
-        route = compile_route(path, where)
+        route = compile_route(path, where)  # first: the name is made of it, a str
+        fn_name = name or _derived_name(
+            "webhook" + "".join(c if c.isalnum() else "_" for c in path),
+            f"app.webhook({path!r}) at {where}",
+            "made of its path",
+        )
         granted = grants((secret,), where)
         self._add(
             FunctionSpec(
@@ -829,7 +850,11 @@ class Blueprint:
             )
         code = getattr(fn, "__code__", None)
         name = _checked_name(name, f"the decorator at {decl_site}")
-        fn_name = str(name or getattr(fn, "__name__", type(fn).__name__))
+        fn_name = name or _derived_name(
+            str(getattr(fn, "__name__", type(fn).__name__)),
+            f"the decorator at {decl_site}",
+            "its __name__",
+        )
         location = decl_site if code is None else _where(code.co_filename, code.co_firstlineno)
         return location, f"{location} ({fn_name})", fn_name
 
