@@ -164,6 +164,21 @@ def test_a_mount_prefix_no_request_reaches_as_written_is_refused() -> None:
     )
     with pytest.raises(AppError, match=r"'\.' or '\.\.' segment"):
         app.lambda_handler("/.", lambda event, context: {})
+    # told in the words of the prefix written, not of the route made of it
+    with pytest.raises(AppError) as info:
+        app.asgi("/api?v=2", create)
+    assert str(info.value) == (
+        f"app.asgi('/api?v=2', ...) in {FILE}:{_line() - 2}: the prefix has a query "
+        "(\"?\"), but a request reaches a mount by the path alone; mount the app at '/api' "
+        "(the app reads each request's query string itself)"
+    )
+    with pytest.raises(AppError) as info:
+        app.wsgi("/caf%C3%A9", create)
+    assert str(info.value) == (
+        f"app.wsgi('/caf%C3%A9', ...) in {FILE}:{_line() - 2}: the prefix is "
+        'percent-encoded ("%C3"), but a request reaches a mount by the path as decoded; '
+        "mount the app at '/café'"
+    )
     assert not app.functions
     app.asgi("//", create)  # the root, as "/" is
     assert [s.name for s in app.functions] == ["asgi_root"]

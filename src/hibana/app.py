@@ -28,6 +28,7 @@ from hibana.triggers.routes import (
     compile_mount,
     compile_route,
     remove_dot_segments,
+    unreachable,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -285,7 +286,16 @@ def _derived_name(derived: str, what: str, source: str) -> str:
 def _check_prefix(prefix: str, base: str, what: str) -> None:
     """Refuse a mount's prefix that no request path reaches as it is written: one with a
     ``{parameter}`` (the prefix is matched as it is; only its bare root took the
-    parameter), or with a ``.`` or ``..`` segment (resolved away in every request)."""
+    parameter), or with a ``.`` or ``..`` segment (resolved away in every request), or
+    one ``unreachable`` as a route is (a query in it, percent-encoding)."""
+    problem = unreachable(prefix)
+    if problem is not None:
+        held, against, instead = problem
+        own = " (the app reads each request's query string itself)" if "?" in prefix else ""
+        raise AppError(
+            f"{what}: the prefix {held}, but a request reaches a mount by {against}; "
+            f"mount the app at {instead!r}{own}"
+        )
     segments = base.split("/")[1:]
     fixed = next((i for i, s in enumerate(segments) if "{" in s or "}" in s), None)
     if fixed is not None:

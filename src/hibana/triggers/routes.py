@@ -134,22 +134,30 @@ def compile_route(pattern: str, where: str) -> CompiledRoute:
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}").search
 
 
-def _check_matchable(pattern: str, where: str) -> None:
-    """Refuse a route no request can reach: one with a query or a fragment in it (a
-    route matches the path alone), or one percent-encoded (it matches the path as
-    decoded). Either was a 404 for every request, with nothing to say why."""
+def unreachable(path: str) -> tuple[str, str, str] | None:
+    """Why no request reaches ``path`` as it is written, as (what it holds, what requests
+    are matched on, the path to write instead); None if one may. One with a query or a
+    fragment in it (a request is routed on its path alone), or one percent-encoded (on its
+    path as decoded): either was a 404 for every request, with nothing to say why."""
     for mark, what in (("?", "a query"), ("#", "a fragment")):
-        if mark in pattern:
-            raise RouteError(
-                f'Route "{pattern}" in {where} has {what} ("{mark}"), but a route matches '
-                f'the path alone; write "{pattern.partition(mark)[0]}" and read the query '
-                "string from req.query"
-            )
-    escape = _ESCAPE(pattern)
+        if mark in path:
+            return f'has {what} ("{mark}")', "the path alone", path.partition(mark)[0]
+    escape = _ESCAPE(path)
     if escape is not None:
+        held = f'is percent-encoded ("{escape.group()}")'
+        return held, "the path as decoded", urllib.parse.unquote(path)
+    return None
+
+
+def _check_matchable(pattern: str, where: str) -> None:
+    """Refuse a route no request can reach (``unreachable``)."""
+    problem = unreachable(pattern)
+    if problem is not None:
+        held, against, instead = problem
+        read = " and read the query string from req.query" if "?" in pattern else ""
         raise RouteError(
-            f'Route "{pattern}" in {where} is percent-encoded ("{escape.group()}"), but a '
-            f'route matches the path as decoded; write "{urllib.parse.unquote(pattern)}"'
+            f'Route "{pattern}" in {where} {held}, but a route matches {against}; '
+            f'write "{instead}"{read}'
         )
 
 
