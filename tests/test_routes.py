@@ -60,6 +60,31 @@ def test_a_mounted_app_gets_every_path_below_its_prefix() -> None:
     assert matched(table.lookup("GET", "//x")).spec.name == "root"
 
 
+def test_a_route_under_a_mount_answers_its_methods_and_the_mount_the_rest() -> None:
+    """As a Starlette Route listed before a Mount: the other methods of the route's path
+    (a POST, a CORS preflight's OPTIONS) are the mounted app's, not a 405; declared
+    before or after the mount alike."""
+
+    def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    for mount_first in (True, False):
+        app = hibana.App()
+        if mount_first:
+            app.asgi("/", asgi_app)
+        health = add(app, "/health", ("GET",), "health")
+        user = add(app, "/users/{id:int}", ("GET",), "user")
+        if not mount_first:
+            app.asgi("/", asgi_app)
+        table = table_of(app)
+        for method in ("GET", "HEAD"):
+            assert matched(table.lookup(method, "/health")).spec is health
+            assert matched(table.lookup(method, "/users/5")).spec is user
+        for method in ("POST", "OPTIONS", "DELETE"):
+            for path in ("/health", "/users/5", "/users/five"):
+                assert matched(table.lookup(method, path)).spec.name == "asgi_root"
+
+
 # --- syntax errors -------------------------------------------------------------------------
 
 
