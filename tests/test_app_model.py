@@ -236,6 +236,26 @@ def test_functions_keep_declaration_order() -> None:
     assert isinstance(app.functions, tuple)
 
 
+@pytest.mark.parametrize(
+    ("threads", "said"),
+    [
+        (0, "threads=0 in {where} must be a positive integer"),
+        ("8", "threads='8' in {where} must be a positive integer"),
+        (
+            1025,
+            "threads=1025 in {where} is over 1024, the most a worker runs; for more sync "
+            "functions at once, run more workers (max_instances)",
+        ),
+    ],
+)
+def test_threads_are_what_threads_holds(threads: Any, said: str) -> None:
+    """As --threads: 1 to 1024 (a worker's pool of threads for sync functions)."""
+    assert hibana.App(threads=100).settings["threads"] == 100
+    with pytest.raises(AppError) as info:
+        hibana.App(threads=threads)
+    assert str(info.value) == said.format(where=f"{FILE}:{_line() - 1}")
+
+
 # --- decorator misuse ----------------------------------------------------------------------
 
 

@@ -87,15 +87,26 @@ def thread(req: hibana.Request, ctx: hibana.Context) -> str:
 """
 
 
-@pytest.mark.parametrize(("args", "most"), [(["--threads", "1"], 1), ([], 8)])
+@pytest.mark.parametrize(
+    ("settings", "args", "most"),
+    [
+        ("", ["--threads", "1"], 1),
+        ("", [], 40),
+        # an app whose sync functions block on I/O says so itself; the flag wins over it
+        ("threads=1", [], 1),
+        ("threads=1", ["--threads", "8"], 8),
+    ],
+)
 def test_threads_sets_how_many_sync_functions_a_worker_runs_at_once(
-    tmp_path: Path, args: list[str], most: int
+    tmp_path: Path, settings: str, args: list[str], most: int
 ) -> None:
     """A user whose sync functions block on I/O needs more than the 40 threads a worker
-    had, or fewer; the pool's size could not be set."""
-    (tmp_path / "function_app.py").write_text(THREAD_NAMES)
+    had, or fewer; the pool's size could not be set, then only with --threads."""
+    source = THREAD_NAMES.replace("hibana.App()", f"hibana.App({settings})")
+    (tmp_path / "function_app.py").write_text(source)
     host = Host(tmp_path, "--workers", "1", *args).wait_ready()
     try:
+        assert host.status()["scaling"]["threads"] == most
         with (
             httpx.Client(base_url=host.url, timeout=30) as client,
             concurrent.futures.ThreadPoolExecutor(8) as pool,

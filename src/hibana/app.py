@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from hibana.errors import AppError, RouteError
 from hibana.events.filters import Filter
-from hibana.host.scaling import MAX_INSTANCES
+from hibana.host.scaling import MAX_INSTANCES, MAX_THREADS
 from hibana.messages import MAX_DELAY, Exponential, RetryPolicy
 from hibana.names import NAME_RULE, name_problem
 from hibana.proxies import parse_networks
@@ -891,6 +891,8 @@ class App(Blueprint):
     new worker starts from: "app" (forked from a process that imported the app: fastest),
     "runtime" (forked, then imports the app) or "none" (a fresh interpreter).
     ``memory_limit_mb`` replaces a worker whose memory grows past it, once its work ends.
+    ``threads`` is how many sync functions a worker runs at once (default 40; more for
+    ones that wait on I/O; ``--threads`` overrides it).
     ``trusted_proxies`` (addresses or networks) are the proxies whose forwarding headers
     ``req.client_ip`` believes."""
 
@@ -902,6 +904,7 @@ class App(Blueprint):
         idle_timeout: float | None = None,
         prewarm: Literal["app", "runtime", "none"] | None = None,
         memory_limit_mb: int | None = None,
+        threads: int | None = None,
         trusted_proxies: Iterable[str] = (),
     ) -> None:
         super().__init__()
@@ -911,6 +914,7 @@ class App(Blueprint):
         for name, value in (
             ("max_instances", max_instances),
             ("memory_limit_mb", memory_limit_mb),
+            ("threads", threads),
         ):
             if value is not None:
                 _check_positive(value, name, where, integer=True)
@@ -928,6 +932,11 @@ class App(Blueprint):
                     f"{name}={value!r} in {where} is over {MAX_INSTANCES}, the most workers "
                     "a host runs; run several hosts on one store to go past it"
                 )
+        if threads is not None and threads > MAX_THREADS:
+            raise AppError(
+                f"threads={threads!r} in {where} is over {MAX_THREADS}, the most a worker "
+                "runs; for more sync functions at once, run more workers (max_instances)"
+            )
         if idle_timeout is not None:
             _check_positive(idle_timeout, "idle_timeout", where)
         if prewarm is not None and prewarm not in ("app", "runtime", "none"):
@@ -939,6 +948,7 @@ class App(Blueprint):
             "idle_timeout": idle_timeout,
             "prewarm": prewarm,
             "memory_limit_mb": memory_limit_mb,
+            "threads": threads,
         }
         self._names: dict[str, FunctionSpec] = {}
         self._routes: dict[tuple[str, str], FunctionSpec] = {}

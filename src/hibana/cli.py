@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from hibana.errors import AppError, ConfigError, HibanaError
-from hibana.host.scaling import MAX_INSTANCES
+from hibana.host.scaling import MAX_INSTANCES, MAX_THREADS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -145,11 +145,12 @@ ConcurrencyWait = Annotated[
     typer.Option(min=0, help="Seconds a request waits for a max_concurrency slot before 429."),
 ]
 Threads = Annotated[
-    int,
+    int | None,
     typer.Option(
         min=1,
-        max=1024,
-        help="Threads per worker for sync functions (more for ones that block on I/O).",
+        max=MAX_THREADS,
+        help="Threads per worker for sync functions, more for ones that block on I/O "
+        "(default: the App's threads=, else 40).",
     ),
 ]
 MaxBody = Annotated[int, typer.Option(min=1, help="Largest request body in bytes (413 above).")]
@@ -258,7 +259,7 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
         shutdown_timeout: ShutdownTimeout = 10.0,
         cancel_grace: CancelGrace = 5.0,
         concurrency_wait: ConcurrencyWait = 5.0,
-        threads: Threads = 40,
+        threads: Threads = None,
         max_body_bytes: MaxBody = 10 * 1024 * 1024,
         max_header_bytes: MaxHeader = 32 * 1024,
         header_timeout: HeaderTimeout = 10.0,

@@ -53,8 +53,9 @@ class HostConfig:
     #: (a client trickling a byte a pause would hold its connection for ever); 0: any.
     min_body_rate: int = 240
     keep_alive_timeout: float = 5.0
-    #: Threads per worker for sync functions.
-    threads: int = 40
+    #: Threads per worker for sync functions; None: the App's ``threads``, or 40. The
+    #: zygote sets the one it resolved before it starts a worker.
+    threads: int | None = None
     log_level: LogLevel = "info"
     #: Where the host's processes write their JSON log lines: the host's stdout. The
     #: supervisor hands its zygote a duplicate of it, and makes their fd 1 a pipe whose
@@ -81,6 +82,8 @@ class HostConfig:
             )
         for name in ("threads", "max_body_bytes", "max_header_bytes"):
             value = getattr(self, name)
+            if name == "threads" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}={value!r} must be a whole number of at least 1")
         for name in (
@@ -135,6 +138,7 @@ class HostConfig:
             "idle_timeout": self.idle_timeout,
             "prewarm": self.prewarm,
             "memory_limit_mb": self.memory_limit_mb,
+            "threads": self.threads,
         }
 
     def scaling_defaults(self) -> dict[str, Any]:

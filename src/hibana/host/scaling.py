@@ -1,4 +1,5 @@
-"""How many workers to run: the settings, where they come from, and the scaler's rules.
+"""How many workers to run, and threads in each: the settings, where they come from, and
+the scaler's rules.
 
 The scaler is a pure function of what the board shows and the time, so tests can run it
 one cycle at a time with a clock of their own."""
@@ -17,6 +18,10 @@ PREWARM_MODES: tuple[Prewarm, ...] = ("app", "runtime", "none")
 #: The most workers a host runs: each is a process, and the board the zygote makes has
 #: rows for twice as many (a number past the machine's makes a board it cannot map).
 MAX_INSTANCES = 1024
+#: Threads a worker runs sync functions on, unless ``--threads`` or ``App(threads=)`` says.
+DEFAULT_THREADS = 40
+#: The most: each is a thread of the worker's, with its stack.
+MAX_THREADS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +33,12 @@ class Scaling:
     #: Average in-flight invocations per worker above which another worker is added.
     target_inflight: float = 8.0
     memory_limit_mb: int | None = None
+    #: Threads each worker runs sync functions on.
+    threads: int = DEFAULT_THREADS
 
     def __post_init__(self) -> None:
+        if not 1 <= self.threads <= MAX_THREADS:
+            raise ConfigError(f"threads={self.threads} must be between 1 and {MAX_THREADS}")
         if self.max_instances < 1:
             raise ConfigError(f"max_instances={self.max_instances} must be at least 1")
         if self.max_instances > MAX_INSTANCES:

@@ -34,6 +34,7 @@ from hibana.host.http_server import HttpServer
 from hibana.host.lifeline import die_with_parent
 from hibana.host.loader import load_app
 from hibana.host.open_files import connections_before_limit
+from hibana.host.scaling import DEFAULT_THREADS
 from hibana.runtimes.python import FunctionThreads
 from hibana.store.base import CLOSE_TIMEOUT, Store
 from hibana.telemetry.logs import (
@@ -156,6 +157,9 @@ class Worker:
         self.app = app
         self.listener = listener
         self.config = config
+        #: Threads for sync functions, as the zygote resolved them (--threads, the App's
+        #: threads=, or the default) before it started this worker.
+        self.threads = config.threads or DEFAULT_THREADS
         self.spawn = spawn
         self.index = spawn.slot
         self.row = board.worker(spawn.slot) if board is not None else None
@@ -228,7 +232,7 @@ class Worker:
         root.setLevel(config.log_level.upper())
         sys.stdout = PrintedLines(self.sink, {"worker": self.index, "pid": os.getpid()})
         sys.stderr = ScrubbedText(self.sink, sys.__stderr__ or sys.stderr)
-        pool = FunctionThreads(config.threads)
+        pool = FunctionThreads(self.threads)
         self.dispatcher = Dispatcher(
             pool,
             concurrency_wait=config.concurrency_wait,
@@ -373,7 +377,7 @@ class Worker:
                 self.sink,
                 owner=f"{socket.gethostname()}:{os.getpid()}",
                 log=self.log,
-                sync_concurrency=self.config.threads,
+                sync_concurrency=self.threads,
             )
             self.consumer.secrets = self.front.secrets
         outbox = Outbox(

@@ -315,6 +315,8 @@ def main(argv: list[str]) -> int:
     except HibanaError as exc:
         control.send(event="error", message=str(exc))
         return 2
+    # the workers' pool, as the CLI, the App or the default has it
+    config = dataclasses.replace(config, threads=scaling.threads)
     if (too_low := _memory_limit_below_start(scaling, app is not None)) is not None:
         control.send(event="error", message=too_low)
         return 2
