@@ -168,6 +168,21 @@ def test_route_must_start_with_a_slash(pattern: str) -> None:
             'is percent-encoded ("%C3"), but a route matches the path as decoded; write '
             '"/café/{x}"',
         ),
+        (
+            "/static/./{name}",
+            'has a "." segment, but a route matches the path with its "." and ".." segments '
+            'resolved (as a browser does); write "/static/{name}"',
+        ),
+        (
+            "/v1/../items/{id:int}",
+            'has a ".." segment, but a route matches the path with its "." and ".." segments '
+            'resolved (as a browser does); write "/items/{id:int}"',
+        ),
+        (
+            "/../up",
+            'has a ".." segment, but a route matches the path with its "." and ".." segments '
+            'resolved (as a browser does); write "/up"',
+        ),
     ],
 )
 def test_a_route_no_request_can_reach_is_an_error(pattern: str, error: str) -> None:
@@ -179,6 +194,11 @@ def test_a_route_no_request_can_reach_is_an_error(pattern: str, error: str) -> N
 
 def test_a_route_with_a_percent_sign_of_its_own_is_fine() -> None:
     assert compile_route("/100%", WHERE).match("/100%") == {}
+
+
+def test_a_segment_that_only_starts_with_a_dot_is_fine() -> None:
+    assert compile_route("/.well-known/{name}", WHERE).match("/.well-known/x") == {"name": "x"}
+    assert compile_route("/v/..{x}", WHERE).match("/v/..a") == {"x": "a"}
 
 
 def test_route_that_is_not_a_string() -> None:

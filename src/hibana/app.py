@@ -27,7 +27,6 @@ from hibana.triggers.routes import (
     CompiledRoute,
     compile_mount,
     compile_route,
-    remove_dot_segments,
     unreachable,
 )
 
@@ -284,10 +283,10 @@ def _derived_name(derived: str, what: str, source: str) -> str:
 
 
 def _check_prefix(prefix: str, base: str, what: str) -> None:
-    """Refuse a mount's prefix that no request path reaches as it is written: one with a
-    ``{parameter}`` (the prefix is matched as it is; only its bare root took the
-    parameter), or with a ``.`` or ``..`` segment (resolved away in every request), or
-    one ``unreachable`` as a route is (a query in it, percent-encoding)."""
+    """Refuse a mount's prefix that no request path reaches as it is written: one
+    ``unreachable`` as a route is (a query in it, percent-encoding, a ``..`` segment), or
+    one with a ``{parameter}`` (the prefix is matched as it is; only its bare root took the
+    parameter)."""
     problem = unreachable(prefix)
     if problem is not None:
         held, against, instead = problem
@@ -304,12 +303,6 @@ def _check_prefix(prefix: str, base: str, what: str) -> None:
             f"{what}: a prefix is matched as written, so {segments[fixed]!r} in it is no "
             f"parameter (only its bare root took it for one); mount the app at {above!r} "
             "and let it route the rest of the path"
-        )
-    if remove_dot_segments(base or "/") != (base or "/"):
-        raise AppError(
-            f"{what}: the prefix holds a '.' or '..' segment, which every request's path "
-            "has resolved away before it is routed, so none would reach the app; write "
-            "the path it stands for"
         )
 
 

@@ -137,8 +137,9 @@ _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}").search
 def unreachable(path: str) -> tuple[str, str, str] | None:
     """Why no request reaches ``path`` as it is written, as (what it holds, what requests
     are matched on, the path to write instead); None if one may. One with a query or a
-    fragment in it (a request is routed on its path alone), or one percent-encoded (on its
-    path as decoded): either was a 404 for every request, with nothing to say why."""
+    fragment in it (a request is routed on its path alone), one percent-encoded (on its
+    path as decoded), or one with a ``.`` or ``..`` segment (on its path with those
+    resolved): each was a 404 for every request, with nothing to say why."""
     for mark, what in (("?", "a query"), ("#", "a fragment")):
         if mark in path:
             return f'has {what} ("{mark}")', "the path alone", path.partition(mark)[0]
@@ -146,6 +147,14 @@ def unreachable(path: str) -> tuple[str, str, str] | None:
     if escape is not None:
         held = f'is percent-encoded ("{escape.group()}")'
         return held, "the path as decoded", urllib.parse.unquote(path)
+    if "/." in path:
+        resolved = remove_dot_segments(path)
+        if resolved != path:
+            dots = next(s for s in path.split("/") if s in (".", ".."))
+            if resolved is None:  # one that climbs above the root: the path without them
+                resolved = "/" + "/".join(s for s in path.split("/")[1:] if s not in (".", ".."))
+            resolved_as = 'the path with its "." and ".." segments resolved (as a browser does)'
+            return f'has a "{dots}" segment', resolved_as, resolved
     return None
 
 
