@@ -295,6 +295,18 @@ def test_no_methods_is_an_error() -> None:
     assert str(info.value) == f"app.http('/items') in {at(create)} lists no methods"
 
 
+@pytest.mark.parametrize("methods", [None, 5])
+def test_methods_that_are_no_list_are_an_error(methods: Any) -> None:
+    """They raised TypeError: 'NoneType' object is not iterable, from inside hibana."""
+    app = hibana.App()
+    with pytest.raises(AppError) as info:
+        app.http("/items", methods)(create)
+    assert str(info.value) == (
+        f"app.http('/items') at {FILE}:{_line() - 2}: methods={methods!r} is no list of "
+        'methods; write methods=["GET", "POST"] (or leave it out for GET alone)'
+    )
+
+
 @pytest.mark.parametrize("timeout", [0, -1, -0.5, True, "30", None])
 def test_bad_timeout(timeout: Any) -> None:
     app = hibana.App()

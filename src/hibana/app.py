@@ -435,6 +435,11 @@ class Blueprint:
         _not_bare(route, "http", '"/path"', decl_site)
         if isinstance(methods, str):
             methods = (methods,)
+        if not isinstance(methods, Iterable):
+            raise AppError(
+                f"app.http({route!r}) at {decl_site}: methods={methods!r:.60} is no list of "
+                'methods; write methods=["GET", "POST"] (or leave it out for GET alone)'
+            )
         method_list = tuple(dict.fromkeys(str(m).upper() for m in methods))
 
         def decorate(fn: F) -> F:
