@@ -374,6 +374,43 @@ def test_clash_inside_the_app_is_raised_as_is(write_app: WriteApp) -> None:
     )
 
 
+def test_a_module_imported_under_two_names_is_refused(
+    write_app: WriteApp, isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``python -m hibana serve app`` puts the folder above the app's on sys.path: a module
+    importing ``app.core`` there ran core.py a second time, and its functions went to a
+    second App that nothing served (a 404 each, and not a word)."""
+    monkeypatch.syspath_prepend(str(isolated))
+    folder = write_app(
+        """\
+        from core import app
+        import orders
+        """,
+        __init__="",
+        core="import hibana\napp = hibana.App()\n",
+        orders="""\
+        from app.core import app
+
+        @app.http("/orders")
+        def list_orders(req, ctx):
+            return []
+        """,
+    )
+    with pytest.raises(AppLoadError) as info:
+        load_app(folder)
+    assert str(info.value) == (
+        "app/core.py is imported twice, as core and app.core, and each import ran it: the "
+        "functions declared on what the second made (list_orders) would not be served; "
+        "import it by one name, `import core` (the app folder is on sys.path)"
+    )
+    (folder / "orders.py").write_text(
+        "from core import app\n\n@app.http('/orders')\ndef list_orders(req, ctx):\n    return []\n"
+    )
+    for name in ("orders", "app.core", "core"):
+        sys.modules.pop(name, None)
+    assert [s.name for s in load_app(folder).functions] == ["list_orders"]
+
+
 def test_loading_twice_gives_a_fresh_module(write_app: WriteApp) -> None:
     folder = write_app("import hibana\napp = hibana.App()\n")
     first = load_app(folder)

@@ -154,7 +154,41 @@ def _heard(app: App) -> App:
     return app
 
 
+def _imported_twice(app: App, folder: Path) -> None:
+    """Refuse an app one of whose modules was imported under two names (``core`` and,
+    by way of the folder above, ``myapp.core``): each import ran it, so what it declares
+    on an App or a Blueprint it makes went to a second one, that nothing serves."""
+    inside = str(folder) + os.sep
+    names: dict[str, list[str]] = {}
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if isinstance(file, str) and file.startswith(inside):
+            names.setdefault(file, []).append(name)
+    served = {id(fn) for fn in app.functions}
+    for file, twice in names.items():
+        if len(twice) < 2:
+            continue
+        for name in twice:
+            for value in list(vars(sys.modules[name]).values()):
+                if not isinstance(value, Blueprint):
+                    continue
+                lost = [
+                    fn.name
+                    for fn in value.functions
+                    if id(fn) not in served and fn.source != EVENTS_SOURCE
+                ]
+                if lost:
+                    one, *others = sorted(twice, key=len)
+                    raise AppLoadError(
+                        f"{_rel(file)} is imported twice, as {one} and {others[0]}, and each "
+                        f"import ran it: the functions declared on what the second made "
+                        f"({', '.join(lost)}) would not be served; import it by one name, "
+                        f"`import {one}` (the app folder is on sys.path)"
+                    )
+
+
 def _loaded(app: App, path: Path) -> App:
+    _imported_twice(app, path.parent)
     app.loaded(_rel(path))
     return app
 
