@@ -307,6 +307,18 @@ def test_methods_that_are_no_list_are_an_error(methods: Any) -> None:
     )
 
 
+@pytest.mark.parametrize("secrets", [None, 5])
+def test_secrets_that_are_no_list_are_an_error(secrets: Any) -> None:
+    """They raised TypeError: 'NoneType' object is not iterable, from inside hibana."""
+    app = hibana.App()
+    with pytest.raises(AppError) as info:
+        app.http("/items", secrets=secrets)(create)
+    assert str(info.value) == (
+        f"secrets= in {at(create)} is {secrets!r}, no list of secret names; write "
+        'secrets=["db-password"] (or leave it out for none)'
+    )
+
+
 @pytest.mark.parametrize("timeout", [0, -1, -0.5, True, "30", None])
 def test_bad_timeout(timeout: Any) -> None:
     app = hibana.App()

@@ -163,6 +163,11 @@ def grants(names: Iterable[str], where: str) -> tuple[str, ...]:
 
     if isinstance(names, str):
         names = (names,)
+    if not isinstance(names, Iterable):
+        raise AppError(
+            f"secrets= in {where} is {names!r:.60}, no list of secret names; write "
+            'secrets=["db-password"] (or leave it out for none)'
+        )
     out = tuple(dict.fromkeys(names))
     for name in out:
         try:
