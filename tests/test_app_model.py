@@ -426,6 +426,29 @@ def test_parameter_names_do_not_avoid_a_clash() -> None:
     )
 
 
+def test_a_clash_with_a_mount_is_told_in_the_words_of_the_mount() -> None:
+    """Not of the route made of its prefix ("/api/{path:path}"), which no one wrote, with
+    "change one route or method" (a mount takes every method)."""
+    app = hibana.App()
+    app.asgi("/api", create)
+    where = f"{FILE}:{_line() - 1}"
+    with pytest.raises(RouteError) as info:
+        app.wsgi("/api/", create, name="legacy")
+    assert str(info.value) == (
+        f"app.wsgi('/api/') in {FILE}:{_line() - 2} (legacy) mounts an app where "
+        f"app.asgi('/api') in {where} (asgi_api) mounted one; mount one at another prefix"
+    )
+    for route in ("/api", "/api/{rest:path}"):
+        with pytest.raises(RouteError) as info:
+            app.http(route, ["POST"])(create)
+        assert str(info.value) == (
+            f"Route \"{route}\" POST in {at(create)} is taken by app.asgi('/api') in {where} "
+            '(asgi_api): a mount serves its prefix, with and without a "/", and every path '
+            "below it; serve the route from the mounted app, or mount it at another prefix"
+        )
+    app.http("/api/health")(create)  # more specific than the mount: its own
+
+
 def test_same_route_with_other_methods_or_types_does_not_clash() -> None:
     app = hibana.App()
     app.http("/a/{x}", ["GET"], name="read")(create)

@@ -44,6 +44,8 @@ class HttpTrigger:
     methods: tuple[str, ...]
     #: More routes the same function serves (a mount: its prefix with and without "/").
     also: tuple[CompiledRoute, ...] = ()
+    #: A mount's call as written (``app.asgi('/api')``), how errors name it; None for a route.
+    mount: str | None = None
 
     @property
     def routes(self) -> tuple[CompiledRoute, ...]:
@@ -304,6 +306,33 @@ def _check_prefix(prefix: str, base: str, what: str) -> None:
             f"parameter (only its bare root took it for one); mount the app at {above!r} "
             "and let it route the rest of the path"
         )
+
+
+def _mount_clash(
+    spec: FunctionSpec, mine: str, other: FunctionSpec, theirs: str, method: str
+) -> str | None:
+    """What is told when ``spec``'s route ``mine`` clashes on ``method`` with ``other``'s
+    ``theirs`` and one of them is a mount, in the words of the call that mounted it (its
+    routes, ``/api/{path:path}``, are none the user wrote); None when neither is one."""
+    a, b = spec.trigger, other.trigger
+    assert isinstance(a, HttpTrigger) and isinstance(b, HttpTrigger)
+    if a.mount is not None and b.mount is not None:
+        return (
+            f"{a.mount} in {spec.source} ({spec.name}) mounts an app where {b.mount} in "
+            f"{other.source} ({other.name}) mounted one; mount one at another prefix"
+        )
+    if b.mount is not None:
+        route, pattern, mount, call = spec, mine, other, b.mount
+    elif a.mount is not None:
+        route, pattern, mount, call = other, theirs, spec, a.mount
+    else:
+        return None
+    return (
+        f'Route "{pattern}" {method} in {route.source} ({route.name}) is taken by {call} in '
+        f'{mount.source} ({mount.name}): a mount serves its prefix, with and without a "/", '
+        "and every path below it; serve the route from the mounted app, or mount it at "
+        "another prefix"
+    )
 
 
 def _caller(depth: int) -> str:
@@ -761,7 +790,9 @@ class Blueprint:
             FunctionSpec(
                 name=fn_name,
                 handler=handler,
-                trigger=HttpTrigger(first, tuple(sorted(HTTP_METHODS)), tuple(also)),
+                trigger=HttpTrigger(
+                    first, tuple(sorted(HTTP_METHODS)), tuple(also), f"app.{kind}({prefix!r})"
+                ),
                 is_async=is_async,
                 timeout=float(timeout),
                 max_concurrency=max_concurrency,
@@ -1050,6 +1081,9 @@ class App(Blueprint):
                         for r in clash.trigger.routes  # type: ignore[union-attr]
                         if r.shape == route.shape
                     )
+                    mounted = _mount_clash(spec, route.pattern, clash, theirs, method)
+                    if mounted is not None:
+                        raise RouteError(mounted)
                     raise RouteError(
                         f'Route "{route.pattern}" {method} in {spec.source} ({spec.name}) '
                         f'is already served by "{theirs}" in {clash.source} '
