@@ -38,6 +38,10 @@ def create(req: Request, ctx: Context) -> str:
     return "created"
 
 
+async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+    return None
+
+
 def trigger(spec: hibana.FunctionSpec) -> HttpTrigger:
     assert isinstance(spec.trigger, HttpTrigger)
     return spec.trigger
@@ -113,7 +117,7 @@ def test_a_name_that_is_no_name_is_refused(name: Any, problem: str) -> None:
         f"be {rule}; {problem}"
     )
     with pytest.raises(AppError) as info:
-        app.asgi("/api", create, name=name)
+        app.asgi("/api", asgi_app, name=name)
     assert str(info.value) == (
         f"name={name!r} of app.asgi('/api') at {FILE}:{_line() - 2}: a function's name "
         f"must be {rule}; {problem}"
@@ -132,7 +136,7 @@ def test_a_name_made_for_a_function_is_held_to_the_rule_of_name() -> None:
         "of its own with name="
     )
     with pytest.raises(AppError) as info:
-        app.asgi("/café", create)
+        app.asgi("/café", asgi_app)
     assert str(info.value) == (
         f"app.asgi('/café') at {FILE}:{_line() - 2} names its function 'asgi_café' (made "
         f"of its prefix), but a function's name must be {rule}; 'é' is not one; give it a "
@@ -142,14 +146,14 @@ def test_a_name_made_for_a_function_is_held_to_the_rule_of_name() -> None:
         app.webhook("/hooks/ü", provider="github", secret="gh", topic="pushes")
     assert [spec.name for spec in app.functions] == []
     app.http("/a", name="a")(lambda req, ctx: "a")
-    app.asgi("/café", create, name="cafe")
+    app.asgi("/café", asgi_app, name="cafe")
     assert [spec.name for spec in app.functions] == ["a", "cafe"]
 
 
 def test_a_mount_prefix_no_request_reaches_as_written_is_refused() -> None:
     app = hibana.App()
     with pytest.raises(AppError) as info:
-        app.asgi("/shops/{shop}/api", create)
+        app.asgi("/shops/{shop}/api", asgi_app)
     assert str(info.value) == (
         f"app.asgi('/shops/{{shop}}/api', ...) in {FILE}:{_line() - 2}: a prefix is matched "
         "as written, so '{shop}' in it is no parameter (only its bare root took it for "
@@ -166,7 +170,7 @@ def test_a_mount_prefix_no_request_reaches_as_written_is_refused() -> None:
         app.lambda_handler("/.", lambda event, context: {})
     # told in the words of the prefix written, not of the route made of it
     with pytest.raises(AppError) as info:
-        app.asgi("/api?v=2", create)
+        app.asgi("/api?v=2", asgi_app)
     assert str(info.value) == (
         f"app.asgi('/api?v=2', ...) in {FILE}:{_line() - 2}: the prefix has a query "
         "(\"?\"), but a request reaches a mount by the path alone; mount the app at '/api' "
@@ -180,8 +184,48 @@ def test_a_mount_prefix_no_request_reaches_as_written_is_refused() -> None:
         "mount the app at '/café'"
     )
     assert not app.functions
-    app.asgi("//", create)  # the root, as "/" is
+    app.asgi("//", asgi_app)  # the root, as "/" is
     assert [s.name for s in app.functions] == ["asgi_root"]
+
+
+def test_an_app_its_mount_could_not_call_is_refused() -> None:
+    """Each was accepted, and every request to it was a 500 (a TypeError in the call)."""
+    import fastapi
+    import flask
+
+    app = hibana.App()
+    with pytest.raises(AppError) as info:
+        app.asgi("/legacy", flask.Flask("legacy"))
+    assert str(info.value) == (
+        f"app.asgi('/legacy', ...) in {FILE}:{_line() - 2}: the Flask given is a WSGI app, "
+        "not an ASGI one; mount it with app.wsgi('/legacy', ...)"
+    )
+    with pytest.raises(AppError) as info:
+        app.wsgi("/api", fastapi.FastAPI())
+    assert str(info.value) == (
+        f"app.wsgi('/api', ...) in {FILE}:{_line() - 2}: the FastAPI given is an ASGI app, "
+        "not a WSGI one; mount it with app.asgi('/api', ...)"
+    )
+    with pytest.raises(AppError) as info:
+        app.asgi("/api", fastapi.FastAPI)
+    assert str(info.value) == (
+        f"app.asgi('/api', ...) in {FILE}:{_line() - 2}: FastAPI is a class, not an app: "
+        "mount an instance of it, app.asgi('/api', FastAPI(...))"
+    )
+
+    def environ_only(environ: Any) -> Any:
+        return []
+
+    with pytest.raises(AppError) as info:
+        app.wsgi("/w", environ_only)
+    assert str(info.value) == (
+        f"app.wsgi('/w', ...) in {FILE}:{_line() - 2}: environ_only takes (environ), but a "
+        "WSGI app is called with (environ, start_response)"
+    )
+    assert [spec.name for spec in app.functions] == []
+    app.asgi("/api", fastapi.FastAPI())
+    app.wsgi("/legacy", flask.Flask("legacy"))
+    assert [spec.name for spec in app.functions] == ["asgi_api", "wsgi_legacy"]
 
 
 def test_a_lambda_handler_lambda_could_not_call_is_refused() -> None:
@@ -430,7 +474,7 @@ def test_a_clash_with_a_mount_is_told_in_the_words_of_the_mount() -> None:
     """Not of the route made of its prefix ("/api/{path:path}"), which no one wrote, with
     "change one route or method" (a mount takes every method)."""
     app = hibana.App()
-    app.asgi("/api", create)
+    app.asgi("/api", asgi_app)
     where = f"{FILE}:{_line() - 1}"
     with pytest.raises(RouteError) as info:
         app.wsgi("/api/", create, name="legacy")
@@ -500,9 +544,9 @@ def test_a_def_declared_twice_or_two_mounts_named_alike_are_told_how_to_name_the
         f'function "add_user" at {FILE}:{_line() - 6} is declared twice, and each '
         "declaration is a function with a name of its own; pass name= to one of them"
     )
-    app.asgi("/a-b", create)
+    app.asgi("/a-b", asgi_app)
     with pytest.raises(AppError) as info:
-        app.asgi("/a_b", create)  # no decorator to pass a name= to
+        app.asgi("/a_b", asgi_app)  # no decorator to pass a name= to
     assert str(info.value) == (
         f'Two functions are named "asgi_a_b": {FILE}:{_line() - 4} and {FILE}:{_line() - 2}; '
         "rename one, or give one a name of its own with name="

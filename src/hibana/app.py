@@ -161,18 +161,52 @@ def _check_signature(fn: Callable[..., Any], name: str, where: str, given: str) 
         )
 
 
-def _not_two(fn: Callable[..., Any]) -> inspect.Signature | None:
-    """``fn``'s signature if two positional arguments do not bind to it; None if they do,
-    or it has none to read (a builtin or the like: left to the call)."""
+def _not_two(fn: Callable[..., Any], count: int = 2) -> inspect.Signature | None:
+    """``fn``'s signature if ``count`` (two) positional arguments do not bind to it; None
+    if they do, or it has none to read (a builtin or the like: left to the call)."""
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
         return None
     try:
-        signature.bind(None, None)
+        signature.bind(*[None] * count)
     except TypeError:
         return signature
     return None
+
+
+def _check_web_app(given: Any, kind: Literal["asgi", "wsgi"], prefix: str, what: str) -> None:
+    """Refuse an app ``app.asgi`` or ``app.wsgi`` could not call as its protocol calls
+    one (ASGI: ``app(scope, receive, send)``; WSGI: ``app(environ, start_response)``): the
+    other protocol's app (a Flask app given to app.asgi), a class in place of the app made
+    of it (``FastAPI``), or another callable. Each was accepted and failed every request."""
+    name = getattr(given, "__name__", None)
+    if inspect.isclass(given):
+        raise AppError(
+            f"{what}: {name} is a class, not an app: mount an instance of it, "
+            f"app.{kind}({prefix!r}, {name}(...))"
+        )
+    shown = name if isinstance(name, str) else f"the {type(given).__name__} given"
+    other: Literal["asgi", "wsgi"] = "wsgi" if kind == "asgi" else "asgi"
+    signature = _not_two(given, 3 if kind == "asgi" else 2)
+    if signature is None:
+        return
+    if _not_two(given, 3 if other == "asgi" else 2) is None:
+        raise AppError(
+            f"{what}: {shown} is {_PROTOCOLS[other][0]} app, not {_PROTOCOLS[kind][0]} one; "
+            f"mount it with app.{other}({prefix!r}, ...)"
+        )
+    raise AppError(
+        f"{what}: {shown} takes {_bare(signature)}, but {_PROTOCOLS[kind][0]} app is "
+        f"called with {_PROTOCOLS[kind][1]}"
+    )
+
+
+#: (how a message names an app of the protocol, the arguments the protocol calls it with)
+_PROTOCOLS = {
+    "asgi": ("an ASGI", "(scope, receive, send)"),
+    "wsgi": ("a WSGI", "(environ, start_response)"),
+}
 
 
 def _bare(signature: inspect.Signature) -> inspect.Signature:
@@ -681,6 +715,7 @@ class Blueprint:
         where = _caller(1)
         if not callable(asgi_app):
             raise AppError(f"app.asgi({prefix!r}, ...) in {where}: {asgi_app!r} is not callable")
+        _check_web_app(asgi_app, "asgi", prefix, f"app.asgi({prefix!r}, ...) in {where}")
         self._mount(
             prefix,
             AsgiMount(asgi_app, prefix),
@@ -710,6 +745,7 @@ class Blueprint:
         where = _caller(1)
         if not callable(wsgi_app):
             raise AppError(f"app.wsgi({prefix!r}, ...) in {where}: {wsgi_app!r} is not callable")
+        _check_web_app(wsgi_app, "wsgi", prefix, f"app.wsgi({prefix!r}, ...) in {where}")
         self._mount(
             prefix,
             AsgiMount(wsgi_to_asgi(wsgi_app), prefix),
