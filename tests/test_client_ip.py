@@ -78,6 +78,8 @@ def test_no_forwarding_header_from_a_trusted_proxy_gives_the_proxy() -> None:
     [
         (["10.0.0.0/33"], "trusted_proxies entry '10.0.0.0/33' in x.py:1 is not an address"),
         ("10.0.0.0/8", "trusted_proxies in x.py:1 is a string; pass a list"),
+        # it raised TypeError: 'NoneType' object is not iterable
+        (None, r"trusted_proxies in x.py:1 is None, no list; pass a list of addresses"),
     ],
 )
 def test_bad_trusted_proxies_are_clear_errors(entries: Any, message: str) -> None:

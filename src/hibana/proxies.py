@@ -19,6 +19,11 @@ def parse_networks(entries: Iterable[str], where: str) -> tuple[Network, ...]:
     """``["10.0.0.0/8", "127.0.0.1"]`` as networks; ``where`` names the setting in errors."""
     if isinstance(entries, str):
         raise AppError(f"trusted_proxies in {where} is a string; pass a list: [{entries!r}]")
+    if not isinstance(entries, Iterable):
+        raise AppError(
+            f"trusted_proxies in {where} is {entries!r:.60}, no list; pass a list of "
+            "addresses or networks, like ['10.0.0.0/8'] (or leave it out to trust none)"
+        )
     networks = []
     for entry in entries:
         try:
