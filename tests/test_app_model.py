@@ -363,6 +363,15 @@ def test_secrets_that_are_no_list_are_an_error(secrets: Any) -> None:
     )
 
 
+def test_run_on_startup_is_true_or_false() -> None:
+    """A string was taken for its truth: "false" (as an environment variable holds it)
+    ran the timer at every start."""
+    app = hibana.App()
+    with pytest.raises(AppError) as info:
+        app.timer("0 * * * *", run_on_startup="false")(create)  # type: ignore[arg-type]
+    assert str(info.value) == f"run_on_startup='false' in {at(create)} must be True or False"
+
+
 @pytest.mark.parametrize("timeout", [0, -1, -0.5, True, "30", None])
 def test_bad_timeout(timeout: Any) -> None:
     app = hibana.App()

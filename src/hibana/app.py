@@ -609,7 +609,12 @@ class Blueprint:
                     "(365 days): a slot whose worker dies is held until it passes; give the "
                     "longest a run may take, in seconds"
                 )
-            trigger = TimerTrigger(parsed, bool(run_on_startup), f"timer:{fn_name}")
+            if not isinstance(run_on_startup, bool):
+                # bool() took "false" (an environment variable's) for True
+                raise AppError(
+                    f"run_on_startup={run_on_startup!r:.60} in {where} must be True or False"
+                )
+            trigger = TimerTrigger(parsed, run_on_startup, f"timer:{fn_name}")
             self._declare(fn, fn_name, trigger, timeout, 1, location, secrets, where)
             return fn
 
