@@ -434,9 +434,25 @@ def test_a_batch_size_over_the_most_a_batch_holds_is_refused() -> None:
     with pytest.raises(AppError) as info:
         hibana.App().queue("rows", batch_size=500)(load)
     assert str(info.value) == (
-        f"batch_size=500 in {at(load)} is over the most a batch holds, 256; pass 256 or "
-        "fewer (it was taken for 256 without a word)"
+        f"batch_size=500 in {at(load)} is over the most a batch holds, 256 (what one claim "
+        "of the store takes); pass 256 or fewer"
     )
+
+
+@pytest.mark.parametrize(
+    ("group", "problem"),
+    [("", "it is empty"), ("a b", "' ' (a space) is not one"), (5, "it is of type int, not str")],
+)
+def test_a_concurrency_group_is_held_to_the_name_rule(group: object, problem: str) -> None:
+    """It was taken as given: "" was a group, and 5 was made the group "5"."""
+
+    def load(msg: hibana.Message, ctx: hibana.Context) -> None: ...
+
+    with pytest.raises(AppError) as info:
+        hibana.App().queue("rows", concurrency_group=group, limit=5)(load)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert message.startswith(f"concurrency_group={group!r} in {at(load)}: a group's name must")
+    assert f'; {problem}; e.g. concurrency_group="warehouse"' in message
 
 
 # --- clashes -------------------------------------------------------------------------------

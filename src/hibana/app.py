@@ -420,8 +420,14 @@ def _delivery(
             'concurrency_group="warehouse", limit=500'
         )
     if concurrency_group is not None and limit is not None:
+        problem = name_problem(concurrency_group)
+        if problem is not None:
+            raise AppError(
+                f"concurrency_group={concurrency_group!r:.60} in {where}: a group's name must "
+                f'be {NAME_RULE}; {problem}; e.g. concurrency_group="warehouse"'
+            )
         _check_positive(limit, "limit", where, integer=True)
-        group = (str(concurrency_group), int(limit))
+        group = (concurrency_group, int(limit))
     trigger = kind(
         max_attempts=max_attempts,
         retry=retry if retry is not None else Exponential(1.0, 60.0),
@@ -558,8 +564,8 @@ class Blueprint:
             if batch_size > MAX_BATCH_SIZE:
                 raise AppError(
                     f"batch_size={batch_size!r} in {where} is over the most a batch holds, "
-                    f"{MAX_BATCH_SIZE}; pass {MAX_BATCH_SIZE} or fewer (it was taken for "
-                    f"{MAX_BATCH_SIZE} without a word)"
+                    f"{MAX_BATCH_SIZE} (what one claim of the store takes); pass "
+                    f"{MAX_BATCH_SIZE} or fewer"
                 )
             trigger, run_for = _delivery(
                 QueueTrigger,
