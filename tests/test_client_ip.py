@@ -52,12 +52,35 @@ def test_repeated_x_forwarded_for_headers_are_one_chain() -> None:
     assert request("127.0.0.1", headers) == "198.51.100.7"
 
 
-def test_forwarded_header_is_preferred_with_ports_quotes_and_ipv6() -> None:
+def test_forwarded_header_with_ports_quotes_and_ipv6() -> None:
     headers = [
-        ("X-Forwarded-For", "6.6.6.6"),
         ("Forwarded", 'for=6.6.6.6, for="[2001:db8::17]:4711";proto=https, for=10.1.2.3:80'),
     ]
     assert request("10.0.0.2", headers) == "2001:db8::17"
+
+
+def test_forwarded_and_x_forwarded_for_that_agree_are_believed() -> None:
+    headers = [
+        ("X-Forwarded-For", "6.6.6.6, 198.51.100.7"),
+        ("Forwarded", "for=198.51.100.7"),
+    ]
+    assert request("10.0.0.2", headers) == "198.51.100.7"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # nginx, an AWS ALB: the proxy appends X-Forwarded-For, passes Forwarded on
+        [("Forwarded", "for=6.6.6.6"), ("X-Forwarded-For", "198.51.100.7")],
+        # a proxy that writes Forwarded passes on the client's X-Forwarded-For
+        [("X-Forwarded-For", "6.6.6.6"), ("Forwarded", "for=198.51.100.7")],
+    ],
+)
+def test_forwarded_and_x_forwarded_for_that_disagree_give_the_proxy(
+    headers: list[tuple[str, str]],
+) -> None:
+    # which of the two the client wrote cannot be told: the proxy is as far as we know
+    assert request("10.0.0.2", headers) == "10.0.0.2"
 
 
 def test_all_hops_trusted_gives_the_left_most() -> None:
@@ -102,6 +125,15 @@ def test_through_the_host_spoofing_is_ignored(proxied: Host) -> None:
     assert direct["client_ip"] == "127.0.0.1"
     assert spoofed["client_ip"] == "198.51.100.7"
     assert spoofed["peer"][0] == "127.0.0.1"
+
+
+def test_through_the_host_a_forwarded_header_cannot_spoof_past_x_forwarded_for(
+    proxied: Host,
+) -> None:
+    # the proxy (127.0.0.1) appended X-Forwarded-For; the client wrote Forwarded itself
+    headers = [("Forwarded", "for=6.6.6.6"), ("X-Forwarded-For", "198.51.100.7")]
+    with proxied.client() as client:
+        assert client.get("/ip", headers=headers).json()["client_ip"] == "127.0.0.1"
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,9 @@
 The client address is the right-most address in ``Forwarded`` (RFC 7239) or
 ``X-Forwarded-For`` that is not a trusted proxy: every proxy appends the address it
 received the request from, so the entries left of the first untrusted one could have
-been written by the client itself and are never believed."""
+been written by the client itself and are never believed. A proxy that writes one of the
+two headers passes the other on as the client sent it, so two that disagree are neither
+believed."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from hibana.errors import AppError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def parse_networks(entries: Iterable[str], where: str) -> tuple[Network, ...]:
@@ -36,7 +39,7 @@ def parse_networks(entries: Iterable[str], where: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-def _address(token: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _address(token: str) -> Address | None:
     token = token.strip().strip('"')
     if token.startswith("["):  # [2001:db8::1]:4711
         token = token[1 : token.find("]")] if "]" in token else ""
@@ -48,19 +51,17 @@ def _address(token: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
         return None
 
 
-def forwarded_chain(forwarded: Sequence[str], x_forwarded_for: Sequence[str]) -> list[str]:
-    """The hops the proxies recorded, first (client side) to last: ``Forwarded: for=`` when
-    present, else ``X-Forwarded-For``. Repeated headers are one list, in order."""
-    if forwarded:
-        hops = []
-        for header in forwarded:
-            for element in header.split(","):
-                for pair in element.split(";"):
-                    key, _, value = pair.partition("=")
-                    if key.strip().lower() == "for":
-                        hops.append(value)
-        return hops
-    return [hop for header in x_forwarded_for for hop in header.split(",")]
+def _forwarded_for(forwarded: Sequence[str]) -> list[str]:
+    """The ``for=`` hops of ``Forwarded`` headers, first (client side) to last; repeated
+    headers are one list, in order."""
+    hops = []
+    for header in forwarded:
+        for element in header.split(","):
+            for pair in element.split(";"):
+                key, _, value = pair.partition("=")
+                if key.strip().lower() == "for":
+                    hops.append(value)
+    return hops
 
 
 def forwarded_proto(forwarded: Sequence[str], x_forwarded_proto: Sequence[str]) -> str | None:
@@ -94,12 +95,33 @@ def is_trusted(peer: str | None, trusted: Sequence[Network]) -> bool:
     return address is not None and any(address in net for net in trusted)
 
 
-def client_ip(peer: str | None, chain: list[str], trusted: Sequence[Network]) -> str | None:
-    """The right-most address in ``chain`` that is not a trusted proxy, when ``peer`` (the
-    socket's other end) is one; otherwise ``peer`` itself."""
+def client_ip(
+    peer: str | None,
+    forwarded: Sequence[str],
+    x_forwarded_for: Sequence[str],
+    trusted: Sequence[Network],
+) -> str | None:
+    """The right-most address of the hops the headers record that is not a trusted proxy,
+    when ``peer`` (the socket's other end) is one; otherwise ``peer`` itself. ``Forwarded``
+    and ``X-Forwarded-For`` each record the hops; a proxy writes one of them (or both,
+    alike), and passes the other on as the client sent it. So when both are there and
+    lead to different clients, which the proxy wrote cannot be told, and neither is
+    believed: the nearest proxy is as far as we know (as ``forwarded_proto`` does)."""
     current = None if peer is None else _address(peer)
     if current is None or not any(current in net for net in trusted):
         return peer
+    x_hops = [hop for header in x_forwarded_for for hop in header.split(",")]
+    if not forwarded:
+        return _walk(current, x_hops, trusted)
+    found = _walk(current, _forwarded_for(forwarded), trusted)
+    if x_forwarded_for and _walk(current, x_hops, trusted) != found:
+        return str(current)
+    return found
+
+
+def _walk(current: Address, chain: list[str], trusted: Sequence[Network]) -> str:
+    """The right-most address in ``chain`` that is not a trusted proxy, ``current`` (a
+    trusted proxy) having received the request from the last of them."""
     for hop in reversed(chain):
         address = _address(hop)
         if address is None:

@@ -12,7 +12,7 @@ import msgspec
 from hibana.datastructures import Files, FormData, Headers, QueryParams, of_request
 from hibana.errors import BadRequest, MissingField
 from hibana.forms import parse_form
-from hibana.proxies import Network, client_ip, forwarded_chain, forwarded_proto, is_trusted
+from hibana.proxies import Network, client_ip, forwarded_proto, is_trusted
 
 _decode_json = msgspec.json.decode
 _BOM = b"\xef\xbb\xbf"
@@ -149,14 +149,15 @@ class Request:
     def client_ip(self) -> str | None:
         """The client's address: the socket peer, or, when the peer is one of the App's
         ``trusted_proxies``, the right-most forwarded address that is not (never the
-        left-most, which the client can write itself)."""
+        left-most, which the client can write itself; nor one of ``Forwarded`` and
+        ``X-Forwarded-For`` that disagree, of which the client may have written either)."""
         client = self._scope.get("client")
         peer = str(client[0]) if client else None
         if not self._trusted:
             return peer
         headers = self.headers
-        chain = forwarded_chain(headers.getlist("forwarded"), headers.getlist("x-forwarded-for"))
-        return client_ip(peer, chain, self._trusted)
+        forwarded = headers.getlist("forwarded")
+        return client_ip(peer, forwarded, headers.getlist("x-forwarded-for"), self._trusted)
 
     @property
     def content_type(self) -> str:
