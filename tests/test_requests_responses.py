@@ -261,6 +261,28 @@ def test_str_body_is_utf8_text() -> None:
     assert header(r, "content-type") == ["text/plain; charset=utf-8"]
 
 
+@pytest.mark.parametrize(
+    ("given", "sent"),
+    [
+        ({"content_type": "text/html"}, "text/html; charset=utf-8"),
+        ({"content_type": "Text/CSV; header=present"}, "Text/CSV; header=present; charset=utf-8"),
+        ({"headers": {"Content-Type": "text/html"}}, "text/html; charset=utf-8"),
+        ({"content_type": "text/html; charset=latin-1"}, "text/html; charset=latin-1"),
+        ({"content_type": "application/xml"}, "application/xml"),
+    ],
+)
+def test_str_body_of_a_text_type_says_it_is_utf8(given: dict[str, Any], sent: str) -> None:
+    """Sent as UTF-8 under a bare text/html, "café" read as windows-1252 in a browser."""
+    r = Response("café", **given)
+    assert r.body == "café".encode()
+    assert header(r, "content-type") == [sent]
+
+
+def test_bytes_body_keeps_the_text_type_given() -> None:
+    r = Response(b"caf\xe9", content_type="text/plain")
+    assert header(r, "content-type") == ["text/plain"]
+
+
 def test_json_response() -> None:
     r = Response.json({"id": 1, "tags": ["a"]}, status=201, headers={"x-id": "1"})
     assert r.status == 201

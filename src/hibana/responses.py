@@ -26,6 +26,11 @@ HeadersArg = Mapping[str, str] | Iterable[tuple[str, str]] | None
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
+def _charsetless_text(content_type: str) -> bool:
+    """Whether ``content_type`` is a ``text/*`` type that names no charset."""
+    return content_type[:5].lower() == "text/" and "charset=" not in content_type.lower()
+
+
 def check_status(status: object) -> None:
     """Refuse a status a function cannot answer with. 1xx are interim responses, which
     the host sends itself (``100 Continue``); sent as the answer, a client would wait for
@@ -52,9 +57,10 @@ class Response:
         content_type: str | None = None,
     ) -> None:
         check_status(status)
+        text = None  # the type of a str body, sent as UTF-8
         if isinstance(body, str):
             body = body.encode()
-            content_type = content_type or "text/plain; charset=utf-8"
+            content_type = text = content_type or "text/plain; charset=utf-8"
         elif not isinstance(body, bytes | bytearray | memoryview):
             raise TypeError(
                 f"Response body is {type(body).__name__}; pass bytes or str, "
@@ -67,6 +73,12 @@ class Response:
         self.headers: list[tuple[str, str]] = header_list(headers)
         if content_type is not None and not self.has_header("content-type"):
             self.headers.append(("content-type", content_type))
+        if text is not None and (headers is not None or _charsetless_text(text)):
+            for i, (name, value) in enumerate(self.headers):
+                if name.lower() == "content-type" and _charsetless_text(value):
+                    # the text went out as UTF-8: say so, or a browser reads it in its
+                    # own default (windows-1252: "cafÃ©")
+                    self.headers[i] = (name, f"{value}; charset=utf-8")
 
     @classmethod
     def json(cls, data: Any, status: int = 200, headers: HeadersArg = None) -> Response:
