@@ -52,6 +52,29 @@ def test_a_form_with_files_through_the_host(basic_host: Host) -> None:
     assert plain.json() == {"fields": [["q", "1 + 1 = 2"], ["q2", "ü"]], "files": []}
 
 
+def test_a_file_input_left_empty_sends_no_file(basic_host: Host) -> None:
+    """For a file input with no file chosen, a browser sends a part with filename="" and
+    nothing in it (HTML's "file with an empty name"): it was an UploadedFile named "",
+    0 bytes, so a required file was never missing and an empty "" was saved."""
+    body = (
+        b'--x\r\nContent-Disposition: form-data; name="title"\r\n\r\nHoliday\r\n'
+        b'--x\r\nContent-Disposition: form-data; name="photo"; filename=""\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n\r\n"
+        b'--x\r\nContent-Disposition: form-data; name="nameless"; filename=""\r\n\r\n'
+        b"kept: it holds something\r\n--x--\r\n"
+    )
+    with basic_host.client() as client:
+        r = client.post(
+            "/form", content=body, headers={"content-type": "multipart/form-data; boundary=x"}
+        )
+    assert r.status_code == 200, r.text
+    assert r.json()["fields"] == [["title", "Holiday"]]
+    assert [file[:2] for file in r.json()["files"]] == [["nameless", ""]]
+    _, files = parse_form("multipart/form-data; boundary=x", body)
+    with pytest.raises(BadRequest, match="file 'photo' is missing; send it"):
+        files["photo"]
+
+
 def test_a_body_that_is_not_a_form_is_a_400_naming_the_type(basic_host: Host) -> None:
     with basic_host.client() as client:
         r = client.post("/form", json={"a": 1})

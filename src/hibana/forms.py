@@ -168,6 +168,8 @@ def _part(
         )
     filename = _filename(params)
     kind, type_params = _options(headers.get("content-type", ""))
+    if filename == "" and not data:
+        return  # a file input left empty: HTML sends a nameless, empty file for it
     if filename is not None:
         files.append((name, UploadedFile(filename, kind or "application/octet-stream", data)))
         return
