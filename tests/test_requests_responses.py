@@ -125,6 +125,14 @@ def test_only_the_quotes_around_a_cookie_value_are_taken_off() -> None:
     assert req.cookies == {"pair": "ab", "twice": '"x"', "end": 'ab"', "lone": '"'}
 
 
+def test_a_cookie_of_utf8_text_is_read_as_text() -> None:
+    """What a browser sends of ``document.cookie = "city=Zürich"``: its UTF-8 bytes,
+    which were read as Latin-1 ("ZÃ¼rich"). Bytes that are no UTF-8 stay Latin-1."""
+    req = make_request(headers=[(b"cookie", "city=Zürich; who=José".encode())])
+    assert req.cookies == {"city": "Zürich", "who": "José"}
+    assert make_request(headers=[(b"cookie", b"old=caf\xe9")]).cookies == {"old": "café"}
+
+
 def test_cookie_value_may_contain_equals() -> None:
     req = make_request(headers=[(b"cookie", b"token=a=b==")])
     assert req.cookies == {"token": "a=b=="}

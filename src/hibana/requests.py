@@ -3,6 +3,7 @@ the query string or cookies pays nothing for them."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
@@ -128,6 +129,11 @@ class Request:
         if self._cookies is None:
             cookies: dict[str, str] = _Cookies()
             for header in self.headers.getlist("cookie"):
+                if not header.isascii():
+                    # what a browser sends of a cookie a page set to text (document.cookie):
+                    # its UTF-8, which the header's Latin-1 made "cafÃ©"
+                    with contextlib.suppress(UnicodeDecodeError):
+                        header = header.encode("latin-1").decode("utf-8")
                 for chunk in header.split(";"):
                     key, sep, value = chunk.partition("=")
                     key = key.strip()
