@@ -154,6 +154,11 @@ def test_preamble_epilogue_and_a_quoted_boundary_are_understood() -> None:
         ),
         (
             "multipart/form-data; boundary=x",
+            b"--x\r\n\r\nno headers at all\r\n--x--",
+            "has no Content-Disposition: form-data; name=...",  # not "header line ''"
+        ),
+        (
+            "multipart/form-data; boundary=x",
             b"--x\r\nno colon here\r\n\r\n1\r\n--x--",
             "header line 'no colon here' has no colon",
         ),

@@ -185,7 +185,7 @@ def _part_headers(head: bytes) -> dict[str, str]:
         text = head.decode("latin-1")
     headers: dict[str, str] = {}
     last = ""
-    for line in text.split("\r\n"):
+    for line in text.split("\r\n") if text else ():  # a part may have no headers
         if line[:1] in (" ", "\t") and last:  # a folded line goes on the one before
             headers[last] += " " + line.strip()
             continue
