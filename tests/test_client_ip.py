@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 import hibana
@@ -134,6 +135,27 @@ def test_through_the_host_a_forwarded_header_cannot_spoof_past_x_forwarded_for(
     headers = [("Forwarded", "for=6.6.6.6"), ("X-Forwarded-For", "198.51.100.7")]
     with proxied.client() as client:
         assert client.get("/ip", headers=headers).json()["client_ip"] == "127.0.0.1"
+
+
+def test_an_ipv4_address_a_dual_stack_socket_shows_is_in_either_network() -> None:
+    chain = [("X-Forwarded-For", "198.51.100.7, ::ffff:10.0.0.5")]
+    assert request("::ffff:10.0.0.2", chain) == "198.51.100.7"
+    mapped = parse_networks(["::ffff:10.0.0.0/104"], "test")  # as one may have written it
+    assert request("::ffff:10.0.0.2", chain, mapped) == "198.51.100.7"
+
+
+def test_through_a_dual_stack_host_an_ipv4_proxy_is_trusted() -> None:
+    """Bound to ``::``, the host sees an IPv4 peer as ``::ffff:127.0.0.1``, which
+    ``127.0.0.1/32`` did not hold: the proxy's headers were ignored, and the client was
+    the proxy, on plain http."""
+    for host in started("behind_proxy", "--workers", "1", "--host", "::"):
+        ipv4 = host.url.replace("[::]", "127.0.0.1")
+        headers = {"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https"}
+        with httpx.Client(base_url=ipv4, timeout=30) as client:
+            ip = client.get("/ip", headers=headers).json()
+            url = client.get("/url", headers=headers).json()
+        assert ip == {"client_ip": "198.51.100.7", "peer": ["::ffff:127.0.0.1", ip["peer"][1]]}
+        assert url["scheme"] == "https"
 
 
 @pytest.mark.parametrize(

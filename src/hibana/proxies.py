@@ -51,6 +51,16 @@ def _address(token: str) -> Address | None:
         return None
 
 
+def _in(address: Address, trusted: Sequence[Network]) -> bool:
+    """Whether ``address`` is in one of the ``trusted`` networks. An IPv4 address as a
+    dual-stack socket (--host ::) shows it, ``::ffff:10.0.0.2``, is in an IPv4 network
+    too, which it is not to ``ipaddress``."""
+    if any(address in net for net in trusted):
+        return True
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped is not None and any(mapped in net for net in trusted)
+
+
 def _forwarded_for(forwarded: Sequence[str]) -> list[str]:
     """The ``for=`` hops of ``Forwarded`` headers, first (client side) to last; repeated
     headers are one list, in order."""
@@ -92,7 +102,7 @@ def forwarded_proto(forwarded: Sequence[str], x_forwarded_proto: Sequence[str]) 
 def is_trusted(peer: str | None, trusted: Sequence[Network]) -> bool:
     """Whether ``peer`` (the socket's other end) is one of the ``trusted`` proxies."""
     address = None if peer is None else _address(peer)
-    return address is not None and any(address in net for net in trusted)
+    return address is not None and _in(address, trusted)
 
 
 def client_ip(
@@ -108,7 +118,7 @@ def client_ip(
     lead to different clients, which the proxy wrote cannot be told, and neither is
     believed: the nearest proxy is as far as we know (as ``forwarded_proto`` does)."""
     current = None if peer is None else _address(peer)
-    if current is None or not any(current in net for net in trusted):
+    if current is None or not _in(current, trusted):
         return peer
     x_hops = [hop for header in x_forwarded_for for hop in header.split(",")]
     if not forwarded:
@@ -128,6 +138,6 @@ def _walk(current: Address, chain: list[str], trusted: Sequence[Network]) -> str
             # "unknown" or an obfuscated name: the last proxy we trust is as far as we know
             return str(current)
         current = address
-        if not any(address in net for net in trusted):
+        if not _in(address, trusted):
             return str(address)
     return str(current)  # every hop is a trusted proxy: the left-most is all we have
