@@ -286,6 +286,21 @@ def test_str_body_of_a_text_type_says_it_is_utf8(given: dict[str, Any], sent: st
     assert header(r, "content-type") == [sent]
 
 
+def test_a_stream_of_a_text_type_says_it_is_utf8() -> None:
+    """Its str chunks go out as UTF-8 (and the bytes of text most likely are)."""
+
+    async def parts() -> Any:
+        yield "café"
+
+    r = StreamingResponse(parts(), content_type="text/plain")
+    assert header(r, "content-type") == ["text/plain; charset=utf-8"]
+    # headers are sent as given: a mounted app's stream is one
+    events = StreamingResponse(parts(), headers={"content-type": "text/event-stream"})
+    assert header(events, "content-type") == ["text/event-stream"]
+    binary = StreamingResponse(parts(), content_type="application/octet-stream")
+    assert header(binary, "content-type") == ["application/octet-stream"]
+
+
 def test_bytes_body_keeps_the_text_type_given() -> None:
     r = Response(b"caf\xe9", content_type="text/plain")
     assert header(r, "content-type") == ["text/plain"]

@@ -418,7 +418,8 @@ class StreamingResponse(Response):
     """A response whose body is sent chunk by chunk as ``stream`` yields it (chunked, no
     buffering): large downloads, server-sent events. ``stream`` is an async iterator of
     bytes or str (sent as UTF-8), such as an async generator. If it raises, the response is
-    cut short (the client sees it unfinished) and the invocation counts as failed."""
+    cut short (the client sees it unfinished) and the invocation counts as failed. A
+    ``text/*`` ``content_type`` that names no charset is sent with ``charset=utf-8``."""
 
     def __init__(
         self,
@@ -432,5 +433,7 @@ class StreamingResponse(Response):
                 f"StreamingResponse takes an async iterator of bytes or str (an async "
                 f"generator, say); got {type(stream).__name__}"
             )
+        if content_type is not None and _charsetless_text(content_type):
+            content_type += "; charset=utf-8"  # the str it yields goes out as UTF-8
         super().__init__(b"", status, headers, content_type)
         self.stream = stream
