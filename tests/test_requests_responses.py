@@ -516,6 +516,13 @@ def test_cookie_max_age_is_whole_seconds_or_a_timedelta() -> None:
         ({"max_age": "3600"}, "max_age='3600'; give whole seconds"),
         ({"samesite": "bogus"}, "samesite='bogus'; give 'lax', 'strict' or 'none'"),
         ({"samesite": "none"}, "samesite='none' without secure=True: browsers drop it"),
+        # sent as Latin-1 bytes (or a 500 as the answer went out), never matching the URL
+        (
+            {"domain": "bücher.example"},
+            r"domain that is not ASCII: 'bücher.example'; give the host's IDNA form",
+        ),
+        ({"path": "/café"}, r"path that is not ASCII: '/café'; percent-encode it"),
+        ({"path": "/日本"}, r"path that is not ASCII: '/日本'; percent-encode it"),
     ],
 )
 def test_a_cookie_attribute_a_browser_would_ignore_is_refused(

@@ -198,6 +198,17 @@ class Response:
                 raise ValueError(
                     f"cookie {key!r} has a {attribute} with ';' or a control: {given!r}"
                 )
+            if given is not None and not given.isascii():
+                # a browser matches them against the URL's host and path, which are
+                # ASCII: as sent (Latin-1 bytes, or none past it) the cookie never matches
+                fix = (
+                    "give the host's IDNA form (domain.encode('idna').decode())"
+                    if attribute == "domain"
+                    else "percent-encode it (urllib.parse.quote(path)), as URLs carry it"
+                )
+                raise ValueError(
+                    f"cookie {key!r} has a {attribute} that is not ASCII: {given!r}; {fix}"
+                )
         parts = [f"{key}={value}"]
         if max_age is not None:
             parts.append(f"Max-Age={max_age}")
