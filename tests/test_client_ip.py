@@ -66,6 +66,9 @@ def test_forwarded_and_x_forwarded_for_that_agree_are_believed() -> None:
         ("Forwarded", "for=198.51.100.7"),
     ]
     assert request("10.0.0.2", headers) == "198.51.100.7"
+    # a Forwarded that names no address says nothing against X-Forwarded-For
+    headers = [("Forwarded", "proto=https"), ("X-Forwarded-For", "198.51.100.7")]
+    assert request("10.0.0.2", headers) == "198.51.100.7"
 
 
 @pytest.mark.parametrize(

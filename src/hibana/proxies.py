@@ -121,12 +121,8 @@ def client_ip(
     if current is None or not _in(current, trusted):
         return peer
     x_hops = [hop for header in x_forwarded_for for hop in header.split(",")]
-    if not forwarded:
-        return _walk(current, x_hops, trusted)
-    found = _walk(current, _forwarded_for(forwarded), trusted)
-    if x_forwarded_for and _walk(current, x_hops, trusted) != found:
-        return str(current)
-    return found
+    found = {_walk(current, hops, trusted) for hops in (_forwarded_for(forwarded), x_hops) if hops}
+    return found.pop() if len(found) == 1 else str(current)
 
 
 def _walk(current: Address, chain: list[str], trusted: Sequence[Network]) -> str:
