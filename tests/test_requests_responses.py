@@ -597,6 +597,15 @@ def test_a_streaming_response_wants_an_async_iterator() -> None:
     with pytest.raises(TypeError, match=r"async iterator of bytes or str .* got list"):
         StreamingResponse([b"not", b"async"])  # type: ignore[arg-type]
 
+    async def parts() -> Any:
+        yield b"x"
+
+    # the generator function, not the generator it makes: it said "got function"
+    with pytest.raises(
+        TypeError, match=r"got function .*: call it, StreamingResponse\(parts\(\)\)"
+    ):
+        StreamingResponse(parts)  # type: ignore[arg-type]
+
 
 def test_none_becomes_204_with_no_body() -> None:
     r = to_response(None, "fn")

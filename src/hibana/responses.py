@@ -440,9 +440,14 @@ class StreamingResponse(Response):
         content_type: str | None = None,
     ) -> None:
         if not hasattr(stream, "__anext__"):
+            called = (
+                f": call it, StreamingResponse({stream.__name__}())"
+                if inspect.isasyncgenfunction(stream)
+                else ""
+            )
             raise TypeError(
                 f"StreamingResponse takes an async iterator of bytes or str (an async "
-                f"generator, say); got {type(stream).__name__}"
+                f"generator, say); got {type(stream).__name__} {stream!r:.60}{called}"
             )
         if content_type is not None and _charsetless_text(content_type):
             content_type += "; charset=utf-8"  # the str it yields goes out as UTF-8
