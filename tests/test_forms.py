@@ -126,7 +126,12 @@ def test_preamble_epilogue_and_a_quoted_boundary_are_understood() -> None:
     [
         ("text/plain", b"a=1", "request body is text/plain, not a form"),
         ("", b"a=1", "request body is of no declared type, not a form"),
-        ("multipart/form-data", b"--x\r\n\r\n--x--", "no boundary of 1 to 70 characters"),
+        ("multipart/form-data", b"--x\r\n\r\n--x--", "no boundary of 1 to 256 characters"),
+        (
+            "multipart/form-data; boundary=" + "b" * 257,
+            b"--x\r\n\r\n--x--",
+            "no boundary of 1 to 256 characters",
+        ),
         ("multipart/form-data; boundary=x", b"no boundary here", "has no boundary line 'x'"),
         (
             "multipart/form-data; boundary=x",
@@ -193,6 +198,17 @@ def test_a_content_type_built_to_be_slow_parses_at_once(content_type: str) -> No
     fields, _ = parse_form(
         content_type, b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--x--'
     )
+    assert fields.getlist("a") == ["1"]
+
+
+def test_a_boundary_longer_than_rfc_2046_has_senders_write_is_taken() -> None:
+    """Some clients write more than its 70 characters (anthropic-sdk-ruby before 2025-09
+    wrote 80); such an upload was a 400."""
+    boundary = "-" * 20 + "a" * 60
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--{boundary}--\r\n'
+    ).encode()
+    fields, _ = parse_form(f"multipart/form-data; boundary={boundary}", body)
     assert fields.getlist("a") == ["1"]
 
 
