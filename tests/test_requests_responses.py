@@ -660,6 +660,13 @@ def test_an_http_error_is_an_error_status(status: int) -> None:
         HTTPError(status)
 
 
+def test_a_redirect_to_a_host_idna_cannot_write_names_it() -> None:
+    """``Response.redirect(req.query["next"])`` of such a URL raised a bare UnicodeError
+    ("encoding with 'idna' codec failed") that named neither the URL nor the call."""
+    with pytest.raises(ValueError, match=r"Response.redirect\('https://ä..example/x'\): its host"):
+        Response.redirect("https://ä..example/x")
+
+
 @pytest.mark.parametrize(
     ("location", "sent"),
     [

@@ -110,7 +110,13 @@ class Response:
             userinfo, at, hostport = parts.netloc.rpartition("@")
             host, colon, port = hostport.partition(":")
             if not host.isascii():
-                host = host.encode("idna").decode("ascii")
+                try:
+                    host = host.encode("idna").decode("ascii")
+                except UnicodeError as exc:  # an empty label, one over 63 characters
+                    raise ValueError(
+                        f"Response.redirect({location!r}): its host {host!r} is no host "
+                        f"name ({exc}); check the URL before redirecting"
+                    ) from None
                 netloc = f"{userinfo}{at}{host}{colon}{port}"
                 location = urlunsplit(parts._replace(netloc=netloc))
         return cls(b"", status, [("location", quote(location, safe=":/%#?=@[]!$&'()*+,;"))])
