@@ -406,6 +406,20 @@ def test_set_cookie_twice_keeps_both() -> None:
     ]
 
 
+def test_a_partitioned_cookie_is_set_and_deleted_partitioned() -> None:
+    """CHIPS: a third-party cookie where browsers block the others; set_cookie had no
+    way to say Partitioned."""
+    r = Response()
+    r.set_cookie("sid", "v", secure=True, samesite="none", partitioned=True)
+    r.delete_cookie("sid", samesite="none", partitioned=True)
+    sent, ended = header(r, "set-cookie")
+    assert sent == "sid=v; Path=/; Secure; SameSite=None; Partitioned"
+    assert ended.startswith("sid=; Max-Age=0; Expires=")
+    assert ended.endswith("; Path=/; Secure; SameSite=None; Partitioned")
+    with pytest.raises(ValueError, match="partitioned=True without secure=True: browsers drop"):
+        r.set_cookie("sid", "v", partitioned=True)
+
+
 def test_set_cookie_expires_and_no_defaults() -> None:
     r = Response()
     r.set_cookie(

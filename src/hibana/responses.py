@@ -137,8 +137,11 @@ class Response:
         secure: bool = False,
         httponly: bool = False,
         samesite: Literal["lax", "strict", "none"] | None = "lax",
+        partitioned: bool = False,
     ) -> None:
-        """Add a ``Set-Cookie`` header; call again for more cookies.
+        """Add a ``Set-Cookie`` header; call again for more cookies. ``partitioned``: a
+        cookie kept apart for each top-level site (CHIPS), what a third-party cookie needs
+        where browsers block the others; it needs ``secure=True``.
 
         The name must be an HTTP token and the value plain cookie octets (RFC 6265 4.1.1:
         no space, ``"``, ``,``, ``;`` or ``\\``): else a ValueError, so that a value taken
@@ -178,6 +181,10 @@ class Response:
         if samesite is not None and samesite.lower() == "none" and not secure:
             raise ValueError(
                 f"cookie {key!r} has samesite='none' without secure=True: browsers drop it"
+            )
+        if partitioned and not secure:
+            raise ValueError(
+                f"cookie {key!r} has partitioned=True without secure=True: browsers drop it"
             )
         # RFC 6265bis 4.1.3: a name's prefix is a promise browsers hold it to; one that
         # breaks it is dropped without a word (a session that never sticks)
@@ -230,6 +237,8 @@ class Response:
             parts.append("HttpOnly")
         if samesite is not None:
             parts.append(f"SameSite={samesite.capitalize()}")
+        if partitioned:
+            parts.append("Partitioned")
         self.headers.append(("set-cookie", "; ".join(parts)))
 
     def delete_cookie(
@@ -241,9 +250,11 @@ class Response:
         secure: bool = False,
         httponly: bool = False,
         samesite: Literal["lax", "strict", "none"] | None = "lax",
+        partitioned: bool = False,
     ) -> None:
         """A ``Set-Cookie`` that ends cookie ``key``: give the attributes it was set with
-        (a ``__Host-`` or ``__Secure-`` cookie needs ``secure=True``, or browsers ignore it)."""
+        (a ``__Host-`` or ``__Secure-`` cookie needs ``secure=True``, or browsers ignore it;
+        a partitioned one ``partitioned=True``, or the browser ends an unpartitioned one)."""
         self.set_cookie(
             key,
             "",
@@ -251,9 +262,10 @@ class Response:
             expires=datetime.now(UTC) - timedelta(days=1),
             path=path,
             domain=domain,
-            secure=secure or key.lower().startswith(("__host-", "__secure-")),
+            secure=secure or partitioned or key.lower().startswith(("__host-", "__secure-")),
             httponly=httponly,
             samesite=samesite,
+            partitioned=partitioned,
         )
 
     def __repr__(self) -> str:
