@@ -233,6 +233,20 @@ def test_names_are_what_browsers_send() -> None:
     assert (naive.filename, naive.content_type) == ("na\u00efve.txt", "text/plain")
 
 
+def test_a_quote_or_line_break_in_a_name_is_what_the_browser_escaped() -> None:
+    """HTML's multipart encoding (browsers, httpx, requests) sends ``"``, CR and LF in a
+    name or filename as %22, %0D and %0A: 'say "hi".txt' arrived as 'say %22hi%22.txt'.
+    No other ``%`` is escaped, so ``100%.txt`` and ``%41`` stay as they are."""
+    content_type, body = built(
+        data={'the "a" field': "1"},
+        files=[("f", ('say "hi".txt', b"x")), ("g", ("100% %41.txt", b"y"))],
+    )
+    assert b"%22" in body
+    fields, files = parse_form(content_type, body)
+    assert fields.getlist('the "a" field') == ["1"]
+    assert [f.filename for f in files.values()] == ['say "hi".txt', "100% %41.txt"]
+
+
 def test_a_urlencoded_body_of_raw_utf8_is_read() -> None:
     """What ``curl -d 'name=José'`` sends: browsers percent-encode, curl does not."""
     fields, _ = parse_form("application/x-www-form-urlencoded", "name=José&city=Zürich".encode())

@@ -7,9 +7,10 @@ copies, not a pass of Python over its lines. A part's headers (8 KiB at most) an
 parameters of ``Content-Type`` and ``Content-Disposition`` are read in one pass each, as
 browsers write them (HTML's multipart/form-data encoding): a quoted value ends at its
 closing quote, ``\\"`` and ``\\\\`` in it are a quote and a backslash, and any other
-backslash is itself (a Windows path in a ``filename``). The standard library's header parser
-is not used: it recurses on nested comments and is quadratic in a header's parameters, so
-a body built for it could take hours.
+backslash is itself (a Windows path in a ``filename``); in a name and a filename ``%22``,
+``%0D`` and ``%0A`` are a quote, CR and LF (HTML escapes those three, and nothing else).
+The standard library's header parser is not used: it recurses on nested comments and is
+quadratic in a header's parameters, so a body built for it could take hours.
 
 A form's ``_charset_`` field (HTML fills in a hidden one with the charset the browser sent
 the form in) says how the form's text is encoded: a urlencoded body's percent-escapes and
@@ -170,6 +171,8 @@ def _part(
         raise BadRequest(
             "a multipart/form-data part has no Content-Disposition: form-data; name=..."
         )
+    if "%" in name:
+        name = _unescaped(name)
     filename = _filename(params)
     kind, type_params = _options(headers.get("content-type", ""))
     if filename == "" and not data:
@@ -259,4 +262,12 @@ def _filename(params: dict[str, str]) -> str | None:
                 return unquote(encoded, encoding=charset or "utf-8", errors="strict")
             except (LookupError, UnicodeError):  # idna and punycode raise UnicodeError
                 pass  # then the plain filename, if there is one
-    return params.get("filename")
+    filename = params.get("filename")
+    return _unescaped(filename) if filename is not None and "%" in filename else filename
+
+
+def _unescaped(text: str) -> str:
+    """A name or filename as HTML's multipart encoding escapes it, unescaped: a browser
+    (and httpx, requests) sends ``"``, CR and LF as ``%22``, ``%0D`` and ``%0A``, and
+    no other ``%`` (a file named ``100%.txt`` keeps its own)."""
+    return text.replace("%22", '"').replace("%0D", "\r").replace("%0A", "\n")
