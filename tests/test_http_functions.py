@@ -307,11 +307,14 @@ def test_reading_what_the_client_did_not_send_is_a_400_naming_it(basic_host: Hos
             "key": client.get("/needs/key"),
             "cookie": client.get("/needs/cookie", headers={"cookie": "other=1"}),
             "field": client.post("/needs/field", data={"other": "x"}),
+            # read with req.form(), sent as a file: it said "send it", which the client had
+            "field as a file": client.post("/needs/field", files={"name": ("a.txt", b"x")}),
             "file": client.post("/needs/file", files={"other": ("a.txt", b"x")}),
             "urlencoded file": client.post("/needs/file", data={"upload": "a.txt"}),
         }
         optional = client.get("/needs/optional")
         sent = client.get("/needs/page", params={"page": "2"}, headers={"x-api-key": "k"})
+    field_error = "form field 'name' is missing; send it (a part with a filename is in req.files())"
     file_error = (
         "file 'upload' is missing; send it as a multipart/form-data part with a filename "
         "(a field without one is in req.form())"
@@ -320,7 +323,8 @@ def test_reading_what_the_client_did_not_send_is_a_400_naming_it(basic_host: Hos
         "page": (400, "query parameter 'page' is missing; send ?page=..."),
         "key": (400, "header 'X-Api-Key' is missing; send it"),
         "cookie": (400, "cookie 'session' is missing; send it"),
-        "field": (400, "form field 'name' is missing; send it"),
+        "field": (400, field_error),
+        "field as a file": (400, field_error),
         "file": (400, file_error),
         "urlencoded file": (400, file_error),
     }

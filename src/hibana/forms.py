@@ -36,7 +36,7 @@ MAX_PART_HEAD = 8192
 MAX_BOUNDARY = 256
 _FORM_TYPES = "application/x-www-form-urlencoded or multipart/form-data"
 #: The 400s of ``req.form()[name]`` and ``req.files()[name]`` for a name not sent.
-_NO_FIELD = "form field {key!r} is missing; send it"
+_NO_FIELD = "form field {key!r} is missing; send it (a part with a filename is in req.files())"
 _NO_FILE = (
     "file {key!r} is missing; send it as a multipart/form-data part with a filename "
     "(a field without one is in req.form())"
