@@ -159,6 +159,11 @@ def test_preamble_epilogue_and_a_quoted_boundary_are_understood() -> None:
         ),
         (
             "multipart/form-data; boundary=x",
+            b'--x\nContent-Disposition: form-data; name="a"\n\n1\n--x--\n',  # printf, no \r
+            "lines that end in LF alone; end them in CRLF (\\r\\n)",
+        ),
+        (
+            "multipart/form-data; boundary=x",
             b"--x\r\n\r\nno headers at all\r\n--x--",
             "has no Content-Disposition: form-data; name=...",  # not "header line ''"
         ),

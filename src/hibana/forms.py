@@ -124,6 +124,11 @@ def _multipart(content_type: str, body: bytes) -> tuple[FormData, Files]:
             break  # the closing delimiter; what follows is an epilogue
         line_end = body.find(b"\r\n", start)
         if line_end == -1 or body[start:line_end].strip(b" \t"):
+            if body[start : start + 1] == b"\n":
+                raise BadRequest(
+                    "multipart/form-data body has lines that end in LF alone; end them "
+                    "in CRLF (\\r\\n), as RFC 7578 has them"
+                )
             raise BadRequest("multipart/form-data body ends inside a boundary line")
         end = body.find(separator, line_end)
         if end == -1:
