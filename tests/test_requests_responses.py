@@ -213,6 +213,15 @@ def test_text_defaults_to_utf8() -> None:
     assert make_request(body="café ☕".encode()).text() == "café ☕"
 
 
+def test_text_after_a_utf8_byte_order_mark_is_the_text_alone() -> None:
+    """A file Notepad saved, sent with curl --data-binary @file: its text began with
+    "\ufeff", so it never equalled what was in it (req.json() took the mark off)."""
+    body = b"\xef\xbb\xbfcaf\xc3\xa9"
+    assert make_request(body=body).text() == "café"
+    utf8 = [(b"content-type", b"text/plain; charset=UTF-8")]
+    assert make_request(body=body, headers=utf8).text() == "café"
+
+
 @pytest.mark.parametrize(
     "content_type",
     [

@@ -176,8 +176,12 @@ class Request:
             key, _, value = part.partition("=")
             if key.strip().lower() == "charset" and value.strip():
                 charset = value.strip().strip('"')
+        body = self.body
+        if body.startswith(_BOM) and charset.lower() in ("utf-8", "utf8"):
+            # a byte order mark (Notepad, PowerShell write one): no text of the body's
+            body = body[len(_BOM) :]
         try:
-            return self.body.decode(charset)
+            return body.decode(charset)
         # UnicodeError: what idna and punycode raise, not its UnicodeDecodeError
         except (LookupError, UnicodeError) as exc:
             raise BadRequest(f"request body is not valid {charset} text: {exc}") from None
