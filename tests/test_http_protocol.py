@@ -654,6 +654,18 @@ def test_a_forged_response_header_is_a_500_and_never_reaches_the_wire(host: Host
     assert "x-note" in line["error"] and "line break" in line["error"]
 
 
+def test_the_host_alone_sets_traceparent_and_x_invocation_id(basic_host: Host) -> None:
+    """A function's own went out beside the host's: two of each, and a client reading
+    the first got the function's, which names no invocation the log has."""
+    with basic_host.client() as client:
+        r = client.get("/own-trace-headers")
+    assert r.status_code == 200
+    assert len(r.headers.get_list("traceparent")) == 1
+    assert r.headers.get_list("x-invocation-id") == [r.headers["x-invocation-id"]]
+    line = basic_host.wait_for_log(invocation_id=r.headers["x-invocation-id"], msg="invocation")
+    assert r.headers["traceparent"] == f"00-{line['trace_id']}-{line['span_id']}-01"
+
+
 @pytest.mark.parametrize(
     ("query", "said"),
     [

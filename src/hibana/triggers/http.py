@@ -159,13 +159,23 @@ def _unrun(inv: Invocation) -> str:
     return " waiting for a thread (every one of the worker's was busy): it did not run"
 
 
-#: Response headers that frame the message or the connection: the host writes its own,
-#: and a function's are left out (headers copied from an upstream response, say, would
-#: otherwise contradict the host's and split the response). ``Connection: close`` is
-#: kept: it asks for the connection to close after this answer. A streamed response's
-#: Content-Length is kept too (it is sent unchunked), and a HEAD answer's with no body.
+#: Response headers that frame the message or the connection, or trace the invocation:
+#: the host writes its own, and a function's are left out (headers copied from an
+#: upstream response, say, would otherwise contradict the host's and split the response).
+#: ``Connection: close`` is kept: it asks for the connection to close after this answer.
+#: A streamed response's Content-Length is kept too (it is sent unchunked), and a HEAD
+#: answer's with no body.
 _HOST_OWNED = frozenset(
-    {b"transfer-encoding", b"connection", b"keep-alive", b"date", b"proxy-connection"}
+    {
+        b"transfer-encoding",
+        b"connection",
+        b"keep-alive",
+        b"date",
+        b"proxy-connection",
+        # the host's own on every answer: the invocation's trace and id, as logged
+        b"traceparent",
+        b"x-invocation-id",
+    }
 )
 _CLOSE_KEPT = (b"connection", b"close")
 

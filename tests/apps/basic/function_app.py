@@ -582,6 +582,13 @@ def forged_header(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     return hibana.Response("x", headers={"x-note": "a\r\nset-cookie: stolen=1"})
 
 
+@app.http("/own-trace-headers")
+def own_trace_headers(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
+    """A function setting the headers the host sets on every answer of its own."""
+    own = f"00-{'a' * 32}-{'b' * 16}-01"
+    return hibana.Response("x", headers={"traceparent": own, "X-Invocation-Id": "mine"})
+
+
 @app.http("/set-status")
 def set_status(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     """A status set after the Response was made (``?to=999``; ``&as=str``: the text)."""
