@@ -829,3 +829,22 @@ def test_the_error_an_attempt_keeps_with_its_message_is_bounded(tmp_path: Path) 
     assert [e["error"] for e in dead.errors] == [
         f"{kept}... (100032 characters; the log line has them all)"
     ] * 2
+
+
+def test_a_body_that_is_no_json_is_a_dead_letter_at_once_not_after_max_attempts(
+    app_dir: Path, store: Store
+) -> None:
+    """Another program's write through hibana.store: msg.data failed at every attempt
+    alike, and the message was tried max_attempts times before it was set aside."""
+    run(store.declare([QueueInfo("orders", "on_order", 3)]))
+    sent = run(store.enqueue(NewMessage("orders", b"\xff not json")))
+    for host in started(app_dir, "--workers", "1"):
+        line = host.wait_for_log(function="on_order", outcome="error", message_id=sent.id)
+        assert line["attempt"] == 1 and line["dead_lettered"] is True
+        assert "retry_in_s" not in line
+    (dead,) = run(store.dead_letters("orders"))
+    assert dead.id == sent.id and dead.attempts == 1
+    assert dead.errors[-1]["error"].startswith(
+        f"BadMessage: message {sent.id} on queue 'orders' has a body that is not JSON ("
+    )
+    assert "read such a body as msg.body (bytes)" in dead.errors[-1]["error"]

@@ -9,6 +9,7 @@ One tree, one base::
     ├── ConfigError             a setting (CLI flag, App option) that is out of range
     ├── StoreError              the store cannot be opened or used (its URL, its schema)
     ├── QueueError              an enqueue names an unknown queue or carries too large a payload
+    ├── BadMessage              (a msgspec.DecodeError too) msg.data of a body that is no JSON
     └── HTTPError               raise in a function to answer with a status and a message
         ├── BadRequest          400: the request body or a parameter is malformed
         │   └── MissingField    (a KeyError too) req.query["page"] of a key not sent
@@ -61,6 +62,17 @@ class StoreError(HibanaError):
 class QueueError(HibanaError):
     """An enqueue that cannot be accepted (unknown queue, payload over the limit);
     nothing was written."""
+
+
+class BadMessage(HibanaError, msgspec.DecodeError):
+    """``msg.data`` of a queue message whose body is not JSON (another program wrote it
+    through ``hibana.store``): no attempt can change its body, so a function that lets it
+    out makes the message a dead letter at once, not after ``max_attempts``."""
+
+    def __init__(self, message_id: int, queue: str, detail: str) -> None:
+        self.message_id = message_id
+        self.queue = queue
+        super().__init__(detail)
 
 
 class HTTPError(HibanaError):

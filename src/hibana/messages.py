@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from hibana.errors import BadMessage
+
 #: The longest a message may be held back (``delay``, a retry's pause): 365 days. Anything
 #: longer is a mistake, not a plan (``math.inf`` for "never", milliseconds given as
 #: seconds): such a message would sit unseen, counted as delayed, for longer than any code
@@ -44,7 +46,17 @@ class Message:
     def data(self) -> Any:
         """The payload, decoded from JSON."""
         if not self._decoded:
-            self._data = _decode(self.body)
+            try:
+                self._data = _decode(self.body)
+            except msgspec.DecodeError as exc:
+                raise BadMessage(
+                    self.id,
+                    self.queue,
+                    f"message {self.id} on queue {self.queue!r} has a body that is not JSON "
+                    f"({exc}): {self.body[:100]!r}; no attempt can change it, so it is a "
+                    "dead letter at once. Whatever wrote it sent no JSON: read such a body "
+                    "as msg.body (bytes), or have its writer send JSON",
+                ) from None
             self._decoded = True
         return self._data
 

@@ -22,7 +22,7 @@ import msgspec
 from hibana.app import MAX_BATCH_SIZE, App, EventTrigger, FunctionSpec, QueueTrigger, TimerTrigger
 from hibana.context import Context, Invocation
 from hibana.dispatcher import PERMIT_POLL, Dispatcher, Outcome
-from hibana.errors import StoreError
+from hibana.errors import BadMessage, StoreError
 from hibana.events.cloudevent import CloudEvent
 from hibana.messages import BatchFailed, Message
 from hibana.secrets import Secrets
@@ -539,6 +539,8 @@ class QueueConsumer:
             assert error is not None
             text = error_text(error)
             log.exception("function raised", error)
+        # a message whose body is no JSON fails every attempt alike: dead at once
+        hopeless = _bad_bodies(error) & failed
         text = self.sink.scrub(text)
         line["error"] = text
         # what the store keeps with the message, each attempt's, shown by `hibana queue dlq`
@@ -555,7 +557,7 @@ class QueueConsumer:
             errors = [*d.errors, {"attempt": d.attempt, "error": kept, "at": round(now, 3)}]
             if not isinstance(trigger, QueueTrigger) or not trigger.dead_letters:
                 settles.append(Settle("ack", d.id, d.attempt))  # a timer: the schedule goes on
-            elif d.attempt >= trigger.max_attempts:
+            elif d.attempt >= trigger.max_attempts or d.id in hopeless:
                 settles.append(Settle("dead", d.id, d.attempt, error=kept, errors=errors))
                 dead.append(d.id)
             else:
@@ -569,6 +571,25 @@ class QueueConsumer:
         if dead:
             line["dead_lettered"] = dead if trigger.batch_size > 1 else True  # type: ignore[union-attr]
         return settles, line
+
+
+def _bad_bodies(error: BaseException | None) -> set[int]:
+    """The ids of the messages whose body ``msg.data`` found no JSON, in ``error`` or the
+    exceptions it was raised from (a function may wrap the one it got)."""
+    found: set[int] = set()
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        exc = pending.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        if isinstance(exc, BadMessage):
+            found.add(exc.message_id)
+        if isinstance(exc, BatchFailed) and isinstance(exc.error, BaseException):
+            pending.append(exc.error)
+        pending += (exc.__cause__, exc.__context__)
+    return found
 
 
 def _lease(spec: FunctionSpec) -> float:
