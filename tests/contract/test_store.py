@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from hibana.errors import StoreError
+from hibana.errors import QueueError, StoreError
 from hibana.store import NewMessage, QueueInfo, Settle, Store, engine_for, open_store
 from hibana.store.base import _Op
 from hibana.store.sqlite import SqliteEngine
@@ -253,6 +253,25 @@ def test_a_timer_slot_fires_once_across_hosts(open_stores: Callable[[], Store]) 
     assert fire(two, "sweep", slot + 120, b"120") is True
     assert fire(two, "sweep", slot + 180, b"180") is True
     assert [d.body for d in run(one.claim("timer:sweep", "w", 10, lease=30))] == [b"180 late"]
+
+
+def test_a_write_to_a_timers_queue_is_refused_and_its_slots_go_on(store: Store) -> None:
+    """A message another program wrote there was taken for a waiting slot: the next slot
+    to fire replaced it, unrun and unsaid."""
+    for send in (
+        lambda: store.enqueue(msg("timer:sweep", b'{"job": 1}')),
+        lambda: store.enqueue_many([msg("orders"), msg("timer:sweep", b'{"job": 1}')]),
+    ):
+        with pytest.raises(QueueError) as refused:
+            run(send())
+        assert str(refused.value) == (
+            "'timer:sweep' is a timer's own queue: its schedule sends to it, nothing else may "
+            "(nothing was written); to run the timer function now, give it "
+            "run_on_startup=True, or call its code from a function of your own"
+        )
+    assert run(store.stats()) == []  # not the batch's other message either
+    assert fire(store, "sweep", 1_800_000_000.0, b"slot") is True
+    assert [d.body for d in run(store.claim("timer:sweep", "w", 10, lease=30))] == [b"slot"]
 
 
 def test_a_host_whose_clock_is_behind_never_fires_a_slot_again(

@@ -22,10 +22,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hibana.errors import StoreError
+from hibana.errors import QueueError, StoreError
 
 #: Rows kept per timer in the fire record (only the latest matters; a few help debugging).
 TIMER_FIRES_KEPT = 20
+
+#: How the name of a timer's own queue begins (``timer:NAME``): only its schedule sends there.
+TIMER_QUEUE_PREFIX = "timer:"
 
 #: How the body of a timer's startup run (``run_on_startup``) begins: ``fire_timer`` never
 #: makes it a slot's, so the run flagged as the startup run is not lost to the next slot.
@@ -349,12 +352,18 @@ class Store:
         return result
 
     async def enqueue(self, message: NewMessage) -> Enqueued:
+        """Write ``message``; QueueError, and nothing written, for a timer's own queue."""
+        _not_a_timers(message)
         result: list[Enqueued] = await self._call("enqueue", [message])
         return result[0]
 
     async def enqueue_many(self, messages: Sequence[NewMessage]) -> list[Enqueued]:
+        """Write ``messages`` in one go; QueueError, and none written, if one is for a
+        timer's own queue."""
         if not messages:
             return []
+        for m in messages:
+            _not_a_timers(m)
         result: list[Enqueued] = await self._call("enqueue", list(messages))
         return result
 
@@ -535,6 +544,18 @@ class Store:
     def _apply(self, now: float, op: _Op) -> Any:
         method: Callable[..., Any] = getattr(self.engine, op.name)
         return method(now, *op.args)
+
+
+def _not_a_timers(message: NewMessage) -> None:
+    """Refuse ``message`` if it is for a timer's own queue: what waits there is taken for a
+    slot, so the next slot to fire would replace it unrun (``fire_timer``), and one that
+    reached a worker would be dropped (it is no slot)."""
+    if message.queue.startswith(TIMER_QUEUE_PREFIX):
+        raise QueueError(
+            f"{message.queue!r} is a timer's own queue: its schedule sends to it, nothing "
+            "else may (nothing was written); to run the timer function now, give it "
+            "run_on_startup=True, or call its code from a function of your own"
+        )
 
 
 def _store_error(engine: Engine, exc: Exception) -> StoreError:
