@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import sqlite3
@@ -18,6 +19,7 @@ import pytest
 from hibana.errors import QueueError, StoreError
 from hibana.store import NewMessage, QueueInfo, Settle, Store, engine_for, open_store
 from hibana.store.base import _Op
+from hibana.store.sql import SCHEMA_VERSION, stored_key
 from hibana.store.sqlite import SqliteEngine
 from tests.contract.conftest import run
 
@@ -165,6 +167,46 @@ def test_any_idempotency_key_works_alike_on_every_engine(store: Store, key: str)
     assert (first.duplicate, again.duplicate, again.id) == (False, True, first.id)
     near = run(store.enqueue(msg(idempotency_key=key + "x")))
     assert not near.duplicate
+
+
+def test_a_key_written_as_a_hashed_one_is_not_the_long_key_it_hashes(store: Store) -> None:
+    """A long key is kept as "sha256:<hex>" of it; that text given as a key was kept as
+    given, the same row: the second message was taken for a duplicate of the first."""
+    long = "order-" + "x" * 2000
+    hashed = "sha256:" + hashlib.sha256(long.encode()).hexdigest()
+    first = run(store.enqueue(msg(idempotency_key=long)))
+    other = run(store.enqueue(msg(idempotency_key=hashed)))
+    assert (first.duplicate, other.duplicate) == (False, False) and other.id != first.id
+    again = run(store.enqueue(msg(idempotency_key=hashed)))
+    assert (again.duplicate, again.id) == (True, other.id)
+    assert run(store.enqueue(msg(idempotency_key=long))).id == first.id
+
+
+def test_keys_an_older_hibana_kept_still_dedupe_after_the_upgrade(store_url: str) -> None:
+    """A store of schema 2 held a key given in the hashed form as given, and a long key
+    as its hash, both in one form: after the upgrade each still finds its message."""
+    literal = "sha256:" + hashlib.sha256(b"the payload").hexdigest()
+    long = "order-" + "x" * 2000
+    store = open_store(store_url)
+    old_literal, old_long = run(store.enqueue_many([msg(body=b"a"), msg(body=b"b")]))
+    engine = store.engine
+    with engine.transaction(write=True) as now:
+        for key, sent in ((literal, old_literal), (stored_key(long), old_long)):
+            engine._exec(  # type: ignore[attr-defined]
+                "INSERT INTO hibana_keys (queue, key, message_id, expires_at) VALUES (?, ?, ?, ?)",
+                ("orders", key, sent.id, now + 3600),
+            )
+        engine._exec("UPDATE hibana_schema SET version = 2")  # type: ignore[attr-defined]
+    store.close()
+    upgraded = open_store(store_url)
+    try:
+        again = run(upgraded.enqueue(msg(idempotency_key=literal)))
+        assert (again.duplicate, again.id) == (True, old_literal.id)
+        again = run(upgraded.enqueue(msg(idempotency_key=long)))
+        assert (again.duplicate, again.id) == (True, old_long.id)
+        assert not run(upgraded.enqueue(msg("emails", idempotency_key=literal))).duplicate
+    finally:
+        upgraded.close()
 
 
 def test_a_lease_is_extended_while_its_function_runs(open_stores: Callable[[], Store]) -> None:
@@ -513,7 +555,7 @@ def test_a_store_of_an_older_schema_is_migrated(store_url: str) -> None:
             (version,) = upgraded.engine._exec(  # type: ignore[attr-defined]
                 "SELECT version FROM hibana_schema"
             ).fetchone()
-        assert version == 2
+        assert version == SCHEMA_VERSION
     finally:
         upgraded.close()
 

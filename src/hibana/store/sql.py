@@ -7,6 +7,7 @@ Statements are written with ``?`` placeholders; the PostgreSQL engine rewrites t
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,8 +29,9 @@ from hibana.store.base import (
 )
 
 #: The schema's version history: migration N brings a store from version N-1 to N.
-#: Each engine supplies the DDL per version (types differ); append, never edit.
-SCHEMA_VERSION = 2
+#: Each engine supplies the DDL per version (types differ); append, never edit. Version 3
+#: has no DDL: it twins the idempotency keys of the hashed form (``_twin_hashed_form_keys``).
+SCHEMA_VERSION = 3
 
 #: What a claim returns, in the order ``SqlEngine.claim`` reads it.
 CLAIMED_COLUMNS = "id, queue, body, attempt, enqueued_at, trace, errors, visible_at"
@@ -44,16 +46,22 @@ _BODY_START = f"substr(body, 1, {len(STARTUP_RUN_PREFIX)})"
 KEY_BYTES = 1024
 
 
+#: How a key kept as its SHA-256 is stored: "sha256:" and 64 hex digits.
+_HASHED = re.compile(r"sha256:[0-9a-f]{64}")
+
+
 def stored_key(key: str) -> str:
     """``key`` as the store keeps it: as given when it is at most ``KEY_BYTES`` of
     UTF-8 without NUL; else its SHA-256. Both engines take any key alike so: PostgreSQL's
-    text holds no NUL, and its index no entry over 2,704 bytes."""
+    text holds no NUL, and its index no entry over 2,704 bytes. A key given in the form a
+    hashed one is stored in is hashed too: kept as given, it would be taken for the long
+    key whose hash it is (the two would be one message)."""
     try:
         raw = key.encode()
     except UnicodeEncodeError:  # a lone surrogate
         raw = key.encode("utf-8", "surrogatepass")
     else:
-        if len(raw) <= KEY_BYTES and b"\0" not in raw:
+        if len(raw) <= KEY_BYTES and b"\0" not in raw and not _HASHED.fullmatch(key):
             return key
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
@@ -80,9 +88,28 @@ class SqlEngine(Engine):
                     f"hibana understands ({SCHEMA_VERSION}); upgrade hibana"
                 )
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in self.migrations[step]:
+                for statement in self.migrations.get(step, []):
                     self._exec(statement)
+                if step == 3:
+                    self._twin_hashed_form_keys()
                 self._exec("UPDATE hibana_schema SET version = ?", (step,))
+
+    def _twin_hashed_form_keys(self) -> None:
+        """Schema 3, where a key given in the hashed form is hashed (``stored_key``): each
+        key a store before it held in that form (as given, or a long key's hash: the two
+        cannot be told apart) gets a twin under the form a key given so has now, with its
+        message and retention, so it still finds its message either way."""
+        rows = self._exec(
+            "SELECT queue, key, message_id, expires_at FROM hibana_keys WHERE key LIKE ?",
+            ("sha256:%",),
+        ).fetchall()
+        twins = [(r[0], stored_key(r[1]), r[2], r[3]) for r in rows if _HASHED.fullmatch(r[1])]
+        if twins:
+            self._many(
+                "INSERT INTO hibana_keys (queue, key, message_id, expires_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (queue, key) DO NOTHING",
+                twins,
+            )
 
     def _migration_lock(self) -> None:
         """Keep hosts that start together from migrating at once (SQLite's write lock
