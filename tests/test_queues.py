@@ -848,3 +848,31 @@ def test_a_body_that_is_no_json_is_a_dead_letter_at_once_not_after_max_attempts(
         f"BadMessage: message {sent.id} on queue 'orders' has a body that is not JSON ("
     )
     assert "read such a body as msg.body (bytes)" in dead.errors[-1]["error"]
+
+
+def test_a_batch_invocation_links_to_the_span_that_sent_each_of_its_messages(
+    app_dir: Path, store: Store
+) -> None:
+    """It continued its first message's trace and said nothing of the others': the
+    producers of all but one message lost sight of what became of them."""
+    senders = [
+        ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"),
+        ("a3ce929d0e0e47364bf92f3577b34da6", "b7ad6b7169203331"),
+    ]
+    sent = run(
+        store.enqueue_many(
+            [
+                NewMessage("batches", b'{"i": %d}' % i, trace=f"00-{t}-{s}-01")
+                for i, (t, s) in enumerate(senders)
+            ]
+            + [NewMessage("batches", b'{"i": 2}')]  # sent by no traced span
+        )
+    )
+    for host in started(app_dir, "--workers", "1"):
+        line = host.wait_for_log(function="on_batch", outcome="ok", timeout=20)
+    assert line["message_id"] == [s.id for s in sent]
+    assert line["trace_id"] == senders[0][0] and line["parent_span_id"] == senders[0][1]
+    assert line["links"] == [
+        {"trace_id": t, "span_id": s, "message_id": m.id}
+        for (t, s), m in zip(senders, sent, strict=False)
+    ]

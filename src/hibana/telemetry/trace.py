@@ -104,6 +104,15 @@ def continue_carried(carried: str | None) -> TraceContext:
     return continue_or_start(parent, state)
 
 
+def carried_link(carried: str | None) -> tuple[str, str] | None:
+    """The trace id and span id of the span that sent what ``carried`` holds (the
+    message's creation context), or None if it holds no valid traceparent: a span link."""
+    if carried is None:
+        return None
+    parent = _parent(carried.partition("\n")[0])
+    return None if parent is None else (parent[0], parent[1])
+
+
 #: One list member (W3C Trace Context 3.3.1): a simple or a multi-tenant key, "=", a value of
 #: printable ASCII without "," or "=".
 _MEMBER = re.compile(

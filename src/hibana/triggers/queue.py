@@ -28,7 +28,7 @@ from hibana.messages import BatchFailed, Message
 from hibana.secrets import Secrets
 from hibana.store.base import ChangeWatcher, Delivery, Settle, Store
 from hibana.telemetry.logs import Logger, LogSink, error_text, invocation_line, millis
-from hibana.telemetry.trace import continue_carried, new_invocation_id
+from hibana.telemetry.trace import carried_link, continue_carried, new_invocation_id
 from hibana.timers import TimerInfo
 from hibana.triggers.outbox import Outbox
 
@@ -396,6 +396,17 @@ class QueueConsumer:
         line["queue"] = first.queue
         batched = isinstance(trigger, QueueTrigger) and trigger.batch_size > 1
         line["message_id"] = [d.id for d in deliveries] if batched else first.id
+        if batched:
+            # the invocation continues its first message's trace; it links to the span
+            # that sent each of its messages, as OpenTelemetry's messaging conventions ask
+            # of a span that processes a batch
+            links = [
+                {"trace_id": link[0], "span_id": link[1], "message_id": d.id}
+                for d in deliveries
+                if (link := carried_link(d.trace)) is not None
+            ]
+            if links:
+                line["links"] = links
         line["attempt"] = first.attempt
         # from its enqueue to its claim, both on the store's clock
         claimed_at = first.lease_until - lease
