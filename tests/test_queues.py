@@ -876,3 +876,18 @@ def test_a_batch_invocation_links_to_the_span_that_sent_each_of_its_messages(
         {"trace_id": t, "span_id": s, "message_id": m.id}
         for (t, s), m in zip(senders, sent, strict=False)
     ]
+
+
+def test_a_batch_sets_aside_its_body_that_is_no_json_and_the_rest_runs_again(
+    app_dir: Path, store: Store
+) -> None:
+    good, bad = run(
+        store.enqueue_many([NewMessage("batches", b'{"i": 0}'), NewMessage("batches", b"<xml/>")])
+    )
+    for host in started(app_dir, "--workers", "1"):
+        failed = host.wait_for_log(function="on_batch", outcome="error", timeout=20)
+        assert failed["dead_lettered"] == [bad.id] and failed["attempt"] == 1
+        done = host.wait_for_log(function="on_batch", outcome="ok", timeout=20)
+        assert (done["message_id"], done["attempt"]) == ([good.id], 2)
+    (dead,) = run(store.dead_letters("batches"))
+    assert (dead.id, dead.attempts) == (bad.id, 1)
