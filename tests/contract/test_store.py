@@ -316,6 +316,29 @@ def test_a_write_to_a_timers_queue_is_refused_and_its_slots_go_on(store: Store) 
     assert [d.body for d in run(store.claim("timer:sweep", "w", 10, lease=30))] == [b"slot"]
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("delay", float("nan"), "has delay=nan: a delay is a number of seconds from 0 to"),
+        ("delay", 366 * 24 * 3600.0, "has delay=31622400.0: a delay is a number of seconds"),
+        ("key_ttl", float("nan"), "has key_ttl=nan: it is the seconds its idempotency key"),
+        ("key_ttl", float("inf"), "has key_ttl=inf: it is the seconds its idempotency key"),
+        ("key_ttl", -1.0, "has key_ttl=-1.0: it is the seconds its idempotency key"),
+    ],
+)
+def test_a_delay_or_key_retention_the_engines_cannot_keep_alike_is_refused(
+    store: Store, field: str, value: float, problem: str
+) -> None:
+    """A NaN delay failed on SQLite with its IntegrityError (NOT NULL constraint failed)
+    and, on PostgreSQL, was stored: the message was delayed for ever, never delivered."""
+    bad = NewMessage("orders", b"{}", idempotency_key="k", **{field: value})  # type: ignore[arg-type]
+    for send in (lambda: store.enqueue(bad), lambda: store.enqueue_many([msg(), bad])):
+        with pytest.raises(QueueError, match=problem):
+            run(send())
+    assert run(store.stats()) == []
+    assert not run(store.enqueue(msg(idempotency_key="k"))).duplicate
+
+
 def test_a_host_whose_clock_is_behind_never_fires_a_slot_again(
     open_stores: Callable[[], Store],
 ) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hibana.errors import QueueError, StoreError
+from hibana.messages import MAX_DELAY
 
 #: Rows kept per timer in the fire record (only the latest matters; a few help debugging).
 TIMER_FIRES_KEPT = 20
@@ -353,7 +355,7 @@ class Store:
 
     async def enqueue(self, message: NewMessage) -> Enqueued:
         """Write ``message``; QueueError, and nothing written, for a timer's own queue."""
-        _not_a_timers(message)
+        _checked(message)
         result: list[Enqueued] = await self._call("enqueue", [message])
         return result[0]
 
@@ -363,7 +365,7 @@ class Store:
         if not messages:
             return []
         for m in messages:
-            _not_a_timers(m)
+            _checked(m)
         result: list[Enqueued] = await self._call("enqueue", list(messages))
         return result
 
@@ -546,10 +548,24 @@ class Store:
         return method(now, *op.args)
 
 
-def _not_a_timers(message: NewMessage) -> None:
-    """Refuse ``message`` if it is for a timer's own queue: what waits there is taken for a
-    slot, so the next slot to fire would replace it unrun (``fire_timer``), and one that
-    reached a worker would be dropped (it is no slot)."""
+def _checked(message: NewMessage) -> None:
+    """Refuse ``message`` (QueueError) if it is for a timer's own queue: what waits there is
+    taken for a slot, so the next slot to fire would replace it unrun (``fire_timer``), and
+    one that reached a worker would be dropped (it is no slot). Or if its delay or key
+    retention is no number of seconds the engines keep alike: a NaN failed on SQLite (no
+    NULL there) and parked the message unseen for ever on PostgreSQL."""
+    delay, ttl = message.delay, message.key_ttl
+    if not (isinstance(delay, int | float) and delay <= MAX_DELAY and not math.isnan(delay)):
+        raise QueueError(
+            f"the message for queue {message.queue!r} has delay={delay!r}: a delay is a "
+            f"number of seconds from 0 to {MAX_DELAY:.0f} (365 days); nothing was written"
+        )
+    if not (isinstance(ttl, int | float) and 0 <= ttl < math.inf):
+        raise QueueError(
+            f"the message for queue {message.queue!r} has key_ttl={ttl!r}: it is the "
+            "seconds its idempotency key is remembered, a finite number, 0 or more; "
+            "nothing was written"
+        )
     if message.queue.startswith(TIMER_QUEUE_PREFIX):
         raise QueueError(
             f"{message.queue!r} is a timer's own queue: its schedule sends to it, nothing "
