@@ -15,7 +15,7 @@ import pytest
 from hibana.errors import StoreError
 from hibana.store import NewMessage, Settle, Store, engine_for, open_store
 from hibana.store.postgres import PostgresEngine
-from tests.pg import StallingProxy
+from tests.pg import StallingProxy, drop_schema
 from tests.test_queues import run, wait_until
 
 
@@ -283,6 +283,46 @@ def test_an_operation_timeout_that_is_not_seconds_is_refused_naming_it(given: st
     assert str(err.value) == (
         f"operation_timeout={given!r} in the store URL must be a number of seconds over 0 "
         "(the default is 30)"
+    )
+
+
+def test_a_schema_whose_name_is_near_postgresqls_limit_takes_messages(
+    postgres_dsn: str,
+) -> None:
+    """Its NOTIFY channel, ``hibana_`` and the schema's name, was over 63 bytes: every
+    enqueue failed, "channel name too long"."""
+    import select
+    import uuid
+
+    schema = f"t_{uuid.uuid4().hex}".ljust(63, "x")
+    sep = "&" if "?" in postgres_dsn else "?"
+    url = f"{postgres_dsn}{sep}schema={schema}"
+    one, two = open_store(url), open_store(url)
+    watcher = one.watcher()
+    try:
+        assert watcher is not None
+        watcher.drain()
+        sent = run(two.enqueue(NewMessage("orders", b"{}")))
+        readable, _, _ = select.select([watcher.fileno()], [], [], 10)
+        assert readable == [watcher.fileno()]
+        (got,) = run(one.claim("orders", "w", 1, lease=30))
+        assert got.id == sent.id
+    finally:
+        if watcher is not None:
+            watcher.close()
+        one.close()
+        two.close()
+        drop_schema(postgres_dsn, schema)
+
+
+def test_a_schema_name_postgresql_would_cut_short_is_refused() -> None:
+    """PostgreSQL keeps a name's first 63 bytes: two stores named apart would be one."""
+    schema = "tenant_" + "a" * 60
+    with pytest.raises(StoreError) as err:
+        engine_for(f"postgresql://app@db.internal/app?schema={schema}")
+    assert str(err.value) == (
+        f"schema={schema!r} in the store URL is 67 bytes, and PostgreSQL keeps a name's "
+        "first 63 only; name one of at most 63 bytes"
     )
 
 

@@ -16,6 +16,7 @@ cut by the engine's watchdog thread, and fails.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import socket
 import threading
@@ -87,6 +88,8 @@ RECONNECT_MAX = 1.0
 
 #: The URL's parameters that are hibana's, not libpq's.
 _OWN = ("schema", "operation_timeout")
+#: The longest name PostgreSQL keeps whole, in bytes (NAMEDATALEN - 1).
+_NAME_BYTES = 63
 
 
 def split_url(url: str) -> tuple[str, str | None, float]:
@@ -101,6 +104,13 @@ def split_url(url: str) -> tuple[str, str | None, float]:
     if schema is not None and not schema.replace("_", "").isalnum():
         raise StoreError(
             f"schema={schema!r} in the store URL must be letters, digits and underscores"
+        )
+    if schema is not None and len(schema.encode()) > _NAME_BYTES:
+        # PostgreSQL cuts a longer name to its first 63 bytes: two such schemas would be one
+        raise StoreError(
+            f"schema={schema!r} in the store URL is {len(schema.encode())} bytes, and "
+            f"PostgreSQL keeps a name's first {_NAME_BYTES} only; name one of at most "
+            f"{_NAME_BYTES} bytes"
         )
     libpq_url = urlunsplit(parts._replace(query=rest))
     _check_libpq(libpq_url, url)
@@ -502,8 +512,14 @@ class PostgresEngine(SqlEngine):
 
     @property
     def channel(self) -> str:
-        """The NOTIFY channel of this store (one per schema: stores never hear each other)."""
-        return f"hibana_{self.schema or 'public'}"
+        """The NOTIFY channel of this store (one per schema: stores never hear each other).
+        A name is 63 bytes at most (``pg_notify`` fails on a longer one, and with it every
+        enqueue): for a schema whose name is too long for ``hibana_`` before it, a digest
+        of it stands in."""
+        name = f"hibana_{self.schema or 'public'}"
+        if len(name.encode()) <= _NAME_BYTES:
+            return name
+        return "hibana_" + hashlib.sha256(name.encode()).hexdigest()[:32]
 
     def _enqueued(self, queues: set[str]) -> None:
         self._exec("SELECT pg_notify(?, '')", (self.channel,))
