@@ -891,3 +891,33 @@ def test_a_batch_sets_aside_its_body_that_is_no_json_and_the_rest_runs_again(
         assert (done["message_id"], done["attempt"]) == ([good.id], 2)
     (dead,) = run(store.dead_letters("batches"))
     assert (dead.id, dead.attempts) == (bad.id, 1)
+
+
+BIG_BATCH_APP = """
+import hibana
+
+app = hibana.App()
+
+
+@app.queue("rows", batch_size=200)
+def load(msgs, ctx):
+    pass
+"""
+
+
+def test_a_batch_line_carries_at_most_128_links_and_says_how_many_it_left_out(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "function_app.py").write_text(BIG_BATCH_APP)
+    opened = open_store(None, tmp_path)
+    try:
+        run(opened.declare([QueueInfo("rows", "load", 5)]))
+        traced = [f"00-{n:032x}-{n:016x}-01" for n in range(1, 131)]
+        sent = run(opened.enqueue_many([NewMessage("rows", b"{}", trace=t) for t in traced]))
+    finally:
+        opened.close()
+    for host in started(tmp_path, "--workers", "1"):
+        line = host.wait_for_log(function="load", outcome="ok", timeout=20)
+    assert line["message_id"] == [s.id for s in sent]
+    assert [link["span_id"] for link in line["links"]] == [f"{n:016x}" for n in range(1, 129)]
+    assert line["links_dropped"] == 2

@@ -46,6 +46,10 @@ CLAIM_MAX = MAX_BATCH_SIZE
 #: In-flight invocations per queue function and worker, unless max_concurrency says.
 ASYNC_DEFAULT_CONCURRENCY = 256
 
+#: Span links an invocation line carries at most (a batch's, one per message): the
+#: OpenTelemetry SDK's default limit; a larger batch's line says how many it left out.
+MAX_LINKS = 128
+
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
@@ -406,7 +410,9 @@ class QueueConsumer:
                 if (link := carried_link(d.trace)) is not None
             ]
             if links:
-                line["links"] = links
+                line["links"] = links[:MAX_LINKS]
+            if len(links) > MAX_LINKS:
+                line["links_dropped"] = len(links) - MAX_LINKS
         line["attempt"] = first.attempt
         # from its enqueue to its claim, both on the store's clock
         claimed_at = first.lease_until - lease
