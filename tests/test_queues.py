@@ -921,3 +921,52 @@ def test_a_batch_line_carries_at_most_128_links_and_says_how_many_it_left_out(
     assert line["message_id"] == [s.id for s in sent]
     assert [link["span_id"] for link in line["links"]] == [f"{n:016x}" for n in range(1, 129)]
     assert line["links_dropped"] == 2
+
+
+OWN_RETRY_APP = """
+import hibana
+
+
+class Steps(hibana.RetryPolicy):
+    def delay(self, attempt):
+        if attempt == 1:
+            return float("nan")
+        return [0.1][attempt - 1]  # an IndexError from attempt 2 on
+
+
+app = hibana.App()
+
+
+@app.queue("jobs", max_attempts=3, retry=Steps(), visibility_timeout=60)
+def job(msg, ctx):
+    raise RuntimeError("no luck")
+"""
+
+
+def test_a_retry_policy_that_raises_or_gives_nan_is_named_and_the_message_retried(
+    tmp_path: Path,
+) -> None:
+    """A policy's exception left the message unsettled until its lease ran out, to be
+    told as a worker's death; its NaN failed the settlement on SQLite (parked it for ever
+    on PostgreSQL)."""
+    (tmp_path / "function_app.py").write_text(OWN_RETRY_APP)
+    opened = open_store(None, tmp_path)
+    try:
+        run(opened.declare([QueueInfo("jobs", "job", 3)]))
+        sent = run(opened.enqueue(NewMessage("jobs", b"{}")))
+        for host in started(tmp_path, "--workers", "1"):
+            host.wait_for_log(function="job", outcome="error", attempt=3, dead_lettered=True)
+            said = [x["msg"] for x in host.logs() if "retry policy" in str(x.get("msg"))]
+            assert len(said) == 2, said
+            assert said[0].startswith(
+                "retry policy Steps returned nan for attempt 1: its delay() must return a "
+                "number of seconds from 0 to 31536000; the default policy's pause ("
+            )
+            assert said[1].startswith(
+                "retry policy Steps raised IndexError: list index out of range for attempt 2"
+            )
+        (dead,) = run(opened.dead_letters("jobs"))
+        assert (dead.id, dead.attempts) == (sent.id, 3)
+        assert [e["error"] for e in dead.errors] == ["RuntimeError: no luck"] * 3
+    finally:
+        opened.close()

@@ -24,7 +24,7 @@ from hibana.context import Context, Invocation
 from hibana.dispatcher import PERMIT_POLL, Dispatcher, Outcome
 from hibana.errors import BadMessage, StoreError
 from hibana.events.cloudevent import CloudEvent
-from hibana.messages import BatchFailed, Message
+from hibana.messages import MAX_DELAY, BatchFailed, Exponential, Message, RetryPolicy
 from hibana.secrets import Secrets
 from hibana.store.base import ChangeWatcher, Delivery, Settle, Store
 from hibana.telemetry.logs import Logger, LogSink, error_text, invocation_line, millis
@@ -578,7 +578,7 @@ class QueueConsumer:
                 settles.append(Settle("dead", d.id, d.attempt, error=kept, errors=errors))
                 dead.append(d.id)
             else:
-                delay = trigger.retry.delay(d.attempt)
+                delay = _retry_delay(trigger.retry, d.attempt, log)
                 settles.append(
                     Settle("retry", d.id, d.attempt, delay=delay, error=kept, errors=errors)
                 )
@@ -588,6 +588,34 @@ class QueueConsumer:
         if dead:
             line["dead_lettered"] = dead if trigger.batch_size > 1 else True  # type: ignore[union-attr]
         return settles, line
+
+
+#: The pause taken after a failure whose retry policy gave none: the default policy's.
+_FALLBACK_RETRY = Exponential(1.0, 60.0)
+
+
+def _retry_delay(policy: RetryPolicy, attempt: int, log: Logger) -> float:
+    """``policy``'s pause after ``attempt`` failed. A policy of the user's own that raises
+    or gives no number of seconds from 0 to ``MAX_DELAY`` (a NaN, None) is logged, and the
+    default policy's pause taken: raised here, it left the message unsettled, to come back
+    when its lease ran out as if its worker had died; a NaN parked it for ever (or failed
+    the settlement, on SQLite)."""
+    try:
+        delay = float(policy.delay(attempt))
+    except Exception as exc:
+        wrong = f"raised {error_text(exc)}"
+    else:
+        if 0 <= delay <= MAX_DELAY:
+            return delay
+        wrong = f"returned {delay!r}"
+    fallback = _FALLBACK_RETRY.delay(attempt)
+    log.error(
+        f"retry policy {type(policy).__name__} {wrong} for attempt {attempt}: its delay() "
+        f"must return a number of seconds from 0 to {MAX_DELAY:.0f}; the default policy's "
+        f"pause ({fallback:.3g} s) is taken instead",
+        attempt=attempt,
+    )
+    return fallback
 
 
 def _bad_bodies(error: BaseException | None) -> set[int]:
