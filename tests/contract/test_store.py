@@ -303,6 +303,7 @@ def test_a_write_to_a_timers_queue_is_refused_and_its_slots_go_on(store: Store) 
     for send in (
         lambda: store.enqueue(msg("timer:sweep", b'{"job": 1}')),
         lambda: store.enqueue_many([msg("orders"), msg("timer:sweep", b'{"job": 1}')]),
+        lambda: store.publish("github", "src\n1", [msg("event:a"), msg("timer:sweep")]),
     ):
         with pytest.raises(QueueError) as refused:
             run(send())
@@ -312,6 +313,7 @@ def test_a_write_to_a_timers_queue_is_refused_and_its_slots_go_on(store: Store) 
             "run_on_startup=True, or call its code from a function of your own"
         )
     assert run(store.stats()) == []  # not the batch's other message either
+    assert run(store.publish("github", "src\n1", [])) is True  # nor the event's key
     assert fire(store, "sweep", 1_800_000_000.0, b"slot") is True
     assert [d.body for d in run(store.claim("timer:sweep", "w", 10, lease=30))] == [b"slot"]
 

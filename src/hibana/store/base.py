@@ -455,7 +455,10 @@ class Store:
     ) -> bool:
         """Enqueue one event's deliveries (one message per matching subscription) unless
         ``key`` (the event's source and id) was published to ``topic`` within ``ttl``
-        seconds: a provider's retry is not processed twice. False for a duplicate."""
+        seconds: a provider's retry is not processed twice. False for a duplicate.
+        QueueError, and nothing written, as ``enqueue_many`` refuses a message."""
+        for m in messages:
+            _checked(m)
         result: bool = await self._call("publish", topic, key, ttl, tuple(messages))
         return result
 
