@@ -857,3 +857,34 @@ def test_a_loop_blocked_within_its_functions_timeout_is_not_blamed_on_one_waitin
         assert heads[41].startswith(b"HTTP/1.1 200 ")
         assert host.worker_pids() == before
         assert not [x for x in host.logs() if "event loop blocked" in x.get("msg", "")]
+
+
+def test_an_async_function_holding_the_gil_within_its_timeout_is_not_blamed_on_one_queued(
+    tmp_path: Path,
+) -> None:
+    """An async function holds the GIL in C code for a while, well within its timeout, so
+    the worker's watchdog stops meanwhile; a sync invocation waiting for the only thread is
+    past its deadline and grace. That one never ran and blocks nothing: the supervisor took
+    its deadline for the worker's, killed the worker and answered 502 for what it ran."""
+    app_dir = copy_app("busy_threads", tmp_path)
+    args = ("--workers", "1", "--threads", "1", "--cancel-grace", "0.2")
+    for host in started(app_dir, *args):
+        before = host.worker_pids()
+        addr, port = host.url.removeprefix("http://").split(":")
+        socks = [socket.create_connection((addr, int(port)), timeout=30) for _ in range(3)]
+        try:
+            socks[0].sendall(b"GET /work/9 HTTP/1.1\r\nHost: x\r\n\r\n")
+            host.wait_inflight(1, "work")  # the only thread is busy
+            socks[1].sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert socks[1].recv(64).startswith(b"HTTP/1.1 504 ")  # it waits for a thread
+            # the watchdog beats once a second while nothing ran: its next round (a tenth
+            # of a second apart from then) sees the invocations in flight now
+            time.sleep(1.5)
+            socks[2].sendall(b"GET /hold-gil/6 HTTP/1.1\r\nHost: x\r\n\r\n")
+            heads = [socks[0].recv(64), socks[2].recv(64)]
+        finally:
+            for sock in socks:
+                sock.close()
+        assert all(head.startswith(b"HTTP/1.1 200 ") for head in heads), heads
+        assert host.worker_pids() == before
+        assert not any("stopped responding" in line for line in host.stderr_lines)

@@ -468,9 +468,10 @@ class Worker:
         def watched() -> None:
             # for the supervisor: a worker whose watchdog stops too (a function holding
             # the GIL in C code, a SIGSTOP) cannot replace itself; it is killed from
-            # outside once an invocation's deadline and grace have passed meanwhile
+            # outside once an invocation's deadline and grace have passed meanwhile; not
+            # one of a sync function waiting for a thread (it runs nothing, blocks nothing)
             if self.row is not None:
-                invs = running()
+                invs = [i for i in running() if i.function.is_async or i.on_thread]
                 self.row.set("overdue_at", min(i.deadline for i in invs) + grace if invs else 0)
                 self.row.set("watched_at", time.monotonic())
 

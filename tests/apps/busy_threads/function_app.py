@@ -1,7 +1,9 @@
 """Sync HTTP functions that can take every thread of a worker, and what waits behind them:
 a sync queue function (what it ran is appended to ran.jsonl beside this file), a sync HTTP
-function with a short timeout, an async one that blocks the event loop for a while."""
+function with a short timeout, an async one that blocks the event loop for a while, one
+that holds the GIL for a while."""
 
+import ctypes
 import json
 import time
 from pathlib import Path
@@ -27,6 +29,14 @@ def quick(req: hibana.Request, ctx: hibana.Context) -> str:
 async def block_loop(req: hibana.Request, ctx: hibana.Context) -> str:
     time.sleep(req.params["seconds"])  # noqa: ASYNC251 - blocking call in async code, on purpose
     return "blocked"
+
+
+@app.http("/hold-gil/{seconds:int}", timeout=30)
+async def hold_gil(req: hibana.Request, ctx: hibana.Context) -> str:
+    """Holds the GIL in C code for a while (libc's sleep called as ctypes.PyDLL calls, the
+    GIL held): nothing else of its worker runs meanwhile, its watchdog thread neither."""
+    ctypes.PyDLL(None).sleep(req.params["seconds"])
+    return "held"
 
 
 @app.http("/enqueue", methods=["POST"])
