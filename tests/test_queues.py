@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import json
 import os
 import signal
@@ -429,6 +430,28 @@ def test_shutdown_gives_unfinished_messages_back_without_counting_the_attempt(
         host.wait_for_log(function="on_order", outcome="cancelled", released=True)
     (again,) = run(store.claim("orders", "test", 1, lease=30))
     assert (again.id, again.attempt) == (sent.id, 1)
+
+
+def test_a_sync_function_enqueuing_past_the_shutdown_timeout_is_told_the_host_stops(
+    app_dir: Path,
+) -> None:
+    """Abandoned at the shutdown timeout, it enqueues on: once its worker has stopped
+    sending, that raises Cancelled in it, naming why, with a log line; the host exits.
+    It blocked for good or raised a bare RuntimeError, and nothing was logged."""
+    for host in started(app_dir, "--workers", "1", "--shutdown-timeout", "0.5"):
+        with host.client() as client, concurrent.futures.ThreadPoolExecutor(1) as pool:
+            abandoned = pool.submit(client.post, "/enqueue-past-shutdown")
+            host.wait_inflight(1, "enqueue_past_shutdown")
+            host.signal(signal.SIGTERM)
+            assert host.wait_exit() == 0
+            assert abandoned.result().status_code == 503
+        inv = abandoned.result().headers["x-invocation-id"]
+        said = [x for x in host.logs() if x.get("invocation_id") == inv]
+        assert [x["outcome"] for x in said if x["msg"] == "invocation"] == ["cancelled"]
+        (line,) = [x for x in said if x["msg"] != "invocation"]
+        assert line["level"] == "error"
+        assert line["msg"].startswith("the host is stopping: this function ran past its ")
+        assert "; the message for queue 'orders' " in line["msg"]
 
 
 STUBBORN = """

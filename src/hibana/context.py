@@ -221,9 +221,16 @@ class Context:
         delay: float = 0.0,
         idempotency_key: str | None = None,
     ) -> Enqueued:
-        """``ctx.enqueue`` for sync functions: blocks until the message is stored."""
+        """``ctx.enqueue`` for sync functions: blocks until the message is stored. Raises
+        ``Cancelled`` if the function runs on after its worker stopped sending (it was
+        abandoned past shutdown_timeout): the message is not sent."""
         outbox = self._outbox_for("enqueue", on_loop=False)
-        return outbox.send_blocking(outbox.message(self._inv, queue, data, delay, idempotency_key))
+        message = outbox.message(self._inv, queue, data, delay, idempotency_key)
+        try:
+            return outbox.send_blocking(message)
+        except Cancelled as exc:
+            self.log.error(str(exc))  # its worker is exiting: no other trace of what was lost
+            raise
 
     def publish(
         self,
@@ -260,10 +267,15 @@ class Context:
         id: str | None = None,
         extensions: dict[str, str] | None = None,
     ) -> Published:
-        """``ctx.publish`` for sync functions: blocks until the event is stored."""
+        """``ctx.publish`` for sync functions: blocks until the event is stored. Raises
+        ``Cancelled`` if the function runs on after its worker stopped sending."""
         outbox = self._outbox_for("publish", on_loop=False)
         prepared = self._one_event(outbox, topic, type, source, data, subject, id, extensions)
-        return outbox.publish_blocking(topic, prepared)[0]
+        try:
+            return outbox.publish_blocking(topic, prepared)[0]
+        except Cancelled as exc:
+            self.log.error(str(exc))  # its worker is exiting: no other trace of what was lost
+            raise
 
     async def publish_events(self, topic: str, events: list[CloudEvent]) -> list[Published]:
         """Publish CloudEvents as they are (forwarded ones, say): all checked first, then

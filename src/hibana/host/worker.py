@@ -176,6 +176,8 @@ class Worker:
         self.dispatcher: Dispatcher | None = None
         self.store: Store | None = None
         self.consumer: QueueConsumer | None = None
+        #: What ``ctx.enqueue`` and ``ctx.publish`` send through (None: no store).
+        self.outbox: Outbox | None = None
         #: Retiring or draining (no more work taken); draining: SIGTERM's shutdown began.
         self._stopping = False
         self._draining = False
@@ -320,6 +322,7 @@ class Worker:
         if self.consumer is not None:
             await self.consumer.stop()
             await self.consumer.drained()
+        self._close_outbox()  # functions still running (stuck ones) send through the loop
         self.log.debug("worker stopped")
 
     async def _finish_mounts(self, mounts: list[AsgiMount]) -> None:
@@ -394,7 +397,7 @@ class Worker:
         )
         if self.consumer is not None:
             self.consumer.outbox = outbox
-        self.front.outbox = outbox
+        self.front.outbox = self.outbox = outbox
 
     async def _load_secrets(self, store: Store, names: list[str]) -> None:
         """Decrypt the secrets the app's functions name; redact their values from logs."""
@@ -564,8 +567,10 @@ class Worker:
                 "shutdown_timeout passed with invocations still running; abandoning them",
                 invocations=list(self.dispatcher.inflight),
             )
-            # Their clients get 503 + Retry-After now; the functions die with the process.
+            # Their clients get 503 + Retry-After now; the functions die with the process,
+            # and what they send from now on is refused, each send saying so
             self.dispatcher.abandon_all()
+            self._close_outbox()
             await asyncio.sleep(0.05)
         if self.front.streaming:
             # streams still going are cut short now, not once the write grace is over too
@@ -579,6 +584,10 @@ class Worker:
             self.server.abort()
         else:
             self._stop_serving(_WRITE_GRACE)
+
+    def _close_outbox(self) -> None:
+        if self.outbox is not None:
+            self.outbox.close()
 
     def retire(self) -> None:
         """Stop accepting, finish what is in flight, exit: no 503s (scale-in, replacement,

@@ -6,13 +6,15 @@ other side, claiming and running what was sent, is ``triggers.queue``."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hibana.context import Invocation, checked_delay, checked_key
-from hibana.errors import QueueError
+from hibana.errors import Cancelled, QueueError
 from hibana.events.cloudevent import CloudEvent, EventError
 from hibana.events.filters import Filter
 from hibana.messages import encode_json
@@ -21,6 +23,8 @@ from hibana.telemetry.trace import carry, is_traceparent
 
 if TYPE_CHECKING:
     from hibana.triggers.queue import QueueConsumer
+
+_T = TypeVar("_T")
 
 #: Like SQS: a message body (JSON) may be at most this big.
 MAX_PAYLOAD_BYTES = 256 * 1024
@@ -65,6 +69,43 @@ class Outbox:
         self.consumer = consumer
         self.max_bytes = max_bytes
         self._loop_thread = threading.get_ident()
+        #: Set by ``close``: sync functions' sends are refused from then on.
+        self._closed = False
+        self._lock = threading.Lock()
+        #: Sync functions' sends handed to the loop and not answered yet.
+        self._pending: set[concurrent.futures.Future[Any]] = set()
+
+    def close(self) -> None:
+        """Refuse what sync functions still running send from now on, and stop waiting
+        for what they sent that is not stored yet (each raises ``Cancelled``): the worker
+        abandoned them (past shutdown_timeout, or stuck past their grace) and its loop,
+        which sends, is ending. Called on the loop."""
+        with self._lock:
+            self._closed = True
+            pending, self._pending = self._pending, set()
+        for future in pending:
+            future.cancel()
+
+    def _blocking(self, coro: Coroutine[Any, Any, _T], what: str) -> _T:
+        """What ``coro`` returns, run on the loop for a sync function's thread; Cancelled
+        naming ``what`` if the worker has stopped sending (``close``)."""
+        with self._lock:
+            future = None
+            if not self._closed:
+                # RuntimeError: the loop has closed (close was not called)
+                with contextlib.suppress(RuntimeError):
+                    future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+            if future is None:
+                coro.close()
+                raise Cancelled(f"{_STOPPING}; {what} was not sent")
+            self._pending.add(future)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise Cancelled(f"{_STOPPING}; {what} may not have been stored") from None
+        finally:
+            with self._lock:
+                self._pending.discard(future)
 
     def on_loop_thread(self) -> bool:
         return threading.get_ident() == self._loop_thread
@@ -99,7 +140,7 @@ class Outbox:
         return result
 
     def send_blocking(self, message: NewMessage) -> Enqueued:
-        return asyncio.run_coroutine_threadsafe(self.send(message), self.loop).result()
+        return self._blocking(self.send(message), f"the message for queue {message.queue!r}")
 
     def prepare(
         self, inv: Invocation, topic: str, events: Sequence[CloudEvent]
@@ -153,7 +194,15 @@ class Outbox:
     def publish_blocking(
         self, topic: str, prepared: list[tuple[CloudEvent, list[NewMessage]]]
     ) -> list[Published]:
-        return asyncio.run_coroutine_threadsafe(self.publish(topic, prepared), self.loop).result()
+        what = f"the event for topic {topic!r}"
+        return self._blocking(self.publish(topic, prepared), what)
+
+
+#: Why a sync function's send is refused once its worker has stopped sending.
+_STOPPING = (
+    "the host is stopping: this function ran past its worker's shutdown_timeout (or its "
+    "own timeout and --cancel-grace) and was abandoned, and its worker sends nothing more"
+)
 
 
 def fan_out(

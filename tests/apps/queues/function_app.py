@@ -49,6 +49,15 @@ def accept_sync(req: hibana.Request, ctx: hibana.Context) -> dict[str, object]:
     return {"id": sent.id}
 
 
+@app.http("/enqueue-past-shutdown", methods=["POST"])
+def enqueue_past_shutdown(req: hibana.Request, ctx: hibana.Context) -> None:
+    """Deaf to its cancellation: goes on enqueuing (messages not due for an hour) until
+    its worker refuses."""
+    while True:
+        ctx.enqueue_sync("orders", {"ignored": True}, delay=3600)
+        time.sleep(0.01)
+
+
 @app.http("/bad-enqueue/{what}", methods=["POST"])
 async def bad_enqueue(req: hibana.Request, ctx: hibana.Context) -> dict[str, str]:
     what = req.params["what"]
