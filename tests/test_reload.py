@@ -729,3 +729,36 @@ def test_a_zygote_that_dies_while_a_reload_imports_is_replaced(tmp_path: Path) -
         assert host.proc.poll() is None
     finally:
         host.stop()
+
+
+def test_a_zygote_that_dies_when_the_app_no_longer_imports_answers_503_until_it_does(
+    tmp_path: Path,
+) -> None:
+    """The zygote killed (the OOM killer) while the app's file is broken: its replacement
+    does not import. Requests get 503 saying why, and the import is tried again until the
+    app is fixed; then it serves. A request waited for ever (or, with no worker, the
+    supervisor's loop spun), and nothing was tried again."""
+    app_dir = _app(tmp_path)
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        assert httpx.get(host.url + "/v", timeout=10).text == "one"
+        (zygote,) = children(host.proc.pid)
+        _write(app_dir, V1 + "\nsyntax error(\n")
+        os.kill(zygote, signal.SIGKILL)
+        host.wait_for_stderr("the zygote process died")
+        refused = httpx.get(host.url + "/v", timeout=10)
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "5"
+        assert "the app's zygote died, and the app does not import again" in refused.text
+        assert "SyntaxError" in refused.text
+        assert host.wait_for_stderr("requests get 503 until it does")
+        _write(app_dir, V1.replace('"one"', '"fixed"'))
+        deadline = time.monotonic() + 30
+        while (r := httpx.get(host.url + "/v", timeout=10)).status_code == 503:
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.2)
+        assert r.text == "fixed"
+        assert [z for z in children(host.proc.pid) if z != zygote]  # the dead one reaped
+        assert zygote not in children(host.proc.pid)
+    finally:
+        host.stop()

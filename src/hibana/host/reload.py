@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import selectors
 import signal
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -20,7 +21,7 @@ from hibana.host.banner import reloaded
 from hibana.host.config import HostStartError
 from hibana.host.scaling import Scaler
 from hibana.host.worker_records import WorkerRecord, signal_worker
-from hibana.host.zygote_handle import IMPORT_TIMEOUT, Zygote
+from hibana.host.zygote_handle import IMPORT_TIMEOUT, REPLACE_RETRY, Zygote
 
 #: How long a reload waits for the old version's workers to stop accepting connections.
 RETIRE_ACK_TIMEOUT = 5.0
@@ -164,11 +165,20 @@ def _accepts_no_more(records: list[WorkerRecord], zygote: Zygote) -> bool:
 
 
 def replace_zygote(host: ReloadingHost) -> None:
-    """Start the serving version's zygote again (it died): a fresh import of the app."""
+    """Start the serving version's zygote again (it died): a fresh import of the app. If
+    that fails, the dead one stays (``Zygote.unreplaced``), and is tried again later."""
+    dead = host.zygote
     try:
         fresh = host.start_zygote()
     except AppLoadError as exc:
-        host.report(f"error: {exc}")
+        host.report(
+            f"error: {exc}\nThe app's zygote died, and the app does not import again: "
+            f"requests get 503 until it does (tried again every {REPLACE_RETRY:g}s, or at "
+            "`hibana reload`)"
+        )
+        if dead is not None:
+            dead.unreplaced = f"the app's zygote died, and the app does not import again: {exc}"
+            dead.replace_at = time.monotonic() + REPLACE_RETRY
         return
     if fresh is not None:
         host.adopt(fresh)

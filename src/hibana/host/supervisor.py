@@ -439,7 +439,16 @@ class Supervisor:
         if zygote is None or scaler is None or self.stopping or zygote.board is None:
             return
         if zygote.dead:
-            return  # it is replaced once the reload under way ends (see ``reload.swap``)
+            # it is replaced once the reload under way ends (see ``reload.swap``); one
+            # whose replacement did not import is tried again, and until then what waits
+            # is answered: it waited for ever (or, watched, spun the loop)
+            if zygote.unreplaced is not None and not self._importing:
+                if time.monotonic() >= zygote.replace_at:
+                    replace_zygote(self)
+                else:
+                    self._watch_socket(True)
+                    self._refuse(zygote.unreplaced)
+            return
         board = zygote.board
         mine = [r for r in self.records if r.zygote is zygote]
         for r in mine:
@@ -574,6 +583,7 @@ class Supervisor:
             messages = zygote.channel.receive()
         except (EOFError, ConnectionError):
             zygote.dead = True
+            zygote.kill()  # reaped: it left a zombie process for the host's life
             self.sel.unregister(zygote.channel.sock)
             for r in self.records:
                 if r.zygote is zygote and r.permit_row >= 0:
@@ -637,7 +647,12 @@ class Supervisor:
         for them has died before it served (a mounted app's lifespan startup fails, say):
         they would wait for ever, each new worker dying the same way."""
         assert self.sock is not None
-        why = f"{zygote.start_failure()}: no worker can serve this request"
+        self._refuse(zygote.start_failure())
+
+    def _refuse(self, failure: str) -> None:
+        """Answer 503 to the connections waiting: ``failure`` is why no worker serves."""
+        assert self.sock is not None
+        why = f"{failure}: no worker can serve this request"
         refused = refuse_backlog(self.sock, raw_answer(503, why, retry_after=5))
         if refused:
             self.report(f"answered {refused} request(s) 503: {why}")

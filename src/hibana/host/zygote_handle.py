@@ -33,6 +33,8 @@ START_CRASHES = 3
 #: ... for this long after the last died: then a request waits for a new worker again
 #: (what failed them, a database down, may have come back).
 START_CRASHES_HELD = 10.0
+#: Seconds between imports of the app to replace a zygote that died, while they fail.
+REPLACE_RETRY = 5.0
 
 
 @dataclass
@@ -54,6 +56,10 @@ class Zygote:
     start_crashed_at: float = 0.0
     #: Its process died (its channel ended): it forks no more workers.
     dead: bool = False
+    #: Dead, and the import of the app that was to replace it failed: why, and when
+    #: the next import is tried (``time.monotonic()``).
+    unreplaced: str | None = None
+    replace_at: float = 0.0
 
     def imported(self, code: str) -> bool:
         """Read what the zygote said: True once it has imported the app (its functions,
