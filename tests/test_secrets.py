@@ -284,6 +284,33 @@ def test_bad_secret_values_and_names(app_dir: Path) -> None:
     assert "blob" not in listed.stdout
 
 
+def test_secrets_set_checks_the_store_and_the_key_before_it_reads_the_value(
+    app_dir: Path, key_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The value was read first (at a terminal: typed twice), and only then was the store,
+    or the key file, found to be wrong. A value it would refuse shows which came first."""
+    refused_once_read = "a" * 70_000
+    (tmp_path / "notes").write_text("")
+    bad = tmp_path / "notes" / "state.db"
+    monkeypatch.setenv("HIBANA_STORE", f"sqlite:///{bad}")
+    no_store = set_secret(app_dir, "api-token", refused_once_read)
+    assert no_store.returncode == 1, no_store
+    assert no_store.stderr == (
+        f"error: the store sqlite:///{bad} cannot be made: {tmp_path / 'notes'} is a file, "
+        "not a folder; name a path in a folder\n"
+    )
+    monkeypatch.delenv("HIBANA_STORE")
+    key_file.parent.mkdir()
+    key_file.write_text("QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=\n")
+    key_file.chmod(0o644)
+    open_key = set_secret(app_dir, "api-token", refused_once_read)
+    assert open_key.returncode == 1, open_key
+    assert open_key.stderr == (
+        f"error: the secrets key file {key_file} can be read by other users (mode 644); "
+        f"run: chmod 600 {key_file}\n"
+    )
+
+
 def test_a_secret_value_is_64_kib_at_most(app_dir: Path) -> None:
     """Any size was taken: every log line is searched for every value, and `yes |` was read
     until memory ran out."""

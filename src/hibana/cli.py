@@ -1063,9 +1063,7 @@ def secrets_set(
 ) -> None:
     """Set a secret. The value comes from stdin (piped) or a hidden prompt, never from the
     command line, which shell history and `ps` would show."""
-    import getpass
-
-    from hibana.secrets import MAX_VALUE_BYTES, SecretError, check_name, load_key, seal
+    from hibana.secrets import SecretError, check_name, load_key, seal
 
     try:
         check_name(name)
@@ -1077,6 +1075,29 @@ def secrets_set(
             "command in a terminal to be asked for it. Nothing was set",
             1,
         )
+    # the store and the key first: a value typed (twice) for a store that cannot be
+    # opened would be typed in vain
+    with _opened_store(app, store, create=True) as opened:
+        try:
+            key = load_key(create=True)
+        except SecretError as exc:
+            _fail(str(exc), 1)
+        value = _secret_value(name)
+        try:
+            sealed = seal(key, name, value)
+        except SecretError as exc:
+            _fail(str(exc), 1)
+        _run(opened.put_secret(name, sealed))
+    print(f"Set secret {name} in {opened.display}")
+
+
+def _secret_value(name: str) -> str:
+    """The value of secret ``name``: from a hidden prompt (twice) on a terminal, else from
+    standard input; exit 1 naming what is wrong with it."""
+    import getpass
+
+    from hibana.secrets import MAX_VALUE_BYTES
+
     if sys.stdin.isatty():
         value = getpass.getpass(f"Value of {name}: ")
         if getpass.getpass("Again, to confirm: ") != value:
@@ -1101,13 +1122,7 @@ def secrets_set(
             )
     if not value:
         _fail(f"no value for {name} on stdin; nothing was set", 1)
-    try:
-        sealed = seal(load_key(create=True), name, value)
-    except SecretError as exc:
-        _fail(str(exc), 1)
-    with _opened_store(app, store, create=True) as opened:
-        _run(opened.put_secret(name, sealed))
-    print(f"Set secret {name} in {opened.display}")
+    return value
 
 
 @secrets_cli.command("list")
