@@ -526,6 +526,43 @@ def test_store_commands_name_a_missing_app_or_store_and_create_nothing(tmp_path:
     assert not (stray / ".hibana").exists() and not (fresh / ".hibana").exists()
 
 
+#: Every command that reads or acts on a store a host made, and must not make one.
+NOT_MAKING_A_STORE = [
+    ["queue", "stats"],
+    ["queue", "dlq", "orders"],
+    ["queue", "redrive", "orders"],
+    ["queue", "send", "orders", "--data", "1"],
+    ["events", "publish", "github", "--type", "t.x", "--source", "/s"],
+    ["secrets", "list"],
+    ["secrets", "rm", "api-token"],
+]
+
+
+@pytest.mark.parametrize("command", NOT_MAKING_A_STORE)
+def test_store_commands_make_no_store_in_an_empty_file(tmp_path: Path, command: list[str]) -> None:
+    """An empty file (what `touch` makes; a --store typed for a new file) was made a store
+    by a command that only reads, `hibana queue stats` say: 'no queues in sqlite:///...'."""
+    fresh = copy_app("queues", tmp_path)
+    (fresh / ".hibana").mkdir()
+    (fresh / ".hibana" / "state.db").touch()
+    result = run_cli(*command, "--app", str(fresh))
+    assert result.returncode == 1, result
+    assert result.stderr == (
+        f"error: no store at sqlite:///{fresh / '.hibana' / 'state.db'}: no host has used it "
+        "yet (the file holds no hibana tables); check the path, or start a host with it\n"
+    )
+    assert [p.name for p in (fresh / ".hibana").iterdir()] == ["state.db"]
+    assert (fresh / ".hibana" / "state.db").stat().st_size == 0
+    typo = tmp_path / "sate.db"
+    named = run_cli(*command, "--store", f"sqlite:///{typo}")
+    assert named.returncode == 1, named
+    assert named.stderr == (
+        f"error: no store at sqlite:///{typo}: no host has used it yet (there is no such "
+        "file); check the path, or start a host with it\n"
+    )
+    assert not typo.exists()
+
+
 def test_dead_letter_commands_name_an_unknown_queue(app_dir: Path, store: Store) -> None:
     run(store.declare([QueueInfo("orders", "on_order", 3)]))
     for args in (["queue", "dlq", "ordres"], ["queue", "redrive", "ordres"]):

@@ -645,21 +645,23 @@ cli.add_typer(queue_cli, name="queue")
 def _opened_store(app: Path, store: str | None, *, create: bool = False) -> Iterator[Store]:
     """The app's store (or ``--store``), closed afterwards; exit 1 naming the problem.
 
-    A SQLite store that does not exist yet is made only when ``create`` (setting a secret
-    before the first start); otherwise its absence is the error, so a mistyped ``--app``
-    leaves no ``.hibana`` folder behind. The default store needs an app folder around it."""
+    A store that does not exist yet is made only when ``create`` (setting a secret before
+    the first start); otherwise its absence is the error, so a mistyped ``--app`` or
+    ``--store`` leaves no ``.hibana`` folder, nor a store in an empty file, behind. The
+    default store needs an app folder around it."""
     from hibana.host.loader import APP_FILE
     from hibana.store import STORE_ENV, open_store, resolve_url
 
     _check_store(store)
     url = resolve_url(store, app)
-    if not (store or os.environ.get(STORE_ENV)) and not (app / APP_FILE).is_file():
+    default = not (store or os.environ.get(STORE_ENV))
+    if default and not (app / APP_FILE).is_file():
         _fail(
             f"{app.resolve()} is not an app folder (it has no {APP_FILE}): pass --app APP_DIR, "
             "or --store URL",
             1,
         )
-    if url.startswith("sqlite:///") and not create:
+    if default and not create:  # (the engine names a --store that is not there)
         path = Path(url.removeprefix("sqlite:///")).resolve()
         if not path.exists():
             _fail(

@@ -52,7 +52,7 @@ def resolve_url(url: str | None, app_dir: str | os.PathLike[str]) -> str:
 
 def engine_for(url: str, create: bool = True) -> Engine:
     """The engine a store URL names; StoreError naming the accepted forms otherwise.
-    ``create``: a PostgreSQL store not there yet is made (else its absence is the error)."""
+    ``create``: a store not there yet is made (else its absence is the error)."""
     if url.startswith(("postgresql://", "postgres://")):
         from hibana.store.postgres import PostgresEngine
 
@@ -63,7 +63,7 @@ def engine_for(url: str, create: bool = True) -> Engine:
         path = url.removeprefix("sqlite:///")
         if not path:
             raise StoreError(f"the store URL {url!r} names no file: use sqlite:///PATH")
-        return SqliteEngine(path if path.startswith("/") else Path(path).resolve())
+        return SqliteEngine(path if path.startswith("/") else Path(path).resolve(), create)
     raise StoreError(
         f"unknown store URL {url!r}: use sqlite:///PATH (the default is "
         "APP_DIR/.hibana/state.db) or postgresql://USER@HOST:PORT/DATABASE"
@@ -74,7 +74,7 @@ def open_store(
     url: str | None = None, app_dir: str | os.PathLike[str] = ".", *, create: bool = True
 ) -> Store:
     """An opened store (schema created or migrated); StoreError if it cannot be, or if it
-    is not there yet on PostgreSQL and not ``create``."""
+    is not there yet and not ``create``."""
     store = Store(engine_for(resolve_url(url, app_dir), create))
     store.open()
     return store

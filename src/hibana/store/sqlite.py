@@ -77,7 +77,10 @@ class SqliteEngine(SqlEngine):
     #: Seconds a write waits for another process's write lock before it fails.
     busy_timeout = 30.0
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, create: bool = True) -> None:
+        #: A store not there yet is made (else its absence is the error: a command that
+        #: only reads must not leave a store behind, in an empty file, say).
+        self.create = create
         self._file: tuple[int, int] | None = None
         #: Why the store file is no longer this store's, once a check has found it so.
         self._file_lost: str | None = None
@@ -92,6 +95,47 @@ class SqliteEngine(SqlEngine):
                 f"the store {self.display} is a directory, not a file: name a file, as "
                 f"sqlite:///{self.path / 'state.db'}"
             )
+        if not self.create:
+            if not self.path.exists():
+                raise StoreError(self._no_store("there is no such file"))
+        else:
+            self._make_folder()
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self.busy_timeout,
+            )
+            foreign = _foreign_tables(conn)
+            if foreign:
+                conn.close()
+                raise StoreError(
+                    f"{self.path} is a SQLite database of another program (its tables: "
+                    f"{', '.join(foreign)}), not a hibana store; hibana would add its tables "
+                    "to it. Pass --store sqlite:///PATH (or $HIBANA_STORE) naming a file of "
+                    "its own"
+                )
+            if not self.create and not _has_table(conn, "hibana_schema"):
+                conn.close()  # before anything is written: the switch to WAL mode too
+                raise StoreError(self._no_store("the file holds no hibana tables"))
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        except sqlite3.Error as exc:
+            if _busy(exc):  # a program that holds the file's lock in exclusive mode
+                raise self._locked() from None
+            raise StoreError(
+                f"cannot open the store {self.display}: {exc}; is it a hibana store file, "
+                "and writable?"
+            ) from None
+        self.conn = conn
+        self._file = self._identity()
+        self._file_lost = None
+        self._check_at = time.monotonic() + _FILE_CHECK
+        self._migrate()
+
+    def _make_folder(self) -> None:
         for folder in self.path.parents:
             if folder.exists():
                 if not folder.is_dir():
@@ -109,37 +153,12 @@ class SqliteEngine(SqlEngine):
             raise StoreError(
                 f"cannot create {self.path.parent} for the store: {exc.strerror}"
             ) from None
-        try:
-            conn = sqlite3.connect(
-                self.path,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=self.busy_timeout,
-            )
-            foreign = _foreign_tables(conn)
-            if foreign:
-                conn.close()
-                raise StoreError(
-                    f"{self.path} is a SQLite database of another program (its tables: "
-                    f"{', '.join(foreign)}), not a hibana store; hibana would add its tables "
-                    "to it. Pass --store sqlite:///PATH (or $HIBANA_STORE) naming a file of "
-                    "its own"
-                )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-        except sqlite3.Error as exc:
-            if _busy(exc):  # a program that holds the file's lock in exclusive mode
-                raise self._locked() from None
-            raise StoreError(
-                f"cannot open the store {self.display}: {exc}; is it a hibana store file, "
-                "and writable?"
-            ) from None
-        self.conn = conn
-        self._file = self._identity()
-        self._file_lost = None
-        self._check_at = time.monotonic() + _FILE_CHECK
-        self._migrate()
+
+    def _no_store(self, why: str) -> str:
+        return (
+            f"no store at {self.display}: no host has used it yet ({why}); check the path, "
+            "or start a host with it"
+        )
 
     def _identity(self) -> tuple[int, int] | None:
         try:
@@ -224,6 +243,11 @@ class SqliteEngine(SqlEngine):
 
 def _busy(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.fetchone() is not None
 
 
 def _foreign_tables(conn: sqlite3.Connection) -> list[str]:
