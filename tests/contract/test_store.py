@@ -434,6 +434,56 @@ def test_a_sqlite_database_of_another_program_is_refused_untouched(tmp_path: Pat
     open_store(f"sqlite:///{tmp_path / 'empty.db'}").close()
 
 
+@pytest.mark.parametrize(
+    ("made", "damage"),
+    [
+        (
+            ["CREATE TABLE hibana_schema (v INTEGER)"],
+            "its hibana_schema table has no version column (it has v)",
+        ),
+        (
+            ["CREATE TABLE hibana_schema (version)", "INSERT INTO hibana_schema VALUES ('two')"],
+            "its hibana_schema table holds 'two', not one schema version",
+        ),
+        (
+            ["CREATE TABLE hibana_schema (version)", "INSERT INTO hibana_schema VALUES (1), (2)"],
+            "its hibana_schema table holds 1, 2, not one schema version",
+        ),
+        (
+            ["DROP TABLE hibana_queues", "DROP TABLE hibana_secrets"],
+            "it says it is of schema version 2, and lacks its tables hibana_queues, hibana_secrets",
+        ),
+        (
+            ["UPDATE hibana_schema SET version = 1"],
+            "it says it is of schema version 1, and holds tables of a later one "
+            "(hibana_secrets, hibana_subscriptions)",
+        ),
+    ],
+)
+def test_a_sqlite_store_whose_schema_was_changed_by_hand_is_named_damaged(
+    tmp_path: Path, made: list[str], damage: str
+) -> None:
+    """It said 'cannot open the store ...: no such column: version' or 'the store ...
+    failed: OperationalError: no such table: hibana_queues' (at the first command), or
+    'invalid literal for int()', naming neither the problem nor the fix."""
+    path = tmp_path / "state.db"
+    if not made[0].startswith("CREATE TABLE hibana_schema"):
+        open_store(f"sqlite:///{path}").close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in made:
+        conn.execute(statement)
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError) as refused:
+        open_store(f"sqlite:///{path}")
+    assert str(refused.value) == (
+        f"the store sqlite:///{path} is damaged (changed by hand, or by another program): "
+        f"{damage}; restore the file from a backup, or move it aside (what it holds stays "
+        "there) and start a host to make a new store"
+    )
+    assert path.read_bytes() == before
+
+
 def test_a_sqlite_store_path_that_is_a_directory_or_under_a_file_is_named(
     tmp_path: Path,
 ) -> None:
