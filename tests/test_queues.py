@@ -8,6 +8,9 @@ import concurrent.futures
 import json
 import os
 import signal
+import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -561,6 +564,35 @@ def test_store_commands_make_no_store_in_an_empty_file(tmp_path: Path, command: 
         "file); check the path, or start a host with it\n"
     )
     assert not typo.exists()
+
+
+def test_a_store_command_kept_waiting_by_a_lock_says_so_and_who_holds_it(
+    app_dir: Path, store: Store
+) -> None:
+    """It waited up to 30 s for another process's transaction without a word, as if hung."""
+    path = app_dir / ".hibana" / "state.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # what a `sqlite3` shell in a transaction holds
+    try:
+        command = subprocess.Popen(
+            [sys.executable, "-m", "hibana", "queue", "stats", "--app", str(app_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert command.stderr is not None
+        said = command.stderr.readline()  # while it waits
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    out, err = command.communicate(timeout=60)
+    assert said.startswith(
+        f"the store sqlite:///{path} is locked by another process (pid {os.getpid()}: "
+    ), said
+    assert said.endswith("): waiting up to 30 s for it to end its transaction\n"), said
+    assert command.returncode == 0, err
+    assert out.startswith("no queues in") and err == ""
 
 
 def test_dead_letter_commands_name_an_unknown_queue(app_dir: Path, store: Store) -> None:

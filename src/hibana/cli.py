@@ -207,6 +207,12 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _report(text: str) -> None:
+    """``text`` on stderr: what goes on meanwhile (the host's start, a wait)."""
+    with contextlib.suppress(OSError):  # a terminal that hung up: no one to tell
+        print(text, file=sys.stderr, flush=True)
+
+
 def _usage(message: str) -> NoReturn:
     raise typer.BadParameter(message)
 
@@ -353,12 +359,7 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
                 reload=reload,
                 store=store,
             )
-
-            def report(text: str) -> None:
-                with contextlib.suppress(OSError):  # a terminal that hung up: no one to tell
-                    print(text, file=sys.stderr, flush=True)
-
-            code = Supervisor(config, report).run()
+            code = Supervisor(config, _report).run()
         except HostStartError as exc:
             _fail(str(exc), 1)
         except (AppError, ConfigError) as exc:
@@ -670,7 +671,7 @@ def _opened_store(app: Path, store: str | None, *, create: bool = False) -> Iter
                 1,
             )
     try:
-        opened = open_store(store, app, create=create)
+        opened = open_store(store, app, create=create, on_wait=_report)
     except HibanaError as exc:
         _fail(str(exc), 1)
     try:

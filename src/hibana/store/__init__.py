@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from hibana.errors import StoreError
@@ -71,10 +72,16 @@ def engine_for(url: str, create: bool = True) -> Engine:
 
 
 def open_store(
-    url: str | None = None, app_dir: str | os.PathLike[str] = ".", *, create: bool = True
+    url: str | None = None,
+    app_dir: str | os.PathLike[str] = ".",
+    *,
+    create: bool = True,
+    on_wait: Callable[[str], None] | None = None,
 ) -> Store:
     """An opened store (schema created or migrated); StoreError if it cannot be, or if it
-    is not there yet and not ``create``."""
-    store = Store(engine_for(resolve_url(url, app_dir), create))
+    is not there yet and not ``create``. ``on_wait``: see ``Engine.on_wait``."""
+    engine = engine_for(resolve_url(url, app_dir), create)
+    engine.on_wait = on_wait
+    store = Store(engine)
     store.open()
     return store

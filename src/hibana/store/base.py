@@ -163,6 +163,9 @@ class Engine:
 
     #: Shown in errors and ``hibana queue`` output, with no password.
     display: str
+    #: Told (once, a sentence) when an operation has waited a while on another process,
+    #: and waits on: the CLI says so, rather than seeming to hang. None: no one is told.
+    on_wait: Callable[[str], None] | None = None
 
     def connect(self) -> None:
         raise NotImplementedError

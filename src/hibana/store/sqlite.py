@@ -13,6 +13,7 @@ import os
 import re
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -71,6 +72,8 @@ class _Locked(StoreError):
 
 #: Seconds between the checks that the store file is still the one opened.
 _FILE_CHECK = 1.0
+#: Seconds a wait for another process's lock goes on before ``on_wait`` is told of it.
+WAIT_NOTICE = 1.0
 
 
 class SqliteEngine(SqlEngine):
@@ -89,6 +92,7 @@ class SqliteEngine(SqlEngine):
         self.path = Path(path)
         self.display = f"sqlite:///{self.path}"
         self.conn: sqlite3.Connection | None = None
+        self._told = False  # on_wait was told of a wait
 
     def connect(self) -> None:
         if self.path.is_dir():
@@ -102,35 +106,8 @@ class SqliteEngine(SqlEngine):
         else:
             self._make_folder()
         try:
-            conn = sqlite3.connect(
-                self.path,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=self.busy_timeout,
-            )
-            foreign = _foreign_tables(conn)
-            if foreign:
-                conn.close()
-                raise StoreError(
-                    f"{self.path} is a SQLite database of another program (its tables: "
-                    f"{', '.join(foreign)}), not a hibana store; hibana would add its tables "
-                    "to it. Pass --store sqlite:///PATH (or $HIBANA_STORE) naming a file of "
-                    "its own"
-                )
-            if not _has_table(conn, "hibana_schema"):
-                if not self.create:
-                    conn.close()  # before anything is written: the switch to WAL mode too
-                    raise StoreError(self._no_store("the file holds no hibana tables"))
-            elif (damage := _damage(conn)) is not None:
-                conn.close()
-                raise StoreError(
-                    f"the store {self.display} is damaged (changed by hand, or by another "
-                    f"program): {damage}; restore the file from a backup, or move it aside "
-                    "(what it holds stays there) and start a host to make a new store"
-                )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            with self._noticed():
+                conn = self._opened()
         except sqlite3.Error as exc:
             if _busy(exc):  # a program that holds the file's lock in exclusive mode
                 raise self._locked() from None
@@ -143,6 +120,67 @@ class SqliteEngine(SqlEngine):
         self._file_lost = None
         self._check_at = time.monotonic() + _FILE_CHECK
         self._migrate()
+
+    def _opened(self) -> sqlite3.Connection:
+        """A connection to the store file, checked to hold a hibana store (or none yet)."""
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout
+        )
+        try:
+            foreign = _foreign_tables(conn)
+            if foreign:
+                raise StoreError(
+                    f"{self.path} is a SQLite database of another program (its tables: "
+                    f"{', '.join(foreign)}), not a hibana store; hibana would add its tables "
+                    "to it. Pass --store sqlite:///PATH (or $HIBANA_STORE) naming a file of "
+                    "its own"
+                )
+            if not _has_table(conn, "hibana_schema"):
+                if not self.create:  # refused before anything is written: WAL mode too
+                    raise StoreError(self._no_store("the file holds no hibana tables"))
+            elif (damage := _damage(conn)) is not None:
+                raise StoreError(
+                    f"the store {self.display} is damaged (changed by hand, or by another "
+                    f"program): {damage}; restore the file from a backup, or move it aside "
+                    "(what it holds stays there) and start a host to make a new store"
+                )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextlib.contextmanager
+    def _noticed(self) -> Iterator[None]:
+        """Tell ``on_wait`` if the block (a lock's taking: nothing else in it takes long)
+        goes on past ``WAIT_NOTICE``; once for the engine, however many locks it waits on."""
+        if self.on_wait is None or self._told:
+            yield
+            return
+        timer = threading.Timer(WAIT_NOTICE, self._tell)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _tell(self) -> None:
+        if self.on_wait is None or self._told:
+            return
+        self._told = True
+        holders = _lock_holders(self.path)
+        who = (
+            "; ".join(holders[:3])
+            if holders
+            else f"a program with the file open in a transaction; `fuser {self.path}` names it"
+        )
+        self.on_wait(
+            f"the store {self.display} is locked by another process ({who}): waiting up to "
+            f"{self.busy_timeout:g} s for it to end its transaction"
+        )
 
     def _make_folder(self) -> None:
         for folder in self.path.parents:
@@ -218,7 +256,8 @@ class SqliteEngine(SqlEngine):
                 self._check_at = clock + _FILE_CHECK
                 self._check_file()
         try:
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            with self._noticed():
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         except sqlite3.OperationalError as exc:
             if not _busy(exc):
                 raise
@@ -252,6 +291,46 @@ class SqliteEngine(SqlEngine):
 
 def _busy(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _lock_holders(path: Path) -> list[str]:
+    """The processes (other than this one) holding a write lock of the store at ``path``:
+    on the file (a rollback journal's, or exclusive mode's) or on its WAL's write-lock
+    byte; each as "pid N: its command line". None found where there is no /proc/locks."""
+    wanted: dict[str, int | None] = {}
+    for file, byte in ((path, None), (Path(f"{path}-shm"), _WAL_WRITE_LOCK)):
+        with contextlib.suppress(OSError):
+            wanted[str(os.stat(file).st_ino)] = byte
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    pids: list[int] = []
+    for line in lines:  # "1: POSIX  ADVISORY  WRITE 4242 fe:00:2163739 120 120"
+        fields = line.split()  # (one waiting for a lock has "->" after its number: 9)
+        if len(fields) != 8 or fields[1] != "POSIX" or fields[3] != "WRITE":
+            continue
+        inode, start, end = fields[5].rsplit(":", 1)[-1], fields[6], fields[7]
+        if inode not in wanted or not fields[4].isdigit():
+            continue
+        byte = wanted[inode]
+        if byte is not None and not (int(start) <= byte and (end == "EOF" or byte <= int(end))):
+            continue
+        pid = int(fields[4])
+        if pid != os.getpid() and pid not in pids:
+            pids.append(pid)
+    shown = []
+    for pid in pids:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+        except OSError:
+            command = b"?"
+        shown.append(f"pid {pid}: {command.decode(errors='replace')[:80]}")
+    return shown
+
+
+#: Where SQLite's WAL mode takes a writer's lock: byte 120 of the ``-shm`` file.
+_WAL_WRITE_LOCK = 120
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
