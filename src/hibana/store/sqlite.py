@@ -255,9 +255,13 @@ class SqliteEngine(SqlEngine):
             if clock >= self._check_at:  # once a second at most: a stat call
                 self._check_at = clock + _FILE_CHECK
                 self._check_file()
+        begin = "BEGIN IMMEDIATE" if write else "BEGIN"
         try:
-            with self._noticed():
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            if self.on_wait is None:  # a host's: nothing per transaction
+                conn.execute(begin)
+            else:
+                with self._noticed():
+                    conn.execute(begin)
         except sqlite3.OperationalError as exc:
             if not _busy(exc):
                 raise
