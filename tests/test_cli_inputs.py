@@ -314,6 +314,48 @@ def test_names_that_are_not_utf8_are_usage_errors_where_they_are_looked_up(
     )
 
 
+RULE = "use 1 to 200 ASCII letters, digits, '-', '_' or '.'"
+OWN_QUEUES = " (a timer's queue is timer:FUNCTION; a subscriber's, event:FUNCTION)"
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (
+            ["queue", "dlq", "a b"],
+            f"queue name 'a b': {RULE}{OWN_QUEUES}; ' ' (a space) is not one",
+        ),
+        (["queue", "redrive", "a/b"], f"queue name 'a/b': {RULE}{OWN_QUEUES}; '/' is not one"),
+        (
+            ["queue", "send", "a b", "--data", "1"],
+            f"queue name 'a b': {RULE}{OWN_QUEUES}; ' ' (a space) is not one",
+        ),
+        (["queue", "dlq", "event:"], f"queue name 'event:': {RULE}{OWN_QUEUES}; it is empty"),
+        (
+            ["events", "publish", "a b", "--type", "t.x", "--source", "/s"],
+            f"topic name 'a b': {RULE}; ' ' (a space) is not one",
+        ),
+        (["secrets", "rm", "a b"], f"secret name 'a b': {RULE}; ' ' (a space) is not one"),
+    ],
+)
+def test_names_no_store_holds_are_usage_errors_naming_the_rule(
+    app_dir: Path, store: Store, command: list[str], message: str
+) -> None:
+    """They were looked up, and said not to be there ('no secret 'a b'', 'no queue ...'),
+    as if mistyped: `hibana secrets set 'a b'` named the rule."""
+    _refused([*command, "--app", str(app_dir)], message)
+    assert _nothing_sent(store)
+
+
+def test_a_timers_or_subscribers_own_queue_is_a_name_queue_commands_take(
+    app_dir: Path, store: Store
+) -> None:
+    asyncio.run(store.declare([QueueInfo("event:on_event", "on_event", 3)]))
+    result = run_cli("queue", "dlq", "event:on_event", "--app", str(app_dir))
+    assert result.returncode == 0, result
+    assert "no dead letters in event:on_event" in result.stdout
+
+
 def test_data_from_an_endless_file_or_stdin_is_read_only_so_far(
     app_dir: Path, store: Store
 ) -> None:

@@ -702,6 +702,26 @@ def _text(option: str, value: str) -> str:
     return value
 
 
+#: The queues of a timer and of a subscriber are named for the function: timer:NAME.
+_OWN_QUEUES = ("timer:", "event:")
+
+
+def _name(kind: str, name: str) -> None:
+    """A usage error unless ``name`` is one the store can hold a ``kind`` (queue, topic)
+    under: else 'a b' is said to be a queue or topic not there, as if mistyped."""
+    from hibana.names import NAME_RULE, name_problem
+
+    own = kind == "queue" and name.startswith(_OWN_QUEUES)
+    problem = name_problem(name.split(":", 1)[1] if own else name)
+    if problem is not None:
+        rule = NAME_RULE + (
+            " (a timer's queue is timer:FUNCTION; a subscriber's, event:FUNCTION)"
+            if kind == "queue"
+            else ""
+        )
+        _usage(f"{kind} name {name!r}: use {rule}; {problem}")
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value; pass a number, or null")
 
@@ -811,7 +831,7 @@ def queue_send(
     from hibana.store.base import NewMessage
     from hibana.triggers.outbox import MAX_PAYLOAD_BYTES
 
-    _text("QUEUE", queue)
+    _name("queue", _text("QUEUE", queue))
     payload = _json_option("--data", data)
     try:
         # as typed: 31536001, not 3.1536e+07
@@ -898,7 +918,7 @@ def queue_dlq(
     import json
     import time
 
-    _text("QUEUE", queue)
+    _name("queue", _text("QUEUE", queue))
     with _opened_store(app, store) as opened:
         dead = _run(opened.dead_letters(queue, limit))
         if not dead:
@@ -953,7 +973,7 @@ def queue_redrive(
     store: StoreOpt = None,
 ) -> None:
     """Move dead letters back into their queue, with their attempts reset."""
-    _text("QUEUE", queue)
+    _name("queue", _text("QUEUE", queue))
     if ids:
         ids = list(dict.fromkeys(ids))  # an id given twice is one message
     with _opened_store(app, store) as opened:
@@ -1011,6 +1031,7 @@ def events_publish(
     ]:
         if value is not None:
             _text(option, value)
+    _name("topic", topic)
     for option, value, left_out in [
         ("--subject", subject, "for an event with no subject"),
         ("--id", event_id, "for a new id"),
@@ -1143,7 +1164,13 @@ def secrets_rm(
     store: StoreOpt = None,
 ) -> None:
     """Delete a secret."""
+    from hibana.secrets import SecretError, check_name
+
     _text("NAME", name)
+    try:
+        check_name(name)  # else 'a b' is said to be no secret, as if mistyped
+    except SecretError as exc:
+        _usage(str(exc))
     with _opened_store(app, store) as opened:
         removed = _run(opened.delete_secret(name))
     if not removed:
