@@ -435,19 +435,23 @@ def test_a_sqlite_database_of_another_program_is_refused_untouched(tmp_path: Pat
 
 
 @pytest.mark.parametrize(
-    ("made", "damage"),
+    ("changes", "damage"),
     [
         (
-            ["CREATE TABLE hibana_schema (v INTEGER)"],
+            ["DROP TABLE hibana_schema", "CREATE TABLE hibana_schema (v INTEGER)"],
             "its hibana_schema table has no version column (it has v)",
         ),
         (
-            ["CREATE TABLE hibana_schema (version)", "INSERT INTO hibana_schema VALUES ('two')"],
+            [
+                "DROP TABLE hibana_schema",
+                "CREATE TABLE hibana_schema (version TEXT)",
+                "INSERT INTO hibana_schema VALUES ('two')",
+            ],
             "its hibana_schema table holds 'two', not one schema version",
         ),
         (
-            ["CREATE TABLE hibana_schema (version)", "INSERT INTO hibana_schema VALUES (1), (2)"],
-            "its hibana_schema table holds 1, 2, not one schema version",
+            ["INSERT INTO hibana_schema VALUES (2)"],
+            "its hibana_schema table holds 2, 2, not one schema version",
         ),
         (
             ["DROP TABLE hibana_queues", "DROP TABLE hibana_secrets"],
@@ -460,28 +464,29 @@ def test_a_sqlite_database_of_another_program_is_refused_untouched(tmp_path: Pat
         ),
     ],
 )
-def test_a_sqlite_store_whose_schema_was_changed_by_hand_is_named_damaged(
-    tmp_path: Path, made: list[str], damage: str
+def test_a_store_whose_schema_was_changed_by_hand_is_named_damaged(
+    store_url: str, changes: list[str], damage: str
 ) -> None:
     """It said 'cannot open the store ...: no such column: version' or 'the store ...
     failed: OperationalError: no such table: hibana_queues' (at the first command), or
     'invalid literal for int()', naming neither the problem nor the fix."""
-    path = tmp_path / "state.db"
-    if not made[0].startswith("CREATE TABLE hibana_schema"):
-        open_store(f"sqlite:///{path}").close()
-    conn = sqlite3.connect(path, isolation_level=None)
-    for statement in made:
-        conn.execute(statement)
-    conn.close()
-    before = path.read_bytes()
+    store = open_store(store_url)
+    engine = store.engine
+    with engine.transaction(write=True):
+        for statement in changes:
+            engine._exec(statement)  # type: ignore[attr-defined]
+    store.close()
+    path = Path(store_url.removeprefix("sqlite:///"))
+    before = path.read_bytes() if store_url.startswith("sqlite:") else b""
     with pytest.raises(StoreError) as refused:
-        open_store(f"sqlite:///{path}")
+        open_store(store_url)
     assert str(refused.value) == (
-        f"the store sqlite:///{path} is damaged (changed by hand, or by another program): "
-        f"{damage}; restore the file from a backup, or move it aside (what it holds stays "
-        "there) and start a host to make a new store"
+        f"the store {engine.display} is damaged (changed by hand, or by another program): "
+        f"{damage}; restore it from a backup, or move it aside (what it holds stays there) "
+        "and start a host to make a new store"
     )
-    assert path.read_bytes() == before
+    if store_url.startswith("sqlite:"):
+        assert path.read_bytes() == before  # refused before anything was written
 
 
 def test_a_sqlite_store_path_that_is_a_directory_or_under_a_file_is_named(

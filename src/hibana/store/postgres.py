@@ -27,7 +27,7 @@ from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, url
 
 from hibana.errors import StoreError
 from hibana.store.base import ChangeWatcher, Settle, dump_errors
-from hibana.store.sql import CLAIMED_COLUMNS, SqlEngine
+from hibana.store.sql import CLAIMED_COLUMNS, SqlEngine, damaged, schema_damage
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -279,6 +279,10 @@ class PostgresEngine(SqlEngine):
                 if self.schema is not None:
                     conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                     conn.execute(f'SET search_path TO "{self.schema}"')
+                damage = _damage(conn)
+                if damage is not None:
+                    self.close()
+                    raise damaged(self.display, damage)
                 self._migrate()
             except psycopg.errors.InsufficientPrivilege as exc:
                 role, database = conn.info.user, conn.info.dbname
@@ -536,6 +540,37 @@ _IN_DOUBT = (
     ": what it wrote may or may not have been stored (the server may have committed it "
     "before the connection went), so it is not run again"
 )
+
+
+def _damage(conn: Any) -> str | None:
+    """See ``schema_damage``: for the hibana store in ``conn``'s schema, if it holds one."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # one snapshot
+        (table,) = conn.execute("SELECT to_regclass('hibana_schema')::oid").fetchone()
+        if table is None:
+            return None
+        columns = [
+            str(row[0])
+            for row in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s AND attnum > 0"
+                " AND NOT attisdropped ORDER BY attnum",
+                (table,),
+            )
+        ]
+        rows = (
+            conn.execute("SELECT version FROM hibana_schema LIMIT 2").fetchall()
+            if "version" in columns
+            else []
+        )
+        tables = {
+            str(row[0])
+            for row in conn.execute(
+                "SELECT relname FROM pg_class WHERE relkind IN ('r', 'p') AND relnamespace ="
+                " (SELECT relnamespace FROM pg_class WHERE oid = %s)",
+                (table,),
+            )
+        }
+    return schema_damage(_MIGRATIONS, columns, [row[0] for row in rows], tables)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -33,6 +33,54 @@ from hibana.store.base import (
 #: has no DDL: it twins the idempotency keys of the hashed form (``_twin_hashed_form_keys``).
 SCHEMA_VERSION = 3
 
+
+def schema_damage(
+    migrations: dict[int, list[str]], columns: list[str], versions: list[Any], tables: set[str]
+) -> str | None:
+    """What is wrong with a store's schema that migrating it would end in an SQL error
+    (no such column, no such table, table already exists); None if nothing. ``columns``:
+    its hibana_schema table's; ``versions``: that table's rows (two at most); ``tables``:
+    every table of the store's database (or schema); ``migrations``: the engine's DDL."""
+
+    def tables_to(version: int) -> set[str]:
+        made = (
+            re.match(r"CREATE TABLE (\w+)", sql)
+            for v in range(1, version + 1)
+            for sql in migrations[v]
+        )
+        return {m.group(1) for m in made if m is not None}
+
+    if "version" not in columns:
+        return f"its hibana_schema table has no version column (it has {', '.join(columns)})"
+    if len(versions) > 1 or (versions and not (type(versions[0]) is int and versions[0] >= 0)):
+        shown = ", ".join(repr(v) for v in versions)
+        return f"its hibana_schema table holds {shown}, not one schema version"
+    version = versions[0] if versions else 0
+    if version > SCHEMA_VERSION:
+        return None  # refused as newer than this hibana, naming the fix: upgrade hibana
+    missing = sorted(tables_to(version) - tables)
+    if missing:
+        return (
+            f"it says it is of schema version {version}, and lacks its tables {', '.join(missing)}"
+        )
+    later = sorted((tables_to(SCHEMA_VERSION) - tables_to(version)) & tables)
+    if later:
+        return (
+            f"it says it is of schema version {version}, and holds tables of a later one "
+            f"({', '.join(later)})"
+        )
+    return None
+
+
+def damaged(display: str, damage: str) -> StoreError:
+    """The error for the store ``display``, whose schema ``schema_damage`` found wrong."""
+    return StoreError(
+        f"the store {display} is damaged (changed by hand, or by another program): {damage}; "
+        "restore it from a backup, or move it aside (what it holds stays there) and start a "
+        "host to make a new store"
+    )
+
+
 #: What a claim returns, in the order ``SqlEngine.claim`` reads it.
 CLAIMED_COLUMNS = "id, queue, body, attempt, enqueued_at, trace, errors, visible_at"
 

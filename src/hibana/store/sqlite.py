@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sqlite3
 import sys
 import threading
@@ -21,7 +20,7 @@ from typing import Any
 
 from hibana.errors import StoreError
 from hibana.store.base import ChangeWatcher
-from hibana.store.sql import CLAIMED_COLUMNS, SCHEMA_VERSION, SqlEngine
+from hibana.store.sql import CLAIMED_COLUMNS, SqlEngine, damaged, schema_damage
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -139,11 +138,7 @@ class SqliteEngine(SqlEngine):
                 if not self.create:  # refused before anything is written: WAL mode too
                     raise StoreError(self._no_store("the file holds no hibana tables"))
             elif (damage := _damage(conn)) is not None:
-                raise StoreError(
-                    f"the store {self.display} is damaged (changed by hand, or by another "
-                    f"program): {damage}; restore the file from a backup, or move it aside "
-                    "(what it holds stays there) and start a host to make a new store"
-                )
+                raise damaged(self.display, damage)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
@@ -342,50 +337,23 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     return found.fetchone() is not None
 
 
-def _tables_to(version: int) -> set[str]:
-    """The tables a store of schema ``version`` holds."""
-    made = (
-        re.match(r"CREATE TABLE (\w+)", sql)
-        for v in range(1, version + 1)
-        for sql in _MIGRATIONS[v]
-    )
-    return {m.group(1) for m in made if m is not None}
-
-
 def _damage(conn: sqlite3.Connection) -> str | None:
-    """What is wrong with the schema of the hibana store ``conn`` opens that migrating it
-    would end in an SQL error (no such column, no such table, table already exists)."""
+    """See ``schema_damage``: for the hibana store ``conn`` opens."""
     conn.execute("BEGIN")  # one snapshot: not a migration half seen
     try:
         columns = [str(row[1]) for row in conn.execute("PRAGMA table_info(hibana_schema)")]
-        if "version" not in columns:
-            return f"its hibana_schema table has no version column (it has {', '.join(columns)})"
-        rows = conn.execute("SELECT version FROM hibana_schema LIMIT 2").fetchall()
+        rows = (
+            conn.execute("SELECT version FROM hibana_schema LIMIT 2").fetchall()
+            if "version" in columns
+            else []
+        )
         tables = {
             str(row[0])
             for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
     finally:
         conn.execute("COMMIT")
-    versions = [row[0] for row in rows]
-    if len(rows) > 1 or (rows and not (type(versions[0]) is int and versions[0] >= 0)):
-        shown = ", ".join(repr(v) for v in versions)
-        return f"its hibana_schema table holds {shown}, not one schema version"
-    version = versions[0] if versions else 0
-    if version > SCHEMA_VERSION:
-        return None  # refused as newer than this hibana, naming the fix: upgrade hibana
-    missing = sorted(_tables_to(version) - tables)
-    if missing:
-        return (
-            f"it says it is of schema version {version}, and lacks its tables {', '.join(missing)}"
-        )
-    later = sorted((_tables_to(SCHEMA_VERSION) - _tables_to(version)) & tables)
-    if later:
-        return (
-            f"it says it is of schema version {version}, and holds tables of a later one "
-            f"({', '.join(later)})"
-        )
-    return None
+    return schema_damage(_MIGRATIONS, columns, [row[0] for row in rows], tables)
 
 
 def _foreign_tables(conn: sqlite3.Connection) -> list[str]:
