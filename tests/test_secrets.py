@@ -311,6 +311,22 @@ def test_secrets_set_checks_the_store_and_the_key_before_it_reads_the_value(
     )
 
 
+def test_a_key_file_that_cannot_be_made_is_named_with_the_fix(
+    app_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A traceback: 'FileExistsError: [Errno 17] File exists: ...' from pathlib's mkdir."""
+    (tmp_path / "notes").write_text("")
+    key = tmp_path / "notes" / "key"
+    monkeypatch.setenv("HIBANA_SECRET_KEY_FILE", str(key))
+    result = set_secret(app_dir, "api-token", API_TOKEN)
+    assert result.returncode == 1, result
+    assert result.stderr == (
+        f"error: cannot make the secrets key file {key} ({tmp_path / 'notes'} is a file, not "
+        "a folder); point HIBANA_SECRET_KEY_FILE at a path in a folder this user may write "
+        "to\n"
+    )
+
+
 def test_a_secret_value_is_64_kib_at_most(app_dir: Path) -> None:
     """Any size was taken: every log line is searched for every value, and `yes |` was read
     until memory ran out."""

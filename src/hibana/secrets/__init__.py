@@ -50,10 +50,18 @@ def load_key(create: bool = False) -> bytes:
                 f"`hibana secrets set`, or point {KEY_ENV} at the key file the secrets were "
                 "set with"
             )
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError as exc:
+            if exc.filename != str(path):  # a folder on the way is a file
+                raise _unmade(path, f"{exc.filename} is a file, not a folder") from None
+            # else another `hibana secrets set` made it meanwhile: it is the key
+        except OSError as exc:
+            raise _unmade(path, f"{exc.strerror}: {exc.filename}") from None
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(base64.b64encode(os.urandom(32)).decode() + "\n")
     mode = path.stat().st_mode
     if stat.S_ISDIR(mode):
         # chmod 600, as a directory's mode would have it said, is no fix for that
@@ -74,6 +82,13 @@ def load_key(create: bool = False) -> bytes:
     if len(key) != 32:
         raise SecretError(f"the secrets key file {path} does not hold a 32-byte key")
     return key
+
+
+def _unmade(path: Path, why: str) -> SecretError:
+    return SecretError(
+        f"cannot make the secrets key file {path} ({why}); point {KEY_ENV} at a path in a "
+        "folder this user may write to"
+    )
 
 
 def check_name(name: str) -> None:
