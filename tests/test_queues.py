@@ -8,6 +8,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -593,6 +594,30 @@ def test_a_store_command_kept_waiting_by_a_lock_says_so_and_who_holds_it(
     assert said.endswith("): waiting up to 30 s for it to end its transaction\n"), said
     assert command.returncode == 0, err
     assert out.startswith("no queues in") and err == ""
+
+
+def test_a_store_command_kept_waiting_by_a_silent_postgresql_says_so() -> None:
+    """It waited for the server's answer (up to connect_timeout, 10 s) without a word."""
+    silent = socket.create_server(("127.0.0.1", 0))  # takes connections, answers nothing
+    url = f"postgresql://u@127.0.0.1:{silent.getsockname()[1]}/db"
+    try:
+        command = subprocess.Popen(
+            [sys.executable, "-m", "hibana", "queue", "stats", "--store", url],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert command.stderr is not None
+        said = command.stderr.readline()  # while it waits
+    finally:
+        silent.close()
+    _, err = command.communicate(timeout=60)
+    assert said == (
+        f"the store {url} has not answered yet (a server starting, or one behind a network "
+        "that drops what is sent to it): waiting up to 10 s for it\n"
+    )
+    assert command.returncode == 1 and err.startswith(f"error: cannot connect to the store {url}")
 
 
 def test_dead_letter_commands_name_an_unknown_queue(app_dir: Path, store: Store) -> None:

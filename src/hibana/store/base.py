@@ -153,6 +153,10 @@ class ChangeWatcher:
         raise NotImplementedError
 
 
+#: Seconds an engine's wait on another process goes on before ``Engine.on_wait`` is told.
+WAIT_NOTICE = 1.0
+
+
 class Engine:
     """A connection and the SQL for one database. Only the writer thread calls it."""
 
@@ -163,9 +167,32 @@ class Engine:
 
     #: Shown in errors and ``hibana queue`` output, with no password.
     display: str
-    #: Told (once, a sentence) when an operation has waited a while on another process,
-    #: and waits on: the CLI says so, rather than seeming to hang. None: no one is told.
+    #: Told (once, a sentence) when an operation has waited a while (``WAIT_NOTICE``) on
+    #: another process, and waits on: the CLI says so, rather than seem to hang. None: no
+    #: one is told.
     on_wait: Callable[[str], None] | None = None
+    _told = False
+
+    @contextlib.contextmanager
+    def noticed(self, said: Callable[[], str]) -> Iterator[None]:
+        """Tell ``on_wait`` ``said()`` if the block (a wait for a lock, for a server to
+        answer: nothing else in it takes long) goes on past ``WAIT_NOTICE``; once for the
+        engine, however many waits follow."""
+        if self.on_wait is None or self._told:
+            yield
+            return
+        timer = threading.Timer(WAIT_NOTICE, self._tell, (said,))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _tell(self, said: Callable[[], str]) -> None:
+        if self.on_wait is not None and not self._told:
+            self._told = True
+            self.on_wait(said())
 
     def connect(self) -> None:
         raise NotImplementedError

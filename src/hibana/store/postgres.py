@@ -252,7 +252,8 @@ class PostgresEngine(SqlEngine):
                 "the PostgreSQL store needs psycopg: pip install 'psycopg[binary]'"
             ) from None
         try:
-            conn = psycopg.connect(self.url, autocommit=True, **self._liveness)
+            with self.noticed(self._server_wait):
+                conn = psycopg.connect(self.url, autocommit=True, **self._liveness)
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot connect to the store {self.display}: {_first_line(exc)}; is PostgreSQL "
@@ -297,6 +298,16 @@ class PostgresEngine(SqlEngine):
                     f"create hibana's tables ({_first_line(exc)}); as an owner of the "
                     f"database, run {grant}, or start a host once with a role that may"
                 ) from None
+
+    def _server_wait(self) -> str:
+        """What ``on_wait`` is told of a connection the server has not answered yet."""
+        limit = dict(parse_qsl(urlsplit(self.url).query)).get(
+            "connect_timeout", self._liveness.get("connect_timeout")
+        )
+        return (
+            f"the store {self.display} has not answered yet (a server starting, or one behind "
+            f"a network that drops what is sent to it): waiting up to {limit} s for it"
+        )
 
     def server_liveness(self, conn: Any) -> None:
         """Set the server's side of noticing a silent client on ``conn`` (``_SERVER_LIVENESS``)."""

@@ -12,7 +12,6 @@ import contextlib
 import os
 import sqlite3
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -71,8 +70,6 @@ class _Locked(StoreError):
 
 #: Seconds between the checks that the store file is still the one opened.
 _FILE_CHECK = 1.0
-#: Seconds a wait for another process's lock goes on before ``on_wait`` is told of it.
-WAIT_NOTICE = 1.0
 
 
 class SqliteEngine(SqlEngine):
@@ -91,7 +88,6 @@ class SqliteEngine(SqlEngine):
         self.path = Path(path)
         self.display = f"sqlite:///{self.path}"
         self.conn: sqlite3.Connection | None = None
-        self._told = False  # on_wait was told of a wait
 
     def connect(self) -> None:
         if self.path.is_dir():
@@ -105,7 +101,7 @@ class SqliteEngine(SqlEngine):
         else:
             self._make_folder()
         try:
-            with self._noticed():
+            with self.noticed(self._lock_wait):
                 conn = self._opened()
         except sqlite3.Error as exc:
             if _busy(exc):  # a program that holds the file's lock in exclusive mode
@@ -147,32 +143,15 @@ class SqliteEngine(SqlEngine):
             raise
         return conn
 
-    @contextlib.contextmanager
-    def _noticed(self) -> Iterator[None]:
-        """Tell ``on_wait`` if the block (a lock's taking: nothing else in it takes long)
-        goes on past ``WAIT_NOTICE``; once for the engine, however many locks it waits on."""
-        if self.on_wait is None or self._told:
-            yield
-            return
-        timer = threading.Timer(WAIT_NOTICE, self._tell)
-        timer.daemon = True
-        timer.start()
-        try:
-            yield
-        finally:
-            timer.cancel()
-
-    def _tell(self) -> None:
-        if self.on_wait is None or self._told:
-            return
-        self._told = True
+    def _lock_wait(self) -> str:
+        """What ``on_wait`` is told of a wait for the store's lock."""
         holders = _lock_holders(self.path)
         who = (
             "; ".join(holders[:3])
             if holders
             else f"a program with the file open in a transaction; `fuser {self.path}` names it"
         )
-        self.on_wait(
+        return (
             f"the store {self.display} is locked by another process ({who}): waiting up to "
             f"{self.busy_timeout:g} s for it to end its transaction"
         )
@@ -255,7 +234,7 @@ class SqliteEngine(SqlEngine):
             if self.on_wait is None:  # a host's: nothing per transaction
                 conn.execute(begin)
             else:
-                with self._noticed():
+                with self.noticed(self._lock_wait):
                     conn.execute(begin)
         except sqlite3.OperationalError as exc:
             if not _busy(exc):
