@@ -596,6 +596,33 @@ def test_a_store_command_kept_waiting_by_a_lock_says_so_and_who_holds_it(
     assert out.startswith("no queues in") and err == ""
 
 
+def test_a_store_command_told_to_wait_for_a_lock_ends_at_ctrl_c(
+    app_dir: Path, store: Store
+) -> None:
+    """Told it waits up to 30 s, the user presses Ctrl-C: it went on waiting, all 30 s
+    (Python sees the signal only once SQLite's wait returns)."""
+    path = app_dir / ".hibana" / "state.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        command = subprocess.Popen(
+            [sys.executable, "-m", "hibana", "queue", "stats", "--app", str(app_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert command.stderr is not None
+        assert "waiting up to 30 s" in command.stderr.readline()
+        command.send_signal(signal.SIGINT)
+        # the bound is the lock's 30 s, not a speed: it ends while the lock is still held
+        assert command.wait(timeout=20) == 130
+    finally:
+        command.kill()
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
 def test_a_store_command_kept_waiting_by_a_silent_postgresql_says_so() -> None:
     """It waited for the server's answer (up to connect_timeout, 10 s) without a word."""
     silent = socket.create_server(("127.0.0.1", 0))  # takes connections, answers nothing

@@ -68,6 +68,8 @@ class _Locked(StoreError):
     """Another process held the store's write lock for longer than ``busy_timeout``."""
 
 
+#: Seconds of a wait for the lock between two looks for Ctrl-C, when ``on_wait`` is set.
+_WAIT_SLICE = 0.1
 #: Seconds between the checks that the store file is still the one opened.
 _FILE_CHECK = 1.0
 
@@ -142,6 +144,23 @@ class SqliteEngine(SqlEngine):
             conn.close()
             raise
         return conn
+
+    def _begin_told(self, conn: sqlite3.Connection, begin: str) -> None:
+        """``begin``, waiting for the lock in slices of ``_WAIT_SLICE``: a wait the user
+        was told of must end at Ctrl-C, which Python sees only between SQLite's calls
+        (one wait of ``busy_timeout`` in SQLite would hold it off for all of that)."""
+        until = time.monotonic() + self.busy_timeout
+        conn.execute(f"PRAGMA busy_timeout={int(_WAIT_SLICE * 1000)}")
+        try:
+            while True:
+                try:
+                    conn.execute(begin)
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not _busy(exc) or time.monotonic() >= until:
+                        raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
 
     def _lock_wait(self) -> str:
         """What ``on_wait`` is told of a wait for the store's lock."""
@@ -235,7 +254,7 @@ class SqliteEngine(SqlEngine):
                 conn.execute(begin)
             else:
                 with self.noticed(self._lock_wait):
-                    conn.execute(begin)
+                    self._begin_told(conn, begin)
         except sqlite3.OperationalError as exc:
             if not _busy(exc):
                 raise
