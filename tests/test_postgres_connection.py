@@ -407,3 +407,41 @@ def test_a_role_that_may_not_create_the_tables_is_told_the_grant(
     finally:
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:
             conn.execute(f'DROP ROLE "{role}"')
+
+
+def test_a_role_that_may_only_read_and_write_the_tables_opens_the_store(
+    pg_store_url: str, postgres_dsn: str
+) -> None:
+    """A role given the store's tables (USAGE on its schema; SELECT, INSERT, UPDATE, DELETE)
+    and not CREATE, as an app's role is where the owner migrates, was told 'the store ...
+    cannot be made: ... may not create hibana's tables (permission denied for database
+    ...)', on a store that was made already: each open ran CREATE ... IF NOT EXISTS."""
+    import uuid
+
+    open_store(pg_store_url).close()  # made, as its owner
+    schema = urllib.parse.parse_qs(urllib.parse.urlsplit(pg_store_url).query)["schema"][0]
+    role = f"hibana_test_{uuid.uuid4().hex[:12]}"
+    admin = urllib.parse.urlsplit(pg_store_url)
+    as_role = urllib.parse.urlunsplit(
+        admin._replace(netloc=f"{role}@{admin.hostname}:{admin.port or 5432}")
+    )
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+        conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        conn.execute(
+            f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"'
+        )
+        conn.execute(f'GRANT USAGE, UPDATE ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"')
+    try:
+        for create in (False, True):
+            store = open_store(as_role, create=create)
+            try:
+                assert run(store.stats()) == []
+                run(store.put_secret("api-token", b"sealed"))
+                assert run(store.secrets()) == {"api-token": b"sealed"}
+            finally:
+                store.close()
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')
+            conn.execute(f'DROP ROLE "{role}"')

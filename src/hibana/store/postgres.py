@@ -27,7 +27,13 @@ from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit, url
 
 from hibana.errors import StoreError
 from hibana.store.base import ChangeWatcher, Settle, dump_errors
-from hibana.store.sql import CLAIMED_COLUMNS, SqlEngine, damaged, schema_damage
+from hibana.store.sql import (
+    CLAIMED_COLUMNS,
+    SCHEMA_VERSION,
+    SqlEngine,
+    damaged,
+    schema_damage,
+)
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -277,14 +283,21 @@ class PostgresEngine(SqlEngine):
                         "no hibana tables); check the URL, or start a host with it"
                     )
             try:
+                # a store of this version takes no DDL: a role that may only read and write
+                # its tables (no CREATE on the database) opens it
                 if self.schema is not None:
-                    conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                    found = conn.execute(
+                        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+                    ).fetchone()
+                    if found is None:
+                        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                     conn.execute(f'SET search_path TO "{self.schema}"')
-                damage = _damage(conn)
+                damage, version = _damage(conn)
                 if damage is not None:
                     self.close()
                     raise damaged(self.display, damage)
-                self._migrate()
+                if version != SCHEMA_VERSION:
+                    self._migrate()
             except psycopg.errors.InsufficientPrivilege as exc:
                 role, database = conn.info.user, conn.info.dbname
                 self.close()
@@ -553,13 +566,14 @@ _IN_DOUBT = (
 )
 
 
-def _damage(conn: Any) -> str | None:
-    """See ``schema_damage``: for the hibana store in ``conn``'s schema, if it holds one."""
+def _damage(conn: Any) -> tuple[str | None, int | None]:
+    """(see ``schema_damage``, the schema version) of the hibana store in ``conn``'s
+    schema; (None, None) if it holds none yet."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # one snapshot
         (table,) = conn.execute("SELECT to_regclass('hibana_schema')::oid").fetchone()
         if table is None:
-            return None
+            return None, None
         columns = [
             str(row[0])
             for row in conn.execute(
@@ -581,7 +595,9 @@ def _damage(conn: Any) -> str | None:
                 (table,),
             )
         }
-    return schema_damage(_MIGRATIONS, columns, [row[0] for row in rows], tables)
+    versions = [row[0] for row in rows]
+    damage = schema_damage(_MIGRATIONS, columns, versions, tables)
+    return damage, None if damage is not None or not versions else versions[0]
 
 
 def _first_line(exc: BaseException) -> str:
