@@ -572,11 +572,12 @@ def test_a_store_command_kept_waiting_by_a_lock_says_so_and_who_holds_it(
 ) -> None:
     """It waited up to 30 s for another process's transaction without a word, as if hung."""
     path = app_dir / ".hibana" / "state.db"
+    run(store.declare([QueueInfo("orders", "on_order", 3)]))
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # what a `sqlite3` shell in a transaction holds
     try:
         command = subprocess.Popen(
-            [sys.executable, "-m", "hibana", "queue", "stats", "--app", str(app_dir)],
+            [sys.executable, "-m", "hibana", "queue", "redrive", "orders", "--app", str(app_dir)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -593,7 +594,22 @@ def test_a_store_command_kept_waiting_by_a_lock_says_so_and_who_holds_it(
     ), said
     assert said.endswith("): waiting up to 30 s for it to end its transaction\n"), said
     assert command.returncode == 0, err
-    assert out.startswith("no queues in") and err == ""
+    assert (out, err) == ("Moved 0 message(s) back to orders\n", "")
+
+
+def test_a_store_command_that_reads_waits_for_no_writer(app_dir: Path, store: Store) -> None:
+    """A write lock held elsewhere (a `sqlite3` shell in a transaction) kept `hibana queue
+    stats` waiting, 30 s, then failing: each open took the write lock to check the schema."""
+    run(store.declare([QueueInfo("orders", "on_order", 3)]))
+    holder = sqlite3.connect(app_dir / ".hibana" / "state.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        stats = run_cli("queue", "stats", "--app", str(app_dir), "--json")
+        assert stats.returncode == 0, stats
+        assert [q["queue"] for q in json.loads(stats.stdout)] == ["orders"]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
 
 
 def test_a_store_command_told_to_wait_for_a_lock_ends_at_ctrl_c(
@@ -602,11 +618,12 @@ def test_a_store_command_told_to_wait_for_a_lock_ends_at_ctrl_c(
     """Told it waits up to 30 s, the user presses Ctrl-C: it went on waiting, all 30 s
     (Python sees the signal only once SQLite's wait returns)."""
     path = app_dir / ".hibana" / "state.db"
+    run(store.declare([QueueInfo("orders", "on_order", 3)]))
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
         command = subprocess.Popen(
-            [sys.executable, "-m", "hibana", "queue", "stats", "--app", str(app_dir)],
+            [sys.executable, "-m", "hibana", "queue", "redrive", "orders", "--app", str(app_dir)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -674,10 +674,15 @@ def _opened_store(app: Path, store: str | None, *, create: bool = False) -> Iter
         opened = open_store(store, app, create=create, on_wait=_report)
     except HibanaError as exc:
         _fail(str(exc), 1)
+    interrupted = False
     try:
         yield opened
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
-        opened.close()
+        # at Ctrl-C, not waited for: its writer may be waiting for a lock, as it was told
+        opened.close(timeout=0 if interrupted else None)
 
 
 def _check_queue(opened: Store, queue: str) -> None:

@@ -525,15 +525,9 @@ def test_a_sqlite_store_locked_by_another_process_is_named_with_the_fix(tmp_path
     )
     engine = SqliteEngine(path)
     engine.busy_timeout = 0.2
-    with pytest.raises(StoreError) as opening:
-        Store(engine).open()
-    assert str(opening.value) == locked
-    holder.execute("ROLLBACK")
-    engine = SqliteEngine(path)
-    engine.busy_timeout = 0.2
     store = Store(engine)
-    store.open()
-    holder.execute("BEGIN IMMEDIATE")
+    store.open()  # a store of this version is opened with no write: it waits for none
+    assert run(store.secrets()) == {}
     with pytest.raises(StoreError) as writing:
         run(store.put_secret("api-token", b"sealed"))
     assert str(writing.value) == locked

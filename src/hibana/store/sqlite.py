@@ -19,7 +19,13 @@ from typing import Any
 
 from hibana.errors import StoreError
 from hibana.store.base import ChangeWatcher
-from hibana.store.sql import CLAIMED_COLUMNS, SqlEngine, damaged, schema_damage
+from hibana.store.sql import (
+    CLAIMED_COLUMNS,
+    SCHEMA_VERSION,
+    SqlEngine,
+    damaged,
+    schema_damage,
+)
 
 _MIGRATIONS: dict[int, list[str]] = {
     1: [
@@ -104,7 +110,7 @@ class SqliteEngine(SqlEngine):
             self._make_folder()
         try:
             with self.noticed(self._lock_wait):
-                conn = self._opened()
+                conn, version = self._opened()
         except sqlite3.Error as exc:
             if _busy(exc):  # a program that holds the file's lock in exclusive mode
                 raise self._locked() from None
@@ -116,10 +122,12 @@ class SqliteEngine(SqlEngine):
         self._file = self._identity()
         self._file_lost = None
         self._check_at = time.monotonic() + _FILE_CHECK
-        self._migrate()
+        if version != SCHEMA_VERSION:  # else no write lock to wait for: a read waits on none
+            self._migrate()
 
-    def _opened(self) -> sqlite3.Connection:
-        """A connection to the store file, checked to hold a hibana store (or none yet)."""
+    def _opened(self) -> tuple[sqlite3.Connection, int | None]:
+        """A connection to the store file, checked to hold a hibana store (or none yet),
+        and the store's schema version (None: no store yet)."""
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout
         )
@@ -132,18 +140,21 @@ class SqliteEngine(SqlEngine):
                     "to it. Pass --store sqlite:///PATH (or $HIBANA_STORE) naming a file of "
                     "its own"
                 )
+            version = None
             if not _has_table(conn, "hibana_schema"):
                 if not self.create:  # refused before anything is written: WAL mode too
                     raise StoreError(self._no_store("the file holds no hibana tables"))
-            elif (damage := _damage(conn)) is not None:
-                raise damaged(self.display, damage)
+            else:
+                damage, version = _damage(conn)
+                if damage is not None:
+                    raise damaged(self.display, damage)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
         except BaseException:
             conn.close()
             raise
-        return conn
+        return conn, version
 
     def _begin_told(self, conn: sqlite3.Connection, begin: str) -> None:
         """``begin``, waiting for the lock in slices of ``_WAIT_SLICE``: a wait the user
@@ -335,8 +346,8 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     return found.fetchone() is not None
 
 
-def _damage(conn: sqlite3.Connection) -> str | None:
-    """See ``schema_damage``: for the hibana store ``conn`` opens."""
+def _damage(conn: sqlite3.Connection) -> tuple[str | None, int | None]:
+    """(see ``schema_damage``, the schema version) of the hibana store ``conn`` opens."""
     conn.execute("BEGIN")  # one snapshot: not a migration half seen
     try:
         columns = [str(row[1]) for row in conn.execute("PRAGMA table_info(hibana_schema)")]
@@ -351,7 +362,9 @@ def _damage(conn: sqlite3.Connection) -> str | None:
         }
     finally:
         conn.execute("COMMIT")
-    return schema_damage(_MIGRATIONS, columns, [row[0] for row in rows], tables)
+    versions = [row[0] for row in rows]
+    damage = schema_damage(_MIGRATIONS, columns, versions, tables)
+    return damage, None if damage is not None or not versions else versions[0]
 
 
 def _foreign_tables(conn: sqlite3.Connection) -> list[str]:
