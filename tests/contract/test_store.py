@@ -451,11 +451,12 @@ def test_a_sqlite_database_of_another_program_is_refused_untouched(tmp_path: Pat
         ),
         (
             ["INSERT INTO hibana_schema VALUES (2)"],
-            "its hibana_schema table holds 2, 2, not one schema version",
+            f"its hibana_schema table holds {SCHEMA_VERSION}, 2, not one schema version",
         ),
         (
             ["DROP TABLE hibana_queues", "DROP TABLE hibana_secrets"],
-            "it says it is of schema version 2, and lacks its tables hibana_queues, hibana_secrets",
+            f"it says it is of schema version {SCHEMA_VERSION}, and lacks its tables "
+            "hibana_queues, hibana_secrets",
         ),
         (
             ["UPDATE hibana_schema SET version = 1"],

@@ -46,7 +46,7 @@ def schema_damage(
         made = (
             re.match(r"CREATE TABLE (\w+)", sql)
             for v in range(1, version + 1)
-            for sql in migrations[v]
+            for sql in migrations.get(v, [])  # a version may have no DDL (3)
         )
         return {m.group(1) for m in made if m is not None}
 
