@@ -370,10 +370,13 @@ def test_a_limit_raised_or_dropped_by_a_reload_lets_in_the_old_versions_waiters(
 
 def test_a_429_during_a_reload_names_the_limit_in_force(tmp_path: Path) -> None:
     app_dir = versioned_app(tmp_path, version("v1", limit=2))
-    for host in serve(app_dir, "--concurrency-wait", "5"):
+    released = tmp_path / "released"
+    # the waiter's wait must outlast the reload, however slow a busy machine makes it
+    for host in serve(app_dir, "--concurrency-wait", "15"):
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             clients = [host.client() for _ in range(3)]
-            holders = [pool.submit(c.get, "/one/8") for c in clients[:2]]
+            held = {"until": str(released)}  # until the checks are done
+            holders = [pool.submit(c.get, "/one/40", params=held) for c in clients[:2]]
             host.wait_inflight(2, "one")
             waiter = pool.submit(clients[2].get, "/one/0")  # the old version's, behind them
             wait_for_a_waiter(host)
@@ -384,6 +387,7 @@ def test_a_429_during_a_reload_names_the_limit_in_force(tmp_path: Path) -> None:
             assert refused.status_code == 429, refused.text
             # the old worker turns it away under the new version's limit, and says so
             assert "at its max_concurrency of 1;" in refused.json()["error"], refused.text
+            released.touch()
             assert [h.result().text for h in holders] == ["v1", "v1"]
             for c in clients:
                 c.close()

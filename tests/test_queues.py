@@ -411,16 +411,17 @@ def test_a_delayed_message_wakes_a_host_scaled_to_zero_once_it_is_due(app_dir: P
     for host in started(app_dir, "--min-instances", "0", "--idle-timeout", "30"):
         assert host.status()["workers"] == []
         before = time.time()
+        # long enough that the CLI, slow to start on a busy machine, sends it well before
         sent = run_cli(
-            "queue", "send", "orders", "--data", '{"due": 1}', "--delay", "2", "--app", str(app_dir)
+            "queue", "send", "orders", "--data", '{"due": 1}', "--delay", "6", "--app", str(app_dir)
         )
         assert sent.returncode == 0, sent.stderr
         time.sleep(0.5)
         assert host.status()["workers"] == []  # not woken early
-        line = host.wait_for_log(function="on_order", outcome="ok", timeout=20)
+        line = host.wait_for_log(function="on_order", outcome="ok", timeout=30)
         assert line["cold_start"] is True
         (ran,) = records(app_dir, "order")
-        assert ran["data"] == {"due": 1} and ran["t"] >= before + 2
+        assert ran["data"] == {"due": 1} and ran["t"] >= before + 6
 
 
 def test_shutdown_gives_unfinished_messages_back_without_counting_the_attempt(

@@ -23,6 +23,7 @@ import hibana
 from tests.hosts import Host, children, not_a_host, read_jsonl, run_cli
 
 V1 = """
+import os
 import time
 
 import hibana
@@ -37,7 +38,10 @@ def v(req, ctx):
 
 @app.http("/slow")
 def slow(req, ctx):
-    time.sleep(float(req.query.get("s", "1.5")))
+    until = req.query.get("until")  # held until this file exists (s seconds at most)
+    end = time.monotonic() + float(req.query.get("s", "1.5"))
+    while time.monotonic() < end and not (until and os.path.exists(until)):
+        time.sleep(0.02)
     return "one"
 """
 
@@ -181,8 +185,12 @@ def test_status_shows_the_old_generation_finishing(tmp_path: Path) -> None:
     app_dir = _app(tmp_path)
     host = Host(app_dir, "--workers", "1").wait_ready()
     try:
-        # long enough that the CLI below, slow to start on a busy machine, still sees it
-        caller = threading.Thread(target=lambda: httpx.get(host.url + "/slow?s=6", timeout=30))
+        # held until the checks are done, however slow a busy machine makes the CLI
+        released = tmp_path / "released"
+        held = {"s": "40", "until": str(released)}
+        caller = threading.Thread(
+            target=lambda: httpx.get(host.url + "/slow", params=held, timeout=60)
+        )
         caller.start()
         host.wait_inflight(1, function="slow")
         assert run_cli("reload", "--app", str(app_dir)).returncode == 0
@@ -195,6 +203,7 @@ def test_status_shows_the_old_generation_finishing(tmp_path: Path) -> None:
         shown = run_cli("status", "--app", str(app_dir))
         assert "app generation 2" in shown.stdout
         assert "retiring" in shown.stdout
+        released.touch()
         caller.join(30)
         host.wait_for_stderr("Generation 1 of the app has exited")
         assert [w["generation"] for w in host.status()["workers"]] == [2]

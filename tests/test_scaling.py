@@ -98,7 +98,8 @@ def test_a_worker_running_an_invocation_is_not_idle_and_is_not_retired(tmp_path:
     host.wait_ready()
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            napping = pool.submit(_fresh_get, host, "/nap/1.5")  # several idle timeouts
+            # many idle timeouts: the checks below end well within it on a busy machine too
+            napping = pool.submit(_fresh_get, host, "/nap/6")
             host.wait_inflight(1)
             pids = host.worker_pids()
             time.sleep(0.5)  # past the idle timeout, which a start marked as activity hid
