@@ -45,9 +45,10 @@ from hibana.host.board import CONN_IDLE, CONN_READING
 from hibana.host.handoff import Handoff
 from hibana.host.open_files import limit as open_file_limit
 from hibana.telemetry.logs import Logger
-from hibana.triggers.http import BODILESS, ConnectionTable, HttpFront
-from hibana.triggers.http import CLIENT_GONE as _CLIENT_GONE
-from hibana.triggers.http import STOPPING as _STOPPING
+from hibana.triggers.http import ConnectionTable, HttpFront
+from hibana.triggers.http_response import BODILESS
+from hibana.triggers.http_response import CLIENT_GONE as _CLIENT_GONE
+from hibana.triggers.http_response import STOPPING as _STOPPING
 from hibana.triggers.routes import Match, remove_dot_segments
 
 try:  # the kernel's count of a socket's bytes sent and not yet acknowledged (SIOCOUTQ)
