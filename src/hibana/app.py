@@ -11,24 +11,24 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal, TypeVar
 
 from hibana.declarations import (
-    _caller,
-    _check_lambda_handler,
-    _check_positive,
-    _check_prefix,
-    _check_queue_name,
-    _check_signature,
-    _check_web_app,
-    _checked_name,
-    _delivery,
-    _derived_name,
-    _is_async,
-    _mount_clash,
-    _not_bare,
-    _where,
+    caller_site,
+    check_lambda_handler,
+    check_positive,
+    check_prefix,
+    check_queue_name,
+    check_signature,
+    check_web_app,
+    checked_name,
+    delivery_options,
+    derived_name,
+    is_async_handler,
+    mount_clash,
+    not_bare,
+    site_of,
 )
 from hibana.errors import AppError, RouteError
 from hibana.events.filters import Filter
-from hibana.functions import _INPUT, Trigger
+from hibana.functions import INPUT_NAMES, Trigger
 from hibana.functions import EventTrigger as EventTrigger
 from hibana.functions import FunctionSpec as FunctionSpec
 from hibana.functions import HttpTrigger as HttpTrigger
@@ -107,8 +107,8 @@ class Blueprint:
         ``timeout`` (seconds) ends the invocation with 504; ``max_concurrency`` caps the
         invocations running at once on the host (all its workers together), and excess
         requests wait briefly in arrival order, then 429."""
-        decl_site = _caller(1)
-        _not_bare(route, "http", '"/path"', decl_site)
+        decl_site = caller_site(1)
+        not_bare(route, "http", '"/path"', decl_site)
         if isinstance(methods, str):
             methods = (methods,)
         if not isinstance(methods, Iterable):
@@ -128,9 +128,9 @@ class Blueprint:
                     f"app.http({route!r}) in {where} has unknown method {unknown[0]!r}; "
                     f"use any of {', '.join(sorted(HTTP_METHODS))}"
                 )
-            _check_positive(timeout, "timeout", where)
+            check_positive(timeout, "timeout", where)
             if max_concurrency is not None:
-                _check_positive(max_concurrency, "max_concurrency", where, integer=True)
+                check_positive(max_concurrency, "max_concurrency", where, integer=True)
             compiled = compile_route(route, where)
             trigger = HttpTrigger(compiled, method_list)
             self._declare(fn, fn_name, trigger, timeout, max_concurrency, location, secrets, where)
@@ -161,20 +161,20 @@ class Blueprint:
         until ``max_attempts``, then the message goes to the queue's dead letters.
         ``max_concurrency`` caps the invocations at once on the host; ``concurrency_group``
         with ``limit`` caps every function of that group together, across all hosts."""
-        decl_site = _caller(1)
-        _not_bare(queue, "queue", '"queue-name"', decl_site)
+        decl_site = caller_site(1)
+        not_bare(queue, "queue", '"queue-name"', decl_site)
 
         def decorate(fn: F) -> F:
             location, where, fn_name = self._describe(fn, name, decl_site)
-            _check_queue_name(queue, f"app.queue({queue!r}) in {where}")
-            _check_positive(batch_size, "batch_size", where, integer=True)
+            check_queue_name(queue, f"app.queue({queue!r}) in {where}")
+            check_positive(batch_size, "batch_size", where, integer=True)
             if batch_size > MAX_BATCH_SIZE:
                 raise AppError(
                     f"batch_size={batch_size!r} in {where} is over the most a batch holds, "
                     f"{MAX_BATCH_SIZE} (what one claim of the store takes); pass "
                     f"{MAX_BATCH_SIZE} or fewer"
                 )
-            trigger, run_for = _delivery(
+            trigger, run_for = delivery_options(
                 QueueTrigger,
                 where,
                 {"queue": queue, "batch_size": batch_size},
@@ -205,8 +205,8 @@ class Blueprint:
         first) in time zone ``tz``: ``fn(timer: TimerInfo, ctx)``. Each slot runs once
         across every host sharing the store; after downtime, the missed slot runs once,
         late, with ``timer.past_due``. A failure is logged; the schedule goes on."""
-        decl_site = _caller(1)
-        _not_bare(schedule, "timer", '"*/5 * * * *"', decl_site)
+        decl_site = caller_site(1)
+        not_bare(schedule, "timer", '"*/5 * * * *"', decl_site)
 
         def decorate(fn: F) -> F:
             location, where, fn_name = self._describe(fn, name, decl_site)
@@ -214,7 +214,7 @@ class Blueprint:
                 parsed = Schedule(str(schedule), str(tz))
             except ScheduleError as exc:
                 raise AppError(f"app.timer in {where}: {exc}") from None
-            _check_positive(timeout, "timeout", where)
+            check_positive(timeout, "timeout", where)
             if not timeout <= MAX_DELAY:
                 # a run's lease is its timeout and a margin
                 raise AppError(
@@ -251,18 +251,18 @@ class Blueprint:
         """Subscribe a function to ``topic``: ``fn(event: CloudEvent, ctx)``. Every
         subscription whose ``filter`` matches gets its own delivery of each event, with
         the retries, dead letters and limits of a queue function (same options)."""
-        decl_site = _caller(1)
-        _not_bare(topic, "event", '"topic"', decl_site)
+        decl_site = caller_site(1)
+        not_bare(topic, "event", '"topic"', decl_site)
 
         def decorate(fn: F) -> F:
             location, where, fn_name = self._describe(fn, name, decl_site)
-            _check_queue_name(topic, f"app.event({topic!r}) in {where}", "topic")
+            check_queue_name(topic, f"app.event({topic!r}) in {where}", "topic")
             if filter is not None and not isinstance(filter, Filter):
                 raise AppError(
                     f"filter={filter!r} in {where} must be a hibana.Filter, e.g. "
                     'hibana.Filter.exact(type="com.github.push")'
                 )
-            trigger, run_for = _delivery(
+            trigger, run_for = delivery_options(
                 EventTrigger,
                 where,
                 {"queue": f"event:{fn_name}", "batch_size": 1, "topic": topic, "filter": filter},
@@ -330,10 +330,10 @@ class Blueprint:
         The app sees ``root_path=prefix``; its lifespan runs once per worker."""
         from hibana.adapters.asgi import AsgiMount
 
-        where = _caller(1)
+        where = caller_site(1)
         if not callable(asgi_app):
             raise AppError(f"app.asgi({prefix!r}, ...) in {where}: {asgi_app!r} is not callable")
-        _check_web_app(asgi_app, "asgi", prefix, f"app.asgi({prefix!r}, ...) in {where}")
+        check_web_app(asgi_app, "asgi", prefix, f"app.asgi({prefix!r}, ...) in {where}")
         self._mount(
             prefix,
             AsgiMount(asgi_app, prefix),
@@ -360,10 +360,10 @@ class Blueprint:
         from hibana.adapters.asgi import AsgiMount
         from hibana.adapters.wsgi import wsgi_to_asgi
 
-        where = _caller(1)
+        where = caller_site(1)
         if not callable(wsgi_app):
             raise AppError(f"app.wsgi({prefix!r}, ...) in {where}: {wsgi_app!r} is not callable")
-        _check_web_app(wsgi_app, "wsgi", prefix, f"app.wsgi({prefix!r}, ...) in {where}")
+        check_web_app(wsgi_app, "wsgi", prefix, f"app.wsgi({prefix!r}, ...) in {where}")
         self._mount(
             prefix,
             AsgiMount(wsgi_to_asgi(wsgi_app), prefix),
@@ -392,7 +392,7 @@ class Blueprint:
         pool; ``context.get_remaining_time_in_millis()`` follows the invocation's deadline."""
         from hibana.adapters.lambda_on_hibana import EVENT_FORMATS, LambdaProxy
 
-        where = _caller(1)
+        where = caller_site(1)
         if event not in EVENT_FORMATS:
             raise AppError(
                 f"app.lambda_handler({prefix!r}) in {where}: event={event!r} is not one of "
@@ -402,7 +402,7 @@ class Blueprint:
             raise AppError(
                 f"app.lambda_handler({prefix!r}) in {where}: {handler!r} is not callable"
             )
-        _check_lambda_handler(handler, f"app.lambda_handler({prefix!r}, ...) in {where}")
+        check_lambda_handler(handler, f"app.lambda_handler({prefix!r}, ...) in {where}")
         proxy = LambdaProxy(handler, event)  # type: ignore[arg-type]
         self._mount(
             prefix, proxy, where, timeout, max_concurrency, name, secrets, "lambda", is_async=False
@@ -423,12 +423,12 @@ class Blueprint:
         if not isinstance(prefix, str) or not (prefix == "" or prefix.startswith("/")):
             raise AppError(f"app.{kind}({prefix!r}, ...) in {where}: the prefix must start with /")
         base = prefix.rstrip("/")
-        _check_prefix(prefix, base, f"app.{kind}({prefix!r}, ...) in {where}")
-        name = _checked_name(name, f"app.{kind}({prefix!r}) at {where}")
-        _check_positive(timeout, "timeout", where)
+        check_prefix(prefix, base, f"app.{kind}({prefix!r}, ...) in {where}")
+        name = checked_name(name, f"app.{kind}({prefix!r}) at {where}")
+        check_positive(timeout, "timeout", where)
         if max_concurrency is not None:
-            _check_positive(max_concurrency, "max_concurrency", where, integer=True)
-        fn_name = name or _derived_name(
+            check_positive(max_concurrency, "max_concurrency", where, integer=True)
+        fn_name = name or derived_name(
             kind + ("".join(c if c.isalnum() else "_" for c in base) or "_root"),
             f"app.{kind}({prefix!r}) at {where}",
             "made of its prefix",
@@ -473,19 +473,19 @@ class Blueprint:
         JSON; the subscriber of ``topic`` does the slow work."""
         from hibana.webhooks import PROVIDERS, handler
 
-        where = _caller(1)
+        where = caller_site(1)
         if provider not in PROVIDERS:
             raise AppError(
                 f"app.webhook({path!r}) in {where}: provider={provider!r} is not one of "
                 f"{', '.join(PROVIDERS)}"
             )
-        _check_queue_name(topic, f"app.webhook({path!r}, topic={topic!r}) in {where}", "topic")
+        check_queue_name(topic, f"app.webhook({path!r}, topic={topic!r}) in {where}", "topic")
         if ack is not None and not callable(ack):
             raise AppError(f"app.webhook({path!r}) in {where}: ack must be callable")
-        _check_positive(timeout, "timeout", where)
-        name = _checked_name(name, f"app.webhook({path!r}) at {where}")
+        check_positive(timeout, "timeout", where)
+        name = checked_name(name, f"app.webhook({path!r}) at {where}")
         route = compile_route(path, where)  # first: the name is made of it, a str
-        fn_name = name or _derived_name(
+        fn_name = name or derived_name(
             "webhook" + "".join(c if c.isalnum() else "_" for c in path),
             f"app.webhook({path!r}) at {where}",
             "made of its path",
@@ -518,13 +518,13 @@ class Blueprint:
         where: str,
     ) -> None:
         """Record a decorated function."""
-        _check_signature(fn, name, where, _INPUT.get(type(trigger), "input"))
+        check_signature(fn, name, where, INPUT_NAMES.get(type(trigger), "input"))
         self._add(
             FunctionSpec(
                 name=name,
                 handler=fn,
                 trigger=trigger,
-                is_async=_is_async(fn, where, isinstance(trigger, HttpTrigger)),
+                is_async=is_async_handler(fn, where, isinstance(trigger, HttpTrigger)),
                 timeout=float(timeout),
                 max_concurrency=max_concurrency,
                 source=source,
@@ -542,13 +542,13 @@ class Blueprint:
                 "which is not callable; put it directly above a `def`"
             )
         code = getattr(fn, "__code__", None)
-        name = _checked_name(name, f"the decorator at {decl_site}")
-        fn_name = name or _derived_name(
+        name = checked_name(name, f"the decorator at {decl_site}")
+        fn_name = name or derived_name(
             str(getattr(fn, "__name__", type(fn).__name__)),
             f"the decorator at {decl_site}",
             "its __name__",
         )
-        location = decl_site if code is None else _where(code.co_filename, code.co_firstlineno)
+        location = decl_site if code is None else site_of(code.co_filename, code.co_firstlineno)
         return location, f"{location} ({fn_name})", fn_name
 
     def _add(self, spec: FunctionSpec) -> None:
@@ -591,7 +591,7 @@ class App(Blueprint):
         trusted_proxies: Iterable[str] = (),
     ) -> None:
         super().__init__()
-        where = _caller(1)
+        where = caller_site(1)
         #: Peers whose Forwarded / X-Forwarded-For headers are believed (req.client_ip).
         self.trusted_proxies = parse_networks(trusted_proxies, where)
         for name, value in (
@@ -600,7 +600,7 @@ class App(Blueprint):
             ("threads", threads),
         ):
             if value is not None:
-                _check_positive(value, name, where, integer=True)
+                check_positive(value, name, where, integer=True)
         if min_instances is not None and (
             isinstance(min_instances, bool)
             or not isinstance(min_instances, int)
@@ -621,7 +621,7 @@ class App(Blueprint):
                 "runs; for more sync functions at once, run more workers (max_instances)"
             )
         if idle_timeout is not None:
-            _check_positive(idle_timeout, "idle_timeout", where)
+            check_positive(idle_timeout, "idle_timeout", where)
         if prewarm is not None and prewarm not in ("app", "runtime", "none"):
             raise AppError(f'prewarm={prewarm!r} in {where} must be "app", "runtime" or "none"')
         #: Scaling settings as written in the app (None: not set).
@@ -667,7 +667,7 @@ class App(Blueprint):
         """Add every function declared on ``blueprint`` to this app."""
         if blueprint is self:
             raise AppError("An App cannot register itself")
-        where = _caller(1)
+        where = caller_site(1)
         if not isinstance(blueprint, Blueprint):
             raise AppError(_not_a_blueprint(blueprint, where))
         seen = self._registered.get(id(blueprint))
@@ -735,7 +735,7 @@ class App(Blueprint):
                         for r in clash.trigger.routes  # type: ignore[union-attr]
                         if r.shape == route.shape
                     )
-                    mounted = _mount_clash(spec, route.pattern, clash, theirs, method)
+                    mounted = mount_clash(spec, route.pattern, clash, theirs, method)
                     if mounted is not None:
                         raise RouteError(mounted)
                     raise RouteError(

@@ -22,7 +22,7 @@ from hibana.names import NAME_RULE, name_problem
 from hibana.triggers.routes import unreachable
 
 
-def _where(filename: str, line: int) -> str:
+def site_of(filename: str, line: int) -> str:
     try:
         rel = os.path.relpath(filename)
     except ValueError:
@@ -30,7 +30,7 @@ def _where(filename: str, line: int) -> str:
     return f"{rel if len(rel) < len(filename) else filename}:{line}"
 
 
-def _not_bare(first: object, decorator: str, example: str, decl_site: str) -> None:
+def not_bare(first: object, decorator: str, example: str, decl_site: str) -> None:
     """Refuse ``@app.http`` written without its call: it would take the function for its
     route and declare nothing."""
     if callable(first) and not isinstance(first, str):
@@ -41,7 +41,7 @@ def _not_bare(first: object, decorator: str, example: str, decl_site: str) -> No
         )
 
 
-def _check_signature(fn: Callable[..., Any], name: str, where: str, given: str) -> None:
+def check_signature(fn: Callable[..., Any], name: str, where: str, given: str) -> None:
     """Refuse a function that cannot be called the way every trigger calls it:
     ``fn(input, ctx)``, two positional arguments (``given``: what its trigger calls the
     input: ``req``, ``msg``, ``event``, ``timer``; then the Context)."""
@@ -67,7 +67,7 @@ def _not_two(fn: Callable[..., Any], count: int = 2) -> inspect.Signature | None
     return None
 
 
-def _check_web_app(given: Any, kind: Literal["asgi", "wsgi"], prefix: str, what: str) -> None:
+def check_web_app(given: Any, kind: Literal["asgi", "wsgi"], prefix: str, what: str) -> None:
     """Refuse an app ``app.asgi`` or ``app.wsgi`` could not call as its protocol calls
     one (ASGI: ``app(scope, receive, send)``; WSGI: ``app(environ, start_response)``): the
     other protocol's app (a Flask app given to app.asgi), a class in place of the app made
@@ -109,7 +109,7 @@ def _bare(signature: inspect.Signature) -> inspect.Signature:
     )
 
 
-def _is_async(fn: Callable[..., Any], where: str, http: bool) -> bool:
+def is_async_handler(fn: Callable[..., Any], where: str, http: bool) -> bool:
     """Whether calling ``fn`` gives a coroutine to await: an ``async def``, a
     ``functools.partial`` of one, or an object whose class has an ``async def __call__``
     (as Starlette's ``is_async_callable`` tells). A generator function, async or not, is
@@ -137,7 +137,7 @@ def _is_async(fn: Callable[..., Any], where: str, http: bool) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
-def _check_lambda_handler(handler: Callable[..., Any], what: str) -> None:
+def check_lambda_handler(handler: Callable[..., Any], what: str) -> None:
     """Refuse a handler Lambda could not call as it calls one, ``handler(event, context)``
     for its result: one that takes other arguments, or an ``async def`` or a generator
     (its coroutine or iterator is no result: Lambda's Python runtime awaits nothing)."""
@@ -164,7 +164,7 @@ def _check_lambda_handler(handler: Callable[..., Any], what: str) -> None:
         )
 
 
-def _checked_name(name: str | None, what: str) -> str | None:
+def checked_name(name: str | None, what: str) -> str | None:
     """``name`` (a ``name=`` given to ``what``, "app.http at function_app.py:12"), or
     AppError unless it is a name: it keys the function's secrets, its timer's or
     subscription's queue, its line in ``hibana status`` and every log line it writes."""
@@ -178,7 +178,7 @@ def _checked_name(name: str | None, what: str) -> str | None:
     return name
 
 
-def _derived_name(derived: str, what: str, source: str) -> str:
+def derived_name(derived: str, what: str, source: str) -> str:
     """``derived``, the name ``what`` gives a function that has no ``name=`` (``source``:
     what it is made of, "its __name__"), or AppError unless it is a name: one the rule of
     ``name=`` refuses (a lambda's ``<lambda>``, a prefix's "é") would be keyed as it is."""
@@ -191,7 +191,7 @@ def _derived_name(derived: str, what: str, source: str) -> str:
     return derived
 
 
-def _check_prefix(prefix: str, base: str, what: str) -> None:
+def check_prefix(prefix: str, base: str, what: str) -> None:
     """Refuse a mount's prefix that no request path reaches as it is written: one
     ``unreachable`` as a route is (a query in it, percent-encoding, a ``..`` segment), or
     one with a ``{parameter}`` (the prefix is matched as it is; only its bare root took the
@@ -215,7 +215,7 @@ def _check_prefix(prefix: str, base: str, what: str) -> None:
         )
 
 
-def _mount_clash(
+def mount_clash(
     spec: FunctionSpec, mine: str, other: FunctionSpec, theirs: str, method: str
 ) -> str | None:
     """What is told when ``spec``'s route ``mine`` clashes on ``method`` with ``other``'s
@@ -242,15 +242,15 @@ def _mount_clash(
     )
 
 
-def _caller(depth: int) -> str:
+def caller_site(depth: int) -> str:
     frame = sys._getframe(depth + 1)
-    return _where(frame.f_code.co_filename, frame.f_lineno)
+    return site_of(frame.f_code.co_filename, frame.f_lineno)
 
 
 Q = TypeVar("Q", bound="QueueTrigger")
 
 
-def _delivery(
+def delivery_options(
     kind: type[Q],
     where: str,
     fields: dict[str, Any],
@@ -264,8 +264,8 @@ def _delivery(
 ) -> tuple[Q, float]:
     """The checked delivery options that queue and event functions share, as their
     trigger, and the function's timeout."""
-    _check_positive(max_attempts, "max_attempts", where, integer=True)
-    _check_positive(visibility_timeout, "visibility_timeout", where)
+    check_positive(max_attempts, "max_attempts", where, integer=True)
+    check_positive(visibility_timeout, "visibility_timeout", where)
     if not visibility_timeout <= MAX_DELAY:
         raise AppError(
             f"visibility_timeout={visibility_timeout!r} in {where} must be at most "
@@ -277,7 +277,7 @@ def _delivery(
             f"retry={retry!r} in {where} must be hibana.Fixed(...) or hibana.Exponential(...)"
         )
     run_for = visibility_timeout if timeout is None else timeout
-    _check_positive(run_for, "timeout", where)
+    check_positive(run_for, "timeout", where)
     if run_for > visibility_timeout:
         raise AppError(
             f"timeout={run_for:g} in {where} is longer than visibility_timeout="
@@ -285,7 +285,7 @@ def _delivery(
             "still running; raise visibility_timeout"
         )
     if max_concurrency is not None:
-        _check_positive(max_concurrency, "max_concurrency", where, integer=True)
+        check_positive(max_concurrency, "max_concurrency", where, integer=True)
     group: tuple[str, int] | None = None
     if (concurrency_group is None) != (limit is None):
         raise AppError(
@@ -299,7 +299,7 @@ def _delivery(
                 f"concurrency_group={concurrency_group!r:.60} in {where}: a group's name must "
                 f'be {NAME_RULE}; {problem}; e.g. concurrency_group="warehouse"'
             )
-        _check_positive(limit, "limit", where, integer=True)
+        check_positive(limit, "limit", where, integer=True)
         group = (concurrency_group, int(limit))
     trigger = kind(
         max_attempts=max_attempts,
@@ -311,14 +311,14 @@ def _delivery(
     return trigger, float(run_for)
 
 
-def _check_queue_name(queue: object, what: str, kind: str = "queue") -> None:
+def check_queue_name(queue: object, what: str, kind: str = "queue") -> None:
     """``kind``: what the name names (a queue, a topic)."""
     problem = name_problem(queue)
     if problem is not None:
         raise AppError(f"{what}: the {kind} name must be {NAME_RULE}; {problem}")
 
 
-def _check_positive(value: object, what: str, where: str, integer: bool = False) -> None:
+def check_positive(value: object, what: str, where: str, integer: bool = False) -> None:
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
         raise AppError(

@@ -78,7 +78,7 @@ class TimerTrigger:
 #: Every trigger kind is one dataclass here; later kinds (event, orchestration) join this union.
 Trigger = HttpTrigger | QueueTrigger | EventTrigger | TimerTrigger
 #: What a function's first argument is called in the examples, by trigger.
-_INPUT: dict[type, str] = {
+INPUT_NAMES: dict[type, str] = {
     HttpTrigger: "req",
     QueueTrigger: "msg",
     EventTrigger: "event",
