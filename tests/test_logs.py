@@ -607,3 +607,24 @@ def test_text_printed_without_a_newline_goes_out_when_its_invocation_ends(
         line = host.wait_for_log(msg="async result: 43", stream="stdout")
         assert line["invocation_id"] == asynchronous.headers["x-invocation-id"]
         assert host.wait_for_log(msg="first line")["function"] == "async_print"
+
+
+def test_a_line_holding_unicode_line_breaks_is_one_line_for_splitlines() -> None:
+    """U+2028, U+2029 and NEL are valid raw in a JSON string, but ``str.splitlines()`` (and
+    shippers that split as it does) cut the line there, into two that are not JSON."""
+    read_end, write_end = os.pipe()
+    sink = LogSink(write_end)
+    sink.redact(["Plain5ecretValue"])
+    text = "para\u2029graph line\u2028sep next\x85line café “quoted” Plain5ecretValue"
+    Logger(sink, {"invocation_id": "abc"}).info(text, note="a\u2028b")
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as out:
+        raw = out.read().decode()
+    (line,) = raw.splitlines()
+    assert json.loads(line)["msg"] == text.replace("Plain5ecretValue", "[REDACTED]")
+    assert json.loads(line)["note"] == "a\u2028b"
+    assert "café “quoted”" in line  # other characters outside ASCII are written as they are
+    # and the console format writes them as escapes, as it does control characters
+    shown = render(json.loads(line))
+    assert len(shown.splitlines()) == 1
+    assert "para\\u2029graph line\\u2028sep next\\x85line" in shown

@@ -39,9 +39,10 @@ _LEVELS = {
     "critical": "CRIT ",
 }
 _COLORS = {"debug": "2", "info": "32", "warning": "33", "error": "31;1", "critical": "41;1"}
-#: Control characters (line breaks, ESC): written as escapes, so what a line says cannot
-#: start a line of its own that looks like the host's, nor drive the terminal.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: Control characters (line breaks, ESC) and Unicode's line breaks: written as escapes, so
+#: what a line says cannot start a line of its own that looks like the host's, nor drive
+#: the terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _plain(text: str) -> str:
