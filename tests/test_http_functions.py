@@ -499,9 +499,10 @@ def test_incoming_traceparent_is_continued_and_returned(basic_host: Host) -> Non
 
 def test_tracestate_goes_on_with_the_trace_it_came_with(basic_host: Host) -> None:
     """W3C Trace Context 3.3: a continued trace passes its tracestate on (its several
-    header lines are one list); one whose traceparent is not continued is dropped."""
+    header lines are one list); one whose traceparent is not continued is dropped, and so
+    is one with a key twice (in one line or over two)."""
     parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    long_member = "big=" + "x" * 200
+    long_members = [f"big{i}=" + "x" * 200 for i in range(3)]
     with basic_host.client() as client:
         two_lines = client.get(
             "/inspect",
@@ -515,8 +516,16 @@ def test_tracestate_goes_on_with_the_trace_it_came_with(basic_host: Host) -> Non
             "/inspect",
             headers={
                 "traceparent": parent,
-                "tracestate": ",".join([long_member] * 3 + [f"k{i}=v" for i in range(40)]),
+                "tracestate": ",".join(long_members + [f"k{i}=v" for i in range(40)]),
             },
+        ).json()
+        twice = client.get(
+            "/inspect",
+            headers=[
+                ("traceparent", parent),
+                ("tracestate", "rojo=1,congo=2"),
+                ("tracestate", "rojo=3"),
+            ],
         ).json()
         orphan = client.get(
             "/inspect", headers={"traceparent": "garbage", "tracestate": "rojo=1"}
@@ -525,6 +534,8 @@ def test_tracestate_goes_on_with_the_trace_it_came_with(basic_host: Host) -> Non
     # the first 32 members, within 512 characters: those over 128 go first
     assert too_long["tracestate"].split(",") == [f"k{i}=v" for i in range(29)]
     assert orphan["tracestate"] == ""
+    assert twice["tracestate"] == ""
+    assert twice["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"  # the trace goes on
 
 
 def test_a_stream_whose_client_read_it_all_and_left_is_ok(basic_host: Host) -> None:

@@ -116,3 +116,18 @@ def test_id_formats() -> None:
     assert HEX16.match(new_span_id())
     assert HEX32.match(new_invocation_id())
     assert new_invocation_id() != new_invocation_id()
+
+
+@pytest.mark.parametrize(
+    "state", ["foo=1,foo=1", "foo=1,foo=2", "foo=1,bar=2,baz=3,foo=4", "foo=1, bad key=2 ,foo=3"]
+)
+def test_a_tracestate_with_a_key_twice_is_dropped_and_the_trace_goes_on(state: str) -> None:
+    # W3C Trace Context 3.3.1.5: one entry a key; its test suite, and OpenTelemetry's
+    # propagators, drop the whole tracestate (it was passed on as it came)
+    ctx = continue_or_start(VALID, state)
+    assert (ctx.trace_id, ctx.parent_span_id, ctx.tracestate) == (TRACE_ID, SPAN_ID, "")
+
+
+def test_a_tracestate_with_keys_alike_but_not_the_same_goes_on() -> None:
+    state = "foo=1,foo@tenant=2,tenant@foo=3,bar=foo"
+    assert continue_or_start(VALID, state).tracestate == state

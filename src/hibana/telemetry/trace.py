@@ -127,9 +127,14 @@ _STATE_MEMBERS = 32
 def _tracestate(value: str) -> str:
     """``tracestate`` as passed on: its valid list members, in order, the first 32 of
     them within 512 characters (members of over 128 go first, as the spec suggests);
-    "" if none is valid."""
+    "" if none is valid, or if a key is in it twice: the spec allows one entry a key
+    (its vendor's last position in the trace), and which one is last cannot be told, so
+    the whole is dropped, as OpenTelemetry's propagators and the W3C test suite do."""
     members = [m.strip() for m in value.split(",")]
-    kept = [m for m in members if m and _MEMBER.fullmatch(m)][:_STATE_MEMBERS]
+    kept = [m for m in members if m and _MEMBER.fullmatch(m)]
+    if len({m.partition("=")[0] for m in kept}) < len(kept):
+        return ""
+    kept = kept[:_STATE_MEMBERS]
     joined = ",".join(kept)
     if len(joined) <= _STATE_CHARS:
         return joined
