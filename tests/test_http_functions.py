@@ -636,6 +636,9 @@ def test_logging_keeps_the_hosts_level_and_a_bad_format_never_fails_the_function
         "two places %s %s (its arguments (1,) did not format: TypeError: not enough "
         "arguments for format string)"
     )
+    # a message whose str raises: told as ctx.log tells it (the exception failed the function)
+    line = basic_host.wait_for_log(logger="chatty.library", level="warning", invocation_id=inv)
+    assert line["msg"] == "<_NoStr whose str raised> (ValueError: no str here)"
     basic_host.wait_for_log(msg="invocation", invocation_id=inv)
     # the library's own DEBUG level does not lower the host's (info)
     assert not [x for x in basic_host.logs() if x.get("msg") == "a debug line of the library"]

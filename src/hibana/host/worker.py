@@ -47,6 +47,7 @@ from hibana.telemetry.logs import (
     bytes_as_text,
     current_logger,
     error_fields,
+    error_text,
     timestamp,
 )
 from hibana.triggers.http import HttpFront, timed_out
@@ -64,6 +65,12 @@ class _JsonLogHandler(logging.Handler):
         self.worker = worker
 
     def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._emit(record)
+        except Exception:  # as logging's own handlers: never the caller's exception
+            self.handleError(record)
+
+    def _emit(self, record: logging.LogRecord) -> None:
         line: dict[str, Any] = {
             "ts": timestamp(),
             "level": record.levelname.lower(),
@@ -100,10 +107,16 @@ def _message(record: logging.LogRecord) -> str:
     try:
         return record.getMessage()
     except Exception as exc:
-        return (
-            f"{record.msg} (its arguments {record.args!r} did not format: "
-            f"{type(exc).__name__}: {exc})"
-        )
+        failed = error_text(exc)
+    try:
+        msg = str(record.msg)
+    except Exception:  # logging.info(obj) whose __str__ raises, as ctx.log.info(obj) tells it
+        return f"<{type(record.msg).__name__} whose str raised> ({failed})"
+    try:
+        args = repr(record.args)
+    except Exception:
+        args = f"<{type(record.args).__name__} whose repr raised>"
+    return f"{msg} (its arguments {args} did not format: {failed})"
 
 
 #: A LogRecord's own attributes; any other was added by ``extra=`` and is a field.

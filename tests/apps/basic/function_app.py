@@ -49,7 +49,13 @@ def library_logs(req: hibana.Request, ctx: hibana.Context) -> str:
     chatty.setLevel(logging.DEBUG)
     chatty.debug("a debug line of the library")
     chatty.info("two places %s %s", 1)
+    chatty.warning(_NoStr())  # logging.warning(obj), obj's __str__ raising
     return "logged"
+
+
+class _NoStr:
+    def __str__(self) -> str:
+        raise ValueError("no str here")
 
 
 @app.http("/form", methods=["POST"])
