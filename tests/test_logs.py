@@ -628,3 +628,43 @@ def test_a_line_holding_unicode_line_breaks_is_one_line_for_splitlines() -> None
     shown = render(json.loads(line))
     assert len(shown.splitlines()) == 1
     assert "para\\u2029graph line\\u2028sep next\\x85line" in shown
+
+
+def test_fd1_of_the_hosts_processes_redacts_a_secret_across_the_cut_of_a_long_line(
+    tmp_path: Path,
+) -> None:
+    """A line over 64 KiB on fd 1 (a program a function runs) goes out as several lines;
+    a secret across the cut between two was written in the clear, half in each, and a
+    character cut there as two U+FFFD. The end of such a line on fd 2 that never got its
+    newline was held back for a secret that might go on, and never written."""
+    from hibana.telemetry.logs import ProcessOutput
+
+    read_end, write_end = os.pipe()
+    received = bytearray()
+
+    def reader() -> None:
+        while chunk := os.read(read_end, 65536):
+            received.extend(chunk)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    errors = os.open(tmp_path / "stderr", os.O_WRONLY | os.O_CREAT)
+    output = ProcessOutput(LogSink(write_end), errors_fd=errors)
+    secret = "s3cr3t-TOKEN-abcdef0123456789"
+    output.redact([secret])
+    os.write(output.errors_fd, b"e" * 70_000 + b" the end")
+    os.write(output.write_fd, b"x" * 70_000 + secret[:10].encode())
+    time.sleep(0.2)  # the pipe's reader takes the first piece alone
+    os.write(output.write_fd, secret[10:].encode() + "é end\n".encode())
+    os.write(output.write_fd, b"y" * 70_000 + "é".encode()[:1])
+    time.sleep(0.2)
+    os.write(output.write_fd, "é".encode()[1:] + b" last\n")
+    output.close()
+    os.close(write_end)
+    thread.join(10)
+    os.close(read_end)
+    text = "".join(json.loads(line)["msg"] for line in bytes(received).splitlines())
+    assert secret[:10] not in text and secret[10:] not in text
+    assert text == "x" * 70_000 + "[REDACTED]é end" + "y" * 70_000 + "é last"
+    os.close(errors)
+    assert (tmp_path / "stderr").read_bytes() == b"e" * 70_000 + b" the end"

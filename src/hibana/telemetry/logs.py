@@ -843,11 +843,13 @@ class LinePipe:
         with contextlib.suppress(Exception):  # the pump goes on, or every writer blocks
             self._take(lines)
 
-    def close(self, timeout: float) -> None:
+    def close(self, timeout: float) -> bool:
         """Close our end, and hand over what the processes still had to say (a writer
-        that outlives them, still holding the pipe, is not waited for past ``timeout``)."""
+        that outlives them, still holding the pipe, is not waited for past ``timeout``).
+        True if all of it was: every writer has closed the pipe."""
         os.close(self.write_fd)
         self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 
 def _readable(fd: int, timeout: float) -> bool:
@@ -877,6 +879,9 @@ class ProcessOutput:
         #: The end of what came on fd 2 without its newline yet, not written: a secret
         #: may go on in what comes next (see ``_take_errors``).
         self._held = ""
+        #: The same for fd 1, and the bytes of a character that a piece's end cut.
+        self._held_out = ""
+        self._decode = _utf8("replace").decode
         self._errors = LinePipe(self._take_errors, "hibana-errors", _LONGEST, idle=_ERRORS_IDLE)
         self.errors_fd = self._errors.write_fd
 
@@ -889,8 +894,19 @@ class ProcessOutput:
         self._sink.emit(record)
 
     def _take(self, lines: list[bytes]) -> None:
+        """Each line as a JSON line. A piece of a line longer than ``_LONGEST`` goes as a
+        line of its own, but for a character cut at its end and as many characters as the
+        longest secret has but one: those go at the start of the next piece, so a secret
+        across the cut is whole, and replaced, in that one (as ``_take_errors`` does)."""
         for line in lines:
-            self._log.info(line.decode("utf-8", "replace").removesuffix("\n").removesuffix("\r"))
+            piece = not line.endswith(b"\n") and len(line) > _LONGEST
+            text = self._held_out + self._decode(line, not piece)
+            self._held_out = ""
+            keep = self._sink.longest_secret() - 1
+            if piece and keep > 0:
+                text, self._held_out = text[:-keep], text[-keep:]
+            if text:
+                self._log.info(text.removesuffix("\n").removesuffix("\r"))
 
     def _take_errors(self, lines: list[bytes]) -> None:
         """Write what came, redacted. A piece of a line longer than ``_LONGEST`` keeps
@@ -902,6 +918,9 @@ class ProcessOutput:
         longest = self._sink.longest_secret()
         if not text.endswith("\n") and longest > 1 and len(lines[-1]) > _LONGEST:
             text, self._held = text[: 1 - longest], text[1 - longest :]
+        self._write_errors(text)
+
+    def _write_errors(self, text: str) -> None:
         data = memoryview(text.encode("utf-8", "surrogateescape"))  # the bytes as they came
         while data:
             try:
@@ -910,5 +929,7 @@ class ProcessOutput:
                 return
 
     def close(self, timeout: float = 1.0) -> None:
-        self._pipe.close(timeout)
-        self._errors.close(timeout)
+        if self._pipe.close(timeout) and self._held_out:
+            self._log.info(self._held_out)  # the end of a long line that had no newline
+        if self._errors.close(timeout) and self._held:
+            self._write_errors(self._held)
