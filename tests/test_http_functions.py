@@ -656,6 +656,8 @@ def test_what_a_function_prints_or_logs_through_logging_is_a_line_of_its_invocat
     written = basic_host.wait_for_log(msg=f"bytes written by {sync}")
     assert (written["invocation_id"], written["stream"]) == (sync, "stdout")
     assert basic_host.wait_for_log(msg=f"café by {sync}")["invocation_id"] == sync
+    # a line ended by \r\n (csv's) is its text, as one on fd 1 is: its \r was kept
+    assert basic_host.wait_for_log(msg=f"a csv row,{sync}")["stream"] == "stdout"
     logged = basic_host.wait_for_log(msg="logged through logging")
     assert (logged["logger"], logged["level"]) == ("some.library", "warning")
     assert logged["invocation_id"] == sync

@@ -662,7 +662,8 @@ class PrintedLines(io.TextIOBase):
             return len(text)
         *lines, line.text = (line.text + text).split("\n")
         for done in lines:
-            log.info(done, stream="stdout")
+            # a line ended by \r\n (csv's, say) is its text, as one on fd 1 (ProcessOutput)
+            log.info(done.removesuffix("\r"), stream="stdout")
         if line.text:
             self.partly = True
         return len(text)

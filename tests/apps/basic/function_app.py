@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import contextvars
+import csv
 import functools
 import hashlib
 import logging
@@ -32,6 +33,7 @@ def printing(req: hibana.Request, ctx: hibana.Context) -> str:
     sys.stdout.buffer.write(b"bytes written by " + ctx.invocation_id.encode() + b"\n")
     sys.stdout.buffer.write(b"caf\xc3")  # a character split between two writes
     sys.stdout.buffer.write(b"\xa9 by " + ctx.invocation_id.encode() + b"\n")
+    csv.writer(sys.stdout).writerow(["a csv row", ctx.invocation_id])  # ends in \r\n
     logging.getLogger("some.library").warning("logged through %s", "logging")
     try:
         raise ValueError("a library's failure")
