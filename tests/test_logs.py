@@ -13,9 +13,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from hibana.telemetry.console import render
 from hibana.telemetry.logs import Logger, LogSink
 from tests.hosts import APPS, Host, started
+from tests.test_webhooks import API_TOKEN, set_secret
 
 
 def test_a_full_non_blocking_pipe_loses_no_line_and_cuts_none() -> None:
@@ -668,3 +671,41 @@ def test_fd1_of_the_hosts_processes_redacts_a_secret_across_the_cut_of_a_long_li
     assert text == "x" * 70_000 + "[REDACTED]é end" + "y" * 70_000 + "é last"
     os.close(errors)
     assert (tmp_path / "stderr").read_bytes() == b"e" * 70_000 + b" the end"
+
+
+FLUSHED_APP = """
+import sys
+
+import hibana
+
+app = hibana.App()
+
+
+@app.http("/progress", methods=["GET"], secrets=["api-token"])
+def progress(req, ctx):
+    token = ctx.secrets["api-token"]
+    print("calling with", token[:9], end="", flush=True)
+    print(token[9:], "... done")
+    sys.stdout.write("step 1 ")
+    sys.stdout.flush()  # nothing of a secret at its end: it goes out now
+    return "ok"
+"""
+
+
+def test_a_secret_printed_in_two_flushed_pieces_is_redacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``print(part, end="", flush=True)`` wrote its text as a line at once: a secret
+    printed in two such pieces went out in the clear, half in each line."""
+    monkeypatch.setenv("HIBANA_SECRET_KEY_FILE", str(tmp_path / "keys" / "key"))
+    (tmp_path / "function_app.py").write_text(FLUSHED_APP)
+    assert set_secret(tmp_path, "api-token", API_TOKEN).returncode == 0
+    for host in started(tmp_path, "--workers", "1"):
+        with host.client() as client:
+            assert client.get("/progress").text == "ok"
+        # what may begin the secret waits for the rest; what comes before goes out
+        assert host.wait_for_log(msg="calling with ")["stream"] == "stdout"
+        assert host.wait_for_log(msg="[REDACTED] ... done")["function"] == "progress"
+        assert host.wait_for_log(msg="step 1 ")["function"] == "progress"
+    everything = "\n".join(host.stdout_lines + host.stderr_lines)
+    assert API_TOKEN[:9] not in everything and API_TOKEN[9:] not in everything

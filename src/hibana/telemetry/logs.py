@@ -86,6 +86,24 @@ class LogSink:
         """The length of the longest form of a secret ``scrub`` replaces (0: none)."""
         return len(self._values[0]) if self._values else 0
 
+    def secret_begun(self, text: str) -> int:
+        """How many characters at the end of ``text`` are the start of a secret's form
+        ``scrub`` replaces (0: none): what a writer whose text goes on later keeps back,
+        so that the secret is whole, and replaced, when the rest comes."""
+        begun = 0
+        for value in self._values:
+            if len(value) < 2:
+                continue  # nothing of it can be begun and not ended
+            tail = text[1 - len(value) :]
+            at = tail.find(value[0])
+            # the first place that starts the value is the longest: the rest cannot beat it
+            while at != -1 and len(tail) - at > begun:
+                if value.startswith(tail[at:]):
+                    begun = len(tail) - at
+                    break
+                at = tail.find(value[0], at + 1)
+        return begun
+
     def scrub(self, text: str) -> str:
         """``text`` with every secret value given to ``redact`` replaced by ``[REDACTED]``:
         for what is kept or written other than as a log line (a dead letter's error,
@@ -676,10 +694,17 @@ class PrintedLines(io.TextIOBase):
             line.out()
 
     def flush(self) -> None:
-        """Write this thread's unfinished line."""
+        """Write this thread's unfinished line, but for an end that may be the start of a
+        secret (``print(part, end="", flush=True)`` twice): that waits for what comes next."""
         line: _Unfinished | None = getattr(self._local, "line", None)
-        if line is not None:
+        if line is None or not line.text:
+            return
+        begun = line.log._sink.secret_begun(line.text)
+        if not begun:
             line.out()
+        elif begun < len(line.text):
+            text, line.text = line.text[:-begun], line.text[-begun:]
+            line.log.info(text, stream="stdout")
 
     def flush_all(self) -> None:
         """Write every thread's unfinished line (the process ends)."""
