@@ -4,7 +4,8 @@ running, reloads the app and runs the shutdown sequence.
 This module holds its loops: the main one (signals, the admin endpoint, the zygotes'
 events, the scaler's ticks) and the waits inside a start, a reload and a shutdown. The
 steps they take live in rooms of their own: ``listen`` (the socket), ``zygote_handle`` (a
-zygote process and its import), ``worker_records`` (what is kept of each worker, the
+zygote process and its import), ``worker_pool`` (the scaling cycle, starting and retiring
+workers, the zygotes' news of them), ``worker_records`` (what is kept of each worker, the
 unresponsive-worker check), ``concurrency_limits`` (the permit table's rows and columns),
 ``app_store`` (the store, the duties and the secrets), ``log_output`` (where the processes
 write), ``reload`` (moving to a new version of the app and back), ``shutdown`` (what ends
@@ -30,46 +31,30 @@ from collections.abc import Callable
 from typing import Any
 
 from hibana.errors import AppLoadError
-from hibana.host import open_files
+from hibana.host import open_files, worker_pool
 from hibana.host.admin import AdminEndpoint, host_status
 from hibana.host.app_store import AppStore
 from hibana.host.banner import banner
 from hibana.host.board import PermitTable
 from hibana.host.concurrency_limits import ConcurrencyLimits
 from hibana.host.config import HostConfig, HostStartError
-from hibana.host.control import Spawn, code_stamp
+from hibana.host.control import code_stamp
 from hibana.host.file_watch import watch_app_files
 from hibana.host.handoff import HeldConnections, raw_answer, refuse_backlog
 from hibana.host.listen import bind
 from hibana.host.log_output import LogOutput
-from hibana.host.reload import await_ready, reap_retired, replace_zygote, swap
-from hibana.host.scaling import Scaler, WorkerView
+from hibana.host.reload import await_ready, swap
+from hibana.host.scaling import Scaler
 from hibana.host.service_manager import ServiceManager
 from hibana.host.shutdown import STOP_SIGNALS, kill_all, refuse_on_stop, second_stop
 from hibana.host.store_duties import StoreDuties
-from hibana.host.worker_records import (
-    Unresponsive,
-    WorkerRecord,
-    lost_line,
-    remember,
-    signal_worker,
-)
+from hibana.host.worker_records import Unresponsive, WorkerRecord, signal_worker
 from hibana.host.zygote_handle import IMPORT_TIMEOUT, Zygote, import_too_slow, launch
 from hibana.store.base import Store
 from hibana.telemetry.logs import ProcessOutput
 
 #: What other modules import from here, some of it from the rooms it was split into.
 __all__ = ["IMPORT_TIMEOUT", "HostStartError", "Supervisor", "WorkerRecord", "Zygote", "bind"]
-
-#: A worker that dies sooner than this after starting is restarted after a pause, not at once.
-CRASH_LOOP_WINDOW = 1.0
-#: How often the scaler looks at the board (a waiting connection wakes it at once).
-TICK = 0.05
-#: How often when there is nothing for the scaler to decide (see _tick_interval).
-IDLE_TICK = 1.0
-#: How often while the fewest workers allowed are all idle: a burst of load adds workers
-#: this much later at most.
-QUIET_TICK = 0.25
 
 
 class Supervisor:
@@ -87,22 +72,22 @@ class Supervisor:
         self.sel = selectors.DefaultSelector()
         self._signal_r, self._signal_w = socket.socketpair()
         self._reload_r, self._reload_w = socket.socketpair()
-        self._unresponsive = Unresponsive(config.cancel_grace, report)
+        self.unresponsive = Unresponsive(config.cancel_grace, report)
         #: A new version of the app is importing (``start_zygote``): the serving one's
         #: zygote, if it dies meanwhile, is started again after that import.
-        self._importing = False
+        self.importing = False
         #: When the reload under way began (``hibana status`` says so).
         self.reloading_since: float | None = None
-        self._hold_until = 0.0
+        self.hold_until = 0.0
         #: Set by the signals (and a changed file under ``hibana dev``); acted on by the loop.
         self._stop_asked = False
         self._reload_asked = False
         self.generation = 0
         self._watching_socket = False
         #: When a connection was first seen waiting with no worker to take it.
-        self._waiting_since: float | None = None
-        #: The last tick found the fewest workers allowed, all idle (see QUIET_TICK).
-        self._quiet = False
+        self.waiting_since: float | None = None
+        #: The last tick found the fewest workers allowed, all idle (``worker_pool.tick``).
+        self.quiet = False
         #: Per-function totals of workers that have exited (their board rows are reused).
         self.past: dict[str, dict[str, float]] = {}
         self.started_at = time.time()
@@ -276,14 +261,14 @@ class Supervisor:
         for sock, old in serving.items():
             waiter.register(sock, selectors.EVENT_READ, old)
         deadline = time.monotonic() + IMPORT_TIMEOUT
-        self._importing = True
+        self.importing = True
         try:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     zygote.kill()
                     raise import_too_slow(self.config.app_dir)
-                ready = waiter.select(timeout=min(left, TICK))
+                ready = waiter.select(timeout=min(left, worker_pool.TICK))
                 if self.zygote is not None and self.zygote.channel.sock in serving:
                     self.tick()
                 for key, _ in ready:
@@ -295,7 +280,7 @@ class Supervisor:
                         self.admin.serve_one(busy=True)
                         continue
                     if isinstance(key.data, Zygote):
-                        self._on_zygote(key.data)
+                        worker_pool.on_zygote(self, key.data)
                         for sock in list(serving):
                             if sock.fileno() < 0 or sock not in self._watched_socks():
                                 # it died, or its workers all exited: dealt with, not ours
@@ -313,7 +298,7 @@ class Supervisor:
                         self.sel.register(ours, selectors.EVENT_READ, zygote)
                         return zygote
         finally:
-            self._importing = False
+            self.importing = False
             waiter.close()
 
     def _await_spawned(self, zygote: Zygote, timeout: float = 10.0) -> None:
@@ -339,12 +324,12 @@ class Supervisor:
                 why = self.load_error = str(exc)
                 if self.admin is not None and self.admin.waiting:
                     self.admin.answer_waiting(why)
-            self._watch_socket(True)
+            self.watch_socket(True)
             try:
                 if not self._await_change(why):
                     return None
             finally:
-                self._watch_socket(False)
+                self.watch_socket(False)
 
     def _await_change(self, why: str) -> bool:
         """Wait for a change to the app's files (True), or a signal to stop (False);
@@ -379,7 +364,8 @@ class Supervisor:
         while True:
             # a reload asked for during the last one (SIGHUP, POST /reload) starts now
             pending = self._reload_asked or (self.admin is not None and bool(self.admin.waiting))
-            for key, _ in self.sel.select(timeout=0 if pending else self._tick_interval()):
+            interval = 0 if pending else worker_pool.tick_interval(self)
+            for key, _ in self.sel.select(timeout=interval):
                 # After a reload (a changed file, POST /reload), the rest of the events may
                 # name a version it has stopped and closed: select again instead.
                 if key.data == "signal":
@@ -400,7 +386,7 @@ class Supervisor:
                 elif key.data == "handoff":
                     self.connections.receive()
                 else:
-                    self._on_zygote(key.data)
+                    worker_pool.on_zygote(self, key.data)
             waiting = self.admin is not None and bool(self.admin.waiting)
             if (self._reload_asked or waiting) and not self._stop_asked:
                 if self._reload_asked:
@@ -414,124 +400,13 @@ class Supervisor:
                 return self._shutdown()
             self.tick()
 
-    def _tick_interval(self) -> float:
-        """TICK while the scaler has something to watch; IDLE_TICK when nothing can
-        change but by an event that wakes the loop (a connection or a queued message
-        with no worker to take it, a worker's exit): no worker at all, or a fixed number
-        of them all running."""
-        if self._waiting_since is not None or time.monotonic() < self._hold_until:
-            return TICK
-        if not self.records:
-            return IDLE_TICK
-        zygote = self.zygote
-        scaling = zygote.scaling if zygote is not None else None
-        fixed = scaling is not None and scaling.min_instances == scaling.max_instances
-        if fixed and all(
-            r.zygote is zygote and r.pid is not None and not r.retiring for r in self.records
-        ):
-            return IDLE_TICK
-        return QUIET_TICK if self._quiet else TICK
-
     def tick(self) -> None:
-        """One scaling cycle: keep the minimum, follow the load, retire idle workers."""
-        self._unresponsive.kill(self.records)
-        zygote, scaler = self.zygote, self.scaler
-        if zygote is None or scaler is None or self.stopping or zygote.board is None:
-            return
-        if zygote.dead:
-            # it is replaced once the reload under way ends (see ``reload.swap``); one
-            # whose replacement did not import is tried again, and until then what waits
-            # is answered: it waited for ever (or, watched, spun the loop)
-            if zygote.unreplaced is not None and not self._importing:
-                if time.monotonic() >= zygote.replace_at:
-                    replace_zygote(self)
-                else:
-                    self._watch_socket(True)
-                    self._refuse(zygote.unreplaced)
-            return
-        board = zygote.board
-        mine = [r for r in self.records if r.zygote is zygote]
-        for r in mine:
-            if not r.retiring and r.pid is not None and board.get(r.slot, "stopped_at"):
-                # it retired itself (over its memory limit, a stuck function): it finishes
-                # what it holds, and a replacement takes the new work meanwhile
-                r.retiring = True
-        views = [
-            WorkerView(
-                r.slot,
-                inflight=board.get(r.slot, "inflight") if r.pid is not None else 0.0,
-                last_active=board.get(r.slot, "last_active"),
-                # not serving yet (still forking or importing): never idle, never retired
-                pending=r.pid is None or not board.get(r.slot, "ready_at"),
-                retiring=r.retiring,
-            )
-            for r in mine
-        ]
-        waiting = self._connection_waiting() or (self.duties is not None and self.duties.pending)
-        if waiting and self._waiting_since is None:
-            self._waiting_since = time.monotonic()
-        if zygote.start_crashes and any(
-            r.pid is not None and board.get(r.slot, "ready_at") for r in mine
-        ):
-            zygote.start_crashes = 0  # a worker serves: the app starts again
-        if waiting and zygote.failing_to_start():
-            self._refuse_waiting(zygote)
-        decision = scaler.decide(views, waiting)
-        now = time.monotonic()
-        # the fewest workers allowed, all idle: only a rise in load can change that
-        self._quiet = (
-            not waiting
-            and not decision.spawn
-            and len(views) <= scaler.scaling.min_instances
-            and len(mine) == len(self.records)  # no older version's workers to see off
-            and all(not v.inflight and not v.pending and not v.retiring for v in views)
-        )
-        if decision.spawn and now >= self._hold_until:
-            busy = waiting or any(v.inflight for v in views)
-            self.spawn_more(zygote, len(mine) + decision.spawn, on_demand=busy)
-        if not waiting:
-            self._waiting_since = None
-        for slot in decision.retire:
-            for r in mine:
-                if r.slot == slot and r.pid is not None:
-                    r.retiring = True
-                    signal_worker(r.pid, signal.SIGUSR1)
-        for r in self.records:
-            # a worker of an older version that was still starting when told to retire
-            # ignored it (it was not serving yet); told again, it stops accepting now
-            theirs = r.zygote.board
-            if (
-                r.zygote is not zygote
-                and r.pid is not None
-                and theirs is not None
-                and theirs.get(r.slot, "ready_at")
-                and not theirs.get(r.slot, "stopped_at")
-            ):
-                signal_worker(r.pid, signal.SIGUSR1)
-        active = any(not r.retiring for r in self.records if r.zygote is zygote)
-        self._watch_socket(not active)
-        if self.duties is not None:
-            self.duties.watch_closely(not active)
+        """One scaling cycle (``worker_pool.tick``)."""
+        worker_pool.tick(self)
 
     def spawn_more(self, zygote: Zygote, total: int, on_demand: bool) -> None:
         """Ask ``zygote`` for workers in free slots until it has ``total``."""
-        assert zygote.scaling is not None
-        mine = [r for r in self.records if r.zygote is zygote]
-        used = {r.slot for r in mine}
-        slots = zygote.board.layout.slots if zygote.board is not None else 0
-        free = (i for i in range(slots) if i not in used)
-        for slot, _ in zip(free, range(total - len(mine)), strict=False):
-            self._spawn(zygote, slot, on_demand)
-
-    def _spawn(self, zygote: Zygote, slot: int, on_demand: bool) -> None:
-        assert zygote.scaling is not None
-        now = time.monotonic()
-        row = self.limits.free_row({r.permit_row for r in self.records})
-        self.records.append(WorkerRecord(zygote, slot, now, permit_row=row))
-        # An on-demand worker's cold start counts from when the request began to wait.
-        since = (self._waiting_since or now) if on_demand else now
-        limit = zygote.scaling.memory_limit_mb
-        zygote.spawn(Spawn(slot, since, on_demand, limit, row, self.limits.columns_of(zygote)))
+        worker_pool.spawn_more(self, zygote, total, on_demand)
 
     def _open_admin(self) -> None:
         self.admin = self._admin_endpoint()
@@ -565,11 +440,11 @@ class Supervisor:
     def _watched_socks(self) -> set[Any]:
         return {key.fileobj for key in self.sel.get_map().values()}
 
-    def _connection_waiting(self) -> bool:
+    def connection_waiting(self) -> bool:
         assert self.sock is not None
         return bool(_readable([self.sock], 0))
 
-    def _watch_socket(self, on: bool) -> None:
+    def watch_socket(self, on: bool) -> None:
         """With no worker running, wake up as soon as a connection arrives."""
         assert self.sock is not None
         if on and not self._watching_socket:
@@ -577,85 +452,6 @@ class Supervisor:
         elif not on and self._watching_socket:
             self.sel.unregister(self.sock)
         self._watching_socket = on
-
-    def _on_zygote(self, zygote: Zygote) -> None:
-        try:
-            messages = zygote.channel.receive()
-        except (EOFError, ConnectionError):
-            zygote.dead = True
-            zygote.kill()  # reaped: it left a zombie process for the host's life
-            self.sel.unregister(zygote.channel.sock)
-            for r in self.records:
-                if r.zygote is zygote and r.permit_row >= 0:
-                    self.permits.empty(r.permit_row)  # its workers die with it
-            self.records = [r for r in self.records if r.zygote is not zygote]
-            if zygote is self.zygote and not self.stopping:
-                self.report("error: the zygote process died; restarting it")
-                if not self._importing:  # else once that import ends (``reload.swap``)
-                    replace_zygote(self)
-            return
-        for message in messages:
-            self._on_event(zygote, message)
-
-    def _on_event(self, zygote: Zygote, message: dict[str, Any]) -> None:
-        if message["event"] == "spawned":
-            for r in self.records:
-                if r.zygote is zygote and r.slot == message["slot"] and r.pid is None:
-                    r.pid = message["pid"]
-                    if self.stopping:
-                        # forked before the stop, told of after it: the drain's SIGTERM
-                        # went to the workers known then, and this one would be waited
-                        # for until the shutdown timeout, then killed
-                        signal_worker(r.pid, signal.SIGTERM)
-                    break
-        elif message["event"] == "exited":
-            record = next((r for r in self.records if r.pid == message["pid"]), None)
-            if record is None:
-                return
-            self.records.remove(record)
-            code = message["code"]
-            rows = record.zygote.board
-            served = rows is not None and rows.get(record.slot, "ready_at") > 0
-            zygote.worker_exited(code, served, record.retiring)
-            # exit code 0 without having stopped accepting first (os._exit(0) in a
-            # function) is a death all the same: its requests get their 502
-            board = record.zygote.board
-            stopped = board is not None and board.get(record.slot, "stopped_at") > 0
-            died = code != 0 or not (record.retiring or self.stopping or stopped)
-            if died:
-                self.connections.worker_died(
-                    message["pid"],
-                    record.slot,
-                    record.zygote.board,
-                    self.report,
-                    lost=lost_line(self.output, record, f"exit code {code}"),
-                )
-            else:
-                self.connections.worker_exited(message["pid"])
-            remember(self.past, record, died)
-            if record.permit_row >= 0:
-                self.permits.empty(record.permit_row)  # what it held goes to the others
-            if record.zygote is not self.zygote:
-                reap_retired(self)
-            elif died and not record.retiring and not self.stopping:
-                self.report(f"worker {record.slot} (pid {record.pid}) exited with code {code}")
-                if time.monotonic() - record.started < CRASH_LOOP_WINDOW:
-                    self._hold_until = time.monotonic() + CRASH_LOOP_WINDOW
-
-    def _refuse_waiting(self, zygote: Zygote) -> None:
-        """Answer 503 to the connections waiting for a worker when every worker started
-        for them has died before it served (a mounted app's lifespan startup fails, say):
-        they would wait for ever, each new worker dying the same way."""
-        assert self.sock is not None
-        self._refuse(zygote.start_failure())
-
-    def _refuse(self, failure: str) -> None:
-        """Answer 503 to the connections waiting: ``failure`` is why no worker serves."""
-        assert self.sock is not None
-        why = f"{failure}: no worker can serve this request"
-        refused = refuse_backlog(self.sock, raw_answer(503, why, retry_after=5))
-        if refused:
-            self.report(f"answered {refused} request(s) 503: {why}")
 
     def reload(self) -> str | None:
         """Import the app afresh and move to it without a dropped request: the new
@@ -709,7 +505,7 @@ class Supervisor:
                 elif self.admin is not None and sock is self.admin.sock:
                     self.admin.serve_one(busy=True)
                 else:
-                    self._on_zygote(zygotes[sock])
+                    worker_pool.on_zygote(self, zygotes[sock])
         return True
 
     def status(self) -> dict[str, Any]:
@@ -730,7 +526,7 @@ class Supervisor:
             signal_worker(r.pid, signal.SIGTERM)  # type: ignore[arg-type]
         # a connection waiting now is answered 503 at the end (refuse_on_stop), not a
         # worker to start: watched, it would wake every select of the drain at once
-        self._watch_socket(False)
+        self.watch_socket(False)
         began = time.monotonic()
         deadline = began + self.config.shutdown_timeout + 5
         while self.records and time.monotonic() < deadline:
@@ -754,7 +550,7 @@ class Supervisor:
                     # every select of the drain returns at once (the loop spun a core)
                     key.fileobj.recv(64)  # type: ignore[union-attr]
                 elif isinstance(key.data, Zygote):
-                    self._on_zygote(key.data)
+                    worker_pool.on_zygote(self, key.data)
             # a worker asked for but never reported cannot be waited for
             self.records = [r for r in self.records if r.pid is not None]
         if self.records:
