@@ -249,7 +249,7 @@ def test_a_reload_after_hibana_itself_changed_is_refused(tmp_path: Path) -> None
     host = Host(app_dir, "--workers", "1", env={"PYTHONPATH": str(code)}).wait_ready()
     try:
         assert host.status()["generation"] == 1
-        cli = code / "hibana" / "cli.py"
+        cli = code / "hibana" / "cli" / "__init__.py"
         cli.write_text(cli.read_text() + "\n# upgraded\n")
         _write(app_dir, V1.replace('"one"', '"two"'))
         refused = run_cli("reload", "--app", str(app_dir))

@@ -1,0 +1,76 @@
+"""What every command of ``hibana`` shares: the ``--app`` and ``--store`` options, and how a
+command refuses its input (a usage error, exit 2) or fails (exit 1)."""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+
+def app_option(folder: Path) -> Path:
+    """``--app``'s folder; a usage error if it names a file (the app's function_app.py):
+    its ``.hibana`` would be looked for inside the file, and the fix named would fail. So
+    is a folder that does not exist (a typo): no host can run there, nor a store be."""
+    if not folder.exists():
+        raise typer.BadParameter(
+            f"folder {folder} does not exist; pass the folder that holds the app's function_app.py"
+        )
+    if folder.is_file():
+        raise typer.BadParameter(
+            f"{folder} is a file; pass the folder that holds the app's function_app.py: "
+            f"--app {shlex.quote(str(folder.parent))}"
+        )
+    return folder
+
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="HIBANA_STORE",
+        help="Store URL: postgresql://USER@HOST/DB to share state between hosts "
+        "(default: sqlite in APP_DIR/.hibana/state.db).",
+        show_envvar=True,
+    ),
+]
+
+
+AppOpt = Annotated[
+    Path,
+    typer.Option(
+        "--app", help="The app folder whose store to use (default: here).", callback=app_option
+    ),
+]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise typer.Exit(code)
+
+
+def report(text: str) -> None:
+    """``text`` on stderr: what goes on meanwhile (the host's start, a wait)."""
+    with contextlib.suppress(OSError):  # a terminal that hung up: no one to tell
+        print(text, file=sys.stderr, flush=True)
+
+
+def usage(message: str) -> NoReturn:
+    raise typer.BadParameter(message)
+
+
+def check_store(store: str | None) -> None:
+    """A usage error unless ``store`` (``--store`` or ``$HIBANA_STORE``) is a URL hibana
+    reads: one it cannot is the command's mistake, not a store that failed."""
+    from hibana.errors import StoreError
+    from hibana.store import engine_for
+
+    if store is not None:
+        try:
+            engine_for(store)
+        except StoreError as exc:
+            usage(str(exc))
