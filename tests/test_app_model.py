@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import types
@@ -821,3 +822,24 @@ def test_a_retry_pause_longer_than_a_message_may_wait_is_refused(
         "(365 days), longer than a message may be held back; give a pause in seconds "
         "(not milliseconds) of at most that"
     )
+
+
+def greet(greeting: str, req: Request, ctx: Context) -> str:
+    return greeting
+
+
+def farewell(words: str, req: Request, ctx: Context) -> str:
+    return words
+
+
+def test_a_partial_is_named_and_placed_after_the_function_it_wraps() -> None:
+    """A functools.partial was named "partial", declared where its decorator was: two of
+    them (of two functions) clashed as 'Two functions are named partial'."""
+    app = hibana.App()
+    app.http("/hi")(functools.partial(greet, "hi"))
+    app.http("/bye")(functools.partial(functools.partial(farewell), "bye"))
+    found = {spec.name: spec.source for spec in app.functions}
+    assert found == {
+        "greet": f"{FILE}:{greet.__code__.co_firstlineno}",
+        "farewell": f"{FILE}:{farewell.__code__.co_firstlineno}",
+    }

@@ -6,6 +6,7 @@ runtimes read it. Nothing here starts a server or touches a global.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, TypeVar
@@ -541,10 +542,13 @@ class Blueprint:
                 f"The decorator at {decl_site} was applied to {fn!r} ({type(fn).__name__}), "
                 "which is not callable; put it directly above a `def`"
             )
-        code = getattr(fn, "__code__", None)
+        named: Any = fn
+        while isinstance(named, functools.partial):  # named and found by what it wraps
+            named = named.func
+        code = getattr(named, "__code__", None)
         name = checked_name(name, f"the decorator at {decl_site}")
         fn_name = name or derived_name(
-            str(getattr(fn, "__name__", type(fn).__name__)),
+            str(getattr(named, "__name__", type(named).__name__)),
             f"the decorator at {decl_site}",
             "its __name__",
         )
