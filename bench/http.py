@@ -39,6 +39,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -553,7 +554,8 @@ def print_table(
             print(f"{row.server.name} requests/s by round: {each}")
         print(
             f"(the table shows each server's median round, leaving out rounds with other > "
-            f"{OTHER_CORES_WARNING:g} when it has a quieter one)"
+            f"{OTHER_CORES_WARNING:g} when it has a quieter one;\n the ratios below are the "
+            "median of each round's own ratios)"
         )
 
 
@@ -563,6 +565,18 @@ def _shown(server: Server) -> list[str]:
     if argv[0] == sys.executable and not os.path.relpath(argv[0], ROOT).startswith(".."):
         argv[0] = os.path.relpath(argv[0], ROOT)
     return [*env, *[a.replace(str(ROOT) + os.sep, "") for a in argv]]
+
+
+def round_ratio(top: Row, bottom: Row) -> float:
+    """The median of the two servers' requests/s ratios round by round (each round
+    measures them minutes apart at most, so a machine that gets busier or quieter over the
+    run skews a round's two sides alike), among the rounds quiet for both if there are any.
+    With an even count it is the mean of the middle two: taking each server's median
+    round instead picked each one's slower round with two rounds, pairing rounds that were
+    not measured together."""
+    pairs = list(zip(top.loads, bottom.loads, strict=True))
+    quiet = [(a, b) for a, b in pairs if max(a.other_cores, b.other_cores) <= OTHER_CORES_WARNING]
+    return statistics.median(a.rps / b.rps for a, b in quiet or pairs)
 
 
 def print_ratios(rows: list[Row]) -> None:
@@ -577,13 +591,15 @@ def print_ratios(rows: list[Row]) -> None:
         if top not in by_key or bottom not in by_key:
             continue
         a, b = by_key[top], by_key[bottom]
-        ratio = a.load.rps / b.load.rps
+        ratio = round_ratio(a, b)
         verdict = "PASS" if ratio >= target else "MISS"
         label = f"{a.server.name} / {b.server.name}"
         goal = f"{target:g}x"
         lines.append(f"{label:<38}{ratio:>6.2f}x   target >= {goal:<5} {verdict}")
     if lines:
-        print("\nratios (requests/s)")
+        rounds = len(rows[0].loads)
+        each = " (median of the rounds' ratios)" if rounds > 1 else ""
+        print(f"\nratios (requests/s){each}")
         print("\n".join(lines))
     ff, canned = by_key.get("ff"), by_key.get("canned")
     hibanas = [by_key[key] for key in ("sync", "async") if key in by_key]
@@ -693,7 +709,10 @@ def main(argv: list[str]) -> int:
     rows = [Row(server) for server in servers]
     try:
         for round_no in range(args.rounds):
-            for row in rows:
+            # Each round starts one server further on, so none is always first (or last)
+            # after the machine's idle spell or another server's load.
+            shift = round_no % len(rows)
+            for row in rows[shift:] + rows[:shift]:
                 step = f" (round {round_no + 1}/{args.rounds})" if args.rounds > 1 else ""
                 print(f"  measuring {row.server.name}{step} ...", flush=True)
                 measure(row.server, row, args, wrk)
