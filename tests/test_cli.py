@@ -182,7 +182,7 @@ def test_scripts_serve_given_options_alone_serves_the_example_with_them() -> Non
         (["frobnicate"], "No such command"),
         (
             ["serve", str(APPS / "basic"), "--log-level", "loud"],
-            "--log-level 'loud' is not one of: debug, info, warning, error",
+            "--log-level (or $HIBANA_LOG_LEVEL) 'loud' is not one of: debug, info, warning, error",
         ),
         (["serve", str(APPS / "basic"), "--host", ""], "--host is empty; give the address"),
         (["serve", str(APPS / "basic"), "--host", " "], "--host is empty; give the address"),

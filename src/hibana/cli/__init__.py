@@ -155,7 +155,16 @@ MinBodyRate = Annotated[
 KeepAliveTimeout = Annotated[
     float, typer.Option(min=0, help="Seconds an idle keep-alive connection is kept open.")
 ]
-LogLevel = Annotated[str, typer.Option(help="debug, info, warning or error.", case_sensitive=False)]
+LogLevel = Annotated[
+    str,
+    typer.Option(
+        envvar="HIBANA_LOG_LEVEL",
+        help="The least level written: debug, info, warning or error (hibana's own lines, "
+        "ctx.log and logging alike).",
+        case_sensitive=False,
+        show_envvar=True,
+    ),
+]
 LogFormat = Annotated[
     str,
     typer.Option(
@@ -260,7 +269,10 @@ def _host_command(reload: bool, doc: str) -> Callable[..., None]:
             )
         log_level = log_level.lower()
         if log_level not in ("debug", "info", "warning", "error"):
-            usage(f"--log-level {log_level!r} is not one of: debug, info, warning, error")
+            usage(
+                f"--log-level (or $HIBANA_LOG_LEVEL) {log_level!r} is not one of: debug, info, "
+                "warning, error"
+            )
         if prewarm is not None and prewarm not in ("app", "runtime", "none"):
             usage(f"--prewarm {prewarm!r} is not one of: app, runtime, none")
         log_format = log_format.lower()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import signal
 import socket
@@ -20,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from hibana.adapters.asgi import AsgiMount
 from hibana.app import App, EventTrigger, QueueTrigger, TimerTrigger
@@ -37,93 +36,11 @@ from hibana.host.open_files import connections_before_limit
 from hibana.host.scaling import DEFAULT_THREADS
 from hibana.runtimes.python import FunctionThreads
 from hibana.store.base import CLOSE_TIMEOUT, Store
-from hibana.telemetry.logs import (
-    MAY_HOLD_BYTES,
-    OWN_FIELDS,
-    Logger,
-    LogSink,
-    PrintedLines,
-    ScrubbedText,
-    bytes_as_text,
-    current_logger,
-    error_fields,
-    error_text,
-    timestamp,
-)
+from hibana.telemetry.logs import Logger, LogSink, PrintedLines, ScrubbedText
+from hibana.telemetry.python_logging import route_logging
 from hibana.triggers.http import HttpFront, timed_out
 from hibana.triggers.outbox import Outbox
 from hibana.triggers.queue import QueueConsumer
-
-
-class _JsonLogHandler(logging.Handler):
-    """Routes stdlib logging (asyncio's warnings, user code using ``logging``) into the
-    worker's JSON log lines."""
-
-    def __init__(self, sink: LogSink, worker: int) -> None:
-        super().__init__()
-        self.sink = sink
-        self.worker = worker
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._emit(record)
-        except Exception:  # as logging's own handlers: never the caller's exception
-            self.handleError(record)
-
-    def _emit(self, record: logging.LogRecord) -> None:
-        line: dict[str, Any] = {
-            "ts": timestamp(),
-            "level": record.levelname.lower(),
-            "msg": _message(record),
-            "logger": record.name,
-            "worker": self.worker,
-        }
-        bound = current_logger.get()
-        if bound is not None:  # logged by a function: its invocation's fields too
-            line.update(bound.fields)
-        if record.exc_info and record.exc_info[1] is not None:
-            line.update(error_fields(record.exc_info[1]))  # log.exception(...)
-        if record.stack_info:  # stack_info=True: where the call was made from
-            line["stack"] = record.stack_info
-        held = False  # an extra= field holds bytes
-        for key, value in record.__dict__.items():  # what extra={...} added
-            if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
-                # one named like the line's own (``error``, ``ts``, ``outcome``), or like
-                # one renamed so, is kept under a name no other field has, as ctx.log
-                # keeps it
-                while key in line or key in OWN_FIELDS:
-                    key += "_"
-                line[key] = value
-                if type(value) in MAY_HOLD_BYTES:
-                    held = True
-        if held:
-            bytes_as_text(line)  # as ctx.log writes them: text, a secret in them redacted
-        self.sink.emit(line)
-
-
-def _message(record: logging.LogRecord) -> str:
-    """The record's message; one whose arguments do not fit its format (``log.info("%s
-    %s", 1)``) is logged as given, with why, as ``logging`` never fails its caller."""
-    try:
-        return record.getMessage()
-    except Exception as exc:
-        failed = error_text(exc)
-    try:
-        msg = str(record.msg)
-    except Exception:  # logging.info(obj) whose __str__ raises, as ctx.log.info(obj) tells it
-        return f"<{type(record.msg).__name__} whose str raised> ({failed})"
-    try:
-        args = repr(record.args)
-    except Exception:
-        args = f"<{type(record.args).__name__} whose repr raised>"
-    return f"{msg} (its arguments {args} did not format: {failed})"
-
-
-#: A LogRecord's own attributes; any other was added by ``extra=`` and is a field.
-_RECORD_ATTRIBUTES = frozenset(
-    [*vars(logging.LogRecord("", 0, "", 0, "", None, None)), "message", "asctime"]
-)
-
 
 #: The event loop's heartbeat while invocations run, and while none does: the watchdog
 #: calls the loop blocked once a beat is this late by 0.4 s more, and an invocation is
@@ -235,16 +152,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         self._starting = asyncio.current_task()
         self.sink.attach(loop)
-        handler = _JsonLogHandler(self.sink, self.index)
-        # --log-level holds for every logger, also one that sets a lower level of its own
-        handler.setLevel(config.log_level.upper())
-        logger = logging.getLogger("hibana")
-        logger.handlers = [handler]
-        logger.propagate = False
-        logger.setLevel(logging.INFO)
-        root = logging.getLogger()
-        root.handlers = [handler]
-        root.setLevel(config.log_level.upper())
+        route_logging(self.sink, self.index, config.log_level)
         sys.stdout = PrintedLines(self.sink, {"worker": self.index, "pid": os.getpid()})
         sys.stderr = ScrubbedText(self.sink, sys.__stderr__ or sys.stderr)
         pool = FunctionThreads(self.threads)

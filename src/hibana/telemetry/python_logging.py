@@ -1,0 +1,150 @@
+"""The standard ``logging`` module's records as the worker's JSON lines, with the fields
+of the invocation that logged them, beside the handlers the app configured itself.
+
+Under the host stdout is JSON lines, so a handler the app gave a logger that writes to the
+process's stdout or stderr (what ``basicConfig()`` makes, a dictConfig's
+``logging.StreamHandler``) is replaced by hibana's JSON handler, keeping its level and
+filters; every other handler (a file, syslog, an error tracker's) is left as configured.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hibana.telemetry.logs import (
+    MAY_HOLD_BYTES,
+    OWN_FIELDS,
+    Level,
+    LogSink,
+    bytes_as_text,
+    current_logger,
+    error_fields,
+    error_text,
+    timestamp,
+)
+
+
+class JsonLogHandler(logging.Handler):
+    """Writes each record as a JSON line of ``sink``: its level, message and logger, the
+    worker's slot, the fields of the invocation that logged it, and ``extra={...}``."""
+
+    def __init__(self, sink: LogSink, worker: int, level: int) -> None:
+        super().__init__(level)
+        self.sink = sink
+        self.worker = worker
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._emit(record)
+        except Exception:  # as logging's own handlers: never the caller's exception
+            self.handleError(record)
+
+    def _emit(self, record: logging.LogRecord) -> None:
+        line: dict[str, Any] = {
+            "ts": timestamp(),
+            "level": record.levelname.lower(),
+            "msg": _message(record),
+            "logger": record.name,
+            "worker": self.worker,
+        }
+        bound = current_logger.get()
+        if bound is not None:  # logged by a function: its invocation's fields too
+            line.update(bound.fields)
+        if record.exc_info and record.exc_info[1] is not None:
+            line.update(error_fields(record.exc_info[1]))  # log.exception(...)
+        if record.stack_info:  # stack_info=True: where the call was made from
+            line["stack"] = record.stack_info
+        held = False  # an extra= field holds bytes
+        for key, value in record.__dict__.items():  # what extra={...} added
+            if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
+                # one named like the line's own (``error``, ``ts``, ``outcome``), or like
+                # one renamed so, is kept under a name no other field has, as ctx.log
+                # keeps it
+                while key in line or key in OWN_FIELDS:
+                    key += "_"
+                line[key] = value
+                if type(value) in MAY_HOLD_BYTES:
+                    held = True
+        if held:
+            bytes_as_text(line)  # as ctx.log writes them: text, a secret in them redacted
+        self.sink.emit(line)
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The record's message; one whose arguments do not fit its format (``log.info("%s
+    %s", 1)``) is logged as given, with why, as ``logging`` never fails its caller."""
+    try:
+        return record.getMessage()
+    except Exception as exc:
+        failed = error_text(exc)
+    try:
+        msg = str(record.msg)
+    except Exception:  # logging.info(obj) whose __str__ raises, as ctx.log.info(obj) tells it
+        return f"<{type(record.msg).__name__} whose str raised> ({failed})"
+    try:
+        args = repr(record.args)
+    except Exception:
+        args = f"<{type(record.args).__name__} whose repr raised>"
+    return f"{msg} (its arguments {args} did not format: {failed})"
+
+
+#: A LogRecord's own attributes; any other was added by ``extra=`` and is a field.
+_RECORD_ATTRIBUTES = frozenset(
+    [*vars(logging.LogRecord("", 0, "", 0, "", None, None)), "message", "asctime"]
+)
+
+
+def route_logging(sink: LogSink, worker: int, level: Level) -> None:
+    """Write ``logging``'s records as JSON lines of ``sink``, none below ``level``
+    (``--log-level``), and keep what the app configured as it was imported:
+
+    - the root logger gets the JSON handler; the root's level is the app's, but for
+      WARNING, the default (which ``basicConfig()`` leaves), which becomes ``level``: a
+      function's ``logging.info`` is written;
+    - a handler to stdout or stderr is replaced by a JSON handler with its level and
+      filters, on a logger whose records do not reach the root's handlers
+      (``propagate = False``); on one whose records do, it is removed: the root's writes
+      the line, once;
+    - the ``hibana`` logger's level is ``level`` unless the app set one."""
+    floor = logging.getLevelNamesMapping()[level.upper()]
+    root = logging.getLogger()
+    loggers = [root, *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        if not isinstance(logger, logging.Logger) or not logger.handlers:
+            continue  # a PlaceHolder: a name only the dots of others' names made
+        console = [h for h in logger.handlers if _to_console(h)]
+        if not console:
+            continue
+        kept = [h for h in logger.handlers if h not in console]
+        if logger is root or not _reaches_root(logger):
+            first = console[0]
+            json_handler = JsonLogHandler(sink, worker, max(first.level, floor))
+            json_handler.filters = list(first.filters)
+            kept.insert(logger.handlers.index(first), json_handler)
+        logger.handlers = kept
+    if not any(isinstance(h, JsonLogHandler) for h in root.handlers):
+        root.addHandler(JsonLogHandler(sink, worker, floor))
+    if root.level == logging.WARNING:
+        root.setLevel(floor)
+    own = logging.getLogger("hibana")
+    if own.level == logging.NOTSET:
+        own.setLevel(floor)
+
+
+def _to_console(handler: logging.Handler) -> bool:
+    """``handler`` writes to this process's stdout or stderr (fd 1 or 2)."""
+    if not isinstance(handler, logging.StreamHandler):
+        return False
+    try:
+        return handler.stream.fileno() in (1, 2)
+    except (AttributeError, OSError, ValueError):  # a stream with no descriptor, or closed
+        return False
+
+
+def _reaches_root(logger: logging.Logger) -> bool:
+    """A record of ``logger``'s goes on to the root logger's handlers."""
+    at = logger
+    while at.propagate and at.parent is not None:
+        at = at.parent
+    return at.parent is None  # the root: it has none

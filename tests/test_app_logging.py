@@ -1,0 +1,97 @@
+"""An app's own configuration of the standard ``logging`` module, under the host: what it
+set up as it was imported keeps working, and its records are JSON lines on stdout with
+their invocation's fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.hosts import Host
+
+CONFIGURED_APP = """
+import logging
+import logging.config
+import sys
+
+import hibana
+
+logging.config.dictConfig({
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(levelname)s %(name)s %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "file": {"class": "logging.FileHandler", "filename": FILE, "formatter": "plain"},
+    },
+    # errors only: the libraries' warnings are noise to this app
+    "root": {"level": "ERROR", "handlers": ["console", "file"]},
+})
+# a logger of its own, at info, that writes to stdout and not on to the root
+mine = logging.getLogger("mine")
+mine.setLevel(logging.INFO)
+mine.propagate = False
+to_stdout = logging.StreamHandler(sys.stdout)
+to_stdout.setLevel(logging.WARNING)
+mine.addHandler(to_stdout)
+# one with a console handler of its own that also goes on to the root's
+chatty = logging.getLogger("chatty")
+chatty.addHandler(logging.StreamHandler(sys.stderr))
+
+app = hibana.App()
+
+
+@app.http("/logs", methods=["GET"])
+def logs(req, ctx):
+    logging.getLogger("some.library").warning("library noise")
+    logging.getLogger("some.library").error("library failed")
+    mine.info("below the handler's level")
+    mine.warning("mine warned")
+    chatty.error("chatty failed")
+    logging.getLogger("hibana.probe").debug("hibana debug line")
+    print("logged", file=sys.stderr, flush=True)
+    return "ok"
+"""
+
+
+def test_an_apps_logging_configuration_survives_and_its_lines_carry_the_invocation(
+    tmp_path: Path,
+) -> None:
+    """The worker replaced the root logger's handlers and level: the app's file handler
+    got nothing, a library's warnings came out although the app set the root to
+    ERROR, a console handler of the app's own wrote its line raw beside the JSON one,
+    and a logger that does not propagate wrote its text without its logger's name. The
+    ``hibana`` logger was fixed at INFO, whatever --log-level (or $HIBANA_LOG_LEVEL) said."""
+    file = tmp_path / "app.log"
+    app = CONFIGURED_APP.replace("FILE", repr(str(file)))
+    (tmp_path / "function_app.py").write_text(app)
+    host = Host(tmp_path, "--workers", "1", env={"HIBANA_LOG_LEVEL": "debug"})
+    try:
+        host.wait_ready()
+        with host.client() as client:
+            answer = client.get("/logs")
+        assert answer.text == "ok"
+        invocation = answer.headers["x-invocation-id"]
+        host.wait_for_log(msg="invocation", invocation_id=invocation)
+        host.wait_for_stderr("^logged$")  # what the app wrote to fd 2 before it is there too
+    finally:
+        host.stop()
+    lines = [line for line in host.logs() if line.get("invocation_id") == invocation]
+    said = {line["msg"]: line for line in lines}
+    assert "library noise" not in said  # the root's ERROR, as the app set it
+    assert said["library failed"]["logger"] == "some.library"
+    assert "below the handler's level" not in said
+    assert said["mine warned"]["logger"] == "mine"  # as a record, not as printed text
+    assert said["chatty failed"]["level"] == "error"
+    assert said["hibana debug line"]["logger"] == "hibana.probe"  # HIBANA_LOG_LEVEL=debug
+    written = [line["msg"] for line in lines]
+    assert written.count("library failed") == written.count("chatty failed") == 1
+    # the app's console handlers' lines are the JSON lines: none on stderr, raw
+    assert not [line for line in host.stderr_lines if "chatty failed" in line]
+    assert not [line for line in host.stderr_lines if "library failed" in line]
+    # the file handler the app gave the root still gets its records, in its format (and
+    # the hibana logger's, which goes on to the root's handlers as a library's does)
+    assert file.read_text().splitlines() == [
+        "ERROR some.library library failed",
+        "ERROR chatty chatty failed",
+        "DEBUG hibana.probe hibana debug line",
+    ]
