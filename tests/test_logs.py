@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hibana.telemetry.console import render
+from hibana.telemetry.console import ConsoleLog, render
 from hibana.telemetry.logs import Logger, LogSink
 from tests.hosts import APPS, Host, started
 from tests.test_webhooks import API_TOKEN, set_secret
@@ -285,6 +285,30 @@ def test_the_console_format_writes_a_lines_control_characters_as_escapes() -> No
     assert shown[2] == "      raise ValueError('\\x1b[31m')"
     assert "\x1b" not in "".join(shown)
     assert "\x1b[41;1mCRIT " in render({**record, "level": "critical"}, color=True)
+
+
+def test_the_console_escapes_control_characters_in_names_levels_and_lines_not_json() -> None:
+    """A field's name (``ctx.log.info(msg, **fields)``, logging's ``extra=``), a level
+    named with ``logging.addLevelName`` and a line that is not JSON reached the terminal
+    as they were: an ``ESC [2J`` in them cleared it."""
+    record = {
+        "ts": "2026-12-06T09:30:27.148Z",
+        "level": "\x1b[2Jloud",
+        "msg": "hello",
+        "\x1b[2Jname": 1,
+        "invocation_id": "\x1b[2Jabcdef",
+        "function": "f\x1b]0;title\x07",
+    }
+    shown = render(record, color=True)
+    assert "\x1b[2J" not in shown and "\x1b]" not in shown, repr(shown)
+    assert "\\x1b[2JLOUD" in shown and "\\x1b[2Jname=1" in shown
+    read_end, out = os.pipe()
+    console = ConsoleLog(out, color=False)
+    os.write(console.write_fd, b"not json \x1b[2J\n[1, \x1b[2J]\n")
+    console.close()
+    os.close(out)
+    with os.fdopen(read_end, "rb") as rendered:
+        assert rendered.read() == b"not json \\x1b[2J\n[1, \\x1b[2J]\n"
 
 
 def test_the_console_shows_a_functions_fields_named_like_the_hosts() -> None:

@@ -4,7 +4,7 @@ the default of ``hibana dev`` on a terminal).
 The workers write JSON lines as always, to a pipe; the supervisor reads it on a thread of
 its own and writes one readable line per record (and a traceback under an error), so the
 workers' hot path is the same whatever the format. A line that is not JSON is passed on
-as it is.
+as it is, but for its control characters (written as escapes, as a record's are).
 """
 
 from __future__ import annotations
@@ -62,9 +62,8 @@ def render(record: dict[str, Any], color: bool = False) -> str:
 
     level = str(record.get("level", "info"))
     clock = _local_clock(str(record.get("ts", "")))
-    head = (
-        f"{paint(clock, '2')} {paint(_LEVELS.get(level, level.upper()), _COLORS.get(level, '0'))}"
-    )
+    shown = _LEVELS.get(level) or _plain(level.upper())  # logging.addLevelName's, as named
+    head = f"{paint(clock, '2')} {paint(shown, _COLORS.get(level, '0'))}"
     msg = str(record.get("msg", ""))
     invocation = str(record.get("invocation_id", ""))[:8]
     # only the host's invocation line has an ``outcome``: a function's field named so is
@@ -95,7 +94,7 @@ def render(record: dict[str, Any], color: bool = False) -> str:
     else:
         host_only = frozenset()
     fields = "  ".join(
-        f"{k}={_value(v)}"
+        f"{_plain(k)}={_value(v)}"
         for k, v in record.items()
         if k not in _HIDDEN
         and k not in skip
@@ -106,7 +105,7 @@ def render(record: dict[str, Any], color: bool = False) -> str:
     if fields:
         line += "  " + paint(fields, "36")
     if where:
-        line += "  " + paint(f"· {where}", "2")
+        line += "  " + paint(f"· {_plain(where)}", "2")
     traceback = record.get("traceback")
     if isinstance(traceback, str) and traceback:
         line += "\n" + "\n".join("    " + _plain(t) for t in traceback.rstrip("\n").split("\n"))
@@ -153,9 +152,9 @@ class ConsoleLog:
         try:
             record = _decode(line)
         except msgspec.DecodeError:
-            return line.decode(errors="replace")
+            return _plain(line.decode(errors="replace"))
         if not isinstance(record, dict):
-            return line.decode(errors="replace")
+            return _plain(line.decode(errors="replace"))
         return render(record, self._color)
 
     def close(self, timeout: float = 2.0) -> None:
