@@ -1,12 +1,15 @@
-"""An app's own configuration of the standard ``logging`` module, under the host: what it
-set up as it was imported keeps working, and its records are JSON lines on stdout with
-their invocation's fields."""
+"""What an app sets up of its output as it is imported (the standard ``logging`` module's
+configuration, a ``sys.stdout`` it holds), under the host: it keeps working, and what it
+writes is JSON lines on stdout with their invocation's fields, redacted."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.hosts import Host
+import pytest
+
+from tests.hosts import Host, started
+from tests.test_webhooks import API_TOKEN, set_secret
 
 CONFIGURED_APP = """
 import logging
@@ -95,3 +98,41 @@ def test_an_apps_logging_configuration_survives_and_its_lines_carry_the_invocati
         "ERROR chatty chatty failed",
         "DEBUG hibana.probe hibana debug line",
     ]
+
+
+HELD_STDOUT_APP = """
+import sys
+import threading
+
+import hibana
+
+OUT = sys.stdout  # as a logging.StreamHandler(sys.stdout) made at import holds it
+
+app = hibana.App()
+
+
+@app.http("/held", methods=["GET"], secrets=["api-token"])
+def held(req, ctx):
+    token = ctx.secrets["api-token"]
+    thread = threading.Thread(target=print, args=("from a thread", token), kwargs={"file": OUT})
+    thread.start()
+    thread.join()
+    return "ok"
+"""
+
+
+def test_the_stdout_an_app_held_from_its_import_is_the_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sys.stdout`` as the app was imported is the zygote's: a line printed to it outside
+    an invocation (a thread of the app's) went out with the zygote's pid, and a granted
+    secret in it in the clear."""
+    monkeypatch.setenv("HIBANA_SECRET_KEY_FILE", str(tmp_path / "keys" / "key"))
+    (tmp_path / "function_app.py").write_text(HELD_STDOUT_APP)
+    assert set_secret(tmp_path, "api-token", API_TOKEN).returncode == 0
+    for host in started(tmp_path, "--workers", "1"):
+        with host.client() as client:
+            assert client.get("/held").text == "ok"
+        line = host.wait_for_log(msg="from a thread [REDACTED]")
+        assert line["pid"] in host.worker_pids() and line["worker"] == 0
+    assert API_TOKEN not in "\n".join(host.stdout_lines + host.stderr_lines)

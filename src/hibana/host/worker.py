@@ -153,7 +153,11 @@ class Worker:
         self._starting = asyncio.current_task()
         self.sink.attach(loop)
         route_logging(self.sink, self.index, config.log_level)
-        sys.stdout = PrintedLines(self.sink, {"worker": self.index, "pid": os.getpid()})
+        printed = {"worker": self.index, "pid": os.getpid()}
+        if type(sys.stdout) is PrintedLines:  # the zygote's, which the app may hold
+            sys.stdout.rebind(self.sink, printed)
+        else:
+            sys.stdout = PrintedLines(self.sink, printed)
         sys.stderr = ScrubbedText(self.sink, sys.__stderr__ or sys.stderr)
         pool = FunctionThreads(self.threads)
         self.dispatcher = Dispatcher(

@@ -647,6 +647,17 @@ class PrintedLines(io.TextIOBase):
         #: of an invocation look for its own (``finish``).
         self.partly = False
 
+    def rebind(self, sink: LogSink, fields: dict[str, Any]) -> None:
+        """Write what is printed outside an invocation to ``sink``, with ``fields``: a
+        worker's, not the zygote's it was forked from. The app may hold this very object
+        (a ``StreamHandler`` or a ``file=`` given ``sys.stdout`` as it was imported): its
+        lines are then redacted as the worker's, and say the worker's pid. Text the zygote
+        left without a newline is the zygote's to write."""
+        self._log = Logger(sink, fields)
+        for line in self._unfinished:
+            line.text = ""
+        self.partly = False
+
     def writable(self) -> bool:
         return True
 
