@@ -6,13 +6,14 @@ import concurrent.futures
 import json
 import shutil
 import socket
+import threading
 from pathlib import Path
 
 import httpx
 import pytest
 
 import hibana
-from tests.hosts import APPS, Host, copy_app, not_a_host, run_cli
+from tests.hosts import APPS, Host, copy_app, not_a_host, run_cli, started
 
 
 def test_version() -> None:
@@ -459,3 +460,32 @@ def test_a_second_host_on_one_app_folder_warns_and_hands_status_back_when_it_sto
         assert json.loads(status.stdout)["pid"] == first.proc.pid
     finally:
         first.stop()
+
+
+def test_a_caller_of_the_admin_endpoint_that_trickles_its_head_does_not_hold_the_host(
+    tmp_path: Path,
+) -> None:
+    """The supervisor reads an admin request on its own loop, a second at most for each
+    piece: a local caller sending a byte a fifth of a second held it (no status, no
+    reload, no scaling) until 8 KiB had come, half an hour."""
+    for host in started(copy_app("basic", tmp_path), "--workers", "1"):
+        addr, port = host.admin_url.removeprefix("http://").split(":")
+        stop = threading.Event()
+        trickler = threading.Thread(target=_trickle, args=(addr, int(port), stop), daemon=True)
+        trickler.start()
+        try:
+            assert host.status()["workers"], "no status while a caller trickled"
+        finally:
+            stop.set()
+            trickler.join(10)
+
+
+def _trickle(addr: str, port: int, stop: threading.Event) -> None:
+    """Send a request's head a byte at a time until ``stop``, or until dropped."""
+    with socket.create_connection((addr, port), timeout=5) as sock:
+        sock.sendall(b"GET /status HTTP/1.1\r\nX: ")
+        while not stop.wait(0.2):
+            try:
+                sock.sendall(b"x")
+            except OSError:  # dropped: what the host should do
+                return

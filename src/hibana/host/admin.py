@@ -33,6 +33,8 @@ _REASONS = {
     503: b"Service Unavailable",
 }
 HOST_FILE = "host.json"
+#: Seconds a caller has to send its request's head (the supervisor waits for nothing else).
+_HEAD_SECONDS = 1.0
 
 
 def host_file(app_dir: str | os.PathLike[str]) -> Path:
@@ -92,9 +94,15 @@ class AdminEndpoint:
             return
         kept = False
         try:
-            conn.settimeout(1.0)
+            # the whole head within the time, not each piece: a caller sending a byte at a
+            # time would hold the supervisor's loop (this reads on it) for as long as it liked
+            until = time.monotonic() + _HEAD_SECONDS
             head = b""
             while b"\r\n\r\n" not in head and len(head) < 8192:
+                left = until - time.monotonic()
+                if left <= 0:
+                    return
+                conn.settimeout(left)
                 chunk = conn.recv(4096)
                 if not chunk:
                     return
@@ -105,6 +113,7 @@ class AdminEndpoint:
                 self.waiting.append(conn)
                 kept = True
                 return
+            conn.settimeout(_HEAD_SECONDS)
             _send(conn, *answer)
         except OSError:
             return
