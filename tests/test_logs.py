@@ -130,6 +130,20 @@ def test_a_value_json_cannot_carry_is_logged_escaped_and_never_fails_the_caller(
     assert line["invocation_id"] == "abc"
 
 
+def test_a_path_is_logged_as_its_text() -> None:
+    """A ``pathlib.Path`` field was written as its repr, ``"PosixPath('/srv/in.csv')"``:
+    not the path a reader searches the logs for."""
+    read_end, write_end = os.pipe()
+    log = Logger(LogSink(write_end), {})
+    log.info("read", path=Path("/srv/in.csv"), more=[Path("a b")], sizes={Path("/x"): 1})
+    log.info("escaped", path=Path("/srv"), name="caf\udce9")  # the fallback's way too
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as lines:
+        read, escaped = (json.loads(line) for line in lines)
+    assert (read["path"], read["more"], read["sizes"]) == ("/srv/in.csv", ["a b"], {"/x": 1})
+    assert escaped["path"] == "/srv"
+
+
 def test_a_lone_surrogate_beside_a_dict_with_a_tuple_key_is_logged(basic_host: Host) -> None:
     """Either alone was written; together, the escaping fallback turned the tuple key into
     a list, which no dict can hold: the function failed with a 500."""

@@ -34,7 +34,16 @@ import msgspec
 
 Level = Literal["debug", "info", "warning", "error"]
 _LEVELS: dict[str, int] = {"debug": 10, "info": 20, "warning": 30, "error": 40}
-_encode = msgspec.json.Encoder(enc_hook=repr).encode
+
+
+def _unknown(value: object) -> str:
+    """What a line says of a value JSON has no form for: a path's text (``"/srv/in.csv"``,
+    as an f-string writes it), anything else's ``repr``."""
+    return str(value) if isinstance(value, os.PathLike) else repr(value)
+
+
+#: Called for values msgspec cannot encode only: the lines of plain values never pay for it.
+_encode = msgspec.json.Encoder(enc_hook=_unknown).encode
 #: The most bytes one write to a pipe may carry and still never be cut by another
 #: writer's (POSIX guarantees 512; Linux gives 4096).
 _WHOLE = getattr(select, "PIPE_BUF", 512)
@@ -401,7 +410,7 @@ def _loggable(value: Any) -> Any:
 
 def _repr(value: object) -> str:
     try:
-        return repr(value)
+        return _unknown(value)
     except Exception:
         return f"<{type(value).__name__} whose repr raised>"
 
