@@ -13,12 +13,9 @@ from typing import Any, Literal, TypeVar
 
 from hibana.declarations import (
     caller_site,
-    check_lambda_handler,
     check_positive,
-    check_prefix,
     check_queue_name,
     check_signature,
-    check_web_app,
     checked_name,
     delivery_options,
     derived_name,
@@ -29,6 +26,7 @@ from hibana.declarations import (
 )
 from hibana.errors import AppError, RouteError
 from hibana.events.filters import Filter
+from hibana.functions import HTTP_METHODS as HTTP_METHODS
 from hibana.functions import INPUT_NAMES, Trigger
 from hibana.functions import EventTrigger as EventTrigger
 from hibana.functions import FunctionSpec as FunctionSpec
@@ -37,14 +35,14 @@ from hibana.functions import QueueTrigger as QueueTrigger
 from hibana.functions import TimerTrigger as TimerTrigger
 from hibana.host.scaling import MAX_INSTANCES, MAX_THREADS
 from hibana.messages import MAX_DELAY, RetryPolicy
+from hibana.mounts import lambda_mount, web_app_mount
 from hibana.proxies import parse_networks
 from hibana.secrets import grants
 from hibana.timers import Schedule, ScheduleError
-from hibana.triggers.routes import compile_mount, compile_route
+from hibana.triggers.routes import compile_route
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 DEFAULT_TIMEOUT = 60.0
 #: The most messages one batch of a queue function holds (and a worker claims at once).
 MAX_BATCH_SIZE = 256
@@ -329,21 +327,9 @@ class Blueprint:
         """Serve a whole ASGI app (FastAPI, Starlette, Django's ASGI handler...) under
         ``prefix``: every method and path below it is one invocation of this function.
         The app sees ``root_path=prefix``; its lifespan runs once per worker."""
-        from hibana.adapters.asgi import AsgiMount
-
         where = caller_site(1)
-        if not callable(asgi_app):
-            raise AppError(f"app.asgi({prefix!r}, ...) in {where}: {asgi_app!r} is not callable")
-        check_web_app(asgi_app, "asgi", prefix, f"app.asgi({prefix!r}, ...) in {where}")
-        self._mount(
-            prefix,
-            AsgiMount(asgi_app, prefix),
-            where,
-            timeout,
-            max_concurrency,
-            name,
-            secrets,
-            "asgi",
+        self._add(
+            web_app_mount("asgi", prefix, asgi_app, where, timeout, max_concurrency, name, secrets)
         )
 
     def wsgi(
@@ -358,22 +344,9 @@ class Blueprint:
     ) -> None:
         """Serve a whole WSGI app (Flask, Django...) under ``prefix``, with
         ``SCRIPT_NAME=prefix``; it runs on a pool of threads (``hibana.adapters.wsgi``)."""
-        from hibana.adapters.asgi import AsgiMount
-        from hibana.adapters.wsgi import wsgi_to_asgi
-
         where = caller_site(1)
-        if not callable(wsgi_app):
-            raise AppError(f"app.wsgi({prefix!r}, ...) in {where}: {wsgi_app!r} is not callable")
-        check_web_app(wsgi_app, "wsgi", prefix, f"app.wsgi({prefix!r}, ...) in {where}")
-        self._mount(
-            prefix,
-            AsgiMount(wsgi_to_asgi(wsgi_app), prefix),
-            where,
-            timeout,
-            max_concurrency,
-            name,
-            secrets,
-            "wsgi",
+        self._add(
+            web_app_mount("wsgi", prefix, wsgi_app, where, timeout, max_concurrency, name, secrets)
         )
 
     def lambda_handler(
@@ -391,69 +364,9 @@ class Blueprint:
         becomes the event API Gateway (``"apigw-v1"``, ``"apigw-v2"``) or an ALB
         (``"alb"``) would send, and its result the HTTP response. It runs on the thread
         pool; ``context.get_remaining_time_in_millis()`` follows the invocation's deadline."""
-        from hibana.adapters.lambda_on_hibana import EVENT_FORMATS, LambdaProxy
-
         where = caller_site(1)
-        if event not in EVENT_FORMATS:
-            raise AppError(
-                f"app.lambda_handler({prefix!r}) in {where}: event={event!r} is not one of "
-                f"{', '.join(EVENT_FORMATS)}"
-            )
-        if not callable(handler):
-            raise AppError(
-                f"app.lambda_handler({prefix!r}) in {where}: {handler!r} is not callable"
-            )
-        check_lambda_handler(handler, f"app.lambda_handler({prefix!r}, ...) in {where}")
-        proxy = LambdaProxy(handler, event)  # type: ignore[arg-type]
-        self._mount(
-            prefix, proxy, where, timeout, max_concurrency, name, secrets, "lambda", is_async=False
-        )
-
-    def _mount(
-        self,
-        prefix: str,
-        handler: Callable[..., Any],
-        where: str,
-        timeout: float,
-        max_concurrency: int | None,
-        name: str | None,
-        secrets: Iterable[str],
-        kind: str,
-        is_async: bool = True,
-    ) -> None:
-        if not isinstance(prefix, str) or not (prefix == "" or prefix.startswith("/")):
-            raise AppError(f"app.{kind}({prefix!r}, ...) in {where}: the prefix must start with /")
-        base = prefix.rstrip("/")
-        check_prefix(prefix, base, f"app.{kind}({prefix!r}, ...) in {where}")
-        name = checked_name(name, f"app.{kind}({prefix!r}) at {where}")
-        check_positive(timeout, "timeout", where)
-        if max_concurrency is not None:
-            check_positive(max_concurrency, "max_concurrency", where, integer=True)
-        fn_name = name or derived_name(
-            kind + ("".join(c if c.isalnum() else "_" for c in base) or "_root"),
-            f"app.{kind}({prefix!r}) at {where}",
-            "made of its prefix",
-        )
-        granted = grants(secrets, where)
-        # one function, so one max_concurrency, one line in status, one name in the logs
-        first = compile_mount(base, where)
-        roots = [base or "/"]
-        if base:  # the app's own root: GET /api/ is a FastAPI app's "/" (a path is not empty)
-            roots.append(base + "/")
-        also = [compile_route(route, where) for route in roots]
         self._add(
-            FunctionSpec(
-                name=fn_name,
-                handler=handler,
-                trigger=HttpTrigger(
-                    first, tuple(sorted(HTTP_METHODS)), tuple(also), f"app.{kind}({prefix!r})"
-                ),
-                is_async=is_async,
-                timeout=float(timeout),
-                max_concurrency=max_concurrency,
-                source=where,
-                secrets=granted,
-            )
+            lambda_mount(prefix, handler, event, where, timeout, max_concurrency, name, secrets)
         )
 
     def webhook(

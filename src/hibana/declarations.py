@@ -13,13 +13,12 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from hibana.errors import AppError
 from hibana.functions import FunctionSpec, HttpTrigger, QueueTrigger
 from hibana.messages import MAX_DELAY, Exponential, RetryPolicy
 from hibana.names import NAME_RULE, name_problem
-from hibana.triggers.routes import unreachable
 
 
 def site_of(filename: str, line: int) -> str:
@@ -45,15 +44,15 @@ def check_signature(fn: Callable[..., Any], name: str, where: str, given: str) -
     """Refuse a function that cannot be called the way every trigger calls it:
     ``fn(input, ctx)``, two positional arguments (``given``: what its trigger calls the
     input: ``req``, ``msg``, ``event``, ``timer``; then the Context)."""
-    signature = _not_two(fn)
+    signature = not_two(fn)
     if signature is not None:
         raise AppError(
-            f"function {where} takes {_bare(signature)}, but is called with two positional "
+            f"function {where} takes {bare(signature)}, but is called with two positional "
             f"arguments, its {given} and the Context: write `def {name}({given}, ctx)`"
         )
 
 
-def _not_two(fn: Callable[..., Any], count: int = 2) -> inspect.Signature | None:
+def not_two(fn: Callable[..., Any], count: int = 2) -> inspect.Signature | None:
     """``fn``'s signature if ``count`` (two) positional arguments do not bind to it; None
     if they do, or it has none to read (a builtin or the like: left to the call)."""
     try:
@@ -67,41 +66,7 @@ def _not_two(fn: Callable[..., Any], count: int = 2) -> inspect.Signature | None
     return None
 
 
-def check_web_app(given: Any, kind: Literal["asgi", "wsgi"], prefix: str, what: str) -> None:
-    """Refuse an app ``app.asgi`` or ``app.wsgi`` could not call as its protocol calls
-    one (ASGI: ``app(scope, receive, send)``; WSGI: ``app(environ, start_response)``): the
-    other protocol's app (a Flask app given to app.asgi), a class in place of the app made
-    of it (``FastAPI``), or another callable. Each was accepted and failed every request."""
-    name = getattr(given, "__name__", None)
-    if inspect.isclass(given):
-        raise AppError(
-            f"{what}: {name} is a class, not an app: mount an instance of it, "
-            f"app.{kind}({prefix!r}, {name}(...))"
-        )
-    shown = name if isinstance(name, str) else f"the {type(given).__name__} given"
-    other: Literal["asgi", "wsgi"] = "wsgi" if kind == "asgi" else "asgi"
-    signature = _not_two(given, 3 if kind == "asgi" else 2)
-    if signature is None:
-        return
-    if _not_two(given, 3 if other == "asgi" else 2) is None:
-        raise AppError(
-            f"{what}: {shown} is {_PROTOCOLS[other][0]} app, not {_PROTOCOLS[kind][0]} one; "
-            f"mount it with app.{other}({prefix!r}, ...)"
-        )
-    raise AppError(
-        f"{what}: {shown} takes {_bare(signature)}, but {_PROTOCOLS[kind][0]} app is "
-        f"called with {_PROTOCOLS[kind][1]}"
-    )
-
-
-#: (how a message names an app of the protocol, the arguments the protocol calls it with)
-_PROTOCOLS = {
-    "asgi": ("an ASGI", "(scope, receive, send)"),
-    "wsgi": ("a WSGI", "(environ, start_response)"),
-}
-
-
-def _bare(signature: inspect.Signature) -> inspect.Signature:
+def bare(signature: inspect.Signature) -> inspect.Signature:
     """``signature``'s parameters as written, without their annotations."""
     return signature.replace(
         parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
@@ -137,33 +102,6 @@ def is_async_handler(fn: Callable[..., Any], where: str, http: bool) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
-def check_lambda_handler(handler: Callable[..., Any], what: str) -> None:
-    """Refuse a handler Lambda could not call as it calls one, ``handler(event, context)``
-    for its result: one that takes other arguments, or an ``async def`` or a generator
-    (its coroutine or iterator is no result: Lambda's Python runtime awaits nothing)."""
-    name = getattr(handler, "__name__", "handler")
-    fn = handler
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    for test, kind in (
-        (inspect.iscoroutinefunction, "an async def"),
-        (inspect.isasyncgenfunction, "an async generator"),
-        (inspect.isgeneratorfunction, "a generator (a def with yield)"),
-    ):
-        if test(fn) or test(type(fn).__call__):
-            raise AppError(
-                f"{what}: {name} is {kind}, but Lambda calls a handler for its result and "
-                "awaits or iterates nothing; write it as a def that returns (running async "
-                "work in it with asyncio.run), or declare it with @app.http"
-            )
-    signature = _not_two(handler)
-    if signature is not None:
-        raise AppError(
-            f"{what}: {name} takes {_bare(signature)}, but Lambda calls a handler with two "
-            f"positional arguments: write `def {name}(event, context)`"
-        )
-
-
 def checked_name(name: str | None, what: str) -> str | None:
     """``name`` (a ``name=`` given to ``what``, "app.http at function_app.py:12"), or
     AppError unless it is a name: it keys the function's secrets, its timer's or
@@ -189,30 +127,6 @@ def derived_name(derived: str, what: str, source: str) -> str:
             f"must be {NAME_RULE}; {problem}; give it a name of its own with name="
         )
     return derived
-
-
-def check_prefix(prefix: str, base: str, what: str) -> None:
-    """Refuse a mount's prefix that no request path reaches as it is written: one
-    ``unreachable`` as a route is (a query in it, percent-encoding, a ``..`` segment), or
-    one with a ``{parameter}`` (the prefix is matched as it is; only its bare root took the
-    parameter)."""
-    problem = unreachable(prefix)
-    if problem is not None:
-        held, against, instead = problem
-        own = " (the app reads each request's query string itself)" if "?" in prefix else ""
-        raise AppError(
-            f"{what}: the prefix {held}, but a request reaches a mount by {against}; "
-            f"mount the app at {instead!r}{own}"
-        )
-    segments = base.split("/")[1:]
-    fixed = next((i for i, s in enumerate(segments) if "{" in s or "}" in s), None)
-    if fixed is not None:
-        above = "/" + "/".join(segments[:fixed])
-        raise AppError(
-            f"{what}: a prefix is matched as written, so {segments[fixed]!r} in it is no "
-            f"parameter (only its bare root took it for one); mount the app at {above!r} "
-            "and let it route the rest of the path"
-        )
 
 
 def mount_clash(

@@ -15,6 +15,9 @@ from hibana.messages import RetryPolicy
 from hibana.timers import Schedule
 from hibana.triggers.routes import CompiledRoute
 
+#: The methods an HTTP function may serve (a mount serves them all).
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 @dataclass(frozen=True, slots=True)
 class HttpTrigger:
