@@ -242,6 +242,67 @@ def test_a_lifespan_shutdown_that_fails_or_raises_is_logged(tmp_path: Path) -> N
         host.stop()
 
 
+TWO_PREFIXES = """
+import os
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+import hibana
+
+startups = []
+
+
+@asynccontextmanager
+async def lifespan(app):
+    startups.append(os.getpid())
+    print("lifespan startup", flush=True)
+    yield {"pool": "the one pool"}
+    print("lifespan shutdown", flush=True)
+
+
+async def where(request):
+    return JSONResponse(
+        {"root": request.scope["root_path"], "startups": len(startups), "pool": request.state.pool}
+    )
+
+
+shop = Starlette(routes=[Route("/", where)], lifespan=lifespan)
+app = hibana.App()
+app.asgi("/shop", shop)
+app.asgi("/v1/shop", shop, name="shop_v1")
+"""
+
+
+def test_one_asgi_app_at_two_prefixes_runs_its_lifespan_once(
+    tmp_path: Path, lambda_handler: MakeHandler
+) -> None:
+    # as under uvicorn with an app mounted twice in Starlette: one app, one lifespan per
+    # process, and its state (one pool) reaches the requests of both prefixes
+    (tmp_path / "function_app.py").write_text(TWO_PREFIXES)
+    host = Host(tmp_path, "--workers", "1").wait_ready()
+    try:
+        for prefix in ("/shop", "/v1/shop"):
+            r = httpx.get(host.url + prefix + "/")
+            assert r.json() == {"root": prefix, "startups": 1, "pool": "the one pool"}
+        host.signal(signal.SIGTERM)
+        assert host.wait_exit(20) == 0
+        shutdowns = [line for line in host.stdout_lines if "lifespan shutdown" in line]
+        assert len(shutdowns) == 1
+    finally:
+        host.stop()
+    spec = importlib.util.spec_from_file_location("two_prefixes", tmp_path / "function_app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    handle = lambda_handler(module.app)
+    for prefix in ("/shop/", "/v1/shop/"):
+        answer = json.loads(handle(v2_event("GET", prefix), None)["body"])
+        assert answer == {"root": prefix.rstrip("/"), "startups": 1, "pool": "the one pool"}
+
+
 def test_background_tasks_of_a_head_request_run_on(host: Host, tmp_path: Path) -> None:
     # a HEAD's body is not sent, and its stream closed unread: the app's work after it is not
     until = tmp_path / "go"

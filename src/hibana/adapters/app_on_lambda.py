@@ -26,7 +26,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
-from hibana.adapters.asgi import ASGIApp, AsgiMount
+from hibana.adapters.asgi import ASGIApp, AsgiMount, lifespans
 from hibana.adapters.wsgi import wsgi_to_asgi
 from hibana.telemetry.trace import TraceContext, new_span_id
 
@@ -364,12 +364,8 @@ def _as_asgi(app: Any) -> tuple[ASGIApp, list[AsgiMount]]:
         front = HttpFront(
             app, dispatcher, LogSink(1), max_body_bytes=6 * 1024 * 1024, body_timeout=30.0
         )
-        mounts = list(
-            {
-                id(s.handler): s.handler for s in app.functions if isinstance(s.handler, AsgiMount)
-            }.values()
-        )
-        return front, mounts
+        mounts = {id(s.handler): s.handler for s in app.functions}
+        return front, lifespans(m for m in mounts.values() if isinstance(m, AsgiMount))
     if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(type(app).__call__):
         return app, [AsgiMount(app, "")]
     if callable(app):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from hibana.context import Context
@@ -269,6 +269,11 @@ class AsgiMount:
             raise
 
     # -- lifespan -------------------------------------------------------------------------
+    def share_lifespan(self, other: AsgiMount) -> None:
+        """Let ``other``, a mount of the same app at another prefix, run the lifespan for
+        this one: its requests get the state ``other``'s startup stores."""
+        self._state = other._state
+
     def request_state(self) -> dict[str, Any]:
         """A request's ``scope["state"]``: a copy of what the lifespan stored (ASGI)."""
         return self._state.copy()
@@ -335,3 +340,15 @@ class AsgiMount:
         if reply["type"] == "hibana.unsupported" and reply.get("error") is not None:
             return f"it raised {reply['error']}"
         return None
+
+
+def lifespans(mounts: Iterable[AsgiMount]) -> list[AsgiMount]:
+    """The mounts whose lifespans to run: one per app, however many prefixes it is
+    mounted at (as one app a Starlette router mounts twice: one startup, one pool), the
+    others sharing its state."""
+    first: dict[int, AsgiMount] = {}
+    for mount in mounts:
+        kept = first.setdefault(id(mount.app), mount)
+        if kept is not mount:
+            mount.share_lifespan(kept)
+    return list(first.values())

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable
 from typing import NoReturn
 
-from hibana.adapters.asgi import AsgiMount
+from hibana.adapters.asgi import AsgiMount, lifespans
 from hibana.app import App, EventTrigger, QueueTrigger, TimerTrigger
 from hibana.context import Invocation
 from hibana.dispatcher import Dispatcher
@@ -203,12 +203,13 @@ class Worker:
             self.row.set("pid", os.getpid())
             self.row.set("started_at", self.spawn.requested_at)
         mounts = list({id(m): m for m in self._mounts()}.values())
-        for started, mount in enumerate(mounts):
+        living = lifespans(mounts)
+        for started, mount in enumerate(living):
             failed = await mount.startup()
             if failed is not None:
                 # the mounts started before it have opened what their lifespans hold (a
                 # pool, a client): they are shut down before the worker goes
-                await self._shut_down_mounts(reversed(mounts[:started]))
+                await self._shut_down_mounts(reversed(living[:started]))
                 raise RuntimeError(
                     f"the app mounted at {mount.prefix or '/'} failed its lifespan startup: "
                     f"{failed}"
@@ -243,7 +244,7 @@ class Worker:
             await self.consumer.stop()
         await self.server.shutdown(grace)
         await self._finish_mounts(mounts)
-        await self._shut_down_mounts(mounts)
+        await self._shut_down_mounts(living)
         if self.consumer is not None:
             await self.consumer.stop()
             await self.consumer.drained()
