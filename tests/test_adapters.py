@@ -831,6 +831,46 @@ def test_an_app_on_a_rest_apis_execute_api_url_is_served_under_its_stage(
     assert (seen["self_url"], seen["script_name"]) == ("/items/3", "")
 
 
+def test_an_app_on_an_http_apis_named_stage_is_served_under_it(
+    mounts: ModuleType, lambda_handler: MakeHandler
+) -> None:
+    """An HTTP API's stage other than $default is the first segment of rawPath (and of
+    requestContext.http.path) at its execute-api URL: the app routed on /prod/items/3 and
+    answered 404 to every request. Served under the stage, as a REST API's is."""
+
+    def staged(path: str, domain: str = "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com") -> Any:
+        event = v2_event("GET", path, domain=domain)
+        event["requestContext"]["stage"] = "prod"
+        return event
+
+    flask = lambda_handler(mounts.flask_app)(staged("/prod/items/3"), Ctx())
+    seen = json.loads(flask["body"])
+    assert (seen["id"], seen["self_url"], seen["script_name"], seen["path_info"]) == (
+        3,
+        "/prod/items/3",
+        "/prod",
+        "/items/3",
+    )
+    api = lambda_handler(mounts.api)(staged("/prod/hello/ann"), Ctx())
+    body = json.loads(api["body"])
+    assert (body["hello"], body["root_path"]) == ("ann", "/prod")
+    assert body["url"] == "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/prod/hello/ann"
+    app = hibana.App()
+
+    @app.http("/where/")
+    def where(req: hibana.Request, ctx: hibana.Context) -> str:
+        return req.url
+
+    handle = lambda_handler(app)
+    out = handle(staged("/prod/where/"), Ctx())
+    assert out["body"] == "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/prod/where/"
+    moved = handle(staged("/prod/where"), Ctx())
+    assert (moved["statusCode"], moved["headers"]["location"]) == (308, "/prod/where/")
+    # at a custom domain mapped to the stage, the path holds no stage
+    custom = lambda_handler(mounts.flask_app)(staged("/items/3", "api.example.com"), Ctx())
+    assert json.loads(custom["body"])["script_name"] == ""
+
+
 def test_fastapi_on_lambda_with_http_api_v2_and_function_urls(
     mounts: ModuleType, lambda_handler: MakeHandler
 ) -> None:

@@ -115,6 +115,7 @@ def _to_scope(event: dict[str, Any], shape: str, multi: bool) -> tuple[dict[str,
         method = http["method"]
         raw_path = event.get("rawPath") or http.get("path") or "/"
         path = unquote(raw_path)
+        root_path = _named_stage(event["requestContext"], raw_path)
         query = event.get("rawQueryString") or ""
         for k, v in (event.get("headers") or {}).items():
             headers.append((k.lower(), v))
@@ -213,6 +214,21 @@ def _stage_prefix(asked: Any, path: str) -> str:
         if prefix.startswith("/") and not prefix.endswith("/"):
             return prefix
     return ""
+
+
+def _named_stage(context: dict[str, Any], raw_path: str) -> str:
+    """``/prod``, when an HTTP API's stage of that name begins ``rawPath``: at its
+    execute-api URL the client asks for ``/prod/items/9``, and the path holds the stage
+    (as a REST API's does not), which the app is served under. "" for the ``$default``
+    stage and a Function URL (served at the root), and at a custom domain (its mapping
+    picks the stage, and the path holds none)."""
+    stage, domain = context.get("stage"), context.get("domainName")
+    if not isinstance(stage, str) or stage in ("", "$default") or "/" in stage:
+        return ""
+    if not isinstance(domain, str) or ".execute-api." not in domain:
+        return ""
+    prefix = "/" + stage
+    return prefix if raw_path == prefix or raw_path.startswith(prefix + "/") else ""
 
 
 def _value_bytes(value: str) -> bytes:
