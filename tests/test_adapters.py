@@ -191,6 +191,40 @@ def test_a_lifespan_startup_that_raises_is_logged_and_the_app_served(tmp_path: P
         assert not [r for r in host.logs() if "/plain" in str(r.get("msg"))]
 
 
+LIFESPAN_HANGS = """
+import asyncio
+
+import hibana
+
+
+async def waits(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        await asyncio.Event().wait()  # a database that never answers
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"up"})
+
+
+app = hibana.App()
+app.asgi("/slow", waits)
+"""
+
+
+def test_a_lifespan_startup_that_does_not_end_is_told(tmp_path: Path) -> None:
+    # the worker serves nothing until it ends: the host printed nothing at all, not even
+    # its banner, and the user could not tell what it waited on
+    (tmp_path / "function_app.py").write_text(LIFESPAN_HANGS)
+    host = Host(tmp_path, "--workers", "1")
+    try:
+        line = host.wait_for_log(level="warning", timeout=60)
+        assert line["msg"].startswith(
+            "the app mounted at /slow has not finished its lifespan startup after 5s, and "
+            "this worker serves once it does"
+        )
+    finally:
+        host.stop()
+
+
 LIFESPAN_SHUTDOWN_FAILS = """
 import hibana
 

@@ -42,6 +42,8 @@ from hibana.triggers.http import HttpFront, timed_out
 from hibana.triggers.outbox import Outbox
 from hibana.triggers.queue import QueueConsumer
 
+#: Seconds a mounted app's lifespan startup runs before the worker says it waits on it.
+STARTUP_NOTICE = 5.0
 #: The event loop's heartbeat while invocations run, and while none does: the watchdog
 #: calls the loop blocked once a beat is this late by 0.4 s more, and an invocation is
 #: past its deadline and grace.
@@ -205,7 +207,7 @@ class Worker:
         mounts = list({id(m): m for m in self._mounts()}.values())
         living = lifespans(mounts)
         for started, mount in enumerate(living):
-            failed = await mount.startup()
+            failed = await self._start_mount(mount)
             if failed is not None:
                 # the mounts started before it have opened what their lifespans hold (a
                 # pool, a client): they are shut down before the worker goes
@@ -250,6 +252,24 @@ class Worker:
             await self.consumer.drained()
         self._close_outbox()  # functions still running (stuck ones) send through the loop
         self.log.debug("worker stopped")
+
+    async def _start_mount(self, mount: AsgiMount) -> str | None:
+        """Run ``mount``'s lifespan startup (see ``AsgiMount.startup``); one still running
+        after ``STARTUP_NOTICE`` seconds is told, as the worker serves nothing until it ends."""
+        startup = asyncio.ensure_future(mount.startup())
+        try:
+            done, _ = await asyncio.wait({startup}, timeout=STARTUP_NOTICE)
+            if not done:
+                self.log.warning(
+                    f"the app mounted at {mount.prefix or '/'} has not finished its lifespan "
+                    f"startup after {STARTUP_NOTICE:.0f}s, and this worker serves once it "
+                    "does; it waits on what the startup awaits (a database, a network call): "
+                    "bound that with a timeout, and send lifespan.startup.failed if it passes"
+                )
+            return await startup
+        except asyncio.CancelledError:
+            startup.cancel()
+            raise
 
     async def _finish_mounts(self, mounts: list[AsgiMount]) -> None:
         """Let what mounted apps do after their answers (Starlette's background tasks)
