@@ -1095,6 +1095,25 @@ def test_a_bare_asgi_app_without_lifespan_runs_on_lambda(lambda_handler: MakeHan
     assert (out["statusCode"], out["body"]) == (200, "bare")
 
 
+class _DefMiddleware:
+    """ASGI middleware whose ``__call__`` is a def returning the app's coroutine: an ASGI
+    app (calling it gives an awaitable), as ``app.asgi`` takes it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        return self.app(scope, receive, send)
+
+
+def test_an_asgi_app_whose_call_is_a_def_runs_on_lambda(lambda_handler: MakeHandler) -> None:
+    # it was taken for a WSGI app (no async def to see), and every event failed with
+    # "__call__() missing 1 required positional argument: 'send'"
+    handle = lambda_handler(_DefMiddleware(_bare_asgi))
+    out = handle(v2_event("GET", "/anything"), Ctx())
+    assert (out["statusCode"], out["body"]) == (200, "bare")
+
+
 async def _scope_keys(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return

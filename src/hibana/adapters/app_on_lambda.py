@@ -28,6 +28,7 @@ from urllib.parse import quote, unquote, urlencode
 
 from hibana.adapters.asgi import ASGIApp, AsgiMount, lifespans
 from hibana.adapters.wsgi import wsgi_to_asgi
+from hibana.declarations import not_two
 from hibana.telemetry.trace import TraceContext, new_span_id
 
 #: Content types sent as text; anything else is base64-encoded (images, PDFs, archives).
@@ -382,7 +383,13 @@ def _as_asgi(app: Any) -> tuple[ASGIApp, list[AsgiMount]]:
         )
         mounts = {id(s.handler): s.handler for s in app.functions}
         return front, lifespans(m for m in mounts.values() if isinstance(m, AsgiMount))
-    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(type(app).__call__):
+    if (
+        inspect.iscoroutinefunction(app)
+        or inspect.iscoroutinefunction(type(app).__call__)
+        # a def that returns the coroutine (middleware often is): ASGI's three arguments
+        # bind to it, WSGI's two do not
+        or (callable(app) and not_two(app, 3) is None and not_two(app, 2) is not None)
+    ):
         return app, [AsgiMount(app, "")]
     if callable(app):
         return wsgi_to_asgi(app), []
