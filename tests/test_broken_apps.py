@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -400,6 +401,14 @@ def test_at_zero_workers_a_request_gets_503_when_every_worker_dies_as_it_starts(
         assert r.headers["retry-after"] == "5"
         assert r.json()["error"].startswith("the app's workers fail as they start (3 in a row")
         host.wait_for_stderr(r"answered 1 request\(s\) 503: the app's workers fail")
+        # RFC 9110 9.3.2: to a HEAD, the head alone (its JSON was written after it)
+        addr, port = host.url.removeprefix("http://").split(":")
+        with socket.create_connection((addr, int(port)), timeout=30) as sock:
+            sock.sendall(b"HEAD /api/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 503 ") and answer.endswith(b"\r\n\r\n"), answer
 
 
 REGISTERED_APP = """

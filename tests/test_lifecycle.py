@@ -456,6 +456,40 @@ def test_requests_held_by_a_killed_worker_get_502_naming_their_invocation() -> N
         host.stop()
 
 
+def test_a_head_request_held_by_a_killed_worker_gets_its_502_without_a_body() -> None:
+    """RFC 9110 9.3.2: the supervisor's 502 (and 503) to a HEAD carried its JSON after
+    the head, bytes a client reading no body for a HEAD takes for the next response's."""
+    host = Host(APPS / "basic", "--workers", "1").wait_ready()
+    try:
+        addr, port = host.url.removeprefix("http://").split(":")
+        with socket.create_connection((addr, int(port)), timeout=20) as sock:
+            sock.sendall(b"HEAD /slow/20 HTTP/1.1\r\nHost: x\r\n\r\n")
+            host.wait_inflight(1, "slow")
+            (victim,) = host.worker_pids()
+            os.kill(victim, signal.SIGKILL)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), answer
+        assert b"x-invocation-id: " in head and b"content-length: " in head
+        assert body == b""
+        # the slot's mark goes with the HEAD: a GET on the next connection gets its body
+        with host.client() as client:
+            assert client.get("/hello/after").status_code == 200
+            results: list[httpx.Response] = []
+            thread = threading.Thread(target=lambda: results.append(client.get("/slow/20")))
+            thread.start()
+            host.wait_inflight(1, "slow")
+            (victim,) = host.worker_pids()
+            os.kill(victim, signal.SIGKILL)
+            thread.join(20)
+        assert results[0].status_code == 502
+        assert "the worker running this invocation died" in results[0].json()["error"]
+    finally:
+        host.stop()
+
+
 DEV_SOURCE = (
     "import hibana\napp = hibana.App()\n\n@app.http('/v')\ndef v(req, ctx):\n    return 'one'\n"
 )

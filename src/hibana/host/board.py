@@ -47,11 +47,12 @@ _fromhex = bytes.fromhex  # looked up once: on the type, each call would bind it
 
 
 #: Connection states in the connection table (one byte, then the invocation id's 16, then
-#: its function's column in two, low byte first): no invocation, one running, its
-#: response being written, one waiting for a permit, and a request's body being read for
-#: a function (no invocation yet: the id is a past one's).
+#: its function's column in two, low byte first, then 1 if the request is a HEAD, whose
+#: answer has no body): no invocation, one running, its response being written, one
+#: waiting for a permit, and a request's body being read for a function (no invocation
+#: yet: the id is a past one's).
 CONN_IDLE, CONN_BUSY, CONN_RESPONDING, CONN_WAITING, CONN_READING = 0, 1, 2, 3, 4
-CONN_ENTRY = 19
+CONN_ENTRY = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,14 +116,15 @@ class Board:
         size = self.layout.connections * CONN_ENTRY
         self.conns[slot * size : (slot + 1) * size] = bytes(size)
 
-    def connection(self, slot: int, conn: int) -> tuple[int, str | None, int]:
-        """(state, invocation id, its function's column) of worker ``slot``'s connection
-        ``conn``."""
+    def connection(self, slot: int, conn: int) -> tuple[int, str | None, int, bool]:
+        """(state, invocation id, its function's column, whether its request is a HEAD) of
+        worker ``slot``'s connection ``conn``."""
         at = (slot * self.layout.connections + conn) * CONN_ENTRY
         state = self.conns[at]
         ident = bytes(self.conns[at + 1 : at + 17]).hex()
         column = self.conns[at + 17] | self.conns[at + 18] << 8
-        return state, ident if state != CONN_IDLE and state != CONN_READING else None, column
+        head = self.conns[at + 19] == 1
+        return state, ident if state != CONN_IDLE and state != CONN_READING else None, column, head
 
     def close(self) -> None:
         self.values.release()
@@ -163,6 +165,11 @@ class WorkerRow:
 
     def conn_state(self, conn: int, state: int) -> None:
         self._conns[self._conn_base + conn * CONN_ENTRY] = state
+
+    def conn_head(self, conn: int, head: bool) -> None:
+        """Connection ``conn``'s request is a HEAD (or no longer is): the supervisor's
+        answer for it, if the worker dies, has no body."""
+        self._conns[self._conn_base + conn * CONN_ENTRY + 19] = 1 if head else 0
 
     def set(self, field: str, value: float) -> None:
         self._values[self._base + _W[field]] = value

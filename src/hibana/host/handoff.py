@@ -24,14 +24,18 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import socket
 import struct
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 
 from hibana.host.board import CONN_BUSY, CONN_READING, CONN_WAITING, Board
 
 _MESSAGE = struct.Struct("!ciI")  # b"o"pen / b"c"lose, worker pid, connection slot
+#: How long ``refuse_backlog`` waits for the requests of the connections it answers.
+REQUEST_WAIT = 0.2
 
 
 class Handoff:
@@ -155,14 +159,14 @@ class HeldConnections:
         ran = waited = read = 0
         for key in [k for k in self.held if k[0] == pid]:
             fd = self.held.pop(key)
-            state, invocation, column = (
-                board.connection(slot, key[1]) if board is not None else (0, None, 0)
+            state, invocation, column, head = (
+                board.connection(slot, key[1]) if board is not None else (0, None, 0, False)
             )
             if state == CONN_READING:
-                read += _answer(fd, raw_answer(503, _unread(stopped), retry_after=1))
+                read += _answer(fd, raw_answer(503, _unread(stopped), retry_after=1), head)
             elif invocation is not None and state in (CONN_BUSY, CONN_WAITING):
                 status, error = _lost(invocation, stopped, ran=state == CONN_BUSY)
-                written = _answer_lost(fd, invocation, status, error)
+                written = _answer(fd, raw_answer(status, error, invocation), head)
                 if state == CONN_BUSY:
                     ran += written
                 else:
@@ -249,16 +253,19 @@ def _unread(stopped: bool) -> str:
     )
 
 
-def _answer_lost(fd: int, invocation: str, status: int, error: str) -> int:
-    """Write the answer ``_lost`` gave an invocation whose worker is gone: 1 if written."""
-    return _answer(fd, raw_answer(status, error, invocation))
+def _bodiless(answer: bytes) -> bytes:
+    """``answer`` (a ``raw_answer``) as a HEAD request gets it: its head alone, the
+    length of its body said (RFC 9110 9.3.2)."""
+    return answer[: answer.index(b"\r\n\r\n") + 4]
 
 
-def _answer(fd: int, answer: bytes) -> int:
-    """Write ``answer`` on the connection ``fd`` of a worker that is gone, and close it
-    for reading and writing: 1 if written. What the client sent that is still unread (a
-    body being read) is read first: a socket closed with unread bytes is reset, and the
-    client may lose the answer."""
+def _answer(fd: int, answer: bytes, head: bool) -> int:
+    """Write ``answer`` (without its body to a ``head`` request) on the connection ``fd``
+    of a worker that is gone, and close it for reading and writing: 1 if written. What
+    the client sent that is still unread (a body being read) is read first: a socket
+    closed with unread bytes is reset, and the client may lose the answer."""
+    if head:
+        answer = _bodiless(answer)
     try:
         with socket.socket(fileno=os.dup(fd)) as sock:
             sock.setblocking(False)
@@ -276,18 +283,33 @@ def _answer(fd: int, answer: bytes) -> int:
 def refuse_backlog(listening: socket.socket, answer: bytes) -> int:
     """Accept every connection waiting on ``listening`` (non-blocking) and write
     ``answer`` on each: what no worker will take (they all die as they start, or the host
-    stops) gets an answer, not a reset. Returns how many were accepted."""
-    refused = 0
+    stops) gets an answer, not a reset. Returns how many were accepted.
+
+    Their requests are waited for together, up to ``REQUEST_WAIT`` seconds (a client
+    writes it just after connecting, often after the accept): read, the close is clean
+    (a socket closed with bytes unread is reset, and the client may lose the answer),
+    and a HEAD gets its answer without the body (RFC 9110 9.3.2)."""
+    accepted: dict[int, socket.socket] = {}
     while True:
         try:
             conn, _ = listening.accept()
         except OSError:  # none left (BlockingIOError), a worker took it, or it went
-            return refused
-        with conn:
-            conn.setblocking(False)
-            with contextlib.suppress(OSError):  # BlockingIOError: nothing sent yet
-                conn.recv(65536)  # the request, if it is here: read, so the close is clean
+            break
+        conn.setblocking(False)
+        accepted[conn.fileno()] = conn
+    asked: dict[int, bytes] = {}
+    poller = select.poll()
+    for fd in accepted:
+        poller.register(fd, select.POLLIN)
+    deadline = time.monotonic() + REQUEST_WAIT
+    while len(asked) < len(accepted) and (left := deadline - time.monotonic()) > 0:
+        for fd, _ in poller.poll(left * 1000):
+            poller.unregister(fd)
+            asked[fd] = b""
             with contextlib.suppress(OSError):
-                conn.send(answer)
-                conn.shutdown(socket.SHUT_WR)
-        refused += 1
+                asked[fd] = accepted[fd].recv(65536)
+    for fd, conn in accepted.items():
+        with conn, contextlib.suppress(OSError):
+            conn.send(_bodiless(answer) if asked.get(fd, b"").startswith(b"HEAD ") else answer)
+            conn.shutdown(socket.SHUT_WR)
+    return len(accepted)

@@ -338,6 +338,8 @@ class HttpProtocol(asyncio.Protocol):
         self.conn: int | None = None
         #: The board's connection table, if this connection has a slot in it (``conn``).
         self.board: ConnectionTable | None = None
+        #: The slot says its request is a HEAD (``_mark_head``).
+        self.head_marked = False
         #: What every request's scope on this connection starts as (``_scope``).
         self.scope_base: dict[str, Any] = {}
         # the request being parsed
@@ -447,6 +449,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if self.head_marked:
+            self._mark_head(False)  # the next connection given the slot may ask a GET
         server = self.server
         server.connections.discard(self)
         if server.crowding and len(server.connections) <= server.uncrowded:
@@ -836,8 +840,18 @@ class HttpProtocol(asyncio.Protocol):
         leaves the supervisor a 503 to write (the function was not run), not an empty
         reply. Its invocation's start overwrites the mark, and so does the connection's
         close; any other answer closes the connection (a refusal, or a drain's 503)."""
-        if self.board is not None and type(self.parsing.found) is Match:  # type: ignore[union-attr]
+        req = self.parsing
+        if self.board is not None and type(req.found) is Match:  # type: ignore[union-attr]
+            if req.head is not self.head_marked:  # type: ignore[union-attr]
+                self._mark_head(req.head)  # type: ignore[union-attr]
             self.board.conn_state(self.conn, CONN_READING)  # type: ignore[arg-type]
+
+    def _mark_head(self, head: bool) -> None:
+        """Say in the connection's slot whether its request is a HEAD: the supervisor's
+        502 or 503 for it, if the worker dies, then has no body (RFC 9110 9.3.2)."""
+        self.head_marked = head
+        if self.board is not None:
+            self.board.conn_head(self.conn, head)  # type: ignore[arg-type]
 
     def _continue(self) -> None:
         """Answer the ``Expect: 100-continue`` of the request being read, the first on the
@@ -995,6 +1009,8 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- answering -------------------------------------------------------------------------
     def _answer(self, req: _Request) -> None:
+        if req.head is not self.head_marked:
+            self._mark_head(req.head)
         self.active = req
         self.started = False
         # a Task of its own making, named: the loop's create_task has each one format a
