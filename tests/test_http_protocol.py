@@ -408,7 +408,6 @@ def test_an_upgrade_request_with_a_body_is_refused_not_run_without_it(
     [
         (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n", "Content-Length"),
         (b"GET /hello/x HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", "invalid HTTP request"),
-        (b"GET /hello/x HTTP/9.9\r\n\r\n", "invalid HTTP request"),
         # request smuggling: framing that two servers could read two ways is refused
         (
             b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
@@ -461,6 +460,11 @@ def test_malformed_requests_get_400_naming_the_problem(
         # the version, but hibana speaks neither
         (b"GET /hello/x HTTP/2.0\r\nHost: x\r\n\r\n", 505, "not HTTP/2"),
         (b"GET /hello/x\r\n\r\n", 505, "HTTP/0.9 is not spoken here"),
+        # a version the parser does not know was a 400 "Invalid HTTP version"; RFC 9110
+        # 15.6.6: a version refused is a 505
+        (b"GET /hello/x HTTP/1.2\r\nHost: x\r\n\r\n", 505, "HTTP/1.2 is not spoken here"),
+        (b"GET /hello/x HTTP/3.0\r\nHost: x\r\n\r\n", 505, "HTTP/3.0 is not spoken here"),
+        (b"GET /hello/x HTTP/9.9\r\n\r\n", 505, "HTTP/9.9 is not spoken here"),
         # a proxy's tunnel: no error in the host's log, a status that says why
         (b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", 501, "CONNECT"),
         # RFC 9112 6.1: a coding the host cannot undo would reach the function still coded
@@ -482,6 +486,18 @@ def test_what_the_host_does_not_speak_is_refused_naming_it(
         assert named in resp.read().decode()
         assert conn.closed_by_server()
     assert not [line for line in host.logs() if "failed to read" in line.get("msg", "")]
+
+
+def test_a_version_not_spoken_behind_a_good_request_is_named(host: Host) -> None:
+    """The one refused is named, not the HTTP/1.1 of the request before it in the read."""
+    with Connection(host) as conn:
+        conn.send(b"GET /hello/a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.9\r\nHost: x\r\n\r\n")
+        assert conn.response().read() == b"Hello a"
+        resp = conn.response()
+        assert resp.status == 505
+        assert json.loads(resp.read())["error"] == (
+            "HTTP/1.9 is not spoken here: this host speaks HTTP/1.1 (and 1.0); send HTTP/1.1"
+        )
 
 
 def test_a_client_that_half_closes_still_gets_its_answers(host: Host) -> None:

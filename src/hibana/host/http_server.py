@@ -83,6 +83,9 @@ _HOST_VALUE = re.compile(
     rb"(?::(?:[0-9]{0,4}|[0-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?\Z"
 ).match
 
+#: The HTTP versions a request line names (in a read the parser refused for its version).
+_VERSIONS = re.compile(rb"HTTP/([0-9]+\.[0-9]+)").findall
+
 #: An absolute URL's authority, from after its "://": what comes before the path or query.
 _AUTHORITY_END = re.compile(rb"[/?]").split
 
@@ -125,6 +128,15 @@ def _date_line() -> bytes:
         ).encode("ascii")
     line: bytes = _date[1]
     return line
+
+
+def _unspoken(version: str) -> str:
+    """The error of a request in an HTTP ``version`` (its number; "" if not known) that
+    is not 1.1 or 1.0."""
+    if version.startswith("2"):
+        return _NO_HTTP2
+    said = f"HTTP/{version}" if version else "the request's HTTP version"
+    return f"{said} is not spoken here: this host speaks HTTP/1.1 (and 1.0); send HTTP/1.1"
 
 
 def _status_line(status: int) -> bytes:
@@ -625,6 +637,11 @@ class HttpProtocol(asyncio.Protocol):
                 if not self.http_version and data.startswith(b"PRI * HTTP/2.0"):
                     # HTTP/2 with prior knowledge (h2c): say so, not "Pause on PRI"
                     self._refuse(505, _NO_HTTP2)
+                elif str(exc) == "Invalid HTTP version":
+                    # llhttp reads 0.9, 1.0, 1.1 and 2.0 alone: HTTP/1.2 or 3.0 is no
+                    # malformed request but a version not spoken (RFC 9110 15.6.6)
+                    found = [v for v in _VERSIONS(data) if v != b"1.1" and v != b"1.0"]
+                    self._refuse(505, _unspoken(found[0].decode() if found else ""))
                 else:
                     self._refuse(400, f"invalid HTTP request: {exc}")
 
@@ -726,10 +743,7 @@ class HttpProtocol(asyncio.Protocol):
         # each request's own: a connection may carry HTTP/1.0 and 1.1 requests both
         version = self.http_version = "1.1" if self.line_11 else parser.get_http_version()
         if version != "1.1" and version != "1.0":
-            if version.startswith("2"):
-                self._refuse(505, _NO_HTTP2)
-            else:
-                self._refuse(505, f"HTTP/{version} is not spoken here; send HTTP/1.1")
+            self._refuse(505, _unspoken(version))
             return
         if url[:1] == b"/":
             raw_path, _, query = url.partition(b"?")
