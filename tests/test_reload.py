@@ -771,3 +771,30 @@ def test_a_zygote_that_dies_when_the_app_no_longer_imports_answers_503_until_it_
         assert zygote not in children(host.proc.pid)
     finally:
         host.stop()
+
+
+def test_a_reload_that_fails_while_the_zygote_is_dead_does_not_say_it_still_serves(
+    tmp_path: Path,
+) -> None:
+    """The zygote killed while the app's file is broken: nothing serves (503s). A
+    `hibana reload` that fails said "Still serving the previous version" and "the host
+    kept the previous version", neither of them true."""
+    app_dir = _app(tmp_path)
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        (zygote,) = children(host.proc.pid)
+        _write(app_dir, V1 + "\nsyntax error(\n")
+        os.kill(zygote, signal.SIGKILL)
+        host.wait_for_stderr("requests get 503 until it does")
+        refused = run_cli("reload", "--app", str(app_dir))
+        assert refused.returncode == 1
+        assert "SyntaxError" in refused.stderr
+        assert "kept the previous version" not in refused.stderr
+        assert "the previous version does not serve either: its zygote had died" in (
+            " ".join(refused.stderr.split())
+        )
+        host.wait_for_stderr("The previous version does not serve either: its zygote had died")
+        assert not [line for line in host.stderr_lines if "Still serving" in line]
+        assert httpx.get(host.url + "/v", timeout=10).status_code == 503
+    finally:
+        host.stop()

@@ -538,6 +538,8 @@ def reload(app: RunningApp = Path(".")) -> None:
     answer = _ask_host(app, "POST", "/reload", timeout=4 * IMPORT_TIMEOUT + 30)
     if answer.get("serving") is False:  # `hibana dev` waiting for a fix: none to keep
         fail(f"the host of {app} tried again: {answer.get('error')}", 1)
+    if answer.get("kept") is False:  # the version that served had died meanwhile
+        fail(f"the reload of {app} failed: {answer.get('error')}", 1)
     if not answer.get("reloaded"):
         fail(
             f"the host kept the previous version of {app}: "

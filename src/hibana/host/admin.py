@@ -152,7 +152,8 @@ class AdminEndpoint:
         if failed is None:
             return 200, {"reloaded": True, **sup.status()}
         code = 503 if sup.shutting_down else 422
-        return code, {"reloaded": False, "error": failed, **host_identity(sup)}
+        kept = not sup.previous_lost  # the version that served had died: none was kept
+        return code, {"reloaded": False, "kept": kept, "error": failed, **host_identity(sup)}
 
     def answer_waiting(self, failed: str | None) -> None:
         """Tell the callers of POST /reload held while no version served how the app's

@@ -112,8 +112,19 @@ def _swap_to_fresh(host: ReloadingHost, old: Zygote) -> str | None:
 
 
 def _kept(host: ReloadingHost, why: str) -> str:
-    host.report(f"error: {why}\nStill serving the previous version of the app.")
-    return why
+    """Say that the reload failed, ``why``, and what serves now; returns what the caller
+    of the reload is told."""
+    previous = host.zygote
+    if previous is None or not previous.dead:
+        host.report(f"error: {why}\nStill serving the previous version of the app.")
+        return why
+    # it died before the reload or during its import: it is started again (``swap``)
+    lost = (
+        "the previous version does not serve either: its zygote had died, and it is "
+        "started again from the app's files as they are now"
+    )
+    host.report(f"error: {why}\n{lost[0].upper()}{lost[1:]}.")
+    return f"{why}\n({lost})"
 
 
 def await_ready(host: ReloadingHost, fresh: Zygote, whose: str = "the new version") -> str | None:

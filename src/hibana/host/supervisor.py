@@ -78,6 +78,8 @@ class Supervisor:
         self.importing = False
         #: When the reload under way began (``hibana status`` says so).
         self.reloading_since: float | None = None
+        #: The last reload failed, and the version that served had died (``reload``).
+        self.previous_lost = False
         self.hold_until = 0.0
         #: Set by the signals (and a changed file under ``hibana dev``); acted on by the loop.
         self._stop_asked = False
@@ -472,6 +474,7 @@ class Supervisor:
             failed = swap(self, old)
         finally:
             self.reloading_since = None
+        self.previous_lost = failed is not None and old.dead
         if not self.shutting_down:
             serving = self._serving(self.zygote)  # type: ignore[arg-type]
             if failed is not None:
