@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -434,3 +436,65 @@ def test_a_second_app_registered_on_app_is_served_not_refused(tmp_path: Path) ->
     for host in started(tmp_path, "--workers", "1"):
         r = httpx.get(host.url + "/stats", timeout=30)
         assert (r.status_code, r.text) == (200, "stats of admin")
+
+
+DIES_AT_FORK = """
+import os
+from pathlib import Path
+
+import hibana
+
+HERE = Path(__file__).parent
+
+
+def _forked():
+    # while the file "broken" exists, each worker dies as soon as it is forked, its
+    # death counted in "deaths" (a library's fork hook, a C extension that exits)
+    if (HERE / "broken").exists():
+        with open(HERE / "deaths", "a") as deaths:
+            deaths.write("died\\n")
+        os._exit(3)
+
+
+os.register_at_fork(after_in_child=_forked)
+app = hibana.App()
+
+
+@app.http("/v")
+def v(req, ctx):
+    return "up"
+"""
+
+
+def test_a_worker_that_dies_as_it_starts_is_reported_once_and_recovers(tmp_path: Path) -> None:
+    """It was started again once a second for ever, each death a line saying only its
+    exit code; now the pause grows, one line says it keeps dying and why, and once the
+    cause has gone a worker serves again."""
+    (tmp_path / "function_app.py").write_text(DIES_AT_FORK)
+    for host in started(tmp_path, "--workers", "1"):
+        assert httpx.get(host.url + "/v", timeout=30).text == "up"
+        (tmp_path / "broken").touch()
+        (victim,) = host.worker_pids()
+        os.kill(victim, signal.SIGKILL)
+        host.wait_for_stderr(
+            r"error: worker 0 keeps dying as it starts \(3 in a row, the last with exit code "
+            r"3: exit code 3, which hibana never uses: the app's own code ended the process",
+            60,
+        )
+        deaths = tmp_path / "deaths"
+        deadline = time.monotonic() + 60
+        while len(deaths.read_text().splitlines()) < 5:
+            assert time.monotonic() < deadline, deaths.read_text()
+            time.sleep(0.1)
+        said = [line for line in host.stderr_lines if "exited with code 3" in line]
+        assert len(said) == 2, said  # the 3rd on are the loop's, said once
+        assert len([line for line in host.stderr_lines if "keeps dying" in line]) == 1
+        r = httpx.get(host.url + "/v", timeout=30)
+        assert r.status_code == 503
+        assert "exit code 3, which hibana never uses" in r.json()["error"]
+        (tmp_path / "broken").unlink()
+        while (r := httpx.get(host.url + "/v", timeout=30)).status_code == 503:
+            assert time.monotonic() < deadline + 30, r.text
+            time.sleep(0.2)
+        assert r.text == "up"
+        host.wait_for_stderr(r"a worker serves again, after \d+ died as they started")

@@ -21,7 +21,7 @@ from hibana.host.banner import reloaded
 from hibana.host.config import HostStartError
 from hibana.host.scaling import Scaler
 from hibana.host.worker_records import WorkerRecord, signal_worker
-from hibana.host.zygote_handle import IMPORT_TIMEOUT, REPLACE_RETRY, Zygote
+from hibana.host.zygote_handle import IMPORT_TIMEOUT, REPLACE_RETRY, Zygote, exit_reason
 
 #: How long a reload waits for the old version's workers to stop accepting connections.
 RETIRE_ACK_TIMEOUT = 5.0
@@ -146,7 +146,7 @@ def await_ready(host: ReloadingHost, fresh: Zygote, whose: str = "the new versio
     if fresh.last_crash:
         return (
             f"a worker of {whose} exited with code {fresh.last_crash} as it started "
-            "(its log line 'worker crashed' says why)"
+            f"({exit_reason(fresh.last_crash)})"
         )
     return None
 

@@ -30,11 +30,15 @@ from hibana.host.worker_records import (
     remember,
     signal_worker,
 )
-from hibana.host.zygote_handle import Zygote
+from hibana.host.zygote_handle import START_CRASHES, Zygote, exit_reason
 from hibana.telemetry.logs import ProcessOutput
 
-#: A worker that dies sooner than this after starting is restarted after a pause, not at once.
+#: A worker that dies sooner than this after starting is restarted after a pause, not at
+#: once; so is one that dies before it serves, the pause doubling with each in a row ...
 CRASH_LOOP_WINDOW = 1.0
+#: ... up to this: under START_CRASHES_HELD, so requests that wait meanwhile get their
+#: 503, and a cause that has gone (a database back up) is seen this soon at most.
+CRASH_PAUSE_MAX = 8.0
 #: How often the scaler looks at the board (a waiting connection wakes it at once).
 TICK = 0.05
 #: How often when there is nothing for the scaler to decide (see tick_interval).
@@ -135,6 +139,8 @@ def tick(host: PoolHost) -> None:
     if zygote.start_crashes and any(
         r.pid is not None and board.get(r.slot, "ready_at") for r in mine
     ):
+        if zygote.start_crashes >= START_CRASHES:
+            host.report(f"a worker serves again, after {zygote.start_crashes} died as they started")
         zygote.start_crashes = 0  # a worker serves: the app starts again
     if waiting and zygote.failing_to_start():
         _refuse_waiting(host, zygote)
@@ -260,9 +266,26 @@ def _on_event(host: PoolHost, zygote: Zygote, message: dict[str, Any]) -> None:
         if record.zygote is not host.zygote:
             reap_retired(host)
         elif died and not record.retiring and not host.stopping:
-            host.report(f"worker {record.slot} (pid {record.pid}) exited with code {code}")
-            if time.monotonic() - record.started < CRASH_LOOP_WINDOW:
-                host.hold_until = time.monotonic() + CRASH_LOOP_WINDOW
+            _crashed(host, record, code)
+
+
+def _crashed(host: PoolHost, record: WorkerRecord, code: int) -> None:
+    """Say that the serving version's worker of ``record`` died with ``code``, and pause
+    before the next start if it died as it started: a line each for the first few, then
+    one line for the loop, not one a second for ever."""
+    crashes = record.zygote.start_crashes  # in a row, since one last served
+    if crashes < START_CRASHES:
+        host.report(f"worker {record.slot} (pid {record.pid}) exited with code {code}")
+    elif crashes == START_CRASHES:
+        host.report(
+            f"error: worker {record.slot} keeps dying as it starts ({crashes} in a row, the "
+            f"last with exit code {code}: {exit_reason(code)}); it is started again after "
+            f"a pause that grows to {CRASH_PAUSE_MAX:g}s, requests get 503 meanwhile, and "
+            "no more of these exits are reported until one serves"
+        )
+    if crashes or time.monotonic() - record.started < CRASH_LOOP_WINDOW:
+        pause = min(CRASH_LOOP_WINDOW * 2 ** max(0, crashes - 1), CRASH_PAUSE_MAX)
+        host.hold_until = time.monotonic() + pause
 
 
 def _refuse_waiting(host: PoolHost, zygote: Zygote) -> None:

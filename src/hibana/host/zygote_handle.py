@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -114,8 +115,7 @@ class Zygote:
         """Why a request waiting for one of its workers is refused."""
         return (
             f"the app's workers fail as they start ({self.start_crashes} in a row, the last "
-            f"with exit code {self.last_crash}; the host's log line 'worker crashed' says "
-            "why)"
+            f"with exit code {self.last_crash}: {exit_reason(self.last_crash)})"
         )
 
     def spawn(self, spawn: Spawn) -> None:
@@ -172,6 +172,25 @@ def launch(
     )
     theirs.close()
     return Zygote(proc, Channel(ours))
+
+
+def exit_reason(code: int) -> str:
+    """What a worker's exit ``code`` (``os.waitstatus_to_exitcode``) tells of why it
+    ended, for a line that says it died."""
+    if code == 1:
+        return "an exception, which its log line 'worker crashed' shows"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        if -code == signal.SIGKILL:
+            return f"killed by {name} (kill -9, or the kernel's OOM killer: see dmesg)"
+        return f"killed by {name}"
+    return (
+        f"exit code {code}, which hibana never uses: the app's own code ended the process "
+        "(os._exit in a fork hook or at import, or a C extension)"
+    )
 
 
 def import_too_slow(app_dir: str) -> AppLoadError:
