@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -242,6 +243,24 @@ def test_app_settings_apply_and_runtime_prewarm_imports_after_the_fork() -> None
         printed = [r["msg"] for r in host.logs() if r["msg"].startswith("imported ")]
         assert len(printed) == 2, printed
         assert printed[-1] == f"imported {body['serving']}"
+    finally:
+        host.stop()
+
+
+def test_a_runtime_prewarmed_worker_that_cannot_import_the_app_says_why(tmp_path: Path) -> None:
+    """A worker that imports the app itself (prewarm "runtime") after its file broke
+    exited with code 1 and no word: the import's error was dropped by the exit."""
+    app_dir = copy_app("prewarm_runtime", tmp_path)
+    host = Host(app_dir).wait_ready()
+    try:
+        assert _fresh_get(host, "/who").status_code == 200
+        source = app_dir / "function_app.py"
+        source.write_text(source.read_text() + "\nsyntax error(\n")
+        (victim,) = host.worker_pids()
+        os.kill(victim, signal.SIGKILL)
+        line = host.wait_for_log(msg="worker crashed", timeout=30)
+        assert line["level"] == "error" and "function_app.py" in line["error"]
+        assert "SyntaxError" in line["error"] + line.get("traceback", "")
     finally:
         host.stop()
 

@@ -39,7 +39,7 @@ from hibana.host.scaling import Scaling, resolve
 
 # run_worker is imported here so forked workers have it
 from hibana.host.worker import preload, resident_mb, run_worker
-from hibana.telemetry.logs import LogSink, PrintedLines
+from hibana.telemetry.logs import Logger, LogSink, PrintedLines
 
 
 def describe(app: App) -> list[dict[str, Any]]:
@@ -214,6 +214,11 @@ class Zygote:
             run_worker(
                 app, self.listener, self.config, spawn, self.board, self.handoff, self.permits
             )
+        except BaseException as exc:
+            # before the worker could say it (run_worker exits the process itself): the
+            # app does not import in it (prewarm "runtime": its files changed since)
+            sink = LogSink(self.config.log_fd, self.config.log_level)
+            Logger(sink, {"pid": os.getpid()}).exception("worker crashed", exc)
         finally:
             os._exit(1)
 
