@@ -81,6 +81,30 @@ def test_a_body_sent_after_sigterm_is_not_asked_for() -> None:
         host.stop()
 
 
+def test_a_body_arriving_when_sigterm_comes_gets_its_503() -> None:
+    """The worker stopped reading a connection once it drained, a body half sent on it
+    too: its client got no answer at all, its connection closed under it."""
+    host = Host(APPS / "basic", "--workers", "1").wait_ready()
+    try:
+        addr, port = host.url.removeprefix("http://").split(":")
+        with socket.create_connection((addr, int(port)), timeout=20) as sock:
+            sock.sendall(
+                b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            reader = sock.makefile("rb")
+            assert reader.readline() == b"HTTP/1.1 100 Continue\r\n"  # the head is read
+            assert reader.readline() == b"\r\n"
+            sock.sendall(b"x" * 10)
+            host.signal(signal.SIGTERM)
+            answer = reader.read()
+        assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), answer
+        assert b"shutting down" in answer
+        assert host.wait_exit(15) == 0
+    finally:
+        host.stop()
+
+
 def test_sigterm_to_every_process_of_the_host_is_one_graceful_shutdown() -> None:
     # systemd (KillMode=control-group, its default) signals every process of the service,
     # and the supervisor then passes the signal on: a worker gets it twice, apart. Before,

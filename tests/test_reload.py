@@ -11,6 +11,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -796,5 +797,37 @@ def test_a_reload_that_fails_while_the_zygote_is_dead_does_not_say_it_still_serv
         host.wait_for_stderr("The previous version does not serve either: its zygote had died")
         assert not [line for line in host.stderr_lines if "Still serving" in line]
         assert httpx.get(host.url + "/v", timeout=10).status_code == 503
+    finally:
+        host.stop()
+
+
+def test_a_body_arriving_when_its_worker_retires_is_read_and_answered(tmp_path: Path) -> None:
+    """A reload's old worker stopped reading its connections as it retired, a body half
+    sent on one too: its client waited for an answer that never came, until the worker
+    cut it off (a reload is to drop no request)."""
+    app_dir = _app(
+        tmp_path,
+        V1 + "\n\n@app.http('/echo', methods=['POST'])\ndef echo(req, ctx):\n"
+        "    return req.body.decode()\n",
+    )
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        addr, port = host.url.removeprefix("http://").split(":")
+        with socket.create_connection((addr, int(port)), timeout=30) as sock:
+            sock.sendall(
+                b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n"
+                b"Expect: 100-continue\r\n\r\n"
+            )
+            reader = sock.makefile("rb")
+            assert reader.readline() == b"HTTP/1.1 100 Continue\r\n"  # the head is read
+            assert reader.readline() == b"\r\n"
+            sock.sendall(b"x" * 10)
+            assert run_cli("reload", "--app", str(app_dir)).returncode == 0
+            host.wait_for_stderr(r"Reloaded: generation 2 of the app serves; 1 worker")
+            sock.sendall(b"y" * 10)
+            answer = reader.read()
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+        assert answer.endswith(b"x" * 10 + b"y" * 10)
+        assert b"connection: close" in answer
     finally:
         host.stop()

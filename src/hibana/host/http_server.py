@@ -591,6 +591,14 @@ class HttpProtocol(asyncio.Protocol):
             self.lingering = True
             if not self.head_bytes:  # else a head is arriving: answered (or timed out) first
                 self._expect(_IDLE, _DRAIN_IDLE)
+        elif self.active is None and not self.waiting and self.front.draining:
+            # a body arriving for a request the drain will not run: its 503 now, not once
+            # the whole body has come (the connection was cut before it could)
+            req = self.parsing
+            assert req is not None
+            self.parsing = None
+            self.deadline = None
+            self._answer(req)
 
     def abort(self) -> None:
         self.aborted = True
@@ -600,8 +608,12 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- reading ---------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self.refusal is not None or (self.closing and not self.lingering):
-            return  # refused, or shutting down: what was read is answered, nothing more
+        if self.refusal is not None or (
+            self.closing and not self.lingering and self.parsing is None
+        ):
+            # refused, or shutting down: what was read is answered, nothing more (but the
+            # rest of a body being read, or its request would never be answered)
+            return
         head = self.head_bytes
         if head is not None:
             fresh = head == 0
