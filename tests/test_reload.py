@@ -831,3 +831,28 @@ def test_a_body_arriving_when_its_worker_retires_is_read_and_answered(tmp_path: 
         assert b"connection: close" in answer
     finally:
         host.stop()
+
+
+def test_a_zygote_replaced_from_changed_files_is_checked_as_a_reload_is(tmp_path: Path) -> None:
+    """The zygote killed after the app's file changed to name a secret that is not set:
+    its replacement imports the file as it is now, and was served without the check a
+    reload makes (the function ran without its secret, whose value, set later, went
+    unredacted). Now requests get 503 naming the secret until the app starts."""
+    app_dir = _app(tmp_path)
+    host = Host(app_dir, "--workers", "1").wait_ready()
+    try:
+        (zygote,) = children(host.proc.pid)
+        _write(app_dir, V1.replace('@app.http("/v")', '@app.http("/v", secrets=["unset-one"])'))
+        os.kill(zygote, signal.SIGKILL)
+        host.wait_for_stderr("the app does not start again: requests get 503 until it does")
+        refused = httpx.get(host.url + "/v", timeout=10)
+        assert refused.status_code == 503
+        assert "names secret 'unset-one', which is not set" in refused.json()["error"]
+        _write(app_dir, V1.replace('"one"', '"fixed"'))
+        deadline = time.monotonic() + 30
+        while (r := httpx.get(host.url + "/v", timeout=10)).status_code == 503:
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.2)
+        assert r.text == "fixed"
+    finally:
+        host.stop()

@@ -181,19 +181,29 @@ def replace_zygote(host: ReloadingHost) -> None:
     dead = host.zygote
     try:
         fresh = host.start_zygote()
-    except AppLoadError as exc:
+        if fresh is not None:
+            # the app's files as they are now: checked as a reload checks them
+            try:
+                host.check_secrets(fresh)
+            except HostStartError:
+                host.sel.unregister(fresh.channel.sock)
+                fresh.stop()
+                raise
+    except (AppLoadError, HostStartError) as exc:
+        fails = "import" if isinstance(exc, AppLoadError) else "start"
         host.report(
-            f"error: {exc}\nThe app's zygote died, and the app does not import again: "
+            f"error: {exc}\nThe app's zygote died, and the app does not {fails} again: "
             f"requests get 503 until it does (tried again every {REPLACE_RETRY:g}s, or at "
             "`hibana reload`)"
         )
         if dead is not None:
-            dead.unreplaced = f"the app's zygote died, and the app does not import again: {exc}"
+            dead.unreplaced = f"the app's zygote died, and the app does not {fails} again: {exc}"
             dead.replace_at = time.monotonic() + REPLACE_RETRY
         return
     if fresh is not None:
         host.adopt(fresh)
         host.enforce_limits(fresh)
+        host.restart_duties(fresh)  # its timers and queues, which may have changed too
 
 
 def reap_retired(host: ReloadingHost) -> None:
