@@ -58,6 +58,15 @@ def _write(app_dir: Path, source: str) -> None:
     (app_dir / "function_app.py").write_text(source)
 
 
+def _served_after_503s(host: Host) -> httpx.Response:
+    """GET /v until it is no 503 (the app starts again, within 30 s): that answer."""
+    deadline = time.monotonic() + 30
+    while (r := httpx.get(host.url + "/v", timeout=10)).status_code == 503:
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+    return r
+
+
 class Hammer:
     """One keep-alive client asking GET /v back to back, as a busy caller would."""
 
@@ -763,11 +772,7 @@ def test_a_zygote_that_dies_when_the_app_no_longer_imports_answers_503_until_it_
         assert "SyntaxError" in refused.text
         assert host.wait_for_stderr("requests get 503 until it does")
         _write(app_dir, V1.replace('"one"', '"fixed"'))
-        deadline = time.monotonic() + 30
-        while (r := httpx.get(host.url + "/v", timeout=10)).status_code == 503:
-            assert time.monotonic() < deadline, r.text
-            time.sleep(0.2)
-        assert r.text == "fixed"
+        assert _served_after_503s(host).text == "fixed"
         assert [z for z in children(host.proc.pid) if z != zygote]  # the dead one reaped
         assert zygote not in children(host.proc.pid)
     finally:
@@ -849,10 +854,6 @@ def test_a_zygote_replaced_from_changed_files_is_checked_as_a_reload_is(tmp_path
         assert refused.status_code == 503
         assert "names secret 'unset-one', which is not set" in refused.json()["error"]
         _write(app_dir, V1.replace('"one"', '"fixed"'))
-        deadline = time.monotonic() + 30
-        while (r := httpx.get(host.url + "/v", timeout=10)).status_code == 503:
-            assert time.monotonic() < deadline, r.text
-            time.sleep(0.2)
-        assert r.text == "fixed"
+        assert _served_after_503s(host).text == "fixed"
     finally:
         host.stop()
