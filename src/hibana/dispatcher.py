@@ -288,6 +288,43 @@ def _interrupted(inv: Invocation, exc: BaseException | None) -> Outcome:
     return Outcome(kind, error=exc)
 
 
+class _SyncEnd:
+    """A sync function's end, told on the loop (the pool's ``then``): it settles the
+    accounting, then resolves the future the caller awaits with itself, what the function
+    returned or raised set on it. One object, where a closure was a function, a cell for
+    each name it used and their tuple: young objects alive across the hop, which is what
+    sets off the collector on the sync path."""
+
+    __slots__ = ("column", "dispatcher", "exc", "gate", "inv", "value", "waiter")
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        inv: Invocation,
+        gate: Gate | None,
+        column: int,
+        waiter: asyncio.Future[_SyncEnd | None],
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.inv = inv
+        self.gate = gate
+        self.column = column
+        self.waiter: asyncio.Future[_SyncEnd | None] | None = waiter
+        self.value: Any = None
+        self.exc: BaseException | None = None
+
+    def __call__(self, value: Any, exc: BaseException | None) -> None:
+        self.value, self.exc = value, exc
+        inv = self.inv
+        failed = inv.cancellation.reason == "timeout" or (
+            exc is not None and _counts_as_failure(inv, exc)
+        )
+        self.dispatcher._finished(inv, self.gate, self.column, failed)
+        waiter, self.waiter = self.waiter, None  # its result is this: no cycle left behind
+        if waiter is not None and not waiter.done():
+            waiter.set_result(self)
+
+
 class Dispatcher:
     """Runs Invocations in one worker: gates, deadlines, cancellation, in-flight tracking."""
 
@@ -460,7 +497,7 @@ class Dispatcher:
                 del self._interrupt[inv.id]
             if ended is None:
                 return _interrupted(inv, None)
-            return _outcome(inv, *ended)
+            return _outcome(inv, ended.value, ended.exc)
         # An async function runs in the caller's task: no task of its own, no extra loop
         # turn, and no coroutine between it and the caller.
         caller = _current_task(self._loop)
@@ -525,25 +562,22 @@ class Dispatcher:
 
     def _start_sync(
         self, inv: Invocation, ctx: Context, gate: Gate | None, column: int
-    ) -> asyncio.Future[tuple[Any, BaseException | None] | None]:
+    ) -> asyncio.Future[_SyncEnd | None]:
         """Start a sync function on a pool thread; the caller awaits the future returned,
-        which the function's end resolves with its (value, exception), and the deadline or
-        abandonment with None. The accounting is settled when the function really returns
-        (a thread cannot be stopped, only told)."""
+        which the function's end resolves with its `_SyncEnd` (what it returned or
+        raised), and the deadline or abandonment with None. The accounting is settled when
+        the function really returns (a thread cannot be stopped, only told)."""
         loop = self._loop
-        waiter: asyncio.Future[tuple[Any, BaseException | None] | None]
-        waiter = loop.create_future()
-
-        def done(value: Any, exc: BaseException | None) -> None:
-            failed = inv.cancellation.reason == "timeout" or (
-                exc is not None and _counts_as_failure(inv, exc)
-            )
-            self._finished(inv, gate, column, failed)
-            if not waiter.done():
-                waiter.set_result((value, exc))
-
+        waiter: asyncio.Future[_SyncEnd | None] = loop.create_future()
         try:
-            self._pool.submit(loop, done, _call_bound, inv.function.handler, inv, ctx)
+            self._pool.submit(
+                loop,
+                _SyncEnd(self, inv, gate, column, waiter),
+                _call_bound,
+                inv.function.handler,
+                inv,
+                ctx,
+            )
         except BaseException:
             self._finished(inv, gate, column)
             raise
