@@ -233,6 +233,15 @@ def test_bad_arguments_exit_2_with_usage(args: list[str], fragment: str) -> None
             "postgresql://u:***@127.0.0.1/db?schema=s1&colour=red is malformed: invalid URI "
             'query parameter: "colour"',
         ),
+        (
+            "postgresql://u:sekrit@127.0.0.1/db?sslmode=bogus",
+            "postgresql://u:***@127.0.0.1/db?sslmode=bogus has sslmode='bogus'; sslmode takes "
+            "one of disable, allow, prefer, require, verify-ca, verify-full",
+        ),
+        (
+            "postgresql://u:sekrit@127.0.0.1/db?keepalives_idle=30s",
+            "has keepalives_idle='30s'; keepalives_idle takes a whole number",
+        ),
     ],
 )
 def test_a_malformed_store_url_is_a_usage_error(command: list[str], url: str, problem: str) -> None:
@@ -243,6 +252,32 @@ def test_a_malformed_store_url_is_a_usage_error(command: list[str], url: str, pr
     assert "Usage:" in said and problem in said, result.stderr
     assert "fix the URL given to --store (or $HIBANA_STORE)" in said
     assert "Traceback" not in said and "sekrit" not in said
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["dev", str(APPS / "queues"), "--port", "0"],
+        ["queue", "send", "orders", "--data", "{}"],
+        ["queue", "dlq", "orders"],
+        ["queue", "redrive", "orders"],
+        ["events", "publish", "orders", "--type", "t", "--source", "s"],
+        ["secrets", "set", "token"],
+        ["secrets", "list"],
+        ["secrets", "rm", "token"],
+    ],
+)
+def test_every_command_on_a_store_refuses_a_libpq_parameter_it_would_fail_on(
+    command: list[str], tmp_path: Path
+) -> None:
+    """libpq reads sslmode and its like only as it connects: every command said the server
+    could not be reached (exit 1). Now each names the parameter and what it takes."""
+    url = "postgresql://u@127.0.0.1/db?target_session_attrs=primary&gssencmode=never"
+    result = run_cli(*command, "--store", url, cwd=tmp_path)
+    said = " ".join(result.stderr.replace("│", "").split())
+    assert result.returncode == 2, result.stderr
+    assert "gssencmode='never'; gssencmode takes one of disable, prefer, require" in said
+    assert list(tmp_path.iterdir()) == []  # nothing made: no key file, no .hibana
 
 
 def test_port_in_use_names_the_port_and_the_fix() -> None:

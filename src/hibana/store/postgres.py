@@ -143,17 +143,70 @@ def _check_libpq(libpq_url: str, url: str) -> None:
     from psycopg.conninfo import conninfo_to_dict
 
     try:
-        ports = conninfo_to_dict(libpq_url).get("port")
+        params = conninfo_to_dict(libpq_url)
     except ProgrammingError as exc:
         # libpq's message quotes the whole URL, password included: cut at the quote
         said = str(exc).strip().split(" in URI: ")[0]
         raise StoreError(f"the store URL {_redacted(url)} is malformed: {said}; {_FIX}") from None
-    for port in str(ports or "").split(","):
+    for name, value in params.items():
+        takes = _takes(name, str(value))
+        if takes:
+            raise StoreError(
+                f"the store URL {_redacted(url)} has {name}={value!r}; {name} takes {takes}; {_FIX}"
+            )
+    for port in str(params.get("port") or "").split(","):
         if port and not (port.isdigit() and 0 < int(port) < 65536):
             raise StoreError(
                 f"the store URL {_redacted(url)} has port {port!r}, not a number in "
                 f"1..65535; {_FIX}"
             )
+
+
+#: libpq's parameters that take one of a few words (as written: only the TLS versions'
+#: case may differ), and those words. libpq reads them only as it connects, and
+#: a word it does not know failed every connection as if the server were not there.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "sslcertmode": ("disable", "allow", "require"),
+    "sslnegotiation": ("postgres", "direct"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "target_session_attrs": (
+        "any",
+        "read-write",
+        "read-only",
+        "primary",
+        "standby",
+        "prefer-standby",
+    ),
+    "load_balance_hosts": ("disable", "random"),
+}
+_TLS_VERSIONS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+#: libpq's parameters that take a whole number.
+_WHOLE = (
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+)
+
+
+def _takes(name: str, value: str) -> str | None:
+    """What libpq's parameter ``name`` takes, if ``value`` is not one of those; else None."""
+    if name in _CHOICES:
+        return None if value in _CHOICES[name] else "one of " + ", ".join(_CHOICES[name])
+    if name in ("ssl_min_protocol_version", "ssl_max_protocol_version"):
+        known = {v.lower() for v in _TLS_VERSIONS}
+        return None if value.lower() in known | {""} else "one of " + ", ".join(_TLS_VERSIONS)
+    if name in _WHOLE:
+        return None if re.fullmatch(r"\s*[-+]?\d+\s*", value) else "a whole number"
+    if name == "connect_timeout":
+        try:
+            float(value)
+        except ValueError:
+            return "a number of seconds"
+    return None
 
 
 def _seconds(text: str | None) -> float:
