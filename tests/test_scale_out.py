@@ -4,6 +4,7 @@ never processed by two of them at once, nor lost."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import signal
 import subprocess
@@ -12,12 +13,13 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hibana.store import NewMessage, open_store
 from hibana.store.postgres import PostgresEngine
-from tests.hosts import copy_app, run_cli, started
+from tests.hosts import Host, copy_app, run_cli, started
 from tests.pg import StallingProxy, drop_schema, with_schema
 from tests.test_queues import records, run, wait_until
 from tests.test_timers import fired
@@ -67,6 +69,35 @@ def test_two_hosts_fire_each_timer_slot_once(tmp_path: Path, pg_store_url: str) 
     assert len(slots) == len(set(slots)), sorted(slots)
     broken = [t["slot"] for t in fired(one, "broken") + fired(two, "broken")]
     assert len(broken) == len(set(broken))
+
+
+def test_two_hosts_started_at_once_fire_every_slot_once(tmp_path: Path, pg_store_url: str) -> None:
+    """Both start their timers on a store where none fired yet, and cross the same slot
+    boundaries: each slot runs once, on one host or the other, and none is lost. A slot
+    may only be missing where the next one took its message's place, unrun (a worker was
+    slow to start): that one says so, past due."""
+    one, two = copy_app("timers", tmp_path / "one"), copy_app("timers", tmp_path / "two")
+    hosts = [Host(app, "--workers", "1", "--store", pg_store_url) for app in (one, two)]
+    try:
+        for host in hosts:
+            host.wait_ready()
+
+        def ticks() -> list[dict[str, Any]]:
+            return sorted(fired(one, "tick") + fired(two, "tick"), key=lambda t: t["slot"])
+
+        wait_until(lambda: len(ticks()) >= 6, timeout=30, what="6 ticks")
+    finally:
+        for host in hosts:
+            host.stop()
+    got = [t for t in ticks() if not t["on_startup"]]
+    slots = [t["slot"] for t in got]
+    assert len(slots) == len(set(slots)), slots
+    lost = [
+        t["slot"]
+        for before, t in itertools.pairwise(got)
+        if t["slot"] - before["slot"] > 1 and not t["past_due"]
+    ]
+    assert not lost, f"slots before {lost} never ran, and the next is not past due: {slots}"
 
 
 def test_the_host_rides_out_lost_postgresql_connections(
