@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
 import json
 import os
 import signal
@@ -568,27 +569,42 @@ def test_store_commands_make_no_store_in_an_empty_file(tmp_path: Path, command: 
     assert not typo.exists()
 
 
+@contextlib.contextmanager
+def write_locked(app_dir: Path, store: Store) -> Iterator[Path]:
+    """The app's store file, with ``orders`` declared, held in a write transaction by
+    another connection (what a `sqlite3` shell in a transaction holds) until the end."""
+    path = app_dir / ".hibana" / "state.db"
+    run(store.declare([QueueInfo("orders", "on_order", 3)]))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield path
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def redriving(app_dir: Path) -> subprocess.Popen[str]:
+    """`hibana queue redrive orders` on ``app_dir``, started; its stderr is read as it goes."""
+    command = subprocess.Popen(
+        [sys.executable, "-m", "hibana", "queue", "redrive", "orders", "--app", str(app_dir)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert command.stderr is not None
+    return command
+
+
 def test_a_store_command_kept_waiting_by_a_lock_says_so_and_who_holds_it(
     app_dir: Path, store: Store
 ) -> None:
     """It waited up to 30 s for another process's transaction without a word, as if hung."""
-    path = app_dir / ".hibana" / "state.db"
-    run(store.declare([QueueInfo("orders", "on_order", 3)]))
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # what a `sqlite3` shell in a transaction holds
-    try:
-        command = subprocess.Popen(
-            [sys.executable, "-m", "hibana", "queue", "redrive", "orders", "--app", str(app_dir)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    with write_locked(app_dir, store) as path:
+        command = redriving(app_dir)
         assert command.stderr is not None
         said = command.stderr.readline()  # while it waits
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
     out, err = command.communicate(timeout=60)
     assert said.startswith(
         f"the store sqlite:///{path} is locked by another process (pid {os.getpid()}: "
@@ -601,16 +617,10 @@ def test_a_store_command_kept_waiting_by_a_lock_says_so_and_who_holds_it(
 def test_a_store_command_that_reads_waits_for_no_writer(app_dir: Path, store: Store) -> None:
     """A write lock held elsewhere (a `sqlite3` shell in a transaction) kept `hibana queue
     stats` waiting, 30 s, then failing: each open took the write lock to check the schema."""
-    run(store.declare([QueueInfo("orders", "on_order", 3)]))
-    holder = sqlite3.connect(app_dir / ".hibana" / "state.db", isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
+    with write_locked(app_dir, store):
         stats = run_cli("queue", "stats", "--app", str(app_dir), "--json")
         assert stats.returncode == 0, stats
         assert [q["queue"] for q in json.loads(stats.stdout)] == ["orders"]
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
 
 
 def test_a_store_command_told_to_wait_for_a_lock_ends_at_ctrl_c(
@@ -618,27 +628,16 @@ def test_a_store_command_told_to_wait_for_a_lock_ends_at_ctrl_c(
 ) -> None:
     """Told it waits up to 30 s, the user presses Ctrl-C: it went on waiting, all 30 s
     (Python sees the signal only once SQLite's wait returns)."""
-    path = app_dir / ".hibana" / "state.db"
-    run(store.declare([QueueInfo("orders", "on_order", 3)]))
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
-        command = subprocess.Popen(
-            [sys.executable, "-m", "hibana", "queue", "redrive", "orders", "--app", str(app_dir)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert command.stderr is not None
-        assert "waiting up to 30 s" in command.stderr.readline()
-        command.send_signal(signal.SIGINT)
-        # the bound is the lock's 30 s, not a speed: it ends while the lock is still held
-        assert command.wait(timeout=20) == 130
-    finally:
-        command.kill()
-        holder.execute("ROLLBACK")
-        holder.close()
+    with write_locked(app_dir, store):
+        command = redriving(app_dir)
+        try:
+            assert command.stderr is not None
+            assert "waiting up to 30 s" in command.stderr.readline()
+            command.send_signal(signal.SIGINT)
+            # the bound is the lock's 30 s, not a speed: it ends while the lock is still held
+            assert command.wait(timeout=20) == 130
+        finally:
+            command.kill()
 
 
 def test_a_store_command_kept_waiting_by_a_silent_postgresql_says_so() -> None:
