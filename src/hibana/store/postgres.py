@@ -31,8 +31,7 @@ from hibana.store.sql import (
     CLAIMED_COLUMNS,
     SCHEMA_VERSION,
     SqlEngine,
-    damaged,
-    schema_damage,
+    schema_version,
 )
 
 _MIGRATIONS: dict[int, list[str]] = {
@@ -345,10 +344,11 @@ class PostgresEngine(SqlEngine):
                     if found is None:
                         conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                     conn.execute(f'SET search_path TO "{self.schema}"')
-                damage, version = _damage(conn)
-                if damage is not None:
+                try:
+                    version = _version(conn, self.display)
+                except StoreError:
                     self.close()
-                    raise damaged(self.display, damage)
+                    raise
                 if version != SCHEMA_VERSION:
                     self._migrate()
             except psycopg.errors.InsufficientPrivilege as exc:
@@ -619,14 +619,14 @@ _IN_DOUBT = (
 )
 
 
-def _damage(conn: Any) -> tuple[str | None, int | None]:
-    """(see ``schema_damage``, the schema version) of the hibana store in ``conn``'s
-    schema; (None, None) if it holds none yet."""
+def _version(conn: Any, display: str) -> int | None:
+    """The schema version of the hibana store in ``conn``'s schema (see
+    ``schema_version``); None if it holds none yet."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # one snapshot
         (table,) = conn.execute("SELECT to_regclass('hibana_schema')::oid").fetchone()
         if table is None:
-            return None, None
+            return None
         columns = [
             str(row[0])
             for row in conn.execute(
@@ -648,9 +648,7 @@ def _damage(conn: Any) -> tuple[str | None, int | None]:
                 (table,),
             )
         }
-    versions = [row[0] for row in rows]
-    damage = schema_damage(_MIGRATIONS, columns, versions, tables)
-    return damage, None if damage is not None or not versions else versions[0]
+    return schema_version(display, _MIGRATIONS, columns, rows, tables)
 
 
 def _first_line(exc: BaseException) -> str:

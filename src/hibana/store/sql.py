@@ -72,13 +72,25 @@ def schema_damage(
     return None
 
 
-def damaged(display: str, damage: str) -> StoreError:
-    """The error for the store ``display``, whose schema ``schema_damage`` found wrong."""
-    return StoreError(
-        f"the store {display} is damaged (changed by hand, or by another program): {damage}; "
-        "restore it from a backup, or move it aside (what it holds stays there) and start a "
-        "host to make a new store"
-    )
+def schema_version(
+    display: str,
+    migrations: dict[int, list[str]],
+    columns: list[str],
+    rows: Sequence[Sequence[Any]],
+    tables: set[str],
+) -> int | None:
+    """The schema version of the store ``display`` (None: its hibana_schema table holds
+    none yet), from what each engine reads of it in one snapshot (see ``schema_damage``;
+    ``rows``: the hibana_schema table's, as read). StoreError if its schema is damaged."""
+    versions = [row[0] for row in rows]
+    damage = schema_damage(migrations, columns, versions, tables)
+    if damage is not None:
+        raise StoreError(
+            f"the store {display} is damaged (changed by hand, or by another program): "
+            f"{damage}; restore it from a backup, or move it aside (what it holds stays "
+            "there) and start a host to make a new store"
+        )
+    return int(versions[0]) if versions else None
 
 
 #: What a claim returns, in the order ``SqlEngine.claim`` reads it.

@@ -23,8 +23,7 @@ from hibana.store.sql import (
     CLAIMED_COLUMNS,
     SCHEMA_VERSION,
     SqlEngine,
-    damaged,
-    schema_damage,
+    schema_version,
 )
 
 _MIGRATIONS: dict[int, list[str]] = {
@@ -145,9 +144,7 @@ class SqliteEngine(SqlEngine):
                 if not self.create:  # refused before anything is written: WAL mode too
                     raise StoreError(self._no_store("the file holds no hibana tables"))
             else:
-                damage, version = _damage(conn)
-                if damage is not None:
-                    raise damaged(self.display, damage)
+                version = _version(conn, self.display)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
@@ -346,8 +343,8 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     return found.fetchone() is not None
 
 
-def _damage(conn: sqlite3.Connection) -> tuple[str | None, int | None]:
-    """(see ``schema_damage``, the schema version) of the hibana store ``conn`` opens."""
+def _version(conn: sqlite3.Connection, display: str) -> int | None:
+    """The schema version of the hibana store ``conn`` opens (see ``schema_version``)."""
     conn.execute("BEGIN")  # one snapshot: not a migration half seen
     try:
         columns = [str(row[1]) for row in conn.execute("PRAGMA table_info(hibana_schema)")]
@@ -362,9 +359,7 @@ def _damage(conn: sqlite3.Connection) -> tuple[str | None, int | None]:
         }
     finally:
         conn.execute("COMMIT")
-    versions = [row[0] for row in rows]
-    damage = schema_damage(_MIGRATIONS, columns, versions, tables)
-    return damage, None if damage is not None or not versions else versions[0]
+    return schema_version(display, _MIGRATIONS, columns, rows, tables)
 
 
 def _foreign_tables(conn: sqlite3.Connection) -> list[str]:
