@@ -165,6 +165,46 @@ def test_the_host_rides_out_lost_postgresql_connections(
             wait_until(lambda: bool(listening()), timeout=30, what="a new LISTEN connection")
 
 
+def test_a_host_scaled_to_zero_listens_again_once_postgresql_dropped_its_connections(
+    tmp_path: Path, pg_store_url: str, postgres_dsn: str
+) -> None:
+    """With no worker running, the host LISTENs for enqueues to start one at once. Its
+    LISTEN connection dropped (PostgreSQL restarted), it never listened again: each
+    message waited for its next look at the queues, a second later, for good."""
+    import psycopg
+
+    name = f"hibana_{tmp_path.name[-12:]}".replace("-", "_")
+
+    def listening() -> set[int]:
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
+                " AND query LIKE 'LISTEN %%'",
+                (name,),
+            ).fetchall()
+        return {int(r[0]) for r in rows}
+
+    app_dir = copy_app("queues", tmp_path)
+    url = f"{pg_store_url}&application_name={name}"
+    for host in started(app_dir, "--min-instances", "0", "--store", url):
+        before = wait_until(listening, timeout=30, what="the host's LISTEN connection")
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (name,),
+            )
+
+        def again(before: set[int] = before) -> set[int]:
+            return listening() - before
+
+        wait_until(again, timeout=30, what="a new LISTEN connection")
+        assert host.worker_pids() == set()  # the host's own, no worker's
+        with host.client() as client:
+            assert client.post("/orders", json={"data": {"n": 1}}).status_code == 202
+        wait_until(lambda: records(app_dir, "order"), timeout=30, what="the message run")
+
+
 def test_sigterm_ends_the_host_when_postgresql_stops_answering(
     tmp_path: Path, pg_store_url: str, postgres_dsn: str
 ) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from hibana.errors import StoreError
 from hibana.store.base import ChangeWatcher, QueueInfo, QueueStats, Store, SubscriptionInfo
 from hibana.timers import Schedule
+from hibana.triggers.queue import REWATCH_EVERY
 from hibana.triggers.timer import TimerScheduler, TimerSpec
 
 #: How often the queues are looked at for waiting messages.
@@ -85,6 +86,9 @@ class StoreDuties:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watcher: ChangeWatcher | None = None
+        #: The store has a watcher (it had one at start): one that broke is made again.
+        self._watchable = False
+        self._rewatch_at = 0.0
         self._changed = asyncio.Event()
         #: Wake at every enqueue (see watch_closely); starts so: no worker runs yet.
         self._close = True
@@ -126,6 +130,24 @@ class StoreDuties:
             loop.remove_reader(watcher.fileno())
             self._changed.set()  # out of an idle sleep: workers run, look as often as they need
 
+    async def _rewatch(self) -> None:
+        """Make the watcher again once it broke (a PostgreSQL restart), off the loop (a
+        connect may wait), at most every ``REWATCH_EVERY`` seconds: else a host with no
+        worker running saw a message only at its next look, ``IDLE_INTERVAL`` later, for
+        good."""
+        now = time.monotonic()
+        if self._watcher is not None or not self._watchable or now < self._rewatch_at:
+            return
+        self._rewatch_at = now + REWATCH_EVERY
+        watcher = await asyncio.to_thread(self.store.watcher)
+        if watcher is None:
+            return
+        if self._stop.is_set():
+            watcher.close()
+            return
+        self._watcher = watcher
+        self._set_reader()
+
     def _on_change(self) -> None:
         watcher = self._watcher
         if watcher is not None and not watcher.drain():
@@ -142,6 +164,7 @@ class StoreDuties:
         self._loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
         self._watcher = self.store.watcher()
+        self._watchable = self._watcher is not None
         self._set_reader()
         try:
             await self._watch(self._changed)
@@ -160,6 +183,7 @@ class StoreDuties:
         quiet = WATCH_INTERVAL  # the look's interval while workers run
         while not self._stop.is_set():
             changed.clear()
+            await self._rewatch()
             try:
                 if not started:
                     await self.store.declare(self.infos)
