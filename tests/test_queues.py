@@ -640,6 +640,24 @@ def test_a_store_command_told_to_wait_for_a_lock_ends_at_ctrl_c(
             command.kill()
 
 
+def test_a_claim_kept_waiting_past_its_lease_runs_what_it_claimed(
+    host: Host, app_dir: Path, store: Store
+) -> None:
+    """A worker's claim waited for the store (a `sqlite3` shell's transaction here; on
+    PostgreSQL, a server restarting) longer than the visibility timeout: what it leased
+    timed out at once, never run, an attempt counted (a dead letter, on the last)."""
+    with host.client() as client:
+        sent = client.post("/orders", json={"data": {"n": 1}, "delay": 1}).json()
+    due = time.time() + 1
+    with write_locked(app_dir, store):
+        # it comes due meanwhile; the worker's claim waits for the lock past the lease
+        # (visibility_timeout=3), which begins once the claim has the lock
+        wait_until(lambda: time.time() > due + 3 + 2, timeout=30, what="the lease's length")
+    ran = wait_until(lambda: records(app_dir, "order"), timeout=30, what="the message run")
+    assert [(r["id"], r["attempt"]) for r in ran] == [(sent["id"], 1)]
+    host.wait_for_log(function="on_order", outcome="ok", message_id=sent["id"], attempt=1)
+
+
 def test_a_store_command_kept_waiting_by_a_silent_postgresql_says_so() -> None:
     """It waited for the server's answer (up to connect_timeout, 10 s) without a word."""
     silent = socket.create_server(("127.0.0.1", 0))  # takes connections, answers nothing

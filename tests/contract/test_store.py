@@ -44,6 +44,15 @@ def test_enqueue_claim_ack(store: Store) -> None:
     assert run(store.claim("other", "w1", 10, lease=30)) == []
 
 
+def test_a_claim_says_when_its_lease_began_on_the_claiming_hosts_clock(store: Store) -> None:
+    """Its leases end no sooner than ``leased_at`` + the lease there, on a clock that may
+    not be the store's: a worker runs a message no longer than that."""
+    run(store.enqueue(msg()))
+    asked = time.monotonic()
+    (d,) = run(store.claim("orders", "w1", 1, lease=30))
+    assert asked <= d.leased_at <= time.monotonic()
+
+
 def test_a_leased_message_is_not_delivered_twice_until_its_lease_runs_out(store: Store) -> None:
     run(store.enqueue(msg()))
     first = run(store.claim("orders", "w1", 10, lease=0.3))

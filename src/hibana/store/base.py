@@ -71,6 +71,9 @@ class Delivery:
     #: One entry per failed attempt: {"attempt", "error", "at"}.
     errors: list[dict[str, Any]]
     lease_until: float
+    #: When its lease began (monotonic, on the host that claimed it), or a moment before:
+    #: the lease ends no sooner than ``leased_at`` + its length on that host's clock.
+    leased_at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -426,6 +426,7 @@ class PostgresEngine(SqlEngine):
                 self._committing = False  # (the migration's COMMIT went well)
             try:
                 with conn.transaction():
+                    self.began = time.monotonic()
                     now = conn.execute("SELECT extract(epoch from clock_timestamp())").fetchone()
                     yield float(now[0])
                     self._committing = True  # psycopg sends the COMMIT as this block ends

@@ -132,6 +132,11 @@ class SqlEngine(Engine):
     #: DDL per schema version (types differ between engines): version N's statements
     #: bring a store from N-1 to N.
     migrations: dict[int, list[str]] = {}
+    #: When (monotonic, on this host) the transaction under way read its clock (``now``),
+    #: or a moment before: however long it waited to begin (for a lock, for a server
+    #: restarting), a lease it takes, ``now + lease`` on the store's clock, ends no sooner
+    #: than ``began + lease`` on this host's.
+    began = 0.0
 
     def _migrate(self) -> None:
         """Create or migrate the schema to SCHEMA_VERSION; refuse a newer one."""
@@ -339,6 +344,7 @@ class SqlEngine(Engine):
                 trace=r[5],
                 errors=load_errors(r[6]),
                 lease_until=float(r[7]),
+                leased_at=self.began,
             )
             for r in rows
         ]

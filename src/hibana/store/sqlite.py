@@ -268,6 +268,7 @@ class SqliteEngine(SqlEngine):
                 raise
             raise self._locked() from None
         try:
+            self.began = time.monotonic()
             yield time.time()
         except BaseException:
             conn.execute("ROLLBACK")

@@ -272,9 +272,6 @@ class QueueConsumer:
                 await asyncio.sleep(PERMIT_POLL)
                 continue
             wake.clear()  # a poke from here on wakes the wait below
-            # a claim's leases end ``lease`` after this, or a little later: on this host's
-            # clock, whatever the store's says (PostgreSQL keeps its own)
-            claimed = time.monotonic()
             try:
                 if idle > 0.001 and not await self.store.ready((queue,)):
                     # Idle: look with a read (no write lock) before claiming with a write.
@@ -306,9 +303,11 @@ class QueueConsumer:
                 continue
             idle = 0.001
             for i in range(0, len(deliveries), batch):
-                task = asyncio.create_task(
-                    self._handle(spec, deliveries[i : i + batch], claimed + lease)
-                )
+                # its leases end ``lease`` after its ``leased_at``, or a little later: on
+                # this host's clock, whatever the store's says (PostgreSQL keeps its own);
+                # not after the claim was asked for, which may have waited longer (a lock)
+                chunk = deliveries[i : i + batch]
+                task = asyncio.create_task(self._handle(spec, chunk, chunk[0].leased_at + lease))
                 mine.add(task)
                 self._running.add(task)
 
