@@ -53,6 +53,28 @@ def test_a_claim_says_when_its_lease_began_on_the_claiming_hosts_clock(store: St
     assert asked <= d.leased_at <= time.monotonic()
 
 
+def test_a_sqlite_store_that_fills_up_says_so_and_writes_nothing(tmp_path: Path) -> None:
+    """SQLite ends the transaction itself when the disk (or the file's size limit) fills
+    mid-statement: the engine's ROLLBACK after it failed, and that error, "cannot rollback
+    - no transaction is active", was all an enqueue said."""
+    engine = SqliteEngine(tmp_path / "state.db")
+    store = Store(engine)
+    store.open()
+    try:
+        assert engine.conn is not None
+        (pages,) = engine.conn.execute("PRAGMA page_count").fetchone()
+        engine.conn.execute(f"PRAGMA max_page_count = {pages + 4}")  # as a full disk does
+        with pytest.raises(StoreError) as full:
+            run(store.enqueue_many([msg(body=b"x" * 10_000)] * 20))
+        assert str(full.value).endswith("failed: OperationalError: database or disk is full")
+        engine.conn.execute(f"PRAGMA max_page_count = {2**31}")  # space again
+        assert run(store.stats()) == []  # nothing written
+        run(store.enqueue(msg()))
+        assert [s.ready for s in run(store.stats())] == [1]
+    finally:
+        store.close()
+
+
 def test_a_leased_message_is_not_delivered_twice_until_its_lease_runs_out(store: Store) -> None:
     run(store.enqueue(msg()))
     first = run(store.claim("orders", "w1", 10, lease=0.3))

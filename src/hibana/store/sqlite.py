@@ -271,7 +271,10 @@ class SqliteEngine(SqlEngine):
             self.began = time.monotonic()
             yield time.time()
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite ends it itself on some errors (the disk full mid-statement): a ROLLBACK
+            # then fails, and its error took the place of the one that says why
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
