@@ -195,12 +195,24 @@ def test_run_on_startup(tmp_path: Path) -> None:
     }
 
 
+def test_a_day_named_with_an_h_is_no_hashed_value() -> None:
+    assert Schedule("0 9 * * MON-THU").next_after(0.0) > 0
+
+
 @pytest.mark.parametrize(
     ("schedule", "tz", "problem"),
     [
         ("* * *", "UTC", "has 3 fields; use 5"),
         ("61 * * * *", "UTC", "does not parse"),
         ("* * * * *", "Mars/Olympus", "time zone 'Mars/Olympus' is unknown"),
+        # it said "Hashed definitions must include hash_id", an argument of croniter's
+        (
+            "H 3 * * *",
+            "UTC",
+            r"cron expression 'H 3 \* \* \*' has an H \(a hashed value, as Jenkins "
+            r"writes\), which hibana does not take; write the number itself: '17 3 \* \* \*'",
+        ),
+        ("H/15 * * * *", "UTC", r"write the number itself: '\*/15 \* \* \* \*'"),
     ],
 )
 def test_bad_schedules_are_named_at_declaration(schedule: str, tz: str, problem: str) -> None:

@@ -10,6 +10,7 @@ schedule runs every hour anyway.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -29,6 +30,15 @@ _NICKNAMES = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
+
+
+#: An H of a field (Jenkins' hashed value), not one of a name (THU); and what stands for it
+#: in the schedule an error suggests: H/15 is */15.
+_HASHED = re.compile(r"(?<![a-z])h(?![a-z])(/?)", re.IGNORECASE)
+
+
+def _for_hashed(match: re.Match[str]) -> str:
+    return "*/" if match.group(1) else "17"
 
 
 class ScheduleError(ValueError):
@@ -52,6 +62,13 @@ class Schedule:
             raise ScheduleError(
                 f"cron expression {self.expression!r} is a nickname hibana does not take; "
                 f"write it as {_NICKNAMES[nickname]!r}"
+            )
+        if any(_HASHED.search(field) for field in fields):
+            # croniter's own word for it names an argument of its own ("hash_id")
+            example = " ".join(_HASHED.sub(_for_hashed, f) for f in fields)
+            raise ScheduleError(
+                f"cron expression {self.expression!r} has an H (a hashed value, as Jenkins "
+                f"writes), which hibana does not take; write the number itself: {example!r}"
             )
         if len(fields) not in (5, 6):
             raise ScheduleError(
