@@ -25,6 +25,30 @@ from tests.test_queues import records, run, wait_until
 from tests.test_timers import fired
 
 
+def connections(postgres_dsn: str, name: str, also: str = "") -> set[int]:
+    """The backends of the connections named ``name`` (``application_name``; ``also``: a
+    further condition on them)."""
+    import psycopg
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s" + also, (name,)
+        ).fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def dropped(postgres_dsn: str, name: str) -> int:
+    """How many connections named ``name`` were ended, as a server restarting ends them."""
+    import psycopg
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (name,),
+        ).fetchall()
+    return len(rows)
+
+
 def test_two_hosts_share_a_queue_with_nothing_processed_twice_or_lost(
     tmp_path: Path, pg_store_url: str
 ) -> None:
@@ -106,28 +130,16 @@ def test_the_host_rides_out_lost_postgresql_connections(
     """PostgreSQL restarts or a proxy drops connections: claims, enqueues and timers
     reconnect, and nothing acknowledged is lost."""
     import httpx
-    import psycopg
 
     name = f"hibana_{tmp_path.name[-12:]}".replace("-", "_")
     url = f"{pg_store_url}&application_name={name}"
     app_dir = copy_app("queues", tmp_path)
 
     def backends(also: str = "") -> set[int]:
-        """The host's connections (``also``: a further condition on them)."""
-        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = %s" + also, (name,)
-            ).fetchall()
-        return {int(r[0]) for r in rows}
+        return connections(postgres_dsn, name, also)
 
     def drop_connections() -> int:
-        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = %s",
-                (name,),
-            ).fetchall()
-        return len(rows)
+        return dropped(postgres_dsn, name)
 
     for host in started(app_dir, "--workers", "1", "--store", url):
         with host.client() as client:
@@ -171,29 +183,16 @@ def test_a_host_scaled_to_zero_listens_again_once_postgresql_dropped_its_connect
     """With no worker running, the host LISTENs for enqueues to start one at once. Its
     LISTEN connection dropped (PostgreSQL restarted), it never listened again: each
     message waited for its next look at the queues, a second later, for good."""
-    import psycopg
-
     name = f"hibana_{tmp_path.name[-12:]}".replace("-", "_")
 
     def listening() -> set[int]:
-        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
-                " AND query LIKE 'LISTEN %%'",
-                (name,),
-            ).fetchall()
-        return {int(r[0]) for r in rows}
+        return connections(postgres_dsn, name, " AND query LIKE 'LISTEN %%'")
 
     app_dir = copy_app("queues", tmp_path)
     url = f"{pg_store_url}&application_name={name}"
     for host in started(app_dir, "--min-instances", "0", "--store", url):
         before = wait_until(listening, timeout=30, what="the host's LISTEN connection")
-        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE application_name = %s",
-                (name,),
-            )
+        dropped(postgres_dsn, name)
 
         def again(before: set[int] = before) -> set[int]:
             return listening() - before
