@@ -379,16 +379,20 @@ def test_sync_function_can_poll_for_cancellation(strict_host: Host) -> None:
     assert line["reason"] == "timeout"
 
 
-def test_excess_concurrency_waits_then_gets_429(strict_host: Host) -> None:
+def test_excess_concurrency_waits_then_gets_429(strict_host: Host, tmp_path: Path) -> None:
     def call(path: str) -> httpx.Response:
         with strict_host.client() as client:
             return client.get(path)
 
+    release = tmp_path / "release"
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        first = pool.submit(call, "/limited/1.5")
-        strict_host.wait_inflight(1, "limited")  # the first one has the only slot
+        # the first holds the only slot until the others have their answers, however
+        # loaded the machine is (with a fixed sleep, a slow start let them in after it)
+        first = pool.submit(call, f"/limited/60?until={release}")
+        strict_host.wait_inflight(1, "limited")
         rest = [pool.submit(call, "/limited/0.01") for _ in range(3)]
         results = [f.result() for f in rest]
+        release.touch()
         assert first.result().status_code == 200
     assert [r.status_code for r in results] == [429, 429, 429]
     for r in results:

@@ -456,7 +456,14 @@ def hang(req: hibana.Request, ctx: hibana.Context) -> str:
 
 @app.http("/limited/{seconds:float}", max_concurrency=1)
 async def limited(req: hibana.Request, ctx: hibana.Context) -> str:
-    await asyncio.sleep(req.params["seconds"])
+    until = req.query.get("until")  # held until this file exists (``seconds`` at most)
+    if until:
+        # another process (the test) makes the file: nothing in this one to wait on
+        end = time.monotonic() + req.params["seconds"]
+        while not os.path.exists(until) and time.monotonic() < end:  # noqa: ASYNC110, ASYNC240
+            await asyncio.sleep(0.02)
+    else:
+        await asyncio.sleep(req.params["seconds"])
     return "done"
 
 
