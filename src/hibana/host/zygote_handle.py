@@ -188,7 +188,7 @@ def exit_reason(code: int) -> str:
             return f"killed by {name} (kill -9, or the kernel's OOM killer: see dmesg)"
         return f"killed by {name}"
     return (
-        f"exit code {code}, which hibana never uses: the app's own code ended the process "
+        "a code hibana never exits with: the app's own code ended the process "
         "(os._exit in a fork hook or at import, or a C extension)"
     )
 
