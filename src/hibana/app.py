@@ -341,12 +341,16 @@ class Blueprint:
         max_concurrency: int | None = None,
         name: str | None = None,
         secrets: Iterable[str] = (),
+        threads: int | None = None,
     ) -> None:
         """Serve a whole WSGI app (Flask, Django...) under ``prefix``, with
-        ``SCRIPT_NAME=prefix``; it runs on a pool of threads (``hibana.adapters.wsgi``)."""
+        ``SCRIPT_NAME=prefix``; each request runs on one thread of a pool of ``threads``
+        per worker (32 by default), from the app's call to its body's close()."""
         where = caller_site(1)
         self._add(
-            web_app_mount("wsgi", prefix, wsgi_app, where, timeout, max_concurrency, name, secrets)
+            web_app_mount(
+                "wsgi", prefix, wsgi_app, where, timeout, max_concurrency, name, secrets, threads
+            )
         )
 
     def lambda_handler(

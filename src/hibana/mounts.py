@@ -36,16 +36,20 @@ def web_app_mount(
     max_concurrency: int | None,
     name: str | None,
     secrets: Iterable[str],
+    threads: int | None = None,
 ) -> FunctionSpec:
     """The function ``app.asgi(prefix, web_app)`` (or ``app.wsgi``, by ``kind``) at
-    ``where`` declares: a WSGI app is served through ``wsgi_to_asgi``."""
+    ``where`` declares: a WSGI app is served through ``wsgi_to_asgi``, on ``threads``
+    threads (``THREADS`` if None)."""
     from hibana.adapters.asgi import AsgiMount
-    from hibana.adapters.wsgi import wsgi_to_asgi
+    from hibana.adapters.wsgi import THREADS, wsgi_to_asgi
 
     if not callable(web_app):
         raise AppError(f"app.{kind}({prefix!r}, ...) in {where}: {web_app!r} is not callable")
     check_web_app(web_app, kind, prefix, f"app.{kind}({prefix!r}, ...) in {where}")
-    served = web_app if kind == "asgi" else wsgi_to_asgi(web_app)
+    if threads is not None:
+        check_positive(threads, "threads", where, integer=True)
+    served = web_app if kind == "asgi" else wsgi_to_asgi(web_app, threads or THREADS)
     return mount(
         prefix, AsgiMount(served, prefix), where, timeout, max_concurrency, name, secrets, kind
     )

@@ -1,28 +1,40 @@
 """A WSGI app (Flask, Django's WSGI handler...) as an ASGI app: ``app.wsgi`` mounts one
 through ``AsgiMount``, and ``hibana.aws.handler`` runs one on Lambda.
 
-The app runs on a pool of threads, one step at a time: the call that gives its response,
-then each ``next()`` of its body as the client takes the one before. No thread ever waits
-for the client, so a client that goes away mid-stream leaves no thread blocked behind it:
-the body's iterable is closed (PEP 3333: its ``close()`` is called, complete or not) once
-the step it is in ends, and a generator's ``finally`` runs.
+Each request runs on one thread of a pool from the app's call to its body's ``close()``,
+as a WSGI server's thread runs it: what the app keeps per thread (Django's database
+connections, which its ``request_finished`` closes from ``close()``; a thread-local
+session) is the same in its call, in each ``next()`` of its body and in ``close()``. The
+thread hands each part of the body to the event loop and waits while the loop sends it,
+so a streamed response holds its thread until its last part is sent: size the pool
+(``app.wsgi(..., threads=N)``) for the streams served at once; the requests past it wait
+for a thread, within their deadline. No thread waits for ever on a client: one that goes
+away, one that reads nothing for the body timeout (it is cut off), a HEAD whose body is
+not sent, a deadline that passes, each tells the thread to stop. It stops once the part
+being made is done (a ``write()`` it is in raises ``ConnectionAbortedError``) and closes
+the body (PEP 3333: its ``close()`` is called, complete or not; a generator's ``finally``
+runs).
 
-As PEP 3333 asks, the head goes out with the first non-empty part of the body (or at its
-end), so an app may call ``start_response`` again, with ``exc_info``, until then. A body
-that is whole by the time its first part is made (its ``Content-Length`` says so, or the
-app returned a list of one) is sent as one whole response.
+As PEP 3333 asks, the head goes out with the first non-empty part of the body, or the
+first ``write()`` (or at the body's end), so an app may call ``start_response`` again,
+with ``exc_info``, until then; and what ``write()`` is given has been passed on to the
+client's connection when it returns (it waits while the client is behind). A body that is
+whole by the time its first part is made (its ``Content-Length`` says so, or the app
+returned a list of one) is sent as one whole response.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import io
+import queue
 import sys
 import traceback
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from hibana.telemetry.logs import ErrorLines, current_logger
@@ -30,10 +42,14 @@ from hibana.telemetry.logs import ErrorLines, current_logger
 Message = MutableMapping[str, Any]
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-#: Threads a WSGI app's requests run on, per worker (each is busy only while the app
-#: computes a response or its next part, never while the client reads).
+#: Threads a WSGI app's requests run on, per worker, unless ``app.wsgi(threads=)`` says:
+#: each is a request's from its call to its body's close().
 THREADS = 32
-_END = object()
+#: What a ``write()`` raises once the response it writes goes nowhere.
+_GONE = (
+    "the response this write() is part of goes nowhere now: its client went away, its "
+    "deadline passed, or it answers a HEAD"
+)
 
 
 def wsgi_to_asgi(wsgi_app: WSGIApp, threads: int = THREADS) -> WsgiBridge:
@@ -41,22 +57,41 @@ def wsgi_to_asgi(wsgi_app: WSGIApp, threads: int = THREADS) -> WsgiBridge:
 
 
 class _Exchange:
-    """One request's WSGI side: ``start_response``, ``write`` and the body's iterator,
-    stepped on a pool thread."""
+    """One request's WSGI side, run on one pool thread (``serve``): ``start_response``,
+    ``write`` and the body, each part handed to the loop as it comes."""
 
-    __slots__ = ("app", "environ", "status", "headers", "sent", "written", "result", "parts")
+    __slots__ = (
+        "app",
+        "environ",
+        "status",
+        "headers",
+        "sent",
+        "result",
+        "loop",
+        "parts",
+        "words",
+        "stopped",
+    )
 
-    def __init__(self, app: WSGIApp, environ: dict[str, Any]) -> None:
+    def __init__(
+        self, app: WSGIApp, environ: dict[str, Any], loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.app = app
         self.environ = environ
         self.status = ""
         self.headers: list[tuple[str, str]] | None = None
-        #: The head has gone to the client: start_response may no longer change it.
+        #: The head is the loop's to send: start_response may no longer change it.
         self.sent = False
-        #: What the app gave ``write()`` (the legacy way), sent before its iterable's parts.
-        self.written: list[bytes] = []
         self.result: Iterable[bytes] | None = None
-        self.parts: Iterator[bytes] | None = None
+        self.loop = loop
+        #: What the thread hands the loop, in order: (a part of the body, whether more
+        #: comes), or (what the app raised, False).
+        self.parts: asyncio.Queue[tuple[bytes | BaseException, bool]] = asyncio.Queue()
+        #: The loop's word on each part handed with more to come: True once it is sent,
+        #: False to stop (put once more as the loop is done, whatever the thread does).
+        self.words: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        #: The loop said to stop: nothing more is handed to it.
+        self.stopped = False
 
     def start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -67,8 +102,6 @@ class _Exchange:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None  # no cycle through the traceback
-            # what write() was given (not sent yet) was the body of the response replaced
-            self.written = []
         elif self.headers is not None:
             raise RuntimeError(
                 "start_response was called a second time without exc_info (PEP 3333)"
@@ -93,35 +126,53 @@ class _Exchange:
     def write(self, data: bytes) -> None:
         if self.headers is None:
             raise RuntimeError("write() was called before start_response (PEP 3333)")
-        self.written.append(_bytes(data, "write() was given"))
+        if not self.hand(_bytes(data, "write() was given"), True):
+            raise ConnectionAbortedError(_GONE)
 
-    def begin(self) -> bytes | object:
-        """Call the app, then take its body up to the first part that is not empty:
-        that part (what ``write`` got before it too), or ``_END``."""
-        self.result = self.app(self.environ, self.start_response)
-        if self.result is None or isinstance(self.result, (bytes, bytearray, str)):
-            # iterated, bytes are ints (each int was as many NUL bytes) and str characters
-            shown = repr(self.result)[:60]
-            raise TypeError(
-                f"the WSGI app returned {shown}, not an iterable of bytes (PEP 3333): return "
-                "[body], a list of its one part"
-            )
-        self.parts = iter(self.result)
-        return self.step()
+    def hand(self, part: bytes, more: bool) -> bool:
+        """Give the loop ``part`` (with ``more``: of a body that goes on) and, if more
+        comes, wait until it is sent: whether to go on."""
+        if self.headers is None:
+            raise RuntimeError("the WSGI app returned without calling start_response")
+        if self.stopped:
+            return False
+        self.sent = True
+        self.loop.call_soon_threadsafe(self.parts.put_nowait, (part, more))
+        if more and self.words.get():
+            return True
+        self.stopped = True
+        return False
 
-    def step(self) -> bytes | object:
-        """The body's next part that is not empty, after what ``write()`` was given
-        meanwhile; or ``_END``."""
-        assert self.parts is not None
-        part: bytes | object = _END
-        for chunk in self.parts:
-            if chunk:
+    def serve(self) -> None:
+        """Run the request on this thread: the app's call, its body, its ``close()``."""
+        try:
+            result = self.result = self.app(self.environ, self.start_response)
+            if result is None or isinstance(result, (bytes, bytearray, str)):
+                # iterated, bytes are ints (each int was as many NUL bytes) and str characters
+                shown = repr(result)[:60]
+                raise TypeError(
+                    f"the WSGI app returned {shown}, not an iterable of bytes (PEP 3333): "
+                    "return [body], a list of its one part"
+                )
+            for chunk in result:
+                if not chunk:
+                    continue
                 part = _bytes(chunk, "body holds")
-                break
-        if self.written:
-            written, self.written = b"".join(self.written), []
-            return written + (b"" if part is _END else part)  # type: ignore[operator]
-        return part
+                if (
+                    not self.sent
+                    and self.headers is not None
+                    and _whole(part, result, self.headers)
+                ):
+                    self.hand(part, False)
+                    return
+                if not self.hand(part, True):
+                    return
+            self.hand(b"", False)
+        except BaseException as exc:  # SystemExit too: the loop's task says what it was
+            with contextlib.suppress(RuntimeError):  # the loop has closed: no one waits
+                self.loop.call_soon_threadsafe(self.parts.put_nowait, (exc, False))
+        finally:
+            self.close()
 
     def close(self) -> None:
         close = getattr(self.result, "close", None)
@@ -162,48 +213,41 @@ class WsgiBridge:
             body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
-        exchange = _Exchange(self.app, environ(scope, bytes(body)))
+        exchange = _Exchange(self.app, environ(scope, bytes(body)), asyncio.get_running_loop())
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="hibana-wsgi")
-        pool = self._pool
-        context = contextvars.copy_context()  # the invocation's logger, for every step
-        pending: Future[Any] | None = None
-
-        async def run(step: Callable[[], Any]) -> Any:
-            nonlocal pending
-            pending = pool.submit(context.run, step)
-            value = await asyncio.wrap_future(pending)
-            pending = None
-            return value
-
+        # the invocation's logger, for the app's call, its body and its close()
+        job = self._pool.submit(contextvars.copy_context().run, exchange.serve)
         try:
-            part = await run(exchange.begin)
-            if exchange.headers is None:
-                raise RuntimeError("the WSGI app returned without calling start_response")
+            part, more = await exchange.parts.get()
+            if isinstance(part, BaseException):
+                raise part
+            assert exchange.headers is not None  # hand() saw to it
             headers = [
                 (name.strip().lower().encode("latin-1"), value.strip().encode("latin-1"))
                 for name, value in exchange.headers
             ]
-            status = int(exchange.status[:3])
-            if part is _END or _whole(part, exchange.result, headers):
-                exchange.sent = True
-                await send({"type": "http.response.start", "status": status, "headers": headers})
-                data = b"" if part is _END else part
-                await send({"type": "http.response.body", "body": data, "more_body": False})
-                return
-            exchange.sent = True
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            while part is not _END:
-                await send({"type": "http.response.body", "body": part, "more_body": True})
-                part = await run(exchange.step)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": int(exchange.status[:3]),
+                    "headers": headers,
+                }
+            )
+            while more:
+                if part:
+                    await send({"type": "http.response.body", "body": part, "more_body": True})
+                exchange.words.put(True)
+                part, more = await exchange.parts.get()
+                if isinstance(part, BaseException):
+                    raise part
+            await send({"type": "http.response.body", "body": part, "more_body": False})
         finally:
-            # PEP 3333: close() whether the body went out whole or not; after the step
-            # running now, if one is (a generator cannot be closed while it runs)
-            if pending is None:
-                pool.submit(context.run, exchange.close)
-            else:
-                pending.add_done_callback(lambda _: pool.submit(context.run, exchange.close))
+            # done, failed or stopped (the client left, a HEAD, the deadline): the thread
+            # stops once the part it makes is done, and closes the body; one that never
+            # started never will
+            if not job.cancel():
+                exchange.words.put(False)
 
 
 def _bytes(data: Any, what: str) -> bytes:
@@ -217,13 +261,14 @@ def _bytes(data: Any, what: str) -> bytes:
     )
 
 
-def _whole(first: bytes, result: Any, headers: list[tuple[bytes, bytes]]) -> bool:
+def _whole(first: bytes, result: Any, headers: list[tuple[str, str]]) -> bool:
     """Whether ``first`` is the whole body: the app returned a list or tuple of one part,
     or declared a ``Content-Length`` that it fills."""
     if isinstance(result, (list, tuple)) and len(result) == 1:
         return True
     for name, value in headers:
-        if name == b"content-length":
+        if name.strip().lower() == "content-length":
+            value = value.strip()
             return value.isdigit() and int(value) == len(first)
     return False
 
@@ -236,22 +281,23 @@ def environ(scope: MutableMapping[str, Any], body: bytes) -> dict[str, Any]:
     length when it came chunked (it is whole here). A repeated header's values are joined
     with commas (a Cookie's with "; "); a header whose name holds an ``_`` is left out, as
     gunicorn and nginx do: ``X_User`` would otherwise land in the same ``HTTP_X_USER`` key
-    as ``X-User`` and pass for it."""
+    as ``X-User`` and pass for it. ``SERVER_NAME`` and ``SERVER_PORT`` are those of the
+    ``Host`` the client asked, as gunicorn has them: its port, or the scheme's (443 for
+    https, 80 for http), not the worker's socket's (behind a proxy that ends TLS, Django's
+    ``get_port()`` said 8080 of a page at https://example.com/)."""
     script_name = scope.get("root_path", "").encode("utf-8")
     path = _path_bytes(scope)
     if script_name and path.startswith(script_name):
         path = path[len(script_name) :]
-    server = scope.get("server") or ("localhost", 80)
+    scheme = scope.get("scheme", "http")
     env: dict[str, Any] = {
         "REQUEST_METHOD": scope["method"],
         "SCRIPT_NAME": script_name.decode("latin-1"),
         "PATH_INFO": path.decode("latin-1"),
         "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
-        "SERVER_NAME": str(server[0]),
-        "SERVER_PORT": str(server[1] or 80),
         "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "wsgi.url_scheme": scheme,
         "wsgi.input": io.BytesIO(body),
         "wsgi.input_terminated": True,
         "wsgi.errors": _errors(),
@@ -281,7 +327,22 @@ def environ(scope: MutableMapping[str, Any], body: bytes) -> dict[str, Any]:
     if body and "CONTENT_LENGTH" not in env:
         # a chunked body, here whole: Django reads CONTENT_LENGTH bytes, and none without
         env["CONTENT_LENGTH"] = str(len(body))
+    env["SERVER_NAME"], env["SERVER_PORT"] = _server(env.get("HTTP_HOST"), scope, scheme)
     return env
+
+
+def _server(host: str | None, scope: MutableMapping[str, Any], scheme: str) -> tuple[str, str]:
+    """``SERVER_NAME`` and ``SERVER_PORT``: of ``host`` (``example.com:8443``,
+    ``[::1]:8080``), the port the scheme's when it names none; without a Host (HTTP/1.0),
+    the scope's server."""
+    default = "443" if scheme == "https" else "80"
+    if host:
+        name, colon, port = host.rpartition(":")
+        if colon and port.isdigit() and (":" not in name or name.endswith("]")):
+            return name, port
+        return host, default
+    server = scope.get("server") or ("localhost", None)
+    return str(server[0]), str(server[1] or default)
 
 
 def _path_bytes(scope: MutableMapping[str, Any]) -> bytes:
