@@ -41,15 +41,23 @@ def web_app_mount(
     """The function ``app.asgi(prefix, web_app)`` (or ``app.wsgi``, by ``kind``) at
     ``where`` declares: a WSGI app is served through ``wsgi_to_asgi``, on ``threads``
     threads (``THREADS`` if None)."""
-    from hibana.adapters.asgi import AsgiMount
+    from hibana.adapters.asgi import AsgiMount, asgi2_as_3
     from hibana.adapters.wsgi import THREADS, wsgi_to_asgi
 
     if not callable(web_app):
         raise AppError(f"app.{kind}({prefix!r}, ...) in {where}: {web_app!r} is not callable")
-    check_web_app(web_app, kind, prefix, f"app.{kind}({prefix!r}, ...) in {where}")
+    asgi2 = asgi2_as_3(web_app)
+    if asgi2 is None:
+        check_web_app(web_app, kind, prefix, f"app.{kind}({prefix!r}, ...) in {where}")
+    elif kind == "wsgi":
+        raise AppError(
+            f"app.wsgi({prefix!r}, ...) in {where}: {web_app.__name__} is an ASGI 2 app (a "
+            "class that takes the scope), not a WSGI one; mount it with "
+            f"app.asgi({prefix!r}, ...)"
+        )
     if threads is not None:
         check_positive(threads, "threads", where, integer=True)
-    served = web_app if kind == "asgi" else wsgi_to_asgi(web_app, threads or THREADS)
+    served = (asgi2 or web_app) if kind == "asgi" else wsgi_to_asgi(web_app, threads or THREADS)
     return mount(
         prefix, AsgiMount(served, prefix), where, timeout, max_concurrency, name, secrets, kind
     )

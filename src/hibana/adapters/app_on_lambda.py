@@ -26,7 +26,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
-from hibana.adapters.asgi import ASGIApp, AsgiMount, lifespans
+from hibana.adapters.asgi import ASGIApp, AsgiMount, asgi2_as_3, lifespans
 from hibana.adapters.wsgi import wsgi_to_asgi
 from hibana.declarations import not_two
 from hibana.telemetry.trace import TraceContext, new_span_id
@@ -383,6 +383,9 @@ def _as_asgi(app: Any) -> tuple[ASGIApp, list[AsgiMount]]:
         )
         mounts = {id(s.handler): s.handler for s in app.functions}
         return front, lifespans(m for m in mounts.values() if isinstance(m, AsgiMount))
+    asgi2 = asgi2_as_3(app)
+    if asgi2 is not None:  # a class, which the checks below took for a WSGI app
+        return asgi2, [AsgiMount(asgi2, "")]
     if (
         inspect.iscoroutinefunction(app)
         or inspect.iscoroutinefunction(type(app).__call__)

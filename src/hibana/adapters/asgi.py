@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from hibana.context import Context
+from hibana.declarations import not_two
 from hibana.errors import Cancelled
 from hibana.requests import Request
 from hibana.responses import Response, StreamingResponse, check_status
@@ -37,6 +39,28 @@ ASGIApp = Callable[
     ],
     Awaitable[None],
 ]
+
+
+def asgi2_as_3(app: Any) -> ASGIApp | None:
+    """The ASGI 3 app that serves ``app``, if it is an ASGI 2 one (a class that takes the
+    scope, whose instances take ``(receive, send)``: an instance per request or lifespan,
+    as uvicorn runs one); None if it is not."""
+    if not inspect.isclass(app) or hasattr(app, "__await__") or not_two(app, 1) is not None:
+        return None
+    call = inspect.getattr_static(app, "__call__", None)
+    if not inspect.isfunction(call) or not_two(call, 3) is not None:  # self, receive, send
+        return None
+    make: Callable[[MutableMapping[str, Any]], Any] = app
+
+    async def asgi3(
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[Message]],
+        send: Callable[[Message], Awaitable[None]],
+    ) -> None:
+        await make(scope)(receive, send)
+
+    asgi3.__wrapped__ = app  # type: ignore[attr-defined]  # its lifespan runs once
+    return asgi3
 
 
 def _str_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
@@ -348,7 +372,7 @@ def lifespans(mounts: Iterable[AsgiMount]) -> list[AsgiMount]:
     others sharing its state."""
     first: dict[int, AsgiMount] = {}
     for mount in mounts:
-        kept = first.setdefault(id(mount.app), mount)
+        kept = first.setdefault(id(getattr(mount.app, "__wrapped__", mount.app)), mount)
         if kept is not mount:
             mount.share_lifespan(kept)
     return list(first.values())
