@@ -1221,6 +1221,7 @@ async def _echo_request(scope: dict[str, Any], receive: Any, send: Any) -> None:
     ("name", "tags", "x_tag"),
     [
         ("apigw-rest-v1", ["a", "b"], ["first", "second"]),
+        ("apigw-http-v1", ["a", "b"], ["first", "second"]),  # HTTP API, payload 1.0
         ("apigw-http-v2", ["a", "b"], ["first,second"]),  # HTTP API joins repeats
         ("function-url", ["a", "b"], ["first,second"]),
         ("alb", ["b"], ["second"]),  # without multi-value headers ALB keeps the last
@@ -1233,9 +1234,10 @@ def test_each_documented_event_shape_reaches_the_app_whole(
     out = lambda_handler(_echo_request)(aws_event(name), Ctx())
     assert out["statusCode"] == 200
     seen = json.loads(out["body"])
-    # a REST API's execute-api URL has the stage first (/prod/items/9): the app is served
-    # under it, so the URLs it builds keep it
-    root = "/prod" if name == "apigw-rest-v1" else ""
+    # a REST API's execute-api URL has the stage first (/prod/items/9), and so has an HTTP
+    # API's payload 1.0 at a named stage (in its path too): the app is served under it, so
+    # the URLs it builds keep it
+    root = "/prod" if name in ("apigw-rest-v1", "apigw-http-v1") else ""
     assert (seen["method"], seen["path"], seen["root_path"]) == ("GET", root + "/items/9", root)
     query = parse_qs(seen["query"])
     assert query == {"tag": tags, "q": ["green tea"]}  # decoded exactly once
@@ -1463,6 +1465,44 @@ def test_a_latin1_header_value_reaches_a_hibana_app_on_lambda(
 
     out = lambda_handler(app)(v2_event("GET", "/name", headers={"x-name": "café"}), Ctx())
     assert (out["statusCode"], out["body"]) == (200, "café")
+
+
+def test_an_app_on_an_http_apis_named_stage_with_payload_1_0_is_served_under_it(
+    mounts: ModuleType, lambda_handler: MakeHandler
+) -> None:
+    """Payload 1.0's path holds an HTTP API's named stage (/prod/items/3), as does its
+    requestContext.path: read as a REST API's, whose path has none, the app routed on
+    /prod/items/3 and answered 404."""
+
+    def staged(path: str) -> Any:
+        event = aws_event("apigw-http-v1")
+        event.update(path=f"/prod{path}", pathParameters={"proxy": path.lstrip("/")})
+        event.update(queryStringParameters=None, multiValueQueryStringParameters=None)
+        event["requestContext"]["path"] = f"/prod{path}"
+        return event
+
+    flask = lambda_handler(mounts.flask_app)(staged("/items/3"), Ctx())
+    seen = json.loads(flask["body"])
+    assert (seen["id"], seen["self_url"], seen["script_name"], seen["path_info"]) == (
+        3,
+        "/prod/items/3",
+        "/prod",
+        "/items/3",
+    )
+    app = hibana.App()
+
+    @app.http("/where/")
+    def where(req: hibana.Request, ctx: hibana.Context) -> str:
+        return req.url
+
+    out = lambda_handler(app)(staged("/where/"), Ctx())
+    assert out["body"] == "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/prod/where/"
+    # at a custom domain mapped to the stage, the path holds no stage
+    custom = staged("/items/3")
+    custom.update(path="/items/3")
+    custom["requestContext"].update(path="/items/3", domainName="api.example.com")
+    seen = json.loads(lambda_handler(mounts.flask_app)(custom, Ctx())["body"])
+    assert (seen["self_url"], seen["script_name"]) == ("/items/3", "")
 
 
 def test_a_lambda_handler_behind_hibana_gets_a_real_v1_event(host: Host) -> None:

@@ -136,8 +136,14 @@ def _to_scope(event: dict[str, Any], shape: str, multi: bool) -> tuple[dict[str,
             )
         else:  # API Gateway decoded them; encode once for the raw forms
             path = event.get("path") or "/"
-            root_path = _stage_prefix(event["requestContext"].get("path"), path)
-            path = root_path + path  # as ASGI has it: the path holds its root_path
+            context = event["requestContext"]
+            root_path = _stage_prefix(context.get("path"), path)
+            if root_path:
+                path = root_path + path  # as ASGI has it: the path holds its root_path
+            else:
+                # an HTTP API's (payload 1.0) named stage is in the path already, as in
+                # rawPath (2.0): /prod/items/9
+                root_path = _named_stage(context, path)
             raw_path = quote(path)
             params = event.get("multiValueQueryStringParameters")
             if params is None:
@@ -218,11 +224,11 @@ def _stage_prefix(asked: Any, path: str) -> str:
 
 
 def _named_stage(context: dict[str, Any], raw_path: str) -> str:
-    """``/prod``, when an HTTP API's stage of that name begins ``rawPath``: at its
-    execute-api URL the client asks for ``/prod/items/9``, and the path holds the stage
-    (as a REST API's does not), which the app is served under. "" for the ``$default``
-    stage and a Function URL (served at the root), and at a custom domain (its mapping
-    picks the stage, and the path holds none)."""
+    """``/prod``, when an HTTP API's stage of that name begins ``rawPath`` (payload 2.0)
+    or ``path`` (1.0): at its execute-api URL the client asks for ``/prod/items/9``, and
+    the path holds the stage (as a REST API's does not), which the app is served under.
+    "" for the ``$default`` stage and a Function URL (served at the root), and at a custom
+    domain (its mapping picks the stage, and the path holds none)."""
     stage, domain = context.get("stage"), context.get("domainName")
     if not isinstance(stage, str) or stage in ("", "$default") or "/" in stage:
         return ""
