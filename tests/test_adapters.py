@@ -1505,6 +1505,27 @@ def test_an_app_on_an_http_apis_named_stage_with_payload_1_0_is_served_under_it(
     assert (seen["self_url"], seen["script_name"]) == ("/items/3", "")
 
 
+def test_an_app_at_a_custom_domains_base_path_is_served_under_it(
+    mounts: ModuleType, lambda_handler: MakeHandler
+) -> None:
+    """A REST API mapped at api.example.com/orders gets the base path in its path and
+    requestContext.path alike (/orders/items/3), as API Gateway sends it: the app routed
+    on /orders/items/3 and answered 404. Its resource and pathParameters say what the API
+    routed on (/items/3)."""
+    handle = lambda_handler(mounts.flask_app)
+    for resource, params in (("/{proxy+}", {"proxy": "items/3"}), ("/items/{id}", {"id": "3"})):
+        event = v1_event("GET", "/orders/items/3", headers=[("Host", "api.example.com")])
+        event.update(resource=resource, pathParameters=params)
+        event["requestContext"].update(path="/orders/items/3", domainName="api.example.com")
+        seen = json.loads(handle(event, Ctx())["body"])
+        assert (seen["id"], seen["self_url"], seen["script_name"], seen["path_info"]) == (
+            3,
+            "/orders/items/3",
+            "/orders",
+            "/items/3",
+        )
+
+
 def test_a_lambda_handler_behind_hibana_gets_a_real_v1_event(host: Host) -> None:
     r = httpx.get(
         host.url + "/legacy/orders/7?a=1&a=2",

@@ -142,8 +142,10 @@ def _to_scope(event: dict[str, Any], shape: str, multi: bool) -> tuple[dict[str,
                 path = root_path + path  # as ASGI has it: the path holds its root_path
             else:
                 # an HTTP API's (payload 1.0) named stage is in the path already, as in
-                # rawPath (2.0): /prod/items/9
-                root_path = _named_stage(context, path)
+                # rawPath (2.0): /prod/items/9; so is a custom domain's base path mapping
+                root_path = _named_stage(context, path) or _stage_prefix(
+                    path, _resource_path(event)
+                )
             raw_path = quote(path)
             params = event.get("multiValueQueryStringParameters")
             if params is None:
@@ -204,12 +206,13 @@ def _to_scope(event: dict[str, Any], shape: str, multi: bool) -> tuple[dict[str,
     return scope, raw_body
 
 
-def _stage_prefix(asked: Any, path: str) -> str:
+def _stage_prefix(asked: Any, path: str | None) -> str:
     """What the path the client asked for (``requestContext.path``: ``/prod/items/9`` at a
     REST API's execute-api URL) has before the ``path`` the event routes on (``/items/9``):
-    the stage, which the app is served under, so that the URLs it builds (redirects,
-    ``url_for``, FastAPI's docs) keep it. "" at a custom domain, whose two paths are one."""
-    if not isinstance(asked, str) or asked == path:
+    the stage (or a custom domain's base path), which the app is served under, so that the
+    URLs it builds (redirects, ``url_for``, FastAPI's docs) keep it. "" when the two paths
+    are one."""
+    if not isinstance(asked, str) or path is None or asked == path:
         return ""
     for form in (asked, unquote(asked)):
         if form.endswith(path):
@@ -221,6 +224,21 @@ def _stage_prefix(asked: Any, path: str) -> str:
         if prefix.startswith("/") and not prefix.endswith("/"):
             return prefix
     return ""
+
+
+def _resource_path(event: dict[str, Any]) -> str | None:
+    """The path the API routed on: its ``resource`` (``/items/{id}``, ``/{proxy+}``) with
+    the ``pathParameters`` it matched. A custom domain's base path mapping (``/orders``)
+    begins the event's ``path`` (``/orders/items/9``) and not this one (``/items/9``).
+    None if the parameters do not fill it."""
+    resource = event.get("resource")
+    if not isinstance(resource, str) or not resource.startswith("/"):
+        return None
+    params = event.get("pathParameters") or {}
+    for name, value in params.items() if isinstance(params, dict) else ():
+        if isinstance(value, str):
+            resource = resource.replace(f"{{{name}+}}", value).replace(f"{{{name}}}", value)
+    return None if "{" in resource else resource
 
 
 def _named_stage(context: dict[str, Any], raw_path: str) -> str:
