@@ -1,6 +1,7 @@
 """The WSGI bridge in a live host (tests/apps/wsgi_bridge): each request on one thread
 from its call to its close (Django's thread-locals), write() that goes out before it
-returns, the environ's server and scheme, and a pool of the size app.wsgi was given."""
+returns, the environ's server and scheme, and a pool of the size app.wsgi was given; and
+what a Lambda handler is told of the scheme behind the same trusted proxy."""
 
 from __future__ import annotations
 
@@ -198,3 +199,13 @@ def test_a_wsgi_mounts_threads_that_is_no_positive_integer_is_refused(threads: A
     assert not app.functions
     app.wsgi("/w", _wsgi_app, threads=4)
     assert [spec.name for spec in app.functions] == ["wsgi_w"]
+
+
+def test_a_lambda_handler_behind_a_proxy_that_ends_tls_is_told_https_on_443(host: Host) -> None:
+    """hibana is the API Gateway here, and sets X-Forwarded-Proto as it does: it was the
+    connection's http (and the socket's port) behind a trusted proxy that said https, so a
+    handler that redirects http to https redirected for ever. (Here: this module's app is
+    the one behind a trusted proxy.)"""
+    headers = {"Host": "example.com", "X-Forwarded-Proto": "https"}
+    r = httpx.get(host.url + "/lambda-forwarded/x", headers=headers, timeout=10)
+    assert r.json() == {"X-Forwarded-Proto": "https", "X-Forwarded-Port": "443"}

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from hibana.adapters.app_on_lambda import TEXT_TYPES, as_text
+from hibana.adapters.wsgi import server_of
 from hibana.context import Context
 from hibana.errors import FailedWith
 from hibana.requests import Request
@@ -141,10 +142,11 @@ class LambdaProxy:
         # appended, the scheme and the port it came in on
         peer = (scope.get("client") or (source_ip,))[0]
         grouped["x-forwarded-for"] = [", ".join([*grouped.get("x-forwarded-for", []), peer])]
-        scheme = scope.get("scheme", "http")
-        grouped["x-forwarded-proto"] = [scheme]  # set by AWS, whatever the client sent
-        port = (scope.get("server") or ("", 443 if scheme == "https" else 80))[1]
-        grouped["x-forwarded-port"] = [str(port)]
+        # set by AWS, whatever the client sent; here a trusted proxy's (which ended TLS),
+        # or the connection's: a handler that redirects http to https looped behind one
+        scheme = req.scheme
+        grouped["x-forwarded-proto"] = [scheme]
+        grouped["x-forwarded-port"] = [server_of(req.headers.get("host"), scope, scheme)[1]]
         query: dict[str, list[str]] = {}
         for k, v in parse_qsl(raw_query, keep_blank_values=True):
             query.setdefault(k, []).append(v)

@@ -327,14 +327,14 @@ def environ(scope: MutableMapping[str, Any], body: bytes) -> dict[str, Any]:
     if body and "CONTENT_LENGTH" not in env:
         # a chunked body, here whole: Django reads CONTENT_LENGTH bytes, and none without
         env["CONTENT_LENGTH"] = str(len(body))
-    env["SERVER_NAME"], env["SERVER_PORT"] = _server(env.get("HTTP_HOST"), scope, scheme)
+    env["SERVER_NAME"], env["SERVER_PORT"] = server_of(env.get("HTTP_HOST"), scope, scheme)
     return env
 
 
-def _server(host: str | None, scope: MutableMapping[str, Any], scheme: str) -> tuple[str, str]:
-    """``SERVER_NAME`` and ``SERVER_PORT``: of ``host`` (``example.com:8443``,
-    ``[::1]:8080``), the port the scheme's when it names none; without a Host (HTTP/1.0),
-    the scope's server."""
+def server_of(host: str | None, scope: MutableMapping[str, Any], scheme: str) -> tuple[str, str]:
+    """The name and port a request was sent to (``SERVER_NAME`` and ``SERVER_PORT``): of
+    ``host`` (``example.com:8443``, ``[::1]:8080``), the port the scheme's when it names
+    none; without a Host (HTTP/1.0), the scope's server."""
     default = "443" if scheme == "https" else "80"
     if host:
         name, colon, port = host.rpartition(":")

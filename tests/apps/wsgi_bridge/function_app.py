@@ -178,3 +178,13 @@ app.wsgi("/write-then-wait", write_then_wait, timeout=30)
 app.wsgi("/where", where)
 app.wsgi("/one-thread", one_thread, threads=1, timeout=30)
 app.wsgi("/django", get_wsgi_application())
+
+
+def forwarded(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A Lambda handler that answers the forwarding headers of its event."""
+    keep = ("X-Forwarded-Proto", "X-Forwarded-Port")
+    body = json.dumps({k: event["headers"].get(k) for k in keep})
+    return {"statusCode": 200, "headers": {"content-type": "application/json"}, "body": body}
+
+
+app.lambda_handler("/lambda-forwarded", forwarded, event="apigw-v1")
