@@ -85,3 +85,21 @@ def test_a_class_that_is_no_asgi2_app_is_still_refused_as_a_class() -> None:
         ": Starlette is a class, not an app: mount an instance of it, "
         "app.asgi('/api', Starlette(...))"
     )
+
+
+def test_an_asgi2_app_as_a_function_is_refused_saying_asgi3_is_needed() -> None:
+    """Only its class form tells an ASGI 2 app from a function that takes one argument
+    by mistake (a factory): the error says which shapes are served."""
+
+    def legacy(scope: dict[str, Any]) -> Any:
+        return Legacy(scope)
+
+    app = hibana.App()
+    with pytest.raises(hibana.AppError) as info:
+        app.asgi("/legacy", legacy)
+    assert str(info.value).endswith(
+        ": legacy takes (scope), but an ASGI app is called with (scope, receive, send) "
+        "(ASGI 3); an ASGI 2 app is served as the class that takes the scope, whose "
+        "instances take (receive, send)"
+    )
+    assert not app.functions

@@ -167,9 +167,17 @@ def check_web_app(given: Any, kind: Literal["asgi", "wsgi"], prefix: str, what: 
             f"{what}: {shown} is {_PROTOCOLS[other][0]} app, not {_PROTOCOLS[kind][0]} one; "
             f"mount it with app.{other}({prefix!r}, ...)"
         )
+    # one argument, the scope: an ASGI 2 app's call, which only its class form tells
+    asgi2 = kind == "asgi" and not_two(given, 1) is None
     raise AppError(
         f"{what}: {shown} takes {bare(signature)}, but {_PROTOCOLS[kind][0]} app is "
         f"called with {_PROTOCOLS[kind][1]}"
+        + (
+            " (ASGI 3); an ASGI 2 app is served as the class that takes the scope, whose "
+            "instances take (receive, send)"
+            if asgi2
+            else ""
+        )
     )
 
 
