@@ -127,6 +127,27 @@ def test_clients_leaving_mid_stream_free_the_one_thread(host: Host) -> None:
         assert steps.index(f"closed {tag}") == steps.index(f"call {tag}") + 1
 
 
+def test_a_write_whose_client_left_raises_and_frees_the_one_thread(host: Host) -> None:
+    """An app that write()s in a loop is stopped by the write() it is in when its client
+    goes away: it raises ConnectionAbortedError, and the thread serves the next request."""
+    tags = [f"gone-{uuid.uuid4().hex[:8]}-{i}" for i in range(2)]
+    for tag in tags:
+        with httpx.stream(
+            "GET", host.url + "/write-forever/", params={"tag": tag}, timeout=10
+        ) as r:
+            assert r.status_code == 200
+            next(r.iter_bytes())  # one part, then away
+    r = httpx.get(host.url + "/write-forever/", params={"once": "1"}, timeout=20)
+    assert (r.status_code, r.text) == (200, "once")
+    said = [what for what, _ in httpx.get(host.url + "/seen/", timeout=10).json()["write-forever"]]
+    gone = (
+        "the response this write() is part of goes nowhere now: its client went away, its "
+        "deadline passed, or it answers a HEAD"
+    )
+    for tag in tags:
+        assert f"{tag}: {gone}" in said
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [

@@ -86,6 +86,23 @@ def write_then_wait(environ: dict[str, Any], start_response: Any) -> list[bytes]
     return [b"then the rest"]
 
 
+def write_forever(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """write()s until its client goes (?tag= records what write() then raised); ?once:
+    one write."""
+    query = _query(environ)
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    if "once" in query:
+        write(b"once")
+        return []
+    try:
+        for _ in range(100_000):  # bounded: a test that fails leaves no thread behind
+            write(b"x" * 65536)
+    except ConnectionAbortedError as exc:
+        _step("write-forever", f"{query['tag']}: {exc}")
+        raise
+    return []
+
+
 def where(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """The environ's idea of the server and scheme."""
     start_response("200 OK", [("Content-Type", "application/json")])
@@ -177,6 +194,7 @@ app.wsgi("/seen", seen)
 app.wsgi("/write-then-wait", write_then_wait, timeout=30)
 app.wsgi("/where", where)
 app.wsgi("/one-thread", one_thread, threads=1, timeout=30)
+app.wsgi("/write-forever", write_forever, threads=1)
 app.wsgi("/django", get_wsgi_application())
 
 
