@@ -338,27 +338,26 @@ def _forked(ref: weakref.ref[LogSink]) -> None:
         sink._writing = threading.Lock()
 
 
-_second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
 _MILLIS = [f".{ms:03d}Z" for ms in range(1000)]
-_last: list[Any] = [-1, ""]  # the last millisecond formatted, and its text
+#: The last millisecond formatted and its text, and its second and that one's text: one
+#: tuple, replaced whole, so a thread reads the four as one thread wrote them (as two
+#: lists changed an item at a time, a line could take the second before its own).
+_formatted: tuple[int, str, int, str] = (-1, "", -1, "")
 _thread = threading.get_ident
 
 
 def timestamp() -> str:
     """UTC now as ISO 8601 with milliseconds; the date part is formatted once a second,
     the whole once a millisecond (a busy worker writes many lines in one)."""
-    now = time.time()
-    ms = int(now * 1000)
-    if ms == _last[0]:
-        text: str = _last[1]
-        return text
+    global _formatted
+    ms = int(time.time() * 1000)
+    last = _formatted
+    if ms == last[0]:
+        return last[1]
     whole = ms // 1000
-    if whole != _second[0]:
-        _second[0] = whole
-        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    text = _second[1] + _MILLIS[ms - whole * 1000]
-    _last[0] = ms
-    _last[1] = text
+    second = last[3] if whole == last[2] else time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    text = second + _MILLIS[ms - whole * 1000]
+    _formatted = (ms, text, whole, second)
     return text
 
 
