@@ -228,7 +228,7 @@ class LogSink:
             try:
                 n = os.write(self.fd, view)
             except BlockingIOError:  # a non-blocking pipe that is full: wait for room
-                select.select([], [self.fd], [])
+                ready(self.fd, select.POLLOUT)
                 continue
             except OSError:
                 return False
@@ -863,7 +863,7 @@ class LinePipe:
     def _pump(self) -> None:
         rest = b""
         while True:
-            if rest and self._idle is not None and not _readable(self._read, self._idle):
+            if rest and self._idle is not None and not ready(self._read, select.POLLIN, self._idle):
                 self._hand([rest])
                 rest = b""
                 continue
@@ -897,12 +897,13 @@ class LinePipe:
         return not self._thread.is_alive()
 
 
-def _readable(fd: int, timeout: float) -> bool:
-    """``fd`` has something to read within ``timeout`` seconds (poll: a raised limit on
-    open files gives numbers select cannot take)."""
+def ready(fd: int, event: int, timeout: float | None = None) -> bool:
+    """``fd`` is ready for ``event`` (``select.POLLIN``: to read, ``POLLOUT``: to write)
+    within ``timeout`` seconds (None: once it is). poll, not select: a raised limit on
+    open files gives numbers past 1024, which select cannot take."""
     poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(timeout * 1000))
+    poller.register(fd, event)
+    return bool(poller.poll(None if timeout is None else timeout * 1000))
 
 
 class ProcessOutput:
