@@ -971,6 +971,8 @@ class ProcessOutput:
         while data:
             try:
                 data = data[os.write(self._errors_fd, data) :]
+            except BlockingIOError:  # a non-blocking stderr that is full: wait for room
+                ready(self._errors_fd, select.POLLOUT)
             except OSError:  # stderr closed or gone: nobody to tell
                 return
 

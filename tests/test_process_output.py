@@ -1,0 +1,47 @@
+"""What the host's processes write to fd 1 and fd 2 without passing through
+``sys.stdout`` (``ProcessOutput``), and text printed without a newline."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from hibana.telemetry.logs import LogSink, ProcessOutput
+
+
+def _full_non_blocking_pipe() -> tuple[int, int]:
+    """A pipe whose write end is non-blocking and has no room left."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    filler = b"." * 4096
+    while filler:
+        try:
+            os.write(write_end, filler)
+        except BlockingIOError:
+            filler = filler[: len(filler) // 2]
+    return read_end, write_end
+
+
+def test_a_traceback_on_fd2_reaches_a_non_blocking_stderr_that_is_full() -> None:
+    """The host's stderr is non-blocking (a terminal another program set so, say) and its
+    reader is behind: what a worker wrote on fd 2 was dropped at the first EAGAIN; now
+    it waits for room, as the log lines on stdout do."""
+    read_end, write_end = _full_non_blocking_pipe()
+    output = ProcessOutput(LogSink(os.open(os.devnull, os.O_WRONLY)), errors_fd=write_end)
+    received = bytearray()
+
+    def reader() -> None:
+        time.sleep(0.2)  # away while the worker's traceback comes
+        while chunk := os.read(read_end, 65536):
+            received.extend(chunk)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    traceback = b'Traceback (most recent call last):\n  File "app.py", line 3\nKeyError: 1\n'
+    os.write(output.errors_fd, traceback)
+    output.close(10)  # once what came on fd 2 is written
+    os.close(write_end)
+    thread.join(10)
+    os.close(read_end)
+    assert bytes(received).lstrip(b".") == traceback
