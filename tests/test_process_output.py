@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import gc
+import json
 import os
 import threading
 import time
 
-from hibana.telemetry.logs import LogSink, ProcessOutput
+from hibana.telemetry.logs import LogSink, PrintedLines, ProcessOutput
 
 
 def _full_non_blocking_pipe() -> tuple[int, int]:
@@ -45,3 +47,25 @@ def test_a_traceback_on_fd2_reaches_a_non_blocking_stderr_that_is_full() -> None
     thread.join(10)
     os.close(read_end)
     assert bytes(received).lstrip(b".") == traceback
+
+
+def test_text_a_thread_printed_without_a_newline_goes_out_after_the_thread_ended() -> None:
+    """A thread a function started printed ``"done"`` with no newline and ended: the text
+    was held by that thread alone, and went with it; the worker's end wrote nothing. Now
+    it goes out when the worker ends, as the lines printed before it did."""
+    read_end, write_end = os.pipe()
+    printed = PrintedLines(LogSink(write_end), {"pid": 1})
+
+    def background() -> None:
+        print("copied 3 files", file=printed)
+        print("done", end="", file=printed)
+
+    thread = threading.Thread(target=background)
+    thread.start()
+    thread.join()
+    gc.collect()
+    printed.flush_all()  # the worker ends
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as lines:
+        written = [(line["msg"], line["pid"], line["stream"]) for line in map(json.loads, lines)]
+    assert written == [("copied 3 files", 1, "stdout"), ("done", 1, "stdout")]

@@ -624,17 +624,20 @@ current_logger: contextvars.ContextVar[Logger | None] = contextvars.ContextVar(
 class _Unfinished:
     """A thread's printed text that has no newline yet, and whose it is."""
 
-    __slots__ = ("log", "text", "__weakref__")
+    __slots__ = ("log", "text", "_held")
 
-    def __init__(self, log: Logger) -> None:
+    def __init__(self, log: Logger, held: set[_Unfinished]) -> None:
         self.log = log
         self.text = ""
+        #: The lines that have text (``PrintedLines``'s), this one among them while it has.
+        self._held = held
 
     def out(self) -> None:
         """Write the text as a line of its own, if there is any."""
         if self.text:
             self.log.info(self.text, stream="stdout")
             self.text = ""
+        self._held.discard(self)
 
 
 class PrintedLines(io.TextIOBase):
@@ -649,7 +652,9 @@ class PrintedLines(io.TextIOBase):
         super().__init__()
         self._log = Logger(sink, fields)
         self._local = threading.local()
-        self._unfinished: weakref.WeakSet[_Unfinished] = weakref.WeakSet()
+        #: Each thread's line while it has text: held here, not only by the thread's
+        #: ``_local``, so that a thread that ends does not take its text with it.
+        self._unfinished: set[_Unfinished] = set()
         self._bytes = _PrintedBytes(self)
         #: Some thread has left printed text without its newline: only then does the end
         #: of an invocation look for its own (``finish``).
@@ -664,6 +669,7 @@ class PrintedLines(io.TextIOBase):
         self._log = Logger(sink, fields)
         for line in self._unfinished:
             line.text = ""
+        self._unfinished.clear()
         self.partly = False
 
     def writable(self) -> bool:
@@ -688,13 +694,13 @@ class PrintedLines(io.TextIOBase):
         log = current_logger.get() or self._log
         line: _Unfinished | None = getattr(self._local, "line", None)
         if line is None:
-            line = self._local.line = _Unfinished(log)
-            self._unfinished.add(line)
+            line = self._local.line = _Unfinished(log, self._unfinished)
         elif line.log is not log:
             line.out()  # another invocation's unfinished line: out first, as its own
             line.log = log
         if "\n" not in text:
             line.text += text
+            self._unfinished.add(line)
             self.partly = True
             return len(text)
         *lines, line.text = (line.text + text).split("\n")
@@ -702,7 +708,10 @@ class PrintedLines(io.TextIOBase):
             # a line ended by \r\n (csv's, say) is its text, as one on fd 1 (ProcessOutput)
             log.info(done.removesuffix("\r"), stream="stdout")
         if line.text:
+            self._unfinished.add(line)
             self.partly = True
+        else:
+            self._unfinished.discard(line)
         return len(text)
 
     def finish(self, log: Logger) -> None:
@@ -726,7 +735,8 @@ class PrintedLines(io.TextIOBase):
             line.log.info(text, stream="stdout")
 
     def flush_all(self) -> None:
-        """Write every thread's unfinished line (the process ends)."""
+        """Write every thread's unfinished line, also a thread's that has ended (the
+        process ends)."""
         for line in list(self._unfinished):
             line.out()
 
