@@ -16,7 +16,8 @@ from hibana import Cancelled, Context, FunctionSpec, Invocation
 from hibana.dispatcher import Dispatcher, Gate, Outcome
 from hibana.host.board import PermitTable
 from hibana.runtimes.python import FunctionThreads
-from hibana.telemetry.logs import Logger, LogSink
+from hibana.telemetry.log_sink import LogSink
+from hibana.telemetry.logs import Logger
 from hibana.telemetry.trace import continue_or_start
 
 T = TypeVar("T")

@@ -23,7 +23,8 @@ import httpx
 import pytest
 
 from hibana.host.http_server import HttpProtocol, HttpServer
-from hibana.telemetry.logs import Logger, LogSink
+from hibana.telemetry.log_sink import LogSink
+from hibana.telemetry.logs import Logger
 from hibana.triggers.routes import Match
 from tests.hosts import APPS, Host, started
 

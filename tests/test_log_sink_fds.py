@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hibana.telemetry.logs import Logger, LogSink
+from hibana.telemetry.log_sink import LogSink
+from hibana.telemetry.logs import Logger
 
 #: Past FD_SETSIZE (1024), the most select() takes.
 MANY = 1100

@@ -11,8 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from hibana.telemetry import logs as log_fields
-from hibana.telemetry.logs import Logger, LogSink
+from hibana.telemetry import log_fields
+from hibana.telemetry.log_sink import LogSink
+from hibana.telemetry.logs import Logger
 
 #: 2023-11-14T22:13:20Z, and the second after it.
 BEFORE = 1_700_000_000

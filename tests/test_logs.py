@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from hibana.telemetry.console import ConsoleLog, render
-from hibana.telemetry.logs import Logger, LogSink
+from hibana.telemetry.log_sink import LogSink
+from hibana.telemetry.logs import Logger
 from tests.hosts import APPS, Host, started
 from tests.test_webhooks import API_TOKEN, set_secret
 
@@ -420,7 +421,8 @@ def test_scrub_replaces_the_escaped_forms_too() -> None:
 
 WRITER = """
 import os, sys
-from hibana.telemetry.logs import Logger, LogSink
+from hibana.telemetry.log_sink import LogSink
+from hibana.telemetry.logs import Logger
 log = Logger(LogSink(int(sys.argv[1])), {"writer": sys.argv[2]})
 for i in range(200):
     log.info("big", i=i, pad=sys.argv[2] * (50_000 if i % 2 == 0 else 300))
@@ -488,7 +490,7 @@ def test_threads_writing_one_sink_on_a_pipe_that_falls_behind_cut_no_line() -> N
 def test_fd2_of_the_hosts_processes_is_redacted_whole_and_passed_on_as_written() -> None:
     """A secret across the cut of a line over 64 KiB went out in the clear, with a newline
     added mid-line; an unfinished line (a prompt) waited for a newline that never came."""
-    from hibana.telemetry.logs import ProcessOutput
+    from hibana.telemetry.process_output import ProcessOutput
 
     read_end, write_end = os.pipe()
     output = ProcessOutput(LogSink(os.open(os.devnull, os.O_WRONLY)), errors_fd=write_end)
@@ -678,7 +680,7 @@ def test_fd1_of_the_hosts_processes_redacts_a_secret_across_the_cut_of_a_long_li
     a secret across the cut between two was written in the clear, half in each, and a
     character cut there as two U+FFFD. The end of such a line on fd 2 that never got its
     newline was held back for a secret that might go on, and never written."""
-    from hibana.telemetry.logs import ProcessOutput
+    from hibana.telemetry.process_output import ProcessOutput
 
     read_end, write_end = os.pipe()
     received = bytearray()

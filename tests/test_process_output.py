@@ -9,7 +9,9 @@ import os
 import threading
 import time
 
-from hibana.telemetry.logs import LogSink, PrintedLines, ProcessOutput
+from hibana.telemetry.log_sink import LogSink
+from hibana.telemetry.printed import PrintedLines
+from hibana.telemetry.process_output import ProcessOutput
 
 
 def _full_non_blocking_pipe() -> tuple[int, int]:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from hibana.context import Cancellation, Context, Invocation
 from hibana.errors import Cancelled, is_client_error
 from hibana.runtimes.python import FunctionThreads
-from hibana.telemetry.logs import current_logger, finish_printed
+from hibana.telemetry.logs import current_logger
+from hibana.telemetry.printed import finish_printed
 
 if TYPE_CHECKING:
     from hibana.app import FunctionSpec

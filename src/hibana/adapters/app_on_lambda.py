@@ -396,7 +396,7 @@ def _as_asgi(app: Any) -> tuple[ASGIApp, list[AsgiMount]]:
     if isinstance(app, App):
         from hibana.dispatcher import Dispatcher
         from hibana.runtimes.python import FunctionThreads
-        from hibana.telemetry.logs import LogSink
+        from hibana.telemetry.log_sink import LogSink
         from hibana.triggers.http import HttpFront
 
         dispatcher = Dispatcher(

@@ -37,7 +37,8 @@ from collections.abc import Callable, Iterable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from hibana.telemetry.logs import ErrorLines, current_logger
+from hibana.telemetry.logs import current_logger
+from hibana.telemetry.printed import ErrorLines
 
 Message = MutableMapping[str, Any]
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]

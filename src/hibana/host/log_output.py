@@ -12,7 +12,8 @@ import os
 from typing import TYPE_CHECKING
 
 from hibana.host.config import HostConfig
-from hibana.telemetry.logs import LogSink, ProcessOutput
+from hibana.telemetry.log_sink import LogSink
+from hibana.telemetry.process_output import ProcessOutput
 
 if TYPE_CHECKING:
     from hibana.telemetry.console import ConsoleLog

@@ -18,7 +18,7 @@ from hibana.errors import SHUTTING_DOWN
 from hibana.host.handoff import HeldConnections, raw_answer, refuse_backlog
 from hibana.host.worker_records import WorkerRecord, lost_line, signal_worker
 from hibana.host.zygote_handle import Zygote
-from hibana.telemetry.logs import ProcessOutput
+from hibana.telemetry.process_output import ProcessOutput
 
 #: The signals that ask the host to stop; SIGHUP asks it to reload the app.
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})

@@ -51,7 +51,7 @@ from hibana.host.store_duties import StoreDuties
 from hibana.host.worker_records import Unresponsive, WorkerRecord, signal_worker
 from hibana.host.zygote_handle import IMPORT_TIMEOUT, Zygote, import_too_slow, launch
 from hibana.store.base import Store
-from hibana.telemetry.logs import ProcessOutput
+from hibana.telemetry.process_output import ProcessOutput
 
 #: What other modules import from here, some of it from the rooms it was split into.
 __all__ = ["IMPORT_TIMEOUT", "HostStartError", "Supervisor", "WorkerRecord", "Zygote", "bind"]

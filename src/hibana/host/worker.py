@@ -36,7 +36,9 @@ from hibana.host.open_files import connections_before_limit
 from hibana.host.scaling import DEFAULT_THREADS
 from hibana.runtimes.python import FunctionThreads
 from hibana.store.base import CLOSE_TIMEOUT, Store
-from hibana.telemetry.logs import Logger, LogSink, PrintedLines, ScrubbedText
+from hibana.telemetry.log_sink import LogSink
+from hibana.telemetry.logs import Logger
+from hibana.telemetry.printed import PrintedLines, ScrubbedText
 from hibana.telemetry.python_logging import route_logging
 from hibana.triggers.http import HttpFront, timed_out
 from hibana.triggers.outbox import Outbox

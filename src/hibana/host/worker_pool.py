@@ -31,7 +31,7 @@ from hibana.host.worker_records import (
     signal_worker,
 )
 from hibana.host.zygote_handle import START_CRASHES, Zygote, exit_reason
-from hibana.telemetry.logs import ProcessOutput
+from hibana.telemetry.process_output import ProcessOutput
 
 #: A worker that dies sooner than this after starting is restarted after a pause, not at
 #: once; so is one that dies before it serves, the pause doubling with each in a row ...

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hibana.host.zygote_handle import Zygote
-from hibana.telemetry.logs import ProcessOutput, timestamp
+from hibana.telemetry.log_fields import timestamp
+from hibana.telemetry.process_output import ProcessOutput
 
 #: Seconds a worker's watchdog may miss, past an invocation's deadline and grace, before
 #: the supervisor kills the worker (its own watchdog could not).

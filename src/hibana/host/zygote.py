@@ -39,7 +39,9 @@ from hibana.host.scaling import Scaling, resolve
 
 # run_worker is imported here so forked workers have it
 from hibana.host.worker import preload, resident_mb, run_worker
-from hibana.telemetry.logs import Logger, LogSink, PrintedLines
+from hibana.telemetry.log_sink import LogSink
+from hibana.telemetry.logs import Logger
+from hibana.telemetry.printed import PrintedLines
 
 
 def describe(app: App) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from hibana.host.board import Board, Layout
 from hibana.host.config import HostConfig
 from hibana.host.control import Channel, Spawn
 from hibana.host.scaling import Scaling
-from hibana.telemetry.logs import ProcessOutput
+from hibana.telemetry.process_output import ProcessOutput
 
 #: How long a freshly started zygote may take to import the app.
 IMPORT_TIMEOUT = 120.0

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from hibana.telemetry.logs import LinePipe
+from hibana.telemetry.process_output import LinePipe
 
 #: Fields a person does not read on every line: the trace ids (``--log-format json`` has
 #: them), and those drawn in words of their own.

@@ -12,17 +12,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from hibana.telemetry.logs import (
+from hibana.telemetry.log_fields import (
     MAY_HOLD_BYTES,
     OWN_FIELDS,
     Level,
-    LogSink,
     bytes_as_text,
-    current_logger,
     error_fields,
     error_text,
     timestamp,
 )
+from hibana.telemetry.log_sink import LogSink
+from hibana.telemetry.logs import current_logger
 
 
 class JsonLogHandler(logging.Handler):

@@ -25,7 +25,9 @@ from hibana.errors import SHUTTING_DOWN, FailedWith, HTTPError, is_client_error
 from hibana.requests import Request
 from hibana.responses import Response, header_problem, to_response
 from hibana.secrets import Secrets
-from hibana.telemetry.logs import Logger, LogSink, error_text, millis, timestamp
+from hibana.telemetry.log_fields import error_text, millis, timestamp
+from hibana.telemetry.log_sink import LogSink
+from hibana.telemetry.logs import Logger
 from hibana.telemetry.trace import continue_or_start, new_invocation_id
 from hibana.triggers.http_response import (
     BODILESS,

@@ -27,7 +27,9 @@ from hibana.events.cloudevent import CloudEvent
 from hibana.messages import MAX_DELAY, BatchFailed, Exponential, Message, RetryPolicy
 from hibana.secrets import Secrets
 from hibana.store.base import ChangeWatcher, Delivery, Settle, Store
-from hibana.telemetry.logs import Logger, LogSink, error_text, invocation_line, millis
+from hibana.telemetry.log_fields import error_text, millis
+from hibana.telemetry.log_sink import LogSink
+from hibana.telemetry.logs import Logger, invocation_line
 from hibana.telemetry.trace import carried_link, continue_carried, new_invocation_id
 from hibana.timers import TimerInfo
 from hibana.triggers.outbox import Outbox
