@@ -14,8 +14,8 @@ from hibana.telemetry.printed import PrintedLines
 from hibana.telemetry.process_output import ProcessOutput
 
 
-def _full_non_blocking_pipe() -> tuple[int, int]:
-    """A pipe whose write end is non-blocking and has no room left."""
+def full_non_blocking_pipe() -> tuple[int, int]:
+    """A pipe whose write end is non-blocking and has no room left (filled with dots)."""
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     filler = b"." * 4096
@@ -31,7 +31,7 @@ def test_a_traceback_on_fd2_reaches_a_non_blocking_stderr_that_is_full() -> None
     """The host's stderr is non-blocking (a terminal another program set so, say) and its
     reader is behind: what a worker wrote on fd 2 was dropped at the first EAGAIN; now
     it waits for room, as the log lines on stdout do."""
-    read_end, write_end = _full_non_blocking_pipe()
+    read_end, write_end = full_non_blocking_pipe()
     output = ProcessOutput(LogSink(os.open(os.devnull, os.O_WRONLY)), errors_fd=write_end)
     received = bytearray()
 
