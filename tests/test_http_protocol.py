@@ -17,7 +17,7 @@ import struct
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
@@ -27,6 +27,7 @@ from hibana.telemetry.log_sink import LogSink
 from hibana.telemetry.logs import Logger
 from hibana.triggers.routes import Match
 from tests.hosts import APPS, Host, started
+from tests.http_wire import Connection, Transport
 
 
 @pytest.fixture(scope="module")
@@ -34,70 +35,6 @@ def host() -> Iterator[Host]:
     yield from started(
         "basic", "--workers", "1", "--max-body-bytes", "1000", "--keep-alive-timeout", "0.5"
     )
-
-
-class _Reader:
-    """The connection's one buffered reader, which a response's ``close`` leaves open."""
-
-    def __init__(self, reader: IO[bytes]) -> None:
-        self._reader = reader
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._reader, name)
-
-    def close(self) -> None:
-        pass
-
-
-class _Stream:
-    """What ``http.client.HTTPResponse`` wants of a socket: one buffered reader, shared by
-    every response read from the connection (so pipelined answers are not lost)."""
-
-    def __init__(self, reader: IO[bytes]) -> None:
-        self.reader = _Reader(reader)
-
-    def makefile(self, mode: str) -> _Reader:
-        return self.reader
-
-
-class Connection:
-    """A raw connection: send bytes, read whole responses."""
-
-    def __init__(self, host: Host) -> None:
-        addr, port = host.url.removeprefix("http://").split(":")
-        self.sock = socket.create_connection((addr, int(port)), timeout=10)
-        self.file = self.sock.makefile("rb")
-        self.stream = _Stream(self.file)
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def response(self, method: str = "GET") -> http.client.HTTPResponse:
-        resp = http.client.HTTPResponse(self.stream, method=method)  # type: ignore[arg-type]
-        resp.begin()
-        return resp
-
-    def hello(self, name: str) -> http.client.HTTPResponse:
-        """GET /hello/NAME on this connection, checked: 200 and ``Hello NAME``."""
-        self.send(b"GET /hello/%s HTTP/1.1\r\nHost: x\r\n\r\n" % name.encode())
-        resp = self.response()
-        assert (resp.status, resp.read()) == (200, b"Hello " + name.encode())
-        return resp
-
-    def closed_by_server(self) -> bool:
-        """True if the server has closed its side (reads give EOF)."""
-        rest: bytes = self.stream.reader.read(1)
-        return rest == b""
-
-    def close(self) -> None:
-        self.file.close()  # else the socket stays open as long as its reader does
-        self.sock.close()
-
-    def __enter__(self) -> Connection:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 def test_pipelined_requests_are_answered_in_order(host: Host) -> None:
@@ -865,34 +802,6 @@ def test_responses_carry_a_date_header(host: Host) -> None:
     with host.client() as client:
         r = client.get("/hello/date")
     assert r.headers["date"].endswith(" GMT")
-
-
-class Transport(asyncio.Transport):
-    """What a protocol fed in-process writes to: the bytes kept, and whether it closed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = b""
-        self.closed = False
-        self.reading = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"peername": ("127.0.0.1", 5), "sockname": ("127.0.0.1", 7)}.get(name)
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += bytes(data)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
 
 
 def test_a_failure_inside_the_server_is_a_logged_500_not_the_clients_400() -> None:

@@ -321,6 +321,7 @@ class HttpServer:
                 continue
             if req.scope.get("hibana.cancellation") is cancellation:
                 conn.started = True  # the function's answer, if it ever comes, is not sent
+                req.keep_alive = False  # nor an answer to a request pipelined behind it
                 conn.transport.write(_error(504, message, invocation_id, req.head))
                 conn.transport.close()
 
@@ -1078,7 +1079,9 @@ class HttpProtocol(asyncio.Protocol):
                 self.transport.write(
                     _error(500, "the host failed to answer this request", None, req.head)
                 )
-            self.closing = True
+            # its 500 says ``connection: close`` (and a stream it broke is cut short): no
+            # request pipelined behind it is answered
+            req.keep_alive = False
         self._answered(req)
 
     def _answered(self, req: _Request) -> None:

@@ -1,0 +1,121 @@
+"""Raw HTTP/1.1 for the tests of the worker's HTTP server: a socket to a real host that
+sends bytes and reads whole responses with the standard library's ``http.client`` parser
+(``Connection``), and a transport an ``HttpProtocol`` fed in-process writes to
+(``Transport``)."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import socket
+from typing import IO, Any
+
+from hibana.host.http_server import HttpServer
+from hibana.telemetry.logs import Logger, LogSink
+from tests.hosts import Host
+
+
+class _Reader:
+    """The connection's one buffered reader, which a response's ``close`` leaves open."""
+
+    def __init__(self, reader: IO[bytes]) -> None:
+        self._reader = reader
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+    def close(self) -> None:
+        pass
+
+
+class _Stream:
+    """What ``http.client.HTTPResponse`` wants of a socket: one buffered reader, shared by
+    every response read from the connection (so pipelined answers are not lost)."""
+
+    def __init__(self, reader: IO[bytes]) -> None:
+        self.reader = _Reader(reader)
+
+    def makefile(self, mode: str) -> _Reader:
+        return self.reader
+
+
+class Connection:
+    """A raw connection: send bytes, read whole responses."""
+
+    def __init__(self, host: Host) -> None:
+        addr, port = host.url.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((addr, int(port)), timeout=10)
+        self.file = self.sock.makefile("rb")
+        self.stream = _Stream(self.file)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def response(self, method: str = "GET") -> http.client.HTTPResponse:
+        resp = http.client.HTTPResponse(self.stream, method=method)  # type: ignore[arg-type]
+        resp.begin()
+        return resp
+
+    def hello(self, name: str) -> http.client.HTTPResponse:
+        """GET /hello/NAME on this connection, checked: 200 and ``Hello NAME``."""
+        self.send(b"GET /hello/%s HTTP/1.1\r\nHost: x\r\n\r\n" % name.encode())
+        resp = self.response()
+        assert (resp.status, resp.read()) == (200, b"Hello " + name.encode())
+        return resp
+
+    def closed_by_server(self) -> bool:
+        """True if the server has closed its side (reads give EOF)."""
+        rest: bytes = self.stream.reader.read(1)
+        return rest == b""
+
+    def close(self) -> None:
+        self.file.close()  # else the socket stays open as long as its reader does
+        self.sock.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Transport(asyncio.Transport):
+    """What a protocol fed in-process writes to: the bytes kept, and whether it closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 5), "sockname": ("127.0.0.1", 7)}.get(name)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+def in_process_server(front: object, log_fd: int, max_body_bytes: int = 1000) -> HttpServer:
+    """A server for ``HttpProtocol``s fed in-process: ``front`` answers (a stand-in with
+    the front's ``table``, ``handle`` and ``draining``), its log lines go to ``log_fd``."""
+    return HttpServer(
+        front,  # type: ignore[arg-type]
+        Logger(LogSink(log_fd), {}),
+        max_body_bytes=max_body_bytes,
+        max_header_bytes=4096,
+        header_timeout=5,
+        body_timeout=5,
+        keep_alive_timeout=5,
+    )
