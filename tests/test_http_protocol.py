@@ -484,56 +484,6 @@ def test_an_http_1_0_client_is_not_sent_100_continue(host: Host) -> None:
         assert conn.file.readline() == b"HTTP/1.1 200 OK\r\n"
 
 
-def test_an_absolute_form_target_names_the_host_asked_for(host: Host) -> None:
-    """RFC 9112 3.2.2: the target's authority is the host, whatever Host says."""
-    with Connection(host) as conn:
-        conn.send(b"GET http://example.com:8080/inspect HTTP/1.1\r\nHost: x\r\n\r\n")
-        resp = conn.response()
-        assert resp.status == 200
-        assert json.loads(resp.read())["url"] == "http://example.com:8080/inspect"
-        conn.send(b"GET /inspect HTTP/1.1\r\nHost: [::1]:7071\r\n\r\n")
-        resp = conn.response()
-        assert json.loads(resp.read())["url"] == "http://[::1]:7071/inspect"
-
-
-@pytest.mark.parametrize(
-    "target", [b"http://trusted.example@evil.example/inspect", b"http://@evil.example/inspect"]
-)
-def test_an_absolute_form_target_naming_a_user_is_a_400(host: Host, target: bytes) -> None:
-    """RFC 9110 4.2.4: userinfo is an error. It was dropped and the request served as
-    for the host after the @, which the user before it is there to hide."""
-    with Connection(host) as conn:
-        conn.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target)
-        resp = conn.response()
-        assert resp.status == 400
-        assert json.loads(resp.read())["error"] == (
-            f"the request target {target.decode()!r} names a user before its host "
-            "(user@host), which an http URL may not (RFC 9110 4.2.4); send it without"
-        )
-    with Connection(host) as conn:  # an @ in the path is the path's
-        conn.send(b"GET http://example.com/hello/a@b HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert conn.response().read() == b"Hello a@b"
-
-
-def test_an_absolute_form_target_with_an_empty_port_is_served(host: Host) -> None:
-    """RFC 3986 3.2.3: an empty port is the scheme's default; it used to be a 400 that
-    called the URL no http URL."""
-    with Connection(host) as conn:
-        conn.send(b"GET http://example.com:/inspect?tag=t1 HTTP/1.1\r\nHost: x\r\n\r\n")
-        resp = conn.response()
-        assert resp.status == 200
-        body = json.loads(resp.read())
-        assert body["url"] == "http://example.com/inspect?tag=t1"
-        assert body["tags"] == ["t1"]
-        conn.send(b"GET http://[::1]:/hello/v6 HTTP/1.1\r\nHost: x\r\n\r\n")
-        resp = conn.response()
-        assert (resp.status, resp.read()) == (200, b"Hello v6")
-        conn.send(b"GET http://example.com:x/inspect HTTP/1.1\r\nHost: x\r\n\r\n")
-        resp = conn.response()
-        assert resp.status == 400
-        assert "is not a path or an http URL" in json.loads(resp.read())["error"]
-
-
 def test_dot_segments_are_resolved_before_routing(host: Host) -> None:
     """As a browser would resolve them, and as nginx does: no function gets a ``..``
     in a parameter, encoded (``%2e%2e``) or not."""

@@ -86,8 +86,9 @@ _HOST_VALUE = re.compile(
 #: The HTTP versions a request line names (in a read the parser refused for its version).
 _VERSIONS = re.compile(rb"HTTP/([0-9]+\.[0-9]+)").findall
 
-#: An absolute URL's authority, from after its "://": what comes before the path or query.
-_AUTHORITY_END = re.compile(rb"[/?]").split
+#: An absolute-form request target (RFC 9112 3.2.2), as llhttp let it through: its scheme,
+#: its authority (up to the path, query or fragment), its path and its query.
+_ABSOLUTE = re.compile(rb"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)([^?#]*)(?:\?([^#]*))?").match
 
 #: A body's pieces (one per chunk of a chunked body) kept as they come, up to this many;
 #: past it, those under ``_SMALL_PIECE`` bytes are gathered in one buffer.
@@ -176,28 +177,6 @@ def _error(
         fields += b"x-invocation-id: %s\r\n" % invocation_id.encode()
     framing = fields % len(body) + b"\r\n"
     return _status_line(status) + _date_line() + framing + (b"" if head else body)
-
-
-def _absolute(url: bytes) -> Any:
-    """``url`` parsed by httptools, or None if it is not a URL. An empty port
-    (``http://host:/x``) is none, the scheme's default (RFC 3986 3.2.3), which httptools
-    alone refuses."""
-    try:
-        return httptools.parse_url(url)
-    except httptools.HttpParserInvalidURLError:
-        pass
-    scheme, sep, rest = url.partition(b"://")
-    end = len(rest)
-    for stop in (b"/", b"?"):
-        at = rest.find(stop)
-        if at != -1 and at < end:
-            end = at
-    if not sep or not rest[:end].endswith(b":"):
-        return None
-    try:
-        return httptools.parse_url(scheme + sep + rest[: end - 1] + rest[end:])
-    except httptools.HttpParserInvalidURLError:
-        return None
 
 
 def _free_slot(handoff: Handoff, board: ConnectionTable | None, conn: int) -> None:
@@ -770,13 +749,14 @@ class HttpProtocol(asyncio.Protocol):
             if refused is not None:
                 self._refuse(*refused)
                 return
-            parsed = _absolute(url)
-            raw_path, query = parsed.path or b"/", parsed.query or b""
-            if parsed.host:
-                # RFC 9112 3.2.2: the target's authority is the host asked for, not Host
-                authority = b"[%s]" % parsed.host if b":" in parsed.host else parsed.host
-                if parsed.port is not None:
-                    authority += b":%d" % parsed.port
+            if url == b"*":
+                raw_path, query = url, b""
+            else:
+                _, authority, raw_path, query = _ABSOLUTE(url).groups()  # type: ignore[union-attr]
+                raw_path, query = raw_path or b"/", query or b""
+                # RFC 9112 3.2.2: the target's authority is the host asked for, not Host;
+                # an empty port is none, the scheme's default (RFC 3986 3.2.3)
+                authority = authority.removesuffix(b":")
                 headers = [(k, v) for k, v in headers if k != b"host"] + [(b"host", authority)]
         if url.find(b"#") != -1:
             self._refuse(
@@ -910,19 +890,22 @@ class HttpProtocol(asyncio.Protocol):
             return None
         if method == "CONNECT":
             return 501, "this host serves functions; it does not open tunnels (CONNECT)"
-        parsed = _absolute(url)
-        if parsed is None or not parsed.schema or parsed.schema.lower() not in (b"http", b"https"):
-            target = url[:200].decode("latin-1")
-            return 400, f"the request target {target!r} is not a path or an http URL"
-        if parsed.userinfo is not None or b"@" in _AUTHORITY_END(url.partition(b"://")[2], 1)[0]:
-            # RFC 9110 4.2.4: userinfo is an error, most often there to hide the host
-            # asked for (http://trusted.example@evil.example/)
-            target = url[:200].decode("latin-1")
-            return 400, (
-                f"the request target {target!r} names a user before its host (user@host), "
-                "which an http URL may not (RFC 9110 4.2.4); send it without"
-            )
-        return None
+        parsed = _ABSOLUTE(url)
+        target = url[:200].decode("latin-1")
+        if parsed is not None and parsed[1].lower() in (b"http", b"https"):
+            authority = parsed[2]
+            if b"@" in authority:
+                # RFC 9110 4.2.4: userinfo is an error, most often there to hide the host
+                # asked for (http://trusted.example@evil.example/)
+                return 400, (
+                    f"the request target {target!r} names a user before its host (user@host), "
+                    "which an http URL may not (RFC 9110 4.2.4); send it without"
+                )
+            # a host, and a port if any, as a Host header's value must be (RFC 9110 4.2.1:
+            # an http URL with an empty host is invalid)
+            if authority[:1] not in (b"", b":") and _HOST_VALUE(authority):
+                return None
+        return 400, f"the request target {target!r} is not a path or an http URL"
 
     def on_body(self, body: bytes) -> None:
         req = self.parsing
