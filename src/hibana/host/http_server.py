@@ -603,8 +603,8 @@ class HttpProtocol(asyncio.Protocol):
             head += len(data)
             self.head_bytes = head
             limit = self.server.max_header_bytes
-            if head > limit and self._head_size(data, head) > limit:
-                self._refuse(*self._over_limit(data, head, limit))
+            if head > limit:
+                self._held_to_limit(data, head, limit)
                 return
             if self.line_open:
                 # find, not in: bytes' `in` tries its operand as an int first, and the
@@ -651,12 +651,20 @@ class HttpProtocol(asyncio.Protocol):
                 return 414, _line_over(limit)
         return 431, _headers_over(limit)
 
-    @staticmethod
-    def _head_size(data: bytes, counted: int) -> int:
-        """The head's size, when this packet (the last ``len(data)`` of ``counted`` bytes)
-        may also carry body bytes, which have a limit of their own."""
-        end = data.find(b"\r\n\r\n")
-        return counted if end == -1 else counted - len(data) + end + 4
+    def _held_to_limit(self, data: bytes, head: int, limit: int) -> None:
+        """Read a packet that takes the head past ``limit`` bytes (``data``, the last of
+        its ``head`` bytes so far): the parser reads up to the limit, and the rest once
+        the head has ended there (the rest is the body, which has a limit of its own, or
+        the next request); else the head is refused. Where the head ends is the parser's
+        to say: its blank line may have begun in the packet before."""
+        cut = len(data) - (head - limit)
+        self.head_bytes = head - len(data)
+        self.data_received(data[:cut])
+        if self.head_bytes == limit:  # the head goes on past the limit
+            if self.refusal is None:
+                self._refuse(*self._over_limit(data, head, limit))
+        elif self.refusal is None:
+            self.data_received(data[cut:])
 
     def on_message_begin(self) -> None:
         #: This head began inside a read that held the end of the one before (pipelining):
