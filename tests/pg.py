@@ -42,57 +42,113 @@ def postgres_server() -> Iterator[str | None]:
     if dsn:
         yield dsn
         return
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        yield None
-        return
-    data = tempfile.mkdtemp(prefix="hibana-pg-")
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        # initdb refuses to run as root: run the throwaway cluster as the postgres user
-        import pwd
-
-        runuser = shutil.which("runuser")
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            runuser = None
-        if runuser is None:
-            shutil.rmtree(data, ignore_errors=True)
-            yield None
-            return
-        os.chown(data, owner.pw_uid, owner.pw_gid)
-        as_user = [runuser, "-u", "postgres", "--"]
-    port = _free_port()
-    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
-    try:
-        subprocess.run(
-            [*as_user, initdb, "-D", data, "-A", "trust", "-U", "postgres"],
-            check=True,
-            capture_output=True,
-        )
-        # -l: the server's output goes to a file, not to pipes we would wait on forever
-        subprocess.run(
-            [*as_user, pg_ctl, "-D", data, "-o", options, "-l", f"{data}/log", "-w", "start"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=60,
-        )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-        shutil.rmtree(data, ignore_errors=True)
+    cluster = Cluster.made()
+    if cluster is None:
         yield None
         return
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield cluster.dsn
     finally:
+        cluster.remove()
+
+
+class Cluster:
+    """A throwaway PostgreSQL cluster (``initdb``, ``pg_ctl``) in a folder of its own, on a
+    port of its own: a test may stop and start it (a server going away and coming back)
+    without touching the machine's shared server."""
+
+    def __init__(self, data: str, as_user: list[str], pg_ctl: str, port: int) -> None:
+        self.data = data
+        self.port = port
+        self.dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        self._as_user = as_user
+        self._pg_ctl = pg_ctl
+        #: The folders of ``small_disk``.
+        self._small: list[str] = []
+
+    @classmethod
+    def made(cls) -> Cluster | None:
+        """A new cluster, started; None where initdb and pg_ctl cannot be had (or run)."""
+        initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+        if initdb is None or pg_ctl is None:
+            return None
+        data = tempfile.mkdtemp(prefix="hibana-pg-")
+        as_user: list[str] = []
+        if os.geteuid() == 0:
+            # initdb refuses to run as root: run the throwaway cluster as the postgres user
+            import pwd
+
+            runuser = shutil.which("runuser")
+            try:
+                owner = pwd.getpwnam("postgres")
+            except KeyError:
+                runuser = None
+            if runuser is None:
+                shutil.rmtree(data, ignore_errors=True)
+                return None
+            os.chown(data, owner.pw_uid, owner.pw_gid)
+            as_user = [runuser, "-u", "postgres", "--"]
+        cluster = cls(data, as_user, pg_ctl, _free_port())
+        try:
+            subprocess.run(
+                [*as_user, initdb, "-D", data, "-A", "trust", "-U", "postgres"],
+                check=True,
+                capture_output=True,
+            )
+            cluster.start()
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            shutil.rmtree(data, ignore_errors=True)
+            return None
+        return cluster
+
+    def start(self, namespace: str = "") -> None:
+        """Start the server (again), on the same port; return once it takes connections.
+        ``namespace``: shell commands run first, in a mount namespace of the server's own
+        (``small_disk``)."""
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1"
+        # -l: the server's output goes to a file, not to pipes we would wait on forever
+        server = [*self._as_user, self._pg_ctl, "-D", self.data, "-o", options]
+        server += ["-l", f"{self.data}/log", "-w", "start"]
+        command = server
+        if namespace:
+            # the server, forked by pg_ctl, stays in the namespace (and keeps its mounts)
+            script = f'{namespace} && exec "$@"'
+            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+            command += ["sh", *server]
         subprocess.run(
-            [*as_user, pg_ctl, "-D", data, "-m", "immediate", "stop"],
+            command,
+            check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             timeout=60,
         )
-        shutil.rmtree(data, ignore_errors=True)
+
+    def small_disk(self, kib: int) -> str:
+        """A folder on a disk of ``kib`` KiB that only the server sees (a tmpfs in a mount
+        namespace of its own, whose disk fills without touching the machine's): the server
+        is started again in that namespace. Needs root, as mount does."""
+        folder = tempfile.mkdtemp(prefix="hibana-pg-small-")
+        self._small.append(folder)
+        owner = "postgres:postgres" if self._as_user else str(os.geteuid())
+        self.stop()
+        self.start(f"mount -t tmpfs -o size={kib}k tmpfs {folder} && chown {owner} {folder}")
+        return folder
+
+    def stop(self) -> None:
+        """Stop the server at once, as a crash does (its connections are cut; nothing is
+        answered until ``start``)."""
+        subprocess.run(
+            [*self._as_user, self._pg_ctl, "-D", self.data, "-m", "immediate", "stop"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
+
+    def remove(self) -> None:
+        """Stop the server, and delete its folder."""
+        self.stop()
+        for folder in [self.data, *self._small]:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def with_schema(dsn: str) -> tuple[str, str]:

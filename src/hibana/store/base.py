@@ -211,6 +211,11 @@ class Engine:
         one they would only wait on it again, or run twice what may have committed."""
         return False
 
+    def in_doubt(self, exc: BaseException) -> bool:
+        """``exc``, a ``connection_failed`` one, came as the transaction was committing:
+        it may have happened."""
+        return False
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -319,6 +324,10 @@ class _Op:
     done: Callable[[Any, BaseException | None], None]
 
 
+#: Seconds between tries of the settlements held (the server is away) while nothing
+#: else is asked for; each try waits for the server as an operation does.
+HELD_RETRY = 0.5
+
 #: How long the last writes may take as a host process exits with ``Store.close``: a
 #: database that stopped answering must not keep it from exiting.
 CLOSE_TIMEOUT = 5.0
@@ -334,6 +343,9 @@ class Store:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._lock = threading.Lock()
+        #: Settlements that failed with the connection, written first in the next
+        #: transaction (see ``_hold``); the writer thread's alone.
+        self._held: list[_Op] = []
 
     @property
     def display(self) -> str:
@@ -536,8 +548,15 @@ class Store:
 
     def _write_loop(self) -> None:
         while True:
-            first = self._ops.get()
+            try:
+                # held settlements are tried again even while nothing else is asked for
+                first = self._ops.get(timeout=HELD_RETRY if self._held else None)
+            except queue.Empty:
+                self._run([])
+                continue
             if first is None:
+                if self._held:
+                    self._run([], final=True)
                 return
             batch = [first]
             stop = False
@@ -550,11 +569,17 @@ class Store:
                     stop = True
                     break
                 batch.append(op)
-            self._run(batch)
+            self._run(batch, final=stop)
             if stop:
                 return
 
-    def _run(self, batch: list[_Op]) -> None:
+    def _run(self, batch: list[_Op], final: bool = False) -> None:
+        """Run ``batch`` in one transaction, after the settlements held (see ``_hold``):
+        a claim never runs before them. ``final``: the store is closing, and what cannot
+        be written now fails."""
+        batch, self._held = [*self._held, *batch], []
+        if not batch:
+            return
         write = any(op.name not in _READS for op in batch)
         try:
             try:
@@ -567,17 +592,54 @@ class Store:
                 with self.engine.transaction(write) as now:
                     results = [(op, self._apply(now, op)) for op in _merged(batch)]
         except Exception as exc:
-            if len(batch) > 1 and not self.engine.connection_failed(exc):
+            lost = self.engine.connection_failed(exc)
+            if len(batch) > 1 and not lost:
                 # One bad operation must not fail the others: run each on its own.
                 for op in batch:
-                    self._run([op])
+                    self._run([op], final)
                 return
             error = exc if isinstance(exc, StoreError) else _store_error(self.engine, exc)
+            if lost and not final:
+                batch = self._hold(batch, self.engine.in_doubt(exc))
             for op in batch:
                 op.done(None, error)
             return
         for op, result in results:
             op.done(result, None)
+
+    def _hold(self, batch: list[_Op], in_doubt: bool) -> list[_Op]:
+        """Keep the settlements of ``batch``, which failed with the connection (the
+        server is away), to be written first in the next transaction; returns the rest,
+        to fail. A settlement's caller waits until it is written: its message's lease may
+        run out meanwhile, and a claim that ran first (this worker's next, once the server
+        is back) would take the message again, and run it twice. Written twice, a
+        settlement changes nothing the second time (its attempt, the lease token, no
+        longer matches, or the row is gone), except a release (it gives back an attempt):
+        one that may have been committed (``in_doubt``: the connection went during the
+        COMMIT) fails, naming its messages, and is not written again."""
+        rest: list[_Op] = []
+        for op in batch:
+            if op.name != "settle":
+                rest.append(op)
+                continue
+            items: list[Settle] = op.args[0]
+            released = [s.id for s in items if s.kind == "release"] if in_doubt else []
+            if not released:
+                self._held.append(op)
+                continue
+            kept = [s for s in items if s.kind != "release"]
+            unknown = StoreError(
+                f"the store {self.engine.display} lost its connection during a COMMIT: "
+                f"whether message{'s' if len(released) > 1 else ''} "
+                f"{', '.join(map(str, released))} {'were' if len(released) > 1 else 'was'} "
+                "released is not known, so the release is not written again (a message "
+                "not released is delivered again once its lease ends)"
+            )
+            if kept:
+                self._held.append(_Op("settle", (kept,), _failing(op.done, unknown)))
+            else:
+                op.done(None, unknown)
+        return rest
 
     def _apply(self, now: float, op: _Op) -> Any:
         method: Callable[..., Any] = getattr(self.engine, op.name)
@@ -608,6 +670,13 @@ def _checked(message: NewMessage) -> None:
             "else may (nothing was written); to run the timer function now, give it "
             "run_on_startup=True, or call its code from a function of your own"
         )
+
+
+def _failing(
+    done: Callable[[Any, BaseException | None], None], error: BaseException
+) -> Callable[[Any, BaseException | None], None]:
+    """``done``, given ``error`` whatever the operation's own outcome."""
+    return lambda _, exc: done(None, exc or error)
 
 
 def _store_error(engine: Engine, exc: Exception) -> StoreError:

@@ -297,6 +297,8 @@ class PostgresEngine(SqlEngine):
         #: transaction it ended surely did not happen (see ``lost_connection``).
         self._broken_by: BaseException | None = None
         self._retry = False
+        #: ... and whether it went during the COMMIT (see ``in_doubt``).
+        self._in_doubt = False
         #: Held to swap ``conn`` and to cut it: the watchdog never touches a closed one.
         self._conn_lock = threading.Lock()
         self._watchdog: threading.Thread | None = None
@@ -410,6 +412,9 @@ class PostgresEngine(SqlEngine):
     def connection_failed(self, exc: BaseException) -> bool:
         return exc is self._broken_by
 
+    def in_doubt(self, exc: BaseException) -> bool:
+        return exc is self._broken_by and self._in_doubt
+
     @contextlib.contextmanager
     def transaction(self, write: bool) -> Iterator[float]:
         import psycopg
@@ -494,6 +499,7 @@ class PostgresEngine(SqlEngine):
                 f"({_first_line(exc)})" + _IN_DOUBT
             )
         self._broken_by, self._retry = error, retry and error is exc
+        self._in_doubt = self._committing
         return error
 
     # the watchdog

@@ -88,10 +88,10 @@ class QueueConsumer:
         self._loops: list[asyncio.Task[None]] = []
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = False
-        #: Settlements not yet handed to the store, and the task handing them over: all
-        #: that end in one loop turn go in one call.
+        #: Settlements not yet handed to the store (all that end in one loop turn go in
+        #: one call), and the calls under way.
         self._settles: list[Settle] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
         self._watcher: ChangeWatcher | None = None
         self._watching = False
         #: The store has a watcher (it had one at start): a broken one is made again.
@@ -219,26 +219,32 @@ class QueueConsumer:
 
     async def drained(self) -> None:
         """Return once every delivery this worker held is settled."""
-        while self._running or self._flushing is not None:
-            await asyncio.gather(*list(self._running), return_exceptions=True)
-            if self._flushing is not None:
-                await asyncio.gather(self._flushing, return_exceptions=True)
+        while self._running or self._flushes:
+            await asyncio.gather(*self._running, *self._flushes, return_exceptions=True)
 
-    async def _flush_settles(self) -> None:
+    def _add_settles(self, settles: list[Settle]) -> None:
+        """Settle ``settles``: with all that end in this loop turn, in one call at the
+        next. Not after the calls still under way: the store writes them in the order
+        asked, so a settlement goes before this worker's next claim (a message whose
+        lease ran out while the store was away would be claimed again: ``Store._hold``)."""
+        if not self._settles:
+            task = asyncio.create_task(self._send_settles())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        self._settles.extend(settles)
+
+    async def _send_settles(self) -> None:
+        batch, self._settles = self._settles, []
         try:
-            while self._settles:
-                batch, self._settles = self._settles, []
-                try:
-                    await self.store.settle_many(batch)
-                except StoreError as exc:
-                    # The leases run out and the messages come back: at least once holds.
-                    self.log.error(
-                        "cannot settle messages; they will be delivered again",
-                        messages=len(batch),
-                        error=str(exc),
-                    )
-        finally:
-            self._flushing = None
+            await self.store.settle_many(batch)
+        except StoreError as exc:
+            # The leases run out and the messages come back: at least once holds.
+            self.log.error(
+                "cannot settle messages; they will be delivered again once their leases end",
+                messages=len(batch),
+                message_ids=sorted({s.id for s in batch}),
+                error=str(exc),
+            )
 
     async def _consume(self, spec: FunctionSpec, queue: str) -> None:
         trigger = spec.trigger
@@ -468,11 +474,6 @@ class QueueConsumer:
                     self._add_settles(renew)
         finally:
             self._keeper = None
-
-    def _add_settles(self, settles: list[Settle]) -> None:
-        self._settles.extend(settles)
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush_settles())
 
     def _set_aside(
         self, spec: FunctionSpec, deliveries: list[Delivery], now: float, why: str | None = None

@@ -1,0 +1,91 @@
+"""A PostgreSQL store that goes away and comes back, under a host: a cluster of the
+test's own (tests/pg.py's Cluster), stopped and started; never the machine's server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.hosts import copy_app, read_jsonl, started
+from tests.pg import Cluster, with_schema
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    made = Cluster.made()
+    assert made is not None, "this test needs initdb and pg_ctl (apt-get install postgresql)"
+    try:
+        yield made
+    finally:
+        made.remove()
+
+
+def _runs(app_dir: Path, kind: str, n: int) -> list[dict[str, Any]]:
+    return read_jsonl(app_dir / "processed.jsonl", kind=kind, n=n)
+
+
+def _wait(check: Any, what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def _messages_left(dsn: str, schema: str) -> int:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(f'SELECT count(*) FROM "{schema}".hibana_messages').fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_message_that_ended_while_postgresql_was_away_longer_than_its_lease_runs_once(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """Its acknowledgement waits for the store to come back, and is written before the
+    worker claims again: it ran once. (It was dropped once the store had not answered for
+    the operation timeout; the message's lease had run out, so the worker's next claim
+    took it again, and it ran a second time.)"""
+    app_dir = copy_app("outage", tmp_path)
+    url, schema = with_schema(cluster.dsn)
+    # the store's operations give up after 1 s (30 by default): an outage of a few
+    # seconds outlasts them as a longer one outlasts the default
+    store = f"{url}&operation_timeout=1"
+    for host in started(app_dir, "--workers", "1", "--store", store):
+        with host.client() as client:
+            assert client.post("/work", json={"n": 1}).status_code == 202
+            first = _wait(lambda: _runs(app_dir, "started", 1), "message 1 to start")[0]
+            cluster.stop()
+            (app_dir / "go").touch()
+            _wait(lambda: _runs(app_dir, "ended", 1), "message 1 to end")
+            # away past the lease's end (5 s after the claim), and past the time the host
+            # gives an operation (1 s) several times over
+            time.sleep(max(first["t"] + 5 + 2 - time.time(), 4))
+            cluster.start()
+            response = _wait(
+                lambda: _enqueued(client, 2), "an enqueue once the server is back", timeout=60
+            )
+            assert response.status_code == 202
+            _wait(lambda: _runs(app_dir, "ended", 2), "message 2 to run")
+            _wait(lambda: _messages_left(cluster.dsn, schema) == 0, "the queue to be empty")
+        errors = [x for x in host.logs() if x.get("level") == "error"]
+        assert len(_runs(app_dir, "started", 1)) == 1, errors
+        assert len(_runs(app_dir, "started", 2)) == 1
+        # nothing was given up: no settlement failed
+        assert not [x for x in errors if "cannot settle" in x.get("msg", "")], errors
+
+
+def _enqueued(client: Any, n: int) -> Any:
+    import httpx
+
+    try:
+        response = client.post("/work", json={"n": n}, timeout=10)
+    except httpx.TransportError:
+        return None
+    return response if response.status_code == 202 else None
