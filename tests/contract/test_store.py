@@ -66,7 +66,16 @@ def test_a_sqlite_store_that_fills_up_says_so_and_writes_nothing(tmp_path: Path)
         engine.conn.execute(f"PRAGMA max_page_count = {pages + 4}")  # as a full disk does
         with pytest.raises(StoreError) as full:
             run(store.enqueue_many([msg(body=b"x" * 10_000)] * 20))
-        assert str(full.value).endswith("failed: OperationalError: database or disk is full")
+        # the disk has room: the file's limit is named, and where it is
+        assert str(full.value).startswith(
+            f"the store {engine.display} cannot write: SQLite found the database or disk "
+            f"full, though {tmp_path} has "
+        )
+        assert str(full.value).endswith(
+            " free: the file reached a limit on its size (PRAGMA max_page_count, a quota, a "
+            "file size limit); raise that limit. Nothing was written; what was stored "
+            "before is kept"
+        )
         engine.conn.execute(f"PRAGMA max_page_count = {2**31}")  # space again
         assert run(store.stats()) == []  # nothing written
         run(store.enqueue(msg()))

@@ -437,6 +437,8 @@ class PostgresEngine(SqlEngine):
                     self._committing = True  # psycopg sends the COMMIT as this block ends
             except psycopg.Error as exc:
                 if not (conn.closed or conn.broken):
+                    if isinstance(exc, psycopg.errors.DiskFull):
+                        raise self._full(exc) from exc
                     raise  # a statement's own error (statement_timeout): the connection serves
                 self._drop()
                 if not outer:
@@ -448,6 +450,16 @@ class PostgresEngine(SqlEngine):
         finally:
             if outer:
                 self._busy(None)
+
+    def _full(self, exc: Exception) -> StoreError:
+        """The error of a write the server refused for a full disk (SQLSTATE 53100)."""
+        said = _first_line(exc)
+        return StoreError(
+            f"the store {self.display} cannot write: the PostgreSQL server's disk is full "
+            f"(it says: {said}); free space on the server's disk that holds its data folder "
+            "(or the tablespace of hibana's tables), or give it more. Nothing was written; "
+            "what was stored before is kept"
+        )
 
     def _busy(self, since: float | None) -> float:
         """Note when the operation under way began (None: it ended), under the lock the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 import sys
 import time
@@ -113,6 +114,8 @@ class SqliteEngine(SqlEngine):
         except sqlite3.Error as exc:
             if _busy(exc):  # a program that holds the file's lock in exclusive mode
                 raise self._locked() from None
+            if _full(exc):
+                raise self.full() from None
             raise StoreError(
                 f"cannot open the store {self.display}: {exc}; is it a hibana store file, "
                 "and writable?"
@@ -234,6 +237,33 @@ class SqliteEngine(SqlEngine):
             "that transaction, then try again"
         )
 
+    def full(self) -> StoreError:
+        """The error of a write that found the disk full (SQLITE_FULL): which folder, how
+        much it has free, and what to do."""
+        folder = self.path.parent
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            free = None
+        if free is not None and free >= _ROOMY:
+            # SQLite says "database or disk is full" of a limit on the file's size too
+            why = (
+                f"SQLite found the database or disk full, though {folder} has "
+                f"{_size(free)} free: the file reached a limit on its size (PRAGMA "
+                "max_page_count, a quota, a file size limit); raise that limit"
+            )
+        else:
+            left = "an unknown amount" if free is None else _size(free)
+            why = (
+                f"the disk that holds {folder} is full ({left} free); free space on it, or "
+                "move the store to a disk with room (--store sqlite:///PATH, with the "
+                "host stopped)"
+            )
+        return StoreError(
+            f"the store {self.display} cannot write: {why}. Nothing was written; "
+            "what was stored before is kept"
+        )
+
     def connection_failed(self, exc: BaseException) -> bool:
         # every operation of a batch would wait out the lock again, one after another
         return isinstance(exc, _Locked)
@@ -270,13 +300,15 @@ class SqliteEngine(SqlEngine):
         try:
             self.began = time.monotonic()
             yield time.time()
-        except BaseException:
+            conn.execute("COMMIT")
+        except BaseException as exc:
             # SQLite ends it itself on some errors (the disk full mid-statement): a ROLLBACK
             # then fails, and its error took the place of the one that says why
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error) and _full(exc):
+                raise self.full() from exc
             raise
-        conn.execute("COMMIT")
 
     def _exec(self, sql: str, params: Sequence[Any] = ()) -> Any:
         assert self.conn is not None
@@ -296,6 +328,28 @@ class SqliteEngine(SqlEngine):
 
     def watcher(self) -> ChangeWatcher | None:
         return WalWatcher.open(self.path) if sys.platform == "linux" else None
+
+
+#: Bytes free past which a full database is not taken for a full disk: SQLite needs a
+#: few pages to go on, and what a write asks for at most is a few MiB (a batch of messages).
+_ROOMY = 64 * 1024 * 1024
+
+
+def _size(n: int) -> str:
+    """``n`` bytes, as people read it: 0 bytes, 512 KiB, 3.2 GiB."""
+    if n < 1024:
+        return f"{n} bytes"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024:
+            return f"{value:.4g} {unit}"
+    return f"{value / 1024:.4g} TiB"
+
+
+def _full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
 
 
 def _busy(exc: sqlite3.Error) -> bool:
