@@ -151,6 +151,17 @@ class Cluster:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def own_cluster() -> Iterator[Cluster]:
+    """A ``Cluster`` for one test, removed afterwards."""
+    made = Cluster.made()
+    assert made is not None, "this test needs initdb and pg_ctl (apt-get install postgresql)"
+    try:
+        yield made
+    finally:
+        made.remove()
+
+
 def with_schema(dsn: str) -> tuple[str, str]:
     schema = f"t_{uuid.uuid4().hex[:12]}"
     sep = "&" if "?" in dsn else "?"

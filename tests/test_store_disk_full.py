@@ -18,7 +18,7 @@ import pytest
 from hibana.errors import StoreError
 from hibana.store.base import NewMessage, Store
 from hibana.store.postgres import PostgresEngine
-from tests.pg import Cluster, with_schema
+from tests.pg import Cluster, own_cluster, with_schema
 
 
 def test_a_sqlite_store_on_a_full_disk_names_its_folder_what_is_free_and_the_fix(
@@ -65,12 +65,8 @@ def _filled(store: Store, body: Callable[[], bytes]) -> str:
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
-    made = Cluster.made()
-    assert made is not None, "this test needs initdb and pg_ctl (apt-get install postgresql)"
-    try:
+    with own_cluster() as made:
         yield made
-    finally:
-        made.remove()
 
 
 def test_a_postgresql_store_whose_server_disk_is_full_says_so(cluster: Cluster) -> None:

@@ -11,17 +11,13 @@ from typing import Any
 import pytest
 
 from tests.hosts import copy_app, read_jsonl, started
-from tests.pg import Cluster, with_schema
+from tests.pg import Cluster, own_cluster, with_schema
 
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
-    made = Cluster.made()
-    assert made is not None, "this test needs initdb and pg_ctl (apt-get install postgresql)"
-    try:
+    with own_cluster() as made:
         yield made
-    finally:
-        made.remove()
 
 
 def _runs(app_dir: Path, kind: str, n: int) -> list[dict[str, Any]]:
