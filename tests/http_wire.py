@@ -11,7 +11,8 @@ import socket
 from typing import IO, Any
 
 from hibana.host.http_server import HttpServer
-from hibana.telemetry.logs import Logger, LogSink
+from hibana.telemetry.log_sink import LogSink
+from hibana.telemetry.logs import Logger
 from tests.hosts import Host
 
 
