@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hibana.host.http_server import HttpProtocol
+from hibana.host.http_connection import HttpProtocol
 from hibana.triggers.routes import Match
 from tests.hosts import Host, started
 from tests.http_wire import Connection, Transport, in_process_server

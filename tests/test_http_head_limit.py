@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hibana.host.http_server import HttpProtocol
+from hibana.host.http_connection import HttpProtocol
 from hibana.triggers.routes import Match
 from tests.http_wire import Transport, in_process_server
 

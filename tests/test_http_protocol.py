@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from hibana.host.http_server import HttpProtocol, HttpServer
+from hibana.host.http_connection import HttpProtocol
+from hibana.host.http_server import HttpServer
 from hibana.telemetry.log_sink import LogSink
 from hibana.telemetry.logs import Logger
 from hibana.triggers.routes import Match
