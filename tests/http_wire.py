@@ -1,15 +1,20 @@
 """Raw HTTP/1.1 for the tests of the worker's HTTP server: a socket to a real host that
 sends bytes and reads whole responses with the standard library's ``http.client`` parser
-(``Connection``), and a transport an ``HttpProtocol`` fed in-process writes to
-(``Transport``)."""
+(``Connection``); and a server whose connections are fed in-process
+(``in_process_server``), each writing to a ``Transport``."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
+import json
+import os
 import socket
+from collections.abc import Iterator
 from typing import IO, Any
 
+from hibana.host.http_connection import HttpProtocol
 from hibana.host.http_server import HttpServer
 from hibana.telemetry.log_sink import LogSink
 from hibana.telemetry.logs import Logger
@@ -108,15 +113,55 @@ class Transport(asyncio.Transport):
         self.reading = True
 
 
-def in_process_server(front: object, log_fd: int, max_body_bytes: int = 1000) -> HttpServer:
+class InProcess:
+    """An ``HttpServer`` whose connections are fed in-process, on the running loop."""
+
+    def __init__(self, server: HttpServer, read_end: int, write_end: int) -> None:
+        self.server = server
+        self.read_end = read_end
+        self.write_end = write_end
+
+    def connect(self) -> tuple[HttpProtocol, Transport]:
+        """A new connection to the server, and the transport it writes to."""
+        protocol = HttpProtocol(self.server, asyncio.get_running_loop())
+        transport = Transport()
+        protocol.connection_made(transport)
+        return protocol, transport
+
+    async def settle(self) -> None:
+        """Turns of the loop enough for the tasks of the answers due to run."""
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    def logged(self) -> list[dict[str, Any]]:
+        """The server's log lines so far (once its loop has ended); it logs no more."""
+        os.close(self.write_end)
+        self.write_end = -1
+        with os.fdopen(os.dup(self.read_end), "rb") as lines:
+            return [json.loads(line) for line in lines]
+
+
+@contextlib.contextmanager
+def in_process_server(front: object, max_body_bytes: int = 1000) -> Iterator[InProcess]:
     """A server for ``HttpProtocol``s fed in-process: ``front`` answers (a stand-in with
-    the front's ``table``, ``handle`` and ``draining``), its log lines go to ``log_fd``."""
-    return HttpServer(
-        front,  # type: ignore[arg-type]
-        Logger(LogSink(log_fd), {}),
-        max_body_bytes=max_body_bytes,
-        max_header_bytes=4096,
-        header_timeout=5,
-        body_timeout=5,
-        keep_alive_timeout=5,
+    the front's ``table``, ``handle`` and ``draining``), its log lines go to a pipe."""
+    read_end, write_end = os.pipe()
+    served = InProcess(
+        HttpServer(
+            front,  # type: ignore[arg-type]
+            Logger(LogSink(write_end), {}),
+            max_body_bytes=max_body_bytes,
+            max_header_bytes=4096,
+            header_timeout=5,
+            body_timeout=5,
+            keep_alive_timeout=5,
+        ),
+        read_end,
+        write_end,
     )
+    try:
+        yield served
+    finally:
+        if served.write_end != -1:
+            os.close(served.write_end)
+        os.close(read_end)

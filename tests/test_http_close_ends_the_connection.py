@@ -5,14 +5,12 @@ that response is written."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from hibana.host.http_connection import HttpProtocol
 from hibana.triggers.routes import Match
 from tests.hosts import Host, started
 from tests.http_wire import Connection, Transport, in_process_server
@@ -68,27 +66,21 @@ def _serve(first: bytes, handle: Any, then: Any = None) -> tuple[Transport, list
         handle=front_handle,
         draining=False,
     )
-    read_end, write_end = os.pipe()
-    transport = Transport()
     release = asyncio.Event()
+    with in_process_server(front) as served:
 
-    async def main() -> None:
-        server = in_process_server(front, write_end)
-        protocol = HttpProtocol(server, asyncio.get_running_loop())
-        protocol.connection_made(transport)
-        protocol.data_received(first + _BEHIND)
-        for _ in range(20):  # the first request's task runs
-            await asyncio.sleep(0)
-        if then is not None:
-            then(server, release)
-        release.set()
-        for _ in range(20):  # and whatever follows it
-            await asyncio.sleep(0)
-        protocol.connection_lost(None)
+        async def main() -> Transport:
+            protocol, transport = served.connect()
+            protocol.data_received(first + _BEHIND)
+            await served.settle()  # the first request's task runs
+            if then is not None:
+                then(served.server, release)
+            release.set()
+            await served.settle()  # and whatever follows it
+            protocol.connection_lost(None)
+            return transport
 
-    asyncio.run(main())
-    os.close(write_end)
-    os.close(read_end)
+        transport = asyncio.run(main())
     return transport, asked
 
 

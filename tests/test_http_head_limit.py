@@ -5,13 +5,11 @@ it there."""
 from __future__ import annotations
 
 import asyncio
-import os
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from hibana.host.http_connection import HttpProtocol
 from hibana.triggers.routes import Match
 from tests.http_wire import Transport, in_process_server
 
@@ -36,21 +34,17 @@ def _answer(packets: list[bytes]) -> tuple[bytes, list[bytes]]:
     front = SimpleNamespace(
         table=SimpleNamespace(lookup=lambda method, path: found), handle=handle, draining=False
     )
-    read_end, write_end = os.pipe()
-    transport = Transport()
+    with in_process_server(front) as served:
 
-    async def main() -> None:
-        protocol = HttpProtocol(in_process_server(front, write_end), asyncio.get_running_loop())
-        protocol.connection_made(transport)
-        for data in packets:
-            protocol.data_received(data)
-        for _ in range(20):  # the answer's task runs
-            await asyncio.sleep(0)
-        protocol.connection_lost(None)
+        async def main() -> Transport:
+            protocol, transport = served.connect()
+            for data in packets:
+                protocol.data_received(data)
+            await served.settle()  # the answer's task runs
+            protocol.connection_lost(None)
+            return transport
 
-    asyncio.run(main())
-    os.close(write_end)
-    os.close(read_end)
+        transport = asyncio.run(main())
     return transport.written, bodies
 
 

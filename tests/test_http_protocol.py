@@ -22,13 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from hibana.host.http_connection import HttpProtocol
-from hibana.host.http_server import HttpServer
-from hibana.telemetry.log_sink import LogSink
-from hibana.telemetry.logs import Logger
 from hibana.triggers.routes import Match
 from tests.hosts import APPS, Host, started
-from tests.http_wire import Connection, Transport
+from tests.http_wire import Connection, Transport, in_process_server
 
 
 @pytest.fixture(scope="module")
@@ -761,31 +757,17 @@ def test_a_failure_inside_the_server_is_a_logged_500_not_the_clients_400() -> No
     def broken_lookup(method: str, path: str) -> None:
         raise RuntimeError("route table exploded")
 
-    read_end, write_end = os.pipe()
     front = SimpleNamespace(table=SimpleNamespace(lookup=broken_lookup))
+    with in_process_server(front) as served:
 
-    async def main() -> Transport:
-        loop = asyncio.get_running_loop()
-        server = HttpServer(
-            front,  # type: ignore[arg-type]
-            Logger(LogSink(write_end), {}),
-            max_body_bytes=1000,
-            max_header_bytes=4096,
-            header_timeout=5,
-            body_timeout=5,
-            keep_alive_timeout=5,
-        )
-        protocol = HttpProtocol(server, loop)
-        transport = Transport()
-        protocol.connection_made(transport)
-        protocol.data_received(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-        protocol.connection_lost(None)
-        return transport
+        async def main() -> Transport:
+            protocol, transport = served.connect()
+            protocol.data_received(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+            protocol.connection_lost(None)
+            return transport
 
-    transport = asyncio.run(main())
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as logged:
-        line = json.loads(logged.readline())
+        transport = asyncio.run(main())
+        line = served.logged()[0]
     assert transport.written.startswith(b"HTTP/1.1 500 ")
     assert b"the host failed to read this request" in transport.written
     assert transport.closed
@@ -813,31 +795,17 @@ def test_each_request_is_read_in_its_own_http_version_however_its_bytes_are_spli
     front = SimpleNamespace(
         table=SimpleNamespace(lookup=lambda method, path: None), handle=handle, draining=False
     )
-    read_end, write_end = os.pipe()
+    with in_process_server(front) as served:
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = HttpServer(
-            front,  # type: ignore[arg-type]
-            Logger(LogSink(write_end), {}),
-            max_body_bytes=1000,
-            max_header_bytes=4096,
-            header_timeout=5,
-            body_timeout=5,
-            keep_alive_timeout=5,
-        )
-        for packets in (reads[:2], reads[2:]):
-            protocol = HttpProtocol(server, loop)
-            protocol.connection_made(Transport())
-            for data in packets:
-                protocol.data_received(data)
-                for _ in range(20):  # the answers' tasks run
-                    await asyncio.sleep(0)
-            protocol.connection_lost(None)
+        async def main() -> None:
+            for packets in (reads[:2], reads[2:]):
+                protocol, _ = served.connect()
+                for data in packets:
+                    protocol.data_received(data)
+                    await served.settle()  # the answers' tasks run
+                protocol.connection_lost(None)
 
-    asyncio.run(main())
-    os.close(write_end)
-    os.close(read_end)
+        asyncio.run(main())
     assert seen == [("/a", "1.1"), ("/b", "1.1"), ("/c", "1.0"), ("/d", "1.1"), ("/e", "1.0")]
 
 
@@ -858,37 +826,22 @@ def test_bodies_pipelined_up_to_the_body_limit_stop_the_reading() -> None:
         table=SimpleNamespace(lookup=lambda method, path: found), handle=handle, draining=False
     )
     post = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 600\r\n\r\n" + b"x" * 600
-    read_end, write_end = os.pipe()
     reading: list[bool] = []
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = HttpServer(
-            front,  # type: ignore[arg-type]
-            Logger(LogSink(write_end), {}),
-            max_body_bytes=1000,
-            max_header_bytes=4096,
-            header_timeout=5,
-            body_timeout=5,
-            keep_alive_timeout=5,
-        )
-        protocol = HttpProtocol(server, loop)
-        transport = Transport()
-        protocol.connection_made(transport)
-        protocol.data_received(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + post)
-        reading.append(transport.reading)  # one body waits, under the limit
-        protocol.data_received(post)
-        reading.append(transport.reading)  # two: 1200 bytes, over it
-        release.set()
-        for _ in range(20):  # the answers' tasks run
-            await asyncio.sleep(0)
-        reading.append(transport.reading)  # answered: read again
-        protocol.connection_lost(None)
-
     release = asyncio.Event()
-    asyncio.run(main())
-    os.close(write_end)
-    os.close(read_end)
+    with in_process_server(front) as served:
+
+        async def main() -> None:
+            protocol, transport = served.connect()
+            protocol.data_received(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + post)
+            reading.append(transport.reading)  # one body waits, under the limit
+            protocol.data_received(post)
+            reading.append(transport.reading)  # two: 1200 bytes, over it
+            release.set()
+            await served.settle()  # the answers' tasks run
+            reading.append(transport.reading)  # answered: read again
+            protocol.connection_lost(None)
+
+        asyncio.run(main())
     assert reading == [True, False, True]
     assert seen == [("/slow", 0), ("/echo", 600), ("/echo", 600)]
 
@@ -907,34 +860,21 @@ def test_a_chunked_body_of_tiny_chunks_is_kept_in_few_pieces() -> None:
     front = SimpleNamespace(
         table=SimpleNamespace(lookup=lambda method, path: found), handle=handle, draining=False
     )
-    read_end, write_end = os.pipe()
+    with in_process_server(front, max_body_bytes=100_000) as served:
 
-    async def main() -> None:
-        server = HttpServer(
-            front,  # type: ignore[arg-type]
-            Logger(LogSink(write_end), {}),
-            max_body_bytes=100_000,
-            max_header_bytes=4096,
-            header_timeout=5,
-            body_timeout=5,
-            keep_alive_timeout=5,
-        )
-        protocol = HttpProtocol(server, asyncio.get_running_loop())
-        protocol.connection_made(Transport())
-        protocol.data_received(
-            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )
-        for _ in range(5):
-            protocol.data_received(b"2\r\nxy\r\n" * 1000 + b"800\r\n" + b"z" * 2048 + b"\r\n")
-        kept.append(len(protocol.parsing.chunks))  # type: ignore[union-attr]
-        protocol.data_received(b"0\r\n\r\n")
-        for _ in range(20):  # the answer's task runs
-            await asyncio.sleep(0)
-        protocol.connection_lost(None)
+        async def main() -> None:
+            protocol, _ = served.connect()
+            protocol.data_received(
+                b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            for _ in range(5):
+                protocol.data_received(b"2\r\nxy\r\n" * 1000 + b"800\r\n" + b"z" * 2048 + b"\r\n")
+            kept.append(len(protocol.parsing.chunks))  # type: ignore[union-attr]
+            protocol.data_received(b"0\r\n\r\n")
+            await served.settle()  # the answer's task runs
+            protocol.connection_lost(None)
 
-    asyncio.run(main())
-    os.close(write_end)
-    os.close(read_end)
+        asyncio.run(main())
     assert kept[0] <= 64 + 10  # the first 64, then a buffer and a big chunk each packet
     assert bodies == [(b"xy" * 1000 + b"z" * 2048) * 5]
     assert type(bodies[0]) is bytes
