@@ -59,7 +59,7 @@ class HostConfig:
     log_level: LogLevel = "info"
     #: Where the host's processes write their JSON log lines: the host's stdout. The
     #: supervisor hands its zygote a duplicate of it, and makes their fd 1 a pipe whose
-    #: lines it turns into JSON lines (see ``telemetry.logs.ProcessOutput``).
+    #: lines it turns into JSON lines (see ``telemetry.process_output.ProcessOutput``).
     log_fd: int = 1
     #: "json" (one object a line, for machines) or "console" (for a person at a terminal:
     #: the supervisor renders the workers' JSON lines, see ``telemetry.console``).

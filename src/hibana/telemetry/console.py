@@ -67,7 +67,7 @@ def render(record: dict[str, Any], color: bool = False) -> str:
     msg = str(record.get("msg", ""))
     invocation = str(record.get("invocation_id", ""))[:8]
     # only the host's invocation line has an ``outcome``: a function's field named so is
-    # written renamed (``outcome_``: see telemetry.logs.OWN_FIELDS)
+    # written renamed (``outcome_``: see telemetry.log_fields.OWN_FIELDS)
     if msg == "invocation" and "outcome" in record:
         # the supervisor's line for an invocation a dead worker took with it (a 502) knows
         # its function but no request or duration: it says what it knows, and no "?"

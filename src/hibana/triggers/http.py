@@ -1,11 +1,11 @@
 """The HTTP trigger: the front that turns each request into an Invocation.
 
 It routes, starts or continues the trace, hands the Invocation to the dispatcher and turns
-the Outcome into the response, which it writes through a ``Responder``. The worker's HTTP
-server (``hibana.host.http_server``) calls ``handle`` with the body already read; as an
-ASGI app (the Lambda adapter serves it so) it reads the body within limits itself. Answers that
-hibana gives itself (404, 405, 413, 429, 500, 503, 504) are JSON bodies that name the
-problem, and carry the invocation id when there was an invocation.
+the Outcome into the response, which it writes through a ``Responder``. Each connection to
+the worker's HTTP server (``hibana.host.http_connection``) calls ``handle`` with the body
+already read; as an ASGI app (the Lambda adapter serves it so) it reads the body within
+limits itself. Answers that hibana gives itself (404, 405, 413, 429, 500, 503, 504) are JSON
+bodies that name the problem, and carry the invocation id when there was an invocation.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class _BodyError(Exception):
 _CONN_BUSY, _CONN_RESPONDING, _CONN_WAITING = 1, 2, 3
 
 
-#: The numeric level of "info" (hibana.telemetry.logs); invocation lines are info.
+#: The numeric level of "info" (hibana.telemetry.log_fields.LEVELS); invocation lines are info.
 _INFO = 20
 
 

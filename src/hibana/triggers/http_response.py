@@ -2,11 +2,12 @@
 of a function's headers, and a streamed body.
 
 ``HttpFront`` (``hibana.triggers.http``) makes the response; this puts it on the wire. A
-``Responder`` is the worker's HTTP server (``hibana.host.http_server``) or, through
-``AsgiResponder``, any ASGI server's ``send``. A function's headers are checked as they are
-written (``response_header``): one that would frame the message or the connection is the
-host's to write. A streamed body is sent as it comes, under its invocation's deadline
-(``StreamDeadline``), kept to its own Content-Length, and closed when its client goes.
+``Responder`` is a connection to the worker's HTTP server (``hibana.host.http_connection``)
+or, through ``AsgiResponder``, any ASGI server's ``send``. A function's headers are checked
+as they are written (``response_header``): one that would frame the message or the
+connection is the host's to write. A streamed body is sent as it comes, under its
+invocation's deadline (``StreamDeadline``), kept to its own Content-Length, and closed when
+its client goes.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ BODILESS = frozenset((204, 205, 304))
 
 
 class Responder(Protocol):
-    """Where the front writes a response: the worker's HTTP server (``hibana.host.http_server``)
-    or, through ``AsgiResponder``, any ASGI server's ``send``."""
+    """Where the front writes a response: a connection to the worker's HTTP server
+    (``hibana.host.http_connection``) or, through ``AsgiResponder``, any ASGI server's
+    ``send``."""
 
     async def whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """A response whose body is all here."""
@@ -153,7 +155,7 @@ def response_header(name: str, value: str) -> tuple[bytes, bytes] | None:
 
 
 #: The messages of the cancellations a server gives a request task whose response is
-#: streaming (``hibana.host.http_server``): its client has gone, or the worker stops now.
+#: streaming (``hibana.host.http_connection``): its client has gone, or the worker stops now.
 CLIENT_GONE = "client_disconnected"
 STOPPING = "shutdown"
 #: ... and the one its own deadline gives it: the stream outlived its function's timeout
