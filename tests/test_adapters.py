@@ -101,6 +101,8 @@ def test_what_a_flask_app_writes_to_wsgi_errors_is_an_error_line_of_its_invocati
     # what the app writes to wsgi.errors itself is an error line too (it was info, stdout)
     written = host.wait_for_log(msg="written to wsgi.errors", invocation_id=invocation)
     assert (written["level"], written["stream"]) == ("error", "wsgi.errors")
+    # a line ended by \r\n is its text: the \r was kept at the end of the message
+    assert host.wait_for_log(msg="ended by CRLF", invocation_id=invocation)["level"] == "error"
 
 
 def test_cookies_of_two_cookie_headers_reach_flask_apart(host: Host) -> None:

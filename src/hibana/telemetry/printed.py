@@ -162,7 +162,8 @@ class ErrorLines(io.TextIOBase):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         *lines, self._text = (self._text + text).split("\n")
         for line in lines:
-            self._log.error(line, stream="wsgi.errors")
+            # a line ended by \r\n is its text, as a printed one (PrintedLines)
+            self._log.error(line.removesuffix("\r"), stream="wsgi.errors")
         return len(text)
 
     def flush(self) -> None:

@@ -54,6 +54,7 @@ def flask_cookies():  # type: ignore[no-untyped-def]
 def flask_complain():  # type: ignore[no-untyped-def]
     flask_app.logger.error("the upstream said no")  # Flask's handler writes to wsgi.errors
     request.environ["wsgi.errors"].write("written to wsgi.errors\n")
+    request.environ["wsgi.errors"].write("ended by CRLF\r\n")  # as csv and Windows end a line
     return "complained"
 
 
