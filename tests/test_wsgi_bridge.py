@@ -230,3 +230,44 @@ def test_a_lambda_handler_behind_a_proxy_that_ends_tls_is_told_https_on_443(host
     headers = {"Host": "example.com", "X-Forwarded-Proto": "https"}
     r = httpx.get(host.url + "/lambda-forwarded/x", headers=headers, timeout=10)
     assert r.json() == {"X-Forwarded-Proto": "https", "X-Forwarded-Port": "443"}
+
+
+def test_a_class_style_wsgi_app_is_served_and_its_body_closed(host: Host) -> None:
+    """PEP 3333 lets a WSGI app be a class whose instances are the body (its ``AppClass``:
+    the call makes the instance, whose iteration starts the response): app.wsgi refused it
+    as 'a class, not an app'. Each body is closed, as any WSGI body with a close()."""
+    with host.client() as client:
+        first = client.get("/greeting/a")
+        second = client.get("/greeting/b")
+    assert (first.status_code, first.headers["content-type"]) == (200, "text/plain")
+    assert first.text == "hello from /a (closed before: 0)"
+    assert second.text == "hello from /b (closed before: 1)"
+
+
+class _Body:
+    def __init__(self, environ: dict[str, Any], start_response: Any) -> None:
+        start_response("200 OK", [])
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b""
+
+
+def test_a_class_style_wsgi_app_given_to_app_asgi_is_refused_naming_app_wsgi() -> None:
+    """The class a WSGI app may be is no ASGI app; and a framework's class, whose instances
+    are the app, is still refused as a class (``Flask`` was said to be an ASGI 2 app, to
+    mount with app.asgi, for its one argument and its instances' two)."""
+    app = hibana.App()
+    with pytest.raises(hibana.AppError) as info:
+        app.asgi("/body", _Body)
+    assert str(info.value).endswith(
+        ": _Body is a WSGI app (a class whose instances are the body), not an ASGI one; "
+        "mount it with app.wsgi('/body', ...)"
+    )
+    import flask
+
+    with pytest.raises(hibana.AppError) as info:
+        app.wsgi("/flask", flask.Flask)
+    assert str(info.value).endswith(
+        ": Flask is a class, not an app: mount an instance of it, app.wsgi('/flask', Flask(...))"
+    )
+    assert not app.functions

@@ -47,7 +47,12 @@ def web_app_mount(
     if not callable(web_app):
         raise AppError(f"app.{kind}({prefix!r}, ...) in {where}: {web_app!r} is not callable")
     asgi2 = asgi2_as_3(web_app)
-    if asgi2 is None:
+    # a class whose instances take two arguments and are called for no coroutine is a
+    # WSGI framework's (Flask: its instances are the app), not an ASGI 2 app
+    if asgi2 is None or (
+        kind == "wsgi"
+        and not inspect.iscoroutinefunction(inspect.getattr_static(web_app, "__call__"))
+    ):
         check_web_app(web_app, kind, prefix, f"app.{kind}({prefix!r}, ...) in {where}")
     elif kind == "wsgi":
         raise AppError(
@@ -150,9 +155,18 @@ def check_web_app(given: Any, kind: Literal["asgi", "wsgi"], prefix: str, what: 
     """Refuse an app ``app.asgi`` or ``app.wsgi`` could not call as its protocol calls
     one (ASGI: ``app(scope, receive, send)``; WSGI: ``app(environ, start_response)``): the
     other protocol's app (a Flask app given to app.asgi), a class in place of the app made
-    of it (``FastAPI``), or another callable. Each was accepted and failed every request."""
+    of it (``FastAPI``), or another callable. Each was accepted and failed every request.
+    A WSGI app may be a class whose instances are the response's iterable (PEP 3333:
+    ``AppClass(environ, start_response)`` is the call): that one is served."""
     name = getattr(given, "__name__", None)
     if inspect.isclass(given):
+        if _iterable_class(given):
+            if kind == "wsgi":
+                return
+            raise AppError(
+                f"{what}: {name} is a WSGI app (a class whose instances are the body), not "
+                f"an ASGI one; mount it with app.wsgi({prefix!r}, ...)"
+            )
         raise AppError(
             f"{what}: {name} is a class, not an app: mount an instance of it, "
             f"app.{kind}({prefix!r}, {name}(...))"
@@ -179,6 +193,13 @@ def check_web_app(given: Any, kind: Literal["asgi", "wsgi"], prefix: str, what: 
             else ""
         )
     )
+
+
+def _iterable_class(given: type) -> bool:
+    """``given`` is a class-style WSGI app: it takes ``(environ, start_response)`` and its
+    instances are iterables (the body), as PEP 3333's ``AppClass``. A framework's class
+    (``Flask``, whose instances are the app) has no ``__iter__``."""
+    return inspect.getattr_static(given, "__iter__", None) is not None and not_two(given) is None
 
 
 #: (how a message names an app of the protocol, the arguments the protocol calls it with)

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 import django
@@ -188,6 +188,25 @@ def django_where(request: HttpRequest) -> JsonResponse:
 urlpatterns = [path("stream", django_stream), path("where", django_where)]
 
 
+class Greeting:
+    """A WSGI app as PEP 3333's ``AppClass``: calling the class is the app's call, and the
+    instance is the body, which starts the response as it is iterated."""
+
+    closed: ClassVar[list[str]] = []
+
+    def __init__(self, environ: dict[str, Any], start_response: Any) -> None:
+        self.environ = environ
+        self.start = start_response
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.start("200 OK", [("Content-Type", "text/plain")])
+        yield f"hello from {self.environ['PATH_INFO']}".encode()
+        yield f" (closed before: {len(Greeting.closed)})".encode()
+
+    def close(self) -> None:
+        Greeting.closed.append(self.environ["PATH_INFO"])
+
+
 app = hibana.App(trusted_proxies=["127.0.0.1/32"])  # the test is the proxy that ends TLS
 app.wsgi("/threads", threads_app)
 app.wsgi("/seen", seen)
@@ -196,6 +215,7 @@ app.wsgi("/where", where)
 app.wsgi("/one-thread", one_thread, threads=1, timeout=30)
 app.wsgi("/write-forever", write_forever, threads=1)
 app.wsgi("/django", get_wsgi_application())
+app.wsgi("/greeting", Greeting)
 
 
 def forwarded(event: dict[str, Any], context: Any) -> dict[str, Any]:
