@@ -1564,6 +1564,41 @@ def test_a_lambda_handler_behind_hibana_gets_a_real_v1_event(host: Host) -> None
     assert (got["identity"], got["client_context"]) == (None, None)
 
 
+def test_a_v1_event_names_a_rest_apis_stage_and_a_domain_without_its_port(host: Host) -> None:
+    """A REST API event said stage "$default" (an HTTP API's; a REST API's stages are
+    named), and its domainName, like a v2 event's, held the port ("127.0.0.1:8080"):
+    API Gateway's has none. The stage is the mount's ``stage=``, or "local"."""
+    name = host.url.split("//", 1)[1].rsplit(":", 1)[0]
+    with host.client() as client:
+        plain = client.get("/legacy/orders/7").json()["event"]["requestContext"]
+        staged = client.get("/staged/orders/7").json()["event"]["requestContext"]
+        v2 = client.get("/v2/x").json()["got"]["requestContext"]
+        named = client.get("/v2/x", headers={"host": "api.example.com:8443"}).json()["got"]
+    assert (plain["stage"], staged["stage"], v2["stage"]) == ("local", "dev", "$default")
+    assert plain["domainName"] == staged["domainName"] == v2["domainName"] == name
+    context = named["requestContext"]
+    assert (context["domainName"], context["domainPrefix"]) == ("api.example.com", "api")
+    assert named["headers"]["host"] == "api.example.com:8443"  # as the client sent it
+
+
+def test_a_lambda_mounts_stage_is_one_api_gateway_takes_for_a_v1_event() -> None:
+    app = hibana.App()
+
+    def handler(event: Any, context: Any) -> Any:
+        return {}
+
+    for stage, event, said in [
+        ("pr/1", "apigw-v1", "stage='pr/1' is not a stage name API Gateway takes: 1 to 128"),
+        ("$default", "apigw-v1", "stage='$default' is not a stage name API Gateway takes"),
+        ("dev", "apigw-v2", "an apigw-v2 event has the $default stage: leave stage out"),
+        ("dev", "alb", "an alb event has no stage: leave stage out"),
+    ]:
+        with pytest.raises(hibana.AppError) as info:
+            app.lambda_handler("/l", handler, event=event, stage=stage)
+        assert said in str(info.value)
+    assert not app.functions
+
+
 def test_a_lambda_handler_behind_hibana_gets_a_real_v2_event(host: Host) -> None:
     r = httpx.post(
         host.url + "/v2/x?a=1&a=2",

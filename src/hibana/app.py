@@ -363,14 +363,18 @@ class Blueprint:
         max_concurrency: int | None = None,
         name: str | None = None,
         secrets: Iterable[str] = (),
+        stage: str | None = None,
     ) -> None:
         """Serve an AWS Lambda ``handler(event, context)`` under ``prefix``: each request
         becomes the event API Gateway (``"apigw-v1"``, ``"apigw-v2"``) or an ALB
         (``"alb"``) would send, and its result the HTTP response. It runs on the thread
-        pool; ``context.get_remaining_time_in_millis()`` follows the invocation's deadline."""
+        pool; ``context.get_remaining_time_in_millis()`` follows the invocation's deadline.
+        ``stage``: the REST API stage a v1 event names (``"local"`` if None)."""
         where = caller_site(1)
         self._add(
-            lambda_mount(prefix, handler, event, where, timeout, max_concurrency, name, secrets)
+            lambda_mount(
+                prefix, handler, event, where, timeout, max_concurrency, name, secrets, stage
+            )
         )
 
     def webhook(

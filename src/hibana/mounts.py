@@ -77,10 +77,11 @@ def lambda_mount(
     max_concurrency: int | None,
     name: str | None,
     secrets: Iterable[str],
+    stage: str | None = None,
 ) -> FunctionSpec:
     """The function ``app.lambda_handler(prefix, handler, event=event)`` at ``where``
-    declares."""
-    from hibana.adapters.lambda_on_hibana import EVENT_FORMATS, LambdaProxy
+    declares; ``stage``, the REST API stage of its v1 events."""
+    from hibana.adapters.lambda_on_hibana import EVENT_FORMATS, LambdaProxy, checked_stage
 
     if event not in EVENT_FORMATS:
         raise AppError(
@@ -90,7 +91,8 @@ def lambda_mount(
     if not callable(handler):
         raise AppError(f"app.lambda_handler({prefix!r}) in {where}: {handler!r} is not callable")
     check_lambda_handler(handler, f"app.lambda_handler({prefix!r}, ...) in {where}")
-    proxy = LambdaProxy(handler, event)  # type: ignore[arg-type]
+    stage = checked_stage(stage, event, f"app.lambda_handler({prefix!r}, ...) in {where}")
+    proxy = LambdaProxy(handler, event, stage=stage)  # type: ignore[arg-type]
     return mount(
         prefix,
         proxy,

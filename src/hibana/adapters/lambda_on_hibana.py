@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl
 from hibana.adapters.app_on_lambda import TEXT_TYPES, as_text
 from hibana.adapters.wsgi import server_of
 from hibana.context import Context
-from hibana.errors import FailedWith
+from hibana.errors import AppError, FailedWith
 from hibana.requests import Request
 from hibana.responses import Response
 
@@ -78,6 +78,37 @@ _V1_IDENTITY_UNSET = (
 )
 
 
+#: The stage a REST API (v1) event names when the mount names none: a REST API's stages
+#: are named (``prod``, ``dev``); ``$default`` is an HTTP API's. Not ``prod``, which code
+#: that picks its settings by stage would take for production in development.
+DEFAULT_STAGE = "local"
+
+#: What API Gateway takes for a REST API's stage name.
+_STAGE_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def checked_stage(stage: object, event: str, what: str) -> str:
+    """The stage a REST API (``apigw-v1``) event of the mount ``what`` names: ``stage``,
+    or ``DEFAULT_STAGE`` if None; an AppError for one API Gateway would refuse, or one
+    given for an event that has no such stage (an HTTP API's is ``$default``, an ALB's
+    none)."""
+    if stage is None:
+        return DEFAULT_STAGE
+    if event != "apigw-v1":
+        raise AppError(
+            f"{what}: stage={stage!r} names a REST API's stage, which only an apigw-v1 "
+            f"event carries; an {event} event has "
+            + ("the $default stage" if event == "apigw-v2" else "no stage")
+            + ": leave stage out"
+        )
+    if not isinstance(stage, str) or not _STAGE_NAME.fullmatch(stage):
+        raise AppError(
+            f"{what}: stage={stage!r} is not a stage name API Gateway takes: 1 to 128 "
+            "letters, digits, hyphens and underscores (stage='prod')"
+        )
+    return stage
+
+
 class LambdaProxy:
     """The handler of ``app.lambda_handler``: a Lambda handler behind hibana's HTTP trigger."""
 
@@ -86,10 +117,13 @@ class LambdaProxy:
         fn: Callable[[dict[str, Any], Any], Any],
         event: EventFormat,
         text_types: Iterable[str] = TEXT_TYPES,
+        stage: str = DEFAULT_STAGE,
     ) -> None:
         self.fn = fn
         self.event = event
         self.text_types = tuple(text_types)
+        #: The REST API stage its v1 events name.
+        self.stage = stage
 
     def __call__(self, req: Request, ctx: Context) -> Response:
         event = self.build_event(req, ctx)
@@ -150,8 +184,10 @@ class LambdaProxy:
         query: dict[str, list[str]] = {}
         for k, v in parse_qsl(raw_query, keep_blank_values=True):
             query.setdefault(k, []).append(v)
-        host = req.headers.get("host") or "localhost"
-        domain_prefix = host.split(".", 1)[0].split(":", 1)[0]
+        # API Gateway's domainName is the name the client asked for, without a port (its
+        # endpoints have none)
+        domain = server_of(req.headers.get("host"), scope, req.scheme)[0]
+        domain_prefix = domain.split(".", 1)[0]
         if self.event == "apigw-v2":
             cookies = [
                 c.strip() for c in ";".join(grouped.pop("cookie", [])).split(";") if c.strip()
@@ -165,7 +201,7 @@ class LambdaProxy:
                 "requestContext": {
                     "accountId": "000000000000",
                     "apiId": "hibana",
-                    "domainName": host,
+                    "domainName": domain,
                     "domainPrefix": domain_prefix,
                     "http": {
                         "method": req.method,
@@ -206,7 +242,7 @@ class LambdaProxy:
                 "requestContext": {
                     "accountId": "000000000000",
                     "apiId": "hibana",
-                    "domainName": host,
+                    "domainName": domain,
                     "domainPrefix": domain_prefix,
                     "extendedRequestId": ctx.invocation_id,
                     "httpMethod": req.method,
@@ -222,7 +258,7 @@ class LambdaProxy:
                     "requestTimeEpoch": int(now * 1000),
                     "resourceId": "hibana",
                     "resourcePath": "/{proxy+}",
-                    "stage": "$default",
+                    "stage": self.stage,
                 },
                 "body": body if req.body else None,
                 "isBase64Encoded": binary,

@@ -457,6 +457,7 @@ def bare(event: dict[str, Any], context: Any) -> Any:
 
 
 app.lambda_handler("/legacy", legacy, event="apigw-v1", timeout=5)
+app.lambda_handler("/staged", legacy, event="apigw-v1", stage="dev")  # the API's own stage
 app.lambda_handler("/bare-apigw-v1", bare, event="apigw-v1")
 app.lambda_handler("/bare-apigw-v2", bare, event="apigw-v2")
 app.lambda_handler("/bare-alb", bare, event="alb")
