@@ -64,12 +64,12 @@ def millis(seconds: float) -> float:
 
 
 def escaped(record: dict[str, Any]) -> bytes:
-    """``record`` as a JSON line, made encodable (``_loggable``); if even that fails (a
+    """``record`` as a JSON line, made encodable (``loggable``); if even that fails (a
     dict that holds itself), a line of its own fields that says why: never an exception."""
     try:
-        return encode(_loggable(record))
+        return encode(loggable(record))
     except Exception as exc:
-        kept = {k: _loggable(v) for k, v in record.items() if k in OWN_FIELDS and type(v) is str}
+        kept = {k: loggable(v) for k, v in record.items() if k in OWN_FIELDS and type(v) is str}
         kept["log_error"] = (
             f"the fields of this line could not be written as JSON ({type(exc).__name__}); "
             "log plain values: str, numbers, lists and dicts of them"
@@ -77,7 +77,7 @@ def escaped(record: dict[str, Any]) -> bytes:
         return encode(kept)
 
 
-def _loggable(value: Any) -> Any:
+def loggable(value: Any) -> Any:
     """``value`` made encodable: a string's lone surrogates (a file name that is not
     UTF-8, decoded with ``surrogateescape``) as ``\\udcff`` escapes, a dict's keys that
     are not strings as their ``repr`` (as the encoder writes them), and anything whose
@@ -86,13 +86,13 @@ def _loggable(value: Any) -> Any:
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, dict):
         return {
-            _loggable(k if isinstance(k, str) else _repr(k)): _loggable(v) for k, v in value.items()
+            loggable(k if isinstance(k, str) else _repr(k)): loggable(v) for k, v in value.items()
         }
     if isinstance(value, list | tuple):
-        return [_loggable(v) for v in value]
+        return [loggable(v) for v in value]
     if value is None or isinstance(value, bool | int | float):
         return value
-    return _loggable(_repr(value))
+    return loggable(_repr(value))
 
 
 def _repr(value: object) -> str:

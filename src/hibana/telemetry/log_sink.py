@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 
 from hibana.telemetry.log_fields import LEVELS, Level, as_dict, encode, escaped
+from hibana.telemetry.long_lines import LONGEST_LINE, cut_to_fit
 from hibana.telemetry.redaction import bare_able, quoted, written_forms
 
 #: The most bytes one write to a pipe may carry and still never be cut by another
@@ -127,6 +128,8 @@ class LogSink:
             line = encode(record)
         except Exception:  # a lone surrogate, a repr that raises: logging never fails a caller
             line = escaped(as_dict(record))
+        if len(line) > LONGEST_LINE:  # a shipper would drop or split it
+            line = cut_to_fit(as_dict(record), LONGEST_LINE, self.scrub, self.secret_begun)
         loop = self._loop
         if loop is None:
             self._write(line + b"\n")
