@@ -4,6 +4,7 @@ writes is JSON lines on stdout with their invocation's fields, redacted."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,65 @@ def test_the_stdout_an_app_held_from_its_import_is_the_workers(
         line = host.wait_for_log(msg="from a thread [REDACTED]")
         assert line["pid"] in host.worker_pids() and line["worker"] == 0
     assert API_TOKEN not in "\n".join(host.stdout_lines + host.stderr_lines)
+
+
+IMPORT_LOGGING_APP = """
+import logging
+import logging.handlers
+import queue
+
+import hibana
+
+logging.getLogger("some.library").warning("imported: no handler")  # Python's last resort
+logging.info("imported: basicConfig")  # logging's own functions call basicConfig()
+logging.getLogger("some.library").debug("imported: below the level")
+
+# records taken off the request path, to a handler that may be slow (a file, here)
+records = queue.Queue()
+listener = logging.handlers.QueueListener(records, logging.FileHandler(FILE))
+listener.start()
+queued = logging.getLogger("queued")
+queued.addHandler(logging.handlers.QueueHandler(records))
+
+app = hibana.App()
+
+
+@app.http("/queued", methods=["GET"])
+def queued_line(req, ctx):
+    queued.warning("from a worker")
+    return "ok"
+"""
+
+
+@pytest.mark.parametrize("prewarm", ["app", "runtime", "none"])
+def test_what_an_app_logs_as_it_is_imported_is_json_and_its_queue_listener_runs(
+    tmp_path: Path, prewarm: str
+) -> None:
+    """What the app logged at its import (in the zygote, or a worker that imports it)
+    went to stderr as plain text ('imported: no handler'), while in the workers it is JSON
+    lines; and a QueueListener it started then ran in the zygote only: in each worker forked
+    from it the listener's thread was gone, and what its QueueHandler took there never
+    reached the file."""
+    file = tmp_path / "queued.log"
+    (tmp_path / "function_app.py").write_text(IMPORT_LOGGING_APP.replace("FILE", repr(str(file))))
+    for host in started(tmp_path, "--workers", "1", "--prewarm", prewarm):
+        no_handler = host.wait_for_log(msg="imported: no handler")
+        configured = host.wait_for_log(msg="imported: basicConfig")
+        with host.client() as client:
+            assert client.get("/queued").text == "ok"
+        host.wait_for_log(msg="from a worker", logger="queued")  # the root's JSON line
+        written = ""
+        for _ in range(100):
+            written = file.read_text() if file.exists() else ""
+            if "from a worker" in written:
+                break
+            time.sleep(0.1)
+    assert (no_handler["level"], no_handler["logger"]) == ("warning", "some.library")
+    # the root's WARNING, Python's default, is --log-level (info), as in the workers
+    assert (configured["level"], configured["logger"]) == ("info", "root")
+    # the zygote's (or, prewarm "runtime", the child's that checks the app) say its pid
+    imported = [line for line in host.logs() if line["msg"] == "imported: no handler"]
+    assert all("pid" in line or "worker" in line for line in imported)
+    assert "imported: below the level" not in {line["msg"] for line in host.logs()}
+    assert not [line for line in host.stderr_lines if "imported:" in line]
+    assert written.splitlines() == ["from a worker"]

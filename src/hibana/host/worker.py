@@ -39,7 +39,7 @@ from hibana.store.base import CLOSE_TIMEOUT, Store
 from hibana.telemetry.log_sink import LogSink
 from hibana.telemetry.logs import Logger
 from hibana.telemetry.printed import PrintedLines, ScrubbedText
-from hibana.telemetry.python_logging import route_logging
+from hibana.telemetry.python_logging import import_logging, route_logging
 from hibana.triggers.http import HttpFront, timed_out
 from hibana.triggers.outbox import Outbox
 from hibana.triggers.queue import QueueConsumer
@@ -597,7 +597,8 @@ def main(argv: list[str]) -> NoReturn:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the zygote ignores it; exec kept that
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     die_with_parent(int(argv[6]))
-    app = load_app(config.app_dir)
+    with import_logging(config.log_fd, config.log_level, {"worker": spawn.slot}):
+        app = load_app(config.app_dir)
     run_worker(app, listener, config, spawn, board, int(argv[7]), PermitTable(int(argv[8])))
 
 

@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+from logging.handlers import QueueListener
 from typing import Any
 
 from hibana import __version__
@@ -42,6 +43,7 @@ from hibana.host.worker import preload, resident_mb, run_worker
 from hibana.telemetry.log_sink import LogSink
 from hibana.telemetry.logs import Logger
 from hibana.telemetry.printed import PrintedLines
+from hibana.telemetry.python_logging import import_logging, restart_listeners, running_listeners
 
 
 def describe(app: App) -> list[dict[str, Any]]:
@@ -87,6 +89,13 @@ _LOADED = "_HIBANA_ZYGOTE_LOADED"
 _LOADED_MAX = 96 * 1024
 
 
+def _imported(config: HostConfig, fields: dict[str, Any]) -> App:
+    """The app imported, what it logs meanwhile written as JSON lines with ``fields``, as
+    a worker writes its records (``import_logging``)."""
+    with import_logging(config.log_fd, config.log_level, fields):
+        return load_app(config.app_dir)
+
+
 def _probe(config: HostConfig) -> dict[str, Any]:
     """Load the app in a throwaway child: its functions and settings, or its error."""
     read_fd, write_fd = os.pipe()
@@ -96,7 +105,7 @@ def _probe(config: HostConfig) -> dict[str, Any]:
         os.close(read_fd)
         die_with_parent(parent, signal.SIGKILL)  # a host stopped mid-import takes it along
         try:
-            app = load_app(config.app_dir)
+            app = _imported(config, {"pid": os.getpid()})
             result: dict[str, Any] = {"functions": describe(app), "settings": app.settings}
         except AppError as exc:
             result = {"error": str(exc)}
@@ -150,7 +159,11 @@ class Zygote:
         board: Board,
         handoff: int,
         permits: PermitTable,
+        listeners: list[QueueListener],
     ) -> None:
+        #: The app's logging QueueListeners that run here, to start again in each worker
+        #: forked from here: a thread does not survive a fork.
+        self.listeners = listeners
         #: The supervisor's socket for connection handoffs (see host.handoff); inherited.
         self.handoff = handoff
         self.config = config
@@ -212,7 +225,10 @@ class Zygote:
             # a scale-in signal before the worker serves is moot: it is not idle yet
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)
             die_with_parent(zygote)
-            app = self.app if self.app is not None else load_app(self.config.app_dir)
+            restart_listeners(self.listeners)
+            app = (
+                self.app if self.app is not None else _imported(self.config, {"worker": spawn.slot})
+            )
             run_worker(
                 app, self.listener, self.config, spawn, self.board, self.handoff, self.permits
             )
@@ -293,7 +309,7 @@ def main(argv: list[str]) -> int:
     app: App | None = None
     if config.prewarm in (None, "app"):
         try:
-            app = load_app(config.app_dir)
+            app = _imported(config, {"pid": os.getpid()})
         except AppError as exc:
             control.send(event="error", message=str(exc))
             return 2
@@ -343,7 +359,10 @@ def main(argv: list[str]) -> int:
         board={"fd": board.fd, **dataclasses.asdict(board.layout)},
     )
     permits = PermitTable(int(argv[6]))
-    return Zygote(config, listener, control, app, scaling, board, int(argv[5]), permits).serve()
+    zygote = Zygote(
+        config, listener, control, app, scaling, board, int(argv[5]), permits, running_listeners()
+    )
+    return zygote.serve()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,11 @@ filters; every other handler (a file, syslog, an error tracker's) is left as con
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import logging.handlers
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from hibana.telemetry.log_fields import (
@@ -27,12 +31,13 @@ from hibana.telemetry.logs import current_logger
 
 class JsonLogHandler(logging.Handler):
     """Writes each record as a JSON line of ``sink``: its level, message and logger, the
-    worker's slot, the fields of the invocation that logged it, and ``extra={...}``."""
+    process's ``fields`` (a worker's slot, the zygote's pid), the fields of the invocation
+    that logged it, and ``extra={...}``."""
 
-    def __init__(self, sink: LogSink, worker: int, level: int) -> None:
+    def __init__(self, sink: LogSink, fields: dict[str, Any], level: int) -> None:
         super().__init__(level)
         self.sink = sink
-        self.worker = worker
+        self.fields = fields
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -46,7 +51,7 @@ class JsonLogHandler(logging.Handler):
             "level": record.levelname.lower(),
             "msg": _message(record),
             "logger": record.name,
-            "worker": self.worker,
+            **self.fields,
         }
         bound = current_logger.get()
         if bound is not None:  # logged by a function: its invocation's fields too
@@ -107,7 +112,8 @@ def route_logging(sink: LogSink, worker: int, level: Level) -> None:
       (``propagate = False``); on one whose records do, it is removed: the root's writes
       the line, once;
     - the ``hibana`` logger's level is ``level`` unless the app set one."""
-    floor = logging.getLevelNamesMapping()[level.upper()]
+    floor = _floor(level)
+    fields = {"worker": worker}
     root = logging.getLogger()
     loggers = [root, *logging.Logger.manager.loggerDict.values()]
     for logger in loggers:
@@ -119,17 +125,88 @@ def route_logging(sink: LogSink, worker: int, level: Level) -> None:
         kept = [h for h in logger.handlers if h not in console]
         if logger is root or not _reaches_root(logger):
             first = console[0]
-            json_handler = JsonLogHandler(sink, worker, max(first.level, floor))
+            json_handler = JsonLogHandler(sink, fields, max(first.level, floor))
             json_handler.filters = list(first.filters)
             kept.insert(logger.handlers.index(first), json_handler)
         logger.handlers = kept
     if not any(isinstance(h, JsonLogHandler) for h in root.handlers):
-        root.addHandler(JsonLogHandler(sink, worker, floor))
+        root.addHandler(JsonLogHandler(sink, fields, floor))
     if root.level == logging.WARNING:
         root.setLevel(floor)
     own = logging.getLogger("hibana")
     if own.level == logging.NOTSET:
         own.setLevel(floor)
+
+
+@contextlib.contextmanager
+def import_logging(fd: int, level: Level, fields: dict[str, Any]) -> Iterator[None]:
+    """While the app is imported (its module-level code runs), what it logs is JSON lines
+    on ``fd`` with ``fields``, as the workers' records are: the handlers the import makes
+    exist only once it has ended, when ``route_logging`` replaces those to stdout or
+    stderr (in each worker), so meanwhile a record such a handler takes (``basicConfig()``'s)
+    is written by a JSON handler in its place, and so is one no handler takes (Python's
+    last resort writes it to stderr). The root logger's level is as ``route_logging``
+    leaves it, WARNING becoming ``level``; all else the app configures is left as made."""
+    floor = _floor(level)
+    sink = LogSink(fd, level)
+    as_json = JsonLogHandler(sink, fields, floor)
+    stream_emit = logging.StreamHandler.emit
+
+    def emit(handler: logging.StreamHandler[Any], record: logging.LogRecord) -> None:
+        if not _to_console(handler):
+            stream_emit(handler, record)
+        elif record.levelno >= floor:
+            as_json.emit(record)
+
+    root = logging.getLogger()
+    if root.level == logging.WARNING:
+        root.setLevel(floor)
+    last_resort, logging.lastResort = logging.lastResort, as_json
+    # the class's, as the handlers the import makes are not there yet to be given one
+    setattr(logging.StreamHandler, "emit", emit)  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(logging.StreamHandler, "emit", stream_emit)  # noqa: B010
+        logging.lastResort = last_resort
+
+
+def running_listeners() -> list[logging.handlers.QueueListener]:
+    """The ``QueueListener``s whose thread runs in this process (the app started them as
+    it was imported): a process forked from it has them, but not their threads."""
+    found = []
+    for thread in threading.enumerate():
+        owner = getattr(getattr(thread, "_target", None), "__self__", None)
+        if isinstance(owner, logging.handlers.QueueListener):
+            found.append(owner)
+    return found
+
+
+def restart_listeners(listeners: list[logging.handlers.QueueListener]) -> None:
+    """In a process forked from the one ``listeners`` ran in: start each again, whose
+    thread did not come along (a record its ``QueueHandler`` took would wait in the queue
+    for ever, unhandled), but one the app has stopped, or started again itself (in an
+    ``os.register_at_fork`` hook)."""
+    for listener in listeners:
+        thread = listener._thread
+        if thread is None or thread.is_alive():
+            continue
+        # the old thread waits in the queue's get() here too, as far as the queue knows: a
+        # queue.Queue would wake it, not the new one, for the next record; woken now, it
+        # is forgotten. Its lock is free unless the fork came while the old thread held it
+        ready = getattr(listener.queue, "not_empty", None)
+        if isinstance(ready, threading.Condition):
+            if not ready.acquire(timeout=0.1):
+                continue  # held by a thread that is gone: nobody can use the queue
+            ready.notify_all()
+            ready.release()
+        listener._thread = None
+        listener.start()
+
+
+def _floor(level: Level) -> int:
+    """``level`` (``--log-level``) as ``logging``'s number."""
+    return logging.getLevelNamesMapping()[level.upper()]
 
 
 def _to_console(handler: logging.Handler) -> bool:
