@@ -25,7 +25,7 @@ import sys
 import hibana
 
 app = hibana.App()
-BIG = 50_000_000
+BIG = 5_000_000
 
 
 @app.http("/loud", methods=["GET"])
@@ -48,11 +48,11 @@ def cut_of(value: str, letter: str, whole: int) -> None:
     assert (int(found[1]), int(found[2])) == (whole - len(kept), whole)
 
 
-def test_a_line_of_50_mb_is_cut_to_the_longest_a_line_holds_and_says_so(tmp_path: Path) -> None:
-    """A 50 MB message, field or printed line went out as one 50 MB line, which log
+def test_a_line_of_5_mb_is_cut_to_the_longest_a_line_holds_and_says_so(tmp_path: Path) -> None:
+    """A 5 MB message, field or printed line went out as one 5 MB line, which log
     shippers and stores drop or split (Loki drops a line past 256 KB)."""
     (tmp_path / "function_app.py").write_text(LOUD_APP)
-    big = 50_000_000
+    big = 5_000_000
     for host in started(tmp_path, "--workers", "1"):
         with host.client() as client:
             answer = client.get("/loud")
