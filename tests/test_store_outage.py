@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.hosts import copy_app, read_jsonl, started
-from tests.pg import Cluster, own_cluster, with_schema
+from tests.hosts import Host, copy_app, read_jsonl, started
+from tests.pg import Cluster, StallingProxy, own_cluster, with_schema
 
 
 @pytest.fixture
@@ -75,6 +75,46 @@ def test_a_message_that_ended_while_postgresql_was_away_longer_than_its_lease_ru
         assert len(_runs(app_dir, "started", 2)) == 1
         # nothing was given up: no settlement failed
         assert not [x for x in errors if "cannot settle" in x.get("msg", "")], errors
+
+
+def test_another_host_leaves_a_message_whose_lease_ran_out_in_an_outage_to_its_owner(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """PostgreSQL restarts after a message's lease ran out, its function having ended
+    meanwhile; its host (behind a proxy here) reaches the server a little after another
+    host does. The other host takes new messages, not that one: its owner writes the
+    acknowledgement it held, and it ran once. (The other host claimed it as soon as it
+    reconnected, and ran it a second time.)"""
+    app_dir = copy_app("outage", tmp_path)
+    url, schema = with_schema(cluster.dsn)
+    store = f"{url}&operation_timeout=1"
+    proxy = StallingProxy("127.0.0.1", cluster.port)
+    try:
+        for owner in started(app_dir, "--workers", "1", "--store", proxy.url(store)):
+            with owner.client() as client:
+                assert client.post("/work", json={"n": 1}).status_code == 202
+            first = _wait(lambda: _runs(app_dir, "started", 1), "message 1 to start")[0]
+            other = Host(app_dir, "--workers", "1", "--store", store).wait_ready()
+            try:
+                cluster.stop()
+                proxy.refusing.set()  # the owner does not reach the server once it is back
+                proxy.cut()
+                (app_dir / "go").touch()
+                _wait(lambda: _runs(app_dir, "ended", 1), "message 1 to end")
+                time.sleep(max(first["t"] + 5 + 1 - time.time(), 0))  # past its lease
+                cluster.start()
+                with other.client() as client:
+                    _wait(lambda: _enqueued(client, 2), "an enqueue once the server is back")
+                # the other host claims again (and before, it would have taken message 1)
+                _wait(lambda: _runs(app_dir, "ended", 2), "message 2 to run")
+                proxy.refusing.clear()
+                _wait(lambda: _messages_left(cluster.dsn, schema) == 0, "the queue to be empty")
+            finally:
+                other.stop()
+            runs = _runs(app_dir, "started", 1)
+            assert [r["pid"] for r in runs] == [first["pid"]], runs
+    finally:
+        proxy.close()
 
 
 def _enqueued(client: Any, n: int) -> Any:

@@ -30,6 +30,7 @@ from hibana.store.base import ChangeWatcher, Settle, dump_errors
 from hibana.store.postgres_url import NAME_BYTES, redacted, split_url
 from hibana.store.sql import (
     CLAIMED_COLUMNS,
+    FENCE,
     SCHEMA_VERSION,
     SqlEngine,
     schema_version,
@@ -70,16 +71,30 @@ _MIGRATIONS: dict[int, list[str]] = {
     ],
 }
 
-_CLAIM = (
-    "UPDATE hibana_messages AS m SET visible_at = %s, attempt = m.attempt + 1, leased = 1,"
-    " owner = %s, grp = %s FROM (SELECT id FROM hibana_messages"
-    " WHERE queue = %s AND visible_at <= %s ORDER BY visible_at LIMIT %s"
-    " FOR UPDATE SKIP LOCKED) AS c WHERE m.id = c.id"
-    f" RETURNING {', '.join('m.' + c.strip() for c in CLAIMED_COLUMNS.split(','))}"
-)
+
+def _claim(fence: str) -> str:
+    return (
+        "UPDATE hibana_messages AS m SET visible_at = %s, attempt = m.attempt + 1, leased = 1,"
+        " owner = %s, grp = %s FROM (SELECT id FROM hibana_messages"
+        f" WHERE queue = %s AND visible_at <= %s{fence} ORDER BY visible_at LIMIT %s"
+        " FOR UPDATE SKIP LOCKED) AS c WHERE m.id = c.id"
+        f" RETURNING {', '.join('m.' + c.strip() for c in CLAIMED_COLUMNS.split(','))}"
+    )
+
+
+_CLAIM = _claim("")
+_FENCED_CLAIM = _claim(FENCE)
 #: Held while migrating, so hosts starting together do not migrate twice.
 _MIGRATION_LOCK = 0x68_69_62_61
 
+
+#: Seconds after the server started, or after a connection that was lost is made again,
+#: in which this engine's claims take no message whose lease ran out (``fenced_until``):
+#: the lease may be that of a worker (on any host) that was cut off from the server too,
+#: and holds the message's settlement until it reconnects (``Store._hold``), within about
+#: a second of the server's return (``RECONNECT_MAX``, ``HELD_RETRY``). Claimed first, the
+#: message would run a second time. A lease of a worker that died waits this much longer.
+LEASE_GRACE = 10.0
 
 #: Seconds between a reconnect's attempts while the server cannot be reached: the first
 #: pause, doubled after each failure up to the last.
@@ -153,6 +168,8 @@ class PostgresEngine(SqlEngine):
         self._conn_lock = threading.Lock()
         self._watchdog: threading.Thread | None = None
         self._stop = threading.Event()
+        #: A connection was made before: the next one replaces one that was lost.
+        self._connected = False
 
     def connect(self) -> None:
         try:
@@ -174,6 +191,7 @@ class PostgresEngine(SqlEngine):
         self._watch()
         with self._watched():
             self.server_liveness(conn)
+            self._fence(conn)
             if not self.create:
                 # a read (hibana queue stats) of a store no host has made: a mistyped URL,
                 # most likely, which must not leave a schema and its tables behind
@@ -216,6 +234,19 @@ class PostgresEngine(SqlEngine):
                     f"create hibana's tables ({_first_line(exc)}); as an owner of the "
                     f"database, run {grant}, or start a host once with a role that may"
                 ) from None
+
+    def _fence(self, conn: Any) -> None:
+        """Fence claims (``fenced_until``) for ``LEASE_GRACE`` after the server started,
+        or, when ``conn`` replaces a connection that was lost, after now: the server was
+        away (restarted, failed over, cut off), for other hosts too, maybe. One query as
+        the connection is made; none per claim."""
+        now, started = conn.execute(
+            "SELECT extract(epoch from clock_timestamp()),"
+            " extract(epoch from pg_postmaster_start_time())"
+        ).fetchone()
+        back = float(now) if self._connected else float(started)
+        self._connected = True
+        self.fenced_until = max(back, float(started)) + LEASE_GRACE
 
     def _server_wait(self) -> str:
         """What ``on_wait`` is told of a connection the server has not answered yet."""
@@ -433,8 +464,8 @@ class PostgresEngine(SqlEngine):
         ).fetchall()
         return sorted(int(r[0]) for r in rows)
 
-    def _claim_sql(self) -> str:
-        return _CLAIM
+    def _claim_sql(self, fenced: bool) -> str:
+        return _FENCED_CLAIM if fenced else _CLAIM
 
     def _bury(self, now: float, dead: Sequence[Settle]) -> None:
         # one statement: the row is locked as it is deleted (a claim skips it) and what

@@ -7,6 +7,7 @@ Statements are written with ``?`` placeholders; the PostgreSQL engine rewrites t
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -96,6 +97,9 @@ def schema_version(
 #: What a claim returns, in the order ``SqlEngine.claim`` reads it.
 CLAIMED_COLUMNS = "id, queue, body, attempt, enqueued_at, trace, errors, visible_at"
 
+#: What a fenced claim adds to its test of a message (``SqlEngine.fenced_until``).
+FENCE = " AND leased = 0"
+
 
 #: What a message's body begins with, to compare with STARTUP_RUN_PREFIX: a timer's
 #: startup run or not (substr of a BLOB and of a BYTEA is bytes on both engines).
@@ -137,6 +141,12 @@ class SqlEngine(Engine):
     #: restarting), a lease it takes, ``now + lease`` on the store's clock, ends no sooner
     #: than ``began + lease`` on this host's.
     began = 0.0
+    #: Until when (the store's clock) claims take no message whose lease ran out, only
+    #: those never claimed or given back: the store was away, and a lease that ran out
+    #: meanwhile may be that of a worker that holds the message's settlement still, to
+    #: be written once it reaches the store again (``postgres.LEASE_GRACE``). SQLite, a
+    #: file of the host's own, is never away: never fenced.
+    fenced_until = 0.0
 
     def _migrate(self) -> None:
         """Create or migrate the schema to SCHEMA_VERSION; refuse a newer one."""
@@ -192,8 +202,9 @@ class SqlEngine(Engine):
         """``n`` fresh message ids, increasing, never handed out before."""
         raise NotImplementedError
 
-    def _claim_sql(self) -> str:
-        """UPDATE ... RETURNING that leases up to ? visible messages of a queue."""
+    def _claim_sql(self, fenced: bool) -> str:
+        """UPDATE ... RETURNING that leases up to ? visible messages of a queue;
+        ``fenced``: none whose lease ran out (``FENCE``)."""
         raise NotImplementedError
 
     def _lock_group(self, name: str) -> None:
@@ -319,19 +330,21 @@ class SqlEngine(Engine):
         lease: float,
         group: tuple[str, int] | None,
     ) -> list[Delivery]:
+        fenced = now < self.fenced_until
         if group is not None:
             name, group_limit = group
             self._lock_group(name)
+            # fenced, a lease that ran out still counts: its worker may run it still
             held = self._exec(
                 "SELECT COUNT(*) FROM hibana_messages "
                 "WHERE grp = ? AND leased = 1 AND visible_at > ?",
-                (name, now),
+                (name, -math.inf if fenced else now),
             ).fetchone()[0]
             limit = min(limit, group_limit - int(held))
             if limit <= 0:
                 return []
         rows = self._exec(
-            self._claim_sql(),
+            self._claim_sql(fenced),
             (now + lease, owner, group[0] if group else None, queue, now, limit),
         ).fetchall()
         out = [

@@ -22,6 +22,7 @@ from hibana.errors import StoreError
 from hibana.store.base import ChangeWatcher
 from hibana.store.sql import (
     CLAIMED_COLUMNS,
+    FENCE,
     SCHEMA_VERSION,
     SqlEngine,
     schema_version,
@@ -62,12 +63,18 @@ _MIGRATIONS: dict[int, list[str]] = {
     ],
 }
 
-_CLAIM = (
-    "UPDATE hibana_messages SET visible_at = ?, attempt = attempt + 1, leased = 1,"
-    " owner = ?, grp = ? WHERE id IN (SELECT id FROM hibana_messages"
-    " WHERE queue = ? AND visible_at <= ? ORDER BY visible_at LIMIT ?)"
-    f" RETURNING {CLAIMED_COLUMNS}"
-)
+
+def _claim(fence: str) -> str:
+    return (
+        "UPDATE hibana_messages SET visible_at = ?, attempt = attempt + 1, leased = 1,"
+        " owner = ?, grp = ? WHERE id IN (SELECT id FROM hibana_messages"
+        f" WHERE queue = ? AND visible_at <= ?{fence} ORDER BY visible_at LIMIT ?)"
+        f" RETURNING {CLAIMED_COLUMNS}"
+    )
+
+
+_CLAIM = _claim("")
+_FENCED_CLAIM = _claim(FENCE)
 
 
 class _Locked(StoreError):
@@ -323,8 +330,8 @@ class SqliteEngine(SqlEngine):
         end = int(row[0])
         return list(range(end - n, end))
 
-    def _claim_sql(self) -> str:
-        return _CLAIM
+    def _claim_sql(self, fenced: bool) -> str:
+        return _FENCED_CLAIM if fenced else _CLAIM
 
     def watcher(self) -> ChangeWatcher | None:
         return WalWatcher.open(self.path) if sys.platform == "linux" else None
