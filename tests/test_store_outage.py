@@ -3,6 +3,7 @@ test's own (tests/pg.py's Cluster), stopped and started; never the machine's ser
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,6 +116,39 @@ def test_another_host_leaves_a_message_whose_lease_ran_out_in_an_outage_to_its_o
             assert [r["pid"] for r in runs] == [first["pid"]], runs
     finally:
         proxy.close()
+
+
+def test_a_host_told_to_stop_while_postgresql_is_away_stops_in_its_shutdown_timeout(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """SIGTERM with an acknowledgement held (the server is away): the host stops within
+    its shutdown_timeout, naming the message it could not settle, which runs again once
+    the server is back (at least once). (The worker waited for the store until the
+    supervisor killed it, shutdown_timeout and 5 s later, saying nothing of the message.)"""
+    app_dir = copy_app("outage", tmp_path)
+    url, schema = with_schema(cluster.dsn)
+    store = f"{url}&operation_timeout=1"
+    args = ("--workers", "1", "--store", store, "--shutdown-timeout", "2")
+    host = Host(app_dir, *args).wait_ready()
+    try:
+        with host.client() as client:
+            sent = client.post("/work", json={"n": 1}).json()["id"]
+        _wait(lambda: _runs(app_dir, "started", 1), "message 1 to start")
+        cluster.stop()
+        (app_dir / "go").touch()
+        _wait(lambda: _runs(app_dir, "ended", 1), "message 1 to end")
+        host.signal(signal.SIGTERM)
+        assert host.wait_exit(60) == 0
+    finally:
+        host.stop()
+    assert not [x for x in host.stderr_lines if "did not stop in time" in x], host.stderr_lines
+    said = [x for x in host.logs() if "settlements the store has not taken" in x.get("msg", "")]
+    assert [x["message_ids"] for x in said] == [[sent]], host.logs()
+    cluster.start()
+    for _ in started(app_dir, *args):
+        _wait(lambda: len(_runs(app_dir, "ended", 1)) == 2, "message 1 to run again")
+        _wait(lambda: _messages_left(cluster.dsn, schema) == 0, "the queue to be empty")
+    assert [r["attempt"] for r in _runs(app_dir, "started", 1)] == [1, 2]
 
 
 def _enqueued(client: Any, n: int) -> Any:

@@ -115,6 +115,8 @@ class Worker:
         #: Retiring or draining (no more work taken); draining: SIGTERM's shutdown began.
         self._stopping = False
         self._draining = False
+        #: The drain ended with settlements the store had not taken (it was away).
+        self._unsettled = False
         #: The task starting the worker, until it serves (a SIGTERM meanwhile ends it).
         self._starting: asyncio.Task[None] | None = None
 
@@ -139,7 +141,9 @@ class Worker:
             self.sink.detach()  # the loop is gone: write at once
             self.log.exception("worker crashed", exc)
             code = 1
-        if self.store is not None and not self.store.close(CLOSE_TIMEOUT):
+        # settlements the store did not take within the drain are logged: not waited for
+        timeout = 0.0 if self._unsettled else CLOSE_TIMEOUT
+        if self.store is not None and not self.store.close(timeout) and not self._unsettled:
             # every settlement asked for is written before we go; unless the database
             # stopped answering: what they were is left to run out (delivered again)
             self.log.error(
@@ -251,7 +255,15 @@ class Worker:
         await self._shut_down_mounts(living)
         if self.consumer is not None:
             await self.consumer.stop()
-            await self.consumer.drained()
+            # a SIGTERM's drain ends by its shutdown_timeout, even with the store away
+            unsettled = await self.consumer.drained(self._drain_deadline)
+            if unsettled:
+                self._unsettled = True
+                self.log.error(
+                    "stopping with settlements the store has not taken (it cannot be "
+                    "reached); these messages are delivered again once their leases end",
+                    message_ids=unsettled,
+                )
         self._close_outbox()  # functions still running (stuck ones) send through the loop
         self.log.debug("worker stopped")
 

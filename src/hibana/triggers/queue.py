@@ -44,6 +44,9 @@ IDLE_WATCHED_MAX = 1.0
 REWATCH_EVERY = 5.0
 #: How often the leases of deliveries still running are looked at (``_keep_leases``).
 LEASE_SWEEP = 0.1
+#: Seconds a worker that stops gives the settlements of what it abandoned at its
+#: shutdown_timeout (a store that answers writes them in milliseconds).
+LAST_WRITES = 1.0
 #: Deliveries claimed in one go at most: a batch's most, so a whole batch is one claim.
 CLAIM_MAX = MAX_BATCH_SIZE
 #: In-flight invocations per queue function and worker, unless max_concurrency says.
@@ -92,7 +95,8 @@ class QueueConsumer:
         #: Settlements not yet handed to the store (all that end in one loop turn go in
         #: one call), and the calls under way.
         self._settles: list[Settle] = []
-        self._flushes: set[asyncio.Task[None]] = set()
+        #: ... each with the settlements it sends (the list it takes, filled until then).
+        self._flushes: dict[asyncio.Task[None], list[Settle]] = {}
         self._watcher: ChangeWatcher | None = None
         self._watching = False
         #: The store has a watcher (it had one at start): a broken one is made again.
@@ -218,10 +222,19 @@ class QueueConsumer:
         if self._loops:
             await asyncio.gather(*self._loops, return_exceptions=True)
 
-    async def drained(self) -> None:
-        """Return once every delivery this worker held is settled."""
+    async def drained(self, deadline: float | None = None) -> list[int]:
+        """Return once every delivery this worker held is settled, or at ``deadline``
+        (monotonic; past it already, ``LAST_WRITES`` from now: the releases of what was
+        abandoned at it). Returns the ids of the messages whose settlements the store has
+        not taken by then (it cannot be reached: they are held, see ``Store._hold``)."""
+        if deadline is not None:
+            deadline = max(deadline, time.monotonic() + LAST_WRITES)
         while self._running or self._flushes:
-            await asyncio.gather(*self._running, *self._flushes, return_exceptions=True)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            await asyncio.wait({*self._running, *self._flushes}, timeout=left)
+        return sorted({s.id for b in self._flushes.values() for s in b if s.kind != "extend"})
 
     def _add_settles(self, settles: list[Settle]) -> None:
         """Settle ``settles``: with all that end in this loop turn, in one call at the
@@ -230,8 +243,8 @@ class QueueConsumer:
         lease ran out while the store was away would be claimed again: ``Store._hold``)."""
         if not self._settles:
             task = asyncio.create_task(self._send_settles())
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+            self._flushes[task] = self._settles
+            task.add_done_callback(self._flushes.pop)
         self._settles.extend(settles)
 
     async def _send_settles(self) -> None:
