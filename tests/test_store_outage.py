@@ -151,6 +151,70 @@ def test_a_host_told_to_stop_while_postgresql_is_away_stops_in_its_shutdown_time
     assert [r["attempt"] for r in _runs(app_dir, "started", 1)] == [1, 2]
 
 
+def test_a_lease_renewed_while_postgresql_is_away_is_written_once_when_it_is_back(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """A function that runs on through an outage has its lease renewed every 2.5 s (its
+    lease is 5 s): the renewal the store could not take is held, and no other is asked
+    for behind it; once the server is back, one transaction renews the lease once. (One
+    renewal was held per 2.5 s of the outage, and all were written at once.)"""
+    app_dir = copy_app("outage", tmp_path)
+    url, schema = with_schema(cluster.dsn)
+    store = f"{url}&operation_timeout=1"
+    # the function runs past its timeout (5 s): its lease is renewed while it does
+    args = ("--workers", "1", "--store", store, "--cancel-grace", "120")
+    for host in started(app_dir, *args):
+        _count_renewals(cluster.dsn, schema)
+        with host.client() as client:
+            assert client.post("/work", json={"n": 1}).status_code == 202
+        _wait(lambda: _runs(app_dir, "started", 1), "message 1 to start")
+        cluster.stop()
+        time.sleep(12)  # four renewals' time, and more
+        cluster.start()
+        back = _renewals(cluster.dsn, schema)[0]
+
+        def renewed(back: int = back) -> bool:
+            return any(tx > back for tx in _renewals(cluster.dsn, schema)[1])
+
+        _wait(renewed, "its lease to be renewed once the server is back")
+        (app_dir / "go").touch()
+        _wait(lambda: _messages_left(cluster.dsn, schema) == 0, "the queue to be empty")
+        written = _renewals(cluster.dsn, schema)[1]
+        assert max(written.values()) == 1, written
+
+
+def _count_renewals(dsn: str, schema: str) -> None:
+    """Record, in ``schema``'s table renewals, each renewal of a lease the store writes
+    (an update of a leased message that keeps it leased, in the same attempt), with the
+    transaction that wrote it."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE TABLE "{schema}".renewals (id BIGINT, tx BIGINT)')
+        conn.execute(
+            f'CREATE FUNCTION "{schema}".renewed() RETURNS trigger LANGUAGE plpgsql AS $$ '
+            f'BEGIN INSERT INTO "{schema}".renewals VALUES (NEW.id, txid_current()); '
+            "RETURN NEW; END $$"
+        )
+        conn.execute(
+            f'CREATE TRIGGER renewed AFTER UPDATE ON "{schema}".hibana_messages FOR EACH ROW '
+            "WHEN (NEW.attempt = OLD.attempt AND NEW.leased = 1 AND OLD.leased = 1) "
+            f'EXECUTE FUNCTION "{schema}".renewed()'
+        )
+
+
+def _renewals(dsn: str, schema: str) -> tuple[int, dict[int, int]]:
+    """The server's transaction id now, and how many renewals each transaction wrote."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(f'SELECT tx, count(*) FROM "{schema}".renewals GROUP BY tx')
+        written = {int(tx): int(n) for tx, n in rows.fetchall()}
+        now = conn.execute("SELECT txid_current()").fetchone()
+    assert now is not None
+    return int(now[0]), written
+
+
 def _enqueued(client: Any, n: int) -> Any:
     import httpx
 

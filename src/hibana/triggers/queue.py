@@ -97,6 +97,8 @@ class QueueConsumer:
         self._settles: list[Settle] = []
         #: ... each with the settlements it sends (the list it takes, filled until then).
         self._flushes: dict[asyncio.Task[None], list[Settle]] = {}
+        #: The call that will send ``_settles``.
+        self._sending: asyncio.Task[None] | None = None
         self._watcher: ChangeWatcher | None = None
         self._watching = False
         #: The store has a watcher (it had one at start): a broken one is made again.
@@ -107,6 +109,8 @@ class QueueConsumer:
         #: The deliveries of each invocation running, by its id: with when their lease
         #: ends (monotonic), how long before that it is renewed, and for how long.
         self._leases: dict[str, tuple[list[Delivery], float, float, float]] = {}
+        #: Those of them whose last renewal the store has not answered yet.
+        self._renewing: set[str] = set()
         #: The function, deliveries and logger of each invocation running, by its id.
         self._invocations: dict[str, tuple[FunctionSpec, list[Delivery], Logger]] = {}
         self._keeper: asyncio.Task[None] | None = None
@@ -236,16 +240,19 @@ class QueueConsumer:
             await asyncio.wait({*self._running, *self._flushes}, timeout=left)
         return sorted({s.id for b in self._flushes.values() for s in b if s.kind != "extend"})
 
-    def _add_settles(self, settles: list[Settle]) -> None:
+    def _add_settles(self, settles: list[Settle]) -> asyncio.Task[None]:
         """Settle ``settles``: with all that end in this loop turn, in one call at the
-        next. Not after the calls still under way: the store writes them in the order
-        asked, so a settlement goes before this worker's next claim (a message whose
-        lease ran out while the store was away would be claimed again: ``Store._hold``)."""
-        if not self._settles:
-            task = asyncio.create_task(self._send_settles())
+        next (the task returned). Not after the calls still under way: the store writes
+        them in the order asked, so a settlement goes before this worker's next claim (a
+        message whose lease ran out while the store was away would be claimed again:
+        ``Store._hold``)."""
+        task = self._sending
+        if not self._settles or task is None:
+            self._sending = task = asyncio.create_task(self._send_settles())
             self._flushes[task] = self._settles
             task.add_done_callback(self._flushes.pop)
         self._settles.extend(settles)
+        return task
 
     async def _send_settles(self) -> None:
         batch, self._settles = self._settles, []
@@ -478,14 +485,23 @@ class QueueConsumer:
                 await asyncio.sleep(LEASE_SWEEP)
                 now = time.monotonic()
                 renew: list[Settle] = []
+                renewing: set[str] = set()
                 for key, (deliveries, until, margin, length) in list(self._leases.items()):
-                    if until - now < margin:
+                    # not while its last renewal is unanswered (held, the store away): that
+                    # one renews it as it is written, and more would pile up behind it
+                    if until - now < margin and key not in self._renewing:
                         renew += (
                             Settle("extend", d.id, d.attempt, delay=length) for d in deliveries
                         )
+                        renewing.add(key)
                         self._leases[key] = (deliveries, now + length, margin, length)
                 if renew:
-                    self._add_settles(renew)
+                    self._renewing |= renewing
+
+                    def answered(_: asyncio.Task[None], keys: set[str] = renewing) -> None:
+                        self._renewing -= keys
+
+                    self._add_settles(renew).add_done_callback(answered)
         finally:
             self._keeper = None
 
