@@ -183,6 +183,55 @@ def test_a_lease_renewed_while_postgresql_is_away_is_written_once_when_it_is_bac
         assert max(written.values()) == 1, written
 
 
+def test_a_release_whose_commit_is_cut_off_is_not_written_again(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """A host that stops releases the message it was running; the server takes longer to
+    COMMIT that release than the operation timeout, and the connection is cut meanwhile:
+    whether it was released is not known. The release is not written again (another
+    worker may have claimed the message meanwhile: a second release would take it from
+    that one), the log names the message, and the server's COMMIT, which went through,
+    released it once: it waits with its attempt given back."""
+    import psycopg
+
+    app_dir = copy_app("outage", tmp_path)
+    url, schema = with_schema(cluster.dsn)
+    store = f"{url}&operation_timeout=1"
+    host = Host(app_dir, "--workers", "1", "--store", store).wait_ready()
+    try:
+        with psycopg.connect(cluster.dsn, autocommit=True) as conn:
+            # a release (its attempt given back) takes 3 s to commit
+            conn.execute(
+                f'CREATE FUNCTION "{schema}".slow() RETURNS trigger LANGUAGE plpgsql AS $$ '
+                "BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$"
+            )
+            conn.execute(
+                f'CREATE CONSTRAINT TRIGGER slow AFTER UPDATE ON "{schema}".hibana_messages '
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.attempt < OLD.attempt) "
+                f'EXECUTE FUNCTION "{schema}".slow()'
+            )
+        with host.client() as client:
+            response = client.post("/work", json={"n": 1, "queue": "give-back"})
+            sent = response.json()["id"]
+        _wait(lambda: _runs(app_dir, "started", 1), "message 1 to start")
+        host.signal(signal.SIGTERM)
+        assert host.wait_exit(60) == 0
+    finally:
+        host.stop()
+    said = [x for x in host.logs() if x.get("message_ids") == [sent]]
+    assert len(said) == 1, host.logs()
+    assert f"whether message {sent} was released is not known" in said[0]["error"], said
+
+    def stored() -> tuple[int, int] | None:
+        with psycopg.connect(cluster.dsn, autocommit=True) as conn:
+            row = conn.execute(
+                f'SELECT attempt, leased FROM "{schema}".hibana_messages WHERE id = %s', (sent,)
+            ).fetchone()
+        return None if row is None or row[1] else (int(row[0]), int(row[1]))
+
+    assert _wait(stored, "the server's COMMIT of the release") == (0, 0)
+
+
 def _count_renewals(dsn: str, schema: str) -> None:
     """Record, in ``schema``'s table renewals, each renewal of a lease the store writes
     (an update of a leased message that keeps it leased, in the same attempt), with the

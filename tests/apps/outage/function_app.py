@@ -1,6 +1,7 @@
 """A queue function that runs until the test lets it end (a file ``go`` beside this one):
-so it can end while the store is away. Each run appends a JSON line to processed.jsonl,
-as it starts and as it ends, so the test counts how often each message ran."""
+so it can end while the store is away; and one that runs until its host stops. Each run
+appends a JSON line to processed.jsonl, as it starts and as it ends, so the test counts
+how often each message ran."""
 
 import json
 import os
@@ -24,7 +25,8 @@ def record(kind: str, **fields: object) -> None:
 
 @app.http("/work", methods=["POST"])
 async def accept(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
-    sent = await ctx.enqueue("work", req.json())
+    data = req.json()
+    sent = await ctx.enqueue(data.pop("queue", "work"), data)
     return hibana.Response.json({"id": sent.id}, status=202)
 
 
@@ -35,3 +37,11 @@ def work(msg: hibana.Message, ctx: hibana.Context) -> None:
     while not (HERE / "go").exists():
         time.sleep(0.02)
     record("ended", n=n, attempt=msg.attempt)
+
+
+@app.queue("give-back")
+async def give_back(msg: hibana.Message, ctx: hibana.Context) -> None:
+    """Runs until it is cancelled (its host stops): its message is released."""
+    record("started", n=msg.data["n"], attempt=msg.attempt)
+    await ctx.wait_cancelled()
+    ctx.raise_if_cancelled()
