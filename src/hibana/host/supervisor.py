@@ -341,12 +341,14 @@ class Supervisor:
             503, f"the app does not load; hibana dev waits for a change that fixes it: {why}"
         )
         while not self._stop_asked:
+            if self._reload_asked:
+                # SIGHUP, now or during the import that failed (which may have read the
+                # files before the fix it asks to load): try again now
+                self._reload_asked = False
+                return True
             for key, _ in self.sel.select():
                 if key.data == "signal":
                     self._take_signals()
-                    if self._reload_asked and not self._stop_asked:
-                        self._reload_asked = False  # SIGHUP: try again now
-                        return True
                 elif key.data == "reload":
                     self._reload_r.recv(64)
                     return not self._stop_asked
