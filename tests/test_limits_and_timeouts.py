@@ -663,8 +663,11 @@ def test_hibana_status_at_the_supervisors_open_files_limit_does_not_stop_the_hos
         for _ in range(120):
             with contextlib.suppress(OSError):
                 idle.append(socket.create_connection((addr, int(port)), timeout=5))
-        time.sleep(0.5)  # the workers took them, and handed their duplicates over
-        said = run_cli("status", "--app", str(app_dir))
+        # once the workers have taken them, and handed their duplicates over
+        deadline = time.monotonic() + 30
+        while (said := run_cli("status", "--app", str(app_dir))).returncode == 0:
+            assert time.monotonic() < deadline, "status answered, with every fd taken"
+            time.sleep(0.2)
         assert said.returncode == 1, said.stdout + said.stderr
         assert "at its limit on open files" in said.stderr, said.stderr
         assert host.proc.poll() is None, "\n".join(host.stderr_lines)

@@ -448,8 +448,9 @@ def test_a_hangup_during_shutdown_does_not_force_it(tmp_path: Path) -> None:
     app_dir = _app(tmp_path)
     host = Host(app_dir, "--workers", "1").wait_ready()
     slow: list[httpx.Response] = []
+    held = {"s": "60", "until": str(tmp_path / "released")}  # until the SIGHUP is taken
     caller = threading.Thread(
-        target=lambda: slow.append(httpx.get(host.url + "/slow?s=1.5", timeout=30))
+        target=lambda: slow.append(httpx.get(host.url + "/slow", params=held, timeout=90))
     )
     caller.start()
     host.wait_inflight(1, function="slow")
@@ -457,6 +458,9 @@ def test_a_hangup_during_shutdown_does_not_force_it(tmp_path: Path) -> None:
     host.wait_for_stderr("Shutting down")
     time.sleep(0.4)  # past the window in which a second signal is taken for an echo
     host.signal(signal.SIGHUP)
+    # the drain's loop answers `hibana status`, and takes the signal that came before it
+    assert run_cli("status", "--app", str(app_dir)).returncode == 0
+    (tmp_path / "released").touch()
     assert host.wait_exit() == 0
     caller.join(30)
     assert slow[0].status_code == 200
@@ -523,10 +527,13 @@ def test_a_stop_asked_for_while_a_reload_imports_is_obeyed(tmp_path: Path) -> No
     app_dir = _app(tmp_path)
     host = Host(app_dir, "--workers", "1").wait_ready()
     try:
-        _write(app_dir, V1 + "\ntime.sleep(30)  # a slow import\n")
+        marked = 'open(os.path.join(os.path.dirname(__file__), "importing"), "w").close()'
+        _write(app_dir, f"{V1}\n{marked}\ntime.sleep(30)  # a slow import\n")
         host.signal(signal.SIGHUP)
-        host.wait_for_stderr("SIGHUP: reloading the app")
-        time.sleep(0.3)  # the new version is importing now
+        deadline = time.monotonic() + 30
+        while not (app_dir / "importing").exists():  # the new version is importing now
+            assert time.monotonic() < deadline, "the reload's import did not begin"
+            time.sleep(0.05)
         host.signal(signal.SIGTERM)
         assert host.wait_exit(timeout=15) == 0
     finally:
