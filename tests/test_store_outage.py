@@ -25,10 +25,14 @@ def _runs(app_dir: Path, kind: str, n: int) -> list[dict[str, Any]]:
     return read_jsonl(app_dir / "processed.jsonl", kind=kind, n=n)
 
 
-def _wait(check: Any, what: str, timeout: float = 60) -> Any:
+def _wait(check: Any, what: str, timeout: float = 60, host: Host | None = None) -> Any:
+    """``check()``'s first true value; timed out, the failure quotes ``host``'s last lines
+    (what it said of the store meanwhile)."""
     deadline = time.monotonic() + timeout
     while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            said = "\n".join([*host.stdout_lines[-40:], *host.stderr_lines[-20:]]) if host else ""
+            raise AssertionError(f"timed out waiting for {what}\n{said}")
         time.sleep(0.05)
     return value
 
@@ -51,9 +55,10 @@ def test_a_message_that_ended_while_postgresql_was_away_longer_than_its_lease_ru
     took it again, and it ran a second time.)"""
     app_dir = copy_app("outage", tmp_path)
     url, schema = with_schema(cluster.dsn)
-    # the store's operations give up after 1 s (30 by default): an outage of a few
-    # seconds outlasts them as a longer one outlasts the default
-    store = f"{url}&operation_timeout=1"
+    # the store's operations give up after 2 s (30 by default): an outage of a few
+    # seconds outlasts them as a longer one outlasts the default (1 s was too little for
+    # a reconnect to a cluster just started on a machine busy with the rest of the suite)
+    store = f"{url}&operation_timeout=2"
     for host in started(app_dir, "--workers", "1", "--store", store):
         with host.client() as client:
             assert client.post("/work", json={"n": 1}).status_code == 202
@@ -62,12 +67,10 @@ def test_a_message_that_ended_while_postgresql_was_away_longer_than_its_lease_ru
             (app_dir / "go").touch()
             _wait(lambda: _runs(app_dir, "ended", 1), "message 1 to end")
             # away past the lease's end (5 s after the claim), and past the time the host
-            # gives an operation (1 s) several times over
-            time.sleep(max(first["t"] + 5 + 2 - time.time(), 4))
+            # gives an operation (2 s) several times over
+            time.sleep(max(first["t"] + 5 + 2 - time.time(), 6))
             cluster.start()
-            response = _wait(
-                lambda: _enqueued(client, 2), "an enqueue once the server is back", timeout=60
-            )
+            response = _wait(lambda: _enqueued(client, 2), "an enqueue once it is back", host=host)
             assert response.status_code == 202
             _wait(lambda: _runs(app_dir, "ended", 2), "message 2 to run")
             _wait(lambda: _messages_left(cluster.dsn, schema) == 0, "the queue to be empty")
@@ -105,7 +108,7 @@ def test_another_host_leaves_a_message_whose_lease_ran_out_in_an_outage_to_its_o
                 time.sleep(max(first["t"] + 5 + 1 - time.time(), 0))  # past its lease
                 cluster.start()
                 with other.client() as client:
-                    _wait(lambda: _enqueued(client, 2), "an enqueue once the server is back")
+                    _wait(lambda: _enqueued(client, 2), "an enqueue once it is back", host=other)
                 # the other host claims again (and before, it would have taken message 1)
                 _wait(lambda: _runs(app_dir, "ended", 2), "message 2 to run")
                 proxy.refusing.clear()
