@@ -33,6 +33,47 @@ def test_an_asgi2_app_is_served_and_its_lifespan_runs_once(host: Host) -> None:
     assert again == {"path": "/again/x", "root_path": "/again", "startups": 1}
 
 
+def test_a_class_whose_instances_are_awaitables_is_served_as_asgi3(host: Host) -> None:
+    """uvicorn serves it (a class with ``__await__`` is ASGI 3: ``Awaited(scope, receive,
+    send)`` is awaited); app.asgi refused it as 'a class, not an app: mount an instance of
+    it', and the app did not load."""
+    with host.client() as client:
+        answer = client.get("/awaited/items/3")
+    assert (answer.status_code, answer.text) == (200, "awaited /awaited /awaited/items/3")
+
+
+class Awaitable:
+    def __init__(self, scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    def __await__(self) -> Any:
+        return iter(())
+
+
+class AwaitableOfTheScope(Awaitable):
+    def __init__(self, scope: Any) -> None:
+        pass
+
+
+def test_a_class_whose_instances_are_awaitables_is_refused_by_app_wsgi_and_if_it_takes_less() -> (
+    None
+):
+    app = hibana.App()
+    with pytest.raises(hibana.AppError) as info:
+        app.wsgi("/a", Awaitable)
+    assert str(info.value).endswith(
+        ": Awaitable is an ASGI app (a class whose instances are awaited), not a WSGI one; "
+        "mount it with app.asgi('/a', ...)"
+    )
+    with pytest.raises(hibana.AppError) as info:
+        app.asgi("/a", AwaitableOfTheScope)
+    assert str(info.value).endswith(
+        ": AwaitableOfTheScope takes (scope), but an ASGI app is called with (scope, receive, "
+        "send); a class whose instances are awaited is one when it takes those three"
+    )
+    assert not app.functions
+
+
 class Legacy:
     def __init__(self, scope: dict[str, Any]) -> None:
         self.scope = scope

@@ -159,9 +159,13 @@ def check_web_app(given: Any, kind: Literal["asgi", "wsgi"], prefix: str, what: 
     other protocol's app (a Flask app given to app.asgi), a class in place of the app made
     of it (``FastAPI``), or another callable. Each was accepted and failed every request.
     A WSGI app may be a class whose instances are the response's iterable (PEP 3333:
-    ``AppClass(environ, start_response)`` is the call): that one is served."""
+    ``AppClass(environ, start_response)`` is the call), and an ASGI 3 app a class whose
+    instances are awaitables (``AppClass(scope, receive, send)``): those are served."""
     name = getattr(given, "__name__", None)
     if inspect.isclass(given):
+        if hasattr(given, "__await__"):
+            _check_awaited_class(given, kind, prefix, what)
+            return
         if _iterable_class(given):
             if kind == "wsgi":
                 return
@@ -195,6 +199,27 @@ def check_web_app(given: Any, kind: Literal["asgi", "wsgi"], prefix: str, what: 
             else ""
         )
     )
+
+
+def _check_awaited_class(
+    given: type, kind: Literal["asgi", "wsgi"], prefix: str, what: str
+) -> None:
+    """Refuse a class whose instances are awaitables unless it is mounted as the ASGI 3
+    app it is: ``Given(scope, receive, send)`` makes the awaitable that serves the scope.
+    uvicorn tells such a class so (a class with ``__await__`` is ASGI 3, any other ASGI
+    2), and serves it."""
+    if kind == "wsgi":
+        raise AppError(
+            f"{what}: {given.__name__} is an ASGI app (a class whose instances are awaited), "
+            f"not a WSGI one; mount it with app.asgi({prefix!r}, ...)"
+        )
+    signature = not_two(given, 3)
+    if signature is not None:
+        raise AppError(
+            f"{what}: {given.__name__} takes {bare(signature)}, but an ASGI app is called "
+            "with (scope, receive, send); a class whose instances are awaited is one when "
+            "it takes those three"
+        )
 
 
 def _iterable_class(given: type) -> bool:

@@ -1,5 +1,6 @@
 """An ASGI 2 app (a class that takes the scope; its instance is awaited with receive and
-send), mounted at two prefixes: its lifespan runs once."""
+send), mounted at two prefixes: its lifespan runs once. And an ASGI 3 app that is a class
+whose instances are awaitables (``Awaited(scope, receive, send)`` is awaited)."""
 
 import json
 from typing import Any
@@ -40,6 +41,24 @@ class Legacy:
         await send({"type": "http.response.body", "body": body})
 
 
+class Awaited:
+    """As uvicorn serves a class with ``__await__``: ASGI 3, the call makes the awaitable."""
+
+    def __init__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.scope, self.send = scope, send
+
+    def __await__(self) -> Any:
+        return self.serve().__await__()
+
+    async def serve(self) -> None:
+        if self.scope["type"] != "http":
+            return  # no lifespan: the mount goes on without one
+        await self.send({"type": "http.response.start", "status": 200, "headers": []})
+        body = f"awaited {self.scope['root_path']} {self.scope['path']}"
+        await self.send({"type": "http.response.body", "body": body.encode()})
+
+
 app = hibana.App()
 app.asgi("/legacy", Legacy)
 app.asgi("/again", Legacy)
+app.asgi("/awaited", Awaited)
