@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from hibana.telemetry.log_sink import LogSink
 from hibana.telemetry.logs import Logger
 from hibana.telemetry.long_lines import LONGEST_LINE
-from tests.hosts import started
+from hibana.telemetry.printed import LONGEST_PIECE
+from tests.hosts import Host, started
 
 #: What a cut value ends with.
 CUT = re.compile(r"…\[cut by hibana: (\d+) of (\d+) bytes\]$")
@@ -112,3 +115,56 @@ def test_a_secret_at_the_cut_of_a_long_value_is_not_written_in_part() -> None:
         kept = CUT.split(line["secret"])[0]
         assert not any(kept.endswith("Plain5ecretValue"[:n]) for n in range(1, 16)), shift
         assert "Plain5ec" not in kept.replace("[REDACTED]", "")
+
+
+ENDLESS_APP = """
+import pathlib
+import sys
+import time
+
+import hibana
+
+app = hibana.App()
+here = pathlib.Path(__file__).parent
+
+
+@app.http("/dots", methods=["GET"])
+def dots(req, ctx):
+    for _ in range(200):
+        print("." * 1000, end="")
+    while not (here / "release").exists():  # printing on and on, as far as the host knows
+        time.sleep(0.01)
+    sys.stdout.write("end")
+    return "ok"
+"""
+
+
+def printed(host: Host) -> list[str]:
+    """What the function ``dots`` printed, each line's text."""
+    lines = [line for line in host.logs() if line.get("function") == "dots"]
+    return [line["msg"] for line in lines if line.get("stream") == "stdout"]
+
+
+def test_text_printed_without_a_newline_goes_out_in_pieces_while_it_is_printed(
+    tmp_path: Path,
+) -> None:
+    """It was held until its newline, a flush or the invocation's end, however long it
+    grew: ``while True: print(".", end="")`` took the worker's memory. Now it goes out in
+    pieces of at most ``LONGEST_PIECE`` characters (and what one write added), as fd 1's
+    output does, while the function still runs; nothing of it is lost."""
+    (tmp_path / "function_app.py").write_text(ENDLESS_APP)
+    for host in started(tmp_path, "--workers", "1"):
+        with host.client() as client, ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(client.get, "/dots")
+
+            deadline = time.monotonic() + 30
+            while sum(map(len, printed(host))) < 3 * LONGEST_PIECE:
+                assert time.monotonic() < deadline, f"printed so far: {printed(host)}"
+                time.sleep(0.05)
+            assert not answer.done()  # out while the function runs, not as it ends
+            (tmp_path / "release").touch()
+            assert answer.result().text == "ok"
+        host.wait_for_log(msg="invocation", function="dots")
+        pieces = printed(host)
+        assert all(len(piece) <= LONGEST_PIECE + 1000 for piece in pieces)
+        assert "".join(pieces) == "." * 200_000 + "end"

@@ -13,6 +13,12 @@ from typing import IO, Any
 from hibana.telemetry.log_sink import LogSink
 from hibana.telemetry.logs import Logger, current_logger
 
+#: The longest unfinished line held, in characters printed (``PrintedLines``) or bytes
+#: written to fd 1 and 2 (``ProcessOutput``): past it, what is held goes out as a line of
+#: its own. Output need not have newlines (``print(".", end="")`` for ever, a progress
+#: bar); held whole, it would take a worker's memory with it.
+LONGEST_PIECE = 64 * 1024
+
 
 class _Unfinished:
     """A thread's printed text that has no newline yet, and whose it is."""
@@ -38,8 +44,10 @@ class PrintedLines(io.TextIOBase):
     each line an app prints becomes an info line (``"msg"``: the text, ``"stream"``:
     ``"stdout"``) with the fields of the invocation that printed it, or ``fields``
     outside one. A line goes out once its newline is written; an unfinished one, when
-    ``flush()`` is called, when its thread prints for another invocation, or at
-    ``flush_all()`` (the process ends). Threads printing at once do not mix."""
+    ``flush()`` is called, when its thread prints for another invocation, at
+    ``flush_all()`` (the process ends), or in pieces: what it holds once that is longer
+    than ``LONGEST_PIECE`` characters, as more comes. Threads printing at once do not
+    mix."""
 
     def __init__(self, sink: LogSink, fields: dict[str, Any]) -> None:
         super().__init__()
@@ -92,6 +100,10 @@ class PrintedLines(io.TextIOBase):
             line.out()  # another invocation's unfinished line: out first, as its own
             line.log = log
         if "\n" not in text:
+            if len(line.text) > LONGEST_PIECE:
+                # a line that goes on and on (``print(".", end="")`` in a loop): what it
+                # has goes out as a piece; one long write and its newline stay one line
+                _out_but_begun(line)
             line.text += text
             self._unfinished.add(line)
             self.partly = True
@@ -118,20 +130,25 @@ class PrintedLines(io.TextIOBase):
         """Write this thread's unfinished line, but for an end that may be the start of a
         secret (``print(part, end="", flush=True)`` twice): that waits for what comes next."""
         line: _Unfinished | None = getattr(self._local, "line", None)
-        if line is None or not line.text:
-            return
-        begun = line.log._sink.secret_begun(line.text)
-        if not begun:
-            line.out()
-        elif begun < len(line.text):
-            text, line.text = line.text[:-begun], line.text[-begun:]
-            line.log.info(text, stream="stdout")
+        if line is not None and line.text:
+            _out_but_begun(line)
 
     def flush_all(self) -> None:
         """Write every thread's unfinished line, also a thread's that has ended (the
         process ends)."""
         for line in list(self._unfinished):
             line.out()
+
+
+def _out_but_begun(line: _Unfinished) -> None:
+    """Write ``line``'s text but for an end that may be the start of a secret: that waits
+    for what comes next, and is replaced whole with it."""
+    begun = line.log._sink.secret_begun(line.text)
+    if not begun:
+        line.out()
+    elif begun < len(line.text):
+        text, line.text = line.text[:-begun], line.text[-begun:]
+        line.log.info(text, stream="stdout")
 
 
 def finish_printed(log: Logger) -> None:

@@ -13,11 +13,7 @@ from typing import Any
 
 from hibana.telemetry.log_sink import LogSink, ready
 from hibana.telemetry.logs import Logger
-from hibana.telemetry.printed import Utf8Decoder
-
-#: The longest unfinished line ``ProcessOutput`` holds: past it, what it has goes out (a
-#: program's output need not have newlines; the JSON lines ConsoleLog reads all do).
-_LONGEST = 64 * 1024
+from hibana.telemetry.printed import LONGEST_PIECE, Utf8Decoder
 
 #: How long an unfinished line on fd 2 (a prompt, a progress bar) waits for its end.
 _ERRORS_IDLE = 0.05
@@ -95,7 +91,7 @@ class ProcessOutput:
     def __init__(self, sink: LogSink, errors_fd: int = 2) -> None:
         self._sink = sink
         self._log = Logger(sink, {"stream": "stdout"})
-        self._pipe = LinePipe(self._take, "hibana-output", _LONGEST)
+        self._pipe = LinePipe(self._take, "hibana-output", LONGEST_PIECE)
         self.write_fd = self._pipe.write_fd
         self._errors_fd = errors_fd
         #: The end of what came on fd 2 without its newline yet, not written: a secret
@@ -104,7 +100,9 @@ class ProcessOutput:
         #: The same for fd 1, and the bytes of a character that a piece's end cut.
         self._held_out = ""
         self._decode = Utf8Decoder("replace").decode
-        self._errors = LinePipe(self._take_errors, "hibana-errors", _LONGEST, idle=_ERRORS_IDLE)
+        self._errors = LinePipe(
+            self._take_errors, "hibana-errors", LONGEST_PIECE, idle=_ERRORS_IDLE
+        )
         self.errors_fd = self._errors.write_fd
 
     def redact(self, values: list[str]) -> None:
@@ -116,12 +114,12 @@ class ProcessOutput:
         self._sink.emit(record)
 
     def _take(self, lines: list[bytes]) -> None:
-        """Each line as a JSON line. A piece of a line longer than ``_LONGEST`` goes as a
+        """Each line as a JSON line. A piece of a line longer than ``LONGEST_PIECE`` goes as a
         line of its own, but for a character cut at its end and as many characters as the
         longest secret has but one: those go at the start of the next piece, so a secret
         across the cut is whole, and replaced, in that one (as ``_take_errors`` does)."""
         for line in lines:
-            piece = not line.endswith(b"\n") and len(line) > _LONGEST
+            piece = not line.endswith(b"\n") and len(line) > LONGEST_PIECE
             text = self._held_out + self._decode(line, not piece)
             self._held_out = ""
             keep = self._sink.longest_secret() - 1
@@ -131,14 +129,14 @@ class ProcessOutput:
                 self._log.info(text.removesuffix("\n").removesuffix("\r"))
 
     def _take_errors(self, lines: list[bytes]) -> None:
-        """Write what came, redacted. A piece of a line longer than ``_LONGEST`` keeps
+        """Write what came, redacted. A piece of a line longer than ``LONGEST_PIECE`` keeps
         back as many characters as the longest secret has but one: a secret that starts
         in it and goes on in the next piece is then whole, and replaced, in that one."""
         text = self._held + "".join(line.decode("utf-8", "surrogateescape") for line in lines)
         text = self._sink.scrub(text)
         self._held = ""
         longest = self._sink.longest_secret()
-        if not text.endswith("\n") and longest > 1 and len(lines[-1]) > _LONGEST:
+        if not text.endswith("\n") and longest > 1 and len(lines[-1]) > LONGEST_PIECE:
             text, self._held = text[: 1 - longest], text[1 - longest :]
         self._write_errors(text)
 
