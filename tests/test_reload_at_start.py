@@ -3,13 +3,15 @@ once that import is over: it may have read the app's files before the caller's f
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.hosts import Host, run_cli
+from tests.hosts import Host, children, run_cli
 
 #: Serves what version.txt said as it imported; held in its import while ``hold`` exists,
 #: and fails it if version.txt said "broken". Each import adds a line to imports.txt.
@@ -112,6 +114,59 @@ def test_a_sighup_during_the_first_import_reloads_once_it_serves(
         assert again.returncode == 0, again.stderr
         assert "generation 3 serves" in again.stdout, again.stdout
         assert imports(app_dir) == ["one", "two", "two"]
+    finally:
+        host.stop()
+    assert host.proc.returncode == 0
+
+
+def hangup_handled(pid: int) -> bool:
+    """``pid`` no longer dies of a SIGHUP: it catches, blocks or ignores it (its status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    masks = dict(line.split(":\t") for line in status.splitlines() if line.startswith("Sig"))
+    return any(int(masks[name], 16) & 1 for name in ("SigCgt", "SigBlk", "SigIgn"))
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs (its zygotes, their workers and probes)."""
+    found = children(pid)
+    for child in list(found):
+        found.extend(descendants(child))
+    return found
+
+
+def test_hangups_from_the_start_kill_no_process_of_the_host_and_reload_once_it_serves(
+    tmp_path: Path,
+) -> None:
+    """A terminal's hangup sends SIGHUP to every process of the host. One that reached a
+    zygote before it had set SIGHUP aside (as it imported hibana, before the app) killed
+    it, and the host stopped: "the app crashed the process importing it". SIGHUPs are
+    sent here from the moment the host takes them to all its processes, from each one's
+    start, until it serves: it comes up, and the reload they ask for is done."""
+    app_dir = held_app(tmp_path, "one")
+    (app_dir / "hold").unlink()
+    host = Host(app_dir, "--workers", "1")
+    try:
+        deadline = time.monotonic() + 60
+        while not hangup_handled(host.proc.pid):
+            assert host.proc.poll() is None and time.monotonic() < deadline
+        sent = 0
+        while not any("Listening on" in line for line in host.stderr_lines):
+            assert host.proc.poll() is None, "\n".join(host.stderr_lines[-20:])
+            assert time.monotonic() < deadline, "the host never served"
+            for pid in [host.proc.pid, *descendants(host.proc.pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGHUP)
+                    sent += 1
+            time.sleep(0.002)
+        host.wait_ready()
+        host.wait_for_stderr("SIGHUP: reloading the app")
+        host.wait_for_stderr("Reloaded: generation 2 of the app serves")
+        with host.client() as client:
+            assert client.get("/v").text == "one"
+        assert sent > 10 and host.proc.poll() is None
     finally:
         host.stop()
     assert host.proc.returncode == 0

@@ -115,9 +115,11 @@ class Supervisor:
     # -- starting ---------------------------------------------------------------------
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; returns the process exit code."""
+        # first: a SIGHUP from here on is a reload asked for (done once the host serves),
+        # a SIGTERM a stop; neither kills the host with the default action
+        self._install_signals()
         self.sock = bind(self.config.host, self.config.port)
         self.open_file_limit = open_files.raise_limit()
-        self._install_signals()
         self._open_output()
         try:
             if self.config.reload:

@@ -301,7 +301,10 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # SIGHUP asks the supervisor to reload the app; a terminal that hangs up sends it to the
     # whole group, and neither the zygote nor its workers (who inherit this) may die of it.
+    # The supervisor started us with it held (``zygote_handle.launch``): one that came
+    # meanwhile is dropped as ignored, not taken with the default action.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     die_with_parent(int(argv[4]), signal.SIGKILL)
     # stdout is JSON lines: what the app prints as it is imported becomes log lines too
     sys.stdout = PrintedLines(LogSink(config.log_fd, config.log_level), {"pid": os.getpid()})

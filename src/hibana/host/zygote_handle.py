@@ -153,23 +153,35 @@ def launch(
     it has. ``handoff`` is the workers' end of the held connections; the process writes
     its log lines to ``config.log_fd`` and the rest of what it prints to ``output``."""
     ours, theirs = socket.socketpair()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hibana.host.zygote",
-            config.to_json(),
-            str(listen.fileno()),
-            str(theirs.fileno()),
-            str(os.getpid()),
-            str(handoff.fileno()),
-            str(permits_fd),
-        ],
-        pass_fds=(listen.fileno(), theirs.fileno(), handoff.fileno(), config.log_fd, permits_fd),
-        stdin=subprocess.DEVNULL,
-        stdout=output.write_fd,
-        stderr=output.errors_fd,
-    )
+    # the zygote starts with SIGHUP held, and ignores it once it can say so (``zygote.main``):
+    # a terminal's hangup meanwhile, sent to every process of the host, does not kill it
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hibana.host.zygote",
+                config.to_json(),
+                str(listen.fileno()),
+                str(theirs.fileno()),
+                str(os.getpid()),
+                str(handoff.fileno()),
+                str(permits_fd),
+            ],
+            pass_fds=(
+                listen.fileno(),
+                theirs.fileno(),
+                handoff.fileno(),
+                config.log_fd,
+                permits_fd,
+            ),
+            stdin=subprocess.DEVNULL,
+            stdout=output.write_fd,
+            stderr=output.errors_fd,
+        )
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     theirs.close()
     return Zygote(proc, Channel(ours))
 
