@@ -34,6 +34,7 @@ from hibana.host.lifeline import die_with_parent
 from hibana.host.loader import load_app
 from hibana.host.open_files import connections_before_limit
 from hibana.host.scaling import DEFAULT_THREADS
+from hibana.host.worker_exit import close_app
 from hibana.runtimes.python import FunctionThreads
 from hibana.store.base import CLOSE_TIMEOUT, Store
 from hibana.telemetry.log_sink import LogSink
@@ -151,6 +152,13 @@ class Worker:
                 seconds=CLOSE_TIMEOUT,
             )
         self.sink.detach()  # the loop is gone: write at once
+        left = close_app(self._drain_deadline, self.config.shutdown_timeout)
+        if left is not None:
+            self.log.warning(
+                "the app's atexit hooks or logging handlers had not finished; exiting "
+                "without the rest of them",
+                seconds=round(left, 3),
+            )
         if isinstance(sys.stdout, PrintedLines):
             sys.stdout.flush_all()  # printed text that never got its newline
         os._exit(code)

@@ -40,6 +40,7 @@ from hibana.host.scaling import Scaling, resolve
 
 # run_worker is imported here so forked workers have it
 from hibana.host.worker import preload, resident_mb, run_worker
+from hibana.host.worker_exit import forget_zygote_hooks
 from hibana.telemetry.log_sink import LogSink
 from hibana.telemetry.logs import Logger
 from hibana.telemetry.printed import PrintedLines
@@ -306,6 +307,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     die_with_parent(int(argv[4]), signal.SIGKILL)
+    forget_zygote_hooks()  # the atexit hooks registered here run here, not in each worker
     # stdout is JSON lines: what the app prints as it is imported becomes log lines too
     sys.stdout = PrintedLines(LogSink(config.log_fd, config.log_level), {"pid": os.getpid()})
     preload()

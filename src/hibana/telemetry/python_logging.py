@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import logging.handlers
+import queue
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -202,6 +203,17 @@ def restart_listeners(listeners: list[logging.handlers.QueueListener]) -> None:
             ready.release()
         listener._thread = None
         listener.start()
+
+
+def stop_listeners() -> None:
+    """Stop each ``QueueListener`` running in this process whose queue is this process's
+    own (a ``queue.Queue``), once it has handled what the queue holds: a process that
+    exits would lose those records. One on a queue shared with other processes (a
+    ``multiprocessing`` queue) is left running: the sentinel that stops it could stop
+    another process's listener instead."""
+    for listener in running_listeners():
+        if isinstance(listener.queue, queue.Queue | queue.SimpleQueue):
+            listener.stop()
 
 
 def _floor(level: Level) -> int:
