@@ -181,6 +181,15 @@ def test_scripts_serve_given_options_alone_serves_the_example_with_them() -> Non
         ),
         (["serve"], "Missing argument"),
         (["frobnicate"], "No such command"),
+        *(  # an option left without its value said only that, with no usage line
+            ([*command, flag], f"Option '{flag}' requires an argument")
+            for command, flag in (
+                (["serve", str(APPS / "basic")], "--port"),
+                (["dev", str(APPS / "basic")], "-w"),
+                (["queue", "send", "orders"], "--data"),
+                (["status"], "--app"),
+            )
+        ),
         (
             ["serve", str(APPS / "basic"), "--log-level", "loud"],
             "--log-level (or $HIBANA_LOG_LEVEL) 'loud' is not one of: debug, info, warning, error",

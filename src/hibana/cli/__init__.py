@@ -16,13 +16,13 @@ from typing import Annotated, Any
 
 import typer
 
-from hibana.cli.options import StoreOpt, app_option, check_store, fail, report, usage
+from hibana.cli.options import Commands, StoreOpt, app_option, check_store, fail, report, usage
 from hibana.cli.store import events_cli, queue_cli, secrets_cli
 from hibana.cli.tables import new_console, new_table, queues_table
 from hibana.errors import AppError, ConfigError, HibanaError
 from hibana.host.scaling import MAX_INSTANCES, MAX_THREADS
 
-cli = typer.Typer(
+cli = Commands(
     name="hibana",
     help="Self-hosted serverless functions for Python.",
     no_args_is_help=True,

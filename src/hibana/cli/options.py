@@ -6,10 +6,40 @@ from __future__ import annotations
 import contextlib
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from typer.core import TyperCommand
+
+#: click's UsageError, what its parser raises: BadParameter's base, in typer's own copy of
+#: click (typer._click, newer typers) or in click itself
+_USAGE_ERROR: type[Exception] = typer.BadParameter.__mro__[1]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class _Command(TyperCommand):
+    """A command whose every usage error shows its usage line: click's parser raises the
+    one for an option left without its value (``--port`` last) with no context, so it
+    printed only "Option '--port' requires an argument.", no usage nor --help to try."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # a typer.Context
+        try:
+            return super().parse_args(ctx, args)
+        except _USAGE_ERROR as exc:
+            if getattr(exc, "ctx", ctx) is None:
+                exc.ctx = ctx  # type: ignore[attr-defined]
+            raise
+
+
+class Commands(typer.Typer):
+    """``typer.Typer`` for ``hibana`` and its groups: their commands are ``_Command``s."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[_F], _F]:
+        kwargs.setdefault("cls", _Command)
+        decorator: Callable[[_F], _F] = super().command(*args, **kwargs)
+        return decorator
 
 
 def app_option(folder: Path) -> Path:

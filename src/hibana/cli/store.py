@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from hibana.cli.options import AppOpt, StoreOpt, check_store, fail, report, usage
+from hibana.cli.options import AppOpt, Commands, StoreOpt, check_store, fail, report, usage
 from hibana.cli.tables import new_console, new_table, queues_table
 from hibana.errors import HibanaError
 
@@ -25,7 +25,7 @@ T = TypeVar("T")
 MAX_ID = 2**63 - 1
 
 
-queue_cli = typer.Typer(
+queue_cli = Commands(
     help="Look into queues and act on them: send, stats, dead letters, redrive. "
     "Works with or without a running host.",
     no_args_is_help=True,
@@ -384,7 +384,7 @@ def queue_redrive(
     print(f"Moved {moved} message(s) back to {queue}")
 
 
-events_cli = typer.Typer(help="Publish CloudEvents to the app's topics.", no_args_is_help=True)
+events_cli = Commands(help="Publish CloudEvents to the app's topics.", no_args_is_help=True)
 
 
 @events_cli.command("publish")
@@ -464,7 +464,7 @@ def events_publish(
         )
 
 
-secrets_cli = typer.Typer(
+secrets_cli = Commands(
     help="Secrets for functions: encrypted in the store, never in environment variables.",
     no_args_is_help=True,
 )
