@@ -724,3 +724,21 @@ def test_a_change_seen_while_dev_drains_does_not_spin_the_supervisor(tmp_path: P
         assert host.wait_exit(15) == 0
     finally:
         host.stop()
+
+
+def test_the_banner_shows_a_route_with_a_space_as_one_url_a_client_can_use(
+    tmp_path: Path,
+) -> None:
+    """ "/a " (a stray space) was printed "/a, http://127.0.0.1:PORT": the route cut in two
+    URLs, neither of them the one that serves it."""
+    (tmp_path / "function_app.py").write_text(
+        "import hibana\n\napp = hibana.App()\n\n\n"
+        '@app.http("/a ")\ndef spaced(req, ctx):\n    return "spaced"\n'
+    )
+    host = Host(tmp_path).wait_ready()
+    try:
+        line = next(x.strip() for x in host.stderr_lines if x.strip().startswith("spaced:"))
+        assert line == f"spaced: [GET] {host.url}/a%20"
+        assert httpx.get(line.split()[-1]).text == "spaced"
+    finally:
+        host.stop()

@@ -6,6 +6,7 @@ runtimes read it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,14 @@ from hibana.events.filters import Filter
 from hibana.messages import RetryPolicy
 from hibana.timers import Schedule
 from hibana.triggers.routes import CompiledRoute
+
+#: What no URL holds as it is: whitespace and control characters.
+_BLANKS = re.compile(r"[\x00-\x20\x7f]")
+
+
+def _escaped(char: re.Match[str]) -> str:
+    return f"%{ord(char.group()):02X}"
+
 
 #: The methods an HTTP function may serve (a mount serves them all).
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -33,7 +42,10 @@ class HttpTrigger:
         return (self.route, *self.also)
 
     def describe(self) -> str:
-        return f"[{','.join(self.methods)}] {' '.join(r.pattern for r in self.routes)}"
+        """``[GET,POST] /items/{id:int}``: a space in a route as a request sends it (%20);
+        else the banner, which splits on spaces, showed ``/a `` as two URLs."""
+        routes = " ".join(_BLANKS.sub(_escaped, r.pattern) for r in self.routes)
+        return f"[{','.join(self.methods)}] {routes}"
 
 
 @dataclass(frozen=True, slots=True)
