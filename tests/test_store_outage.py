@@ -154,6 +154,84 @@ def test_a_host_told_to_stop_while_postgresql_is_away_stops_in_its_shutdown_time
     assert [r["attempt"] for r in _runs(app_dir, "started", 1)] == [1, 2]
 
 
+#: A host whose one worker retires once idle for 2 s (scale-in): new workers cannot
+#: start while the server is away (they open the store as they start), a reload's cannot.
+_SCALING_IN = ("--min-instances", "0", "--max-instances", "1", "--idle-timeout", "2")
+
+
+def _retiring_with_a_held_acknowledgement(app_dir: Path, host: Host, cluster: Cluster) -> int:
+    """Message 1 ends while the server is away (its acknowledgement is held), and the
+    worker holding it, idle, retires (scale-in) and says it waits for the store to take
+    it. Returns the message's id."""
+    with host.client() as client:
+        sent = int(client.post("/work", json={"n": 1}).json()["id"])
+    _wait(lambda: _runs(app_dir, "started", 1), "message 1 to start")
+    cluster.stop()
+    (app_dir / "go").touch()
+    _wait(lambda: _runs(app_dir, "ended", 1), "message 1 to end")
+    waiting = _wait(
+        lambda: [x for x in host.logs() if "before this worker exits" in x.get("msg", "")],
+        "its worker to retire, waiting for the store",
+    )
+    assert [x["message_ids"] for x in waiting] == [[sent]], waiting
+    return sent
+
+
+def _unsettled(host: Host) -> list[list[int]]:
+    """The message_ids of each 'stopping with settlements the store has not taken'."""
+    said = [x for x in host.logs() if "settlements the store has not taken" in x.get("msg", "")]
+    return [x["message_ids"] for x in said]
+
+
+def test_a_retiring_worker_told_to_stop_while_postgresql_is_away_stops_in_time(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """A worker retiring (scale-in) with an acknowledgement the server (away) has not
+    taken is told to stop (SIGTERM to the host): it stops within the shutdown_timeout,
+    naming the message. (Its drain had begun with no deadline: it waited for the store
+    until the supervisor killed it, saying nothing of the message.)"""
+    app_dir = copy_app("outage", tmp_path)
+    url, _ = with_schema(cluster.dsn)
+    store = f"{url}&operation_timeout=1"
+    # its retiring gives its work 17 s (the longest timeout, 10 s, cancel_grace, 2 s)
+    host = Host(app_dir, *_SCALING_IN, "--store", store, "--shutdown-timeout", "2").wait_ready()
+    try:
+        sent = _retiring_with_a_held_acknowledgement(app_dir, host, cluster)
+        host.signal(signal.SIGTERM)
+        assert host.wait_exit(60) == 0
+    finally:
+        host.stop()
+    assert not [x for x in host.stderr_lines if "did not stop in time" in x], host.stderr_lines
+    assert _unsettled(host) == [[sent]], host.logs()
+
+
+def test_a_retiring_worker_stops_waiting_for_postgresql_when_its_work_is_due(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    """A worker retiring (scale-in) with an acknowledgement the server (away) has not
+    taken exits once the time it gives its work to finish is over (the longest function
+    timeout, cancel_grace and 2 s), naming the message, though the server is still away;
+    the message runs again once it is back. (It waited for the store as long as the
+    server was away.)"""
+    app_dir = copy_app("outage", tmp_path)
+    url, schema = with_schema(cluster.dsn)
+    store = f"{url}&operation_timeout=1"
+    for host in started(app_dir, *_SCALING_IN, "--store", store, "--cancel-grace", "1"):
+        sent = _retiring_with_a_held_acknowledgement(app_dir, host, cluster)
+
+        def exited(host: Host = host) -> bool:
+            return not host.worker_pids()
+
+        _wait(exited, "the retiring worker to exit")
+        assert _unsettled(host) == [[sent]], host.logs()
+        cluster.start()
+        with host.client() as client:  # a worker again, to run it
+            _wait(lambda: _enqueued(client, 2), "an enqueue once the server is back")
+        _wait(lambda: len(_runs(app_dir, "ended", 1)) == 2, "message 1 to run again")
+        _wait(lambda: _messages_left(cluster.dsn, schema) == 0, "the queue to be empty")
+    assert [r["attempt"] for r in _runs(app_dir, "started", 1)] == [1, 2]
+
+
 def test_a_lease_renewed_while_postgresql_is_away_is_written_once_when_it_is_back(
     tmp_path: Path, cluster: Cluster
 ) -> None:

@@ -43,7 +43,7 @@ from hibana.telemetry.printed import PrintedLines, ScrubbedText
 from hibana.telemetry.python_logging import import_logging, route_logging
 from hibana.triggers.http import HttpFront, timed_out
 from hibana.triggers.outbox import Outbox
-from hibana.triggers.queue import QueueConsumer
+from hibana.triggers.queue import LAST_WRITES, QueueConsumer
 
 #: Seconds a mounted app's lifespan startup runs before the worker says it waits on it.
 STARTUP_NOTICE = 5.0
@@ -107,6 +107,9 @@ class Worker:
         #: When a SIGTERM's drain ends (its shutdown_timeout): mounted apps' work after
         #: their answers gets until then too.
         self._drain_deadline: float | None = None
+        #: When a retiring worker's work is due (its grace from ``retire``): its queue
+        #: deliveries' settlements are waited for until then (the store may be away).
+        self._retire_deadline: float | None = None
         self.front: HttpFront | None = None
         self.dispatcher: Dispatcher | None = None
         self.store: Store | None = None
@@ -263,8 +266,9 @@ class Worker:
         await self._shut_down_mounts(living)
         if self.consumer is not None:
             await self.consumer.stop()
-            # a SIGTERM's drain ends by its shutdown_timeout, even with the store away
-            unsettled = await self.consumer.drained(self._drain_deadline)
+            # ended by the retiring's grace, or by a SIGTERM's shutdown_timeout (drain_by,
+            # before or while it waits), even with the store away
+            unsettled = await self.consumer.drained(self._retire_deadline)
             if unsettled:
                 self._unsettled = True
                 self.log.error(
@@ -540,6 +544,11 @@ class Worker:
             self.dispatcher.abandon_all()
             self._close_outbox()
             await asyncio.sleep(0.05)
+        if self.consumer is not None:
+            # the settlements of its queue deliveries are waited for until the deadline
+            # (a second more for the releases of what it abandoned): a retiring worker's
+            # may be under way already
+            self.consumer.drain_by(max(deadline, time.monotonic() + LAST_WRITES))
         if self.front.streaming:
             # streams still going are cut short now, not once the write grace is over too
             assert self.server is not None
@@ -570,7 +579,10 @@ class Worker:
             # a request waiting for a permit runs its timeout once it has one (its
             # deadline moves on by the wait): it may wait all of concurrency_wait first
             longest += self.config.concurrency_wait
-        self._stop_serving(longest + self.config.cancel_grace + _WRITE_GRACE)
+        grace = longest + self.config.cancel_grace + _WRITE_GRACE
+        if self._stop is not None and not self._stop.done():
+            self._retire_deadline = time.monotonic() + grace
+        self._stop_serving(grace)
 
     def _on_stuck(self, inv: Invocation) -> None:
         # the invocation's own fields, as its lines carry them (a call's would be renamed)

@@ -114,6 +114,9 @@ class QueueConsumer:
         #: The function, deliveries and logger of each invocation running, by its id.
         self._invocations: dict[str, tuple[FunctionSpec, list[Delivery], Logger]] = {}
         self._keeper: asyncio.Task[None] | None = None
+        #: When ``drained`` returns at the latest (``drain_by``), and what wakes it to see.
+        self._drain_by: float | None = None
+        self._hurry = asyncio.Event()
 
     def start(self) -> None:
         for spec in self.specs:
@@ -228,16 +231,54 @@ class QueueConsumer:
 
     async def drained(self, deadline: float | None = None) -> list[int]:
         """Return once every delivery this worker held is settled, or at ``deadline``
-        (monotonic; past it already, ``LAST_WRITES`` from now: the releases of what was
-        abandoned at it). Returns the ids of the messages whose settlements the store has
-        not taken by then (it cannot be reached: they are held, see ``Store._hold``)."""
+        (monotonic), or the one ``drain_by`` gives meanwhile, the sooner (past it, or
+        near, ``LAST_WRITES`` from the call: the releases of what was abandoned at it).
+        Returns the ids of the messages whose settlements the store has not taken by then
+        (it cannot be reached: they are held, see ``Store._hold``)."""
+        began = time.monotonic()
         if deadline is not None:
-            deadline = max(deadline, time.monotonic() + LAST_WRITES)
+            self.drain_by(deadline)
+        told = False
         while self._running or self._flushes:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            await asyncio.wait({*self._running, *self._flushes}, timeout=left)
+            left = None
+            if self._drain_by is not None:
+                left = max(self._drain_by, began + LAST_WRITES) - time.monotonic()
+                if left <= 0:
+                    break
+            wake = left
+            if not told:
+                # a store that answers takes them in milliseconds: one that has not in
+                # LAST_WRITES is away, and the worker says what it waits for
+                since = time.monotonic() - began
+                if since >= LAST_WRITES and self._flushes:
+                    told = True
+                    self.log.warning(
+                        "waiting for the store (it cannot be reached) to take settlements "
+                        "before this worker exits",
+                        message_ids=self._unsettled(),
+                        seconds=None if left is None else round(left, 1),
+                    )
+                elif since < LAST_WRITES:
+                    wake = LAST_WRITES - since if left is None else min(left, LAST_WRITES - since)
+            self._hurry.clear()
+            hurried = asyncio.ensure_future(self._hurry.wait())
+            await asyncio.wait(
+                {*self._running, *self._flushes, hurried},
+                timeout=wake,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            hurried.cancel()
+        return self._unsettled()
+
+    def drain_by(self, deadline: float) -> None:
+        """Have ``drained`` (under way, or to come) return by ``deadline`` (monotonic), if
+        that is sooner than it would: a worker told to stop as it drains (retiring)."""
+        if self._drain_by is None or deadline < self._drain_by:
+            self._drain_by = deadline
+            self._hurry.set()
+
+    def _unsettled(self) -> list[int]:
+        """The messages whose settlements are asked for and not taken yet."""
         return sorted({s.id for b in self._flushes.values() for s in b if s.kind != "extend"})
 
     def _add_settles(self, settles: list[Settle]) -> asyncio.Task[None]:

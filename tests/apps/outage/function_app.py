@@ -1,7 +1,8 @@
 """A queue function that runs until the test lets it end (a file ``go`` beside this one):
 so it can end while the store is away; and one that runs until its host stops. Each run
 appends a JSON line to processed.jsonl, as it starts and as it ends, so the test counts
-how often each message ran."""
+how often each message ran. Their timeouts are short: a worker that retires (a reload)
+gives its work the longest of them (and cancel_grace) to finish."""
 
 import json
 import os
@@ -23,7 +24,7 @@ def record(kind: str, **fields: object) -> None:
         os.close(fd)
 
 
-@app.http("/work", methods=["POST"])
+@app.http("/work", methods=["POST"], timeout=5)
 async def accept(req: hibana.Request, ctx: hibana.Context) -> hibana.Response:
     data = req.json()
     sent = await ctx.enqueue(data.pop("queue", "work"), data)
@@ -39,7 +40,7 @@ def work(msg: hibana.Message, ctx: hibana.Context) -> None:
     record("ended", n=n, attempt=msg.attempt)
 
 
-@app.queue("give-back")
+@app.queue("give-back", timeout=10)
 async def give_back(msg: hibana.Message, ctx: hibana.Context) -> None:
     """Runs until it is cancelled (its host stops): its message is released."""
     record("started", n=msg.data["n"], attempt=msg.attempt)
