@@ -253,8 +253,8 @@ class QueueConsumer:
                 if since >= LAST_WRITES and self._flushes:
                     told = True
                     self.log.warning(
-                        "waiting for the store (it cannot be reached) to take settlements "
-                        "before this worker exits",
+                        "waiting for the store to take settlements before this worker "
+                        "exits (it has not answered them in a second)",
                         message_ids=self._unsettled(),
                         seconds=None if left is None else round(left, 1),
                     )
