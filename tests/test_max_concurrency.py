@@ -320,6 +320,7 @@ def test_at_shutdown_a_waiter_gets_503_and_the_holder_finishes(
             refused = waiter.result()
             assert refused.status_code == 503  # it never ran: safe to send again elsewhere
             assert refused.headers["retry-after"] == "1"
+            assert refused.headers["connection"] == "close"  # as a request arriving now gets
             assert "shutting down" in refused.json()["error"]
             released.touch()
             assert holder.result().status_code == 200  # what runs finishes

@@ -47,6 +47,7 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 
 _CLOSE = (b"connection", b"close")
+_SHUTDOWN_HEADERS = {"retry-after": "1", "connection": "close"}
 _NO_CONTENT = (b"content-length", b"0")
 #: The route table's answer: a Match, the methods the path allows (405), or None (404).
 Found = Match | list[str] | None
@@ -550,7 +551,8 @@ class HttpFront:
                     "invocation_id": inv.id,
                 },
                 503,
-                {"retry-after": "1"},
+                # at shutdown, as for a request that arrives then: try another connection
+                _SHUTDOWN_HEADERS if shutdown else {"retry-after": "1"},
             ), {"cancel_reason": inv.cancellation.reason}
         # An exception: the client learns only the invocation id; the log gets the rest.
         error = outcome.error
