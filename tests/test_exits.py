@@ -15,7 +15,7 @@ import pytest
 
 from tests.hosts import Host, copy_app, read_cut_short, started
 
-RAISED = {"exit": "SystemExit: 3", "interrupt": "KeyboardInterrupt: ", "odd": "Odd: an odd one"}
+RAISED = {"exit": "SystemExit: 3", "interrupt": "KeyboardInterrupt", "odd": "Odd: an odd one"}
 
 
 @pytest.fixture(scope="module")

@@ -153,14 +153,15 @@ def error_fields(exc: BaseException) -> dict[str, str]:
 
 def error_text(exc: BaseException) -> str:
     """``Type: message``: how a log line, a dead letter and the next attempt's
-    ``msg.errors`` tell of ``exc``. One whose ``str()`` fails (a ``__str__`` that returns
+    ``msg.errors`` tell of ``exc``; just ``Type`` for one with no message (a bare
+    ``raise KeyboardInterrupt``). One whose ``str()`` fails (a ``__str__`` that returns
     None, or raises) is told as the traceback module tells it, rather than failing the
     code that reports it."""
     try:
         said = str(exc)
     except Exception:
         said = "<exception str() failed>"
-    return f"{type(exc).__name__}: {said}"
+    return f"{type(exc).__name__}: {said}" if said else type(exc).__name__
 
 
 #: Where hibana's own modules are (``src/hibana/``).
