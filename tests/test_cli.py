@@ -289,6 +289,25 @@ def test_every_command_on_a_store_refuses_a_libpq_parameter_it_would_fail_on(
     assert list(tmp_path.iterdir()) == []  # nothing made: no key file, no .hibana
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("bogus://x", "unknown store URL 'bogus://x'"),
+        ("sqlite:///", "the store URL 'sqlite:///' names no file"),
+    ],
+)
+def test_a_store_url_from_the_environment_is_named_as_from_there(
+    url: str, problem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A URL in $HIBANA_STORE is not on the command line: the error said only "unknown
+    store URL", and the user looked for a --store they had not given."""
+    monkeypatch.setenv("HIBANA_STORE", url)
+    result = run_cli("serve", str(APPS / "basic"), "--port", "0", cwd=tmp_path)
+    said = " ".join(result.stderr.replace("│", "").split())
+    assert result.returncode == 2, result.stderr
+    assert problem in said and "fix the URL given to --store (or $HIBANA_STORE)" in said
+
+
 def test_port_in_use_names_the_port_and_the_fix() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

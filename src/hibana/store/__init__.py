@@ -22,6 +22,8 @@ from hibana.store.base import (
 
 #: The environment variable that names the store when ``--store`` is not given.
 STORE_ENV = "HIBANA_STORE"
+#: Where a store URL comes from, for the errors that say a URL is wrong.
+_GIVEN = f"fix the URL given to --store (or ${STORE_ENV})"
 
 __all__ = [
     "STORE_ENV",
@@ -63,10 +65,10 @@ def engine_for(url: str, create: bool = True) -> Engine:
 
         path = url.removeprefix("sqlite:///")
         if not path:
-            raise StoreError(f"the store URL {url!r} names no file: use sqlite:///PATH")
+            raise StoreError(f"the store URL {url!r} names no file: {_GIVEN}, as sqlite:///PATH")
         return SqliteEngine(path if path.startswith("/") else Path(path).resolve(), create)
     raise StoreError(
-        f"unknown store URL {url!r}: use sqlite:///PATH (the default is "
+        f"unknown store URL {url!r}: {_GIVEN}, as sqlite:///PATH (the default is "
         "APP_DIR/.hibana/state.db) or postgresql://USER@HOST:PORT/DATABASE"
     )
 
