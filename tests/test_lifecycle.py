@@ -19,6 +19,17 @@ import pytest
 from tests.hosts import APPS, Host, children
 
 
+def assert_like_a_workers(host: Host, answer: httpx.Response) -> None:
+    """``answer``, which the supervisor wrote for a worker that is gone, is as a worker's
+    own would be: dated, compact JSON, its trace sent as a header and in its log line
+    (before, none of these)."""
+    assert "date" in answer.headers
+    assert answer.content == json.dumps(answer.json(), separators=(",", ":")).encode()
+    _, trace_id, span_id, _ = answer.headers["traceparent"].split("-")
+    line = host.wait_for_log(msg="invocation", invocation_id=answer.headers["x-invocation-id"])
+    assert (line["trace_id"], line["span_id"]) == (trace_id, span_id)
+
+
 def _get(host: Host, path: str) -> httpx.Response:
     with host.client() as client:
         return client.get(path)
@@ -382,6 +393,7 @@ def test_second_signal_forces_exit() -> None:
         assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
         assert answer.json()["invocation_id"] == answer.headers["x-invocation-id"]
         assert "stopped at once (a second signal)" in answer.json()["error"]
+        assert_like_a_workers(host, answer)
     finally:
         host.stop()
 
@@ -457,6 +469,8 @@ def test_requests_held_by_a_killed_worker_get_502_naming_their_invocation() -> N
             assert len(ids) == 3 and all(len(i) == 32 for i in ids)
             assert all(r.headers["x-invocation-id"] == r.json()["invocation_id"] for r in responses)
             assert "the worker running this invocation died" in responses[0].json()["error"]
+            for r in responses:
+                assert_like_a_workers(host, r)
             # the next request is served by a new worker
             assert _get(host, "/hello/after").status_code == 200
             assert host.worker_pids() and victim not in host.worker_pids()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import select
 import socket
@@ -31,7 +30,11 @@ import time
 from collections.abc import Callable
 from http import HTTPStatus
 
+import msgspec
+
 from hibana.host.board import CONN_BUSY, CONN_READING, CONN_WAITING, Board
+from hibana.host.http_syntax import date_line
+from hibana.telemetry.trace import TraceContext, continue_or_start
 
 _MESSAGE = struct.Struct("!ciI")  # b"o"pen / b"c"lose, worker pid, connection slot
 #: How long ``refuse_backlog`` waits for the requests of the connections it answers.
@@ -146,15 +149,15 @@ class HeldConnections:
         board: Board | None,
         report: Callable[[str], None],
         stopped: bool = False,
-        lost: Callable[[str, int, str, bool, int], None] | None = None,
+        lost: Callable[[str, int, str, bool, int, TraceContext], None] | None = None,
     ) -> int:
         """Answer 502 on the connections of dead worker ``pid`` that were running an
         invocation (503 if the host ``stopped`` it: a second signal), 503 on those whose
         invocation had not started (it waited for a permit, or the request's body was
         still being read); close them all. ``lost`` is
-        told each such invocation (its id, status, error, and whether it ran), answered or
-        not (its client may have gone), and its function's column. Returns how many were
-        answered."""
+        told each such invocation (its id, status, error, whether it ran, its function's
+        column and the trace its answer names), answered or not (its client may have
+        gone). Returns how many were answered."""
         self.receive()  # its last words: connections it opened or closed just before
         ran = waited = read = 0
         for key in [k for k in self.held if k[0] == pid]:
@@ -166,13 +169,15 @@ class HeldConnections:
                 read += _answer(fd, raw_answer(503, _unread(stopped), retry_after=1), head)
             elif invocation is not None and state in (CONN_BUSY, CONN_WAITING):
                 status, error = _lost(invocation, stopped, ran=state == CONN_BUSY)
-                written = _answer(fd, raw_answer(status, error, invocation), head)
+                # the request's own traceparent went to the worker: a trace of its own
+                trace = continue_or_start(None)
+                written = _answer(fd, raw_answer(status, error, invocation, trace=trace), head)
                 if state == CONN_BUSY:
                     ran += written
                 else:
                     waited += written
                 if lost is not None:
-                    lost(invocation, status, error, state == CONN_BUSY, column)
+                    lost(invocation, status, error, state == CONN_BUSY, column, trace)
             os.close(fd)
         if ran or waited or read:
             how = [f"{ran} with {'503 (stopped)' if stopped else '502'}"] if ran else []
@@ -224,18 +229,26 @@ def _lost(invocation: str, stopped: bool, ran: bool) -> tuple[int, str]:
 
 
 def raw_answer(
-    status: int, error: str, invocation: str | None = None, retry_after: int = 1
+    status: int,
+    error: str,
+    invocation: str | None = None,
+    retry_after: int = 1,
+    trace: TraceContext | None = None,
 ) -> bytes:
-    """A whole response the supervisor writes itself: ``{"error": ...}`` and the
-    invocation's id if there is one, closing the connection; a 503 says when to retry."""
+    """A whole response the supervisor writes itself, as a worker writes its own (less
+    the ``date``, which ``_dated`` adds as it is sent): ``{"error": ...}`` and the
+    invocation's id and trace if there is one, closing the connection; a 503 says when to
+    retry."""
     fields = {"error": error}
     head = [b"HTTP/1.1 %d %s" % (status, HTTPStatus(status).phrase.encode())]
     if invocation is not None:
         fields["invocation_id"] = invocation
         head.append(b"x-invocation-id: " + invocation.encode())
+    if trace is not None:
+        head.append(b"traceparent: " + trace.traceparent.encode())
     if status == 503:
         head.append(b"retry-after: %d" % retry_after)
-    body = json.dumps(fields).encode()
+    body = msgspec.json.encode(fields)
     head += [
         b"content-type: application/json",
         b"content-length: %d" % len(body),
@@ -253,6 +266,13 @@ def _unread(stopped: bool) -> str:
     )
 
 
+def _dated(answer: bytes) -> bytes:
+    """``answer`` (a ``raw_answer``) with the ``date`` header of now, as it is sent: one
+    answer may be written for minutes (a backlog refused while an app does not load)."""
+    at = answer.index(b"\r\n") + 2
+    return answer[:at] + date_line() + answer[at:]
+
+
 def _bodiless(answer: bytes) -> bytes:
     """``answer`` (a ``raw_answer``) as a HEAD request gets it: its head alone, the
     length of its body said (RFC 9110 9.3.2)."""
@@ -264,8 +284,7 @@ def _answer(fd: int, answer: bytes, head: bool) -> int:
     of a worker that is gone, and close it for reading and writing: 1 if written. What
     the client sent that is still unread (a body being read) is read first: a socket
     closed with unread bytes is reset, and the client may lose the answer."""
-    if head:
-        answer = _bodiless(answer)
+    answer = _dated(_bodiless(answer) if head else answer)
     try:
         with socket.socket(fileno=os.dup(fd)) as sock:
             sock.setblocking(False)
@@ -308,8 +327,9 @@ def refuse_backlog(listening: socket.socket, answer: bytes) -> int:
             asked[fd] = b""
             with contextlib.suppress(OSError):
                 asked[fd] = accepted[fd].recv(65536)
+    answer, bodiless = _dated(answer), _dated(_bodiless(answer))
     for fd, conn in accepted.items():
         with conn, contextlib.suppress(OSError):
-            conn.send(_bodiless(answer) if asked.get(fd, b"").startswith(b"HEAD ") else answer)
+            conn.send(bodiless if asked.get(fd, b"").startswith(b"HEAD ") else answer)
             conn.shutdown(socket.SHUT_WR)
     return len(accepted)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from hibana.host.zygote_handle import Zygote
 from hibana.telemetry.log_fields import timestamp
 from hibana.telemetry.process_output import ProcessOutput
+from hibana.telemetry.trace import TraceContext
 
 #: Seconds a worker's watchdog may miss, past an invocation's deadline and grace, before
 #: the supervisor kills the worker (its own watchdog could not).
@@ -69,13 +70,15 @@ def remember(past: dict[str, dict[str, float]], record: WorkerRecord, died: bool
 
 def lost_line(
     output: ProcessOutput | None, record: WorkerRecord, how: str
-) -> Callable[[str, int, str, bool, int], None]:
+) -> Callable[[str, int, str, bool, int, TraceContext], None]:
     """What writes the log line of each invocation a dead worker took with it: its
     worker wrote none, and the id its client got must be found in the log, with the
     function that was running (which may be what killed it)."""
     functions = record.zygote.functions
 
-    def lost(invocation: str, status: int, error: str, ran: bool, column: int) -> None:
+    def lost(
+        invocation: str, status: int, error: str, ran: bool, column: int, trace: TraceContext
+    ) -> None:
         if output is not None:
             named = {"function": functions[column]["name"]} if column < len(functions) else {}
             output.emit(
@@ -85,6 +88,8 @@ def lost_line(
                     "msg": "invocation",
                     "invocation_id": invocation,
                     **named,
+                    "trace_id": trace.trace_id,
+                    "span_id": trace.span_id,
                     "outcome": "error" if ran else "cancelled",
                     "status": status,
                     "error": error,
