@@ -40,6 +40,7 @@ from hibana.triggers.http_response import (
     response_header,
     send_json,
     send_stream,
+    without_content,
 )
 from hibana.triggers.routes import Match, RouteTable
 
@@ -171,6 +172,8 @@ class HttpFront:
         self._columns = {spec.name: i for i, spec in enumerate(app.functions)}
         #: Invocations whose function has returned and whose response is still streaming.
         self.streaming: dict[str, Invocation] = {}
+        #: The functions told that a 204 or 304 sends no body (``without_content``).
+        self._told: set[str] = set()
 
     def cancel_streams(self) -> None:
         """Tell every streaming response's invocation that the worker is stopping: a
@@ -382,6 +385,10 @@ class HttpFront:
             stream = response.stream
             status = response.status
             body = response.body
+            if status == 204 or status == 304:
+                headers = without_content(
+                    status, headers, bool(body) or stream is not None, self._told, spec.name, log
+                )
             if stream is None:
                 if status == 204 or status == 304:
                     body = b""

@@ -36,6 +36,30 @@ CONTENT_TYPE_JSON = (b"content-type", b"application/json")
 BODILESS = frozenset((204, 205, 304))
 
 
+def without_content(
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    dropped: bool,
+    told: set[str],
+    function: str,
+    log: Logger,
+) -> list[tuple[bytes, bytes]]:
+    """The headers of a 204 or 304 answer, which has no content (RFC 9110 15.3.5,
+    15.4.5): no Content-Type, which a cache would otherwise put on the response a 304
+    revalidates; the rest (ETag, Cache-Control, Last-Modified...) as given. ``dropped``:
+    the function gave a body, which is not sent: the first time for each function (in
+    ``told``), a warning says so."""
+    if dropped and function not in told:
+        told.add(function)
+        log.warning(
+            f"function {function!r} gave a body with status {status}, which has no content "
+            "(RFC 9110): the body and its Content-Type are not sent; give status 200 to "
+            "send them (said once per function)",
+            status=status,
+        )
+    return [header for header in headers if header[0] != b"content-type"]
+
+
 class Responder(Protocol):
     """Where the front writes a response: a connection to the worker's HTTP server
     (``hibana.host.http_connection``) or, through ``AsgiResponder``, any ASGI server's
