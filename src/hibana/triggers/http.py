@@ -40,6 +40,7 @@ from hibana.triggers.http_response import (
     response_header,
     send_json,
     send_stream,
+    shown_path,
     without_content,
 )
 from hibana.triggers.routes import Match, RouteTable
@@ -220,9 +221,15 @@ class HttpFront:
             )
             return
         if found is None and scope["path"] == "*":
-            # the request target of the host as a whole (RFC 9110, 9.3.7): OPTIONS only
+            # the request target of the host as a whole (RFC 9110, 9.3.7): OPTIONS only.
+            # Allow: the methods its routes take, OPTIONS last and only if one takes it (a
+            # client told OPTIONS would send a preflight, to get the route's 405)
             if scope["method"] == "OPTIONS":
-                allow = ", ".join([*(m for m in self.table.methods() if m != "OPTIONS"), "OPTIONS"])
+                methods = self.table.methods()
+                named = [m for m in methods if m != "OPTIONS"]
+                if len(named) < len(methods):
+                    named.append("OPTIONS")
+                allow = ", ".join(named)
                 await out.whole(200, [(b"allow", allow.encode()), (b"content-length", b"0")], b"")
             else:
                 error = f"the request target * is for OPTIONS, not {scope['method']}"
@@ -233,11 +240,13 @@ class HttpFront:
             if twin is not None:
                 # /items for a route /items/ (or the other way round): where it is served,
                 # with the method and the body kept (308), as Starlette does
-                error = f"{scope['path']} is served at {twin.decode('latin-1')}"
+                error = (
+                    f"{shown_path(scope['path'])} is served at {shown_path(twin.decode('latin-1'))}"
+                )
                 self._unserved(308, error)
                 await send_json(out, 308, {"error": error}, [(b"location", twin)])
                 return
-            error = f"no function serves {scope['method']} {scope['path']}"
+            error = f"no function serves {scope['method']} {shown_path(scope['path'])}"
             self._unserved(404, error)
             await send_json(out, 404, {"error": error})
         else:
@@ -249,7 +258,7 @@ class HttpFront:
                 self._unserved(501, error)
                 await send_json(out, 501, {"error": error}, [(b"allow", allow.encode())])
                 return
-            error = f"{scope['path']} does not allow {method}; it allows {allow}"
+            error = f"{shown_path(scope['path'])} does not allow {method}; it allows {allow}"
             self._unserved(405, error)
             await send_json(out, 405, {"error": error}, [(b"allow", allow.encode())])
 

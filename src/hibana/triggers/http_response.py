@@ -36,6 +36,18 @@ CONTENT_TYPE_JSON = (b"content-type", b"application/json")
 BODILESS = frozenset((204, 205, 304))
 
 
+#: How much of a request's path an error answer quotes (and its log line).
+PATH_SHOWN = 200
+
+
+def shown_path(path: str) -> str:
+    """``path`` as an error answer quotes it: a long one (a path of 5,000 digits) cut to
+    its first ``PATH_SHOWN`` characters, and how long it was said."""
+    if len(path) <= PATH_SHOWN:
+        return path
+    return f"{path[:PATH_SHOWN]}… ({len(path)} characters)"
+
+
 def without_content(
     status: int,
     headers: list[tuple[bytes, bytes]],
