@@ -272,8 +272,9 @@ class Worker:
             if unsettled:
                 self._unsettled = True
                 self.log.error(
-                    "stopping with settlements the store has not taken (it cannot be "
-                    "reached); these messages are delivered again once their leases end",
+                    "stopping with settlements the store has not taken (it did not answer "
+                    "them by the drain's end: away, or too slow); these messages are "
+                    "delivered again once their leases end",
                     message_ids=unsettled,
                 )
         self._close_outbox()  # functions still running (stuck ones) send through the loop
