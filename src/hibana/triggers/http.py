@@ -31,6 +31,7 @@ from hibana.telemetry.logs import Logger
 from hibana.telemetry.trace import continue_or_start, new_invocation_id
 from hibana.triggers.http_response import (
     BODILESS,
+    CLIENT_GONE,
     CONTENT_TYPE_JSON,
     AsgiResponder,
     Message,
@@ -452,7 +453,11 @@ class HttpFront:
                         else:
                             extra = {"cancel_reason": inv.cancellation.reason}
             finally:
-                failed = response.status >= 500 or broke is not None
+                failed = broke is not None or (
+                    response.status >= 500
+                    # one that stopped as its client left failed no one: its 503 went nowhere
+                    and (outcome.kind != "cancelled" or inv.cancellation.reason != CLIENT_GONE)
+                )
                 if failed or self.sink.min_level <= _INFO:
                     # built whole here rather than through Logger.log: no copies; the
                     # invocation's fields (``fields``) written out, which is cheaper
