@@ -155,8 +155,10 @@ def tick(host: PoolHost) -> None:
         and all(not v.inflight and not v.pending and not v.retiring for v in views)
     )
     if decision.spawn and now >= host.hold_until:
-        busy = waiting or any(v.inflight for v in views)
-        spawn_more(host, zygote, len(mine) + decision.spawn, on_demand=busy)
+        # on demand only if something waits for it: a worker forked for load (or to
+        # replace a stuck one) may take its first request long after it is ready, and
+        # that wait is no cold start; its own start-up is
+        spawn_more(host, zygote, len(mine) + decision.spawn, on_demand=bool(waiting))
     if not waiting:
         host.waiting_since = None
     for slot in decision.retire:
