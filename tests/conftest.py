@@ -1,11 +1,27 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.hosts import Host, started
 from tests.pg import drop_schema, postgres_server, with_schema
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tests_secrets_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The tests' secrets key is never the user's (~/.config/hibana/key, or the one their
+    shell names): a key left there by one test, or by the user, changed what another
+    test's host was told. Tests that need a key of their own still point the variable at
+    one."""
+    before = os.environ.get("HIBANA_SECRET_KEY_FILE")
+    os.environ["HIBANA_SECRET_KEY_FILE"] = str(tmp_path_factory.mktemp("secrets") / "key")
+    yield
+    if before is None:
+        os.environ.pop("HIBANA_SECRET_KEY_FILE", None)
+    else:
+        os.environ["HIBANA_SECRET_KEY_FILE"] = before
 
 
 @pytest.fixture(scope="session")

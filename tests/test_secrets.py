@@ -224,6 +224,21 @@ def test_a_missing_secret_stops_the_start_naming_it(app_dir: Path) -> None:
     assert "set it with: hibana secrets set" in err
 
 
+def test_a_secret_named_where_none_was_ever_set_is_named_not_the_key(
+    app_dir: Path, key_file: Path
+) -> None:
+    """On a machine where no secret was ever set there is no key file: the start said the
+    key file did not exist (or, with one left in ~/.config by another app, named the
+    secret), so what a user was told hung on files outside the app. Now the secret."""
+    assert not key_file.exists()
+    host = Host(app_dir)
+    assert host.wait_exit() == 1
+    err = "\n".join(host.stderr_lines)
+    assert "names secret" in err and "which is not set in sqlite:///" in err
+    assert "set it with: hibana secrets set" in err
+    assert "the secrets key file" not in err
+
+
 def test_a_missing_or_wrong_key_is_named(
     app_dir: Path, key_file: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

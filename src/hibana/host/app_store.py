@@ -120,10 +120,9 @@ def unseal_named(
 
     store = open_store()
     try:
-        key = load_key()
         sealed = asyncio.run(store.secrets(sorted({name for _, name in wanted})))
         for function, name in sorted(wanted):
-            if name not in sealed:
+            if name not in sealed:  # named before the key: with none set, there is no key
                 # the store this host was given, or the command would set it elsewhere
                 where = "" if config.store is None else f" --store '{store.display}'"
                 if "***" in where:
@@ -133,6 +132,8 @@ def unseal_named(
                     f"{store.display}; set it with: hibana secrets set {name} "
                     f"--app {config.app_dir}{where}"
                 )
+        key = load_key()
+        for _, name in sorted(wanted):
             into.add(unseal(key, name, sealed[name]))
     except (SecretError, StoreError) as exc:
         raise HostStartError(str(exc)) from None
