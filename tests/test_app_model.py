@@ -14,7 +14,8 @@ import pytest
 
 import hibana
 from hibana import AppError, Context, Request, RouteError
-from hibana.app import DEFAULT_TIMEOUT, HttpTrigger
+from hibana.app import HttpTrigger
+from hibana.blueprint import DEFAULT_TIMEOUT
 
 FILE = Path(__file__).name
 

@@ -2,7 +2,8 @@
 
 The public surface is what this module exports; everything else is private to hibana."""
 
-from hibana.app import App, Blueprint, FunctionSpec
+from hibana.app import App, FunctionSpec
+from hibana.blueprint import Blueprint
 from hibana.context import Context, Invocation
 from hibana.datastructures import Files, FormData, Headers, QueryParams, UploadedFile
 from hibana.errors import (

@@ -1,8 +1,9 @@
-"""What a declaration must be: the checks ``hibana.app``'s decorators run.
+"""What a declaration must be: the checks ``hibana.blueprint``'s decorators run.
 
 Each check takes what a decorator was given and where it was written, and raises
 ``AppError`` naming the input and the fix; beside them, what those messages are made of
-(where a line of the app is, a signature as written). Nothing here imports ``hibana.app``.
+(where a line of the app is, a signature as written). Nothing here imports
+``hibana.blueprint`` or ``hibana.app``.
 """
 
 from __future__ import annotations

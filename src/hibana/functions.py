@@ -1,6 +1,6 @@
 """What a declared function is: ``FunctionSpec`` and its trigger kinds.
 
-Plain data: the decorators of ``hibana.app`` record it; the host, the triggers and the
+Plain data: the decorators of ``hibana.blueprint`` record it; the host, the triggers and the
 runtimes read it.
 """
 

@@ -4,7 +4,8 @@ as one function: the ``FunctionSpec`` that ``Blueprint.asgi``, ``.wsgi`` and
 
 Each builder takes what the method was given and where it was called, and returns the
 spec for the Blueprint to add (its name and route clashes are the Blueprint's to tell),
-so nothing here imports ``hibana.app``, as nothing in ``hibana.declarations`` does.
+so nothing here imports ``hibana.blueprint`` (or ``hibana.app``), as nothing in
+``hibana.declarations`` does.
 """
 
 from __future__ import annotations

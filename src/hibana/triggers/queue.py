@@ -19,7 +19,8 @@ from typing import Any
 
 import msgspec
 
-from hibana.app import MAX_BATCH_SIZE, App, EventTrigger, FunctionSpec, QueueTrigger, TimerTrigger
+from hibana.app import App, EventTrigger, FunctionSpec, QueueTrigger, TimerTrigger
+from hibana.blueprint import MAX_BATCH_SIZE
 from hibana.context import Context, Invocation
 from hibana.dispatcher import PERMIT_POLL, Dispatcher, Outcome
 from hibana.errors import StoreError
