@@ -19,7 +19,7 @@ from typing import Any
 from hibana.errors import StoreError
 from hibana.store.base import ChangeWatcher, QueueInfo, QueueStats, Store, SubscriptionInfo
 from hibana.timers import Schedule
-from hibana.triggers.queue import REWATCH_EVERY
+from hibana.triggers.queue_wakeups import REWATCH_EVERY
 from hibana.triggers.timer import TimerScheduler, TimerSpec
 
 #: How often the queues are looked at for waiting messages.

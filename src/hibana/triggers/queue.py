@@ -7,12 +7,14 @@ queue (see ``triggers.timer``), so leases, deadlines and shutdown work the same 
 A delivery's fate follows its Outcome (``triggers.settlement``): ok acknowledges it; an
 error or a timeout retries it per the function's policy, and dead-letters it after
 ``max_attempts``; a shutdown releases it for another worker without counting the attempt.
+The settlements reach the store through ``triggers.settle_writes`` (which a worker's
+shutdown waits on: ``drained``); the store's watcher wakes idle claim loops
+(``triggers.queue_wakeups``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,31 +25,24 @@ from hibana.app import App, EventTrigger, FunctionSpec, QueueTrigger, TimerTrigg
 from hibana.blueprint import MAX_BATCH_SIZE
 from hibana.context import Context, Invocation
 from hibana.dispatcher import PERMIT_POLL, Dispatcher, Outcome
-from hibana.errors import StoreError
 from hibana.events.cloudevent import CloudEvent
 from hibana.messages import Message
 from hibana.secrets import Secrets
-from hibana.store.base import ChangeWatcher, Delivery, Settle, Store
+from hibana.store.base import Delivery, Settle, Store
 from hibana.telemetry.log_fields import millis
 from hibana.telemetry.log_sink import LogSink
 from hibana.telemetry.logs import Logger, invocation_line
 from hibana.telemetry.trace import carried_link, continue_carried, new_invocation_id
 from hibana.timers import TimerInfo
 from hibana.triggers.outbox import Outbox
+from hibana.triggers.queue_wakeups import IDLE_POLL_MAX, Wakeups
+from hibana.triggers.settle_writes import LAST_WRITES as LAST_WRITES  # host/worker.py takes it
+from hibana.triggers.settle_writes import SettleWrites
 from hibana.triggers.settlement import settlements
+from hibana.triggers.timer import LATE_AFTER
 
-#: How long an idle consumer waits between claims at most (a local enqueue wakes it).
-IDLE_POLL_MAX = 0.05
-#: How long at most while the store's watcher wakes it at every commit.
-IDLE_WATCHED_MAX = 1.0
-#: Seconds between attempts to make the store's watcher again once it broke (its
-#: PostgreSQL LISTEN connection dropped): until then, idle loops poll every IDLE_POLL_MAX.
-REWATCH_EVERY = 5.0
 #: How often the leases of deliveries still running are looked at (``_keep_leases``).
 LEASE_SWEEP = 0.1
-#: Seconds a worker that stops gives the settlements of what it abandoned at its
-#: shutdown_timeout (a store that answers writes them in milliseconds).
-LAST_WRITES = 1.0
 #: Deliveries claimed in one go at most: a batch's most, so a whole batch is one claim.
 CLAIM_MAX = MAX_BATCH_SIZE
 #: In-flight invocations per queue function and worker, unless max_concurrency says.
@@ -57,7 +52,6 @@ ASYNC_DEFAULT_CONCURRENCY = 256
 #: OpenTelemetry SDK's default limit; a larger batch's line says how many it left out.
 MAX_LINKS = 128
 
-_encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
 
@@ -87,26 +81,14 @@ class QueueConsumer:
         self.secrets: dict[str, Secrets] = {}
         self._sync_concurrency = sync_concurrency
         self._wake: dict[str, asyncio.Event] = {}
+        self._wakeups = Wakeups(store, self._wake)
         #: Set when one of a queue's invocations ends (or the consumer stops): its claim
         #: loop, waiting for room under its limit, looks again.
         self._freed: dict[str, asyncio.Event] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = False
-        #: Settlements not yet handed to the store (all that end in one loop turn go in
-        #: one call), and the calls under way.
-        self._settles: list[Settle] = []
-        #: ... each with the settlements it sends (the list it takes, filled until then).
-        self._flushes: dict[asyncio.Task[None], list[Settle]] = {}
-        #: The call that will send ``_settles``.
-        self._sending: asyncio.Task[None] | None = None
-        self._watcher: ChangeWatcher | None = None
-        self._watching = False
-        #: The store has a watcher (it had one at start): a broken one is made again.
-        self._watchable = False
-        self._rewatching = False
-        self._rewatch_at = 0.0
-        self._idle_loops = 0
+        self._writes = SettleWrites(store, log, self._running)
         #: The deliveries of each invocation running, by its id: with when their lease
         #: ends (monotonic), how long before that it is renewed, and for how long.
         self._leases: dict[str, tuple[list[Delivery], float, float, float]] = {}
@@ -115,9 +97,6 @@ class QueueConsumer:
         #: The function, deliveries and logger of each invocation running, by its id.
         self._invocations: dict[str, tuple[FunctionSpec, list[Delivery], Logger]] = {}
         self._keeper: asyncio.Task[None] | None = None
-        #: When ``drained`` returns at the latest (``drain_by``), and what wakes it to see.
-        self._drain_by: float | None = None
-        self._hurry = asyncio.Event()
 
     def start(self) -> None:
         for spec in self.specs:
@@ -125,96 +104,17 @@ class QueueConsumer:
             self._wake[queue] = asyncio.Event()
             self._freed[queue] = asyncio.Event()
             self._loops.append(asyncio.create_task(self._consume(spec, queue)))
-        # Wake at once when anyone (another worker, host or the CLI) enqueues; the polls
-        # remain, in case a wake-up is lost. Watched only while some loop is idle: a busy
-        # store writes all the time, and every write would wake this thread.
-        self._watcher = self.store.watcher()
-        self._watchable = self._watcher is not None
+        self._wakeups.start()
 
-    def _rewatch(self) -> None:
-        """Make the watcher again after it broke, off the loop (a connect may wait), at
-        most every ``REWATCH_EVERY`` seconds: a PostgreSQL restart would otherwise leave
-        every idle loop polling the store for good."""
-        now = time.monotonic()
-        if not self._watchable or self._rewatching or self._stopping or now < self._rewatch_at:
-            return
-        self._rewatch_at = now + REWATCH_EVERY
-        self._rewatching = True
-        made = asyncio.get_running_loop().run_in_executor(None, self.store.watcher)
+    async def drained(self, deadline: float | None = None) -> list[int]:
+        """Return once every delivery this worker held is settled, or by ``deadline``
+        (``SettleWrites.drained``): the ids of the messages whose settlements the store has
+        not taken by then."""
+        return await self._writes.drained(deadline)
 
-        def done(future: asyncio.Future[ChangeWatcher | None]) -> None:
-            self._rewatching = False
-            watcher = None if future.cancelled() or future.exception() else future.result()
-            if watcher is None:
-                return
-            if self._stopping or self._watcher is not None:
-                watcher.close()
-                return
-            self._watcher = watcher
-            if self._idle_loops > 0:
-                self._idle_loops -= 1
-                self._idle(True)  # watched from now on, as if the loop had just gone idle
-
-        made.add_done_callback(done)
-
-    def _idle(self, on: bool) -> None:
-        """A claim loop starts (or stops) waiting for messages."""
-        self._idle_loops += 1 if on else -1
-        watcher = self._watcher
-        if watcher is None:
-            if on:
-                self._rewatch()
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            if self._idle_loops > 0 and not self._watching:
-                # what was written while nobody listened is not news; a watcher that broken
-                # meanwhile (its connection dropped) is given up: the polls remain
-                if not watcher.drain():
-                    self._unwatch()
-                    return
-                loop.add_reader(watcher.fileno(), self._changed)
-                self._watching = True
-            elif self._idle_loops == 0 and self._watching:
-                loop.remove_reader(watcher.fileno())
-                self._watching = False
-        except Exception:
-            self._unwatch()
-
-    async def _idle_wait(self, queue: str, idle: float) -> float:
-        """How long an idle claim loop waits for a wake-up. Once it has backed off to
-        ``IDLE_POLL_MAX``, with the store's watcher waking it at every commit, only a
-        hidden message (delayed, retried later, or leased by a worker that died) can
-        show unannounced: it waits until the first one does, ``IDLE_WATCHED_MAX`` at
-        most, instead of polling."""
-        if idle < IDLE_POLL_MAX or not self._watching:
-            return idle
-        try:
-            due = await self.store.next_visible((queue,))
-        except Exception:  # the store: the claim that follows will say what is wrong
-            return idle
-        # 0: one can be claimed now, but the claim found none (a concurrency group is
-        # full, or another worker took it): poll as before
-        return IDLE_WATCHED_MAX if due is None else min(max(due, idle), IDLE_WATCHED_MAX)
-
-    def _changed(self) -> None:
-        watcher = self._watcher
-        if watcher is None:
-            return
-        if not watcher.drain():
-            self._unwatch()
-        for event in self._wake.values():
-            event.set()
-
-    def _unwatch(self) -> None:
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            if self._watching:
-                with contextlib.suppress(Exception):
-                    asyncio.get_running_loop().remove_reader(watcher.fileno())
-                self._watching = False
-            with contextlib.suppress(Exception):
-                watcher.close()
+    def drain_by(self, deadline: float) -> None:
+        """Have ``drained`` return by ``deadline`` (``SettleWrites.drain_by``)."""
+        self._writes.drain_by(deadline)
 
     def poke(self, queue: str) -> None:
         event = self._wake.get(queue)
@@ -224,90 +124,11 @@ class QueueConsumer:
     async def stop(self) -> None:
         """Claim no more; return once the claim loops have ended (work in flight goes on)."""
         self._stopping = True
-        self._unwatch()
+        self._wakeups.stop()
         for event in (*self._wake.values(), *self._freed.values()):
             event.set()  # a loop waiting for a message, or for room under its limit, ends
         if self._loops:
             await asyncio.gather(*self._loops, return_exceptions=True)
-
-    async def drained(self, deadline: float | None = None) -> list[int]:
-        """Return once every delivery this worker held is settled, or at ``deadline``
-        (monotonic), or the one ``drain_by`` gives meanwhile, the sooner (past it, or
-        near, ``LAST_WRITES`` from the call: the releases of what was abandoned at it).
-        Returns the ids of the messages whose settlements the store has not taken by then
-        (it cannot be reached: they are held, see ``Store._hold``)."""
-        began = time.monotonic()
-        if deadline is not None:
-            self.drain_by(deadline)
-        told = False
-        while self._running or self._flushes:
-            left = None
-            if self._drain_by is not None:
-                left = max(self._drain_by, began + LAST_WRITES) - time.monotonic()
-                if left <= 0:
-                    break
-            wake = left
-            if not told:
-                # a store that answers takes them in milliseconds: one that has not in
-                # LAST_WRITES is away, and the worker says what it waits for
-                since = time.monotonic() - began
-                if since >= LAST_WRITES and self._flushes:
-                    told = True
-                    self.log.warning(
-                        "waiting for the store to take settlements before this worker "
-                        "exits (it has not answered them in a second)",
-                        message_ids=self._unsettled(),
-                        seconds=None if left is None else round(left, 1),
-                    )
-                elif since < LAST_WRITES:
-                    wake = LAST_WRITES - since if left is None else min(left, LAST_WRITES - since)
-            self._hurry.clear()
-            hurried = asyncio.ensure_future(self._hurry.wait())
-            await asyncio.wait(
-                {*self._running, *self._flushes, hurried},
-                timeout=wake,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            hurried.cancel()
-        return self._unsettled()
-
-    def drain_by(self, deadline: float) -> None:
-        """Have ``drained`` (under way, or to come) return by ``deadline`` (monotonic), if
-        that is sooner than it would: a worker told to stop as it drains (retiring)."""
-        if self._drain_by is None or deadline < self._drain_by:
-            self._drain_by = deadline
-            self._hurry.set()
-
-    def _unsettled(self) -> list[int]:
-        """The messages whose settlements are asked for and not taken yet."""
-        return sorted({s.id for b in self._flushes.values() for s in b if s.kind != "extend"})
-
-    def _add_settles(self, settles: list[Settle]) -> asyncio.Task[None]:
-        """Settle ``settles``: with all that end in this loop turn, in one call at the
-        next (the task returned). Not after the calls still under way: the store writes
-        them in the order asked, so a settlement goes before this worker's next claim (a
-        message whose lease ran out while the store was away would be claimed again:
-        ``Store._hold``)."""
-        task = self._sending
-        if not self._settles or task is None:
-            self._sending = task = asyncio.create_task(self._send_settles())
-            self._flushes[task] = self._settles
-            task.add_done_callback(self._flushes.pop)
-        self._settles.extend(settles)
-        return task
-
-    async def _send_settles(self) -> None:
-        batch, self._settles = self._settles, []
-        try:
-            await self.store.settle_many(batch)
-        except StoreError as exc:
-            # The leases run out and the messages come back: at least once holds.
-            self.log.error(
-                "cannot settle messages; they will be delivered again once their leases end",
-                messages=len(batch),
-                message_ids=sorted({s.id for s in batch}),
-                error=str(exc),
-            )
 
     async def _consume(self, spec: FunctionSpec, queue: str) -> None:
         trigger = spec.trigger
@@ -363,14 +184,14 @@ class QueueConsumer:
                 continue
             failures = 0
             if not deliveries:
-                self._idle(True)
+                self._wakeups.idle(True)
                 try:
-                    await asyncio.wait_for(wake.wait(), await self._idle_wait(queue, idle))
+                    await asyncio.wait_for(wake.wait(), await self._wakeups.idle_wait(queue, idle))
                     idle = 0.001  # woken: a message was just enqueued
                 except TimeoutError:
                     idle = min(idle * 2, IDLE_POLL_MAX)
                 finally:
-                    self._idle(False)
+                    self._wakeups.idle(False)
                 continue
             idle = 0.001
             for i in range(0, len(deliveries), batch):
@@ -465,7 +286,7 @@ class QueueConsumer:
         settles, line = settlements(spec, deliveries, outcome, log, self.sink.scrub)
         if unrun:
             line["error"] = "its deadline passed before a thread was free to run it"
-        self._add_settles(settles)
+        self._writes.add(settles)
         line["duration_ms"] = millis(time.monotonic() - started)
         line["queue"] = first.queue
         batched = isinstance(trigger, QueueTrigger) and trigger.batch_size > 1
@@ -543,7 +364,7 @@ class QueueConsumer:
                     def answered(_: asyncio.Task[None], keys: set[str] = renewing) -> None:
                         self._renewing -= keys
 
-                    self._add_settles(renew).add_done_callback(answered)
+                    self._writes.add(renew).add_done_callback(answered)
         finally:
             self._keeper = None
 
@@ -591,7 +412,7 @@ class QueueConsumer:
                 error=error,
             )
         if settles:
-            self._add_settles(settles)
+            self._writes.add(settles)
         return rest
 
 
@@ -641,16 +462,3 @@ def _note_unsettled(d: Delivery, now: float) -> None:
         if n not in seen
     )
     d.errors.sort(key=lambda e: int(e.get("attempt") or 0))
-
-
-#: A timer's slot run later than this is past due (the host was busy or asleep, or the
-#: run before it took longer than the period).
-LATE_AFTER = 5.0
-
-
-def timer_body(slot: float, past_due: bool, on_startup: bool = False) -> bytes:
-    """A timer message's body; a startup run's begins with ``STARTUP_RUN_PREFIX``, so the
-    store tells it from a slot's (and never makes it the next slot's)."""
-    if on_startup:
-        return _encode({"on_startup": True, "slot": slot, "past_due": past_due})
-    return _encode({"slot": slot, "past_due": past_due, "on_startup": False})

@@ -14,9 +14,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import msgspec
+
 from hibana.store.base import NewMessage, Store
 from hibana.timers import Schedule
-from hibana.triggers.queue import LATE_AFTER, timer_body
+
+_encode = msgspec.json.encode
+
+#: A timer's slot run later than this is past due (the host was busy or asleep, or the
+#: run before it took longer than the period).
+LATE_AFTER = 5.0
+
+
+def timer_body(slot: float, past_due: bool, on_startup: bool = False) -> bytes:
+    """A timer message's body; a startup run's begins with ``STARTUP_RUN_PREFIX``, so the
+    store tells it from a slot's (and never makes it the next slot's)."""
+    if on_startup:
+        return _encode({"on_startup": True, "slot": slot, "past_due": past_due})
+    return _encode({"slot": slot, "past_due": past_due, "on_startup": False})
 
 
 @dataclass(slots=True)
