@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import http.server
 import json
@@ -216,6 +217,18 @@ def copy_app(name: str, into: Path) -> Path:
     target = into / name
     shutil.copytree(APPS / name, target, ignore=shutil.ignore_patterns(".hibana", "__pycache__"))
     return target
+
+
+def declared(app: str, function: str) -> str:
+    """How the host's errors name ``function`` of ``tests/apps/<app>``: "function_app.py:12
+    (create)", its file as the host is started from here, and the line its code object
+    begins at (its first decorator's)."""
+    path = APPS / app / "function_app.py"
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == function:
+            line = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+            return f"{os.path.relpath(path)}:{line} ({function})"
+    raise AssertionError(f"{path} has no function {function}")
 
 
 def read_jsonl(path: Path, **match: Any) -> list[dict[str, Any]]:

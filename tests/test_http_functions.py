@@ -8,11 +8,12 @@ import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.hosts import APPS, Host, started
+from tests.hosts import APPS, Host, declared, started
 
 
 def test_route_parameter_and_text_response(basic_host: Host) -> None:
@@ -287,9 +288,9 @@ def test_a_response_whose_headers_or_body_were_set_wrong_is_a_500_naming_them(
                 else "a Page that is half a Response ('Page' object has no attribute "
                 "'status'); its __init__ must call super().__init__(body, status, headers)"
             )
-            assert raised["error"].startswith(f"TypeError: function 'set_after' returned {said}"), (
-                raised
-            )
+            assert raised["error"].startswith(
+                f"TypeError: function {declared('basic', 'set_after')} returned {said}"
+            ), raised
         line = basic_host.wait_for_log(msg="invocation", invocation_id=inv)
         assert (line["outcome"], line["status"]) == ("error", 500)
     with basic_host.client() as client:
@@ -363,7 +364,8 @@ def test_an_http_error_spoilt_by_its_raiser_is_a_500_naming_it(basic_host: Host)
         raised = basic_host.wait_for_log(msg="function raised", invocation_id=inv)
         kind = "NotFound" if how == "init" else "HTTPError"
         assert raised["error"] == (
-            f"TypeError: function 'spoilt_http_error' raised {kind}, which cannot be answered: "
+            f"TypeError: function {declared('basic', 'spoilt_http_error')} raised {kind}, "
+            "which cannot be answered: "
             f"{error}; a subclass's __init__ must call super().__init__(status, detail), and "
             "leave status an int"
         )
@@ -430,7 +432,8 @@ def test_unsupported_return_type_is_a_500_that_names_the_type(basic_host: Host) 
         msg="function raised", invocation_id=r.headers["x-invocation-id"]
     )
     assert line["error"].startswith(
-        "TypeError: function 'bad_return' returned a dict that is not JSON: Encoding objects "
+        f"TypeError: function {declared('basic', 'bad_return')} returned a dict that is not "
+        "JSON: Encoding objects "
         "of type object is unsupported"
     )
     with basic_host.client() as client:
@@ -442,7 +445,8 @@ def test_unsupported_return_type_is_a_500_that_names_the_type(basic_host: Host) 
         msg="function raised", invocation_id=pair.headers["x-invocation-id"]
     )
     assert line["error"] == (
-        "TypeError: function 'bad_return' returned a tuple ({'id': 7}, 201); to answer with a "
+        f"TypeError: function {declared('basic', 'bad_return')} returned a tuple ({{'id': 7}}, "
+        "201); to answer with a "
         "status of your own, return hibana.Response(text, status) or "
         "hibana.Response.json(data, status)"
     )
@@ -455,8 +459,59 @@ def test_unsupported_return_type_is_a_500_that_names_the_type(basic_host: Host) 
             msg="function raised", invocation_id=r.headers["x-invocation-id"]
         )
         assert line["error"].startswith(
-            f"TypeError: function 'bad_return' returned a dict that {error}"
+            f"TypeError: function {declared('basic', 'bad_return')} returned a dict that {error}"
         ), line
+
+
+BAD_RETURNS = """\
+import hibana
+
+app = hibana.App()
+
+
+@app.http("/set")
+def give_set(req, ctx):
+    return {1, 2}
+
+
+class Thing:
+    pass
+
+
+@app.http("/object")
+async def give_object(req, ctx):
+    return Thing()
+
+
+@app.http("/body")
+def give_body(req, ctx):
+    r = hibana.Response("fine")
+    r.body = {"a": 1}
+    return r
+"""
+
+
+def test_a_bad_return_is_logged_naming_the_functions_file_and_line(tmp_path: Path) -> None:
+    """Its line named the function but not where it is, and its traceback was hibana's
+    alone (http.py, then responses.py), none of the function's: the function had returned."""
+    (tmp_path / "function_app.py").write_text(BAD_RETURNS)
+    where = os.path.relpath(tmp_path / "function_app.py")
+    for host in started(tmp_path, "--workers", "1"):
+        for path, said in [
+            ("/set", f"{where}:6 (give_set) returned set; return a hibana.Response, str"),
+            ("/object", f"{where}:15 (give_object) returned Thing; return a hibana.Response"),
+            ("/body", f"{where}:20 (give_body) returned a Response whose body is dict"),
+        ]:
+            with host.client() as client:
+                r = client.get(path)
+            assert r.status_code == 500
+            inv = r.headers["x-invocation-id"]
+            assert r.json() == {"invocation_id": inv}  # the client learns no more
+            raised = host.wait_for_log(msg="function raised", invocation_id=inv)
+            assert raised["error"].startswith(f"TypeError: function {said}"), raised
+            assert "traceback" not in raised, raised["traceback"]
+            line = host.wait_for_log(msg="invocation", invocation_id=inv)
+            assert line["error"] == raised["error"]
 
 
 def test_every_invocation_logs_one_structured_line(basic_host: Host) -> None:

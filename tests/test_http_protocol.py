@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from hibana.triggers.routes import Match
-from tests.hosts import APPS, Host, started
+from tests.hosts import APPS, Host, declared, started
 from tests.http_wire import Connection, Transport, in_process_server
 
 
@@ -592,7 +592,8 @@ def test_a_status_set_after_the_response_was_made_is_checked(
     line = host.wait_for_log(invocation_id=r.json()["invocation_id"], msg="invocation")
     assert (line["level"], line["status"], line["outcome"]) == ("error", 500, "error")
     assert line["error"].startswith(
-        f"ValueError: function 'set_status' returned a Response whose status is {said}: "
+        f"ValueError: function {declared('basic', 'set_status')} returned a Response whose "
+        f"status is {said}: "
         f"HTTP status {said} is not an integer from 200 to 599"
     )
     assert line["error"].endswith(

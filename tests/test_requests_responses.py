@@ -645,9 +645,9 @@ def test_a_response_is_returned_as_is() -> None:
 )
 def test_other_return_types_are_a_type_error_naming_them(value: Any, type_name: str) -> None:
     with pytest.raises(TypeError) as info:
-        to_response(value, "get_item")
+        to_response(value, "function_app.py:12 (get_item)")
     assert str(info.value) == (
-        f"function 'get_item' returned {type_name}; "
+        f"function function_app.py:12 (get_item) returned {type_name}; "
         "return a hibana.Response, str, bytes, dict, list or None"
     )
 

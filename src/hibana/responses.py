@@ -284,7 +284,8 @@ def _plain(body: bytes, status: int, content_type: str | None) -> Response:
 
 def to_response(value: Any, function: str) -> Response:
     """What a function returned, as a Response: str (text), bytes (octet-stream),
-    dict/list (JSON), None (204), or a Response as is. Anything else is a TypeError."""
+    dict/list (JSON), None (204), or a Response as is. Anything else is a TypeError that
+    names the function as ``function`` says: "function_app.py:12 (create)"."""
     kind = type(value)
     if kind is str:
         return _plain(value.encode(), 200, "text/plain; charset=utf-8")
@@ -309,23 +310,23 @@ def to_response(value: Any, function: str) -> Response:
         if inspect.iscoroutine(value):
             value.close()  # never to be awaited: no "was never awaited" warning on top
         raise TypeError(
-            f"function {function!r} returned {type(value).__name__} {value!r} without "
+            f"function {function} returned {type(value).__name__} {value!r} without "
             "awaiting it, so it never ran: write `return await ...`"
         )
     if inspect.isgenerator(value) or inspect.isasyncgen(value):
         raise TypeError(
-            f"function {function!r} returned a generator; to send a body as it is made, "
+            f"function {function} returned a generator; to send a body as it is made, "
             "return hibana.StreamingResponse(an async generator)"
         )
     if isinstance(value, tuple) and len(value) in (2, 3) and isinstance(value[1], int):
         # Flask's (body, status[, headers]): a status of its own is a Response's
         raise TypeError(
-            f"function {function!r} returned a tuple {value!r:.60}; to answer with a status "
+            f"function {function} returned a tuple {value!r:.60}; to answer with a status "
             "of your own, return hibana.Response(text, status) or "
             "hibana.Response.json(data, status)"
         )
     raise TypeError(
-        f"function {function!r} returned {type(value).__name__}; "
+        f"function {function} returned {type(value).__name__}; "
         "return a hibana.Response, str, bytes, dict, list or None"
     )
 
@@ -337,7 +338,7 @@ def _check_set_status(status: object, function: str) -> None:
         check_status(status)
     except ValueError as exc:
         raise ValueError(
-            f"function {function!r} returned a Response whose status is {status!r}: {exc}; "
+            f"function {function} returned a Response whose status is {status!r}: {exc}; "
             "set response.status to an int from 200 to 599 (or an http.HTTPStatus)"
         ) from None
 
@@ -381,7 +382,7 @@ def _check_set_body(response: Response, function: str) -> None:
         response.body = bytes(body)
         return
     raise TypeError(
-        f"function {function!r} returned a Response whose body is {type(body).__name__} "
+        f"function {function} returned a Response whose body is {type(body).__name__} "
         f"{body!r:.60}; set response.body to bytes (text.encode()), or make the Response "
         "with it: Response(text), Response.json(data)"
     )
@@ -433,12 +434,12 @@ def _returned_json(value: dict[Any, Any] | list[Any], function: str) -> bytes:
     except RecursionError:
         # the front answers the TypeErrors of what a function returned; this one failed it
         raise TypeError(
-            f"function {function!r} returned a {type(value).__name__} that holds itself, or "
+            f"function {function} returned a {type(value).__name__} that holds itself, or "
             "is nested too deeply to write as JSON; return data without cycles"
         ) from None
     except (TypeError, ValueError, msgspec.EncodeError) as exc:  # ValueError: a lone surrogate
         raise TypeError(
-            f"function {function!r} returned a {type(value).__name__} that is not JSON: {exc}; "
+            f"function {function} returned a {type(value).__name__} that is not JSON: {exc}; "
             "convert what is in it to JSON types first, or return a hibana.Response"
         ) from None
 

@@ -172,6 +172,9 @@ class HttpFront:
         #: Each function's column on the board (its place in the app): the connection
         #: table keeps it beside the invocation, so a dead worker's line names it.
         self._columns = {spec.name: i for i, spec in enumerate(app.functions)}
+        #: How the errors of what each function returned name it: "function_app.py:12
+        #: (create)", its def line (found as it was declared), made once here.
+        self._where = {spec.name: f"{spec.source} ({spec.name})" for spec in app.functions}
         #: Invocations whose function has returned and whose response is still streaming.
         self.streaming: dict[str, Invocation] = {}
         #: The functions told that a 204 or 304 sends no body (``without_content``).
@@ -385,7 +388,9 @@ class HttpFront:
                 error: Exception = (
                     exc
                     if problem is None
-                    else TypeError(f"function {spec.name!r} returned a Response whose {problem}")
+                    else TypeError(
+                        f"function {self._where[spec.name]} returned a Response whose {problem}"
+                    )
                 )
                 if response.status < 500:
                     self.dispatcher.count_failure(inv)  # not counted when the function ended
@@ -498,17 +503,27 @@ class HttpFront:
         spec = inv.function
         if outcome.kind == "ok":
             try:
-                return to_response(outcome.value, spec.name), {}
+                return to_response(outcome.value, self._where[spec.name]), {}
             # AttributeError: a Response subclass whose __init__ skips Response's
             except (AttributeError, TypeError, ValueError, msgspec.EncodeError) as exc:
                 # what it returned is no response: it failed after all, and says so
                 self.dispatcher.count_failure(inv)
                 if isinstance(exc, AttributeError) and isinstance(outcome.value, Response):
                     exc = TypeError(
-                        f"function {spec.name!r} returned a {type(outcome.value).__name__} "
+                        f"function {self._where[spec.name]} returned a "
+                        f"{type(outcome.value).__name__} "
                         f"that is half a Response ({exc}); its __init__ must call "
                         "super().__init__(body, status, headers)"
                     )
+                tb = exc.__traceback__
+                while tb is not None and str(tb.tb_frame.f_globals.get("__name__")).startswith(
+                    "hibana."
+                ):
+                    tb = tb.tb_next
+                if tb is None:
+                    # hibana's frames alone (the function had returned), which say nothing
+                    # to its author: its line names the function's def instead
+                    exc.__traceback__ = None
                 outcome.kind, outcome.value, outcome.error = "error", None, exc
         if outcome.kind == "error" and isinstance(outcome.error, HTTPError):
             err = outcome.error
@@ -527,7 +542,8 @@ class HttpFront:
                 if is_client_error(err):
                     self.dispatcher.count_failure(inv)  # a client error was not counted
                 spoilt = TypeError(
-                    f"function {spec.name!r} raised {type(err).__name__}, which cannot be "
+                    f"function {self._where[spec.name]} raised {type(err).__name__}, which "
+                    "cannot be "
                     f"answered: {error_text(exc)}; a subclass's __init__ must call "
                     "super().__init__(status, detail), and leave status an int"
                 )
@@ -578,7 +594,11 @@ class HttpFront:
         # An exception: the client learns only the invocation id; the log gets the rest.
         error = outcome.error
         assert error is not None
-        log.exception("function raised", error)
+        if error.__traceback__ is None and error.__cause__ is None:
+            # made of what the function returned, not raised in it: no frame of its to show
+            log.error("function raised", error=error_text(error))
+        else:
+            log.exception("function raised", error)
         return Response.json({"invocation_id": inv.id}, 500), {"error": error_text(error)}
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
