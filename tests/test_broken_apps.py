@@ -214,6 +214,38 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
             "function_app.py:1: importing function_app.py failed: KeyboardInterrupt\n"
             "    raise KeyboardInterrupt\n",
         ),
+        (
+            {
+                # a library installed in the app's own .venv raised: its line was named,
+                # not the app's that called it
+                ".venv/lib/python3.11/site-packages/dblib.py": b"def connect(url):\n"
+                b"    raise ValueError(f'no database at {url!r}')\n",
+                "function_app.py": b"import sys\nimport hibana\n\n"
+                b"sys.path.append(__file__.replace('function_app.py', "
+                b"'.venv/lib/python3.11/site-packages'))\nimport dblib\n\n"
+                b"app = hibana.App()\nDB = dblib.connect('db:5432')\n",
+            },
+            "function_app.py:8: importing function_app.py failed: ValueError: no database at "
+            "'db:5432'\n    DB = dblib.connect('db:5432')\n",
+        ),
+        (
+            {
+                "function_app.py": b"import hibana\n\napp = hibana.App()\n\n\n"
+                b"@app.http('/x', method='POST')\ndef x(req, ctx):\n    pass\n"
+            },
+            "function_app.py:6: importing function_app.py failed: TypeError: Blueprint.http() "
+            "got an unexpected keyword argument 'method'\n    @app.http('/x', method='POST')\n"
+            "    app.http() takes no method=: did you mean methods=? it takes route, methods, "
+            "timeout, max_concurrency, name, secrets\n",
+        ),
+        (
+            {
+                "function_app.py": b"import hibana\n\napp = hibana.App()\n\n\n"
+                b"@app.queue('jobs', retry=hibana.Fixed(secs=1))\ndef job(msg, ctx):\n"
+                b"    pass\n"
+            },
+            "    hibana.Fixed() takes no secs=: did you mean seconds=? it takes seconds\n",
+        ),
     ],
     ids=[
         "circular",
@@ -236,12 +268,16 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
         "utf-16",
         "sys-exit",
         "keyboard-interrupt",
+        "venv-library",
+        "keyword-mistyped",
+        "keyword-mistyped-in-a-policy",
     ],
 )
 def test_more_broken_apps_get_one_clear_message(
     tmp_path: Path, files: dict[str, bytes], expected: str
 ) -> None:
     for name, source in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(source)
     result = run_cli("serve", str(tmp_path), "--port", "0", "--workers", "1")
     assert result.returncode == 2, result.stderr
@@ -249,6 +285,21 @@ def test_more_broken_apps_get_one_clear_message(
     assert expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert "None" not in result.stderr
+
+
+def test_a_class_of_the_apps_named_as_one_of_hibanas_gets_no_hint_of_hibanas(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "function_app.py").write_text(
+        "import hibana\n\n\nclass Fixed:\n    def __init__(self, seconds):\n        pass\n\n\n"
+        "app = hibana.App()\nFixed(secs=1)\n"
+    )
+    result = run_cli("serve", str(tmp_path), "--port", "0", "--workers", "1")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.endswith(
+        "function_app.py:10: importing function_app.py failed: TypeError: Fixed.__init__() "
+        "got an unexpected keyword argument 'secs'\n    Fixed(secs=1)\n"
+    ), result.stderr
 
 
 def test_the_line_named_is_the_apps_own_not_a_sibling_folders(tmp_path: Path) -> None:

@@ -3,9 +3,13 @@ the line and the fix instead of a traceback."""
 
 from __future__ import annotations
 
+import difflib
 import importlib.machinery
 import importlib.util
+import inspect
+import linecache
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -46,18 +50,23 @@ class _AppModules:
         self._inside = folder + os.sep
 
     def __call__(self, path: str) -> importlib.machinery.FileFinder:
-        if (
-            not (path == self.folder or path.startswith(self._inside))
-            or not os.path.isdir(path)  # a .zip on sys.path is zipimport's
-            or not _SITE.isdisjoint(Path(path).parts)
-            or self._installed(path)
-        ):
+        # a .zip on sys.path is zipimport's
+        if not os.path.isdir(path) or not self.owns(path):
             raise ImportError(f"{path} is not the app's own code")
         return importlib.machinery.FileFinder(
             path,
             (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
             (_FromSource, importlib.machinery.SOURCE_SUFFIXES),
             (importlib.machinery.SourcelessFileLoader, importlib.machinery.BYTECODE_SUFFIXES),
+        )
+
+    def owns(self, path: str) -> bool:
+        """``path`` (a folder) holds the app's own code: it is in the app's folder, and not
+        in a virtualenv or a folder packages were installed into there."""
+        return (
+            (path == self.folder or path.startswith(self._inside))
+            and _SITE.isdisjoint(Path(path).parts)
+            and not self._installed(path)
         )
 
     def _installed(self, path: str) -> bool:
@@ -92,6 +101,44 @@ def _said(exc: BaseException) -> str:
         return str(exc)
     except Exception:
         return f"<{type(exc).__name__} whose str raised>"
+
+
+#: Python's TypeError for a keyword argument the callee does not take.
+_UNEXPECTED = re.compile(r"(\w+)\.(\w+)\(\) got an unexpected keyword argument '(\w+)'")
+
+
+def _argument_hint(exc: TypeError, said: str) -> str:
+    """For a call into hibana (``app.http``, ``hibana.App``, ``hibana.Fixed``) given a
+    keyword argument it does not take: the one meant, if one is close, and those it takes."""
+    import hibana
+
+    found = _UNEXPECTED.fullmatch(said)
+    owner = getattr(hibana, found[1], None) if found else None
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next  # the caller's: Python refuses the argument before the call
+    if found is None or not isinstance(owner, type) or tb is None:
+        return ""
+    cls, method, given = found.groups()
+    line = linecache.getline(tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+    if (
+        f".{method}(" not in line
+        if method != "__init__"
+        else (f"hibana.{cls}(" not in line and tb.tb_frame.f_globals.get(cls) is not owner)
+    ):
+        return ""  # a class of the app's own (or a library's) of the same name
+    try:
+        signature = inspect.signature(getattr(owner, method))
+    except (AttributeError, TypeError, ValueError):
+        return ""
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    takes = [
+        p for p in signature.parameters if p != "self" and signature.parameters[p].kind in named
+    ]
+    called = f"hibana.{cls}()" if method == "__init__" else f"app.{method}()"
+    close = difflib.get_close_matches(given, takes, 1)
+    meant = f"did you mean {close[0]}=? " if close else ""
+    return f"\n    {called} takes no {given}=: {meant}it takes {', '.join(takes)}"
 
 
 def _where_app_is_set(path: Path) -> str:
@@ -241,9 +288,11 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
         raise AppLoadError(f"{where}: {type(exc).__name__}: {exc.msg}{text}") from None
     except BaseException as exc:  # SystemExit, KeyboardInterrupt and the app's own too
         frames = traceback.extract_tb(exc.__traceback__)
-        # the app's own frames: in its folder, not in a sibling whose name begins the same
-        ours = str(folder) + os.sep
-        inside = [f for f in frames if f.filename.startswith(ours)]
+        # the app's own frames: in its folder (not in a sibling whose name begins the
+        # same), and not of what is installed there (a .venv): the line to name is the
+        # app's that called into hibana or a library, not theirs that raised
+        ours = _AppModules(str(folder))
+        inside = [f for f in frames if ours.owns(os.path.dirname(f.filename))]
         frame = (inside or frames)[-1]
         said = _said(exc)
         hint = ""
@@ -255,6 +304,8 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
                 f"\n    a module {APP_FILE} imports imports it back: declare that module's "
                 "functions on a hibana.Blueprint, and app.register(bp) in " + APP_FILE
             )
+        elif isinstance(exc, TypeError):
+            hint = _argument_hint(exc, said)
         elif isinstance(exc, SystemExit) and exc.code is None:
             said = "sys.exit() was called as the app was imported"
         what = f"{type(exc).__name__}: {said}" if said else type(exc).__name__
