@@ -95,8 +95,20 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
             "hibana.Blueprint, and app.register(bp) in function_app.py",
         ),
         (
+            # in a file that is UTF-8 otherwise: it was said to be no UTF-8, at no line
             {"function_app.py": b"import hibana\napp = hibana.App()\x00\n"},
-            "function_app.py: SyntaxError: source code",  # "... cannot contain null bytes"
+            "function_app.py:2:19: SyntaxError: source code string cannot contain null bytes\n"
+            "    app = hibana.App()\\x00\n    a NUL byte (\\x00) is there, which Python source "
+            "cannot hold: delete it (editors show it as ^@, <0x00> or nothing at all)\n",
+        ),
+        (
+            # in a module the app imports: function_app.py was named
+            {
+                "function_app.py": b"import hibana\nimport routes\n\napp = hibana.App()\n",
+                "routes.py": "import hibana\n\nbp = hibana.Blueprint()  # café\x00\n".encode(),
+            },
+            "routes.py:3:32: SyntaxError: source code string cannot contain null bytes\n"
+            "    bp = hibana.Blueprint()  # café\\x00\n    a NUL byte (\\x00) is there",
         ),
         (
             {
@@ -205,6 +217,12 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
             "save it as UTF-8",
         ),
         (
+            # UTF-16 with no byte order mark: valid UTF-8, a NUL in every other byte
+            {"function_app.py": "import hibana\napp = hibana.App()\n".encode("utf-16-le")},
+            "null bytes\n    the file is not UTF-8 text, which is how Python reads source: "
+            "save it as UTF-8",
+        ),
+        (
             {"function_app.py": b"import sys\n\nsys.exit()\n"},
             "function_app.py:3: importing function_app.py failed: SystemExit: sys.exit() was "
             "called as the app was imported\n    sys.exit()\n",
@@ -251,6 +269,7 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
         "circular",
         "circular-hint",
         "nul",
+        "nul-in-a-module-it-imports",
         "webhook-unheard",
         "base-exception",
         "str-raises",
@@ -266,6 +285,7 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
         "app-is-a-function",
         "latin-1",
         "utf-16",
+        "utf-16-without-bom",
         "sys-exit",
         "keyboard-interrupt",
         "venv-library",

@@ -13,7 +13,8 @@ import re
 import sys
 import traceback
 from pathlib import Path
-from typing import NoReturn
+from types import CodeType
+from typing import Any, NoReturn
 
 from hibana.app import EVENTS_SOURCE, App, Blueprint
 from hibana.errors import AppError, AppLoadError
@@ -39,6 +40,16 @@ class _FromSource(importlib.machinery.SourceFileLoader):
 
     def path_stats(self, path: str) -> NoReturn:
         raise OSError("the app's own modules are compiled from their source")
+
+    def source_to_code(  # type: ignore[override]  # SourceLoader's is a method, not static
+        self, data: Any, path: Any, *, _optimize: int = -1
+    ) -> CodeType:
+        try:
+            return super().source_to_code(data, path, _optimize=_optimize)
+        except SyntaxError as exc:
+            if exc.filename is None:  # a NUL byte: Python names no file
+                exc.filename = path
+            raise
 
 
 class _AppModules:
@@ -139,6 +150,24 @@ def _argument_hint(exc: TypeError, said: str) -> str:
     close = difflib.get_close_matches(given, takes, 1)
     meant = f"did you mean {close[0]}=? " if close else ""
     return f"\n    {called} takes no {given}=: {meant}it takes {', '.join(takes)}"
+
+
+def _stray_nul(path: str | os.PathLike[str]) -> tuple[str, str] | None:
+    """(":LINE:COLUMN", the line) of the first NUL byte in ``path``, a UTF-8 file
+    otherwise; None for what is no UTF-8 (UTF-16 holds a NUL in each ASCII character)."""
+    try:
+        data = Path(path).read_bytes()
+        before = data.partition(b"\0")[0]
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")) or 4 * data.count(b"\0") >= len(data):
+            return None
+        line_start = before.rfind(b"\n") + 1
+        column = len(before[line_start:].decode("utf-8")) + 1
+        data.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    line = data[line_start:].split(b"\n", 1)[0].decode().rstrip()
+    number = before.count(b"\n") + 1
+    return f":{number}:{column}", line.replace("\0", "\\x00")
 
 
 def _where_app_is_set(path: Path) -> str:
@@ -279,7 +308,15 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
         if exc.lineno is not None:  # none for a NUL byte in the source
             where += f":{exc.lineno}" + (f":{exc.offset}" if exc.offset else "")
         text = f"\n    {exc.text.rstrip()}" if exc.text else ""
-        if "codec can't decode" in exc.msg or "null bytes" in exc.msg:
+        nul = _stray_nul(exc.filename or path) if "null bytes" in exc.msg else None
+        if nul is not None:
+            at, line = nul
+            where += at
+            text += (
+                f"\n    {line}\n    a NUL byte (\\x00) is there, which Python source cannot "
+                "hold: delete it (editors show it as ^@, <0x00> or nothing at all)"
+            )
+        elif "codec can't decode" in exc.msg or "null bytes" in exc.msg:
             # a file saved in Latin-1, or as UTF-16 (PowerShell's `>` does that)
             text += (
                 "\n    the file is not UTF-8 text, which is how Python reads source: save it "
