@@ -264,6 +264,34 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
             },
             "    hibana.Fixed() takes no secs=: did you mean seconds=? it takes seconds\n",
         ),
+        (
+            # app.register(bp) forgotten: its functions answered 404, and nothing said so
+            {
+                "function_app.py": b"import hibana\nimport routes  # noqa\n\napp = hibana.App()\n",
+                "routes.py": b"import hibana\n\nbp = hibana.Blueprint()\n\n\n"
+                b"@bp.http('/x')\ndef x(req, ctx):\n    return 'x'\n",
+            },
+            "routes.py:3 makes the hibana.Blueprint bp, whose functions (x) would not be "
+            "served: the App served does not register it; add `app.register(bp)` to "
+            "function_app.py (`from routes import bp`)",
+        ),
+        (
+            {
+                "function_app.py": b"import hibana\n\nbp = hibana.Blueprint()\n\n\n"
+                b"@bp.http('/x')\ndef x(req, ctx):\n    return 'x'\n"
+            },
+            "function_app.py defines no hibana.App, only the hibana.Blueprint bp (line 3), "
+            "which no App serves; add `app = hibana.App()` and `app.register(bp)`",
+        ),
+        (
+            {"function_app.py": b"import hibana\n\napi = hibana.App()\nadmin = hibana.App()\n"},
+            "function_app.py defines several Apps, admin (line 4), api (line 3), and none is "
+            "named `app`; name the one to serve `app`, and register the others on it",
+        ),
+        (
+            {"app.py": b"import hibana\n\napp = hibana.App()\n"},
+            "; app.py makes a hibana.App: rename it function_app.py, the file hibana serves",
+        ),
     ],
     ids=[
         "circular",
@@ -291,6 +319,10 @@ def test_broken_app_exits_2_with_one_clear_message(app: str, expected: list[str]
         "venv-library",
         "keyword-mistyped",
         "keyword-mistyped-in-a-policy",
+        "blueprint-not-registered",
+        "blueprint-and-no-app",
+        "several-apps-none-named-app",
+        "app-file-named-otherwise",
     ],
 )
 def test_more_broken_apps_get_one_clear_message(

@@ -317,8 +317,8 @@ def test_no_app_defined(write_app: WriteApp) -> None:
     with pytest.raises(AppLoadError) as info:
         load_app(folder)
     assert str(info.value) == (
-        "app/function_app.py defines no hibana.App; add `app = hibana.App()` and declare "
-        "functions on it"
+        "app/function_app.py defines no hibana.App, only the hibana.Blueprint bp (line 3), "
+        "which no App serves; add `app = hibana.App()` and `app.register(bp)`"
     )
 
 
@@ -327,7 +327,9 @@ def test_several_apps_and_none_named_app(write_app: WriteApp) -> None:
     with pytest.raises(AppLoadError) as info:
         load_app(folder)
     assert str(info.value) == (
-        "app/function_app.py defines several Apps (admin, web); name the one to serve `app`"
+        "app/function_app.py defines several Apps, admin (line 4), web (line 3), and none "
+        "is named `app`; name the one to serve `app`, and register the others on it "
+        "(app.register(other))"
     )
 
 

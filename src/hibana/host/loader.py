@@ -170,14 +170,39 @@ def _stray_nul(path: str | os.PathLike[str]) -> tuple[str, str] | None:
     return f":{number}:{column}", line.replace("\0", "\\x00")
 
 
-def _where_app_is_set(path: Path) -> str:
-    """``function_app.py:LINE`` of the last top-level statement that sets ``app``, or the
+def _app_file_named_otherwise(folder: Path) -> str | None:
+    """The name of a module in ``folder`` (``app.py``, ``main.py``) that makes a
+    ``hibana.App``, for a folder with no ``function_app.py``."""
+    try:
+        files = sorted(folder.glob("*.py"))[:100]
+        for file in files:
+            text = file.read_bytes()[:1_000_000]
+            if b"hibana" in text and re.search(rb"\bApp\s*\(", text):
+                return file.name
+    except OSError:
+        pass
+    return None
+
+
+def _where_set(path: str | os.PathLike[str], name: str = "app") -> str:
+    """``function_app.py:LINE`` of the last top-level statement that sets ``name``, or the
     file alone when none does (a ``globals()`` update)."""
+    line = _line_setting(path, name)
+    return _rel(path) + (f":{line}" if line is not None else "")
+
+
+def _named_at(path: str | os.PathLike[str], name: str) -> str:
+    """``bp (line 3)``: ``name`` and where ``path`` sets it, as a list of them says it."""
+    line = _line_setting(path, name)
+    return name if line is None else f"{name} (line {line})"
+
+
+def _line_setting(path: str | os.PathLike[str], name: str) -> int | None:
     import ast
 
     line = None
     try:
-        for node in ast.parse(path.read_bytes()).body:
+        for node in ast.parse(Path(path).read_bytes()).body:
             targets = node.targets if isinstance(node, ast.Assign) else []
             if isinstance(node, ast.AnnAssign | ast.AugAssign):
                 targets = [node.target]
@@ -185,11 +210,11 @@ def _where_app_is_set(path: Path) -> str:
                 targets = [ast.Name(node.name)]
             if isinstance(node, ast.Import | ast.ImportFrom):
                 targets = [ast.Name(a.asname or a.name) for a in node.names]
-            if any(isinstance(t, ast.Name) and t.id == "app" for t in targets):
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
                 line = node.lineno
     except (OSError, SyntaxError, ValueError):
         pass
-    return _rel(path) + (f":{line}" if line is not None else "")
+    return line
 
 
 def _not_an_app(value: object) -> str:
@@ -263,8 +288,43 @@ def _imported_twice(app: App, folder: Path) -> None:
                     )
 
 
+def _unregistered(app: App, folder: Path) -> None:
+    """Refuse an app one of whose modules makes a Blueprint (or an App) with functions
+    that no App registered on ``app`` serves (``app.register(bp)`` forgotten): they would
+    answer 404 with nothing said."""
+    ours = _AppModules(str(folder))
+    served = {id(fn) for fn in app.functions}
+    found: dict[int, tuple[str, str, Blueprint]] = {}  # id -> (module, name, it)
+    for module_name, module in sorted(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if not isinstance(file, str) or not ours.owns(os.path.dirname(file)):
+            continue
+        for name, value in list(vars(module).items()):
+            if (
+                isinstance(value, Blueprint)
+                and value is not app
+                and (id(value) not in found or found[id(value)][0] == "function_app")
+            ):
+                found[id(value)] = (module_name, name, value)  # where it was made
+    for module_name, name, value in found.values():
+        lost = [
+            fn.name for fn in value.functions if id(fn) not in served and fn.source != EVENTS_SOURCE
+        ]
+        if not lost:
+            continue
+        where = _where_set(sys.modules[module_name].__file__ or APP_FILE, name)
+        brought = "" if module_name == "function_app" else f" (`from {module_name} import {name}`)"
+        kind = "a second hibana.App" if isinstance(value, App) else "the hibana.Blueprint"
+        raise AppLoadError(
+            f"{where} makes {kind} {name}, whose functions ({', '.join(lost)}) would not be "
+            f"served: the App served does not register it; add `app.register({name})` to "
+            f"{APP_FILE}{brought}"
+        )
+
+
 def _loaded(app: App, path: Path) -> App:
     _imported_twice(app, path.parent)
+    _unregistered(app, path.parent)
     app.loaded(_rel(path))
     return app
 
@@ -278,9 +338,14 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
         raise AppLoadError(f"App folder {app_dir} does not exist; create one with `hibana new`")
     path = folder / APP_FILE
     if not path.is_file():
+        other = _app_file_named_otherwise(folder)
         raise AppLoadError(
-            f"No {APP_FILE} in {_rel(folder)}; the app's functions go there "
-            f"(`hibana new {app_dir}` writes a starter)"
+            f"No {APP_FILE} in {_rel(folder)}; "
+            + (
+                f"{other} makes a hibana.App: rename it {APP_FILE}, the file hibana serves"
+                if other is not None
+                else f"the app's functions go there (`hibana new {app_dir}` writes a starter)"
+            )
         )
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
@@ -376,13 +441,20 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
     if len(apps) == 1:
         return _loaded(_heard(next(iter(apps.values()))), path)
     if not apps and "app" in vars(module):
-        raise AppLoadError(f"{_where_app_is_set(path)}: {_not_an_app(vars(module)['app'])}")
+        raise AppLoadError(f"{_where_set(path)}: {_not_an_app(vars(module)['app'])}")
     if not apps:
+        prints = [n for n, v in vars(module).items() if isinstance(v, Blueprint)]
         raise AppLoadError(
-            f"{_rel(path)} defines no hibana.App; add `app = hibana.App()` and declare "
-            "functions on it"
+            f"{_rel(path)} defines no hibana.App"
+            + (
+                f", only the hibana.Blueprint {_named_at(path, prints[0])}, which no App "
+                f"serves; add `app = hibana.App()` and `app.register({prints[0]})`"
+                if prints
+                else "; add `app = hibana.App()` and declare functions on it"
+            )
         )
+    made = ", ".join(_named_at(path, name) for name in sorted(apps))
     raise AppLoadError(
-        f"{_rel(path)} defines several Apps ({', '.join(sorted(apps))}); name the one to "
-        "serve `app`"
+        f"{_rel(path)} defines several Apps, {made}, and none is named `app`; name the one "
+        "to serve `app`, and register the others on it (app.register(other))"
     )
