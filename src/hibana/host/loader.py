@@ -255,6 +255,14 @@ def _heard(app: App) -> App:
     return app
 
 
+def _unserved(blueprint: Blueprint, served: set[int]) -> list[str]:
+    """The names of ``blueprint``'s functions not among those ``served`` (their ids), but
+    for the events endpoint of an App (the App served has its own)."""
+    return [
+        fn.name for fn in blueprint.functions if id(fn) not in served and fn.source != EVENTS_SOURCE
+    ]
+
+
 def _imported_twice(app: App, folder: Path) -> None:
     """Refuse an app one of whose modules was imported under two names (``core`` and,
     by way of the folder above, ``myapp.core``): each import ran it, so what it declares
@@ -273,11 +281,7 @@ def _imported_twice(app: App, folder: Path) -> None:
             for value in list(vars(sys.modules[name]).values()):
                 if not isinstance(value, Blueprint):
                     continue
-                lost = [
-                    fn.name
-                    for fn in value.functions
-                    if id(fn) not in served and fn.source != EVENTS_SOURCE
-                ]
+                lost = _unserved(value, served)
                 if lost:
                     one, *others = sorted(twice, key=len)
                     raise AppLoadError(
@@ -307,9 +311,7 @@ def _unregistered(app: App, folder: Path) -> None:
             ):
                 found[id(value)] = (module_name, name, value)  # where it was made
     for module_name, name, value in found.values():
-        lost = [
-            fn.name for fn in value.functions if id(fn) not in served and fn.source != EVENTS_SOURCE
-        ]
+        lost = _unserved(value, served)
         if not lost:
             continue
         where = _where_set(sys.modules[module_name].__file__ or APP_FILE, name)
@@ -420,12 +422,7 @@ def load_app(app_dir: str | os.PathLike[str]) -> App:
     if "app" in apps:
         served = {id(fn) for fn in apps["app"].functions}  # a registered App's are too
         unserved = {
-            # the events endpoint of an App registered on it: `app` serves its own
-            name: [
-                fn.name
-                for fn in other.functions
-                if id(fn) not in served and fn.source != EVENTS_SOURCE
-            ]
+            name: _unserved(other, served)
             for name, other in apps.items()
             if other is not apps["app"]
         }
