@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from hibana.blueprint import Blueprint as Blueprint
+from hibana.blueprint import Blueprint
 from hibana.declarations import caller_site, check_positive, mount_clash
 from hibana.errors import AppError, RouteError
 from hibana.functions import HTTP_METHODS as HTTP_METHODS

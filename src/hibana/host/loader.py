@@ -16,7 +16,8 @@ from pathlib import Path
 from types import CodeType
 from typing import Any, NoReturn
 
-from hibana.app import EVENTS_SOURCE, App, Blueprint
+from hibana.app import EVENTS_SOURCE, App
+from hibana.blueprint import Blueprint
 from hibana.errors import AppError, AppLoadError
 
 APP_FILE = "function_app.py"
