@@ -720,6 +720,8 @@ def test_registering_what_is_no_blueprint_says_what_to_register() -> None:
             "it: app.asgi('/prefix', it) or app.wsgi('/prefix', it)",
         ),
         (None, "None"),
+        (5, "5 (int)"),
+        ("routes", "'routes' (str)"),
     ):
         with pytest.raises(AppError) as info:
             app.register(given)  # type: ignore[arg-type]

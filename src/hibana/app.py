@@ -48,7 +48,9 @@ def _not_a_blueprint(given: object, where: str) -> str:
             f"{head}, not a {type(given).__name__}; to serve an ASGI or WSGI app (FastAPI, "
             "Flask...), mount it: app.asgi('/prefix', it) or app.wsgi('/prefix', it)"
         )
-    return f"{head}, not {'None' if given is None else 'a ' + type(given).__name__}"
+    if given is None:
+        return f"{head}, not None"
+    return f"{head}, not {given!r:.60} ({type(given).__name__})"
 
 
 class App(Blueprint):
