@@ -48,7 +48,7 @@ def test_help_states_every_options_default() -> None:
     import typer.main
     from typer.core import TyperGroup, TyperOption
 
-    from hibana.cli import cli
+    from hibana.cli.commands import cli
 
     def silent(group: TyperGroup, prefix: str) -> list[str]:
         found = []

@@ -14,7 +14,6 @@ import typer
 
 from hibana.cli.options import AppOpt, Commands, StoreOpt, check_store, fail, report, usage
 from hibana.cli.tables import new_console, new_table, queues_table
-from hibana.errors import HibanaError
 
 if TYPE_CHECKING:
     from hibana.store.base import DeadLetter, Store
@@ -40,6 +39,7 @@ def _opened_store(app: Path, store: str | None, *, create: bool = False) -> Iter
     the first start); otherwise its absence is the error, so a mistyped ``--app`` or
     ``--store`` leaves no ``.hibana`` folder, nor a store in an empty file, behind. The
     default store needs an app folder around it."""
+    from hibana.errors import HibanaError
     from hibana.host.loader import APP_FILE
     from hibana.store import STORE_ENV, open_store, resolve_url
 
@@ -193,6 +193,8 @@ def _json_option(option: str, text: str) -> Any:
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     import asyncio
+
+    from hibana.errors import HibanaError
 
     try:
         return asyncio.run(coro)

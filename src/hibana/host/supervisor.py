@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hibana.errors import AppLoadError
-from hibana.host import open_files, worker_pool
+from hibana.host import early_signals, open_files, worker_pool
 from hibana.host.admin import AdminEndpoint, host_status
 from hibana.host.app_store import AppStore
 from hibana.host.banner import banner
@@ -118,6 +118,9 @@ class Supervisor:
         # first: a SIGHUP from here on is a reload asked for (done once the host serves),
         # a SIGTERM a stop; neither kills the host with the default action
         self._install_signals()
+        if self._stop_asked:  # before the CLI's imports were done (early_signals)
+            self.report("Stopped before the app served")
+            return 0
         self.sock = bind(self.config.host, self.config.port)
         self.open_file_limit = open_files.raise_limit()
         self._open_output()
@@ -219,14 +222,20 @@ class Supervisor:
             signal.signal(sig, lambda *_: None)  # the byte on the wakeup fd is what we act on
         self.sel.register(self._signal_r, selectors.EVENT_READ, "signal")
         self.sel.register(self._reload_r, selectors.EVENT_READ, "reload")
+        # those that came before, from the CLI's first step on, count as these do
+        for noted in early_signals.take():
+            self._note_signal(noted)
 
     def _take_signals(self) -> None:
         """Note what the signals that arrived ask for: to stop, or to reload the app."""
         for sig in self._signal_r.recv(64):
-            if sig in STOP_SIGNALS:
-                self._stop_asked = True
-            elif sig == signal.SIGHUP:
-                self._reload_asked = True
+            self._note_signal(sig)
+
+    def _note_signal(self, sig: int) -> None:
+        if sig in STOP_SIGNALS:
+            self._stop_asked = True
+        elif sig == signal.SIGHUP:
+            self._reload_asked = True
 
     def adopt(self, zygote: Zygote) -> None:
         assert zygote.scaling is not None
