@@ -22,12 +22,13 @@ from tests.hosts import APPS, Host, children
 def assert_like_a_workers(host: Host, answer: httpx.Response) -> None:
     """``answer``, which the supervisor wrote for a worker that is gone, is as a worker's
     own would be: dated, compact JSON, its trace sent as a header and in its log line
-    (before, none of these)."""
+    (before, none of these), the line saying how long the invocation ran (before, not)."""
     assert "date" in answer.headers
     assert answer.content == json.dumps(answer.json(), separators=(",", ":")).encode()
     _, trace_id, span_id, _ = answer.headers["traceparent"].split("-")
     line = host.wait_for_log(msg="invocation", invocation_id=answer.headers["x-invocation-id"])
     assert (line["trace_id"], line["span_id"]) == (trace_id, span_id)
+    assert isinstance(line["duration_ms"], float) and line["duration_ms"] > 0, line
 
 
 def _get(host: Host, path: str) -> httpx.Response:

@@ -44,13 +44,15 @@ _F = {name: i for i, name in enumerate(FUNCTION_FIELDS)}
 #: Values per function in a worker's row (counted on each invocation: a constant, not a call).
 _PER_FN = len(FUNCTION_FIELDS)
 _fromhex = bytes.fromhex  # looked up once: on the type, each call would bind it anew
+_monotonic = time.monotonic
 
 
 #: Connection states in the connection table (one byte, then the invocation id's 16, then
 #: its function's column in two, low byte first, then 1 if the request is a HEAD, whose
 #: answer has no body): no invocation, one running, its response being written, one
 #: waiting for a permit, and a request's body being read for a function (no invocation
-#: yet: the id is a past one's).
+#: yet: the id is a past one's). Before the table, a double per connection: the
+#: time.monotonic() its invocation began at (its own array: one aligned store to write).
 CONN_IDLE, CONN_BUSY, CONN_RESPONDING, CONN_WAITING, CONN_READING = 0, 1, 2, 3, 4
 CONN_ENTRY = 20
 
@@ -71,8 +73,13 @@ class Layout:
         return self.slots * self.row * 8
 
     @property
+    def began_size(self) -> int:
+        return self.slots * self.connections * 8
+
+    @property
     def size(self) -> int:
-        return max(8, self.counters_size + self.slots * self.connections * CONN_ENTRY)
+        table = self.slots * self.connections * CONN_ENTRY
+        return max(8, self.counters_size + self.began_size + table)
 
 
 class Board:
@@ -82,8 +89,11 @@ class Board:
         self._map = mmap.mmap(fd, layout.size)
         whole = memoryview(self._map)
         self.values = whole[: layout.counters_size].cast("d")
+        began = layout.counters_size + layout.began_size
+        #: Per worker slot and connection: when its invocation began (time.monotonic()).
+        self.began = whole[layout.counters_size : began].cast("d")
         #: Per worker slot and connection: state byte + the running invocation's id.
-        self.conns = whole[layout.counters_size :]
+        self.conns = whole[began:]
 
     @classmethod
     def create(cls, layout: Layout) -> Board:
@@ -115,19 +125,26 @@ class Board:
             self.values[i] = 0.0
         size = self.layout.connections * CONN_ENTRY
         self.conns[slot * size : (slot + 1) * size] = bytes(size)
+        count = self.layout.connections
+        for i in range(slot * count, (slot + 1) * count):
+            self.began[i] = 0.0
 
-    def connection(self, slot: int, conn: int) -> tuple[int, str | None, int, bool]:
-        """(state, invocation id, its function's column, whether its request is a HEAD) of
-        worker ``slot``'s connection ``conn``."""
-        at = (slot * self.layout.connections + conn) * CONN_ENTRY
+    def connection(self, slot: int, conn: int) -> tuple[int, str | None, int, bool, float]:
+        """(state, invocation id, its function's column, whether its request is a HEAD,
+        the time.monotonic() the invocation began at) of worker ``slot``'s connection
+        ``conn``."""
+        index = slot * self.layout.connections + conn
+        at = index * CONN_ENTRY
         state = self.conns[at]
         ident = bytes(self.conns[at + 1 : at + 17]).hex()
         column = self.conns[at + 17] | self.conns[at + 18] << 8
         head = self.conns[at + 19] == 1
-        return state, ident if state != CONN_IDLE and state != CONN_READING else None, column, head
+        running = state != CONN_IDLE and state != CONN_READING
+        return state, ident if running else None, column, head, self.began[index]
 
     def close(self) -> None:
         self.values.release()
+        self.began.release()
         self.conns.release()
         self._map.close()
         os.close(self.fd)
@@ -142,6 +159,8 @@ class WorkerRow:
         "_values",
         "_conns",
         "_conn_base",
+        "_began",
+        "_began_base",
         "connections",
     )
 
@@ -152,15 +171,19 @@ class WorkerRow:
         self._conns = board.conns
         self.connections = board.layout.connections
         self._conn_base = slot * board.layout.connections * CONN_ENTRY
+        self._began = board.began
+        self._began_base = slot * board.layout.connections
 
     def conn_busy(self, conn: int, invocation_id: str, column: int) -> None:
-        """Connection ``conn`` runs ``invocation_id``, of the function in ``column``: a 502
-        naming it if the worker dies, and a line naming both."""
+        """Connection ``conn`` runs ``invocation_id``, of the function in ``column``, from
+        now: a 502 naming it if the worker dies, and a line naming both and how long it
+        ran."""
         at = self._conn_base + conn * CONN_ENTRY
         conns = self._conns
         conns[at + 1 : at + 17] = _fromhex(invocation_id)
         conns[at + 17] = column & 0xFF
         conns[at + 18] = column >> 8
+        self._began[self._began_base + conn] = _monotonic()
         conns[at] = CONN_BUSY
 
     def conn_state(self, conn: int, state: int) -> None:

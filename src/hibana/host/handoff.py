@@ -34,6 +34,7 @@ import msgspec
 
 from hibana.host.board import CONN_BUSY, CONN_READING, CONN_WAITING, Board
 from hibana.host.http_syntax import date_line
+from hibana.telemetry.log_fields import millis
 from hibana.telemetry.trace import TraceContext, continue_or_start
 
 _MESSAGE = struct.Struct("!ciI")  # b"o"pen / b"c"lose, worker pid, connection slot
@@ -149,27 +150,28 @@ class HeldConnections:
         board: Board | None,
         report: Callable[[str], None],
         stopped: bool = False,
-        lost: Callable[[str, int, str, bool, int, TraceContext], None] | None = None,
+        lost: Callable[[str, int, str, bool, int, TraceContext, float], None] | None = None,
     ) -> int:
         """Answer 502 on the connections of dead worker ``pid`` that were running an
         invocation (503 if the host ``stopped`` it: a second signal), 503 on those whose
         invocation had not started (it waited for a permit, or the request's body was
         still being read); close them all. ``lost`` is
         told each such invocation (its id, status, error, whether it ran, its function's
-        column and the trace its answer names), answered or not (its client may have
-        gone). Returns how many were answered."""
+        column, the trace its answer names and the milliseconds since it began), answered
+        or not (its client may have gone). Returns how many were answered."""
         self.receive()  # its last words: connections it opened or closed just before
         ran = waited = read = 0
         for key in [k for k in self.held if k[0] == pid]:
             fd = self.held.pop(key)
-            state, invocation, column, head = (
-                board.connection(slot, key[1]) if board is not None else (0, None, 0, False)
+            state, invocation, column, head, began = (
+                board.connection(slot, key[1]) if board is not None else (0, None, 0, False, 0)
             )
             if state == CONN_READING:
                 read += _answer(fd, raw_answer(503, _unread(stopped), retry_after=1), head)
             elif invocation is not None and state in (CONN_BUSY, CONN_WAITING):
                 status, error = _lost(invocation, stopped, ran=state == CONN_BUSY)
-                # the request's own traceparent went to the worker: a trace of its own
+                # the request's own traceparent went to the worker (it read the head
+                # from the socket; the board holds no trace): a trace of its own
                 trace = continue_or_start(None)
                 written = _answer(fd, raw_answer(status, error, invocation, trace=trace), head)
                 if state == CONN_BUSY:
@@ -177,7 +179,8 @@ class HeldConnections:
                 else:
                     waited += written
                 if lost is not None:
-                    lost(invocation, status, error, state == CONN_BUSY, column, trace)
+                    took = millis(time.monotonic() - began)
+                    lost(invocation, status, error, state == CONN_BUSY, column, trace, took)
             os.close(fd)
         if ran or waited or read:
             how = [f"{ran} with {'503 (stopped)' if stopped else '502'}"] if ran else []
@@ -269,8 +272,7 @@ def _unread(stopped: bool) -> str:
 def _dated(answer: bytes) -> bytes:
     """``answer`` (a ``raw_answer``) with the ``date`` header of now, as it is sent: one
     answer may be written for minutes (a backlog refused while an app does not load)."""
-    at = answer.index(b"\r\n") + 2
-    return answer[:at] + date_line() + answer[at:]
+    return _with_line(answer, date_line())
 
 
 def _bodiless(answer: bytes) -> bytes:
@@ -301,13 +303,15 @@ def _answer(fd: int, answer: bytes, head: bool) -> int:
 
 def refuse_backlog(listening: socket.socket, answer: bytes) -> int:
     """Accept every connection waiting on ``listening`` (non-blocking) and write
-    ``answer`` on each: what no worker will take (they all die as they start, or the host
-    stops) gets an answer, not a reset. Returns how many were accepted.
+    ``answer`` (a ``raw_answer`` without a trace) on each: what no worker will take (they
+    all die as they start, or the host stops) gets an answer, not a reset. Returns how
+    many were accepted.
 
     Their requests are waited for together, up to ``REQUEST_WAIT`` seconds (a client
     writes it just after connecting, often after the accept): read, the close is clean
-    (a socket closed with bytes unread is reset, and the client may lose the answer),
-    and a HEAD gets its answer without the body (RFC 9110 9.3.2)."""
+    (a socket closed with bytes unread is reset, and the client may lose the answer), a
+    HEAD gets its answer without the body (RFC 9110 9.3.2), and each answer's
+    traceparent continues the request's trace, as a worker's answer does."""
     accepted: dict[int, socket.socket] = {}
     while True:
         try:
@@ -329,7 +333,33 @@ def refuse_backlog(listening: socket.socket, answer: bytes) -> int:
                 asked[fd] = accepted[fd].recv(65536)
     answer, bodiless = _dated(answer), _dated(_bodiless(answer))
     for fd, conn in accepted.items():
+        request = asked.get(fd, b"")
+        sent = bodiless if request.startswith(b"HEAD ") else answer
         with conn, contextlib.suppress(OSError):
-            conn.send(bodiless if asked.get(fd, b"").startswith(b"HEAD ") else answer)
+            conn.send(_traced(sent, continue_or_start(_traceparent(request))))
             conn.shutdown(socket.SHUT_WR)
     return len(accepted)
+
+
+def _traceparent(request: bytes) -> str | None:
+    """The traceparent of ``request`` (what was read of it): None if its head has none,
+    or two (no one trace to continue), as a worker takes it."""
+    found = None
+    for line in request.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if colon and name.lower() == b"traceparent":
+            if found is not None:
+                return None
+            found = value.strip(b" \t").decode("latin-1")
+    return found
+
+
+def _traced(answer: bytes, trace: TraceContext) -> bytes:
+    """``answer`` (a ``raw_answer``) naming ``trace``."""
+    return _with_line(answer, b"traceparent: %s\r\n" % trace.traceparent.encode())
+
+
+def _with_line(answer: bytes, line: bytes) -> bytes:
+    """``answer`` with the header ``line`` (its CRLF included) after its status line."""
+    at = answer.index(b"\r\n") + 2
+    return answer[:at] + line + answer[at:]

@@ -70,14 +70,20 @@ def remember(past: dict[str, dict[str, float]], record: WorkerRecord, died: bool
 
 def lost_line(
     output: ProcessOutput | None, record: WorkerRecord, how: str
-) -> Callable[[str, int, str, bool, int, TraceContext], None]:
+) -> Callable[[str, int, str, bool, int, TraceContext, float], None]:
     """What writes the log line of each invocation a dead worker took with it: its
     worker wrote none, and the id its client got must be found in the log, with the
-    function that was running (which may be what killed it)."""
+    function that was running (which may be what killed it) and how long it ran."""
     functions = record.zygote.functions
 
     def lost(
-        invocation: str, status: int, error: str, ran: bool, column: int, trace: TraceContext
+        invocation: str,
+        status: int,
+        error: str,
+        ran: bool,
+        column: int,
+        trace: TraceContext,
+        duration_ms: float,
     ) -> None:
         if output is not None:
             named = {"function": functions[column]["name"]} if column < len(functions) else {}
@@ -90,6 +96,7 @@ def lost_line(
                     **named,
                     "trace_id": trace.trace_id,
                     "span_id": trace.span_id,
+                    "duration_ms": duration_ms,
                     "outcome": "error" if ran else "cancelled",
                     "status": status,
                     "error": error,
