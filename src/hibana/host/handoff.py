@@ -32,7 +32,7 @@ from http import HTTPStatus
 
 import msgspec
 
-from hibana.host.board import CONN_BUSY, CONN_READING, CONN_WAITING, Board
+from hibana.host.board import CONN_BUSY, CONN_READING, CONN_RESPONDING, CONN_WAITING, Board
 from hibana.host.http_syntax import date_line
 from hibana.telemetry.log_fields import millis
 from hibana.telemetry.trace import TraceContext, continue_or_start
@@ -150,7 +150,7 @@ class HeldConnections:
         board: Board | None,
         report: Callable[[str], None],
         stopped: bool = False,
-        lost: Callable[[str, int, str, bool, int, TraceContext, float], None] | None = None,
+        lost: Callable[[str, int | None, str, bool, int, TraceContext, float], None] | None = None,
     ) -> int:
         """Answer 502 on the connections of dead worker ``pid`` that were running an
         invocation (503 if the host ``stopped`` it: a second signal), 503 on those whose
@@ -158,9 +158,10 @@ class HeldConnections:
         still being read); close them all. ``lost`` is
         told each such invocation (its id, status, error, whether it ran, its function's
         column, the trace its answer names and the milliseconds since it began), answered
-        or not (its client may have gone). Returns how many were answered."""
+        or not (its client may have gone), and each whose response was being sent (cut
+        short: no status of the supervisor's). Returns how many were answered."""
         self.receive()  # its last words: connections it opened or closed just before
-        ran = waited = read = 0
+        ran = waited = read = cut = 0
         for key in [k for k in self.held if k[0] == pid]:
             fd = self.held.pop(key)
             state, invocation, column, head, began = (
@@ -181,6 +182,16 @@ class HeldConnections:
                 if lost is not None:
                     took = millis(time.monotonic() - began)
                     lost(invocation, status, error, state == CONN_BUSY, column, trace, took)
+            elif invocation is not None and state == CONN_RESPONDING and lost is not None:
+                # its status line and part of its body went out: nothing can be answered,
+                # but the cut-short response is an invocation its worker wrote no line for
+                error = (
+                    f"worker died while sending invocation {invocation}'s response: "
+                    "its client got the response cut short"
+                )
+                took = millis(time.monotonic() - began)
+                lost(invocation, None, error, True, column, continue_or_start(None), took)
+                cut += 1
             os.close(fd)
         if ran or waited or read:
             how = [f"{ran} with {'503 (stopped)' if stopped else '502'}"] if ran else []
@@ -191,6 +202,11 @@ class HeldConnections:
             report(
                 f"answered {ran + waited + read} request(s) of the dead worker {slot} "
                 f"(pid {pid}): " + ", ".join(how)
+            )
+        if cut:
+            report(
+                f"the dead worker {slot} (pid {pid}) was sending {cut} response(s): "
+                "cut short, their clients got part of them"
             )
         return ran + waited + read
 

@@ -70,7 +70,7 @@ def remember(past: dict[str, dict[str, float]], record: WorkerRecord, died: bool
 
 def lost_line(
     output: ProcessOutput | None, record: WorkerRecord, how: str
-) -> Callable[[str, int, str, bool, int, TraceContext, float], None]:
+) -> Callable[[str, int | None, str, bool, int, TraceContext, float], None]:
     """What writes the log line of each invocation a dead worker took with it: its
     worker wrote none, and the id its client got must be found in the log, with the
     function that was running (which may be what killed it) and how long it ran."""
@@ -78,7 +78,7 @@ def lost_line(
 
     def lost(
         invocation: str,
-        status: int,
+        status: int | None,
         error: str,
         ran: bool,
         column: int,
@@ -98,7 +98,8 @@ def lost_line(
                     "span_id": trace.span_id,
                     "duration_ms": duration_ms,
                     "outcome": "error" if ran else "cancelled",
-                    "status": status,
+                    # None: the response was begun, its status already sent by the worker
+                    **({} if status is None else {"status": status}),
                     "error": error,
                     "worker": record.slot,
                     "pid": record.pid,
