@@ -44,7 +44,6 @@ _F = {name: i for i, name in enumerate(FUNCTION_FIELDS)}
 #: Values per function in a worker's row (counted on each invocation: a constant, not a call).
 _PER_FN = len(FUNCTION_FIELDS)
 _fromhex = bytes.fromhex  # looked up once: on the type, each call would bind it anew
-_monotonic = time.monotonic
 
 
 #: Connection states in the connection table (one byte, then the invocation id's 16, then
@@ -174,16 +173,16 @@ class WorkerRow:
         self._began = board.began
         self._began_base = slot * board.layout.connections
 
-    def conn_busy(self, conn: int, invocation_id: str, column: int) -> None:
-        """Connection ``conn`` runs ``invocation_id``, of the function in ``column``, from
-        now: a 502 naming it if the worker dies, and a line naming both and how long it
-        ran."""
+    def conn_busy(self, conn: int, invocation_id: str, column: int, began: float) -> None:
+        """Connection ``conn`` runs ``invocation_id``, of the function in ``column``, begun
+        at ``began`` (time.monotonic()): a 502 naming it if the worker dies, and a line
+        naming both and how long it ran."""
         at = self._conn_base + conn * CONN_ENTRY
         conns = self._conns
         conns[at + 1 : at + 17] = _fromhex(invocation_id)
         conns[at + 17] = column & 0xFF
         conns[at + 18] = column >> 8
-        self._began[self._began_base + conn] = _monotonic()
+        self._began[self._began_base + conn] = began
         conns[at] = CONN_BUSY
 
     def conn_state(self, conn: int, state: int) -> None:

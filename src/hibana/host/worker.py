@@ -43,7 +43,8 @@ from hibana.telemetry.printed import PrintedLines, ScrubbedText
 from hibana.telemetry.python_logging import import_logging, route_logging
 from hibana.triggers.http import HttpFront, timed_out
 from hibana.triggers.outbox import Outbox
-from hibana.triggers.queue import LAST_WRITES, QueueConsumer
+from hibana.triggers.queue import QueueConsumer
+from hibana.triggers.settle_writes import LAST_WRITES
 
 #: Seconds a mounted app's lifespan startup runs before the worker says it waits on it.
 STARTUP_NOTICE = 5.0

@@ -132,7 +132,7 @@ def _route_path(scope: Scope) -> str:
 class ConnectionTable(Protocol):
     """The board row's connection table (see hibana.host.board)."""
 
-    def conn_busy(self, conn: int, invocation_id: str, column: int) -> None: ...
+    def conn_busy(self, conn: int, invocation_id: str, column: int, began: float) -> None: ...
     def conn_state(self, conn: int, state: int) -> None: ...
     def conn_head(self, conn: int, head: bool) -> None: ...
 
@@ -346,7 +346,7 @@ class HttpFront:
         conn = scope.get("hibana.conn") if table is not None else None
         waiting = None
         if table is not None and conn is not None:
-            table.conn_busy(conn, inv.id, self._columns[spec.name])
+            table.conn_busy(conn, inv.id, self._columns[spec.name], started)
             if spec.max_concurrency is not None:
                 marks = table
 

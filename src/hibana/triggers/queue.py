@@ -36,7 +36,6 @@ from hibana.telemetry.trace import carried_link, continue_carried, new_invocatio
 from hibana.timers import TimerInfo
 from hibana.triggers.outbox import Outbox
 from hibana.triggers.queue_wakeups import IDLE_POLL_MAX, Wakeups
-from hibana.triggers.settle_writes import LAST_WRITES as LAST_WRITES  # host/worker.py takes it
 from hibana.triggers.settle_writes import SettleWrites
 from hibana.triggers.settlement import settlements
 from hibana.triggers.timer import LATE_AFTER
