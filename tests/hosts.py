@@ -219,6 +219,13 @@ def copy_app(name: str, into: Path) -> Path:
     return target
 
 
+def shown(path: Path) -> str:
+    """``path`` as the host names it in errors: relative to here, or whole if that is
+    shorter (a test's tmp_path seen from a checkout under /work)."""
+    rel = os.path.relpath(path)
+    return rel if len(rel) < len(str(path)) else str(path)
+
+
 def declared(app: str, function: str) -> str:
     """How the host's errors name ``function`` of ``tests/apps/<app>``: "function_app.py:12
     (create)", its file as the host is started from here, and the line its code object
@@ -227,7 +234,7 @@ def declared(app: str, function: str) -> str:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == function:
             line = node.decorator_list[0].lineno if node.decorator_list else node.lineno
-            return f"{os.path.relpath(path)}:{line} ({function})"
+            return f"{shown(path)}:{line} ({function})"
     raise AssertionError(f"{path} has no function {function}")
 
 

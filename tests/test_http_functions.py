@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.hosts import APPS, Host, declared, started
+from tests.hosts import APPS, Host, declared, shown, started
 
 
 def test_route_parameter_and_text_response(basic_host: Host) -> None:
@@ -495,7 +495,7 @@ def test_a_bad_return_is_logged_naming_the_functions_file_and_line(tmp_path: Pat
     """Its line named the function but not where it is, and its traceback was hibana's
     alone (http.py, then responses.py), none of the function's: the function had returned."""
     (tmp_path / "function_app.py").write_text(BAD_RETURNS)
-    where = os.path.relpath(tmp_path / "function_app.py")
+    where = shown(tmp_path / "function_app.py")
     for host in started(tmp_path, "--workers", "1"):
         for path, said in [
             ("/set", f"{where}:6 (give_set) returned set; return a hibana.Response, str"),
