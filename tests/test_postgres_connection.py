@@ -286,6 +286,35 @@ def test_an_operation_timeout_that_is_not_seconds_is_refused_naming_it(given: st
     )
 
 
+@pytest.mark.parametrize("given", ["soon", "0", "-1", "inf"])
+def test_a_lease_grace_that_is_not_seconds_is_refused_naming_it(given: str) -> None:
+    with pytest.raises(StoreError) as err:
+        engine_for(f"postgresql://app@db.internal/app?lease_grace={given}")
+    assert str(err.value) == (
+        f"lease_grace={given!r} in the store URL must be a number of seconds over 0 "
+        "(the default is 10)"
+    )
+
+
+@pytest.mark.parametrize(("given", "grace"), [("", 10.0), ("&lease_grace=45.5", 45.5)])
+def test_claims_are_fenced_for_the_urls_lease_grace_after_the_server_started(
+    pg_store_url: str, given: str, grace: float
+) -> None:
+    """The fence was 10 s, fixed: a host that may take longer to reach a server that is
+    back (a slow network, a failover) had its messages run again by another host."""
+    store = open_store(f"{pg_store_url}{given}")
+    try:
+        engine = store.engine
+        assert isinstance(engine, PostgresEngine)
+        (started,) = engine.conn.execute(
+            "SELECT extract(epoch from pg_postmaster_start_time())"
+        ).fetchone()
+        assert engine.fenced_until == pytest.approx(float(started) + grace)
+        assert "lease_grace" not in engine.url  # hibana's, not libpq's
+    finally:
+        store.close()
+
+
 def test_a_schema_whose_name_is_near_postgresqls_limit_takes_messages(
     postgres_dsn: str,
 ) -> None:

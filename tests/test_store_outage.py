@@ -91,7 +91,9 @@ def test_another_host_leaves_a_message_whose_lease_ran_out_in_an_outage_to_its_o
     reconnected, and ran it a second time.)"""
     app_dir = copy_app("outage", tmp_path)
     url, schema = with_schema(cluster.dsn)
-    store = f"{url}&operation_timeout=1"
+    # a fence longer than the test's slowest turn: with the default 10 s, on a loaded
+    # machine the owner, held off until message 2 ran, was sometimes later than that
+    store = f"{url}&operation_timeout=1&lease_grace=60"
     proxy = StallingProxy("127.0.0.1", cluster.port)
     try:
         for owner in started(app_dir, "--workers", "1", "--store", proxy.url(store)):

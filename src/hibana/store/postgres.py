@@ -87,15 +87,6 @@ _FENCED_CLAIM = _claim(FENCE)
 #: Held while migrating, so hosts starting together do not migrate twice.
 _MIGRATION_LOCK = 0x68_69_62_61
 
-
-#: Seconds after the server started, or after a connection that was lost is made again,
-#: in which this engine's claims take no message whose lease ran out (``fenced_until``):
-#: the lease may be that of a worker (on any host) that was cut off from the server too,
-#: and holds the message's settlement until it reconnects (``Store._hold``), within about
-#: a second of the server's return (``RECONNECT_MAX``, ``HELD_RETRY``). Claimed first, the
-#: message would run a second time. A lease of a worker that died waits this much longer.
-LEASE_GRACE = 10.0
-
 #: Seconds between a reconnect's attempts while the server cannot be reached: the first
 #: pause, doubled after each failure up to the last.
 RECONNECT_FIRST = 0.05
@@ -133,7 +124,7 @@ class PostgresEngine(SqlEngine):
 
     def __init__(self, url: str, create: bool = True) -> None:
         self.create = create
-        self.url, self.schema, self.timeout = split_url(url)
+        self.url, self.schema, self.timeout, self.lease_grace = split_url(url)
         self.display = redacted(url)
         self.conn: Any = None
         self._sql: dict[str, str] = {}
@@ -236,17 +227,22 @@ class PostgresEngine(SqlEngine):
                 ) from None
 
     def _fence(self, conn: Any) -> None:
-        """Fence claims (``fenced_until``) for ``LEASE_GRACE`` after the server started,
-        or, when ``conn`` replaces a connection that was lost, after now: the server was
-        away (restarted, failed over, cut off), for other hosts too, maybe. One query as
-        the connection is made; none per claim."""
+        """Fence claims (``fenced_until``) for ``lease_grace`` (``postgres_url.LEASE_GRACE``
+        or the URL's ``?lease_grace=``) after the server started, or, when ``conn``
+        replaces a connection that was lost, after now: the server was away (restarted,
+        failed over, cut off), for other hosts too, maybe. Fenced, claims take no message
+        whose lease ran out: the lease may be that of a worker (on any host) cut off too,
+        which holds the message's settlement until it reconnects (``Store._hold``), within
+        about a second of the server's return (``RECONNECT_MAX``, ``HELD_RETRY``); claimed
+        first, the message would run a second time. A lease of a worker that died waits
+        this much longer. One query as the connection is made; none per claim."""
         now, started = conn.execute(
             "SELECT extract(epoch from clock_timestamp()),"
             " extract(epoch from pg_postmaster_start_time())"
         ).fetchone()
         back = float(now) if self._connected else float(started)
         self._connected = True
-        self.fenced_until = max(back, float(started)) + LEASE_GRACE
+        self.fenced_until = max(back, float(started)) + self.lease_grace
 
     def _server_wait(self) -> str:
         """What ``on_wait`` is told of a connection the server has not answered yet."""

@@ -1,5 +1,6 @@
 """The PostgreSQL store's URL: what is libpq's (checked as libpq would read it, before any
-connection is tried), what is hibana's (``?schema=NAME``, ``?operation_timeout=SECONDS``),
+connection is tried), what is hibana's (``?schema=NAME``, ``?operation_timeout=SECONDS``,
+``?lease_grace=SECONDS``),
 and how errors show it (its password hidden)."""
 
 from __future__ import annotations
@@ -15,19 +16,26 @@ from hibana.errors import StoreError
 #: ``?operation_timeout=SECONDS`` sets another bound.
 OPERATION_TIMEOUT = 30.0
 
+#: Seconds after PostgreSQL comes back (it started, or a lost connection was made again) in
+#: which claims take no message whose lease ran out: its owner, cut off too, may hold its
+#: settlement and write it once it reconnects. The URL's ``?lease_grace=SECONDS`` sets
+#: another (longer where hosts may take longer to reach a server that is back).
+LEASE_GRACE = 10.0
+
 #: The URL's parameters that are hibana's, not libpq's.
-_OWN = ("schema", "operation_timeout")
+_OWN = ("schema", "operation_timeout", "lease_grace")
 #: The longest name PostgreSQL keeps whole, in bytes (NAMEDATALEN - 1).
 NAME_BYTES = 63
 
 
-def split_url(url: str) -> tuple[str, str | None, float]:
-    """(the libpq URL, hibana's schema, the operation timeout) from
-    ``postgresql://...?schema=NAME&operation_timeout=SECONDS``."""
+def split_url(url: str) -> tuple[str, str | None, float, float]:
+    """(the libpq URL, hibana's schema, the operation timeout, the lease grace) from
+    ``postgresql://...?schema=NAME&operation_timeout=SECONDS&lease_grace=SECONDS``."""
     parts = _parsed(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     schema = next((v for k, v in query if k == "schema"), None)
     timeout = next((v for k, v in query if k == "operation_timeout"), None)
+    grace = next((v for k, v in query if k == "lease_grace"), None)
     # quote, not quote_plus: libpq reads no "+" as a space (options=-c%20statement_timeout)
     rest = urlencode([(k, v) for k, v in query if k not in _OWN], quote_via=quote)
     if schema is not None and not schema.replace("_", "").isalnum():
@@ -43,7 +51,12 @@ def split_url(url: str) -> tuple[str, str | None, float]:
         )
     libpq_url = urlunsplit(parts._replace(query=rest))
     _check_libpq(libpq_url, url)
-    return libpq_url, schema, _seconds(timeout)
+    return (
+        libpq_url,
+        schema,
+        _seconds("operation_timeout", timeout, OPERATION_TIMEOUT),
+        _seconds("lease_grace", grace, LEASE_GRACE),
+    )
 
 
 _FIX = "fix the URL given to --store (or $HIBANA_STORE): postgresql://USER@HOST:PORT/DATABASE"
@@ -131,17 +144,17 @@ def _takes(name: str, value: str) -> str | None:
     return None
 
 
-def _seconds(text: str | None) -> float:
+def _seconds(name: str, text: str | None, default: float) -> float:
     if text is None:
-        return OPERATION_TIMEOUT
+        return default
     try:
         value = float(text)
     except ValueError:
         value = 0.0
     if not 0 < value < float("inf"):
         raise StoreError(
-            f"operation_timeout={text!r} in the store URL must be a number of seconds "
-            f"over 0 (the default is {OPERATION_TIMEOUT:g})"
+            f"{name}={text!r} in the store URL must be a number of seconds "
+            f"over 0 (the default is {default:g})"
         )
     return value
 

@@ -144,7 +144,7 @@ class SqlEngine(Engine):
     #: Until when (the store's clock) claims take no message whose lease ran out, only
     #: those never claimed or given back: the store was away, and a lease that ran out
     #: meanwhile may be that of a worker that holds the message's settlement still, to
-    #: be written once it reaches the store again (``postgres.LEASE_GRACE``). SQLite, a
+    #: be written once it reaches the store again (``postgres_url.LEASE_GRACE``). SQLite, a
     #: file of the host's own, is never away: never fenced.
     fenced_until = 0.0
 
