@@ -277,22 +277,15 @@ def test_a_batch_cut_during_its_commit_fails_whole_and_is_not_run_again(
 
 
 @pytest.mark.parametrize("given", ["soon", "0", "-1", "inf"])
-def test_an_operation_timeout_that_is_not_seconds_is_refused_naming_it(given: str) -> None:
+@pytest.mark.parametrize(("name", "default"), [("operation_timeout", 30), ("lease_grace", 10)])
+def test_a_store_urls_seconds_that_are_not_seconds_are_refused_naming_them(
+    name: str, default: int, given: str
+) -> None:
     with pytest.raises(StoreError) as err:
-        engine_for(f"postgresql://app@db.internal/app?operation_timeout={given}")
+        engine_for(f"postgresql://app@db.internal/app?{name}={given}")
     assert str(err.value) == (
-        f"operation_timeout={given!r} in the store URL must be a number of seconds over 0 "
-        "(the default is 30)"
-    )
-
-
-@pytest.mark.parametrize("given", ["soon", "0", "-1", "inf"])
-def test_a_lease_grace_that_is_not_seconds_is_refused_naming_it(given: str) -> None:
-    with pytest.raises(StoreError) as err:
-        engine_for(f"postgresql://app@db.internal/app?lease_grace={given}")
-    assert str(err.value) == (
-        f"lease_grace={given!r} in the store URL must be a number of seconds over 0 "
-        "(the default is 10)"
+        f"{name}={given!r} in the store URL must be a number of seconds over 0 "
+        f"(the default is {default})"
     )
 
 
