@@ -54,6 +54,8 @@ _match_traceparent = _TRACEPARENT.fullmatch
 _NO_TRACE, _NO_SPAN = "0" * 32, "0" * 16
 #: What TraceContext's __new__ calls, with its fields in order and none left to a default.
 _tuple = tuple.__new__
+#: A new trace's fields after its two ids: TraceContext's own defaults.
+_UNCONTINUED = tuple(TraceContext._field_defaults.values())
 
 
 def continue_or_start(traceparent: str | None, tracestate: str | None = None) -> TraceContext:
@@ -68,12 +70,9 @@ def continue_or_start(traceparent: str | None, tracestate: str | None = None) ->
             trace_id, parent, sampled = caller
             state = _tracestate(tracestate) if tracestate else ""
             return _tuple(TraceContext, (trace_id, new_span_id(), parent, sampled, state))
-    # new_trace_id() and new_span_id() written out, and the tuple made without the named
-    # tuple's __new__ (a Python function): one of these each request, at a third of the cost
-    return _tuple(
-        TraceContext,
-        ((_bits(128) or 1).to_bytes(16).hex(), (_bits(64) or 1).to_bytes(8).hex(), None, True, ""),
-    )
+    # made without the named tuple's __new__ (a Python function): one of these each
+    # request, at a third of the cost
+    return _tuple(TraceContext, (new_trace_id(), new_span_id(), *_UNCONTINUED))
 
 
 def is_traceparent(value: object) -> bool:
